@@ -1,0 +1,1 @@
+//! use case: backup (not yet implemented)

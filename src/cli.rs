@@ -1,0 +1,170 @@
+//! Command-line structs (clap derives only). Domain types live in the library; `main.rs` maps these
+//! onto it. The command line is stable: scripts and tests depend on it (DESIGN §3).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hubvault", version, about = "Encrypted, versioned backup, clone and restore for Azure IoT Hub registries")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file (default: ./hubvault.toml if present).
+    #[arg(long, global = true, env = "HUBVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Store: a folder, file://…, or an Azure Blob container URL (default ./hubvault-store).
+    #[arg(long, global = true, env = "HUBVAULT_STORE")]
+    pub store: Option<String>,
+    /// Print one JSON document on stdout; human text goes to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (repeat for more). Secrets are never printed at any level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Where age keys come from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Keys {
+    /// Public age recipient to encrypt to (repeatable; env: comma-separated).
+    #[arg(long = "recipient", env = "HUBVAULT_RECIPIENTS", value_delimiter = ',')]
+    pub recipients: Vec<String>,
+    /// age identity file (0600): decrypts snapshots; its recipient is also encrypted to.
+    #[arg(long, env = "HUBVAULT_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage age keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Seal a registry export into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// Show one snapshot's manifest.
+    Show(ShowArgs),
+    /// Check snapshots: presence, sizes, sha256; with --read-data also decrypt and parse.
+    Verify(VerifyArgs),
+    /// Devices and modules added, removed and changed between two snapshots.
+    Diff(DiffArgs),
+    /// Decrypt a snapshot to import-ready devices.txt (+ configurations.txt). Holds keys!
+    Dump(DumpArgs),
+    /// Apply retention policies: remove forgotten snapshots and orphans.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an age identity file (0600) and print its public recipient.
+    Init(KeyInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyInitArgs {
+    /// Where to write the identity (refuses to overwrite).
+    #[arg(long, env = "HUBVAULT_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Ingest a devices.txt made elsewhere (a file, or a folder holding devices.txt [+ configurations.txt]).
+    #[arg(long, value_name = "PATH")]
+    pub from_export: Option<PathBuf>,
+    /// Hub name recorded for an ingested export.
+    #[arg(long, value_name = "NAME", requires = "from_export")]
+    pub hub_name: Option<String>,
+    /// Do not include configurations.
+    #[arg(long)]
+    pub no_configurations: bool,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only this hub's snapshots.
+    #[arg(long)]
+    pub hub: Option<String>,
+}
+
+/// Which hub `latest` refers to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HubFilter {
+    /// Hub whose snapshots `latest` refers to.
+    #[arg(long, alias = "hub-name")]
+    pub hub: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Snapshot id or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub hub: HubFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Snapshot id or `latest` (default: all with --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub snapshot: Option<String>,
+    /// Verify every snapshot.
+    #[arg(long)]
+    pub all: bool,
+    /// Also decrypt, decompress and parse every record (needs the identity).
+    #[arg(long)]
+    pub read_data: bool,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Older snapshot (id or `latest`).
+    pub from: String,
+    /// Newer snapshot (id or `latest`).
+    pub to: String,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id or `latest`.
+    pub snapshot: String,
+    /// Folder to write devices.txt (+ configurations.txt) into, files 0600.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Policy file (default: every policies/*.toml).
+    #[arg(long)]
+    pub policy: Vec<PathBuf>,
+    /// Show the decisions, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Decide as if it were this time (RFC 3339), e.g. 2026-12-01T02:00:00Z.
+    #[arg(long)]
+    pub at: Option<String>,
+}

@@ -1,0 +1,263 @@
+//! `hubvault.toml`: the lasting settings (store, keys, hubs, DPS, ARM, Key Vault, staging).
+//!
+//! Precedence is flags > `HUBVAULT_*` environment > this file > built-in defaults. Flags and
+//! environment are resolved by the binary's clap structs; this module parses the file and applies
+//! the last two layers. Keys are kebab-case and unknown keys are rejected with file and line, so a
+//! typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default store when neither flag, environment nor file names one.
+pub const DEFAULT_STORE: &str = "./hubvault-store";
+/// The config file read from the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "hubvault.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("hub {name:?} is not in {config}; add [hubs.{name}] or pass a connection string")]
+    UnknownHub { name: String, config: String },
+    #[error("environment variable {var} (named by {key}) is not set")]
+    MissingEnv { var: String, key: String },
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "config_read",
+            Error::Parse { .. } => "config_parse",
+            Error::UnknownHub { .. } => "config_unknown_hub",
+            Error::MissingEnv { .. } => "config_missing_env",
+        }
+    }
+}
+
+/// The parsed `hubvault.toml`. Every field is optional: the file may be absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub store: Option<String>,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub identity: Option<PathBuf>,
+    #[serde(default)]
+    pub hubs: BTreeMap<String, ServiceEntry>,
+    #[serde(default)]
+    pub dps: BTreeMap<String, ServiceEntry>,
+    pub arm: Option<ArmEntry>,
+    pub keyvault: Option<KeyVaultEntry>,
+    pub staging: Option<StagingEntry>,
+    /// Where the file was read from (not a key of the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// A hub or a DPS instance, by connection string or by host + Entra credential.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceEntry {
+    pub connection_string: Option<String>,
+    pub connection_string_env: Option<String>,
+    pub host: Option<String>,
+    pub credential: Option<Credential>,
+    pub endpoint: Option<String>,
+    pub resource_id: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for ServiceEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceEntry")
+            .field("connection_string", &self.connection_string.as_ref().map(|_| "<redacted>"))
+            .field("connection_string_env", &self.connection_string_env)
+            .field("host", &self.host)
+            .field("credential", &self.credential)
+            .field("endpoint", &self.endpoint)
+            .field("resource_id", &self.resource_id)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl ServiceEntry {
+    /// The connection string, from the file or from the environment variable it names.
+    pub fn connection_string(&self, key: &str) -> Result<Option<String>, Error> {
+        if let Some(cs) = &self.connection_string {
+            return Ok(Some(cs.clone()));
+        }
+        match &self.connection_string_env {
+            Some(var) => std::env::var(var).map(Some).map_err(|_| Error::MissingEnv {
+                var: var.clone(),
+                key: format!("{key}.connection-string-env"),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Entra ID credential kinds (`azure_identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credential {
+    DeveloperTools,
+    ManagedIdentity,
+    WorkloadIdentity,
+    ClientSecret,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ArmEntry {
+    pub endpoint: Option<String>,
+    pub token_env: Option<String>,
+    pub credential: Option<Credential>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeyVaultEntry {
+    pub url: String,
+    pub secret: String,
+    pub credential: Option<Credential>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StagingEntry {
+    pub connection_string_env: Option<String>,
+    pub connection_string: Option<String>,
+    pub container_url: Option<String>,
+    pub container: Option<String>,
+    pub sas_lifetime: Option<String>,
+}
+
+impl fmt::Debug for StagingEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagingEntry")
+            .field("connection_string_env", &self.connection_string_env)
+            .field("connection_string", &self.connection_string.as_ref().map(|_| "<redacted>"))
+            .field("container_url", &self.container_url.as_ref().map(|u| redact_query(u)))
+            .field("container", &self.container)
+            .field("sas_lifetime", &self.sas_lifetime)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Load the config: `explicit` must exist; otherwise `hubvault.toml` in the working
+    /// directory is read if present, and an absent file gives the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !p.exists() {
+                    return Ok(Config::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let mut config = Self::parse(&text, &path)?;
+        config.source = Some(path);
+        Ok(config)
+    }
+
+    /// Parse config text; errors name the file and line.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        toml::from_str(text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: describe_toml_error(text, &e) })
+    }
+
+    /// The store: flag or environment (already merged by clap), else file, else default.
+    pub fn store(&self, flag_or_env: Option<&str>) -> String {
+        flag_or_env
+            .map(str::to_owned)
+            .or_else(|| self.store.clone())
+            .unwrap_or_else(|| DEFAULT_STORE.to_owned())
+    }
+
+    /// Recipients: flag or environment if any were given, else the file's.
+    pub fn recipients(&self, flag_or_env: &[String]) -> Vec<String> {
+        if flag_or_env.is_empty() { self.recipients.clone() } else { flag_or_env.to_vec() }
+    }
+
+    /// Identity file: flag or environment, else the file's (with `~/` expanded).
+    pub fn identity(&self, flag_or_env: Option<&Path>) -> Option<PathBuf> {
+        flag_or_env.map(Path::to_path_buf).or_else(|| self.identity.clone()).map(|p| expand_home(&p))
+    }
+
+    /// Name of the file for messages.
+    pub fn describe(&self) -> String {
+        self.source.as_ref().map_or_else(|| "(no config file)".to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// Render a TOML error as "line L, column C: message" (the toml crate reports a byte span).
+pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().to_owned();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Expand a leading `~/` to `$HOME/`.
+pub fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Replace the query string of a URL (where a SAS lives) with `<redacted>`.
+pub fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?<redacted>"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = "store = \"x\"\n\n[hubs.hub-a]\nconection-string = \"HostName=h\"\n";
+        let err = Config::parse(text, Path::new("hubvault.toml")).unwrap_err().to_string();
+        assert!(err.contains("hubvault.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("conection-string"), "{err}");
+    }
+
+    #[test]
+    fn precedence_flag_then_file_then_default() {
+        let c = Config::parse("store = \"/from/file\"\n", Path::new("f")).unwrap();
+        assert_eq!(c.store(Some("/flag")), "/flag");
+        assert_eq!(c.store(None), "/from/file");
+        assert_eq!(Config::default().store(None), DEFAULT_STORE);
+    }
+
+    #[test]
+    fn debug_redacts_connection_strings() {
+        let text = "[hubs.a]\nconnection-string = \"HostName=a;SharedAccessKeyName=p;SharedAccessKey=SECRETKEY=\"\n";
+        let c = Config::parse(text, Path::new("f")).unwrap();
+        assert!(!format!("{c:?}").contains("SECRETKEY"));
+    }
+}

@@ -1,0 +1,1 @@
+//! use case: diff (not yet implemented)

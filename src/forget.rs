@@ -1,0 +1,1 @@
+//! use case: forget (not yet implemented)

@@ -1,0 +1,1 @@
+//! IoT Hub service REST client (not yet implemented).

@@ -1,0 +1,47 @@
+//! hubvault — encrypted, versioned backup, clone and restore for Azure IoT Hub device registries.
+//!
+//! IoT Hub's only bulk path is the import/export *job*, which writes every device key in plaintext
+//! into a blob container. hubvault wraps that path: it seals exports into an encrypted, versioned
+//! vault and replays snapshots into a hub (or DPS) after preflight checks.
+//!
+//! # Data flow
+//!
+//! ```text
+//! backup:   hub export job ──► staging container (plaintext; deleted at once)
+//!           ──► parse + check each line ──► sort by (id, moduleId) ──► zstd ──► age ──► store
+//!           ──► manifest written last (the commit point)
+//! forget:   manifests ──► retention policy (pure, takes `now`) ──► delete forgotten snapshots + orphans
+//! restore:  store ──► age ──► zstd ──► records ──► plan (diff against the live target)
+//!           ──► preflight findings ──► apply (import job | bulk registry API) ──► verify
+//! clone:    backup of A (kept, or ephemeral) + restore into B
+//! ```
+//!
+//! # Map
+//!
+//! | module | owns | must not |
+//! |---|---|---|
+//! | [`snapshot`] | record model (verbatim export lines), manifest, catalog (naming, listing, manifest-last commit), external sort | talk HTTP |
+//! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote | know hubs, stores, vaults |
+//! | [`store`] | narrow trait over local folder, Azure Blob, memory; create-only puts | know snapshots |
+//! | [`vault`] | where age keys come from: identity file (0600), recipients for backup, identities for restore | — |
+//! | [`hub`] | IoT Hub service REST client: SAS auth, jobs, registry, typed errors | know stores |
+//! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
+//! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
+//! | [`backup`], [`verify`], [`diff`], [`forget`] | the use cases | know clap |
+//! | [`sim`] | the simulator (IoT Hub, DPS, ARM, Key Vault on loopback) | import anything else of hubvault |
+//!
+//! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`
+//! (binary-private), exit codes are 0 ok, 1 a check found something, 2 error.
+
+pub mod backup;
+pub mod config;
+pub mod diff;
+pub mod forget;
+pub mod hub;
+pub mod pipeline;
+pub mod policy;
+pub mod sim;
+pub mod snapshot;
+pub mod store;
+pub mod vault;
+pub mod verify;

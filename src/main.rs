@@ -1,0 +1,92 @@
+//! The `hubvault` binary: parse flags, load config, run a use case, print, exit.
+//!
+//! Exit codes: 0 ok, 1 a check found something (verify mismatch, diff not empty, preflight
+//! finding), 2 error. With `--json`, stdout carries exactly one JSON document (on error:
+//! `{"error": {"code", "message", "fix"}}`) and human text goes to stderr.
+
+mod cli;
+mod commands;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use serde_json::{Value, json};
+
+use cli::Cli;
+
+/// What a command produced: a JSON document, text for people, and whether a check found something.
+pub struct Outcome {
+    pub json: Value,
+    pub human: String,
+    pub found_something: bool,
+}
+
+impl Outcome {
+    pub fn ok(json: Value, human: impl Into<String>) -> Self {
+        Outcome { json, human: human.into(), found_something: false }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let json_mode = cli.global.json;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(commands::run(cli)) {
+        Ok(outcome) => {
+            if json_mode {
+                println!("{}", serde_json::to_string_pretty(&outcome.json).expect("json"));
+                if !outcome.human.is_empty() {
+                    eprint!("{}", ensure_newline(&outcome.human));
+                }
+            } else {
+                print!("{}", ensure_newline(&outcome.human));
+            }
+            let _ = std::io::stdout().flush();
+            if outcome.found_something { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(err) => {
+            let (code, fix) = diagnose(&err);
+            let message = format!("{err:#}");
+            if json_mode {
+                let doc = json!({"error": {"code": code, "message": message, "fix": fix}});
+                println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+            }
+            eprintln!("error: {message}");
+            if let Some(fix) = fix {
+                eprintln!("fix: {fix}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ensure_newline(s: &str) -> String {
+    if s.is_empty() || s.ends_with('\n') { s.to_owned() } else { format!("{s}\n") }
+}
+
+/// A stable code and, where we know one, the next step for the user.
+fn diagnose(err: &anyhow::Error) -> (&'static str, Option<String>) {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<hubvault::config::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::store::Error>() {
+            return (e.code(), None);
+        }
+    }
+    ("error", None)
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUBVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hubvault={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,1 @@
+//! seal/open byte streams (not yet implemented).

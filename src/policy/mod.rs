@@ -1,0 +1,1 @@
+//! retention and schedule policy (not yet implemented).

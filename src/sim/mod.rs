@@ -1,0 +1,2 @@
+//! the simulator (not yet implemented).
+pub mod shared;

@@ -1,0 +1,1 @@
+//! snapshot records, manifest and catalog (not yet implemented).

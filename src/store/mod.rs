@@ -1,0 +1,144 @@
+//! Where sealed objects live: a narrow, create-only object store.
+//!
+//! Backends: a local folder (the default), Azure Blob Storage and memory (tests). The trait knows
+//! nothing of snapshots: it stores named byte objects. Names are `/`-separated relative paths
+//! (`plant-hub/20261126T020000Z-3f9a1c2e/manifest.json`).
+//!
+//! Writes are **create-only**: an object becomes visible under its name only when
+//! [`ObjectWriter::finish`] succeeds, and `finish` fails with [`Error::AlreadyExists`] if the name is
+//! taken — never overwrite. A writer dropped or aborted before `finish` leaves nothing visible
+//! (at most an invisible temporary that `forget` sweeps).
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use time::OffsetDateTime;
+
+/// A stream of an object's bytes, in order.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+/// What a listing or a finished write reports about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub size: u64,
+    pub last_modified: OffsetDateTime,
+}
+
+/// Errors of every backend. Messages never carry credentials (SAS signatures, account keys).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object {name} does not exist in {store}")]
+    NotFound { store: String, name: String },
+    #[error("object {name} already exists in {store}; objects are never overwritten")]
+    AlreadyExists { store: String, name: String },
+    #[error("invalid object name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("permission denied on {store}: {detail}; check the credential's rights on this store")]
+    PermissionDenied { store: String, detail: String },
+    #[error("I/O error on {store} ({context}): {source}")]
+    Io {
+        store: String,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{store}: {detail}")]
+    Backend { store: String, detail: String },
+}
+
+impl Error {
+    /// Stable machine-readable code for `--json` error output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "store_not_found",
+            Error::AlreadyExists { .. } => "store_already_exists",
+            Error::InvalidName { .. } => "store_invalid_name",
+            Error::PermissionDenied { .. } => "store_permission_denied",
+            Error::Io { .. } => "store_io",
+            Error::Backend { .. } => "store_backend",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A create-only object store.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Where this store is, for messages (credentials redacted).
+    fn location(&self) -> String;
+
+    /// Start writing a new object. Nothing is visible under `name` until [`ObjectWriter::finish`].
+    async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Read a whole object as a stream.
+    async fn get(&self, name: &str) -> Result<ByteStream>;
+
+    /// Objects whose names start with `prefix`, sorted by name. Temporaries are not listed.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Remove an object. Removing a missing object is not an error (deletes are retried).
+    async fn delete(&self, name: &str) -> Result<()>;
+
+    /// Metadata of one object, `None` if absent.
+    async fn head(&self, name: &str) -> Result<Option<ObjectMeta>> {
+        let listed = self.list(name).await?;
+        Ok(listed.into_iter().find(|m| m.name == name))
+    }
+
+    /// Create an object from bytes in memory (small objects: manifests).
+    async fn put(&self, name: &str, data: Bytes) -> Result<ObjectMeta> {
+        let mut writer = self.create(name).await?;
+        writer.write(data).await?;
+        writer.finish().await
+    }
+
+    /// Read a whole object into memory (small objects: manifests).
+    async fn get_bytes(&self, name: &str) -> Result<Bytes> {
+        use futures::TryStreamExt;
+        let chunks: Vec<Bytes> = self.get(name).await?.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Remove temporaries left by writers that never finished (a killed process), if older
+    /// than `older_than`. Returns how many were removed. Backends without visible temporaries
+    /// (Azure: uncommitted blocks expire by themselves) return 0.
+    async fn sweep_temporaries(&self, older_than: OffsetDateTime) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
+}
+
+/// One object being written. Exactly one of `finish` or `abort` ends it.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    /// Append bytes.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Make the object visible under its name, create-only (fails if the name exists).
+    async fn finish(self: Box<Self>) -> Result<ObjectMeta>;
+    /// Drop what was written; nothing becomes visible.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// Check an object name: relative, `/`-separated, no empty, `.` or `..` segments, no control
+/// characters. Every backend calls this so a name means the same thing everywhere.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if name.chars().any(char::is_control) || name.contains('\\') {
+        return bad("contains a control character or backslash");
+    }
+    if name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("has an empty, '.' or '..' segment");
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! age key sources (not yet implemented).

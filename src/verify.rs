@@ -1,0 +1,1 @@
+//! use case: verify (not yet implemented)
