@@ -33,6 +33,7 @@
 //! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`
 //! (binary-private), exit codes are 0 ok, 1 a check found something, 2 error.
 
+pub mod arm;
 pub mod backup;
 pub mod config;
 pub mod diff;
@@ -40,6 +41,7 @@ pub mod forget;
 pub mod hub;
 pub mod pipeline;
 pub mod policy;
+pub mod preflight;
 pub mod sim;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,362 @@
+//! Management-plane (ARM) reads: a hub's networking rules (IP filter, public network access).
+//!
+//! Preflight uses these to tell a firewall rejection from a bad credential: IoT Hub answers both
+//! with `401002 Unauthorized`, and its message never mentions the IP rule (contract §6.3). The
+//! decision itself ([`NetworkRules::verdict`]) is a pure function of the rules and the caller's
+//! public address.
+//!
+//! Must not: know stores or snapshots. Real ARM (`https://management.azure.com`) is the default;
+//! the simulator is reached only through an explicit endpoint.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// ARM api-version for `Microsoft.Devices/IotHubs` (contract §0).
+pub const API_VERSION: &str = "2023-06-30";
+/// The public ARM endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "ARM refused the request for {resource} (HTTP {status}): {message}; check that the identity has Reader on the hub"
+    )]
+    Refused {
+        resource: String,
+        status: u16,
+        message: String,
+    },
+    #[error("ARM request for {resource} failed: {source}")]
+    Transport {
+        resource: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("ARM answered for {resource} with a body hubvault cannot read: {detail}")]
+    Body { resource: String, detail: String },
+    #[error("no ARM token: {detail}")]
+    NoToken { detail: String },
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Refused { .. } => "arm_refused",
+            Error::Transport { .. } => "arm_transport",
+            Error::Body { .. } => "arm_body",
+            Error::NoToken { .. } => "arm_no_token",
+        }
+    }
+}
+
+/// A bearer token for ARM. Debug never shows it.
+#[derive(Clone)]
+pub struct ArmToken(SecretString);
+
+impl ArmToken {
+    pub fn new(token: String) -> Self {
+        ArmToken(SecretString::from(token))
+    }
+}
+
+impl fmt::Debug for ArmToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArmToken(<redacted>)")
+    }
+}
+
+/// Reads hub resources from ARM.
+#[derive(Debug, Clone)]
+pub struct ArmClient {
+    endpoint: Url,
+    token: ArmToken,
+    http: reqwest::Client,
+}
+
+impl ArmClient {
+    pub fn new(endpoint: Option<&str>, token: ArmToken) -> Result<Self, Error> {
+        let raw = endpoint.unwrap_or(DEFAULT_ENDPOINT);
+        let endpoint = Url::parse(raw).map_err(|e| Error::Body {
+            resource: raw.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| Error::Transport {
+                resource: raw.to_owned(),
+                source: source.without_url(),
+            })?;
+        Ok(ArmClient {
+            endpoint,
+            token,
+            http,
+        })
+    }
+
+    /// `GET {resource_id}?api-version=…`: the hub's networking rules.
+    pub async fn hub_network_rules(&self, resource_id: &str) -> Result<NetworkRules, Error> {
+        let resource = resource_id.to_owned();
+        let mut url = self.endpoint.clone();
+        url.set_path(resource_id);
+        url.query_pairs_mut()
+            .append_pair("api-version", API_VERSION);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.token.0.expose_secret())
+            .send()
+            .await
+            .map_err(|source| Error::Transport {
+                resource: resource.clone(),
+                source: source.without_url(),
+            })?;
+        let status = response.status();
+        let body = response.text().await.map_err(|source| Error::Transport {
+            resource: resource.clone(),
+            source: source.without_url(),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| body.chars().take(200).collect());
+            return Err(Error::Refused {
+                resource,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let doc: HubDescription = serde_json::from_str(&body).map_err(|e| Error::Body {
+            resource,
+            detail: e.to_string(),
+        })?;
+        Ok(doc.properties)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HubDescription {
+    #[serde(default)]
+    properties: NetworkRules,
+}
+
+/// The networking part of `IotHubDescription.properties` (contract §7.1).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRules {
+    pub public_network_access: Option<String>,
+    pub network_rule_sets: Option<NetworkRuleSet>,
+    #[serde(default)]
+    pub ip_filter_rules: Vec<IpFilterRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRuleSet {
+    pub default_action: Option<String>,
+    #[serde(default)]
+    pub ip_rules: Vec<IpRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IpRule {
+    pub filter_name: String,
+    #[serde(default)]
+    pub action: Option<String>,
+    pub ip_mask: String,
+}
+
+/// Classic (retired) IP filter rule: ordered, first match wins.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IpFilterRule {
+    pub filter_name: String,
+    pub action: String,
+    pub ip_mask: String,
+}
+
+/// Whether a caller address gets through a hub's public endpoint, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed { reason: String },
+    Blocked { reason: String },
+}
+
+impl NetworkRules {
+    /// Decide for `caller` exactly as contract §7.1 orders it: public access off blocks everyone;
+    /// "selected IP ranges" allows only addresses inside an allow rule; else classic rules in order
+    /// (first match wins, default accept); else allowed.
+    pub fn verdict(&self, caller: IpAddr) -> Verdict {
+        if self
+            .public_network_access
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("Disabled"))
+        {
+            return Verdict::Blocked {
+                reason: "public network access is Disabled (only private endpoints reach this hub)"
+                    .to_owned(),
+            };
+        }
+        if let Some(set) = &self.network_rule_sets
+            && set
+                .default_action
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("Deny"))
+        {
+            return match set
+                .ip_rules
+                .iter()
+                .find(|r| mask_contains(&r.ip_mask, caller))
+            {
+                Some(rule) => Verdict::Allowed {
+                    reason: format!(
+                        "allowed by IP rule {:?} ({})",
+                        rule.filter_name, rule.ip_mask
+                    ),
+                },
+                None => Verdict::Blocked {
+                    reason: describe_deny(caller, &set.ip_rules),
+                },
+            };
+        }
+        if let Some(rule) = self
+            .ip_filter_rules
+            .iter()
+            .find(|r| mask_contains(&r.ip_mask, caller))
+        {
+            let allowed = rule.action.eq_ignore_ascii_case("Accept");
+            let reason = format!(
+                "classic IP filter rule {:?} ({}) says {}",
+                rule.filter_name, rule.ip_mask, rule.action
+            );
+            return if allowed {
+                Verdict::Allowed { reason }
+            } else {
+                Verdict::Blocked { reason }
+            };
+        }
+        Verdict::Allowed {
+            reason: "the hub accepts all networks".to_owned(),
+        }
+    }
+}
+
+fn describe_deny(caller: IpAddr, rules: &[IpRule]) -> String {
+    if rules.is_empty() {
+        return format!(
+            "the hub allows only selected IP ranges, none are listed, so {caller} is not allowed"
+        );
+    }
+    let listed: Vec<String> = rules
+        .iter()
+        .map(|r| format!("{} {}", r.filter_name, r.ip_mask))
+        .collect();
+    format!(
+        "the hub allows only selected IP ranges ({}); {caller} is in none of them",
+        listed.join(", ")
+    )
+}
+
+/// Whether `ip` falls inside `mask` (`a.b.c.d` or `a.b.c.d/n`). IoT Hub IP rules are IPv4 only;
+/// an unparsable mask matches nothing.
+pub fn mask_contains(mask: &str, ip: IpAddr) -> bool {
+    let IpAddr::V4(ip) = ip else { return false };
+    let (base, bits) = match mask.trim().split_once('/') {
+        Some((base, bits)) => match bits.parse::<u32>() {
+            Ok(b) if b <= 32 => (base, b),
+            _ => return false,
+        },
+        None => (mask.trim(), 32),
+    };
+    let Ok(base) = base.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    let net = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    (u32::from(base) & net) == (u32::from(ip) & net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(json: &str) -> NetworkRules {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn masks() {
+        assert!(mask_contains("127.0.0.2", ip("127.0.0.2")));
+        assert!(!mask_contains("127.0.0.2", ip("127.0.0.1")));
+        assert!(mask_contains("10.0.0.0/8", ip("10.200.1.1")));
+        assert!(!mask_contains("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(mask_contains("0.0.0.0/0", ip("8.8.8.8")));
+        assert!(!mask_contains("garbage", ip("8.8.8.8")));
+        assert!(!mask_contains("1.2.3.4/33", ip("1.2.3.4")));
+    }
+
+    #[test]
+    fn verdict_cases() {
+        let all = rules("{}");
+        assert!(matches!(
+            all.verdict(ip("1.2.3.4")),
+            Verdict::Allowed { .. }
+        ));
+
+        let off = rules(
+            r#"{"publicNetworkAccess":"Disabled","networkRuleSets":{"defaultAction":"Allow","ipRules":[]}}"#,
+        );
+        assert!(matches!(
+            off.verdict(ip("1.2.3.4")),
+            Verdict::Blocked { .. }
+        ));
+
+        let selected = rules(
+            r#"{"publicNetworkAccess":"Enabled","networkRuleSets":{"defaultAction":"Deny","ipRules":[{"filterName":"ops","action":"Allow","ipMask":"127.0.0.2"}]}}"#,
+        );
+        match selected.verdict(ip("127.0.0.1")) {
+            Verdict::Blocked { reason } => assert!(reason.contains("ops 127.0.0.2"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            selected.verdict(ip("127.0.0.2")),
+            Verdict::Allowed { .. }
+        ));
+
+        let classic = rules(
+            r#"{"ipFilterRules":[{"filterName":"block","action":"Reject","ipMask":"127.0.0.0/24"},{"filterName":"all","action":"Accept","ipMask":"0.0.0.0/0"}]}"#,
+        );
+        assert!(matches!(
+            classic.verdict(ip("127.0.0.9")),
+            Verdict::Blocked { .. }
+        ));
+        assert!(matches!(
+            classic.verdict(ip("127.0.1.9")),
+            Verdict::Allowed { .. }
+        ));
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = ArmToken::new("eyJsecret".to_owned());
+        assert!(!format!("{t:?}").contains("eyJ"));
+    }
+}
