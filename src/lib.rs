@@ -42,6 +42,7 @@ pub mod hub;
 pub mod pipeline;
 pub mod policy;
 pub mod preflight;
+pub mod restore;
 pub mod sim;
 pub mod snapshot;
 pub mod store;
