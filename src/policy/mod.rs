@@ -240,12 +240,15 @@ impl Policy {
 
     /// Does this policy govern snapshots of `hub` in the store at `store`?
     pub fn applies_to(&self, hub: &str, store: &str) -> bool {
-        self.file.hubs.matches(hub)
-            && self
-                .file
-                .store
-                .as_deref()
-                .is_none_or(|s| same_store(s, store))
+        self.file.hubs.matches(hub) && self.applies_to_store(store)
+    }
+
+    /// Is this policy for the store at `store` (a policy without `store` is for every store)?
+    pub fn applies_to_store(&self, store: &str) -> bool {
+        self.file
+            .store
+            .as_deref()
+            .is_none_or(|s| same_store(s, store))
     }
 }
 
