@@ -328,6 +328,85 @@ pub async fn apply(
     }
 }
 
+/// The outcome of one `forget` run (or dry run): the decisions and what was removed.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub plan: ForgetPlan,
+    /// Orphans old enough to remove (removed unless dry run).
+    pub orphans: Vec<Orphan>,
+    /// Orphans still inside their grace period (maybe a backup in flight): left alone.
+    pub orphans_waiting: Vec<Orphan>,
+    /// Things forget would not touch, and why.
+    pub problems: Vec<String>,
+    pub dry_run: bool,
+    /// What was removed; `None` on a dry run.
+    pub applied: Option<Applied>,
+}
+
+impl Report {
+    /// `{"keep": [ids], "forget": [ids]}` (the stable shape) plus `orphans`, `orphans_waiting`
+    /// (`hub/id`), `reasons` (id → why kept), `problems`, `dry_run` and `removed`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ids = |v: &[SnapshotRef]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let kept: Vec<SnapshotRef> = self.plan.keep.iter().map(|(s, _)| s.clone()).collect();
+        let reasons: serde_json::Map<String, serde_json::Value> = self
+            .plan
+            .keep
+            .iter()
+            .map(|(s, r)| (s.id.clone(), serde_json::json!(r)))
+            .collect();
+        serde_json::json!({
+            "keep": ids(&kept),
+            "forget": ids(&self.plan.forget),
+            "orphans": self.orphans.iter().map(Orphan::path).collect::<Vec<_>>(),
+            "orphans_waiting": self.orphans_waiting.iter().map(Orphan::path).collect::<Vec<_>>(),
+            "reasons": reasons,
+            "problems": self.problems,
+            "dry_run": self.dry_run,
+            "removed": self.applied.as_ref().map(|a| serde_json::json!({
+                "snapshots": a.snapshots_removed,
+                "orphans": a.orphans_removed,
+                "objects": a.objects_removed,
+                "temporaries": a.temporaries_removed,
+            })),
+        })
+    }
+}
+
+/// Scan, decide at `now`, and (unless `dry_run`) delete. The whole use case in one call.
+pub async fn run(
+    store: &dyn Store,
+    policies: &[Policy],
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Report, Error> {
+    let inventory = scan(store).await?;
+    let plan = plan(&inventory.snapshots, policies, now);
+    let orphans = orphans_due(&inventory.orphans, policies, now);
+    let orphans_waiting = inventory
+        .orphans
+        .iter()
+        .filter(|o| !orphans.contains(o))
+        .cloned()
+        .collect();
+    let applied = if dry_run {
+        None
+    } else {
+        let temporaries_before = temporaries_grace(policies)
+            .before(now)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Some(apply(store, &plan, &orphans, temporaries_before).await?)
+    };
+    Ok(Report {
+        plan,
+        orphans,
+        orphans_waiting,
+        problems: inventory.problems,
+        dry_run,
+        applied,
+    })
+}
+
 #[cfg(test)]
 #[path = "forget_tests.rs"]
 mod tests;

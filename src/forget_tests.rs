@@ -385,3 +385,42 @@ async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
     );
     assert_eq!(store.names().len(), 3);
 }
+
+#[tokio::test]
+async fn dry_run_decides_the_same_and_changes_nothing() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    store.insert(
+        "hub-a/old-orphan/devices.jsonl.zst.age",
+        b"x",
+        "2026-10-01T02:00:00Z",
+    );
+    store.insert(
+        "hub-a/in-flight/devices.jsonl.zst.age",
+        b"x",
+        "2026-11-26T11:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let now = utc("2026-11-26T12:00:00Z");
+    let before = store.names();
+    let dry = run(&store, &policies, now, true).await.unwrap();
+    assert_eq!(store.names(), before);
+    assert!(store.swept_before.lock().unwrap().is_none());
+    let json = dry.to_json();
+    assert_eq!(json["keep"], serde_json::json!(["s2"]));
+    assert_eq!(json["forget"], serde_json::json!(["s1"]));
+    assert_eq!(json["orphans"], serde_json::json!(["hub-a/old-orphan"]));
+    assert_eq!(
+        json["orphans_waiting"],
+        serde_json::json!(["hub-a/in-flight"])
+    );
+    assert_eq!(json["removed"], serde_json::Value::Null);
+
+    let real = run(&store, &policies, now, false).await.unwrap();
+    assert_eq!(real.to_json()["forget"], json["forget"]);
+    assert_eq!(real.applied.unwrap().snapshots_removed, 1);
+    let mut left = store.names();
+    left.retain(|n| !n.starts_with("hub-a/s2/"));
+    assert_eq!(left, vec!["hub-a/in-flight/devices.jsonl.zst.age"]);
+}

@@ -168,6 +168,11 @@ impl Recipients {
         self.0.iter().map(|r| r as &dyn age::Recipient).collect()
     }
 
+    /// The recipients themselves, for APIs that take a `Vec`.
+    pub fn into_inner(self) -> Vec<age::x25519::Recipient> {
+        self.0
+    }
+
     /// `age1…` strings, e.g. for the manifest's `recipients`.
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
@@ -204,6 +209,14 @@ impl Identities {
         r
     }
 
+    /// Boxed, shareable across threads (for a pipeline that opens objects concurrently).
+    pub fn into_boxed(self) -> Vec<Box<dyn age::Identity + Send + Sync>> {
+        self.0
+            .into_iter()
+            .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
+            .collect()
+    }
+
     /// The form `age::Decryptor::decrypt` takes.
     pub fn as_dyn(&self) -> Vec<&dyn age::Identity> {
         self.0.iter().map(|i| i as &dyn age::Identity).collect()
@@ -225,6 +238,25 @@ impl fmt::Debug for Identities {
             .field("recipients", &self.recipients())
             .finish()
     }
+}
+
+/// The recipients a backup encrypts to: the given `age1…` strings, plus the public half of the
+/// identity file. An identity file named by a flag, the environment or the config must load (its
+/// errors are shown); the default one is used only if it exists. At least one recipient is
+/// required.
+pub fn backup_recipients<S: AsRef<str>>(
+    values: &[S],
+    identity: Option<&IdentityLocation>,
+) -> Result<Recipients> {
+    let mut recipients = Recipients::parse(values)?;
+    if let Some(loc) = identity {
+        match loc.load() {
+            Ok(ids) => recipients.extend_from(&ids),
+            Err(Error::NoIdentity { .. }) if loc.origin == IdentityOrigin::Default => {}
+            Err(e) => return Err(e),
+        }
+    }
+    recipients.require_some()
 }
 
 #[cfg(test)]
@@ -276,6 +308,48 @@ mod tests {
         assert!(
             err.contains("--recipient") && err.contains("HUBVAULT_RECIPIENTS"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn backup_recipients_add_the_identity_files_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.txt");
+        let own = init_identity(&path).unwrap().to_string();
+        let other = Identities::generate().recipients().to_strings().remove(0);
+        let loc = IdentityLocation {
+            path: path.clone(),
+            origin: IdentityOrigin::FlagOrEnv,
+        };
+        let r = backup_recipients(std::slice::from_ref(&other), Some(&loc)).unwrap();
+        assert_eq!(r.to_strings(), vec![other.clone(), own]);
+        // a missing default identity is no error when recipients are given ...
+        let missing = IdentityLocation {
+            path: dir.path().join("none.txt"),
+            origin: IdentityOrigin::Default,
+        };
+        assert_eq!(
+            backup_recipients(std::slice::from_ref(&other), Some(&missing))
+                .unwrap()
+                .len(),
+            1
+        );
+        // ... but a missing identity someone named is
+        let named = IdentityLocation {
+            origin: IdentityOrigin::FlagOrEnv,
+            ..missing.clone()
+        };
+        assert_eq!(
+            backup_recipients(&[other], Some(&named))
+                .unwrap_err()
+                .code(),
+            "vault_no_identity"
+        );
+        assert_eq!(
+            backup_recipients::<&str>(&[], Some(&missing))
+                .unwrap_err()
+                .code(),
+            "vault_no_recipients"
         );
     }
 
