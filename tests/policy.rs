@@ -339,3 +339,95 @@ fn forget_on_a_local_store_dry_run_then_for_real() {
             .exists()
     );
 }
+
+/// The export fixtures are what `fixtures/README.md` says they are.
+#[test]
+fn fixtures_say_what_the_readme_says() {
+    use base64::Engine as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exports");
+    let read = |p: &str| fs::read(root.join(p)).unwrap();
+    // (id, moduleId) of every JSON object line, in file order; other lines are counted.
+    let records = |bytes: &[u8]| -> (Vec<(String, Option<String>)>, usize) {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let (mut keys, mut other) = (Vec::new(), 0);
+        for line in text.lines() {
+            match serde_json::from_str::<Value>(line.trim()) {
+                Ok(v) if v.is_object() => {
+                    keys.push((
+                        v["id"].as_str().unwrap().to_owned(),
+                        v["moduleId"].as_str().map(str::to_owned),
+                    ));
+                    check_record(&v);
+                }
+                _ => other += 1,
+            }
+        }
+        (keys, other)
+    };
+    fn check_record(v: &Value) {
+        let id = v["id"].as_str().unwrap();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-:.+%_#*?!(),=@;$'".contains(c);
+        assert!(
+            !id.is_empty() && id.len() <= 128 && id.chars().all(allowed),
+            "id {id:?}"
+        );
+        for k in ["primaryKey", "secondaryKey"] {
+            if let Some(key) = v["authentication"]["symmetricKey"][k].as_str() {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .unwrap();
+                assert_eq!(raw.len(), 32, "{id} {k}");
+            }
+        }
+    }
+
+    let (full, other) = records(&read("full/devices.txt"));
+    assert_eq!((full.len(), other), (13, 1));
+    let modules: Vec<&str> = full.iter().filter_map(|(_, m)| m.as_deref()).collect();
+    assert_eq!(modules, vec!["$edgeAgent", "filter", "$edgeHub"]);
+    assert!(
+        full.iter()
+            .any(|(id, _)| id == "a-b:c.d+e%f_g#h*i?j!k(l)m,n=o@p;q$r's")
+    );
+    let text = String::from_utf8(read("full/devices.txt")).unwrap();
+    for needle in [
+        "\"type\":\"selfSigned\"",
+        "\"type\":\"certificateAuthority\"",
+        "\"parentScopes\":[",
+        "München",
+        "🌡",
+        "\"ratio\":1.50",
+        "\"big\":1e3",
+        "\"statusReason\":\"retired\"",
+    ] {
+        assert!(text.contains(needle), "full/devices.txt lacks {needle}");
+    }
+    let (configs, _) = records(&read("full/configurations.txt"));
+    assert_eq!(configs.len(), 2);
+    assert!(
+        String::from_utf8(read("full/configurations.txt"))
+            .unwrap()
+            .contains("\"modulesContent\":{\"$edgeAgent\"")
+    );
+
+    let crlf = read("crlf-bom/devices.txt");
+    assert!(crlf.starts_with(b"\xEF\xBB\xBF") && crlf.ends_with(b"\r\n"));
+    assert_eq!(
+        crlf.windows(2).filter(|w| w == b"\r\n").count(),
+        crlf.iter().filter(|&&b| b == b'\n').count()
+    );
+    assert_eq!(records(&crlf).0.len(), 3);
+
+    let (keys, other) = records(&read("bad/malformed-line/devices.txt"));
+    assert_eq!((keys.len(), other), (3, 1));
+    let (keys, _) = records(&read("bad/duplicate-id/devices.txt"));
+    assert_eq!(
+        (keys[0].clone(), keys[2].clone()),
+        (("twin-1".into(), None), ("twin-1".into(), None))
+    );
+    let (keys, _) = records(&read("bad/duplicate-module/devices.txt"));
+    assert_eq!(keys[1], keys[3]);
+    assert!(read("bad/empty/devices.txt").is_empty());
+    assert_eq!(records(&read("bad/no-records/devices.txt")), (vec![], 2));
+}
