@@ -339,6 +339,8 @@ pub struct Report {
     /// Things forget would not touch, and why.
     pub problems: Vec<String>,
     pub dry_run: bool,
+    /// The decision time (`--at`, or now).
+    pub at: Option<DateTime<Utc>>,
     /// What was removed; `None` on a dry run.
     pub applied: Option<Applied>,
 }
@@ -363,6 +365,7 @@ impl Report {
             "reasons": reasons,
             "problems": self.problems,
             "dry_run": self.dry_run,
+            "at": self.at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             "removed": self.applied.as_ref().map(|a| serde_json::json!({
                 "snapshots": a.snapshots_removed,
                 "orphans": a.orphans_removed,
@@ -403,6 +406,7 @@ pub async fn run(
         orphans_waiting,
         problems: inventory.problems,
         dry_run,
+        at: Some(now),
         applied,
     })
 }

@@ -416,6 +416,7 @@ async fn dry_run_decides_the_same_and_changes_nothing() {
         serde_json::json!(["hub-a/in-flight"])
     );
     assert_eq!(json["removed"], serde_json::Value::Null);
+    assert_eq!(json["at"], "2026-11-26T12:00:00Z");
 
     let real = run(&store, &policies, now, false).await.unwrap();
     assert_eq!(real.to_json()["forget"], json["forget"]);

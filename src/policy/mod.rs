@@ -148,10 +148,18 @@ pub enum HubSelector {
 }
 
 impl HubSelector {
+    /// Does this selector cover the hub stored as `hub`? Live backups are stored under the hub's
+    /// host name (`hub-a.azure-devices.net`, DESIGN §4) while policies name hubs as the config
+    /// does (`hub-a`), so a name also matches a host name that starts with it plus a dot.
     pub fn matches(&self, hub: &str) -> bool {
         match self {
             HubSelector::All => true,
-            HubSelector::Named(names) => names.iter().any(|n| n == hub),
+            HubSelector::Named(names) => names.iter().any(|n| {
+                hub == n
+                    || hub
+                        .strip_prefix(n.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            }),
         }
     }
 }
@@ -329,6 +337,10 @@ on = ["failure", "success"]
         assert!(p.applies_to("hub-a", "hubvault-store/"));
         assert!(!p.applies_to("hub-a", "/elsewhere"));
         assert!(!p.applies_to("hub-c", "./hubvault-store"));
+        // a config name covers the host name live backups are stored under, and nothing else
+        assert!(p.applies_to("hub-a.azure-devices.net", "./hubvault-store"));
+        assert!(!p.applies_to("hub-ab.azure-devices.net", "./hubvault-store"));
+        assert!(!p.applies_to("hub", "./hubvault-store"));
     }
 
     #[test]
