@@ -98,7 +98,7 @@ pub struct PolicyFile {
     pub hubs: HubSelector,
     #[serde(default)]
     pub store: Option<String>,
-    #[serde(default = "default_grace")]
+    #[serde(default = "default_grace", deserialize_with = "span::non_zero")]
     pub orphan_grace: Span,
     #[serde(default)]
     pub schedule: Option<Schedule>,
@@ -368,6 +368,8 @@ on = ["failure", "success"]
             ("[retention]\nkeep-within = \"30x\"\n", 2, "30x"),
             ("[retention]\nkeep-daily = 0\n", 2, "-1 for unlimited"),
             ("orphan-grace = \"soon\"\n", 1, "soon"),
+            ("orphan-grace = \"0h\"\n", 1, "zero span"),
+            ("[retention]\nkeep-within = \"0d\"\n", 2, "zero span"),
             ("[notifications]\non = [\"sometimes\"]\n", 2, "sometimes"),
             ("[staging]\nsas_lifetime = \"6h\"\n", 2, "sas_lifetime"),
         ];

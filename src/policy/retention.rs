@@ -60,14 +60,19 @@ pub struct Rules {
     pub keep_monthly: Option<i64>,
     #[serde(default, deserialize_with = "keep_count")]
     pub keep_yearly: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::span::non_zero_opt")]
     pub keep_within: Option<Span>,
 }
 
 impl Rules {
     /// True when no rule is set: everything is kept.
     pub fn is_empty(&self) -> bool {
-        self.counted().iter().all(|(n, _, _)| n.is_none()) && self.keep_within.is_none()
+        self.counted().iter().all(|(n, _, _)| n.is_none()) && self.within().is_none()
+    }
+
+    /// `keep-within`, with a zero span treated as unset (as restic does).
+    fn within(&self) -> Option<Span> {
+        self.keep_within.filter(|s| !s.is_zero())
     }
 
     fn counted(&self) -> [(Option<i64>, Bucketer, &'static str); 6] {
@@ -165,7 +170,7 @@ fn decide_one_hub(
     }
     let Some(&newest) = past.first() else { return };
     let within_from = rules
-        .keep_within
+        .within()
         .map(|span| (span, span.before(all[newest].created)));
 
     let mut counters: Vec<(Option<i64>, Bucketer, &str, Option<i64>)> = rules

@@ -288,6 +288,17 @@ fn snapshots_after_now_are_kept_and_take_no_slot() {
 }
 
 #[test]
+fn zero_keep_within_is_no_rule() {
+    let list = snaps("h", &["2026-03-01T02:00:00Z", "2026-03-02T02:00:00Z"]);
+    let rules = Rules {
+        keep_within: Some(Span::default()),
+        ..Rules::default()
+    };
+    assert!(rules.is_empty());
+    assert!(decide(&list, &rules, utc(NOW)).iter().all(|d| d.keep));
+}
+
+#[test]
 fn empty_list_and_empty_policy_reason() {
     assert!(
         decide(

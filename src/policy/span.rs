@@ -128,6 +128,23 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// For fields where a zero span would be dangerous (`keep-within = "0d"` would keep nothing,
+/// `orphan-grace = "0h"` would delete backups in flight): reject it while parsing.
+pub(crate) fn non_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    let span = Span::deserialize(d)?;
+    if span.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a zero span is not allowed here; leave the key out to disable it, or give a length like \"30d\"",
+        ));
+    }
+    Ok(span)
+}
+
+/// [`non_zero`] for optional fields.
+pub(crate) fn non_zero_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Span>, D::Error> {
+    non_zero(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
