@@ -1,31 +1,167 @@
 //! Maps each parsed command onto the library's use cases and renders the result.
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
-use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
 
 use hubvault::config::Config;
+use hubvault::forget;
+use hubvault::policy::Policy;
+use hubvault::store::Store;
+use hubvault::vault::{self, IdentityLocation};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{Cli, Command, ForgetArgs, Global, KeyCommand, KeyInitArgs};
+
+/// Where `forget` looks for policies when no `--policy` is given.
+const DEFAULT_POLICY_DIR: &str = "policies";
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
     let global = &cli.global;
     match cli.command {
-        Command::Key(KeyCommand::Init(_args)) => not_yet("key init"),
+        Command::Key(KeyCommand::Init(args)) => key_init(&config, &args),
         Command::Backup(_args) => not_yet("backup"),
         Command::Snapshots(_args) => not_yet("snapshots"),
         Command::Show(_args) => not_yet("show"),
         Command::Verify(_args) => not_yet("verify"),
         Command::Diff(_args) => not_yet("diff"),
         Command::Dump(_args) => not_yet("dump"),
-        Command::Forget(_args) => {
-            let _ = (&config, global);
-            not_yet("forget")
-        }
+        Command::Forget(args) => forget(&config, global, &args).await,
     }
 }
 
 fn not_yet(what: &str) -> Result<Outcome> {
     bail!("`hubvault {what}` is not implemented in this build")
+}
+
+/// Open the store named by `--store` / `HUBVAULT_STORE` / config / default.
+// The store backends (local folder, memory) come with the engine branch; on merge this stub is
+// replaced by its `open_store`, which has this signature.
+fn open_store(config: &Config, global: &Global) -> Result<Arc<dyn Store>> {
+    bail!(
+        "no store backend for {} in this build (the local-folder store comes with the engine branch)",
+        config.store(global.store.as_deref())
+    )
+}
+
+fn key_init(config: &Config, args: &KeyInitArgs) -> Result<Outcome> {
+    let location = IdentityLocation::resolve(args.identity.as_deref(), config);
+    let recipient = vault::init_identity(&location.path)?.to_string();
+    let file = location.path.display().to_string();
+    eprintln!(
+        "created {file} (mode 0600). It opens every snapshot encrypted to it: keep a copy somewhere safe, \
+         never next to the backups. Its public recipient (safe to share, used by backup):"
+    );
+    let json = json!({"recipient": recipient, "identity_file": file});
+    Ok(Outcome::ok(json, recipient))
+}
+
+async fn forget(config: &Config, global: &Global, args: &ForgetArgs) -> Result<Outcome> {
+    let now = match &args.at {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| {
+                format!("--at {text:?} is not an RFC 3339 time; write e.g. 2026-12-01T02:00:00Z")
+            })?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let location = config.store(global.store.as_deref());
+    let mut policies = load_policies(&args.policy)?;
+    let loaded = policies.len();
+    policies.retain(|p| p.applies_to_store(&location));
+    if policies.len() < loaded {
+        eprintln!(
+            "{} of {loaded} policies are for other stores and were not applied",
+            loaded - policies.len()
+        );
+    }
+    let store = open_store(config, global)?;
+    let report = forget::run(store.as_ref(), &policies, now, args.dry_run).await?;
+    let human = render_forget(&report, global.verbose > 0);
+    Ok(Outcome::ok(report.to_json(), human))
+}
+
+/// `--policy` files or folders, else every `policies/*.toml`.
+fn load_policies(paths: &[PathBuf]) -> Result<Vec<Policy>> {
+    if paths.is_empty() {
+        return Ok(Policy::load_dir(Path::new(DEFAULT_POLICY_DIR))?);
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(Policy::load_dir(p)?);
+        } else {
+            out.push(Policy::load(p)?);
+        }
+    }
+    Ok(out)
+}
+
+fn render_forget(report: &forget::Report, verbose: bool) -> String {
+    let mut out = String::new();
+    for (s, reasons) in &report.plan.keep {
+        let why = if verbose {
+            reasons.join("; ")
+        } else {
+            reasons.first().cloned().unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "keep    {}/{}  {}  {why}",
+            s.hub,
+            s.id,
+            s.created.to_rfc3339()
+        );
+    }
+    for s in &report.plan.forget {
+        let _ = writeln!(
+            out,
+            "forget  {}/{}  {}",
+            s.hub,
+            s.id,
+            s.created.to_rfc3339()
+        );
+    }
+    for o in &report.orphans {
+        let _ = writeln!(
+            out,
+            "orphan  {}  unfinished, last written {}: removed",
+            o.path(),
+            o.last_modified.to_rfc3339()
+        );
+    }
+    for o in &report.orphans_waiting {
+        let _ = writeln!(
+            out,
+            "orphan  {}  unfinished, last written {}: within the grace period, left alone",
+            o.path(),
+            o.last_modified.to_rfc3339()
+        );
+    }
+    for p in &report.problems {
+        let _ = writeln!(out, "problem {p}");
+    }
+    let (keep, gone) = (report.plan.keep.len(), report.plan.forget.len());
+    match &report.applied {
+        None => {
+            let _ = writeln!(
+                out,
+                "dry run: would keep {keep}, forget {gone} snapshots and remove {} orphans; nothing changed",
+                report.orphans.len()
+            );
+        }
+        Some(a) => {
+            let _ = writeln!(
+                out,
+                "kept {keep}, forgot {} snapshots, removed {} orphans and {} temporaries ({} objects)",
+                a.snapshots_removed, a.orphans_removed, a.temporaries_removed, a.objects_removed
+            );
+        }
+    }
+    out
 }

@@ -1,1 +1,416 @@
-//! use case: forget (not yet implemented)
+//! Use case: forget — apply retention policies to a store: remove forgotten snapshots, orphans
+//! (snapshots that never got their manifest) and writers' temporaries.
+//!
+//! Split into a pure part and an I/O part so that `forget --dry-run --at TIME` shows exactly what a
+//! real run would do: [`scan`] reads the store, [`plan`] and [`orphans_due`] decide (pure, given
+//! `now`), [`apply`] deletes.
+//!
+//! Deletion order matters because the manifest is the commit point (DESIGN §4): a forgotten
+//! snapshot loses its **manifest first**, so an interrupted forget leaves an invisible orphan (which
+//! the next run removes), never a visible snapshot with missing data.
+//!
+//! Must not: know clap, read the clock (the binary passes `now`), delete anything it could not
+//! classify (an unreadable manifest is reported and left alone).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::policy::{self, DEFAULT_ORPHAN_GRACE, Policy};
+use crate::store::{self, ObjectMeta, Store};
+
+pub use crate::policy::SnapshotRef;
+
+/// The commit-point object of every snapshot.
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store error while forgetting: {0}")]
+    Store(#[from] store::Error),
+    #[error(
+        "{failed} of {total} deletions failed (first: {first}); the rest was done. Run `hubvault forget` again: it resumes"
+    )]
+    Incomplete {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+}
+
+impl Error {
+    /// Stable machine-readable code for `--json` error output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Store(e) => e.code(),
+            Error::Incomplete { .. } => "forget_incomplete",
+        }
+    }
+}
+
+/// What the store holds, as forget sees it.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Committed snapshots (those with a readable manifest).
+    pub snapshots: Vec<SnapshotRef>,
+    /// Snapshot folders without a manifest.
+    pub orphans: Vec<Orphan>,
+    /// Things forget will not touch, and why (an unreadable manifest, a misplaced one).
+    pub problems: Vec<String>,
+}
+
+/// A `<hub>/<id>/` folder with data objects but no manifest: an interrupted backup or forget, or a
+/// backup still running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub hub: String,
+    pub id: String,
+    pub objects: Vec<String>,
+    /// The newest object's modification time: how long ago anything was written there.
+    pub last_modified: DateTime<Utc>,
+}
+
+impl Orphan {
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.hub, self.id)
+    }
+}
+
+/// The retention verdict for a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgetPlan {
+    /// Kept snapshots with the reasons (each prefixed by the policy that kept it).
+    pub keep: Vec<(SnapshotRef, Vec<String>)>,
+    pub forget: Vec<SnapshotRef>,
+}
+
+/// Decide which snapshots to keep. Each hub is judged by the policies whose `hubs` match it; a
+/// snapshot is kept if any of them keeps it. A hub no policy covers keeps everything: forgetting
+/// must be asked for, never the default. Pure.
+pub fn plan(snapshots: &[SnapshotRef], policies: &[Policy], now: DateTime<Utc>) -> ForgetPlan {
+    let mut by_hub: BTreeMap<&str, Vec<SnapshotRef>> = BTreeMap::new();
+    for s in snapshots {
+        by_hub.entry(&s.hub).or_default().push(s.clone());
+    }
+    let mut out = ForgetPlan::default();
+    for (hub, list) in by_hub {
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); list.len()];
+        let applicable: Vec<&Policy> = policies
+            .iter()
+            .filter(|p| p.file.hubs.matches(hub))
+            .collect();
+        if applicable.is_empty() {
+            for r in &mut reasons {
+                r.push(format!("no policy applies to hub {hub}"));
+            }
+        }
+        for p in applicable {
+            for (i, d) in policy::decide(&list, &p.file.retention, now)
+                .into_iter()
+                .enumerate()
+            {
+                reasons[i].extend(d.reasons.into_iter().map(|r| format!("{}: {r}", p.name)));
+            }
+        }
+        for (s, r) in list.into_iter().zip(reasons) {
+            if r.is_empty() {
+                out.forget.push(s);
+            } else {
+                out.keep.push((s, r));
+            }
+        }
+    }
+    let order = |s: &SnapshotRef| (s.hub.clone(), s.created, s.id.clone());
+    out.keep.sort_by_key(|(s, _)| order(s));
+    out.forget.sort_by_key(order);
+    out
+}
+
+/// The grace period for orphans of `hub`: the longest among the policies covering it (the most
+/// careful one wins), or the default when none does.
+pub fn orphan_grace(hub: &str, policies: &[Policy]) -> policy::Span {
+    longest(
+        policies
+            .iter()
+            .filter(|p| p.file.hubs.matches(hub))
+            .map(|p| p.file.orphan_grace),
+    )
+    .unwrap_or(DEFAULT_ORPHAN_GRACE)
+}
+
+/// Orphans old enough to remove at `now`: nothing written there for longer than the grace period,
+/// so it cannot be a backup in flight. Pure.
+pub fn orphans_due(orphans: &[Orphan], policies: &[Policy], now: DateTime<Utc>) -> Vec<Orphan> {
+    orphans
+        .iter()
+        .filter(|o| {
+            orphan_grace(&o.hub, policies)
+                .before(now)
+                .is_some_and(|limit| o.last_modified < limit)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The longest grace of all policies (or the default): temporaries are not tied to a hub.
+pub fn temporaries_grace(policies: &[Policy]) -> policy::Span {
+    longest(
+        policies
+            .iter()
+            .map(|p| p.file.orphan_grace)
+            .chain([DEFAULT_ORPHAN_GRACE]),
+    )
+    .unwrap_or(DEFAULT_ORPHAN_GRACE)
+}
+
+/// The longest of some spans (calendar spans compare by how far back they reach from a fixed
+/// moment; one reaching past the representable range is the longest).
+fn longest(spans: impl Iterator<Item = policy::Span>) -> Option<policy::Span> {
+    spans.min_by_key(|g| g.before(DateTime::UNIX_EPOCH))
+}
+
+/// The manifest fields forget needs (DESIGN §4). Other fields are ignored here.
+#[derive(Deserialize)]
+struct ManifestHead {
+    id: String,
+    hub: String,
+    created: String,
+}
+
+/// Read the store: committed snapshots (from their manifests) and orphans.
+pub async fn scan(store: &dyn Store) -> Result<Inventory, Error> {
+    let mut folders: BTreeMap<(String, String), Vec<ObjectMeta>> = BTreeMap::new();
+    for meta in store.list("").await? {
+        let mut parts = meta.name.splitn(3, '/');
+        if let (Some(hub), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            folders
+                .entry((hub.to_owned(), id.to_owned()))
+                .or_default()
+                .push(meta);
+        }
+    }
+    let mut inv = Inventory::default();
+    for ((hub, id), objects) in folders {
+        let manifest = format!("{hub}/{id}/{MANIFEST}");
+        if objects.iter().any(|m| m.name == manifest) {
+            match read_manifest(store, &manifest, &hub, &id).await {
+                Ok(s) => inv.snapshots.push(s),
+                Err(problem) => inv.problems.push(problem),
+            }
+        } else {
+            let last_modified = objects
+                .iter()
+                .map(|m| to_chrono(m.last_modified))
+                .max()
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            inv.orphans.push(Orphan {
+                hub,
+                id,
+                objects: objects.into_iter().map(|m| m.name).collect(),
+                last_modified,
+            });
+        }
+    }
+    Ok(inv)
+}
+
+async fn read_manifest(
+    store: &dyn Store,
+    name: &str,
+    hub: &str,
+    id: &str,
+) -> Result<SnapshotRef, String> {
+    let leave = "left untouched; check it with `hubvault verify`";
+    let bytes = store
+        .get_bytes(name)
+        .await
+        .map_err(|e| format!("{name}: cannot read ({e}); {leave}"))?;
+    let head: ManifestHead = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{name}: not a valid manifest ({e}); {leave}"))?;
+    if head.hub != hub || head.id != id {
+        return Err(format!(
+            "{name}: manifest names {}/{}, not its own folder; {leave}",
+            head.hub, head.id
+        ));
+    }
+    let created = DateTime::parse_from_rfc3339(&head.created)
+        .map_err(|e| {
+            format!(
+                "{name}: created {:?} is not RFC 3339 ({e}); {leave}",
+                head.created
+            )
+        })?
+        .with_timezone(&Utc);
+    Ok(SnapshotRef {
+        id: head.id,
+        hub: head.hub,
+        created,
+    })
+}
+
+fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn to_time(t: DateTime<Utc>) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub snapshots_removed: usize,
+    pub orphans_removed: usize,
+    pub objects_removed: usize,
+    pub temporaries_removed: usize,
+}
+
+/// Delete forgotten snapshots (manifest first, then data), due orphans, and temporaries older than
+/// `temporaries_before`. Keeps going past a failed deletion and reports them all at the end: what
+/// is left is an orphan the next run removes.
+pub async fn apply(
+    store: &dyn Store,
+    plan: &ForgetPlan,
+    orphans: &[Orphan],
+    temporaries_before: DateTime<Utc>,
+) -> Result<Applied, Error> {
+    let mut done = Applied::default();
+    let mut failures: Vec<String> = Vec::new();
+    let mut total = 0;
+    for s in &plan.forget {
+        let prefix = format!("{}/{}/", s.hub, s.id);
+        let manifest = format!("{prefix}{MANIFEST}");
+        total += 1;
+        if let Err(e) = store.delete(&manifest).await {
+            // Without the manifest gone the snapshot is still visible: do not touch its data.
+            failures.push(format!("{manifest}: {e}"));
+            continue;
+        }
+        done.snapshots_removed += 1;
+        done.objects_removed += 1;
+        let data: Vec<String> = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        for name in data {
+            total += 1;
+            match store.delete(&name).await {
+                Ok(()) => done.objects_removed += 1,
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    for o in orphans {
+        let before = failures.len();
+        for name in &o.objects {
+            total += 1;
+            match store.delete(name).await {
+                Ok(()) => done.objects_removed += 1,
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        if failures.len() == before {
+            done.orphans_removed += 1;
+        }
+    }
+    done.temporaries_removed = store.sweep_temporaries(to_time(temporaries_before)).await?;
+    match failures.first() {
+        None => Ok(done),
+        Some(first) => Err(Error::Incomplete {
+            failed: failures.len(),
+            total,
+            first: first.clone(),
+        }),
+    }
+}
+
+/// The outcome of one `forget` run (or dry run): the decisions and what was removed.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub plan: ForgetPlan,
+    /// Orphans old enough to remove (removed unless dry run).
+    pub orphans: Vec<Orphan>,
+    /// Orphans still inside their grace period (maybe a backup in flight): left alone.
+    pub orphans_waiting: Vec<Orphan>,
+    /// Things forget would not touch, and why.
+    pub problems: Vec<String>,
+    pub dry_run: bool,
+    /// The decision time (`--at`, or now).
+    pub at: Option<DateTime<Utc>>,
+    /// What was removed; `None` on a dry run.
+    pub applied: Option<Applied>,
+}
+
+impl Report {
+    /// `{"keep": [ids], "forget": [ids]}` (the stable shape) plus `orphans`, `orphans_waiting`
+    /// (`hub/id`), `reasons` (id → why kept), `problems`, `dry_run` and `removed`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ids = |v: &[SnapshotRef]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let kept: Vec<SnapshotRef> = self.plan.keep.iter().map(|(s, _)| s.clone()).collect();
+        let reasons: serde_json::Map<String, serde_json::Value> = self
+            .plan
+            .keep
+            .iter()
+            .map(|(s, r)| (s.id.clone(), serde_json::json!(r)))
+            .collect();
+        serde_json::json!({
+            "keep": ids(&kept),
+            "forget": ids(&self.plan.forget),
+            "orphans": self.orphans.iter().map(Orphan::path).collect::<Vec<_>>(),
+            "orphans_waiting": self.orphans_waiting.iter().map(Orphan::path).collect::<Vec<_>>(),
+            "reasons": reasons,
+            "problems": self.problems,
+            "dry_run": self.dry_run,
+            "at": self.at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "removed": self.applied.as_ref().map(|a| serde_json::json!({
+                "snapshots": a.snapshots_removed,
+                "orphans": a.orphans_removed,
+                "objects": a.objects_removed,
+                "temporaries": a.temporaries_removed,
+            })),
+        })
+    }
+}
+
+/// Scan, decide at `now`, and (unless `dry_run`) delete. The whole use case in one call.
+pub async fn run(
+    store: &dyn Store,
+    policies: &[Policy],
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Report, Error> {
+    let inventory = scan(store).await?;
+    let plan = plan(&inventory.snapshots, policies, now);
+    let orphans = orphans_due(&inventory.orphans, policies, now);
+    let orphans_waiting = inventory
+        .orphans
+        .iter()
+        .filter(|o| !orphans.contains(o))
+        .cloned()
+        .collect();
+    let applied = if dry_run {
+        None
+    } else {
+        let temporaries_before = temporaries_grace(policies)
+            .before(now)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Some(apply(store, &plan, &orphans, temporaries_before).await?)
+    };
+    Ok(Report {
+        plan,
+        orphans,
+        orphans_waiting,
+        problems: inventory.problems,
+        dry_run,
+        at: Some(now),
+        applied,
+    })
+}
+
+#[cfg(test)]
+#[path = "forget_tests.rs"]
+mod tests;

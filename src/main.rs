@@ -93,6 +93,18 @@ fn diagnose(err: &anyhow::Error) -> (&'static str, Option<String>) {
         if let Some(e) = cause.downcast_ref::<hubvault::store::Error>() {
             return (e.code(), None);
         }
+        if let Some(e) = cause.downcast_ref::<hubvault::vault::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::policy::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::forget::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::diff::Error>() {
+            return (e.code(), None);
+        }
     }
     ("error", None)
 }

@@ -1,1 +1,365 @@
-//! age key sources (not yet implemented).
+//! Where age keys come from: public recipients for backup, identities (secret keys) for restore.
+//!
+//! Backup needs only [`Recipients`] (public `age1…` keys), so a stolen backup host cannot read
+//! history. Reading a snapshot needs [`Identities`], loaded today from an identity file that must be
+//! private to its owner (mode 0600, see [`identity_file`]). An Azure Key Vault secret is the planned
+//! second source; there is deliberately no `KeySource` trait yet: with one implementation it would be
+//! an abstraction without a second case to keep it honest. When Key Vault lands, the trait is
+//! `fn identities(&self) -> Result<Identities>` plus `fn describe(&self) -> String` for messages,
+//! and `identity_file::IdentityLocation` becomes its first implementation.
+//!
+//! This module must never let a secret key reach `Debug`, `Display`, an error or a log line: the
+//! wrapper types redact, and errors name files and line numbers, never their contents.
+
+pub mod identity_file;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr as _;
+
+pub use identity_file::{
+    IdentityLocation, IdentityOrigin, default_identity_path, init_identity, load_identities,
+};
+
+/// The prefix of an age X25519 secret key; used to recognise (and never echo) misplaced secrets.
+const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "{value:?} is not an age public key ({reason}); recipients look like age1… (see `hubvault key init`)"
+    )]
+    BadRecipient { value: String, reason: &'static str },
+    #[error(
+        "a secret age identity (AGE-SECRET-KEY-…) was given where a public recipient is expected; \
+         pass its public key (age1…, printed by `hubvault key init`) instead, and treat that secret as exposed"
+    )]
+    SecretGivenAsRecipient,
+    #[error(
+        "no recipients: backup encrypts to public age keys; pass --recipient age1… or --identity FILE, \
+         set HUBVAULT_RECIPIENTS, or add `recipients = [\"age1…\"]` to hubvault.toml"
+    )]
+    NoRecipients,
+    #[error(
+        "no age identity found (looked in {looked_in}); create one with `hubvault key init`, \
+         or point to an existing one with --identity FILE (or HUBVAULT_IDENTITY, or `identity` in hubvault.toml)"
+    )]
+    NoIdentity { looked_in: String },
+    #[error(
+        "identity file {path} already exists; refusing to overwrite a secret key. Use it as it is, \
+         choose another path with --identity FILE, or move the old file away first (snapshots encrypted \
+         to it can only be read with it)"
+    )]
+    IdentityExists { path: PathBuf },
+    #[error(
+        "identity file {path} is readable by other users (mode {mode:03o}); it holds a secret key. \
+         Fix it with `chmod 600 {path}`"
+    )]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "identity file {path}, line {line}: not an age identity ({reason}); expected AGE-SECRET-KEY-1… lines"
+    )]
+    BadIdentity {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
+    #[error(
+        "identity file {path} holds no AGE-SECRET-KEY-1… line; create one with `hubvault key init`"
+    )]
+    EmptyIdentityFile { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Stable machine-readable code for `--json` error output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRecipient { .. } => "vault_bad_recipient",
+            Error::SecretGivenAsRecipient => "vault_secret_given_as_recipient",
+            Error::NoRecipients => "vault_no_recipients",
+            Error::NoIdentity { .. } => "vault_no_identity",
+            Error::IdentityExists { .. } => "vault_identity_exists",
+            Error::InsecurePermissions { .. } => "vault_insecure_permissions",
+            Error::BadIdentity { .. } => "vault_bad_identity",
+            Error::EmptyIdentityFile { .. } => "vault_empty_identity_file",
+            Error::Io { .. } => "vault_io",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parse one public recipient. A secret key given by mistake is recognised and never echoed.
+pub fn parse_recipient(value: &str) -> Result<age::x25519::Recipient> {
+    let value = value.trim();
+    if value.to_ascii_uppercase().starts_with(SECRET_KEY_PREFIX) {
+        return Err(Error::SecretGivenAsRecipient);
+    }
+    age::x25519::Recipient::from_str(value).map_err(|reason| Error::BadRecipient {
+        value: value.to_owned(),
+        reason,
+    })
+}
+
+/// The public keys a snapshot is encrypted to. Order is kept and duplicates are dropped, so the
+/// manifest's `recipients` list is stable.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Recipients(Vec<age::x25519::Recipient>);
+
+impl Recipients {
+    /// Parse `age1…` strings (flags, `HUBVAULT_RECIPIENTS`, config). Empty strings are ignored
+    /// (a trailing comma in the environment variable).
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Recipients> {
+        let mut out = Recipients::default();
+        for v in values
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|v| !v.trim().is_empty())
+        {
+            out.push(parse_recipient(v)?);
+        }
+        Ok(out)
+    }
+
+    /// Add one recipient unless already present.
+    pub fn push(&mut self, recipient: age::x25519::Recipient) {
+        if !self.0.contains(&recipient) {
+            self.0.push(recipient);
+        }
+    }
+
+    /// Add the public half of every identity (an identity file also yields its recipient).
+    pub fn extend_from(&mut self, identities: &Identities) {
+        for r in identities.recipients().0 {
+            self.push(r);
+        }
+    }
+
+    /// Fail with a message saying where recipients come from when there are none.
+    pub fn require_some(self) -> Result<Recipients> {
+        if self.0.is_empty() {
+            Err(Error::NoRecipients)
+        } else {
+            Ok(self)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &age::x25519::Recipient> {
+        self.0.iter()
+    }
+
+    /// The form `age::Encryptor::with_recipients` takes.
+    pub fn as_dyn(&self) -> Vec<&dyn age::Recipient> {
+        self.0.iter().map(|r| r as &dyn age::Recipient).collect()
+    }
+
+    /// The recipients themselves, for APIs that take a `Vec`.
+    pub fn into_inner(self) -> Vec<age::x25519::Recipient> {
+        self.0
+    }
+
+    /// `age1…` strings, e.g. for the manifest's `recipients`.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl fmt::Debug for Recipients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.to_strings()).finish()
+    }
+}
+
+/// Secret age identities that can open snapshots. `Debug` shows only how many there are and their
+/// public keys; there is no `Display`, and no way to get the secret back out as text.
+#[derive(Clone, Default)]
+pub struct Identities(Vec<age::x25519::Identity>);
+
+impl Identities {
+    pub(crate) fn from_vec(ids: Vec<age::x25519::Identity>) -> Identities {
+        Identities(ids)
+    }
+
+    /// Generate one fresh identity (tests, throw-away keys).
+    pub fn generate() -> Identities {
+        Identities(vec![age::x25519::Identity::generate()])
+    }
+
+    /// The public keys that match these identities.
+    pub fn recipients(&self) -> Recipients {
+        let mut r = Recipients::default();
+        for id in &self.0 {
+            r.push(id.to_public());
+        }
+        r
+    }
+
+    /// Boxed, shareable across threads (for a pipeline that opens objects concurrently).
+    pub fn into_boxed(self) -> Vec<Box<dyn age::Identity + Send + Sync>> {
+        self.0
+            .into_iter()
+            .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
+            .collect()
+    }
+
+    /// The form `age::Decryptor::decrypt` takes.
+    pub fn as_dyn(&self) -> Vec<&dyn age::Identity> {
+        self.0.iter().map(|i| i as &dyn age::Identity).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("secret_keys", &"<redacted>")
+            .field("recipients", &self.recipients())
+            .finish()
+    }
+}
+
+/// The recipients a backup encrypts to: the given `age1…` strings, plus the public half of the
+/// identity file. An identity file named by a flag, the environment or the config must load (its
+/// errors are shown); the default one is used only if it exists. At least one recipient is
+/// required.
+pub fn backup_recipients<S: AsRef<str>>(
+    values: &[S],
+    identity: Option<&IdentityLocation>,
+) -> Result<Recipients> {
+    let mut recipients = Recipients::parse(values)?;
+    if let Some(loc) = identity {
+        match loc.load() {
+            Ok(ids) => recipients.extend_from(&ids),
+            Err(Error::NoIdentity { .. }) if loc.origin == IdentityOrigin::Default => {}
+            Err(e) => return Err(e),
+        }
+    }
+    recipients.require_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use age::secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    #[test]
+    fn parses_recipients_and_drops_duplicates() {
+        let a = Identities::generate().recipients().to_strings().remove(0);
+        let b = Identities::generate().recipients().to_strings().remove(0);
+        let r = Recipients::parse(&[a.clone(), b.clone(), a.clone(), String::new()]).unwrap();
+        assert_eq!(r.to_strings(), vec![a, b]);
+    }
+
+    #[test]
+    fn bad_recipient_is_named() {
+        let good = Identities::generate().recipients().to_strings().remove(0);
+        let err = Recipients::parse(&[good.as_str(), "age1notakey"]).unwrap_err();
+        assert_eq!(err.code(), "vault_bad_recipient");
+        assert!(err.to_string().contains("\"age1notakey\""), "{err}");
+    }
+
+    #[test]
+    fn secret_given_as_recipient_is_not_echoed() {
+        let id = age::x25519::Identity::generate();
+        let secret = id.to_string().expose_secret().to_owned();
+        let err = Recipients::parse(&[secret.as_str()]).unwrap_err();
+        assert_eq!(err.code(), "vault_secret_given_as_recipient");
+        assert!(!err.to_string().contains(&secret));
+        assert!(!format!("{err:?}").contains(&secret));
+        // lower-case (some tools print it so) is recognised too
+        let lower = Recipients::parse(&[secret.to_lowercase()]).unwrap_err();
+        assert!(
+            !lower
+                .to_string()
+                .to_lowercase()
+                .contains(&secret.to_lowercase())
+        );
+    }
+
+    #[test]
+    fn no_recipients_says_where_they_come_from() {
+        let err = Recipients::default()
+            .require_some()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--recipient") && err.contains("HUBVAULT_RECIPIENTS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backup_recipients_add_the_identity_files_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.txt");
+        let own = init_identity(&path).unwrap().to_string();
+        let other = Identities::generate().recipients().to_strings().remove(0);
+        let loc = IdentityLocation {
+            path: path.clone(),
+            origin: IdentityOrigin::FlagOrEnv,
+        };
+        let r = backup_recipients(std::slice::from_ref(&other), Some(&loc)).unwrap();
+        assert_eq!(r.to_strings(), vec![other.clone(), own]);
+        // a missing default identity is no error when recipients are given ...
+        let missing = IdentityLocation {
+            path: dir.path().join("none.txt"),
+            origin: IdentityOrigin::Default,
+        };
+        assert_eq!(
+            backup_recipients(std::slice::from_ref(&other), Some(&missing))
+                .unwrap()
+                .len(),
+            1
+        );
+        // ... but a missing identity someone named is
+        let named = IdentityLocation {
+            origin: IdentityOrigin::FlagOrEnv,
+            ..missing.clone()
+        };
+        assert_eq!(
+            backup_recipients(&[other], Some(&named))
+                .unwrap_err()
+                .code(),
+            "vault_no_identity"
+        );
+        assert_eq!(
+            backup_recipients::<&str>(&[], Some(&missing))
+                .unwrap_err()
+                .code(),
+            "vault_no_recipients"
+        );
+    }
+
+    #[test]
+    fn identities_debug_redacts_the_secret() {
+        let ids = Identities::generate();
+        let secret = ids.0[0].to_string().expose_secret().to_owned();
+        let shown = format!("{ids:?} {ids:#?}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(!shown.contains("AGE-SECRET-KEY"), "{shown}");
+        assert!(shown.contains(&ids.recipients().to_strings()[0]), "{shown}");
+    }
+}

@@ -1,0 +1,427 @@
+//! Tests for `forget`: the pure plan on hand-made lists, and `scan`/`apply` against a tiny
+//! in-memory store that records the order of deletions and can be told to fail one.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::store::{ByteStream, ObjectWriter};
+
+type Objects = Arc<Mutex<BTreeMap<String, (Bytes, OffsetDateTime)>>>;
+
+#[derive(Debug, Default)]
+struct MemStore {
+    objects: Objects,
+    deleted: Mutex<Vec<String>>,
+    fail_delete: Mutex<Option<String>>,
+    swept_before: Mutex<Option<OffsetDateTime>>,
+}
+
+struct MemWriter {
+    objects: Objects,
+    name: String,
+    data: Vec<u8>,
+}
+
+#[async_trait]
+impl ObjectWriter for MemWriter {
+    async fn write(&mut self, chunk: Bytes) -> store::Result<()> {
+        self.data.extend_from_slice(&chunk);
+        Ok(())
+    }
+    async fn finish(self: Box<Self>) -> store::Result<ObjectMeta> {
+        let mut map = self.objects.lock().unwrap();
+        if map.contains_key(&self.name) {
+            return Err(store::Error::AlreadyExists {
+                store: "mem".into(),
+                name: self.name,
+            });
+        }
+        let now = OffsetDateTime::now_utc();
+        let size = self.data.len() as u64;
+        map.insert(self.name.clone(), (self.data.into(), now));
+        Ok(ObjectMeta {
+            name: self.name,
+            size,
+            last_modified: now,
+        })
+    }
+    async fn abort(self: Box<Self>) -> store::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    fn location(&self) -> String {
+        "mem".into()
+    }
+    async fn create(&self, name: &str) -> store::Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(MemWriter {
+            objects: self.objects.clone(),
+            name: name.into(),
+            data: Vec::new(),
+        }))
+    }
+    async fn get(&self, name: &str) -> store::Result<ByteStream> {
+        let data = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|(b, _)| b.clone());
+        match data {
+            Some(b) => Ok(Box::pin(futures::stream::iter([Ok(b)]))),
+            None => Err(store::Error::NotFound {
+                store: "mem".into(),
+                name: name.into(),
+            }),
+        }
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
+        let map = self.objects.lock().unwrap();
+        Ok(map
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, (b, t))| ObjectMeta {
+                name: n.clone(),
+                size: b.len() as u64,
+                last_modified: *t,
+            })
+            .collect())
+    }
+    async fn delete(&self, name: &str) -> store::Result<()> {
+        if self.fail_delete.lock().unwrap().as_deref() == Some(name) {
+            return Err(store::Error::Backend {
+                store: "mem".into(),
+                detail: "injected failure".into(),
+            });
+        }
+        self.objects.lock().unwrap().remove(name);
+        self.deleted.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+    async fn sweep_temporaries(&self, older_than: OffsetDateTime) -> store::Result<usize> {
+        *self.swept_before.lock().unwrap() = Some(older_than);
+        Ok(2)
+    }
+}
+
+impl MemStore {
+    fn insert(&self, name: &str, data: &[u8], modified: &str) {
+        let t = OffsetDateTime::parse(modified, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), (Bytes::copy_from_slice(data), t));
+    }
+
+    /// A committed snapshot as the engine writes it: data objects, then a manifest.
+    fn snapshot(&self, hub: &str, id: &str, created: &str) {
+        self.insert(
+            &format!("{hub}/{id}/devices.jsonl.zst.age"),
+            b"sealed",
+            created,
+        );
+        self.insert(
+            &format!("{hub}/{id}/configurations.jsonl.zst.age"),
+            b"sealed",
+            created,
+        );
+        let manifest = serde_json::json!({
+            "format": 1, "id": id, "hub": hub, "created": created,
+            "source": {"kind": "file", "path": "devices.txt"},
+            "counts": {"devices": 1, "modules": 0, "edge_devices": 0, "configurations": 0, "skipped_lines": 0},
+            "objects": [], "recipients": [], "tool": "hubvault test"
+        });
+        self.insert(
+            &format!("{hub}/{id}/{MANIFEST}"),
+            manifest.to_string().as_bytes(),
+            created,
+        );
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn policy(name: &str, text: &str) -> Policy {
+    Policy::parse(text, Path::new(&format!("policies/{name}.toml"))).unwrap()
+}
+
+fn snap(hub: &str, id: &str, created: &str) -> SnapshotRef {
+    SnapshotRef {
+        id: id.into(),
+        hub: hub.into(),
+        created: utc(created),
+    }
+}
+
+fn ids(list: &[SnapshotRef]) -> Vec<&str> {
+    list.iter().map(|s| s.id.as_str()).collect()
+}
+
+#[test]
+fn plan_judges_each_hub_by_its_policies_and_keeps_uncovered_hubs() {
+    let list = [
+        snap("hub-a", "a1", "2026-11-01T02:00:00Z"),
+        snap("hub-a", "a2", "2026-11-02T02:00:00Z"),
+        snap("hub-a", "a3", "2026-11-03T02:00:00Z"),
+        snap("hub-b", "b1", "2026-11-01T02:00:00Z"),
+        snap("hub-b", "b2", "2026-11-02T02:00:00Z"),
+    ];
+    let keep_one = policy("last", "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 1\n");
+    let p = plan(&list, &[keep_one], utc("2026-11-26T00:00:00Z"));
+    assert_eq!(ids(&p.forget), vec!["a1", "a2"]);
+    let kept: Vec<(&str, &str)> = p
+        .keep
+        .iter()
+        .map(|(s, r)| (s.id.as_str(), r[0].as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("a3", "last: last snapshot"),
+            ("b1", "no policy applies to hub hub-b"),
+            ("b2", "no policy applies to hub hub-b")
+        ]
+    );
+}
+
+#[test]
+fn plan_keeps_what_any_covering_policy_keeps() {
+    let list = [
+        snap("hub-a", "old", "2026-10-01T02:00:00Z"),
+        snap("hub-a", "mid", "2026-11-01T02:00:00Z"),
+        snap("hub-a", "new", "2026-11-02T02:00:00Z"),
+    ];
+    let keep_one = policy("last", "[retention]\nkeep-last = 1\n");
+    let monthly = policy(
+        "monthly",
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-monthly = 1\n",
+    );
+    let p = plan(&list, &[keep_one, monthly], utc("2026-11-26T00:00:00Z"));
+    assert_eq!(ids(&p.forget), vec!["old", "mid"]);
+    assert_eq!(
+        p.keep[0].1,
+        vec!["last: last snapshot", "monthly: monthly snapshot"]
+    );
+}
+
+#[test]
+fn orphans_wait_for_the_longest_grace_of_their_hub() {
+    let orphan = |hub: &str, modified: &str| Orphan {
+        hub: hub.into(),
+        id: format!("o-{modified}"),
+        objects: vec![],
+        last_modified: utc(modified),
+    };
+    let now = utc("2026-11-26T12:00:00Z");
+    let list = [
+        orphan("hub-a", "2026-11-25T13:00:00Z"), // 23 h: in flight, maybe
+        orphan("hub-a", "2026-11-25T11:00:00Z"), // 25 h: due under the default 24 h
+        orphan("hub-b", "2026-11-25T11:00:00Z"), // 25 h, but hub-b's policy waits 2 days
+    ];
+    let careful = policy("careful", "hubs = [\"hub-b\"]\norphan-grace = \"2d\"\n");
+    let due = orphans_due(&list, &[careful], now);
+    assert_eq!(
+        due.iter().map(Orphan::path).collect::<Vec<_>>(),
+        vec!["hub-a/o-2026-11-25T11:00:00Z"]
+    );
+}
+
+#[tokio::test]
+async fn scan_finds_snapshots_orphans_and_leaves_bad_manifests_alone() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "20261101T020000Z-00000001", "2026-11-01T02:00:00Z");
+    store.insert(
+        "hub-a/20261102T020000Z-00000002/devices.jsonl.zst.age",
+        b"x",
+        "2026-11-02T02:00:00Z",
+    );
+    store.insert(
+        "hub-a/20261103T020000Z-00000003/manifest.json",
+        b"{not json",
+        "2026-11-03T02:00:00Z",
+    );
+    store.insert(
+        "hub-a/20261103T020000Z-00000003/devices.jsonl.zst.age",
+        b"x",
+        "2026-11-03T02:00:00Z",
+    );
+    store.insert("README.txt", b"not a snapshot", "2026-11-03T02:00:00Z");
+    let inv = scan(&store).await.unwrap();
+    assert_eq!(
+        inv.snapshots,
+        vec![snap(
+            "hub-a",
+            "20261101T020000Z-00000001",
+            "2026-11-01T02:00:00Z"
+        )]
+    );
+    assert_eq!(inv.orphans.len(), 1);
+    assert_eq!(inv.orphans[0].path(), "hub-a/20261102T020000Z-00000002");
+    assert_eq!(inv.orphans[0].last_modified, utc("2026-11-02T02:00:00Z"));
+    assert_eq!(inv.problems.len(), 1);
+    assert!(
+        inv.problems[0].contains("20261103T020000Z-00000003/manifest.json"),
+        "{:?}",
+        inv.problems
+    );
+}
+
+#[tokio::test]
+async fn apply_removes_manifest_first_then_data_then_due_orphans() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    store.insert(
+        "hub-a/s0/devices.jsonl.zst.age",
+        b"x",
+        "2026-10-01T02:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let now = utc("2026-11-26T12:00:00Z");
+    let inv = scan(&store).await.unwrap();
+    let p = plan(&inv.snapshots, &policies, now);
+    let due = orphans_due(&inv.orphans, &policies, now);
+    let temporaries_before = temporaries_grace(&policies).before(now).unwrap();
+    let done = apply(&store, &p, &due, temporaries_before).await.unwrap();
+
+    assert_eq!(
+        done,
+        Applied {
+            snapshots_removed: 1,
+            orphans_removed: 1,
+            objects_removed: 4,
+            temporaries_removed: 2
+        }
+    );
+    let deleted = store.deleted.lock().unwrap().clone();
+    assert_eq!(
+        deleted[0], "hub-a/s1/manifest.json",
+        "the commit point goes first: {deleted:?}"
+    );
+    assert_eq!(deleted.len(), 4);
+    assert_eq!(
+        store.names(),
+        vec![
+            "hub-a/s2/configurations.jsonl.zst.age",
+            "hub-a/s2/devices.jsonl.zst.age",
+            "hub-a/s2/manifest.json"
+        ]
+    );
+    let swept = store.swept_before.lock().unwrap().unwrap();
+    assert_eq!(
+        swept,
+        OffsetDateTime::parse(
+            "2026-11-25T12:00:00Z",
+            &time::format_description::well_known::Rfc3339
+        )
+        .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    *store.fail_delete.lock().unwrap() = Some("hub-a/s1/devices.jsonl.zst.age".into());
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let now = utc("2026-11-26T12:00:00Z");
+    let inv = scan(&store).await.unwrap();
+    let err = apply(&store, &plan(&inv.snapshots, &policies, now), &[], now)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forget_incomplete");
+    assert!(
+        err.to_string().contains("hub-a/s1/devices.jsonl.zst.age"),
+        "{err}"
+    );
+
+    // s1 is no longer a snapshot (its manifest went first), only an orphan, and an old one.
+    *store.fail_delete.lock().unwrap() = None;
+    let inv = scan(&store).await.unwrap();
+    assert_eq!(ids(&inv.snapshots), vec!["s2"]);
+    let due = orphans_due(&inv.orphans, &policies, now);
+    assert_eq!(
+        due.iter().map(Orphan::path).collect::<Vec<_>>(),
+        vec!["hub-a/s1"]
+    );
+    apply(&store, &plan(&inv.snapshots, &policies, now), &due, now)
+        .await
+        .unwrap();
+    assert!(
+        store.names().iter().all(|n| n.starts_with("hub-a/s2/")),
+        "{:?}",
+        store.names()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
+    *store.fail_delete.lock().unwrap() = Some("hub-a/s1/manifest.json".into());
+    let p = ForgetPlan {
+        keep: vec![],
+        forget: vec![snap("hub-a", "s1", "2026-11-01T02:00:00Z")],
+    };
+    assert!(
+        apply(&store, &p, &[], utc("2026-11-26T12:00:00Z"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.names().len(), 3);
+}
+
+#[tokio::test]
+async fn dry_run_decides_the_same_and_changes_nothing() {
+    let store = MemStore::default();
+    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    store.insert(
+        "hub-a/old-orphan/devices.jsonl.zst.age",
+        b"x",
+        "2026-10-01T02:00:00Z",
+    );
+    store.insert(
+        "hub-a/in-flight/devices.jsonl.zst.age",
+        b"x",
+        "2026-11-26T11:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let now = utc("2026-11-26T12:00:00Z");
+    let before = store.names();
+    let dry = run(&store, &policies, now, true).await.unwrap();
+    assert_eq!(store.names(), before);
+    assert!(store.swept_before.lock().unwrap().is_none());
+    let json = dry.to_json();
+    assert_eq!(json["keep"], serde_json::json!(["s2"]));
+    assert_eq!(json["forget"], serde_json::json!(["s1"]));
+    assert_eq!(json["orphans"], serde_json::json!(["hub-a/old-orphan"]));
+    assert_eq!(
+        json["orphans_waiting"],
+        serde_json::json!(["hub-a/in-flight"])
+    );
+    assert_eq!(json["removed"], serde_json::Value::Null);
+    assert_eq!(json["at"], "2026-11-26T12:00:00Z");
+
+    let real = run(&store, &policies, now, false).await.unwrap();
+    assert_eq!(real.to_json()["forget"], json["forget"]);
+    assert_eq!(real.applied.unwrap().snapshots_removed, 1);
+    let mut left = store.names();
+    left.retain(|n| !n.starts_with("hub-a/s2/"));
+    assert_eq!(left, vec!["hub-a/in-flight/devices.jsonl.zst.age"]);
+}

@@ -1,0 +1,380 @@
+//! The age identity file: create it (0600, never overwrite), find it (flag/env > config > default),
+//! load it (refusing one that other users can read).
+//!
+//! The format is the `age-keygen` one, so the `age` CLI reads our files and we read its files:
+//!
+//! ```text
+//! # created: 2026-11-26T10:00:00Z
+//! # public key: age1…
+//! AGE-SECRET-KEY-1…
+//! ```
+//!
+//! Errors name the file and, for a bad line, its number, never its contents.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+use age::secrecy::ExposeSecret as _;
+use zeroize::Zeroizing;
+
+use super::{Error, Identities, Result};
+use crate::config::{Config, expand_home};
+
+/// Where the identity file is looked for when neither flag, environment nor config names one.
+pub const DEFAULT_IDENTITY: &str = "~/.config/hubvault/identity.txt";
+
+/// The default identity path with `~` expanded.
+pub fn default_identity_path() -> PathBuf {
+    expand_home(Path::new(DEFAULT_IDENTITY))
+}
+
+/// Which setting named the identity file; said in "not found" messages so the user knows what to
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityOrigin {
+    /// `--identity` or `HUBVAULT_IDENTITY` (clap merges the two).
+    FlagOrEnv,
+    /// `identity = …` in this config file.
+    Config(String),
+    /// Nothing named one: the built-in default.
+    Default,
+}
+
+/// An identity file path and the setting it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityLocation {
+    pub path: PathBuf,
+    pub origin: IdentityOrigin,
+}
+
+impl IdentityLocation {
+    /// Resolve with the documented precedence: flag/env > config file > default.
+    pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> IdentityLocation {
+        if let Some(p) = flag_or_env {
+            return IdentityLocation {
+                path: expand_home(p),
+                origin: IdentityOrigin::FlagOrEnv,
+            };
+        }
+        if let Some(p) = &config.identity {
+            return IdentityLocation {
+                path: expand_home(p),
+                origin: IdentityOrigin::Config(config.describe()),
+            };
+        }
+        IdentityLocation {
+            path: default_identity_path(),
+            origin: IdentityOrigin::Default,
+        }
+    }
+
+    /// Say where we looked, for [`Error::NoIdentity`].
+    pub fn describe(&self) -> String {
+        let path = self.path.display();
+        match &self.origin {
+            IdentityOrigin::FlagOrEnv => format!("{path}, from --identity or HUBVAULT_IDENTITY"),
+            IdentityOrigin::Config(file) => format!("{path}, from `identity` in {file}"),
+            IdentityOrigin::Default => {
+                format!(
+                    "{path}, the default; no --identity, HUBVAULT_IDENTITY or `identity` in hubvault.toml was set"
+                )
+            }
+        }
+    }
+
+    /// Load the identities, with a "not found" message that says which setting named the file.
+    pub fn load(&self) -> Result<Identities> {
+        load_identities(&self.path).map_err(|e| match e {
+            Error::NoIdentity { .. } => Error::NoIdentity {
+                looked_in: self.describe(),
+            },
+            other => other,
+        })
+    }
+}
+
+/// Create a new identity file at `path` and return its public recipient.
+///
+/// The file is created with mode 0600 and `create_new`, so an existing identity is never
+/// overwritten (losing it would make every snapshot encrypted to it unreadable). Missing parent
+/// folders are created with mode 0700.
+pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        create_private_dirs(parent).map_err(|source| Error::Io {
+            action: "create folder",
+            path: parent.into(),
+            source,
+        })?;
+    }
+    let mut file = match open_new_private(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::IdentityExists { path: path.into() });
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                action: "create identity file",
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = Zeroizing::new(format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        identity.to_string().expose_secret()
+    ));
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(source) = written {
+        // Do not leave a half-written secret behind; the next `key init` must be able to retry.
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(Error::Io {
+            action: "write identity file",
+            path: path.into(),
+            source,
+        });
+    }
+    Ok(recipient)
+}
+
+/// Load every X25519 identity from an age identity file.
+///
+/// Refuses a file that its group or other users can read or write: it holds the key to every
+/// snapshot. Comment and blank lines are skipped.
+pub fn load_identities(path: &Path) -> Result<Identities> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NoIdentity {
+                looked_in: path.display().to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                action: "read identity file",
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    check_private(path, &meta)?;
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "read identity file",
+        path: path.into(),
+        source,
+    })?);
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let reason = if line.starts_with("AGE-PLUGIN-") {
+            Some("age plugin identities are not supported")
+        } else {
+            None
+        };
+        match (reason, age::x25519::Identity::from_str(line)) {
+            (None, Ok(id)) => ids.push(id),
+            (Some(reason), _) | (None, Err(reason)) => {
+                return Err(Error::BadIdentity {
+                    path: path.into(),
+                    line: n + 1,
+                    reason,
+                });
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Err(Error::EmptyIdentityFile { path: path.into() });
+    }
+    Ok(Identities::from_vec(ids))
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::InsecurePermissions {
+            path: path.into(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
+    // No POSIX modes: rely on the folder's ACLs.
+    Ok(())
+}
+
+#[cfg(unix)]
+fn open_new_private(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_new_private(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+#[cfg(unix)]
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn init_writes_age_keygen_format_0600_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/sub/identity.txt");
+        let recipient = init_identity(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/sub")), 0o700);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("# created: "), "{text}");
+        assert_eq!(lines[1], format!("# public key: {recipient}"));
+        assert!(lines[2].starts_with("AGE-SECRET-KEY-1"));
+        let ids = load_identities(&path).unwrap();
+        assert_eq!(ids.recipients().to_strings(), vec![recipient.to_string()]);
+    }
+
+    #[test]
+    fn init_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.txt");
+        init_identity(&path).unwrap();
+        let before = fs::read(&path).unwrap();
+        let err = init_identity(&path).unwrap_err();
+        assert_eq!(err.code(), "vault_identity_exists");
+        assert!(err.to_string().contains("--identity"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn world_or_group_readable_identity_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.txt");
+        init_identity(&path).unwrap();
+        for bad in [0o644, 0o640, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bad)).unwrap();
+            let err = load_identities(&path).unwrap_err();
+            assert_eq!(err.code(), "vault_insecure_permissions");
+            assert!(
+                err.to_string()
+                    .contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load_identities(&path).is_ok());
+    }
+
+    #[test]
+    fn missing_identity_says_where_it_looked_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            identity: Some(dir.path().join("nope.txt")),
+            source: Some("conf.toml".into()),
+            ..Config::default()
+        };
+        let loc = IdentityLocation::resolve(None, &config);
+        let err = loc.load().unwrap_err();
+        assert_eq!(err.code(), "vault_no_identity");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("nope.txt") && msg.contains("conf.toml"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("hubvault key init") && msg.contains("--identity"),
+            "{msg}"
+        );
+        // the flag wins over the config file
+        let flag = dir.path().join("flag.txt");
+        assert_eq!(
+            IdentityLocation::resolve(Some(&flag), &config).origin,
+            IdentityOrigin::FlagOrEnv
+        );
+        assert_eq!(
+            IdentityLocation::resolve(None, &Config::default()).origin,
+            IdentityOrigin::Default
+        );
+    }
+
+    #[test]
+    fn bad_line_names_line_number_not_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.txt");
+        let secretish = "AGE-SECRET-KEY-1NOTREALLYAKEYBUTSECRETLOOKING";
+        fs::write(&path, format!("# comment\n\n{secretish}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_identities(&path).unwrap_err();
+        assert_eq!(err.code(), "vault_bad_identity");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert!(!err.to_string().contains(secretish) && !format!("{err:?}").contains(secretish));
+    }
+
+    #[test]
+    fn reads_a_file_in_the_age_cli_layout_with_several_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.txt");
+        let (a, b) = (
+            age::x25519::Identity::generate(),
+            age::x25519::Identity::generate(),
+        );
+        let text = format!(
+            "# created: 2026-01-01T00:00:00Z\r\n# public key: {}\r\n{}\r\n{}\n",
+            a.to_public(),
+            a.to_string().expose_secret(),
+            b.to_string().expose_secret()
+        );
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let ids = load_identities(&path).unwrap();
+        assert_eq!(
+            ids.recipients().to_strings(),
+            vec![a.to_public().to_string(), b.to_public().to_string()]
+        );
+    }
+}
