@@ -397,10 +397,12 @@ async fn arm_failover_operation_runs_until_its_duration_has_passed() {
     let poll = |u: String| async move { client().get(u).bearer_auth("t").send().await.unwrap() };
     let running: Value = poll(op.clone()).await.json().await.unwrap();
     assert_eq!(running["status"], "Running");
+    assert!(arm.state.is_failing_over("hub-a"));
     assert_eq!(poll(location.clone()).await.status(), StatusCode::ACCEPTED);
     arm.state.set_now(Some(t0 + Duration::minutes(15)));
     let done: Value = poll(op).await.json().await.unwrap();
     assert_eq!(done["status"], "Succeeded");
+    assert!(!arm.state.is_failing_over("hub-a"));
     assert_eq!(poll(location).await.status(), StatusCode::OK);
 }
 

@@ -27,7 +27,6 @@ use super::shared::{HubShared, Hubs};
 pub use resource::initial_resource;
 
 /// State of the ARM endpoint; shared with the control API (clock, token, base URL).
-#[derive(Debug)]
 pub struct ArmState {
     hubs: Hubs,
     required_token: Mutex<Option<String>>,
@@ -46,7 +45,27 @@ struct FailoverBook {
 
 #[derive(Debug, Clone)]
 struct Operation {
+    hub: String,
     done_at: OffsetDateTime,
+}
+
+/// Hub policies hold keys and the required token is a credential: neither prints.
+impl std::fmt::Debug for ArmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hubs: Vec<&str> = self.hubs.iter().map(|h| h.name.as_str()).collect();
+        f.debug_struct("ArmState")
+            .field("hubs", &hubs)
+            .field(
+                "required_token",
+                &self
+                    .required_token
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl ArmState {
@@ -87,6 +106,17 @@ impl ArmState {
     /// How long a failover operation reports `Running` (default 0: done at once).
     pub fn set_failover_duration(&self, d: Duration) {
         *self.failover_duration.lock().unwrap() = d;
+    }
+
+    /// True while a failover of `hub` (short name) is still running on the state's clock; the
+    /// data plane may answer 404012 `IotHubFailingOver` meanwhile.
+    pub fn is_failing_over(&self, hub: &str) -> bool {
+        let now = self.now();
+        self.operations
+            .lock()
+            .unwrap()
+            .values()
+            .any(|op| op.hub == hub && now < op.done_at)
     }
 
     fn hub(&self, path_segments: &[&str]) -> Option<Arc<HubShared>> {
@@ -160,7 +190,10 @@ fn route(
     body: &[u8],
 ) -> Response {
     // /subscriptions/{s}/providers/Microsoft.Devices/operationResults/{id}
-    if segs.len() == 6 && segs[5 - 1].eq_ignore_ascii_case("operationResults") {
+    if segs.len() == 6
+        && segs[0].eq_ignore_ascii_case("subscriptions")
+        && segs[4].eq_ignore_ascii_case("operationResults")
+    {
         return operation_status(ctx.state, segs[5], query.contains("asyncinfo"));
     }
     let is_hub_path = segs.len() >= 8
@@ -335,11 +368,13 @@ fn start_failover(ctx: &Ctx, hub: &HubShared, subscription: &str, body: &[u8]) -
     failover::swap(&mut doc);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let done_at = now + *ctx.state.failover_duration.lock().unwrap();
-    ctx.state
-        .operations
-        .lock()
-        .unwrap()
-        .insert(id.clone(), Operation { done_at });
+    ctx.state.operations.lock().unwrap().insert(
+        id.clone(),
+        Operation {
+            hub: hub.name.clone(),
+            done_at,
+        },
+    );
     let op_url = format!(
         "{}/subscriptions/{subscription}/providers/Microsoft.Devices/operationResults/{id}?api-version={}",
         ctx.base, ctx.api_version
@@ -482,6 +517,29 @@ fn rp_validation_error(why: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_keys_or_token() {
+        let hub = HubShared {
+            name: "hub-a".into(),
+            host: "hub-a.azure-devices.net".into(),
+            resource_id: "/x".into(),
+            policies: vec![super::super::shared::AccessPolicy {
+                name: "iothubowner".into(),
+                primary_key: "PRIMARYSECRET=".into(),
+                secondary_key: "SECONDARYSECRET=".into(),
+                rights: vec![],
+            }],
+            resource: Mutex::new(Value::Null),
+        };
+        let state = ArmState::new(Arc::new(vec![Arc::new(hub)]));
+        state.require_token(Some("TOKENSECRET".into()));
+        let shown = format!("{state:?}");
+        assert!(shown.contains("hub-a"));
+        for secret in ["PRIMARYSECRET", "SECONDARYSECRET", "TOKENSECRET"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn api_versions_are_dates() {

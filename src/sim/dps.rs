@@ -33,7 +33,6 @@ pub const MAX_BULK: usize = 10;
 pub const DEFAULT_PAGE: usize = 100;
 
 /// One simulated DPS instance.
-#[derive(Debug)]
 pub struct DpsState {
     pub name: String,
     /// Real-looking host (`dps-a.azure-devices-provisioning.net`): SAS tokens are signed for it.
@@ -60,6 +59,20 @@ pub fn default_policies() -> Vec<AccessPolicy> {
             .map(String::from)
             .to_vec(),
     }]
+}
+
+/// Policy keys and enrollment attestation keys never print.
+impl std::fmt::Debug for DpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let policies: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("DpsState")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("policies", &policies)
+            .field("enrollments", &self.individual.lock().unwrap().len())
+            .field("enrollment_groups", &self.groups.lock().unwrap().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DpsState {
@@ -485,4 +498,36 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
         resp.headers_mut().insert("x-ms-error-code", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_policy_or_enrollment_keys() {
+        let state = DpsState::new(
+            "dps-a",
+            "dps-a.azure-devices-provisioning.net",
+            default_policies(),
+        );
+        let stored = state
+            .seed(
+                Kind::Individual,
+                &json!({"registrationId": "d1", "attestation": {"type": "symmetricKey"}}),
+            )
+            .unwrap();
+        let shown = format!("{state:?}");
+        assert!(shown.contains("provisioningserviceowner"));
+        let enrollment_key = stored["attestation"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap();
+        for secret in [
+            enrollment_key,
+            &state.policies[0].primary_key,
+            &state.policies[0].secondary_key,
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }

@@ -178,7 +178,11 @@ pub fn apply_put(current: &Value, body: &Value) -> Result<Value, Invalid> {
     next["sku"] = body["sku"].clone();
     next["tags"] = body.get("tags").cloned().unwrap_or_else(|| json!({}));
     for key in WRITABLE_PROPERTIES {
-        match (props.get(*key), default_property(key)) {
+        // An explicit `null` counts as absent, so the document never holds nulls the data plane must guard against.
+        match (
+            props.get(*key).filter(|v| !v.is_null()),
+            default_property(key),
+        ) {
             (Some(v), _) => next["properties"][*key] = v.clone(),
             (None, Some(d)) => next["properties"][*key] = d,
             (None, None) => {
