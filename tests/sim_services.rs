@@ -259,7 +259,7 @@ async fn arm_put_rejects_invalid_ip_rules_with_the_rp_error_body() {
 }
 
 #[tokio::test]
-async fn arm_put_rejects_too_many_classic_rules_and_bad_public_access() {
+async fn arm_put_rejects_bad_classic_rules_public_access_location_and_sku() {
     let arm = arm_sim().await;
     let rules: Vec<Value> = (0..11)
         .map(|i| json!({"filterName": format!("r{i}"), "action": "Accept", "ipMask": format!("10.0.0.{i}")}))
@@ -274,6 +274,30 @@ async fn arm_put_rejects_too_many_classic_rules_and_bad_public_access() {
         .send(reqwest::Method::PUT, &arm.url(""), Some(body))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = arm
+        .send(
+            reqwest::Method::PUT,
+            &arm.url(""),
+            Some(json!({"sku": {"name": "S1"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "LocationRequired");
+    let moved = json!({"location": "northeurope", "sku": {"name": "S1"}});
+    let (status, body) = arm
+        .send(reqwest::Method::PUT, &arm.url(""), Some(moved))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "InvalidResourceLocation");
+    let (status, body) = arm
+        .send(
+            reqwest::Method::PUT,
+            &arm.url(""),
+            Some(json!({"location": "westus"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "sku is required");
+    assert_eq!(body["code"], "400059");
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@
 //! `HubShared::resource`, which the data plane reads. Imports nothing else of hubvault.
 //!
 //! Semantics chosen where Azure is asynchronous: PUT answers 200 synchronously with the new
-//! document. A failover is committed at once (roles swapped, new Event Hub endpoint) and its
+//! document. PUT is a full replace of the writable properties (see `resource::apply_put`): an
+//! omitted networking field falls back to its default (open), `location` must stay the same,
+//! and `authorizationPolicies` in the body are ignored (keys live in `HubShared::policies`). A failover is committed at once (roles swapped, new Event Hub endpoint) and its
 //! operation reports `Running` until the configured duration has passed on the state's clock.
 
 pub mod failover;
@@ -257,9 +259,15 @@ fn put_hub(hub: &HubShared, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     }
-    if let Some(loc) = body.get("location").and_then(Value::as_str)
-        && resource::normalize_region(loc)
-            != resource::normalize_region(doc["location"].as_str().unwrap_or(""))
+    let Some(loc) = body.get("location").and_then(Value::as_str) else {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        );
+    };
+    if resource::normalize_region(loc)
+        != resource::normalize_region(doc["location"].as_str().unwrap_or(""))
     {
         // UNCERTAIN: status; ARM answers InvalidResourceLocation when a resource moves region.
         return arm_error(
