@@ -5,7 +5,9 @@
 //! Owns the enrollment store of one DPS instance and its HTTP shape. It must not know hubs beyond
 //! the linked host names it is given. Imports nothing else of hubvault.
 
+mod bulk;
 pub mod enrollment;
+mod query;
 pub mod sas;
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -177,8 +179,8 @@ async fn dispatch(
         (&Method::GET, [id]) => get(&state, kind, id),
         (&Method::PUT, [id]) => put(&state, kind, id, &body, if_match),
         (&Method::DELETE, [id]) => delete(&state, kind, id, if_match),
-        (&Method::POST, []) => bulk(&state, kind, &body),
-        (&Method::POST, ["query"]) => return query_page(&state, kind, &headers, &body),
+        (&Method::POST, []) => bulk::run(&state, kind, &body),
+        (&Method::POST, ["query"]) => return query::page(&state, kind, &headers, &body),
         (&Method::POST, [id, op]) if op.eq_ignore_ascii_case("attestationmechanism") => {
             attestation(&state, kind, id)
         }
@@ -247,170 +249,6 @@ fn attestation(state: &DpsState, kind: Kind, id: &str) -> Outcome {
         Some(doc) => Ok((StatusCode::OK, doc["attestation"].clone())),
         None => Err(not_found(kind, id)),
     }
-}
-
-/// Bulk: the whole request is refused (400) when malformed or over the limit; otherwise each item
-/// is applied on its own and failures are listed (partial success, as the service does).
-fn bulk(state: &DpsState, kind: Kind, body: &[u8]) -> Outcome {
-    let refuse = |m: String| (StatusCode::BAD_REQUEST, bad_request(m));
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|_| refuse("The request body is not valid JSON.".into()))?;
-    let mode = body.get("mode").and_then(Value::as_str).unwrap_or("");
-    if !["create", "update", "updateIfMatchETag", "delete"].contains(&mode) {
-        return Err(refuse(format!("Invalid bulk operation mode '{mode}'.")));
-    }
-    let items = body
-        .get(kind.bulk_field())
-        .and_then(Value::as_array)
-        .ok_or_else(|| refuse(format!("'{}' is required.", kind.bulk_field())))?;
-    if items.len() > MAX_BULK {
-        return Err(refuse(format!(
-            "A bulk operation may hold at most {MAX_BULK} items; this one has {}.",
-            items.len()
-        )));
-    }
-    let mut errors = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
-    for item in items {
-        let id = item
-            .get(kind.id_field())
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let outcome = if seen.contains(&id.to_ascii_lowercase()) {
-            Err((
-                StatusCode::BAD_REQUEST,
-                bad_request(format!("'{id}' appears more than once.")),
-            ))
-        } else {
-            seen.push(id.to_ascii_lowercase());
-            bulk_item(state, kind, mode, item, &id)
-        };
-        if let Err((status, refused)) = outcome {
-            errors.push(json!({kind.id_field(): id, "errorCode": refused.code,
-                               "errorStatus": status.canonical_reason().unwrap_or("")}));
-        }
-    }
-    let mut result = json!({"isSuccessful": errors.is_empty()});
-    if !errors.is_empty() {
-        result["errors"] = Value::Array(errors);
-    }
-    Ok((StatusCode::OK, result))
-}
-
-fn bulk_item(state: &DpsState, kind: Kind, mode: &str, item: &Value, id: &str) -> Outcome {
-    let exists = state
-        .store(kind)
-        .lock()
-        .unwrap()
-        .contains_key(&id.to_ascii_lowercase());
-    let etag = item.get("etag").and_then(Value::as_str);
-    match mode {
-        "delete" => delete(state, kind, id, etag),
-        "create" if exists => Err((
-            StatusCode::CONFLICT,
-            Refused {
-                code: 409_201,
-                message: format!("The {} '{id}' already exists.", kind.label()),
-            },
-        )),
-        "updateIfMatchETag" if !exists => Err(not_found(kind, id)),
-        "updateIfMatchETag" => {
-            let doc = state
-                .upsert(kind, item, Some(etag.unwrap_or("")))
-                .map_err(with_status)?;
-            Ok((StatusCode::OK, doc))
-        }
-        _ => {
-            let doc = state.upsert(kind, item, None).map_err(with_status)?;
-            Ok((StatusCode::OK, doc))
-        }
-    }
-}
-
-fn query_page(state: &DpsState, kind: Kind, headers: &HeaderMap, body: &[u8]) -> Response {
-    let spec = serde_json::from_slice::<Value>(body).ok();
-    let text = spec
-        .as_ref()
-        .and_then(|s| s.get("query"))
-        .and_then(Value::as_str)
-        .map(|q| {
-            q.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_ascii_lowercase()
-        });
-    let wanted = format!("select * from {}", kind.query_source());
-    if text.as_deref() != Some(wanted.as_str()) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400_004,
-            &format!(
-                "Unsupported query; the simulator answers only 'SELECT * FROM {}'.",
-                kind.query_source()
-            ),
-        );
-    }
-    let page = match headers
-        .get("x-ms-max-item-count")
-        .map(|v| v.to_str().map(str::parse::<usize>))
-    {
-        None => DEFAULT_PAGE,
-        Some(Ok(Ok(n))) if n > 0 => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                400_004,
-                "Invalid x-ms-max-item-count.",
-            );
-        }
-    };
-    let after = match headers
-        .get("x-ms-continuation")
-        .map(|v| decode_token(v.to_str().unwrap_or("")))
-    {
-        None => None,
-        Some(Some(k)) => Some(k),
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                400_004,
-                "Invalid x-ms-continuation.",
-            );
-        }
-    };
-    let store = state.store(kind).lock().unwrap();
-    let mut iter = store
-        .iter()
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
-        .peekable();
-    let mut items = Vec::new();
-    let mut last = None;
-    while items.len() < page {
-        let Some((k, v)) = iter.next() else { break };
-        items.push(enrollment::public_view(v));
-        last = Some(k.clone());
-    }
-    let more = iter.peek().is_some();
-    let mut resp = json_response(StatusCode::OK, &Value::Array(items));
-    let h = resp.headers_mut();
-    h.insert("x-ms-item-type", HeaderValue::from_static(kind.item_type()));
-    if let Ok(v) = HeaderValue::from_str(&page.to_string()) {
-        h.insert("x-ms-max-item-count", v);
-    }
-    if let (true, Some(k)) = (more, last)
-        && let Ok(v) = HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(k))
-    {
-        h.insert("x-ms-continuation", v);
-    }
-    resp
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// `If-Match`: absent passes; `*` needs an existing item; otherwise the etags must match.
