@@ -1,0 +1,371 @@
+//! Simulated DPS service API (`{dps}.azure-devices-provisioning.net`, contract §8): individual
+//! enrollments and enrollment groups (GET / PUT / DELETE, bulk ≤10, query with continuation,
+//! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors.
+//!
+//! Owns the enrollment store of one DPS instance and its HTTP shape. It must not know hubs beyond
+//! the linked host names it is given. Imports nothing else of hubvault.
+
+mod bulk;
+pub mod enrollment;
+mod query;
+pub mod sas;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore as _;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::shared::AccessPolicy;
+use enrollment::{Kind, Refused, bad_request};
+
+/// The spec's bulk limit ("maximum of 10 enrollments"); UNCERTAIN whether the service enforces it.
+pub const MAX_BULK: usize = 10;
+/// Page size when the caller sends no `x-ms-max-item-count`. UNCERTAIN: the service default.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// One simulated DPS instance.
+pub struct DpsState {
+    pub name: String,
+    /// Real-looking host (`dps-a.azure-devices-provisioning.net`): SAS tokens are signed for it.
+    pub host: String,
+    pub policies: Vec<AccessPolicy>,
+    linked_hubs: Mutex<Option<Vec<String>>>,
+    individual: Mutex<BTreeMap<String, Value>>,
+    groups: Mutex<BTreeMap<String, Value>>,
+    etag_counter: AtomicU64,
+}
+
+/// Default DPS policy with fresh random keys (rights as the portal shows them).
+pub fn default_policies() -> Vec<AccessPolicy> {
+    let key = || {
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        STANDARD.encode(b)
+    };
+    vec![AccessPolicy {
+        name: "provisioningserviceowner".into(),
+        primary_key: key(),
+        secondary_key: key(),
+        rights: ["ServiceConfig", "DeviceConnect", "EnrollmentWrite"]
+            .map(String::from)
+            .to_vec(),
+    }]
+}
+
+/// Policy keys and enrollment attestation keys never print.
+impl std::fmt::Debug for DpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let policies: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("DpsState")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("policies", &policies)
+            .field("enrollments", &self.individual.lock().unwrap().len())
+            .field("enrollment_groups", &self.groups.lock().unwrap().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpsState {
+    pub fn new(name: &str, host: &str, policies: Vec<AccessPolicy>) -> Arc<Self> {
+        Arc::new(DpsState {
+            name: name.to_string(),
+            host: host.to_string(),
+            policies,
+            linked_hubs: Mutex::new(None),
+            individual: Mutex::new(BTreeMap::new()),
+            groups: Mutex::new(BTreeMap::new()),
+            etag_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Host names of the linked hubs; enrollments naming another hub get 400.
+    /// `None` (the default) checks nothing.
+    pub fn set_linked_hubs(&self, hubs: Option<Vec<String>>) {
+        *self.linked_hubs.lock().unwrap() = hubs;
+    }
+
+    /// Every individual enrollment, keys included (for the control API).
+    pub fn enrollments(&self) -> Vec<Value> {
+        self.individual.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Every enrollment group, keys included (for the control API).
+    pub fn enrollment_groups(&self) -> Vec<Value> {
+        self.groups.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Create or replace one enrollment as a PUT would (for seeding); returns the stored document.
+    pub fn seed(&self, kind: Kind, body: &Value) -> Result<Value, String> {
+        self.upsert(kind, body, None).map_err(|r| r.message)
+    }
+
+    fn store(&self, kind: Kind) -> &Mutex<BTreeMap<String, Value>> {
+        match kind {
+            Kind::Individual => &self.individual,
+            Kind::Group => &self.groups,
+        }
+    }
+
+    fn next_etag(&self) -> String {
+        let n = self.etag_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        STANDARD.encode(n.to_be_bytes())
+    }
+
+    fn upsert(&self, kind: Kind, body: &Value, if_match: Option<&str>) -> Result<Value, Refused> {
+        let linked = self.linked_hubs.lock().unwrap().clone();
+        let id = enrollment::validate(kind, body, linked.as_deref())?;
+        let mut store = self.store(kind).lock().unwrap();
+        let key = id.to_ascii_lowercase();
+        precondition(if_match, store.get(&key))?;
+        let doc = enrollment::prepare(body, store.get(&key), &self.next_etag(), &now_text());
+        store.insert(key, doc.clone());
+        Ok(doc)
+    }
+}
+
+pub fn router(state: Arc<DpsState>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+async fn dispatch(
+    State(state): State<Arc<DpsState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let kind = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("enrollments") => Kind::Individual,
+        Some("enrollmentgroups") => Kind::Group,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                404_000,
+                "The requested resource was not found.",
+            );
+        }
+    };
+    let write = matches!(method, Method::PUT | Method::DELETE)
+        || (method == Method::POST && segs.len() == 1);
+    if let Some(resp) = reject_unauthorized(&state, &headers, path, write) {
+        return resp;
+    }
+    let query = uri.query().unwrap_or("");
+    let has_api_version = url::form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| k == "api-version" && !v.is_empty());
+    if !has_api_version {
+        return error(
+            StatusCode::BAD_REQUEST,
+            400_004,
+            "The api-version query parameter is required.",
+        );
+    }
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    let result = match (&method, &segs[1..]) {
+        (&Method::GET, [id]) => get(&state, kind, id),
+        (&Method::PUT, [id]) => put(&state, kind, id, &body, if_match),
+        (&Method::DELETE, [id]) => delete(&state, kind, id, if_match),
+        (&Method::POST, []) => bulk::run(&state, kind, &body),
+        (&Method::POST, ["query"]) => return query::page(&state, kind, &headers, &body),
+        (&Method::POST, [id, op]) if op.eq_ignore_ascii_case("attestationmechanism") => {
+            attestation(&state, kind, id)
+        }
+        _ => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            Refused {
+                code: 405_000,
+                message: format!("The method {method} is not allowed on {path}."),
+            },
+        )),
+    };
+    match result {
+        Ok((status, body)) => json_response(status, &body),
+        Err((status, refused)) => error(status, refused.code, &refused.message),
+    }
+}
+
+type Outcome = Result<(StatusCode, Value), (StatusCode, Refused)>;
+
+fn get(state: &DpsState, kind: Kind, id: &str) -> Outcome {
+    let store = state.store(kind).lock().unwrap();
+    match store.get(&id.to_ascii_lowercase()) {
+        Some(doc) => Ok((StatusCode::OK, enrollment::public_view(doc))),
+        None => Err(not_found(kind, id)),
+    }
+}
+
+fn put(state: &DpsState, kind: Kind, id: &str, body: &[u8], if_match: Option<&str>) -> Outcome {
+    let body: Value = serde_json::from_slice(body).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            bad_request("The request body is not valid JSON."),
+        )
+    })?;
+    let named = body
+        .get(kind.id_field())
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !named.eq_ignore_ascii_case(id) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            bad_request(format!(
+                "The {} in the body ('{named}') does not match the one in the path ('{id}').",
+                kind.id_field()
+            )),
+        ));
+    }
+    let doc = state.upsert(kind, &body, if_match).map_err(with_status)?;
+    Ok((StatusCode::OK, enrollment::public_view(&doc)))
+}
+
+fn delete(state: &DpsState, kind: Kind, id: &str, if_match: Option<&str>) -> Outcome {
+    let mut store = state.store(kind).lock().unwrap();
+    let key = id.to_ascii_lowercase();
+    if !store.contains_key(&key) {
+        return Err(not_found(kind, id));
+    }
+    precondition(if_match, store.get(&key)).map_err(with_status)?;
+    store.remove(&key);
+    Ok((StatusCode::NO_CONTENT, Value::Null))
+}
+
+fn attestation(state: &DpsState, kind: Kind, id: &str) -> Outcome {
+    let store = state.store(kind).lock().unwrap();
+    match store.get(&id.to_ascii_lowercase()) {
+        Some(doc) => Ok((StatusCode::OK, doc["attestation"].clone())),
+        None => Err(not_found(kind, id)),
+    }
+}
+
+/// `If-Match`: absent passes; `*` needs an existing item; otherwise the etags must match.
+fn precondition(if_match: Option<&str>, current: Option<&Value>) -> Result<(), Refused> {
+    let Some(expected) = if_match.map(|e| e.trim().trim_matches('"')) else {
+        return Ok(());
+    };
+    let current = current.and_then(|c| c["etag"].as_str());
+    match (expected, current) {
+        ("*", Some(_)) => Ok(()),
+        (e, Some(c)) if e == c => Ok(()),
+        _ => Err(Refused {
+            code: 412_001,
+            message: "The ETag in the request does not match the ETag of the existing resource."
+                .into(),
+        }),
+    }
+}
+
+fn with_status(r: Refused) -> (StatusCode, Refused) {
+    let status = StatusCode::from_u16(u16::try_from(r.code / 1000).unwrap_or(400))
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    (status, r)
+}
+
+fn not_found(kind: Kind, id: &str) -> (StatusCode, Refused) {
+    (
+        StatusCode::NOT_FOUND,
+        Refused {
+            code: kind.not_found_code(),
+            message: format!("The {} '{id}' was not found.", kind.label()),
+        },
+    )
+}
+
+/// Reads need `EnrollmentRead` (or a right that implies it); writes need `EnrollmentWrite`.
+/// UNCERTAIN: whether `ServiceConfig` alone grants enrollment access; we say it does not.
+fn reject_unauthorized(
+    state: &DpsState,
+    headers: &HeaderMap,
+    path: &str,
+    write: bool,
+) -> Option<Response> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let policy = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| sas::validate(h, &state.policies, &state.host, path, now).ok());
+    let allowed = policy.is_some_and(|p| {
+        let has = |r: &str| p.rights.iter().any(|x| x == r);
+        has("EnrollmentWrite") || (!write && has("EnrollmentRead"))
+    });
+    (!allowed).then(|| error(StatusCode::UNAUTHORIZED, 401_002, "Unauthorized"))
+}
+
+fn now_text() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    if body.is_null() {
+        return status.into_response();
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Flat `ProvisioningServiceErrorDetails` plus the `x-ms-error-code` header.
+fn error(status: StatusCode, code: u32, message: &str) -> Response {
+    let body = json!({
+        "errorCode": code,
+        "trackingId": uuid::Uuid::new_v4().to_string(),
+        "message": message,
+        "info": {},
+        "timestampUtc": now_text(),
+    });
+    let mut resp = json_response(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+        resp.headers_mut().insert("x-ms-error-code", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_policy_or_enrollment_keys() {
+        let state = DpsState::new(
+            "dps-a",
+            "dps-a.azure-devices-provisioning.net",
+            default_policies(),
+        );
+        let stored = state
+            .seed(
+                Kind::Individual,
+                &json!({"registrationId": "d1", "attestation": {"type": "symmetricKey"}}),
+            )
+            .unwrap();
+        let shown = format!("{state:?}");
+        assert!(shown.contains("provisioningserviceowner"));
+        let enrollment_key = stored["attestation"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap();
+        for secret in [
+            enrollment_key,
+            &state.policies[0].primary_key,
+            &state.policies[0].secondary_key,
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}
