@@ -127,7 +127,12 @@ pub trait ObjectWriter: Send {
 /// Check an object name: relative, `/`-separated, no empty, `.` or `..` segments, no control
 /// characters. Every backend calls this so a name means the same thing everywhere.
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -137,7 +142,10 @@ pub fn check_name(name: &str) -> Result<()> {
     if name.chars().any(char::is_control) || name.contains('\\') {
         return bad("contains a control character or backslash");
     }
-    if name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if name
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("has an empty, '.' or '..' segment");
     }
     Ok(())
