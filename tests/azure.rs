@@ -7,6 +7,7 @@
 //! container and deletes it at the end.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -329,6 +330,66 @@ async fn hub_wait_for_job_polls_until_terminal_and_reports_progress() {
 }
 
 #[tokio::test]
+async fn hub_wait_for_job_outlasts_a_5xx_burst_longer_than_one_retry_budget() {
+    let script = Arc::new(Script::default());
+    let busy = canned(
+        503,
+        r#"{"Message":"{\"errorCode\":503005,\"message\":\"busy\"}"}"#,
+    );
+    script.on(
+        "GET /jobs/j3",
+        vec![
+            canned(200, r#"{"jobId":"j3","type":"export","status":"running"}"#),
+            busy.clone(),
+            busy.clone(),
+            busy.clone(),
+            busy,
+            canned(200, r#"{"jobId":"j3","type":"export","status":"failed","failureReason":"storage unreachable"}"#),
+        ],
+    );
+    let hub = hub_with(&script).await;
+    let poll = PollPolicy {
+        interval: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+    };
+    let job = hub.wait_for_job("j3", &poll, |_| {}).await.unwrap();
+    assert_eq!(
+        (job.status(), job.failure_reason.as_deref()),
+        (JobStatus::Failed, Some("storage unreachable"))
+    );
+    assert_eq!(script.seen("GET /jobs/j3").len(), 6);
+}
+
+#[tokio::test]
+async fn hub_job_create_adopts_its_own_job_after_a_lost_response() {
+    let script = Arc::new(Script::default());
+    script.on(
+        "POST /jobs/create",
+        vec![
+            canned(503, ""),
+            canned(403, r#"{"Message":"{\"errorCode\":403003}"}"#),
+        ],
+    );
+    script.on(
+        "GET /jobs",
+        vec![canned(200, r#"[{"jobId":"mine","type":"export","status":"enqueued","outputBlobName":"staging/hub-b/run-1/devices.txt"}]"#)],
+    );
+    let hub = hub_with(&script).await;
+    let ask = JobProperties::export(
+        "https://a/c?sig=x",
+        "staging/hub-b/run-1/devices.txt",
+        "staging/hub-b/run-1/configurations.txt",
+    );
+    assert_eq!(hub.create_job(&ask).await.unwrap().id(), "mine");
+    let other = JobProperties::export("https://a/c?sig=x", "staging/hub-b/run-2/devices.txt", "c");
+    assert_eq!(
+        hub.create_job(&other).await.unwrap_err().code(),
+        "hub_job_slot_busy"
+    );
+}
+
+#[tokio::test]
 async fn hub_wait_for_job_gives_up_at_the_timeout_without_cancelling() {
     let script = Arc::new(Script::default());
     script.on(
@@ -513,9 +574,13 @@ fn azurite() -> Option<String> {
                 std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
                 "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
             );
-            eprintln!(
-                "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test"
-            );
+            // libtest captures `eprintln!` of passing tests; write to the process's real stderr
+            // so a skip is never silent.
+            let msg = "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test";
+            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+                Ok(mut f) => drop(writeln!(f, "{msg}")),
+                Err(_) => eprintln!("{msg}"),
+            }
             None
         }
     }
@@ -578,6 +643,45 @@ async fn azure_store_is_create_only() {
         StoreError::NotFound { .. }
     ));
     assert_eq!(store.list("").await.unwrap().len(), 1);
+    store.delete_container().await.unwrap();
+}
+
+#[tokio::test]
+async fn azure_store_keeps_empty_objects_and_unusual_names() {
+    let Some(cs) = azurite() else { return };
+    let store = fresh_store(&cs, "names").await;
+    let names = [
+        "empty",
+        "with space/ü-ñ #1 %41 +x?y=z&sig=no.txt",
+        "a/b/c/d.json",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let data = if i == 0 {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("data {i}"))
+        };
+        let meta = store.put(name, data.clone()).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(store.get_bytes(name).await.unwrap(), data, "{name}");
+    }
+    let listed: Vec<_> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.size))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("a/b/c/d.json".to_owned(), 6),
+            ("empty".to_owned(), 0),
+            (names[1].to_owned(), 6)
+        ]
+    );
+    store.delete(names[1]).await.unwrap();
+    assert_eq!(store.list("with").await.unwrap().len(), 0);
     store.delete_container().await.unwrap();
 }
 

@@ -236,22 +236,23 @@ impl PollPolicy {
 }
 
 impl HubClient {
-    /// `POST /jobs/create`. A 403 (other than a device quota) means the job slot is taken.
+    /// `POST /jobs/create`. A 403 (other than a device quota) means the job slot is taken:
+    /// [`Error::JobSlotBusy`] names the running job. If the running job is the one we asked for
+    /// (same type and blob names, which carry our run id), an earlier try of this call created
+    /// it before its response was lost, and it is returned as ours instead of an error.
     pub async fn create_job(&self, job: &JobProperties) -> Result<JobProperties> {
         let call = Call::new(Method::POST, "/jobs/create".into()).json(job);
         match self.call(call).await {
             Ok(reply) => self.decode("job create", &reply.body),
             Err(Error::QuotaExceeded { code, .. }) if code != 403_002 => {
-                let running_job = self
-                    .active_job()
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|j| j.job_id);
-                Err(Error::JobSlotBusy {
-                    hub: self.host().to_owned(),
-                    running_job,
-                })
+                let running = self.active_job().await.ok().flatten();
+                match running {
+                    Some(r) if same_request(&r, job) => Ok(r),
+                    other => Err(Error::JobSlotBusy {
+                        hub: self.host().to_owned(),
+                        running_job: other.and_then(|j| j.job_id),
+                    }),
+                }
             }
             Err(e) => Err(e),
         }
@@ -294,8 +295,9 @@ impl HubClient {
 
     /// Poll until the job is completed, failed or cancelled, calling `progress` after each poll.
     /// Returns the terminal properties (the caller checks `status` and `failure_reason`).
-    /// Transient errors while polling are retried by the request layer; a `Retry-After` on the
-    /// job response stretches the next wait.
+    /// A `Retry-After` on the job response stretches the next wait. Throttling, 5xx and network
+    /// failures do not end the wait (jobs run for hours; the hub keeps working while we cannot
+    /// reach it): polling goes on until `poll.timeout`, and the job can be resumed by id later.
     pub async fn wait_for_job(
         &self,
         job_id: &str,
@@ -303,24 +305,32 @@ impl HubClient {
         mut progress: impl FnMut(&JobProperties) + Send,
     ) -> Result<JobProperties> {
         let start = tokio::time::Instant::now();
+        let path = format!("/jobs/{}", url_encode(job_id));
         let mut wait = poll.interval;
         loop {
-            let reply = self
-                .call(Call::new(
-                    Method::GET,
-                    format!("/jobs/{}", url_encode(job_id)),
-                ))
-                .await?;
-            let job: JobProperties = self.decode("job", &reply.body)?;
-            progress(&job);
-            if job.status().is_terminal() {
-                return Ok(job);
-            }
-            let asked = reply
-                .headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| super::retry::parse_retry_after(v, time::OffsetDateTime::now_utc()));
+            let asked = match self.call(Call::new(Method::GET, path.clone())).await {
+                Ok(reply) => {
+                    let job: JobProperties = self.decode("job", &reply.body)?;
+                    progress(&job);
+                    if job.status().is_terminal() {
+                        return Ok(job);
+                    }
+                    reply
+                        .headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| {
+                            super::retry::parse_retry_after(v, time::OffsetDateTime::now_utc())
+                        })
+                }
+                Err(
+                    e @ (Error::Throttled { .. } | Error::Server { .. } | Error::Transport { .. }),
+                ) => {
+                    tracing::warn!(hub = %self.host(), job_id, "job poll failed, will poll again: {e}");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             let this_wait = asked.map_or(wait, |a| a.max(wait));
             if start.elapsed() + this_wait > poll.timeout {
                 return Err(Error::JobTimedOut {
@@ -333,6 +343,14 @@ impl HubClient {
             wait = poll.next(wait);
         }
     }
+}
+
+/// Whether a listed job is the one `asked` describes (blob names are unique per run).
+fn same_request(listed: &JobProperties, asked: &JobProperties) -> bool {
+    listed.job_type == asked.job_type
+        && listed.output_blob_name == asked.output_blob_name
+        && listed.input_blob_name == asked.input_blob_name
+        && (asked.output_blob_name.is_some() || asked.input_blob_name.is_some())
 }
 
 #[cfg(test)]
