@@ -195,6 +195,51 @@ async fn hub_requests_carry_a_sas_for_the_hub_host_and_the_api_version() {
     assert_eq!(seen.query, "api-version=2021-04-12");
 }
 
+/// An Entra credential double: counts calls, hands out a fixed token.
+#[derive(Debug, Default)]
+struct FakeEntra(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FakeEntra {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        assert_eq!(scopes, ["https://iothubs.azure.net/.default"]);
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(azure_core::credentials::AccessToken::new(
+            "fake-entra-token",
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn hub_entra_credential_sends_a_cached_bearer_token() {
+    let script = Arc::new(Script::default());
+    script.on("GET /jobs", vec![canned(200, "[]")]);
+    let url = serve(script.clone()).await;
+    let cred = Arc::new(FakeEntra::default());
+    let hub = HubClient::new(
+        HubTarget::entra("hub-a.azure-devices.net", cred.clone()).with_endpoint(url),
+    )
+    .unwrap();
+    hub.list_jobs().await.unwrap();
+    hub.list_jobs().await.unwrap();
+    let seen = script.seen("GET /jobs");
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["authorization"] == "Bearer fake-entra-token")
+    );
+    assert_eq!(
+        cred.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "token reused until near expiry"
+    );
+    assert!(!format!("{hub:?}").contains("fake-entra-token"));
+}
+
 #[tokio::test]
 async fn hub_retries_429_and_honours_retry_after() {
     let script = Arc::new(Script::default());

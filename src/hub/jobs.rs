@@ -249,7 +249,7 @@ impl HubClient {
                 match running {
                     Some(r) if same_request(&r, job) => Ok(r),
                     other => Err(Error::JobSlotBusy {
-                        hub: self.host().to_owned(),
+                        hub: self.name().to_owned(),
                         running_job: other.and_then(|j| j.job_id),
                     }),
                 }
@@ -326,7 +326,7 @@ impl HubClient {
                 Err(
                     e @ (Error::Throttled { .. } | Error::Server { .. } | Error::Transport { .. }),
                 ) => {
-                    tracing::warn!(hub = %self.host(), job_id, "job poll failed, will poll again: {e}");
+                    tracing::warn!(hub = %self.name(), job_id, "job poll failed, will poll again: {e}");
                     None
                 }
                 Err(e) => return Err(e),
@@ -334,7 +334,7 @@ impl HubClient {
             let this_wait = asked.map_or(wait, |a| a.max(wait));
             if start.elapsed() + this_wait > poll.timeout {
                 return Err(Error::JobTimedOut {
-                    hub: self.host().to_owned(),
+                    hub: self.name().to_owned(),
                     job_id: job_id.to_owned(),
                     waited: start.elapsed(),
                 });

@@ -47,6 +47,8 @@ pub const DEFAULT_API_VERSION: &str = "2021-04-12";
 pub struct HubTarget {
     /// The hub's host name (`hub-a.azure-devices.net`): the SAS audience and the default URL.
     pub host: String,
+    /// How messages call the hub (the config name, e.g. `hub-b`); the host name when `None`.
+    pub name: Option<String>,
     /// Send requests here instead of `https://{host}` (the simulator's base URL).
     pub endpoint: Option<Url>,
     pub credential: HubCredential,
@@ -67,6 +69,7 @@ impl HubTarget {
     pub fn new(host: &str, credential: HubCredential) -> Self {
         HubTarget {
             host: host.to_owned(),
+            name: None,
             endpoint: None,
             credential,
             ca_file: None,
@@ -109,6 +112,7 @@ pub struct HubClient {
 #[derive(Debug)]
 struct Inner {
     host: String,
+    name: String,
     base: Url,
     api_version: String,
     http: reqwest::Client,
@@ -189,6 +193,7 @@ impl HubClient {
         let tokens = TokenSource::new(&target.host, target.credential, target.sas_ttl);
         Ok(HubClient {
             inner: std::sync::Arc::new(Inner {
+                name: target.name.unwrap_or_else(|| target.host.clone()),
                 host: target.host,
                 base,
                 api_version: target.api_version,
@@ -202,6 +207,11 @@ impl HubClient {
     /// The hub's host name (used in messages).
     pub fn host(&self) -> &str {
         &self.inner.host
+    }
+
+    /// How messages name the hub ([`HubTarget::name`], else the host name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn url(&self, call: &Call) -> Url {
@@ -220,7 +230,7 @@ impl HubClient {
 
     /// Send with auth and retries. Non-success statuses become typed errors.
     pub(crate) async fn call(&self, call: Call) -> Result<Reply> {
-        let host = &self.inner.host;
+        let host = &self.inner.name;
         let url = self.url(&call);
         let start = tokio::time::Instant::now();
         let mut attempt = 0;
@@ -270,7 +280,7 @@ impl HubClient {
         call: &Call,
         url: Url,
     ) -> Result<Result<Reply, (StatusCode, HeaderMap, Bytes)>> {
-        let host = &self.inner.host;
+        let host = &self.inner.name;
         let auth = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
         let mut req = self
             .inner
@@ -309,7 +319,7 @@ impl HubClient {
         body: &[u8],
     ) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| Error::Decode {
-            hub: self.inner.host.clone(),
+            hub: self.inner.name.clone(),
             what: what.to_owned(),
             detail: e.to_string(),
         })

@@ -361,7 +361,7 @@ impl HubClient {
             return match serde_json::from_slice::<BulkRegistryOperationResult>(&reply.body) {
                 Ok(r) if !r.errors.is_empty() => Ok(r),
                 _ => Err(super::ServiceError::parse(400, None, &reply.body)
-                    .into_error(self.host(), None)),
+                    .into_error(self.name(), None)),
             };
         }
         self.decode("bulk result", &reply.body)

@@ -92,6 +92,23 @@ fn split_container(what: &str, path: &str) -> Result<(String, String)> {
 }
 
 impl AzureLocation {
+    /// Whether a `--store` value names Azure Blob Storage (an http(s) URL or a storage
+    /// connection string) rather than a local folder or `file://` URL.
+    pub fn looks_like(s: &str) -> bool {
+        let s = s.trim();
+        let lower = s.to_ascii_lowercase();
+        lower.starts_with("https://")
+            || lower.starts_with("http://")
+            || [
+                "accountname=",
+                "blobendpoint=",
+                "usedevelopmentstorage=",
+                "defaultendpointsprotocol=",
+            ]
+            .iter()
+            .any(|k| lower.starts_with(k) || lower.contains(&format!(";{k}")))
+    }
+
     /// Parse a URL or an account-key connection string (with a `Container=` segment).
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
@@ -285,6 +302,20 @@ mod tests {
     use super::*;
 
     const CS: &str = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
+
+    #[test]
+    fn looks_like_tells_azure_from_local_paths() {
+        assert!(AzureLocation::looks_like(
+            "https://acct.blob.core.windows.net/c"
+        ));
+        assert!(AzureLocation::looks_like(CS));
+        assert!(AzureLocation::looks_like(
+            "UseDevelopmentStorage=true;Container=c01"
+        ));
+        for local in ["./hubvault-store", "file:///var/backups", "/tmp/x=1;y"] {
+            assert!(!AzureLocation::looks_like(local), "{local}");
+        }
+    }
 
     #[test]
     fn host_style_https_with_and_without_sas() {
