@@ -23,7 +23,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, Etag};
 use azure_storage_blob::models::{
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientCommitBlockListResultHeaders, BlockLookupList,
+    BlockBlobClientCommitBlockListResultHeaders, BlockListType, BlockLookupList,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::{Bytes, BytesMut};
@@ -323,6 +323,37 @@ impl AzureWriter {
     }
 }
 
+impl AzureWriter {
+    /// After a 409/412 on commit: is the existing blob our own commit, whose response was lost
+    /// and which the SDK retried? Our block ids carry a per-writer nonce, so an identical
+    /// committed list proves it. An empty object has no blocks and cannot be told apart: it
+    /// stays `AlreadyExists`.
+    async fn committed_by_us(&self) -> bool {
+        if self.blocks.is_empty() {
+            return false;
+        }
+        let client = self
+            .store
+            .inner
+            .container
+            .blob_client(&self.blob)
+            .block_blob_client();
+        let Ok(resp) = client.get_block_list(BlockListType::Committed, None).await else {
+            return false;
+        };
+        let Ok(list) = resp.into_model() else {
+            return false;
+        };
+        let committed: Vec<Vec<u8>> = list
+            .committed_blocks
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|b| b.name)
+            .collect();
+        committed == self.blocks
+    }
+}
+
 #[async_trait]
 impl ObjectWriter for AzureWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
@@ -360,6 +391,13 @@ impl ObjectWriter for AzureWriter {
         let resp = match client.commit_block_list(content, Some(options)).await {
             Ok(r) => r,
             Err(e) if matches!(status(&e), Some(409 | 412)) => {
+                if self.committed_by_us().await {
+                    return Ok(ObjectMeta {
+                        name: self.name.clone(),
+                        size: self.size,
+                        last_modified: OffsetDateTime::now_utc(),
+                    });
+                }
                 return Err(Error::AlreadyExists {
                     store: self.store.location(),
                     name: self.name.clone(),
