@@ -1,1 +1,327 @@
-//! IoT Hub service REST client (not yet implemented).
+//! IoT Hub service REST client over reqwest (no Rust SDK covers the service API).
+//!
+//! Owns: SAS / Entra authentication ([`auth`]), import/export jobs ([`jobs`]), registry reads and
+//! bulk writes ([`registry`]), and typed errors ([`Error`]; `401002` explained as the firewall trap
+//! it usually is). Requests that fail with 429, 5xx or a transport error are retried within a
+//! bounded budget ([`RetryPolicy`]), honouring `Retry-After`.
+//!
+//! Must not: know stores, snapshots or the simulator. Wire types are this module's own and are
+//! named as the service names them (`JobProperties`, `ExportImportDevice`, …); the simulator keeps
+//! its own copies, so a shared mistake cannot hide. There is no trait in front of the client:
+//! tests point it at an HTTP server (the simulator, or a tiny axum server) through
+//! [`HubTarget::endpoint`].
+//!
+//! Real Azure (`https://{host}`) is the default; anything else only through an explicit endpoint.
+
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod registry;
+pub mod retry;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use time::OffsetDateTime;
+use url::Url;
+
+pub use auth::{ConnectionString, HubCredential, SasSigner};
+pub use error::{Error, Result, ServiceError};
+pub use jobs::{JobProperties, JobStatus, JobType, PollPolicy};
+pub use registry::{
+    BulkRegistryOperationResult, Configuration, Device, ExportImportDevice, IfMatch, Module,
+};
+pub use retry::RetryPolicy;
+
+use auth::TokenSource;
+
+/// The api-version every call sends (contract §0).
+pub const DEFAULT_API_VERSION: &str = "2021-04-12";
+
+/// Which hub to talk to, and how.
+#[derive(Debug, Clone)]
+pub struct HubTarget {
+    /// The hub's host name (`hub-a.azure-devices.net`): the SAS audience and the default URL.
+    pub host: String,
+    /// How messages call the hub (the config name, e.g. `hub-b`); the host name when `None`.
+    pub name: Option<String>,
+    /// Send requests here instead of `https://{host}` (the simulator's base URL).
+    pub endpoint: Option<Url>,
+    pub credential: HubCredential,
+    /// An extra PEM trust root (the simulator's `--tls` certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Bind the client socket to this address (tests act as another caller, e.g. 127.0.0.2).
+    pub local_address: Option<IpAddr>,
+    pub api_version: String,
+    /// Lifetime of minted SAS tokens; they are renewed before they expire.
+    pub sas_ttl: Duration,
+    pub retry: RetryPolicy,
+    /// Per-request timeout (one try).
+    pub request_timeout: Duration,
+}
+
+impl HubTarget {
+    /// A target for real Azure with defaults.
+    pub fn new(host: &str, credential: HubCredential) -> Self {
+        HubTarget {
+            host: host.to_owned(),
+            name: None,
+            endpoint: None,
+            credential,
+            ca_file: None,
+            local_address: None,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            sas_ttl: auth::DEFAULT_SAS_TTL,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(100),
+        }
+    }
+
+    /// From a hub service connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`).
+    pub fn from_connection_string(cs: &str) -> Result<Self> {
+        let cs = ConnectionString::parse(cs)?;
+        Ok(Self::new(&cs.host_name, HubCredential::Sas(cs.signer())))
+    }
+
+    /// Entra (`azure_identity`) credential for `host`.
+    pub fn entra(
+        host: &str,
+        credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        Self::new(host, HubCredential::Entra(credential))
+    }
+
+    /// Builder-style endpoint override.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Url) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+}
+
+/// A client for one hub. Cheap to clone (shares the connection pool and the token cache).
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    host: String,
+    name: String,
+    base: Url,
+    api_version: String,
+    http: reqwest::Client,
+    tokens: TokenSource,
+    retry: RetryPolicy,
+}
+
+/// A successful (or explicitly accepted) response.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One logical request; retried as a whole.
+pub(crate) struct Call {
+    pub method: Method,
+    /// Already percent-encoded path, starting with `/`.
+    pub path: String,
+    pub query: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Non-2xx statuses returned as a [`Reply`] instead of an error (bulk: 400 with a result).
+    pub accept: &'static [u16],
+}
+
+impl Call {
+    pub(crate) fn new(method: Method, path: String) -> Self {
+        Call {
+            method,
+            path,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            accept: &[],
+        }
+    }
+
+    pub(crate) fn json<T: serde::Serialize>(mut self, body: &T) -> Self {
+        self.body = Some(serde_json::to_vec(body).expect("wire types serialize"));
+        self
+    }
+}
+
+impl HubClient {
+    pub fn new(target: HubTarget) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidTarget { reason };
+        let base = match &target.endpoint {
+            Some(u) => u.clone(),
+            None => Url::parse(&format!("https://{}", target.host))
+                .map_err(|e| bad(format!("host {:?}: {e}", target.host)))?,
+        };
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "endpoint must be http(s), got {}",
+                base.scheme()
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(target.request_timeout)
+            .user_agent(concat!("hubvault/", env!("CARGO_PKG_VERSION")));
+        if let Some(addr) = target.local_address {
+            builder = builder.local_address(addr);
+        }
+        if let Some(path) = &target.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| bad(format!("cannot read ca-file {}: {e}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("ca-file {}: {e}", path.display())))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| bad(format!("HTTP client: {}", e.without_url())))?;
+        let tokens = TokenSource::new(&target.host, target.credential, target.sas_ttl);
+        Ok(HubClient {
+            inner: std::sync::Arc::new(Inner {
+                name: target.name.unwrap_or_else(|| target.host.clone()),
+                host: target.host,
+                base,
+                api_version: target.api_version,
+                http,
+                tokens,
+                retry: target.retry,
+            }),
+        })
+    }
+
+    /// The hub's host name (used in messages).
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// How messages name the hub ([`HubTarget::name`], else the host name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn url(&self, call: &Call) -> Url {
+        let mut url = self.inner.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base_path}{}", call.path));
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &call.query {
+                q.append_pair(k, v);
+            }
+            q.append_pair("api-version", &self.inner.api_version);
+        }
+        url
+    }
+
+    /// Send with auth and retries. Non-success statuses become typed errors.
+    pub(crate) async fn call(&self, call: Call) -> Result<Reply> {
+        let host = &self.inner.name;
+        let url = self.url(&call);
+        let start = tokio::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (error, retry_after) = match self.try_once(&call, url.clone()).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err((status, headers, body))) => {
+                    let retry_after = headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry::parse_retry_after(v, OffsetDateTime::now_utc()));
+                    let header = headers
+                        .get("iothub-errorcode")
+                        .and_then(|v| v.to_str().ok());
+                    let err = ServiceError::parse(status.as_u16(), header, &body)
+                        .into_error(host, retry_after);
+                    if !retry::retryable_status(status.as_u16()) {
+                        return Err(err);
+                    }
+                    (err, retry_after)
+                }
+                Err(err) => (err, None),
+            };
+            if !matches!(
+                error,
+                Error::Throttled { .. } | Error::Server { .. } | Error::Transport { .. }
+            ) {
+                return Err(error);
+            }
+            let Some(wait) = self.inner.retry.delay(
+                attempt,
+                start.elapsed(),
+                retry_after,
+                rand::random::<f64>(),
+            ) else {
+                return Err(error);
+            };
+            tracing::debug!(hub = %host, path = %call.path, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "retrying: {error}");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One try: `Ok(Ok(reply))`, `Ok(Err(non-success response))`, or a transport error.
+    async fn try_once(
+        &self,
+        call: &Call,
+        url: Url,
+    ) -> Result<Result<Reply, (StatusCode, HeaderMap, Bytes)>> {
+        let host = &self.inner.name;
+        let auth = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), url)
+            .header("authorization", auth)
+            .header("accept", "application/json");
+        for (k, v) in &call.headers {
+            req = req.header(*k, v);
+        }
+        if let Some(body) = &call.body {
+            req = req
+                .header("content-type", "application/json; charset=utf-8")
+                .body(body.clone());
+        }
+        let resp = req.send().await.map_err(|e| Error::transport(host, e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| Error::transport(host, e))?;
+        tracing::debug!(hub = %host, method = %call.method, path = %call.path, status = status.as_u16(), "hub call");
+        if status.is_success() || call.accept.contains(&status.as_u16()) {
+            Ok(Ok(Reply {
+                status,
+                headers,
+                body,
+            }))
+        } else {
+            Ok(Err((status, headers, body)))
+        }
+    }
+
+    /// Decode a JSON reply body.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: &[u8],
+    ) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| Error::Decode {
+            hub: self.inner.name.clone(),
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+}

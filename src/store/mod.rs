@@ -9,6 +9,9 @@
 //! taken — never overwrite. A writer dropped or aborted before `finish` leaves nothing visible
 //! (at most an invisible temporary that `forget` sweeps).
 
+pub mod azure;
+pub mod sas;
+
 use std::fmt;
 use std::pin::Pin;
 
