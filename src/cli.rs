@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hubvault", version, about = "Encrypted, versioned backup, clone and restore for Azure IoT Hub registries")]
+#[command(
+    name = "hubvault",
+    version,
+    about = "Encrypted, versioned backup, clone and restore for Azure IoT Hub registries"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

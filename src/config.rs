@@ -79,7 +79,10 @@ pub struct ServiceEntry {
 impl fmt::Debug for ServiceEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceEntry")
-            .field("connection_string", &self.connection_string.as_ref().map(|_| "<redacted>"))
+            .field(
+                "connection_string",
+                &self.connection_string.as_ref().map(|_| "<redacted>"),
+            )
             .field("connection_string_env", &self.connection_string_env)
             .field("host", &self.host)
             .field("credential", &self.credential)
@@ -146,8 +149,14 @@ impl fmt::Debug for StagingEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StagingEntry")
             .field("connection_string_env", &self.connection_string_env)
-            .field("connection_string", &self.connection_string.as_ref().map(|_| "<redacted>"))
-            .field("container_url", &self.container_url.as_ref().map(|u| redact_query(u)))
+            .field(
+                "connection_string",
+                &self.connection_string.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "container_url",
+                &self.container_url.as_ref().map(|u| redact_query(u)),
+            )
             .field("container", &self.container)
             .field("sas_lifetime", &self.sas_lifetime)
             .finish()
@@ -168,7 +177,10 @@ impl Config {
                 p
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
         let mut config = Self::parse(&text, &path)?;
         config.source = Some(path);
         Ok(config)
@@ -176,7 +188,10 @@ impl Config {
 
     /// Parse config text; errors name the file and line.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: describe_toml_error(text, &e) })
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(text, &e),
+        })
     }
 
     /// The store: flag or environment (already merged by clap), else file, else default.
@@ -189,17 +204,27 @@ impl Config {
 
     /// Recipients: flag or environment if any were given, else the file's.
     pub fn recipients(&self, flag_or_env: &[String]) -> Vec<String> {
-        if flag_or_env.is_empty() { self.recipients.clone() } else { flag_or_env.to_vec() }
+        if flag_or_env.is_empty() {
+            self.recipients.clone()
+        } else {
+            flag_or_env.to_vec()
+        }
     }
 
     /// Identity file: flag or environment, else the file's (with `~/` expanded).
     pub fn identity(&self, flag_or_env: Option<&Path>) -> Option<PathBuf> {
-        flag_or_env.map(Path::to_path_buf).or_else(|| self.identity.clone()).map(|p| expand_home(&p))
+        flag_or_env
+            .map(Path::to_path_buf)
+            .or_else(|| self.identity.clone())
+            .map(|p| expand_home(&p))
     }
 
     /// Name of the file for messages.
     pub fn describe(&self) -> String {
-        self.source.as_ref().map_or_else(|| "(no config file)".to_owned(), |p| p.display().to_string())
+        self.source.as_ref().map_or_else(
+            || "(no config file)".to_owned(),
+            |p| p.display().to_string(),
+        )
     }
 }
 
@@ -210,7 +235,10 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+            let column = before
+                .rfind('\n')
+                .map_or(before.len(), |i| before.len() - i - 1)
+                + 1;
             format!("line {line}, column {column}: {message}")
         }
         None => message,
@@ -240,7 +268,9 @@ mod tests {
     #[test]
     fn unknown_key_is_rejected_with_line() {
         let text = "store = \"x\"\n\n[hubs.hub-a]\nconection-string = \"HostName=h\"\n";
-        let err = Config::parse(text, Path::new("hubvault.toml")).unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("hubvault.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hubvault.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("conection-string"), "{err}");

@@ -24,7 +24,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(json: Value, human: impl Into<String>) -> Self {
-        Outcome { json, human: human.into(), found_something: false }
+        Outcome {
+            json,
+            human: human.into(),
+            found_something: false,
+        }
     }
 }
 
@@ -32,11 +36,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json_mode = cli.global.json;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(commands::run(cli)) {
         Ok(outcome) => {
             if json_mode {
-                println!("{}", serde_json::to_string_pretty(&outcome.json).expect("json"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome.json).expect("json")
+                );
                 if !outcome.human.is_empty() {
                     eprint!("{}", ensure_newline(&outcome.human));
                 }
@@ -44,7 +54,11 @@ fn main() -> ExitCode {
                 print!("{}", ensure_newline(&outcome.human));
             }
             let _ = std::io::stdout().flush();
-            if outcome.found_something { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            if outcome.found_something {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(err) => {
             let (code, fix) = diagnose(&err);
@@ -63,7 +77,11 @@ fn main() -> ExitCode {
 }
 
 fn ensure_newline(s: &str) -> String {
-    if s.is_empty() || s.ends_with('\n') { s.to_owned() } else { format!("{s}\n") }
+    if s.is_empty() || s.ends_with('\n') {
+        s.to_owned()
+    } else {
+        format!("{s}\n")
+    }
 }
 
 /// A stable code and, where we know one, the next step for the user.
@@ -88,5 +106,9 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUBVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hubvault={level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
