@@ -1,31 +1,354 @@
 //! Maps each parsed command onto the library's use cases and renders the result.
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
-use anyhow::{Result, bail};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use hubvault::backup::{self, BackupOptions, Faults};
 use hubvault::config::Config;
+use hubvault::pipeline::Identities;
+use hubvault::snapshot::{Manifest, catalog};
+use hubvault::store::{self, Store};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{
+    BackupArgs, Cli, Command, DumpArgs, Global, KeyCommand, Keys, ShowArgs, SnapshotsArgs,
+    VerifyArgs,
+};
+
+/// Test-only hook: `HUBVAULT_FAULT_PAUSE=spill|upload|before-manifest` makes `backup` print
+/// `HUBVAULT_FAULT_PAUSE: paused at <point>` on stderr and sleep there, so a test can kill the
+/// process at that exact point. Never set it in production.
+const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
+/// Test-only: memory budget (bytes) of one sort run, so small test exports spill.
+const SORT_RUN_BYTES_ENV: &str = "HUBVAULT_SORT_RUN_BYTES";
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
     let global = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Init(_args)) => not_yet("key init"),
-        Command::Backup(_args) => not_yet("backup"),
-        Command::Snapshots(_args) => not_yet("snapshots"),
-        Command::Show(_args) => not_yet("show"),
-        Command::Verify(_args) => not_yet("verify"),
+        Command::Backup(args) => backup(&config, global, args).await,
+        Command::Snapshots(args) => snapshots(&config, global, &args).await,
+        Command::Show(args) => show(&config, global, &args).await,
+        Command::Verify(args) => verify(&config, global, args).await,
         Command::Diff(_args) => not_yet("diff"),
-        Command::Dump(_args) => not_yet("dump"),
-        Command::Forget(_args) => {
-            let _ = (&config, global);
-            not_yet("forget")
-        }
+        Command::Dump(args) => dump(&config, global, args).await,
+        Command::Forget(_args) => not_yet("forget"),
     }
 }
 
 fn not_yet(what: &str) -> Result<Outcome> {
     bail!("`hubvault {what}` is not implemented in this build")
+}
+
+fn open_store(config: &Config, global: &Global) -> Result<Arc<dyn Store>> {
+    Ok(store::open(&config.store(global.store.as_deref()))?)
+}
+
+async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+    let Some(path) = args.from_export else {
+        bail!(
+            "backups from a live hub come in a later build; ingest an export with --from-export PATH --hub-name NAME"
+        );
+    };
+    let Some(hub) = args.hub_name else {
+        bail!("--hub-name NAME is required with --from-export")
+    };
+    let store = open_store(config, global)?;
+    let recipients = keys::recipients(config, &args.keys)?;
+    let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+    options.include_configurations = !args.no_configurations;
+    if let Ok(v) = std::env::var(SORT_RUN_BYTES_ENV) {
+        options.sort.run_bytes = v
+            .parse()
+            .with_context(|| format!("{SORT_RUN_BYTES_ENV} must be a number of bytes"))?;
+    }
+    if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
+        match point.as_str() {
+            "spill" => options.sort.on_spill = Some(pause("spill")),
+            "upload" => {
+                options.faults = Faults {
+                    upload: Some(pause("upload")),
+                    ..Faults::default()
+                }
+            }
+            "before-manifest" => {
+                options.faults = Faults {
+                    before_manifest: Some(pause("before-manifest")),
+                    ..Faults::default()
+                }
+            }
+            other => {
+                bail!("{FAULT_PAUSE_ENV}={other}: use spill, upload or before-manifest (test-only)")
+            }
+        }
+    }
+    let report = backup::from_export(store, &path, &hub, &recipients, options).await?;
+    let human = format!(
+        "snapshot {} of {}: {} devices ({} edge), {} modules, {} configurations, {} lines skipped; {} stored\n",
+        report.snapshot,
+        report.hub,
+        report.devices,
+        report.edge_devices,
+        report.modules,
+        report.configurations,
+        report.skipped_lines,
+        human_bytes(report.bytes)
+    );
+    Ok(Outcome::ok(serde_json::to_value(&report)?, human))
+}
+
+fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        eprintln!("{FAULT_PAUSE_ENV}: paused at {point}");
+        std::thread::sleep(Duration::from_secs(600));
+    })
+}
+
+async fn snapshots(config: &Config, global: &Global, args: &SnapshotsArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let listed: Vec<&Manifest> = all
+        .iter()
+        .filter(|m| args.hub.as_deref().is_none_or(|h| m.hub == h))
+        .collect();
+    let json: Vec<_> = listed
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "hub": m.hub, "created": m.created, "devices": m.counts.devices,
+                   "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes()})
+        })
+        .collect();
+    let mut human = String::new();
+    if listed.is_empty() {
+        human.push_str(&format!("no snapshots in {}\n", store.location()));
+    } else {
+        human.push_str(&format!(
+            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}\n",
+            "ID", "HUB", "CREATED", "DEVICES", "MODULES", "CONFIGS", "STORED"
+        ));
+        for m in &listed {
+            let c = &m.counts;
+            human.push_str(&format!(
+                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}\n",
+                m.id,
+                m.hub,
+                m.created,
+                c.devices,
+                c.modules,
+                c.configurations,
+                human_bytes(m.bytes())
+            ));
+        }
+    }
+    Ok(Outcome::ok(json.into(), human))
+}
+
+async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let m = catalog::resolve(
+        &all,
+        &args.snapshot,
+        args.hub.hub.as_deref(),
+        &store.location(),
+    )?;
+    let c = &m.counts;
+    let mut human = format!(
+        "snapshot   {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
+        m.id,
+        m.hub,
+        m.created,
+        m.source.kind,
+        m.source
+            .path
+            .as_ref()
+            .or(m.source.job_id.as_ref())
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default(),
+        c.devices,
+        c.edge_devices,
+        c.modules,
+        c.configurations,
+        c.skipped_lines,
+        m.recipients.join(", "),
+        m.tool
+    );
+    for o in &m.objects {
+        human.push_str(&format!(
+            "  {:<30} {:>8} records {:>10}  sha256 {}\n",
+            o.name,
+            o.records,
+            human_bytes(o.bytes),
+            o.sha256
+        ));
+    }
+    Ok(Outcome::ok(serde_json::to_value(m)?, human))
+}
+
+async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let chosen: Vec<Manifest> = match &args.snapshot {
+        Some(spec) => {
+            vec![catalog::resolve(&all, spec, args.hub.hub.as_deref(), &store.location())?.clone()]
+        }
+        None => all
+            .into_iter()
+            .filter(|m| args.hub.hub.as_deref().is_none_or(|h| m.hub == h))
+            .collect(),
+    };
+    let identities = if args.read_data {
+        Some(keys::identities(config, &args.keys, "verify --read-data")?)
+    } else {
+        None
+    };
+    let report = hubvault::verify::verify(store, &chosen, identities).await?;
+    let mut human = String::new();
+    for s in &report.snapshots {
+        if s.ok {
+            human.push_str(&format!("{} {}: ok\n", s.hub, s.id));
+        } else {
+            human.push_str(&format!(
+                "{} {}: {} problem(s)\n",
+                s.hub,
+                s.id,
+                s.problems.len()
+            ));
+            for p in &s.problems {
+                human.push_str(&format!("  - {p}\n"));
+            }
+        }
+    }
+    let checked = if args.read_data {
+        "presence, size, sha256, records"
+    } else {
+        "presence, size, sha256"
+    };
+    human.push_str(&format!(
+        "{} of {} snapshot(s) ok ({checked})\n",
+        report.snapshots.iter().filter(|s| s.ok).count(),
+        report.snapshots.len()
+    ));
+    let found_something = !report.ok;
+    Ok(Outcome {
+        json: serde_json::to_value(&report)?,
+        human,
+        found_something,
+    })
+}
+
+async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let m = catalog::resolve(
+        &all,
+        &args.snapshot,
+        args.hub.hub.as_deref(),
+        &store.location(),
+    )?;
+    let identities = keys::identities(config, &args.keys, "dump")?;
+    let report = hubvault::dump::dump(store, m, identities, &args.out).await?;
+    let mut human = String::new();
+    for f in &report.files {
+        human.push_str(&format!(
+            "wrote {} ({} records, mode 0600)\n",
+            f.path, f.records
+        ));
+    }
+    human.push_str(
+        "warning: these files hold every device key in plaintext; import them, then delete them\n",
+    );
+    let mut json = serde_json::to_value(&report)?;
+    json["warning"] = json!("the files hold device keys in plaintext");
+    Ok(Outcome::ok(json, human))
+}
+
+fn human_bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
+}
+
+// replaced by vault:: on merge — a minimal stand-in for `vault::Recipients` /
+// `vault::load_identities(path)` so the vault engine can be used before the vault module lands.
+mod keys {
+    use std::str::FromStr as _;
+    use std::sync::Arc;
+
+    use anyhow::{Context as _, Result, bail};
+
+    use super::{Config, Identities, Keys, Path};
+
+    /// Recipients from flags/env/file, plus the recipient of the identity file if one is given.
+    pub fn recipients(config: &Config, keys: &Keys) -> Result<Vec<age::x25519::Recipient>> {
+        let mut out = Vec::new();
+        for r in config.recipients(&keys.recipients) {
+            let r = r.trim();
+            if r.is_empty() {
+                continue;
+            }
+            out.push(age::x25519::Recipient::from_str(r).map_err(|e| {
+                anyhow::anyhow!("invalid recipient {r:?}: {e}; a recipient looks like age1…")
+            })?);
+        }
+        if let Some(path) = config.identity(keys.identity.as_deref()) {
+            out.extend(load(&path)?.iter().map(age::x25519::Identity::to_public));
+        }
+        if out.is_empty() {
+            bail!(
+                "no recipients: pass --recipient age1… or --identity FILE (or set HUBVAULT_RECIPIENTS / recipients in hubvault.toml)"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Identities for reading snapshots; `what` names the command for the message.
+    pub fn identities(config: &Config, keys: &Keys, what: &str) -> Result<Identities> {
+        let Some(path) = config.identity(keys.identity.as_deref()) else {
+            bail!("`{what}` needs an identity: pass --identity FILE or set HUBVAULT_IDENTITY");
+        };
+        let ids = load(&path)?;
+        Ok(Arc::new(
+            ids.into_iter()
+                .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
+                .collect(),
+        ))
+    }
+
+    fn load(path: &Path) -> Result<Vec<age::x25519::Identity>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read identity file {}", path.display()))?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // Never echo the line: it is a secret key.
+            let id = age::x25519::Identity::from_str(line).map_err(|_| {
+                anyhow::anyhow!(
+                    "identity file {} line {}: not an age identity (AGE-SECRET-KEY-1…)",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+            out.push(id);
+        }
+        if out.is_empty() {
+            bail!("identity file {} holds no identity", path.display());
+        }
+        Ok(out)
+    }
 }

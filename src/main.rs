@@ -93,6 +93,18 @@ fn diagnose(err: &anyhow::Error) -> (&'static str, Option<String>) {
         if let Some(e) = cause.downcast_ref::<hubvault::store::Error>() {
             return (e.code(), None);
         }
+        if let Some(e) = cause.downcast_ref::<hubvault::backup::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::snapshot::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::verify::Error>() {
+            return (e.code(), None);
+        }
+        if let Some(e) = cause.downcast_ref::<hubvault::dump::Error>() {
+            return (e.code(), None);
+        }
     }
     ("error", None)
 }

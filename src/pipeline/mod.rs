@@ -12,8 +12,8 @@ pub mod bridge;
 mod open;
 mod seal;
 
-pub use open::{Identities, open};
-pub use seal::{SealOptions, SealStats, SealWriter, unfinished_drops};
+pub use open::{Identities, Opened, open};
+pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
 /// Errors when opening a sealed stream.
 #[derive(Debug, thiserror::Error)]
