@@ -1,6 +1,7 @@
 //! Maps each parsed command onto the library's use cases and renders the result.
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,16 +128,18 @@ async fn snapshots(config: &Config, global: &Global, args: &SnapshotsArgs) -> Re
         .collect();
     let mut human = String::new();
     if listed.is_empty() {
-        human.push_str(&format!("no snapshots in {}\n", store.location()));
+        let _ = writeln!(human, "no snapshots in {}", store.location());
     } else {
-        human.push_str(&format!(
-            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}\n",
+        let _ = writeln!(
+            human,
+            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
             "ID", "HUB", "CREATED", "DEVICES", "MODULES", "CONFIGS", "STORED"
-        ));
+        );
         for m in &listed {
             let c = &m.counts;
-            human.push_str(&format!(
-                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}\n",
+            let _ = writeln!(
+                human,
+                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
                 m.id,
                 m.hub,
                 m.created,
@@ -144,7 +147,7 @@ async fn snapshots(config: &Config, global: &Global, args: &SnapshotsArgs) -> Re
                 c.modules,
                 c.configurations,
                 human_bytes(m.bytes())
-            ));
+            );
         }
     }
     Ok(Outcome::ok(json.into(), human))
@@ -181,13 +184,14 @@ async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outco
         m.tool
     );
     for o in &m.objects {
-        human.push_str(&format!(
-            "  {:<30} {:>8} records {:>10}  sha256 {}\n",
+        let _ = writeln!(
+            human,
+            "  {:<30} {:>8} records {:>10}  sha256 {}",
             o.name,
             o.records,
             human_bytes(o.bytes),
             o.sha256
-        ));
+        );
     }
     Ok(Outcome::ok(serde_json::to_value(m)?, human))
 }
@@ -213,16 +217,11 @@ async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Ou
     let mut human = String::new();
     for s in &report.snapshots {
         if s.ok {
-            human.push_str(&format!("{} {}: ok\n", s.hub, s.id));
+            let _ = writeln!(human, "{} {}: ok", s.hub, s.id);
         } else {
-            human.push_str(&format!(
-                "{} {}: {} problem(s)\n",
-                s.hub,
-                s.id,
-                s.problems.len()
-            ));
+            let _ = writeln!(human, "{} {}: {} problem(s)", s.hub, s.id, s.problems.len());
             for p in &s.problems {
-                human.push_str(&format!("  - {p}\n"));
+                let _ = writeln!(human, "  - {p}");
             }
         }
     }
@@ -231,11 +230,12 @@ async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Ou
     } else {
         "presence, size, sha256"
     };
-    human.push_str(&format!(
-        "{} of {} snapshot(s) ok ({checked})\n",
+    let _ = writeln!(
+        human,
+        "{} of {} snapshot(s) ok ({checked})",
         report.snapshots.iter().filter(|s| s.ok).count(),
         report.snapshots.len()
-    ));
+    );
     let found_something = !report.ok;
     Ok(Outcome {
         json: serde_json::to_value(&report)?,
@@ -257,10 +257,7 @@ async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcom
     let report = hubvault::dump::dump(store, m, identities, &args.out).await?;
     let mut human = String::new();
     for f in &report.files {
-        human.push_str(&format!(
-            "wrote {} ({} records, mode 0600)\n",
-            f.path, f.records
-        ));
+        let _ = writeln!(human, "wrote {} ({} records, mode 0600)", f.path, f.records);
     }
     human.push_str(
         "warning: these files hold every device key in plaintext; import them, then delete them\n",

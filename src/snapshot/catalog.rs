@@ -120,11 +120,7 @@ pub fn resolve<'a>(
                 hubs: hubs.into_iter().map(str::to_owned).collect(),
             });
         }
-        return manifests
-            .iter()
-            .filter(in_hub)
-            .next_back()
-            .ok_or_else(not_found);
+        return manifests.iter().rfind(in_hub).ok_or_else(not_found);
     }
     let (want_hub, id) = match spec.split_once('/') {
         Some((h, id)) => (Some(h), id),
@@ -225,12 +221,12 @@ mod tests {
 
     #[tokio::test]
     async fn only_committed_snapshots_are_listed_and_orphans_are_found() {
+        use crate::store::Store as _;
         let store = MemoryStore::new();
         let put = |name: String, data: Vec<u8>| {
             let store = store.clone();
             async move { store.put(&name, Bytes::from(data)).await.unwrap() }
         };
-        use crate::store::Store as _;
         let b = manifest("hub-a", "20261126T030000Z-00000002", "2026-11-26T03:00:00Z");
         let a = manifest("hub-a", "20261126T020000Z-00000001", "2026-11-26T02:00:00Z");
         for m in [&b, &a] {

@@ -106,7 +106,7 @@ pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
     }))
 }
 
-/// A serde_json error without the offending value: a value can be a device key.
+/// A `serde_json` error without the offending value: a value can be a device key.
 fn describe(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
@@ -274,7 +274,7 @@ mod tests {
             line: vec![],
             line_no: 0,
         };
-        let mut v = vec![
+        let mut v = [
             rec("b", None),
             rec("a", Some("z")),
             rec("a", None),

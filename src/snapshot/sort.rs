@@ -104,7 +104,8 @@ where
             None => spill.insert(Spill::new(options)?),
         };
         sort_checked(&mut buf, file)?;
-        spill.write_run(std::mem::take(&mut buf))?;
+        spill.write_run(&buf)?;
+        buf.clear();
         bytes = 0;
         in_order = true;
     }
@@ -244,7 +245,7 @@ struct Spill {
     identities: Identities,
     runs: Vec<PathBuf>,
     next_name: usize,
-    on_spill: Option<Arc<dyn Fn() + Send + Sync>>,
+    hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Spill {
@@ -264,7 +265,7 @@ impl Spill {
             identities: Arc::new(vec![Box::new(key)]),
             runs: Vec::new(),
             next_name: 0,
-            on_spill: options.on_spill.clone(),
+            hook: options.on_spill.clone(),
         })
     }
 
@@ -280,7 +281,7 @@ impl Spill {
         )
         .map_err(|e| Error::Spill(io::Error::other(e)))?;
         let hook = if self.runs.is_empty() {
-            self.on_spill.take()
+            self.hook.take()
         } else {
             None
         };
@@ -293,9 +294,9 @@ impl Spill {
     }
 
     /// Write sorted records as a new run.
-    fn write_run(&mut self, records: Vec<Record>) -> Result<(), Error> {
+    fn write_run(&mut self, records: &[Record]) -> Result<(), Error> {
         let mut w = self.run_writer()?;
-        for rec in &records {
+        for rec in records {
             if let Err(e) = w.push(rec) {
                 w.abandon();
                 return Err(e);

@@ -124,7 +124,7 @@ async fn missing_is_not_found(store: &dyn Store) {
 async fn big_object_round_trip(store: &dyn Store) {
     // 9 MiB in uneven chunks crosses every backend's block and read-chunk sizes.
     let data: Vec<u8> = (0..9 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
         .collect();
     let mut w = store.create("big/object").await.unwrap();
     for piece in data.chunks(3 * 1024 * 1024 + 17) {
@@ -147,7 +147,8 @@ async fn concurrent_creates_one_winner(store: &dyn Store) {
         w.write(Bytes::from(vec![i; 1000])).await.unwrap();
         writers.push(w);
     }
-    let results = futures::future::join_all(writers.into_iter().map(|w| w.finish())).await;
+    let results =
+        futures::future::join_all(writers.into_iter().map(super::ObjectWriter::finish)).await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
     assert!(

@@ -19,7 +19,7 @@ fn shuffled(n: u64) -> Vec<u64> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
+        v.swap(i, usize::try_from(x % (i as u64 + 1)).unwrap());
     }
     v
 }
