@@ -1,1 +1,420 @@
-//! use case: backup (not yet implemented)
+//! Use case: seal a registry export into a new snapshot.
+//!
+//! Flow per object (devices, then configurations): read the export line by line → check and
+//! sort by `(id, moduleId)` ([`snapshot::sort`]) → [`SealWriter`] (zstd, then age to the
+//! recipients) → [`bridge`] → store, create-only. The manifest is written last: it is the commit
+//! point, so a failure or a kill before it leaves no visible snapshot. On an error the data
+//! objects already written are deleted (best effort; what is left is an orphan `forget` removes).
+//!
+//! Must not: know clap or where keys come from. It needs public recipients only: a stolen
+//! backup host cannot read history.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::pipeline::bridge::{self, ChunkSender};
+use crate::pipeline::{SealOptions, SealStats, SealWriter};
+use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
+use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
+use crate::snapshot::record::{Lines, Record};
+use crate::snapshot::sort::{SortOptions, Sorted, sort_into};
+use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
+use crate::store::{self, Store};
+
+const READ_BUFFER: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the export at {path}: {source}; check the path")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a folder without devices.txt; point --from-export at devices.txt or at the folder that holds it"
+    )]
+    NoDevicesFile { path: PathBuf },
+    #[error(
+        "no recipients: pass --recipient age1… (or an --identity file, whose recipient is used)"
+    )]
+    NoRecipients,
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Seal(#[from] crate::pipeline::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Input { .. } => "export_read",
+            Error::NoDevicesFile { .. } => "export_no_devices_file",
+            Error::NoRecipients => "backup_no_recipients",
+            Error::Snapshot(e) => e.code(),
+            Error::Store(e) => e.code(),
+            Error::Seal(e) => e.code(),
+        }
+    }
+}
+
+/// Test-only pauses (see `HUBVAULT_FAULT_PAUSE` in the binary): each runs at one point of a
+/// backup so a test can kill the process there deterministically.
+#[derive(Clone, Default)]
+pub struct Faults {
+    pub upload: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub before_manifest: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Settings of one backup.
+#[derive(Clone)]
+pub struct BackupOptions {
+    pub sort: SortOptions,
+    pub include_configurations: bool,
+    /// The snapshot's time (id and `created`).
+    pub now: OffsetDateTime,
+    /// The random part of the id.
+    pub random: u32,
+    pub faults: Faults,
+}
+
+impl BackupOptions {
+    pub fn new(now: OffsetDateTime) -> Self {
+        BackupOptions {
+            sort: SortOptions::default(),
+            include_configurations: true,
+            now,
+            random: rand::random(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// What a backup made. Field names are relied on by scripts (`backup --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub snapshot: String,
+    pub hub: String,
+    pub created: String,
+    pub devices: u64,
+    pub modules: u64,
+    pub edge_devices: u64,
+    pub configurations: u64,
+    pub skipped_lines: u64,
+    /// Bytes as stored (encrypted), all objects.
+    pub bytes: u64,
+    /// Sorted runs spilled to temporary files (0 for input already in order).
+    pub runs_spilled: usize,
+}
+
+/// Ingest an export made elsewhere: `path` is `devices.txt` or a folder holding it (and
+/// optionally `configurations.txt`).
+pub async fn from_export(
+    store: Arc<dyn Store>,
+    path: &Path,
+    hub: &str,
+    recipients: &[age::x25519::Recipient],
+    options: BackupOptions,
+) -> Result<BackupReport, Error> {
+    catalog::check_hub(hub)?;
+    if recipients.is_empty() {
+        return Err(Error::NoRecipients);
+    }
+    let inputs = find_inputs(path, options.include_configurations)?;
+    let id = catalog::new_id(options.now, options.random);
+    let created = catalog::created(options.now);
+    let source = Source {
+        kind: "file".into(),
+        job_id: None,
+        path: Some(path.display().to_string()),
+    };
+    let snap = SnapshotTarget {
+        store,
+        hub: hub.to_owned(),
+        id,
+        created,
+        recipients: recipients.to_vec(),
+    };
+    tracing::info!(snapshot = %snap.id, hub, "backup started");
+    let mut written = Vec::new();
+    let result = snap
+        .write_all(&inputs, source, &options, &mut written)
+        .await;
+    if result.is_err() {
+        for name in &written {
+            if let Err(e) = snap.store.delete(name).await {
+                tracing::warn!(
+                    "could not remove {name} after a failed backup: {e}; `forget` removes it later"
+                );
+            }
+        }
+    }
+    result
+}
+
+fn find_inputs(
+    path: &Path,
+    include_configurations: bool,
+) -> Result<Vec<(&'static str, PathBuf)>, Error> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Input {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![(DEVICES, path.to_owned())]);
+    }
+    let devices = path.join("devices.txt");
+    if !devices.is_file() {
+        return Err(Error::NoDevicesFile {
+            path: path.to_owned(),
+        });
+    }
+    let mut inputs = vec![(DEVICES, devices)];
+    let configurations = path.join("configurations.txt");
+    if include_configurations && configurations.is_file() {
+        inputs.push((CONFIGURATIONS, configurations));
+    }
+    Ok(inputs)
+}
+
+struct SnapshotTarget {
+    store: Arc<dyn Store>,
+    hub: String,
+    id: String,
+    created: String,
+    recipients: Vec<age::x25519::Recipient>,
+}
+
+/// Counts of one object, taken while reading it.
+#[derive(Debug, Default, Clone)]
+struct ObjectCounts {
+    records: u64,
+    devices: u64,
+    modules: u64,
+    edge_devices: u64,
+    skipped: u64,
+    runs_spilled: usize,
+}
+
+impl SnapshotTarget {
+    async fn write_all(
+        &self,
+        inputs: &[(&'static str, PathBuf)],
+        source: Source,
+        options: &BackupOptions,
+        written: &mut Vec<String>,
+    ) -> Result<BackupReport, Error> {
+        let mut counts = Counts::default();
+        let mut objects = Vec::new();
+        let mut runs_spilled = 0;
+        for (kind, file) in inputs {
+            let (entry, c) = self.write_object(kind, file, options, written).await?;
+            if *kind == DEVICES {
+                (counts.devices, counts.modules, counts.edge_devices) =
+                    (c.devices, c.modules, c.edge_devices);
+            } else {
+                counts.configurations = c.records;
+            }
+            counts.skipped_lines += c.skipped;
+            runs_spilled += c.runs_spilled;
+            objects.push(entry);
+        }
+        let manifest = Manifest {
+            format: FORMAT,
+            id: self.id.clone(),
+            hub: self.hub.clone(),
+            created: self.created.clone(),
+            source,
+            counts,
+            objects,
+            recipients: self.recipients.iter().map(ToString::to_string).collect(),
+            tool: format!("hubvault {}", env!("CARGO_PKG_VERSION")),
+        };
+        if let Some(pause) = &options.faults.before_manifest {
+            pause();
+        }
+        // The commit point: only now does the snapshot exist for readers.
+        let name = catalog::object_name(&self.hub, &self.id, MANIFEST);
+        self.store
+            .put(&name, Bytes::from(manifest.to_bytes()))
+            .await?;
+        tracing::info!(snapshot = %self.id, "manifest written; snapshot committed");
+        let c = &manifest.counts;
+        Ok(BackupReport {
+            snapshot: manifest.id.clone(),
+            hub: manifest.hub.clone(),
+            created: manifest.created.clone(),
+            devices: c.devices,
+            modules: c.modules,
+            edge_devices: c.edge_devices,
+            configurations: c.configurations,
+            skipped_lines: c.skipped_lines,
+            bytes: manifest.bytes(),
+            runs_spilled,
+        })
+    }
+
+    /// Seal one export file into one object. Input found in order is streamed; if its order
+    /// breaks late, the object is aborted and written again through the external sort.
+    async fn write_object(
+        &self,
+        kind: &'static str,
+        file: &Path,
+        options: &BackupOptions,
+        written: &mut Vec<String>,
+    ) -> Result<(ObjectEntry, ObjectCounts), Error> {
+        let object_file = if kind == DEVICES {
+            DEVICES_OBJECT
+        } else {
+            CONFIGURATIONS_OBJECT
+        };
+        let name = catalog::object_name(&self.hub, &self.id, object_file);
+        for streaming in [true, false] {
+            let writer = self.store.create(&name).await?;
+            let (sender, rx) = bridge::channel();
+            let hook = options
+                .faults
+                .upload
+                .clone()
+                .map(|f| Box::new(move || f()) as Box<dyn FnOnce() + Send>);
+            let upload = tokio::spawn(bridge::upload(rx, writer, hook));
+            let job = SealJob {
+                kind,
+                file: file.to_owned(),
+                header: Header::new(&self.id, &self.hub, kind, &self.created),
+                recipients: self.recipients.clone(),
+                sort: options.sort.clone(),
+                streaming,
+            };
+            let sealed = tokio::task::spawn_blocking(move || job.run(sender))
+                .await
+                .expect("sealing task panicked");
+            let uploaded = upload.await.expect("upload task panicked");
+            match (sealed, uploaded) {
+                (Ok(Some((stats, counts))), Ok(Some(meta))) => {
+                    written.push(name);
+                    tracing::info!(
+                        object = kind,
+                        records = counts.records,
+                        stored = meta.size,
+                        "object sealed"
+                    );
+                    let entry = ObjectEntry {
+                        name: object_file.to_owned(),
+                        kind: kind.to_owned(),
+                        bytes: stats.stored_bytes,
+                        sha256: stats.sha256,
+                        records: counts.records,
+                    };
+                    return Ok((entry, counts));
+                }
+                (Ok(None), Ok(_)) => tracing::info!(
+                    object = kind,
+                    "export order breaks late; sorting it instead"
+                ),
+                // The store's error explains a seal that stopped because the upload did.
+                (_, Err(store_error)) => return Err(store_error.into()),
+                (Err(e), Ok(_)) => return Err(e),
+                (Ok(Some(_)), Ok(None)) => unreachable!("a finished seal always sends Done"),
+            }
+        }
+        unreachable!("the second pass never asks for a restart")
+    }
+}
+
+/// The blocking half of one object: read, check, sort, seal.
+struct SealJob {
+    kind: &'static str,
+    file: PathBuf,
+    header: Header,
+    recipients: Vec<age::x25519::Recipient>,
+    sort: SortOptions,
+    streaming: bool,
+}
+
+impl SealJob {
+    /// `Ok(None)`: start again without streaming. On any error or restart the seal is
+    /// abandoned and the sender dropped without `Done`, so the upload aborts.
+    fn run(self, sender: ChunkSender) -> Result<Option<(SealStats, ObjectCounts)>, Error> {
+        let input = File::open(&self.file).map_err(|source| Error::Input {
+            path: self.file.clone(),
+            source,
+        })?;
+        let display = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let seal = SealWriter::new(sender, &self.recipients, SealOptions::archive())?;
+        let mut out = BufWriter::with_capacity(256 * 1024, seal);
+        let mut lines = Lines::new(
+            BufReader::with_capacity(READ_BUFFER, input),
+            display.clone(),
+        );
+        let mut counts = ObjectCounts::default();
+        let sorted = out
+            .write_all(&self.header.to_line())
+            .map_err(snapshot::Error::Output)
+            .map_err(Error::from)
+            .and_then(|()| {
+                let counted = lines.by_ref().inspect(|r| {
+                    if let Ok(r) = r {
+                        count(&mut counts, r);
+                    }
+                });
+                sort_into(counted, &display, &mut out, &self.sort, self.streaming)
+                    .map_err(Error::from)
+            });
+        counts.skipped = lines.skipped();
+        let flushed = out.flush();
+        let (seal, _) = out.into_parts();
+        let records = match (sorted, flushed) {
+            (
+                Ok(Sorted::Done {
+                    records,
+                    runs_spilled,
+                }),
+                Ok(()),
+            ) => {
+                counts.runs_spilled = runs_spilled;
+                records
+            }
+            (Ok(Sorted::Restart), _) => {
+                seal.abandon();
+                return Ok(None);
+            }
+            (Err(e), _) => {
+                seal.abandon();
+                return Err(e);
+            }
+            (_, Err(e)) => {
+                seal.abandon();
+                return Err(snapshot::Error::Output(e).into());
+            }
+        };
+        if records == 0 && self.kind == DEVICES {
+            seal.abandon();
+            return Err(snapshot::Error::Empty { file: display }.into());
+        }
+        let (sender, stats) = seal.finish().map_err(snapshot::Error::Output)?;
+        sender.finish().map_err(snapshot::Error::Output)?;
+        Ok(Some((stats, counts)))
+    }
+}
+
+fn count(counts: &mut ObjectCounts, r: &Record) {
+    counts.records += 1;
+    if r.module_id.is_some() {
+        counts.modules += 1;
+    } else {
+        counts.devices += 1;
+        counts.edge_devices += u64::from(r.edge);
+    }
+}

@@ -27,7 +27,7 @@
 //! | [`hub`] | IoT Hub service REST client: SAS auth, jobs, registry, typed errors | know stores |
 //! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
 //! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
-//! | [`backup`], [`verify`], [`diff`], [`forget`] | the use cases | know clap |
+//! | [`backup`], [`verify`], [`dump`], [`diff`], [`forget`] | the use cases | know clap |
 //! | [`sim`] | the simulator (IoT Hub, DPS, ARM, Key Vault on loopback) | import anything else of hubvault |
 //!
 //! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`
@@ -37,6 +37,7 @@ pub mod arm;
 pub mod backup;
 pub mod config;
 pub mod diff;
+pub mod dump;
 pub mod forget;
 pub mod hub;
 pub mod pipeline;
@@ -46,5 +47,6 @@ pub mod restore;
 pub mod sim;
 pub mod snapshot;
 pub mod store;
+pub mod target;
 pub mod vault;
 pub mod verify;

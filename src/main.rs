@@ -43,17 +43,13 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(outcome) => {
             if json_mode {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&outcome.json).expect("json")
-                );
+                out(&serde_json::to_string_pretty(&outcome.json).expect("json"));
                 if !outcome.human.is_empty() {
                     eprint!("{}", ensure_newline(&outcome.human));
                 }
             } else {
-                print!("{}", ensure_newline(&outcome.human));
+                out(outcome.human.trim_end_matches('\n'));
             }
-            let _ = std::io::stdout().flush();
             if outcome.found_something {
                 ExitCode::from(1)
             } else {
@@ -61,19 +57,26 @@ fn main() -> ExitCode {
             }
         }
         Err(err) => {
-            let (code, fix) = diagnose(&err);
+            let code = diagnose(&err);
             let message = format!("{err:#}");
+            let fix = fix_of(&message);
             if json_mode {
                 let doc = json!({"error": {"code": code, "message": message, "fix": fix}});
-                println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+                out(&serde_json::to_string_pretty(&doc).expect("json"));
             }
             eprintln!("error: {message}");
-            if let Some(fix) = fix {
-                eprintln!("fix: {fix}");
-            }
             ExitCode::from(2)
         }
     }
+}
+
+/// Write to stdout; a closed pipe (`hubvault snapshots | head`) is not an error worth a panic.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if !text.is_empty() {
+        let _ = writeln!(stdout, "{text}");
+    }
+    let _ = stdout.flush();
 }
 
 fn ensure_newline(s: &str) -> String {
@@ -84,29 +87,38 @@ fn ensure_newline(s: &str) -> String {
     }
 }
 
-/// A stable code and, where we know one, the next step for the user.
-fn diagnose(err: &anyhow::Error) -> (&'static str, Option<String>) {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<hubvault::config::Error>() {
-            return (e.code(), None);
-        }
-        if let Some(e) = cause.downcast_ref::<hubvault::store::Error>() {
-            return (e.code(), None);
-        }
-        if let Some(e) = cause.downcast_ref::<hubvault::vault::Error>() {
-            return (e.code(), None);
-        }
-        if let Some(e) = cause.downcast_ref::<hubvault::policy::Error>() {
-            return (e.code(), None);
-        }
-        if let Some(e) = cause.downcast_ref::<hubvault::forget::Error>() {
-            return (e.code(), None);
-        }
-        if let Some(e) = cause.downcast_ref::<hubvault::diff::Error>() {
-            return (e.code(), None);
-        }
+/// A stable code for `--json` errors: the first error in the chain that hubvault knows.
+fn diagnose(err: &anyhow::Error) -> &'static str {
+    macro_rules! known {
+        ($cause:expr, $($ty:ty),+) => {
+            $(if let Some(e) = $cause.downcast_ref::<$ty>() {
+                return e.code();
+            })+
+        };
     }
-    ("error", None)
+    for cause in err.chain() {
+        known!(
+            cause,
+            hubvault::config::Error,
+            hubvault::store::Error,
+            hubvault::vault::Error,
+            hubvault::policy::Error,
+            hubvault::forget::Error,
+            hubvault::diff::Error,
+            hubvault::backup::Error,
+            hubvault::snapshot::Error,
+            hubvault::verify::Error,
+            hubvault::dump::Error,
+            hubvault::hub::Error,
+            hubvault::arm::Error
+        );
+    }
+    "error"
+}
+
+/// The next step, where the message states one: hubvault messages read "what happened; what to do".
+fn fix_of(message: &str) -> Option<String> {
+    message.rsplit_once("; ").map(|(_, fix)| fix.to_owned())
 }
 
 fn init_tracing(verbose: u8) {

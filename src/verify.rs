@@ -1,1 +1,272 @@
-//! use case: verify (not yet implemented)
+//! Use case: check snapshots.
+//!
+//! Without reading data: every object the manifest lists is present, has the manifest's size,
+//! and its stored bytes hash to the manifest's sha256. With `read_data`: also decrypt and
+//! decompress every object, check the header line binds it to this snapshot and object, parse
+//! every record, and check order, uniqueness and counts against the manifest.
+//! Findings are data (`problems`), not errors; errors are reserved for "cannot check" (the
+//! store is unreachable, or the identity does not fit).
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::io::{self, BufRead as _, BufReader, Read};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::pipeline::bridge::StreamReader;
+use crate::pipeline::{self, Identities};
+use crate::snapshot::catalog;
+use crate::snapshot::manifest::DEVICES;
+use crate::snapshot::record::{Line, Record, classify};
+use crate::snapshot::{Header, Manifest, ObjectEntry};
+use crate::store::{self, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the identity cannot decrypt snapshot {snapshot}: it was sealed to {}; use the identity file of one of these recipients (--identity FILE)", .expected.join(", "))]
+    WrongKey {
+        snapshot: String,
+        expected: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongKey { .. } => "wrong_identity",
+            Error::Store(e) => e.code(),
+        }
+    }
+}
+
+/// `verify --json`. Field names are relied on by scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub snapshots: Vec<SnapshotCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotCheck {
+    pub id: String,
+    pub hub: String,
+    pub ok: bool,
+    pub problems: Vec<String>,
+}
+
+/// Check `manifests`; with `identities`, also read every record.
+pub async fn verify(
+    store: Arc<dyn Store>,
+    manifests: &[Manifest],
+    identities: Option<Identities>,
+) -> Result<VerifyReport, Error> {
+    let mut snapshots = Vec::new();
+    for m in manifests {
+        let problems = check_snapshot(&store, m, identities.as_ref()).await?;
+        tracing::info!(snapshot = %m.id, problems = problems.len(), "verified");
+        snapshots.push(SnapshotCheck {
+            id: m.id.clone(),
+            hub: m.hub.clone(),
+            ok: problems.is_empty(),
+            problems,
+        });
+    }
+    Ok(VerifyReport {
+        ok: snapshots.iter().all(|s| s.ok),
+        snapshots,
+    })
+}
+
+async fn check_snapshot(
+    store: &Arc<dyn Store>,
+    m: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
+    if m.object(DEVICES).is_none() {
+        problems.push("the manifest lists no devices object".to_owned());
+    }
+    for object in &m.objects {
+        let name = catalog::object_name(&m.hub, &m.id, &object.name);
+        let Some(meta) = store.head(&name).await? else {
+            problems.push(format!("{} is missing", object.name));
+            continue;
+        };
+        if meta.size != object.bytes {
+            problems.push(format!(
+                "{} is {} bytes, the manifest says {}",
+                object.name, meta.size, object.bytes
+            ));
+        }
+        let stream = match store.get(&name).await {
+            Ok(s) => s,
+            Err(store::Error::NotFound { .. }) => {
+                problems.push(format!("{} is missing", object.name));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let reader = StreamReader::new(tokio::runtime::Handle::current(), stream);
+        let (m2, object2, ids) = (m.clone(), object.clone(), identities.cloned());
+        let found =
+            tokio::task::spawn_blocking(move || read_object(reader, &m2, &object2, ids.as_ref()))
+                .await
+                .expect("verify task panicked")?;
+        problems.extend(found.into_iter().map(|p| format!("{}: {p}", object.name)));
+    }
+    Ok(problems)
+}
+
+/// Hashes and counts the stored bytes as they are read.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The hashing reader is shared so it can be drained and read out after the decoder is done.
+struct Shared<R>(Rc<RefCell<Hashing<R>>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+fn read_object(
+    reader: StreamReader,
+    m: &Manifest,
+    object: &ObjectEntry,
+    ids: Option<&Identities>,
+) -> Result<Vec<String>, Error> {
+    let hashing = Rc::new(RefCell::new(Hashing {
+        inner: reader,
+        hasher: Sha256::new(),
+        bytes: 0,
+    }));
+    let mut problems = Vec::new();
+    if let Some(ids) = ids {
+        match pipeline::open(Shared(hashing.clone()), ids) {
+            Ok(plain) => problems.extend(check_records(plain, m, object)),
+            Err(pipeline::Error::WrongKey) => {
+                return Err(Error::WrongKey {
+                    snapshot: m.id.clone(),
+                    expected: m.recipients.clone(),
+                });
+            }
+            Err(e) => problems.push(format!("cannot decrypt: {e}")),
+        }
+    }
+    // Hash whatever the decoder did not read (or everything, without read-data).
+    if let Err(e) = io::copy(&mut Shared(hashing.clone()), &mut io::sink()) {
+        problems.push(format!("cannot read: {e}"));
+        return Ok(problems);
+    }
+    let hashing = Rc::try_unwrap(hashing)
+        .ok()
+        .expect("readers are gone")
+        .into_inner();
+    let sha = pipeline::hex(&hashing.hasher.finalize());
+    if sha != object.sha256 {
+        problems.insert(
+            0,
+            format!(
+                "sha256 is {sha}, the manifest says {} (the object was changed or damaged)",
+                object.sha256
+            ),
+        );
+    }
+    Ok(problems)
+}
+
+/// Header binding, record syntax, order, uniqueness and counts.
+fn check_records(plain: impl Read, m: &Manifest, object: &ObjectEntry) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut r = BufReader::with_capacity(256 * 1024, plain);
+    let mut line = Vec::new();
+    let mut read_line = |line: &mut Vec<u8>| -> io::Result<bool> {
+        line.clear();
+        let n = r.read_until(b'\n', line)?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(n > 0)
+    };
+    match read_line(&mut line) {
+        Ok(true) => match Header::parse(&line) {
+            Some(h) => problems.extend(h.mismatch(m, &object.kind)),
+            None => problems.push("the first line is not a hubvault header".to_owned()),
+        },
+        Ok(false) => problems.push("the object is empty".to_owned()),
+        Err(e) => problems.push(format!("cannot decrypt or decompress: {e}")),
+    }
+    let (mut records, mut devices, mut modules, mut edge) = (0u64, 0u64, 0u64, 0u64);
+    let mut prev: Option<Record> = None;
+    let mut line_no = 1u64;
+    loop {
+        match read_line(&mut line) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                problems.push(format!("cannot decrypt or decompress: {e}"));
+                break;
+            }
+        }
+        line_no += 1;
+        let rec = match classify(&line, line_no, &object.name) {
+            Ok(Line::Record(rec)) => rec,
+            Ok(Line::Skipped) => {
+                problems.push(format!("line {line_no} is not a record"));
+                continue;
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        records += 1;
+        if rec.module_id.is_some() {
+            modules += 1;
+        } else {
+            devices += 1;
+            edge += u64::from(rec.edge);
+        }
+        if let Some(p) = &prev
+            && p.key_cmp(&rec) != Ordering::Less
+        {
+            problems.push(format!(
+                "record {} on line {line_no} is out of order or repeated",
+                rec.key_display()
+            ));
+        }
+        prev = Some(rec);
+    }
+    let mut expect = |what: &str, found: u64, want: u64| {
+        if found != want {
+            problems.push(format!("holds {found} {what}, the manifest says {want}"));
+        }
+    };
+    expect("records", records, object.records);
+    if object.kind == DEVICES {
+        expect("devices", devices, m.counts.devices);
+        expect("modules", modules, m.counts.modules);
+        expect("edge devices", edge, m.counts.edge_devices);
+    } else {
+        expect("configurations", records, m.counts.configurations);
+    }
+    problems
+}

@@ -1,1 +1,49 @@
-//! seal/open byte streams (not yet implemented).
+//! Seal and open byte streams: zstd, then age. One `finish()` closes both; sha256 of what was written.
+//!
+//! Owns: [`SealWriter`] (plaintext in, compressed-then-encrypted bytes out, with the stored
+//! bytes' sha256), [`open`] (the reverse), and the bridges between these synchronous streams and
+//! the asynchronous [`crate::store`] ([`bridge`]). Compression comes before encryption because
+//! ciphertext does not compress.
+//!
+//! Must not: know hubs, snapshots, stores' names or where keys come from. Callers hand in age
+//! recipients and identities.
+
+pub mod bridge;
+mod open;
+mod seal;
+
+pub use open::{Identities, Opened, open};
+pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
+
+/// Errors when opening a sealed stream.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// None of the identities can decrypt: the stream was sealed to other recipients.
+    #[error(
+        "none of the given identities can decrypt this object; use the identity of one of the recipients it was sealed to"
+    )]
+    WrongKey,
+    #[error("not a valid age stream ({detail}); the object is damaged or not made by hubvault")]
+    NotSealed { detail: String },
+    #[error("cannot start the zstd decoder: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("no recipients given; a stream must be sealed to at least one age recipient")]
+    NoRecipients,
+    #[error("sealing failed: {0}")]
+    Seal(#[source] std::io::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongKey => "pipeline_wrong_key",
+            Error::NotSealed { .. } => "pipeline_not_sealed",
+            Error::Zstd(_) => "pipeline_zstd",
+            Error::NoRecipients => "pipeline_no_recipients",
+            Error::Seal(_) => "pipeline_seal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,106 @@
-//! snapshot records, manifest and catalog (not yet implemented).
+//! Snapshots: the record model, the external sort, the manifest and the catalog.
+//!
+//! Owns: how export lines become [`record::Record`]s (verbatim bytes plus the few fields we
+//! read), their order ([`sort`]: by `(id, moduleId)`, bounded memory), the v1 [`manifest`] and
+//! stream header, and the [`catalog`] (snapshot ids, object names, listing, `latest`, orphans).
+//!
+//! Must not: talk HTTP or pick keys. It reads and writes through [`crate::store::Store`] and
+//! [`crate::pipeline`] only.
+
+pub mod catalog;
+pub mod manifest;
+pub mod reader;
+pub mod record;
+pub mod sort;
+
+pub use manifest::{Counts, Header, Manifest, ObjectEntry, Source};
+pub use record::Record;
+
+/// Errors about export contents, snapshots and the catalog. Messages name the file, line and
+/// id where there is one, never a record's contents (they hold device keys).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file} line {line}: not a valid JSON object{}: {detail}; fix or remove the line and run the backup again (nothing was stored)", id_part(.id.as_deref()))]
+    Malformed {
+        file: String,
+        line: u64,
+        id: Option<String>,
+        detail: String,
+    },
+    #[error(
+        "{file}: {what} {key} appears twice, on lines {first_line} and {second_line}; an export must list each once (nothing was stored)"
+    )]
+    Duplicate {
+        file: String,
+        what: &'static str,
+        key: String,
+        first_line: u64,
+        second_line: u64,
+    },
+    #[error(
+        "{file} holds no records; check that the export finished and that this is the right file (nothing was stored)"
+    )]
+    Empty { file: String },
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "sorting needs temporary space and it failed: {0}; free space in the temp folder (TMPDIR) or point TMPDIR elsewhere"
+    )]
+    Spill(#[source] std::io::Error),
+    #[error("writing the sealed stream failed: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("{name} was written by a newer hubvault (format {found}); upgrade hubvault to read it")]
+    NewerFormat { name: String, found: u64 },
+    #[error("{name} is not a valid hubvault manifest: {detail}")]
+    BadManifest { name: String, detail: String },
+    #[error("no snapshot {spec} in {store}; run `hubvault snapshots` to see what exists")]
+    NotFound { spec: String, store: String },
+    #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); pass --hub NAME", .hubs.join(", "))]
+    AmbiguousLatest { hubs: Vec<String> },
+    #[error("invalid hub name {name:?}: {reason}")]
+    BadHubName { name: String, reason: &'static str },
+    #[error("snapshot {snapshot} was sealed to {}; none of the given identities matches: pass the identity file of one of those recipients (--identity)", .expected.join(", "))]
+    WrongKey {
+        snapshot: String,
+        expected: Vec<String>,
+    },
+    #[error(
+        "snapshot {snapshot} object {object} is damaged: {detail}; run `hubvault verify --read-data` and restore from another snapshot"
+    )]
+    Damaged {
+        snapshot: String,
+        object: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+fn id_part(id: Option<&str>) -> String {
+    id.map(|id| format!(" (id {id:?})")).unwrap_or_default()
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Malformed { .. } => "export_malformed_line",
+            Error::Duplicate { .. } => "export_duplicate_id",
+            Error::Empty { .. } => "export_empty",
+            Error::Read { .. } => "export_read",
+            Error::Spill(_) => "sort_spill",
+            Error::Output(_) => "seal_write",
+            Error::NewerFormat { .. } => "snapshot_newer_format",
+            Error::BadManifest { .. } => "snapshot_bad_manifest",
+            Error::NotFound { .. } => "snapshot_not_found",
+            Error::AmbiguousLatest { .. } => "snapshot_ambiguous_latest",
+            Error::BadHubName { .. } => "snapshot_bad_hub_name",
+            Error::WrongKey { .. } => "snapshot_wrong_key",
+            Error::Damaged { .. } => "snapshot_damaged",
+            Error::Store(e) => e.code(),
+        }
+    }
+}

@@ -14,11 +14,17 @@ pub mod sas;
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use time::OffsetDateTime;
+
+#[doc(hidden)]
+pub mod conformance;
+pub mod local;
+pub mod memory;
 
 /// A stream of an object's bytes, in order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
@@ -152,4 +158,45 @@ pub fn check_name(name: &str) -> Result<()> {
         return bad("has an empty, '.' or '..' segment");
     }
     Ok(())
+}
+
+/// Open the store named by `location`: a folder path or `file://` URL. Azure Blob locations
+/// (`http(s)://…` or a connection string) are refused by this build.
+pub fn open(location: &str) -> Result<Arc<dyn Store>> {
+    let looks_like_azure = location.starts_with("http://")
+        || location.starts_with("https://")
+        || location.contains("AccountKey=")
+        || location.contains("BlobEndpoint=")
+        || location.contains("DefaultEndpointsProtocol=");
+    if looks_like_azure {
+        // Never echo the location: it may hold an account key or a SAS signature.
+        return Err(Error::Backend {
+            store: "an Azure Blob store".to_owned(),
+            detail: "Azure Blob stores are not supported in this build; use a local folder"
+                .to_owned(),
+        });
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.is_empty() {
+        return Err(Error::InvalidName {
+            name: location.to_owned(),
+            reason: "empty store path",
+        });
+    }
+    Ok(Arc::new(local::LocalStore::new(path)))
+}
+
+#[cfg(test)]
+mod open_tests {
+    #[test]
+    fn azure_locations_are_refused_without_echoing_secrets() {
+        let cs = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=SECRETKEY==;BlobEndpoint=http://x";
+        for loc in [cs, "https://acct.blob.core.windows.net/c?sig=SECRETSIG"] {
+            let err = super::open(loc).unwrap_err().to_string();
+            assert!(err.contains("not supported in this build"), "{err}");
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        assert_eq!(super::open("file:///tmp/x").unwrap().location(), "/tmp/x");
+        assert_eq!(super::open("./rel").unwrap().location(), "./rel");
+    }
 }

@@ -1,67 +1,22 @@
-//! Maps each parsed command onto the library's use cases and renders the result.
-//! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
+//! `forget`: apply retention policies.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
-use serde_json::json;
+use anyhow::{Context as _, Result};
 
 use hubvault::config::Config;
 use hubvault::forget;
 use hubvault::policy::Policy;
-use hubvault::store::Store;
-use hubvault::vault::{self, IdentityLocation};
 
+use super::open_store;
 use crate::Outcome;
-use crate::cli::{Cli, Command, ForgetArgs, Global, KeyCommand, KeyInitArgs};
+use crate::cli::{ForgetArgs, Global};
 
 /// Where `forget` looks for policies when no `--policy` is given.
 const DEFAULT_POLICY_DIR: &str = "policies";
 
-pub async fn run(cli: Cli) -> Result<Outcome> {
-    let config = Config::load(cli.global.config.as_deref())?;
-    let global = &cli.global;
-    match cli.command {
-        Command::Key(KeyCommand::Init(args)) => key_init(&config, &args),
-        Command::Backup(_args) => not_yet("backup"),
-        Command::Snapshots(_args) => not_yet("snapshots"),
-        Command::Show(_args) => not_yet("show"),
-        Command::Verify(_args) => not_yet("verify"),
-        Command::Diff(_args) => not_yet("diff"),
-        Command::Dump(_args) => not_yet("dump"),
-        Command::Forget(args) => forget(&config, global, &args).await,
-    }
-}
-
-fn not_yet(what: &str) -> Result<Outcome> {
-    bail!("`hubvault {what}` is not implemented in this build")
-}
-
-/// Open the store named by `--store` / `HUBVAULT_STORE` / config / default.
-// The store backends (local folder, memory) come with the engine branch; on merge this stub is
-// replaced by its `open_store`, which has this signature.
-fn open_store(config: &Config, global: &Global) -> Result<Arc<dyn Store>> {
-    bail!(
-        "no store backend for {} in this build (the local-folder store comes with the engine branch)",
-        config.store(global.store.as_deref())
-    )
-}
-
-fn key_init(config: &Config, args: &KeyInitArgs) -> Result<Outcome> {
-    let location = IdentityLocation::resolve(args.identity.as_deref(), config);
-    let recipient = vault::init_identity(&location.path)?.to_string();
-    let file = location.path.display().to_string();
-    eprintln!(
-        "created {file} (mode 0600). It opens every snapshot encrypted to it: keep a copy somewhere safe, \
-         never next to the backups. Its public recipient (safe to share, used by backup):"
-    );
-    let json = json!({"recipient": recipient, "identity_file": file});
-    Ok(Outcome::ok(json, recipient))
-}
-
-async fn forget(config: &Config, global: &Global, args: &ForgetArgs) -> Result<Outcome> {
+pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<Outcome> {
     let now = match &args.at {
         Some(text) => chrono::DateTime::parse_from_rfc3339(text)
             .with_context(|| {

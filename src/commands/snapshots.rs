@@ -1,0 +1,303 @@
+//! `backup`, `snapshots`, `show`, `verify`, `diff`, `dump`: the vault commands.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use hubvault::backup::{self, BackupOptions, Faults};
+use hubvault::config::Config;
+use hubvault::diff;
+use hubvault::snapshot::reader::ObjectReader;
+use hubvault::snapshot::{Manifest, catalog};
+
+use super::{identities, open_store, recipients};
+use crate::Outcome;
+use crate::cli::{BackupArgs, DiffArgs, DumpArgs, Global, ShowArgs, SnapshotsArgs, VerifyArgs};
+
+/// Test-only hook: `HUBVAULT_FAULT_PAUSE=spill|upload|before-manifest` makes `backup` print
+/// `HUBVAULT_FAULT_PAUSE: paused at <point>` on stderr and sleep there, so a test can kill the
+/// process at that exact point. Never set it in production.
+const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
+/// Test-only: memory budget (bytes) of one sort run, so small test exports spill.
+const SORT_RUN_BYTES_ENV: &str = "HUBVAULT_SORT_RUN_BYTES";
+
+pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+    let Some(path) = args.from_export else {
+        bail!(
+            "backups from a live hub come in a later build; ingest an export with --from-export PATH --hub-name NAME"
+        );
+    };
+    let Some(hub) = args.hub_name else {
+        bail!("--hub-name NAME is required with --from-export")
+    };
+    let store = open_store(config, global)?;
+    let recipients = recipients(config, &args.keys)?;
+    let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+    options.include_configurations = !args.no_configurations;
+    if let Ok(v) = std::env::var(SORT_RUN_BYTES_ENV) {
+        options.sort.run_bytes = v
+            .parse()
+            .with_context(|| format!("{SORT_RUN_BYTES_ENV} must be a number of bytes"))?;
+    }
+    if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
+        match point.as_str() {
+            "spill" => options.sort.on_spill = Some(pause("spill")),
+            "upload" => {
+                options.faults = Faults {
+                    upload: Some(pause("upload")),
+                    ..Faults::default()
+                }
+            }
+            "before-manifest" => {
+                options.faults = Faults {
+                    before_manifest: Some(pause("before-manifest")),
+                    ..Faults::default()
+                }
+            }
+            other => {
+                bail!("{FAULT_PAUSE_ENV}={other}: use spill, upload or before-manifest (test-only)")
+            }
+        }
+    }
+    let report = backup::from_export(store, &path, &hub, &recipients, options).await?;
+    let human = format!(
+        "snapshot {} of {}: {} devices ({} edge), {} modules, {} configurations, {} lines skipped; {} stored\n",
+        report.snapshot,
+        report.hub,
+        report.devices,
+        report.edge_devices,
+        report.modules,
+        report.configurations,
+        report.skipped_lines,
+        human_bytes(report.bytes)
+    );
+    Ok(Outcome::ok(serde_json::to_value(&report)?, human))
+}
+
+fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        eprintln!("{FAULT_PAUSE_ENV}: paused at {point}");
+        std::thread::sleep(Duration::from_secs(600));
+    })
+}
+
+pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let listed: Vec<&Manifest> = all
+        .iter()
+        .filter(|m| args.hub.as_deref().is_none_or(|h| m.hub == h))
+        .collect();
+    let json: Vec<_> = listed
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "hub": m.hub, "created": m.created, "devices": m.counts.devices,
+                   "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes()})
+        })
+        .collect();
+    let mut human = String::new();
+    if listed.is_empty() {
+        let _ = writeln!(human, "no snapshots in {}", store.location());
+    } else {
+        let _ = writeln!(
+            human,
+            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
+            "ID", "HUB", "CREATED", "DEVICES", "MODULES", "CONFIGS", "STORED"
+        );
+        for m in &listed {
+            let c = &m.counts;
+            let _ = writeln!(
+                human,
+                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
+                m.id,
+                m.hub,
+                m.created,
+                c.devices,
+                c.modules,
+                c.configurations,
+                human_bytes(m.bytes())
+            );
+        }
+    }
+    Ok(Outcome::ok(json.into(), human))
+}
+
+pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let m = catalog::resolve(
+        &all,
+        &args.snapshot,
+        args.hub.hub.as_deref(),
+        &store.location(),
+    )?;
+    let c = &m.counts;
+    let mut human = format!(
+        "snapshot   {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
+        m.id,
+        m.hub,
+        m.created,
+        m.source.kind,
+        m.source
+            .path
+            .as_ref()
+            .or(m.source.job_id.as_ref())
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default(),
+        c.devices,
+        c.edge_devices,
+        c.modules,
+        c.configurations,
+        c.skipped_lines,
+        m.recipients.join(", "),
+        m.tool
+    );
+    for o in &m.objects {
+        let _ = writeln!(
+            human,
+            "  {:<30} {:>8} records {:>10}  sha256 {}",
+            o.name,
+            o.records,
+            human_bytes(o.bytes),
+            o.sha256
+        );
+    }
+    Ok(Outcome::ok(serde_json::to_value(m)?, human))
+}
+
+pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let chosen: Vec<Manifest> = match &args.snapshot {
+        Some(spec) => {
+            vec![catalog::resolve(&all, spec, args.hub.hub.as_deref(), &store.location())?.clone()]
+        }
+        None => all
+            .into_iter()
+            .filter(|m| args.hub.hub.as_deref().is_none_or(|h| m.hub == h))
+            .collect(),
+    };
+    let identities = if args.read_data {
+        Some(identities(config, &args.keys)?)
+    } else {
+        None
+    };
+    let report = hubvault::verify::verify(store, &chosen, identities).await?;
+    let mut human = String::new();
+    for s in &report.snapshots {
+        if s.ok {
+            let _ = writeln!(human, "{} {}: ok", s.hub, s.id);
+        } else {
+            let _ = writeln!(human, "{} {}: {} problem(s)", s.hub, s.id, s.problems.len());
+            for p in &s.problems {
+                let _ = writeln!(human, "  - {p}");
+            }
+        }
+    }
+    let checked = if args.read_data {
+        "presence, size, sha256, records"
+    } else {
+        "presence, size, sha256"
+    };
+    let _ = writeln!(
+        human,
+        "{} of {} snapshot(s) ok ({checked})",
+        report.snapshots.iter().filter(|s| s.ok).count(),
+        report.snapshots.len()
+    );
+    let found_something = !report.ok;
+    Ok(Outcome {
+        json: serde_json::to_value(&report)?,
+        human,
+        found_something,
+    })
+}
+
+pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let m = catalog::resolve(
+        &all,
+        &args.snapshot,
+        args.hub.hub.as_deref(),
+        &store.location(),
+    )?;
+    let identities = identities(config, &args.keys)?;
+    let report = hubvault::dump::dump(store, m, identities, &args.out).await?;
+    let mut human = String::new();
+    for f in &report.files {
+        let _ = writeln!(human, "wrote {} ({} records, mode 0600)", f.path, f.records);
+    }
+    human.push_str(
+        "warning: these files hold every device key in plaintext; import them, then delete them\n",
+    );
+    let mut json = serde_json::to_value(&report)?;
+    json["warning"] = json!("the files hold device keys in plaintext");
+    Ok(Outcome::ok(json, human))
+}
+
+fn human_bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
+}
+
+pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let all = catalog::list(store.as_ref()).await?;
+    let hub = args.hub.hub.as_deref();
+    let old = catalog::resolve(&all, &args.from, hub, &store.location())?.clone();
+    let new = catalog::resolve(&all, &args.to, hub, &store.location())?.clone();
+    let identities = identities(config, &args.keys)?;
+    let handle = tokio::runtime::Handle::current();
+    let (old_id, new_id) = (old.id.clone(), new.id.clone());
+    let report = tokio::task::spawn_blocking(move || -> Result<diff::DiffReport> {
+        let open =
+            |m: &Manifest| ObjectReader::open(store.as_ref(), &handle, m, "devices", &identities);
+        let entries = |reader: ObjectReader| {
+            reader.map(|r| {
+                r.map(|r| diff::Entry {
+                    id: r.id,
+                    module_id: r.module_id,
+                    line: r.line,
+                })
+            })
+        };
+        Ok(diff::compare(entries(open(&old)?), entries(open(&new)?))?)
+    })
+    .await
+    .context("diff task failed")??;
+    let mut human = String::new();
+    for key in &report.added {
+        let _ = writeln!(human, "+ {key}");
+    }
+    for key in &report.removed {
+        let _ = writeln!(human, "- {key}");
+    }
+    for (key, aspects) in &report.changed {
+        let names: Vec<&str> = aspects.iter().map(|a| a.as_str()).collect();
+        let _ = writeln!(human, "~ {key} ({})", names.join(", "));
+    }
+    let _ = writeln!(
+        human,
+        "{old_id} → {new_id}: {} added, {} removed, {} changed, {} unchanged",
+        report.added.len(),
+        report.removed.len(),
+        report.changed.len(),
+        report.unchanged
+    );
+    Ok(Outcome {
+        json: report.to_json(),
+        human,
+        found_something: !report.is_empty(),
+    })
+}

@@ -1,0 +1,273 @@
+//! The catalog: snapshot ids, object names, listing, `latest`, orphans.
+//!
+//! Layout: `<hub>/<id>/devices.jsonl.zst.age`, `configurations.jsonl.zst.age`, `manifest.json`.
+//! Data objects are written first and the manifest last: the manifest is the commit point, so
+//! a snapshot without one does not exist for readers. Such leftovers (a killed backup, or one
+//! still running) are *orphans*; `forget` removes them once older than a grace period.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Error, Manifest};
+use crate::store::Store;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const DEVICES_OBJECT: &str = "devices.jsonl.zst.age";
+pub const CONFIGURATIONS_OBJECT: &str = "configurations.jsonl.zst.age";
+
+/// A new snapshot id: the UTC second of `now`, then 8 random hex digits
+/// (`20261126T020000Z-3f9a1c2e`), so ids sort by time and two backups in one second differ.
+pub fn new_id(now: OffsetDateTime, random: u32) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{random:08x}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `now` as the manifest's `created`: RFC 3339, UTC, whole seconds.
+pub fn created(now: OffsetDateTime) -> String {
+    let t = now
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond");
+    t.format(&Rfc3339).expect("a UTC time formats as RFC 3339")
+}
+
+/// Check a hub name is usable as one path segment of the store.
+pub fn check_hub(name: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::BadHubName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 255 {
+        return bad("must be 1 to 255 characters");
+    }
+    if name.starts_with('.') {
+        return bad("must not start with '.'");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return bad("use letters, digits, '-', '_' and '.' (a hub's host name fits)");
+    }
+    Ok(())
+}
+
+/// Full object name of `file` in snapshot `id` of `hub`.
+pub fn object_name(hub: &str, id: &str, file: &str) -> String {
+    format!("{hub}/{id}/{file}")
+}
+
+/// Every committed snapshot (those with a manifest), ordered by `created`, then id.
+pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>, Error> {
+    let mut out = Vec::new();
+    for meta in store.list("").await? {
+        let mut parts = meta.name.split('/');
+        let (Some(hub), Some(id), Some(MANIFEST), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let bytes = store.get_bytes(&meta.name).await?;
+        let manifest = Manifest::parse(&bytes, &meta.name)?;
+        if manifest.hub != hub || manifest.id != id {
+            return Err(Error::BadManifest {
+                name: meta.name.clone(),
+                detail: format!(
+                    "it names snapshot {}/{}, not its own folder",
+                    manifest.hub, manifest.id
+                ),
+            });
+        }
+        out.push(manifest);
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Find `spec` (an id or `latest`) among `manifests` (as [`list`] returns them). `latest` is
+/// the newest of `hub`'s snapshots, or of the only hub in the store.
+pub fn resolve<'a>(
+    manifests: &'a [Manifest],
+    spec: &str,
+    hub: Option<&str>,
+    store: &str,
+) -> Result<&'a Manifest, Error> {
+    let not_found = || Error::NotFound {
+        spec: spec.to_owned(),
+        store: store.to_owned(),
+    };
+    let in_hub = |m: &&Manifest| hub.is_none_or(|h| m.hub == h);
+    if spec == "latest" {
+        let hubs: BTreeSet<&str> = manifests
+            .iter()
+            .filter(in_hub)
+            .map(|m| m.hub.as_str())
+            .collect();
+        if hubs.len() > 1 {
+            return Err(Error::AmbiguousLatest {
+                hubs: hubs.into_iter().map(str::to_owned).collect(),
+            });
+        }
+        return manifests.iter().rfind(in_hub).ok_or_else(not_found);
+    }
+    let (want_hub, id) = match spec.split_once('/') {
+        Some((h, id)) => (Some(h), id),
+        None => (hub, spec),
+    };
+    manifests
+        .iter()
+        .find(|m| m.id == id && want_hub.is_none_or(|h| m.hub == h))
+        .ok_or_else(not_found)
+}
+
+/// Data objects without a manifest, grouped per snapshot folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub hub: String,
+    pub id: String,
+    /// Full object names.
+    pub objects: Vec<String>,
+    /// Time since the newest of its objects was written.
+    pub age: time::Duration,
+}
+
+/// Orphans in the store, with their age at `now`. A backup in flight looks like a young orphan:
+/// callers delete only those older than a grace period.
+pub async fn orphans(store: &dyn Store, now: OffsetDateTime) -> Result<Vec<Orphan>, Error> {
+    let mut folders: BTreeMap<(String, String), (Vec<String>, bool, OffsetDateTime)> =
+        BTreeMap::new();
+    for meta in store.list("").await? {
+        let mut parts = meta.name.splitn(3, '/');
+        let (Some(hub), Some(id), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let entry = folders.entry((hub.to_owned(), id.to_owned())).or_insert((
+            Vec::new(),
+            false,
+            OffsetDateTime::UNIX_EPOCH,
+        ));
+        entry.1 |= file == MANIFEST;
+        entry.2 = entry.2.max(meta.last_modified);
+        entry.0.push(meta.name);
+    }
+    Ok(folders
+        .into_iter()
+        .filter(|(_, (_, has_manifest, _))| !has_manifest)
+        .map(|((hub, id), (objects, _, newest))| Orphan {
+            hub,
+            id,
+            objects,
+            age: now - newest,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Counts, Source};
+    use crate::store::memory::MemoryStore;
+    use bytes::Bytes;
+    use time::macros::datetime;
+
+    fn manifest(hub: &str, id: &str, created: &str) -> Manifest {
+        Manifest {
+            format: 1,
+            id: id.into(),
+            hub: hub.into(),
+            created: created.into(),
+            source: Source {
+                kind: "file".into(),
+                job_id: None,
+                path: None,
+            },
+            counts: Counts::default(),
+            objects: vec![],
+            recipients: vec![],
+            tool: "t".into(),
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let id = new_id(datetime!(2026-11-26 02:00:00.7 UTC), 0x3f9a_1c2e);
+        assert_eq!(id, "20261126T020000Z-3f9a1c2e");
+        assert_eq!(
+            created(datetime!(2026-11-26 02:00:00.7 +01:00)),
+            "2026-11-26T01:00:00Z"
+        );
+        assert!(new_id(datetime!(2026-11-26 02:00:01 UTC), 0) > id);
+    }
+
+    #[test]
+    fn hub_names_are_one_safe_segment() {
+        assert!(check_hub("plant-hub.azure-devices.net").is_ok());
+        for bad in ["", "a/b", "..", ".hidden", "x y"] {
+            assert!(check_hub(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_committed_snapshots_are_listed_and_orphans_are_found() {
+        use crate::store::Store as _;
+        let store = MemoryStore::new();
+        let put = |name: String, data: Vec<u8>| {
+            let store = store.clone();
+            async move { store.put(&name, Bytes::from(data)).await.unwrap() }
+        };
+        let b = manifest("hub-a", "20261126T030000Z-00000002", "2026-11-26T03:00:00Z");
+        let a = manifest("hub-a", "20261126T020000Z-00000001", "2026-11-26T02:00:00Z");
+        for m in [&b, &a] {
+            put(object_name(&m.hub, &m.id, DEVICES_OBJECT), vec![1]).await;
+            put(object_name(&m.hub, &m.id, MANIFEST), m.to_bytes()).await;
+        }
+        put(
+            object_name("hub-a", "20261126T040000Z-00000003", DEVICES_OBJECT),
+            vec![1],
+        )
+        .await;
+        let listed = list(&store).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            [a.id.as_str(), b.id.as_str()]
+        );
+        assert_eq!(resolve(&listed, "latest", None, "s").unwrap().id, b.id);
+        let orphans = orphans(&store, OffsetDateTime::now_utc() + time::Duration::hours(2))
+            .await
+            .unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].id, "20261126T040000Z-00000003");
+        assert!(orphans[0].age >= time::Duration::hours(2) - time::Duration::seconds(5));
+    }
+
+    #[test]
+    fn latest_with_several_hubs_is_ambiguous() {
+        let ms = [
+            manifest("hub-a", "1", "2026-01-01T00:00:00Z"),
+            manifest("hub-b", "2", "2026-01-02T00:00:00Z"),
+        ];
+        let err = resolve(&ms, "latest", None, "s").unwrap_err().to_string();
+        assert!(
+            err.contains("hub-a, hub-b") && err.contains("--hub"),
+            "{err}"
+        );
+        assert_eq!(resolve(&ms, "latest", Some("hub-a"), "s").unwrap().id, "1");
+        assert_eq!(resolve(&ms, "hub-b/2", None, "s").unwrap().id, "2");
+        assert!(matches!(
+            resolve(&ms, "3", None, "s"),
+            Err(Error::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,253 @@
+//! Vault format v1: the manifest (cleartext, no secrets; the commit point of a snapshot) and
+//! the header line that starts every encrypted stream. Field names are fixed: old snapshots
+//! must open forever (DESIGN §4). Unknown fields are tolerated so a later v1 writer can add some.
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// The only format this build writes and reads.
+pub const FORMAT: u64 = 1;
+/// Object kinds.
+pub const DEVICES: &str = "devices";
+pub const CONFIGURATIONS: &str = "configurations";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u64,
+    pub id: String,
+    pub hub: String,
+    /// RFC 3339, UTC, whole seconds.
+    pub created: String,
+    pub source: Source,
+    pub counts: Counts,
+    pub objects: Vec<ObjectEntry>,
+    /// age public keys the data objects are sealed to.
+    pub recipients: Vec<String>,
+    /// Writer, e.g. `hubvault 0.1.0`.
+    pub tool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// `export-job` or `file`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub devices: u64,
+    pub modules: u64,
+    pub edge_devices: u64,
+    pub configurations: u64,
+    pub skipped_lines: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// File name inside the snapshot folder, e.g. `devices.jsonl.zst.age`.
+    pub name: String,
+    /// `devices` or `configurations`.
+    pub kind: String,
+    /// Bytes as stored (encrypted).
+    pub bytes: u64,
+    /// sha256 of the stored bytes, lower-case hex.
+    pub sha256: String,
+    /// Records in the object (header line not counted).
+    pub records: u64,
+}
+
+impl Manifest {
+    /// Parse a manifest read from `name`; a newer format is refused with an upgrade hint.
+    pub fn parse(bytes: &[u8], name: &str) -> Result<Manifest, Error> {
+        let bad = |detail: String| Error::BadManifest {
+            name: name.to_owned(),
+            detail,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        match value.get("format").and_then(serde_json::Value::as_u64) {
+            Some(FORMAT) => {}
+            Some(found) if found > FORMAT => {
+                return Err(Error::NewerFormat {
+                    name: name.to_owned(),
+                    found,
+                });
+            }
+            _ => return Err(bad("\"format\" is missing or not 1".to_owned())),
+        }
+        serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Pretty JSON, as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Stored bytes of all objects.
+    pub fn bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.bytes).sum()
+    }
+
+    pub fn object(&self, kind: &str) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| o.kind == kind)
+    }
+}
+
+/// The first line of every encrypted stream. It binds the payload to its snapshot and object
+/// so a payload cannot be swapped between snapshots or objects unnoticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub hubvault: u64,
+    pub snapshot: String,
+    pub hub: String,
+    pub object: String,
+    pub created: String,
+}
+
+impl Header {
+    pub fn new(manifest_id: &str, hub: &str, object: &str, created: &str) -> Self {
+        Header {
+            hubvault: FORMAT,
+            snapshot: manifest_id.into(),
+            hub: hub.into(),
+            object: object.into(),
+            created: created.into(),
+        }
+    }
+
+    /// The header as one line, with its `\n`.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("a header serialises");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn parse(line: &[u8]) -> Option<Header> {
+        serde_json::from_slice(line).ok()
+    }
+
+    /// What differs from the header `manifest` expects for `object`, if anything.
+    pub fn mismatch(&self, manifest: &Manifest, object: &str) -> Option<String> {
+        let expected = Header::new(&manifest.id, &manifest.hub, object, &manifest.created);
+        (self != &expected).then(|| {
+            format!(
+                "header says snapshot {} / hub {} / object {} / created {}, manifest expects {} / {} / {} / {}",
+                self.snapshot, self.hub, self.object, self.created, expected.snapshot, expected.hub, expected.object, expected.created
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: 1,
+            id: "20261126T020000Z-3f9a1c2e".into(),
+            hub: "plant-hub".into(),
+            created: "2026-11-26T02:00:00Z".into(),
+            source: Source {
+                kind: "file".into(),
+                job_id: None,
+                path: Some("devices.txt".into()),
+            },
+            counts: Counts {
+                devices: 2,
+                modules: 1,
+                edge_devices: 1,
+                configurations: 0,
+                skipped_lines: 1,
+            },
+            objects: vec![ObjectEntry {
+                name: "devices.jsonl.zst.age".into(),
+                kind: "devices".into(),
+                bytes: 10,
+                sha256: "ab".into(),
+                records: 3,
+            }],
+            recipients: vec!["age1xyz".into()],
+            tool: "hubvault 0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn v1_field_names_are_fixed() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let keys = [
+            "format",
+            "id",
+            "hub",
+            "created",
+            "source",
+            "kind",
+            "path",
+            "counts",
+            "devices",
+            "modules",
+            "edge_devices",
+            "configurations",
+            "skipped_lines",
+            "objects",
+            "name",
+            "kind",
+            "bytes",
+            "sha256",
+            "records",
+            "recipients",
+            "tool",
+        ];
+        let mut at = 0;
+        for key in keys {
+            let found = text[at..]
+                .find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("{key} missing or out of order in {text}"));
+            at += found + 1;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["source"],
+            serde_json::json!({"kind": "file", "path": "devices.txt"})
+        );
+        assert_eq!(
+            Manifest::parse(&sample().to_bytes(), "m").unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn newer_format_says_upgrade() {
+        let text = sample().to_bytes();
+        let newer = String::from_utf8(text)
+            .unwrap()
+            .replace("\"format\": 1", "\"format\": 2");
+        let err = Manifest::parse(newer.as_bytes(), "hub/x/manifest.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("newer hubvault") && err.contains("upgrade"),
+            "{err}"
+        );
+        assert!(Manifest::parse(b"{}", "m").is_err());
+    }
+
+    #[test]
+    fn header_binds_snapshot_and_object() {
+        let m = sample();
+        let h = Header::new(&m.id, &m.hub, DEVICES, &m.created);
+        assert_eq!(
+            String::from_utf8(h.to_line()).unwrap(),
+            "{\"hubvault\":1,\"snapshot\":\"20261126T020000Z-3f9a1c2e\",\"hub\":\"plant-hub\",\"object\":\"devices\",\"created\":\"2026-11-26T02:00:00Z\"}\n"
+        );
+        assert!(h.mismatch(&m, DEVICES).is_none());
+        assert!(h.mismatch(&m, CONFIGURATIONS).is_some());
+    }
+}

@@ -1,0 +1,314 @@
+//! Export lines → records. A record keeps the **exact bytes** of its line (line ending trimmed):
+//! nothing is re-serialised, so unknown fields, key order and number formats survive by
+//! construction. Parsing only checks that the line is one JSON object and extracts `id`,
+//! `moduleId` and `capabilities.iotEdge`.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::io::BufRead;
+
+use serde::Deserialize;
+
+use super::Error;
+
+/// One export line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    /// Present on module lines only.
+    pub module_id: Option<String>,
+    /// A device line with `capabilities.iotEdge: true`.
+    pub edge: bool,
+    /// The line, verbatim, without its line ending.
+    pub line: Vec<u8>,
+    /// 1-based line number in the source, for messages.
+    pub line_no: u64,
+}
+
+impl Record {
+    /// Order by `(id, moduleId)` in byte order; a device sorts before its modules.
+    pub fn key_cmp(&self, other: &Record) -> Ordering {
+        self.id.as_bytes().cmp(other.id.as_bytes()).then_with(|| {
+            self.module_id
+                .as_deref()
+                .map(str::as_bytes)
+                .cmp(&other.module_id.as_deref().map(str::as_bytes))
+        })
+    }
+
+    /// `id` or `id/moduleId`, as shown to users.
+    pub fn key_display(&self) -> String {
+        match &self.module_id {
+            Some(m) => format!("{}/{m}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
+    /// Rough heap footprint, for the sort's memory budget.
+    pub fn footprint(&self) -> usize {
+        self.line.capacity()
+            + self.id.capacity()
+            + self.module_id.as_ref().map_or(0, String::capacity)
+            + 112
+    }
+}
+
+impl std::fmt::Debug for Record {
+    // The line holds device keys: show only where it came from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Record({:?}, line {}, {} bytes)",
+            self.key_display(),
+            self.line_no,
+            self.line.len()
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "moduleId", borrow, default)]
+    module_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    capabilities: Option<Capabilities>,
+}
+
+#[derive(Deserialize)]
+struct Capabilities {
+    #[serde(rename = "iotEdge", default)]
+    iot_edge: Option<bool>,
+}
+
+/// What a line turned out to be.
+#[derive(Debug)]
+pub enum Line {
+    Record(Record),
+    /// Blank, or not a JSON object (the service writes warning lines): skipped and counted.
+    Skipped,
+}
+
+/// Classify one line (already without its line ending). `file` is for messages.
+pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
+    let Some(first) = line.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Ok(Line::Skipped);
+    };
+    if *first != b'{' {
+        return Ok(Line::Skipped);
+    }
+    let malformed = |detail: String| Error::Malformed {
+        file: file.to_owned(),
+        line: line_no,
+        id: recover_id(line),
+        detail,
+    };
+    let probe: Probe<'_> = serde_json::from_slice(line).map_err(|e| malformed(describe(&e)))?;
+    if probe.id.is_empty() {
+        return Err(malformed("its \"id\" is empty".to_owned()));
+    }
+    let edge =
+        probe.module_id.is_none() && probe.capabilities.and_then(|c| c.iot_edge).unwrap_or(false);
+    Ok(Line::Record(Record {
+        id: probe.id.into_owned(),
+        module_id: probe.module_id.map(Cow::into_owned),
+        edge,
+        line: line.to_vec(),
+        line_no,
+    }))
+}
+
+/// A `serde_json` error without the offending value: a value can be a device key.
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => format!("JSON syntax error at column {}", e.column()),
+        Category::Data => {
+            let msg = e.to_string();
+            if msg.starts_with("missing field `id`") {
+                "it has no \"id\"".to_owned()
+            } else {
+                format!(
+                    "\"id\", \"moduleId\" or \"capabilities\" has the wrong type (column {})",
+                    e.column()
+                )
+            }
+        }
+        Category::Io => "read error".to_owned(),
+    }
+}
+
+/// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
+fn recover_id(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let at = text.find("\"id\"")? + 4;
+    let rest = text[at..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let end = rest.find('"')?;
+    let id = &rest[..end];
+    (!id.is_empty() && id.len() <= 128).then(|| id.to_owned())
+}
+
+/// Reads an export line by line: strips a UTF-8 BOM, accepts `\n` and `\r\n`, skips and counts
+/// blank and non-object lines, yields records.
+pub struct Lines<R> {
+    reader: R,
+    file: String,
+    line_no: u64,
+    skipped: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(reader: R, file: impl Into<String>) -> Self {
+        Lines {
+            reader,
+            file: file.into(),
+            line_no: 0,
+            skipped: 0,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Lines skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    fn next_line(&mut self) -> Result<Option<Line>, Error> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| Error::Read {
+                file: self.file.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        let mut line = &self.buf[..];
+        if self.line_no == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        line = line.strip_suffix(b"\n").unwrap_or(line);
+        line = line.strip_suffix(b"\r").unwrap_or(line);
+        classify(line, self.line_no, &self.file).map(Some)
+    }
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_line() {
+                Ok(None) => return None,
+                Ok(Some(Line::Skipped)) => self.skipped += 1,
+                Ok(Some(Line::Record(r))) => return Some(Ok(r)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_never_shows_the_line() {
+        let line = br#"{"id":"d1","authentication":{"symmetricKey":{"primaryKey":"SECRETKEY"}}}"#;
+        let super::Line::Record(r) = super::classify(line, 1, "devices.txt").unwrap() else {
+            panic!()
+        };
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("SECRETKEY") && shown.contains("d1"),
+            "{shown}"
+        );
+    }
+
+    use super::*;
+
+    fn read(text: &[u8]) -> (Vec<Result<Record, Error>>, u64) {
+        let mut lines = Lines::new(text, "devices.txt");
+        let out: Vec<_> = lines.by_ref().collect();
+        (out, lines.skipped())
+    }
+
+    #[test]
+    fn keeps_exact_bytes_and_skips_noise() {
+        let text = b"\xEF\xBB\xBF{\"id\":\"a\", \"n\":1.50}\r\n\r\nWarning: keys were exported\n  \n{\"id\":\"a\",\"moduleId\":\"m\"}\n{\"capabilities\":{\"iotEdge\":true},\"id\":\"gw\"}";
+        let (records, skipped) = read(text);
+        let records: Vec<Record> = records.into_iter().map(Result::unwrap).collect();
+        assert_eq!(skipped, 3);
+        assert_eq!(records[0].line, b"{\"id\":\"a\", \"n\":1.50}");
+        assert_eq!(
+            (records[0].line_no, records[1].line_no, records[2].line_no),
+            (1, 5, 6)
+        );
+        assert_eq!(records[1].module_id.as_deref(), Some("m"));
+        assert!(!records[0].edge && records[2].edge);
+    }
+
+    #[test]
+    fn malformed_object_names_file_line_and_id_but_not_contents() {
+        let text = b"{\"id\":\"ok\"}\n{\"id\":\"pump-7\",\"authentication\":{\"primaryKey\":\"SECRETKEY\"\n";
+        let (records, _) = read(text);
+        let err = records
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap()
+            .to_string();
+        assert!(err.contains("devices.txt line 2"), "{err}");
+        assert!(err.contains("pump-7"), "{err}");
+        assert!(!err.contains("SECRETKEY"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_do_not_echo_values() {
+        let err = classify(b"{\"id\":\"x\",\"capabilities\":\"SECRETVALUE\"}", 3, "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && !err.contains("SECRETVALUE"),
+            "{err}"
+        );
+        assert!(
+            classify(b"{\"deviceId\":\"x\"}", 1, "f")
+                .unwrap_err()
+                .to_string()
+                .contains("no \"id\"")
+        );
+        assert!(classify(b"{\"id\":\"x\"} trailing", 1, "f").is_err());
+    }
+
+    #[test]
+    fn order_is_bytewise_with_devices_before_modules() {
+        let rec = |id: &str, m: Option<&str>| Record {
+            id: id.into(),
+            module_id: m.map(Into::into),
+            edge: false,
+            line: vec![],
+            line_no: 0,
+        };
+        let mut v = [
+            rec("b", None),
+            rec("a", Some("z")),
+            rec("a", None),
+            rec("B", None),
+            rec("a", Some("$edgeAgent")),
+        ];
+        v.sort_by(Record::key_cmp);
+        let keys: Vec<String> = v.iter().map(Record::key_display).collect();
+        assert_eq!(keys, ["B", "a", "a/$edgeAgent", "a/z", "b"]);
+    }
+}

@@ -1,0 +1,213 @@
+use super::*;
+use crate::snapshot::record::Lines;
+
+fn line(id: &str, module: Option<&str>) -> String {
+    match module {
+        Some(m) => format!(
+            "{{\"id\":\"{id}\",\"moduleId\":\"{m}\",\"pad\":\"{}\"}}",
+            "x".repeat(200)
+        ),
+        None => format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "y".repeat(200)),
+    }
+}
+
+/// A pseudo-random permutation of 0..n (no rand dependency needed for determinism).
+fn shuffled(n: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, usize::try_from(x % (i as u64 + 1)).unwrap());
+    }
+    v
+}
+
+fn export(order: &[u64]) -> String {
+    order
+        .iter()
+        .map(|i| line(&format!("dev-{i:05}"), None) + "\n")
+        .collect()
+}
+
+fn run(text: &str, run_bytes: usize, streaming: bool) -> (Result<Sorted, Error>, Vec<u8>) {
+    let options = SortOptions {
+        run_bytes,
+        ..SortOptions::default()
+    };
+    let mut out = Vec::new();
+    let r = sort_into(
+        Lines::new(text.as_bytes(), "devices.txt"),
+        "devices.txt",
+        &mut out,
+        &options,
+        streaming,
+    );
+    (r, out)
+}
+
+fn expected(n: u64) -> Vec<u8> {
+    export(&(0..n).collect::<Vec<_>>()).into_bytes()
+}
+
+#[test]
+fn shuffled_input_spills_and_merges_into_order() {
+    let text = export(&shuffled(3000));
+    let (r, out) = run(&text, 64 * 1024, true);
+    match r.unwrap() {
+        Sorted::Done {
+            records,
+            runs_spilled,
+        } => {
+            assert_eq!(records, 3000);
+            assert!(runs_spilled > 5, "{runs_spilled}");
+        }
+        Sorted::Restart => panic!("shuffled input is never streamed"),
+    }
+    assert!(out == expected(3000));
+}
+
+#[test]
+fn many_runs_merge_in_rounds() {
+    let text = export(&shuffled(4000));
+    let (r, out) = run(&text, 8 * 1024, true);
+    assert!(matches!(r.unwrap(), Sorted::Done { runs_spilled, .. } if runs_spilled > MAX_FAN_IN));
+    assert!(out == expected(4000));
+}
+
+#[test]
+fn sorted_input_costs_no_spill() {
+    let text = export(&(0..3000).collect::<Vec<_>>());
+    let (r, out) = run(&text, 64 * 1024, true);
+    assert_eq!(
+        r.unwrap(),
+        Sorted::Done {
+            records: 3000,
+            runs_spilled: 0
+        }
+    );
+    assert!(out == expected(3000));
+}
+
+#[test]
+fn order_breaking_late_asks_for_a_restart_then_sorts() {
+    let mut order: Vec<u64> = (0..3000).collect();
+    order.swap(2500, 2900);
+    let text = export(&order);
+    assert_eq!(run(&text, 64 * 1024, true).0.unwrap(), Sorted::Restart);
+    let (r, out) = run(&text, 64 * 1024, false);
+    assert!(matches!(r.unwrap(), Sorted::Done { records: 3000, .. }));
+    assert!(out == expected(3000));
+}
+
+#[test]
+fn small_input_sorts_in_memory_with_modules_after_their_device() {
+    let text = [
+        line("b", None),
+        line("a", Some("m2")),
+        line("a", None),
+        line("a", Some("$edgeAgent")),
+    ]
+    .join("\n");
+    let (r, out) = run(&text, 1 << 20, true);
+    assert_eq!(
+        r.unwrap(),
+        Sorted::Done {
+            records: 4,
+            runs_spilled: 0
+        }
+    );
+    let ids: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| l[..l.find(",\"pad").unwrap()].to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "{\"id\":\"a\"",
+            "{\"id\":\"a\",\"moduleId\":\"$edgeAgent\"",
+            "{\"id\":\"a\",\"moduleId\":\"m2\"",
+            "{\"id\":\"b\""
+        ]
+    );
+}
+
+#[test]
+fn duplicates_are_found_wherever_they_are() {
+    // Adjacent, within one buffer, across spilled runs, and while streaming sorted input.
+    let mut far = shuffled(2000);
+    far.push(far[3]);
+    let mut streamed: Vec<u64> = (0..2000).collect();
+    streamed.insert(1500, 1499);
+    for (order, run_bytes) in [
+        (vec![1, 2, 2], 1 << 20),
+        (vec![5, 1, 5], 1 << 20),
+        (far, 32 * 1024),
+        (streamed, 32 * 1024),
+    ] {
+        let (r, _) = run(&export(&order), run_bytes, true);
+        let err = r.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Duplicate { .. }), "{msg}");
+        assert!(msg.contains("appears twice, on lines"), "{msg}");
+    }
+    let (r, _) = run(&export(&[7, 3, 7]), 1 << 20, true);
+    let msg = r.unwrap_err().to_string();
+    assert!(
+        msg.contains("dev-00007") && msg.contains("lines 1 and 3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn spilled_runs_are_not_plaintext_and_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = {
+        let (seen, dir) = (seen.clone(), tmp.path().to_path_buf());
+        Arc::new(move || {
+            for entry in walk(&dir) {
+                seen.lock().unwrap().push(std::fs::read(entry).unwrap());
+            }
+        }) as Arc<dyn Fn() + Send + Sync>
+    };
+    let options = SortOptions {
+        run_bytes: 64 * 1024,
+        temp_dir: Some(tmp.path().to_path_buf()),
+        on_spill: Some(probe),
+    };
+    let text = export(&shuffled(3000));
+    let mut out = Vec::new();
+    sort_into(
+        Lines::new(text.as_bytes(), "d"),
+        "d",
+        &mut out,
+        &options,
+        true,
+    )
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty(), "the hook saw the spill folder");
+    for bytes in seen.iter() {
+        assert!(bytes.starts_with(b"age-encryption.org/v1"));
+        assert!(
+            !bytes.windows(7).any(|w| w == b"dev-000"),
+            "plaintext in a spilled run"
+        );
+    }
+    assert!(walk(tmp.path()).is_empty(), "spill folder removed");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -1,0 +1,142 @@
+//! Resolving what the user named (`--hub hub-a`, `--to "HostName=…"`) into a client target.
+//!
+//! `HUB` is either a name from `hubvault.toml` (`[hubs.NAME]`) or a service connection string.
+//! Real Azure (`https://{HostName}`, public DNS, system trust roots) is the default; a config
+//! `endpoint` (the simulator) or `ca-file` is used only when the config says so.
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use url::Url;
+
+use crate::config::{self, Config, Credential, ServiceEntry};
+use crate::hub::{self, HubTarget};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(
+        "hub {name:?} in {config} has no credential: set connection-string, connection-string-env, or host + credential"
+    )]
+    NoCredential { name: String, config: String },
+    #[error("hub {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
+    BadEndpoint {
+        name: String,
+        endpoint: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    Hub(#[from] hub::Error),
+    #[error("cannot create the {kind} Entra credential: {detail}")]
+    Credential { kind: String, detail: String },
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(e) => e.code(),
+            Error::NoCredential { .. } => "hub_no_credential",
+            Error::BadEndpoint { .. } => "hub_bad_endpoint",
+            Error::Hub(e) => e.code(),
+            Error::Credential { .. } => "credential",
+        }
+    }
+}
+
+/// A hub, ready for [`hub::HubClient::new`], with what preflight needs to look it up in ARM.
+#[derive(Debug, Clone)]
+pub struct ResolvedHub {
+    /// What messages call it: the config name, or the host name for a connection string.
+    pub name: String,
+    pub target: HubTarget,
+    /// ARM resource id (`[hubs.NAME] resource-id`), for firewall checks.
+    pub resource_id: Option<String>,
+}
+
+/// Resolve `spec`: a config name first, else a connection string.
+pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
+    if let Some(entry) = config.hubs.get(spec) {
+        return from_entry(spec, entry, config);
+    }
+    if spec.contains("HostName=") || spec.contains("hostname=") {
+        let mut target = HubTarget::from_connection_string(spec)?;
+        target.name = Some(target.host.clone());
+        return Ok(ResolvedHub {
+            name: target.host.clone(),
+            target,
+            resource_id: None,
+        });
+    }
+    Err(config::Error::UnknownHub {
+        name: spec.to_owned(),
+        config: config.describe(),
+    }
+    .into())
+}
+
+fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<ResolvedHub, Error> {
+    let mut target = match (
+        entry.connection_string(&format!("hubs.{name}"))?,
+        &entry.host,
+    ) {
+        (Some(cs), _) => HubTarget::from_connection_string(&cs)?,
+        (None, Some(host)) => {
+            let credential =
+                entra_credential(entry.credential.unwrap_or(Credential::DeveloperTools))?;
+            HubTarget::entra(host, credential)
+        }
+        (None, None) => {
+            return Err(Error::NoCredential {
+                name: name.to_owned(),
+                config: config.describe(),
+            });
+        }
+    };
+    if let Some(endpoint) = &entry.endpoint {
+        let url = Url::parse(endpoint).map_err(|e| Error::BadEndpoint {
+            name: name.to_owned(),
+            endpoint: endpoint.clone(),
+            detail: e.to_string(),
+        })?;
+        target = target.with_endpoint(url);
+    }
+    target.ca_file = entry.ca_file.clone();
+    target.name = Some(name.to_owned());
+    Ok(ResolvedHub {
+        name: name.to_owned(),
+        target,
+        resource_id: entry.resource_id.clone(),
+    })
+}
+
+/// An Entra credential of the configured kind (`azure_identity`; there is no default chain).
+pub fn entra_credential(kind: Credential) -> Result<Arc<dyn TokenCredential>, Error> {
+    let failed = |kind: &str, e: azure_core::Error| Error::Credential {
+        kind: kind.to_owned(),
+        detail: e.to_string(),
+    };
+    Ok(match kind {
+        Credential::DeveloperTools => azure_identity::DeveloperToolsCredential::new(None)
+            .map_err(|e| failed("developer-tools", e))?,
+        Credential::ManagedIdentity => azure_identity::ManagedIdentityCredential::new(None)
+            .map_err(|e| failed("managed-identity", e))?,
+        Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None)
+            .map_err(|e| failed("workload-identity", e))?,
+        Credential::ClientSecret => {
+            let var = |name: &str| {
+                std::env::var(name).map_err(|_| Error::Credential {
+                kind: "client-secret".to_owned(),
+                detail: format!("{name} is not set (client-secret reads AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"),
+            })
+            };
+            let (tenant, client, secret) = (
+                var("AZURE_TENANT_ID")?,
+                var("AZURE_CLIENT_ID")?,
+                var("AZURE_CLIENT_SECRET")?,
+            );
+            azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
+                .map_err(|e| failed("client-secret", e))?
+        }
+    })
+}

@@ -1,0 +1,879 @@
+//! The vault end to end, through the real `hubvault` binary: backup → snapshots/show → verify →
+//! dump, bad input, damaged stores, killed backups, concurrent backups, secrets in output, and
+//! the golden v1 snapshot that must open forever.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret as _;
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// Every device key in test exports contains this, so a leak is one substring search.
+const KEY_MARKER: &str = "c2VjcmV0LWtleS0";
+
+struct Env {
+    dir: tempfile::TempDir,
+    recipient: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public().to_string();
+        write_private(
+            &dir.path().join("identity.txt"),
+            &format!("# test key\n{}\n", id.to_string().expose_secret()),
+        );
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        Env { dir, recipient }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// `hubvault --store <store>` in the test folder, with a clean environment.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
+        c.env_clear()
+            .env("TMPDIR", self.path("tmp"))
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.current_dir(self.dir.path())
+            .arg("--store")
+            .arg(self.store());
+        c
+    }
+
+    /// The same as a std `Command`, for processes the test kills or runs in parallel.
+    fn std_cmd(&self) -> StdCommand {
+        let mut c = StdCommand::new(env!("CARGO_BIN_EXE_hubvault"));
+        c.env_clear()
+            .env("TMPDIR", self.path("tmp"))
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.current_dir(self.dir.path())
+            .arg("--store")
+            .arg(self.store());
+        c
+    }
+
+    /// `backup --from-export <export> --hub-name plant-hub --recipient …` with a tiny sort budget.
+    fn backup(&self, export: &Path) -> Command {
+        let mut c = self.cmd();
+        c.env("HUBVAULT_SORT_RUN_BYTES", "16384")
+            .args([
+                "--json",
+                "backup",
+                "--hub-name",
+                "plant-hub",
+                "--recipient",
+                &self.recipient,
+                "--from-export",
+            ])
+            .arg(export);
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd().arg("--json").args(args).output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    fn snapshot_ids(&self) -> Vec<String> {
+        let v = self.json(&["snapshots"]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn identity_args(&self) -> [String; 2] {
+        [
+            "--identity".to_owned(),
+            self.path("identity.txt").display().to_string(),
+        ]
+    }
+
+    /// Files under `dir` (recursively), including hidden temporaries.
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    out.extend(Self::files(&e.path()));
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// Object files of the store (temporaries excluded).
+    fn store_objects(&self) -> Vec<PathBuf> {
+        Self::files(&self.store())
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".hubvault-tmp"))
+            .collect()
+    }
+
+    fn assert_no_plaintext_on_disk(&self) {
+        for dir in [self.store(), self.path("tmp")] {
+            for f in Self::files(&dir) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !contains(&bytes, KEY_MARKER.as_bytes()),
+                    "plaintext device key in {}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A pseudo-random permutation (deterministic).
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, usize::try_from(x % (i as u64 + 1)).unwrap());
+    }
+    v
+}
+
+/// Export lines for `n` devices: every 10th an edge device with two modules, every 7th x509,
+/// unicode tags, ids with the punctuation `IoT Hub` allows. Returns the record lines.
+fn device_lines(n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let id = if i % 11 == 0 {
+            format!("dev-{i:05}:a.b+c%_#*?!(),=@;$'")
+        } else {
+            format!("dev-{i:05}")
+        };
+        let id_json = serde_json::to_string(&id).unwrap();
+        let edge = i % 10 == 0;
+        let auth = if i % 7 == 0 {
+            r#"{"symmetricKey":{"primaryKey":null,"secondaryKey":null},"x509Thumbprint":{"primaryThumbprint":"6E5A1C3F9B0D2E4F6A8C0B1D3E5F7A9C1B3D5E7F","secondaryThumbprint":null},"type":"selfSigned"}"#.to_owned()
+        } else {
+            format!(
+                r#"{{"symmetricKey":{{"primaryKey":"{KEY_MARKER}{i:06}p==","secondaryKey":"{KEY_MARKER}{i:06}s=="}},"type":"sas"}}"#
+            )
+        };
+        lines.push(format!(
+            r#"{{"id":{id_json},"eTag":"MQ==","status":"enabled","authentication":{auth},"tags":{{"site":"Zürich-北京","n":1.50}},"properties":{{"desired":{{"i":{i}}},"reported":{{}}}},"capabilities":{{"iotEdge":{edge}}}}}"#
+        ));
+        if edge {
+            for m in ["$edgeAgent", "filter"] {
+                lines.push(format!(
+                    r#"{{"id":{id_json},"moduleId":"{m}","eTag":"MQ==","status":"enabled","authentication":{{"symmetricKey":{{"primaryKey":"{KEY_MARKER}{i:06}{m}"}},"type":"sas"}},"capabilities":{{"iotEdge":false}}}}"#
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Write an export folder: BOM, a warning line, a blank line and CRLF endings included.
+fn write_export(dir: &Path, lines: &[String], order: Option<&[usize]>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut text = String::from("\u{feff}Warning: this export contains device keys\r\n");
+    let ordered: Vec<&String> = match order {
+        Some(o) => o.iter().map(|i| &lines[*i]).collect(),
+        None => lines.iter().collect(),
+    };
+    for (k, l) in ordered.iter().enumerate() {
+        text.push_str(l);
+        text.push_str(if k % 2 == 0 { "\r\n" } else { "\n" });
+        if k == 3 {
+            text.push('\n');
+        }
+    }
+    std::fs::write(dir.join("devices.txt"), text).unwrap();
+    let config = r#"{"id":"thermostat-v2","schemaVersion":"1.0","labels":{"team":"ops"},"content":{"deviceContent":{"properties.desired.setpoint":21}},"targetCondition":"tags.site='plant-7'","priority":10,"etag":"MQ=="}"#;
+    std::fs::write(dir.join("configurations.txt"), format!("{config}\n")).unwrap();
+    dir.to_owned()
+}
+
+/// Record lines in the order the vault stores them: by (id, moduleId), bytewise.
+fn sorted_records(lines: &[String]) -> Vec<String> {
+    let key = |l: &String| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["moduleId"].as_str().map(str::to_owned),
+        )
+    };
+    let mut v = lines.to_vec();
+    v.sort_by_key(key);
+    v
+}
+
+fn standard_export(env: &Env, n: usize, shuffle: bool) -> (PathBuf, Vec<String>) {
+    let lines = device_lines(n);
+    let order = shuffle.then(|| shuffled(lines.len()));
+    let dir = write_export(&env.path("export"), &lines, order.as_deref());
+    (dir, lines)
+}
+
+fn backup_ok(env: &Env, export: &Path) -> Value {
+    let out = env.backup(export).output().unwrap();
+    assert!(
+        out.status.success(),
+        "backup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr_of(c: &mut Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn round_trip_backup_verify_dump_is_byte_exact() {
+    let env = Env::new();
+    let (export, lines) = standard_export(&env, 300, true);
+    let report = backup_ok(&env, &export);
+    for field in [
+        "snapshot",
+        "hub",
+        "devices",
+        "modules",
+        "configurations",
+        "bytes",
+    ] {
+        assert!(
+            report.get(field).is_some(),
+            "backup --json lacks {field}: {report}"
+        );
+    }
+    assert_eq!(
+        (
+            report["devices"].as_u64(),
+            report["modules"].as_u64(),
+            report["configurations"].as_u64()
+        ),
+        (Some(300), Some(60), Some(1))
+    );
+    assert_eq!(report["skipped_lines"], 2, "warning line and blank line");
+    assert!(
+        report["runs_spilled"].as_u64().unwrap() > 1,
+        "a shuffled export spills with a small budget: {report}"
+    );
+    env.assert_no_plaintext_on_disk();
+
+    let listed = env.json(&["snapshots"]);
+    let s = &listed[0];
+    for field in [
+        "id",
+        "hub",
+        "created",
+        "devices",
+        "modules",
+        "configurations",
+        "bytes",
+    ] {
+        assert!(
+            s.get(field).is_some(),
+            "snapshots --json lacks {field}: {s}"
+        );
+    }
+    assert_eq!(s["id"], report["snapshot"]);
+    let shown = env.json(&["show", "latest"]);
+    assert_eq!(shown["counts"]["edge_devices"], 30);
+    assert_eq!(shown["recipients"][0], env.recipient.as_str());
+
+    let mut verify = env.cmd();
+    verify
+        .args(["--json", "verify", "--all", "--read-data"])
+        .args(env.identity_args());
+    let out = verify.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["snapshots"][0]["problems"], serde_json::json!([]));
+
+    env.cmd()
+        .args(["dump", "latest", "--out"])
+        .arg(env.path("restore"))
+        .args(env.identity_args())
+        .assert()
+        .success();
+    let dumped = std::fs::read_to_string(env.path("restore/devices.txt")).unwrap();
+    let expected = sorted_records(&lines)
+        .iter()
+        .fold(String::new(), |mut s, l| {
+            let _ = writeln!(s, "{l}");
+            s
+        });
+    assert!(dumped == expected, "dump differs from the export's records");
+    let configs = std::fs::read_to_string(env.path("restore/configurations.txt")).unwrap();
+    assert_eq!(
+        configs,
+        std::fs::read_to_string(export.join("configurations.txt")).unwrap()
+    );
+    let mode = std::fs::metadata(env.path("restore/devices.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A second dump into the same folder refuses to overwrite.
+    let (code, _, err) = stderr_of(
+        env.cmd()
+            .args(["dump", "latest", "--out"])
+            .arg(env.path("restore"))
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn sorted_export_is_stored_without_spilling() {
+    let env = Env::new();
+    let lines = sorted_records(&device_lines(300));
+    let export = write_export(&env.path("export"), &lines, None);
+    let report = backup_ok(&env, &export);
+    assert_eq!(report["runs_spilled"], 0, "{report}");
+    assert!(Env::files(&env.path("tmp")).is_empty());
+    env.cmd()
+        .args(["verify", "latest", "--read-data"])
+        .args(env.identity_args())
+        .assert()
+        .success();
+}
+
+fn devices_object(env: &Env) -> PathBuf {
+    env.store_objects()
+        .into_iter()
+        .find(|p| p.ends_with("devices.jsonl.zst.age"))
+        .unwrap()
+}
+
+#[test]
+fn tampered_byte_is_found() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 50, false);
+    backup_ok(&env, &export);
+    let obj = devices_object(&env);
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&obj, bytes).unwrap();
+    for read_data in [false, true] {
+        let mut c = env.cmd();
+        c.args(["--json", "verify", "--all"])
+            .args(env.identity_args());
+        if read_data {
+            c.arg("--read-data");
+        }
+        let (code, out, _) = stderr_of(&mut c);
+        assert_eq!(code, 1, "a damaged snapshot is a finding");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        let problems = v["snapshots"][0]["problems"].to_string();
+        assert!(problems.contains("sha256"), "{problems}");
+        if read_data {
+            assert!(problems.contains("cannot decrypt"), "{problems}");
+        }
+    }
+    let (code, _, err) = stderr_of(
+        env.cmd()
+            .args(["dump", "latest", "--out"])
+            .arg(env.path("r"))
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(
+        !env.path("r/devices.txt").exists(),
+        "a failed dump leaves no file"
+    );
+}
+
+#[test]
+fn truncated_object_is_found() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 50, false);
+    backup_ok(&env, &export);
+    let obj = devices_object(&env);
+    let bytes = std::fs::read(&obj).unwrap();
+    std::fs::write(&obj, &bytes[..bytes.len() - 40]).unwrap();
+    let (code, out, _) = stderr_of(
+        env.cmd()
+            .args(["--json", "verify", "--all", "--read-data"])
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 1);
+    let problems =
+        serde_json::from_str::<Value>(&out).unwrap()["snapshots"][0]["problems"].to_string();
+    assert!(problems.contains("bytes, the manifest says"), "{problems}");
+}
+
+#[test]
+fn snapshot_without_manifest_is_invisible() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 20, false);
+    backup_ok(&env, &export);
+    let manifest = env
+        .store_objects()
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json"))
+        .unwrap();
+    std::fs::remove_file(manifest).unwrap();
+    assert!(env.snapshot_ids().is_empty());
+    let (code, _, err) = stderr_of(env.cmd().args(["show", "latest"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("no snapshot latest"), "{err}");
+}
+
+#[test]
+fn wrong_identity_names_the_expected_recipients() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 20, false);
+    backup_ok(&env, &export);
+    let other = age::x25519::Identity::generate();
+    write_private(
+        &env.path("other.txt"),
+        &format!("{}\n", other.to_string().expose_secret()),
+    );
+    for args in [
+        vec!["verify", "latest", "--read-data"],
+        vec!["dump", "latest", "--out", "r"],
+    ] {
+        let (code, out, err) = stderr_of(
+            env.cmd()
+                .arg("--json")
+                .args(&args)
+                .arg("--identity")
+                .arg(env.path("other.txt")),
+        );
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(&env.recipient), "{args:?}: {err}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap()["error"]["code"],
+            "wrong_identity"
+        );
+    }
+    assert!(!env.path("r/devices.txt").exists());
+}
+
+#[test]
+fn newer_format_asks_for_an_upgrade() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 20, false);
+    backup_ok(&env, &export);
+    let manifest = env
+        .store_objects()
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json"))
+        .unwrap();
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"format\": 1", "\"format\": 2");
+    std::fs::write(&manifest, text).unwrap();
+    for args in [vec!["snapshots"], vec!["verify", "--all"]] {
+        let (code, _, err) = stderr_of(env.cmd().args(&args));
+        assert_eq!(code, 2);
+        assert!(
+            err.contains("newer hubvault") && err.contains("upgrade"),
+            "{err}"
+        );
+    }
+}
+
+fn assert_refused_and_nothing_stored(env: &Env, export: &Path, expect: &[&str]) {
+    let (code, out, err) = stderr_of(&mut env.backup(export));
+    assert_eq!(code, 2, "{err}");
+    for e in expect {
+        assert!(err.contains(e), "expected {e:?} in: {err}");
+    }
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["error"]["code"].is_string());
+    assert!(
+        !err.contains(KEY_MARKER) && !out.contains(KEY_MARKER),
+        "the error shows a key: {err}"
+    );
+    assert!(
+        env.store_objects().is_empty(),
+        "something was stored: {:?}",
+        env.store_objects()
+    );
+    assert!(
+        Env::files(&env.store().join(".hubvault-tmp")).is_empty(),
+        "a temporary was left behind"
+    );
+    assert!(
+        Env::files(&env.path("tmp")).is_empty(),
+        "a spill file was left behind"
+    );
+}
+
+#[test]
+fn malformed_line_is_refused_naming_file_line_and_id() {
+    let env = Env::new();
+    let mut lines = device_lines(200);
+    lines[150] = format!(
+        r#"{{"id":"broken-1","authentication":{{"symmetricKey":{{"primaryKey":"{KEY_MARKER}XX"}}"#
+    );
+    let export = write_export(&env.path("export"), &lines, None);
+    // Line numbers: 1 warning line, records from line 2, a blank line after the 4th record.
+    assert_refused_and_nothing_stored(
+        &env,
+        &export,
+        &["devices.txt line 153", "broken-1", "nothing was stored"],
+    );
+}
+
+#[test]
+fn empty_export_is_refused() {
+    let env = Env::new();
+    let export = write_export(&env.path("export"), &[], None);
+    assert_refused_and_nothing_stored(&env, &export, &["holds no records"]);
+}
+
+#[test]
+fn duplicate_id_is_refused_naming_both_lines() {
+    let env = Env::new();
+    let mut lines = device_lines(200);
+    lines.push(lines[5].clone());
+    let order = shuffled(lines.len());
+    let export = write_export(&env.path("export"), &lines, Some(&order));
+    let last = lines.len() - 1;
+    let line_of = |idx: usize| {
+        let k = order.iter().position(|o| *o == idx).unwrap();
+        k + 2 + usize::from(k > 3)
+    };
+    let (a, b) = (line_of(5).min(line_of(last)), line_of(5).max(line_of(last)));
+    let id = serde_json::from_str::<Value>(&lines[5]).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_refused_and_nothing_stored(
+        &env,
+        &export,
+        &[
+            "appears twice",
+            &format!("id {id} "),
+            &format!("lines {a} and {b}"),
+        ],
+    );
+}
+
+/// Start a backup that pauses at `point`, wait for its marker, SIGKILL it.
+fn kill_at(env: &Env, export: &Path, point: &str) {
+    let mut child = env
+        .std_cmd()
+        .env("HUBVAULT_FAULT_PAUSE", point)
+        .env("HUBVAULT_SORT_RUN_BYTES", "16384")
+        .args([
+            "backup",
+            "--hub-name",
+            "plant-hub",
+            "--recipient",
+            &env.recipient,
+            "--from-export",
+        ])
+        .arg(export)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let marker = format!("HUBVAULT_FAULT_PAUSE: paused at {point}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(&marker) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no pause marker for {point}: {e}");
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn killed_backups_leave_no_visible_snapshot_and_earlier_ones_intact() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 300, true);
+    let first = backup_ok(&env, &export)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for point in ["spill", "upload", "before-manifest"] {
+        kill_at(&env, &export, point);
+        assert_eq!(
+            env.snapshot_ids(),
+            std::slice::from_ref(&first),
+            "after a kill at {point}"
+        );
+        env.cmd()
+            .args(["verify", "--all", "--read-data"])
+            .args(env.identity_args())
+            .assert()
+            .success();
+        env.assert_no_plaintext_on_disk();
+    }
+    // The kill before the manifest left data objects: an orphan, not a snapshot.
+    let snapshot_folders: std::collections::BTreeSet<PathBuf> = env
+        .store_objects()
+        .iter()
+        .map(|p| p.parent().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        snapshot_folders.len(),
+        2,
+        "the committed snapshot and one orphan"
+    );
+    // A later backup still works.
+    backup_ok(&env, &export);
+    assert_eq!(env.snapshot_ids().len(), 2);
+}
+
+#[test]
+fn two_backups_at_once_both_commit() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 200, true);
+    let spawn = || {
+        env.std_cmd()
+            .env("HUBVAULT_SORT_RUN_BYTES", "16384")
+            .args([
+                "--json",
+                "backup",
+                "--hub-name",
+                "plant-hub",
+                "--recipient",
+                &env.recipient,
+                "--from-export",
+            ])
+            .arg(&export)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let id = |o: &std::process::Output| {
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(id(&a), id(&b));
+    assert_eq!(env.snapshot_ids().len(), 2);
+    env.cmd()
+        .args(["verify", "--all", "--read-data"])
+        .args(env.identity_args())
+        .assert()
+        .success();
+}
+
+#[test]
+fn device_keys_never_reach_output_at_any_verbosity() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 100, true);
+    let mut outputs = Vec::new();
+    let mut run = |c: &mut Command| {
+        let out = c.output().unwrap();
+        outputs.push((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    };
+    run(env.backup(&export).arg("-vvv"));
+    run(env.cmd().args(["-vvv", "snapshots"]));
+    run(env.cmd().args(["-vvv", "--json", "show", "latest"]));
+    run(env
+        .cmd()
+        .args(["-vvv", "--json", "verify", "--all", "--read-data"])
+        .args(env.identity_args()));
+    run(env
+        .cmd()
+        .args(["-vvv", "--json", "dump", "latest", "--out"])
+        .arg(env.path("r"))
+        .args(env.identity_args()));
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, err)| err.contains("TRACE") || err.contains("DEBUG") || err.contains("INFO")),
+        "-vvv logs something"
+    );
+    for (out, err) in &outputs {
+        assert!(
+            !out.contains(KEY_MARKER) && !err.contains(KEY_MARKER),
+            "a device key was printed:\n{out}\n{err}"
+        );
+        assert!(!err.contains("AGE-SECRET-KEY") && !out.contains("AGE-SECRET-KEY"));
+    }
+    assert!(
+        std::fs::read_to_string(env.path("r/devices.txt"))
+            .unwrap()
+            .contains(KEY_MARKER),
+        "the dump itself has the keys"
+    );
+}
+
+// ---- golden v1 snapshot (fixtures/golden, see its README) ----
+
+/// Pinned when the fixture was made; never update these to make a failure go away.
+const GOLDEN_SHA256: &[(&str, &str)] = &[
+    (
+        "TEST-ONLY-identity.txt",
+        "4966b8e3d5b5fc2e7c409ca56347039f398d2ad14a78e17c18647584cae50529",
+    ),
+    (
+        "export/configurations.txt",
+        "e3a0428789e1853d3b74b31c47be98bb55e60f1ddb00344972d8259e122a1824",
+    ),
+    (
+        "export/devices.txt",
+        "e3d50910dafd5b9f906cbc928ebc0c086e341c4fe0f3f606336806a1162fd28c",
+    ),
+    (
+        "store/golden-hub/20261126T101135Z-47912ca9/configurations.jsonl.zst.age",
+        "567fe918075c9ede4f28c40417560da032028ac0fdba48b550622ce211aee2c3",
+    ),
+    (
+        "store/golden-hub/20261126T101135Z-47912ca9/devices.jsonl.zst.age",
+        "59480d068d56e6e6e0b2c2c2e02b20a8dc6430321e7802f7d3825e91a2257e7a",
+    ),
+    (
+        "store/golden-hub/20261126T101135Z-47912ca9/manifest.json",
+        "9a1bca23b379b8e48dc8892e78c12af75630df75a591c5f6f09eee71a57bc896",
+    ),
+];
+
+#[test]
+fn golden_v1_snapshot_opens_forever() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden");
+    let mut files: Vec<String> = Env::files(&root)
+        .into_iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .filter(|p| p != "README.md" && p != ".gitattributes")
+        .collect();
+    files.sort();
+    let pinned: Vec<String> = GOLDEN_SHA256.iter().map(|(p, _)| (*p).to_owned()).collect();
+    assert_eq!(
+        files, pinned,
+        "the golden fixture's files changed; it must never be regenerated"
+    );
+    for (rel, sha) in GOLDEN_SHA256 {
+        let bytes = std::fs::read(root.join(rel)).unwrap();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+        let hex = digest.iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+        assert_eq!(
+            &hex, sha,
+            "{rel} changed; the golden fixture must never be regenerated"
+        );
+    }
+    // Git does not keep 0600; the identity is copied to a private file first.
+    let env = Env::new();
+    let identity = env.path("golden-identity.txt");
+    write_private(
+        &identity,
+        &std::fs::read_to_string(root.join("TEST-ONLY-identity.txt")).unwrap(),
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
+    c.env_clear()
+        .current_dir(env.dir.path())
+        .arg("--store")
+        .arg(root.join("store"));
+    let out = c
+        .args(["--json", "verify", "--all", "--read-data", "--identity"])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 1);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
+    c.env_clear()
+        .current_dir(env.dir.path())
+        .arg("--store")
+        .arg(root.join("store"));
+    c.args(["dump", "latest", "--out"])
+        .arg(env.path("golden-out"))
+        .arg("--identity")
+        .arg(&identity)
+        .assert()
+        .success();
+    let source = std::fs::read_to_string(root.join("export/devices.txt")).unwrap();
+    let mut want: Vec<&str> = source
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .collect();
+    want.sort_by_key(|l| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["moduleId"].as_str().map(str::to_owned),
+        )
+    });
+    let got = std::fs::read_to_string(env.path("golden-out/devices.txt")).unwrap();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+}
