@@ -1,0 +1,8 @@
+//! The one integration-test binary (each test binary links ~400 crates, so there is one).
+//! Each module is one area; tests drive the real `hubvault` binary, the simulator over HTTP and,
+//! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
+
+mod azure;
+mod policy;
+mod sim_services;
+mod vault;
