@@ -1,2 +1,8 @@
-//! the simulator (not yet implemented).
+//! the simulator
+pub mod apply;
+pub mod error;
+pub mod firewall;
+pub mod registry;
+pub mod sas;
 pub mod shared;
+pub mod wire;

@@ -1,0 +1,570 @@
+//! The identity registry of one simulated hub: devices, modules, twins, configurations.
+//!
+//! Owns: the compact in-memory model (1M devices must fit in modest memory, so fields are boxed
+//! strings and raw JSON, not `serde_json::Value` trees), etags, generation ids, edge scopes, the
+//! create / replace / delete rules with their error codes (§5.1, §6.2).
+//! Must not: know HTTP, JSON request shapes (see `wire`), or import modes (see `apply`).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::RngCore;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::error::HubError;
+
+/// Device or module authentication, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    Sas {
+        primary: Box<str>,
+        secondary: Box<str>,
+    },
+    SelfSigned {
+        primary: Box<str>,
+        secondary: Option<Box<str>>,
+    },
+    CertificateAuthority,
+    None,
+}
+
+impl Auth {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Auth::Sas { .. } => "sas",
+            Auth::SelfSigned { .. } => "selfSigned",
+            Auth::CertificateAuthority => "certificateAuthority",
+            Auth::None => "none",
+        }
+    }
+
+    /// A SAS auth with two fresh random 32-byte keys, as the service generates when keys are omitted.
+    pub fn generated_sas() -> Auth {
+        let mut rng = rand::thread_rng();
+        let mut key = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            B64.encode(b).into_boxed_str()
+        };
+        Auth::Sas {
+            primary: key(),
+            secondary: key(),
+        }
+    }
+}
+
+/// Twin state. Empty objects are stored as `None` to keep a bare device small.
+#[derive(Clone, Debug, Default)]
+pub struct Twin {
+    pub version: u64,
+    pub tags: Option<Box<RawValue>>,
+    pub desired: Option<Box<RawValue>>,
+    pub desired_version: u32,
+    pub reported: Option<Box<RawValue>>,
+    pub reported_version: u32,
+    /// Unix seconds of the last desired write (for `$metadata.$lastUpdated`).
+    pub updated: i64,
+}
+
+impl Twin {
+    pub fn new(now: i64) -> Twin {
+        Twin {
+            version: 1,
+            desired_version: 1,
+            reported_version: 1,
+            updated: now,
+            ..Twin::default()
+        }
+    }
+
+    /// Twin etag: base64 of the 8-byte big-endian version (`AAAAAAAAAAE=`), as the service writes it.
+    pub fn etag(&self) -> String {
+        B64.encode(self.version.to_be_bytes())
+    }
+
+    pub fn matches(&self, if_match: Option<&str>) -> bool {
+        etag_matches(&self.etag(), if_match)
+    }
+}
+
+/// Compact JSON of an object, `None` for null/empty. `$metadata`/`$version` are dropped: the
+/// simulator generates them.
+pub fn compact(v: Option<&Value>) -> Option<Box<RawValue>> {
+    let obj = v?.as_object()?;
+    let kept: serde_json::Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !k.starts_with('$'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    RawValue::from_string(Value::Object(kept).to_string()).ok()
+}
+
+/// Parse a stored raw object back into a map (empty when absent).
+pub fn expand(raw: Option<&RawValue>) -> serde_json::Map<String, Value> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub id: Box<str>,
+    pub managed_by: Option<Box<str>>,
+    pub etag: u64,
+    pub generation: u64,
+    pub auth: Auth,
+    pub twin: Twin,
+}
+
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub etag: u64,
+    pub generation: u64,
+    pub enabled: bool,
+    pub status_reason: Option<Box<str>>,
+    pub status_updated: i64,
+    pub auth: Auth,
+    pub edge: bool,
+    pub device_scope: Option<Box<str>>,
+    pub parent_scopes: Vec<Box<str>>,
+    pub twin: Twin,
+    pub modules: Vec<Module>,
+}
+
+/// Identity fields a caller may set on a device (from a PUT body, a bulk entry or an import line).
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    pub enabled: bool,
+    pub status_reason: Option<String>,
+    /// `None`: SAS with generated keys.
+    pub auth: Option<Auth>,
+    pub edge: bool,
+    pub device_scope: Option<String>,
+    pub parent_scopes: Vec<String>,
+}
+
+/// Rules the hub applies when it creates or replaces identities.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// Maximum number of devices (403002 beyond).
+    pub device_quota: Option<usize>,
+    /// Reject a leaf `deviceScope` that names no existing edge device (400028). The service
+    /// behaviour is UNCERTAIN (§4.2, §12.8); strict is the safer assumption for a client.
+    pub strict_scopes: bool,
+}
+
+/// The registry of one hub.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub devices: BTreeMap<Box<str>, Device>,
+    /// Bumped on every identity write: device and module etags come from it, so they change on
+    /// every write and never repeat within a run.
+    counter: u64,
+    pub configurations: BTreeMap<String, Value>,
+}
+
+/// Device and module etag: base64 of a decimal number (`MQ==`, `NzE0MzIwMjE5`), as seen in exports.
+pub fn identity_etag(n: u64) -> String {
+    B64.encode(n.to_string())
+}
+
+/// `If-Match` semantics: absent or `*` matches; otherwise compare without quotes.
+pub fn etag_matches(current: &str, if_match: Option<&str>) -> bool {
+    match if_match.map(|s| s.trim().trim_matches('"')) {
+        None | Some("*") => true,
+        Some(given) => given == current,
+    }
+}
+
+/// Device id rule of the service (`^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-:.+%_#*?!(),=@;$'".contains(c))
+}
+
+const GENERATION_BASE: u64 = 638_000_000_000_000_000;
+
+impl Registry {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    pub fn module_count(&self) -> usize {
+        self.devices.values().map(|d| d.modules.len()).sum()
+    }
+
+    pub fn device(&self, id: &str) -> Result<&Device, HubError> {
+        self.devices
+            .get(id)
+            .ok_or_else(|| HubError::device_not_found(id))
+    }
+
+    pub fn device_mut(&mut self, id: &str) -> Result<&mut Device, HubError> {
+        self.devices
+            .get_mut(id)
+            .ok_or_else(|| HubError::device_not_found(id))
+    }
+
+    pub fn module_mut(&mut self, id: &str, module: &str) -> Result<&mut Module, HubError> {
+        let d = self.device_mut(id)?;
+        d.modules
+            .iter_mut()
+            .find(|m| &*m.id == module)
+            .ok_or_else(|| HubError::module_not_found(id, module))
+    }
+
+    /// Create a device. Edge devices get their own scope and the two system modules.
+    pub fn create_device(
+        &mut self,
+        id: &str,
+        identity: Identity,
+        rules: Rules,
+        now: i64,
+    ) -> Result<&mut Device, HubError> {
+        if !valid_id(id) {
+            return Err(HubError::argument_invalid(format!(
+                "Device id '{id}' is invalid."
+            )));
+        }
+        if self.devices.contains_key(id) {
+            return Err(HubError::new(
+                409_001,
+                "DeviceAlreadyExists",
+                format!("A device with ID '{id}' is already registered."),
+            ));
+        }
+        if rules.device_quota.is_some_and(|q| self.devices.len() >= q) {
+            return Err(HubError::new(
+                403_002,
+                "IotHubQuotaExceeded",
+                "Total number of devices on IotHub exceeded the allocated quota.",
+            ));
+        }
+        let (device_scope, parent_scopes) = self.scopes_for(id, &identity, None, rules)?;
+        let etag = self.next();
+        let generation = GENERATION_BASE + self.next();
+        let mut device = Device {
+            etag,
+            generation,
+            enabled: identity.enabled,
+            status_reason: identity.status_reason.map(String::into_boxed_str),
+            status_updated: now,
+            auth: identity.auth.unwrap_or_else(Auth::generated_sas),
+            edge: identity.edge,
+            device_scope,
+            parent_scopes,
+            twin: Twin::new(now),
+            modules: Vec::new(),
+        };
+        if device.edge {
+            device.device_scope =
+                Some(format!("ms-azure-iot-edge://{id}-{generation}").into_boxed_str());
+            for system in ["$edgeAgent", "$edgeHub"] {
+                let module = Module {
+                    id: system.into(),
+                    managed_by: Some("iotEdge".into()),
+                    etag: self.next(),
+                    generation: GENERATION_BASE + self.next(),
+                    auth: Auth::None,
+                    twin: Twin::new(now),
+                };
+                device.modules.push(module);
+            }
+        }
+        Ok(self.devices.entry(id.into()).or_insert(device))
+    }
+
+    /// Replace a device's identity (twin and modules kept). `if_match` per `etag_matches`.
+    pub fn replace_device(
+        &mut self,
+        id: &str,
+        identity: Identity,
+        if_match: Option<&str>,
+        rules: Rules,
+        now: i64,
+    ) -> Result<&mut Device, HubError> {
+        let current = self.device(id)?;
+        if !etag_matches(&identity_etag(current.etag), if_match) {
+            return Err(HubError::precondition_failed(&format!("device '{id}'")));
+        }
+        let (scope, parents) = self.scopes_for(id, &identity, Some(current), rules)?;
+        let etag = self.next();
+        let (n1, n2) = (self.next(), self.next());
+        let d = self.device_mut(id)?;
+        if d.enabled != identity.enabled {
+            d.status_updated = now;
+        }
+        d.etag = etag;
+        d.enabled = identity.enabled;
+        d.status_reason = identity.status_reason.map(String::into_boxed_str);
+        if let Some(auth) = identity.auth {
+            d.auth = auth;
+        }
+        let became_edge = identity.edge && !d.edge;
+        d.edge = identity.edge;
+        d.device_scope = if d.edge {
+            Some(format!("ms-azure-iot-edge://{id}-{}", d.generation).into_boxed_str())
+        } else {
+            scope
+        };
+        d.parent_scopes = parents;
+        if became_edge && !d.modules.iter().any(|m| &*m.id == "$edgeAgent") {
+            for (system, n) in [("$edgeAgent", n1), ("$edgeHub", n2)] {
+                d.modules.push(Module {
+                    id: system.into(),
+                    managed_by: Some("iotEdge".into()),
+                    etag: n,
+                    generation: GENERATION_BASE + n,
+                    auth: Auth::None,
+                    twin: Twin::new(now),
+                });
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn delete_device(&mut self, id: &str, if_match: Option<&str>) -> Result<Device, HubError> {
+        let current = self.device(id)?;
+        if !etag_matches(&identity_etag(current.etag), if_match) {
+            return Err(HubError::precondition_failed(&format!("device '{id}'")));
+        }
+        self.devices
+            .remove(id)
+            .ok_or_else(|| HubError::device_not_found(id))
+    }
+
+    /// Create a module or replace its identity (when `if_match` is given).
+    pub fn put_module(
+        &mut self,
+        id: &str,
+        module: &str,
+        auth: Option<Auth>,
+        managed_by: Option<String>,
+        if_match: Option<&str>,
+        now: i64,
+    ) -> Result<&mut Module, HubError> {
+        if !valid_id(module) || module.starts_with('$') {
+            return Err(HubError::argument_invalid(format!(
+                "Module id '{module}' is invalid or reserved for IoT Edge."
+            )));
+        }
+        let etag = self.next();
+        let generation = GENERATION_BASE + self.next();
+        let d = self.device_mut(id)?;
+        if let Some(pos) = d.modules.iter().position(|m| &*m.id == module) {
+            let m = &mut d.modules[pos];
+            if if_match.is_none() {
+                return Err(HubError::new(
+                    409_301,
+                    "ModuleAlreadyExistsOnDevice",
+                    format!("A module with ID '{module}' is already registered on device '{id}'."),
+                ));
+            }
+            if !etag_matches(&identity_etag(m.etag), if_match) {
+                return Err(HubError::precondition_failed(&format!(
+                    "module '{id}/{module}'"
+                )));
+            }
+            m.etag = etag;
+            if let Some(a) = auth {
+                m.auth = a;
+            }
+            m.managed_by = managed_by.map(String::into_boxed_str);
+            return Ok(m);
+        }
+        if if_match.is_some_and(|m| m.trim() != "*") {
+            return Err(HubError::module_not_found(id, module));
+        }
+        let m = Module {
+            id: module.into(),
+            managed_by: managed_by.map(String::into_boxed_str),
+            etag,
+            generation,
+            auth: auth.unwrap_or_else(Auth::generated_sas),
+            twin: Twin::new(now),
+        };
+        d.modules.push(m);
+        Ok(d.modules.last_mut().expect("just pushed"))
+    }
+
+    pub fn delete_module(
+        &mut self,
+        id: &str,
+        module: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), HubError> {
+        let d = self.device_mut(id)?;
+        let pos = d
+            .modules
+            .iter()
+            .position(|m| &*m.id == module)
+            .ok_or_else(|| HubError::module_not_found(id, module))?;
+        if !etag_matches(&identity_etag(d.modules[pos].etag), if_match) {
+            return Err(HubError::precondition_failed(&format!(
+                "module '{id}/{module}'"
+            )));
+        }
+        d.modules.remove(pos);
+        Ok(())
+    }
+
+    /// The `(deviceScope, parentScopes)` a device gets. A leaf's scope must name an existing edge
+    /// device with the same generation (the generation id inside the scope differs between hubs).
+    fn scopes_for(
+        &self,
+        id: &str,
+        identity: &Identity,
+        current: Option<&Device>,
+        rules: Rules,
+    ) -> Result<(Option<Box<str>>, Vec<Box<str>>), HubError> {
+        let requested = identity
+            .device_scope
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or_else(|| identity.parent_scopes.first().map(String::as_str));
+        let requested = if identity.edge {
+            identity.parent_scopes.first().map(String::as_str)
+        } else {
+            requested
+        };
+        let Some(scope) = requested else {
+            return Ok((None, Vec::new()));
+        };
+        if current.is_some_and(|c| {
+            c.device_scope.as_deref() == Some(scope)
+                || c.parent_scopes.iter().any(|p| &**p == scope)
+        }) {
+            let parents = vec![scope.into()];
+            return Ok(((!identity.edge).then(|| scope.into()), parents));
+        }
+        if self.scope_owner(scope).is_none_or(|owner| owner == id) {
+            if rules.strict_scopes {
+                return Err(HubError::new(
+                    400_028,
+                    "InvalidDeviceScope",
+                    format!(
+                        "Device scope '{scope}' of device '{id}' does not name an edge device in this hub."
+                    ),
+                ));
+            }
+            return Ok((None, Vec::new()));
+        }
+        Ok(((!identity.edge).then(|| scope.into()), vec![scope.into()]))
+    }
+
+    /// The edge device whose current scope is `scope`.
+    pub fn scope_owner(&self, scope: &str) -> Option<&str> {
+        let rest = scope.strip_prefix("ms-azure-iot-edge://")?;
+        let (owner, _) = rest.rsplit_once('-')?;
+        let (key, device) = self.devices.get_key_value(owner)?;
+        (device.edge && device.device_scope.as_deref() == Some(scope)).then_some(&**key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        device_quota: Some(2),
+        strict_scopes: true,
+    };
+
+    fn sas() -> Identity {
+        Identity {
+            enabled: true,
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn etags_change_on_every_write_and_if_match_is_honoured() {
+        let mut r = Registry::default();
+        let e1 = identity_etag(r.create_device("d1", sas(), RULES, 0).unwrap().etag);
+        let e2 = identity_etag(
+            r.replace_device("d1", sas(), Some(&format!("\"{e1}\"")), RULES, 0)
+                .unwrap()
+                .etag,
+        );
+        assert_ne!(e1, e2);
+        let stale = r
+            .replace_device("d1", sas(), Some(&e1), RULES, 0)
+            .unwrap_err();
+        assert_eq!(stale.code, 412_001);
+        assert_eq!(r.delete_device("d1", Some(&e1)).unwrap_err().code, 412_001);
+        r.delete_device("d1", Some("*")).unwrap();
+        assert_eq!(r.delete_device("d1", Some("*")).unwrap_err().code, 404_001);
+    }
+
+    #[test]
+    fn quota_duplicates_and_bad_ids() {
+        let mut r = Registry::default();
+        r.create_device("a", sas(), RULES, 0).unwrap();
+        assert_eq!(
+            r.create_device("a", sas(), RULES, 0).unwrap_err().code,
+            409_001
+        );
+        r.create_device("b", sas(), RULES, 0).unwrap();
+        assert_eq!(
+            r.create_device("c", sas(), RULES, 0).unwrap_err().code,
+            403_002
+        );
+        assert_eq!(
+            r.create_device("bad/id", sas(), RULES, 0).unwrap_err().code,
+            400_004
+        );
+    }
+
+    #[test]
+    fn edge_devices_get_scope_system_modules_and_children() {
+        let mut r = Registry::default();
+        let rules = Rules {
+            device_quota: None,
+            strict_scopes: true,
+        };
+        let gw = r
+            .create_device(
+                "gw",
+                Identity {
+                    edge: true,
+                    ..sas()
+                },
+                rules,
+                0,
+            )
+            .unwrap();
+        let scope = gw.device_scope.clone().unwrap().to_string();
+        assert!(scope.starts_with("ms-azure-iot-edge://gw-638"));
+        assert_eq!(gw.modules.len(), 2);
+        let child = r
+            .create_device(
+                "leaf",
+                Identity {
+                    device_scope: Some(scope.clone()),
+                    ..sas()
+                },
+                rules,
+                0,
+            )
+            .unwrap();
+        assert_eq!(child.parent_scopes, vec![scope.into_boxed_str()]);
+        let foreign = Identity {
+            device_scope: Some("ms-azure-iot-edge://gw-1".into()),
+            ..sas()
+        };
+        assert_eq!(
+            r.create_device("leaf2", foreign, rules, 0)
+                .unwrap_err()
+                .code,
+            400_028
+        );
+    }
+}
