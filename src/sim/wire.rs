@@ -4,7 +4,8 @@
 //!
 //! Must not: apply business rules (registry) or import modes (apply).
 
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::error::{HubError, timestamp};
@@ -132,63 +133,113 @@ pub fn module_twin_json(id: &str, d: &Device, m: &Module) -> Value {
     })
 }
 
-fn twin_fields(line: &mut Map<String, Value>, t: &Twin) {
-    line.insert("twinETag".into(), t.etag().into());
-    line.insert("tags".into(), Value::Object(expand(t.tags.as_deref())));
-    line.insert(
-        "properties".into(),
-        json!({"desired": expand(t.desired.as_deref()), "reported": expand(t.reported.as_deref())}),
-    );
+/// Write a JSON object with keys in the given order (serde_json's map sorts keys; export lines
+/// keep the service's field order so they read like real exports).
+fn ordered(fields: &[(&str, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(*k).to_string());
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
+fn js(v: impl serde::Serialize) -> String {
+    serde_json::to_string(&v).unwrap_or_else(|_| "null".into())
+}
+
+/// `authentication` in the service's field order.
+fn auth_text(auth: &Auth) -> String {
+    let a = auth_json(auth, true);
+    let sym = ordered(&[
+        ("primaryKey", js(&a["symmetricKey"]["primaryKey"])),
+        ("secondaryKey", js(&a["symmetricKey"]["secondaryKey"])),
+    ]);
+    let x509 = ordered(&[
+        (
+            "primaryThumbprint",
+            js(&a["x509Thumbprint"]["primaryThumbprint"]),
+        ),
+        (
+            "secondaryThumbprint",
+            js(&a["x509Thumbprint"]["secondaryThumbprint"]),
+        ),
+    ]);
+    ordered(&[
+        ("symmetricKey", sym),
+        ("x509Thumbprint", x509),
+        ("type", js(auth.type_name())),
+    ])
+}
+
+fn twin_fields(line: &mut Vec<(&'static str, String)>, t: &Twin) {
+    line.push(("twinETag", js(t.etag())));
+    line.push((
+        "tags",
+        t.tags
+            .as_deref()
+            .map_or_else(|| "{}".to_string(), |r| r.get().to_string()),
+    ));
+    let desired = t.desired.as_deref().map_or("{}", RawValue::get);
+    let reported = t.reported.as_deref().map_or("{}", RawValue::get);
+    line.push((
+        "properties",
+        format!("{{\"desired\":{desired},\"reported\":{reported}}}"),
+    ));
 }
 
 /// One `devices.txt` line for a device (§3.1). `keys: false` writes `"authentication": null`,
 /// the shape observed in real exports with `excludeKeysInExport` (UNCERTAIN §12.4).
 pub fn export_device_line(id: &str, d: &Device, keys: bool) -> String {
-    let mut line = Map::new();
-    line.insert("id".into(), id.into());
-    line.insert("eTag".into(), identity_etag(d.etag).into());
-    line.insert(
-        "status".into(),
-        (if d.enabled { "enabled" } else { "disabled" }).into(),
-    );
+    let mut line = vec![
+        ("id", js(id)),
+        ("eTag", js(identity_etag(d.etag))),
+        ("status", js(if d.enabled { "enabled" } else { "disabled" })),
+    ];
     if let Some(r) = &d.status_reason {
-        line.insert("statusReason".into(), (&**r).into());
+        line.push(("statusReason", js(&**r)));
     }
-    line.insert(
-        "authentication".into(),
+    line.push((
+        "authentication",
         if keys {
-            auth_json(&d.auth, true)
+            auth_text(&d.auth)
         } else {
-            Value::Null
+            "null".into()
         },
-    );
+    ));
     twin_fields(&mut line, &d.twin);
-    line.insert("capabilities".into(), json!({"iotEdge": d.edge}));
+    line.push(("capabilities", format!("{{\"iotEdge\":{}}}", d.edge)));
     if let Some(s) = &d.device_scope {
-        line.insert("deviceScope".into(), (&**s).into());
+        line.push(("deviceScope", js(&**s)));
     }
     if !d.parent_scopes.is_empty() {
-        line.insert("parentScopes".into(), json!(d.parent_scopes));
+        line.push(("parentScopes", js(&d.parent_scopes)));
     }
-    Value::Object(line).to_string()
+    ordered(&line)
 }
 
 /// One `devices.txt` line for a module. System modules have no keys: `authentication` is null.
 pub fn export_module_line(id: &str, m: &Module, keys: bool) -> String {
-    let mut line = Map::new();
-    line.insert("id".into(), id.into());
-    line.insert("moduleId".into(), (&*m.id).into());
-    line.insert("eTag".into(), identity_etag(m.etag).into());
-    line.insert("status".into(), "enabled".into());
+    let mut line = vec![
+        ("id", js(id)),
+        ("moduleId", js(&*m.id)),
+        ("eTag", js(identity_etag(m.etag))),
+        ("status", js("enabled")),
+    ];
     let auth = if keys && m.auth != Auth::None {
-        auth_json(&m.auth, true)
+        auth_text(&m.auth)
     } else {
-        Value::Null
+        "null".into()
     };
-    line.insert("authentication".into(), auth);
+    line.push(("authentication", auth));
     twin_fields(&mut line, &m.twin);
-    line.insert("capabilities".into(), json!({"iotEdge": false}));
-    Value::Object(line).to_string()
+    line.push(("capabilities", "{\"iotEdge\":false}".into()));
+    ordered(&line)
 }
 
 /// Parse `authentication`. `Ok(None)`: absent or null (SAS with generated keys).
@@ -234,8 +285,8 @@ pub fn parse_auth(v: Option<&Value>) -> Result<Option<Auth>, HubError> {
         }
         "certificateauthority" => Ok(Some(Auth::CertificateAuthority)),
         "none" => Ok(Some(Auth::None)),
-        other => Err(HubError::argument_invalid(format!(
-            "Error converting value \"{other}\" to type 'AuthenticationType'. Path 'authentication.type'."
+        _ => Err(HubError::argument_invalid(format!(
+            "Error converting value \"{kind}\" to type 'AuthenticationType'. Path 'authentication.type'."
         ))),
     }
 }
@@ -304,6 +355,27 @@ mod tests {
             let v: Value = serde_json::from_str(line).unwrap();
             parse_identity(&v).unwrap();
         }
+        let d = Device {
+            etag: 1,
+            generation: 2,
+            enabled: false,
+            status_reason: Some("retired".into()),
+            status_updated: 0,
+            auth: Auth::Sas {
+                primary: "cA==".into(),
+                secondary: "cQ==".into(),
+            },
+            edge: false,
+            device_scope: None,
+            parent_scopes: Vec::new(),
+            twin: Twin::new(0),
+            modules: Vec::new(),
+        };
+        assert_eq!(
+            export_device_line("cam-7", &d, true),
+            r#"{"id":"cam-7","eTag":"MQ==","status":"disabled","statusReason":"retired","authentication":{"symmetricKey":{"primaryKey":"cA==","secondaryKey":"cQ=="},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"},"twinETag":"AAAAAAAAAAE=","tags":{},"properties":{"desired":{},"reported":{}},"capabilities":{"iotEdge":false}}"#
+        );
+        assert!(export_device_line("cam-7", &d, false).contains(r#""authentication":null"#));
     }
 
     #[test]
