@@ -7,6 +7,11 @@
 //! string (`scripts/test` does). Without it they are skipped with a message, unless
 //! `HUBVAULT_REQUIRE_AZURITE=1`, which makes them fail.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one conformance scenario, read top to bottom"
+)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -42,7 +47,8 @@ fn sas(resource: &str, key_b64: &str, policy: Option<&str>, expiry: u64) -> Stri
         enc(&sig)
     );
     if let Some(p) = policy {
-        t.push_str(&format!("&skn={p}"));
+        t.push_str("&skn=");
+        t.push_str(p);
     }
     t
 }
@@ -902,7 +908,7 @@ async fn export_job_lifecycle_single_slot_and_file_output() {
     sim.control(
         Method::PATCH,
         "/hubs/hub-a/limits",
-        Some(json!({"job_rate": 0.0, "export_warning": null, "job_quota_code": 403001})),
+        Some(json!({"job_rate": 0.0, "export_warning": null, "job_quota_code": 403_001})),
     )
     .await;
     let body = json!({"type": "export", "outputBlobContainerUri": file_url(dir.path()), "outputBlobName": "nokeys.txt", "excludeKeysInExport": true});
@@ -1586,9 +1592,7 @@ fn binary_starts_fast_and_writes_info_and_config() {
         .unwrap();
     while !(info.exists()
         && config.exists()
-        && std::fs::metadata(&config)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false))
+        && std::fs::metadata(&config).is_ok_and(|m| m.len() > 0))
     {
         assert!(
             started.elapsed() < Duration::from_secs(10),

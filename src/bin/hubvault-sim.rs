@@ -1,4 +1,4 @@
-//! `hubvault-sim`: a local IoT Hub, DPS, ARM and Key Vault simulator (see `hubvault::sim`).
+//! `hubvault-sim`: a local `IoT` Hub, DPS, ARM and Key Vault simulator (see `hubvault::sim`).
 //!
 //! ```text
 //! hubvault-sim --listen 127.0.0.1:0 --hub hub-a --hub hub-b --dps dps-a --devices hub-a=1000 \
@@ -8,6 +8,7 @@
 //! writes a `hubvault.toml` (DESIGN §3) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -90,22 +91,30 @@ fn toml_str(s: &str) -> String {
 /// The `--write-config` document, in the shape of DESIGN §3.
 fn config(running: &Running) -> String {
     let mut out = String::from(
-        "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\nstore = \"./hubvault-store\"\n",
+        "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\n",
     );
+    out.push_str("store = \"./hubvault-store\"\n");
     for h in &running.hubs {
-        out.push_str(&format!("\n[hubs.{}]\n", h.name));
-        out.push_str(&format!(
-            "connection-string = {}\n",
-            toml_str(&h.connection_string("iothubowner").unwrap_or_default())
-        ));
-        out.push_str(&format!("endpoint = {}\n", toml_str(&h.endpoint)));
-        out.push_str(&format!("resource-id = {}\n", toml_str(&h.resource_id)));
+        let cs = h.connection_string("iothubowner").unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n[hubs.{}]\nconnection-string = {}\n",
+            h.name,
+            toml_str(&cs)
+        );
+        let _ = write!(
+            out,
+            "endpoint = {}\nresource-id = {}\n",
+            toml_str(&h.endpoint),
+            toml_str(&h.resource_id)
+        );
     }
     if let Some(arm) = &running.arm {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
             toml_str(arm)
-        ));
+        );
     }
     out.push_str("\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"hubvault-staging\"\n");
     out

@@ -1,8 +1,8 @@
 //! Which right each data-plane operation needs and which throttle class it counts against.
 //!
 //! Pure: a function of method and path. Rights follow the contract (§1.1: registry reads need
-//! RegistryRead, writes RegistryWrite; twins, queries and configurations are also open to
-//! ServiceConnect, as the service's permission table says for "service-facing" operations).
+//! `RegistryRead`, writes `RegistryWrite`; twins, queries and configurations are also open to
+//! `ServiceConnect`, as the service's permission table says for "service-facing" operations).
 
 use axum::http::Method;
 
@@ -16,7 +16,7 @@ pub enum Need {
     All(Rights),
     /// A policy holding either set.
     Either(Rights, Rights),
-    /// A token for this device (device SAS signed with its key, or a DeviceConnect policy).
+    /// A token for this device (device SAS signed with its key, or a `DeviceConnect` policy).
     Device(String),
 }
 

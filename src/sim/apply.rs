@@ -26,7 +26,10 @@ pub enum ImportMode {
 impl ImportMode {
     /// Enum names as the service spells them; matched case-insensitively (§4.1).
     pub fn parse(s: &str) -> Option<ImportMode> {
-        use ImportMode::*;
+        use ImportMode::{
+            Create, CreateOrUpdate, CreateOrUpdateIfMatchETag, Delete, DeleteIfMatchETag, Update,
+            UpdateIfMatchETag, UpdateTwin, UpdateTwinIfMatchETag,
+        };
         [
             Create,
             CreateOrUpdate,
@@ -132,7 +135,10 @@ fn apply_device(
     opts: ApplyOptions,
     now: i64,
 ) -> Result<(), HubError> {
-    use ImportMode::*;
+    use ImportMode::{
+        Create, CreateOrUpdate, CreateOrUpdateIfMatchETag, Delete, DeleteIfMatchETag, Update,
+        UpdateIfMatchETag, UpdateTwin, UpdateTwinIfMatchETag,
+    };
     let exists = reg.devices.contains_key(id);
     let device_etag = etag_of(line, "eTag");
     let twin_etag = etag_of(line, "twinETag");
@@ -210,7 +216,10 @@ fn apply_module(
     opts: ApplyOptions,
     now: i64,
 ) -> Result<(), HubError> {
-    use ImportMode::*;
+    use ImportMode::{
+        Create, CreateOrUpdateIfMatchETag, Delete, DeleteIfMatchETag, Update, UpdateIfMatchETag,
+        UpdateTwin, UpdateTwinIfMatchETag,
+    };
     if module.starts_with('$') {
         // System modules are recreated with their edge device; the service refuses them on import
         // (issue azure-iot-sdk-csharp#1146).

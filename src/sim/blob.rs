@@ -6,6 +6,7 @@
 //! permission check of contract §1.4. Must not: show a SAS — errors carry the blob name and the
 //! storage error code only, never a URL (`reqwest::Error::without_url`).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -143,7 +144,7 @@ impl Container {
         Ok(url)
     }
 
-    async fn check(resp: reqwest::Response, blob: &str) -> Result<reqwest::Response, BlobError> {
+    fn check(resp: reqwest::Response, blob: &str) -> Result<reqwest::Response, BlobError> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -182,7 +183,7 @@ impl Container {
             .send()
             .await
             .map_err(transport)?;
-        let resp = Self::check(resp, name).await?;
+        let resp = Self::check(resp, name)?;
         Ok(resp.bytes().await.map_err(transport)?.to_vec())
     }
 
@@ -200,7 +201,7 @@ impl Container {
             req = req.header("x-ms-blob-type", "BlockBlob");
         }
         let resp = req.body(body).send().await.map_err(transport)?;
-        Self::check(resp, name).await.map(drop)
+        Self::check(resp, name).map(drop)
     }
 
     /// Start writing a blob (replaced if it exists).
@@ -287,7 +288,7 @@ impl BlobWriter {
         }
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
         for id in &self.blocks {
-            xml.push_str(&format!("<Latest>{id}</Latest>"));
+            let _ = write!(xml, "<Latest>{id}</Latest>");
         }
         xml.push_str("</BlockList>");
         self.container

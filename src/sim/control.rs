@@ -10,7 +10,7 @@
 //! | GET | `/hubs/{hub}/configurations` | → `configurations.txt` JSON lines |
 //! | DELETE | `/hubs/{hub}/registry` | → 204; removes every device and configuration |
 //! | GET / PUT | `/hubs/{hub}/firewall` | `{"publicNetworkAccess","networkRuleSets","ipFilterRules"}` (any subset; `null` removes) → the three fields as now in the ARM resource document |
-//! | GET / PATCH | `/hubs/{hub}/limits` | a partial `Limits` document (snake_case; e.g. `{"device_quota":10,"job_rate":50,"rates":{"registry":1},"retry_after_secs":1}`) → the whole document; unknown keys → 400 |
+//! | GET / PATCH | `/hubs/{hub}/limits` | a partial `Limits` document (`snake_case`; e.g. `{"device_quota":10,"job_rate":50,"rates":{"registry":1},"retry_after_secs":1}`) → the whole document; unknown keys → 400 |
 //! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `expire_tokens_early_secs`) → the whole document |
 //! | GET | `/hubs/{hub}/messages` | → `{"<deviceId>": count}` of device-to-cloud messages accepted |
 //! | GET | `/hubs/{hub}/jobs` | → the job list, as `GET /jobs` on the hub would give it |
@@ -42,6 +42,10 @@ fn fail(status: StatusCode, text: impl Into<String>) -> Response {
     json_response(status, &json!({"error": text.into()}))
 }
 
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response"
+)]
 fn find(c: &Control, name: &str) -> Result<Arc<Hub>, Response> {
     c.hubs
         .iter()
@@ -143,7 +147,7 @@ async fn load(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) ->
         match result {
             Ok(()) => applied += 1,
             Err(e) => {
-                errors.push(json!({"line": n + 1, "errorCode": e.code, "errorStatus": e.message}))
+                errors.push(json!({"line": n + 1, "errorCode": e.code, "errorStatus": e.message}));
             }
         }
     }
@@ -182,13 +186,7 @@ async fn registry(State(c): State<Shared>, Path(name): Path<String>) -> Response
 
 async fn configurations(State(c): State<Shared>, Path(name): Path<String>) -> Response {
     match find(&c, &name) {
-        Ok(hub) => ndjson(
-            lock(&hub.registry)
-                .configurations
-                .values()
-                .map(|v| format!("{v}\n"))
-                .collect(),
-        ),
+        Ok(hub) => ndjson(lock(&hub.registry).configuration_lines()),
         Err(r) => r,
     }
 }

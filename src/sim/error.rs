@@ -1,4 +1,4 @@
-//! IoT Hub data-plane errors as the service puts them on the wire (contract §6), plus the
+//! `IoT` Hub data-plane errors as the service puts them on the wire (contract §6), plus the
 //! simulator's own start-up errors.
 //!
 //! Owns: the two error body shapes of §6.1 (A: JSON inside the `Message` string; B: the legacy
@@ -35,7 +35,7 @@ pub enum BodyShape {
 pub struct HubError {
     /// Six-digit code (`401002`); its first three digits are the HTTP status.
     pub code: u32,
-    /// ErrorCode name for the `iothub-errorcode` header (`IotHubUnauthorizedAccess`).
+    /// `ErrorCode` name for the `iothub-errorcode` header (`IotHubUnauthorizedAccess`).
     pub name: &'static str,
     pub message: String,
     pub shape: BodyShape,
@@ -102,6 +102,7 @@ impl HubError {
         )
     }
 
+    #[must_use]
     pub fn with_shape(mut self, shape: BodyShape) -> Self {
         self.shape = shape;
         self

@@ -91,11 +91,7 @@ pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Re
         let name = request["configurationsBlobName"]
             .as_str()
             .unwrap_or("configurations.txt");
-        let text: String = lock(&hub.registry)
-            .configurations
-            .values()
-            .map(|c| format!("{c}\n"))
-            .collect();
+        let text = lock(&hub.registry).configuration_lines();
         let mut w = container
             .writer(name, block_size)
             .await

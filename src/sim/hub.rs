@@ -1,4 +1,4 @@
-//! One simulated IoT Hub: its state and its data-plane router.
+//! One simulated `IoT` Hub: its state and its data-plane router.
 //!
 //! Owns: the per-request gate, in the order a real hub applies it — injected faults, IP
 //! firewall (from the ARM resource document), `api-version`, authentication and rights,
@@ -330,7 +330,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     r
 }
 
-/// Parse a request body as JSON; a malformed body is 400004 ArgumentInvalid.
+/// Parse a request body as JSON; a malformed body is 400004 `ArgumentInvalid`.
 pub fn body_json(body: &[u8]) -> Result<Value, HubError> {
     serde_json::from_slice(body)
         .map_err(|e| HubError::argument_invalid(format!("The request body is not valid JSON: {e}")))

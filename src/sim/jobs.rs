@@ -137,6 +137,11 @@ pub struct Progress {
 
 impl Progress {
     /// Items per step: a twentieth of a second's worth, so progress moves smoothly.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "rate is positive and far below usize::MAX"
+    )]
     pub fn chunk(&self) -> usize {
         if self.rate <= 0.0 {
             1000
@@ -150,6 +155,10 @@ impl Progress {
     }
 
     /// Record `n` more items: update progress, sleep to keep the rate, honour cancel and faults.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a step is at most a few thousand items"
+    )]
     pub async fn advance(&mut self, n: usize) -> Result<(), JobEnd> {
         self.done += n;
         if self.fail_half_way && self.done * 2 >= self.total {
@@ -167,11 +176,10 @@ impl Progress {
         if job.status == Status::Cancelled {
             return Err(JobEnd::Cancelled);
         }
-        let pct = if self.total == 0 {
-            0
-        } else {
-            (self.done * 100 / self.total).min(99)
-        };
+        let pct = (self.done * 100)
+            .checked_div(self.total)
+            .unwrap_or(0)
+            .min(99);
         job.progress = u8::try_from(pct).unwrap_or(99);
         Ok(())
     }

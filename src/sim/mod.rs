@@ -1,4 +1,4 @@
-//! `hubvault-sim`: a local IoT Hub (plus, from sibling modules, ARM, DPS and Key Vault) that
+//! `hubvault-sim`: a local `IoT` Hub (plus, from sibling modules, ARM, DPS and Key Vault) that
 //! speaks the real wire contract (`shared/reference/azure-contract.md`) and is strict where
 //! Azure is strict. Every test of a live path stands on it.
 //!

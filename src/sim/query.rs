@@ -1,10 +1,10 @@
-//! `POST /devices/query` (contract §5.3): a deliberately small subset of the IoT Hub query
+//! `POST /devices/query` (contract §5.3): a deliberately small subset of the `IoT` Hub query
 //! language — enough for backup verification and preflight, not a SQL engine.
 //!
 //! Supported: `SELECT * | COUNT() AS name | field, … FROM devices | devices.modules
 //! [WHERE path op literal [AND …]]` with `=`, `!=`, `<>`; literals are quoted strings, numbers,
 //! `true`, `false`, `null`. Paging: `x-ms-max-item-count`, `x-ms-continuation` (an opaque
-//! cursor: the last key returned). Anything else is 400 ArgumentInvalid, as the service rejects
+//! cursor: the last key returned). Anything else is 400 `ArgumentInvalid`, as the service rejects
 //! what it cannot parse.
 
 use std::ops::Bound;
@@ -203,7 +203,7 @@ impl Parsed {
 fn page(
     reg: &Registry,
     q: &Parsed,
-    cursor: Option<(String, String)>,
+    cursor: Option<&(String, String)>,
     page: usize,
 ) -> (Vec<Value>, Option<(String, String)>) {
     let mut items = Vec::new();
@@ -293,7 +293,7 @@ pub async fn run(
         .len();
         (vec![json!({ name: all })], None, "raw")
     } else {
-        let (items, next) = page(&reg, &q, cursor, size);
+        let (items, next) = page(&reg, &q, cursor.as_ref(), size);
         (items, next, if q.fields.is_some() { "raw" } else { "twin" })
     };
     drop(reg);

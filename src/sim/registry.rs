@@ -189,6 +189,9 @@ pub fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-:.+%_#*?!(),=@;$'".contains(c))
 }
 
+/// `(deviceScope, parentScopes)` of a device.
+type Scopes = (Option<Box<str>>, Vec<Box<str>>);
+
 const GENERATION_BASE: u64 = 638_000_000_000_000_000;
 
 impl Registry {
@@ -197,8 +200,14 @@ impl Registry {
         self.counter
     }
 
-    pub fn module_count(&self) -> usize {
-        self.devices.values().map(|d| d.modules.len()).sum()
+    /// `configurations.txt` content: one JSON line per configuration.
+    pub fn configuration_lines(&self) -> String {
+        let mut out = String::new();
+        for c in self.configurations.values() {
+            out.push_str(&c.to_string());
+            out.push('\n');
+        }
+        out
     }
 
     pub fn device(&self, id: &str) -> Result<&Device, HubError> {
@@ -424,7 +433,7 @@ impl Registry {
         identity: &Identity,
         current: Option<&Device>,
         rules: Rules,
-    ) -> Result<(Option<Box<str>>, Vec<Box<str>>), HubError> {
+    ) -> Result<Scopes, HubError> {
         let requested = identity
             .device_scope
             .as_deref()

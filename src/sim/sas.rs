@@ -14,7 +14,7 @@ use super::error::HubError;
 use super::shared::AccessPolicy;
 
 /// Rights a policy grants, as a small bit set. `RegistryWrite` includes `RegistryRead`, as in
-/// Azure (the `iothubowner` listkeys shows "RegistryWrite, ServiceConnect, DeviceConnect").
+/// Azure (the `iothubowner` listkeys shows "`RegistryWrite`, `ServiceConnect`, `DeviceConnect`").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Rights(u8);
 
@@ -35,6 +35,7 @@ impl Rights {
         })
     }
 
+    #[must_use]
     pub fn union(self, other: Rights) -> Rights {
         Rights(self.0 | other.0)
     }

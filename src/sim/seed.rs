@@ -6,6 +6,8 @@
 //! device, desired and reported properties on most; two configurations (a device configuration
 //! and an edge deployment). Everything else is SAS with keys drawn from the seeded generator.
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::rngs::StdRng;
@@ -22,10 +24,11 @@ fn key(rng: &mut StdRng) -> Box<str> {
 }
 
 fn thumbprint(rng: &mut StdRng) -> Box<str> {
-    (0..20)
-        .map(|_| format!("{:02X}", rng.r#gen::<u8>()))
-        .collect::<String>()
-        .into_boxed_str()
+    let mut hex = String::with_capacity(40);
+    for _ in 0..20 {
+        let _ = write!(hex, "{:02X}", rng.r#gen::<u8>());
+    }
+    hex.into_boxed_str()
 }
 
 fn raw(text: String) -> Option<Box<RawValue>> {
@@ -85,7 +88,7 @@ pub fn seed(reg: &mut Registry, count: usize, seed: u64, start: usize, now: i64)
         created += 1;
         let site = i / 1000;
         device.twin.tags = raw(json!({"site": format!("plant-{site}"), "line": i % 7}).to_string());
-        if roll % 4 != 0 {
+        if !roll.is_multiple_of(4) {
             device.twin.desired = raw(json!({"telemetryIntervalSec": 10 + roll % 50}).to_string());
             device.twin.reported =
                 raw(json!({"fwVersion": format!("2.{}.{}", roll % 5, i % 10)}).to_string());

@@ -90,13 +90,7 @@ pub async fn get_twin(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Ha
     ))
 }
 
-async fn device_write(
-    hub: &Hub,
-    id: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    how: Write,
-) -> Handled {
+fn device_write(hub: &Hub, id: &str, headers: &HeaderMap, body: &[u8], how: Write) -> Handled {
     let body = body_json(body)?;
     let mut reg = lock(&hub.registry);
     let d = reg.device_mut(id)?;
@@ -115,7 +109,7 @@ pub async fn put_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Handled {
-    device_write(&hub, &id, &headers, &body, Write::Replace).await
+    device_write(&hub, &id, &headers, &body, Write::Replace)
 }
 
 pub async fn patch_twin(
@@ -124,7 +118,7 @@ pub async fn patch_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Handled {
-    device_write(&hub, &id, &headers, &body, Write::Merge).await
+    device_write(&hub, &id, &headers, &body, Write::Merge)
 }
 
 pub async fn get_module_twin(
@@ -141,7 +135,7 @@ pub async fn get_module_twin(
     Ok(json_response(StatusCode::OK, &module_twin_json(&id, d, m)))
 }
 
-async fn module_write(
+fn module_write(
     hub: &Hub,
     id: &str,
     mid: &str,
@@ -173,7 +167,7 @@ pub async fn put_module_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Handled {
-    module_write(&hub, &id, &mid, &headers, &body, Write::Replace).await
+    module_write(&hub, &id, &mid, &headers, &body, Write::Replace)
 }
 
 pub async fn patch_module_twin(
@@ -182,7 +176,7 @@ pub async fn patch_module_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Handled {
-    module_write(&hub, &id, &mid, &headers, &body, Write::Merge).await
+    module_write(&hub, &id, &mid, &headers, &body, Write::Merge)
 }
 
 #[cfg(test)]

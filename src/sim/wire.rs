@@ -14,9 +14,7 @@ use super::registry::{Auth, Device, Identity, Module, Twin, expand, identity_eta
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
 fn unix_ts(secs: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .map(timestamp)
-        .unwrap_or_else(|_| NEVER.to_string())
+    OffsetDateTime::from_unix_timestamp(secs).map_or_else(|_| NEVER.to_string(), timestamp)
 }
 
 /// `authentication` object. `keys: false` gives the `excludeKeysInExport` shape (`null` keys).
@@ -133,7 +131,7 @@ pub fn module_twin_json(id: &str, d: &Device, m: &Module) -> Value {
     })
 }
 
-/// Write a JSON object with keys in the given order (serde_json's map sorts keys; export lines
+/// Write a JSON object with keys in the given order (`serde_json`'s map sorts keys; export lines
 /// keep the service's field order so they read like real exports).
 fn ordered(fields: &[(&str, String)]) -> String {
     let mut out = String::from("{");
@@ -296,8 +294,7 @@ fn check_key(k: &str) -> Result<(), HubError> {
     use base64::Engine as _;
     let n = base64::engine::general_purpose::STANDARD
         .decode(k)
-        .map(|b| b.len())
-        .unwrap_or(0);
+        .map_or(0, |b| b.len());
     if (16..=64).contains(&n) {
         Ok(())
     } else {
