@@ -115,14 +115,14 @@ fn has_twin(line: &Value) -> bool {
 /// Overwrite tags and desired (and reported when allowed) from the line.
 fn write_twin(t: &mut Twin, line: &Value, apply_reported: bool, now: i64) {
     t.version += 1;
-    t.tags = compact(line.get("tags"));
+    t.set_tags(compact(line.get("tags")));
     if let Some(desired) = line.pointer("/properties/desired") {
-        t.desired = compact(Some(desired));
+        t.set_desired(compact(Some(desired)));
         t.desired_version += 1;
         t.updated = now;
     }
     if apply_reported && let Some(reported) = line.pointer("/properties/reported") {
-        t.reported = compact(Some(reported));
+        t.set_reported(compact(Some(reported)));
         t.reported_version += 1;
     }
 }
@@ -321,7 +321,7 @@ mod tests {
         }
         apply_line(&mut reg, &line, Create, OPTS, 0).unwrap();
         assert!(
-            reg.devices["d1"].twin.reported.is_none(),
+            reg.devices["d1"].twin.reported().is_none(),
             "reported ignored by default"
         );
         assert_eq!(

@@ -303,7 +303,7 @@ fn check_device_token(
     let device = reg.devices.get(id).ok_or_else(HubError::unauthorized)?;
     let signed = match &device.auth {
         super::registry::Auth::Sas { primary, secondary } => {
-            token.signed_with(primary) || token.signed_with(secondary)
+            token.signed_with(&primary.text()) || token.signed_with(&secondary.text())
         }
         _ => false,
     };

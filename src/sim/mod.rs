@@ -33,6 +33,7 @@ pub mod jobs;
 pub mod limits;
 pub mod net;
 pub mod query;
+pub mod records;
 pub mod registry;
 pub mod sas;
 pub mod seed;

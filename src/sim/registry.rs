@@ -9,106 +9,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rand::RngCore;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::error::HubError;
-
-/// Device or module authentication, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Auth {
-    Sas {
-        primary: Box<str>,
-        secondary: Box<str>,
-    },
-    SelfSigned {
-        primary: Box<str>,
-        secondary: Option<Box<str>>,
-    },
-    CertificateAuthority,
-    None,
-}
-
-impl Auth {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Auth::Sas { .. } => "sas",
-            Auth::SelfSigned { .. } => "selfSigned",
-            Auth::CertificateAuthority => "certificateAuthority",
-            Auth::None => "none",
-        }
-    }
-
-    /// A SAS auth with two fresh random 32-byte keys, as the service generates when keys are omitted.
-    pub fn generated_sas() -> Auth {
-        let mut rng = rand::thread_rng();
-        let mut key = || {
-            let mut b = [0u8; 32];
-            rng.fill_bytes(&mut b);
-            B64.encode(b).into_boxed_str()
-        };
-        Auth::Sas {
-            primary: key(),
-            secondary: key(),
-        }
-    }
-}
-
-/// Twin state. Empty objects are stored as `None` to keep a bare device small.
-#[derive(Clone, Debug, Default)]
-pub struct Twin {
-    pub version: u64,
-    pub tags: Option<Box<RawValue>>,
-    pub desired: Option<Box<RawValue>>,
-    pub desired_version: u32,
-    pub reported: Option<Box<RawValue>>,
-    pub reported_version: u32,
-    /// Unix seconds of the last desired write (for `$metadata.$lastUpdated`).
-    pub updated: i64,
-}
-
-impl Twin {
-    pub fn new(now: i64) -> Twin {
-        Twin {
-            version: 1,
-            desired_version: 1,
-            reported_version: 1,
-            updated: now,
-            ..Twin::default()
-        }
-    }
-
-    /// Twin etag: base64 of the 8-byte big-endian version (`AAAAAAAAAAE=`), as the service writes it.
-    pub fn etag(&self) -> String {
-        B64.encode(self.version.to_be_bytes())
-    }
-
-    pub fn matches(&self, if_match: Option<&str>) -> bool {
-        etag_matches(&self.etag(), if_match)
-    }
-}
-
-/// Compact JSON of an object, `None` for null/empty. `$metadata`/`$version` are dropped: the
-/// simulator generates them.
-pub fn compact(v: Option<&Value>) -> Option<Box<RawValue>> {
-    let obj = v?.as_object()?;
-    let kept: serde_json::Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if kept.is_empty() {
-        return None;
-    }
-    RawValue::from_string(Value::Object(kept).to_string()).ok()
-}
-
-/// Parse a stored raw object back into a map (empty when absent).
-pub fn expand(raw: Option<&RawValue>) -> serde_json::Map<String, Value> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
-        .unwrap_or_default()
-}
+pub use super::records::{Auth, Key, Twin, compact, etag_matches, expand};
 
 #[derive(Clone, Debug)]
 pub struct Module {
@@ -160,7 +64,9 @@ pub struct Rules {
 /// The registry of one hub.
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub devices: BTreeMap<Box<str>, Device>,
+    /// Boxed values: B-tree nodes fill to about half on ascending inserts, so keeping values
+    /// out of the nodes saves more than the pointer costs.
+    pub devices: BTreeMap<Box<str>, Box<Device>>,
     /// Bumped on every identity write: device and module etags come from it, so they change on
     /// every write and never repeat within a run.
     counter: u64,
@@ -170,14 +76,6 @@ pub struct Registry {
 /// Device and module etag: base64 of a decimal number (`MQ==`, `NzE0MzIwMjE5`), as seen in exports.
 pub fn identity_etag(n: u64) -> String {
     B64.encode(n.to_string())
-}
-
-/// `If-Match` semantics: absent or `*` matches; otherwise compare without quotes.
-pub fn etag_matches(current: &str, if_match: Option<&str>) -> bool {
-    match if_match.map(|s| s.trim().trim_matches('"')) {
-        None | Some("*") => true,
-        Some(given) => given == current,
-    }
 }
 
 /// Device id rule of the service (`^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`).
@@ -213,12 +111,14 @@ impl Registry {
     pub fn device(&self, id: &str) -> Result<&Device, HubError> {
         self.devices
             .get(id)
+            .map(|d| &**d)
             .ok_or_else(|| HubError::device_not_found(id))
     }
 
     pub fn device_mut(&mut self, id: &str) -> Result<&mut Device, HubError> {
         self.devices
             .get_mut(id)
+            .map(|d| &mut **d)
             .ok_or_else(|| HubError::device_not_found(id))
     }
 
@@ -288,7 +188,7 @@ impl Registry {
                 device.modules.push(module);
             }
         }
-        Ok(self.devices.entry(id.into()).or_insert(device))
+        Ok(self.devices.entry(id.into()).or_insert(Box::new(device)))
     }
 
     /// Replace a device's identity (twin and modules kept). `if_match` per `etag_matches`.
@@ -347,6 +247,7 @@ impl Registry {
         }
         self.devices
             .remove(id)
+            .map(|d| *d)
             .ok_or_else(|| HubError::device_not_found(id))
     }
 

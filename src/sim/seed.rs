@@ -8,19 +8,16 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::json;
-use serde_json::value::RawValue;
 
-use super::registry::{Auth, Identity, Registry, Rules};
+use super::registry::{Auth, Identity, Key, Registry, Rules};
 
-fn key(rng: &mut StdRng) -> Box<str> {
+fn key(rng: &mut StdRng) -> Key {
     let mut b = [0u8; 32];
     rng.fill_bytes(&mut b);
-    B64.encode(b).into_boxed_str()
+    Key::Bytes32(b)
 }
 
 fn thumbprint(rng: &mut StdRng) -> Box<str> {
@@ -29,10 +26,6 @@ fn thumbprint(rng: &mut StdRng) -> Box<str> {
         let _ = write!(hex, "{:02X}", rng.r#gen::<u8>());
     }
     hex.into_boxed_str()
-}
-
-fn raw(text: String) -> Option<Box<RawValue>> {
-    RawValue::from_string(text).ok()
 }
 
 /// Add `count` devices (ids `dev-0000001`…, gateways `gw-0000001`…, numbered from `start`) and
@@ -87,11 +80,15 @@ pub fn seed(reg: &mut Registry, count: usize, seed: u64, start: usize, now: i64)
         };
         created += 1;
         let site = i / 1000;
-        device.twin.tags = raw(json!({"site": format!("plant-{site}"), "line": i % 7}).to_string());
-        if !roll.is_multiple_of(4) {
-            device.twin.desired = raw(json!({"telemetryIntervalSec": 10 + roll % 50}).to_string());
-            device.twin.reported =
-                raw(json!({"fwVersion": format!("2.{}.{}", roll % 5, i % 10)}).to_string());
+        let tags = json!({"site": format!("plant-{site}"), "line": i % 7}).to_string();
+        if roll.is_multiple_of(4) {
+            device.twin.set_docs(Some(&tags), None, None);
+        } else {
+            let desired = json!({"telemetryIntervalSec": 10 + roll % 50}).to_string();
+            let reported = json!({"fwVersion": format!("2.{}.{}", roll % 5, i % 10)}).to_string();
+            device
+                .twin
+                .set_docs(Some(&tags), Some(&desired), Some(&reported));
             device.twin.version = 3;
             device.twin.desired_version = 2;
             device.twin.reported_version = 2;

@@ -57,9 +57,7 @@ fn write(twin: &mut Twin, body: &Value, how: Write, now: i64) -> Result<(), HubE
             "The twin body must be a JSON object.",
         ));
     }
-    let apply = |current: Option<&serde_json::value::RawValue>,
-                 new: Option<&Value>|
-     -> Option<Option<Box<serde_json::value::RawValue>>> {
+    let apply = |current: Option<&str>, new: Option<&Value>| -> Option<Option<String>> {
         let new = new?;
         Some(match (how, new.as_object()) {
             (Write::Merge, Some(p)) => {
@@ -70,11 +68,11 @@ fn write(twin: &mut Twin, body: &Value, how: Write, now: i64) -> Result<(), HubE
             _ => compact(Some(new)),
         })
     };
-    if let Some(tags) = apply(twin.tags.as_deref(), body.get("tags")) {
-        twin.tags = tags;
+    if let Some(tags) = apply(twin.tags(), body.get("tags")) {
+        twin.set_tags(tags);
     }
-    if let Some(desired) = apply(twin.desired.as_deref(), body.pointer("/properties/desired")) {
-        twin.desired = desired;
+    if let Some(desired) = apply(twin.desired(), body.pointer("/properties/desired")) {
+        twin.set_desired(desired);
         twin.desired_version += 1;
         twin.updated = now;
     }
@@ -204,11 +202,11 @@ mod tests {
         .unwrap();
         assert_ne!(e1, t.etag());
         assert_eq!(
-            Value::Object(expand(t.tags.as_deref())),
+            Value::Object(expand(t.tags())),
             json!({"b": {"c": 2, "d": 3}})
         );
         assert_eq!(t.desired_version, 2);
         write(&mut t, &json!({"tags": {"z": 0}}), Write::Replace, 0).unwrap();
-        assert_eq!(Value::Object(expand(t.tags.as_deref())), json!({"z": 0}));
+        assert_eq!(Value::Object(expand(t.tags())), json!({"z": 0}));
     }
 }

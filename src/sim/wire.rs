@@ -4,7 +4,6 @@
 //!
 //! Must not: apply business rules (registry) or import modes (apply).
 
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -19,10 +18,12 @@ fn unix_ts(secs: i64) -> String {
 
 /// `authentication` object. `keys: false` gives the `excludeKeysInExport` shape (`null` keys).
 pub fn auth_json(auth: &Auth, keys: bool) -> Value {
-    let (pk, sk, pt, st): (Option<&str>, Option<&str>, Option<&str>, Option<&str>) = match auth {
-        Auth::Sas { primary, secondary } => (Some(primary), Some(secondary), None, None),
+    let (pk, sk, pt, st) = match auth {
+        Auth::Sas { primary, secondary } => {
+            (Some(primary.text()), Some(secondary.text()), None, None)
+        }
         Auth::SelfSigned { primary, secondary } => {
-            (None, None, Some(primary), secondary.as_deref())
+            (None, None, Some(&**primary), secondary.as_deref())
         }
         Auth::CertificateAuthority | Auth::None => (None, None, None, None),
     };
@@ -70,13 +71,13 @@ pub fn module_json(device_id: &str, m: &Module) -> Value {
 }
 
 fn properties_json(t: &Twin) -> Value {
-    let mut desired = expand(t.desired.as_deref());
+    let mut desired = expand(t.desired());
     desired.insert(
         "$metadata".into(),
         json!({"$lastUpdated": unix_ts(t.updated)}),
     );
     desired.insert("$version".into(), json!(t.desired_version));
-    let mut reported = expand(t.reported.as_deref());
+    let mut reported = expand(t.reported());
     reported.insert(
         "$metadata".into(),
         json!({"$lastUpdated": unix_ts(t.updated)}),
@@ -108,7 +109,7 @@ pub fn twin_json(id: &str, d: &Device) -> Value {
         "capabilities": {"iotEdge": d.edge},
         "deviceScope": d.device_scope.as_deref(),
         "parentScopes": d.parent_scopes,
-        "tags": expand(d.twin.tags.as_deref()),
+        "tags": expand(d.twin.tags()),
         "properties": properties_json(&d.twin),
     })
 }
@@ -126,7 +127,7 @@ pub fn module_twin_json(id: &str, d: &Device, m: &Module) -> Value {
         "x509Thumbprint": {"primaryThumbprint": null, "secondaryThumbprint": null},
         "modelId": "",
         "version": m.twin.version,
-        "tags": expand(m.twin.tags.as_deref()),
+        "tags": expand(m.twin.tags()),
         "properties": properties_json(&m.twin),
     })
 }
@@ -177,14 +178,9 @@ fn auth_text(auth: &Auth) -> String {
 
 fn twin_fields(line: &mut Vec<(&'static str, String)>, t: &Twin) {
     line.push(("twinETag", js(t.etag())));
-    line.push((
-        "tags",
-        t.tags
-            .as_deref()
-            .map_or_else(|| "{}".to_string(), |r| r.get().to_string()),
-    ));
-    let desired = t.desired.as_deref().map_or("{}", RawValue::get);
-    let reported = t.reported.as_deref().map_or("{}", RawValue::get);
+    line.push(("tags", t.tags().unwrap_or("{}").to_string()));
+    let desired = t.desired().unwrap_or("{}");
+    let reported = t.reported().unwrap_or("{}");
     line.push((
         "properties",
         format!("{{\"desired\":{desired},\"reported\":{reported}}}"),
