@@ -115,14 +115,14 @@ fn has_twin(line: &Value) -> bool {
 /// Overwrite tags and desired (and reported when allowed) from the line.
 fn write_twin(t: &mut Twin, line: &Value, apply_reported: bool, now: i64) {
     t.version += 1;
-    t.set_tags(compact(line.get("tags")));
+    t.set_tags(compact(line.get("tags")).as_deref());
     if let Some(desired) = line.pointer("/properties/desired") {
-        t.set_desired(compact(Some(desired)));
+        t.set_desired(compact(Some(desired)).as_deref());
         t.desired_version += 1;
         t.updated = now;
     }
     if apply_reported && let Some(reported) = line.pointer("/properties/reported") {
-        t.set_reported(compact(Some(reported)));
+        t.set_reported(compact(Some(reported)).as_deref());
         t.reported_version += 1;
     }
 }
@@ -228,7 +228,7 @@ fn apply_module(
         )));
     }
     let device = reg.device(id)?;
-    let existing = device.modules.iter().find(|m| &*m.id == module);
+    let existing = device.modules().iter().find(|m| &*m.id == module);
     let mismatch = || HubError::precondition_failed(&format!("module '{id}/{module}'"));
     let device_etag = etag_of(line, "eTag");
     match (mode, existing) {
@@ -395,7 +395,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(reg.devices["gw"].modules.len(), 3);
+        assert_eq!(reg.devices["gw"].modules().len(), 3);
         let sys = apply_line(
             &mut reg,
             &json!({"id": "gw", "moduleId": "$edgeAgent"}),

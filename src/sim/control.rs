@@ -176,7 +176,7 @@ async fn registry(State(c): State<Shared>, Path(name): Path<String>) -> Response
     for (id, d) in &reg.devices {
         out.push_str(&export_device_line(id, d, true));
         out.push('\n');
-        for m in &d.modules {
+        for m in d.modules() {
             out.push_str(&export_module_line(id, m, true));
             out.push('\n');
         }

@@ -85,7 +85,7 @@ pub async fn delete_device(
 pub async fn list_modules(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Handled {
     let reg = lock(&hub.registry);
     let d = reg.device(&id)?;
-    let items: Vec<Value> = d.modules.iter().map(|m| module_json(&id, m)).collect();
+    let items: Vec<Value> = d.modules().iter().map(|m| module_json(&id, m)).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(items)))
 }
 
@@ -96,7 +96,7 @@ pub async fn get_module(
     let reg = lock(&hub.registry);
     let d = reg.device(&id)?;
     let m = d
-        .modules
+        .modules()
         .iter()
         .find(|m| *m.id == *mid)
         .ok_or_else(|| HubError::module_not_found(&id, &mid))?;

@@ -33,7 +33,7 @@ fn next_lines(
     {
         out.push_str(&export_device_line(id, d, keys));
         out.push('\n');
-        for m in &d.modules {
+        for m in d.modules() {
             out.push_str(&export_module_line(id, m, keys));
             out.push('\n');
         }

@@ -220,7 +220,7 @@ fn page(
                 .as_ref()
                 .filter(|(cid, _)| **cid == **id)
                 .map(|(_, m)| m.as_str());
-            d.modules
+            d.modules()
                 .iter()
                 .filter(|m| after.is_none_or(|a| *m.id > *a))
                 .map(|m| (m.id.to_string(), module_twin_json(id, d, m)))

@@ -153,28 +153,28 @@ impl Twin {
         self.docs = [t, d, r].concat().into_boxed_str();
     }
 
-    pub fn set_tags(&mut self, tags: Option<String>) {
+    pub fn set_tags(&mut self, tags: Option<&str>) {
         let (d, r) = (
             self.desired().map(str::to_owned),
             self.reported().map(str::to_owned),
         );
-        self.set_docs(tags.as_deref(), d.as_deref(), r.as_deref());
+        self.set_docs(tags, d.as_deref(), r.as_deref());
     }
 
-    pub fn set_desired(&mut self, desired: Option<String>) {
+    pub fn set_desired(&mut self, desired: Option<&str>) {
         let (t, r) = (
             self.tags().map(str::to_owned),
             self.reported().map(str::to_owned),
         );
-        self.set_docs(t.as_deref(), desired.as_deref(), r.as_deref());
+        self.set_docs(t.as_deref(), desired, r.as_deref());
     }
 
-    pub fn set_reported(&mut self, reported: Option<String>) {
+    pub fn set_reported(&mut self, reported: Option<&str>) {
         let (t, d) = (
             self.tags().map(str::to_owned),
             self.desired().map(str::to_owned),
         );
-        self.set_docs(t.as_deref(), d.as_deref(), reported.as_deref());
+        self.set_docs(t.as_deref(), d.as_deref(), reported);
     }
 }
 
@@ -231,7 +231,7 @@ mod tests {
         let mut t = Twin::new(0);
         assert_eq!((t.tags(), t.desired(), t.reported()), (None, None, None));
         t.set_docs(Some(r#"{"a":1}"#), None, Some(r#"{"r":2}"#));
-        t.set_desired(Some(r#"{"d":3}"#.into()));
+        t.set_desired(Some(r#"{"d":3}"#));
         assert_eq!(
             (t.tags(), t.desired(), t.reported()),
             (Some(r#"{"a":1}"#), Some(r#"{"d":3}"#), Some(r#"{"r":2}"#))

@@ -29,14 +29,73 @@ pub struct Device {
     pub etag: u64,
     pub generation: u64,
     pub enabled: bool,
-    pub status_reason: Option<Box<str>>,
     pub status_updated: i64,
     pub auth: Auth,
     pub edge: bool,
-    pub device_scope: Option<Box<str>>,
-    pub parent_scopes: Vec<Box<str>>,
     pub twin: Twin,
-    pub modules: Vec<Module>,
+    /// Fields most devices lack, boxed so that a plain device stays small.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Extras {
+    status_reason: Option<Box<str>>,
+    device_scope: Option<Box<str>>,
+    parent_scopes: Vec<Box<str>>,
+    modules: Vec<Module>,
+}
+
+impl Device {
+    pub fn new(etag: u64, generation: u64, auth: Auth, now: i64) -> Device {
+        Device {
+            etag,
+            generation,
+            enabled: true,
+            status_updated: now,
+            auth,
+            edge: false,
+            twin: Twin::new(now),
+            extras: None,
+        }
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    pub fn status_reason(&self) -> Option<&str> {
+        self.extras.as_ref()?.status_reason.as_deref()
+    }
+
+    pub fn device_scope(&self) -> Option<&str> {
+        self.extras.as_ref()?.device_scope.as_deref()
+    }
+
+    pub fn parent_scopes(&self) -> &[Box<str>] {
+        self.extras.as_ref().map_or(&[], |e| &e.parent_scopes)
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        self.extras.as_ref().map_or(&[], |e| &e.modules)
+    }
+
+    pub fn modules_mut(&mut self) -> &mut Vec<Module> {
+        &mut self.extras_mut().modules
+    }
+
+    pub fn set_status_reason(&mut self, reason: Option<String>) {
+        if reason.is_some() || self.extras.is_some() {
+            self.extras_mut().status_reason = reason.map(String::into_boxed_str);
+        }
+    }
+
+    pub fn set_scopes(&mut self, scope: Option<Box<str>>, parents: Vec<Box<str>>) {
+        if scope.is_some() || !parents.is_empty() || self.extras.is_some() {
+            let e = self.extras_mut();
+            e.device_scope = scope;
+            e.parent_scopes = parents;
+        }
+    }
 }
 
 /// Identity fields a caller may set on a device (from a PUT body, a bulk entry or an import line).
@@ -124,7 +183,7 @@ impl Registry {
 
     pub fn module_mut(&mut self, id: &str, module: &str) -> Result<&mut Module, HubError> {
         let d = self.device_mut(id)?;
-        d.modules
+        d.modules_mut()
             .iter_mut()
             .find(|m| &*m.id == module)
             .ok_or_else(|| HubError::module_not_found(id, module))
@@ -160,22 +219,20 @@ impl Registry {
         let (device_scope, parent_scopes) = self.scopes_for(id, &identity, None, rules)?;
         let etag = self.next();
         let generation = GENERATION_BASE + self.next();
-        let mut device = Device {
+        let mut device = Device::new(
             etag,
             generation,
-            enabled: identity.enabled,
-            status_reason: identity.status_reason.map(String::into_boxed_str),
-            status_updated: now,
-            auth: identity.auth.unwrap_or_else(Auth::generated_sas),
-            edge: identity.edge,
-            device_scope,
-            parent_scopes,
-            twin: Twin::new(now),
-            modules: Vec::new(),
-        };
+            identity.auth.unwrap_or_else(Auth::generated_sas),
+            now,
+        );
+        device.enabled = identity.enabled;
+        device.edge = identity.edge;
+        device.set_status_reason(identity.status_reason);
+        device.set_scopes(device_scope, parent_scopes);
         if device.edge {
-            device.device_scope =
-                Some(format!("ms-azure-iot-edge://{id}-{generation}").into_boxed_str());
+            let own = format!("ms-azure-iot-edge://{id}-{generation}").into_boxed_str();
+            let parents = device.parent_scopes().to_vec();
+            device.set_scopes(Some(own), parents);
             for system in ["$edgeAgent", "$edgeHub"] {
                 let module = Module {
                     id: system.into(),
@@ -185,7 +242,7 @@ impl Registry {
                     auth: Auth::None,
                     twin: Twin::new(now),
                 };
-                device.modules.push(module);
+                device.modules_mut().push(module);
             }
         }
         Ok(self.devices.entry(id.into()).or_insert(Box::new(device)))
@@ -213,21 +270,21 @@ impl Registry {
         }
         d.etag = etag;
         d.enabled = identity.enabled;
-        d.status_reason = identity.status_reason.map(String::into_boxed_str);
+        d.set_status_reason(identity.status_reason);
         if let Some(auth) = identity.auth {
             d.auth = auth;
         }
         let became_edge = identity.edge && !d.edge;
         d.edge = identity.edge;
-        d.device_scope = if d.edge {
+        let scope = if d.edge {
             Some(format!("ms-azure-iot-edge://{id}-{}", d.generation).into_boxed_str())
         } else {
             scope
         };
-        d.parent_scopes = parents;
-        if became_edge && !d.modules.iter().any(|m| &*m.id == "$edgeAgent") {
+        d.set_scopes(scope, parents);
+        if became_edge && !d.modules().iter().any(|m| &*m.id == "$edgeAgent") {
             for (system, n) in [("$edgeAgent", n1), ("$edgeHub", n2)] {
-                d.modules.push(Module {
+                d.modules_mut().push(Module {
                     id: system.into(),
                     managed_by: Some("iotEdge".into()),
                     etag: n,
@@ -269,8 +326,8 @@ impl Registry {
         let etag = self.next();
         let generation = GENERATION_BASE + self.next();
         let d = self.device_mut(id)?;
-        if let Some(pos) = d.modules.iter().position(|m| &*m.id == module) {
-            let m = &mut d.modules[pos];
+        if let Some(pos) = d.modules().iter().position(|m| &*m.id == module) {
+            let m = &mut d.modules_mut()[pos];
             if if_match.is_none() {
                 return Err(HubError::new(
                     409_301,
@@ -301,8 +358,8 @@ impl Registry {
             auth: auth.unwrap_or_else(Auth::generated_sas),
             twin: Twin::new(now),
         };
-        d.modules.push(m);
-        Ok(d.modules.last_mut().expect("just pushed"))
+        d.modules_mut().push(m);
+        Ok(d.modules_mut().last_mut().expect("just pushed"))
     }
 
     pub fn delete_module(
@@ -313,16 +370,16 @@ impl Registry {
     ) -> Result<(), HubError> {
         let d = self.device_mut(id)?;
         let pos = d
-            .modules
+            .modules()
             .iter()
             .position(|m| &*m.id == module)
             .ok_or_else(|| HubError::module_not_found(id, module))?;
-        if !etag_matches(&identity_etag(d.modules[pos].etag), if_match) {
+        if !etag_matches(&identity_etag(d.modules()[pos].etag), if_match) {
             return Err(HubError::precondition_failed(&format!(
                 "module '{id}/{module}'"
             )));
         }
-        d.modules.remove(pos);
+        d.modules_mut().remove(pos);
         Ok(())
     }
 
@@ -349,8 +406,7 @@ impl Registry {
             return Ok((None, Vec::new()));
         };
         if current.is_some_and(|c| {
-            c.device_scope.as_deref() == Some(scope)
-                || c.parent_scopes.iter().any(|p| &**p == scope)
+            c.device_scope() == Some(scope) || c.parent_scopes().iter().any(|p| &**p == scope)
         }) {
             let parents = vec![scope.into()];
             return Ok(((!identity.edge).then(|| scope.into()), parents));
@@ -375,7 +431,7 @@ impl Registry {
         let rest = scope.strip_prefix("ms-azure-iot-edge://")?;
         let (owner, _) = rest.rsplit_once('-')?;
         let (key, device) = self.devices.get_key_value(owner)?;
-        (device.edge && device.device_scope.as_deref() == Some(scope)).then_some(&**key)
+        (device.edge && device.device_scope() == Some(scope)).then_some(&**key)
     }
 }
 
@@ -451,9 +507,9 @@ mod tests {
                 0,
             )
             .unwrap();
-        let scope = gw.device_scope.clone().unwrap().to_string();
+        let scope = gw.device_scope().unwrap().to_string();
         assert!(scope.starts_with("ms-azure-iot-edge://gw-638"));
-        assert_eq!(gw.modules.len(), 2);
+        assert_eq!(gw.modules().len(), 2);
         let child = r
             .create_device(
                 "leaf",
@@ -465,7 +521,7 @@ mod tests {
                 0,
             )
             .unwrap();
-        assert_eq!(child.parent_scopes, vec![scope.into_boxed_str()]);
+        assert_eq!(child.parent_scopes(), vec![scope.into_boxed_str()]);
         let foreign = Identity {
             device_scope: Some("ms-azure-iot-edge://gw-1".into()),
             ..sas()

@@ -94,7 +94,7 @@ pub fn seed(reg: &mut Registry, count: usize, seed: u64, start: usize, now: i64)
             device.twin.reported_version = 2;
         }
         if edge {
-            gateway_scope = device.device_scope.as_deref().map(String::from);
+            gateway_scope = device.device_scope().map(String::from);
             let _ = reg.put_module(
                 &id,
                 "filter",
@@ -159,10 +159,10 @@ mod tests {
         assert_eq!(kinds.len(), 3, "sas, selfSigned and certificateAuthority");
         assert!(a.devices.values().any(|d| !d.enabled));
         assert!(
-            a.devices.values().any(|d| !d.parent_scopes.is_empty()),
+            a.devices.values().any(|d| !d.parent_scopes().is_empty()),
             "children of edge gateways"
         );
-        assert_eq!(a.devices["gw-0000000"].modules.len(), 3);
+        assert_eq!(a.devices["gw-0000000"].modules().len(), 3);
         assert_eq!(a.configurations.len(), 2);
     }
 }

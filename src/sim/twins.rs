@@ -69,10 +69,10 @@ fn write(twin: &mut Twin, body: &Value, how: Write, now: i64) -> Result<(), HubE
         })
     };
     if let Some(tags) = apply(twin.tags(), body.get("tags")) {
-        twin.set_tags(tags);
+        twin.set_tags(tags.as_deref());
     }
     if let Some(desired) = apply(twin.desired(), body.pointer("/properties/desired")) {
-        twin.set_desired(desired);
+        twin.set_desired(desired.as_deref());
         twin.desired_version += 1;
         twin.updated = now;
     }
@@ -126,7 +126,7 @@ pub async fn get_module_twin(
     let reg = lock(&hub.registry);
     let d = reg.device(&id)?;
     let m = d
-        .modules
+        .modules()
         .iter()
         .find(|m| *m.id == *mid)
         .ok_or_else(|| HubError::module_not_found(&id, &mid))?;
@@ -152,7 +152,7 @@ fn module_write(
     write(&mut m.twin, &body, how, now_secs())?;
     let d = reg.device(id)?;
     let m = d
-        .modules
+        .modules()
         .iter()
         .find(|m| &*m.id == mid)
         .ok_or_else(|| HubError::module_not_found(id, mid))?;

@@ -43,15 +43,15 @@ pub fn device_json(id: &str, d: &Device) -> Value {
         "etag": identity_etag(d.etag),
         "connectionState": "Disconnected",
         "status": if d.enabled { "enabled" } else { "disabled" },
-        "statusReason": d.status_reason.as_deref(),
+        "statusReason": d.status_reason(),
         "connectionStateUpdatedTime": NEVER,
         "statusUpdatedTime": unix_ts(d.status_updated),
         "lastActivityTime": NEVER,
         "cloudToDeviceMessageCount": 0,
         "authentication": auth_json(&d.auth, true),
         "capabilities": {"iotEdge": d.edge},
-        "deviceScope": d.device_scope.as_deref(),
-        "parentScopes": d.parent_scopes,
+        "deviceScope": d.device_scope(),
+        "parentScopes": d.parent_scopes(),
     })
 }
 
@@ -97,7 +97,7 @@ pub fn twin_json(id: &str, d: &Device) -> Value {
         "etag": d.twin.etag(),
         "deviceEtag": identity_etag(d.etag),
         "status": if d.enabled { "enabled" } else { "disabled" },
-        "statusReason": d.status_reason.as_deref(),
+        "statusReason": d.status_reason(),
         "statusUpdateTime": unix_ts(d.status_updated),
         "connectionState": "Disconnected",
         "lastActivityTime": NEVER,
@@ -107,8 +107,8 @@ pub fn twin_json(id: &str, d: &Device) -> Value {
         "modelId": "",
         "version": d.twin.version,
         "capabilities": {"iotEdge": d.edge},
-        "deviceScope": d.device_scope.as_deref(),
-        "parentScopes": d.parent_scopes,
+        "deviceScope": d.device_scope(),
+        "parentScopes": d.parent_scopes(),
         "tags": expand(d.twin.tags()),
         "properties": properties_json(&d.twin),
     })
@@ -195,7 +195,7 @@ pub fn export_device_line(id: &str, d: &Device, keys: bool) -> String {
         ("eTag", js(identity_etag(d.etag))),
         ("status", js(if d.enabled { "enabled" } else { "disabled" })),
     ];
-    if let Some(r) = &d.status_reason {
+    if let Some(r) = &d.status_reason() {
         line.push(("statusReason", js(&**r)));
     }
     line.push((
@@ -208,11 +208,11 @@ pub fn export_device_line(id: &str, d: &Device, keys: bool) -> String {
     ));
     twin_fields(&mut line, &d.twin);
     line.push(("capabilities", format!("{{\"iotEdge\":{}}}", d.edge)));
-    if let Some(s) = &d.device_scope {
+    if let Some(s) = &d.device_scope() {
         line.push(("deviceScope", js(&**s)));
     }
-    if !d.parent_scopes.is_empty() {
-        line.push(("parentScopes", js(&d.parent_scopes)));
+    if !d.parent_scopes().is_empty() {
+        line.push(("parentScopes", js(d.parent_scopes())));
     }
     ordered(&line)
 }
@@ -348,22 +348,17 @@ mod tests {
             let v: Value = serde_json::from_str(line).unwrap();
             parse_identity(&v).unwrap();
         }
-        let d = Device {
-            etag: 1,
-            generation: 2,
-            enabled: false,
-            status_reason: Some("retired".into()),
-            status_updated: 0,
-            auth: Auth::Sas {
+        let mut d = Device::new(
+            1,
+            2,
+            Auth::Sas {
                 primary: "cA==".into(),
                 secondary: "cQ==".into(),
             },
-            edge: false,
-            device_scope: None,
-            parent_scopes: Vec::new(),
-            twin: Twin::new(0),
-            modules: Vec::new(),
-        };
+            0,
+        );
+        d.enabled = false;
+        d.set_status_reason(Some("retired".into()));
         assert_eq!(
             export_device_line("cam-7", &d, true),
             r#"{"id":"cam-7","eTag":"MQ==","status":"disabled","statusReason":"retired","authentication":{"symmetricKey":{"primaryKey":"cA==","secondaryKey":"cQ=="},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"},"twinETag":"AAAAAAAAAAE=","tags":{},"properties":{"desired":{},"reported":{}},"capabilities":{"iotEdge":false}}"#
