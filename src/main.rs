@@ -109,6 +109,8 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::snapshot::Error,
             hubvault::verify::Error,
             hubvault::dump::Error,
+            hubvault::restore::Error,
+            hubvault::target::Error,
             hubvault::hub::Error,
             hubvault::arm::Error
         );

@@ -3,6 +3,7 @@
 
 mod forget;
 mod keys;
+mod restore;
 mod snapshots;
 
 use std::sync::Arc;
@@ -26,7 +27,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
         Command::Show(args) => snapshots::show(&config, global, &args).await,
         Command::Verify(args) => snapshots::verify(&config, global, args).await,
+        Command::Diff(args) if args.to.is_none() => restore::diff_hub(&config, global, args).await,
         Command::Diff(args) => snapshots::diff(&config, global, args).await,
+        Command::Restore(args) => restore::run(&config, global, args).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
     }
