@@ -253,6 +253,10 @@ mod tests {
     use crate::restore::canonical;
     use crate::restore::plan::{Mode, Scope, plan};
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "test helper taking json! literals"
+    )]
     fn snap(line: Value) -> SnapshotRecord {
         SnapshotRecord {
             id: line["id"].as_str().unwrap().into(),

@@ -53,6 +53,9 @@ pub enum Engine {
 /// From how many writes `auto` prefers an import job (when staging is configured).
 pub const JOB_THRESHOLD: usize = 5_000;
 
+/// How many records' keys verification reads back (spread evenly over the restore).
+pub const VERIFY_KEY_SAMPLE: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub mode: Mode,
@@ -134,6 +137,10 @@ impl Error {
 }
 
 /// Read a snapshot's device records (canonical, sorted) on a blocking thread.
+#[allow(
+    clippy::result_large_err,
+    reason = "snapshot errors are rare and carry their details"
+)]
 pub async fn snapshot_records(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -264,7 +271,16 @@ pub async fn verify(
     } else {
         Mode::Upsert
     };
-    let (after, _) = plan_against(client, records, mode, &scope).await?;
+    let mut live = target::read(client).await.map_err(Error::Target)?;
+    let first = plan::plan(records, &live, mode, &scope);
+    // Keys: a sample spread over the records (each costs a registry read, which hubs throttle
+    // hard); everything else is compared in full.
+    let step = first.needs_keys.len().div_ceil(VERIFY_KEY_SAMPLE).max(1);
+    let sample: Vec<_> = first.needs_keys.iter().step_by(step).cloned().collect();
+    target::fetch_keys(client, &mut live, &sample)
+        .await
+        .map_err(Error::Target)?;
+    let after = plan::plan(records, &live, mode, &scope);
     let conflicting: std::collections::HashSet<&str> =
         conflicts.iter().map(String::as_str).collect();
     Ok(after

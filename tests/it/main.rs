@@ -4,5 +4,6 @@
 
 mod azure;
 mod policy;
+mod restore;
 mod sim_services;
 mod vault;
