@@ -129,36 +129,7 @@ impl Staging {
         };
         let access = match spec {
             Some(s) => access_from_spec(s)?,
-            None => {
-                let entry = entry.ok_or_else(|| Error::NotConfigured {
-                    config: config.describe(),
-                })?;
-                let container = entry.container.as_deref().unwrap_or("hubvault-staging");
-                let cs =
-                    match (&entry.connection_string, &entry.connection_string_env) {
-                        (Some(cs), _) => Some(cs.clone()),
-                        (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                            crate::config::Error::MissingEnv {
-                                var: var.clone(),
-                                key: "staging.connection-string-env".into(),
-                            }
-                        })?),
-                        (None, None) => None,
-                    };
-                match (cs, &entry.container_url) {
-                    (Some(cs), _) => access_from_location(AzureLocation::from_connection_string(
-                        &cs, container,
-                    )?)?,
-                    (None, Some(url)) => access_from_spec(url)?,
-                    (None, None) => {
-                        return Err(Error::Invalid {
-                            key: "staging".into(),
-                            detail: "set connection-string-env (+ container) or container-url"
-                                .into(),
-                        });
-                    }
-                }
-            }
+            None => access_from_config(config)?,
         };
         Self::with_access(access, hub, sas_lifetime)
     }
@@ -345,6 +316,38 @@ async fn delete_all(store: &dyn Store, prefix: &str) -> Result<usize> {
         store.delete(&meta.name).await?;
     }
     Ok(listed.len())
+}
+
+/// Access from `[staging]`: an account-key connection string (+ `container`) or a container URL.
+fn access_from_config(config: &Config) -> Result<Access> {
+    let Some(entry) = config.staging.as_ref() else {
+        return Err(Error::NotConfigured {
+            config: config.describe(),
+        });
+    };
+    let container = entry.container.as_deref().unwrap_or("hubvault-staging");
+    let cs = match (&entry.connection_string, &entry.connection_string_env) {
+        (Some(cs), _) => Some(cs.clone()),
+        (None, Some(var)) => {
+            Some(
+                std::env::var(var).map_err(|_| crate::config::Error::MissingEnv {
+                    var: var.clone(),
+                    key: "staging.connection-string-env".into(),
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    match (cs, &entry.container_url) {
+        (Some(cs), _) => {
+            access_from_location(AzureLocation::from_connection_string(&cs, container)?)
+        }
+        (None, Some(url)) => access_from_spec(url),
+        (None, None) => Err(Error::Invalid {
+            key: "staging".into(),
+            detail: "set connection-string-env (+ container) or container-url".into(),
+        }),
+    }
 }
 
 fn access_from_spec(spec: &str) -> Result<Access> {

@@ -6,6 +6,7 @@
 //! never from hubvault's own account of what it did.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -153,25 +154,28 @@ impl World {
                 ("hub-b", Some(cs)) => cs.to_owned(),
                 _ => h.connection_string("iothubowner").unwrap(),
             };
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n[hubs.{}]\nconnection-string = {}\nendpoint = {}\nresource-id = {}\n",
                 h.name,
                 q(&cs),
                 q(&h.endpoint),
                 q(&h.resource_id)
-            ));
+            );
         }
         if setup.arm {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
                 q(self.sim.arm.as_deref().unwrap())
-            ));
+            );
         }
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = {}\nsas-lifetime = {}\n",
             q(container),
             q(setup.sas_lifetime)
-        ));
+        );
         std::fs::write(self.path("hubvault.toml"), text).unwrap();
     }
 
@@ -280,7 +284,7 @@ impl World {
         let dir = self.path("store").join(hub);
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
-                rd.filter_map(|e| e.ok())
+                rd.filter_map(Result::ok)
                     .filter(|e| e.path().join("manifest.json").exists())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
@@ -743,8 +747,8 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        json_of(&out)["leftovers_removed"].as_u64().unwrap() as usize,
-        left.len() - 1
+        json_of(&out)["leftovers_removed"].as_u64().unwrap(),
+        left.len() as u64 - 1
     );
     assert_eq!(
         w.staging_blobs().await,
@@ -908,4 +912,156 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
         "{perm}"
     );
     assert!(w.jobs("hub-b").await.is_empty(), "the probe created no job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_job_and_deletes_staging() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
+    w.control(
+        reqwest::Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"job_rate": 20.0})),
+    )
+    .await;
+    let child = w
+        .command(&["backup", "--hub", "hub-a"], &[])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = None;
+    for _ in 0..400 {
+        running = w
+            .jobs("hub-a")
+            .await
+            .into_iter()
+            .find(|j| j["status"] == "running");
+        if running.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let job_id = running.expect("export job running")["jobId"].clone();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = stderr(&out);
+    w.assert_no_secrets(&text).await;
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("interrupted") && text.contains("cancelled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deleted"),
+        "the run says it cleaned staging: {text}"
+    );
+    let job = w
+        .jobs("hub-a")
+        .await
+        .into_iter()
+        .find(|j| j["jobId"] == job_id)
+        .unwrap();
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(
+        w.staging_blobs().await.is_empty(),
+        "{:?}",
+        w.staging_blobs().await
+    );
+    assert!(w.snapshots(HUB_A).is_empty());
+}
+
+/// The sweep never removes what a live job reads, and removes it once the job is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_spares_a_live_jobs_blobs() {
+    use hubvault::config::Config;
+    use hubvault::hub::{HubClient, HubTarget, JobProperties};
+    use hubvault::staging::Staging;
+    use hubvault::store::sas::SasPermissions;
+
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
+    let hub_b = w.sim.hub("hub-b").unwrap();
+    let client = HubClient::new(
+        HubTarget::from_connection_string(&hub_b.connection_string("iothubowner").unwrap())
+            .unwrap()
+            .with_endpoint(hub_b.endpoint.parse().unwrap()),
+    )
+    .unwrap();
+    let container = w.staging.azure_location().container.clone();
+    let config = Config::parse(
+        &format!(
+            "[staging]\nconnection-string = {:?}\ncontainer = {container:?}\n",
+            cs
+        ),
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    // An earlier run of hub-b whose import job still runs (slowly) over its input blob.
+    let earlier = Staging::open(None, &config, "hub-b.azure-devices.net").unwrap();
+    let registry = w
+        .http
+        .get(format!("{}/hubs/hub-a/registry", w.sim.control))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    earlier
+        .store()
+        .put(&earlier.object("devices.txt"), bytes::Bytes::from(registry))
+        .await
+        .unwrap();
+    w.control(
+        reqwest::Method::PATCH,
+        "/hubs/hub-b/limits",
+        Some(json!({"job_rate": 60.0})),
+    )
+    .await;
+    let input = earlier
+        .job_container_uri(SasPermissions::import_input())
+        .unwrap();
+    let output = earlier
+        .job_container_uri(SasPermissions::import_output())
+        .unwrap();
+    let job = client
+        .create_job(&JobProperties::import(
+            input.expose(),
+            &earlier.blob("devices.txt"),
+            None,
+            output.expose(),
+        ))
+        .await
+        .unwrap();
+
+    let now = Staging::open(None, &config, "hub-b.azure-devices.net").unwrap();
+    let future = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(now.sweep_leftovers(&client, future).await.unwrap(), 0);
+    assert!(
+        w.staging_blobs()
+            .await
+            .contains(&earlier.object("devices.txt")),
+        "a live job's input is kept"
+    );
+    let poll = hubvault::hub::PollPolicy {
+        interval: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        timeout: Duration::from_secs(60),
+    };
+    client.wait_for_job(job.id(), &poll, |_| {}).await.unwrap();
+    assert!(now.sweep_leftovers(&client, future).await.unwrap() >= 1);
+    // The hub writes importErrors.log at the container root: not a run's blob, not swept.
+    let left = w.staging_blobs().await;
+    assert!(!left.iter().any(|n| n.starts_with("staging/")), "{left:?}");
 }
