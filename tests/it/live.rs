@@ -1000,10 +1000,7 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     .unwrap();
     let container = w.staging.azure_location().container.clone();
     let config = Config::parse(
-        &format!(
-            "[staging]\nconnection-string = {:?}\ncontainer = {container:?}\n",
-            cs
-        ),
+        &format!("[staging]\nconnection-string = {cs:?}\ncontainer = {container:?}\n"),
         std::path::Path::new("t.toml"),
     )
     .unwrap();
