@@ -13,6 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use hubvault::sim::{self, HubOptions, Options, Running};
+use hubvault::store::Store as _;
+use hubvault::store::azure::{AzureLocation, AzureStore};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -21,7 +23,28 @@ struct Fixture {
     sim: Running,
     http: reqwest::Client,
     recipient: String,
+    /// Extra environment for the binary (the staging connection string).
+    env: Vec<(String, String)>,
+    /// The staging container in Azurite, when the test uses the job engine.
+    staging: Option<AzureStore>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The Azurite connection string, or `None` (with a visible message) when it is not configured.
+fn azurite() -> Option<String> {
+    match std::env::var("HUBVAULT_TEST_AZURITE") {
+        Ok(cs) if !cs.trim().is_empty() => Some(cs),
+        _ => {
+            assert!(
+                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
+                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
+            );
+            eprintln!(
+                "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test"
+            );
+            None
+        }
+    }
 }
 
 impl Fixture {
@@ -72,8 +95,45 @@ impl Fixture {
             sim,
             http: reqwest::Client::new(),
             recipient,
+            env: vec![("HUBVAULT_JOB_POLL_MS".into(), "20".into())],
+            staging: None,
             _stop: tx,
         }
+    }
+
+    /// The same, with a fresh staging container in Azurite named in `[staging]`.
+    async fn with_staging(devices: usize, cs: &str) -> Fixture {
+        let mut f = Fixture::new(devices).await;
+        let container = format!(
+            "restore-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let store = AzureStore::new(
+            AzureLocation::from_connection_string(cs, &container).unwrap(),
+            None,
+        )
+        .unwrap();
+        store.ensure_container().await.unwrap();
+        let mut config = std::fs::read_to_string(f.path("hubvault.toml")).unwrap();
+        let _ = write!(
+            config,
+            "[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"{container}\"\n"
+        );
+        std::fs::write(f.path("hubvault.toml"), config).unwrap();
+        f.env.push(("HUBVAULT_STAGING_CS".into(), cs.to_owned()));
+        f.staging = Some(store);
+        f
+    }
+
+    async fn staging_blobs(&self) -> Vec<String> {
+        let store = self.staging.as_ref().unwrap();
+        store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -162,10 +222,12 @@ impl Fixture {
     async fn run(&self, args: &[&str]) -> Output {
         let dir = self.dir.path().to_owned();
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let env = self.env.clone();
         tokio::task::spawn_blocking(move || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubvault"))
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(env)
                 .current_dir(&dir)
                 .args(["--store", "store"])
                 .args(&args)
@@ -574,4 +636,68 @@ async fn no_key_in_any_output_at_the_highest_verbosity() {
         assert!(!text.contains(s.as_str()), "a key leaked into the output");
     }
     assert!(!text.contains("sig="), "a signature leaked into the output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_engine_restores_through_staging_and_leaves_it_empty() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::with_staging(150, &cs).await;
+    f.snapshot().await;
+    let source = f.registry("hub-a").await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["engine"], "job");
+    assert!(doc["job_id"].is_string());
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["failed"], json!([]));
+    assert!(doc["staging"].as_str().unwrap().contains("deleted"));
+    assert_same_registry(&f).await;
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging: {:?}",
+        f.staging_blobs().await
+    );
+    let device = source
+        .iter()
+        .find(|d| d["authentication"]["type"] == "sas" && d.get("moduleId").is_none())
+        .unwrap();
+    assert_eq!(
+        device_sends(&f, device).await,
+        reqwest::StatusCode::NO_CONTENT
+    );
+
+    // Lines the job's log names are retried through the registry API; the rest stand.
+    let (again, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(plan(&doc).0 + plan(&doc).1 + plan(&doc).2, 0);
+    assert!(f.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_half_way_is_reported_and_a_rerun_completes() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::with_staging(200, &cs).await;
+    f.snapshot().await;
+    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+        .await;
+    f.patch("hub-b", "limits", json!({"job_rate": 2000.0}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("import job") && message.contains("run the same restore again"),
+        "{message}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging after a failed job: {:?}",
+        f.staging_blobs().await
+    );
+
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["verified"], true);
+    assert_same_registry(&f).await;
+    assert!(f.staging_blobs().await.is_empty());
 }
