@@ -29,6 +29,7 @@
 //! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
 //! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
 //! | [`backup`], [`verify`], [`dump`], [`diff`], [`forget`] | the use cases | know clap |
+//! | [`restore`] | snapshot → live hub: pure plan, target reads, bulk and job engines, edge links, verify | know clap |
 //! | [`sim`] | the simulator (IoT Hub, DPS, ARM, Key Vault on loopback) | import anything else of hubvault |
 //!
 //! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`

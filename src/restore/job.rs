@@ -42,7 +42,7 @@ pub enum JobError {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(
-        "import job {job_id} on {hub} ended {status}: {reason}; run the same restore again, it plans against what the job already applied"
+        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
     )]
     Failed {
         hub: String,
@@ -71,6 +71,8 @@ pub struct JobReport {
     pub retried: usize,
     /// Staging blobs deleted after the job.
     pub staging_deleted: usize,
+    /// Blobs of this hub's earlier, killed runs removed first.
+    pub leftovers_removed: usize,
 }
 
 /// Run the passes as an import job; staging is cleaned up whatever happens.
@@ -84,6 +86,12 @@ pub async fn run(
     progress: &mut Progress,
 ) -> (JobReport, Result<(), JobError>) {
     let mut report = JobReport::default();
+    // Blobs of this hub's killed runs (SIGKILL leaves them) go before we add our own.
+    let older_than = time::OffsetDateTime::now_utc() - staging.sas_lifetime();
+    match staging.sweep_leftovers(client, older_than).await {
+        Ok(n) => report.leftovers_removed = n,
+        Err(e) => tracing::warn!("staging leftovers of earlier runs not removed: {e}"),
+    }
     let result = import(
         client,
         staging,

@@ -342,11 +342,18 @@ async fn finish(
         )
         .await;
         report.job_id = job_report.job_id;
-        report.staging = Some(format!(
+        let mut said = format!(
             "deleted {} plaintext staging blob(s) of this run from {}",
             job_report.staging_deleted,
             staging.location()
-        ));
+        );
+        if job_report.leftovers_removed > 0 {
+            said.push_str(&format!(
+                "; removed {} blob(s) left by an earlier, interrupted run of this hub",
+                job_report.leftovers_removed
+            ));
+        }
+        report.staging = Some(said);
         report.retried = job_report.retried;
         result
     } else {
