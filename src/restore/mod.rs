@@ -26,6 +26,7 @@ pub mod plan;
 pub mod report;
 pub mod target;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -348,10 +349,11 @@ async fn finish(
             staging.location()
         );
         if job_report.leftovers_removed > 0 {
-            said.push_str(&format!(
+            let _ = write!(
+                said,
                 "; removed {} blob(s) left by an earlier, interrupted run of this hub",
                 job_report.leftovers_removed
-            ));
+            );
         }
         report.staging = Some(said);
         report.retried = job_report.retried;
