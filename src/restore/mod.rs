@@ -435,3 +435,37 @@ fn missing_or_extra(a: plan::Action) -> &'static str {
         _ => "differs",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_says_what_was_already_applied_and_why() {
+        let mut progress = apply::Progress::default();
+        progress.applied.create = 3;
+        progress.applied.links = 1;
+        progress.failed.push(bulk::Failure {
+            id: "d".into(),
+            code: "409001".into(),
+            message: "exists".into(),
+        });
+        let source = job::JobError::Hub(hub::Error::Unauthorized {
+            hub: "hub-b".into(),
+            code: 401_002,
+        });
+        let e = Error::stopped("hub-b", source, &progress);
+        let text = e.to_string();
+        assert_eq!(e.code(), "hub_unauthorized");
+        for part in [
+            "401002",
+            "firewall",
+            "3 create(s)",
+            "1 edge link(s)",
+            "1 record(s) failed",
+            "run the same restore again",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from: {text}");
+        }
+    }
+}
