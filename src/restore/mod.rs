@@ -94,14 +94,15 @@ pub enum Error {
     #[error("cannot read the target hub: {0}")]
     Target(hub::Error),
     #[error(
-        "restore into {hub} stopped: {source}. Before that it had applied {created} create(s), \
+        "restore into {hub} stopped: {cause}. Before that it had applied {created} create(s), \
          {updated} update(s), {deleted} delete(s), {links} edge link(s) and {configurations} \
          configuration(s); {failed} record(s) failed. Fix the cause and run the same restore again: \
          it plans against what is now on the hub"
     )]
     Stopped {
         hub: String,
-        source: job::JobError,
+        /// Not `#[source]`: the message already says it, and a chain would say it twice.
+        cause: job::JobError,
         created: u64,
         updated: u64,
         deleted: u64,
@@ -122,7 +123,7 @@ impl Error {
         match self {
             Error::Snapshot(e) => e.code(),
             Error::Target(e) => e.code(),
-            Error::Stopped { source, .. } => source.code(),
+            Error::Stopped { cause, .. } => cause.code(),
             Error::NoStaging => "restore_no_staging",
             Error::Task(_) => "restore_task",
         }
@@ -132,7 +133,7 @@ impl Error {
         let a = progress.applied;
         Error::Stopped {
             hub: hub.to_owned(),
-            source,
+            cause: source,
             created: a.create,
             updated: a.update,
             deleted: a.delete,
