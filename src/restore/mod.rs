@@ -56,6 +56,9 @@ pub enum Engine {
 /// From how many writes `auto` prefers an import job (when staging is configured).
 pub const JOB_THRESHOLD: usize = 5_000;
 
+/// From how many key comparisons an export job beats single registry reads (default).
+pub const KEY_READ_JOB_MIN: usize = 2_000;
+
 /// How many records' keys verification reads back (spread evenly over the restore).
 pub const VERIFY_KEY_SAMPLE: usize = 100;
 
@@ -71,6 +74,8 @@ pub struct RestoreOptions {
     pub preflight: bool,
     /// How the import job is polled.
     pub poll: PollPolicy,
+    /// From how many key comparisons an export job reads the target's keys (with staging).
+    pub key_read_job_min: usize,
 }
 
 impl Default for RestoreOptions {
@@ -83,6 +88,7 @@ impl Default for RestoreOptions {
             verify: true,
             preflight: true,
             poll: PollPolicy::default(),
+            key_read_job_min: KEY_READ_JOB_MIN,
         }
     }
 }
@@ -175,21 +181,50 @@ pub async fn snapshot_records(
     .map_err(|e| Error::Task(e.to_string()))?
 }
 
-/// Plan against the live target: twin read, then keys for the records only keys could tell apart.
+/// How the keys of records that only keys could tell apart are read.
+#[derive(Clone, Copy)]
+pub struct KeyReads<'a> {
+    /// With staging, an export job reads them when at least `job_min` are needed.
+    pub staging: Option<&'a Staging>,
+    pub job_min: usize,
+    pub poll: PollPolicy,
+}
+
+impl KeyReads<'_> {
+    /// One registry read per record (no staging).
+    pub fn direct() -> Self {
+        KeyReads {
+            staging: None,
+            job_min: usize::MAX,
+            poll: PollPolicy::default(),
+        }
+    }
+}
+
+/// Plan against the live target: twin read, then keys for the records only keys could tell apart
+/// (by single reads, or by an export job when many are needed and staging is at hand).
 pub async fn plan_against(
     client: &HubClient,
     snapshot: &[plan::SnapshotRecord],
     mode: Mode,
     scope: &Scope,
+    keys: KeyReads<'_>,
 ) -> Result<(Plan, Vec<plan::TargetRecord>), Error> {
     let mut live = target::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(snapshot, &live, mode, scope);
     if first.needs_keys.is_empty() {
         return Ok((first, live));
     }
-    target::fetch_keys(client, &mut live, &first.needs_keys)
-        .await
-        .map_err(Error::Target)?;
+    match keys.staging {
+        Some(staging) if first.needs_keys.len() >= keys.job_min => {
+            job::read_target_keys(client, staging, &keys.poll, &mut live, &first.needs_keys)
+                .await
+                .map_err(|e| Error::stopped(client.name(), e, &apply::Progress::default()))?;
+        }
+        _ => target::fetch_keys(client, &mut live, &first.needs_keys)
+            .await
+            .map_err(Error::Target)?,
+    }
     Ok((plan::plan(snapshot, &live, mode, scope), live))
 }
 
@@ -234,7 +269,15 @@ pub async fn run_with_checks(
             return Ok(report);
         }
         checks.staging = None;
-        let prepared = prepare(store.clone(), manifest, identities, client, options).await?;
+        let prepared = prepare(
+            store.clone(),
+            manifest,
+            identities,
+            client,
+            staging,
+            options,
+        )
+        .await?;
         let mut findings = early.findings;
         if options.mode == Mode::Create {
             findings.push(preflight::conflicts_finding(
@@ -254,7 +297,7 @@ pub async fn run_with_checks(
         let report = preflight::Report::new(findings);
         return finish(prepared, manifest, client, staging, options, Some(report)).await;
     }
-    let prepared = prepare(store, manifest, identities, client, options).await?;
+    let prepared = prepare(store, manifest, identities, client, staging, options).await?;
     finish(prepared, manifest, client, staging, options, None).await
 }
 
@@ -271,13 +314,19 @@ async fn prepare(
     manifest: &Manifest,
     identities: Identities,
     client: &HubClient,
+    staging: Option<&Staging>,
     options: &RestoreOptions,
 ) -> Result<Prepared, Error> {
     let scope = Scope {
         only: options.only.clone(),
     };
     let records = snapshot_records(store.clone(), manifest, identities.clone()).await?;
-    let (plan, live) = plan_against(client, &records, options.mode, &scope).await?;
+    let keys = KeyReads {
+        staging,
+        job_min: options.key_read_job_min,
+        poll: options.poll,
+    };
+    let (plan, live) = plan_against(client, &records, options.mode, &scope, keys).await?;
     // Configurations are hub-wide: a partial (`--only`) restore leaves them alone.
     let configs = if options.only.is_none()
         && manifest
