@@ -184,6 +184,12 @@ impl RestoreReport {
             let _ = writeln!(out, "dry run: nothing was changed");
             return out;
         }
+        self.outcome_text(&mut out);
+        out
+    }
+
+    /// What was applied, failed and verified.
+    fn outcome_text(&self, out: &mut String) {
         let a = self.applied;
         let _ = writeln!(
             out,
@@ -226,6 +232,5 @@ impl RestoreReport {
             }
             None => {}
         }
-        out
     }
 }
