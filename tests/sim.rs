@@ -425,6 +425,55 @@ async fn firewall_blocks_callers_outside_the_rules_with_a_plain_401002() {
     .await;
 }
 
+#[tokio::test]
+async fn bearer_tokens_only_when_configured() {
+    let sim = start(&[("hub-a", 0)]).await;
+    let call = |token: &str| {
+        sim.req_as(
+            &sim.http,
+            Method::GET,
+            "hub-a",
+            "/statistics/devices",
+            token,
+        )
+        .send()
+    };
+    error_body(
+        call("Bearer anything").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        "IotHubUnauthorizedAccess",
+    )
+    .await;
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"accept_bearer": true})),
+    )
+    .await;
+    assert_eq!(
+        call("Bearer anything").await.unwrap().status(),
+        StatusCode::OK
+    );
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"bearer_token": "the-one"})),
+    )
+    .await;
+    assert_eq!(
+        call("Bearer the-one").await.unwrap().status(),
+        StatusCode::OK
+    );
+    error_body(
+        call("Bearer another").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        "IotHubUnauthorizedAccess",
+    )
+    .await;
+}
+
 // ---------------------------------------------------------------- registry
 
 #[tokio::test]
@@ -813,6 +862,94 @@ async fn query_pages_with_continuation_counts_and_filters() {
         .await
         .unwrap();
     error_body(bad, StatusCode::BAD_REQUEST, 400_004, "ArgumentInvalid").await;
+}
+
+#[tokio::test]
+async fn configurations_crud_and_control_load_round_trip() {
+    let sim = start(&[("hub-a", 0)]).await;
+    let cfg = json!({"id": "thermo", "content": {"deviceContent": {"properties.desired.x": 1}}, "targetCondition": "*", "priority": 1});
+    let created = sim
+        .req(Method::PUT, "hub-a", "/configurations/thermo")
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let etag = created["etag"].as_str().unwrap().to_string();
+    let again = sim
+        .req(Method::PUT, "hub-a", "/configurations/thermo")
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    error_body(
+        again,
+        StatusCode::CONFLICT,
+        409_401,
+        "ConfigurationAlreadyExists",
+    )
+    .await;
+    let upper = sim
+        .req(Method::PUT, "hub-a", "/configurations/Thermo")
+        .json(&json!({"id": "Thermo"}))
+        .send()
+        .await
+        .unwrap();
+    error_body(upper, StatusCode::BAD_REQUEST, 400_004, "ArgumentInvalid").await;
+    let list: Value = sim
+        .req(Method::GET, "hub-a", "/configurations?top=10")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let updated = sim
+        .req(Method::PUT, "hub-a", "/configurations/thermo")
+        .header("If-Match", format!("\"{etag}\""))
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), StatusCode::OK);
+    let del = sim
+        .req(Method::DELETE, "hub-a", "/configurations/thermo")
+        .header("If-Match", "*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::NO_CONTENT);
+
+    // The control loader takes an export verbatim (keys and reported properties kept).
+    let lines = [
+        r#"{"id":"pump-0042","eTag":"NzE0MzIwMjE5","status":"enabled","authentication":{"symmetricKey":{"primaryKey":"cHJpbWFyeS1rZXktcHVtcC0wMDQyLTAwMDAwMDAwMDA=","secondaryKey":"c2Vjb25kYXJ5LWtleS1wdW1wLTAwNDItMDAwMDAwMDA="},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"},"twinETag":"AAAAAAAAAAM=","tags":{"site":"plant-7"},"properties":{"desired":{"t":30},"reported":{"fw":"2.4.1"}},"capabilities":{"iotEdge":false}}"#,
+        r#"{"id":"pump-0042","moduleId":"filter","status":"enabled","authentication":null}"#,
+        "not a device line",
+    ];
+    let report = sim.control(Method::POST, "/hubs/hub-a/load", None).await;
+    assert_eq!(report["applied"], 0, "an empty body loads nothing");
+    let report: Value = sim
+        .http
+        .post(format!("{}/hubs/hub-a/load", sim.running.control))
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report, json!({"applied": 2, "errors": []}));
+    let back = sim.registry_lines("hub-a").await;
+    assert_eq!(back.len(), 2);
+    assert!(
+        back[0].contains("cHJpbWFyeS1rZXktcHVtcC0wMDQyLTAwMDAwMDAwMDA=")
+            && back[0].contains(r#""reported":{"fw":"2.4.1"}"#),
+        "{}",
+        back[0]
+    );
+    assert!(back[1].contains(r#""moduleId":"filter""#));
 }
 
 // ---------------------------------------------------------------- jobs
