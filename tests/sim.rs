@@ -322,6 +322,40 @@ async fn sas_rejections_get_401_with_the_service_error_body() {
         "IotHubUnauthorized",
     )
     .await;
+    // A policy token scoped to one device covers that device only.
+    for id in ["dev-1", "dev-2"] {
+        let r = sim
+            .req(Method::PUT, "hub-a", &format!("/devices/{id}"))
+            .json(&json!({"deviceId": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let scoped = sas(
+        &format!("{host}/devices/dev-1"),
+        &owner,
+        Some("iothubowner"),
+        in_an_hour(),
+    );
+    let own = sim
+        .req_as(&sim.http, Method::GET, "hub-a", "/devices/dev-1", &scoped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    let other = sim
+        .req_as(&sim.http, Method::GET, "hub-a", "/devices/dev-2", &scoped)
+        .send()
+        .await
+        .unwrap();
+    error_body(
+        other,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        "IotHubUnauthorizedAccess",
+    )
+    .await;
     // The secondary key works too, and a token for hub-a does not open hub-b's door even on hub-a's key.
     let secondary = sim
         .running
