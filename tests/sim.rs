@@ -1082,7 +1082,7 @@ async fn export_job_lifecycle_single_slot_and_file_output() {
         Some(json!({"job_rate": 0.0, "export_warning": null, "job_quota_code": 403_001})),
     )
     .await;
-    let body = json!({"type": "export", "outputBlobContainerUri": file_url(dir.path()), "outputBlobName": "nokeys.txt", "excludeKeysInExport": true});
+    let body = json!({"type": "export", "outputBlobContainerUri": file_url(dir.path()), "outputBlobName": "staging/hub-a/run-1/nokeys.txt", "excludeKeysInExport": true});
     let job: Value = sim
         .req(Method::POST, "hub-a", "/jobs/create")
         .json(&body)
@@ -1103,7 +1103,7 @@ async fn export_job_lifecycle_single_slot_and_file_output() {
         wait_job(&sim, "hub-a", job["jobId"].as_str().unwrap()).await["status"],
         "completed"
     );
-    let text = std::fs::read_to_string(dir.path().join("nokeys.txt")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("staging/hub-a/run-1/nokeys.txt")).unwrap();
     assert!(text.lines().all(|l| l.contains("\"authentication\":null")));
 }
 
