@@ -1481,6 +1481,26 @@ async fn injected_faults_burst_drop_and_expire_tokens() {
     sim.control(
         Method::PATCH,
         "/hubs/hub-a/faults",
+        Some(json!({"slow_ms": 300, "slow_count": 1})),
+    )
+    .await;
+    let t0 = Instant::now();
+    assert_eq!(
+        sim.req(Method::GET, "hub-a", "/statistics/devices")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "the slow fault delays the answer"
+    );
+
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
         Some(json!({"drop_count": 1})),
     )
     .await;

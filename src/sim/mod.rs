@@ -18,6 +18,26 @@
 //! | `limits`, `net` | throttling, quotas, injected faults, droppable connections |
 //! | `control`, `seed` | the control API (endpoints documented there) and synthetic fleets |
 //! | `shared` | `HubShared`: what the ARM module and the data plane both touch |
+//!
+//! In-process use (tests):
+//!
+//! ```text
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let options = sim::Options { hubs: vec![sim::HubOptions { name: "hub-a".into(), devices: 100 }], ..Default::default() };
+//! let running = sim::run(options, async move { let _ = stopped.await; }).await?;
+//! let hub = running.hub("hub-a").unwrap();
+//! // hub.endpoint = "http://127.0.0.1:PORT", hub.connection_string("iothubowner") = "HostName=hub-a.azure-devices.net;…"
+//! // running.control = base URL of the control API (endpoints in `control`)
+//! stop.send(()).ok();
+//! ```
+//!
+//! Choices where the contract is UNCERTAIN (each configurable through `Limits` unless noted):
+//! second concurrent job → 403003 (`job_quota_code`); `Retry-After: 10` on 429 (`retry_after_secs`);
+//! throttling body in the legacy form (`throttle_legacy_body`); reported properties on import
+//! ignored (`import_reported`); a leaf `deviceScope` naming no edge device of the hub → 400028
+//! (`strict_scopes`); `excludeKeysInExport` → `"authentication": null`; `importErrors.log`
+//! always written; missing `api-version` → 400001 InvalidProtocolVersion (fixed); classic
+//! `ipFilterRules` apply only while `networkRuleSets` is absent (fixed, see `firewall`).
 
 pub mod access;
 pub mod apply;
