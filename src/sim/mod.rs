@@ -36,7 +36,7 @@
 //! throttling body in the legacy form (`throttle_legacy_body`); reported properties on import
 //! ignored (`import_reported`); a leaf `deviceScope` naming no edge device of the hub → 400028
 //! (`strict_scopes`); `excludeKeysInExport` → `"authentication": null`; `importErrors.log`
-//! always written; missing `api-version` → 400001 InvalidProtocolVersion (fixed); classic
+//! always written; missing `api-version` → 400001 `InvalidProtocolVersion` (fixed); classic
 //! `ipFilterRules` apply only while `networkRuleSets` is absent (fixed, see `firewall`).
 
 pub mod access;
