@@ -4,5 +4,6 @@
 
 mod azure;
 mod policy;
+mod sim;
 mod sim_services;
 mod vault;
