@@ -109,8 +109,8 @@ pub struct Options {
     pub limits: Limits,
     pub subscription: String,
     pub resource_group: String,
-    /// PLACEHOLDERS for the sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`): `None`
-    /// until the lead wires them; each `Some` is served on a port of its own.
+    /// The sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`); [`with_services`] plugs
+    /// them in. Each `Some` is served on a port of its own.
     pub arm: Option<RouterFactory>,
     pub dps: Option<RouterFactory>,
     pub keyvault: Option<RouterFactory>,
