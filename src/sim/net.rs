@@ -1,5 +1,6 @@
 //! Listening sockets for simulated hubs: a TCP listener whose connections can be cut on demand
-//! (the "dropped connection" fault), and the caller address handlers see.
+//! (the "dropped connection" fault), the caller address handlers see, and the scheme they are
+//! served with. Over `--tls`, `tls::TlsListener` wraps a `HubListener`, so both keep working.
 //!
 //! Why not a panic or an erroring body: both still let hyper write a status line first, or spam
 //! stderr. Failing the connection's first write makes the client see a connection closed with
@@ -17,6 +18,8 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::tls::TlsListener;
 
 /// Connections (by peer address) whose next write must fail.
 #[derive(Debug, Default)]
@@ -94,11 +97,31 @@ impl Listener for HubListener {
     }
 }
 
+// One impl per listener the simulator serves on (a blanket impl over every `Listener` would
+// collide with axum's own for `TapIo`). `TlsListener` passes the inner peer address through.
 impl Connected<IncomingStream<'_, HubListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, HubListener>) -> Self {
         Peer(*stream.remote_addr())
     }
 }
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl<L: Listener<Addr = SocketAddr>> Connected<IncomingStream<'_, TlsListener<L>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener<L>>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The URL scheme a service is served with, as a request extension (set by `sim::run`):
+/// handlers that write absolute URLs back (ARM's `Azure-AsyncOperation`) need it, since an
+/// HTTP/1.1 request line does not carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scheme(pub &'static str);
 
 impl AsyncRead for HubStream {
     fn poll_read(

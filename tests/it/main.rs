@@ -6,4 +6,5 @@ mod azure;
 mod policy;
 mod sim;
 mod sim_services;
+mod sim_tls;
 mod vault;
