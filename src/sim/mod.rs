@@ -81,9 +81,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
-use axum::{Extension, Router};
+use axum::Router;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -91,14 +89,13 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 pub use error::Error;
 pub use limits::{Faults, Limits};
 pub use tls::TlsConfig;
 
 use hub::Hub;
-use net::{HubListener, Peer, Scheme};
+use net::{HubListener, Serving};
 use shared::{AccessPolicy, HubShared, Hubs};
 
 /// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
@@ -279,71 +276,6 @@ async fn bind(listen: SocketAddr, offset: &mut u16) -> Result<TcpListener, Error
     })
 }
 
-/// How every port of one run is served: plain HTTP, or HTTPS with the run's certificate.
-#[derive(Clone)]
-struct Serving {
-    tls: Option<TlsAcceptor>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Serving {
-    fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
-    }
-
-    fn base_url(&self, l: &TcpListener) -> String {
-        l.local_addr()
-            .map(|a| format!("{}://{a}", self.scheme()))
-            .unwrap_or_default()
-    }
-
-    /// Serve `router` on `listener` (behind TLS when configured) until the run stops.
-    /// Handlers see the caller as `ConnectInfo<Peer>` and the scheme as `Extension<Scheme>`.
-    fn spawn<L>(&self, listener: L, router: Router) -> JoinHandle<()>
-    where
-        L: Listener<Addr = SocketAddr>,
-        Peer: for<'a> Connected<IncomingStream<'a, L>>,
-    {
-        let router = router.layer(Extension(Scheme(self.scheme())));
-        match &self.tls {
-            Some(acceptor) => spawn_server::<tls::TlsListener<L>>(
-                tls::TlsListener::new(listener, acceptor.clone()),
-                router,
-                self.stop.clone(),
-            ),
-            None => spawn_server(listener, router, self.stop.clone()),
-        }
-    }
-}
-
-fn spawn_server<L>(listener: L, router: Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    Peer: for<'a> Connected<IncomingStream<'a, L>>,
-{
-    tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<Peer>();
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-    })
-}
-
-/// `tls`: generate the run's certificate for `hosts`, write the CA file if asked, and return
-/// the acceptor every port shares with the CA PEM.
-fn start_tls(tls: &TlsConfig, mut hosts: Vec<String>) -> Result<(TlsAcceptor, String), Error> {
-    hosts.extend(tls.extra_hosts.iter().cloned());
-    hosts.sort();
-    hosts.dedup();
-    let (cert, key) = tls::self_signed(&hosts)?;
-    if let Some(path) = &tls.ca_file {
-        tls::write_ca_file(path, &cert)?;
-    }
-    Ok((tls::acceptor(&cert, &key)?, cert))
-}
-
 /// Serve a plugged-in sibling router on a port of its own.
 async fn serve_sibling(
     factory: Option<RouterFactory>,
@@ -418,7 +350,7 @@ pub async fn run(
         Some(t) => {
             let mut hosts: Vec<String> = wanted.iter().map(|h| hub_host(&h.name)).collect();
             hosts.extend(service_hosts);
-            let (acceptor, pem) = start_tls(t, hosts)?;
+            let (acceptor, pem) = tls::start(t, hosts)?;
             (Some(acceptor), Some(pem))
         }
         None => (None, None),

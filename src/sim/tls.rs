@@ -106,6 +106,22 @@ fn server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, Error> {
     Ok(config)
 }
 
+/// `Options::tls`: generate the run's certificate for `hosts`, write the CA file if asked, and
+/// return the acceptor every port shares with the CA PEM.
+pub(crate) fn start(
+    config: &TlsConfig,
+    mut hosts: Vec<String>,
+) -> Result<(TlsAcceptor, String), Error> {
+    hosts.extend(config.extra_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    let (cert, key) = self_signed(&hosts)?;
+    if let Some(path) = &config.ca_file {
+        write_ca_file(path, &cert)?;
+    }
+    Ok((acceptor(&cert, &key)?, cert))
+}
+
 /// What [`listener`] returns: wrapped in `TapIo` so that axum's
 /// `into_make_service_with_connect_info::<SocketAddr>()` works as it does over plain TCP.
 pub type Incoming = TapIo<TlsListener<TcpListener>, fn(&mut TlsStream<TcpStream>)>;
@@ -216,6 +232,28 @@ mod tests {
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(key.contains("PRIVATE KEY"));
         assert!(server_config(&cert, &key).is_ok());
+    }
+
+    #[tokio::test]
+    async fn start_writes_the_ca_it_serves_and_names_a_bad_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let config = TlsConfig {
+            ca_file: Some(path.clone()),
+            extra_hosts: vec!["extra.example".into()],
+        };
+        let (_, pem) = start(&config, vec!["hub-a.azure-devices.net".into()]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), pem);
+
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("no-such-dir").join("ca.pem")),
+            extra_hosts: Vec::new(),
+        };
+        let Err(err) = start(&missing, Vec::new()) else {
+            panic!("a CA file in a missing directory cannot be written");
+        };
+        assert_eq!(err.code(), "tls_write_ca");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
     }
 
     #[test]
