@@ -39,7 +39,7 @@ struct Cli {
     /// A hub to simulate (repeatable); its host name is NAME.azure-devices.net.
     #[arg(long = "hub", value_name = "NAME")]
     hubs: Vec<String>,
-    /// A DPS instance to simulate (repeatable; served once the DPS module is wired in).
+    /// A DPS instance to simulate (one; its host name is NAME.azure-devices-provisioning.net).
     #[arg(long = "dps", value_name = "NAME")]
     dps: Vec<String>,
     /// Seed synthetic devices into a hub: HUB=COUNT (repeatable).
