@@ -16,6 +16,9 @@ pub struct SealOptions {
     /// Window size as log2; `None` keeps the level's default. Small windows keep the memory of
     /// many concurrently open readers (sort runs being merged) low.
     pub window_log: Option<u32>,
+    /// Bytes per multithreaded zstd job; `None` keeps zstd's default (4 windows, 8 MiB at level
+    /// 3). Smaller jobs start the workers sooner and need less memory for in-flight jobs.
+    pub job_bytes: Option<u32>,
 }
 
 impl SealOptions {
@@ -26,6 +29,7 @@ impl SealOptions {
             level: 3,
             threads: u32::try_from(cores).unwrap_or(1),
             window_log: None,
+            job_bytes: Some(2 << 20),
         }
     }
 
@@ -35,6 +39,7 @@ impl SealOptions {
             level: 1,
             threads: 0,
             window_log: Some(17),
+            job_bytes: None,
         }
     }
 }
@@ -110,6 +115,10 @@ impl<W: Write> SealWriter<W> {
         z.include_checksum(true).map_err(Error::Seal)?;
         if options.threads > 0 {
             z.multithread(options.threads).map_err(Error::Seal)?;
+        }
+        if let (Some(bytes), true) = (options.job_bytes, options.threads > 0) {
+            z.set_parameter(zstd::stream::raw::CParameter::JobSize(bytes))
+                .map_err(Error::Seal)?;
         }
         if let Some(log) = options.window_log {
             z.window_log(log).map_err(Error::Seal)?;

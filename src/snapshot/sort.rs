@@ -1,11 +1,13 @@
 //! External merge sort of records by `(id, moduleId)`, in bounded memory.
 //!
-//! Records are buffered up to a budget ([`SortOptions::run_bytes`]). Input that fits is sorted
-//! in memory. Input already in order is detected while buffering and then **streamed straight
-//! to the output**, with no spill; if its order breaks after output began, [`sort_into`]
-//! returns [`Sorted::Restart`] and the caller runs again from the start with streaming off (the
-//! export is a file, so reading it twice is cheap; this is the rare case). Otherwise each full
-//! buffer is sorted and spilled as a *run*; runs are merged k-way at the end.
+//! A sort is tried **streaming** first: records pass straight to the output while they come in
+//! order, so an export already sorted costs no buffer and no spill, and compression starts with
+//! the first line. When the order breaks, [`sort_into`] returns [`Sorted::Restart`]; the caller
+//! discards that output and runs again with streaming off (the export is a file, so reading it
+//! twice is cheap; a shuffled export breaks order within its first lines). Without streaming,
+//! records are buffered up to a budget ([`SortOptions::run_bytes`]): input that fits is sorted
+//! in memory, otherwise each full buffer is sorted and spilled as a *run*, and runs are merged
+//! k-way at the end.
 //!
 //! Spilled runs hold device keys, so they are compressed and encrypted (through
 //! [`crate::pipeline`]) to a throw-away X25519 key that exists only in this process's memory:
@@ -63,7 +65,8 @@ pub enum Sorted {
 }
 
 /// Write `records` sorted into `out`, each line followed by `\n`. `file` names the source in
-/// messages. With `streaming`, input found in order is passed through without spilling.
+/// messages. With `streaming`, records pass straight through while in order (see the module
+/// docs); the first out-of-order record ends the pass with [`Sorted::Restart`].
 pub fn sort_into<I, W>(
     records: I,
     file: &str,
@@ -75,29 +78,20 @@ where
     I: Iterator<Item = Result<Record, Error>>,
     W: Write,
 {
-    let mut records = records.into_iter();
+    if streaming {
+        return stream(records, file, out);
+    }
     let mut buf: Vec<Record> = Vec::new();
     let mut bytes = 0usize;
-    let mut in_order = true;
     let mut spill: Option<Spill> = None;
     let mut total = 0u64;
-    while let Some(rec) = records.next() {
+    for rec in records {
         let rec = rec?;
         total += 1;
-        if let Some(last) = buf.last() {
-            match last.key_cmp(&rec) {
-                Ordering::Less => {}
-                Ordering::Equal => return Err(duplicate(file, last, &rec)),
-                Ordering::Greater => in_order = false,
-            }
-        }
         bytes += rec.footprint();
         buf.push(rec);
         if bytes < options.run_bytes {
             continue;
-        }
-        if in_order && streaming && spill.is_none() {
-            return stream_rest(buf, records, file, out, total);
         }
         let spill = match &mut spill {
             Some(s) => s,
@@ -107,7 +101,6 @@ where
         spill.write_run(&buf)?;
         buf.clear();
         bytes = 0;
-        in_order = true;
     }
     sort_checked(&mut buf, file)?;
     let Some(spill) = spill else {
@@ -128,33 +121,26 @@ where
     })
 }
 
-/// The input was in order up to a full buffer: emit it and pass the rest through while the
-/// order holds.
-fn stream_rest<I, W>(
-    buf: Vec<Record>,
-    records: I,
-    file: &str,
-    out: &mut W,
-    mut total: u64,
-) -> Result<Sorted, Error>
+/// Pass records through while they come in order.
+fn stream<I, W>(records: I, file: &str, out: &mut W) -> Result<Sorted, Error>
 where
     I: Iterator<Item = Result<Record, Error>>,
     W: Write,
 {
-    for rec in &buf {
-        emit(out, rec)?;
-    }
-    let mut last = buf.into_iter().last().expect("a full buffer is not empty");
+    let mut total = 0;
+    let mut last: Option<Record> = None;
     for rec in records {
         let rec = rec?;
         total += 1;
-        match last.key_cmp(&rec) {
-            Ordering::Less => {}
-            Ordering::Equal => return Err(duplicate(file, &last, &rec)),
-            Ordering::Greater => return Ok(Sorted::Restart),
+        if let Some(last) = &last {
+            match last.key_cmp(&rec) {
+                Ordering::Less => {}
+                Ordering::Equal => return Err(duplicate(file, last, &rec)),
+                Ordering::Greater => return Ok(Sorted::Restart),
+            }
         }
         emit(out, &rec)?;
-        last = rec;
+        last = Some(rec);
     }
     Ok(Sorted::Done {
         records: total,
