@@ -30,6 +30,8 @@ use crate::pipeline::{self, Identities, SealOptions, SealWriter};
 
 /// Runs merged at once; more are merged in rounds (each open run costs a decoder's buffers).
 const MAX_FAN_IN: usize = 48;
+/// Name prefix of spill folders.
+const SPILL_PREFIX: &str = "hubvault-sort-";
 /// Default memory budget for one run of buffered records.
 pub const DEFAULT_RUN_BYTES: usize = 16 * 1024 * 1024;
 
@@ -236,13 +238,12 @@ struct Spill {
 
 impl Spill {
     fn new(options: &SortOptions) -> Result<Self, Error> {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("hubvault-sort-");
-        let dir = match &options.temp_dir {
-            Some(d) => builder.tempdir_in(d),
-            None => builder.tempdir(),
-        }
-        .map_err(Error::Spill)?;
+        let parent = options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        sweep_stale(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
+            .tempdir_in(&parent)
+            .map_err(Error::Spill)?;
         let key = age::x25519::Identity::generate();
         let recipient = key.to_public();
         Ok(Spill {
@@ -376,6 +377,28 @@ impl RunWriter {
 
     fn abandon(self) {
         self.w.into_parts().0.abandon();
+    }
+}
+
+/// Remove spill folders a killed process left behind. Their runs are sealed to a key that died
+/// with that process, so they are unreadable garbage; a day is far longer than any sort runs.
+fn sweep_stale(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < day_ago);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -220,3 +220,22 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn spill_folders_of_killed_processes_are_swept_after_a_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join(format!("{SPILL_PREFIX}old"));
+    let young = tmp.path().join(format!("{SPILL_PREFIX}young"));
+    let other = tmp.path().join("someone-else");
+    for d in [&old, &young, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("run-00000"), b"x").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    for d in [&old, &other] {
+        std::fs::File::open(d).unwrap().set_modified(two_days_ago).unwrap();
+    }
+    sweep_stale(tmp.path());
+    assert!(!old.exists());
+    assert!(young.exists() && other.exists());
+}
