@@ -12,7 +12,7 @@ pub mod bridge;
 mod open;
 mod seal;
 
-pub use open::{Identities, Opened, open};
+pub use open::{Identities, Opened, open, open_with_buffer};
 pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
 /// Errors when opening a sealed stream.

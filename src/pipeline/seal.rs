@@ -33,12 +33,13 @@ impl SealOptions {
         }
     }
 
-    /// Spilled sort runs: fast and small-windowed; they live for one backup only.
+    /// Spilled sort runs: fast, and a 32 KiB window so the merge can keep dozens of runs open
+    /// in little memory (read them with [`super::open_with_buffer`]); they live for one backup.
     pub fn spill() -> Self {
         SealOptions {
             level: 1,
             threads: 0,
-            window_log: Some(17),
+            window_log: Some(15),
             job_bytes: None,
         }
     }

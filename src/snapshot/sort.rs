@@ -29,7 +29,7 @@ use super::record::Record;
 use crate::pipeline::{self, Identities, SealOptions, SealWriter};
 
 /// Runs merged at once; more are merged in rounds (each open run costs a decoder's buffers).
-const MAX_FAN_IN: usize = 48;
+const MAX_FAN_IN: usize = 64;
 /// Name prefix of spill folders.
 const SPILL_PREFIX: &str = "hubvault-sort-";
 /// Default memory budget for one run of buffered records.
@@ -101,11 +101,12 @@ where
         };
         sort_checked(&mut buf, file)?;
         spill.write_run(&buf)?;
+        // Free the records' memory, keep the vector's slots for the next run.
         buf.clear();
         bytes = 0;
     }
     sort_checked(&mut buf, file)?;
-    let Some(spill) = spill else {
+    let Some(mut spill) = spill else {
         for rec in &buf {
             emit(out, rec)?;
         }
@@ -114,8 +115,14 @@ where
             runs_spilled: 0,
         });
     };
+    // Spill the last buffer too: the merge then holds one small reader per run instead of a
+    // whole buffer, which keeps the peak memory at one buffer *or* the merge, not both.
+    if !buf.is_empty() {
+        spill.write_run(&buf)?;
+    }
+    drop(buf);
     let runs_spilled = spill.runs.len();
-    let sources = spill.open_runs(file, buf)?;
+    let sources = spill.open_runs(file)?;
     merge(sources, file, |rec| emit(out, rec))?;
     Ok(Sorted::Done {
         records: total,
@@ -295,17 +302,17 @@ impl Spill {
 
     fn read_run(&self, path: &PathBuf) -> Result<Source, Error> {
         let f = File::open(path).map_err(Error::Spill)?;
-        let plain =
-            pipeline::open(f, &self.identities).map_err(|e| Error::Spill(io::Error::other(e)))?;
+        let plain = pipeline::open_with_buffer(f, &self.identities, 16 * 1024)
+            .map_err(|e| Error::Spill(io::Error::other(e)))?;
         let reader: Box<dyn Read> = Box::new(plain);
         Ok(Box::new(RunReader {
-            r: BufReader::with_capacity(64 * 1024, reader),
+            r: BufReader::with_capacity(16 * 1024, reader),
         }))
     }
 
-    /// All runs (merged down to [`MAX_FAN_IN`]) plus the last, in-memory buffer, as sources.
-    fn open_runs(mut self, file: &str, last: Vec<Record>) -> Result<Vec<Source>, Error> {
-        while self.runs.len() + 1 > MAX_FAN_IN {
+    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources.
+    fn open_runs(mut self, file: &str) -> Result<Vec<Source>, Error> {
+        while self.runs.len() > MAX_FAN_IN {
             let batch: Vec<PathBuf> = self.runs.drain(..MAX_FAN_IN).collect();
             let sources = batch
                 .iter()
@@ -326,7 +333,6 @@ impl Spill {
             .iter()
             .map(|p| self.read_run(p))
             .collect::<Result<Vec<_>, _>>()?;
-        sources.push(Box::new(last.into_iter().map(Ok)));
         // The folder (and its runs) must outlive the readers: keep it alive inside a source.
         sources.push(Box::new(KeepAlive(Some(self))));
         Ok(sources)

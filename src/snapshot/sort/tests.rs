@@ -233,7 +233,10 @@ fn spill_folders_of_killed_processes_are_swept_after_a_day() {
     }
     let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
     for d in [&old, &other] {
-        std::fs::File::open(d).unwrap().set_modified(two_days_ago).unwrap();
+        std::fs::File::open(d)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
     }
     sweep_stale(tmp.path());
     assert!(!old.exists());
