@@ -31,7 +31,7 @@ const READ_BUFFER: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the export at {path}: {source}; check the path")]
+    #[error("cannot read the export at {path} (check the path)")]
     Input {
         path: PathBuf,
         #[source]
@@ -416,5 +416,85 @@ fn count(counts: &mut ObjectCounts, r: &Record) {
     } else {
         counts.devices += 1;
         counts.edge_devices += u64::from(r.edge);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::io::Read as _;
+
+    fn export(dir: &Path, ids: &[usize]) -> PathBuf {
+        let text: String = ids
+            .iter()
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{}\"}}}}\n",
+                    "x".repeat(300)
+                )
+            })
+            .collect();
+        let path = dir.join("devices.txt");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn order_breaking_after_upload_began_restarts_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        // In order for 12 000 records (several upload chunks), then one step back.
+        let mut ids: Vec<usize> = (0..12_000).collect();
+        ids.swap(11_998, 11_999);
+        let path = export(dir.path(), &ids);
+        let id = age::x25519::Identity::generate();
+        let store = Arc::new(MemoryStore::new());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        options.sort.run_bytes = 1 << 20;
+        options.sort.temp_dir = Some(dir.path().to_owned());
+        let report = from_export(store.clone(), &path, "hub", &[id.to_public()], options)
+            .await
+            .unwrap();
+        assert_eq!(report.devices, 12_000);
+        assert!(report.runs_spilled > 1);
+        let names: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "one data object and the manifest: {names:?}"
+        );
+        let stored = store.get_bytes(&names[0]).await.unwrap();
+        let ids: crate::pipeline::Identities = Arc::new(vec![Box::new(id)]);
+        let mut plain = String::new();
+        crate::pipeline::open(&stored[..], &ids)
+            .unwrap()
+            .read_to_string(&mut plain)
+            .unwrap();
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines.len(), 12_001, "header plus every record once");
+        assert!(lines[1..].windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    #[tokio::test]
+    async fn a_folder_without_devices_txt_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let r = age::x25519::Identity::generate().to_public();
+        let err = from_export(
+            store,
+            dir.path(),
+            "hub",
+            &[r],
+            BackupOptions::new(OffsetDateTime::now_utc()),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NoDevicesFile { .. }), "{err}");
     }
 }
