@@ -423,18 +423,18 @@ fn count(counts: &mut ObjectCounts, r: &Record) {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+    use std::fmt::Write as _;
     use std::io::Read as _;
 
     fn export(dir: &Path, ids: &[usize]) -> PathBuf {
-        let text: String = ids
-            .iter()
-            .map(|i| {
-                format!(
-                    "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{}\"}}}}\n",
-                    "x".repeat(300)
-                )
-            })
-            .collect();
+        let pad = "x".repeat(300);
+        let text = ids.iter().fold(String::new(), |mut s, i| {
+            let _ = write!(
+                s,
+                "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{pad}\"}}}}\n"
+            );
+            s
+        });
         let path = dir.join("devices.txt");
         std::fs::write(&path, text).unwrap();
         path
