@@ -429,9 +429,9 @@ mod tests {
     fn export(dir: &Path, ids: &[usize]) -> PathBuf {
         let pad = "x".repeat(300);
         let text = ids.iter().fold(String::new(), |mut s, i| {
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{pad}\"}}}}\n"
+                "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{pad}\"}}}}"
             );
             s
         });
