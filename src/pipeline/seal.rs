@@ -18,7 +18,7 @@ pub struct SealOptions {
     pub window_log: Option<u32>,
     /// Bytes per multithreaded zstd job; `None` keeps zstd's default (4 windows, 8 MiB at level
     /// 3). Smaller jobs start the workers sooner and need less memory for in-flight jobs; at
-    /// 1 MiB the stored size grows by well under 1 % (measured on synthetic twins).
+    /// 2 MiB the stored size stays within 1 % of the default (measured on synthetic twins).
     pub job_bytes: Option<u32>,
 }
 
@@ -30,7 +30,7 @@ impl SealOptions {
             level: 3,
             threads: u32::try_from(cores).unwrap_or(1),
             window_log: None,
-            job_bytes: Some(1 << 20),
+            job_bytes: Some(2 << 20),
         }
     }
 
