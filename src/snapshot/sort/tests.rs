@@ -1,3 +1,4 @@
+use super::runs::sweep_stale;
 use super::*;
 use crate::snapshot::record::Lines;
 
