@@ -303,6 +303,9 @@ mod keys {
         if let Some(path) = config.identity(keys.identity.as_deref()) {
             out.extend(load(&path)?.iter().map(age::x25519::Identity::to_public));
         }
+        // The same key given twice (flag and identity file) is one recipient.
+        let mut seen = std::collections::BTreeSet::new();
+        out.retain(|r| seen.insert(r.to_string()));
         if out.is_empty() {
             bail!(
                 "no recipients: pass --recipient age1… or --identity FILE (or set HUBVAULT_RECIPIENTS / recipients in hubvault.toml)"
