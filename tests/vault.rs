@@ -577,7 +577,7 @@ fn newer_format_asks_for_an_upgrade() {
 }
 
 fn assert_refused_and_nothing_stored(env: &Env, export: &Path, expect: &[&str]) {
-    let (code, out, err) = stderr_of(&mut env.backup(export));
+    let (code, out, err) = stderr_of(env.backup(export).arg("-vvv"));
     assert_eq!(code, 2, "{err}");
     for e in expect {
         assert!(err.contains(e), "expected {e:?} in: {err}");
