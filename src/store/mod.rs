@@ -171,8 +171,8 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
     if looks_like_azure {
         // Never echo the location: it may hold an account key or a SAS signature.
         return Err(Error::Backend {
-            store: "an Azure Blob store".to_owned(),
-            detail: "Azure Blob stores are not supported in this build; use a local folder"
+            store: "--store".to_owned(),
+            detail: "Azure Blob stores are not supported in this build; use a local folder path"
                 .to_owned(),
         });
     }
