@@ -173,6 +173,7 @@ fn export_request(uri: &SecretUrl, staging: &Staging, configurations: bool) -> J
         &staging.blob(DEVICES_FILE),
         &staging.blob(CONFIGURATIONS_FILE),
     );
+    job.storage_authentication_type = Some(staging.authentication_type().to_owned());
     if !configurations {
         job.include_configurations = Some(false);
         job.configurations_blob_name = None;

@@ -1062,3 +1062,46 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     let left = w.staging_blobs().await;
     assert!(!left.iter().any(|n| n.starts_with("staging/")), "{left:?}");
 }
+
+/// Files under `dir`, recursively (relative paths).
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The simulator-only `file://` staging (the embedded demo) works end to end and is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_staging_for_the_simulator_is_emptied_too() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
+    let folder = w.path("file-staging");
+    std::fs::create_dir_all(&folder).unwrap();
+    let url = format!("file://{}", folder.display());
+    let out = w
+        .run(
+            &["--json", "backup", "--hub", "hub-a", "--staging", &url],
+            &[],
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(
+        files_under(&folder).is_empty(),
+        "{:?}",
+        files_under(&folder)
+    );
+    assert_eq!(
+        dump_latest(&w, "dump-file").await,
+        w.registry("hub-a").await
+    );
+}
