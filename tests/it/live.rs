@@ -452,6 +452,43 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
         manifest["source"],
         json!({"kind": "export-job", "job_id": job_id})
     );
+
+    // What the hub was given, as the simulator recorded it: keys and configurations, blob names
+    // under staging/<hub>/<run>/, a container SAS with r, w, d only, expiring after 6 h.
+    let job = jobs.iter().find(|j| j["jobId"] == job_id).unwrap();
+    assert_eq!(job["excludeKeysInExport"], false);
+    assert_eq!(job["includeConfigurations"], true);
+    assert!(
+        job["outputBlobName"]
+            .as_str()
+            .unwrap()
+            .starts_with("staging/hub-a.azure-devices.net/")
+    );
+    let sas = sas_of(job);
+    assert_eq!(sas["sp"], "rwd", "least privilege: {sas:?}");
+    assert_eq!(sas["sr"], "c", "a container SAS, never account-level");
+    let expiry =
+        time::OffsetDateTime::parse(&sas["se"], &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let lifetime = expiry - time::OffsetDateTime::now_utc();
+    assert!(
+        lifetime > time::Duration::minutes(355) && lifetime <= time::Duration::hours(6),
+        "expires after sas-lifetime (6h): {lifetime}"
+    );
+    // A second run gets a fresh SAS: never reused.
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = json_of(&out)["job_id"].clone();
+    let jobs = w.jobs("hub-a").await;
+    let again = sas_of(jobs.iter().find(|j| j["jobId"] == second).unwrap());
+    assert_ne!(again["sig"], sas["sig"]);
+    assert!(w.staging_blobs().await.is_empty());
+}
+
+/// The query of a job's output container URI.
+fn sas_of(job: &Value) -> std::collections::HashMap<String, String> {
+    let uri = url::Url::parse(job["outputBlobContainerUri"].as_str().unwrap()).unwrap();
+    uri.query_pairs().into_owned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,8 +905,18 @@ async fn preflight_without_arm_explains_401002_as_the_likely_firewall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let mut w = World::start(&cs, Setup::default()).await;
     let hub_b = w.sim.hub("hub-b").unwrap().clone();
+    let read_only = hub_b.connection_string("registryRead").unwrap();
+    w.secrets
+        .push("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+    w.secrets.push(
+        read_only
+            .rsplit("SharedAccessKey=")
+            .next()
+            .unwrap()
+            .to_owned(),
+    );
     let container = w.staging.azure_location().container.clone();
 
     // Wrong key, firewall open to everyone: ARM says the caller is allowed ⇒ the key is wrong.
@@ -879,6 +926,7 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
         .run(
             &[
                 "--json",
+                "-vvv",
                 "preflight",
                 "--to",
                 "hub-b",
@@ -899,7 +947,6 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     assert_eq!(finding(&report, "ip-firewall")["ok"], true);
 
     // registryRead cannot run export jobs.
-    let read_only = hub_b.connection_string("registryRead").unwrap();
     w.write_config(&container, Setup::default(), Some(&read_only));
     let out = w.run(&["--json", "preflight", "--to", "hub-b"], &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
