@@ -453,8 +453,14 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
         json!({"kind": "export-job", "job_id": job_id})
     );
 
+    assert_fresh_least_privilege_sas(&w, job_id).await;
+}
+
+/// What the hub was given, as the simulator recorded it.
+async fn assert_fresh_least_privilege_sas(w: &World, job_id: &str) {
     // What the hub was given, as the simulator recorded it: keys and configurations, blob names
     // under staging/<hub>/<run>/, a container SAS with r, w, d only, expiring after 6 h.
+    let jobs = w.jobs("hub-a").await;
     let job = jobs.iter().find(|j| j["jobId"] == job_id).unwrap();
     assert_eq!(job["excludeKeysInExport"], false);
     assert_eq!(job["includeConfigurations"], true);
