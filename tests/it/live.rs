@@ -590,23 +590,55 @@ async fn failed_jobs_leave_no_snapshot_and_no_staging() {
         "earlier snapshot intact: {}",
         stderr(&verify)
     );
+}
 
-    // 429 storms and 5xx bursts are retried and the backup completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_retried_and_the_backup_completes() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
     w.control(
         reqwest::Method::PATCH,
         "/hubs/hub-a/limits",
-        Some(json!({"rates": {"jobs": 2.0, "statistics": 2.0}, "retry_after_secs": 1})),
+        Some(json!({"rates": {"jobs": 2.0, "statistics": 1.0, "registry": 1.0}, "retry_after_secs": 1})),
     )
     .await;
+    let out = w
+        .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
+        .await;
+    assert!(out.status.success(), "throttled: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retrying"),
+        "the hub did throttle: {}",
+        stderr(&out)
+    );
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
+    assert!(w.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_burst_is_retried_and_the_backup_completes() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
     w.control(
         reqwest::Method::PATCH,
         "/hubs/hub-a/faults",
-        Some(json!({"error_burst": 4, "error_status": 503})),
+        Some(json!({"error_burst": 3, "error_status": 503})),
     )
     .await;
-    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "throttled and 5xx: {}", stderr(&out));
-    assert_eq!(w.snapshots(HUB_A).len(), 2);
+    let out = w
+        .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
+        .await;
+    assert!(out.status.success(), "5xx burst: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retrying"),
+        "the hub did fail: {}",
+        stderr(&out)
+    );
+    let faults = w
+        .control(reqwest::Method::GET, "/hubs/hub-a/faults", None)
+        .await;
+    assert_eq!(faults["error_burst"], 0, "the whole burst was spent");
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
     assert!(w.staging_blobs().await.is_empty());
 }
 
