@@ -1190,3 +1190,49 @@ async fn file_staging_for_the_simulator_is_emptied_too() {
         w.registry("hub-a").await
     );
 }
+
+/// `--staging` with a container URL and a SAS made elsewhere: used as given, never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_by_sas_url_on_the_command_line() {
+    use hubvault::store::sas::SasPermissions;
+    let Some(cs) = azurite() else { return };
+    let mut w = World::start(&cs, Setup::default()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let sas = w
+        .staging
+        .container_sas(
+            SasPermissions::all(),
+            now - time::Duration::minutes(5),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let url = sas
+        .on(&w.staging.azure_location().container_url())
+        .to_string();
+    let sig: std::collections::HashMap<String, String> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    w.secrets.push(sig["sig"].clone());
+    w.secrets
+        .push(url::form_urlencoded::byte_serialize(sig["sig"].as_bytes()).collect());
+    let out = w
+        .run(
+            &[
+                "--json",
+                "-vvv",
+                "backup",
+                "--hub",
+                "hub-a",
+                "--staging",
+                &url,
+            ],
+            &[("HUBVAULT_STAGING_CS", "")],
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(w.staging_blobs().await.is_empty());
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
+}
