@@ -3,6 +3,7 @@
 
 mod forget;
 mod keys;
+mod live;
 mod snapshots;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Init(args)) => keys::init(&config, &args),
+        Command::Backup(args) if args.hub.is_some() => live::backup(&config, global, args).await,
         Command::Backup(args) => snapshots::backup(&config, global, args).await,
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
         Command::Show(args) => snapshots::show(&config, global, &args).await,
@@ -29,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Diff(args) => snapshots::diff(&config, global, args).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
+        Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }
 }
 

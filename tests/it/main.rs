@@ -3,6 +3,7 @@
 //! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
 
 mod azure;
+mod live;
 mod policy;
 mod sim;
 mod sim_services;

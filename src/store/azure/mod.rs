@@ -242,8 +242,10 @@ impl Store for AzureStore {
         } else {
             format!("{}/", loc.prefix)
         };
+        // An empty `prefix=` is signed differently by the SDK and Azurite (403): leave it out.
+        let full_prefix = format!("{strip}{prefix}");
         let options = BlobContainerClientListBlobsOptions {
-            prefix: Some(format!("{strip}{prefix}")),
+            prefix: (!full_prefix.is_empty()).then_some(full_prefix),
             ..Default::default()
         };
         let mut pager = self
