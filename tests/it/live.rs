@@ -452,6 +452,49 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
         manifest["source"],
         json!({"kind": "export-job", "job_id": job_id})
     );
+
+    assert_fresh_least_privilege_sas(&w, job_id).await;
+}
+
+/// What the hub was given, as the simulator recorded it.
+async fn assert_fresh_least_privilege_sas(w: &World, job_id: &str) {
+    // What the hub was given, as the simulator recorded it: keys and configurations, blob names
+    // under staging/<hub>/<run>/, a container SAS with r, w, d only, expiring after 6 h.
+    let jobs = w.jobs("hub-a").await;
+    let job = jobs.iter().find(|j| j["jobId"] == job_id).unwrap();
+    assert_eq!(job["excludeKeysInExport"], false);
+    assert_eq!(job["includeConfigurations"], true);
+    assert!(
+        job["outputBlobName"]
+            .as_str()
+            .unwrap()
+            .starts_with("staging/hub-a.azure-devices.net/")
+    );
+    let sas = sas_of(job);
+    assert_eq!(sas["sp"], "rwd", "least privilege: {sas:?}");
+    assert_eq!(sas["sr"], "c", "a container SAS, never account-level");
+    let expiry =
+        time::OffsetDateTime::parse(&sas["se"], &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let lifetime = expiry - time::OffsetDateTime::now_utc();
+    assert!(
+        lifetime > time::Duration::minutes(355) && lifetime <= time::Duration::hours(6),
+        "expires after sas-lifetime (6h): {lifetime}"
+    );
+    // A second run gets a fresh SAS: never reused.
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = json_of(&out)["job_id"].clone();
+    let jobs = w.jobs("hub-a").await;
+    let again = sas_of(jobs.iter().find(|j| j["jobId"] == second).unwrap());
+    assert_ne!(again["sig"], sas["sig"]);
+    assert!(w.staging_blobs().await.is_empty());
+}
+
+/// The query of a job's output container URI.
+fn sas_of(job: &Value) -> std::collections::HashMap<String, String> {
+    let uri = url::Url::parse(job["outputBlobContainerUri"].as_str().unwrap()).unwrap();
+    uri.query_pairs().into_owned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,23 +590,55 @@ async fn failed_jobs_leave_no_snapshot_and_no_staging() {
         "earlier snapshot intact: {}",
         stderr(&verify)
     );
+}
 
-    // 429 storms and 5xx bursts are retried and the backup completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_retried_and_the_backup_completes() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
     w.control(
         reqwest::Method::PATCH,
         "/hubs/hub-a/limits",
-        Some(json!({"rates": {"jobs": 2.0, "statistics": 2.0}, "retry_after_secs": 1})),
+        Some(json!({"rates": {"jobs": 2.0, "statistics": 1.0, "registry": 1.0}, "retry_after_secs": 1})),
     )
     .await;
+    let out = w
+        .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
+        .await;
+    assert!(out.status.success(), "throttled: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retrying"),
+        "the hub did throttle: {}",
+        stderr(&out)
+    );
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
+    assert!(w.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_burst_is_retried_and_the_backup_completes() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
     w.control(
         reqwest::Method::PATCH,
         "/hubs/hub-a/faults",
-        Some(json!({"error_burst": 4, "error_status": 503})),
+        Some(json!({"error_burst": 3, "error_status": 503})),
     )
     .await;
-    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "throttled and 5xx: {}", stderr(&out));
-    assert_eq!(w.snapshots(HUB_A).len(), 2);
+    let out = w
+        .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
+        .await;
+    assert!(out.status.success(), "5xx burst: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retrying"),
+        "the hub did fail: {}",
+        stderr(&out)
+    );
+    let faults = w
+        .control(reqwest::Method::GET, "/hubs/hub-a/faults", None)
+        .await;
+    assert_eq!(faults["error_burst"], 0, "the whole burst was spent");
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
     assert!(w.staging_blobs().await.is_empty());
 }
 
@@ -868,8 +943,18 @@ async fn preflight_without_arm_explains_401002_as_the_likely_firewall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let mut w = World::start(&cs, Setup::default()).await;
     let hub_b = w.sim.hub("hub-b").unwrap().clone();
+    let read_only = hub_b.connection_string("registryRead").unwrap();
+    w.secrets
+        .push("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+    w.secrets.push(
+        read_only
+            .rsplit("SharedAccessKey=")
+            .next()
+            .unwrap()
+            .to_owned(),
+    );
     let container = w.staging.azure_location().container.clone();
 
     // Wrong key, firewall open to everyone: ARM says the caller is allowed ⇒ the key is wrong.
@@ -879,6 +964,7 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
         .run(
             &[
                 "--json",
+                "-vvv",
                 "preflight",
                 "--to",
                 "hub-b",
@@ -899,7 +985,6 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     assert_eq!(finding(&report, "ip-firewall")["ok"], true);
 
     // registryRead cannot run export jobs.
-    let read_only = hub_b.connection_string("registryRead").unwrap();
     w.write_config(&container, Setup::default(), Some(&read_only));
     let out = w.run(&["--json", "preflight", "--to", "hub-b"], &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -1061,4 +1146,93 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     // The hub writes importErrors.log at the container root: not a run's blob, not swept.
     let left = w.staging_blobs().await;
     assert!(!left.iter().any(|n| n.starts_with("staging/")), "{left:?}");
+}
+
+/// Files under `dir`, recursively (relative paths).
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The simulator-only `file://` staging (the embedded demo) works end to end and is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_staging_for_the_simulator_is_emptied_too() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(&cs, Setup::default()).await;
+    let folder = w.path("file-staging");
+    std::fs::create_dir_all(&folder).unwrap();
+    let url = format!("file://{}", folder.display());
+    let out = w
+        .run(
+            &["--json", "backup", "--hub", "hub-a", "--staging", &url],
+            &[],
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(
+        files_under(&folder).is_empty(),
+        "{:?}",
+        files_under(&folder)
+    );
+    assert_eq!(
+        dump_latest(&w, "dump-file").await,
+        w.registry("hub-a").await
+    );
+}
+
+/// `--staging` with a container URL and a SAS made elsewhere: used as given, never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_by_sas_url_on_the_command_line() {
+    use hubvault::store::sas::SasPermissions;
+    let Some(cs) = azurite() else { return };
+    let mut w = World::start(&cs, Setup::default()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let sas = w
+        .staging
+        .container_sas(
+            SasPermissions::all(),
+            now - time::Duration::minutes(5),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let url = sas
+        .on(&w.staging.azure_location().container_url())
+        .to_string();
+    let sig: std::collections::HashMap<String, String> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    w.secrets.push(sig["sig"].clone());
+    w.secrets
+        .push(url::form_urlencoded::byte_serialize(sig["sig"].as_bytes()).collect());
+    let out = w
+        .run(
+            &[
+                "--json",
+                "-vvv",
+                "backup",
+                "--hub",
+                "hub-a",
+                "--staging",
+                &url,
+            ],
+            &[("HUBVAULT_STAGING_CS", "")],
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(w.staging_blobs().await.is_empty());
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
 }

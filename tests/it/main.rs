@@ -6,5 +6,7 @@ mod azure;
 mod live;
 mod policy;
 mod restore;
+mod sim;
 mod sim_services;
+mod sim_tls;
 mod vault;
