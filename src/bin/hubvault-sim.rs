@@ -1,5 +1,207 @@
-//! `hubvault-sim`: a local IoT Hub, DPS, ARM and Key Vault simulator (see `hubvault::sim`).
-fn main() {
-    eprintln!("hubvault-sim: not implemented in this build");
-    std::process::exit(2);
+//! `hubvault-sim`: a local `IoT` Hub, DPS, ARM and Key Vault simulator (see `hubvault::sim`).
+//!
+//! ```text
+//! hubvault-sim --listen 127.0.0.1:0 --hub hub-a --hub hub-b --dps dps-a --devices hub-a=1000 \
+//!              --info sim.json --write-config hubvault.toml
+//! ```
+//! Runs until Ctrl-C (or SIGTERM). `--info` writes where everything is served; `--write-config`
+//! writes a `hubvault.toml` (DESIGN §3) pointing hubvault at the simulated hubs. Both files hold
+//! the simulator's throwaway keys and are written with mode 0600.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use hubvault::sim::{self, HubOptions, Options, Running};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubvault-sim",
+    version,
+    about = "Local IoT Hub / DPS / ARM / Key Vault simulator for hubvault tests and demos"
+)]
+struct Cli {
+    /// Bind address; port 0 gives every service an OS-chosen port, port P gives hubs P, P+1, …
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// A hub to simulate (repeatable); its host name is NAME.azure-devices.net.
+    #[arg(long = "hub", value_name = "NAME")]
+    hubs: Vec<String>,
+    /// A DPS instance to simulate (repeatable; served once the DPS module is wired in).
+    #[arg(long = "dps", value_name = "NAME")]
+    dps: Vec<String>,
+    /// Seed synthetic devices into a hub: HUB=COUNT (repeatable).
+    #[arg(long = "devices", value_name = "HUB=COUNT")]
+    devices: Vec<String>,
+    /// Seed for keys and synthetic fleets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write connection strings and endpoints as JSON to this file.
+    #[arg(long)]
+    info: Option<PathBuf>,
+    /// Write a hubvault.toml pointing at the simulated services.
+    #[arg(long = "write-config")]
+    write_config: Option<PathBuf>,
+}
+
+fn parse_devices(specs: &[String], hubs: &[String]) -> Result<Vec<(String, usize)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (hub, n) = s
+                .split_once('=')
+                .with_context(|| format!("--devices {s:?}: expected HUB=COUNT, e.g. hub-a=1000"))?;
+            if !hubs.iter().any(|h| h == hub) {
+                bail!("--devices {s:?}: no --hub {hub}; add --hub {hub} first");
+            }
+            Ok((
+                hub.to_string(),
+                n.parse()
+                    .with_context(|| format!("--devices {s:?}: COUNT must be a whole number"))?,
+            ))
+        })
+        .collect()
+}
+
+/// The `--info` document.
+fn info(running: &Running) -> Value {
+    let mut hubs = Map::new();
+    for h in &running.hubs {
+        hubs.insert(
+            h.name.clone(),
+            json!({"connection_string": h.connection_string("iothubowner"), "endpoint": h.endpoint, "resource_id": h.resource_id, "host": h.host}),
+        );
+    }
+    json!({
+        "hubs": hubs,
+        "dps": {},
+        "arm": running.arm.as_ref().map(|e| json!({"endpoint": e})),
+        "keyvault": running.keyvault.as_ref().map(|e| json!({"endpoint": e})),
+        "control": running.control,
+    })
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The `--write-config` document, in the shape of DESIGN §3.
+fn config(running: &Running) -> String {
+    let mut out = String::from(
+        "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\n",
+    );
+    out.push_str("store = \"./hubvault-store\"\n");
+    for h in &running.hubs {
+        let cs = h.connection_string("iothubowner").unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n[hubs.{}]\nconnection-string = {}\n",
+            h.name,
+            toml_str(&cs)
+        );
+        let _ = write!(
+            out,
+            "endpoint = {}\nresource-id = {}\n",
+            toml_str(&h.endpoint),
+            toml_str(&h.resource_id)
+        );
+    }
+    if let Some(arm) = &running.arm {
+        let _ = write!(
+            out,
+            "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
+            toml_str(arm)
+        );
+    }
+    out.push_str("\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"hubvault-staging\"\n");
+    out
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "cannot write {}; check the folder exists and is writable",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubvault-sim: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if cli.hubs.is_empty() {
+        bail!("no hubs to simulate; give at least one --hub NAME");
+    }
+    let counts = parse_devices(&cli.devices, &cli.hubs)?;
+    let hubs = cli
+        .hubs
+        .iter()
+        .map(|name| HubOptions {
+            name: name.clone(),
+            devices: counts
+                .iter()
+                .filter(|(h, _)| h == name)
+                .map(|(_, n)| n)
+                .sum(),
+        })
+        .collect();
+    let options = Options {
+        listen: cli.listen,
+        hubs,
+        seed: cli.seed,
+        ..Options::default()
+    };
+    let running = sim::run(options, shutdown_signal()).await?;
+    for h in &running.hubs {
+        eprintln!("hub {} ({}) at {}", h.name, h.host, h.endpoint);
+    }
+    eprintln!("control API at {}", running.control);
+    if !cli.dps.is_empty() && running.dps.is_none() {
+        eprintln!(
+            "note: DPS is not served by this build; --dps {} ignored",
+            cli.dps.join(", ")
+        );
+    }
+    if let Some(path) = &cli.info {
+        write_private(path, &format!("{:#}\n", info(&running)))?;
+    }
+    if let Some(path) = &cli.write_config {
+        write_private(path, &config(&running))?;
+    }
+    running.wait().await;
+    Ok(())
 }

@@ -1,6 +1,373 @@
-//! the simulator (not yet implemented).
+//! `hubvault-sim`: a local `IoT` Hub (plus, from sibling modules, ARM, DPS and Key Vault) that
+//! speaks the real wire contract (`shared/reference/azure-contract.md`) and is strict where
+//! Azure is strict. Every test of a live path stands on it.
+//!
+//! Owns: starting the services — one port per hub on the `listen` address, a control port, and
+//! ports for the ARM / DPS / Key Vault routers when they are plugged in — and the hubs' shared
+//! state. Must not: import anything else of hubvault. Its wire types are its own, so a serde
+//! mistake in the client cannot be mirrored here.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `hub` | per-hub state and router; the request gate (faults, firewall, api-version, SAS, throttling) |
+//! | `devices`, `twins`, `query` | registry REST handlers (§5) |
+//! | `jobs`, `export`, `import`, `blob` | import/export jobs (§2–4) over Azure Blob REST or `file://` |
+//! | `registry`, `apply`, `wire` | the compact registry model, import modes, JSON shapes |
+//! | `sas`, `access`, `firewall` | token checks, rights per operation, the IP decision (§1, §6.3, §7.1) |
+//! | `error` | error bodies (§6.1) |
+//! | `limits`, `net` | throttling, quotas, injected faults, droppable connections |
+//! | `control`, `seed` | the control API (endpoints documented there) and synthetic fleets |
+//! | `shared` | `HubShared`: what the ARM module and the data plane both touch |
+
+pub mod access;
+pub mod apply;
 pub mod arm;
+pub mod blob;
+pub mod control;
+pub mod devices;
 pub mod dps;
+pub mod error;
+pub mod export;
+pub mod firewall;
+pub mod hub;
+pub mod import;
+pub mod jobs;
 pub mod keyvault;
+pub mod limits;
+pub mod net;
+pub mod query;
+pub mod records;
+pub mod registry;
+pub mod sas;
+pub mod seed;
 pub mod shared;
 pub mod tls;
+pub mod twins;
+pub mod wire;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::Error;
+pub use limits::{Faults, Limits};
+
+use hub::Hub;
+use net::{HubListener, Peer};
+use shared::{AccessPolicy, HubShared, Hubs};
+
+/// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
+pub type RouterFactory = Box<dyn FnOnce(&Hubs) -> Router + Send>;
+
+/// One hub to simulate.
+#[derive(Clone, Debug)]
+pub struct HubOptions {
+    /// Short name (`hub-a`); the host is `{name}.azure-devices.net`.
+    pub name: String,
+    /// Synthetic devices to seed at start.
+    pub devices: usize,
+}
+
+/// What to start.
+pub struct Options {
+    /// Address every service binds to. Port 0: each service gets an OS-chosen port; port P: hubs
+    /// get P, P+1, …, then control, ARM, DPS, Key Vault, in that order.
+    pub listen: SocketAddr,
+    pub hubs: Vec<HubOptions>,
+    /// Seed for policy keys and synthetic fleets (same seed, same keys and devices).
+    pub seed: u64,
+    /// Limits every hub starts with (the control API changes them per hub).
+    pub limits: Limits,
+    pub subscription: String,
+    pub resource_group: String,
+    /// PLACEHOLDERS for the sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`): `None`
+    /// until the lead wires them; each `Some` is served on a port of its own.
+    pub arm: Option<RouterFactory>,
+    pub dps: Option<RouterFactory>,
+    pub keyvault: Option<RouterFactory>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            hubs: Vec::new(),
+            seed: 1,
+            limits: Limits::default(),
+            subscription: "00000000-0000-4000-8000-000000000001".into(),
+            resource_group: "hubvault-sim".into(),
+            arm: None,
+            dps: None,
+            keyvault: None,
+        }
+    }
+}
+
+/// A started hub, as a client sees it.
+#[derive(Clone)]
+pub struct RunningHub {
+    pub name: String,
+    pub host: String,
+    /// Base URL where this hub is served (`http://127.0.0.1:PORT`).
+    pub endpoint: String,
+    pub resource_id: String,
+    pub shared: Arc<HubShared>,
+    pub state: Arc<Hub>,
+}
+
+impl std::fmt::Debug for RunningHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningHub")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningHub {
+    /// Service connection string for a policy of this hub (`iothubowner` by default). Holds a key.
+    pub fn connection_string(&self, policy: &str) -> Option<String> {
+        let p = self.shared.policies.iter().find(|p| p.name == policy)?;
+        Some(format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            self.host, p.name, p.primary_key
+        ))
+    }
+}
+
+/// Handles of a running simulator.
+pub struct Running {
+    pub hubs: Vec<RunningHub>,
+    /// Base URL of the control API.
+    pub control: String,
+    /// Base URLs of the sibling services, when plugged in.
+    pub arm: Option<String>,
+    pub dps: Option<String>,
+    pub keyvault: Option<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn hub(&self, name: &str) -> Option<&RunningHub> {
+        self.hubs.iter().find(|h| h.name == name)
+    }
+
+    /// Wait until every server has shut down.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn derive_key(seed: u64, hub: &str, policy: &str, which: &str) -> String {
+    B64.encode(Sha256::digest(
+        format!("hubvault-sim/{seed}/{hub}/{policy}/{which}").as_bytes(),
+    ))
+}
+
+/// Default hub policies (contract §1.1).
+fn policies(seed: u64, hub: &str) -> Vec<AccessPolicy> {
+    let defs: [(&str, &[&str]); 5] = [
+        (
+            "iothubowner",
+            &["RegistryWrite", "ServiceConnect", "DeviceConnect"],
+        ),
+        ("service", &["ServiceConnect"]),
+        ("device", &["DeviceConnect"]),
+        ("registryRead", &["RegistryRead"]),
+        ("registryReadWrite", &["RegistryWrite"]),
+    ];
+    defs.iter()
+        .map(|(name, rights)| AccessPolicy {
+            name: (*name).into(),
+            primary_key: derive_key(seed, hub, name, "primary"),
+            secondary_key: derive_key(seed, hub, name, "secondary"),
+            rights: rights.iter().map(|s| (*s).to_string()).collect(),
+        })
+        .collect()
+}
+
+/// The ARM `IotHubDescription` a hub starts with (contract §7.1 shape). No `networkRuleSets`:
+/// "all networks", so classic `ipFilterRules` set later take effect (see `firewall`).
+fn resource_doc(name: &str, host: &str, id: &str) -> Value {
+    json!({
+        "id": id, "name": name, "type": "Microsoft.Devices/IotHubs", "location": "westus", "tags": {},
+        "etag": "AAAAAAFD6M4=",
+        "sku": {"name": "S1", "tier": "Standard", "capacity": 1},
+        "identity": {"type": "None"},
+        "properties": {
+            "hostName": host, "state": "Active", "provisioningState": "Succeeded",
+            "publicNetworkAccess": "Enabled", "ipFilterRules": [], "privateEndpointConnections": [],
+            "eventHubEndpoints": {"events": {"retentionTimeInDays": 1, "partitionCount": 4, "partitionIds": ["0", "1", "2", "3"],
+                "path": name, "endpoint": format!("sb://iothub-ns-{name}-1-primary.servicebus.windows.net/")}},
+            "locations": [{"location": "West US", "role": "primary"}, {"location": "East US", "role": "secondary"}],
+            "disableLocalAuth": false, "disableDeviceSAS": false, "disableModuleSAS": false,
+            "minTlsVersion": "1.2", "features": "None", "enableDataResidency": false,
+        }
+    })
+}
+
+fn valid_hub_name(n: &str) -> bool {
+    (3..=50).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+async fn bind(listen: SocketAddr, offset: &mut u16) -> Result<TcpListener, Error> {
+    let mut addr = listen;
+    if listen.port() != 0 {
+        addr.set_port(listen.port().saturating_add(*offset));
+        *offset += 1;
+    }
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn base_url(l: &TcpListener) -> String {
+    l.local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default()
+}
+
+fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    })
+}
+
+/// Serve a plugged-in sibling router on a port of its own.
+async fn serve_sibling(
+    factory: Option<RouterFactory>,
+    shared: &Hubs,
+    listen: SocketAddr,
+    offset: &mut u16,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Option<String>, Option<JoinHandle<()>>), Error> {
+    let Some(f) = factory else {
+        return Ok((None, None));
+    };
+    let l = bind(listen, offset).await?;
+    let url = base_url(&l);
+    Ok((Some(url), Some(serve_plain(l, f(shared), stop.clone()))))
+}
+
+/// Start the simulator. It runs until `shutdown` completes.
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, Error> {
+    let Options {
+        listen,
+        hubs: wanted,
+        seed,
+        limits,
+        subscription,
+        resource_group,
+        arm,
+        dps,
+        keyvault,
+    } = options;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })];
+    let http = reqwest::Client::builder().build().unwrap_or_default();
+    let mut offset = 0u16;
+    let mut running = Vec::new();
+    for h in &wanted {
+        if !valid_hub_name(&h.name) {
+            return Err(Error::HubName(h.name.clone()));
+        }
+        if running.iter().any(|r: &RunningHub| r.name == h.name) {
+            return Err(Error::DuplicateHub(h.name.clone()));
+        }
+        let host = format!("{}.azure-devices.net", h.name);
+        let resource_id = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Devices/IotHubs/{}",
+            h.name
+        );
+        let shared = Arc::new(HubShared {
+            name: h.name.clone(),
+            host: host.clone(),
+            resource_id: resource_id.clone(),
+            policies: policies(seed, &h.name),
+            resource: Mutex::new(resource_doc(&h.name, &host, &resource_id)),
+        });
+        let state = Arc::new(Hub::new(shared.clone(), limits.clone(), http.clone()));
+        if h.devices > 0 {
+            seed::seed(
+                &mut hub::lock(&state.registry),
+                h.devices,
+                seed,
+                0,
+                hub::now_secs(),
+            );
+        }
+        let listener = bind(listen, &mut offset).await?;
+        let endpoint = base_url(&listener);
+        let app = hub::router(state.clone()).into_make_service_with_connect_info::<Peer>();
+        let listener = HubListener::new(listener, state.drops.clone());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+        running.push(RunningHub {
+            name: h.name.clone(),
+            host,
+            endpoint,
+            resource_id,
+            shared,
+            state,
+        });
+    }
+    let control_listener = bind(listen, &mut offset).await?;
+    let control = base_url(&control_listener);
+    let ctl = control::Control {
+        hubs: running
+            .iter()
+            .map(|r| (r.state.clone(), r.endpoint.clone()))
+            .collect(),
+    };
+    tasks.push(serve_plain(
+        control_listener,
+        control::router(ctl),
+        stop_rx.clone(),
+    ));
+    let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
+    let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &stop_rx).await?;
+    let (dps_url, t2) = serve_sibling(dps, &shared, listen, &mut offset, &stop_rx).await?;
+    let (kv_url, t3) = serve_sibling(keyvault, &shared, listen, &mut offset, &stop_rx).await?;
+    tasks.extend([t1, t2, t3].into_iter().flatten());
+    Ok(Running {
+        hubs: running,
+        control,
+        arm: arm_url,
+        dps: dps_url,
+        keyvault: kv_url,
+        tasks,
+    })
+}

@@ -1,0 +1,331 @@
+//! The control API: a separate port for tests and demos to shape the simulated world.
+//! It has no authentication — bind it to loopback only.
+//!
+//! | method | path | body → answer |
+//! |---|---|---|
+//! | GET | `/hubs` | → `[{"name","host","endpoint","resource_id"}]` |
+//! | POST | `/hubs/{hub}/seed` | `{"count":N,"seed":S,"start":0}` → `{"created":n}`: a deterministic synthetic fleet (see `seed`) |
+//! | POST | `/hubs/{hub}/load` | a `devices.txt` body (JSON lines; `importMode` honoured, default `createOrUpdate`; keys kept; reported properties applied) → `{"applied":n,"errors":[{"line","errorCode","errorStatus"}]}` |
+//! | GET | `/hubs/{hub}/registry` | → the whole registry as `devices.txt` JSON lines, keys included (`application/x-ndjson`) |
+//! | GET | `/hubs/{hub}/configurations` | → `configurations.txt` JSON lines |
+//! | DELETE | `/hubs/{hub}/registry` | → 204; removes every device and configuration |
+//! | GET / PUT | `/hubs/{hub}/firewall` | `{"publicNetworkAccess","networkRuleSets","ipFilterRules"}` (any subset; `null` removes) → the three fields as now in the ARM resource document |
+//! | GET / PATCH | `/hubs/{hub}/limits` | a partial `Limits` document (`snake_case`; e.g. `{"device_quota":10,"job_rate":50,"rates":{"registry":1},"retry_after_secs":1}`) → the whole document; unknown keys → 400 |
+//! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `expire_tokens_early_secs`) → the whole document |
+//! | GET | `/hubs/{hub}/messages` | → `{"<deviceId>": count}` of device-to-cloud messages accepted |
+//! | GET | `/hubs/{hub}/jobs` | → the job list, as `GET /jobs` on the hub would give it |
+//!
+//! Errors are `{"error": "…"}` with 400 or 404.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
+use super::hub::{Hub, json_response, lock, now_secs};
+use super::limits::merge;
+use super::wire::{export_device_line, export_module_line};
+
+pub struct Control {
+    pub hubs: Vec<(Arc<Hub>, String)>,
+}
+
+type Shared = Arc<Control>;
+
+fn fail(status: StatusCode, text: impl Into<String>) -> Response {
+    json_response(status, &json!({"error": text.into()}))
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response"
+)]
+fn find(c: &Control, name: &str) -> Result<Arc<Hub>, Response> {
+    c.hubs
+        .iter()
+        .find(|(h, _)| h.shared.name == name)
+        .map(|(h, _)| h.clone())
+        .ok_or_else(|| {
+            fail(
+                StatusCode::NOT_FOUND,
+                format!("no hub named '{name}'; GET /hubs lists them"),
+            )
+        })
+}
+
+pub fn router(control: Control) -> Router {
+    Router::new()
+        .route("/hubs", get(hubs))
+        .route("/hubs/{hub}/seed", post(seed))
+        .route("/hubs/{hub}/load", post(load))
+        .route("/hubs/{hub}/registry", get(registry).delete(wipe))
+        .route("/hubs/{hub}/configurations", get(configurations))
+        .route("/hubs/{hub}/firewall", get(firewall).put(set_firewall))
+        .route(
+            "/hubs/{hub}/limits",
+            get(limits).patch(set_limits).put(set_limits),
+        )
+        .route(
+            "/hubs/{hub}/faults",
+            get(faults).patch(set_faults).put(set_faults),
+        )
+        .route("/hubs/{hub}/messages", get(messages))
+        .route("/hubs/{hub}/jobs", get(jobs))
+        .with_state(Arc::new(control))
+}
+
+async fn hubs(State(c): State<Shared>) -> Response {
+    let list: Vec<Value> = c.hubs.iter().map(|(h, endpoint)| json!({"name": h.shared.name, "host": h.shared.host, "endpoint": endpoint, "resource_id": h.shared.resource_id})).collect();
+    json_response(StatusCode::OK, &Value::Array(list))
+}
+
+#[derive(serde::Deserialize)]
+struct SeedRequest {
+    count: usize,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    start: usize,
+}
+
+async fn seed(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let req: SeedRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"count\":N,\"seed\":S}}: {e}"),
+            );
+        }
+    };
+    let created = super::seed::seed(
+        &mut lock(&hub.registry),
+        req.count,
+        req.seed,
+        req.start,
+        now_secs(),
+    );
+    json_response(StatusCode::OK, &json!({"created": created}))
+}
+
+async fn load(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let opts = ApplyOptions {
+        rules: hub.rules(),
+        apply_reported: true,
+    };
+    let text = String::from_utf8_lossy(&body);
+    let mut reg = lock(&hub.registry);
+    let now = now_secs();
+    let (mut applied, mut errors) = (0, Vec::new());
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with('{'))
+    {
+        let result = serde_json::from_str::<Value>(line)
+            .map_err(|e| {
+                super::error::HubError::new(400_012, "DeserializationError", e.to_string())
+            })
+            .and_then(|v| {
+                line_mode(&v, ImportMode::CreateOrUpdate)
+                    .and_then(|m| apply_line(&mut reg, &v, m, opts, now))
+            });
+        match result {
+            Ok(()) => applied += 1,
+            Err(e) => {
+                errors.push(json!({"line": n + 1, "errorCode": e.code, "errorStatus": e.message}));
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"applied": applied, "errors": errors}),
+    )
+}
+
+fn ndjson(text: String) -> Response {
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+async fn registry(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let reg = lock(&hub.registry);
+    let mut out = String::new();
+    for (id, d) in &reg.devices {
+        out.push_str(&export_device_line(id, d, true));
+        out.push('\n');
+        for m in d.modules() {
+            out.push_str(&export_module_line(id, m, true));
+            out.push('\n');
+        }
+    }
+    ndjson(out)
+}
+
+async fn configurations(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => ndjson(lock(&hub.registry).configuration_lines()),
+        Err(r) => r,
+    }
+}
+
+async fn wipe(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => {
+            let mut reg = lock(&hub.registry);
+            reg.devices.clear();
+            reg.configurations.clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+const FIREWALL_FIELDS: [&str; 3] = ["publicNetworkAccess", "networkRuleSets", "ipFilterRules"];
+
+fn firewall_view(hub: &Hub) -> Value {
+    let doc = lock(&hub.shared.resource);
+    let props = &doc["properties"];
+    let mut out = serde_json::Map::new();
+    for f in FIREWALL_FIELDS {
+        out.insert(f.into(), props.get(f).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(out)
+}
+
+async fn firewall(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => json_response(StatusCode::OK, &firewall_view(&hub)),
+        Err(r) => r,
+    }
+}
+
+/// Edit the networking fields of the ARM resource document: the single source of truth that
+/// ARM reads and the data plane evaluates.
+async fn set_firewall(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON object with publicNetworkAccess, networkRuleSets and/or ipFilterRules",
+        );
+    };
+    if let Some(k) = patch
+        .keys()
+        .find(|k| !FIREWALL_FIELDS.contains(&k.as_str()))
+    {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown field '{k}'; use publicNetworkAccess, networkRuleSets or ipFilterRules"
+            ),
+        );
+    }
+    {
+        let mut doc = lock(&hub.shared.resource);
+        if let Some(props) = doc.get_mut("properties").and_then(Value::as_object_mut) {
+            for (k, v) in patch {
+                if v.is_null() {
+                    props.remove(&k);
+                } else {
+                    props.insert(k, v);
+                }
+            }
+        }
+    }
+    json_response(StatusCode::OK, &firewall_view(&hub))
+}
+
+async fn limits(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => json_response(StatusCode::OK, &json!(*lock(&hub.limits))),
+        Err(r) => r,
+    }
+}
+
+async fn set_limits(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut current = lock(&hub.limits);
+    match merge(&*current, &patch) {
+        Ok(new) => {
+            *current = new;
+            json_response(StatusCode::OK, &json!(*current))
+        }
+        Err(e) => fail(StatusCode::BAD_REQUEST, format!("limits not changed: {e}")),
+    }
+}
+
+async fn faults(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => json_response(StatusCode::OK, &json!(*lock(&hub.faults))),
+        Err(r) => r,
+    }
+}
+
+async fn set_faults(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let hub = match find(&c, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut current = lock(&hub.faults);
+    match merge(&*current, &patch) {
+        Ok(new) => {
+            *current = new;
+            json_response(StatusCode::OK, &json!(*current))
+        }
+        Err(e) => fail(StatusCode::BAD_REQUEST, format!("faults not changed: {e}")),
+    }
+}
+
+async fn messages(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => json_response(StatusCode::OK, &json!(*lock(&hub.messages))),
+        Err(r) => r,
+    }
+}
+
+async fn jobs(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    match find(&c, &name) {
+        Ok(hub) => json_response(
+            StatusCode::OK,
+            &Value::Array(
+                lock(&hub.jobs)
+                    .jobs
+                    .iter()
+                    .map(super::jobs::Job::json)
+                    .collect(),
+            ),
+        ),
+        Err(r) => r,
+    }
+}

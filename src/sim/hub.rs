@@ -1,0 +1,350 @@
+//! One simulated `IoT` Hub: its state and its data-plane router.
+//!
+//! Owns: the per-request gate, in the order a real hub applies it — injected faults, IP
+//! firewall (from the ARM resource document), `api-version`, authentication and rights,
+//! throttling — and the route table. Handlers live in `devices`, `twins`, `query`, `jobs`.
+//! Must not: hold ARM logic (the ARM module edits `HubShared::resource`; we only read it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::access::{Need, classify};
+use super::error::{BodyShape, HubError};
+use super::jobs::JobTable;
+use super::limits::{Bucket, Faults, Limits, OpClass};
+use super::net::{DropSet, Peer};
+use super::registry::{Registry, Rules};
+use super::sas;
+use super::shared::HubShared;
+use super::{devices, firewall, jobs, query, twins};
+
+/// State of one hub.
+pub struct Hub {
+    pub shared: Arc<HubShared>,
+    pub registry: Mutex<Registry>,
+    pub jobs: Mutex<JobTable>,
+    pub limits: Mutex<Limits>,
+    pub faults: Mutex<Faults>,
+    throttle: Mutex<HashMap<OpClass, Bucket>>,
+    /// Device-to-cloud messages accepted, per device id.
+    pub messages: Mutex<BTreeMap<String, u64>>,
+    pub drops: Arc<DropSet>,
+    /// Client for job blob I/O (Azure Blob REST).
+    pub http: reqwest::Client,
+}
+
+/// Lock a mutex; a poisoned lock means a handler panicked mid-update, and the simulator state
+/// can no longer be trusted, so failing loudly is right.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("simulator state lock poisoned")
+}
+
+impl Hub {
+    pub fn new(shared: Arc<HubShared>, limits: Limits, http: reqwest::Client) -> Hub {
+        Hub {
+            shared,
+            registry: Mutex::new(Registry::default()),
+            jobs: Mutex::new(JobTable::default()),
+            limits: Mutex::new(limits),
+            faults: Mutex::new(Faults::default()),
+            throttle: Mutex::new(HashMap::new()),
+            messages: Mutex::new(BTreeMap::new()),
+            drops: Arc::new(DropSet::default()),
+            http,
+        }
+    }
+
+    pub fn rules(&self) -> Rules {
+        let l = lock(&self.limits);
+        Rules {
+            device_quota: l.device_quota,
+            strict_scopes: l.strict_scopes,
+        }
+    }
+
+    fn throttled(&self, class: OpClass, now: Instant) -> Option<HubError> {
+        let limits = lock(&self.limits);
+        let rate = *limits.rates.get(&class)?;
+        let mut buckets = lock(&self.throttle);
+        let bucket = buckets
+            .entry(class)
+            .or_insert_with(|| Bucket::full(rate, now));
+        if bucket.take(rate, now) {
+            return None;
+        }
+        let text = format!(
+            "The request has been throttled. Wait 10 seconds and try again. Operation type: {}",
+            class.label()
+        );
+        let mut e = HubError::new(429_001, "ThrottlingException", text);
+        e.retry_after = limits.retry_after_secs;
+        Some(e.with_shape(if limits.throttle_legacy_body {
+            BodyShape::Legacy
+        } else {
+            BodyShape::Json
+        }))
+    }
+}
+
+/// The data-plane router of one hub.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/devices", get(devices::list).post(devices::bulk))
+        .route("/devices/query", post(query::run))
+        .route(
+            "/devices/{id}",
+            get(devices::get_device)
+                .put(devices::put_device)
+                .delete(devices::delete_device),
+        )
+        .route("/devices/{id}/modules", get(devices::list_modules))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(devices::get_module)
+                .put(devices::put_module)
+                .delete(devices::delete_module),
+        )
+        .route("/devices/{id}/messages/events", post(devices::telemetry))
+        .route(
+            "/twins/{id}",
+            get(twins::get_twin)
+                .put(twins::put_twin)
+                .patch(twins::patch_twin),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(twins::get_module_twin)
+                .put(twins::put_module_twin)
+                .patch(twins::patch_module_twin),
+        )
+        .route("/statistics/devices", get(devices::statistics))
+        .route("/statistics/service", get(devices::service_statistics))
+        .route("/configurations", get(devices::list_configurations))
+        .route(
+            "/configurations/{id}",
+            put(devices::put_configuration)
+                .get(devices::get_configuration)
+                .delete(devices::delete_configuration),
+        )
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/create", post(jobs::create))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .fallback(|| async {
+            HubError::new(
+                404_000,
+                "NotFound",
+                "The requested resource does not exist on this hub.",
+            )
+        })
+        .layer(middleware::from_fn_with_state(hub.clone(), gate))
+        .with_state(hub)
+}
+
+async fn gate(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(early) = faults(&hub, peer).await {
+        return early;
+    }
+    let resource_allows = firewall::allows(&lock(&hub.shared.resource), peer.ip());
+    if !resource_allows {
+        return HubError::unauthorized().into_response();
+    }
+    let has_version = req.uri().query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "api-version" && !v.is_empty())
+    });
+    if !has_version {
+        return HubError::new(
+            400_001,
+            "InvalidProtocolVersion",
+            "The api-version query parameter is required.",
+        )
+        .into_response();
+    }
+    let (need, class) = classify(req.method(), req.uri().path());
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    if let Err(e) = authorize(&hub, header.as_deref(), &need) {
+        return e.into_response();
+    }
+    if let Some(e) = hub.throttled(class, Instant::now()) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// Apply injected faults; `Some` ends the request early.
+async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
+    let (delay, burst, drop) = {
+        let mut f = lock(&hub.faults);
+        let delay = (f.slow_count > 0).then(|| {
+            f.slow_count -= 1;
+            Duration::from_millis(f.slow_ms)
+        });
+        let burst = (f.error_burst > 0).then(|| {
+            f.error_burst -= 1;
+            f.error_status.unwrap_or(503)
+        });
+        let drop = f.drop_count > 0;
+        if drop {
+            f.drop_count -= 1;
+        }
+        (delay, burst, drop)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    if drop {
+        hub.drops.arm(peer);
+        return Some(HubError::new(503_001, "ServiceUnavailable", "dropped").into_response());
+    }
+    burst.map(|status| match status {
+        500 => HubError::new(500_001, "ServerError", "An internal server error occurred.")
+            .into_response(),
+        _ => HubError::new(
+            503_001,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable. Retry the request.",
+        )
+        .into_response(),
+    })
+}
+
+/// Check the `Authorization` header against what the operation needs.
+fn authorize(hub: &Hub, header: Option<&str>, need: &Need) -> Result<(), HubError> {
+    let Some(header) = header.filter(|h| !h.trim().is_empty()) else {
+        return Err(HubError::forbidden_right(
+            "The Authorization header is missing.",
+        ));
+    };
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let skew = lock(&hub.faults).expire_tokens_early_secs;
+    let resource_flag = |name: &str| {
+        lock(&hub.shared.resource)["properties"][name]
+            .as_bool()
+            .unwrap_or(false)
+    };
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        let limits = lock(&hub.limits);
+        let ok = limits.accept_bearer
+            && limits
+                .bearer_token
+                .as_deref()
+                .is_none_or(|t| t == token.trim());
+        // An Entra principal is taken to hold every data action; RBAC is not simulated.
+        return if ok && !matches!(need, Need::Device(_)) {
+            Ok(())
+        } else {
+            Err(HubError::unauthorized())
+        };
+    }
+    let token = sas::parse(header).ok_or_else(HubError::unauthorized)?;
+    if resource_flag("disableLocalAuth") {
+        return Err(HubError::unauthorized());
+    }
+    if let Need::Device(id) = need
+        && token.skn.is_none()
+    {
+        if resource_flag("disableDeviceSAS") {
+            return Err(HubError::unauthorized());
+        }
+        return check_device_token(hub, &token, id, now, skew);
+    }
+    let rights =
+        sas::check_service_token(&token, &hub.shared.host, &hub.shared.policies, now, skew)?;
+    let scoped_device = token.device_scope(&hub.shared.host);
+    if let (Need::Device(id), Some(scoped)) = (need, scoped_device)
+        && scoped != id
+    {
+        return Err(HubError::unauthorized());
+    }
+    if scoped_device.is_some() && !matches!(need, Need::Device(_)) {
+        return Err(HubError::unauthorized());
+    }
+    if need.satisfied_by(rights) {
+        Ok(())
+    } else {
+        Err(HubError::forbidden_right(format!(
+            "The policy '{}' does not grant the rights this operation needs.",
+            token.skn.as_deref().unwrap_or("")
+        )))
+    }
+}
+
+/// A device-scoped token (no `skn`) must name this device and be signed with one of its keys.
+fn check_device_token(
+    hub: &Hub,
+    token: &sas::SasToken,
+    id: &str,
+    now: u64,
+    skew: u64,
+) -> Result<(), HubError> {
+    if token.se <= now.saturating_add(skew) || token.device_scope(&hub.shared.host) != Some(id) {
+        return Err(HubError::unauthorized());
+    }
+    let reg = lock(&hub.registry);
+    let device = reg.devices.get(id).ok_or_else(HubError::unauthorized)?;
+    let signed = match &device.auth {
+        super::registry::Auth::Sas { primary, secondary } => {
+            token.signed_with(&primary.text()) || token.signed_with(&secondary.text())
+        }
+        _ => false,
+    };
+    if !signed {
+        return Err(HubError::unauthorized());
+    }
+    if !device.enabled {
+        return Err(HubError::new(
+            401_002,
+            "IotHubUnauthorizedAccess",
+            "Unauthorized",
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON response with the service's content type.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// Parse a request body as JSON; a malformed body is 400004 `ArgumentInvalid`.
+pub fn body_json(body: &[u8]) -> Result<Value, HubError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HubError::argument_invalid(format!("The request body is not valid JSON: {e}")))
+}
+
+/// The `If-Match` header, if any.
+pub fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Unix seconds now (handlers are the edge: they read the clock and pass it down).
+pub fn now_secs() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,191 @@
+//! Per-hub limits, throttling rates and injected faults — the knobs the control API turns.
+//!
+//! Owns: the `Limits` and `Faults` documents (JSON, `snake_case`; the control API merges partial
+//! documents into them), and the token buckets that decide a 429. Pure: bucket decisions take
+//! `now` as an `Instant` parameter.
+//! Must not: write responses (the hub router does).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// Operation classes with their own throttle, after the service's quota table (§2.3, §5, §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpClass {
+    /// Device and module identity operations, including bulk `POST /devices` (one request each).
+    Registry,
+    Twins,
+    Query,
+    Jobs,
+    Configurations,
+    Statistics,
+    /// Device-to-cloud messages.
+    Telemetry,
+}
+
+impl OpClass {
+    /// The "Operation type" text of the legacy throttling message.
+    pub fn label(self) -> &'static str {
+        match self {
+            OpClass::Registry => "CRUD",
+            OpClass::Twins => "TwinOperations",
+            OpClass::Query => "Query",
+            OpClass::Jobs => "Jobs",
+            OpClass::Configurations => "Configurations",
+            OpClass::Statistics => "Statistics",
+            OpClass::Telemetry => "D2C",
+        }
+    }
+}
+
+/// Limits of one hub. Every field has a default, so a partial JSON document is a valid update.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "a flat settings document the control API merges"
+)]
+pub struct Limits {
+    /// Maximum devices in the hub (403002 `IotHubQuotaExceeded` beyond). `None`: the service cap.
+    pub device_quota: Option<usize>,
+    /// Import/export job speed in devices (lines) per second; 0 means as fast as possible.
+    pub job_rate: f64,
+    /// How long a new job stays `enqueued` before it runs, in milliseconds.
+    pub job_queue_ms: u64,
+    /// Error code of a second concurrent import/export job: 403003 (`JobQuotaExceeded`, default) or
+    /// 403001 (observed by CLI maintainers); contract §2.3 leaves it UNCERTAIN.
+    pub job_quota_code: u32,
+    /// Requests per second per operation class; a class not listed is not throttled.
+    pub rates: BTreeMap<OpClass, f64>,
+    /// `Retry-After` seconds on 429 (none when `None`; the service's header is UNCERTAIN §6.4).
+    pub retry_after_secs: Option<u64>,
+    /// Write throttling errors in the legacy `ErrorCode:…;…` body (true, as seen in the wild) or shape A.
+    pub throttle_legacy_body: bool,
+    /// Largest query page the hub returns, whatever `x-ms-max-item-count` asks.
+    pub query_max_page: usize,
+    /// A non-JSON first line written at the top of `devices.txt` exports (as the service sometimes does).
+    pub export_warning: Option<String>,
+    /// Reject leaf `deviceScope`s that name no edge device of this hub (400028).
+    pub strict_scopes: bool,
+    /// Apply `properties.reported` from import lines (UNCERTAIN §4.2; default: ignored).
+    pub import_reported: bool,
+    /// Accept `Authorization: Bearer …` (Entra ID). With `bearer_token` set, only that token.
+    pub accept_bearer: bool,
+    pub bearer_token: Option<String>,
+    /// Put Block size for job outputs written to Azure Blob (bytes).
+    pub block_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            device_quota: None,
+            job_rate: 5000.0,
+            job_queue_ms: 50,
+            job_quota_code: 403_003,
+            rates: BTreeMap::new(),
+            retry_after_secs: Some(10),
+            throttle_legacy_body: true,
+            query_max_page: 1000,
+            export_warning: None,
+            strict_scopes: true,
+            import_reported: false,
+            accept_bearer: false,
+            bearer_token: None,
+            block_size: 4 << 20,
+        }
+    }
+}
+
+/// Faults to inject. Counters count down as they fire.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// The next import/export job fails half-way with a `failureReason`.
+    pub fail_next_job: bool,
+    /// The next N data-plane requests get `error_status` (500 → 500001 `ServerError`, else 503001).
+    pub error_burst: u32,
+    pub error_status: Option<u16>,
+    /// The next `slow_count` requests are delayed by `slow_ms`.
+    pub slow_ms: u64,
+    pub slow_count: u32,
+    /// The next N requests lose their connection before a response arrives.
+    pub drop_count: u32,
+    /// Tokens are treated as expired this many seconds before their `se`.
+    pub expire_tokens_early_secs: u64,
+}
+
+/// Merge a partial JSON document into a serializable settings struct; unknown keys are errors.
+pub fn merge<T: Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    patch: &serde_json::Value,
+) -> Result<T, String> {
+    let mut doc = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    let (Some(obj), Some(p)) = (doc.as_object_mut(), patch.as_object()) else {
+        return Err("expected a JSON object".into());
+    };
+    for (k, v) in p {
+        obj.insert(k.clone(), v.clone());
+    }
+    serde_json::from_value(doc).map_err(|e| e.to_string())
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `max(rate, 1)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub fn full(rate: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: rate.max(1.0),
+            last: now,
+        }
+    }
+
+    /// Take one token; false when the caller must be throttled.
+    pub fn take(&mut self, rate: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(1.0, t0);
+        assert!(b.take(1.0, t0));
+        assert!(!b.take(1.0, t0 + Duration::from_millis(500)));
+        assert!(b.take(1.0, t0 + Duration::from_millis(1600)));
+    }
+
+    #[test]
+    fn merge_keeps_other_fields_and_rejects_unknown_keys() {
+        let l = Limits::default();
+        let m = merge(
+            &l,
+            &serde_json::json!({"device_quota": 5, "rates": {"registry": 2.0}}),
+        )
+        .unwrap();
+        assert_eq!(m.device_quota, Some(5));
+        assert!((m.rates[&OpClass::Registry] - 2.0).abs() < f64::EPSILON);
+        assert_eq!(m.job_quota_code, 403_003);
+        assert!(merge(&l, &serde_json::json!({"devcie_quota": 5})).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Listening sockets for simulated hubs: a TCP listener whose connections can be cut on demand
+//! (the "dropped connection" fault), and the caller address handlers see.
+//!
+//! Why not a panic or an erroring body: both still let hyper write a status line first, or spam
+//! stderr. Failing the connection's first write makes the client see a connection closed with
+//! no response at all, which is what a dropped connection looks like on the wire.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Connections (by peer address) whose next write must fail.
+#[derive(Debug, Default)]
+pub struct DropSet {
+    armed: AtomicUsize,
+    peers: Mutex<HashSet<SocketAddr>>,
+}
+
+impl DropSet {
+    /// Cut the connection of `peer` instead of answering it.
+    pub fn arm(&self, peer: SocketAddr) {
+        let mut peers = self.peers.lock().expect("drop set lock");
+        peers.insert(peer);
+        self.armed.store(peers.len(), Ordering::SeqCst);
+    }
+
+    fn take(&self, peer: &SocketAddr) -> bool {
+        if self.armed.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let mut peers = self.peers.lock().expect("drop set lock");
+        let hit = peers.remove(peer);
+        self.armed.store(peers.len(), Ordering::SeqCst);
+        hit
+    }
+}
+
+/// The caller's address (`ConnectInfo<Peer>`): the source IP the firewall judges.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+pub struct HubListener {
+    inner: TcpListener,
+    drops: Arc<DropSet>,
+}
+
+impl HubListener {
+    pub fn new(inner: TcpListener, drops: Arc<DropSet>) -> Self {
+        HubListener { inner, drops }
+    }
+}
+
+pub struct HubStream {
+    stream: TcpStream,
+    peer: SocketAddr,
+    drops: Arc<DropSet>,
+}
+
+impl Listener for HubListener {
+    type Io = HubStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (HubStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        HubStream {
+                            stream,
+                            peer,
+                            drops: self.drops.clone(),
+                        },
+                        peer,
+                    );
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, HubListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, HubListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl AsyncRead for HubStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HubStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.drops.take(&self.peer) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "connection dropped by fault injection",
+            )));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.drops.take(&self.peer) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "connection dropped by fault injection",
+            )));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
