@@ -110,7 +110,8 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::verify::Error,
             hubvault::dump::Error,
             hubvault::hub::Error,
-            hubvault::arm::Error
+            hubvault::arm::Error,
+            hubvault::demo::Error
         );
     }
     "error"
