@@ -167,15 +167,14 @@ impl Config {
     /// Load the config: `explicit` must exist; otherwise `hubvault.toml` in the working
     /// directory is read if present, and an absent file gives the defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
-        let path = match explicit {
-            Some(p) => p.to_path_buf(),
-            None => {
-                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
-                if !p.exists() {
-                    return Ok(Config::default());
-                }
-                p
+        let path = if let Some(p) = explicit {
+            p.to_path_buf()
+        } else {
+            let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+            if !p.exists() {
+                return Ok(Config::default());
             }
+            p
         };
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
             path: path.clone(),

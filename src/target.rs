@@ -101,7 +101,7 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
         })?;
         target = target.with_endpoint(url);
     }
-    target.ca_file = entry.ca_file.clone();
+    target.ca_file.clone_from(&entry.ca_file);
     target.name = Some(name.to_owned());
     Ok(ResolvedHub {
         name: name.to_owned(),

@@ -332,10 +332,10 @@ mod tests {
         let selected = rules(
             r#"{"publicNetworkAccess":"Enabled","networkRuleSets":{"defaultAction":"Deny","ipRules":[{"filterName":"ops","action":"Allow","ipMask":"127.0.0.2"}]}}"#,
         );
-        match selected.verdict(ip("127.0.0.1")) {
-            Verdict::Blocked { reason } => assert!(reason.contains("ops 127.0.0.2"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
+        let Verdict::Blocked { reason } = selected.verdict(ip("127.0.0.1")) else {
+            panic!("127.0.0.1 must be blocked")
+        };
+        assert!(reason.contains("ops 127.0.0.2"), "{reason}");
         assert!(matches!(
             selected.verdict(ip("127.0.0.2")),
             Verdict::Allowed { .. }

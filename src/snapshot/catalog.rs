@@ -5,7 +5,7 @@
 //! a snapshot without one does not exist for readers. Such leftovers (a killed backup, or one
 //! still running) are *orphans*; `forget` removes them once older than a grace period.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -132,48 +132,6 @@ pub fn resolve<'a>(
         .ok_or_else(not_found)
 }
 
-/// Data objects without a manifest, grouped per snapshot folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphan {
-    pub hub: String,
-    pub id: String,
-    /// Full object names.
-    pub objects: Vec<String>,
-    /// Time since the newest of its objects was written.
-    pub age: time::Duration,
-}
-
-/// Orphans in the store, with their age at `now`. A backup in flight looks like a young orphan:
-/// callers delete only those older than a grace period.
-pub async fn orphans(store: &dyn Store, now: OffsetDateTime) -> Result<Vec<Orphan>, Error> {
-    let mut folders: BTreeMap<(String, String), (Vec<String>, bool, OffsetDateTime)> =
-        BTreeMap::new();
-    for meta in store.list("").await? {
-        let mut parts = meta.name.splitn(3, '/');
-        let (Some(hub), Some(id), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let entry = folders.entry((hub.to_owned(), id.to_owned())).or_insert((
-            Vec::new(),
-            false,
-            OffsetDateTime::UNIX_EPOCH,
-        ));
-        entry.1 |= file == MANIFEST;
-        entry.2 = entry.2.max(meta.last_modified);
-        entry.0.push(meta.name);
-    }
-    Ok(folders
-        .into_iter()
-        .filter(|(_, (_, has_manifest, _))| !has_manifest)
-        .map(|((hub, id), (objects, _, newest))| Orphan {
-            hub,
-            id,
-            objects,
-            age: now - newest,
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,12 +202,6 @@ mod tests {
             [a.id.as_str(), b.id.as_str()]
         );
         assert_eq!(resolve(&listed, "latest", None, "s").unwrap().id, b.id);
-        let orphans = orphans(&store, OffsetDateTime::now_utc() + time::Duration::hours(2))
-            .await
-            .unwrap();
-        assert_eq!(orphans.len(), 1);
-        assert_eq!(orphans[0].id, "20261126T040000Z-00000003");
-        assert!(orphans[0].age >= time::Duration::hours(2) - time::Duration::seconds(5));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Owns: how export lines become [`record::Record`]s (verbatim bytes plus the few fields we
 //! read), their order ([`sort`]: by `(id, moduleId)`, bounded memory), the v1 [`manifest`] and
-//! stream header, and the [`catalog`] (snapshot ids, object names, listing, `latest`, orphans).
+//! stream header, and the [`catalog`] (snapshot ids, object names, listing, `latest`; orphans are found by `forget::scan`).
 //!
 //! Must not: talk HTTP or pick keys. It reads and writes through [`crate::store::Store`] and
 //! [`crate::pipeline`] only.
