@@ -3,6 +3,8 @@
 //! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
 
 mod azure;
+mod clone;
 mod policy;
 mod sim_services;
+mod support;
 mod vault;
