@@ -69,6 +69,8 @@ pub enum Command {
     Clone(CloneArgs),
     /// The whole story on a built-in simulator: no Azure, no config needed.
     Demo(DemoArgs),
+    /// Check what would stop a backup, restore or clone against a hub (exit 1 on findings).
+    Preflight(PreflightArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +88,14 @@ pub struct KeyInitArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Back up a live hub through an export job (a connection string or a name from hubvault.toml).
+    #[arg(
+        long,
+        value_name = "HUB",
+        conflicts_with = "from_export",
+        required_unless_present = "from_export"
+    )]
+    pub hub: Option<String>,
     /// Ingest a devices.txt made elsewhere (a file, or a folder holding devices.txt [+ configurations.txt]).
     #[arg(long, value_name = "PATH")]
     pub from_export: Option<PathBuf>,
@@ -97,6 +107,39 @@ pub struct BackupArgs {
     pub no_configurations: bool,
     #[command(flatten)]
     pub keys: Keys,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Skip the preflight checks before the export.
+    #[arg(long, requires = "hub")]
+    pub no_preflight: bool,
+}
+
+/// Options of commands that run jobs against a live hub.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LiveArgs {
+    /// Staging container for the job: a container URL with SAS, an account-key connection
+    /// string with Container=NAME, or file:///folder (simulator only). Default: [staging].
+    #[arg(long, value_name = "URL", env = "HUBVAULT_STAGING")]
+    pub staging: Option<String>,
+    /// This machine's public address as the hub sees it (behind NAT the socket address differs).
+    #[arg(long, value_name = "ADDR")]
+    pub caller_ip: Option<std::net::IpAddr>,
+    /// Another import/export job holds the hub's slot: wait for it instead of stopping.
+    #[arg(long)]
+    pub wait: bool,
+    /// Test-only: bind the hub client's socket to this local address (e.g. 127.0.0.2 to act as
+    /// another caller against the simulator's firewall).
+    #[arg(long, value_name = "ADDR", hide = true, env = "HUBVAULT_LOCAL_ADDRESS")]
+    pub local_address: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The hub to check (a connection string or a name from hubvault.toml).
+    #[arg(long, value_name = "HUB")]
+    pub to: String,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@
 //! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote | know hubs, stores, vaults |
 //! | [`store`] | narrow trait over local folder, Azure Blob, memory; create-only puts | know snapshots |
 //! | [`vault`] | where age keys come from: identity file (0600), recipients for backup, identities for restore | — |
+//! | [`staging`] | one run's job staging area: blob names, least-privilege SAS, cleanup, leftover sweep | know snapshots |
 //! | [`hub`] | IoT Hub service REST client: SAS auth, jobs, registry, typed errors | know stores |
 //! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
 //! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
@@ -48,6 +49,7 @@ pub mod preflight;
 pub mod restore;
 pub mod sim;
 pub mod snapshot;
+pub mod staging;
 pub mod store;
 pub mod target;
 pub mod vault;

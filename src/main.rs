@@ -106,6 +106,8 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::forget::Error,
             hubvault::diff::Error,
             hubvault::backup::Error,
+            hubvault::staging::Error,
+            hubvault::target::Error,
             hubvault::snapshot::Error,
             hubvault::verify::Error,
             hubvault::dump::Error,

@@ -4,6 +4,7 @@
 mod clone;
 mod forget;
 mod keys;
+mod live;
 mod snapshots;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Init(args)) => keys::init(&config, &args),
+        Command::Backup(args) if args.hub.is_some() => live::backup(&config, global, args).await,
         Command::Backup(args) => snapshots::backup(&config, global, args).await,
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
         Command::Show(args) => snapshots::show(&config, global, &args).await,
@@ -32,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Forget(args) => forget::run(&config, global, &args).await,
         Command::Clone(_args) => anyhow::bail!("clone is not in this build yet"),
         Command::Demo(args) => clone::demo(global, &args).await,
+        Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }
 }
 

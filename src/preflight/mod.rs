@@ -10,12 +10,16 @@
 //! through ARM, when configured) with the caller's public address (`--caller-ip`, since behind NAT
 //! the local socket address is not what the hub sees) before blaming either.
 
+mod gather;
+
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::arm::{NetworkRules, Verdict};
+
+pub use gather::{ArmAccess, Checks, run};
 
 /// One check's result. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

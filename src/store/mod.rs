@@ -160,21 +160,21 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Open the store named by `location`: a folder path or `file://` URL. Azure Blob locations
-/// (`http(s)://…` or a connection string) are refused by this build.
+/// Open the store named by `location`: a folder path or `file://` URL, or an Azure Blob
+/// container (DESIGN §3 `--store`): an `https://acct.blob.core.windows.net/container[/prefix]`
+/// URL (with a SAS, or Entra through the developer-tools credential), a path-style
+/// `http://127.0.0.1:PORT/devstoreaccount1/container` URL (Azurite), or an account-key
+/// connection string with a `Container=NAME[/prefix]` segment. The store's `location()` never
+/// shows a key or a SAS signature.
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {
-    let looks_like_azure = location.starts_with("http://")
-        || location.starts_with("https://")
-        || location.contains("AccountKey=")
-        || location.contains("BlobEndpoint=")
-        || location.contains("DefaultEndpointsProtocol=");
-    if looks_like_azure {
-        // Never echo the location: it may hold an account key or a SAS signature.
-        return Err(Error::Backend {
-            store: "an Azure Blob store".to_owned(),
-            detail: "Azure Blob stores are not supported in this build; use a local folder"
-                .to_owned(),
-        });
+    use azure::{AzureAuth, AzureLocation, AzureStore};
+    if AzureLocation::looks_like(location) {
+        let parsed = AzureLocation::parse(location)?;
+        let entra = match parsed.auth {
+            AzureAuth::Entra => Some(developer_credential(&parsed.display())?),
+            _ => None,
+        };
+        return Ok(Arc::new(AzureStore::new(parsed, entra)?));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.is_empty() {
@@ -186,16 +186,44 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(local::LocalStore::new(path)))
 }
 
+/// The Entra credential for an https store without SAS (`az login` and friends).
+fn developer_credential(shown: &str) -> Result<Arc<dyn azure_core::credentials::TokenCredential>> {
+    match azure_identity::DeveloperToolsCredential::new(None) {
+        Ok(c) => Ok(c),
+        Err(e) => Err(Error::Backend {
+            store: shown.to_owned(),
+            detail: format!(
+                "no Entra credential ({}); sign in with az login, or give a SAS URL or a connection string",
+                sas::redact_sas(&e.to_string())
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod open_tests {
     #[test]
-    fn azure_locations_are_refused_without_echoing_secrets() {
-        let cs = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=SECRETKEY==;BlobEndpoint=http://x";
-        for loc in [cs, "https://acct.blob.core.windows.net/c?sig=SECRETSIG"] {
-            let err = super::open(loc).unwrap_err().to_string();
-            assert!(err.contains("not supported in this build"), "{err}");
-            assert!(!err.contains("SECRET"), "{err}");
-        }
+    fn azure_locations_open_and_never_show_secrets() {
+        let cs = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=U0VDUkVUS0VZ;BlobEndpoint=http://127.0.0.1:1/a;Container=vault/p";
+        let sas =
+            "https://acct.blob.core.windows.net/c01/pre?sv=2022-11-02&sr=c&sp=racwdl&sig=SECRETSIG";
+        let store = super::open(cs).unwrap();
+        assert_eq!(store.location(), "http://127.0.0.1:1/a/vault/p");
+        let store = super::open(sas).unwrap();
+        let shown = format!("{} {store:?}", store.location());
+        assert!(
+            shown.contains("sig=<redacted>") && !shown.contains("SECRETSIG"),
+            "{shown}"
+        );
+        let err = super::open("http://127.0.0.1:1/otheraccount/c01").unwrap_err();
+        assert!(err.to_string().contains("needs a SAS"), "{err}");
+        let err =
+            super::open("DefaultEndpointsProtocol=http;AccountName=a;AccountKey=U0VDUkVUS0VZ")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("Container=") && !err.to_string().contains("U0VDUkVU"),
+            "{err}"
+        );
         assert_eq!(super::open("file:///tmp/x").unwrap().location(), "/tmp/x");
         assert_eq!(super::open("./rel").unwrap().location(), "./rel");
     }

@@ -9,8 +9,9 @@
 //! Must not: know clap or where keys come from. It needs public recipients only: a stolen
 //! backup host cannot read history.
 
+use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufReader, BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::pipeline::bridge::{self, ChunkSender};
+use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
 use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
@@ -26,6 +27,9 @@ use crate::snapshot::record::{Lines, Record};
 use crate::snapshot::sort::{SortOptions, Sorted, sort_into};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
+
+mod live;
+pub use live::{HubBackupOptions, HubBackupReport, from_hub};
 
 const READ_BUFFER: usize = 1024 * 1024;
 
@@ -51,6 +55,19 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Seal(#[from] crate::pipeline::Error),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::Error),
+    #[error(transparent)]
+    Staging(#[from] crate::staging::Error),
+    #[error(
+        "export job {job_id} on {hub} ended {status}: {reason}; no snapshot was made, earlier snapshots are intact — check the staging storage (SAS lifetime, reachability from the hub) and run the backup again"
+    )]
+    JobFailed {
+        hub: String,
+        job_id: String,
+        status: String,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -62,6 +79,9 @@ impl Error {
             Error::Snapshot(e) => e.code(),
             Error::Store(e) => e.code(),
             Error::Seal(e) => e.code(),
+            Error::Hub(e) => e.code(),
+            Error::Staging(e) => e.code(),
+            Error::JobFailed { .. } => "export_job_failed",
         }
     }
 }
@@ -113,6 +133,9 @@ pub struct BackupReport {
     pub bytes: u64,
     /// Sorted runs spilled to temporary files (0 for input already in order).
     pub runs_spilled: usize,
+    /// The export job a live backup ran (absent for an ingested file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 /// Ingest an export made elsewhere: `path` is `devices.txt` or a folder holding it (and
@@ -124,18 +147,94 @@ pub async fn from_export(
     recipients: &[age::x25519::Recipient],
     options: BackupOptions,
 ) -> Result<BackupReport, Error> {
+    // Cheap checks first, before touching the input.
     catalog::check_hub(hub)?;
     if recipients.is_empty() {
         return Err(Error::NoRecipients);
     }
-    let inputs = find_inputs(path, options.include_configurations)?;
-    let id = catalog::new_id(options.now, options.random);
-    let created = catalog::created(options.now);
+    let inputs = find_inputs(path, options.include_configurations)?
+        .into_iter()
+        .map(|(kind, file)| (kind, Input::File(file)))
+        .collect::<Vec<_>>();
     let source = Source {
         kind: "file".into(),
         job_id: None,
         path: Some(path.display().to_string()),
     };
+    write_snapshot(store, &inputs, hub, source, recipients, &options).await
+}
+
+/// Where one object's export lines come from: a local file, or an object in a store (a
+/// staging blob, streamed: no local plaintext copy).
+#[derive(Clone)]
+pub enum Input {
+    File(PathBuf),
+    Stored {
+        store: Arc<dyn Store>,
+        name: String,
+        /// The runtime that polls the store's stream (the reader runs on a blocking thread).
+        handle: tokio::runtime::Handle,
+    },
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::File(p) => write!(f, "File({})", p.display()),
+            Input::Stored { store, name, .. } => write!(f, "Stored({}, {name})", store.location()),
+        }
+    }
+}
+
+impl Input {
+    /// A short name for messages (`devices.txt`).
+    fn display(&self) -> String {
+        match self {
+            Input::File(p) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            Input::Stored { name, .. } => name.rsplit('/').next().unwrap_or(name).to_owned(),
+        }
+    }
+
+    /// Open for reading, from a blocking thread (each pass of a seal opens it again).
+    fn open(&self) -> Result<Box<dyn Read + Send>, Error> {
+        match self {
+            Input::File(p) => File::open(p)
+                .map(|f| Box::new(f) as Box<dyn Read + Send>)
+                .map_err(|source| Error::Input {
+                    path: p.clone(),
+                    source,
+                }),
+            Input::Stored {
+                store,
+                name,
+                handle,
+            } => {
+                let stream = handle.block_on(store.get(name))?;
+                Ok(Box::new(StreamReader::new(handle.clone(), stream)))
+            }
+        }
+    }
+}
+
+/// Seal `inputs` (devices first, then configurations if present) into a new snapshot of
+/// `hub`, manifest last. On an error the data objects already written are deleted.
+pub async fn write_snapshot(
+    store: Arc<dyn Store>,
+    inputs: &[(&'static str, Input)],
+    hub: &str,
+    source: Source,
+    recipients: &[age::x25519::Recipient],
+    options: &BackupOptions,
+) -> Result<BackupReport, Error> {
+    catalog::check_hub(hub)?;
+    if recipients.is_empty() {
+        return Err(Error::NoRecipients);
+    }
+    let id = catalog::new_id(options.now, options.random);
+    let created = catalog::created(options.now);
     let snap = SnapshotTarget {
         store,
         hub: hub.to_owned(),
@@ -145,9 +244,7 @@ pub async fn from_export(
     };
     tracing::info!(snapshot = %snap.id, hub, "backup started");
     let mut written = Vec::new();
-    let result = snap
-        .write_all(&inputs, source, &options, &mut written)
-        .await;
+    let result = snap.write_all(inputs, source, options, &mut written).await;
     if result.is_err() {
         for name in &written {
             if let Err(e) = snap.store.delete(name).await {
@@ -207,7 +304,7 @@ struct ObjectCounts {
 impl SnapshotTarget {
     async fn write_all(
         &self,
-        inputs: &[(&'static str, PathBuf)],
+        inputs: &[(&'static str, Input)],
         source: Source,
         options: &BackupOptions,
         written: &mut Vec<String>,
@@ -215,8 +312,8 @@ impl SnapshotTarget {
         let mut counts = Counts::default();
         let mut objects = Vec::new();
         let mut runs_spilled = 0;
-        for (kind, file) in inputs {
-            let (entry, c) = self.write_object(kind, file, options, written).await?;
+        for (kind, input) in inputs {
+            let (entry, c) = self.write_object(kind, input, options, written).await?;
             if *kind == DEVICES {
                 (counts.devices, counts.modules, counts.edge_devices) =
                     (c.devices, c.modules, c.edge_devices);
@@ -259,6 +356,7 @@ impl SnapshotTarget {
             skipped_lines: c.skipped_lines,
             bytes: manifest.bytes(),
             runs_spilled,
+            job_id: manifest.source.job_id.clone(),
         })
     }
 
@@ -267,7 +365,7 @@ impl SnapshotTarget {
     async fn write_object(
         &self,
         kind: &'static str,
-        file: &Path,
+        input: &Input,
         options: &BackupOptions,
         written: &mut Vec<String>,
     ) -> Result<(ObjectEntry, ObjectCounts), Error> {
@@ -288,7 +386,7 @@ impl SnapshotTarget {
             let upload = tokio::spawn(bridge::upload(rx, writer, hook));
             let job = SealJob {
                 kind,
-                file: file.to_owned(),
+                input: input.clone(),
                 header: Header::new(&self.id, &self.hub, kind, &self.created),
                 recipients: self.recipients.clone(),
                 sort: options.sort.clone(),
@@ -333,7 +431,7 @@ impl SnapshotTarget {
 /// The blocking half of one object: read, check, sort, seal.
 struct SealJob {
     kind: &'static str,
-    file: PathBuf,
+    input: Input,
     header: Header,
     recipients: Vec<age::x25519::Recipient>,
     sort: SortOptions,
@@ -344,14 +442,8 @@ impl SealJob {
     /// `Ok(None)`: start again without streaming. On any error or restart the seal is
     /// abandoned and the sender dropped without `Done`, so the upload aborts.
     fn run(self, sender: ChunkSender) -> Result<Option<(SealStats, ObjectCounts)>, Error> {
-        let input = File::open(&self.file).map_err(|source| Error::Input {
-            path: self.file.clone(),
-            source,
-        })?;
-        let display = self.file.file_name().map_or_else(
-            || self.file.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let input = self.input.open()?;
+        let display = self.input.display();
         let seal = SealWriter::new(sender, &self.recipients, SealOptions::archive())?;
         let mut out = BufWriter::with_capacity(256 * 1024, seal);
         let mut lines = Lines::new(

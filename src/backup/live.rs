@@ -1,0 +1,206 @@
+//! Use case: back up a live hub through an export job (DESIGN §1, §5).
+//!
+//! Flow: sweep this hub's leftovers of killed runs → export job (keys and configurations) into
+//! the run's staging folder through a fresh least-privilege SAS → wait (the slot may be taken:
+//! wait for it or report it) → stream `devices.txt` (and `configurations.txt`) from staging
+//! straight into the sealing pipeline ([`super::write_snapshot`]; no local plaintext) → manifest
+//! with `source {kind: "export-job", job_id}` and the hub's host name → delete the run's staging
+//! blobs, on failure too.
+//!
+//! Must not: know clap, or show the SAS it hands the hub (only [`SecretUrl`] carries it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{BackupOptions, BackupReport, Error, Input, write_snapshot};
+use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
+use crate::snapshot::Source;
+use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES};
+use crate::staging::{SecretUrl, Staging};
+use crate::store::Store;
+use crate::store::sas::{SasPermissions, redact_sas};
+
+/// Staging file names of an export (the hub writes them under the run's folder).
+pub const DEVICES_FILE: &str = "devices.txt";
+pub const CONFIGURATIONS_FILE: &str = "configurations.txt";
+/// How many times a busy job slot is waited for before giving up (each wait is one whole job).
+const SLOT_WAITS: usize = 5;
+
+/// Settings of one live backup.
+#[derive(Clone)]
+pub struct HubBackupOptions {
+    pub backup: BackupOptions,
+    pub poll: PollPolicy,
+    /// Another job holds the slot: wait for it (`--wait`) instead of failing with its id.
+    pub wait_for_slot: bool,
+    /// Leftovers of this hub's killed runs older than this are removed before the export.
+    /// Default: the staging SAS lifetime, which is the longest job we allow.
+    pub leftover_age: Option<Duration>,
+    /// Test-only pause once the export job runs (`HUBVAULT_FAULT_PAUSE=export-running`).
+    pub export_running: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl HubBackupOptions {
+    pub fn new(backup: BackupOptions) -> Self {
+        HubBackupOptions {
+            backup,
+            poll: PollPolicy::default(),
+            wait_for_slot: false,
+            leftover_age: None,
+            export_running: None,
+        }
+    }
+}
+
+/// What a live backup made: the backup report (with `job_id`) and what it cleaned up.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubBackupReport {
+    #[serde(flatten)]
+    pub backup: BackupReport,
+    /// Plaintext staging blobs of this run deleted after ingest.
+    pub staging_deleted: usize,
+    /// Blobs of this hub's earlier killed runs removed before the export.
+    pub leftovers_removed: usize,
+}
+
+/// Back up the hub behind `client` into `store`, staging through `staging`.
+pub async fn from_hub(
+    store: Arc<dyn Store>,
+    client: &HubClient,
+    staging: &Staging,
+    recipients: &[age::x25519::Recipient],
+    options: HubBackupOptions,
+) -> Result<HubBackupReport, Error> {
+    if recipients.is_empty() {
+        return Err(Error::NoRecipients);
+    }
+    let hub = client.host().to_ascii_lowercase();
+    crate::snapshot::catalog::check_hub(&hub)?;
+    let age = options
+        .leftover_age
+        .unwrap_or_else(|| staging.sas_lifetime());
+    let leftovers_removed = staging
+        .sweep_leftovers(client, OffsetDateTime::now_utc() - age)
+        .await?;
+    let result = export_and_seal(store, client, staging, &hub, recipients, &options).await;
+    let cleaned = staging.cleanup().await;
+    match (result, cleaned) {
+        (Ok(backup), Ok(staging_deleted)) => Ok(HubBackupReport {
+            backup,
+            staging_deleted,
+            leftovers_removed,
+        }),
+        (Ok(_), Err(e)) => {
+            tracing::warn!("the snapshot is committed, but its staging blobs could not be deleted");
+            Err(e.into())
+        }
+        (Err(e), Ok(n)) => {
+            tracing::warn!(
+                "backup failed; deleted {n} plaintext staging blob(s) of this run from {}",
+                staging.location()
+            );
+            Err(e)
+        }
+        (Err(e), Err(cleanup)) => {
+            tracing::warn!(
+                "backup failed and its staging blobs could not be deleted ({cleanup}); the next run removes them once older than the SAS lifetime"
+            );
+            Err(e)
+        }
+    }
+}
+
+async fn export_and_seal(
+    store: Arc<dyn Store>,
+    client: &HubClient,
+    staging: &Staging,
+    hub: &str,
+    recipients: &[age::x25519::Recipient],
+    options: &HubBackupOptions,
+) -> Result<BackupReport, Error> {
+    let include_configurations = options.backup.include_configurations;
+    let uri = staging.job_container_uri(SasPermissions::export_output())?;
+    let job = export_request(&uri, staging, include_configurations);
+    let created = create_job(client, &job, options).await?;
+    let job_id = created.id().to_owned();
+    tracing::info!(hub, job_id, staging = %staging.location(), "export job created");
+    if let Some(pause) = &options.export_running {
+        pause();
+    }
+    let done = client
+        .wait_for_job(&job_id, &options.poll, |j| {
+            tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "export job");
+        })
+        .await?;
+    if done.status() != JobStatus::Completed {
+        return Err(Error::JobFailed {
+            hub: client.name().to_owned(),
+            job_id,
+            status: format!("{:?}", done.status()).to_ascii_lowercase(),
+            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+        });
+    }
+    let handle = tokio::runtime::Handle::current();
+    let stored = |file: &str| Input::Stored {
+        store: staging.store().clone(),
+        name: staging.object(file),
+        handle: handle.clone(),
+    };
+    let mut inputs = vec![(DEVICES, stored(DEVICES_FILE))];
+    if include_configurations
+        && staging
+            .store()
+            .head(&staging.object(CONFIGURATIONS_FILE))
+            .await?
+            .is_some()
+    {
+        inputs.push((CONFIGURATIONS, stored(CONFIGURATIONS_FILE)));
+    }
+    let source = Source {
+        kind: "export-job".into(),
+        job_id: Some(job_id),
+        path: None,
+    };
+    write_snapshot(store, &inputs, hub, source, recipients, &options.backup).await
+}
+
+fn export_request(uri: &SecretUrl, staging: &Staging, configurations: bool) -> JobProperties {
+    let mut job = JobProperties::export(
+        uri.expose(),
+        &staging.blob(DEVICES_FILE),
+        &staging.blob(CONFIGURATIONS_FILE),
+    );
+    if !configurations {
+        job.include_configurations = Some(false);
+        job.configurations_blob_name = None;
+    }
+    job
+}
+
+/// Create the job; a busy slot is waited for (`wait_for_slot`) or reported with the running
+/// job's id.
+async fn create_job(
+    client: &HubClient,
+    job: &JobProperties,
+    options: &HubBackupOptions,
+) -> Result<JobProperties, Error> {
+    for _ in 0..SLOT_WAITS {
+        match client.create_job(job).await {
+            Err(hub::Error::JobSlotBusy {
+                running_job: Some(running),
+                ..
+            }) if options.wait_for_slot => {
+                tracing::warn!(
+                    "{} runs job {running}; waiting for it to finish (--wait)",
+                    client.name()
+                );
+                client.wait_for_job(&running, &options.poll, |_| {}).await?;
+            }
+            other => return Ok(other?),
+        }
+    }
+    Ok(client.create_job(job).await?)
+}

@@ -1,0 +1,219 @@
+//! `backup --hub` and `preflight`: the commands that talk to a live hub through jobs.
+//!
+//! Test-only environment (never set in production):
+//! - `HUBVAULT_FAULT_PAUSE=export-running`: once the export job is created, print
+//!   `HUBVAULT_FAULT_PAUSE: paused at export-running` on stderr and sleep, so a test can kill
+//!   the process while the job runs.
+//! - `HUBVAULT_JOB_POLL_MS`: first job poll interval in milliseconds (the cap is 4×).
+//! - `HUBVAULT_STAGING_LEFTOVER_SECS`: age after which a killed run's staging blobs are swept
+//!   (default: the staging SAS lifetime, the longest job we allow).
+//! - `--local-address` / `HUBVAULT_LOCAL_ADDRESS` (hidden flag): bind the hub client's socket,
+//!   to act as another caller against the simulator's firewall.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use time::OffsetDateTime;
+
+use hubvault::arm::{ArmClient, ArmToken};
+use hubvault::backup::{self, BackupOptions, HubBackupOptions};
+use hubvault::config::Config;
+use hubvault::hub::{HubClient, PollPolicy};
+use hubvault::preflight::{self, ArmAccess, Checks, Report};
+use hubvault::staging::Staging;
+use hubvault::target::{self, ResolvedHub};
+
+use super::{open_store, recipients};
+use crate::Outcome;
+use crate::cli::{BackupArgs, Global, LiveArgs, PreflightArgs};
+
+const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
+const POLL_ENV: &str = "HUBVAULT_JOB_POLL_MS";
+const LEFTOVER_ENV: &str = "HUBVAULT_STAGING_LEFTOVER_SECS";
+
+/// A hub from the config or a connection string, bound to `--local-address` if given.
+fn resolve(spec: &str, config: &Config, live: &LiveArgs) -> Result<(ResolvedHub, HubClient)> {
+    let mut resolved = target::resolve_hub(spec, config)?;
+    resolved.target.local_address = live.local_address;
+    let client = HubClient::new(resolved.target.clone())?;
+    Ok((resolved, client))
+}
+
+fn poll_policy() -> Result<PollPolicy> {
+    let mut poll = PollPolicy::default();
+    if let Ok(v) = std::env::var(POLL_ENV) {
+        let ms: u64 = v
+            .parse()
+            .with_context(|| format!("{POLL_ENV} must be milliseconds"))?;
+        poll.interval = Duration::from_millis(ms.max(1));
+        poll.max_backoff = poll.interval * 4;
+    }
+    Ok(poll)
+}
+
+/// The ARM client from `[arm]` (`token-env`), when configured.
+fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
+    let Some(arm) = &config.arm else {
+        return Ok(None);
+    };
+    let Some(var) = &arm.token_env else {
+        tracing::warn!("[arm] without token-env: ARM checks are skipped in this build");
+        return Ok(None);
+    };
+    let token = std::env::var(var)
+        .with_context(|| format!("[arm] token-env names {var}, which is not set; export it"))?;
+    Ok(Some(ArmClient::new(
+        arm.endpoint.as_deref(),
+        ArmToken::new(token),
+    )?))
+}
+
+async fn run_preflight(
+    resolved: &ResolvedHub,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    config: &Config,
+    live: &LiveArgs,
+) -> Result<Report> {
+    let arm = arm_client(config)?;
+    let mut checks = Checks::new(&resolved.name, client);
+    checks.arm = match (&arm, &resolved.resource_id) {
+        (Some(client), Some(resource_id)) => Some(ArmAccess {
+            client,
+            resource_id,
+        }),
+        _ => None,
+    };
+    checks.caller_ip = live.caller_ip;
+    checks.staging = staging;
+    checks.hub_is_local = resolved.target.endpoint.is_some();
+    checks.wait_for_slot = live.wait;
+    checks.poll = poll_policy()?;
+    Ok(preflight::run(&checks).await)
+}
+
+fn report_outcome(report: &Report) -> Result<Outcome> {
+    Ok(Outcome {
+        json: serde_json::to_value(report)?,
+        human: report.table(),
+        found_something: !report.ok,
+    })
+}
+
+pub async fn preflight(config: &Config, _global: &Global, args: &PreflightArgs) -> Result<Outcome> {
+    let (resolved, client) = resolve(&args.to, config, &args.live)?;
+    // Staging is checked when one is named or configured; without either the jobs cannot run,
+    // which is a finding only for the commands that need staging.
+    let staging = if args.live.staging.is_some() || config.staging.is_some() {
+        Some(Staging::open(
+            args.live.staging.as_deref(),
+            config,
+            client.host(),
+        )?)
+    } else {
+        None
+    };
+    let report = run_preflight(&resolved, &client, staging.as_ref(), config, &args.live).await?;
+    report_outcome(&report)
+}
+
+pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+    let spec = args.hub.as_deref().context("--hub HUB is required")?;
+    let (resolved, client) = resolve(spec, config, &args.live)?;
+    let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
+    let store = open_store(config, global)?;
+    let recipients = recipients(config, &args.keys)?;
+    if !args.no_preflight {
+        let report = run_preflight(&resolved, &client, Some(&staging), config, &args.live).await?;
+        if !report.ok {
+            let mut outcome = report_outcome(&report)?;
+            outcome
+                .human
+                .push_str("backup not started; fix the findings above (or pass --no-preflight)\n");
+            return Ok(outcome);
+        }
+    }
+    let mut options = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+    options.backup.include_configurations = !args.no_configurations;
+    options.poll = poll_policy()?;
+    options.wait_for_slot = args.live.wait;
+    if let Ok(v) = std::env::var(LEFTOVER_ENV) {
+        let secs: u64 = v
+            .parse()
+            .with_context(|| format!("{LEFTOVER_ENV} must be seconds"))?;
+        options.leftover_age = Some(Duration::from_secs(secs));
+    }
+    if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
+        if point != "export-running" {
+            bail!("{FAULT_PAUSE_ENV}={point}: backup --hub knows only export-running (test-only)");
+        }
+        options.export_running = Some(Arc::new(|| {
+            eprintln!("{FAULT_PAUSE_ENV}: paused at export-running");
+            std::thread::sleep(Duration::from_secs(3600));
+        }));
+    }
+    let run = backup::from_hub(store, &client, &staging, &recipients, options);
+    let report = tokio::select! {
+        r = run => r?,
+        _ = tokio::signal::ctrl_c() => return Err(interrupted(&client, &staging).await),
+    };
+    let b = &report.backup;
+    let mut human = format!(
+        "snapshot {} of {}: {} devices ({} edge), {} modules, {} configurations; export job {}\n",
+        b.snapshot,
+        b.hub,
+        b.devices,
+        b.edge_devices,
+        b.modules,
+        b.configurations,
+        b.job_id.as_deref().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        human,
+        "deleted {} plaintext staging blob(s) of this run from {}",
+        report.staging_deleted,
+        staging.location()
+    );
+    if report.leftovers_removed > 0 {
+        let _ = writeln!(
+            human,
+            "removed {} staging blob(s) left by an earlier, interrupted run of this hub",
+            report.leftovers_removed
+        );
+    }
+    Ok(Outcome::ok(serde_json::to_value(&report)?, human))
+}
+
+/// Ctrl-C: cancel our export job if it still runs, delete this run's staging blobs, say so.
+async fn interrupted(client: &HubClient, staging: &Staging) -> anyhow::Error {
+    let mut said = String::from("interrupted");
+    if let Ok(Some(job)) = client.active_job().await
+        && staging.owns_job(&job)
+    {
+        let cancelled = client.cancel_job(job.id()).await.is_ok();
+        let _ = write!(
+            said,
+            "; export job {} {}",
+            job.id(),
+            if cancelled {
+                "cancelled"
+            } else {
+                "could not be cancelled"
+            }
+        );
+    }
+    match staging.cleanup().await {
+        Ok(n) => {
+            let _ = write!(said, "; deleted {n} plaintext staging blob(s) of this run");
+        }
+        Err(e) => {
+            let _ = write!(
+                said,
+                "; staging blobs not deleted ({e}), the next run removes them"
+            );
+        }
+    }
+    anyhow::anyhow!("{said}; no snapshot was made, run the backup again")
+}

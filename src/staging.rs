@@ -1,0 +1,527 @@
+//! One run's staging area for IoT Hub import/export jobs (DESIGN §5).
+//!
+//! IoT Hub's only bulk path writes every device key in **plaintext** into a blob container. This
+//! module owns that container's use by one run: where it is (`--staging URL` or config
+//! `[staging]`), a fresh run id, the blob names `staging/<hub>/<run-id>/<file>`, a least-privilege
+//! container SAS minted per job (never reused, expiring after `sas-lifetime`), deleting the run's
+//! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
+//! ([`Staging::sweep_leftovers`]).
+//!
+//! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
+//! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::config::Config;
+use crate::hub::{HubClient, JobProperties};
+use crate::store::azure::{AzureAuth, AzureLocation, AzureStore};
+use crate::store::local::LocalStore;
+use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::{self, Store};
+
+/// Default `sas-lifetime`: the longest job we allow (DESIGN §5).
+pub const DEFAULT_SAS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+/// How far back a SAS starts, so a hub whose clock runs a little behind ours accepts it.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// The folder under the container that holds every run's blobs.
+const ROOT: &str = "staging";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no staging storage: pass --staging URL (a container URL with SAS) or add [staging] to {config}"
+    )]
+    NotConfigured { config: String },
+    #[error("invalid staging setting {key}: {detail}")]
+    Invalid { key: String, detail: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotConfigured { .. } => "staging_not_configured",
+            Error::Invalid { .. } => "staging_invalid",
+            Error::Config(e) => e.code(),
+            Error::Store(e) => e.code(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A URL that may carry a SAS signature: `Debug` and `Display` show `sig=<redacted>`; only
+/// [`SecretUrl::expose`] gives the real value (for the wire, never for messages).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", redact_sas(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_sas(&self.0))
+    }
+}
+
+/// How the hub is given access to the container.
+#[derive(Clone)]
+enum Access {
+    /// We hold the account key: mint a fresh least-privilege container SAS per job.
+    AccountKey(AzureStore),
+    /// The user gave a SAS URL: it is used as given (we cannot mint a narrower one).
+    GivenSas(AzureStore),
+    /// https without SAS: the hub reaches the container with its own identity (`identityBased`).
+    Identity(AzureStore),
+    /// A local folder as `file://` (simulator-only demo; no real hub can write there).
+    File(Url),
+}
+
+/// One run's staging area. Cheap to clone.
+#[derive(Clone)]
+pub struct Staging {
+    access: Access,
+    store: Arc<dyn Store>,
+    /// Path segment for the hub (its host name).
+    hub: String,
+    run_id: String,
+    sas_lifetime: Duration,
+}
+
+impl fmt::Debug for Staging {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staging")
+            .field("location", &self.store.location())
+            .field("hub", &self.hub)
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staging {
+    /// The staging area named by `spec` (`--staging`) or, without it, by config `[staging]`,
+    /// for `hub` (a host name: it becomes a path segment), with a fresh run id.
+    pub fn open(spec: Option<&str>, config: &Config, hub: &str) -> Result<Staging> {
+        let entry = config.staging.as_ref();
+        let sas_lifetime = match entry.and_then(|e| e.sas_lifetime.as_deref()) {
+            Some(text) => parse_lifetime(text).map_err(|detail| Error::Invalid {
+                key: "staging.sas-lifetime".into(),
+                detail,
+            })?,
+            None => DEFAULT_SAS_LIFETIME,
+        };
+        let access = match spec {
+            Some(s) => access_from_spec(s)?,
+            None => {
+                let entry = entry.ok_or_else(|| Error::NotConfigured {
+                    config: config.describe(),
+                })?;
+                let container = entry.container.as_deref().unwrap_or("hubvault-staging");
+                let cs =
+                    match (&entry.connection_string, &entry.connection_string_env) {
+                        (Some(cs), _) => Some(cs.clone()),
+                        (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                            crate::config::Error::MissingEnv {
+                                var: var.clone(),
+                                key: "staging.connection-string-env".into(),
+                            }
+                        })?),
+                        (None, None) => None,
+                    };
+                match (cs, &entry.container_url) {
+                    (Some(cs), _) => access_from_location(AzureLocation::from_connection_string(
+                        &cs, container,
+                    )?)?,
+                    (None, Some(url)) => access_from_spec(url)?,
+                    (None, None) => {
+                        return Err(Error::Invalid {
+                            key: "staging".into(),
+                            detail: "set connection-string-env (+ container) or container-url"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        };
+        Self::with_access(access, hub, sas_lifetime)
+    }
+
+    fn with_access(access: Access, hub: &str, sas_lifetime: Duration) -> Result<Staging> {
+        let segment = hub_segment(hub)?;
+        let store: Arc<dyn Store> = match &access {
+            Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                Arc::new(s.clone())
+            }
+            Access::File(url) => Arc::new(LocalStore::new(url.path())),
+        };
+        Ok(Staging {
+            access,
+            store,
+            hub: segment,
+            run_id: new_run_id(OffsetDateTime::now_utc(), rand::random()),
+            sas_lifetime,
+        })
+    }
+
+    /// This run's id (`20261126T020000Z-3f9a1c2e`).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn sas_lifetime(&self) -> Duration {
+        self.sas_lifetime
+    }
+
+    /// Where the staging container is, for messages (no secrets).
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// The store over the container, to read, write and delete staging blobs by
+    /// [`Staging::object`] names.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A store-relative name of one of this run's files: `staging/<hub>/<run-id>/<file>`.
+    pub fn object(&self, file: &str) -> String {
+        format!("{}{file}", self.run_prefix())
+    }
+
+    /// The blob name a job is given for `file` (relative to the container; includes the
+    /// location's prefix, if any).
+    pub fn blob(&self, file: &str) -> String {
+        match &self.access {
+            Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                s.azure_location().blob_name(&self.object(file))
+            }
+            Access::File(_) => self.object(file),
+        }
+    }
+
+    fn hub_prefix(&self) -> String {
+        format!("{ROOT}/{}/", self.hub)
+    }
+
+    fn run_prefix(&self) -> String {
+        format!("{}{}/", self.hub_prefix(), self.run_id)
+    }
+
+    /// Why a hub in Azure could not reach this staging container (`None`: plausibly it can):
+    /// a `file://` folder, or a loopback or private address.
+    pub fn unreachable_by_cloud(&self) -> Option<String> {
+        let url = match &self.access {
+            Access::File(_) => return Some("a file:// folder exists only on this machine".into()),
+            Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                s.azure_location().container_url()
+            }
+        };
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+                std::net::IpAddr::V4(v4) => {
+                    v4.is_loopback() || v4.is_private() || v4.is_link_local()
+                }
+                std::net::IpAddr::V6(v6) => v6.is_loopback(),
+            });
+        local.then(|| format!("{host} is a local or private address"))
+    }
+
+    /// Whether a job reads or writes this run's blobs (its blob names carry our run id).
+    pub fn owns_job(&self, job: &JobProperties) -> bool {
+        let ours = |name: &Option<String>| {
+            name.as_deref()
+                .is_some_and(|n| n.contains(&self.run_prefix()))
+        };
+        ours(&job.output_blob_name) || ours(&job.input_blob_name)
+    }
+
+    /// The container URI a job is given, minted now (see [`Staging::job_container_uri_at`]).
+    pub fn job_container_uri(&self, perms: SasPermissions) -> Result<SecretUrl> {
+        self.job_container_uri_at(perms, OffsetDateTime::now_utc())
+    }
+
+    /// The container URI a job is given: with the account key, the container URL plus a fresh
+    /// container SAS (`sr=c`) with exactly `perms`, valid from a little before `now` until
+    /// `now + sas-lifetime`; a user-given SAS URL as is; the bare URL for identity-based access;
+    /// the `file://` URL for a local folder.
+    pub fn job_container_uri_at(
+        &self,
+        perms: SasPermissions,
+        now: OffsetDateTime,
+    ) -> Result<SecretUrl> {
+        Ok(SecretUrl(match &self.access {
+            Access::AccountKey(s) => {
+                let sas = s.container_sas(perms, now - CLOCK_SKEW, now + self.sas_lifetime)?;
+                sas.on(&s.azure_location().container_url()).to_string()
+            }
+            Access::GivenSas(s) => match &s.azure_location().auth {
+                AzureAuth::Sas(t) => t.on(&s.azure_location().container_url()).to_string(),
+                _ => s.azure_location().container_url().to_string(),
+            },
+            Access::Identity(s) => s.azure_location().container_url().to_string(),
+            Access::File(url) => url.to_string(),
+        }))
+    }
+
+    /// Delete this run's blobs (call on success, failure and Ctrl-C). Returns how many.
+    pub async fn cleanup(&self) -> Result<usize> {
+        delete_all(&*self.store, &self.run_prefix()).await
+    }
+
+    /// Remove blobs of this hub's earlier runs whose newest blob is older than `older_than`
+    /// (pass now minus the longest allowed job), except this run's and a live job's. Another
+    /// hub's folder is never listed. If the hub's active job cannot be read, nothing is removed:
+    /// a live job's input must never vanish under it.
+    pub async fn sweep_leftovers(
+        &self,
+        client: &HubClient,
+        older_than: OffsetDateTime,
+    ) -> Result<usize> {
+        let live = match client.active_job().await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(
+                    "not sweeping staging leftovers: cannot see the hub's active job: {e}"
+                );
+                return Ok(0);
+            }
+        };
+        let listed = self.store.list(&self.hub_prefix()).await?;
+        let mut runs: std::collections::BTreeMap<String, Vec<store::ObjectMeta>> =
+            std::collections::BTreeMap::new();
+        for meta in listed {
+            let rest = &meta.name[self.hub_prefix().len()..];
+            if let Some((run, _)) = rest.split_once('/') {
+                runs.entry(run.to_owned()).or_default().push(meta);
+            }
+        }
+        let mut removed = 0;
+        for (run, blobs) in runs {
+            let prefix = format!("{}{run}/", self.hub_prefix());
+            let live_here = live.as_ref().is_some_and(|j| {
+                [&j.output_blob_name, &j.input_blob_name]
+                    .iter()
+                    .any(|n| n.as_deref().is_some_and(|n| n.contains(&prefix)))
+            });
+            let newest = blobs.iter().map(|b| b.last_modified).max();
+            if run == self.run_id || live_here || newest.is_none_or(|t| t >= older_than) {
+                continue;
+            }
+            for blob in &blobs {
+                self.store.delete(&blob.name).await?;
+                removed += 1;
+            }
+            tracing::info!(
+                run,
+                blobs = blobs.len(),
+                "removed a killed run's staging leftovers"
+            );
+        }
+        Ok(removed)
+    }
+}
+
+async fn delete_all(store: &dyn Store, prefix: &str) -> Result<usize> {
+    let listed = store.list(prefix).await?;
+    for meta in &listed {
+        store.delete(&meta.name).await?;
+    }
+    Ok(listed.len())
+}
+
+fn access_from_spec(spec: &str) -> Result<Access> {
+    if let Some(rest) = spec.strip_prefix("file://") {
+        let url = Url::parse(spec).map_err(|e| Error::Invalid {
+            key: "--staging".into(),
+            detail: format!("not a file:// URL: {e}"),
+        })?;
+        if rest.is_empty() || url.path().len() <= 1 {
+            return Err(Error::Invalid {
+                key: "--staging".into(),
+                detail: "file:// needs an absolute folder, e.g. file:///tmp/staging".into(),
+            });
+        }
+        return Ok(Access::File(url));
+    }
+    if !AzureLocation::looks_like(spec) {
+        return Err(Error::Invalid {
+            key: "--staging".into(),
+            detail: "expected a container URL (with SAS), an account-key connection string with Container=, or file:///folder".into(),
+        });
+    }
+    access_from_location(AzureLocation::parse(spec)?)
+}
+
+fn access_from_location(location: AzureLocation) -> Result<Access> {
+    Ok(match location.auth.clone() {
+        AzureAuth::SharedKey(_) => Access::AccountKey(AzureStore::new(location, None)?),
+        AzureAuth::Sas(_) => Access::GivenSas(AzureStore::new(location, None)?),
+        AzureAuth::Entra => {
+            // The hub reaches the container with its own identity; our own reads (ingest,
+            // cleanup) go through the developer-tools credential.
+            let credential =
+                crate::target::entra_credential(crate::config::Credential::DeveloperTools)
+                    .map_err(|e| Error::Invalid {
+                        key: "staging".into(),
+                        detail: e.to_string(),
+                    })?;
+            Access::Identity(AzureStore::new(location, Some(credential))?)
+        }
+    })
+}
+
+/// The hub's path segment: its host name, checked to be one plain segment.
+fn hub_segment(hub: &str) -> Result<String> {
+    let ok = !hub.is_empty()
+        && hub
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && hub != "."
+        && hub != "..";
+    if ok {
+        Ok(hub.to_ascii_lowercase())
+    } else {
+        Err(Error::Invalid {
+            key: "hub".into(),
+            detail: format!("{hub:?} cannot name a staging folder; use the hub's host name"),
+        })
+    }
+}
+
+/// A run id that sorts by time: UTC second, then 8 random hex digits.
+pub fn new_run_id(now: OffsetDateTime, random: u32) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{random:08x}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `sas-lifetime`: a number and a unit, `s`, `min`, `h` or `d` (`6h`, `90min`, `30s`).
+pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("{text:?} has no number; write e.g. \"6h\", \"90min\", \"30s\""))?;
+    let secs = match &t[digits..] {
+        "s" => n,
+        "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use s, min, h or d (e.g. \"6h\")"
+            ));
+        }
+    };
+    if secs == 0 {
+        return Err("a SAS lifetime must be longer than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sas::{AZURITE_ACCOUNT, AZURITE_KEY};
+
+    fn azurite_cs() -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:1/{AZURITE_ACCOUNT}"
+        )
+    }
+
+    fn staging(lifetime: &str) -> Staging {
+        let config: Config = Config::parse(
+            &format!(
+                "[staging]\nconnection-string = {:?}\ncontainer = \"stage-1\"\nsas-lifetime = {lifetime:?}\n",
+                azurite_cs()
+            ),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        Staging::open(None, &config, "hub-a.azure-devices.net").unwrap()
+    }
+
+    #[test]
+    fn blob_names_are_per_hub_and_run() {
+        let s = staging("6h");
+        let name = s.blob("devices.txt");
+        assert_eq!(
+            name,
+            format!("staging/hub-a.azure-devices.net/{}/devices.txt", s.run_id())
+        );
+        assert_ne!(s.run_id(), staging("6h").run_id(), "a fresh run id per run");
+        assert!(hub_segment("../x").is_err() && hub_segment("a/b").is_err());
+    }
+
+    #[test]
+    fn minted_sas_is_least_privilege_expires_and_is_redacted() {
+        let s = staging("2h");
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let uri = s
+            .job_container_uri_at(SasPermissions::export_output(), now)
+            .unwrap();
+        let url = Url::parse(uri.expose()).unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["sp"], "rwd");
+        assert_eq!(q["sr"], "c", "container SAS, never account-level");
+        assert!(!q.contains_key("ss") && !q.contains_key("srt"));
+        assert_eq!(q["se"], "2027-01-15T10:00:00Z", "now + 2h");
+        assert!(url.path().ends_with("/stage-1"));
+        let sig = &q["sig"];
+        for shown in [uri.to_string(), format!("{uri:?}"), format!("{s:?}")] {
+            assert!(!shown.contains(sig.as_str()), "{shown}");
+            assert!(!shown.contains(AZURITE_KEY), "{shown}");
+        }
+        assert!(uri.to_string().contains("sig=<redacted>"));
+        let again = s
+            .job_container_uri_at(SasPermissions::import_input(), now)
+            .unwrap();
+        assert!(again.expose().contains("sp=r&"), "{again}");
+    }
+
+    #[test]
+    fn lifetimes_parse_with_clear_errors() {
+        assert_eq!(parse_lifetime("6h").unwrap(), Duration::from_secs(21_600));
+        assert_eq!(parse_lifetime("90min").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_lifetime("3s").unwrap(), Duration::from_secs(3));
+        assert!(
+            parse_lifetime("6m")
+                .unwrap_err()
+                .contains("use s, min, h or d")
+        );
+        assert!(parse_lifetime("0h").is_err() && parse_lifetime("h").is_err());
+    }
+
+    #[test]
+    fn missing_staging_says_how_to_configure_it() {
+        let e = Staging::open(None, &Config::default(), "hub-a.azure-devices.net").unwrap_err();
+        assert_eq!(e.code(), "staging_not_configured");
+        assert!(e.to_string().contains("--staging"), "{e}");
+    }
+}
