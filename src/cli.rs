@@ -244,15 +244,11 @@ pub struct CloneArgs {
     /// Back up the source and show the plan for the target, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Staging container URL (with SAS), instead of the configured [staging].
-    #[arg(long, value_name = "URL")]
-    pub staging: Option<String>,
-    /// This machine's public address as the hubs see it (for the firewall check).
-    #[arg(long, value_name = "ADDR")]
-    pub caller_ip: Option<std::net::IpAddr>,
     /// Skip the preflight checks of the target.
     #[arg(long)]
     pub no_preflight: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
     #[command(flatten)]
     pub keys: Keys,
 }

@@ -33,7 +33,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("step '{step}' did not finish within {secs} s; the demo stopped (nothing outside its folders was touched)")]
+    #[error(
+        "step '{step}' did not finish within {secs} s; the demo stopped (nothing outside its folders was touched)"
+    )]
     Timeout { step: &'static str, secs: u64 },
     #[error("step '{step}' failed: {detail}")]
     Step { step: &'static str, detail: String },
@@ -123,12 +125,13 @@ impl Story<'_> {
         work: impl Future<Output = Result<(bool, String, T), Error>>,
     ) -> Result<T, Error> {
         let started = Instant::now();
-        let (ok, detail, value) = tokio::time::timeout(STEP_TIMEOUT, work)
-            .await
-            .map_err(|_| Error::Timeout {
-                step,
-                secs: STEP_TIMEOUT.as_secs(),
-            })??;
+        let (ok, detail, value) =
+            tokio::time::timeout(STEP_TIMEOUT, work)
+                .await
+                .map_err(|_| Error::Timeout {
+                    step,
+                    secs: STEP_TIMEOUT.as_secs(),
+                })??;
         let s = Step {
             step,
             ok,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::world::{self, World};
 use super::{Error, OTHER_CALLER, Story};
 use crate::arm::{ArmClient, ArmToken};
-use crate::preflight::{self, Report};
+use crate::preflight::{self, ArmAccess, Checks, Report};
 use crate::snapshot::catalog;
 
 /// This machine, as the simulated hubs see it.
@@ -18,13 +18,14 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
             let report = steps::backup(world).await?;
             let detail = format!(
                 "backed up hub-a with an export job ({}) into snapshot {}: {} devices, {} modules, {} configurations, \
-                 {} bytes encrypted with age; the job's plaintext staging blobs were deleted",
+                 {} bytes encrypted with age; the job's {} plaintext staging blob(s) were deleted",
                 report.job_id.as_deref().unwrap_or("no job id"),
                 report.snapshot,
                 report.devices,
                 report.modules,
                 report.configurations,
-                report.bytes
+                report.bytes,
+                report.staging_deleted
             );
             Ok((true, detail, report.snapshot))
         })
@@ -35,7 +36,12 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
             let found = list.iter().any(|m| m.id == snapshot);
             let lines: Vec<String> = list
                 .iter()
-                .map(|m| format!("{} of {} ({} devices, {})", m.id, m.hub, m.counts.devices, m.created))
+                .map(|m| {
+                    format!(
+                        "{} of {} ({} devices, {})",
+                        m.id, m.hub, m.counts.devices, m.created
+                    )
+                })
                 .collect();
             let detail = format!(
                 "`hubvault snapshots` lists {} snapshot(s) in {}: {}",
@@ -60,14 +66,18 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
         .await?;
     story
         .step("preflight-blocked", async {
-            let report = preflight_firewall(world).await?;
+            let report = preflight_hub_b(world).await?;
             let names_rule = report
                 .findings
                 .iter()
                 .any(|f| !f.ok && f.detail.contains("branch-office"));
             let detail = format!(
                 "`hubvault preflight --to hub-b` {} before any long step:\n{}",
-                if report.ok { "passed (unexpected)" } else { "fails" },
+                if report.ok {
+                    "passed (unexpected)"
+                } else {
+                    "fails"
+                },
                 indent(&report.table())
             );
             Ok((!report.ok && names_rule, detail, ()))
@@ -84,7 +94,7 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
                     ]),
                 )
                 .await?;
-            let report = preflight_firewall(world).await?;
+            let report = preflight_hub_b(world).await?;
             let detail = format!(
                 "applied the fix through ARM (rule 'hubvault-runner' allows {THIS_CALLER}); preflight again:\n{}",
                 indent(&report.table())
@@ -115,15 +125,26 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
     Ok(Some(snapshot))
 }
 
-/// The firewall part of preflight against hub-b, from this machine's address.
-async fn preflight_firewall(world: &World) -> Result<Report, Error> {
-    let arm = ArmClient::new(Some(world.arm()?), ArmToken::new("demo".into()))
-        .map_err(|e| Error::Step { step: "preflight", detail: e.to_string() })?;
-    let rules = arm
-        .hub_network_rules(&world.resource_id("hub-b")?)
-        .await
-        .map_err(|e| Error::Step { step: "preflight", detail: e.to_string() })?;
-    Ok(Report::new(vec![preflight::firewall_finding("hub-b", &rules, THIS_CALLER)]))
+/// `hubvault preflight --to hub-b --caller-ip 127.0.0.1`, as the command runs it.
+async fn preflight_hub_b(world: &World) -> Result<Report, Error> {
+    let arm = ArmClient::new(Some(world.arm()?), ArmToken::new("demo".into())).map_err(|e| {
+        Error::Step {
+            step: "preflight",
+            detail: e.to_string(),
+        }
+    })?;
+    let client = world.client("hub-b")?;
+    let resource_id = world.resource_id("hub-b")?;
+    let staging = world.staging(&client)?;
+    let mut checks = Checks::new("hub-b", &client);
+    checks.arm = Some(ArmAccess {
+        client: &arm,
+        resource_id: &resource_id,
+    });
+    checks.caller_ip = Some(THIS_CALLER);
+    checks.staging = Some(&staging);
+    checks.hub_is_local = true;
+    Ok(preflight::run(&checks).await)
 }
 
 /// Compare hub-b with hub-a as the simulator reads them back: ids, keys, status, twins, modules.
@@ -135,7 +156,12 @@ fn compare(source: &[serde_json::Value], target: &[serde_json::Value]) -> (bool,
         )
     };
     let view = |l: &serde_json::Value| {
-        serde_json::json!([l["authentication"], l["status"], l["tags"], l["properties"]["desired"]])
+        serde_json::json!([
+            l["authentication"],
+            l["status"],
+            l["tags"],
+            l["properties"]["desired"]
+        ])
     };
     let wanted: std::collections::BTreeMap<_, _> = source
         .iter()
@@ -181,14 +207,23 @@ async fn devices_authenticate(
         .iter()
         .filter(|(id, _)| counts.get(id).copied().unwrap_or(0) >= 1)
         .count();
-    let ok = !sample.is_empty() && accepted.len() == sample.len() && counted == sample.len() && refused;
+    let ok =
+        !sample.is_empty() && accepted.len() == sample.len() && counted == sample.len() && refused;
     let detail = format!(
         "{} of {} devices ({}) sent a message to hub-b signed with their original keys and hub-b accepted it \
          (simulator counts {counted} of them); a wrong key was {}",
         accepted.len(),
         sample.len(),
-        sample.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
-        if refused { "refused (401)" } else { "NOT refused" }
+        sample
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if refused {
+            "refused (401)"
+        } else {
+            "NOT refused"
+        }
     );
     Ok((ok, detail))
 }
@@ -202,7 +237,10 @@ fn indent(text: &str) -> String {
 
 /// The steps that call the other use cases.
 mod steps {
-    use super::{Error, World};
+    use time::OffsetDateTime;
+
+    use super::{Error, World, world};
+    use crate::backup::{self, BackupOptions, HubBackupOptions};
 
     pub struct Backup {
         pub snapshot: String,
@@ -211,12 +249,36 @@ mod steps {
         pub modules: u64,
         pub configurations: u64,
         pub bytes: u64,
+        pub staging_deleted: usize,
     }
 
-    pub async fn backup(_world: &World) -> Result<Backup, Error> {
-        Err(Error::Step {
+    /// `hubvault backup --hub hub-a`: export job → file:// staging → sealed snapshot.
+    pub async fn backup(world: &World) -> Result<Backup, Error> {
+        let client = world.client("hub-a")?;
+        let staging = world.staging(&client)?;
+        let mut options = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+        options.poll = world::fast_poll();
+        let report = backup::from_hub(
+            world.store.clone(),
+            &client,
+            &staging,
+            std::slice::from_ref(&world.recipient),
+            options,
+        )
+        .await
+        .map_err(|e| Error::Step {
             step: "backup",
-            detail: "backup from a live hub is not in this build yet".into(),
+            detail: e.to_string(),
+        })?;
+        let b = report.backup;
+        Ok(Backup {
+            snapshot: b.snapshot,
+            job_id: b.job_id,
+            devices: b.devices,
+            modules: b.modules,
+            configurations: b.configurations,
+            bytes: b.bytes,
+            staging_deleted: report.staging_deleted,
         })
     }
 

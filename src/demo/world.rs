@@ -15,8 +15,10 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use super::Error;
-use crate::hub::{HubClient, HubTarget, SasSigner};
+use crate::config::Config;
+use crate::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
 use crate::sim::{self, HubOptions, Options, Running};
+use crate::staging::Staging;
 use crate::store::Store;
 use crate::store::local::LocalStore;
 
@@ -115,6 +117,19 @@ impl World {
             .map_err(|()| Error::Simulator(format!("{} is not an absolute path", dir.display())))
     }
 
+    /// This run's staging area for `client`'s hub, in the `file://` folder.
+    pub fn staging(&self, client: &HubClient) -> Result<Staging, Error> {
+        Staging::open(
+            Some(&self.staging_url()?),
+            &Config::default(),
+            client.host(),
+        )
+        .map_err(|e| Error::Step {
+            step: "staging",
+            detail: e.to_string(),
+        })
+    }
+
     /// A service client for a simulated hub, as `[hubs.NAME]` would configure it.
     pub fn client(&self, name: &str) -> Result<HubClient, Error> {
         let h = self.hub(name)?;
@@ -142,7 +157,11 @@ impl World {
 
     /// Replace hub `name`'s networking through ARM (`PUT` of the resource, as the portal does):
     /// `allowed` = the only IP masks let in, or `None` for all networks.
-    pub async fn set_firewall(&self, name: &str, allowed: Option<&[(&str, &str)]>) -> Result<(), Error> {
+    pub async fn set_firewall(
+        &self,
+        name: &str,
+        allowed: Option<&[(&str, &str)]>,
+    ) -> Result<(), Error> {
         let mut body = json!({"location": "westus", "sku": {"name": "S1", "capacity": 1}});
         if let Some(rules) = allowed {
             let ip_rules: Vec<Value> = rules
@@ -167,7 +186,10 @@ impl World {
             .await
             .map_err(|e| Error::Simulator(format!("ARM PUT {name}: {}", e.without_url())))?;
         if !r.status().is_success() {
-            return Err(Error::Simulator(format!("ARM PUT {name}: HTTP {}", r.status())));
+            return Err(Error::Simulator(format!(
+                "ARM PUT {name}: HTTP {}",
+                r.status()
+            )));
         }
         Ok(())
     }
@@ -180,7 +202,10 @@ impl World {
             .await
             .map_err(|e| Error::Simulator(format!("control API {path}: {}", e.without_url())))?;
         if !r.status().is_success() {
-            return Err(Error::Simulator(format!("control API {path}: HTTP {}", r.status())));
+            return Err(Error::Simulator(format!(
+                "control API {path}: HTTP {}",
+                r.status()
+            )));
         }
         r.text()
             .await
@@ -197,7 +222,10 @@ impl World {
     }
 
     /// Device-to-cloud messages the simulator accepted on hub `name`, per device.
-    pub async fn messages(&self, name: &str) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+    pub async fn messages(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, Error> {
         let text = self.control_get(&format!("/hubs/{name}/messages")).await?;
         serde_json::from_str(&text).map_err(|e| Error::Simulator(format!("messages: {e}")))
     }
@@ -225,6 +253,14 @@ impl World {
             .map_err(|e| Error::Simulator(format!("device send: {}", e.without_url())))?;
         Ok(r.status().as_u16())
     }
+}
+
+/// Job polling for the simulator's second-long jobs.
+pub fn fast_poll() -> PollPolicy {
+    let mut poll = PollPolicy::default();
+    poll.interval = Duration::from_millis(100);
+    poll.max_backoff = Duration::from_millis(400);
+    poll
 }
 
 /// The fleet's shape, for the story's first line.

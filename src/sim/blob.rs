@@ -214,8 +214,16 @@ impl Container {
                         "the container folder does not exist",
                     )));
                 }
+                // Blob names hold '/' (`staging/<hub>/<run>/devices.txt`): folders, as a
+                // container would show them.
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(BlobError::Local)?;
+                }
                 Some(
-                    tokio::fs::File::create(dir.join(name))
+                    tokio::fs::File::create(path)
                         .await
                         .map_err(BlobError::Local)?,
                 )

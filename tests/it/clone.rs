@@ -34,7 +34,10 @@ fn parents(registry: &[Value]) -> BTreeMap<String, String> {
         .filter(|l| l.get("moduleId").is_none() && l["capabilities"]["iotEdge"] != true)
         .filter_map(|l| {
             let scope = l["deviceScope"].as_str()?;
-            Some((l["id"].as_str()?.to_owned(), (*owner.get(scope)?).to_owned()))
+            Some((
+                l["id"].as_str()?.to_owned(),
+                (*owner.get(scope)?).to_owned(),
+            ))
         })
         .collect()
 }
@@ -93,7 +96,13 @@ fn assert_same_registry(source: &[Value], target: &[Value]) {
 /// Configurations equal on id, labels, content, target condition and priority.
 fn assert_same_configurations(source: &[Value], target: &[Value]) {
     let pick = |c: &Value| {
-        json!([c["id"], c["labels"], c["content"], c["targetCondition"], c["priority"]])
+        json!([
+            c["id"],
+            c["labels"],
+            c["content"],
+            c["targetCondition"],
+            c["priority"]
+        ])
     };
     let mut a: Vec<Value> = source.iter().map(pick).collect();
     let mut b: Vec<Value> = target.iter().map(pick).collect();
@@ -135,8 +144,11 @@ async fn assert_devices_authenticate(sim: &Sim, hub: &str, source: &[Value], n: 
 /// Fast jobs for tests: no per-line pacing, a short queue.
 async fn fast(sim: &Sim, hubs: &[&str]) {
     for h in hubs {
-        sim.limits(h, json!({"job_rate": 0.0, "job_queue_ms": 10, "retry_after_secs": 1}))
-            .await;
+        sim.limits(
+            h,
+            json!({"job_rate": 0.0, "job_queue_ms": 10, "retry_after_secs": 1}),
+        )
+        .await;
     }
 }
 
@@ -162,10 +174,21 @@ async fn demo_runs_to_exit_0_and_prints_no_secret() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    for wanted in ["backup", "snapshots", "preflight-blocked", "firewall-fix", "clone", "check", "devices"] {
+    for wanted in [
+        "backup",
+        "snapshots",
+        "preflight-blocked",
+        "firewall-fix",
+        "clone",
+        "check",
+        "devices",
+    ] {
         assert!(steps.contains(&wanted), "step {wanted} missing: {steps:?}");
     }
-    assert!(dir.path().join("hubvault-demo").is_dir(), "vault left where it says");
+    assert!(
+        dir.path().join("hubvault-demo").is_dir(),
+        "vault left where it says"
+    );
     // The demo's fleet is the simulator's deterministic one (seed 7): regenerate its keys to scan.
     let sim = support::start_sim(&[("hub-a", 1200)], 7).await;
     let keys = fleet_keys(&sim.registry("hub-a").await);
@@ -181,14 +204,24 @@ async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
     let staging = support::staging_container(&cs, "clone10k").await;
     let wd = support::workdir(&sim, Some(&staging));
     let mut cmd = hubvault(&wd);
-    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv"]);
+    cmd.args([
+        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
+    ]);
     let out = run(cmd, Duration::from_secs(240)).await;
     let all = text(&out);
     let source = sim.registry("hub-a").await;
     assert_no_secrets(&all, &fleet_keys(&source), "clone -vvv");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
-    let devices = source.iter().filter(|l| l.get("moduleId").is_none()).count();
+    let devices = source
+        .iter()
+        .filter(|l| l.get("moduleId").is_none())
+        .count();
     assert!(devices >= 10_000);
     assert_eq!(report["plan"]["create"], devices, "{report:#}");
     assert_eq!(report["failed"], json!([]), "{report:#}");
@@ -201,7 +234,11 @@ async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
         &sim.configurations("hub-b").await,
     );
     assert_devices_authenticate(&sim, "hub-b", &source, 8).await;
-    assert_eq!(staging.leftovers().await, Vec::<String>::new(), "staging emptied");
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
     // Without --keep the intermediate snapshot was ephemeral: nothing in the store.
     let store = wd.path().join("store");
     let kept = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
@@ -225,7 +262,14 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
     let wd = support::workdir(&sim, Some(&staging));
 
     let mut cmd = hubvault(&wd);
-    cmd.args(["preflight", "--to", "hub-b", "--caller-ip", "127.0.0.1", "--json"]);
+    cmd.args([
+        "preflight",
+        "--to",
+        "hub-b",
+        "--caller-ip",
+        "127.0.0.1",
+        "--json",
+    ]);
     let out = run(cmd, Duration::from_secs(60)).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -243,7 +287,15 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
     );
 
     let mut cmd = hubvault(&wd);
-    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--no-preflight", "--json"]);
+    cmd.args([
+        "clone",
+        "--from",
+        "hub-a",
+        "--to",
+        "hub-b",
+        "--no-preflight",
+        "--json",
+    ]);
     let out = run(cmd, Duration::from_secs(120)).await;
     let all = text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");
@@ -257,6 +309,10 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
         "{} devices on hub-b and no report of them: {all}",
         target.len()
     );
-    assert_eq!(staging.leftovers().await, Vec::<String>::new(), "staging emptied");
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
     staging.store.delete_container().await.unwrap();
 }

@@ -5,7 +5,10 @@
 //!
 //! Must not: decide what a test asserts (helpers return data; tests check it).
 
-#![allow(dead_code, reason = "shared by several test modules; not each uses every helper")]
+#![allow(
+    dead_code,
+    reason = "shared by several test modules; not each uses every helper"
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
