@@ -59,8 +59,10 @@ pub enum Command {
     Show(ShowArgs),
     /// Check snapshots: presence, sizes, sha256; with --read-data also decrypt and parse.
     Verify(VerifyArgs),
-    /// Devices and modules added, removed and changed between two snapshots.
+    /// Devices and modules added, removed and changed between two snapshots, or a snapshot and a live hub.
     Diff(DiffArgs),
+    /// Restore a snapshot into a live hub (plan, preflight, apply, verify).
+    Restore(RestoreArgs),
     /// Decrypt a snapshot to import-ready devices.txt (+ configurations.txt). Holds keys!
     Dump(DumpArgs),
     /// Apply retention policies: remove forgotten snapshots and orphans.
@@ -186,8 +188,9 @@ pub struct VerifyArgs {
 pub struct DiffArgs {
     /// Older snapshot (id or `latest`).
     pub from: String,
-    /// Newer snapshot (id or `latest`).
-    pub to: String,
+    /// Newer snapshot (id or `latest`); without it, `--hub HUB` names a live hub to compare with.
+    #[arg(required_unless_present = "hub")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub hub: HubFilter,
     #[command(flatten)]
@@ -233,14 +236,14 @@ pub struct CloneArgs {
     #[arg(long)]
     pub keep: bool,
     /// create: only new devices; upsert: create or update; mirror: also delete what the source lacks.
-    #[arg(long, default_value = "upsert", value_parser = ["create", "upsert", "mirror"])]
-    pub mode: String,
+    #[arg(long, value_enum, default_value = "upsert")]
+    pub mode: RestoreMode,
     /// Only devices whose id matches this glob (e.g. 'plant-7-*').
     #[arg(long, value_name = "GLOB")]
     pub only: Option<String>,
     /// job: import job through staging; bulk: registry API (no staging); auto: by size.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "job", "bulk"])]
-    pub engine: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: RestoreEngine,
     /// Back up the source and show the plan for the target, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -261,4 +264,59 @@ pub struct DemoArgs {
     /// Devices to seed on the simulated hub-a.
     #[arg(long, default_value_t = 3000)]
     pub devices: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id or `latest`.
+    pub snapshot: String,
+    /// Target hub: a name from the config file or a connection string.
+    #[arg(
+        long,
+        value_name = "HUB",
+        env = "HUBVAULT_RESTORE_TO",
+        hide_env_values = true
+    )]
+    pub to: String,
+    /// create: only create (existing ids are conflicts); upsert: create and update; mirror: also delete what the snapshot lacks.
+    #[arg(long, value_enum, default_value = "upsert")]
+    pub mode: RestoreMode,
+    /// Only device ids matching this glob (e.g. 'plant-7-*').
+    #[arg(long, value_name = "GLOB")]
+    pub only: Option<String>,
+    /// job: import job through staging; bulk: registry API, ≤100 per call; auto: by size.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: RestoreEngine,
+    /// Show the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Staging container URL (with SAS) for the job engine (default: [staging] in the config).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HUBVAULT_STAGING",
+        hide_env_values = true
+    )]
+    pub staging: Option<String>,
+    /// Skip the checks before applying.
+    #[arg(long)]
+    pub no_preflight: bool,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RestoreMode {
+    Create,
+    Upsert,
+    Mirror,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RestoreEngine {
+    Job,
+    Bulk,
+    Auto,
 }

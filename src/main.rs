@@ -111,6 +111,8 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::snapshot::Error,
             hubvault::verify::Error,
             hubvault::dump::Error,
+            hubvault::restore::Error,
+            hubvault::target::Error,
             hubvault::hub::Error,
             hubvault::arm::Error,
             hubvault::demo::Error

@@ -5,6 +5,7 @@ mod clone;
 mod forget;
 mod keys;
 mod live;
+mod restore;
 mod snapshots;
 
 use std::sync::Arc;
@@ -29,7 +30,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
         Command::Show(args) => snapshots::show(&config, global, &args).await,
         Command::Verify(args) => snapshots::verify(&config, global, args).await,
+        Command::Diff(args) if args.to.is_none() => restore::diff_hub(&config, global, args).await,
         Command::Diff(args) => snapshots::diff(&config, global, args).await,
+        Command::Restore(args) => restore::run(&config, global, args).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
         Command::Clone(_args) => anyhow::bail!("clone is not in this build yet"),

@@ -256,7 +256,11 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
     let all = catalog::list(store.as_ref()).await?;
     let hub = args.hub.hub.as_deref();
     let old = catalog::resolve(&all, &args.from, hub, &store.location())?.clone();
-    let new = catalog::resolve(&all, &args.to, hub, &store.location())?.clone();
+    let to = args
+        .to
+        .as_deref()
+        .context("diff needs a second snapshot or --hub HUB")?;
+    let new = catalog::resolve(&all, to, hub, &store.location())?.clone();
     let identities = identities(config, &args.keys)?;
     let handle = tokio::runtime::Handle::current();
     let (old_id, new_id) = (old.id.clone(), new.id.clone());

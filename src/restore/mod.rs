@@ -3,6 +3,286 @@
 //! Flow: store ──► age ──► zstd ──► records ──► plan (diff against the live target)
 //! ──► preflight findings ──► apply (import job | bulk registry API) ──► verify.
 //!
-//! Must not: know clap. Owns the plan, the import-line preparation ([`lines`]) and the engines.
+//! | module | owns |
+//! |---|---|
+//! | [`lines`] | import-line preparation (etags, reported, scopes, system modules) |
+//! | [`canonical`] | the comparable form of snapshot and live records |
+//! | [`plan`] | the pure plan: create / update / delete / unchanged per `(id, moduleId)` |
+//! | [`target`] | reading the live target (twin queries, keys only where needed) |
+//! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
+//! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
+//! | `run` (here) | the use case: read, plan, preflight, apply, verify, report |
+//!
+//! Must not: know clap, print. A fatal error during apply ([`Error::Stopped`]) still says what
+//! was applied before it, so nothing half-imported goes unreported.
 
+pub mod apply;
+pub mod bulk;
+pub mod canonical;
+pub mod configurations;
 pub mod lines;
+pub mod plan;
+pub mod report;
+pub mod target;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::hub::{self, HubClient};
+use crate::pipeline::Identities;
+use crate::preflight;
+use crate::snapshot::{self, Manifest, reader::ObjectReader};
+use crate::store::Store;
+
+pub use apply::Applied;
+pub use plan::{Mode, Plan, Scope};
+pub use report::{Difference, RestoreReport};
+
+/// Which engine writes to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Import job through a staging container (scale).
+    Job,
+    /// `POST /devices`, ≤100 per call (no staging).
+    Bulk,
+    /// The job above [`JOB_THRESHOLD`] records when staging is configured, else bulk.
+    Auto,
+}
+
+/// From how many writes `auto` prefers an import job (when staging is configured).
+pub const JOB_THRESHOLD: usize = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub mode: Mode,
+    pub only: Option<glob::Pattern>,
+    pub engine: Engine,
+    pub dry_run: bool,
+    /// Re-read the target after applying and compare it with the snapshot.
+    pub verify: bool,
+    /// Check findings (id conflicts, …) before applying; a failed finding stops the restore.
+    pub preflight: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            mode: Mode::Upsert,
+            only: None,
+            engine: Engine::Bulk,
+            dry_run: false,
+            verify: true,
+            preflight: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
+    #[error("cannot read the target hub: {0}")]
+    Target(hub::Error),
+    #[error(
+        "restore into {hub} stopped: {source}. Before it stopped it had applied {created} create(s), \
+         {updated} update(s), {deleted} delete(s), {links} edge link(s) and {configurations} \
+         configuration(s); {failed} record(s) failed. Fix the cause and run the same restore again: \
+         it plans against what is now on the hub"
+    )]
+    Stopped {
+        hub: String,
+        source: hub::Error,
+        created: u64,
+        updated: u64,
+        deleted: u64,
+        links: u64,
+        configurations: u64,
+        failed: usize,
+    },
+    #[error(
+        "the job engine needs a staging container; pass --staging URL or configure [staging], or use --engine bulk"
+    )]
+    NoStaging,
+    #[error("restore task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Snapshot(e) => e.code(),
+            Error::Target(e) | Error::Stopped { source: e, .. } => e.code(),
+            Error::NoStaging => "restore_no_staging",
+            Error::Task(_) => "restore_task",
+        }
+    }
+
+    fn stopped(hub: &str, source: hub::Error, progress: &apply::Progress) -> Error {
+        let a = progress.applied;
+        Error::Stopped {
+            hub: hub.to_owned(),
+            source,
+            created: a.create,
+            updated: a.update,
+            deleted: a.delete,
+            links: a.links,
+            configurations: a.configurations,
+            failed: progress.failed.len(),
+        }
+    }
+}
+
+/// Read a snapshot's device records (canonical, sorted) on a blocking thread.
+pub async fn snapshot_records(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+) -> Result<Vec<plan::SnapshotRecord>, Error> {
+    let m = manifest.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<Vec<plan::SnapshotRecord>, Error> {
+        let reader = ObjectReader::open(store.as_ref(), &handle, &m, "devices", &identities)?;
+        let mut out = Vec::new();
+        for r in reader {
+            let r = r?;
+            let value: Value = serde_json::from_slice(&r.line).unwrap_or(Value::Null);
+            out.push(plan::SnapshotRecord {
+                canonical: canonical::from_export_line(&value, true),
+                id: r.id,
+                module_id: r.module_id,
+                line: r.line,
+            });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// Plan against the live target: twin read, then keys for the records only keys could tell apart.
+pub async fn plan_against(
+    client: &HubClient,
+    snapshot: &[plan::SnapshotRecord],
+    mode: Mode,
+    scope: &Scope,
+) -> Result<(Plan, Vec<plan::TargetRecord>), Error> {
+    let mut live = target::read(client).await.map_err(Error::Target)?;
+    let first = plan::plan(snapshot, &live, mode, scope);
+    if first.needs_keys.is_empty() {
+        return Ok((first, live));
+    }
+    target::fetch_keys(client, &mut live, &first.needs_keys)
+        .await
+        .map_err(Error::Target)?;
+    Ok((plan::plan(snapshot, &live, mode, scope), live))
+}
+
+/// Restore `manifest` into the hub behind `client`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, Error> {
+    let scope = Scope {
+        only: options.only.clone(),
+    };
+    let records = snapshot_records(store.clone(), manifest, identities.clone()).await?;
+    let (plan, live) = plan_against(client, &records, options.mode, &scope).await?;
+    let configs = if options.only.is_none()
+        && manifest
+            .object(snapshot::manifest::CONFIGURATIONS)
+            .is_some()
+    {
+        let wanted = configurations::from_snapshot(store, manifest, identities).await?;
+        let have = target::configurations(client)
+            .await
+            .map_err(Error::Target)?;
+        let cp = configurations::plan(&wanted, &have, options.mode);
+        Some((wanted, cp))
+    } else {
+        None
+    };
+    let mut report = RestoreReport::new(manifest, client.name(), options, &plan);
+    report.configurations = configs.as_ref().map(|(_, cp)| cp.counts());
+    if options.preflight {
+        let findings = vec![preflight::conflicts_finding(client.name(), &plan.conflicts)];
+        let checked = preflight::Report::new(findings);
+        let blocked = !checked.ok;
+        report.preflight = Some(checked);
+        if blocked && !options.dry_run {
+            return Ok(report);
+        }
+    }
+    if options.dry_run {
+        return Ok(report);
+    }
+    if matches!(options.engine, Engine::Job) {
+        return Err(Error::NoStaging);
+    }
+    report.engine = "bulk";
+    let mut progress = apply::Progress::default();
+    let passes = apply::passes(&plan, &records, &live);
+    let mut applied = apply::run_bulk(client, passes, &records, &mut progress).await;
+    if applied.is_ok()
+        && let Some((_, cp)) = &configs
+    {
+        applied = configurations::apply(client, cp, &mut progress).await;
+    }
+    if let Err(e) = applied {
+        return Err(Error::stopped(client.name(), e, &progress));
+    }
+    report.applied = progress.applied;
+    report.failed = progress.failed;
+    report.throttled = progress.throttled;
+    if options.verify {
+        let mut differences = verify(client, &records, options, &plan.conflicts).await?;
+        if let Some((wanted, _)) = &configs {
+            differences.extend(configurations::verify(client, wanted, options.mode).await?);
+        }
+        report.verified = Some(differences.is_empty());
+        report.differences = differences;
+    }
+    Ok(report)
+}
+
+/// Re-read the target and list what still differs from the snapshot (within the restore's scope;
+/// `create` conflicts were left alone on purpose and are not differences).
+pub async fn verify(
+    client: &HubClient,
+    records: &[plan::SnapshotRecord],
+    options: &RestoreOptions,
+    conflicts: &[String],
+) -> Result<Vec<Difference>, Error> {
+    let scope = Scope {
+        only: options.only.clone(),
+    };
+    let mode = if options.mode == Mode::Mirror {
+        Mode::Mirror
+    } else {
+        Mode::Upsert
+    };
+    let (after, _) = plan_against(client, records, mode, &scope).await?;
+    let conflicting: std::collections::HashSet<&str> =
+        conflicts.iter().map(String::as_str).collect();
+    Ok(after
+        .items
+        .iter()
+        .filter(|i| i.action != plan::Action::Unchanged && !conflicting.contains(i.id.as_str()))
+        .map(|i| Difference {
+            id: i.key(),
+            problem: missing_or_extra(i.action),
+            aspects: i.aspects.iter().map(|a| a.as_str()).collect(),
+        })
+        .collect())
+}
+
+fn missing_or_extra(a: plan::Action) -> &'static str {
+    match a {
+        plan::Action::Create => "missing",
+        plan::Action::Delete => "extra",
+        _ => "differs",
+    }
+}

@@ -1,0 +1,467 @@
+//! The restore plan (pure): snapshot against live target → create / update / delete / unchanged
+//! per `(id, moduleId)`.
+//!
+//! Both sides arrive sorted by `(id, moduleId)` in canonical form ([`super::canonical`]), so the
+//! plan is one merge pass. `mirror` deletes only what this diff says the snapshot lacks — never
+//! "delete everything, then load". ETag-safe writes use the **target's** etags, read during
+//! planning (the snapshot's etags belong to another hub).
+//!
+//! Keys: a twin read carries none, so a record equal on everything else but holding keys in the
+//! snapshot is listed in [`Plan::needs_keys`]; the caller reads those few with keys and plans
+//! again. `create` never needs keys (existing ids are conflicts).
+//!
+//! Must not: do I/O, read the clock.
+
+use std::cmp::Ordering;
+
+use serde_json::{Value, json};
+
+use super::canonical;
+use super::lines::is_system_module;
+use crate::diff::{self, Aspect, Change, Entry};
+
+/// How a restore treats what is already on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only create; an id that exists is a conflict (a preflight finding), left alone.
+    Create,
+    /// Create what is missing, update what differs.
+    Upsert,
+    /// Upsert, and delete what the snapshot lacks (within `--only`).
+    Mirror,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Create => "create",
+            Mode::Upsert => "upsert",
+            Mode::Mirror => "mirror",
+        }
+    }
+}
+
+/// A snapshot record, as the plan sees it.
+#[derive(Clone)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub module_id: Option<String>,
+    /// The verbatim export line (holds keys; never printed).
+    pub line: Vec<u8>,
+    /// Canonical form with keys.
+    pub canonical: Value,
+}
+
+/// A live target record.
+#[derive(Clone)]
+pub struct TargetRecord {
+    pub id: String,
+    pub module_id: Option<String>,
+    /// Canonical form; keys only when `keys_known`.
+    pub canonical: Value,
+    pub keys_known: bool,
+    /// The identity etag (`deviceEtag` of a twin read), for `…IfMatchETag` writes.
+    pub etag: Option<String>,
+    /// The record's own `deviceScope` on the target (an edge device's scope, used to link children).
+    pub own_scope: Option<String>,
+}
+
+impl std::fmt::Debug for SnapshotRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SnapshotRecord({})",
+            key(&self.id, self.module_id.as_deref())
+        )
+    }
+}
+
+impl std::fmt::Debug for TargetRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TargetRecord({})",
+            key(&self.id, self.module_id.as_deref())
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Unchanged,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanItem {
+    pub id: String,
+    pub module_id: Option<String>,
+    pub action: Action,
+    /// What differs (updates only).
+    pub aspects: Vec<Aspect>,
+    /// Index into the snapshot records (creates and updates).
+    pub snapshot: Option<usize>,
+    /// The target's identity etag (updates and deletes).
+    pub target_etag: Option<String>,
+}
+
+impl PlanItem {
+    pub fn key(&self) -> String {
+        key(&self.id, self.module_id.as_deref())
+    }
+}
+
+/// `id` for a device, `id/moduleId` for a module.
+pub fn key(id: &str, module_id: Option<&str>) -> String {
+    match module_id {
+        Some(m) => format!("{id}/{m}"),
+        None => id.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub create: u64,
+    pub update: u64,
+    pub delete: u64,
+    pub unchanged: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub items: Vec<PlanItem>,
+    /// `create` mode: device ids that already exist on the target (left alone).
+    pub conflicts: Vec<String>,
+    /// Records equal on everything but keys, which the twin read could not compare.
+    pub needs_keys: Vec<(String, Option<String>)>,
+}
+
+impl Plan {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for i in &self.items {
+            match i.action {
+                Action::Create => c.create += 1,
+                Action::Update => c.update += 1,
+                Action::Delete => c.delete += 1,
+                Action::Unchanged => c.unchanged += 1,
+            }
+        }
+        c
+    }
+
+    /// `{"create", "update", "delete", "unchanged"}` (+ `conflicts` when there are any).
+    pub fn counts_json(&self) -> Value {
+        let c = self.counts();
+        let mut v = json!({"create": c.create, "update": c.update, "delete": c.delete, "unchanged": c.unchanged});
+        if !self.conflicts.is_empty() {
+            v["conflicts"] = json!(self.conflicts.len());
+        }
+        v
+    }
+
+    /// The ids per action (`plan_items`, shown with `-v`); unchanged ones are not listed.
+    pub fn items_json(&self) -> Value {
+        let list = |a: Action| -> Vec<Value> {
+            self.items
+                .iter()
+                .filter(|i| i.action == a)
+                .map(|i| {
+                    if i.aspects.is_empty() {
+                        json!(i.key())
+                    } else {
+                        json!({"id": i.key(), "aspects": i.aspects.iter().map(|x| x.as_str()).collect::<Vec<_>>()})
+                    }
+                })
+                .collect()
+        };
+        json!({
+            "create": list(Action::Create),
+            "update": list(Action::Update),
+            "delete": list(Action::Delete),
+            "conflicts": self.conflicts,
+        })
+    }
+}
+
+/// Which records a restore touches: a `--only` glob on device ids; system modules never.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub only: Option<glob::Pattern>,
+}
+
+impl Scope {
+    pub fn includes(&self, id: &str, module_id: Option<&str>) -> bool {
+        !is_system_module(module_id) && self.only.as_ref().is_none_or(|p| p.matches(id))
+    }
+}
+
+/// Plan a restore. Both slices must be sorted by `(id, moduleId)` (byte order, device first).
+pub fn plan(
+    snapshot: &[SnapshotRecord],
+    target: &[TargetRecord],
+    mode: Mode,
+    scope: &Scope,
+) -> Plan {
+    let mut out = Plan::default();
+    let (mut i, mut j) = (0, 0);
+    // In `create` mode a conflicting device's modules are left alone with it.
+    let mut conflicting_device: Option<&str> = None;
+    loop {
+        let a = snapshot.get(i);
+        let b = target.get(j);
+        let ord = match (a, b) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => order(
+                (&x.id, x.module_id.as_deref()),
+                (&y.id, y.module_id.as_deref()),
+            ),
+        };
+        match ord {
+            Ordering::Less => {
+                let x = &snapshot[i];
+                if scope.includes(&x.id, x.module_id.as_deref())
+                    && conflicting_device != Some(x.id.as_str())
+                {
+                    out.items.push(item(x, Action::Create, Some(i), None));
+                }
+                i += 1;
+            }
+            Ordering::Greater => {
+                let y = &target[j];
+                let device_deleted = out.items.last().is_some_and(|l| {
+                    l.action == Action::Delete && l.module_id.is_none() && l.id == y.id
+                });
+                if mode == Mode::Mirror
+                    && scope.includes(&y.id, y.module_id.as_deref())
+                    && !device_deleted
+                {
+                    // Deleting a device deletes its modules: no separate module deletes then.
+                    out.items.push(PlanItem {
+                        id: y.id.clone(),
+                        module_id: y.module_id.clone(),
+                        action: Action::Delete,
+                        aspects: Vec::new(),
+                        snapshot: None,
+                        target_etag: y.etag.clone(),
+                    });
+                }
+                j += 1;
+            }
+            Ordering::Equal => {
+                let (x, y) = (&snapshot[i], &target[j]);
+                if scope.includes(&x.id, x.module_id.as_deref()) {
+                    compare(&mut out, mode, (i, x), y, &mut conflicting_device);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+fn compare<'a>(
+    out: &mut Plan,
+    mode: Mode,
+    (index, x): (usize, &'a SnapshotRecord),
+    y: &TargetRecord,
+    conflicting_device: &mut Option<&'a str>,
+) {
+    if mode == Mode::Create {
+        if x.module_id.is_none() {
+            out.conflicts.push(x.id.clone());
+            *conflicting_device = Some(x.id.as_str());
+        }
+        return;
+    }
+    let snapshot_view = if y.keys_known {
+        x.canonical.clone()
+    } else {
+        without_keys(&x.canonical)
+    };
+    let found = aspects(&snapshot_view, &y.canonical);
+    if found.is_empty() && !y.keys_known && canonical::has_keys(&x.canonical) {
+        out.needs_keys.push((x.id.clone(), x.module_id.clone()));
+    }
+    let action = if found.is_empty() {
+        Action::Unchanged
+    } else {
+        Action::Update
+    };
+    let mut it = item(x, action, Some(index), y.etag.clone());
+    it.aspects = found;
+    out.items.push(it);
+}
+
+fn item(
+    x: &SnapshotRecord,
+    action: Action,
+    snapshot: Option<usize>,
+    etag: Option<String>,
+) -> PlanItem {
+    PlanItem {
+        id: x.id.clone(),
+        module_id: x.module_id.clone(),
+        action,
+        aspects: Vec::new(),
+        snapshot,
+        target_etag: etag,
+    }
+}
+
+fn without_keys(canonical: &Value) -> Value {
+    let mut v = canonical.clone();
+    if let Some(Value::Object(a)) = v.get_mut("authentication") {
+        a.remove("symmetricKey");
+    }
+    v
+}
+
+/// The aspects in which two canonical records differ (the diff's own classification).
+pub fn aspects(want: &Value, have: &Value) -> Vec<Aspect> {
+    let mut found = Vec::new();
+    let result = diff::for_each_change(
+        std::iter::once(Ok::<Entry, std::io::Error>(canonical::entry(have))),
+        std::iter::once(Ok(canonical::entry(want))),
+        |c| {
+            if let Change::Changed(_, a) = c {
+                found = a;
+            }
+        },
+    );
+    if result.is_err() {
+        found = vec![Aspect::Other];
+    }
+    found
+}
+
+/// The vault's order: by id bytes, the device line (no module) before its modules.
+pub fn order(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> Ordering {
+    (a.0.as_bytes(), a.1.map(str::as_bytes)).cmp(&(b.0.as_bytes(), b.1.map(str::as_bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, module: Option<&str>, tag: &str) -> SnapshotRecord {
+        let mut line = json!({"id": id, "status": "enabled", "tags": {"t": tag},
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "cHJp", "secondaryKey": "c2Vj"}}});
+        if let Some(m) = module {
+            line["moduleId"] = json!(m);
+        }
+        SnapshotRecord {
+            id: id.into(),
+            module_id: module.map(str::to_owned),
+            line: serde_json::to_vec(&line).unwrap(),
+            canonical: canonical::from_export_line(&line, true),
+        }
+    }
+
+    fn live(id: &str, module: Option<&str>, tag: &str) -> TargetRecord {
+        let mut twin = json!({"deviceId": id, "status": "enabled", "authenticationType": "sas", "tags": {"t": tag}, "deviceEtag": format!("etag-{id}")});
+        if let Some(m) = module {
+            twin["moduleId"] = json!(m);
+        }
+        TargetRecord {
+            id: id.into(),
+            module_id: module.map(str::to_owned),
+            canonical: canonical::from_twin(&twin),
+            keys_known: false,
+            etag: Some(format!("etag-{id}")),
+            own_scope: None,
+        }
+    }
+
+    fn summary(p: &Plan) -> Vec<String> {
+        p.items
+            .iter()
+            .filter(|i| i.action != Action::Unchanged)
+            .map(|i| format!("{} {}", i.action.as_str(), i.key()))
+            .collect()
+    }
+
+    fn fixture() -> (Vec<SnapshotRecord>, Vec<TargetRecord>) {
+        let s = vec![
+            snap("a", None, "1"),
+            snap("a", Some("$edgeAgent"), "1"),
+            snap("a", Some("m"), "1"),
+            snap("b", None, "1"),
+            snap("c", None, "1"),
+        ];
+        let t = vec![
+            live("a", None, "1"),
+            live("a", Some("$edgeHub"), "9"),
+            live("b", None, "2"),
+            live("x", None, "1"),
+            live("x", Some("m"), "1"),
+        ];
+        (s, t)
+    }
+
+    #[test]
+    fn modes_decide_what_happens_to_each_record() {
+        let (s, t) = fixture();
+        let all = Scope::default();
+        let upsert = plan(&s, &t, Mode::Upsert, &all);
+        assert_eq!(summary(&upsert), ["create a/m", "update b", "create c"]);
+        assert_eq!(upsert.counts().unchanged, 1);
+        assert_eq!(upsert.needs_keys, [("a".to_owned(), None)]);
+        assert_eq!(upsert.items[2].target_etag.as_deref(), Some("etag-b"));
+
+        let mirror = plan(&s, &t, Mode::Mirror, &all);
+        assert_eq!(
+            summary(&mirror),
+            ["create a/m", "update b", "create c", "delete x"],
+            "x/m goes with x; system modules are never touched"
+        );
+
+        let create = plan(&s, &t, Mode::Create, &all);
+        assert_eq!(summary(&create), ["create c"]);
+        assert_eq!(create.conflicts, ["a", "b"]);
+        assert!(create.needs_keys.is_empty());
+    }
+
+    #[test]
+    fn only_limits_creates_updates_and_deletes() {
+        let (s, t) = fixture();
+        let only = Scope {
+            only: Some(glob::Pattern::new("[bx]*").unwrap()),
+        };
+        let mirror = plan(&s, &t, Mode::Mirror, &only);
+        assert_eq!(summary(&mirror), ["update b", "delete x"]);
+    }
+
+    #[test]
+    fn known_keys_are_compared() {
+        let (s, mut t) = fixture();
+        t[0] = TargetRecord {
+            canonical: canonical::with_keys(
+                t[0].canonical.clone(),
+                &json!({"symmetricKey": {"primaryKey": "b3RoZXI=", "secondaryKey": "c2Vj"}}),
+            ),
+            keys_known: true,
+            ..t[0].clone()
+        };
+        let p = plan(&s, &t, Mode::Upsert, &Scope::default());
+        assert_eq!(p.items[0].action, Action::Update);
+        assert_eq!(p.items[0].aspects, [Aspect::Keys]);
+        assert!(p.needs_keys.is_empty());
+    }
+}

@@ -1,0 +1,200 @@
+//! What a restore did, as `--json` (DESIGN §3 conventions) and as plain words.
+//!
+//! Holds ids, counts, codes and service messages only — never a line, a key or a URL.
+//!
+//! Must not: decide anything.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::apply::Applied;
+use super::bulk::Failure;
+use super::{Engine, Plan, RestoreOptions};
+use crate::preflight;
+use crate::snapshot::Manifest;
+
+/// Something the verification still found different after applying.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// `id`, `id/moduleId`, or `configuration:ID`.
+    pub id: String,
+    /// `missing`, `extra` or `differs`.
+    pub problem: &'static str,
+    pub aspects: Vec<&'static str>,
+}
+
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub hub: String,
+    pub mode: &'static str,
+    /// The engine that applied (`bulk`, `job`), or the one asked for on a dry run.
+    pub engine: &'static str,
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub configurations: Option<Value>,
+    pub preflight: Option<preflight::Report>,
+    pub applied: Applied,
+    pub failed: Vec<Failure>,
+    /// Bulk calls that came back throttled and were slowed down and re-sent.
+    pub throttled: u64,
+    /// `None` when not verified (dry run, `--no-verify`, or stopped by preflight).
+    pub verified: Option<bool>,
+    pub differences: Vec<Difference>,
+    /// What happened to staging blobs (job engine).
+    pub staging: Option<String>,
+}
+
+impl RestoreReport {
+    pub fn new(manifest: &Manifest, hub: &str, options: &RestoreOptions, plan: &Plan) -> Self {
+        RestoreReport {
+            snapshot: manifest.id.clone(),
+            hub: hub.to_owned(),
+            mode: options.mode.as_str(),
+            engine: match options.engine {
+                Engine::Job => "job",
+                Engine::Bulk => "bulk",
+                Engine::Auto => "auto",
+            },
+            dry_run: options.dry_run,
+            plan: plan.clone(),
+            configurations: None,
+            preflight: None,
+            applied: Applied::default(),
+            failed: Vec::new(),
+            throttled: 0,
+            verified: None,
+            differences: Vec::new(),
+            staging: None,
+        }
+    }
+
+    /// Preflight stopped the restore before anything was written.
+    pub fn blocked(&self) -> bool {
+        self.preflight.as_ref().is_some_and(|p| !p.ok)
+    }
+
+    /// Exit 1: a finding, a failed record, or a difference after verification.
+    pub fn found_something(&self) -> bool {
+        self.blocked() || !self.failed.is_empty() || self.verified == Some(false)
+    }
+
+    pub fn to_json(&self, with_items: bool) -> Value {
+        let mut v = json!({
+            "snapshot": self.snapshot,
+            "hub": self.hub,
+            "mode": self.mode,
+            "engine": self.engine,
+            "dry_run": self.dry_run,
+            "plan": self.plan.counts_json(),
+            "applied": self.applied,
+            "failed": self.failed,
+            "verified": self.verified,
+            "differences": self.differences,
+            "throttled": self.throttled,
+        });
+        if with_items {
+            v["plan_items"] = self.plan.items_json();
+        }
+        if let Some(c) = &self.configurations {
+            v["configurations"] = c.clone();
+        }
+        if let Some(p) = &self.preflight {
+            v["preflight"] = serde_json::to_value(p).unwrap_or(Value::Null);
+        }
+        if let Some(s) = &self.staging {
+            v["staging"] = json!(s);
+        }
+        v
+    }
+
+    /// Plain words for people.
+    pub fn human(&self, with_items: bool) -> String {
+        let mut out = String::new();
+        let c = self.plan.counts();
+        let _ = writeln!(
+            out,
+            "plan for {} from snapshot {} ({}): {} to create, {} to update, {} to delete, {} unchanged{}",
+            self.hub,
+            self.snapshot,
+            self.mode,
+            c.create,
+            c.update,
+            c.delete,
+            c.unchanged,
+            if self.plan.conflicts.is_empty() {
+                String::new()
+            } else {
+                format!(", {} already exist (conflicts)", self.plan.conflicts.len())
+            }
+        );
+        if with_items {
+            for i in self
+                .plan
+                .items
+                .iter()
+                .filter(|i| i.action != super::plan::Action::Unchanged)
+            {
+                let aspects: Vec<&str> = i.aspects.iter().map(|a| a.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "  {} {} {}",
+                    i.action.as_str(),
+                    i.key(),
+                    aspects.join(",")
+                );
+            }
+        }
+        if let Some(p) = &self.preflight
+            && !p.ok
+        {
+            let _ = write!(out, "{}", p.table());
+            let _ = writeln!(
+                out,
+                "nothing was changed: fix the findings above, or pass --no-preflight"
+            );
+            return out;
+        }
+        if self.dry_run {
+            let _ = writeln!(out, "dry run: nothing was changed");
+            return out;
+        }
+        let a = self.applied;
+        let _ = writeln!(
+            out,
+            "applied with the {} engine: {} created, {} updated, {} deleted, {} edge links, {} configurations",
+            self.engine, a.create, a.update, a.delete, a.links, a.configurations
+        );
+        if self.throttled > 0 {
+            let _ = writeln!(
+                out,
+                "the hub throttled {} call(s); they were slowed down and re-sent",
+                self.throttled
+            );
+        }
+        for f in &self.failed {
+            let _ = writeln!(out, "failed: {} ({}): {}", f.id, f.code, f.message);
+        }
+        if let Some(s) = &self.staging {
+            let _ = writeln!(out, "{s}");
+        }
+        match self.verified {
+            Some(true) => {
+                let _ = writeln!(out, "verified: the target matches the snapshot");
+            }
+            Some(false) => {
+                let _ = writeln!(
+                    out,
+                    "verification found {} difference(s):",
+                    self.differences.len()
+                );
+                for d in &self.differences {
+                    let _ = writeln!(out, "  {} {} {}", d.problem, d.id, d.aspects.join(","));
+                }
+            }
+            None => {}
+        }
+        out
+    }
+}
