@@ -115,7 +115,8 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::target::Error,
             hubvault::hub::Error,
             hubvault::arm::Error,
-            hubvault::demo::Error
+            hubvault::demo::Error,
+            hubvault::clone::Error
         );
     }
     "error"

@@ -34,14 +34,18 @@ const POLL_ENV: &str = "HUBVAULT_JOB_POLL_MS";
 const LEFTOVER_ENV: &str = "HUBVAULT_STAGING_LEFTOVER_SECS";
 
 /// A hub from the config or a connection string, bound to `--local-address` if given.
-fn resolve(spec: &str, config: &Config, live: &LiveArgs) -> Result<(ResolvedHub, HubClient)> {
+pub(super) fn resolve(
+    spec: &str,
+    config: &Config,
+    live: &LiveArgs,
+) -> Result<(ResolvedHub, HubClient)> {
     let mut resolved = target::resolve_hub(spec, config)?;
     resolved.target.local_address = live.local_address;
     let client = HubClient::new(resolved.target.clone())?;
     Ok((resolved, client))
 }
 
-fn poll_policy() -> Result<PollPolicy> {
+pub(super) fn poll_policy() -> Result<PollPolicy> {
     let mut poll = PollPolicy::default();
     if let Ok(v) = std::env::var(POLL_ENV) {
         let ms: u64 = v
@@ -54,7 +58,7 @@ fn poll_policy() -> Result<PollPolicy> {
 }
 
 /// The ARM client from `[arm]` (`token-env`), when configured.
-fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
+pub(super) fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
     let Some(arm) = &config.arm else {
         return Ok(None);
     };

@@ -35,7 +35,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Restore(args) => restore::run(&config, global, args).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
-        Command::Clone(_args) => anyhow::bail!("clone is not in this build yet"),
+        Command::Clone(args) => clone::clone(&config, global, args).await,
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }

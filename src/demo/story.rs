@@ -4,7 +4,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::world::{self, World};
 use super::{Error, OTHER_CALLER, Story};
-use crate::arm::{ArmClient, ArmToken};
 use crate::preflight::{self, ArmAccess, Checks, Report};
 use crate::snapshot::catalog;
 
@@ -52,6 +51,38 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
             Ok((found, detail, ()))
         })
         .await?;
+    firewall(story, world).await?;
+    let source = world.registry("hub-a").await?;
+    story
+        .step("clone", async {
+            let (ok, detail) = steps::clone(world).await?;
+            Ok((ok, detail, ()))
+        })
+        .await?;
+    story
+        .step("verify", async {
+            let (ok, detail) = steps::verify(world, &snapshot).await?;
+            Ok((ok, detail, ()))
+        })
+        .await?;
+    story
+        .step("check", async {
+            let target = world.registry("hub-b").await?;
+            let (ok, detail) = compare(&source, &target);
+            Ok((ok, detail, ()))
+        })
+        .await?;
+    story
+        .step("devices", async {
+            let (ok, detail) = devices_authenticate(world, &source).await?;
+            Ok((ok, detail, ()))
+        })
+        .await?;
+    Ok(Some(snapshot))
+}
+
+/// Steps 4–6: a firewall that blocks this machine, preflight naming the rule, the fix.
+async fn firewall(story: &mut Story<'_>, world: &World) -> Result<(), Error> {
     story
         .step("firewall", async {
             world
@@ -102,37 +133,12 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
             Ok((report.ok, detail, ()))
         })
         .await?;
-    let source = world.registry("hub-a").await?;
-    story
-        .step("clone", async {
-            let (ok, detail) = steps::clone(world, &snapshot).await?;
-            Ok((ok, detail, ()))
-        })
-        .await?;
-    story
-        .step("check", async {
-            let target = world.registry("hub-b").await?;
-            let (ok, detail) = compare(&source, &target);
-            Ok((ok, detail, ()))
-        })
-        .await?;
-    story
-        .step("devices", async {
-            let (ok, detail) = devices_authenticate(world, &source).await?;
-            Ok((ok, detail, ()))
-        })
-        .await?;
-    Ok(Some(snapshot))
+    Ok(())
 }
 
 /// `hubvault preflight --to hub-b --caller-ip 127.0.0.1`, as the command runs it.
 async fn preflight_hub_b(world: &World) -> Result<Report, Error> {
-    let arm = ArmClient::new(Some(world.arm()?), ArmToken::new("demo".into())).map_err(|e| {
-        Error::Step {
-            step: "preflight",
-            detail: e.to_string(),
-        }
-    })?;
+    let arm = world.arm_client()?;
     let client = world.client("hub-b")?;
     let resource_id = world.resource_id("hub-b")?;
     let staging = world.staging(&client)?;
@@ -239,8 +245,10 @@ fn indent(text: &str) -> String {
 mod steps {
     use time::OffsetDateTime;
 
-    use super::{Error, World, world};
+    use super::{ArmAccess, Checks, Error, World, world};
     use crate::backup::{self, BackupOptions, HubBackupOptions};
+    use crate::clone;
+    use crate::restore::{self, RestoreOptions};
 
     pub struct Backup {
         pub snapshot: String,
@@ -282,10 +290,94 @@ mod steps {
         })
     }
 
-    pub async fn clone(_world: &World, _snapshot: &str) -> Result<(bool, String), Error> {
-        Err(Error::Step {
-            step: "clone",
-            detail: "restore is not in this build yet".into(),
-        })
+    /// `hubvault clone --from hub-a --to hub-b`: preflight of hub-b, an ephemeral backup of
+    /// hub-a (sealed in memory), restore into hub-b, verify.
+    pub async fn clone(world: &World) -> Result<(bool, String), Error> {
+        let source = world.client("hub-a")?;
+        let target = world.client("hub-b")?;
+        let staging = world.staging(&source)?;
+        let arm = world.arm_client()?;
+        let resource_id = world.resource_id("hub-b")?;
+        let mut checks = Checks::new("hub-b", &target);
+        checks.arm = Some(ArmAccess {
+            client: &arm,
+            resource_id: &resource_id,
+        });
+        checks.caller_ip = Some(super::THIS_CALLER);
+        checks.hub_is_local = true;
+        let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+        backup.poll = world::fast_poll();
+        let request = clone::Request {
+            source: &source,
+            target: &target,
+            staging: &staging,
+            preflight: Some(checks),
+            keep: clone::Keep::No,
+        };
+        let report = clone::run(request, backup, &RestoreOptions::default())
+            .await
+            .map_err(|e| Error::Step {
+                step: "clone",
+                detail: e.to_string(),
+            })?;
+        let Some(r) = &report.restore else {
+            return Ok((false, "the clone stopped at its preflight".into()));
+        };
+        let ok = r.failed.is_empty() && r.verified == Some(true);
+        let detail = format!(
+            "cloned hub-a into hub-b: preflight passed, hub-a exported again into an ephemeral snapshot (encrypted, \
+             in memory only), then {} devices/modules created, {} updated, {} edge parent/child links and {} \
+             configurations set with the {} engine; {} failed; hub-b re-read and compared with the snapshot: {}",
+            r.applied.create,
+            r.applied.update,
+            r.applied.links,
+            r.applied.configurations,
+            r.engine,
+            r.failed.len(),
+            match r.verified {
+                Some(true) => "equal".to_owned(),
+                Some(false) => format!("{} difference(s)", r.differences.len()),
+                None => "not checked".to_owned(),
+            }
+        );
+        Ok((ok, detail))
+    }
+
+    /// `hubvault restore SNAPSHOT --to hub-b --dry-run`: the vault's snapshot against hub-b.
+    pub async fn verify(world: &World, snapshot: &str) -> Result<(bool, String), Error> {
+        let target = world.client("hub-b")?;
+        let manifest = crate::snapshot::catalog::list(world.store.as_ref())
+            .await?
+            .into_iter()
+            .find(|m| m.id == snapshot)
+            .ok_or_else(|| Error::Step {
+                step: "verify",
+                detail: format!("snapshot {snapshot} is not in the vault"),
+            })?;
+        let identities = crate::vault::load_identities(&world.identity_path)?;
+        let options = RestoreOptions {
+            dry_run: true,
+            ..RestoreOptions::default()
+        };
+        let r = restore::run(
+            world.store.clone(),
+            &manifest,
+            std::sync::Arc::new(identities.into_boxed()),
+            &target,
+            &options,
+        )
+        .await
+        .map_err(|e| Error::Step {
+            step: "verify",
+            detail: e.to_string(),
+        })?;
+        let c = r.plan.counts();
+        let ok = c.create == 0 && c.update == 0 && c.delete == 0;
+        let detail = format!(
+            "compared hub-b with snapshot {snapshot} from the vault (decrypted with the demo's identity): \
+             {} unchanged, {} missing, {} different",
+            c.unchanged, c.create, c.update
+        );
+        Ok((ok, detail))
     }
 }

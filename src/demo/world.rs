@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use super::Error;
+use crate::arm::{ArmClient, ArmToken};
 use crate::config::Config;
 use crate::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
 use crate::sim::{self, HubOptions, Options, Running};
@@ -155,6 +156,14 @@ impl World {
             .ok_or_else(|| Error::Simulator("the simulator runs without ARM".into()))
     }
 
+    /// An ARM client for the simulated ARM endpoint (it takes any bearer token).
+    pub fn arm_client(&self) -> Result<ArmClient, Error> {
+        ArmClient::new(Some(self.arm()?), ArmToken::new("demo".into())).map_err(|e| Error::Step {
+            step: "arm",
+            detail: e.to_string(),
+        })
+    }
+
     /// Replace hub `name`'s networking through ARM (`PUT` of the resource, as the portal does):
     /// `allowed` = the only IP masks let in, or `None` for all networks.
     pub async fn set_firewall(
@@ -257,10 +266,11 @@ impl World {
 
 /// Job polling for the simulator's second-long jobs.
 pub fn fast_poll() -> PollPolicy {
-    let mut poll = PollPolicy::default();
-    poll.interval = Duration::from_millis(100);
-    poll.max_backoff = Duration::from_millis(400);
-    poll
+    PollPolicy {
+        interval: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        ..PollPolicy::default()
+    }
 }
 
 /// The fleet's shape, for the story's first line.

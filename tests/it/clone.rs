@@ -241,7 +241,7 @@ async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
     );
     // Without --keep the intermediate snapshot was ephemeral: nothing in the store.
     let store = wd.path().join("store");
-    let kept = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
+    let kept = std::fs::read_dir(&store).map_or(0, Iterator::count);
     assert_eq!(kept, 0, "no snapshot kept without --keep");
     staging.store.delete_container().await.unwrap();
 }

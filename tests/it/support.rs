@@ -11,6 +11,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -300,25 +301,28 @@ pub fn workdir(sim: &Sim, staging: Option<&Staging>) -> Workdir {
         toml_str(&dir.path().join("identity.txt").display().to_string())
     );
     for h in &sim.running.hubs {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[hubs.{}]\nconnection-string = {}\nendpoint = {}\nresource-id = {}\n",
             h.name,
             toml_str(&sim.connection_string(&h.name)),
             toml_str(&h.endpoint),
             toml_str(&h.resource_id)
-        ));
+        );
     }
     if let Some(arm) = &sim.running.arm {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
             toml_str(arm)
-        ));
+        );
     }
     if let Some(s) = staging {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = {}\n",
             toml_str(&s.container)
-        ));
+        );
     }
     std::fs::write(dir.path().join("hubvault.toml"), text).unwrap();
     Workdir {
