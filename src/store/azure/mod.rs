@@ -243,7 +243,8 @@ impl Store for AzureStore {
             format!("{}/", loc.prefix)
         };
         let options = BlobContainerClientListBlobsOptions {
-            prefix: Some(format!("{strip}{prefix}")),
+            // An empty `prefix=` parameter breaks the SharedKey signature on Azurite (403).
+            prefix: Some(format!("{strip}{prefix}")).filter(|p| !p.is_empty()),
             ..Default::default()
         };
         let mut pager = self
