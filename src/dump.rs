@@ -23,7 +23,7 @@ pub enum Error {
         "{path} already exists; dump never overwrites: choose an empty --out folder or remove the file"
     )]
     Exists { path: PathBuf },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]

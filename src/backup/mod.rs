@@ -35,7 +35,7 @@ const READ_BUFFER: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the export at {path}: {source}; check the path")]
+    #[error("cannot read the export at {path} (check the path)")]
     Input {
         path: PathBuf,
         #[source]
@@ -416,11 +416,13 @@ impl SnapshotTarget {
                 }
                 (Ok(None), Ok(_)) => tracing::info!(
                     object = kind,
-                    "export order breaks late; sorting it instead"
+                    "the export is not in (id, moduleId) order; sorting it"
                 ),
-                // The store's error explains a seal that stopped because the upload did.
-                (_, Err(store_error)) => return Err(store_error.into()),
-                (Err(e), Ok(_)) => return Err(e),
+                // A seal that stopped because the upload did: the store's error explains it.
+                (Err(Error::Snapshot(snapshot::Error::Output(_))) | Ok(_), Err(store_error)) => {
+                    return Err(store_error.into());
+                }
+                (Err(e), _) => return Err(e),
                 (Ok(Some(_)), Ok(None)) => unreachable!("a finished seal always sends Done"),
             }
         }
@@ -508,5 +510,156 @@ fn count(counts: &mut ObjectCounts, r: &Record) {
     } else {
         counts.devices += 1;
         counts.edge_devices += u64::from(r.edge);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::fmt::Write as _;
+    use std::io::Read as _;
+
+    fn export(dir: &Path, ids: &[usize]) -> PathBuf {
+        let pad = "x".repeat(300);
+        let text = ids.iter().fold(String::new(), |mut s, i| {
+            let _ = writeln!(
+                s,
+                "{{\"id\":\"d-{i:06}\",\"authentication\":{{\"k\":\"{pad}\"}}}}"
+            );
+            s
+        });
+        let path = dir.join("devices.txt");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn order_breaking_after_upload_began_restarts_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        // In order for 12 000 records (several upload chunks), then one step back.
+        let mut ids: Vec<usize> = (0..12_000).collect();
+        ids.swap(11_998, 11_999);
+        let path = export(dir.path(), &ids);
+        let id = age::x25519::Identity::generate();
+        let store = Arc::new(MemoryStore::new());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        options.sort.run_bytes = 1 << 20;
+        options.sort.temp_dir = Some(dir.path().to_owned());
+        let report = from_export(store.clone(), &path, "hub", &[id.to_public()], options)
+            .await
+            .unwrap();
+        assert_eq!(report.devices, 12_000);
+        assert!(report.runs_spilled > 1);
+        let names: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "one data object and the manifest: {names:?}"
+        );
+        let stored = store.get_bytes(&names[0]).await.unwrap();
+        let ids: crate::pipeline::Identities = Arc::new(vec![Box::new(id)]);
+        let mut plain = String::new();
+        crate::pipeline::open(&stored[..], &ids)
+            .unwrap()
+            .read_to_string(&mut plain)
+            .unwrap();
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines.len(), 12_001, "header plus every record once");
+        assert!(lines[1..].windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    #[tokio::test]
+    async fn a_folder_without_devices_txt_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let r = age::x25519::Identity::generate().to_public();
+        let err = from_export(
+            store,
+            dir.path(),
+            "hub",
+            &[r],
+            BackupOptions::new(OffsetDateTime::now_utc()),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NoDevicesFile { .. }), "{err}");
+    }
+
+    /// A store whose writers fail after their first chunk (a full disk, a dropped connection).
+    #[derive(Debug)]
+    struct FailingStore(MemoryStore);
+
+    struct FailingWriter(Box<dyn crate::store::ObjectWriter>, usize);
+
+    #[async_trait::async_trait]
+    impl crate::store::ObjectWriter for FailingWriter {
+        async fn write(&mut self, chunk: Bytes) -> store::Result<()> {
+            self.1 += 1;
+            if self.1 > 1 {
+                return Err(store::Error::Backend {
+                    store: "failing".into(),
+                    detail: "disk full".into(),
+                });
+            }
+            self.0.write(chunk).await
+        }
+        async fn finish(self: Box<Self>) -> store::Result<store::ObjectMeta> {
+            self.0.finish().await
+        }
+        async fn abort(self: Box<Self>) -> store::Result<()> {
+            self.0.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for FailingStore {
+        fn location(&self) -> String {
+            "failing".into()
+        }
+        async fn create(&self, name: &str) -> store::Result<Box<dyn crate::store::ObjectWriter>> {
+            Ok(Box::new(FailingWriter(self.0.create(name).await?, 0)))
+        }
+        async fn get(&self, name: &str) -> store::Result<crate::store::ByteStream> {
+            self.0.get(name).await
+        }
+        async fn list(&self, prefix: &str) -> store::Result<Vec<store::ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, name: &str) -> store::Result<()> {
+            self.0.delete(name).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_upload_reports_the_store_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Random keys do not compress: several chunks of sealed output.
+        let text = (0..80_000u32).fold(String::new(), |mut s, i| {
+            let _ = writeln!(
+                s,
+                "{{\"id\":\"d-{i:06}\",\"k\":\"{:032x}{:032x}\"}}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            );
+            s
+        });
+        std::fs::write(dir.path().join("devices.txt"), text).unwrap();
+        let inner = MemoryStore::new();
+        let store = Arc::new(FailingStore(inner.clone()));
+        let r = age::x25519::Identity::generate().to_public();
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        options.sort.temp_dir = Some(dir.path().to_owned());
+        let err = from_export(store, &dir.path().join("devices.txt"), "hub", &[r], options)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(inner.list("").await.unwrap().is_empty());
     }
 }

@@ -7,6 +7,14 @@
 //! Runs until Ctrl-C (or SIGTERM). `--info` writes where everything is served; `--write-config`
 //! writes a `hubvault.toml` (DESIGN §3) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.
+//!
+//! `--tls` serves every port over HTTPS with one self-signed certificate generated at start for
+//! all simulated host names (`hub-a.azure-devices.net`, `dps-a.azure-devices-provisioning.net`,
+//! `hubvault-sim.vault.azure.net`, `management.azure.com`, `localhost`, `127.0.0.1`). The
+//! certificate, which is its own CA, is written to `--ca-file` (default: `sim-ca.pem` next to
+//! `--info`, else in the working directory); `--info` then reports `https://127.0.0.1:PORT`
+//! endpoints and a `ca_file`, and `--write-config` puts `ca-file = "…"` in every hub and DPS
+//! entry so hubvault trusts it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use hubvault::sim::{self, HubOptions, Options, Running};
+use hubvault::sim::dps::DpsState;
+use hubvault::sim::{self, HubOptions, Options, Running, TlsConfig};
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Parser)]
@@ -30,7 +39,7 @@ struct Cli {
     /// A hub to simulate (repeatable); its host name is NAME.azure-devices.net.
     #[arg(long = "hub", value_name = "NAME")]
     hubs: Vec<String>,
-    /// A DPS instance to simulate (repeatable; served once the DPS module is wired in).
+    /// A DPS instance to simulate (one; its host name is NAME.azure-devices-provisioning.net).
     #[arg(long = "dps", value_name = "NAME")]
     dps: Vec<String>,
     /// Seed synthetic devices into a hub: HUB=COUNT (repeatable).
@@ -45,6 +54,26 @@ struct Cli {
     /// Write a hubvault.toml pointing at the simulated services.
     #[arg(long = "write-config")]
     write_config: Option<PathBuf>,
+    /// Serve HTTPS on every port with a generated self-signed certificate covering every
+    /// simulated host name, localhost and 127.0.0.1; clients must trust the CA file.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: where to write the CA certificate (PEM) [default: sim-ca.pem next to --info,
+    /// else in the working directory].
+    #[arg(long = "ca-file", value_name = "FILE", requires = "tls")]
+    ca_file: Option<PathBuf>,
+}
+
+/// Where `--tls` writes the CA: `--ca-file`, else next to `--info`, else `./sim-ca.pem`; made
+/// absolute so the written config works from any directory.
+fn ca_path(cli: &Cli) -> Result<PathBuf> {
+    let path = match (&cli.ca_file, &cli.info) {
+        (Some(p), _) => p.clone(),
+        (None, Some(info)) => info.with_file_name("sim-ca.pem"),
+        (None, None) => PathBuf::from("sim-ca.pem"),
+    };
+    std::path::absolute(&path)
+        .with_context(|| format!("cannot resolve the CA file path {}", path.display()))
 }
 
 fn parse_devices(specs: &[String], hubs: &[String]) -> Result<Vec<(String, usize)>> {
@@ -67,7 +96,7 @@ fn parse_devices(specs: &[String], hubs: &[String]) -> Result<Vec<(String, usize
 }
 
 /// The `--info` document.
-fn info(running: &Running) -> Value {
+fn info(running: &Running, dps: Option<&DpsState>) -> Value {
     let mut hubs = Map::new();
     for h in &running.hubs {
         hubs.insert(
@@ -77,11 +106,32 @@ fn info(running: &Running) -> Value {
     }
     json!({
         "hubs": hubs,
-        "dps": {},
+        "dps": dps_info(running, dps),
         "arm": running.arm.as_ref().map(|e| json!({"endpoint": e})),
         "keyvault": running.keyvault.as_ref().map(|e| json!({"endpoint": e})),
         "control": running.control,
+        "ca_file": running.ca_file,
     })
+}
+
+/// `{"<name>": {"connection_string", "endpoint", "host"}}` for the DPS instance, if served.
+fn dps_info(running: &Running, dps: Option<&DpsState>) -> Value {
+    let mut out = Map::new();
+    if let (Some(d), Some(endpoint)) = (dps, &running.dps) {
+        out.insert(
+            d.name.clone(),
+            json!({"connection_string": dps_connection_string(d), "endpoint": endpoint, "host": d.host}),
+        );
+    }
+    Value::Object(out)
+}
+
+fn dps_connection_string(d: &DpsState) -> Option<String> {
+    let p = d.policies.first()?;
+    Some(format!(
+        "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+        d.host, p.name, p.primary_key
+    ))
 }
 
 fn toml_str(s: &str) -> String {
@@ -89,7 +139,7 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The `--write-config` document, in the shape of DESIGN §3.
-fn config(running: &Running) -> String {
+fn config(running: &Running, dps: Option<&DpsState>) -> String {
     let mut out = String::from(
         "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\n",
     );
@@ -108,6 +158,18 @@ fn config(running: &Running) -> String {
             toml_str(&h.endpoint),
             toml_str(&h.resource_id)
         );
+        out.push_str(&ca_line(running));
+    }
+    if let (Some(d), Some(endpoint)) = (dps, &running.dps) {
+        let cs = dps_connection_string(d).unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n[dps.{}]\nconnection-string = {}\nendpoint = {}\n",
+            d.name,
+            toml_str(&cs),
+            toml_str(endpoint)
+        );
+        out.push_str(&ca_line(running));
     }
     if let Some(arm) = &running.arm {
         let _ = write!(
@@ -118,6 +180,15 @@ fn config(running: &Running) -> String {
     }
     out.push_str("\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"hubvault-staging\"\n");
     out
+}
+
+/// `ca-file = "…"` for a hub or DPS entry when serving over TLS, else nothing.
+fn ca_line(running: &Running) -> String {
+    running
+        .ca_file
+        .as_ref()
+        .map(|p| format!("ca-file = {}\n", toml_str(&p.display().to_string())))
+        .unwrap_or_default()
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -183,24 +254,42 @@ async fn run(cli: Cli) -> Result<()> {
         listen: cli.listen,
         hubs,
         seed: cli.seed,
+        tls: if cli.tls {
+            Some(TlsConfig {
+                ca_file: Some(ca_path(&cli)?),
+                extra_hosts: Vec::new(),
+            })
+        } else {
+            None
+        },
         ..Options::default()
     };
+    if cli.dps.len() > 1 {
+        bail!("this simulator serves one DPS instance; give --dps once");
+    }
+    let (options, dps) = sim::with_services(options, cli.dps.first().map(String::as_str));
     let running = sim::run(options, shutdown_signal()).await?;
     for h in &running.hubs {
         eprintln!("hub {} ({}) at {}", h.name, h.host, h.endpoint);
     }
     eprintln!("control API at {}", running.control);
-    if !cli.dps.is_empty() && running.dps.is_none() {
-        eprintln!(
-            "note: DPS is not served by this build; --dps {} ignored",
-            cli.dps.join(", ")
-        );
+    if let Some(ca) = &running.ca_file {
+        eprintln!("TLS CA certificate written to {}", ca.display());
+    }
+    for (what, url) in [
+        ("ARM", &running.arm),
+        ("DPS", &running.dps),
+        ("Key Vault", &running.keyvault),
+    ] {
+        if let Some(url) = url {
+            eprintln!("{what} at {url}");
+        }
     }
     if let Some(path) = &cli.info {
-        write_private(path, &format!("{:#}\n", info(&running)))?;
+        write_private(path, &format!("{:#}\n", info(&running, dps.as_deref())))?;
     }
     if let Some(path) = &cli.write_config {
-        write_private(path, &config(&running))?;
+        write_private(path, &config(&running, dps.as_deref()))?;
     }
     running.wait().await;
     Ok(())

@@ -12,7 +12,7 @@ pub mod bridge;
 mod open;
 mod seal;
 
-pub use open::{Identities, Opened, open};
+pub use open::{Identities, Opened, open, open_with_buffer};
 pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
 /// Errors when opening a sealed stream.
@@ -25,11 +25,11 @@ pub enum Error {
     WrongKey,
     #[error("not a valid age stream ({detail}); the object is damaged or not made by hubvault")]
     NotSealed { detail: String },
-    #[error("cannot start the zstd decoder: {0}")]
+    #[error("cannot start the zstd decoder")]
     Zstd(#[source] std::io::Error),
     #[error("no recipients given; a stream must be sealed to at least one age recipient")]
     NoRecipients,
-    #[error("sealing failed: {0}")]
+    #[error("sealing failed")]
     Seal(#[source] std::io::Error),
 }
 

@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
+use super::net::Scheme;
 use super::shared::{HubShared, Hubs};
 pub use resource::initial_resource;
 
@@ -100,7 +101,8 @@ impl ArmState {
             .unwrap_or_else(OffsetDateTime::now_utc)
     }
 
-    /// Base URL written into `Azure-AsyncOperation` / `Location` (default: `http://{Host}`).
+    /// Base URL written into `Azure-AsyncOperation` / `Location` (default: `{scheme}://{Host}`,
+    /// the scheme being `https` when served over `--tls`).
     pub fn set_base_url(&self, url: Option<String>) {
         *self.base_url.lock().unwrap() = url.map(|u| u.trim_end_matches('/').to_string());
     }
@@ -144,6 +146,7 @@ async fn dispatch(
     State(state): State<Arc<ArmState>>,
     method: Method,
     uri: Uri,
+    scheme: Option<Extension<Scheme>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -168,7 +171,8 @@ async fn dispatch(
         );
     }
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    let base = base_url(&state, &headers);
+    let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
+    let base = base_url(&state, &uri, &headers, scheme);
     let ctx = Ctx {
         state: &state,
         api_version: &api_version,
@@ -451,15 +455,18 @@ fn reject_bearer(state: &ArmState, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-fn base_url(state: &ArmState, headers: &HeaderMap) -> String {
+fn base_url(state: &ArmState, uri: &Uri, headers: &HeaderMap, scheme: &str) -> String {
     if let Some(b) = state.base_url.lock().unwrap().clone() {
         return b;
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
+    // HTTP/2 (negotiated over TLS) carries the host in `:authority`, which lands in the URI;
+    // HTTP/1.1 in the `Host` header.
+    let host = uri
+        .authority()
+        .map(axum::http::uri::Authority::as_str)
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("management.azure.com");
-    format!("http://{host}")
+    format!("{scheme}://{host}")
 }
 
 /// `YYYY-MM-DD` with an optional `-preview`; anything else is refused as ARM does.

@@ -44,6 +44,10 @@ pub enum BlobError {
     },
     #[error("the blob '{0}' does not exist in the container")]
     NotFound(String),
+    #[error(
+        "the blob name '{0}' is not valid: use '/'-separated names without '.' or '..' segments"
+    )]
+    BadName(String),
     #[error("storage could not be reached: {0}")]
     Transport(reqwest::Error),
     #[error("the local container folder cannot be used: {0}")]
@@ -57,6 +61,7 @@ impl BlobError {
             BlobError::Permission(_) => "blob_permission",
             BlobError::Status { .. } => "blob_status",
             BlobError::NotFound(_) => "blob_not_found",
+            BlobError::BadName(_) => "blob_bad_name",
             BlobError::Transport(_) => "blob_transport",
             BlobError::Local(_) => "blob_local",
         }
@@ -65,6 +70,19 @@ impl BlobError {
 
 fn transport(e: reqwest::Error) -> BlobError {
     BlobError::Transport(e.without_url())
+}
+
+/// The file for a blob in a folder container. Blob names use `/` as a virtual folder separator;
+/// `.`/`..` segments would leave the container, so they are refused.
+fn local_path(dir: &std::path::Path, name: &str) -> Result<PathBuf, BlobError> {
+    let mut path = dir.to_path_buf();
+    for seg in name.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." || seg.contains('\\') {
+            return Err(BlobError::BadName(name.to_string()));
+        }
+        path.push(seg);
+    }
+    Ok(path)
 }
 
 /// A job's container. `Debug` shows no SAS.
@@ -168,7 +186,7 @@ impl Container {
     /// Read a whole blob.
     pub async fn get(&self, http: &reqwest::Client, name: &str) -> Result<Vec<u8>, BlobError> {
         if let Container::File(dir) = self {
-            return match tokio::fs::read(dir.join(name)).await {
+            return match tokio::fs::read(local_path(dir, name)?).await {
                 Ok(b) => Ok(b),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => {
                     Err(BlobError::NotFound(name.to_string()))
@@ -214,9 +232,7 @@ impl Container {
                         "the container folder does not exist",
                     )));
                 }
-                // Blob names hold '/' (`staging/<hub>/<run>/devices.txt`): folders, as a
-                // container would show them.
-                let path = dir.join(name);
+                let path = local_path(dir, name)?;
                 if let Some(parent) = path.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -328,5 +344,20 @@ mod tests {
             "/devstoreaccount1/bk/staging/hub%20a/devices.txt"
         );
         assert!(url.query().unwrap().starts_with("comp=block&sv="));
+    }
+
+    #[test]
+    fn folder_blob_names_stay_inside_the_container() {
+        let dir = std::path::Path::new("/tmp/c");
+        assert_eq!(
+            local_path(dir, "a/b/devices.txt").unwrap(),
+            dir.join("a").join("b").join("devices.txt")
+        );
+        for bad in ["../x", "a/../../x", "/abs", "a//b"] {
+            assert!(
+                matches!(local_path(dir, bad), Err(BlobError::BadName(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -165,6 +165,9 @@ pub enum Error {
     HubName(String),
     #[error("hub {0:?} is given twice; give each --hub once")]
     DuplicateHub(String),
+    /// `--tls`: the certificate could not be made or the CA file written (the message says why).
+    #[error(transparent)]
+    Tls(#[from] super::tls::Error),
 }
 
 impl Error {
@@ -173,6 +176,7 @@ impl Error {
             Error::Bind { .. } => "sim_bind",
             Error::HubName(_) => "sim_hub_name",
             Error::DuplicateHub(_) => "sim_duplicate_hub",
+            Error::Tls(e) => e.code(),
         }
     }
 }

@@ -181,7 +181,7 @@ async fn gate(
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    if let Err(e) = authorize(&hub, header.as_deref(), &need) {
+    if let Err(e) = authorize(&hub, header.as_deref(), &need, req.uri().path()) {
         return e.into_response();
     }
     if let Some(e) = hub.throttled(class, Instant::now()) {
@@ -227,8 +227,8 @@ async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
     })
 }
 
-/// Check the `Authorization` header against what the operation needs.
-fn authorize(hub: &Hub, header: Option<&str>, need: &Need) -> Result<(), HubError> {
+/// Check the `Authorization` header against what the operation on `path` needs.
+fn authorize(hub: &Hub, header: Option<&str>, need: &Need, path: &str) -> Result<(), HubError> {
     let Some(header) = header.filter(|h| !h.trim().is_empty()) else {
         return Err(HubError::forbidden_right(
             "The Authorization header is missing.",
@@ -269,14 +269,21 @@ fn authorize(hub: &Hub, header: Option<&str>, need: &Need) -> Result<(), HubErro
     }
     let rights =
         sas::check_service_token(&token, &hub.shared.host, &hub.shared.policies, now, skew)?;
-    let scoped_device = token.device_scope(&hub.shared.host);
-    if let (Need::Device(id), Some(scoped)) = (need, scoped_device)
-        && scoped != id
-    {
-        return Err(HubError::unauthorized());
-    }
-    if scoped_device.is_some() && !matches!(need, Need::Device(_)) {
-        return Err(HubError::unauthorized());
+    // A policy token may be scoped below the hub (`{host}/devices/{id}`): it then covers only
+    // that device's paths (§1.1: `sr` is the host name or a prefix of the requested path).
+    if let Some(scoped) = token.device_scope(&hub.shared.host) {
+        let covered = match need {
+            Need::Device(id) => scoped == id,
+            _ => [format!("/devices/{scoped}"), format!("/twins/{scoped}")]
+                .iter()
+                .any(|p| {
+                    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+                    decoded == p.as_str() || decoded.starts_with(&format!("{p}/"))
+                }),
+        };
+        if !covered {
+            return Err(HubError::unauthorized());
+        }
     }
     if need.satisfied_by(rights) {
         Ok(())
@@ -296,7 +303,12 @@ fn check_device_token(
     now: u64,
     skew: u64,
 ) -> Result<(), HubError> {
-    if token.se <= now.saturating_add(skew) || token.device_scope(&hub.shared.host) != Some(id) {
+    // Module-scoped tokens are signed with the module's key, not the device's.
+    let module_scoped = token.sr.contains("/modules/");
+    if token.se <= now.saturating_add(skew)
+        || module_scoped
+        || token.device_scope(&hub.shared.host) != Some(id)
+    {
         return Err(HubError::unauthorized());
     }
     let reg = lock(&hub.registry);

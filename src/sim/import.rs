@@ -32,37 +32,40 @@ fn bad_line(line: &str, err: &serde_json::Error) -> HubError {
     )
 }
 
-/// Parse the input into lines, checking duplicates by `(id, moduleId)` (400011).
-fn parse_lines(text: &str) -> Vec<Result<Value, HubError>> {
+/// The input's non-blank lines (BOM stripped). Lines stay text until applied, so a 1M-line
+/// import holds the blob once, not a million parsed trees.
+fn input_lines(text: &str) -> Vec<&str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut seen = HashSet::new();
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).map_err(|e| bad_line(l, &e))?;
-            if !v.is_object() {
-                return Err(HubError::new(
-                    400_012,
-                    "DeserializationError",
-                    format!("Invalid device format in line: {l}."),
-                ));
-            }
-            let key = (
-                v.get("id").and_then(Value::as_str).map(String::from),
-                v.get("moduleId").and_then(Value::as_str).map(String::from),
-            );
-            if !seen.insert(key.clone()) {
-                let id = key.0.unwrap_or_default();
-                return Err(HubError::new(
-                    400_011,
-                    "DeviceDefinedMultipleTimes",
-                    format!("The device '{id}' is defined multiple times in the input file."),
-                ));
-            }
-            Ok(v)
-        })
         .collect()
+}
+
+/// Parse one line, checking duplicates by `(id, moduleId)` against the lines before it (400011).
+fn parse_line(l: &str, seen: &mut HashSet<(String, Option<String>)>) -> Result<Value, HubError> {
+    let v: Value = serde_json::from_str(l).map_err(|e| bad_line(l, &e))?;
+    if !v.is_object() {
+        return Err(HubError::new(
+            400_012,
+            "DeserializationError",
+            format!("Invalid device format in line: {l}."),
+        ));
+    }
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let module = v.get("moduleId").and_then(Value::as_str).map(String::from);
+    if !seen.insert((id.clone(), module)) {
+        return Err(HubError::new(
+            400_011,
+            "DeviceDefinedMultipleTimes",
+            format!("The device '{id}' is defined multiple times in the input file."),
+        ));
+    }
+    Ok(v)
 }
 
 pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Result<(), JobEnd> {
@@ -91,7 +94,8 @@ pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Re
         .await
         .map_err(|e| storage_failure("input blob", &e))?;
     let text = String::from_utf8_lossy(&bytes);
-    let lines = parse_lines(&text);
+    let lines = input_lines(&text);
+    let mut seen = HashSet::new();
     progress.set_total(lines.len());
     let rules = hub.rules();
     let (apply_reported, block_size) = {
@@ -108,7 +112,7 @@ pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Re
             let mut reg = lock(&hub.registry);
             let now = now_secs();
             for line in chunk {
-                let result = line.clone().and_then(|v| {
+                let result = parse_line(line, &mut seen).and_then(|v| {
                     line_mode(&v, ImportMode::CreateOrUpdate)
                         .and_then(|m| apply_line(&mut reg, &v, m, opts, now))
                 });
@@ -195,7 +199,11 @@ mod tests {
     #[test]
     fn bom_blank_bad_and_duplicate_lines() {
         let text = "\u{feff}{\"id\":\"a\"}\n\n{\"id\":\"a\"}\nnot json\n{\"id\":\"a\",\"moduleId\":\"m\"}\r\n";
-        let lines = parse_lines(text);
+        let mut seen = HashSet::new();
+        let lines: Vec<_> = input_lines(text)
+            .into_iter()
+            .map(|l| parse_line(l, &mut seen))
+            .collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].is_ok());
         assert_eq!(lines[1].as_ref().unwrap_err().code, 400_011);

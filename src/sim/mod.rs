@@ -16,8 +16,39 @@
 //! | `sas`, `access`, `firewall` | token checks, rights per operation, the IP decision (§1, §6.3, §7.1) |
 //! | `error` | error bodies (§6.1) |
 //! | `limits`, `net` | throttling, quotas, injected faults, droppable connections |
+//! | `tls` | `--tls`: the generated certificate and the TLS listener |
 //! | `control`, `seed` | the control API (endpoints documented there) and synthetic fleets |
 //! | `shared` | `HubShared`: what the ARM module and the data plane both touch |
+//!
+//! In-process use (tests):
+//!
+//! ```text
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let options = sim::Options { hubs: vec![sim::HubOptions { name: "hub-a".into(), devices: 100 }], ..Default::default() };
+//! let running = sim::run(options, async move { let _ = stopped.await; }).await?;
+//! let hub = running.hub("hub-a").unwrap();
+//! // hub.endpoint = "http://127.0.0.1:PORT", hub.connection_string("iothubowner") = "HostName=hub-a.azure-devices.net;…"
+//! // running.control = base URL of the control API (endpoints in `control`)
+//! stop.send(()).ok();
+//! ```
+//!
+//! HTTPS (`hubvault-sim --tls`): set `Options::tls` to a [`TlsConfig`]. One self-signed
+//! certificate is generated per run for every simulated host name (each hub's
+//! `{name}.azure-devices.net`, `Options::service_hosts` — which [`with_services`] fills with
+//! `management.azure.com`, the Key Vault host and the DPS host — plus `localhost` and
+//! `127.0.0.1`); every port (hubs, control, ARM, DPS, Key Vault) then serves HTTPS only, the
+//! base URLs read `https://127.0.0.1:PORT`, and the CA (the certificate itself) is in
+//! `Running::ca_pem` and, when `TlsConfig::ca_file` is set, written there. The hubs'
+//! droppable connections and caller addresses work the same over TLS (`tls::TlsListener`
+//! wraps `net::HubListener`).
+//!
+//! Choices where the contract is UNCERTAIN (each configurable through `Limits` unless noted):
+//! second concurrent job → 403003 (`job_quota_code`); `Retry-After: 10` on 429 (`retry_after_secs`);
+//! throttling body in the legacy form (`throttle_legacy_body`); reported properties on import
+//! ignored (`import_reported`); a leaf `deviceScope` naming no edge device of the hub → 400028
+//! (`strict_scopes`); `excludeKeysInExport` → `"authentication": null`; `importErrors.log`
+//! always written; missing `api-version` → 400001 `InvalidProtocolVersion` (fixed); classic
+//! `ipFilterRules` apply only while `networkRuleSets` is absent (fixed, see `firewall`).
 
 pub mod access;
 pub mod apply;
@@ -47,6 +78,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -60,9 +92,10 @@ use tokio::task::JoinHandle;
 
 pub use error::Error;
 pub use limits::{Faults, Limits};
+pub use tls::TlsConfig;
 
 use hub::Hub;
-use net::{HubListener, Peer};
+use net::{HubListener, Serving};
 use shared::{AccessPolicy, HubShared, Hubs};
 
 /// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
@@ -89,11 +122,16 @@ pub struct Options {
     pub limits: Limits,
     pub subscription: String,
     pub resource_group: String,
-    /// PLACEHOLDERS for the sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`): `None`
-    /// until the lead wires them; each `Some` is served on a port of its own.
+    /// The sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`); [`with_services`] plugs
+    /// them in. Each `Some` is served on a port of its own.
     pub arm: Option<RouterFactory>,
     pub dps: Option<RouterFactory>,
     pub keyvault: Option<RouterFactory>,
+    /// Host names the plugged-in sibling services answer for (`management.azure.com`, …);
+    /// [`with_services`] fills it. Only the `tls` certificate uses it.
+    pub service_hosts: Vec<String>,
+    /// Serve HTTPS on every port (`--tls`); `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Options {
@@ -108,6 +146,8 @@ impl Default for Options {
             arm: None,
             dps: None,
             keyvault: None,
+            service_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -117,7 +157,7 @@ impl Default for Options {
 pub struct RunningHub {
     pub name: String,
     pub host: String,
-    /// Base URL where this hub is served (`http://127.0.0.1:PORT`).
+    /// Base URL where this hub is served (`http://127.0.0.1:PORT`; `https://` with `tls`).
     pub endpoint: String,
     pub resource_id: String,
     pub shared: Arc<HubShared>,
@@ -153,6 +193,9 @@ pub struct Running {
     pub arm: Option<String>,
     pub dps: Option<String>,
     pub keyvault: Option<String>,
+    /// With `tls`: the CA certificate (PEM) clients must trust, and where it was written.
+    pub ca_pem: Option<String>,
+    pub ca_file: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -233,41 +276,55 @@ async fn bind(listen: SocketAddr, offset: &mut u16) -> Result<TcpListener, Error
     })
 }
 
-fn base_url(l: &TcpListener) -> String {
-    l.local_addr()
-        .map(|a| format!("http://{a}"))
-        .unwrap_or_default()
-}
-
-fn serve_plain(
-    listener: TcpListener,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-    })
-}
-
 /// Serve a plugged-in sibling router on a port of its own.
 async fn serve_sibling(
     factory: Option<RouterFactory>,
     shared: &Hubs,
     listen: SocketAddr,
     offset: &mut u16,
-    stop: &watch::Receiver<bool>,
+    serving: &Serving,
 ) -> Result<(Option<String>, Option<JoinHandle<()>>), Error> {
     let Some(f) = factory else {
         return Ok((None, None));
     };
     let l = bind(listen, offset).await?;
-    let url = base_url(&l);
-    Ok((Some(url), Some(serve_plain(l, f(shared), stop.clone()))))
+    let url = serving.base_url(&l);
+    Ok((Some(url), Some(serving.spawn(l, f(shared)))))
+}
+
+/// The Key Vault URL the simulated vault answers for (its requests arrive at its own port).
+pub const KEYVAULT_URL: &str = "https://hubvault-sim.vault.azure.net";
+
+/// The host name clients reach simulated ARM by (`Options::service_hosts`).
+pub const ARM_HOST: &str = "management.azure.com";
+
+/// Plug the sibling services into `options`: ARM (over every hub), Key Vault, and — when `dps` names
+/// one — a DPS instance, whose state (and policy keys) is returned so callers can print its
+/// connection string. Their host names go into `options.service_hosts` (for `tls`).
+pub fn with_services(
+    mut options: Options,
+    dps: Option<&str>,
+) -> (Options, Option<Arc<dps::DpsState>>) {
+    options.arm = Some(Box::new(|hubs: &Hubs| {
+        arm::router(arm::ArmState::new(hubs.clone()))
+    }));
+    options.keyvault = Some(Box::new(|_: &Hubs| {
+        keyvault::router(keyvault::KvState::new(KEYVAULT_URL))
+    }));
+    options.service_hosts.push(ARM_HOST.to_string());
+    options
+        .service_hosts
+        .push(KEYVAULT_URL.trim_start_matches("https://").to_string());
+    let dps_state = dps.map(|name| {
+        let host = format!("{name}.azure-devices-provisioning.net");
+        options.service_hosts.push(host.clone());
+        dps::DpsState::new(name, &host, dps::default_policies())
+    });
+    if let Some(state) = &dps_state {
+        let state = state.clone();
+        options.dps = Some(Box::new(move |_: &Hubs| dps::router(state)));
+    }
+    (options, dps_state)
 }
 
 /// Start the simulator. It runs until `shutdown` completes.
@@ -285,23 +342,33 @@ pub async fn run(
         arm,
         dps,
         keyvault,
+        service_hosts,
+        tls,
     } = options;
+    check_hub_names(&wanted)?;
+    let (acceptor, ca_pem) = match &tls {
+        Some(t) => {
+            let mut hosts: Vec<String> = wanted.iter().map(|h| hub_host(&h.name)).collect();
+            hosts.extend(service_hosts);
+            let (acceptor, pem) = tls::start(t, hosts)?;
+            (Some(acceptor), Some(pem))
+        }
+        None => (None, None),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })];
+    let serving = Serving {
+        tls: acceptor,
+        stop: stop_rx,
+    };
     let http = reqwest::Client::builder().build().unwrap_or_default();
     let mut offset = 0u16;
     let mut running = Vec::new();
     for h in &wanted {
-        if !valid_hub_name(&h.name) {
-            return Err(Error::HubName(h.name.clone()));
-        }
-        if running.iter().any(|r: &RunningHub| r.name == h.name) {
-            return Err(Error::DuplicateHub(h.name.clone()));
-        }
-        let host = format!("{}.azure-devices.net", h.name);
+        let host = hub_host(&h.name);
         let resource_id = format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Devices/IotHubs/{}",
             h.name
@@ -324,17 +391,9 @@ pub async fn run(
             );
         }
         let listener = bind(listen, &mut offset).await?;
-        let endpoint = base_url(&listener);
-        let app = hub::router(state.clone()).into_make_service_with_connect_info::<Peer>();
+        let endpoint = serving.base_url(&listener);
         let listener = HubListener::new(listener, state.drops.clone());
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        tasks.push(serving.spawn(listener, hub::router(state.clone())));
         running.push(RunningHub {
             name: h.name.clone(),
             host,
@@ -345,22 +404,18 @@ pub async fn run(
         });
     }
     let control_listener = bind(listen, &mut offset).await?;
-    let control = base_url(&control_listener);
+    let control = serving.base_url(&control_listener);
     let ctl = control::Control {
         hubs: running
             .iter()
             .map(|r| (r.state.clone(), r.endpoint.clone()))
             .collect(),
     };
-    tasks.push(serve_plain(
-        control_listener,
-        control::router(ctl),
-        stop_rx.clone(),
-    ));
+    tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
-    let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &stop_rx).await?;
-    let (dps_url, t2) = serve_sibling(dps, &shared, listen, &mut offset, &stop_rx).await?;
-    let (kv_url, t3) = serve_sibling(keyvault, &shared, listen, &mut offset, &stop_rx).await?;
+    let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &serving).await?;
+    let (dps_url, t2) = serve_sibling(dps, &shared, listen, &mut offset, &serving).await?;
+    let (kv_url, t3) = serve_sibling(keyvault, &shared, listen, &mut offset, &serving).await?;
     tasks.extend([t1, t2, t3].into_iter().flatten());
     Ok(Running {
         hubs: running,
@@ -368,6 +423,25 @@ pub async fn run(
         arm: arm_url,
         dps: dps_url,
         keyvault: kv_url,
+        ca_pem,
+        ca_file: tls.and_then(|t| t.ca_file),
         tasks,
     })
+}
+
+fn hub_host(name: &str) -> String {
+    format!("{name}.azure-devices.net")
+}
+
+/// Refuse bad or repeated hub names before anything is bound or generated.
+fn check_hub_names(wanted: &[HubOptions]) -> Result<(), Error> {
+    for (i, h) in wanted.iter().enumerate() {
+        if !valid_hub_name(&h.name) {
+            return Err(Error::HubName(h.name.clone()));
+        }
+        if wanted[..i].iter().any(|o| o.name == h.name) {
+            return Err(Error::DuplicateHub(h.name.clone()));
+        }
+    }
+    Ok(())
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-/// A shared-access policy of a hub (or DPS): name, keys, rights.
-#[derive(Clone, Debug)]
+/// A shared-access policy of a hub (or DPS): name, keys, rights. `Debug` hides the keys.
+#[derive(Clone)]
 pub struct AccessPolicy {
     pub name: String,
     /// Base64 keys, as shown by ARM `listkeys`.
@@ -35,3 +35,34 @@ pub struct HubShared {
 }
 
 pub type Hubs = Arc<Vec<Arc<HubShared>>>;
+
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicy")
+            .field("name", &self.name)
+            .field("primary_key", &"<redacted>")
+            .field("secondary_key", &"<redacted>")
+            .field("rights", &self.rights)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_keys_never_print() {
+        let p = AccessPolicy {
+            name: "iothubowner".into(),
+            primary_key: "UFJJTUFSWS1TRUNSRVQ=".into(),
+            secondary_key: "U0VDT05EQVJZLVNFQ1JFVA==".into(),
+            rights: vec!["RegistryWrite".into()],
+        };
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("UFJJ") && !shown.contains("U0VD"),
+            "{shown}"
+        );
+    }
+}

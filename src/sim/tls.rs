@@ -1,13 +1,16 @@
-//! HTTPS for the simulator (`--tls`): a generated self-signed certificate for the real-looking
-//! host names, and a listener that terminates TLS in front of any axum `Router`.
+//! HTTPS for the simulator (`--tls`, [`crate::sim::Options::tls`]): one generated self-signed
+//! certificate for every real-looking host name, and a listener that terminates TLS in front of
+//! any other axum [`Listener`] — a plain TCP listener, or the hubs' [`crate::sim::net::HubListener`],
+//! so the dropped-connection fault and the caller's address keep working over TLS.
 //!
-//! Uses rustls on aws-lc-rs only (ring stays out of the tree). The certificate is its own trust
-//! root: clients add the PEM written by [`write_ca_file`] as an extra root. Handshakes run in
-//! their own tasks so one slow or broken client cannot stall `accept`.
+//! Must not: decide which services are served or where (that is `sim::run`). Uses rustls on
+//! aws-lc-rs only (ring stays out of the tree). The certificate is its own trust root: clients
+//! add the PEM written by [`write_ca_file`] as an extra root. Handshakes run in their own tasks so
+//! one slow or broken client cannot stall `accept`.
 
+use std::fmt::Debug;
 use std::io;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,16 @@ use tokio_rustls::server::TlsStream;
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Serve every port over HTTPS (`Options.tls`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// Write the CA certificate (PEM) here at start; `None`: only `Running::ca_pem` has it.
+    pub ca_file: Option<PathBuf>,
+    /// Names the certificate must cover beyond the hubs', the plugged-in services'
+    /// (`Options::service_hosts`), `localhost` and `127.0.0.1`.
+    pub extra_hosts: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("could not generate the simulator's TLS certificate: {0}; check the host names given")]
@@ -36,8 +49,6 @@ pub enum Error {
         "could not write the CA file {path}: {source}; check that its directory exists and is writable"
     )]
     WriteCa { path: String, source: io::Error },
-    #[error("could not read the listener address: {0}")]
-    Listener(io::Error),
 }
 
 impl Error {
@@ -46,7 +57,6 @@ impl Error {
             Error::Generate(_) => "tls_generate",
             Error::Load(_) => "tls_load",
             Error::WriteCa { .. } => "tls_write_ca",
-            Error::Listener(_) => "tls_listener",
         }
     }
 }
@@ -72,33 +82,11 @@ pub fn write_ca_file(path: &Path, cert_pem: &str) -> Result<(), Error> {
     })
 }
 
-/// Accepted TLS connections of one TCP listener, for `axum::serve`.
-#[derive(Debug)]
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    acceptor_task: AbortHandle,
-}
-
-/// What [`listener`] returns: wrapped in `TapIo` so that axum's
-/// `into_make_service_with_connect_info::<SocketAddr>()` works as it does over plain TCP.
-pub type Incoming = TapIo<TlsListener, fn(&mut TlsStream<TcpStream>)>;
-
-/// Terminate TLS on `tcp` with the given certificate and key.
-/// Usage: `axum::serve(tls::listener(tcp, &cert, &key)?, app.into_make_service_with_connect_info::<SocketAddr>())`.
-pub fn listener(tcp: TcpListener, cert_pem: &str, key_pem: &str) -> Result<Incoming, Error> {
-    let config = server_config(cert_pem, key_pem)?;
-    let local = tcp.local_addr().map_err(Error::Listener)?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let (tx, ready) = mpsc::channel(64);
-    let acceptor_task = tokio::spawn(accept_loop(tcp, acceptor, tx)).abort_handle();
-    let tls = TlsListener {
-        local,
-        ready,
-        acceptor_task,
-    };
-    let noop: fn(&mut TlsStream<TcpStream>) = |_| {};
-    Ok(tls.tap_io(noop))
+/// The generated certificate's server side: clone it into every [`TlsListener`].
+pub fn acceptor(cert_pem: &str, key_pem: &str) -> Result<TlsAcceptor, Error> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(
+        cert_pem, key_pem,
+    )?)))
 }
 
 fn server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, Error> {
@@ -118,20 +106,76 @@ fn server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, Error> {
     Ok(config)
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
+/// `Options::tls`: generate the run's certificate for `hosts`, write the CA file if asked, and
+/// return the acceptor every port shares with the CA PEM.
+pub(crate) fn start(
+    config: &TlsConfig,
+    mut hosts: Vec<String>,
+) -> Result<(TlsAcceptor, String), Error> {
+    hosts.extend(config.extra_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    let (cert, key) = self_signed(&hosts)?;
+    if let Some(path) = &config.ca_file {
+        write_ca_file(path, &cert)?;
+    }
+    Ok((acceptor(&cert, &key)?, cert))
+}
+
+/// What [`listener`] returns: wrapped in `TapIo` so that axum's
+/// `into_make_service_with_connect_info::<SocketAddr>()` works as it does over plain TCP.
+pub type Incoming = TapIo<TlsListener<TcpListener>, fn(&mut TlsStream<TcpStream>)>;
+
+/// Terminate TLS on a plain `tcp` listener with the given certificate and key (for a router
+/// served outside `sim::run`; `sim::run` itself wraps its listeners with [`TlsListener::new`]).
+/// Usage: `axum::serve(tls::listener(tcp, &cert, &key)?, app.into_make_service_with_connect_info::<SocketAddr>())`.
+pub fn listener(tcp: TcpListener, cert_pem: &str, key_pem: &str) -> Result<Incoming, Error> {
+    let tls = TlsListener::new(tcp, acceptor(cert_pem, key_pem)?);
+    let noop: fn(&mut TlsStream<TcpStream>) = |_| {};
+    Ok(tls.tap_io(noop))
+}
+
+/// Connections of an inner listener, handed to axum once their TLS handshake is done.
+///
+/// The inner listener's `Io` stays underneath the TLS stream (a `HubStream` still fails its
+/// next write when its connection is marked to drop) and its `Addr` is passed through
+/// unchanged (`ConnectInfo` sees the TCP peer).
+pub struct TlsListener<L: Listener> {
+    local: io::Result<L::Addr>,
+    ready: mpsc::Receiver<(TlsStream<L::Io>, L::Addr)>,
+    acceptor_task: AbortHandle,
+}
+
+impl<L> TlsListener<L>
+where
+    L: Listener,
+    L::Addr: Clone + Debug + Sync + 'static,
+{
+    /// Terminate TLS on `inner`'s connections. Must be called inside a Tokio runtime.
+    /// Usage: `axum::serve(TlsListener::new(inner, acceptor), app)`.
+    pub fn new(inner: L, acceptor: TlsAcceptor) -> Self {
+        let local = inner.local_addr();
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor_task = tokio::spawn(accept_loop(inner, acceptor, tx)).abort_handle();
+        TlsListener {
+            local,
+            ready,
+            acceptor_task,
+        }
+    }
+}
+
+async fn accept_loop<L>(
+    mut inner: L,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
+    tx: mpsc::Sender<(TlsStream<L::Io>, L::Addr)>,
+) where
+    L: Listener,
+    L::Addr: Debug + 'static,
+{
     loop {
-        let (stream, peer) = match tcp.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!("sim tls: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        // `Listener::accept` retries transient errors itself.
+        let (stream, peer) = inner.accept().await;
         if tx.is_closed() {
             return;
         }
@@ -141,16 +185,20 @@ async fn accept_loop(
                 Ok(Ok(tls)) => {
                     let _ = tx.send((tls, peer)).await;
                 }
-                Ok(Err(e)) => tracing::debug!("sim tls: handshake with {peer} failed: {e}"),
-                Err(_) => tracing::debug!("sim tls: handshake with {peer} timed out"),
+                Ok(Err(e)) => tracing::debug!("sim tls: handshake with {peer:?} failed: {e}"),
+                Err(_) => tracing::debug!("sim tls: handshake with {peer:?} timed out"),
             }
         });
     }
 }
 
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+impl<L> Listener for TlsListener<L>
+where
+    L: Listener,
+    L::Addr: Clone + Debug + Sync + 'static,
+{
+    type Io = TlsStream<L::Io>;
+    type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -161,11 +209,14 @@ impl Listener for TlsListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+        match &self.local {
+            Ok(a) => Ok(a.clone()),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }
 
-impl Drop for TlsListener {
+impl<L: Listener> Drop for TlsListener<L> {
     fn drop(&mut self) {
         self.acceptor_task.abort();
     }
@@ -181,6 +232,28 @@ mod tests {
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(key.contains("PRIVATE KEY"));
         assert!(server_config(&cert, &key).is_ok());
+    }
+
+    #[tokio::test]
+    async fn start_writes_the_ca_it_serves_and_names_a_bad_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let config = TlsConfig {
+            ca_file: Some(path.clone()),
+            extra_hosts: vec!["extra.example".into()],
+        };
+        let (_, pem) = start(&config, vec!["hub-a.azure-devices.net".into()]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), pem);
+
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("no-such-dir").join("ca.pem")),
+            extra_hosts: Vec::new(),
+        };
+        let Err(err) = start(&missing, Vec::new()) else {
+            panic!("a CA file in a missing directory cannot be written");
+        };
+        assert_eq!(err.code(), "tls_write_ca");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
     }
 
     #[test]

@@ -41,17 +41,17 @@ pub enum Error {
         "{file} holds no records; check that the export finished and that this is the right file (nothing was stored)"
     )]
     Empty { file: String },
-    #[error("cannot read {file}: {source}")]
+    #[error("cannot read {file}")]
     Read {
         file: String,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "sorting needs temporary space and it failed: {0}; free space in the temp folder (TMPDIR) or point TMPDIR elsewhere"
+        "the sort's temporary files failed (free space in the temp folder, or point TMPDIR elsewhere)"
     )]
     Spill(#[source] std::io::Error),
-    #[error("writing the sealed stream failed: {0}")]
+    #[error("writing the sealed stream failed")]
     Output(#[source] std::io::Error),
     #[error("{name} was written by a newer hubvault (format {found}); upgrade hubvault to read it")]
     NewerFormat { name: String, found: u64 },

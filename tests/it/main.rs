@@ -5,6 +5,8 @@
 mod azure;
 mod clone;
 mod policy;
+mod sim;
 mod sim_services;
 mod support;
+mod sim_tls;
 mod vault;

@@ -452,6 +452,59 @@ fn truncated_object_is_found() {
 }
 
 #[test]
+fn payload_swapped_between_snapshots_is_found_by_the_header() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 30, false);
+    let a = backup_ok(&env, &export)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = backup_ok(&env, &export)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let folder = |id: &str| env.store().join("plant-hub").join(id);
+    // Same records, so only the header tells them apart: put A's payload under B and make B's
+    // manifest agree with it on size and sha256.
+    let payload = std::fs::read(folder(&a).join("devices.jsonl.zst.age")).unwrap();
+    std::fs::write(folder(&b).join("devices.jsonl.zst.age"), &payload).unwrap();
+    let manifest_path = folder(&b).join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let a_manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder(&a).join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["objects"][0] = a_manifest["objects"][0].clone();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+
+    env.cmd().args(["verify", &b]).assert().success();
+    let (code, out, _) = stderr_of(
+        env.cmd()
+            .args(["--json", "verify", &b, "--read-data"])
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 1);
+    let problems =
+        serde_json::from_str::<Value>(&out).unwrap()["snapshots"][0]["problems"].to_string();
+    assert!(
+        problems.contains("header says snapshot") && problems.contains(&a),
+        "{problems}"
+    );
+    let (code, _, err) = stderr_of(
+        env.cmd()
+            .args(["dump", &b, "--out"])
+            .arg(env.path("r"))
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("header says snapshot"), "{err}");
+}
+
+#[test]
 fn snapshot_without_manifest_is_invisible() {
     let env = Env::new();
     let (export, _) = standard_export(&env, 20, false);
@@ -524,7 +577,7 @@ fn newer_format_asks_for_an_upgrade() {
 }
 
 fn assert_refused_and_nothing_stored(env: &Env, export: &Path, expect: &[&str]) {
-    let (code, out, err) = stderr_of(&mut env.backup(export));
+    let (code, out, err) = stderr_of(env.backup(export).arg("-vvv"));
     assert_eq!(code, 2, "{err}");
     for e in expect {
         assert!(err.contains(e), "expected {e:?} in: {err}");

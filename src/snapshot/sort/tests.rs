@@ -1,3 +1,4 @@
+use super::runs::sweep_stale;
 use super::*;
 use crate::snapshot::record::Lines;
 
@@ -47,6 +48,14 @@ fn run(text: &str, run_bytes: usize, streaming: bool) -> (Result<Sorted, Error>,
     (r, out)
 }
 
+/// What a backup does: stream first, sort when the order breaks.
+fn sort_fully(text: &str, run_bytes: usize) -> (Result<Sorted, Error>, Vec<u8>) {
+    match run(text, run_bytes, true) {
+        (Ok(Sorted::Restart), _) => run(text, run_bytes, false),
+        other => other,
+    }
+}
+
 fn expected(n: u64) -> Vec<u8> {
     export(&(0..n).collect::<Vec<_>>()).into_bytes()
 }
@@ -54,7 +63,8 @@ fn expected(n: u64) -> Vec<u8> {
 #[test]
 fn shuffled_input_spills_and_merges_into_order() {
     let text = export(&shuffled(3000));
-    let (r, out) = run(&text, 64 * 1024, true);
+    assert_eq!(run(&text, 64 * 1024, true).0.unwrap(), Sorted::Restart);
+    let (r, out) = run(&text, 64 * 1024, false);
     match r.unwrap() {
         Sorted::Done {
             records,
@@ -63,7 +73,7 @@ fn shuffled_input_spills_and_merges_into_order() {
             assert_eq!(records, 3000);
             assert!(runs_spilled > 5, "{runs_spilled}");
         }
-        Sorted::Restart => panic!("shuffled input is never streamed"),
+        Sorted::Restart => panic!("only streaming restarts"),
     }
     assert!(out == expected(3000));
 }
@@ -71,7 +81,7 @@ fn shuffled_input_spills_and_merges_into_order() {
 #[test]
 fn many_runs_merge_in_rounds() {
     let text = export(&shuffled(4000));
-    let (r, out) = run(&text, 8 * 1024, true);
+    let (r, out) = run(&text, 8 * 1024, false);
     assert!(matches!(r.unwrap(), Sorted::Done { runs_spilled, .. } if runs_spilled > MAX_FAN_IN));
     assert!(out == expected(4000));
 }
@@ -110,7 +120,7 @@ fn small_input_sorts_in_memory_with_modules_after_their_device() {
         line("a", Some("$edgeAgent")),
     ]
     .join("\n");
-    let (r, out) = run(&text, 1 << 20, true);
+    let (r, out) = sort_fully(&text, 1 << 20);
     assert_eq!(
         r.unwrap(),
         Sorted::Done {
@@ -147,13 +157,13 @@ fn duplicates_are_found_wherever_they_are() {
         (far, 32 * 1024),
         (streamed, 32 * 1024),
     ] {
-        let (r, _) = run(&export(&order), run_bytes, true);
+        let (r, _) = sort_fully(&export(&order), run_bytes);
         let err = r.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::Duplicate { .. }), "{msg}");
         assert!(msg.contains("appears twice, on lines"), "{msg}");
     }
-    let (r, _) = run(&export(&[7, 3, 7]), 1 << 20, true);
+    let (r, _) = sort_fully(&export(&[7, 3, 7]), 1 << 20);
     let msg = r.unwrap_err().to_string();
     assert!(
         msg.contains("dev-00007") && msg.contains("lines 1 and 3"),
@@ -185,7 +195,7 @@ fn spilled_runs_are_not_plaintext_and_are_removed() {
         "d",
         &mut out,
         &options,
-        true,
+        false,
     )
     .unwrap();
     let seen = seen.lock().unwrap();
@@ -210,4 +220,26 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn spill_folders_of_killed_processes_are_swept_after_a_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join(format!("{SPILL_PREFIX}old"));
+    let young = tmp.path().join(format!("{SPILL_PREFIX}young"));
+    let other = tmp.path().join("someone-else");
+    for d in [&old, &young, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("run-00000"), b"x").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    for d in [&old, &other] {
+        std::fs::File::open(d)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    sweep_stale(tmp.path());
+    assert!(!old.exists());
+    assert!(young.exists() && other.exists());
 }

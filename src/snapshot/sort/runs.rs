@@ -1,0 +1,277 @@
+//! Spilled runs of the external sort: sorted records framed, compressed and sealed to a
+//! throw-away key, in a temp folder that is removed when the sort ends.
+//!
+//! Frame: `line_no` u64 LE, flags u8 (1: module line, 2: edge device), id (u32 LE length +
+//! bytes), module id if flagged, line (u32 LE length + bytes).
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Error, MAX_FAN_IN, Record, SPILL_PREFIX, SortOptions, Source, merge};
+use crate::pipeline::{self, Identities, SealOptions, SealWriter};
+
+/// Spilled runs: a temp folder removed on drop, and the throw-away key they are sealed to.
+pub(super) struct Spill {
+    dir: tempfile::TempDir,
+    recipient: age::x25519::Recipient,
+    identities: Identities,
+    runs: Vec<PathBuf>,
+    next_name: usize,
+    hook: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Spill {
+    /// Runs written so far.
+    pub(super) fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub(super) fn new(options: &SortOptions) -> Result<Self, Error> {
+        let parent = options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        sweep_stale(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
+            .tempdir_in(&parent)
+            .map_err(Error::Spill)?;
+        let key = age::x25519::Identity::generate();
+        let recipient = key.to_public();
+        Ok(Spill {
+            dir,
+            recipient,
+            identities: Arc::new(vec![Box::new(key)]),
+            runs: Vec::new(),
+            next_name: 0,
+            hook: options.on_spill.clone(),
+        })
+    }
+
+    /// Start a new run file sealed to the throw-away key.
+    fn run_writer(&mut self) -> Result<RunWriter, Error> {
+        let path = self.dir.path().join(format!("run-{:05}", self.next_name));
+        self.next_name += 1;
+        let sink = File::create(&path).map_err(Error::Spill)?;
+        let seal = SealWriter::new(
+            sink,
+            std::slice::from_ref(&self.recipient),
+            SealOptions::spill(),
+        )
+        .map_err(|e| Error::Spill(io::Error::other(e)))?;
+        let hook = if self.runs.is_empty() {
+            self.hook.take()
+        } else {
+            None
+        };
+        Ok(RunWriter {
+            path,
+            w: BufWriter::with_capacity(256 * 1024, seal),
+            written: 0,
+            hook,
+        })
+    }
+
+    /// Write sorted records as a new run.
+    pub(super) fn write_run(&mut self, records: &[Record]) -> Result<(), Error> {
+        let mut w = self.run_writer()?;
+        for rec in records {
+            if let Err(e) = w.push(rec) {
+                w.abandon();
+                return Err(e);
+            }
+        }
+        self.runs.push(w.finish()?);
+        Ok(())
+    }
+
+    fn read_run(&self, path: &PathBuf) -> Result<Source, Error> {
+        let f = File::open(path).map_err(Error::Spill)?;
+        let plain = pipeline::open_with_buffer(f, &self.identities, 16 * 1024)
+            .map_err(|e| Error::Spill(io::Error::other(e)))?;
+        let reader: Box<dyn Read> = Box::new(plain);
+        Ok(Box::new(RunReader {
+            r: BufReader::with_capacity(16 * 1024, reader),
+        }))
+    }
+
+    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources.
+    pub(super) fn open_runs(mut self, file: &str) -> Result<Vec<Source>, Error> {
+        while self.runs.len() > MAX_FAN_IN {
+            let batch: Vec<PathBuf> = self.runs.drain(..MAX_FAN_IN).collect();
+            let sources = batch
+                .iter()
+                .map(|p| self.read_run(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut w = self.run_writer()?;
+            if let Err(e) = merge(sources, file, |rec| w.push(rec)) {
+                w.abandon();
+                return Err(e);
+            }
+            self.runs.push(w.finish()?);
+            for p in batch {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let mut sources = self
+            .runs
+            .iter()
+            .map(|p| self.read_run(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The folder (and its runs) must outlive the readers: keep it alive inside a source.
+        sources.push(Box::new(KeepAlive(Some(self))));
+        Ok(sources)
+    }
+}
+
+/// One run being written.
+struct RunWriter {
+    path: PathBuf,
+    w: BufWriter<SealWriter<File>>,
+    written: u64,
+    hook: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl RunWriter {
+    fn push(&mut self, rec: &Record) -> Result<(), Error> {
+        write_frame(&mut self.w, rec).map_err(Error::Spill)?;
+        self.written += 1;
+        // Pause mid-run (test hook) so a kill lands while a spill file is half written.
+        if self.written == 100 {
+            self.pause()?;
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<(), Error> {
+        if let Some(hook) = self.hook.take() {
+            self.w.flush().map_err(Error::Spill)?;
+            hook();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<PathBuf, Error> {
+        let flushed = self.pause().map_err(|e| match e {
+            Error::Spill(io) => io,
+            other => io::Error::other(other.to_string()),
+        });
+        let flushed = flushed.and_then(|()| self.w.flush());
+        let (seal, _) = self.w.into_parts();
+        if let Err(e) = flushed {
+            seal.abandon();
+            return Err(Error::Spill(e));
+        }
+        seal.finish().map_err(Error::Spill)?;
+        Ok(self.path)
+    }
+
+    fn abandon(self) {
+        self.w.into_parts().0.abandon();
+    }
+}
+
+/// Remove spill folders a killed process left behind. Their runs are sealed to a key that died
+/// with that process, so they are unreadable garbage; a day is far longer than any sort runs.
+pub(super) fn sweep_stale(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < day_ago);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A source yielding nothing, holding the spill folder until the merge drops its sources.
+struct KeepAlive(#[allow(dead_code)] Option<Spill>);
+impl Iterator for KeepAlive {
+    type Item = Result<Record, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        None
+    }
+}
+
+fn write_frame<W: Write>(w: &mut W, rec: &Record) -> io::Result<()> {
+    w.write_all(&rec.line_no.to_le_bytes())?;
+    let flags = u8::from(rec.module_id.is_some()) | (u8::from(rec.edge) << 1);
+    w.write_all(&[flags])?;
+    write_bytes(w, rec.id.as_bytes())?;
+    if let Some(m) = &rec.module_id {
+        write_bytes(w, m.as_bytes())?;
+    }
+    write_bytes(w, &rec.line)
+}
+
+fn write_bytes<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(b.len()).map_err(|_| io::Error::other("record longer than 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(b)
+}
+
+struct RunReader {
+    r: BufReader<Box<dyn Read>>,
+}
+
+impl RunReader {
+    fn read_frame(&mut self) -> io::Result<Option<Record>> {
+        let mut head = [0u8; 9];
+        let mut got = 0;
+        while got < head.len() {
+            let n = self.r.read(&mut head[got..])?;
+            if n == 0 {
+                return if got == 0 {
+                    Ok(None)
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+            got += n;
+        }
+        let line_no = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let flags = head[8];
+        let id = self.read_string()?;
+        let module_id = if flags & 1 == 1 {
+            Some(self.read_string()?)
+        } else {
+            None
+        };
+        let line = self.read_bytes()?;
+        Ok(Some(Record {
+            id,
+            module_id,
+            edge: flags & 2 == 2,
+            line,
+            line_no,
+        }))
+    }
+
+    fn read_bytes(&mut self) -> io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.r.read_exact(&mut len)?;
+        let mut b = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.r.read_exact(&mut b)?;
+        Ok(b)
+    }
+
+    fn read_string(&mut self) -> io::Result<String> {
+        String::from_utf8(self.read_bytes()?)
+            .map_err(|_| io::Error::other("spilled run is damaged"))
+    }
+}
+
+impl Iterator for RunReader {
+    type Item = Result<Record, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.read_frame().map_err(Error::Spill).transpose()
+    }
+}

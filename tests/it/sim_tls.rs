@@ -1,0 +1,371 @@
+//! `hubvault-sim --tls` (and `sim::Options::tls`): every port serves HTTPS with one generated
+//! certificate for the real-looking host names, the CA is written to a file, and clients that
+//! trust only that file get in while others are refused. The hub's firewall still sees the
+//! caller's bound source address and the dropped-connection fault still cuts connections.
+//! hubvault's own `HubClient` (with `ca_file`) and a `hubvault.toml` written by the binary are
+//! checked against it too.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use hubvault::hub::{HubClient, HubTarget, RetryPolicy};
+use hubvault::sim::{self, HubOptions, Options, Running, TlsConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const API: &str = "api-version=2021-04-12";
+const HUB_HOST: &str = "hub-a.azure-devices.net";
+
+/// `SharedAccessSignature sr=…&sig=…&se=…&skn=…` (contract §1.1), signed here, not by hubvault.
+fn sas(host: &str, key_b64: &str, policy: &str) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&B64.decode(key_b64).unwrap()).unwrap();
+    mac.update(format!("{}\n{expiry}", enc(host)).as_bytes());
+    let sig = B64.encode(mac.finalize().into_bytes());
+    format!(
+        "SharedAccessSignature sr={}&sig={}&se={expiry}&skn={policy}",
+        enc(host),
+        enc(&sig)
+    )
+}
+
+struct Sim {
+    running: Running,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+    ca_path: std::path::PathBuf,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// hub-a (5 devices), ARM, Key Vault and dps-a, all over TLS; the CA written into a temp dir.
+async fn start_tls() -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("sim-ca.pem");
+    let options = Options {
+        hubs: vec![HubOptions {
+            name: "hub-a".into(),
+            devices: 5,
+        }],
+        tls: Some(TlsConfig {
+            ca_file: Some(ca_path.clone()),
+            extra_hosts: Vec::new(),
+        }),
+        ..Options::default()
+    };
+    let (options, _dps) = sim::with_services(options, Some("dps-a"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = sim::run(options, async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("simulator starts with tls");
+    Sim {
+        running,
+        stop: Some(tx),
+        _dir: dir,
+        ca_path,
+    }
+}
+
+impl Sim {
+    fn hub(&self) -> &sim::RunningHub {
+        self.running.hub("hub-a").unwrap()
+    }
+
+    fn token(&self) -> String {
+        let cs = self.hub().connection_string("iothubowner").unwrap();
+        let key = cs.split("SharedAccessKey=").nth(1).unwrap();
+        sas(HUB_HOST, key, "iothubowner")
+    }
+
+    /// A client that trusts only the CA file the simulator wrote.
+    fn trusting(&self) -> reqwest::ClientBuilder {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_path).unwrap()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca])
+    }
+
+    async fn stats(&self, client: &reqwest::Client) -> reqwest::Result<reqwest::Response> {
+        client
+            .get(format!("{}/statistics/devices?{API}", self.hub().endpoint))
+            .header("Authorization", self.token())
+            .send()
+            .await
+    }
+
+    async fn control(&self, method: Method, path: &str, body: Value) {
+        let resp = self
+            .trusting()
+            .build()
+            .unwrap()
+            .request(method, format!("{}{path}", self.running.control))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "control {path}: {}",
+            resp.status()
+        );
+    }
+}
+
+fn addr_of(base_url: &str) -> SocketAddr {
+    base_url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("{base_url} is not https"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_trusting_only_the_written_ca_reaches_every_service_over_https() {
+    let sim = start_tls().await;
+    let written = std::fs::read_to_string(&sim.ca_path).expect("the CA file is written");
+    assert!(written.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(sim.running.ca_pem.as_deref(), Some(written.as_str()));
+    assert_eq!(sim.running.ca_file.as_deref(), Some(sim.ca_path.as_path()));
+    let hub = addr_of(&sim.hub().endpoint);
+    assert_eq!(hub.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    // By 127.0.0.1, as the endpoint says.
+    let trusting = sim.trusting().build().unwrap();
+    let resp = sim.stats(&trusting).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stats: Value = resp.json().await.unwrap();
+    assert_eq!(stats["totalDeviceCount"], 5);
+
+    // By the real host name: the certificate covers it, and the SAS is checked against it.
+    let by_name = sim.trusting().resolve(HUB_HOST, hub).build().unwrap();
+    let resp = by_name
+        .get(format!(
+            "https://{HUB_HOST}:{}/statistics/devices?{API}",
+            hub.port()
+        ))
+        .header("Authorization", sim.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // A client with only the system roots is refused at the handshake; the hub keeps serving.
+    let stranger = reqwest::Client::new();
+    let refused = sim.stats(&stranger).await;
+    assert!(
+        refused.as_ref().is_err_and(reqwest::Error::is_connect),
+        "{refused:?}"
+    );
+    assert_eq!(sim.stats(&trusting).await.unwrap().status(), StatusCode::OK);
+
+    // ARM, DPS and Key Vault answer on their own ports under their real host names.
+    let arm = addr_of(sim.running.arm.as_deref().unwrap());
+    let dps = addr_of(sim.running.dps.as_deref().unwrap());
+    let kv = addr_of(sim.running.keyvault.as_deref().unwrap());
+    let named = sim
+        .trusting()
+        .resolve("management.azure.com", arm)
+        .resolve("dps-a.azure-devices-provisioning.net", dps)
+        .resolve("hubvault-sim.vault.azure.net", kv)
+        .build()
+        .unwrap();
+    let rid = &sim.hub().resource_id;
+    let arm_base = format!("https://management.azure.com:{}", arm.port());
+    let resp = named
+        .get(format!("{arm_base}{rid}?api-version=2023-06-30"))
+        .bearer_auth("any")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // ARM's async-operation URL keeps the scheme the request came in with.
+    let resp = named
+        .post(format!("{arm_base}{rid}/failover?api-version=2023-06-30"))
+        .bearer_auth("any")
+        .json(&json!({"failoverRegion": "East US"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let op = resp.headers()["azure-asyncoperation"].to_str().unwrap();
+    assert!(op.starts_with(&format!("{arm_base}/")), "{op}");
+    assert_eq!(
+        named
+            .get(op)
+            .bearer_auth("any")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // Unauthenticated: the services' own 401s, which proves TLS got through to them.
+    let resp = named
+        .get(format!(
+            "https://dps-a.azure-devices-provisioning.net:{}/enrollments/x?api-version=2021-10-01",
+            dps.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = named
+        .get(format!(
+            "https://hubvault-sim.vault.azure.net:{}/secrets/x?api-version=7.4",
+            kv.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().contains_key("www-authenticate"));
+}
+
+#[tokio::test]
+async fn over_tls_the_firewall_sees_the_bound_address_and_drops_still_cut() {
+    let sim = start_tls().await;
+    let from = |ip: [u8; 4]| {
+        sim.trusting()
+            .local_address(IpAddr::V4(Ipv4Addr::from(ip)))
+            .build()
+            .unwrap()
+    };
+    let (me, other) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    assert_eq!(
+        sim.stats(&other).await.unwrap().status(),
+        StatusCode::OK,
+        "all networks by default"
+    );
+    sim.control(
+        Method::PUT,
+        "/hubs/hub-a/firewall",
+        json!({"networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false,
+            "ipRules": [{"filterName": "me", "action": "Allow", "ipMask": "127.0.0.1"}]}}),
+    )
+    .await;
+    let blocked = sim.stats(&other).await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = blocked.json().await.unwrap();
+    let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["errorCode"], 401_002);
+    assert_eq!(sim.stats(&me).await.unwrap().status(), StatusCode::OK);
+
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
+        json!({"drop_count": 1}),
+    )
+    .await;
+    // A fresh connection: the drop is armed for the caller whose request it hits.
+    let fresh = from([127, 0, 0, 1]);
+    let dropped = sim.stats(&fresh).await;
+    assert!(dropped.is_err(), "the connection is cut without a response");
+    assert_eq!(sim.stats(&fresh).await.unwrap().status(), StatusCode::OK);
+}
+
+fn hub_target(sim: &Sim, ca_file: Option<&Path>) -> HubTarget {
+    let cs = sim.hub().connection_string("iothubowner").unwrap();
+    let mut target = HubTarget::from_connection_string(&cs)
+        .unwrap()
+        .with_endpoint(sim.hub().endpoint.parse().unwrap());
+    target.ca_file = ca_file.map(Path::to_path_buf);
+    target.retry = RetryPolicy::none();
+    target
+}
+
+#[tokio::test]
+async fn hubvaults_hub_client_with_the_ca_file_works_against_the_tls_simulator() {
+    let sim = start_tls().await;
+    let client = HubClient::new(hub_target(&sim, Some(&sim.ca_path))).unwrap();
+    assert_eq!(client.statistics().await.unwrap().total_device_count, 5);
+    assert!(client.list_jobs().await.unwrap().is_empty());
+
+    let untrusting = HubClient::new(hub_target(&sim, None)).unwrap();
+    let err = untrusting.statistics().await.unwrap_err();
+    assert_eq!(err.code(), "hub_transport", "{err}");
+}
+
+#[test]
+fn the_binary_with_tls_writes_the_ca_next_to_info_and_https_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("sim.json");
+    let config = dir.path().join("hubvault.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubvault-sim"))
+        .args(["--tls", "--hub", "hub-a", "--dps", "dps-a"])
+        .args(["--devices", "hub-a=3"])
+        .arg("--info")
+        .arg(&info)
+        .arg("--write-config")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::metadata(&config).is_ok_and(|m| m.len() > 0) {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("simulator did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let ca = dir.path().join("sim-ca.pem");
+    let outcome = std::panic::catch_unwind(|| check_written_files(&info, &config, &ca));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn check_written_files(info: &Path, config: &Path, ca: &Path) {
+    assert!(
+        std::fs::read_to_string(ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "the CA is written next to --info"
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(info).unwrap()).unwrap();
+    assert_eq!(doc["ca_file"], ca.display().to_string());
+    for endpoint in [
+        &doc["hubs"]["hub-a"]["endpoint"],
+        &doc["dps"]["dps-a"]["endpoint"],
+        &doc["arm"]["endpoint"],
+        &doc["keyvault"]["endpoint"],
+        &doc["control"],
+    ] {
+        let e = endpoint.as_str().unwrap();
+        assert!(e.starts_with("https://127.0.0.1:"), "{e}");
+    }
+    let parsed = hubvault::config::Config::parse(&std::fs::read_to_string(config).unwrap(), config)
+        .expect("hubvault reads the written config");
+    assert_eq!(parsed.hubs["hub-a"].ca_file.as_deref(), Some(ca));
+    assert_eq!(parsed.dps["dps-a"].ca_file.as_deref(), Some(ca));
+
+    // hubvault, configured by nothing but the written file, reaches the hub over https.
+    let resolved = hubvault::target::resolve_hub("hub-a", &parsed).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = rt
+        .block_on(HubClient::new(resolved.target).unwrap().statistics())
+        .unwrap();
+    assert_eq!(stats.total_device_count, 3);
+}
