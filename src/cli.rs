@@ -120,7 +120,7 @@ pub struct BackupArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct LiveArgs {
     /// Staging container for the job: a container URL with SAS, an account-key connection
-    /// string with Container=NAME, or file:///folder (simulator only). Default: [staging].
+    /// string with Container=NAME, or `file:///folder` (simulator only). Default: [staging].
     #[arg(long, value_name = "URL", env = "HUBVAULT_STAGING")]
     pub staging: Option<String>,
     /// This machine's public address as the hub sees it (behind NAT the socket address differs).

@@ -129,36 +129,7 @@ impl Staging {
         };
         let access = match spec {
             Some(s) => access_from_spec(s)?,
-            None => {
-                let entry = entry.ok_or_else(|| Error::NotConfigured {
-                    config: config.describe(),
-                })?;
-                let container = entry.container.as_deref().unwrap_or("hubvault-staging");
-                let cs =
-                    match (&entry.connection_string, &entry.connection_string_env) {
-                        (Some(cs), _) => Some(cs.clone()),
-                        (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                            crate::config::Error::MissingEnv {
-                                var: var.clone(),
-                                key: "staging.connection-string-env".into(),
-                            }
-                        })?),
-                        (None, None) => None,
-                    };
-                match (cs, &entry.container_url) {
-                    (Some(cs), _) => access_from_location(AzureLocation::from_connection_string(
-                        &cs, container,
-                    )?)?,
-                    (None, Some(url)) => access_from_spec(url)?,
-                    (None, None) => {
-                        return Err(Error::Invalid {
-                            key: "staging".into(),
-                            detail: "set connection-string-env (+ container) or container-url"
-                                .into(),
-                        });
-                    }
-                }
-            }
+            None => access_from_config(config)?,
         };
         Self::with_access(access, hub, sas_lifetime)
     }
@@ -277,13 +248,41 @@ impl Staging {
                 _ => s.azure_location().container_url().to_string(),
             },
             Access::Identity(s) => s.azure_location().container_url().to_string(),
-            Access::File(url) => url.to_string(),
+            Access::File(url) => {
+                // The simulator writes `file://` blobs without creating folders: make the
+                // run's folder now (cleanup removes it).
+                let dir = std::path::Path::new(url.path()).join(self.run_prefix());
+                std::fs::create_dir_all(&dir).map_err(|source| store::Error::Io {
+                    store: url.path().to_owned(),
+                    context: "create the run's staging folder".into(),
+                    source,
+                })?;
+                url.to_string()
+            }
         }))
+    }
+
+    /// The job's `storageAuthenticationType` for [`Staging::job_container_uri`]: `keyBased` for a
+    /// SAS (and for `file://`, which the simulator treats alike), `identityBased` without one.
+    /// Set it on every job request: a `file://` URI has no `sig=` to infer it from.
+    pub fn authentication_type(&self) -> &'static str {
+        match self.access {
+            Access::Identity(_) => "identityBased",
+            _ => "keyBased",
+        }
     }
 
     /// Delete this run's blobs (call on success, failure and Ctrl-C). Returns how many.
     pub async fn cleanup(&self) -> Result<usize> {
-        delete_all(&*self.store, &self.run_prefix()).await
+        let deleted = delete_all(&*self.store, &self.run_prefix()).await?;
+        if let Access::File(url) = &self.access {
+            // Empty folders only (best effort): a blob that appeared meanwhile stays visible.
+            let dir = std::path::Path::new(url.path()).join(self.run_prefix());
+            let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::remove_dir(dir.parent().unwrap_or(&dir));
+            let _ = std::fs::remove_dir(std::path::Path::new(url.path()).join(ROOT));
+        }
+        Ok(deleted)
     }
 
     /// Remove blobs of this hub's earlier runs whose newest blob is older than `older_than`
@@ -345,6 +344,38 @@ async fn delete_all(store: &dyn Store, prefix: &str) -> Result<usize> {
         store.delete(&meta.name).await?;
     }
     Ok(listed.len())
+}
+
+/// Access from `[staging]`: an account-key connection string (+ `container`) or a container URL.
+fn access_from_config(config: &Config) -> Result<Access> {
+    let Some(entry) = config.staging.as_ref() else {
+        return Err(Error::NotConfigured {
+            config: config.describe(),
+        });
+    };
+    let container = entry.container.as_deref().unwrap_or("hubvault-staging");
+    let cs = match (&entry.connection_string, &entry.connection_string_env) {
+        (Some(cs), _) => Some(cs.clone()),
+        (None, Some(var)) => {
+            Some(
+                std::env::var(var).map_err(|_| crate::config::Error::MissingEnv {
+                    var: var.clone(),
+                    key: "staging.connection-string-env".into(),
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    match (cs, &entry.container_url) {
+        (Some(cs), _) => {
+            access_from_location(AzureLocation::from_connection_string(&cs, container)?)
+        }
+        (None, Some(url)) => access_from_spec(url),
+        (None, None) => Err(Error::Invalid {
+            key: "staging".into(),
+            detail: "set connection-string-env (+ container) or container-url".into(),
+        }),
+    }
 }
 
 fn access_from_spec(spec: &str) -> Result<Access> {

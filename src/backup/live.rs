@@ -82,9 +82,17 @@ pub async fn from_hub(
     let age = options
         .leftover_age
         .unwrap_or_else(|| staging.sas_lifetime());
-    let leftovers_removed = staging
+    // A failed sweep (say, a SAS without list rights) must not stop the backup.
+    let leftovers_removed = match staging
         .sweep_leftovers(client, OffsetDateTime::now_utc() - age)
-        .await?;
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("could not look for leftovers of killed runs in staging: {e}");
+            0
+        }
+    };
     let result = export_and_seal(store, client, staging, &hub, recipients, &options).await;
     let cleaned = staging.cleanup().await;
     match (result, cleaned) {
@@ -173,6 +181,7 @@ fn export_request(uri: &SecretUrl, staging: &Staging, configurations: bool) -> J
         &staging.blob(DEVICES_FILE),
         &staging.blob(CONFIGURATIONS_FILE),
     );
+    job.storage_authentication_type = Some(staging.authentication_type().to_owned());
     if !configurations {
         job.include_configurations = Some(false);
         job.configurations_blob_name = None;

@@ -137,15 +137,12 @@ async fn credentials(
     findings: &mut Vec<Finding>,
 ) -> bool {
     let hub = checks.hub;
-    let err = match checks.client.statistics().await {
-        Ok(_) => {
-            findings.push(Finding::pass(
-                "credentials",
-                format!("{hub} accepted the credential (registry read)"),
-            ));
-            return true;
-        }
-        Err(e) => e,
+    let Err(err) = checks.client.statistics().await else {
+        findings.push(Finding::pass(
+            "credentials",
+            format!("{hub} accepted the credential (registry read)"),
+        ));
+        return true;
     };
     findings.push(match (&err, firewall) {
         (hub::Error::Unauthorized { code, .. }, Some(fact)) => match &fact.verdict {

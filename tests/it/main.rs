@@ -4,6 +4,7 @@
 
 mod azure;
 mod clone;
+mod live;
 mod policy;
 mod sim;
 mod sim_services;

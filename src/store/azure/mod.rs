@@ -242,9 +242,10 @@ impl Store for AzureStore {
         } else {
             format!("{}/", loc.prefix)
         };
+        // An empty `prefix=` is signed differently by the SDK and Azurite (403): leave it out.
+        let full_prefix = format!("{strip}{prefix}");
         let options = BlobContainerClientListBlobsOptions {
-            // An empty `prefix=` parameter breaks the SharedKey signature on Azurite (403).
-            prefix: Some(format!("{strip}{prefix}")).filter(|p| !p.is_empty()),
+            prefix: (!full_prefix.is_empty()).then_some(full_prefix),
             ..Default::default()
         };
         let mut pager = self
