@@ -290,17 +290,11 @@ pub struct RestoreArgs {
     /// Show the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Staging container URL (with SAS) for the job engine (default: [staging] in the config).
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "HUBVAULT_STAGING",
-        hide_env_values = true
-    )]
-    pub staging: Option<String>,
     /// Skip the checks before applying.
     #[arg(long)]
     pub no_preflight: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
     #[command(flatten)]
     pub hub: HubFilter,
     #[command(flatten)]

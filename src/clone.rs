@@ -64,6 +64,8 @@ pub struct Request<'a> {
     pub target: &'a HubClient,
     /// Staging for the source's export job.
     pub staging: &'a Staging,
+    /// Staging for the target's import job (`None`: the bulk engine only).
+    pub target_staging: Option<&'a Staging>,
     /// Preflight of the target before anything runs (`None`: `--no-preflight`).
     pub preflight: Option<Checks<'a>>,
     pub keep: Keep,
@@ -155,17 +157,56 @@ pub async fn run(
     .map_err(Error::Backup)?;
     let manifest = find(store.as_ref(), &backup.backup.snapshot).await?;
     report.backup = Some(backup);
-    let restored = restore::run(
-        store,
-        &manifest,
-        identities,
-        request.target,
-        restore_options,
-    )
-    .await
+    // Restore checks the target again once it has a plan (id conflicts, quota).
+    let restored = match &request.preflight {
+        Some(checks) if restore_options.preflight => {
+            restore::run_with_checks(
+                store,
+                &manifest,
+                identities,
+                request.target,
+                request.target_staging,
+                restore_options,
+                same_checks(checks),
+            )
+            .await
+        }
+        _ => {
+            restore::run(
+                store,
+                &manifest,
+                identities,
+                request.target,
+                request.target_staging,
+                restore_options,
+            )
+            .await
+        }
+    }
     .map_err(Error::Restore)?;
     report.restore = Some(restored);
     Ok(report)
+}
+
+/// `Checks` holds only references and plain values; preflight and restore each take one.
+fn same_checks<'a>(c: &Checks<'a>) -> Checks<'a> {
+    Checks {
+        hub: c.hub,
+        client: c.client,
+        arm: c.arm.as_ref().map(|a| preflight::ArmAccess {
+            client: a.client,
+            resource_id: a.resource_id,
+        }),
+        caller_ip: c.caller_ip,
+        staging: c.staging,
+        hub_is_local: c.hub_is_local,
+        needs_jobs: c.needs_jobs,
+        wait_for_slot: c.wait_for_slot,
+        poll: c.poll,
+        plan_creates: c.plan_creates,
+        device_quota: c.device_quota,
+        conflicts: c.conflicts,
+    }
 }
 
 async fn find(store: &dyn Store, id: &str) -> Result<Manifest, Error> {

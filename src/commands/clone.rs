@@ -78,6 +78,16 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     let (_, source) = live::resolve(&args.from, config, &args.live)?;
     let (target_hub, target) = live::resolve(&args.to, config, &args.live)?;
     let staging = Staging::open(args.live.staging.as_deref(), config, source.host())?;
+    // The import job needs a staging area of its own (blob names carry the target hub).
+    let target_staging = if matches!(args.engine, RestoreEngine::Bulk) {
+        None
+    } else {
+        Some(Staging::open(
+            args.live.staging.as_deref(),
+            config,
+            target.host(),
+        )?)
+    };
     let arm = live::arm_client(config)?;
     let poll = live::poll_policy()?;
     let preflight = (!args.no_preflight).then(|| {
@@ -91,6 +101,8 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         };
         checks.caller_ip = args.live.caller_ip;
         checks.hub_is_local = target_hub.target.endpoint.is_some();
+        checks.staging = target_staging.as_ref();
+        checks.needs_jobs = true;
         checks.wait_for_slot = args.live.wait;
         checks.poll = poll;
         checks
@@ -130,11 +142,13 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         dry_run: args.dry_run,
         verify: true,
         preflight: !args.no_preflight,
+        poll,
     };
     let request = Request {
         source: &source,
         target: &target,
         staging: &staging,
+        target_staging: target_staging.as_ref(),
         preflight,
         keep,
     };

@@ -7,12 +7,14 @@ use anyhow::{Context as _, Result};
 use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
-use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, plan::Action};
+use hubvault::preflight::{ArmAccess, Checks};
+use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, job, plan::Action};
 use hubvault::snapshot::{Manifest, catalog};
+use hubvault::staging::Staging;
 use hubvault::store::Store;
 use hubvault::target;
 
-use super::{identities, open_store};
+use super::{identities, live, open_store};
 use crate::Outcome;
 use crate::cli::{DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
@@ -20,8 +22,7 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
     let store = open_store(config, global)?;
     let manifest =
         resolve_snapshot(store.as_ref(), &args.snapshot, args.hub.hub.as_deref()).await?;
-    let hub = target::resolve_hub(&args.to, config)?;
-    let client = HubClient::new(hub.target)?;
+    let (hub, client) = live::resolve(&args.to, config, &args.live)?;
     let only = args
         .only
         .as_deref()
@@ -45,15 +46,97 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         dry_run: args.dry_run,
         verify: true,
         preflight: !args.no_preflight,
+        poll: live::poll_policy()?,
+    };
+    // Staging only matters to an engine that may run a job.
+    let staging = if options.engine != Engine::Bulk
+        && (args.live.staging.is_some() || config.staging.is_some())
+    {
+        Some(Staging::open(
+            args.live.staging.as_deref(),
+            config,
+            client.host(),
+        )?)
+    } else {
+        None
     };
     let identities = identities(config, &args.keys)?;
-    let report = restore::run(store, &manifest, identities, &client, &options).await?;
+    let arm = live::arm_client(config)?;
+    let mut checks = Checks::new(&hub.name, &client);
+    checks.arm = match (&arm, &hub.resource_id) {
+        (Some(client), Some(resource_id)) => Some(ArmAccess {
+            client,
+            resource_id,
+        }),
+        _ => None,
+    };
+    checks.caller_ip = args.live.caller_ip;
+    checks.hub_is_local = hub.target.endpoint.is_some();
+    checks.wait_for_slot = args.live.wait;
+    checks.poll = options.poll;
+    let run = restore::run_with_checks(
+        store,
+        &manifest,
+        identities,
+        &client,
+        staging.as_ref(),
+        &options,
+        checks,
+    );
+    let report = tokio::select! {
+        r = run => r?,
+        () = ctrl_c() => return Err(interrupted(&client, staging.as_ref()).await),
+    };
     let verbose = global.verbose > 0;
     Ok(Outcome {
         json: report.to_json(verbose),
         human: report.human(verbose),
         found_something: report.found_something(),
     })
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Ctrl-C: cancel our import job if it still runs, delete this run's staging blobs, say what
+/// was done. What was already applied stays; a rerun plans against it.
+async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> anyhow::Error {
+    let mut said = String::from(
+        "interrupted; a rerun of the same restore plans against what was already applied",
+    );
+    let Some(staging) = staging else {
+        return anyhow::anyhow!(said);
+    };
+    if let Ok(Some(job)) = client.active_job().await
+        && staging.owns_job(&job)
+    {
+        let cancelled = client.cancel_job(job.id()).await.is_ok();
+        let _ = write!(
+            said,
+            "; import job {} {}",
+            job.id(),
+            if cancelled {
+                "cancelled"
+            } else {
+                "could not be cancelled"
+            }
+        );
+    }
+    match job::cleanup(staging).await {
+        Ok(n) => {
+            let _ = write!(said, "; deleted {n} plaintext staging blob(s) of this run");
+        }
+        Err(e) => {
+            let _ = write!(
+                said,
+                "; staging blobs not deleted ({e}), the next run of this hub removes them"
+            );
+        }
+    }
+    anyhow::anyhow!(said)
 }
 
 async fn resolve_snapshot(store: &dyn Store, spec: &str, hub: Option<&str>) -> Result<Manifest> {

@@ -248,7 +248,7 @@ mod steps {
     use super::{ArmAccess, Checks, Error, World, world};
     use crate::backup::{self, BackupOptions, HubBackupOptions};
     use crate::clone;
-    use crate::restore::{self, RestoreOptions};
+    use crate::restore::{self, Engine, RestoreOptions};
 
     pub struct Backup {
         pub snapshot: String,
@@ -296,6 +296,7 @@ mod steps {
         let source = world.client("hub-a")?;
         let target = world.client("hub-b")?;
         let staging = world.staging(&source)?;
+        let target_staging = world.staging(&target)?;
         let arm = world.arm_client()?;
         let resource_id = world.resource_id("hub-b")?;
         let mut checks = Checks::new("hub-b", &target);
@@ -305,16 +306,23 @@ mod steps {
         });
         checks.caller_ip = Some(super::THIS_CALLER);
         checks.hub_is_local = true;
+        checks.staging = Some(&target_staging);
         let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
         backup.poll = world::fast_poll();
         let request = clone::Request {
             source: &source,
             target: &target,
             staging: &staging,
+            target_staging: Some(&target_staging),
             preflight: Some(checks),
             keep: clone::Keep::No,
         };
-        let report = clone::run(request, backup, &RestoreOptions::default())
+        let options = RestoreOptions {
+            engine: Engine::Job,
+            poll: world::fast_poll(),
+            ..RestoreOptions::default()
+        };
+        let report = clone::run(request, backup, &options)
             .await
             .map_err(|e| Error::Step {
                 step: "clone",
@@ -364,6 +372,7 @@ mod steps {
             &manifest,
             std::sync::Arc::new(identities.into_boxed()),
             &target,
+            None,
             &options,
         )
         .await

@@ -158,18 +158,12 @@ pub async fn run_bulk(
         deletes,
     } = passes;
     for batch in [devices, modules] {
-        let modes: Vec<bool> = batch
+        let kinds: HashMap<String, Kind> = batch
             .iter()
-            .map(|l| l["importMode"].as_str() == Some("create"))
+            .map(|l| (bulk::entry_key(l), kind_of(l)))
             .collect();
-        let keys: Vec<String> = batch.iter().map(bulk::entry_key).collect();
-        let created: HashMap<String, bool> = keys.into_iter().zip(modes).collect();
         settle(bulk::apply(client, batch).await, progress, |k| {
-            if created.get(k).copied().unwrap_or(false) {
-                Kind::Create
-            } else {
-                Kind::Update
-            }
+            kinds.get(k).copied().unwrap_or(Kind::Update)
         })?;
     }
     let lines = link_lines(client, &links, snapshot, &mut progress.failed).await?;
@@ -217,14 +211,35 @@ pub async fn link_lines(
     Ok(out)
 }
 
-enum Kind {
+/// What an import line does, by its `importMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Create,
     Update,
     Link,
     Delete,
 }
 
-fn settle(
+pub fn kind_of(line: &Value) -> Kind {
+    match line["importMode"].as_str().unwrap_or_default() {
+        "create" => Kind::Create,
+        m if m.starts_with("delete") => Kind::Delete,
+        _ => Kind::Update,
+    }
+}
+
+/// Count one applied line.
+pub fn count(applied: &mut Applied, kind: Kind) {
+    match kind {
+        Kind::Create => applied.create += 1,
+        Kind::Update => applied.update += 1,
+        Kind::Link => applied.links += 1,
+        Kind::Delete => applied.delete += 1,
+    }
+}
+
+/// Fold a bulk outcome into the progress; a fatal error is passed on after counting.
+pub fn settle(
     result: Result<bulk::Outcome, bulk::Stopped>,
     progress: &mut Progress,
     kind: impl Fn(&str) -> Kind,
@@ -234,13 +249,7 @@ fn settle(
         Err(s) => (s.outcome, Some(s.error)),
     };
     for key in &outcome.applied {
-        let a = &mut progress.applied;
-        match kind(key) {
-            Kind::Create => a.create += 1,
-            Kind::Update => a.update += 1,
-            Kind::Link => a.links += 1,
-            Kind::Delete => a.delete += 1,
-        }
+        count(&mut progress.applied, kind(key));
     }
     progress.failed.extend(outcome.failed);
     progress.throttled += outcome.throttled;
@@ -253,6 +262,10 @@ mod tests {
     use crate::restore::canonical;
     use crate::restore::plan::{Mode, Scope, plan};
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "test helper taking json! literals"
+    )]
     fn snap(line: Value) -> SnapshotRecord {
         SnapshotRecord {
             id: line["id"].as_str().unwrap().into(),

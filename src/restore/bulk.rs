@@ -64,7 +64,7 @@ pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Sto
     let mut window = START_WINDOW;
     let mut successes = 0usize;
     loop {
-        for chunk in pending.drain(..).collect::<Vec<_>>().chunks(BULK_MAX) {
+        for chunk in std::mem::take(&mut pending).chunks(BULK_MAX) {
             queue.push_back(Batch {
                 entries: chunk.to_vec(),
                 requeues: 0,

@@ -90,10 +90,8 @@ pub fn with_keys(mut canonical: Value, authentication: &Value) -> Value {
         .get("symmetricKey")
         .cloned()
         .filter(symmetric_key_present);
-    if let (Some(key), Some(auth)) = (key, canonical.get_mut("authentication")) {
-        if let Value::Object(a) = auth {
-            a.insert("symmetricKey".into(), key);
-        }
+    if let (Some(key), Some(Value::Object(a))) = (key, canonical.get_mut("authentication")) {
+        a.insert("symmetricKey".into(), key);
     }
     canonical
 }

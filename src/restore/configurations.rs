@@ -45,6 +45,10 @@ impl Plan {
 }
 
 /// The snapshot's configurations, canonical, sorted by id.
+#[allow(
+    clippy::result_large_err,
+    reason = "snapshot errors are rare and carry their details"
+)]
 pub async fn from_snapshot(
     store: Arc<dyn Store>,
     manifest: &Manifest,

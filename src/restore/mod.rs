@@ -20,6 +20,7 @@ pub mod apply;
 pub mod bulk;
 pub mod canonical;
 pub mod configurations;
+pub mod job;
 pub mod lines;
 pub mod plan;
 pub mod report;
@@ -29,10 +30,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::hub::{self, HubClient};
+use crate::hub::{self, HubClient, PollPolicy};
 use crate::pipeline::Identities;
-use crate::preflight;
+use crate::preflight::{self, Checks};
 use crate::snapshot::{self, Manifest, reader::ObjectReader};
+use crate::staging::Staging;
 use crate::store::Store;
 
 pub use apply::Applied;
@@ -53,6 +55,9 @@ pub enum Engine {
 /// From how many writes `auto` prefers an import job (when staging is configured).
 pub const JOB_THRESHOLD: usize = 5_000;
 
+/// How many records' keys verification reads back (spread evenly over the restore).
+pub const VERIFY_KEY_SAMPLE: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub mode: Mode,
@@ -63,6 +68,8 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Check findings (id conflicts, …) before applying; a failed finding stops the restore.
     pub preflight: bool,
+    /// How the import job is polled.
+    pub poll: PollPolicy,
 }
 
 impl Default for RestoreOptions {
@@ -74,6 +81,7 @@ impl Default for RestoreOptions {
             dry_run: false,
             verify: true,
             preflight: true,
+            poll: PollPolicy::default(),
         }
     }
 }
@@ -85,14 +93,14 @@ pub enum Error {
     #[error("cannot read the target hub: {0}")]
     Target(hub::Error),
     #[error(
-        "restore into {hub} stopped: {source}. Before it stopped it had applied {created} create(s), \
+        "restore into {hub} stopped: {source}. Before that it had applied {created} create(s), \
          {updated} update(s), {deleted} delete(s), {links} edge link(s) and {configurations} \
          configuration(s); {failed} record(s) failed. Fix the cause and run the same restore again: \
          it plans against what is now on the hub"
     )]
     Stopped {
         hub: String,
-        source: hub::Error,
+        source: job::JobError,
         created: u64,
         updated: u64,
         deleted: u64,
@@ -112,13 +120,14 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Snapshot(e) => e.code(),
-            Error::Target(e) | Error::Stopped { source: e, .. } => e.code(),
+            Error::Target(e) => e.code(),
+            Error::Stopped { source, .. } => source.code(),
             Error::NoStaging => "restore_no_staging",
             Error::Task(_) => "restore_task",
         }
     }
 
-    fn stopped(hub: &str, source: hub::Error, progress: &apply::Progress) -> Error {
+    fn stopped(hub: &str, source: job::JobError, progress: &apply::Progress) -> Error {
         let a = progress.applied;
         Error::Stopped {
             hub: hub.to_owned(),
@@ -134,6 +143,10 @@ impl Error {
 }
 
 /// Read a snapshot's device records (canonical, sorted) on a blocking thread.
+#[allow(
+    clippy::result_large_err,
+    reason = "snapshot errors are rare and carry their details"
+)]
 pub async fn snapshot_records(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -178,19 +191,92 @@ pub async fn plan_against(
     Ok((plan::plan(snapshot, &live, mode, scope), live))
 }
 
-/// Restore `manifest` into the hub behind `client`.
+/// Restore `manifest` into the hub behind `client`, with the default preflight checks.
 pub async fn run(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     identities: Identities,
     client: &HubClient,
+    staging: Option<&Staging>,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, Error> {
+    let checks = Checks::new(client.name(), client);
+    run_with_checks(
+        store, manifest, identities, client, staging, options, checks,
+    )
+    .await
+}
+
+/// Restore with preflight `checks` prepared by the caller (ARM access, caller ip, `--wait`);
+/// the restore adds what only its plan knows (job use, creates, id conflicts).
+pub async fn run_with_checks(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    options: &RestoreOptions,
+    mut checks: Checks<'_>,
+) -> Result<RestoreReport, Error> {
+    if options.engine == Engine::Job && staging.is_none() {
+        return Err(Error::NoStaging);
+    }
+    let may_use_job = options.engine != Engine::Bulk && staging.is_some();
+    if options.preflight {
+        checks.needs_jobs = may_use_job;
+        checks.staging = if may_use_job { staging } else { None };
+        let early = preflight::run(&checks).await;
+        if !early.ok {
+            let mut report = RestoreReport::new(manifest, client.name(), options, &Plan::default());
+            report.preflight = Some(early);
+            return Ok(report);
+        }
+        checks.staging = None;
+        let prepared = prepare(store.clone(), manifest, identities, client, options).await?;
+        let mut findings = early.findings;
+        if options.mode == Mode::Create {
+            findings.push(preflight::conflicts_finding(
+                client.name(),
+                &prepared.plan.conflicts,
+            ));
+        }
+        if let Some(quota) = checks.device_quota {
+            let existing = client.statistics().await.map_err(Error::Target)?;
+            findings.push(preflight::quota_finding(
+                client.name(),
+                existing.total_device_count,
+                prepared.plan.counts().create,
+                quota,
+            ));
+        }
+        let report = preflight::Report::new(findings);
+        return finish(prepared, manifest, client, staging, options, Some(report)).await;
+    }
+    let prepared = prepare(store, manifest, identities, client, options).await?;
+    finish(prepared, manifest, client, staging, options, None).await
+}
+
+/// The snapshot read and planned against the live target.
+struct Prepared {
+    records: Vec<plan::SnapshotRecord>,
+    plan: Plan,
+    live: Vec<plan::TargetRecord>,
+    configs: Option<(Vec<Value>, configurations::Plan)>,
+}
+
+async fn prepare(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+    options: &RestoreOptions,
+) -> Result<Prepared, Error> {
     let scope = Scope {
         only: options.only.clone(),
     };
     let records = snapshot_records(store.clone(), manifest, identities.clone()).await?;
     let (plan, live) = plan_against(client, &records, options.mode, &scope).await?;
+    // Configurations are hub-wide: a partial (`--only`) restore leaves them alone.
     let configs = if options.only.is_none()
         && manifest
             .object(snapshot::manifest::CONFIGURATIONS)
@@ -205,33 +291,78 @@ pub async fn run(
     } else {
         None
     };
+    Ok(Prepared {
+        records,
+        plan,
+        live,
+        configs,
+    })
+}
+
+async fn finish(
+    prepared: Prepared,
+    manifest: &Manifest,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    options: &RestoreOptions,
+    preflight: Option<preflight::Report>,
+) -> Result<RestoreReport, Error> {
+    let Prepared {
+        records,
+        plan,
+        live,
+        configs,
+    } = prepared;
     let mut report = RestoreReport::new(manifest, client.name(), options, &plan);
     report.configurations = configs.as_ref().map(|(_, cp)| cp.counts());
-    if options.preflight {
-        let findings = vec![preflight::conflicts_finding(client.name(), &plan.conflicts)];
-        let checked = preflight::Report::new(findings);
-        let blocked = !checked.ok;
-        report.preflight = Some(checked);
-        if blocked && !options.dry_run {
-            return Ok(report);
-        }
-    }
-    if options.dry_run {
+    let blocked = preflight.as_ref().is_some_and(|p| !p.ok);
+    report.preflight = preflight;
+    if blocked || options.dry_run {
         return Ok(report);
     }
-    if matches!(options.engine, Engine::Job) {
-        return Err(Error::NoStaging);
-    }
-    report.engine = "bulk";
+    let writes = plan.items.len() - usize::try_from(plan.counts().unchanged).unwrap_or(0);
+    let job_staging = match (options.engine, staging) {
+        (Engine::Job, Some(s)) => Some(s),
+        (Engine::Auto, Some(s)) if writes >= JOB_THRESHOLD => Some(s),
+        _ => None,
+    };
     let mut progress = apply::Progress::default();
     let passes = apply::passes(&plan, &records, &live);
-    let mut applied = apply::run_bulk(client, passes, &records, &mut progress).await;
-    if applied.is_ok()
-        && let Some((_, cp)) = &configs
-    {
-        applied = configurations::apply(client, cp, &mut progress).await;
-    }
+    let config_plan = configs.as_ref().map(|(_, cp)| cp);
+    let applied: Result<(), job::JobError> = if let Some(staging) = job_staging {
+        report.engine = "job";
+        let (job_report, result) = job::run(
+            client,
+            staging,
+            &options.poll,
+            passes,
+            config_plan,
+            &records,
+            &mut progress,
+        )
+        .await;
+        report.job_id = job_report.job_id;
+        report.staging = Some(format!(
+            "deleted {} plaintext staging blob(s) of this run from {}",
+            job_report.staging_deleted,
+            staging.location()
+        ));
+        report.retried = job_report.retried;
+        result
+    } else {
+        report.engine = "bulk";
+        let mut result = apply::run_bulk(client, passes, &records, &mut progress).await;
+        if result.is_ok()
+            && let Some(cp) = config_plan
+        {
+            result = configurations::apply(client, cp, &mut progress).await;
+        }
+        result.map_err(job::JobError::from)
+    };
     if let Err(e) = applied {
+        if let Some(s) = &report.staging {
+            tracing::warn!("{s}");
+        }
         return Err(Error::stopped(client.name(), e, &progress));
     }
     report.applied = progress.applied;
@@ -264,7 +395,16 @@ pub async fn verify(
     } else {
         Mode::Upsert
     };
-    let (after, _) = plan_against(client, records, mode, &scope).await?;
+    let mut live = target::read(client).await.map_err(Error::Target)?;
+    let first = plan::plan(records, &live, mode, &scope);
+    // Keys: a sample spread over the records (each costs a registry read, which hubs throttle
+    // hard); everything else is compared in full.
+    let step = first.needs_keys.len().div_ceil(VERIFY_KEY_SAMPLE).max(1);
+    let sample: Vec<_> = first.needs_keys.iter().step_by(step).cloned().collect();
+    target::fetch_keys(client, &mut live, &sample)
+        .await
+        .map_err(Error::Target)?;
+    let after = plan::plan(records, &live, mode, &scope);
     let conflicting: std::collections::HashSet<&str> =
         conflicts.iter().map(String::as_str).collect();
     Ok(after

@@ -221,9 +221,7 @@ pub fn plan(
     // In `create` mode a conflicting device's modules are left alone with it.
     let mut conflicting_device: Option<&str> = None;
     loop {
-        let a = snapshot.get(i);
-        let b = target.get(j);
-        let ord = match (a, b) {
+        let ord = match (snapshot.get(i), target.get(j)) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,

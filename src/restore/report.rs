@@ -44,6 +44,10 @@ pub struct RestoreReport {
     pub differences: Vec<Difference>,
     /// What happened to staging blobs (job engine).
     pub staging: Option<String>,
+    /// The import job (job engine).
+    pub job_id: Option<String>,
+    /// Lines the import job's log named as failed, retried through the bulk engine.
+    pub retried: usize,
 }
 
 impl RestoreReport {
@@ -67,6 +71,8 @@ impl RestoreReport {
             verified: None,
             differences: Vec::new(),
             staging: None,
+            job_id: None,
+            retried: 0,
         }
     }
 
@@ -105,6 +111,10 @@ impl RestoreReport {
         }
         if let Some(s) = &self.staging {
             v["staging"] = json!(s);
+        }
+        if let Some(j) = &self.job_id {
+            v["job_id"] = json!(j);
+            v["retried"] = json!(self.retried);
         }
         v
     }
@@ -166,6 +176,13 @@ impl RestoreReport {
             "applied with the {} engine: {} created, {} updated, {} deleted, {} edge links, {} configurations",
             self.engine, a.create, a.update, a.delete, a.links, a.configurations
         );
+        if let Some(j) = &self.job_id {
+            let _ = writeln!(
+                out,
+                "import job {j}; {} failed line(s) retried through the registry API",
+                self.retried
+            );
+        }
         if self.throttled > 0 {
             let _ = writeln!(
                 out,

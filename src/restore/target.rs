@@ -7,7 +7,7 @@
 //!
 //! Must not: decide anything (the plan does), write to the hub.
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::canonical;
@@ -19,6 +19,8 @@ use crate::hub::{self, HubClient};
 const PAGE: u32 = 1000;
 /// Concurrent single-record reads when fetching keys.
 const KEY_READS: usize = 16;
+/// Rounds of key reads before a throttled hub is reported.
+const THROTTLED_ROUNDS: u32 = 20;
 
 /// Every device and (non-system) module of the hub, canonical, sorted by `(id, moduleId)`.
 pub async fn read(client: &HubClient) -> Result<Vec<TargetRecord>, hub::Error> {
@@ -77,27 +79,34 @@ pub async fn fetch_keys(
     if wanted.is_empty() {
         return Ok(());
     }
-    let reads = futures::stream::iter(wanted.iter().cloned())
-        .map(|(id, module_id)| async move {
-            let auth = match &module_id {
-                None => client
-                    .get_device(&id)
-                    .await
-                    .map(|d| serde_json::to_value(d.authentication)),
-                Some(m) => client
-                    .get_module(&id, m)
-                    .await
-                    .map(|d| serde_json::to_value(d.authentication)),
-            };
-            match auth {
-                Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
-                Err(hub::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
+    let mut pending: Vec<(String, Option<String>)> = wanted.to_vec();
+    let mut found = Vec::new();
+    let mut window = KEY_READS;
+    // Single reads count against the registry throttle: a round that still ends throttled (after
+    // the client's own retries) is re-run with fewer reads in flight, a bounded number of times.
+    for round in 0..THROTTLED_ROUNDS {
+        let results: Vec<_> = futures::stream::iter(pending.drain(..))
+            .map(|(id, module_id)| read_auth(client, id, module_id))
+            .buffer_unordered(window)
+            .collect()
+            .await;
+        for r in results {
+            match r {
+                Ok(Some(hit)) => found.push(hit),
+                Ok(None) => {}
+                Err((hub::Error::Throttled { .. }, key)) if round + 1 < THROTTLED_ROUNDS => {
+                    pending.push(key);
+                }
+                Err((e, _)) => return Err(e),
             }
-        })
-        .buffer_unordered(KEY_READS);
-    let found: Vec<_> = reads.try_collect().await?;
-    for (id, module_id, auth) in found.into_iter().flatten() {
+        }
+        if pending.is_empty() {
+            break;
+        }
+        window = (window / 4).max(1);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    for (id, module_id, auth) in found {
         let at = target.binary_search_by(|t| {
             order((&t.id, t.module_id.as_deref()), (&id, module_id.as_deref()))
         });
@@ -108,6 +117,30 @@ pub async fn fetch_keys(
         }
     }
     Ok(())
+}
+
+type Key = (String, Option<String>);
+
+async fn read_auth(
+    client: &HubClient,
+    id: String,
+    module_id: Option<String>,
+) -> Result<Option<(String, Option<String>, Value)>, (hub::Error, Key)> {
+    let auth = match &module_id {
+        None => client
+            .get_device(&id)
+            .await
+            .map(|d| serde_json::to_value(d.authentication)),
+        Some(m) => client
+            .get_module(&id, m)
+            .await
+            .map(|d| serde_json::to_value(d.authentication)),
+    };
+    match auth {
+        Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
+        Err(hub::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err((e, (id, module_id))),
+    }
 }
 
 /// The hub's configurations, canonical, sorted by id.

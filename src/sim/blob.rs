@@ -214,7 +214,12 @@ impl Container {
         block_blob: bool,
     ) -> Result<(), BlobError> {
         let url = self.blob_url(name, extra)?;
-        let mut req = http.put(url).header("x-ms-version", X_MS_VERSION);
+        // Put Blob requires Content-Length, and an empty body (an empty `importErrors.log`)
+        // goes out without one unless it is set: Azurite then answers 400.
+        let mut req = http
+            .put(url)
+            .header("x-ms-version", X_MS_VERSION)
+            .header("content-length", body.len());
         if block_blob {
             req = req.header("x-ms-blob-type", "BlockBlob");
         }

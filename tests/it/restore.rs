@@ -1,0 +1,703 @@
+//! `hubvault restore` against the in-process simulator, judged by what the simulator's control
+//! API reads back from the target — never by hubvault's own diff.
+//!
+//! Each test: seed hub-a, snapshot it through `backup --from-export` of the control API's
+//! registry dump, then restore into hub-b with the real binary and compare the registries.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use age::secrecy::ExposeSecret as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use hubvault::sim::{self, HubOptions, Options, Running};
+use hubvault::store::Store as _;
+use hubvault::store::azure::{AzureLocation, AzureStore};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    sim: Running,
+    http: reqwest::Client,
+    recipient: String,
+    /// Extra environment for the binary (the staging connection string).
+    env: Vec<(String, String)>,
+    /// The staging container in Azurite, when the test uses the job engine.
+    staging: Option<AzureStore>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The Azurite connection string, or `None` (with a visible message) when it is not configured.
+fn azurite() -> Option<String> {
+    match std::env::var("HUBVAULT_TEST_AZURITE") {
+        Ok(cs) if !cs.trim().is_empty() => Some(cs),
+        _ => {
+            assert!(
+                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
+                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
+            );
+            eprintln!(
+                "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test"
+            );
+            None
+        }
+    }
+}
+
+impl Fixture {
+    /// hub-a with `devices` seeded devices, an empty hub-b, a key and a config naming both hubs.
+    async fn new(devices: usize) -> Fixture {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let options = Options {
+            hubs: vec![
+                HubOptions {
+                    name: "hub-a".into(),
+                    devices,
+                },
+                HubOptions {
+                    name: "hub-b".into(),
+                    devices: 0,
+                },
+            ],
+            ..Options::default()
+        };
+        let sim = sim::run(options, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public().to_string();
+        let identity = dir.path().join("identity.txt");
+        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        std::fs::set_permissions(
+            &identity,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut config = String::from("identity = \"identity.txt\"\n");
+        for h in &sim.hubs {
+            let _ = write!(
+                config,
+                "[hubs.{}]\nconnection-string = \"{}\"\nendpoint = \"{}\"\n",
+                h.name,
+                h.connection_string("iothubowner").unwrap(),
+                h.endpoint
+            );
+        }
+        std::fs::write(dir.path().join("hubvault.toml"), config).unwrap();
+        Fixture {
+            dir,
+            sim,
+            http: reqwest::Client::new(),
+            recipient,
+            env: vec![("HUBVAULT_JOB_POLL_MS".into(), "20".into())],
+            staging: None,
+            _stop: tx,
+        }
+    }
+
+    /// The same, with a fresh staging container in Azurite named in `[staging]`.
+    async fn with_staging(devices: usize, cs: &str) -> Fixture {
+        let mut f = Fixture::new(devices).await;
+        let container = format!(
+            "restore-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let store = AzureStore::new(
+            AzureLocation::from_connection_string(cs, &container).unwrap(),
+            None,
+        )
+        .unwrap();
+        store.ensure_container().await.unwrap();
+        let mut config = std::fs::read_to_string(f.path("hubvault.toml")).unwrap();
+        let _ = write!(
+            config,
+            "[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"{container}\"\n"
+        );
+        std::fs::write(f.path("hubvault.toml"), config).unwrap();
+        f.env.push(("HUBVAULT_STAGING_CS".into(), cs.to_owned()));
+        f.staging = Some(store);
+        f
+    }
+
+    async fn staging_blobs(&self) -> Vec<String> {
+        let store = self.staging.as_ref().unwrap();
+        store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<String>) -> String {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.sim.control));
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await.unwrap();
+        assert!(
+            resp.status().is_success(),
+            "control {path}: {}",
+            resp.status()
+        );
+        resp.text().await.unwrap()
+    }
+
+    /// The registry of a hub as the simulator holds it (with keys).
+    async fn registry(&self, hub: &str) -> Vec<Value> {
+        let text = self
+            .control(reqwest::Method::GET, &format!("/hubs/{hub}/registry"), None)
+            .await;
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn load(&self, hub: &str, lines: &[Value]) {
+        let body = lines.iter().fold(String::new(), |mut b, l| {
+            let _ = writeln!(b, "{l}");
+            b
+        });
+        let r = self
+            .control(
+                reqwest::Method::POST,
+                &format!("/hubs/{hub}/load"),
+                Some(body),
+            )
+            .await;
+        let r: Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(r["errors"], json!([]), "load into {hub}");
+    }
+
+    async fn patch(&self, hub: &str, what: &str, doc: Value) {
+        self.control(
+            reqwest::Method::PATCH,
+            &format!("/hubs/{hub}/{what}"),
+            Some(doc.to_string()),
+        )
+        .await;
+    }
+
+    /// Snapshot hub-a as it is now (export with keys and configurations → sealed snapshot).
+    async fn snapshot(&self) {
+        let export = self.path("export");
+        std::fs::create_dir_all(&export).unwrap();
+        let devices = self
+            .control(reqwest::Method::GET, "/hubs/hub-a/registry", None)
+            .await;
+        let configs = self
+            .control(reqwest::Method::GET, "/hubs/hub-a/configurations", None)
+            .await;
+        std::fs::write(export.join("devices.txt"), devices).unwrap();
+        std::fs::write(export.join("configurations.txt"), configs).unwrap();
+        let out = self
+            .run(&[
+                "backup",
+                "--from-export",
+                export.to_str().unwrap(),
+                "--hub-name",
+                "hub-a",
+                "--recipient",
+                &self.recipient,
+            ])
+            .await;
+        assert_eq!(out.code, 0, "backup: {}", out.stderr);
+        std::fs::remove_dir_all(&export).unwrap();
+    }
+
+    /// Run the `hubvault` binary in the test folder (off the async runtime).
+    async fn run(&self, args: &[&str]) -> Output {
+        let dir = self.dir.path().to_owned();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubvault"))
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(env)
+                .current_dir(&dir)
+                .args(["--store", "store"])
+                .args(&args)
+                .output()
+                .unwrap();
+            Output {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn restore(&self, extra: &[&str]) -> (Output, Value) {
+        let mut args = vec!["--json", "restore", "latest", "--to", "hub-b"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args).await;
+        let doc = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        (out, doc)
+    }
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// What a restore must carry over, as the test reads it: per `id[/moduleId]`, the status, auth
+/// type, keys, thumbprints, tags, desired properties, edge flag and the parent's **id** (scopes
+/// embed per-hub generation ids). System modules are the hub's own.
+fn comparable(lines: &[Value]) -> BTreeMap<String, Value> {
+    let parent = |scope: Option<&str>| {
+        scope
+            .and_then(|s| s.strip_prefix("ms-azure-iot-edge://"))
+            .and_then(|s| s.rsplit_once('-'))
+            .map(|(d, _)| d.to_owned())
+    };
+    let desired = |l: &Value| {
+        let mut d = l
+            .pointer("/properties/desired")
+            .cloned()
+            .unwrap_or(json!({}));
+        if let Some(m) = d.as_object_mut() {
+            m.remove("$metadata");
+            m.remove("$version");
+        }
+        d
+    };
+    lines
+        .iter()
+        .filter(|l| !matches!(l["moduleId"].as_str(), Some("$edgeAgent" | "$edgeHub")))
+        .map(|l| {
+            let id = l["id"].as_str().unwrap();
+            let key = match l["moduleId"].as_str() {
+                Some(m) => format!("{id}/{m}"),
+                None => id.to_owned(),
+            };
+            let edge = l.pointer("/capabilities/iotEdge") == Some(&json!(true));
+            let link = if edge {
+                l["parentScopes"]
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_str)
+                    .and_then(|s| parent(Some(s)))
+                    .filter(|p| p != id)
+            } else {
+                parent(l["deviceScope"].as_str())
+            };
+            let v = json!({
+                "status": l["status"], "statusReason": l.get("statusReason"),
+                "auth": l["authentication"], "tags": l["tags"], "desired": desired(l),
+                "edge": edge, "parent": link,
+            });
+            (key, v)
+        })
+        .collect()
+}
+
+fn differences(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("missing {k}")),
+            Some(w) if w != v => out.push(format!("differs {k}: {v} vs {w}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        b.keys()
+            .filter(|k| !a.contains_key(*k))
+            .map(|k| format!("extra {k}")),
+    );
+    out
+}
+
+async fn assert_same_registry(f: &Fixture) {
+    let a = comparable(&f.registry("hub-a").await);
+    let b = comparable(&f.registry("hub-b").await);
+    let diff = differences(&a, &b);
+    assert!(
+        diff.is_empty(),
+        "{} differences, first: {:?}",
+        diff.len(),
+        &diff[..diff.len().min(5)]
+    );
+    let configs = |hub: &'static str| async move {
+        let text = f
+            .control(
+                reqwest::Method::GET,
+                &format!("/hubs/{hub}/configurations"),
+                None,
+            )
+            .await;
+        let mut out: Vec<Value> = text
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                json!({"id": v["id"], "content": v["content"], "targetCondition": v["targetCondition"], "priority": v["priority"], "labels": v["labels"]})
+            })
+            .collect();
+        out.sort_by(|x, y| x["id"].as_str().cmp(&y["id"].as_str()));
+        out
+    };
+    let (ca, cb) = (configs("hub-a").await, configs("hub-b").await);
+    assert!(!ca.is_empty());
+    assert_eq!(ca, cb, "configurations");
+}
+
+/// A device-side send to hub-b with the key the device had on hub-a.
+async fn device_sends(f: &Fixture, device: &Value) -> reqwest::StatusCode {
+    let hub = f.sim.hub("hub-b").unwrap();
+    let id = device["id"].as_str().unwrap();
+    let key = device
+        .pointer("/authentication/symmetricKey/primaryKey")
+        .and_then(Value::as_str)
+        .unwrap();
+    let resource = format!("{}/devices/{id}", hub.host);
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&B64.decode(key).unwrap()).unwrap();
+    mac.update(format!("{}\n{expiry}", enc(&resource)).as_bytes());
+    let sig = B64.encode(mac.finalize().into_bytes());
+    let token = format!(
+        "SharedAccessSignature sr={}&sig={}&se={expiry}",
+        enc(&resource),
+        enc(&sig)
+    );
+    f.http
+        .post(format!(
+            "{}/devices/{}/messages/events?api-version=2021-04-12",
+            hub.endpoint,
+            enc(id)
+        ))
+        .header("authorization", token)
+        .body("{\"t\":1}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn plan(doc: &Value) -> (u64, u64, u64, u64) {
+    let p = &doc["plan"];
+    let n = |k: &str| p[k].as_u64().unwrap_or(u64::MAX);
+    (n("create"), n("update"), n("delete"), n("unchanged"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_an_empty_hub_carries_everything_and_keys_work() {
+    let f = Fixture::new(120).await;
+    f.snapshot().await;
+    let source = f.registry("hub-a").await;
+    let records = comparable(&source).len() as u64;
+
+    let (dry, doc) = f.restore(&["--dry-run", "--engine", "bulk"]).await;
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(plan(&doc), (records, 0, 0, 0));
+    assert!(
+        f.registry("hub-b").await.is_empty(),
+        "a dry run changes nothing"
+    );
+
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["failed"], json!([]));
+    assert_eq!(doc["applied"]["create"].as_u64(), Some(records));
+    assert!(
+        doc["applied"]["links"].as_u64().unwrap() > 0,
+        "children linked after their gateways"
+    );
+    assert_same_registry(&f).await;
+
+    for device in source
+        .iter()
+        .filter(|d| d["authentication"]["type"] == "sas" && d.get("moduleId").is_none())
+        .step_by(17)
+    {
+        assert_eq!(
+            device_sends(&f, device).await,
+            reqwest::StatusCode::NO_CONTENT,
+            "{}",
+            device["id"]
+        );
+    }
+
+    let (again, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        plan(&doc),
+        (0, 0, 0, records),
+        "a second restore finds nothing to do"
+    );
+    let diff = f.run(&["--json", "diff", "latest", "--hub", "hub-b"]).await;
+    assert_eq!(diff.code, 0, "{}\n{}", diff.stdout, diff.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_updates_what_changed_and_mirror_deletes_extras() {
+    let f = Fixture::new(60).await;
+    f.snapshot().await;
+    assert_eq!(f.restore(&["--engine", "bulk"]).await.0.code, 0);
+    // Someone changes a device's tags and status on hub-b, and adds a device of their own.
+    let mut changed = f
+        .registry("hub-b")
+        .await
+        .into_iter()
+        .find(|d| d["id"] == "dev-0000003" && d.get("moduleId").is_none())
+        .unwrap();
+    changed["tags"] = json!({"moved": "elsewhere"});
+    changed["status"] = json!("disabled");
+    changed.as_object_mut().unwrap().remove("eTag");
+    changed.as_object_mut().unwrap().remove("twinETag");
+    let extra = json!({"id": "intruder-1", "status": "enabled", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": B64.encode([7u8; 32]), "secondaryKey": B64.encode([8u8; 32])}}});
+    f.load("hub-b", &[changed, extra]).await;
+
+    let (out, doc) = f
+        .restore(&["--mode", "upsert", "--engine", "bulk", "-v"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(plan(&doc).1, 1, "one update: {}", doc["plan_items"]);
+    assert_eq!(doc["plan_items"]["update"][0]["id"], "dev-0000003");
+    let after = comparable(&f.registry("hub-b").await);
+    assert!(after.contains_key("intruder-1"), "upsert never deletes");
+    assert_eq!(
+        after["dev-0000003"],
+        comparable(&f.registry("hub-a").await)["dev-0000003"]
+    );
+
+    let (dry, doc) = f.restore(&["--mode", "mirror", "--dry-run", "-v"]).await;
+    assert_eq!(dry.code, 0);
+    assert_eq!(plan(&doc).2, 1);
+    assert_eq!(doc["plan_items"]["delete"], json!(["intruder-1"]));
+    assert!(comparable(&f.registry("hub-b").await).contains_key("intruder-1"));
+
+    let (out, doc) = f.restore(&["--mode", "mirror", "--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(doc["applied"]["delete"], 1);
+    assert_same_registry(&f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_restores_the_matching_devices() {
+    let f = Fixture::new(100).await;
+    f.snapshot().await;
+    let (out, doc) = f.restore(&["--only", "gw-*", "--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(doc["verified"], true);
+    let b = comparable(&f.registry("hub-b").await);
+    let a = comparable(&f.registry("hub-a").await);
+    let gateways: Vec<&String> = a.keys().filter(|k| k.starts_with("gw-")).collect();
+    assert!(!gateways.is_empty());
+    assert_eq!(
+        b.keys().collect::<Vec<_>>(),
+        gateways,
+        "gateways and their modules, nothing else"
+    );
+    for k in gateways {
+        assert_eq!(a[k], b[k]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_mode_stops_on_conflicts_and_leaves_them_alone() {
+    let f = Fixture::new(30).await;
+    f.snapshot().await;
+    let mut existing = f
+        .registry("hub-a")
+        .await
+        .into_iter()
+        .find(|d| d.get("deviceScope").is_none() && d.get("moduleId").is_none())
+        .unwrap();
+    existing["tags"] = json!({"owner": "someone else"});
+    existing.as_object_mut().unwrap().remove("eTag");
+    existing.as_object_mut().unwrap().remove("twinETag");
+    let id = existing["id"].as_str().unwrap().to_owned();
+    f.load("hub-b", &[existing.clone()]).await;
+
+    let (out, doc) = f.restore(&["--mode", "create", "--engine", "bulk"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let finding = doc["preflight"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["check"] == "id-conflicts")
+        .unwrap();
+    assert_eq!(finding["ok"], false);
+    assert!(finding["detail"].as_str().unwrap().contains(&id));
+    assert_eq!(
+        f.registry("hub-b").await.len(),
+        1,
+        "nothing applied after a finding"
+    );
+
+    let (out, doc) = f
+        .restore(&["--mode", "create", "--engine", "bulk", "--no-preflight"])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["plan"]["conflicts"], 1);
+    let b = comparable(&f.registry("hub-b").await);
+    assert_eq!(
+        b[&id]["tags"],
+        json!({"owner": "someone else"}),
+        "a conflict is left alone"
+    );
+    assert_eq!(b.len(), comparable(&f.registry("hub-a").await).len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_storm_slows_the_bulk_engine_down_without_losing_devices() {
+    let f = Fixture::new(250).await;
+    f.snapshot().await;
+    f.patch(
+        "hub-b",
+        "limits",
+        json!({"rates": {"registry": 3.0}, "retry_after_secs": 1}),
+    )
+    .await;
+    f.patch(
+        "hub-b",
+        "faults",
+        json!({"error_burst": 3, "error_status": 503}),
+    )
+    .await;
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["failed"], json!([]));
+    assert_eq!(doc["verified"], true);
+    f.patch("hub-b", "limits", json!({"rates": {}})).await;
+    assert_same_registry(&f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewalled_target_without_preflight_fails_with_the_explained_401002() {
+    let f = Fixture::new(20).await;
+    f.snapshot().await;
+    f.control(
+        reqwest::Method::PUT,
+        "/hubs/hub-b/firewall",
+        Some(json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false, "ipRules": [{"filterName": "office", "action": "Allow", "ipMask": "127.0.0.2"}]}}).to_string()),
+    )
+    .await;
+    let (out, doc) = f.restore(&["--no-preflight", "--engine", "bulk"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("401002") && message.contains("firewall"),
+        "{message}"
+    );
+    assert!(f.registry("hub-b").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_in_any_output_at_the_highest_verbosity() {
+    let f = Fixture::new(40).await;
+    f.snapshot().await;
+    let source = f.registry("hub-a").await;
+    let out = f
+        .run(&[
+            "-vvv", "--json", "restore", "latest", "--to", "hub-b", "--engine", "bulk",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let mut secrets: Vec<String> = source
+        .iter()
+        .filter_map(|d| {
+            d.pointer("/authentication/symmetricKey/primaryKey")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    for h in &f.sim.hubs {
+        let cs = h.connection_string("iothubowner").unwrap();
+        secrets.push(cs.rsplit_once("SharedAccessKey=").unwrap().1.to_owned());
+    }
+    assert!(secrets.len() > 10);
+    for s in &secrets {
+        assert!(!text.contains(s.as_str()), "a key leaked into the output");
+    }
+    assert!(!text.contains("sig="), "a signature leaked into the output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_engine_restores_through_staging_and_leaves_it_empty() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::with_staging(150, &cs).await;
+    f.snapshot().await;
+    let source = f.registry("hub-a").await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["engine"], "job");
+    assert!(doc["job_id"].is_string());
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["failed"], json!([]));
+    assert!(doc["staging"].as_str().unwrap().contains("deleted"));
+    assert_same_registry(&f).await;
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging: {:?}",
+        f.staging_blobs().await
+    );
+    let device = source
+        .iter()
+        .find(|d| d["authentication"]["type"] == "sas" && d.get("moduleId").is_none())
+        .unwrap();
+    assert_eq!(
+        device_sends(&f, device).await,
+        reqwest::StatusCode::NO_CONTENT
+    );
+
+    // Lines the job's log names are retried through the registry API; the rest stand.
+    let (again, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(plan(&doc).0 + plan(&doc).1 + plan(&doc).2, 0);
+    assert!(f.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_half_way_is_reported_and_a_rerun_completes() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::with_staging(200, &cs).await;
+    f.snapshot().await;
+    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+        .await;
+    f.patch("hub-b", "limits", json!({"job_rate": 2000.0}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("import job") && message.contains("run the same restore again"),
+        "{message}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging after a failed job: {:?}",
+        f.staging_blobs().await
+    );
+
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["verified"], true);
+    assert_same_registry(&f).await;
+    assert!(f.staging_blobs().await.is_empty());
+}
