@@ -41,7 +41,7 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
             let _ = out.flush();
         }
     };
-    let report = demo::run(&options, &progress).await?;
+    let report = Box::pin(demo::run(&options, &progress)).await?;
     let human = if report.ok {
         format!(
             "demo finished: every step came out as expected. The vault is {} (its identity was throw-away, \
