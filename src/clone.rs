@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 use crate::backup::{self, HubBackupOptions, HubBackupReport};
 use crate::hub::HubClient;
@@ -146,6 +147,7 @@ pub async fn run(
             (store, recipients, Arc::new(key.into_boxed()))
         }
     };
+    let leftover_age = backup_options.leftover_age;
     let backup = backup::from_hub(
         store.clone(),
         request.source,
@@ -156,6 +158,22 @@ pub async fn run(
     .await
     .map_err(Error::Backup)?;
     let manifest = find(store.as_ref(), &backup.backup.snapshot).await?;
+    // A killed clone may have left its import blob (plaintext) for the target; restore sweeps
+    // only when it runs a job, and a rerun may have nothing left to import.
+    if let Some(staging) = request.target_staging {
+        let age = leftover_age.unwrap_or_else(|| staging.sas_lifetime());
+        match staging
+            .sweep_leftovers(request.target, OffsetDateTime::now_utc() - age)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "removed {n} staging blob(s) left for {} by an earlier, interrupted run",
+                request.target.name()
+            ),
+            Err(e) => tracing::warn!("could not sweep the target's staging leftovers: {e}"),
+        }
+    }
     report.backup = Some(backup);
     // Restore checks the target again once it has a plan (id conflicts, quota).
     let restored = match &request.preflight {

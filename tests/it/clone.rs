@@ -320,3 +320,128 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
     );
     staging.store.delete_container().await.unwrap();
 }
+
+/// Wait (bounded) until `hub` shows a job of `kind` in state `running`.
+async fn wait_for_running_job(sim: &Sim, hub: &str, kind: &str) {
+    for _ in 0..600 {
+        let jobs = sim.jobs(hub).await;
+        if jobs
+            .iter()
+            .any(|j| j["type"] == kind && j["status"] == "running")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {kind} job ran on {hub} within 15 s");
+}
+
+/// Wait (bounded) until no job of `hub` is active, as a user rerunning later would find it.
+async fn wait_for_jobs_to_end(sim: &Sim, hub: &str) {
+    for _ in 0..300 {
+        let jobs = sim.jobs(hub).await;
+        if jobs.iter().all(|j| {
+            !matches!(
+                j["status"].as_str(),
+                Some("running" | "enqueued" | "queued")
+            )
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("jobs of {hub} still active after 30 s");
+}
+
+/// SIGKILL the clone while a job of `kind` runs on `hub`, then rerun it: it completes, the target
+/// equals the source and the staging container is empty.
+async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 21).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    // About four seconds per job on the slowed hub: time to kill the process mid-job.
+    sim.limits(slow_hub, json!({"job_rate": 500.0})).await;
+    let staging = support::staging_container(&cs, tag).await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let args = [
+        "clone", "--from", "hub-a", "--to", "hub-b", "--engine", "job", "--json",
+    ];
+
+    let mut cmd = hubvault(&wd);
+    cmd.args(args)
+        .env("HUBVAULT_JOB_POLL_MS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for_running_job(&sim, slow_hub, kind).await;
+    child.start_kill().unwrap(); // SIGKILL
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    wait_for_jobs_to_end(&sim, slow_hub).await;
+    assert!(
+        !staging.leftovers().await.is_empty(),
+        "the killed run left plaintext staging blobs (else this test proves nothing)"
+    );
+
+    sim.limits(slow_hub, json!({"job_rate": 0.0})).await;
+    let mut cmd = hubvault(&wd);
+    cmd.args(args)
+        .arg("-vvv")
+        .env("HUBVAULT_JOB_POLL_MS", "50")
+        .env("HUBVAULT_STAGING_LEFTOVER_SECS", "0");
+    let out = run(cmd, Duration::from_secs(120)).await;
+    let all = text(&out);
+    let source = sim.registry("hub-a").await;
+    assert_no_secrets(&all, &fleet_keys(&source), "rerun -vvv");
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_same_registry(&source, &sim.registry("hub-b").await);
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+    staging.store.delete_container().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_killed_during_export_completes_on_rerun_and_leaves_staging_empty() {
+    killed_and_rerun("killexport", "hub-a", "export").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_killed_during_import_completes_on_rerun_and_leaves_staging_empty() {
+    killed_and_rerun("killimport", "hub-b", "import").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_rides_out_5xx_bursts_on_both_hubs() {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 1500), ("hub-b", 0)], 22).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    for h in ["hub-a", "hub-b"] {
+        sim.faults(h, json!({"error_burst": 3, "error_status": 503}))
+            .await;
+    }
+    let staging = support::staging_container(&cs, "burst").await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let mut cmd = hubvault(&wd);
+    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
+        .env("HUBVAULT_JOB_POLL_MS", "50");
+    let out = run(cmd, Duration::from_secs(120)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for h in ["hub-a", "hub-b"] {
+        assert_eq!(
+            sim.faults(h, json!({})).await["error_burst"],
+            0,
+            "{h} served its 503 burst"
+        );
+    }
+    assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+    staging.store.delete_container().await.unwrap();
+}
