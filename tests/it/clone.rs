@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{self, Sim, assert_no_secrets, fleet_keys, hubvault, run, text};
+use crate::support::{self, Sim, assert_no_secrets, hubvault, run, text};
 
 /// An identity's comparable content: everything a clone must carry over, without what the
 /// target hub assigns itself (etags, versions, generated scopes).
@@ -190,8 +190,9 @@ async fn demo_runs_to_exit_0_and_prints_no_secret() {
         "vault left where it says"
     );
     // The demo's fleet is the simulator's deterministic one (seed 7): regenerate its keys to scan.
-    let sim = support::start_sim(&[("hub-a", 1200)], 7).await;
-    let keys = fleet_keys(&sim.registry("hub-a").await);
+    // Same seed, same hub names: the same policy keys too.
+    let sim = support::start_sim(&[("hub-a", 1200), ("hub-b", 0)], 7).await;
+    let keys = sim.secrets(&["hub-a"]).await;
     assert!(keys.len() > 1000);
     assert_no_secrets(&all, &keys, "demo -vvv");
 }
@@ -210,7 +211,7 @@ async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
     let out = run(cmd, Duration::from_secs(240)).await;
     let all = text(&out);
     let source = sim.registry("hub-a").await;
-    assert_no_secrets(&all, &fleet_keys(&source), "clone -vvv");
+    assert_no_secrets(&all, &sim.secrets(&["hub-a", "hub-b"]).await, "clone -vvv");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -391,7 +392,7 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
     let out = run(cmd, Duration::from_secs(120)).await;
     let all = text(&out);
     let source = sim.registry("hub-a").await;
-    assert_no_secrets(&all, &fleet_keys(&source), "rerun -vvv");
+    assert_no_secrets(&all, &sim.secrets(&["hub-a", "hub-b"]).await, "rerun -vvv");
     assert_eq!(out.status.code(), Some(0), "{all}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verified"], true, "{report:#}");
@@ -426,10 +427,17 @@ async fn clone_rides_out_5xx_bursts_on_both_hubs() {
     let staging = support::staging_container(&cs, "burst").await;
     let wd = support::workdir(&sim, Some(&staging));
     let mut cmd = hubvault(&wd);
-    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
-        .env("HUBVAULT_JOB_POLL_MS", "50");
+    cmd.args([
+        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
+    ])
+    .env("HUBVAULT_JOB_POLL_MS", "50");
     let out = run(cmd, Duration::from_secs(120)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_no_secrets(
+        &text(&out),
+        &sim.secrets(&["hub-a"]).await,
+        "5xx clone -vvv",
+    );
     for h in ["hub-a", "hub-b"] {
         assert_eq!(
             sim.faults(h, json!({})).await["error_burst"],
@@ -437,6 +445,62 @@ async fn clone_rides_out_5xx_bursts_on_both_hubs() {
             "{h} served its 503 burst"
         );
     }
+    assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+    staging.store.delete_container().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_sas_expiring_mid_export_fails_cleanly_and_a_rerun_completes() {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 23).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    // The export takes about five seconds; the staging SAS the hub gets lives two.
+    sim.limits("hub-a", json!({"job_rate": 400.0})).await;
+    let staging = support::staging_container(&cs, "sasexpiry").await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let config = std::fs::read_to_string(wd.config()).unwrap();
+    assert!(
+        config
+            .trim_end()
+            .ends_with(&format!("container = \"{}\"", staging.container))
+    );
+    std::fs::write(wd.config(), format!("{config}sas-lifetime = \"2s\"\n")).unwrap();
+
+    let args = [
+        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
+    ];
+    let mut cmd = hubvault(&wd);
+    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
+    let out = run(cmd, Duration::from_secs(120)).await;
+    let all = text(&out);
+    assert_no_secrets(
+        &all,
+        &sim.secrets(&["hub-a"]).await,
+        "expired SAS clone -vvv",
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("export job"), "{err:#}");
+    assert!(!all.contains("sig="), "no signature shown: {all}");
+    assert!(sim.registry("hub-b").await.is_empty(), "nothing imported");
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+
+    std::fs::write(wd.config(), &config).unwrap();
+    sim.limits("hub-a", json!({"job_rate": 0.0})).await;
+    let mut cmd = hubvault(&wd);
+    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
+    let out = run(cmd, Duration::from_secs(120)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
     assert_eq!(
         staging.leftovers().await,

@@ -155,6 +155,27 @@ impl Sim {
         serde_json::from_str(&self.get_text(&format!("/hubs/{hub}/messages")).await).unwrap()
     }
 
+    /// Every secret a test run could leak: the fleet keys of `hubs`, every hub policy key, and
+    /// the Azurite account key.
+    pub async fn secrets(&self, hubs: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in hubs {
+            out.extend(fleet_keys(&self.registry(h).await));
+        }
+        for h in &self.running.hubs {
+            for p in &h.shared.policies {
+                out.push(p.primary_key.clone());
+                out.push(p.secondary_key.clone());
+            }
+        }
+        if let Ok(cs) = std::env::var("HUBVAULT_TEST_AZURITE")
+            && let Some(key) = cs.split(';').find_map(|kv| kv.strip_prefix("AccountKey="))
+        {
+            out.push(key.to_owned());
+        }
+        out
+    }
+
     /// Send one device-to-cloud message as device `id`, signed with `key` (its own SAS key).
     /// Returns the HTTP status the hub answered.
     pub async fn device_send(&self, hub: &str, id: &str, key: &str) -> u16 {
