@@ -234,3 +234,46 @@ async fn find(store: &dyn Store, id: &str) -> Result<Manifest, Error> {
         .find(|m| m.id == id)
         .ok_or_else(|| Error::SnapshotMissing { id: id.to_owned() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CloneReport;
+    use crate::preflight::{Finding, Report};
+
+    fn report(preflight_ok: Option<bool>) -> CloneReport {
+        CloneReport {
+            preflight: preflight_ok.map(|ok| {
+                Report::new(vec![if ok {
+                    Finding::pass("ip-firewall", "allowed")
+                } else {
+                    Finding::fail("ip-firewall", "401002", "blocked by rule x", "allow it")
+                }])
+            }),
+            backup: None,
+            kept: false,
+            restore: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_preflight_blocks_and_is_found_in_json() {
+        let r = report(Some(false));
+        assert!(r.blocked());
+        assert!(r.found_something());
+        let v = r.to_json(false);
+        assert_eq!(v["preflight"]["ok"], false);
+        assert_eq!(v["kept"], false);
+        assert!(
+            v["plan"].is_null(),
+            "nothing planned before preflight passed"
+        );
+        assert_eq!(v["failed"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_passed_or_skipped_preflight_does_not_block() {
+        assert!(!report(Some(true)).blocked());
+        assert!(!report(None).blocked());
+        assert!(!report(None).found_something());
+    }
+}

@@ -8,6 +8,7 @@
 //! preflight or clone (it calls the real use cases), or print (the binary renders `Step`s).
 //! Every wait is bounded by [`STEP_TIMEOUT`].
 
+mod story;
 mod world;
 
 use std::path::PathBuf;
@@ -184,5 +185,3 @@ pub async fn run(options: &DemoOptions, progress: Progress<'_>) -> Result<DemoRe
         steps,
     })
 }
-
-mod story;

@@ -325,3 +325,68 @@ pub fn sample_sas_devices(registry: &[Value], n: usize) -> Vec<(String, String)>
         .take(n)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{fleet, sample_sas_devices};
+
+    fn line(
+        id: &str,
+        auth: &str,
+        edge: bool,
+        scope: Option<&str>,
+        status: &str,
+    ) -> serde_json::Value {
+        json!({"id": id, "status": status, "authentication": {"type": auth,
+            "symmetricKey": {"primaryKey": format!("key-of-{id}"), "secondaryKey": "s"}},
+            "capabilities": {"iotEdge": edge}, "deviceScope": scope})
+    }
+
+    #[test]
+    fn fleet_counts_kinds_children_and_modules() {
+        let reg = vec![
+            line(
+                "gw-1",
+                "sas",
+                true,
+                Some("ms-azure-iot-edge://gw-1-1"),
+                "enabled",
+            ),
+            json!({"id": "gw-1", "moduleId": "filter", "authentication": {"type": "sas"}}),
+            line(
+                "dev-1",
+                "sas",
+                false,
+                Some("ms-azure-iot-edge://gw-1-1"),
+                "enabled",
+            ),
+            line("dev-2", "selfSigned", false, None, "disabled"),
+        ];
+        let f = fleet(&reg);
+        assert_eq!(
+            (
+                f.devices, f.sas, f.x509, f.edge, f.children, f.modules, f.disabled
+            ),
+            (3, 2, 1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn samples_only_enabled_sas_devices_never_modules() {
+        let reg = vec![
+            line("dev-1", "sas", false, None, "disabled"),
+            json!({"id": "dev-2", "moduleId": "m", "status": "enabled",
+                "authentication": {"symmetricKey": {"primaryKey": "module-key"}}}),
+            line("dev-3", "selfSigned", false, None, "enabled"),
+            line("dev-4", "sas", false, None, "enabled"),
+        ];
+        let mut reg = reg;
+        reg[2]["authentication"]["symmetricKey"] = serde_json::Value::Null;
+        assert_eq!(
+            sample_sas_devices(&reg, 5),
+            vec![("dev-4".to_owned(), "key-of-dev-4".to_owned())]
+        );
+    }
+}
