@@ -67,6 +67,10 @@ pub enum Command {
     Dump(DumpArgs),
     /// Apply retention policies: remove forgotten snapshots and orphans.
     Forget(ForgetArgs),
+    /// Clone one hub's registry into another: preflight, backup, restore, verify.
+    Clone(CloneArgs),
+    /// The whole story on a built-in simulator: no Azure, no config needed.
+    Demo(DemoArgs),
     /// Check what would stop a backup, restore or clone against a hub (exit 1 on findings).
     Preflight(PreflightArgs),
 }
@@ -217,6 +221,49 @@ pub struct ForgetArgs {
     /// Decide as if it were this time (RFC 3339), e.g. 2026-12-01T02:00:00Z.
     #[arg(long)]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// Source hub (a name from hubvault.toml or a connection string).
+    #[arg(long, value_name = "HUB")]
+    pub from: String,
+    /// Target hub (a name from hubvault.toml or a connection string).
+    #[arg(long, value_name = "HUB")]
+    pub to: String,
+    /// Keep the backup of the source as a snapshot in the store (default: an ephemeral
+    /// encrypted snapshot in a temporary store, deleted afterwards).
+    #[arg(long)]
+    pub keep: bool,
+    /// create: only new devices; upsert: create or update; mirror: also delete what the source lacks.
+    #[arg(long, value_enum, default_value = "upsert")]
+    pub mode: RestoreMode,
+    /// Only devices whose id matches this glob (e.g. 'plant-7-*').
+    #[arg(long, value_name = "GLOB")]
+    pub only: Option<String>,
+    /// job: import job through staging; bulk: registry API (no staging); auto: by size.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: RestoreEngine,
+    /// Back up the source and show the plan for the target, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the preflight checks of the target.
+    #[arg(long)]
+    pub no_preflight: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's vault (kept afterwards).
+    #[arg(long, value_name = "DIR", default_value = "hubvault-demo")]
+    pub dir: PathBuf,
+    /// Devices to seed on the simulated hub-a.
+    #[arg(long, default_value_t = 3000)]
+    pub devices: usize,
 }
 
 #[derive(Debug, Args)]

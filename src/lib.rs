@@ -37,7 +37,9 @@
 
 pub mod arm;
 pub mod backup;
+pub mod clone;
 pub mod config;
+pub mod demo;
 pub mod diff;
 pub mod dump;
 pub mod forget;

@@ -114,7 +114,9 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::restore::Error,
             hubvault::target::Error,
             hubvault::hub::Error,
-            hubvault::arm::Error
+            hubvault::arm::Error,
+            hubvault::demo::Error,
+            hubvault::clone::Error
         );
     }
     "error"

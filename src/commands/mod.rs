@@ -1,6 +1,7 @@
 //! The binary's edge: maps each parsed command onto the library's use cases and renders the result.
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
+mod clone;
 mod forget;
 mod keys;
 mod live;
@@ -34,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Restore(args) => restore::run(&config, global, args).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
+        Command::Clone(args) => clone::clone(&config, global, args).await,
+        Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }
 }

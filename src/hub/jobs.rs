@@ -196,7 +196,9 @@ impl JobProperties {
 
 /// A URI with a SAS query is key-based; without one the hub's identity reads it.
 fn storage_auth(uri: &str) -> &'static str {
-    if uri.contains("sig=") {
+    // A `file://` container (simulator-only demo staging) needs no identity: "keyBased" is the
+    // mode in which the hub uses the URI as given.
+    if uri.contains("sig=") || uri.starts_with("file:") {
         "keyBased"
     } else {
         "identityBased"

@@ -3,10 +3,12 @@
 //! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
 
 mod azure;
+mod clone;
 mod live;
 mod policy;
 mod restore;
 mod sim;
 mod sim_services;
 mod sim_tls;
+mod support;
 mod vault;

@@ -1,0 +1,215 @@
+//! `demo` and `clone`: argument resolution and rendering only.
+//!
+//! `clone` honours the test-only environment of `backup --hub` (`HUBVAULT_FAULT_PAUSE=export-running`,
+//! `HUBVAULT_STAGING_LEFTOVER_SECS`, `HUBVAULT_JOB_POLL_MS`); never set them in production.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use time::OffsetDateTime;
+
+use hubvault::backup::{BackupOptions, HubBackupOptions};
+use hubvault::clone::{self, CloneReport, Keep, Request};
+use hubvault::config::Config;
+use hubvault::demo::{self, DemoOptions, Step};
+use hubvault::preflight::{ArmAccess, Checks};
+use hubvault::restore::{Engine, Mode, RestoreOptions};
+use hubvault::staging::Staging;
+
+use super::{identities, live, open_store, recipients};
+use crate::Outcome;
+use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine, RestoreMode};
+
+pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
+    let options = DemoOptions {
+        dir: args.dir.clone(),
+        devices: args.devices,
+    };
+    let json = global.json;
+    // Steps are printed as they finish (the story takes a while); with --json the narration goes
+    // to stderr and stdout carries only the summary.
+    let progress = move |s: &Step| {
+        let text = render_step(s);
+        if json {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    };
+    let report = Box::pin(demo::run(&options, &progress)).await?;
+    let human = if report.ok {
+        format!(
+            "demo finished: every step came out as expected. The vault is {} (its identity was throw-away, \
+             so it cannot be opened again). Next: `hubvault key init`, then `hubvault backup --hub HUB` \
+             against your own hub.\n",
+            report.vault
+        )
+    } else {
+        let failed: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| s.step)
+            .collect();
+        format!(
+            "demo finished with unexpected results in: {}; please report this\n",
+            failed.join(", ")
+        )
+    };
+    Ok(Outcome {
+        json: serde_json::to_value(&report)?,
+        human,
+        found_something: !report.ok,
+    })
+}
+
+fn render_step(s: &Step) -> String {
+    let mark = if s.ok { "ok  " } else { "FAIL" };
+    format!("{mark} [{:>5.1}s] {}: {}", s.seconds, s.step, s.detail)
+}
+
+/// `clone --from A --to B`: resolve both hubs, the staging, the preflight of B and the keys.
+pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<Outcome> {
+    let (_, source) = live::resolve(&args.from, config, &args.live)?;
+    let (target_hub, target) = live::resolve(&args.to, config, &args.live)?;
+    let staging = Staging::open(args.live.staging.as_deref(), config, source.host())?;
+    // The import job needs a staging area of its own (blob names carry the target hub).
+    let target_staging = if matches!(args.engine, RestoreEngine::Bulk) {
+        None
+    } else {
+        Some(Staging::open(
+            args.live.staging.as_deref(),
+            config,
+            target.host(),
+        )?)
+    };
+    let arm = live::arm_client(config)?;
+    let poll = live::poll_policy()?;
+    let preflight = (!args.no_preflight).then(|| {
+        let mut checks = Checks::new(&target_hub.name, &target);
+        checks.arm = match (&arm, &target_hub.resource_id) {
+            (Some(client), Some(resource_id)) => Some(ArmAccess {
+                client,
+                resource_id,
+            }),
+            _ => None,
+        };
+        checks.caller_ip = args.live.caller_ip;
+        checks.hub_is_local = target_hub.target.endpoint.is_some();
+        checks.staging = target_staging.as_ref();
+        checks.needs_jobs = true;
+        checks.wait_for_slot = args.live.wait;
+        checks.poll = poll;
+        checks
+    });
+    let keep = if args.keep {
+        Keep::Yes {
+            store: open_store(config, global)?,
+            recipients: recipients(config, &args.keys)?,
+            identities: identities(config, &args.keys)?,
+        }
+    } else {
+        Keep::No
+    };
+    let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+    backup.poll = poll;
+    backup.wait_for_slot = args.live.wait;
+    test_hooks(&mut backup)?;
+    let restore = RestoreOptions {
+        mode: match args.mode {
+            RestoreMode::Create => Mode::Create,
+            RestoreMode::Upsert => Mode::Upsert,
+            RestoreMode::Mirror => Mode::Mirror,
+        },
+        only: args
+            .only
+            .as_deref()
+            .map(glob::Pattern::new)
+            .transpose()
+            .context(
+                "--only is not a valid glob (use * ? [abc]); quote it so the shell leaves it alone",
+            )?,
+        engine: match args.engine {
+            RestoreEngine::Job => Engine::Job,
+            RestoreEngine::Bulk => Engine::Bulk,
+            RestoreEngine::Auto => Engine::Auto,
+        },
+        dry_run: args.dry_run,
+        verify: true,
+        preflight: !args.no_preflight,
+        poll,
+    };
+    let request = Request {
+        source: &source,
+        target: &target,
+        staging: &staging,
+        target_staging: target_staging.as_ref(),
+        preflight,
+        keep,
+    };
+    let report = clone::run(request, backup, &restore).await?;
+    let verbose = global.verbose > 0;
+    Ok(Outcome {
+        json: report.to_json(verbose),
+        human: human(&report, args.keep, verbose),
+        found_something: report.found_something(),
+    })
+}
+
+/// Test-only environment shared with `backup --hub` (see `commands::live`): pause once the
+/// export job runs, and the age after which a killed run's staging blobs are swept.
+fn test_hooks(options: &mut HubBackupOptions) -> Result<()> {
+    if let Ok(v) = std::env::var("HUBVAULT_STAGING_LEFTOVER_SECS") {
+        let secs: u64 = v
+            .parse()
+            .context("HUBVAULT_STAGING_LEFTOVER_SECS must be seconds")?;
+        options.leftover_age = Some(Duration::from_secs(secs));
+    }
+    if let Ok(point) = std::env::var("HUBVAULT_FAULT_PAUSE") {
+        if point != "export-running" {
+            bail!("HUBVAULT_FAULT_PAUSE={point}: clone knows only export-running (test-only)");
+        }
+        options.export_running = Some(Arc::new(|| {
+            eprintln!("HUBVAULT_FAULT_PAUSE: paused at export-running");
+            std::thread::sleep(Duration::from_secs(3600));
+        }));
+    }
+    Ok(())
+}
+
+fn human(report: &CloneReport, keep: bool, verbose: bool) -> String {
+    let mut out = String::new();
+    if let Some(p) = &report.preflight {
+        out.push_str(&p.table());
+        if !p.ok {
+            out.push_str("clone not started; fix the findings above (or pass --no-preflight)\n");
+            return out;
+        }
+    }
+    if let Some(b) = &report.backup {
+        let _ = writeln!(
+            out,
+            "backed up {} with export job {}: {} devices, {} modules, {} configurations; {} ({} plaintext staging blob(s) deleted)",
+            b.backup.hub,
+            b.backup.job_id.as_deref().unwrap_or("?"),
+            b.backup.devices,
+            b.backup.modules,
+            b.backup.configurations,
+            if keep {
+                format!("kept as snapshot {}", b.backup.snapshot)
+            } else {
+                "ephemeral snapshot, encrypted in memory and dropped".to_owned()
+            },
+            b.staging_deleted
+        );
+    }
+    if let Some(r) = &report.restore {
+        out.push_str(&r.human(verbose));
+    }
+    out
+}

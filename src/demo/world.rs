@@ -1,0 +1,392 @@
+//! The demo's world: the in-process simulator (two hubs and ARM), a throw-away age identity, a
+//! local vault and a `file://` staging folder — and the few things the story does to that world
+//! from the outside (firewall rules through ARM, device-side sends, reading the simulator back).
+//!
+//! Must not: back up, restore or judge anything (the story in `demo` does, through the real use
+//! cases). Everything here is simulator-only: the fleet is synthetic, so a `file://` staging
+//! container is acceptable here and nowhere else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use url::Url;
+
+use super::Error;
+use crate::arm::{ArmClient, ArmToken};
+use crate::config::Config;
+use crate::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
+use crate::sim::{self, HubOptions, Options, Running};
+use crate::staging::Staging;
+use crate::store::Store;
+use crate::store::local::LocalStore;
+
+/// How long one HTTP call of the demo's own may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the demo started or created. Dropping it stops the simulator and deletes the
+/// identity and staging folders (the vault folder stays, and the story says where it is).
+pub struct World {
+    pub running: Running,
+    stop: Option<oneshot::Sender<()>>,
+    pub http: reqwest::Client,
+    /// Holds the identity file (0600) and the `file://` staging folder; removed on drop.
+    pub scratch: tempfile::TempDir,
+    pub identity_path: PathBuf,
+    pub recipient: age::x25519::Recipient,
+    pub store_dir: PathBuf,
+    pub store: Arc<dyn Store>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Start the simulator (hub-a seeded with `devices`, hub-b empty, ARM plugged in), create the
+/// identity and the vault folder `vault_dir`.
+pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = Options {
+        hubs: vec![
+            HubOptions {
+                name: "hub-a".into(),
+                devices,
+            },
+            HubOptions {
+                name: "hub-b".into(),
+                devices: 0,
+            },
+        ],
+        seed: 7,
+        arm: Some(Box::new(|hubs: &sim::shared::Hubs| {
+            sim::arm::router(sim::arm::ArmState::new(hubs.clone()))
+        })),
+        ..Options::default()
+    };
+    let running = sim::run(options, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .map_err(|e| Error::Simulator(e.to_string()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("hubvault-demo-")
+        .tempdir()
+        .map_err(|source| Error::io("create a temporary folder", std::env::temp_dir(), source))?;
+    let identity_path = scratch.path().join("identity.txt");
+    let recipient = crate::vault::init_identity(&identity_path)?;
+    std::fs::create_dir_all(vault_dir)
+        .map_err(|source| Error::io("create the vault folder", vault_dir, source))?;
+    let store_dir = std::path::absolute(vault_dir)
+        .map_err(|source| Error::io("resolve the vault folder", vault_dir, source))?;
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(&store_dir));
+    let http = reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .map_err(|e| Error::Simulator(e.without_url().to_string()))?;
+    Ok(World {
+        running,
+        stop: Some(stop),
+        http,
+        scratch,
+        identity_path,
+        recipient,
+        store_dir,
+        store,
+    })
+}
+
+impl World {
+    fn hub(&self, name: &str) -> Result<&sim::RunningHub, Error> {
+        self.running
+            .hub(name)
+            .ok_or_else(|| Error::Simulator(format!("the simulator has no hub named {name}")))
+    }
+
+    /// `file://` URL of the staging folder (created on first use).
+    pub fn staging_url(&self) -> Result<String, Error> {
+        let dir = self.scratch.path().join("staging");
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| Error::io("create the staging folder", &dir, source))?;
+        Url::from_directory_path(&dir)
+            .map(|u| u.to_string().trim_end_matches('/').to_owned())
+            .map_err(|()| Error::Simulator(format!("{} is not an absolute path", dir.display())))
+    }
+
+    /// This run's staging area for `client`'s hub, in the `file://` folder.
+    pub fn staging(&self, client: &HubClient) -> Result<Staging, Error> {
+        Staging::open(
+            Some(&self.staging_url()?),
+            &Config::default(),
+            client.host(),
+        )
+        .map_err(|e| Error::Step {
+            step: "staging",
+            detail: e.to_string(),
+        })
+    }
+
+    /// A service client for a simulated hub, as `[hubs.NAME]` would configure it.
+    pub fn client(&self, name: &str) -> Result<HubClient, Error> {
+        let h = self.hub(name)?;
+        let cs = h
+            .connection_string("iothubowner")
+            .ok_or_else(|| Error::Simulator(format!("{name} has no iothubowner policy")))?;
+        let endpoint =
+            Url::parse(&h.endpoint).map_err(|e| Error::Simulator(format!("{name}: {e}")))?;
+        let mut target = HubTarget::from_connection_string(&cs)?.with_endpoint(endpoint);
+        target.name = Some(name.to_owned());
+        Ok(HubClient::new(target)?)
+    }
+
+    pub fn resource_id(&self, name: &str) -> Result<String, Error> {
+        Ok(self.hub(name)?.resource_id.clone())
+    }
+
+    /// Base URL of the simulated ARM endpoint.
+    pub fn arm(&self) -> Result<&str, Error> {
+        self.running
+            .arm
+            .as_deref()
+            .ok_or_else(|| Error::Simulator("the simulator runs without ARM".into()))
+    }
+
+    /// An ARM client for the simulated ARM endpoint (it takes any bearer token).
+    pub fn arm_client(&self) -> Result<ArmClient, Error> {
+        ArmClient::new(Some(self.arm()?), ArmToken::new("demo".into())).map_err(|e| Error::Step {
+            step: "arm",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Replace hub `name`'s networking through ARM (`PUT` of the resource, as the portal does):
+    /// `allowed` = the only IP masks let in, or `None` for all networks.
+    pub async fn set_firewall(
+        &self,
+        name: &str,
+        allowed: Option<&[(&str, &str)]>,
+    ) -> Result<(), Error> {
+        let mut body = json!({"location": "westus", "sku": {"name": "S1", "capacity": 1}});
+        if let Some(rules) = allowed {
+            let ip_rules: Vec<Value> = rules
+                .iter()
+                .map(|(filter, mask)| json!({"filterName": filter, "action": "Allow", "ipMask": mask}))
+                .collect();
+            body["properties"] = json!({"publicNetworkAccess": "Enabled", "networkRuleSets":
+                {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": true, "ipRules": ip_rules}});
+        }
+        let url = format!(
+            "{}{}?api-version={}",
+            self.arm()?,
+            self.resource_id(name)?,
+            crate::arm::API_VERSION
+        );
+        let r = self
+            .http
+            .put(url)
+            .bearer_auth("demo")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Error::Simulator(format!("ARM PUT {name}: {}", e.without_url())))?;
+        if !r.status().is_success() {
+            return Err(Error::Simulator(format!(
+                "ARM PUT {name}: HTTP {}",
+                r.status()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn control_get(&self, path: &str) -> Result<String, Error> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.running.control))
+            .send()
+            .await
+            .map_err(|e| Error::Simulator(format!("control API {path}: {}", e.without_url())))?;
+        if !r.status().is_success() {
+            return Err(Error::Simulator(format!(
+                "control API {path}: HTTP {}",
+                r.status()
+            )));
+        }
+        r.text()
+            .await
+            .map_err(|e| Error::Simulator(format!("control API {path}: {}", e.without_url())))
+    }
+
+    /// The hub's registry as the simulator holds it (devices.txt lines, keys included).
+    pub async fn registry(&self, name: &str) -> Result<Vec<Value>, Error> {
+        let text = self.control_get(&format!("/hubs/{name}/registry")).await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Device-to-cloud messages the simulator accepted on hub `name`, per device.
+    pub async fn messages(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let text = self.control_get(&format!("/hubs/{name}/messages")).await?;
+        serde_json::from_str(&text).map_err(|e| Error::Simulator(format!("messages: {e}")))
+    }
+
+    /// Send one message as device `id` to hub `name`, signed with `key`, the way a device SDK
+    /// does over HTTPS. Returns the HTTP status.
+    pub async fn device_send(&self, name: &str, id: &str, key: &str) -> Result<u16, Error> {
+        let h = self.hub(name)?;
+        let signer = SasSigner::new("", key)?;
+        let expiry = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+        let token = signer.token(&format!("{}/devices/{id}", h.host), expiry);
+        let mut url = Url::parse(&h.endpoint).map_err(|e| Error::Simulator(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| Error::Simulator("hub endpoint cannot hold a path".into()))?
+            .extend(["devices", id, "messages", "events"]);
+        url.query_pairs_mut()
+            .append_pair("api-version", crate::hub::DEFAULT_API_VERSION);
+        let r = self
+            .http
+            .post(url)
+            .header("authorization", token)
+            .body(r#"{"temperature":21.5}"#)
+            .send()
+            .await
+            .map_err(|e| Error::Simulator(format!("device send: {}", e.without_url())))?;
+        Ok(r.status().as_u16())
+    }
+}
+
+/// Job polling for the simulator's second-long jobs.
+pub fn fast_poll() -> PollPolicy {
+    PollPolicy {
+        interval: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        ..PollPolicy::default()
+    }
+}
+
+/// The fleet's shape, for the story's first line.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Fleet {
+    pub devices: usize,
+    pub sas: usize,
+    pub x509: usize,
+    pub edge: usize,
+    pub children: usize,
+    pub modules: usize,
+    pub disabled: usize,
+}
+
+pub fn fleet(registry: &[Value]) -> Fleet {
+    let mut f = Fleet::default();
+    for line in registry {
+        if line.get("moduleId").and_then(Value::as_str).is_some() {
+            f.modules += 1;
+            continue;
+        }
+        f.devices += 1;
+        match line["authentication"]["type"].as_str() {
+            Some("sas") => f.sas += 1,
+            Some(_) => f.x509 += 1,
+            None => {}
+        }
+        if line["capabilities"]["iotEdge"].as_bool() == Some(true) {
+            f.edge += 1;
+        } else if line["deviceScope"].as_str().is_some_and(|s| !s.is_empty()) {
+            f.children += 1;
+        }
+        if line["status"].as_str() == Some("disabled") {
+            f.disabled += 1;
+        }
+    }
+    f
+}
+
+/// A few enabled SAS devices and their primary keys, to prove they authenticate after the clone.
+pub fn sample_sas_devices(registry: &[Value], n: usize) -> Vec<(String, String)> {
+    registry
+        .iter()
+        .filter(|l| l.get("moduleId").is_none())
+        .filter(|l| l["status"].as_str() == Some("enabled"))
+        .filter_map(|l| {
+            let id = l["id"].as_str()?;
+            let key = l["authentication"]["symmetricKey"]["primaryKey"].as_str()?;
+            Some((id.to_owned(), key.to_owned()))
+        })
+        .step_by(97)
+        .take(n)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{fleet, sample_sas_devices};
+
+    fn line(
+        id: &str,
+        auth: &str,
+        edge: bool,
+        scope: Option<&str>,
+        status: &str,
+    ) -> serde_json::Value {
+        json!({"id": id, "status": status, "authentication": {"type": auth,
+            "symmetricKey": {"primaryKey": format!("key-of-{id}"), "secondaryKey": "s"}},
+            "capabilities": {"iotEdge": edge}, "deviceScope": scope})
+    }
+
+    #[test]
+    fn fleet_counts_kinds_children_and_modules() {
+        let reg = vec![
+            line(
+                "gw-1",
+                "sas",
+                true,
+                Some("ms-azure-iot-edge://gw-1-1"),
+                "enabled",
+            ),
+            json!({"id": "gw-1", "moduleId": "filter", "authentication": {"type": "sas"}}),
+            line(
+                "dev-1",
+                "sas",
+                false,
+                Some("ms-azure-iot-edge://gw-1-1"),
+                "enabled",
+            ),
+            line("dev-2", "selfSigned", false, None, "disabled"),
+        ];
+        let f = fleet(&reg);
+        assert_eq!(
+            (
+                f.devices, f.sas, f.x509, f.edge, f.children, f.modules, f.disabled
+            ),
+            (3, 2, 1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn samples_only_enabled_sas_devices_never_modules() {
+        let reg = vec![
+            line("dev-1", "sas", false, None, "disabled"),
+            json!({"id": "dev-2", "moduleId": "m", "status": "enabled",
+                "authentication": {"symmetricKey": {"primaryKey": "module-key"}}}),
+            line("dev-3", "selfSigned", false, None, "enabled"),
+            line("dev-4", "sas", false, None, "enabled"),
+        ];
+        let mut reg = reg;
+        reg[2]["authentication"]["symmetricKey"] = serde_json::Value::Null;
+        assert_eq!(
+            sample_sas_devices(&reg, 5),
+            vec![("dev-4".to_owned(), "key-of-dev-4".to_owned())]
+        );
+    }
+}
