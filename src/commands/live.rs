@@ -42,6 +42,9 @@ pub(super) fn resolve(
     let mut resolved = target::resolve_hub(spec, config)?;
     resolved.target.local_address = live.local_address;
     let client = HubClient::new(resolved.target.clone())?;
+    if let Some(observer) = super::progress::job_observer() {
+        client.observe_jobs(observer);
+    }
     Ok((resolved, client))
 }
 

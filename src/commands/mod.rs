@@ -5,6 +5,7 @@ mod clone;
 mod forget;
 mod keys;
 mod live;
+mod progress;
 mod restore;
 mod snapshots;
 

@@ -314,6 +314,9 @@ impl HubClient {
                 Ok(reply) => {
                     let job: JobProperties = self.decode("job", &reply.body)?;
                     progress(&job);
+                    if let Some(observer) = self.job_observer() {
+                        (observer.0)(&job);
+                    }
                     if job.status().is_terminal() {
                         return Ok(job);
                     }

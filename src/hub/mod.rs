@@ -118,6 +118,18 @@ struct Inner {
     http: reqwest::Client,
     tokens: TokenSource,
     retry: RetryPolicy,
+    observer: std::sync::OnceLock<JobObserver>,
+}
+
+/// Told about every poll of every job this client waits for (the binary draws progress bars
+/// with it). It sees job properties, which carry SAS URIs: an observer must not print them.
+#[derive(Clone)]
+pub struct JobObserver(pub std::sync::Arc<dyn Fn(&JobProperties) + Send + Sync>);
+
+impl std::fmt::Debug for JobObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobObserver")
+    }
 }
 
 /// A successful (or explicitly accepted) response.
@@ -200,8 +212,18 @@ impl HubClient {
                 http,
                 tokens,
                 retry: target.retry,
+                observer: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Report every job poll of this client (and its clones) to `observer`; set once.
+    pub fn observe_jobs(&self, observer: JobObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    pub(crate) fn job_observer(&self) -> Option<&JobObserver> {
+        self.inner.observer.get()
     }
 
     /// The hub's host name (used in messages).
