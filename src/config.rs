@@ -125,6 +125,8 @@ pub struct ArmEntry {
     pub endpoint: Option<String>,
     pub token_env: Option<String>,
     pub credential: Option<Credential>,
+    /// Extra trust root (the simulator's `--tls`).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,9 +26,15 @@
 //! | [`vault`] | where age keys come from: identity file (0600), recipients for backup, identities for restore | — |
 //! | [`staging`] | one run's job staging area: blob names, least-privilege SAS, cleanup, leftover sweep | know snapshots |
 //! | [`hub`] | IoT Hub service REST client: SAS auth, jobs, registry, typed errors | know stores |
+//! | [`target`] | what the user named (`hub-a`, a connection string) → a client target, Entra credentials | — |
+//! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
+//! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
 //! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
 //! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
 //! | [`backup`], [`verify`], [`dump`], [`diff`], [`forget`] | the use cases | know clap |
+//! | [`restore`] | snapshot → live hub: pure plan, target reads, bulk and job engines, edge links, verify | know clap |
+//! | [`clone`] | preflight B → backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`demo`] | the whole story against the in-process simulator, for `hubvault demo` | be used by other use cases |
 //! | [`sim`] | the simulator (IoT Hub, DPS, ARM, Key Vault on loopback) | import anything else of hubvault |
 //!
 //! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`

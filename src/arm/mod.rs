@@ -10,7 +10,11 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -20,6 +24,8 @@ use url::Url;
 pub const API_VERSION: &str = "2023-06-30";
 /// The public ARM endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
+/// The Entra scope of ARM tokens.
+pub const SCOPE: &str = "https://management.azure.com/.default";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,33 +76,78 @@ impl fmt::Debug for ArmToken {
     }
 }
 
+/// How ARM requests authenticate: a bearer token handed in (`[arm] token-env`), or an Entra
+/// credential (`[arm] credential`) asked for a token per request (it caches).
+#[derive(Clone)]
+pub enum ArmAuth {
+    Token(ArmToken),
+    Entra(Arc<dyn TokenCredential>),
+}
+
+impl fmt::Debug for ArmAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArmAuth::Token(t) => t.fmt(f),
+            ArmAuth::Entra(_) => f.write_str("ArmAuth::Entra"),
+        }
+    }
+}
+
 /// Reads hub resources from ARM.
 #[derive(Debug, Clone)]
 pub struct ArmClient {
     endpoint: Url,
-    token: ArmToken,
+    auth: ArmAuth,
     http: reqwest::Client,
 }
 
 impl ArmClient {
-    pub fn new(endpoint: Option<&str>, token: ArmToken) -> Result<Self, Error> {
+    /// `endpoint` defaults to the public ARM; `ca_file` adds a trust root (the simulator's `--tls`).
+    pub fn new(
+        endpoint: Option<&str>,
+        auth: ArmAuth,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, Error> {
         let raw = endpoint.unwrap_or(DEFAULT_ENDPOINT);
         let endpoint = Url::parse(raw).map_err(|e| Error::Body {
             resource: raw.to_owned(),
             detail: e.to_string(),
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|source| Error::Transport {
-                resource: raw.to_owned(),
-                source: source.without_url(),
-            })?;
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(path) = ca_file {
+            let bad = |detail: String| Error::Body {
+                resource: path.display().to_string(),
+                detail,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read ca-file: {e}")))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("ca-file: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|source| Error::Transport {
+            resource: raw.to_owned(),
+            source: source.without_url(),
+        })?;
         Ok(ArmClient {
             endpoint,
-            token,
+            auth,
             http,
         })
+    }
+
+    async fn bearer(&self, resource: &str) -> Result<String, Error> {
+        match &self.auth {
+            ArmAuth::Token(t) => Ok(t.0.expose_secret().to_owned()),
+            ArmAuth::Entra(credential) => credential
+                .get_token(&[SCOPE], None)
+                .await
+                .map(|t| t.token.secret().to_owned())
+                .map_err(|e| Error::NoToken {
+                    detail: format!("{resource}: {e}"),
+                }),
+        }
     }
 
     /// `GET {resource_id}?api-version=…`: the hub's networking rules.
@@ -109,7 +160,7 @@ impl ArmClient {
         let response = self
             .http
             .get(url)
-            .bearer_auth(self.token.0.expose_secret())
+            .bearer_auth(self.bearer(&resource).await?)
             .send()
             .await
             .map_err(|source| Error::Transport {

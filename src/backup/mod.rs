@@ -518,7 +518,6 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use std::fmt::Write as _;
-    use std::io::Read as _;
 
     fn export(dir: &Path, ids: &[usize]) -> PathBuf {
         let pad = "x".repeat(300);

@@ -177,6 +177,7 @@ fn config(running: &Running, dps: Option<&DpsState>) -> String {
             "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
             toml_str(arm)
         );
+        out.push_str(&ca_line(running));
     }
     out.push_str("\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"hubvault-staging\"\n");
     out

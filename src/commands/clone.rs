@@ -143,6 +143,7 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         verify: true,
         preflight: !args.no_preflight,
         poll,
+        ..RestoreOptions::default()
     };
     let request = Request {
         source: &source,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use time::OffsetDateTime;
 
-use hubvault::arm::{ArmClient, ArmToken};
+use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
 use hubvault::backup::{self, BackupOptions, HubBackupOptions};
 use hubvault::config::Config;
 use hubvault::hub::{HubClient, PollPolicy};
@@ -62,15 +62,23 @@ pub(super) fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
     let Some(arm) = &config.arm else {
         return Ok(None);
     };
-    let Some(var) = &arm.token_env else {
-        tracing::warn!("[arm] without token-env: ARM checks are skipped in this build");
-        return Ok(None);
+    let auth = match (&arm.token_env, arm.credential) {
+        (Some(var), _) => {
+            let token = std::env::var(var).with_context(|| {
+                format!("[arm] token-env names {var}, which is not set; export it")
+            })?;
+            ArmAuth::Token(ArmToken::new(token))
+        }
+        (None, Some(kind)) => ArmAuth::Entra(hubvault::target::entra_credential(kind)?),
+        (None, None) => {
+            tracing::warn!("[arm] has neither token-env nor credential: ARM checks are skipped");
+            return Ok(None);
+        }
     };
-    let token = std::env::var(var)
-        .with_context(|| format!("[arm] token-env names {var}, which is not set; export it"))?;
     Ok(Some(ArmClient::new(
         arm.endpoint.as_deref(),
-        ArmToken::new(token),
+        auth,
+        arm.ca_file.as_deref(),
     )?))
 }
 

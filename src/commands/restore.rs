@@ -18,6 +18,9 @@ use super::{identities, live, open_store};
 use crate::Outcome;
 use crate::cli::{DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
+/// Tuning: from how many key comparisons an export job reads the target's keys.
+const KEY_READ_JOB_MIN_ENV: &str = "HUBVAULT_KEY_READ_JOB_MIN";
+
 pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let manifest =
@@ -47,6 +50,12 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         verify: true,
         preflight: !args.no_preflight,
         poll: live::poll_policy()?,
+        key_read_job_min: match std::env::var(KEY_READ_JOB_MIN_ENV) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{KEY_READ_JOB_MIN_ENV} must be a count"))?,
+            Err(_) => restore::KEY_READ_JOB_MIN,
+        },
     };
     // Staging only matters to an engine that may run a job.
     let staging = if options.engine != Engine::Bulk
@@ -162,8 +171,14 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
     let client = HubClient::new(hub.target)?;
     let identities = identities(config, &args.keys)?;
     let records = restore::snapshot_records(store, &manifest, identities).await?;
-    let (plan, _) =
-        restore::plan_against(&client, &records, Mode::Mirror, &Scope::default()).await?;
+    let (plan, _) = restore::plan_against(
+        &client,
+        &records,
+        Mode::Mirror,
+        &Scope::default(),
+        restore::KeyReads::direct(),
+    )
+    .await?;
     let mut report = DiffReport::default();
     for item in &plan.items {
         match item.action {

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use super::Error;
-use crate::arm::{ArmClient, ArmToken};
+use crate::arm::{ArmAuth, ArmClient, ArmToken};
 use crate::config::Config;
 use crate::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
 use crate::sim::{self, HubOptions, Options, Running};
@@ -158,7 +158,12 @@ impl World {
 
     /// An ARM client for the simulated ARM endpoint (it takes any bearer token).
     pub fn arm_client(&self) -> Result<ArmClient, Error> {
-        ArmClient::new(Some(self.arm()?), ArmToken::new("demo".into())).map_err(|e| Error::Step {
+        ArmClient::new(
+            Some(self.arm()?),
+            ArmAuth::Token(ArmToken::new("demo".into())),
+            None,
+        )
+        .map_err(|e| Error::Step {
             step: "arm",
             detail: e.to_string(),
         })

@@ -293,6 +293,9 @@ mod tests {
             snap(
                 json!({"id": "leaf-b", "status": "enabled", "deviceScope": "ms-azure-iot-edge://gw-old-1"}),
             ),
+            snap(
+                json!({"id": "nested", "status": "enabled", "capabilities": {"iotEdge": true}, "deviceScope": "ms-azure-iot-edge://nested-1", "parentScopes": ["ms-azure-iot-edge://gw-new-1"]}),
+            ),
         ];
         let t = vec![TargetRecord {
             id: "gw-old".into(),
@@ -323,11 +326,22 @@ mod tests {
         );
         assert_eq!(
             passes.links,
-            [Link {
-                snapshot: 2,
-                parent: "gw-new".into(),
-                is_edge: false
-            }]
+            [
+                Link {
+                    snapshot: 2,
+                    parent: "gw-new".into(),
+                    is_edge: false
+                },
+                Link {
+                    snapshot: 4,
+                    parent: "gw-new".into(),
+                    is_edge: true
+                }
+            ]
+        );
+        assert!(
+            by_id["nested"].get("parentScopes").is_none(),
+            "linked in the second pass"
         );
     }
 

@@ -42,7 +42,7 @@ pub enum JobError {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(
-        "import job {job_id} on {hub} ended {status}: {reason}; run the same restore again, it plans against what the job already applied"
+        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
     )]
     Failed {
         hub: String,
@@ -71,6 +71,8 @@ pub struct JobReport {
     pub retried: usize,
     /// Staging blobs deleted after the job.
     pub staging_deleted: usize,
+    /// Blobs of this hub's earlier, killed runs removed first.
+    pub leftovers_removed: usize,
 }
 
 /// Run the passes as an import job; staging is cleaned up whatever happens.
@@ -84,6 +86,12 @@ pub async fn run(
     progress: &mut Progress,
 ) -> (JobReport, Result<(), JobError>) {
     let mut report = JobReport::default();
+    // Blobs of this hub's killed runs (SIGKILL leaves them) go before we add our own.
+    let older_than = time::OffsetDateTime::now_utc() - staging.sas_lifetime();
+    match staging.sweep_leftovers(client, older_than).await {
+        Ok(n) => report.leftovers_removed = n,
+        Err(e) => tracing::warn!("staging leftovers of earlier runs not removed: {e}"),
+    }
     let result = import(
         client,
         staging,
@@ -225,6 +233,90 @@ async fn import(
         configurations::apply(client, &deletes, progress).await?;
     }
     Ok(())
+}
+
+const TARGET_EXPORT_FILE: &str = "target-devices.txt";
+
+/// Read the target's keys for `wanted` records with one export job instead of one registry read
+/// each (hubs throttle those to ~100 a minute per unit; a job reads thousands a second). The
+/// export blob holds every key of the target in plaintext: it is read once and deleted with the
+/// run's other staging blobs, on failure too. Returns the job id.
+pub async fn read_target_keys(
+    client: &HubClient,
+    staging: &Staging,
+    poll: &PollPolicy,
+    target: &mut [super::plan::TargetRecord],
+    wanted: &[(String, Option<String>)],
+) -> Result<String, JobError> {
+    let result = export_keys(client, staging, poll, target, wanted).await;
+    if let Err(e) = staging.cleanup().await {
+        tracing::warn!(
+            "the target's export blob could not be deleted ({e}); the next run of this hub removes it"
+        );
+    }
+    result
+}
+
+async fn export_keys(
+    client: &HubClient,
+    staging: &Staging,
+    poll: &PollPolicy,
+    target: &mut [super::plan::TargetRecord],
+    wanted: &[(String, Option<String>)],
+) -> Result<String, JobError> {
+    let uri = staging.job_container_uri(SasPermissions::export_output())?;
+    let mut job = JobProperties::export(
+        uri.expose(),
+        &staging.blob(TARGET_EXPORT_FILE),
+        &staging.blob("target-configurations.txt"),
+    );
+    job.include_configurations = Some(false);
+    job.configurations_blob_name = None;
+    let created = client.create_job(&job).await?;
+    let job_id = created.id().to_owned();
+    tracing::info!(
+        hub = client.name(),
+        job_id,
+        "export job reading the target's keys"
+    );
+    let done = client.wait_for_job(&job_id, poll, |_| {}).await?;
+    if done.status() != JobStatus::Completed {
+        return Err(JobError::Failed {
+            hub: client.name().to_owned(),
+            job_id,
+            status: format!("{:?}", done.status()).to_ascii_lowercase(),
+            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+        });
+    }
+    let bytes = staging
+        .store()
+        .get_bytes(&staging.object(TARGET_EXPORT_FILE))
+        .await?;
+    let wanted: HashSet<(&str, Option<&str>)> = wanted
+        .iter()
+        .map(|(i, m)| (i.as_str(), m.as_deref()))
+        .collect();
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let (Some(id), module) = (v["id"].as_str(), v["moduleId"].as_str()) else {
+            continue;
+        };
+        if !wanted.contains(&(id, module)) {
+            continue;
+        }
+        let at = target.binary_search_by(|t| {
+            super::plan::order((&t.id, t.module_id.as_deref()), (id, module))
+        });
+        if let Ok(i) = at {
+            let record = &mut target[i];
+            record.canonical =
+                super::canonical::with_keys(record.canonical.clone(), &v["authentication"]);
+            record.keys_known = true;
+        }
+    }
+    Ok(job_id)
 }
 
 fn ndjson(lines: &[Value]) -> Bytes {

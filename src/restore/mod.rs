@@ -26,6 +26,7 @@ pub mod plan;
 pub mod report;
 pub mod target;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -55,6 +56,9 @@ pub enum Engine {
 /// From how many writes `auto` prefers an import job (when staging is configured).
 pub const JOB_THRESHOLD: usize = 5_000;
 
+/// From how many key comparisons an export job beats single registry reads (default).
+pub const KEY_READ_JOB_MIN: usize = 2_000;
+
 /// How many records' keys verification reads back (spread evenly over the restore).
 pub const VERIFY_KEY_SAMPLE: usize = 100;
 
@@ -70,6 +74,8 @@ pub struct RestoreOptions {
     pub preflight: bool,
     /// How the import job is polled.
     pub poll: PollPolicy,
+    /// From how many key comparisons an export job reads the target's keys (with staging).
+    pub key_read_job_min: usize,
 }
 
 impl Default for RestoreOptions {
@@ -82,6 +88,7 @@ impl Default for RestoreOptions {
             verify: true,
             preflight: true,
             poll: PollPolicy::default(),
+            key_read_job_min: KEY_READ_JOB_MIN,
         }
     }
 }
@@ -93,14 +100,15 @@ pub enum Error {
     #[error("cannot read the target hub: {0}")]
     Target(hub::Error),
     #[error(
-        "restore into {hub} stopped: {source}. Before that it had applied {created} create(s), \
+        "restore into {hub} stopped: {cause}. Before that it had applied {created} create(s), \
          {updated} update(s), {deleted} delete(s), {links} edge link(s) and {configurations} \
          configuration(s); {failed} record(s) failed. Fix the cause and run the same restore again: \
          it plans against what is now on the hub"
     )]
     Stopped {
         hub: String,
-        source: job::JobError,
+        /// Not `#[source]`: the message already says it, and a chain would say it twice.
+        cause: job::JobError,
         created: u64,
         updated: u64,
         deleted: u64,
@@ -121,7 +129,7 @@ impl Error {
         match self {
             Error::Snapshot(e) => e.code(),
             Error::Target(e) => e.code(),
-            Error::Stopped { source, .. } => source.code(),
+            Error::Stopped { cause, .. } => cause.code(),
             Error::NoStaging => "restore_no_staging",
             Error::Task(_) => "restore_task",
         }
@@ -131,7 +139,7 @@ impl Error {
         let a = progress.applied;
         Error::Stopped {
             hub: hub.to_owned(),
-            source,
+            cause: source,
             created: a.create,
             updated: a.update,
             deleted: a.delete,
@@ -173,21 +181,50 @@ pub async fn snapshot_records(
     .map_err(|e| Error::Task(e.to_string()))?
 }
 
-/// Plan against the live target: twin read, then keys for the records only keys could tell apart.
+/// How the keys of records that only keys could tell apart are read.
+#[derive(Clone, Copy)]
+pub struct KeyReads<'a> {
+    /// With staging, an export job reads them when at least `job_min` are needed.
+    pub staging: Option<&'a Staging>,
+    pub job_min: usize,
+    pub poll: PollPolicy,
+}
+
+impl KeyReads<'_> {
+    /// One registry read per record (no staging).
+    pub fn direct() -> Self {
+        KeyReads {
+            staging: None,
+            job_min: usize::MAX,
+            poll: PollPolicy::default(),
+        }
+    }
+}
+
+/// Plan against the live target: twin read, then keys for the records only keys could tell apart
+/// (by single reads, or by an export job when many are needed and staging is at hand).
 pub async fn plan_against(
     client: &HubClient,
     snapshot: &[plan::SnapshotRecord],
     mode: Mode,
     scope: &Scope,
+    keys: KeyReads<'_>,
 ) -> Result<(Plan, Vec<plan::TargetRecord>), Error> {
     let mut live = target::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(snapshot, &live, mode, scope);
     if first.needs_keys.is_empty() {
         return Ok((first, live));
     }
-    target::fetch_keys(client, &mut live, &first.needs_keys)
-        .await
-        .map_err(Error::Target)?;
+    match keys.staging {
+        Some(staging) if first.needs_keys.len() >= keys.job_min => {
+            job::read_target_keys(client, staging, &keys.poll, &mut live, &first.needs_keys)
+                .await
+                .map_err(|e| Error::stopped(client.name(), e, &apply::Progress::default()))?;
+        }
+        _ => target::fetch_keys(client, &mut live, &first.needs_keys)
+            .await
+            .map_err(Error::Target)?,
+    }
     Ok((plan::plan(snapshot, &live, mode, scope), live))
 }
 
@@ -232,7 +269,15 @@ pub async fn run_with_checks(
             return Ok(report);
         }
         checks.staging = None;
-        let prepared = prepare(store.clone(), manifest, identities, client, options).await?;
+        let prepared = prepare(
+            store.clone(),
+            manifest,
+            identities,
+            client,
+            staging,
+            options,
+        )
+        .await?;
         let mut findings = early.findings;
         if options.mode == Mode::Create {
             findings.push(preflight::conflicts_finding(
@@ -252,7 +297,7 @@ pub async fn run_with_checks(
         let report = preflight::Report::new(findings);
         return finish(prepared, manifest, client, staging, options, Some(report)).await;
     }
-    let prepared = prepare(store, manifest, identities, client, options).await?;
+    let prepared = prepare(store, manifest, identities, client, staging, options).await?;
     finish(prepared, manifest, client, staging, options, None).await
 }
 
@@ -269,13 +314,19 @@ async fn prepare(
     manifest: &Manifest,
     identities: Identities,
     client: &HubClient,
+    staging: Option<&Staging>,
     options: &RestoreOptions,
 ) -> Result<Prepared, Error> {
     let scope = Scope {
         only: options.only.clone(),
     };
     let records = snapshot_records(store.clone(), manifest, identities.clone()).await?;
-    let (plan, live) = plan_against(client, &records, options.mode, &scope).await?;
+    let keys = KeyReads {
+        staging,
+        job_min: options.key_read_job_min,
+        poll: options.poll,
+    };
+    let (plan, live) = plan_against(client, &records, options.mode, &scope, keys).await?;
     // Configurations are hub-wide: a partial (`--only`) restore leaves them alone.
     let configs = if options.only.is_none()
         && manifest
@@ -342,11 +393,19 @@ async fn finish(
         )
         .await;
         report.job_id = job_report.job_id;
-        report.staging = Some(format!(
+        let mut said = format!(
             "deleted {} plaintext staging blob(s) of this run from {}",
             job_report.staging_deleted,
             staging.location()
-        ));
+        );
+        if job_report.leftovers_removed > 0 {
+            let _ = write!(
+                said,
+                "; removed {} blob(s) left by an earlier, interrupted run of this hub",
+                job_report.leftovers_removed
+            );
+        }
+        report.staging = Some(said);
         report.retried = job_report.retried;
         result
     } else {
@@ -424,5 +483,39 @@ fn missing_or_extra(a: plan::Action) -> &'static str {
         plan::Action::Create => "missing",
         plan::Action::Delete => "extra",
         _ => "differs",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_says_what_was_already_applied_and_why() {
+        let mut progress = apply::Progress::default();
+        progress.applied.create = 3;
+        progress.applied.links = 1;
+        progress.failed.push(bulk::Failure {
+            id: "d".into(),
+            code: "409001".into(),
+            message: "exists".into(),
+        });
+        let source = job::JobError::Hub(hub::Error::Unauthorized {
+            hub: "hub-b".into(),
+            code: 401_002,
+        });
+        let e = Error::stopped("hub-b", source, &progress);
+        let text = e.to_string();
+        assert_eq!(e.code(), "hub_unauthorized");
+        for part in [
+            "401002",
+            "firewall",
+            "3 create(s)",
+            "1 edge link(s)",
+            "1 record(s) failed",
+            "run the same restore again",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from: {text}");
+        }
     }
 }

@@ -122,6 +122,20 @@ impl RestoreReport {
     /// Plain words for people.
     pub fn human(&self, with_items: bool) -> String {
         let mut out = String::new();
+        if let Some(p) = &self.preflight
+            && !p.ok
+            && self.plan.items.is_empty()
+            && self.plan.conflicts.is_empty()
+        {
+            // Stopped before planning (credentials, firewall, job slot, staging).
+            let _ = write!(out, "{}", p.table());
+            let _ = writeln!(
+                out,
+                "nothing was read or changed on {}: fix the findings above, or pass --no-preflight",
+                self.hub
+            );
+            return out;
+        }
         let c = self.plan.counts();
         let _ = writeln!(
             out,
@@ -170,6 +184,12 @@ impl RestoreReport {
             let _ = writeln!(out, "dry run: nothing was changed");
             return out;
         }
+        self.outcome_text(&mut out);
+        out
+    }
+
+    /// What was applied, failed and verified.
+    fn outcome_text(&self, out: &mut String) {
         let a = self.applied;
         let _ = writeln!(
             out,
@@ -212,6 +232,5 @@ impl RestoreReport {
             }
             None => {}
         }
-        out
     }
 }

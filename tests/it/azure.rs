@@ -659,6 +659,15 @@ fn pseudo_random(len: usize) -> Vec<u8> {
     v
 }
 
+/// The behaviour suite every backend passes (memory and local run it as unit tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_store_passes_the_conformance_suite() {
+    let Some(cs) = azurite() else { return };
+    let store = fresh_store(&cs, "conformance").await;
+    hubvault::store::conformance::run(&store).await;
+    store.delete_container().await.unwrap();
+}
+
 #[tokio::test]
 async fn azure_store_is_create_only() {
     let Some(cs) = azurite() else { return };

@@ -481,7 +481,9 @@ async fn assert_fresh_least_privilege_sas(w: &World, job_id: &str) {
         lifetime > time::Duration::minutes(355) && lifetime <= time::Duration::hours(6),
         "expires after sas-lifetime (6h): {lifetime}"
     );
-    // A second run gets a fresh SAS: never reused.
+    // A second run mints its own SAS, never reusing the first. A SAS is a pure function of its
+    // fields, whose times have one-second resolution: let the clock tick so a fresh one differs.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let second = json_of(&out)["job_id"].clone();

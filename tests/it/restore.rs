@@ -470,6 +470,11 @@ async fn upsert_updates_what_changed_and_mirror_deletes_extras() {
     changed.as_object_mut().unwrap().remove("twinETag");
     let extra = json!({"id": "intruder-1", "status": "enabled", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": B64.encode([7u8; 32]), "secondaryKey": B64.encode([8u8; 32])}}});
     f.load("hub-b", &[changed, extra]).await;
+    let diff = f.run(&["--json", "diff", "latest", "--hub", "hub-b"]).await;
+    assert_eq!(diff.code, 1, "{}", diff.stderr);
+    let diff: Value = serde_json::from_str(&diff.stdout).unwrap();
+    assert_eq!(diff["added"], json!(["intruder-1"]));
+    assert_eq!(diff["changed"], json!(["dev-0000003"]));
 
     let (out, doc) = f
         .restore(&["--mode", "upsert", "--engine", "bulk", "-v"])
@@ -579,8 +584,12 @@ async fn a_throttle_storm_slows_the_bulk_engine_down_without_losing_devices() {
         json!({"error_burst": 3, "error_status": 503}),
     )
     .await;
-    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    let (out, doc) = f.restore(&["--engine", "bulk", "-vv"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("kept throttling"),
+        "the hub did throttle"
+    );
     assert_eq!(doc["failed"], json!([]));
     assert_eq!(doc["verified"], true);
     f.patch("hub-b", "limits", json!({"rates": {}})).await;
@@ -641,11 +650,33 @@ async fn no_key_in_any_output_at_the_highest_verbosity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_engine_restores_through_staging_and_leaves_it_empty() {
     let Some(cs) = azurite() else { return };
-    let f = Fixture::with_staging(150, &cs).await;
+    let mut f = Fixture::with_staging(150, &cs).await;
     f.snapshot().await;
     let source = f.registry("hub-a").await;
-    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    let (out, doc) = f.restore(&["--engine", "job", "-vvv"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let account_key = cs
+        .split(';')
+        .find_map(|p| p.strip_prefix("AccountKey="))
+        .unwrap();
+    assert!(!text.contains(account_key), "the account key leaked");
+    assert!(
+        !text.contains("sig=")
+            || !text
+                .split("sig=")
+                .skip(1)
+                .any(|t| !t.starts_with("<redacted>")),
+        "a SAS signature leaked"
+    );
+    for d in &source {
+        if let Some(k) = d
+            .pointer("/authentication/symmetricKey/primaryKey")
+            .and_then(Value::as_str)
+        {
+            assert!(!text.contains(k), "a device key leaked");
+        }
+    }
     assert_eq!(doc["engine"], "job");
     assert!(doc["job_id"].is_string());
     assert_eq!(doc["verified"], true);
@@ -666,11 +697,30 @@ async fn job_engine_restores_through_staging_and_leaves_it_empty() {
         reqwest::StatusCode::NO_CONTENT
     );
 
-    // Lines the job's log names are retried through the registry API; the rest stand.
+    // A rerun compares keys; with many to compare, one export job reads them (plaintext blob
+    // deleted at once) instead of one registry read per device.
+    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
     let (again, doc) = f.restore(&["--engine", "job"]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(plan(&doc).0 + plan(&doc).1 + plan(&doc).2, 0);
-    assert!(f.staging_blobs().await.is_empty());
+    assert_eq!(plan(&doc).3, comparable(&source).len() as u64);
+    let jobs: Value = serde_json::from_str(
+        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
+            .await,
+    )
+    .unwrap();
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["type"] == "export"),
+        "keys were read by an export job: {jobs}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging: {:?}",
+        f.staging_blobs().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,4 +750,76 @@ async fn a_job_that_fails_half_way_is_reported_and_a_rerun_completes() {
     assert_eq!(doc["verified"], true);
     assert_same_registry(&f).await;
     assert!(f.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_import_job_cancels_it_and_empties_staging() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::with_staging(200, &cs).await;
+    f.snapshot().await;
+    f.patch("hub-b", "limits", json!({"job_rate": 20.0})).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubvault"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(f.env.clone())
+        .current_dir(f.dir.path())
+        .args([
+            "--store", "store", "restore", "latest", "--to", "hub-b", "--engine", "job",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = |jobs: &Value| {
+        jobs.as_array()
+            .is_some_and(|a| a.iter().any(|j| j["status"] == "running"))
+    };
+    let mut seen = false;
+    for _ in 0..200 {
+        let jobs: Value = serde_json::from_str(
+            &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
+                .await,
+        )
+        .unwrap();
+        if running(&jobs) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the import job never ran");
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the restore ends after Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("cancelled"),
+        "{stderr}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging: {:?}",
+        f.staging_blobs().await
+    );
+    let jobs: Value = serde_json::from_str(
+        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
+            .await,
+    )
+    .unwrap();
+    assert!(!running(&jobs), "{jobs}");
+
+    f.patch("hub-b", "limits", json!({"job_rate": 5000.0}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(doc["verified"], true);
+    assert_same_registry(&f).await;
 }
