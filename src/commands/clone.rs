@@ -44,10 +44,10 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
     let report = Box::pin(demo::run(&options, &progress)).await?;
     let human = if report.ok {
         format!(
-            "demo finished: every step came out as expected. The vault is {} (its identity was throw-away, \
-             so it cannot be opened again). Next: `hubvault key init`, then `hubvault backup --hub HUB` \
-             against your own hub.\n",
-            report.vault
+            "demo finished: every step came out as expected. The vault is {} (`hubvault snapshots --store {}` \
+             lists it; its identity was throw-away, so its data cannot be decrypted again). Next: \
+             `hubvault key init`, then `hubvault backup --hub HUB` against your own hub.\n",
+            report.vault, report.vault
         )
     } else {
         let failed: Vec<&str> = report
