@@ -572,3 +572,48 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
     assert!(left.iter().all(|b| b.starts_with("other/")), "{left:?}");
     staging.store.delete_container().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_export_cancels_the_job_and_empties_staging() {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 25).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    sim.limits("hub-a", json!({"job_rate": 300.0})).await;
+    let staging = support::staging_container(&cs, "ctrlc").await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let mut cmd = hubvault(&wd);
+    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
+        .env("HUBVAULT_JOB_POLL_MS", "50")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for_running_job(&sim, "hub-a", "export").await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits soon after Ctrl-C")
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("interrupted") && all.contains("cancelled"),
+        "{all}"
+    );
+    let jobs = sim.jobs("hub-a").await;
+    assert!(
+        jobs.iter().any(|j| j["status"] == "cancelled"),
+        "the export job was cancelled: {jobs:?}"
+    );
+    assert!(sim.registry("hub-b").await.is_empty(), "nothing imported");
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+    staging.store.delete_container().await.unwrap();
+}
