@@ -431,3 +431,55 @@ fn fixtures_say_what_the_readme_says() {
     assert!(read("bad/empty/devices.txt").is_empty());
     assert_eq!(records(&read("bad/no-records/devices.txt")), (vec![], 2));
 }
+
+/// Issue 2: a world- or group-readable identity file is refused, with the fix, by every command
+/// that reads it — and nothing is stored.
+#[test]
+fn a_readable_identity_file_is_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("identity.txt");
+    hubvault(tmp.path(), tmp.path())
+        .args(["key", "init", "--identity"])
+        .arg(&identity)
+        .assert()
+        .success();
+    fs::set_permissions(&identity, fs::Permissions::from_mode(0o644)).unwrap();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exports/full");
+    let store = tmp.path().join("store");
+    for args in [
+        vec![
+            "backup",
+            "--from-export",
+            export.to_str().unwrap(),
+            "--hub-name",
+            "plant-hub",
+        ],
+        vec!["verify", "--all", "--read-data"],
+    ] {
+        let out = hubvault(tmp.path(), tmp.path())
+            .arg("--json")
+            .arg("--store")
+            .arg(&store)
+            .args(&args)
+            .arg("--identity")
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = json(&out.stdout)["error"].clone();
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("chmod 600 {}", identity.display())),
+            "{message}"
+        );
+        assert!(!message.contains("AGE-SECRET-KEY"), "{message}");
+    }
+    assert!(
+        !store.exists()
+            || fs::read_dir(&store).unwrap().all(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.'))
+    );
+}
