@@ -15,6 +15,7 @@ use hubvault::backup::{BackupOptions, HubBackupOptions};
 use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
 use hubvault::demo::{self, DemoOptions, Step};
+use hubvault::hub::HubClient;
 use hubvault::preflight::{ArmAccess, Checks};
 use hubvault::restore::{Engine, Mode, RestoreOptions};
 use hubvault::staging::Staging;
@@ -44,10 +45,10 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
     let report = Box::pin(demo::run(&options, &progress)).await?;
     let human = if report.ok {
         format!(
-            "demo finished: every step came out as expected. The vault is {} (its identity was throw-away, \
-             so it cannot be opened again). Next: `hubvault key init`, then `hubvault backup --hub HUB` \
-             against your own hub.\n",
-            report.vault
+            "demo finished: every step came out as expected. The vault is {} (`hubvault snapshots --store {}` \
+             lists it; its identity was throw-away, so its data cannot be decrypted again). Next: \
+             `hubvault key init`, then `hubvault backup --hub HUB` against your own hub.\n",
+            report.vault, report.vault
         )
     } else {
         let failed: Vec<&str> = report
@@ -153,13 +154,69 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         preflight,
         keep,
     };
-    let report = clone::run(request, backup, &restore).await?;
+    let run = clone::run(request, backup, &restore);
+    let report = tokio::select! {
+        r = run => r?,
+        () = ctrl_c() => {
+            let stagings = [(&source, Some(&staging)), (&target, target_staging.as_ref())];
+            return Err(interrupted(&stagings).await);
+        }
+    };
     let verbose = global.verbose > 0;
     Ok(Outcome {
         json: report.to_json(verbose),
         human: human(&report, args.keep, verbose),
         found_something: report.found_something(),
     })
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Ctrl-C: cancel this run's job on either hub if it still runs, delete this run's staging
+/// blobs of both hubs, and say what was done. What restore already applied stays; a rerun plans
+/// against it. The ephemeral snapshot lived in memory and is gone with the process.
+async fn interrupted(stagings: &[(&HubClient, Option<&Staging>)]) -> anyhow::Error {
+    let mut said = String::from("interrupted");
+    for (client, staging) in stagings {
+        let Some(staging) = staging else { continue };
+        if let Ok(Some(job)) = client.active_job().await
+            && staging.owns_job(&job)
+        {
+            let cancelled = client.cancel_job(job.id()).await.is_ok();
+            let _ = write!(
+                said,
+                "; job {} on {} {}",
+                job.id(),
+                client.name(),
+                if cancelled {
+                    "cancelled"
+                } else {
+                    "could not be cancelled"
+                }
+            );
+        }
+        match staging.cleanup().await {
+            Ok(n) => {
+                let _ = write!(
+                    said,
+                    "; deleted {n} plaintext staging blob(s) of this run for {}",
+                    client.name()
+                );
+            }
+            Err(e) => {
+                let _ = write!(
+                    said,
+                    "; staging blobs for {} not deleted ({e}), the next run removes them",
+                    client.name()
+                );
+            }
+        }
+    }
+    anyhow::anyhow!("{said}; run the same clone again: it plans against what is now on the target")
 }
 
 /// Test-only environment shared with `backup --hub` (see `commands::live`): pause once the

@@ -509,3 +509,111 @@ async fn staging_sas_expiring_mid_export_fails_cleanly_and_a_rerun_completes() {
     );
     staging.store.delete_container().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
+    use hubvault::hub::{HubClient, HubTarget, JobProperties};
+    use hubvault::store::sas::SasPermissions;
+
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 1000), ("hub-b", 0)], 24).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    sim.limits("hub-a", json!({"job_rate": 250.0})).await; // the other job takes ~4 s
+    let staging = support::staging_container(&cs, "slot").await;
+    let wd = support::workdir(&sim, Some(&staging));
+
+    // Someone else's export job on hub-a, writing outside hubvault's staging folder.
+    let hub = sim.running.hub("hub-a").unwrap();
+    let target = HubTarget::from_connection_string(&sim.connection_string("hub-a"))
+        .unwrap()
+        .with_endpoint(hub.endpoint.parse().unwrap());
+    let client = HubClient::new(target).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let sas = staging
+        .store
+        .container_sas(
+            SasPermissions::export_output(),
+            now - time::Duration::minutes(5),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let uri = sas.on(&staging.store.azure_location().container_url());
+    let other = client
+        .create_job(&JobProperties::export(
+            uri.as_str(),
+            "other/devices.txt",
+            "other/configurations.txt",
+        ))
+        .await
+        .unwrap();
+    let other_id = other.id().to_owned();
+
+    let args = ["clone", "--from", "hub-a", "--to", "hub-b", "--json"];
+    let mut cmd = hubvault(&wd);
+    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
+    let out = run(cmd, Duration::from_secs(60)).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"]["code"], "hub_job_slot_busy", "{err:#}");
+    assert!(all.contains(&other_id), "names the running job: {all}");
+    assert!(sim.registry("hub-b").await.is_empty(), "nothing imported");
+
+    let mut cmd = hubvault(&wd);
+    cmd.args(args)
+        .arg("--wait")
+        .env("HUBVAULT_JOB_POLL_MS", "50");
+    let out = run(cmd, Duration::from_secs(120)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
+    // Only the other job's output is left: hubvault deleted its own blobs and none of theirs.
+    let left = staging.leftovers().await;
+    assert!(!left.is_empty(), "the other job's output is still there");
+    assert!(left.iter().all(|b| b.starts_with("other/")), "{left:?}");
+    staging.store.delete_container().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_export_cancels_the_job_and_empties_staging() {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 25).await;
+    fast(&sim, &["hub-a", "hub-b"]).await;
+    sim.limits("hub-a", json!({"job_rate": 300.0})).await;
+    let staging = support::staging_container(&cs, "ctrlc").await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let mut cmd = hubvault(&wd);
+    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
+        .env("HUBVAULT_JOB_POLL_MS", "50")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for_running_job(&sim, "hub-a", "export").await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits soon after Ctrl-C")
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("interrupted") && all.contains("cancelled"),
+        "{all}"
+    );
+    let jobs = sim.jobs("hub-a").await;
+    assert!(
+        jobs.iter().any(|j| j["status"] == "cancelled"),
+        "the export job was cancelled: {jobs:?}"
+    );
+    assert!(sim.registry("hub-b").await.is_empty(), "nothing imported");
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "staging emptied"
+    );
+    staging.store.delete_container().await.unwrap();
+}
