@@ -301,16 +301,24 @@ async fn export_keys(
         .collect();
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {
-        pending.extend_from_slice(&chunk?);
-        let mut start = 0;
-        while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
-            fold_key_line(&pending[start..start + n], &wanted, target);
-            start += n + 1;
-        }
-        pending.drain(..start);
+        whole_lines(&mut pending, &chunk?, |line| {
+            fold_key_line(line, &wanted, target);
+        });
     }
     fold_key_line(&pending, &wanted, target);
     Ok(job_id)
+}
+
+/// Append `chunk` to `pending` and hand every complete line to `each`; a line cut by the chunk
+/// boundary stays in `pending` for the next chunk (or the end).
+fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8])) {
+    pending.extend_from_slice(chunk);
+    let mut start = 0;
+    while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
+        each(&pending[start..start + n]);
+        start += n + 1;
+    }
+    pending.drain(..start);
 }
 
 /// Fold the keys of one export line into `target` when it is one of the `wanted` records.
@@ -434,6 +442,29 @@ fn failed_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_lines_cut_by_chunk_boundaries_arrive_whole() {
+        let text = b"{\"id\":\"a\"}\n{\"id\":\"b\",\"moduleId\":\"m\"}\n{\"id\":\"c\"}";
+        for size in [1, 3, 7, 64] {
+            let mut pending = Vec::new();
+            let mut got: Vec<String> = Vec::new();
+            for chunk in text.chunks(size) {
+                whole_lines(&mut pending, chunk, |l| {
+                    got.push(String::from_utf8_lossy(l).into_owned());
+                });
+            }
+            assert_eq!(
+                got,
+                [r#"{"id":"a"}"#, r#"{"id":"b","moduleId":"m"}"#],
+                "{size}"
+            );
+            assert_eq!(
+                pending, br#"{"id":"c"}"#,
+                "the unterminated last line is left over"
+            );
+        }
+    }
 
     #[test]
     fn log_lines_name_the_lines_to_retry() {

@@ -953,3 +953,60 @@ async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_re
     );
     assert_same_registry(&f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_back() {
+    let Some(cs) = azurite() else { return };
+    let mut f = Fixture::with_staging(120, &cs).await;
+    f.snapshot().await;
+    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
+    // The verification's export job fails half-way: keys are then read one by one, and the
+    // report says so; the half-written export blob is gone all the same.
+    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["engine"], "bulk");
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["verified_keys"], "all");
+    assert_eq!(doc["key_check"]["via"], "registry-reads");
+    let note = doc["key_check"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("export job") && note.contains("failed"),
+        "{note}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging after a failed export: {:?}",
+        f.staging_blobs().await
+    );
+    assert_same_registry(&f).await;
+
+    // A key changed on the target is planned and, after the bulk write, proven by an export job.
+    let candidates = sas_devices_by_position(&f.registry("hub-a").await);
+    let (_, other) = candidates[candidates.len() - 1].clone();
+    let mut changed = f
+        .registry("hub-b")
+        .await
+        .into_iter()
+        .find(|d| d["id"] == other.as_str() && d.get("moduleId").is_none())
+        .unwrap();
+    changed["authentication"]["symmetricKey"]["primaryKey"] = json!(B64.encode([5u8; 32]));
+    changed.as_object_mut().unwrap().remove("eTag");
+    changed.as_object_mut().unwrap().remove("twinETag");
+    f.load("hub-b", &[changed]).await;
+    let human = f
+        .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
+        .await;
+    assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
+    assert!(
+        human.stdout.contains("1 to update") && human.stdout.contains("through export job"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(
+        primary_key(&f, "hub-b", &other).await,
+        primary_key(&f, "hub-a", &other).await
+    );
+    assert!(f.staging_blobs().await.is_empty());
+}
