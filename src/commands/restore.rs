@@ -57,15 +57,17 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
             Err(_) => restore::KEY_READ_JOB_MIN,
         },
     };
-    // Staging only matters to an engine that may run a job.
-    let staging = if options.engine != Engine::Bulk
-        && (args.live.staging.is_some() || config.staging.is_some())
-    {
-        Some(Staging::open(
-            args.live.staging.as_deref(),
-            config,
-            client.host(),
-        )?)
+    // Staging serves the job engine, and every engine's verification (one export job proves all
+    // keys instead of a sample). Bulk does not need it: a broken staging setting only warns there.
+    let staging = if args.live.staging.is_some() || config.staging.is_some() {
+        match Staging::open(args.live.staging.as_deref(), config, client.host()) {
+            Ok(s) => Some(s),
+            Err(e) if options.engine == Engine::Bulk => {
+                tracing::warn!("staging not used ({e}); verification reads keys one by one");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };

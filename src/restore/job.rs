@@ -18,6 +18,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::apply::{self, Kind, Passes, Progress};
@@ -288,35 +289,61 @@ async fn export_keys(
             reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
         });
     }
-    let bytes = staging
+    // Streamed chunk by chunk: a big hub's export (keys included) is never held whole, and
+    // never touches the local disk.
+    let mut stream = staging
         .store()
-        .get_bytes(&staging.object(TARGET_EXPORT_FILE))
+        .get(&staging.object(TARGET_EXPORT_FILE))
         .await?;
     let wanted: HashSet<(&str, Option<&str>)> = wanted
         .iter()
         .map(|(i, m)| (i.as_str(), m.as_deref()))
         .collect();
-    for line in bytes.split(|b| *b == b'\n') {
-        let Ok(v) = serde_json::from_slice::<Value>(line) else {
-            continue;
-        };
-        let (Some(id), module) = (v["id"].as_str(), v["moduleId"].as_str()) else {
-            continue;
-        };
-        if !wanted.contains(&(id, module)) {
-            continue;
-        }
-        let at = target.binary_search_by(|t| {
-            super::plan::order((&t.id, t.module_id.as_deref()), (id, module))
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        whole_lines(&mut pending, &chunk?, |line| {
+            fold_key_line(line, &wanted, target);
         });
-        if let Ok(i) = at {
-            let record = &mut target[i];
-            record.canonical =
-                super::canonical::with_keys(record.canonical.clone(), &v["authentication"]);
-            record.keys_known = true;
-        }
     }
+    fold_key_line(&pending, &wanted, target);
     Ok(job_id)
+}
+
+/// Append `chunk` to `pending` and hand every complete line to `each`; a line cut by the chunk
+/// boundary stays in `pending` for the next chunk (or the end).
+fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8])) {
+    pending.extend_from_slice(chunk);
+    let mut start = 0;
+    while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
+        each(&pending[start..start + n]);
+        start += n + 1;
+    }
+    pending.drain(..start);
+}
+
+/// Fold the keys of one export line into `target` when it is one of the `wanted` records.
+fn fold_key_line(
+    line: &[u8],
+    wanted: &HashSet<(&str, Option<&str>)>,
+    target: &mut [super::plan::TargetRecord],
+) {
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return;
+    };
+    let (Some(id), module) = (v["id"].as_str(), v["moduleId"].as_str()) else {
+        return;
+    };
+    if !wanted.contains(&(id, module)) {
+        return;
+    }
+    let at = target
+        .binary_search_by(|t| super::plan::order((&t.id, t.module_id.as_deref()), (id, module)));
+    if let Ok(i) = at {
+        let record = &mut target[i];
+        record.canonical =
+            super::canonical::with_keys(record.canonical.clone(), &v["authentication"]);
+        record.keys_known = true;
+    }
 }
 
 fn ndjson(lines: &[Value]) -> Bytes {
@@ -415,6 +442,29 @@ fn failed_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_lines_cut_by_chunk_boundaries_arrive_whole() {
+        let text = b"{\"id\":\"a\"}\n{\"id\":\"b\",\"moduleId\":\"m\"}\n{\"id\":\"c\"}";
+        for size in [1, 3, 7, 64] {
+            let mut pending = Vec::new();
+            let mut got: Vec<String> = Vec::new();
+            for chunk in text.chunks(size) {
+                whole_lines(&mut pending, chunk, |l| {
+                    got.push(String::from_utf8_lossy(l).into_owned());
+                });
+            }
+            assert_eq!(
+                got,
+                [r#"{"id":"a"}"#, r#"{"id":"b","moduleId":"m"}"#],
+                "{size}"
+            );
+            assert_eq!(
+                pending, br#"{"id":"c"}"#,
+                "the unterminated last line is left over"
+            );
+        }
+    }
 
     #[test]
     fn log_lines_name_the_lines_to_retry() {

@@ -11,6 +11,7 @@
 //! | [`target`] | reading the live target (twin queries, keys only where needed) |
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
+//! | [`verify`] | re-reading the target after apply; which keys were proven (all or a sample) |
 //! | `run` (here) | the use case: read, plan, preflight, apply, verify, report |
 //!
 //! Must not: know clap, print. A fatal error during apply ([`Error::Stopped`]) still says what
@@ -25,6 +26,7 @@ pub mod lines;
 pub mod plan;
 pub mod report;
 pub mod target;
+pub mod verify;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use crate::store::Store;
 pub use apply::Applied;
 pub use plan::{Mode, Plan, Scope};
 pub use report::{Difference, RestoreReport};
+pub use verify::{KeyCheck, VERIFY_KEY_SAMPLE, verify};
 
 /// Which engine writes to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +61,6 @@ pub const JOB_THRESHOLD: usize = 5_000;
 
 /// From how many key comparisons an export job beats single registry reads (default).
 pub const KEY_READ_JOB_MIN: usize = 2_000;
-
-/// How many records' keys verification reads back (spread evenly over the restore).
-pub const VERIFY_KEY_SAMPLE: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -217,9 +217,16 @@ pub async fn plan_against(
     }
     match keys.staging {
         Some(staging) if first.needs_keys.len() >= keys.job_min => {
-            job::read_target_keys(client, staging, &keys.poll, &mut live, &first.needs_keys)
-                .await
-                .map_err(|e| Error::stopped(client.name(), e, &apply::Progress::default()))?;
+            // Boxed: the export job's future is large, and callers nest this one deep.
+            Box::pin(job::read_target_keys(
+                client,
+                staging,
+                &keys.poll,
+                &mut live,
+                &first.needs_keys,
+            ))
+            .await
+            .map_err(|e| Error::stopped(client.name(), e, &apply::Progress::default()))?;
         }
         _ => target::fetch_keys(client, &mut live, &first.needs_keys)
             .await
@@ -295,10 +302,20 @@ pub async fn run_with_checks(
             ));
         }
         let report = preflight::Report::new(findings);
-        return finish(prepared, manifest, client, staging, options, Some(report)).await;
+        // Boxed (both calls): apply and verify make a large future, and callers (clone, demo)
+        // nest this one deep.
+        return Box::pin(finish(
+            prepared,
+            manifest,
+            client,
+            staging,
+            options,
+            Some(report),
+        ))
+        .await;
     }
     let prepared = prepare(store, manifest, identities, client, staging, options).await?;
-    finish(prepared, manifest, client, staging, options, None).await
+    Box::pin(finish(prepared, manifest, client, staging, options, None)).await
 }
 
 /// The snapshot read and planned against the live target.
@@ -428,62 +445,18 @@ async fn finish(
     report.failed = progress.failed;
     report.throttled = progress.throttled;
     if options.verify {
-        let mut differences = verify(client, &records, options, &plan.conflicts).await?;
+        // The same staging as the apply (the job engine's, or bulk's when configured): with it,
+        // one export job proves every key, not a sample.
+        let found = verify(client, &records, options, &plan.conflicts, staging).await?;
+        let mut differences = found.differences;
         if let Some((wanted, _)) = &configs {
             differences.extend(configurations::verify(client, wanted, options.mode).await?);
         }
         report.verified = Some(differences.is_empty());
         report.differences = differences;
+        report.keys = Some(found.keys);
     }
     Ok(report)
-}
-
-/// Re-read the target and list what still differs from the snapshot (within the restore's scope;
-/// `create` conflicts were left alone on purpose and are not differences).
-pub async fn verify(
-    client: &HubClient,
-    records: &[plan::SnapshotRecord],
-    options: &RestoreOptions,
-    conflicts: &[String],
-) -> Result<Vec<Difference>, Error> {
-    let scope = Scope {
-        only: options.only.clone(),
-    };
-    let mode = if options.mode == Mode::Mirror {
-        Mode::Mirror
-    } else {
-        Mode::Upsert
-    };
-    let mut live = target::read(client).await.map_err(Error::Target)?;
-    let first = plan::plan(records, &live, mode, &scope);
-    // Keys: a sample spread over the records (each costs a registry read, which hubs throttle
-    // hard); everything else is compared in full.
-    let step = first.needs_keys.len().div_ceil(VERIFY_KEY_SAMPLE).max(1);
-    let sample: Vec<_> = first.needs_keys.iter().step_by(step).cloned().collect();
-    target::fetch_keys(client, &mut live, &sample)
-        .await
-        .map_err(Error::Target)?;
-    let after = plan::plan(records, &live, mode, &scope);
-    let conflicting: std::collections::HashSet<&str> =
-        conflicts.iter().map(String::as_str).collect();
-    Ok(after
-        .items
-        .iter()
-        .filter(|i| i.action != plan::Action::Unchanged && !conflicting.contains(i.id.as_str()))
-        .map(|i| Difference {
-            id: i.key(),
-            problem: missing_or_extra(i.action),
-            aspects: i.aspects.iter().map(|a| a.as_str()).collect(),
-        })
-        .collect())
-}
-
-fn missing_or_extra(a: plan::Action) -> &'static str {
-    match a {
-        plan::Action::Create => "missing",
-        plan::Action::Delete => "extra",
-        _ => "differs",
-    }
 }
 
 #[cfg(test)]

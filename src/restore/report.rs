@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::apply::Applied;
 use super::bulk::Failure;
+use super::verify::KeyCheck;
 use super::{Engine, Plan, RestoreOptions};
 use crate::preflight;
 use crate::snapshot::Manifest;
@@ -42,6 +43,8 @@ pub struct RestoreReport {
     /// `None` when not verified (dry run, `--no-verify`, or stopped by preflight).
     pub verified: Option<bool>,
     pub differences: Vec<Difference>,
+    /// How much of the restore the key comparison covered (set when verified).
+    pub keys: Option<KeyCheck>,
     /// What happened to staging blobs (job engine).
     pub staging: Option<String>,
     /// The import job (job engine).
@@ -70,6 +73,7 @@ impl RestoreReport {
             throttled: 0,
             verified: None,
             differences: Vec::new(),
+            keys: None,
             staging: None,
             job_id: None,
             retried: 0,
@@ -111,6 +115,11 @@ impl RestoreReport {
         }
         if let Some(s) = &self.staging {
             v["staging"] = json!(s);
+        }
+        if let Some(k) = &self.keys {
+            // What was proven: `all`, or `sample of N` (then `key_check.of` says of how many).
+            v["verified_keys"] = json!(k.label());
+            v["key_check"] = serde_json::to_value(k).unwrap_or(Value::Null);
         }
         if let Some(j) = &self.job_id {
             v["job_id"] = json!(j);
@@ -231,6 +240,9 @@ impl RestoreReport {
                 }
             }
             None => {}
+        }
+        if let Some(k) = &self.keys {
+            let _ = writeln!(out, "{}", k.sentence());
         }
     }
 }

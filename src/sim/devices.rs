@@ -173,9 +173,10 @@ pub async fn bulk(State(hub): State<Arc<Hub>>, body: Bytes) -> Handled {
     let mut reg = lock(&hub.registry);
     for e in entries {
         let mode = line_mode(e, ImportMode::CreateOrUpdate);
+        let stored = lock(&hub.faults).corrupt_key(e.clone());
         let result = mode
             .clone()
-            .and_then(|m| apply_line(&mut reg, e, m, opts, now));
+            .and_then(|m| apply_line(&mut reg, &stored, m, opts, now));
         if let Err(err) = result {
             errors.push(json!({
                 "deviceId": e.get("id"),

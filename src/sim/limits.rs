@@ -115,6 +115,31 @@ pub struct Faults {
     pub drop_count: u32,
     /// Tokens are treated as expired this many seconds before their `se`.
     pub expire_tokens_early_secs: u64,
+    /// The next import-job or bulk write of this device id silently stores a different primary
+    /// key than the line carried (a hub losing a key; tests verification). Cleared once fired.
+    pub wrong_key_for: Option<String>,
+}
+
+/// A valid symmetric key no restore ever writes (base64 of 32 bytes).
+const WRONG_KEY: &str = "d3Jvbmcta2V5LXN0b3JlZC1ieS10aGUtc2ltdWxhdG9y";
+
+impl Faults {
+    /// Apply the `wrong_key_for` fault to one line about to be stored: returns the line with a
+    /// replaced primary key when it is that device's identity line (and clears the fault).
+    pub fn corrupt_key(&mut self, mut line: serde_json::Value) -> serde_json::Value {
+        let hit = self.wrong_key_for.as_deref().is_some_and(|id| {
+            line.get("id").and_then(serde_json::Value::as_str) == Some(id)
+                && line.get("moduleId").is_none_or(serde_json::Value::is_null)
+        });
+        if let Some(key) = line
+            .pointer_mut("/authentication/symmetricKey/primaryKey")
+            .filter(|_| hit)
+        {
+            *key = serde_json::Value::String(WRONG_KEY.into());
+            self.wrong_key_for = None;
+        }
+        line
+    }
 }
 
 /// Merge a partial JSON document into a serializable settings struct; unknown keys are errors.
@@ -165,6 +190,38 @@ impl Bucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn wrong_key_fault_hits_only_its_device_line_once() {
+        let mut f = Faults {
+            wrong_key_for: Some("d2".into()),
+            ..Faults::default()
+        };
+        let line = |id: &str, module: Option<&str>| {
+            serde_json::json!({"id": id, "moduleId": module,
+                "authentication": {"symmetricKey": {"primaryKey": "a2V5LWtleS1rZXkta2V5LQ==", "secondaryKey": "c2Vjb25kYXJ5LWtleS0xMg=="}}})
+        };
+        let key = |v: &serde_json::Value| v["authentication"]["symmetricKey"]["primaryKey"].clone();
+        assert_eq!(
+            key(&f.corrupt_key(line("d1", None))),
+            key(&line("d1", None))
+        );
+        assert_eq!(
+            key(&f.corrupt_key(line("d2", Some("m")))),
+            key(&line("d2", None))
+        );
+        let hit = f.corrupt_key(line("d2", None));
+        assert_ne!(key(&hit), key(&line("d2", None)));
+        assert_eq!(
+            hit["authentication"]["symmetricKey"]["secondaryKey"],
+            line("d2", None)["authentication"]["symmetricKey"]["secondaryKey"]
+        );
+        assert!(f.wrong_key_for.is_none());
+        assert_eq!(
+            key(&f.corrupt_key(line("d2", None))),
+            key(&line("d2", None))
+        );
+    }
 
     #[test]
     fn bucket_refills_at_the_rate() {

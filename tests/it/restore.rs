@@ -823,3 +823,190 @@ async fn ctrl_c_during_the_import_job_cancels_it_and_empties_staging() {
     assert_eq!(doc["verified"], true);
     assert_same_registry(&f).await;
 }
+
+/// Ids of SAS devices (not modules) of `lines`, in the order a restore sorts records, with each
+/// one's position among all records (devices and modules).
+fn sas_devices_by_position(lines: &[Value]) -> Vec<(usize, String)> {
+    let all = comparable(lines);
+    all.iter()
+        .enumerate()
+        .filter(|(_, (k, v))| !k.contains('/') && v["auth"]["type"] == "sas")
+        .map(|(i, (k, _))| (i, k.clone()))
+        .collect()
+}
+
+/// The primary key a hub's registry holds for device `id`, read through the control API.
+async fn primary_key(f: &Fixture, hub: &str, id: &str) -> String {
+    f.registry(hub)
+        .await
+        .iter()
+        .find(|d| d["id"] == id && d.get("moduleId").is_none())
+        .and_then(|d| d.pointer("/authentication/symmetricKey/primaryKey"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_reads_every_key_through_an_export_job_and_catches_one_wrong_key() {
+    let Some(cs) = azurite() else { return };
+    let mut f = Fixture::with_staging(300, &cs).await;
+    f.snapshot().await;
+    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
+    let source = f.registry("hub-a").await;
+    let candidates = sas_devices_by_position(&source);
+    // Far outside the first 100 records (and not where an evenly spread sample starts).
+    let (position, wrong) = candidates[candidates.len() - 2].clone();
+    assert!(position > 200, "device {wrong} sits at {position}");
+
+    // The hub silently stores another key for that one device during the import job.
+    f.patch("hub-b", "faults", json!({"wrong_key_for": wrong}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_ne!(
+        primary_key(&f, "hub-b", &wrong).await,
+        primary_key(&f, "hub-a", &wrong).await,
+        "the fault fired"
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["verified"], false);
+    assert_eq!(
+        doc["differences"],
+        json!([{"id": wrong, "problem": "differs", "aspects": ["keys"]}])
+    );
+    assert_eq!(doc["verified_keys"], "all");
+    assert_eq!(doc["key_check"]["via"], "export-job");
+    assert_eq!(
+        doc["key_check"]["of"].as_u64(),
+        Some(doc["key_check"]["checked"].as_u64().unwrap())
+    );
+    assert!(doc["key_check"]["of"].as_u64().unwrap() >= candidates.len() as u64);
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging after verification: {:?}",
+        f.staging_blobs().await
+    );
+    let human = f.run(&["diff", "latest", "--hub", "hub-b"]).await;
+    assert_eq!(human.code, 1, "{}", human.stderr);
+    assert!(human.stdout.contains(&wrong), "{}", human.stdout);
+
+    // The next restore repairs exactly that device, and proves every key again.
+    let (out, doc) = f.restore(&["--engine", "job", "-v"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        doc["plan_items"]["update"],
+        json!([{"id": wrong, "aspects": ["keys"]}])
+    );
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["verified_keys"], "all");
+    assert_same_registry(&f).await;
+
+    // Someone changes one device's key on the target: a dry run finds it among all the others.
+    let (_, other) = candidates[candidates.len() - 1].clone();
+    let mut changed = f
+        .registry("hub-b")
+        .await
+        .into_iter()
+        .find(|d| d["id"] == other.as_str() && d.get("moduleId").is_none())
+        .unwrap();
+    changed["authentication"]["symmetricKey"]["primaryKey"] = json!(B64.encode([9u8; 32]));
+    changed.as_object_mut().unwrap().remove("eTag");
+    changed.as_object_mut().unwrap().remove("twinETag");
+    f.load("hub-b", &[changed]).await;
+    let (dry, doc) = f.restore(&["--engine", "job", "--dry-run", "-v"]).await;
+    assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
+    assert_eq!(
+        doc["plan_items"]["update"],
+        json!([{"id": other, "aspects": ["keys"]}])
+    );
+    assert!(f.staging_blobs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_read() {
+    let f = Fixture::new(150).await;
+    f.snapshot().await;
+    let candidates = sas_devices_by_position(&f.registry("hub-a").await);
+    let (position, wrong) = candidates[candidates.len() - 1].clone();
+    assert!(position > 100, "device {wrong} sits at {position}");
+    f.patch("hub-b", "faults", json!({"wrong_key_for": wrong}))
+        .await;
+
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["verified"], false);
+    assert_eq!(
+        doc["differences"],
+        json!([{"id": wrong, "problem": "differs", "aspects": ["keys"]}])
+    );
+    assert_eq!(doc["verified_keys"], "all");
+    assert_eq!(doc["key_check"]["via"], "registry-reads");
+
+    let human = f
+        .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
+        .await;
+    assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
+    assert!(
+        human.stdout.contains("keys: all"),
+        "the text says what was proven: {}",
+        human.stdout
+    );
+    assert_same_registry(&f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_back() {
+    let Some(cs) = azurite() else { return };
+    let mut f = Fixture::with_staging(120, &cs).await;
+    f.snapshot().await;
+    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
+    // The verification's export job fails half-way: keys are then read one by one, and the
+    // report says so; the half-written export blob is gone all the same.
+    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["engine"], "bulk");
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["verified_keys"], "all");
+    assert_eq!(doc["key_check"]["via"], "registry-reads");
+    let note = doc["key_check"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("export job") && note.contains("failed"),
+        "{note}"
+    );
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging after a failed export: {:?}",
+        f.staging_blobs().await
+    );
+    assert_same_registry(&f).await;
+
+    // A key changed on the target is planned and, after the bulk write, proven by an export job.
+    let candidates = sas_devices_by_position(&f.registry("hub-a").await);
+    let (_, other) = candidates[candidates.len() - 1].clone();
+    let mut changed = f
+        .registry("hub-b")
+        .await
+        .into_iter()
+        .find(|d| d["id"] == other.as_str() && d.get("moduleId").is_none())
+        .unwrap();
+    changed["authentication"]["symmetricKey"]["primaryKey"] = json!(B64.encode([5u8; 32]));
+    changed.as_object_mut().unwrap().remove("eTag");
+    changed.as_object_mut().unwrap().remove("twinETag");
+    f.load("hub-b", &[changed]).await;
+    let human = f
+        .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
+        .await;
+    assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
+    assert!(
+        human.stdout.contains("1 to update") && human.stdout.contains("through export job"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(
+        primary_key(&f, "hub-b", &other).await,
+        primary_key(&f, "hub-a", &other).await
+    );
+    assert!(f.staging_blobs().await.is_empty());
+}
