@@ -16,7 +16,6 @@ use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
 use hubvault::demo::{self, DemoOptions, Step};
 use hubvault::hub::HubClient;
-use hubvault::preflight::{ArmAccess, Checks};
 use hubvault::restore::{Engine, Mode, RestoreOptions};
 use hubvault::staging::Staging;
 
@@ -92,20 +91,9 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     let arm = live::arm_client(config)?;
     let poll = live::poll_policy()?;
     let preflight = (!args.no_preflight).then(|| {
-        let mut checks = Checks::new(&target_hub.name, &target);
-        checks.arm = match (&arm, &target_hub.resource_id) {
-            (Some(client), Some(resource_id)) => Some(ArmAccess {
-                client,
-                resource_id,
-            }),
-            _ => None,
-        };
-        checks.caller_ip = args.live.caller_ip;
-        checks.hub_is_local = target_hub.target.endpoint.is_some();
+        let mut checks = live::checks_for(&target_hub, &target, arm.as_ref(), &args.live, poll);
         checks.staging = target_staging.as_ref();
         checks.needs_jobs = true;
-        checks.wait_for_slot = args.live.wait;
-        checks.poll = poll;
         checks
     });
     let keep = if args.keep {

@@ -93,20 +93,33 @@ async fn run_preflight(
     live: &LiveArgs,
 ) -> Result<Report> {
     let arm = arm_client(config)?;
-    let mut checks = Checks::new(&resolved.name, client);
-    checks.arm = match (&arm, &resolved.resource_id) {
-        (Some(client), Some(resource_id)) => Some(ArmAccess {
+    let mut checks = checks_for(resolved, client, arm.as_ref(), live, poll_policy()?);
+    checks.staging = staging;
+    Ok(preflight::run(&checks).await)
+}
+
+/// Preflight checks of `hub` with what the command line and config give: its ARM rules when
+/// both an ARM client and the hub's resource id are known, the caller's public address,
+/// whether to wait for the job slot, and how to poll.
+pub(super) fn checks_for<'a>(
+    hub: &'a ResolvedHub,
+    client: &'a HubClient,
+    arm: Option<&'a ArmClient>,
+    live: &LiveArgs,
+    poll: PollPolicy,
+) -> Checks<'a> {
+    let mut checks = Checks::new(&hub.name, client);
+    checks.arm = arm
+        .zip(hub.resource_id.as_deref())
+        .map(|(client, resource_id)| ArmAccess {
             client,
             resource_id,
-        }),
-        _ => None,
-    };
+        });
     checks.caller_ip = live.caller_ip;
-    checks.staging = staging;
-    checks.hub_is_local = resolved.target.endpoint.is_some();
+    checks.hub_is_local = hub.target.endpoint.is_some();
     checks.wait_for_slot = live.wait;
-    checks.poll = poll_policy()?;
-    Ok(preflight::run(&checks).await)
+    checks.poll = poll;
+    checks
 }
 
 fn report_outcome(report: &Report) -> Result<Outcome> {

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result};
 use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
-use hubvault::preflight::{ArmAccess, Checks};
 use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, job, plan::Action};
 use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
@@ -73,18 +72,7 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
     };
     let identities = identities(config, &args.keys)?;
     let arm = live::arm_client(config)?;
-    let mut checks = Checks::new(&hub.name, &client);
-    checks.arm = match (&arm, &hub.resource_id) {
-        (Some(client), Some(resource_id)) => Some(ArmAccess {
-            client,
-            resource_id,
-        }),
-        _ => None,
-    };
-    checks.caller_ip = args.live.caller_ip;
-    checks.hub_is_local = hub.target.endpoint.is_some();
-    checks.wait_for_slot = args.live.wait;
-    checks.poll = options.poll;
+    let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, options.poll);
     let run = restore::run_with_checks(
         store,
         &manifest,
@@ -190,17 +178,8 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
             Action::Unchanged => report.unchanged += 1,
         }
     }
-    let mut human = String::new();
-    for key in &report.added {
-        let _ = writeln!(human, "+ {key} (only on the hub)");
-    }
-    for key in &report.removed {
-        let _ = writeln!(human, "- {key} (only in the snapshot)");
-    }
-    for (key, aspects) in &report.changed {
-        let names: Vec<&str> = aspects.iter().map(|a| a.as_str()).collect();
-        let _ = writeln!(human, "~ {key} ({})", names.join(", "));
-    }
+    let mut human =
+        super::snapshots::diff_lines(&report, " (only on the hub)", " (only in the snapshot)");
     let _ = writeln!(
         human,
         "{} → {} (live): {} added, {} removed, {} changed, {} unchanged",

@@ -280,17 +280,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
     })
     .await
     .context("diff task failed")??;
-    let mut human = String::new();
-    for key in &report.added {
-        let _ = writeln!(human, "+ {key}");
-    }
-    for key in &report.removed {
-        let _ = writeln!(human, "- {key}");
-    }
-    for (key, aspects) in &report.changed {
-        let names: Vec<&str> = aspects.iter().map(|a| a.as_str()).collect();
-        let _ = writeln!(human, "~ {key} ({})", names.join(", "));
-    }
+    let mut human = diff_lines(&report, "", "");
     let _ = writeln!(
         human,
         "{old_id} → {new_id}: {} added, {} removed, {} changed, {} unchanged",
@@ -304,4 +294,25 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         human,
         found_something: !report.is_empty(),
     })
+}
+
+/// One line per difference: `+ added`, `- removed`, `~ changed (aspects)`; the notes say where an
+/// added or removed record lives when that is not obvious (a snapshot against a live hub).
+pub(super) fn diff_lines(
+    report: &diff::DiffReport,
+    added_note: &str,
+    removed_note: &str,
+) -> String {
+    let mut out = String::new();
+    for key in &report.added {
+        let _ = writeln!(out, "+ {key}{added_note}");
+    }
+    for key in &report.removed {
+        let _ = writeln!(out, "- {key}{removed_note}");
+    }
+    for (key, aspects) in &report.changed {
+        let names: Vec<&str> = aspects.iter().map(|a| a.as_str()).collect();
+        let _ = writeln!(out, "~ {key} ({})", names.join(", "));
+    }
+    out
 }
