@@ -123,6 +123,11 @@ where
     }
     drop(buf);
     let runs_spilled = spill.runs();
+    tracing::debug!(
+        runs = runs_spilled,
+        records = total,
+        "runs spilled; merging"
+    );
     let sources = spill.open_runs(file)?;
     merge(sources, file, |rec| emit(out, rec))?;
     Ok(Sorted::Done {
