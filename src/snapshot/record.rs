@@ -221,6 +221,46 @@ impl<R: BufRead> Iterator for Lines<R> {
     }
 }
 
+/// The records of an export, parsed on the calling thread or on a thread of its own.
+pub enum Records<R> {
+    Inline(Lines<R>),
+    Threaded(Prefetched),
+}
+
+impl<R: BufRead + Send + 'static> Records<R> {
+    /// Parse `lines` on a thread of its own when `threaded`. Threaded parsing overlaps the
+    /// parse with sealing; but records then live in that thread's malloc arena, where the
+    /// memory they free is not reused by the calling thread. So use it for streaming input
+    /// (each record is freed right after it is written) and parse inline when records are
+    /// buffered for a sort, whose merge then reuses the buffer's memory.
+    pub fn new(lines: Lines<R>, threaded: bool) -> std::io::Result<Self> {
+        Ok(if threaded {
+            Records::Threaded(Prefetched::spawn(lines)?)
+        } else {
+            Records::Inline(lines)
+        })
+    }
+
+    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
+    pub fn skipped(&mut self) -> u64 {
+        match self {
+            Records::Inline(l) => l.skipped(),
+            Records::Threaded(p) => p.skipped(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Records::Inline(l) => l.next(),
+            Records::Threaded(p) => p.next(),
+        }
+    }
+}
+
 /// Records per batch handed from the parsing thread to the consumer.
 const PARSED_BATCH: usize = 128;
 /// Batches in flight between them.

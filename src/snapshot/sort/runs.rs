@@ -98,10 +98,14 @@ impl Spill {
         }))
     }
 
-    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources.
+    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources. Merged runs go to the
+    /// end of the list, so each round merges the oldest (and smallest) runs first.
     pub(super) fn open_runs(mut self, file: &str) -> Result<Vec<Source>, Error> {
         while self.runs.len() > MAX_FAN_IN {
-            let batch: Vec<PathBuf> = self.runs.drain(..MAX_FAN_IN).collect();
+            // Merge just enough runs that the rest fit one final merge: 65 runs cost one
+            // merge of 2, not a rewrite of 64 (every extra round re-reads and re-seals it all).
+            let take = (self.runs.len() - MAX_FAN_IN + 1).min(MAX_FAN_IN);
+            let batch: Vec<PathBuf> = self.runs.drain(..take).collect();
             let sources = batch
                 .iter()
                 .map(|p| self.read_run(p))
