@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write as _};
+use std::io::{BufReader, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,10 +20,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
+use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
 use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
-use crate::snapshot::record::{Lines, Record};
+use crate::snapshot::record::{Lines, Record, Records};
 use crate::snapshot::sort::{SortOptions, Sorted, sort_into};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
@@ -446,12 +447,20 @@ impl SealJob {
     fn run(self, sender: ChunkSender) -> Result<Option<(SealStats, ObjectCounts)>, Error> {
         let input = self.input.open()?;
         let display = self.input.display();
+        // Input in order streams: reading and proving each line a JSON object then runs on a
+        // thread of its own too (see `Records::new` for why not when sorting).
+        let mut lines = Records::new(
+            Lines::new(
+                BufReader::with_capacity(READ_BUFFER, input),
+                display.clone(),
+            ),
+            self.streaming,
+        )
+        .map_err(snapshot::Error::Output)?;
         let seal = SealWriter::new(sender, &self.recipients, SealOptions::archive())?;
-        let mut out = BufWriter::with_capacity(256 * 1024, seal);
-        let mut lines = Lines::new(
-            BufReader::with_capacity(READ_BUFFER, input),
-            display.clone(),
-        );
+        // Sealing (zstd's input side, age, sha256, upload chunks) runs on a thread of its own,
+        // overlapping this thread's order and duplicate checks and sorting.
+        let mut out = Handoff::spawn(seal).map_err(snapshot::Error::Output)?;
         let mut counts = ObjectCounts::default();
         let sorted = out
             .write_all(&self.header.to_line())
@@ -467,32 +476,35 @@ impl SealJob {
                     .map_err(Error::from)
             });
         counts.skipped = lines.skipped();
-        let flushed = out.flush();
-        let (seal, _) = out.into_parts();
-        let records = match (sorted, flushed) {
-            (
-                Ok(Sorted::Done {
-                    records,
-                    runs_spilled,
-                }),
-                Ok(()),
-            ) => {
+        let records = match sorted {
+            Ok(Sorted::Done {
+                records,
+                runs_spilled,
+            }) => {
                 counts.runs_spilled = runs_spilled;
                 records
             }
-            (Ok(Sorted::Restart), _) => {
-                seal.abandon();
+            Ok(Sorted::Restart) => {
+                out.abandon().0.abandon();
                 return Ok(None);
             }
-            (Err(e), _) => {
+            Err(e) => {
+                let (seal, sealing) = out.abandon();
                 seal.abandon();
-                return Err(e);
-            }
-            (_, Err(e)) => {
-                seal.abandon();
-                return Err(snapshot::Error::Output(e).into());
+                // A write that failed because the sealing thread stopped: its error says why.
+                return Err(match (e, sealing) {
+                    (Error::Snapshot(snapshot::Error::Output(_)), Err(cause)) => {
+                        snapshot::Error::Output(cause).into()
+                    }
+                    (e, _) => e,
+                });
             }
         };
+        let (seal, sealing) = out.finish();
+        if let Err(e) = sealing {
+            seal.abandon();
+            return Err(snapshot::Error::Output(e).into());
+        }
         if records == 0 && self.kind == DEVICES {
             seal.abandon();
             return Err(snapshot::Error::Empty { file: display }.into());

@@ -9,6 +9,7 @@
 //! recipients and identities.
 
 pub mod bridge;
+pub mod handoff;
 mod open;
 mod seal;
 

@@ -38,7 +38,7 @@ impl SealOptions {
     /// in little memory (read them with [`super::open_with_buffer`]); they live for one backup.
     pub fn spill() -> Self {
         SealOptions {
-            level: 1,
+            level: -3,
             threads: 0,
             window_log: Some(15),
             job_bytes: None,

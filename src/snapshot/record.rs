@@ -221,6 +221,137 @@ impl<R: BufRead> Iterator for Lines<R> {
     }
 }
 
+/// The records of an export, parsed on the calling thread or on a thread of its own.
+pub enum Records<R> {
+    Inline(Lines<R>),
+    Threaded(Prefetched),
+}
+
+impl<R: BufRead + Send + 'static> Records<R> {
+    /// Parse `lines` on a thread of its own when `threaded`. Threaded parsing overlaps the
+    /// parse with sealing; but records then live in that thread's malloc arena, where the
+    /// memory they free is not reused by the calling thread. So use it for streaming input
+    /// (each record is freed right after it is written) and parse inline when records are
+    /// buffered for a sort, whose merge then reuses the buffer's memory.
+    pub fn new(lines: Lines<R>, threaded: bool) -> std::io::Result<Self> {
+        Ok(if threaded {
+            Records::Threaded(Prefetched::spawn(lines)?)
+        } else {
+            Records::Inline(lines)
+        })
+    }
+
+    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
+    pub fn skipped(&mut self) -> u64 {
+        match self {
+            Records::Inline(l) => l.skipped(),
+            Records::Threaded(p) => p.skipped(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Records::Inline(l) => l.next(),
+            Records::Threaded(p) => p.next(),
+        }
+    }
+}
+
+/// Records per batch handed from the parsing thread to the consumer.
+const PARSED_BATCH: usize = 128;
+/// Batches in flight between them.
+const PARSED_DEPTH: usize = 2;
+
+/// [`Lines`] on a thread of its own: the lines of the next batch are read and proven JSON
+/// objects while the consumer sorts, checks and seals the previous one. Yields exactly what
+/// the inner [`Lines`] yields, in order, and stops after the first error.
+pub struct Prefetched {
+    rx: Option<std::sync::mpsc::Receiver<Vec<Result<Record, Error>>>>,
+    current: std::vec::IntoIter<Result<Record, Error>>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    skipped: u64,
+}
+
+impl Prefetched {
+    /// Start parsing `lines` on a new thread.
+    pub fn spawn<R: BufRead + Send + 'static>(mut lines: Lines<R>) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("hubvault-parse".into())
+            .spawn(move || {
+                loop {
+                    let mut batch = Vec::with_capacity(PARSED_BATCH);
+                    let mut last = true;
+                    for item in lines.by_ref() {
+                        let failed = item.is_err();
+                        batch.push(item);
+                        if failed {
+                            break;
+                        }
+                        if batch.len() == PARSED_BATCH {
+                            last = false;
+                            break;
+                        }
+                    }
+                    // A closed channel: the consumer stopped early (restart or error).
+                    if (!batch.is_empty() && tx.send(batch).is_err()) || last {
+                        break;
+                    }
+                }
+                lines.skipped()
+            })?;
+        Ok(Prefetched {
+            rx: Some(rx),
+            current: Vec::new().into_iter(),
+            thread: Some(thread),
+            skipped: 0,
+        })
+    }
+
+    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
+    pub fn skipped(&mut self) -> u64 {
+        self.stop();
+        self.skipped
+    }
+
+    /// Stop the thread (if still running) and collect its count.
+    fn stop(&mut self) {
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(skipped) => self.skipped = skipped,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+}
+
+impl Iterator for Prefetched {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            let batch = self.rx.as_ref()?.recv().ok()?;
+            self.current = batch.into_iter();
+        }
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -242,6 +373,42 @@ mod tests {
         let mut lines = Lines::new(text, "devices.txt");
         let out: Vec<_> = lines.by_ref().collect();
         (out, lines.skipped())
+    }
+
+    #[test]
+    fn prefetched_yields_the_same_records_errors_and_skips() {
+        let mut text = b"Warning: keys\n".to_vec();
+        for i in 0..1000 {
+            text.extend_from_slice(format!("{{\"id\":\"d{i:04}\"}}\n\n").as_bytes());
+        }
+        text.extend_from_slice(b"{\"id\":\"bad\"\n{\"id\":\"after\"}\n");
+        let (direct, direct_skipped) = read(&text);
+        let mut pre =
+            Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "devices.txt")).unwrap();
+        let got: Vec<_> = pre.by_ref().collect();
+        assert_eq!(pre.skipped(), 1001);
+        // Lines itself goes on after an error; the prefetcher stops at the first one.
+        let direct: Vec<_> = direct.into_iter().take(1001).collect();
+        assert_eq!(direct_skipped, 1001);
+        assert_eq!(got.len(), 1001);
+        for (a, b) in got.iter().zip(&direct) {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!("different results"),
+            }
+        }
+        assert!(got[1000].is_err());
+    }
+
+    #[test]
+    fn dropping_prefetched_early_stops_its_thread() {
+        let text: Vec<u8> = (0..50_000)
+            .flat_map(|i| format!("{{\"id\":\"d{i:06}\"}}\n").into_bytes())
+            .collect();
+        let mut pre = Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "f")).unwrap();
+        assert!(pre.next().unwrap().is_ok());
+        drop(pre); // must return (join) rather than hang
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Error, MAX_FAN_IN, Record, SPILL_PREFIX, SortOptions, Source, merge};
+use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{self, Identities, SealOptions, SealWriter};
 
 /// Spilled runs: a temp folder removed on drop, and the throw-away key they are sealed to.
@@ -63,9 +64,12 @@ impl Spill {
         } else {
             None
         };
+        // Compressing and encrypting the run happens on a thread of its own, overlapping this
+        // thread's framing of the records.
+        let w = Handoff::with_batches(seal, RUN_BATCH_BYTES, 2).map_err(Error::Spill)?;
         Ok(RunWriter {
             path,
-            w: BufWriter::with_capacity(256 * 1024, seal),
+            w,
             written: 0,
             hook,
         })
@@ -94,10 +98,14 @@ impl Spill {
         }))
     }
 
-    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources.
+    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources. Merged runs go to the
+    /// end of the list, so each round merges the oldest (and smallest) runs first.
     pub(super) fn open_runs(mut self, file: &str) -> Result<Vec<Source>, Error> {
         while self.runs.len() > MAX_FAN_IN {
-            let batch: Vec<PathBuf> = self.runs.drain(..MAX_FAN_IN).collect();
+            // Merge just enough runs that the rest fit one final merge: 65 runs cost one
+            // merge of 2, not a rewrite of 64 (every extra round re-reads and re-seals it all).
+            let take = (self.runs.len() - MAX_FAN_IN + 1).min(MAX_FAN_IN);
+            let batch: Vec<PathBuf> = self.runs.drain(..take).collect();
             let sources = batch
                 .iter()
                 .map(|p| self.read_run(p))
@@ -123,10 +131,13 @@ impl Spill {
     }
 }
 
+/// Bytes per batch handed to a run's sealing thread.
+const RUN_BATCH_BYTES: usize = 512 * 1024;
+
 /// One run being written.
 struct RunWriter {
     path: PathBuf,
-    w: BufWriter<SealWriter<File>>,
+    w: Handoff<SealWriter<File>>,
     written: u64,
     hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -151,13 +162,12 @@ impl RunWriter {
     }
 
     fn finish(mut self) -> Result<PathBuf, Error> {
-        let flushed = self.pause().map_err(|e| match e {
+        let paused = self.pause().map_err(|e| match e {
             Error::Spill(io) => io,
             other => io::Error::other(other.to_string()),
         });
-        let flushed = flushed.and_then(|()| self.w.flush());
-        let (seal, _) = self.w.into_parts();
-        if let Err(e) = flushed {
+        let (seal, written) = self.w.finish();
+        if let Err(e) = paused.and(written) {
             seal.abandon();
             return Err(Error::Spill(e));
         }
@@ -166,7 +176,7 @@ impl RunWriter {
     }
 
     fn abandon(self) {
-        self.w.into_parts().0.abandon();
+        self.w.abandon().0.abandon();
     }
 }
 
