@@ -7,20 +7,26 @@
 //!
 //! Must not: decide anything (the plan does), write to the hub.
 
-use futures::StreamExt;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::canonical;
 use super::lines::is_system_module;
+use super::pace::{Pacer, START_RATE};
 use super::plan::{TargetRecord, order};
 use crate::hub::{self, HubClient};
 
 /// Largest query page asked for; the hub may cap it lower.
 const PAGE: u32 = 1000;
-/// Concurrent single-record reads when fetching keys.
+/// Single-record reads under way at most when fetching keys (the pacer sets the rate; 16 cover
+/// 50 reads/s at 300 ms each).
 const KEY_READS: usize = 16;
-/// Rounds of key reads before a throttled hub is reported.
-const THROTTLED_ROUNDS: u32 = 20;
+/// Tries of one read that keeps coming back throttled before the throttle is reported.
+const THROTTLED_TRIES: u32 = 20;
 
 /// Every device and (non-system) module of the hub, canonical, sorted by `(id, moduleId)`.
 pub async fn read(client: &HubClient) -> Result<Vec<TargetRecord>, hub::Error> {
@@ -71,6 +77,11 @@ fn record(twin: &Value) -> Option<TargetRecord> {
 
 /// Read symmetric keys for the listed records (devices with `GET /devices/{id}`, modules with
 /// their module GET) and fold them into `target`. A record gone meanwhile stays keyless.
+///
+/// Single reads count against the registry throttle, so they are paced like the bulk engine's
+/// calls ([`Pacer`], up to [`KEY_READS`] under way): a throttled read goes back in the queue,
+/// resent no sooner than its `Retry-After`, at most [`THROTTLED_TRIES`] times before the throttle
+/// is reported.
 pub async fn fetch_keys(
     client: &HubClient,
     target: &mut [TargetRecord],
@@ -79,32 +90,45 @@ pub async fn fetch_keys(
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut pending: Vec<(String, Option<String>)> = wanted.to_vec();
+    let client = client.pacing_throttles();
+    let mut queue: VecDeque<(Key, u32, Option<Instant>)> =
+        wanted.iter().map(|k| (k.clone(), 0, None)).collect();
+    let mut running = FuturesUnordered::new();
+    let mut pacer = Pacer::new(START_RATE, Instant::now());
     let mut found = Vec::new();
-    let mut window = KEY_READS;
-    // Single reads count against the registry throttle: a round that still ends throttled (after
-    // the client's own retries) is re-run with fewer reads in flight, a bounded number of times.
-    for round in 0..THROTTLED_ROUNDS {
-        let results: Vec<_> = futures::stream::iter(pending.drain(..))
-            .map(|(id, module_id)| read_auth(client, id, module_id))
-            .buffer_unordered(window)
-            .collect()
-            .await;
-        for r in results {
-            match r {
-                Ok(Some(hit)) => found.push(hit),
-                Ok(None) => {}
-                Err((hub::Error::Throttled { .. }, key)) if round + 1 < THROTTLED_ROUNDS => {
-                    pending.push(key);
-                }
-                Err((e, _)) => return Err(e),
+    while !queue.is_empty() || !running.is_empty() {
+        let start = (running.len() < KEY_READS)
+            .then(|| queue.front())
+            .flatten()
+            .map(|(_, _, not_before)| {
+                let now = Instant::now();
+                pacer.next_start(now).max(not_before.unwrap_or(now))
+            });
+        let answer = tokio::select! {
+            () = tokio::time::sleep_until(start.unwrap_or_else(Instant::now)), if start.is_some() => None,
+            Some(done) = running.next(), if !running.is_empty() => Some(done),
+        };
+        let Some((key, tries, sent_at, result)) = answer else {
+            if let Some((key, tries, _)) = queue.pop_front() {
+                let now = Instant::now();
+                pacer.sent(now);
+                running.push(read_auth(&client, key, tries, now));
             }
+            continue;
+        };
+        match result {
+            Ok(hit) => {
+                pacer.accepted(Instant::now());
+                found.extend(hit);
+            }
+            Err(hub::Error::Throttled { retry_after, .. }) if tries + 1 < THROTTLED_TRIES => {
+                let now = Instant::now();
+                pacer.throttled(sent_at, now);
+                let not_before = now + retry_after.unwrap_or(Duration::from_secs(1));
+                queue.push_back((key, tries + 1, Some(not_before)));
+            }
+            Err(e) => return Err(e),
         }
-        if pending.is_empty() {
-            break;
-        }
-        window = (window / 4).max(1);
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     for (id, module_id, auth) in found {
         let at = target.binary_search_by(|t| {
@@ -120,27 +144,35 @@ pub async fn fetch_keys(
 }
 
 type Key = (String, Option<String>);
+type Read = (
+    Key,
+    u32,
+    Instant,
+    Result<Option<(String, Option<String>, Value)>, hub::Error>,
+);
 
-async fn read_auth(
-    client: &HubClient,
-    id: String,
-    module_id: Option<String>,
-) -> Result<Option<(String, Option<String>, Value)>, (hub::Error, Key)> {
-    let auth = match &module_id {
+async fn read_auth(client: &HubClient, key: Key, tries: u32, sent_at: Instant) -> Read {
+    let (id, module_id) = &key;
+    let auth = match module_id {
         None => client
-            .get_device(&id)
+            .get_device(id)
             .await
             .map(|d| serde_json::to_value(d.authentication)),
         Some(m) => client
-            .get_module(&id, m)
+            .get_module(id, m)
             .await
             .map(|d| serde_json::to_value(d.authentication)),
     };
-    match auth {
-        Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
+    let result = match auth {
+        Ok(v) => Ok(Some((
+            id.clone(),
+            module_id.clone(),
+            v.unwrap_or(Value::Null),
+        ))),
         Err(hub::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err((e, (id, module_id))),
-    }
+        Err(e) => Err(e),
+    };
+    (key, tries, sent_at, result)
 }
 
 /// The hub's configurations, canonical, sorted by id.
