@@ -5,28 +5,34 @@
 //! `Retry-After` with a few calls in flight wastes most of that budget. Instead, calls are spaced
 //! `1/rate` apart and the rate is learned from the answers, like TCP's congestion control:
 //!
-//! - **slow start**: until the first 429 the rate grows by [`SLOW_START_GROWTH`] a second
-//!   (exponential), so an unknown limit is found in a few seconds from [`START_RATE`];
-//! - **multiplicative decrease**: a 429 cuts the rate to [`CUT`] of itself, at most once per
-//!   reaction (429s of calls sent before the last cut answer the old rate and are not counted
-//!   twice), and the next call waits one interval at the new rate — not the whole `Retry-After`;
-//!   the throttled call itself is resent no sooner than its `Retry-After`, by the caller;
-//! - **additive increase**: after a 429 the rate grows by [`PROBE`] of the rate it was throttled
-//!   at, a second. Between cuts it spends ~90 % of a cycle at or above `CUT` of the limit and the
-//!   hub's bucket absorbs the overshoot, so the accepted rate stays near the limit.
+//! - **slow start**: until the first 429 every accepted answer raises the rate by
+//!   [`SLOW_START_STEP`] (exponential in answers, as TCP's slow start), so an unthrottled hub is
+//!   soon limited only by the calls in flight and an unknown limit is found in a second or two;
+//! - **decrease**: a 429 cuts the rate to [`CUT`] of what the hub actually accepted over the last
+//!   second (when we were far above the limit, cutting from our own rate would take many rounds;
+//!   never more than half at once, since one 429 may be someone else's burst). Only once per
+//!   reaction: 429s of calls sent before the last cut answer the old rate. The next call waits one
+//!   interval at the new rate — not the whole `Retry-After`; the throttled call itself is resent
+//!   no sooner than its `Retry-After`, by the caller;
+//! - **additive increase**: after a 429 the rate grows by [`PROBE`] of the rate throttled at, a
+//!   second. Between cuts it spends most of a cycle between `CUT` of the limit and the limit, and
+//!   the hub's bucket absorbs the small overshoot, so the accepted rate stays near the limit.
 //!
 //! Pure: every decision takes `now` as a parameter. Must not: sleep, send, or read the clock.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// First rate when the limit is unknown (calls a second): below a small hub's limit, found fast.
+/// First rate when the limit is unknown (calls a second).
 pub const START_RATE: f64 = 10.0;
-/// Slow start: +50 % a second (10 → 50 calls/s in ~4 s) until the first 429.
-pub const SLOW_START_GROWTH: f64 = 0.5;
-/// A 429 keeps this share of the rate (a bucket limit means we were at most slightly above it).
+/// Slow start: +5 % per accepted answer (doubles every 14 answers: 10 → 50 calls/s in ~1 s).
+pub const SLOW_START_STEP: f64 = 0.05;
+/// A 429 keeps this share of the accepted rate: just under the limit, so the bucket refills.
 pub const CUT: f64 = 0.85;
+/// The accepted rate is measured over this window (the hub's bucket banks about one second).
+const WINDOW: Duration = Duration::from_secs(1);
 /// After a 429, growth per second as a share of the rate throttled at (~1 call/s at 50/s), so a
 /// cut is won back in ~7 s and the overshoot past the limit stays small.
 pub const PROBE: f64 = 0.02;
@@ -44,6 +50,9 @@ pub struct Pacer {
     grown: Instant,
     /// Last cut, and the rate just before it (`None`: still in slow start).
     cut: Option<(Instant, f64)>,
+    /// When the pacer started, and the answers accepted within the last [`WINDOW`].
+    started: Instant,
+    accepts: VecDeque<Instant>,
 }
 
 impl Pacer {
@@ -53,6 +62,8 @@ impl Pacer {
             next: now,
             grown: now,
             cut: None,
+            started: now,
+            accepts: VecDeque::new(),
         }
     }
 
@@ -71,18 +82,42 @@ impl Pacer {
         self.next = self.next.max(now) + interval(self.rate);
     }
 
-    /// A call was accepted (any answer but 429): grow the rate for the time since the last growth.
+    /// A call was accepted (any answer but 429): grow the rate (see the module comment).
     pub fn accepted(&mut self, now: Instant) {
+        self.forget_before(now);
+        self.accepts.push_back(now);
         let dt = now
             .saturating_duration_since(self.grown)
             .as_secs_f64()
             .min(1.0);
         self.grown = now;
         let step = match self.cut {
-            None => self.rate * SLOW_START_GROWTH * dt,
+            None => self.rate * SLOW_START_STEP,
             Some((_, throttled_at)) => throttled_at * PROBE * dt,
         };
         self.rate = (self.rate + step).min(MAX_RATE);
+    }
+
+    /// Calls a second the hub accepted over the last [`WINDOW`] (or since the start, if shorter).
+    fn accepted_rate(&mut self, now: Instant) -> f64 {
+        self.forget_before(now);
+        let span = now
+            .saturating_duration_since(self.started)
+            .min(WINDOW)
+            .as_secs_f64()
+            .max(0.001);
+        // At most MAX_RATE × WINDOW entries: fits a u32.
+        f64::from(u32::try_from(self.accepts.len()).unwrap_or(u32::MAX)) / span
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .accepts
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > WINDOW)
+        {
+            self.accepts.pop_front();
+        }
     }
 
     /// A call sent at `sent_at` came back 429 at `now`. Returns whether the rate was cut.
@@ -91,8 +126,9 @@ impl Pacer {
             // It was sent at the rate already cut for: the cut is still taking effect.
             return false;
         }
+        let accepted = self.accepted_rate(now).clamp(self.rate * 0.5, self.rate);
         self.cut = Some((now, self.rate));
-        self.rate = (self.rate * CUT).max(MIN_RATE);
+        self.rate = (accepted * CUT).max(MIN_RATE);
         self.grown = now;
         self.next = self.next.max(now + interval(self.rate));
         true
@@ -123,35 +159,43 @@ mod tests {
     }
 
     #[test]
-    fn slow_start_grows_fast_then_a_429_cuts_once_and_growth_turns_additive() {
+    fn slow_start_grows_per_answer_then_a_429_cuts_to_the_accepted_rate_once() {
         let t0 = Instant::now();
         let mut p = Pacer::new(START_RATE, t0);
-        for i in 1..=4 {
-            p.accepted(at(t0, f64::from(i)));
+        // 40 answers over the first second: 10 × 1.05⁴⁰ ≈ 70 calls/s.
+        for i in 1..=40 {
+            p.accepted(at(t0, f64::from(i) / 40.0));
         }
         let before = p.rate();
-        assert!(
-            before > 45.0 && before < 55.0,
-            "10 × 1.5⁴ ≈ 50, got {before}"
-        );
+        assert!((before - 10.0 * 1.05f64.powi(40)).abs() < 1e-6, "{before}");
 
-        let t = at(t0, 4.0);
-        assert!(p.throttled(at(t0, 3.9), t));
-        assert!((p.rate() - before * CUT).abs() < 1e-9);
+        // The hub accepted 40 in the last second: the cut goes to 85 % of 40, not of 70.
+        let t = at(t0, 1.0);
+        assert!(p.throttled(at(t0, 0.99), t));
+        assert!((p.rate() - 40.0 * CUT).abs() < 1e-6, "{}", p.rate());
         // The next call waits one interval at the new rate, not the 1 s of a Retry-After.
         assert_eq!(p.next_start(t), t + interval(p.rate()));
         // A second 429 for a call sent before the cut does not cut again.
-        assert!(!p.throttled(at(t0, 3.95), at(t0, 4.01)));
-        assert!((p.rate() - before * CUT).abs() < 1e-9);
+        assert!(!p.throttled(at(t0, 0.995), at(t0, 1.01)));
+        assert!((p.rate() - 40.0 * CUT).abs() < 1e-6);
 
         // Additive: one second later, +2 % of the rate throttled at.
         let cut = p.rate();
-        p.accepted(at(t0, 5.0));
+        p.accepted(at(t0, 2.0));
         assert!(
             (p.rate() - (cut + before * PROBE)).abs() < 1e-6,
             "{}",
             p.rate()
         );
+    }
+
+    #[test]
+    fn one_cut_never_takes_more_than_half() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(40.0, t0);
+        // Nothing accepted yet (another client drained the bucket): halve, don't stop.
+        assert!(p.throttled(t0, at(t0, 0.5)));
+        assert!((p.rate() - 20.0 * CUT).abs() < 1e-6, "{}", p.rate());
     }
 
     #[test]
