@@ -7,7 +7,7 @@
 //!
 //! Must not: decide anything (the plan does), write to the hub.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -25,6 +25,8 @@ const PAGE: u32 = 1000;
 /// Single-record reads under way at most when fetching keys (the pacer sets the rate; 16 cover
 /// 50 reads/s at 300 ms each).
 const KEY_READS: usize = 16;
+/// From this many parents on, their scopes come from one query of the edge devices.
+const SCOPE_QUERY_MIN: usize = 50;
 /// Tries of one read that keeps coming back throttled before the throttle is reported.
 const THROTTLED_TRIES: u32 = 20;
 
@@ -77,22 +79,109 @@ fn record(twin: &Value) -> Option<TargetRecord> {
 
 /// Read symmetric keys for the listed records (devices with `GET /devices/{id}`, modules with
 /// their module GET) and fold them into `target`. A record gone meanwhile stays keyless.
-///
-/// Single reads count against the registry throttle, so they are paced like the bulk engine's
-/// calls ([`Pacer`], up to [`KEY_READS`] under way): a throttled read goes back in the queue,
-/// resent no sooner than its `Retry-After`, at most [`THROTTLED_TRIES`] times before the throttle
-/// is reported.
 pub async fn fetch_keys(
     client: &HubClient,
     target: &mut [TargetRecord],
     wanted: &[(String, Option<String>)],
 ) -> Result<(), hub::Error> {
-    if wanted.is_empty() {
-        return Ok(());
-    }
     let client = client.pacing_throttles();
+    let found = paced(wanted.to_vec(), |(id, module_id): Key| {
+        let client = client.clone();
+        async move {
+            let auth = match &module_id {
+                None => client
+                    .get_device(&id)
+                    .await
+                    .map(|d| serde_json::to_value(d.authentication)),
+                Some(m) => client
+                    .get_module(&id, m)
+                    .await
+                    .map(|d| serde_json::to_value(d.authentication)),
+            };
+            match auth {
+                Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
+                Err(hub::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await?;
+    for (id, module_id, auth) in found {
+        let at = target.binary_search_by(|t| {
+            order((&t.id, t.module_id.as_deref()), (&id, module_id.as_deref()))
+        });
+        if let Ok(i) = at {
+            let record = &mut target[i];
+            record.canonical = canonical::with_keys(record.canonical.clone(), &auth);
+            record.keys_known = true;
+        }
+    }
+    Ok(())
+}
+
+/// The scopes the target generated for `parents` (edge devices), `None` for a parent it does not
+/// have. Many parents: one twin query of the hub's edge devices (a few pages, where one
+/// registry read each would take `parents / throttle` seconds: 2,000 at 50/s = 40 s); the
+/// parents it did not return (the query index may lag a fresh import; a parent that is not an
+/// edge device) and a few parents: paced single reads.
+pub async fn parent_scopes(
+    client: &HubClient,
+    parents: &[String],
+) -> Result<HashMap<String, Option<String>>, hub::Error> {
+    let mut out: HashMap<String, Option<String>> = HashMap::new();
+    if parents.len() >= SCOPE_QUERY_MIN {
+        let wanted: HashSet<&str> = parents.iter().map(String::as_str).collect();
+        let edges = client
+            .query_all(
+                "SELECT deviceId, deviceScope FROM devices WHERE capabilities.iotEdge = true",
+                Some(PAGE),
+            )
+            .await?;
+        for twin in &edges {
+            let id = twin.get("deviceId").and_then(Value::as_str);
+            let scope = twin.get("deviceScope").and_then(Value::as_str);
+            if let (Some(id), Some(scope)) = (id, scope)
+                && wanted.contains(id)
+                && !scope.is_empty()
+            {
+                out.insert(id.to_owned(), Some(scope.to_owned()));
+            }
+        }
+    }
+    let missing: Vec<Key> = parents
+        .iter()
+        .filter(|p| !out.contains_key(p.as_str()))
+        .map(|p| (p.clone(), None))
+        .collect();
+    let client = client.pacing_throttles();
+    let read = paced(missing, |(id, _): Key| {
+        let client = client.clone();
+        async move {
+            match client.get_device(&id).await {
+                Ok(d) => Ok(Some((id, d.device_scope))),
+                Err(hub::Error::NotFound { .. }) => Ok(Some((id, None))),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await?;
+    out.extend(read);
+    Ok(out)
+}
+
+type Key = (String, Option<String>);
+
+/// Run `read` for every key at the pace the hub allows ([`Pacer`], up to [`KEY_READS`] under
+/// way). Single reads count against the registry throttle: a throttled read goes back in the
+/// queue, resent no sooner than its `Retry-After`, at most [`THROTTLED_TRIES`] times before the
+/// throttle is reported. `read` must hand 429s back (a [`HubClient::pacing_throttles`] client).
+async fn paced<T, F, Fut>(keys: Vec<Key>, read: F) -> Result<Vec<T>, hub::Error>
+where
+    F: Fn(Key) -> Fut,
+    Fut: Future<Output = Result<Option<T>, hub::Error>>,
+{
     let mut queue: VecDeque<(Key, u32, Option<Instant>)> =
-        wanted.iter().map(|k| (k.clone(), 0, None)).collect();
+        keys.into_iter().map(|k| (k, 0, None)).collect();
     let mut running = FuturesUnordered::new();
     let mut pacer = Pacer::new(START_RATE, Instant::now());
     let mut found = Vec::new();
@@ -112,7 +201,8 @@ pub async fn fetch_keys(
             if let Some((key, tries, _)) = queue.pop_front() {
                 let now = Instant::now();
                 pacer.sent(now);
-                running.push(read_auth(&client, key, tries, now));
+                let call = read(key.clone());
+                running.push(async move { (key, tries, now, call.await) });
             }
             continue;
         };
@@ -130,49 +220,7 @@ pub async fn fetch_keys(
             Err(e) => return Err(e),
         }
     }
-    for (id, module_id, auth) in found {
-        let at = target.binary_search_by(|t| {
-            order((&t.id, t.module_id.as_deref()), (&id, module_id.as_deref()))
-        });
-        if let Ok(i) = at {
-            let record = &mut target[i];
-            record.canonical = canonical::with_keys(record.canonical.clone(), &auth);
-            record.keys_known = true;
-        }
-    }
-    Ok(())
-}
-
-type Key = (String, Option<String>);
-type Read = (
-    Key,
-    u32,
-    Instant,
-    Result<Option<(String, Option<String>, Value)>, hub::Error>,
-);
-
-async fn read_auth(client: &HubClient, key: Key, tries: u32, sent_at: Instant) -> Read {
-    let (id, module_id) = &key;
-    let auth = match module_id {
-        None => client
-            .get_device(id)
-            .await
-            .map(|d| serde_json::to_value(d.authentication)),
-        Some(m) => client
-            .get_module(id, m)
-            .await
-            .map(|d| serde_json::to_value(d.authentication)),
-    };
-    let result = match auth {
-        Ok(v) => Ok(Some((
-            id.clone(),
-            module_id.clone(),
-            v.unwrap_or(Value::Null),
-        ))),
-        Err(hub::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    };
-    (key, tries, sent_at, result)
+    Ok(found)
 }
 
 /// The hub's configurations, canonical, sorted by id.
