@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::pace::{Pacer, START_RATE};
+use super::pace::Pacer;
 use crate::hub::registry::{BULK_MAX, DeviceRegistryOperationError, ExportImportDevice};
 use crate::hub::{self, HubClient};
 
@@ -73,7 +73,8 @@ pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Sto
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut pending: Vec<(Value, u32)> = lines.into_iter().map(|l| (l, 0)).collect();
     let mut outcome = Outcome::default();
-    let mut pacer = Pacer::new(START_RATE, Instant::now());
+    let memory = format!("{} bulk", client.name());
+    let mut pacer = Pacer::for_hub(&memory, Instant::now());
     loop {
         for chunk in std::mem::take(&mut pending).chunks(BULK_MAX) {
             queue.push_back(Batch {
@@ -83,6 +84,7 @@ pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Sto
             });
         }
         if queue.is_empty() {
+            pacer.remember(&memory);
             return Ok(outcome);
         }
         let mut running = FuturesUnordered::new();

@@ -18,9 +18,14 @@
 //!   second. Between cuts it spends most of a cycle between `CUT` of the limit and the limit, and
 //!   the hub's bucket absorbs the small overshoot, so the accepted rate stays near the limit.
 //!
+//! A restore makes several passes (devices, modules, edge links, deletes), each a new pacer: what
+//! one learned about a hub ([`Pacer::remember`]) starts the next ([`Pacer::for_hub`]) so passes
+//! do not each slow-start and overshoot again.
+//!
 //! Pure: every decision takes `now` as a parameter. Must not: sleep, send, or read the clock.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -39,6 +44,10 @@ pub const PROBE: f64 = 0.02;
 /// Bounds of the rate: never stop entirely, never flood.
 pub const MIN_RATE: f64 = 0.5;
 pub const MAX_RATE: f64 = 2000.0;
+
+/// Per hub and kind of call (`"hub-b bulk"`): the last pacer's rate and the rate it was
+/// throttled at, if ever. Process-wide, as one command's passes share the hub's throttle.
+static LEARNED: Mutex<BTreeMap<String, (f64, Option<f64>)>> = Mutex::new(BTreeMap::new());
 
 /// The adaptive rate limiter.
 #[derive(Debug, Clone)]
@@ -65,6 +74,31 @@ impl Pacer {
             started: now,
             accepts: VecDeque::new(),
         }
+    }
+
+    /// A pacer for `key` (hub and kind of call) that starts where the last one remembered left
+    /// off, or from [`START_RATE`] in slow start.
+    pub fn for_hub(key: &str, now: Instant) -> Pacer {
+        let learned = LEARNED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied();
+        let Some((rate, throttled_at)) = learned else {
+            return Pacer::new(START_RATE, now);
+        };
+        Pacer {
+            cut: throttled_at.map(|t| (now, t)),
+            ..Pacer::new(rate, now)
+        }
+    }
+
+    /// Keep what this pacer learned for the next [`Pacer::for_hub`] with the same `key`.
+    pub fn remember(&self, key: &str) {
+        LEARNED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), (self.rate, self.cut.map(|(_, t)| t)));
     }
 
     /// Calls a second currently allowed.
@@ -196,6 +230,23 @@ mod tests {
         // Nothing accepted yet (another client drained the bucket): halve, don't stop.
         assert!(p.throttled(t0, at(t0, 0.5)));
         assert!((p.rate() - 20.0 * CUT).abs() < 1e-6, "{}", p.rate());
+    }
+
+    #[test]
+    fn the_next_pass_starts_at_the_learned_rate() {
+        let t0 = Instant::now();
+        let key = "pace-test-hub bulk";
+        let fresh = Pacer::for_hub(key, t0);
+        assert!((fresh.rate() - START_RATE).abs() < 1e-9);
+        let mut p = Pacer::new(60.0, t0);
+        p.throttled(t0, at(t0, 0.1));
+        p.remember(key);
+        let next = Pacer::for_hub(key, at(t0, 5.0));
+        assert!((next.rate() - p.rate()).abs() < 1e-9);
+        // Past slow start: it probes additively from there.
+        let mut grown = next.clone();
+        grown.accepted(at(t0, 6.0));
+        assert!((grown.rate() - (p.rate() + 60.0 * PROBE)).abs() < 1e-6);
     }
 
     #[test]

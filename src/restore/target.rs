@@ -4,6 +4,8 @@
 //! restore compares except symmetric keys, in large pages (queries are throttled per minute, so
 //! few big pages beat many small ones). Keys come from `GET /devices/{id}` (or the module GET),
 //! and only for the records that need them ([`fetch_keys`]) — never for a whole big hub by default.
+//! The edge link pass gets new parents' scopes from here too ([`parent_scopes`]). Single reads
+//! count against the registry throttle and are paced ([`super::pace`]).
 //!
 //! Must not: decide anything (the plan does), write to the hub.
 
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 
 use super::canonical;
 use super::lines::is_system_module;
-use super::pace::{Pacer, START_RATE};
+use super::pace::Pacer;
 use super::plan::{TargetRecord, order};
 use crate::hub::{self, HubClient};
 
@@ -85,7 +87,7 @@ pub async fn fetch_keys(
     wanted: &[(String, Option<String>)],
 ) -> Result<(), hub::Error> {
     let client = client.pacing_throttles();
-    let found = paced(wanted.to_vec(), |(id, module_id): Key| {
+    let found = paced(&client, wanted.to_vec(), |(id, module_id): Key| {
         let client = client.clone();
         async move {
             let auth = match &module_id {
@@ -154,7 +156,7 @@ pub async fn parent_scopes(
         .map(|p| (p.clone(), None))
         .collect();
     let client = client.pacing_throttles();
-    let read = paced(missing, |(id, _): Key| {
+    let read = paced(&client, missing, |(id, _): Key| {
         let client = client.clone();
         async move {
             match client.get_device(&id).await {
@@ -175,7 +177,7 @@ type Key = (String, Option<String>);
 /// way). Single reads count against the registry throttle: a throttled read goes back in the
 /// queue, resent no sooner than its `Retry-After`, at most [`THROTTLED_TRIES`] times before the
 /// throttle is reported. `read` must hand 429s back (a [`HubClient::pacing_throttles`] client).
-async fn paced<T, F, Fut>(keys: Vec<Key>, read: F) -> Result<Vec<T>, hub::Error>
+async fn paced<T, F, Fut>(client: &HubClient, keys: Vec<Key>, read: F) -> Result<Vec<T>, hub::Error>
 where
     F: Fn(Key) -> Fut,
     Fut: Future<Output = Result<Option<T>, hub::Error>>,
@@ -183,7 +185,8 @@ where
     let mut queue: VecDeque<(Key, u32, Option<Instant>)> =
         keys.into_iter().map(|k| (k, 0, None)).collect();
     let mut running = FuturesUnordered::new();
-    let mut pacer = Pacer::new(START_RATE, Instant::now());
+    let memory = format!("{} reads", client.name());
+    let mut pacer = Pacer::for_hub(&memory, Instant::now());
     let mut found = Vec::new();
     while !queue.is_empty() || !running.is_empty() {
         let start = (running.len() < KEY_READS)
@@ -220,6 +223,7 @@ where
             Err(e) => return Err(e),
         }
     }
+    pacer.remember(&memory);
     Ok(found)
 }
 
