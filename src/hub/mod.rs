@@ -107,6 +107,8 @@ impl HubTarget {
 #[derive(Debug, Clone)]
 pub struct HubClient {
     inner: std::sync::Arc<Inner>,
+    /// False for a [`HubClient::pacing_throttles`] client: 429s are returned, not slept on.
+    retry_throttled: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,7 @@ impl HubClient {
                 retry: target.retry,
                 observer: std::sync::OnceLock::new(),
             }),
+            retry_throttled: true,
         })
     }
 
@@ -224,6 +227,17 @@ impl HubClient {
 
     pub(crate) fn job_observer(&self) -> Option<&JobObserver> {
         self.inner.observer.get()
+    }
+
+    /// The same client (same connections and tokens) for a caller that paces its own calls: a
+    /// 429 comes back at once as [`Error::Throttled`] instead of being waited out here, so the
+    /// caller's rate limiter sees it. 5xx and network errors are still retried.
+    #[must_use]
+    pub fn pacing_throttles(&self) -> HubClient {
+        HubClient {
+            inner: self.inner.clone(),
+            retry_throttled: false,
+        }
     }
 
     /// The hub's host name (used in messages).
@@ -280,7 +294,8 @@ impl HubClient {
             if !matches!(
                 error,
                 Error::Throttled { .. } | Error::Server { .. } | Error::Transport { .. }
-            ) {
+            ) || (!self.retry_throttled && matches!(error, Error::Throttled { .. }))
+            {
                 return Err(error);
             }
             let Some(wait) = self.inner.retry.delay(

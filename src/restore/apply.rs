@@ -181,17 +181,13 @@ pub async fn link_lines(
     snapshot: &[SnapshotRecord],
     failed: &mut Vec<Failure>,
 ) -> Result<Vec<Value>, crate::hub::Error> {
-    let mut scopes: HashMap<String, Option<String>> = HashMap::new();
+    let mut parents: Vec<String> = links.iter().map(|l| l.parent.clone()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    // One query for many parents, paced single reads for a few (see `target::parent_scopes`).
+    let scopes = super::target::parent_scopes(client, &parents).await?;
     let mut out = Vec::new();
     for link in links {
-        if !scopes.contains_key(&link.parent) {
-            let scope = match client.get_device(&link.parent).await {
-                Ok(d) => d.device_scope,
-                Err(crate::hub::Error::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            scopes.insert(link.parent.clone(), scope);
-        }
         let record = &snapshot[link.snapshot];
         let Some(Some(scope)) = scopes.get(&link.parent) else {
             failed.push(Failure {

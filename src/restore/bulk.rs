@@ -1,29 +1,38 @@
 //! The bulk engine: import lines through `POST /devices`, at most 100 per call, no staging.
 //!
-//! Throttling: the hub client already honours `Retry-After` within one call's retry budget. On
-//! top of that the engine adapts how many calls it keeps in flight (additive increase,
-//! multiplicative decrease): a call that still ends throttled halves the window and goes back in
-//! the queue, so a 429 storm slows the restore down instead of failing it. Entries that fail on
-//! their own are retried only when the error is transient (429/5xx codes); any other per-entry
-//! error is reported with its id and code. A fatal error (401002, a bad credential, the hub gone)
-//! stops the engine and hands back what was applied so far, so nothing is left unreported.
+//! Throttling: calls are paced by [`Pacer`] (see `pace.rs`), which learns the hub's sustainable
+//! rate from its 429s, with up to [`MAX_IN_FLIGHT`] calls under way so the pipe stays full. The
+//! client hands 429s straight back ([`HubClient::pacing_throttles`]) so the pacer sees every one;
+//! a throttled batch goes back in the queue and is resent no sooner than its `Retry-After`, while
+//! the others carry on at the lowered rate. Bounded: a batch throttled [`MAX_REQUEUES`] times
+//! stops the engine. Entries that fail on their own are retried only when the error is transient
+//! (429/5xx codes); any other per-entry error is reported with its id and code. A fatal error
+//! (401002, a bad credential, the hub gone) stops the engine and hands back what was applied so
+//! far, so nothing is left unreported.
 //!
 //! Must not: decide what to write (the plan and `apply` do), print.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
+use tokio::time::Instant;
 
+use super::pace::Pacer;
 use crate::hub::registry::{BULK_MAX, DeviceRegistryOperationError, ExportImportDevice};
 use crate::hub::{self, HubClient};
 
-/// Calls in flight at the start and at most.
-const START_WINDOW: usize = 2;
-const MAX_WINDOW: usize = 8;
+/// Calls under way at most. The pacer sets the rate; this only has to cover rate × latency
+/// (50 calls/s × 200 ms of a busy hub = 10) with room to spare, and bounds memory and sockets.
+const MAX_IN_FLIGHT: usize = 32;
 /// How often one batch may come back throttled, and one entry be retried after a transient error.
+/// With pacing a batch is rarely throttled twice; 30 (each ≥ its `Retry-After`) only ends a
+/// storm that never lets up.
 const MAX_REQUEUES: u32 = 30;
 const MAX_ITEM_RETRIES: u32 = 5;
+/// Wait before resending a throttled batch when the hub gives no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One entry that did not apply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +49,7 @@ pub struct Outcome {
     /// Keys of the entries that applied.
     pub applied: Vec<String>,
     pub failed: Vec<Failure>,
-    /// Calls that came back throttled (after the client's own retries).
+    /// Calls that came back throttled.
     pub throttled: u64,
 }
 
@@ -54,55 +63,75 @@ pub struct Stopped {
 struct Batch {
     entries: Vec<(Value, u32)>,
     requeues: u32,
+    /// Not to be resent before this (a throttled batch's `Retry-After`).
+    not_before: Option<Instant>,
 }
 
 /// Apply import lines (each with its `importMode`) in calls of ≤100.
 pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Stopped> {
+    let client = client.pacing_throttles();
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut pending: Vec<(Value, u32)> = lines.into_iter().map(|l| (l, 0)).collect();
     let mut outcome = Outcome::default();
-    let mut window = START_WINDOW;
-    let mut successes = 0usize;
+    let memory = format!("{} bulk", client.name());
+    let mut pacer = Pacer::for_hub(&memory, Instant::now());
     loop {
         for chunk in std::mem::take(&mut pending).chunks(BULK_MAX) {
             queue.push_back(Batch {
                 entries: chunk.to_vec(),
                 requeues: 0,
+                not_before: None,
             });
         }
         if queue.is_empty() {
+            pacer.remember(&memory);
             return Ok(outcome);
         }
         let mut running = FuturesUnordered::new();
         while !queue.is_empty() || !running.is_empty() {
-            while running.len() < window
-                && let Some(batch) = queue.pop_front()
-            {
-                running.push(send(client, batch));
-            }
-            let Some((batch, result)) = running.next().await else {
-                break;
+            let start = (running.len() < MAX_IN_FLIGHT)
+                .then(|| queue.front())
+                .flatten()
+                .map(|b| {
+                    pacer
+                        .next_start(Instant::now())
+                        .max(b.not_before.unwrap_or(Instant::now()))
+                });
+            let answer = tokio::select! {
+                () = tokio::time::sleep_until(start.unwrap_or_else(Instant::now)), if start.is_some() => None,
+                Some(done) = running.next(), if !running.is_empty() => Some(done),
+            };
+            let Some((batch, sent_at, result)) = answer else {
+                if let Some(batch) = queue.pop_front() {
+                    let now = Instant::now();
+                    pacer.sent(now);
+                    running.push(send(&client, batch, now));
+                }
+                continue;
             };
             match result {
                 Ok(errors) => {
-                    successes += 1;
-                    if successes.is_multiple_of(window) {
-                        window = (window + 1).min(MAX_WINDOW);
-                    }
+                    pacer.accepted(Instant::now());
                     settle(batch, &errors, &mut outcome, &mut pending);
                 }
-                Err(hub::Error::Throttled { .. }) if batch.requeues < MAX_REQUEUES => {
+                Err(error @ hub::Error::Throttled { retry_after, .. })
+                    if batch.requeues < MAX_REQUEUES =>
+                {
+                    let now = Instant::now();
                     outcome.throttled += 1;
-                    window = (window / 2).max(1);
-                    tracing::debug!(window, "bulk call throttled; slowing down");
+                    if pacer.throttled(sent_at, now) {
+                        let rate = pacer.rate();
+                        tracing::debug!(rate, "bulk call throttled ({error}); slowing down");
+                    }
                     queue.push_back(Batch {
                         requeues: batch.requeues + 1,
+                        not_before: Some(now + retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
                         ..batch
                     });
                 }
                 Err(error) => {
                     // Let the calls already in flight finish so their results are reported.
-                    while let Some((b, r)) = running.next().await {
+                    while let Some((b, _, r)) = running.next().await {
                         if let Ok(errors) = r {
                             settle(b, &errors, &mut outcome, &mut pending);
                         }
@@ -114,17 +143,20 @@ pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Sto
     }
 }
 
-async fn send(
-    client: &HubClient,
-    batch: Batch,
-) -> (Batch, Result<Vec<DeviceRegistryOperationError>, hub::Error>) {
+type Sent = (
+    Batch,
+    Instant,
+    Result<Vec<DeviceRegistryOperationError>, hub::Error>,
+);
+
+async fn send(client: &HubClient, batch: Batch, sent_at: Instant) -> Sent {
     let devices: Vec<ExportImportDevice> = batch
         .entries
         .iter()
         .filter_map(|(v, _)| serde_json::from_value(v.clone()).ok())
         .collect();
     let result = client.bulk(&devices).await.map(|r| r.errors);
-    (batch, result)
+    (batch, sent_at, result)
 }
 
 /// Sort a batch's entries into applied, failed, and retried (transient errors).
@@ -227,6 +259,7 @@ mod tests {
                 ),
             ],
             requeues: 0,
+            not_before: None,
         };
         let errors = [
             error("busy", Some(429_001), "ThrottlingException"),
@@ -251,6 +284,7 @@ mod tests {
         let batch = Batch {
             entries: vec![(json!({"id": "d", "importMode": "create"}), 0)],
             requeues: 1,
+            not_before: None,
         };
         let (mut outcome, mut pending) = (Outcome::default(), Vec::new());
         settle(

@@ -23,6 +23,7 @@ pub mod canonical;
 pub mod configurations;
 pub mod job;
 pub mod lines;
+pub mod pace;
 pub mod plan;
 pub mod report;
 pub mod target;

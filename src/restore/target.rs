@@ -4,23 +4,33 @@
 //! restore compares except symmetric keys, in large pages (queries are throttled per minute, so
 //! few big pages beat many small ones). Keys come from `GET /devices/{id}` (or the module GET),
 //! and only for the records that need them ([`fetch_keys`]) — never for a whole big hub by default.
+//! The edge link pass gets new parents' scopes from here too ([`parent_scopes`]). Single reads
+//! count against the registry throttle and are paced ([`super::pace`]).
 //!
 //! Must not: decide anything (the plan does), write to the hub.
 
-use futures::StreamExt;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::canonical;
 use super::lines::is_system_module;
+use super::pace::Pacer;
 use super::plan::{TargetRecord, order};
 use crate::hub::{self, HubClient};
 
 /// Largest query page asked for; the hub may cap it lower.
 const PAGE: u32 = 1000;
-/// Concurrent single-record reads when fetching keys.
+/// Single-record reads under way at most when fetching keys (the pacer sets the rate; 16 cover
+/// 50 reads/s at 300 ms each).
 const KEY_READS: usize = 16;
-/// Rounds of key reads before a throttled hub is reported.
-const THROTTLED_ROUNDS: u32 = 20;
+/// From this many parents on, their scopes come from one query of the edge devices.
+const SCOPE_QUERY_MIN: usize = 50;
+/// Tries of one read that keeps coming back throttled before the throttle is reported.
+const THROTTLED_TRIES: u32 = 20;
 
 /// Every device and (non-system) module of the hub, canonical, sorted by `(id, moduleId)`.
 pub async fn read(client: &HubClient) -> Result<Vec<TargetRecord>, hub::Error> {
@@ -76,36 +86,28 @@ pub async fn fetch_keys(
     target: &mut [TargetRecord],
     wanted: &[(String, Option<String>)],
 ) -> Result<(), hub::Error> {
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let mut pending: Vec<(String, Option<String>)> = wanted.to_vec();
-    let mut found = Vec::new();
-    let mut window = KEY_READS;
-    // Single reads count against the registry throttle: a round that still ends throttled (after
-    // the client's own retries) is re-run with fewer reads in flight, a bounded number of times.
-    for round in 0..THROTTLED_ROUNDS {
-        let results: Vec<_> = futures::stream::iter(pending.drain(..))
-            .map(|(id, module_id)| read_auth(client, id, module_id))
-            .buffer_unordered(window)
-            .collect()
-            .await;
-        for r in results {
-            match r {
-                Ok(Some(hit)) => found.push(hit),
-                Ok(None) => {}
-                Err((hub::Error::Throttled { .. }, key)) if round + 1 < THROTTLED_ROUNDS => {
-                    pending.push(key);
-                }
-                Err((e, _)) => return Err(e),
+    let client = client.pacing_throttles();
+    let found = paced(&client, wanted.to_vec(), |(id, module_id): Key| {
+        let client = client.clone();
+        async move {
+            let auth = match &module_id {
+                None => client
+                    .get_device(&id)
+                    .await
+                    .map(|d| serde_json::to_value(d.authentication)),
+                Some(m) => client
+                    .get_module(&id, m)
+                    .await
+                    .map(|d| serde_json::to_value(d.authentication)),
+            };
+            match auth {
+                Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
+                Err(hub::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
             }
         }
-        if pending.is_empty() {
-            break;
-        }
-        window = (window / 4).max(1);
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
+    })
+    .await?;
     for (id, module_id, auth) in found {
         let at = target.binary_search_by(|t| {
             order((&t.id, t.module_id.as_deref()), (&id, module_id.as_deref()))
@@ -119,28 +121,110 @@ pub async fn fetch_keys(
     Ok(())
 }
 
+/// The scopes the target generated for `parents` (edge devices), `None` for a parent it does not
+/// have. Many parents: one twin query of the hub's edge devices (a few pages, where one
+/// registry read each would take `parents / throttle` seconds: 2,000 at 50/s = 40 s); the
+/// parents it did not return (the query index may lag a fresh import; a parent that is not an
+/// edge device) and a few parents: paced single reads.
+pub async fn parent_scopes(
+    client: &HubClient,
+    parents: &[String],
+) -> Result<HashMap<String, Option<String>>, hub::Error> {
+    let mut out: HashMap<String, Option<String>> = HashMap::new();
+    if parents.len() >= SCOPE_QUERY_MIN {
+        let wanted: HashSet<&str> = parents.iter().map(String::as_str).collect();
+        let edges = client
+            .query_all(
+                "SELECT deviceId, deviceScope FROM devices WHERE capabilities.iotEdge = true",
+                Some(PAGE),
+            )
+            .await?;
+        for twin in &edges {
+            let id = twin.get("deviceId").and_then(Value::as_str);
+            let scope = twin.get("deviceScope").and_then(Value::as_str);
+            if let (Some(id), Some(scope)) = (id, scope)
+                && wanted.contains(id)
+                && !scope.is_empty()
+            {
+                out.insert(id.to_owned(), Some(scope.to_owned()));
+            }
+        }
+    }
+    let missing: Vec<Key> = parents
+        .iter()
+        .filter(|p| !out.contains_key(p.as_str()))
+        .map(|p| (p.clone(), None))
+        .collect();
+    let client = client.pacing_throttles();
+    let read = paced(&client, missing, |(id, _): Key| {
+        let client = client.clone();
+        async move {
+            match client.get_device(&id).await {
+                Ok(d) => Ok(Some((id, d.device_scope))),
+                Err(hub::Error::NotFound { .. }) => Ok(Some((id, None))),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await?;
+    out.extend(read);
+    Ok(out)
+}
+
 type Key = (String, Option<String>);
 
-async fn read_auth(
-    client: &HubClient,
-    id: String,
-    module_id: Option<String>,
-) -> Result<Option<(String, Option<String>, Value)>, (hub::Error, Key)> {
-    let auth = match &module_id {
-        None => client
-            .get_device(&id)
-            .await
-            .map(|d| serde_json::to_value(d.authentication)),
-        Some(m) => client
-            .get_module(&id, m)
-            .await
-            .map(|d| serde_json::to_value(d.authentication)),
-    };
-    match auth {
-        Ok(v) => Ok(Some((id, module_id, v.unwrap_or(Value::Null)))),
-        Err(hub::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err((e, (id, module_id))),
+/// Run `read` for every key at the pace the hub allows ([`Pacer`], up to [`KEY_READS`] under
+/// way). Single reads count against the registry throttle: a throttled read goes back in the
+/// queue, resent no sooner than its `Retry-After`, at most [`THROTTLED_TRIES`] times before the
+/// throttle is reported. `read` must hand 429s back (a [`HubClient::pacing_throttles`] client).
+async fn paced<T, F, Fut>(client: &HubClient, keys: Vec<Key>, read: F) -> Result<Vec<T>, hub::Error>
+where
+    F: Fn(Key) -> Fut,
+    Fut: Future<Output = Result<Option<T>, hub::Error>>,
+{
+    let mut queue: VecDeque<(Key, u32, Option<Instant>)> =
+        keys.into_iter().map(|k| (k, 0, None)).collect();
+    let mut running = FuturesUnordered::new();
+    let memory = format!("{} reads", client.name());
+    let mut pacer = Pacer::for_hub(&memory, Instant::now());
+    let mut found = Vec::new();
+    while !queue.is_empty() || !running.is_empty() {
+        let start = (running.len() < KEY_READS)
+            .then(|| queue.front())
+            .flatten()
+            .map(|(_, _, not_before)| {
+                let now = Instant::now();
+                pacer.next_start(now).max(not_before.unwrap_or(now))
+            });
+        let answer = tokio::select! {
+            () = tokio::time::sleep_until(start.unwrap_or_else(Instant::now)), if start.is_some() => None,
+            Some(done) = running.next(), if !running.is_empty() => Some(done),
+        };
+        let Some((key, tries, sent_at, result)) = answer else {
+            if let Some((key, tries, _)) = queue.pop_front() {
+                let now = Instant::now();
+                pacer.sent(now);
+                let call = read(key.clone());
+                running.push(async move { (key, tries, now, call.await) });
+            }
+            continue;
+        };
+        match result {
+            Ok(hit) => {
+                pacer.accepted(Instant::now());
+                found.extend(hit);
+            }
+            Err(hub::Error::Throttled { retry_after, .. }) if tries + 1 < THROTTLED_TRIES => {
+                let now = Instant::now();
+                pacer.throttled(sent_at, now);
+                let not_before = now + retry_after.unwrap_or(Duration::from_secs(1));
+                queue.push_back((key, tries + 1, Some(not_before)));
+            }
+            Err(e) => return Err(e),
+        }
     }
+    pacer.remember(&memory);
+    Ok(found)
 }
 
 /// The hub's configurations, canonical, sorted by id.
