@@ -72,6 +72,25 @@ fn transport(e: reqwest::Error) -> BlobError {
     BlobError::Transport(e.without_url())
 }
 
+/// Send a storage request, retrying transport failures a few times as the real job service
+/// does: a pooled keep-alive connection that the storage server closed meanwhile (Node-based
+/// Azurite drops idle ones after 5 s) must not fail a whole job. Blob GET and PUT are idempotent.
+async fn send(make: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response, BlobError> {
+    const TRIES: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match make().send().await {
+            Ok(resp) => return Ok(resp),
+            Err(e) if attempt < TRIES && !e.is_timeout() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            Err(e) => return Err(transport(e)),
+        }
+    }
+}
+
 /// The file for a blob in a folder container. Blob names use `/` as a virtual folder separator;
 /// `.`/`..` segments would leave the container, so they are refused.
 fn local_path(dir: &std::path::Path, name: &str) -> Result<PathBuf, BlobError> {
@@ -195,12 +214,7 @@ impl Container {
             };
         }
         let url = self.blob_url(name, "")?;
-        let resp = http
-            .get(url)
-            .header("x-ms-version", X_MS_VERSION)
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = send(|| http.get(url.clone()).header("x-ms-version", X_MS_VERSION)).await?;
         let resp = Self::check(resp, name)?;
         Ok(resp.bytes().await.map_err(transport)?.to_vec())
     }
@@ -216,14 +230,20 @@ impl Container {
         let url = self.blob_url(name, extra)?;
         // Put Blob requires Content-Length, and an empty body (an empty `importErrors.log`)
         // goes out without one unless it is set: Azurite then answers 400.
-        let mut req = http
-            .put(url)
-            .header("x-ms-version", X_MS_VERSION)
-            .header("content-length", body.len());
-        if block_blob {
-            req = req.header("x-ms-blob-type", "BlockBlob");
-        }
-        let resp = req.body(body).send().await.map_err(transport)?;
+        let body = bytes::Bytes::from(body);
+        let resp = send(|| {
+            let req = http
+                .put(url.clone())
+                .header("x-ms-version", X_MS_VERSION)
+                .header("content-length", body.len());
+            let req = if block_blob {
+                req.header("x-ms-blob-type", "BlockBlob")
+            } else {
+                req
+            };
+            req.body(body.clone())
+        })
+        .await?;
         Self::check(resp, name).map(drop)
     }
 

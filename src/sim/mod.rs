@@ -364,7 +364,12 @@ pub async fn run(
         tls: acceptor,
         stop: stop_rx,
     };
-    let http = reqwest::Client::builder().build().unwrap_or_default();
+    // Idle pooled connections are dropped before a Node-based storage server (Azurite, 5 s
+    // keep-alive) closes them under us.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
     let mut offset = 0u16;
     let mut running = Vec::new();
     for h in &wanted {
