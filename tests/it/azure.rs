@@ -7,11 +7,11 @@
 //! container and deletes it at the end.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::support::azurite;
 use axum::Router;
 use axum::body::Bytes as AxumBytes;
 use axum::extract::{ConnectInfo, Request, State};
@@ -609,27 +609,6 @@ async fn hub_transport_errors_carry_no_url_or_secret() {
 
 // ---------------------------------------------------------------------------------------------
 // Azure Blob store against Azurite.
-
-/// The Azurite connection string, or `None` (with a visible message) when it is not configured.
-fn azurite() -> Option<String> {
-    match std::env::var("HUBVAULT_TEST_AZURITE") {
-        Ok(cs) if !cs.trim().is_empty() => Some(cs),
-        _ => {
-            assert!(
-                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
-                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
-            );
-            // libtest captures `eprintln!` of passing tests; write to the process's real stderr
-            // so a skip is never silent.
-            let msg = "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test";
-            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-                Ok(mut f) => drop(writeln!(f, "{msg}")),
-                Err(_) => eprintln!("{msg}"),
-            }
-            None
-        }
-    }
-}
 
 /// A store in a fresh container (with a prefix, to exercise prefix handling).
 async fn fresh_store(cs: &str, tag: &str) -> AzureStore {

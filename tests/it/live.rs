@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use super::support::azurite;
 use age::secrecy::ExposeSecret as _;
 use hubvault::sim::{self, HubOptions, Options, Running};
 use hubvault::store::Store as _;
@@ -19,28 +20,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const ARM_TOKEN: &str = "test-arm-token";
-
-/// The Azurite connection string, or `None` (with a visible message) when it is not configured.
-fn azurite() -> Option<String> {
-    match std::env::var("HUBVAULT_TEST_AZURITE") {
-        Ok(cs) if !cs.trim().is_empty() => Some(cs),
-        _ => {
-            assert!(
-                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
-                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
-            );
-            let msg = "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test";
-            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-                Ok(mut f) => drop(std::io::Write::write_all(
-                    &mut f,
-                    format!("{msg}\n").as_bytes(),
-                )),
-                Err(_) => eprintln!("{msg}"),
-            }
-            None
-        }
-    }
-}
 
 struct World {
     sim: Running,

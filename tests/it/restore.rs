@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use super::support::azurite;
 use age::secrecy::ExposeSecret as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -28,23 +29,6 @@ struct Fixture {
     /// The staging container in Azurite, when the test uses the job engine.
     staging: Option<AzureStore>,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The Azurite connection string, or `None` (with a visible message) when it is not configured.
-fn azurite() -> Option<String> {
-    match std::env::var("HUBVAULT_TEST_AZURITE") {
-        Ok(cs) if !cs.trim().is_empty() => Some(cs),
-        _ => {
-            assert!(
-                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
-                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
-            );
-            eprintln!(
-                "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test"
-            );
-            None
-        }
-    }
 }
 
 impl Fixture {
