@@ -8,6 +8,7 @@
 //! [`crate::pipeline`] only.
 
 pub mod catalog;
+pub mod json_line;
 pub mod manifest;
 pub mod reader;
 pub mod record;

@@ -7,9 +7,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::io::BufRead;
 
-use serde::Deserialize;
-
-use super::Error;
+use super::{Error, json_line};
 
 /// One export line.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,22 +64,6 @@ impl std::fmt::Debug for Record {
     }
 }
 
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(rename = "moduleId", borrow, default)]
-    module_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    capabilities: Option<Capabilities>,
-}
-
-#[derive(Deserialize)]
-struct Capabilities {
-    #[serde(rename = "iotEdge", default)]
-    iot_edge: Option<bool>,
-}
-
 /// What a line turned out to be.
 #[derive(Debug)]
 pub enum Line {
@@ -104,39 +86,18 @@ pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
         id: recover_id(line),
         detail,
     };
-    let probe: Probe<'_> = serde_json::from_slice(line).map_err(|e| malformed(describe(&e)))?;
-    if probe.id.is_empty() {
+    let fields = json_line::scan(line).map_err(|problem| malformed(problem.to_string()))?;
+    if fields.id.is_empty() {
         return Err(malformed("its \"id\" is empty".to_owned()));
     }
-    let edge =
-        probe.module_id.is_none() && probe.capabilities.and_then(|c| c.iot_edge).unwrap_or(false);
+    let edge = fields.module_id.is_none() && fields.iot_edge.unwrap_or(false);
     Ok(Line::Record(Record {
-        id: probe.id.into_owned(),
-        module_id: probe.module_id.map(Cow::into_owned),
+        id: fields.id.into_owned(),
+        module_id: fields.module_id.map(Cow::into_owned),
         edge,
         line: line.to_vec(),
         line_no,
     }))
-}
-
-/// A `serde_json` error without the offending value: a value can be a device key.
-fn describe(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof => format!("JSON syntax error at column {}", e.column()),
-        Category::Data => {
-            let msg = e.to_string();
-            if msg.starts_with("missing field `id`") {
-                "it has no \"id\"".to_owned()
-            } else {
-                format!(
-                    "\"id\", \"moduleId\" or \"capabilities\" has the wrong type (column {})",
-                    e.column()
-                )
-            }
-        }
-        Category::Io => "read error".to_owned(),
-    }
 }
 
 /// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
