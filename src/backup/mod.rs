@@ -24,7 +24,8 @@ use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
 use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
-use crate::snapshot::record::{Lines, Record, Records};
+use crate::snapshot::prefetch::Prefetched;
+use crate::snapshot::record::{Lines, Record};
 use crate::snapshot::sort::{SortOptions, Sorted, sort_into};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
@@ -447,15 +448,11 @@ impl SealJob {
     fn run(self, sender: ChunkSender) -> Result<Option<(SealStats, ObjectCounts)>, Error> {
         let input = self.input.open()?;
         let display = self.input.display();
-        // Input in order streams: reading and proving each line a JSON object then runs on a
-        // thread of its own too (see `Records::new` for why not when sorting).
-        let mut lines = Records::new(
-            Lines::new(
-                BufReader::with_capacity(READ_BUFFER, input),
-                display.clone(),
-            ),
-            self.streaming,
-        )
+        // Reading and proving each line a JSON object runs on a thread of its own.
+        let mut lines = Prefetched::spawn(Lines::new(
+            BufReader::with_capacity(READ_BUFFER, input),
+            display.clone(),
+        ))
         .map_err(snapshot::Error::Output)?;
         let seal = SealWriter::new(sender, &self.recipients, SealOptions::archive())?;
         // Sealing (zstd's input side, age, sha256, upload chunks) runs on a thread of its own,

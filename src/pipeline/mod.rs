@@ -13,7 +13,7 @@ pub mod handoff;
 mod open;
 mod seal;
 
-pub use open::{Identities, Opened, open, open_with_buffer};
+pub use open::{Identities, Opened, open};
 pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
 /// Errors when opening a sealed stream.

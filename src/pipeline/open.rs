@@ -23,9 +23,8 @@ pub fn open<R: Read>(reader: R, identities: &Identities) -> Result<Opened<R>, Er
     open_with_buffer(reader, identities, zstd::zstd_safe::DCtx::in_size())
 }
 
-/// [`open`] with a smaller input buffer for the decoder, for callers that keep many streams open
-/// at once (the sort's merge); pair it with a small window on the writing side.
-pub fn open_with_buffer<R: Read>(
+/// [`open`] with a given input buffer size for the decoder.
+fn open_with_buffer<R: Read>(
     reader: R,
     identities: &Identities,
     buffer_bytes: usize,

@@ -33,17 +33,6 @@ impl SealOptions {
             job_bytes: Some(2 << 20),
         }
     }
-
-    /// Spilled sort runs: fast, and a 32 KiB window so the merge can keep dozens of runs open
-    /// in little memory (read them with [`super::open_with_buffer`]); they live for one backup.
-    pub fn spill() -> Self {
-        SealOptions {
-            level: -3,
-            threads: 0,
-            window_log: Some(15),
-            job_bytes: None,
-        }
-    }
 }
 
 /// What a finished seal reports.

@@ -52,7 +52,7 @@ fn seal_then_open_round_trips_and_reports_what_was_stored() {
 fn every_recipient_can_open() {
     let (a, ra) = key();
     let (b, rb) = key();
-    let mut w = SealWriter::new(Vec::new(), &[ra, rb], SealOptions::spill()).unwrap();
+    let mut w = SealWriter::new(Vec::new(), &[ra, rb], fast()).unwrap();
     w.write_all(b"hello").unwrap();
     let (stored, _) = w.finish().unwrap();
     for id in [a, b] {
@@ -69,7 +69,7 @@ fn every_recipient_can_open() {
 fn wrong_key_is_its_own_error() {
     let (_, r) = key();
     let (other, _) = key();
-    let mut w = SealWriter::new(Vec::new(), &[r], SealOptions::spill()).unwrap();
+    let mut w = SealWriter::new(Vec::new(), &[r], fast()).unwrap();
     w.write_all(b"secret").unwrap();
     let (stored, _) = w.finish().unwrap();
     let err = open(&stored[..], &identities(vec![other])).err().unwrap();
@@ -111,12 +111,12 @@ fn dropping_an_unfinished_writer_is_caught() {
     let (_, r) = key();
     let before = unfinished_drops();
     let mut w =
-        SealWriter::new(Vec::new(), std::slice::from_ref(&r), SealOptions::spill()).unwrap();
+        SealWriter::new(Vec::new(), std::slice::from_ref(&r), fast()).unwrap();
     w.write_all(b"half").unwrap();
     drop(w);
     assert!(unfinished_drops() > before);
     let counted = unfinished_drops();
-    SealWriter::new(Vec::new(), &[r], SealOptions::spill())
+    SealWriter::new(Vec::new(), &[r], fast())
         .unwrap()
         .abandon();
     assert!(unfinished_drops() >= counted);
@@ -125,7 +125,7 @@ fn dropping_an_unfinished_writer_is_caught() {
 #[test]
 fn no_recipients_is_refused() {
     assert!(matches!(
-        SealWriter::new(Vec::new(), &[], SealOptions::spill()).err(),
+        SealWriter::new(Vec::new(), &[], fast()).err(),
         Some(Error::NoRecipients)
     ));
 }
@@ -172,4 +172,14 @@ async fn bridge_uploads_complete_objects_and_aborts_incomplete_ones() {
     .await
     .unwrap();
     assert_eq!(back, plain);
+}
+
+/// Quick settings for small test streams: low level, one thread, a small window.
+fn fast() -> SealOptions {
+    SealOptions {
+        level: -3,
+        threads: 0,
+        window_log: Some(15),
+        job_bytes: None,
+    }
 }

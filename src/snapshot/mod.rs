@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod json_line;
 pub mod manifest;
+pub mod prefetch;
 pub mod reader;
 pub mod record;
 pub mod sort;

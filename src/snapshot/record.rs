@@ -74,11 +74,29 @@ pub enum Line {
 
 /// Classify one line (already without its line ending). `file` is for messages.
 pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
+    Ok(match check(line, line_no, file)? {
+        None => Line::Skipped,
+        Some(fields) => Line::Record(Record {
+            edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
+            id: fields.id.into_owned(),
+            module_id: fields.module_id.map(Cow::into_owned),
+            line: line.to_vec(),
+            line_no,
+        }),
+    })
+}
+
+/// What [`classify`] decides, without copying anything: `None` for a skipped line.
+pub(super) fn check<'a>(
+    line: &'a [u8],
+    line_no: u64,
+    file: &str,
+) -> Result<Option<json_line::Fields<'a>>, Error> {
     let Some(first) = line.iter().find(|b| !b.is_ascii_whitespace()) else {
-        return Ok(Line::Skipped);
+        return Ok(None);
     };
     if *first != b'{' {
-        return Ok(Line::Skipped);
+        return Ok(None);
     }
     let malformed = |detail: String| Error::Malformed {
         file: file.to_owned(),
@@ -90,14 +108,7 @@ pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
     if fields.id.is_empty() {
         return Err(malformed("its \"id\" is empty".to_owned()));
     }
-    let edge = fields.module_id.is_none() && fields.iot_edge.unwrap_or(false);
-    Ok(Line::Record(Record {
-        id: fields.id.into_owned(),
-        module_id: fields.module_id.map(Cow::into_owned),
-        edge,
-        line: line.to_vec(),
-        line_no,
-    }))
+    Ok(Some(fields))
 }
 
 /// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
@@ -144,7 +155,9 @@ impl<R: BufRead> Lines<R> {
         &self.file
     }
 
-    fn next_line(&mut self) -> Result<Option<Line>, Error> {
+    /// The next line without its line ending (and the first without a BOM), and its number;
+    /// `None` at the end.
+    fn next_raw(&mut self) -> Result<Option<(&[u8], u64)>, Error> {
         self.buf.clear();
         let n = self
             .reader
@@ -163,7 +176,35 @@ impl<R: BufRead> Lines<R> {
         }
         line = line.strip_suffix(b"\n").unwrap_or(line);
         line = line.strip_suffix(b"\r").unwrap_or(line);
-        classify(line, self.line_no, &self.file).map(Some)
+        Ok(Some((line, self.line_no)))
+    }
+
+    /// Read lines until the next record, counting skipped lines, and hand it to `take`
+    /// unmade: `Ok(false)` at the end.
+    pub(super) fn next_with(
+        &mut self,
+        mut take: impl FnMut(&[u8], u64, json_line::Fields<'_>),
+    ) -> Result<bool, Error> {
+        loop {
+            let file = std::mem::take(&mut self.file);
+            let outcome = match self.next_raw() {
+                Ok(Some((line, line_no))) => match check(line, line_no, &file) {
+                    Ok(Some(fields)) => {
+                        take(line, line_no, fields);
+                        Ok(Some(true))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Ok(None) => Ok(Some(false)),
+                Err(e) => Err(e),
+            };
+            self.file = file;
+            match outcome? {
+                Some(more) => return Ok(more),
+                None => self.skipped += 1,
+            }
+        }
     }
 }
 
@@ -171,144 +212,20 @@ impl<R: BufRead> Iterator for Lines<R> {
     type Item = Result<Record, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.next_line() {
-                Ok(None) => return None,
-                Ok(Some(Line::Skipped)) => self.skipped += 1,
-                Ok(Some(Line::Record(r))) => return Some(Ok(r)),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-/// The records of an export, parsed on the calling thread or on a thread of its own.
-pub enum Records<R> {
-    Inline(Lines<R>),
-    Threaded(Prefetched),
-}
-
-impl<R: BufRead + Send + 'static> Records<R> {
-    /// Parse `lines` on a thread of its own when `threaded`. Threaded parsing overlaps the
-    /// parse with sealing; but records then live in that thread's malloc arena, where the
-    /// memory they free is not reused by the calling thread. So use it for streaming input
-    /// (each record is freed right after it is written) and parse inline when records are
-    /// buffered for a sort, whose merge then reuses the buffer's memory.
-    pub fn new(lines: Lines<R>, threaded: bool) -> std::io::Result<Self> {
-        Ok(if threaded {
-            Records::Threaded(Prefetched::spawn(lines)?)
-        } else {
-            Records::Inline(lines)
-        })
-    }
-
-    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
-    pub fn skipped(&mut self) -> u64 {
-        match self {
-            Records::Inline(l) => l.skipped(),
-            Records::Threaded(p) => p.skipped(),
-        }
-    }
-}
-
-impl<R: BufRead> Iterator for Records<R> {
-    type Item = Result<Record, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Records::Inline(l) => l.next(),
-            Records::Threaded(p) => p.next(),
-        }
-    }
-}
-
-/// Records per batch handed from the parsing thread to the consumer.
-const PARSED_BATCH: usize = 128;
-/// Batches in flight between them.
-const PARSED_DEPTH: usize = 2;
-
-/// [`Lines`] on a thread of its own: the lines of the next batch are read and proven JSON
-/// objects while the consumer sorts, checks and seals the previous one. Yields exactly what
-/// the inner [`Lines`] yields, in order, and stops after the first error.
-pub struct Prefetched {
-    rx: Option<std::sync::mpsc::Receiver<Vec<Result<Record, Error>>>>,
-    current: std::vec::IntoIter<Result<Record, Error>>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-    skipped: u64,
-}
-
-impl Prefetched {
-    /// Start parsing `lines` on a new thread.
-    pub fn spawn<R: BufRead + Send + 'static>(mut lines: Lines<R>) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_DEPTH);
-        let thread = std::thread::Builder::new()
-            .name("hubvault-parse".into())
-            .spawn(move || {
-                loop {
-                    let mut batch = Vec::with_capacity(PARSED_BATCH);
-                    let mut last = true;
-                    for item in lines.by_ref() {
-                        let failed = item.is_err();
-                        batch.push(item);
-                        if failed {
-                            break;
-                        }
-                        if batch.len() == PARSED_BATCH {
-                            last = false;
-                            break;
-                        }
-                    }
-                    // A closed channel: the consumer stopped early (restart or error).
-                    if (!batch.is_empty() && tx.send(batch).is_err()) || last {
-                        break;
-                    }
-                }
-                lines.skipped()
-            })?;
-        Ok(Prefetched {
-            rx: Some(rx),
-            current: Vec::new().into_iter(),
-            thread: Some(thread),
-            skipped: 0,
-        })
-    }
-
-    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
-    pub fn skipped(&mut self) -> u64 {
-        self.stop();
-        self.skipped
-    }
-
-    /// Stop the thread (if still running) and collect its count.
-    fn stop(&mut self) {
-        self.rx.take();
-        if let Some(t) = self.thread.take() {
-            match t.join() {
-                Ok(skipped) => self.skipped = skipped,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    }
-}
-
-impl Iterator for Prefetched {
-    type Item = Result<Record, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.current.next() {
-                return Some(item);
-            }
-            let batch = self.rx.as_ref()?.recv().ok()?;
-            self.current = batch.into_iter();
-        }
-    }
-}
-
-impl Drop for Prefetched {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
+        let mut record = None;
+        let more = self.next_with(|line, line_no, fields| {
+            record = Some(Record {
+                edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
+                id: fields.id.into_owned(),
+                module_id: fields.module_id.map(Cow::into_owned),
+                line: line.to_vec(),
+                line_no,
+            });
+        });
+        match more {
+            Ok(true) => record.map(Ok),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -334,42 +251,6 @@ mod tests {
         let mut lines = Lines::new(text, "devices.txt");
         let out: Vec<_> = lines.by_ref().collect();
         (out, lines.skipped())
-    }
-
-    #[test]
-    fn prefetched_yields_the_same_records_errors_and_skips() {
-        let mut text = b"Warning: keys\n".to_vec();
-        for i in 0..1000 {
-            text.extend_from_slice(format!("{{\"id\":\"d{i:04}\"}}\n\n").as_bytes());
-        }
-        text.extend_from_slice(b"{\"id\":\"bad\"\n{\"id\":\"after\"}\n");
-        let (direct, direct_skipped) = read(&text);
-        let mut pre =
-            Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "devices.txt")).unwrap();
-        let got: Vec<_> = pre.by_ref().collect();
-        assert_eq!(pre.skipped(), 1001);
-        // Lines itself goes on after an error; the prefetcher stops at the first one.
-        let direct: Vec<_> = direct.into_iter().take(1001).collect();
-        assert_eq!(direct_skipped, 1001);
-        assert_eq!(got.len(), 1001);
-        for (a, b) in got.iter().zip(&direct) {
-            match (a, b) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b),
-                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-                _ => panic!("different results"),
-            }
-        }
-        assert!(got[1000].is_err());
-    }
-
-    #[test]
-    fn dropping_prefetched_early_stops_its_thread() {
-        let text: Vec<u8> = (0..50_000)
-            .flat_map(|i| format!("{{\"id\":\"d{i:06}\"}}\n").into_bytes())
-            .collect();
-        let mut pre = Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "f")).unwrap();
-        assert!(pre.next().unwrap().is_ok());
-        drop(pre); // must return (join) rather than hang
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! [`Lines`] on a thread of its own: the lines of the next batch are read and proven JSON
+//! objects while the consumer sorts, checks and seals the previous one.
+//!
+//! The parsing thread makes no records: it copies each record's line into a batch buffer and
+//! notes where its id and module id are; the consumer makes the [`Record`]s. So every record
+//! is allocated by the thread that keeps it. That matters to a sort: records made on another
+//! thread live in that thread's malloc arena, and the memory a sort frees there is not reused
+//! by the merge that follows on the consumer's thread — the peak would be the buffer *plus*
+//! the merge. Batch buffers go back to the parsing thread for reuse, so what this adds to
+//! memory is fixed: `DEPTH + 2` batches of about [`BATCH_BYTES`].
+//!
+//! Must not: reorder, drop or invent records, or yield anything after the first error.
+
+use std::borrow::Cow;
+use std::io::BufRead;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use super::Error;
+use super::json_line::Fields;
+use super::record::{Lines, Record};
+
+/// Line bytes per batch (a batch also ends at [`BATCH_RECORDS`]).
+const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_RECORDS: usize = 1024;
+/// Batches in flight between the threads.
+const DEPTH: usize = 2;
+
+/// Where a string of a parsed line is: in the batch's bytes, or (when it held escapes) owned.
+enum Text {
+    At(Range<usize>),
+    Owned(String),
+}
+
+/// One record of a batch, not yet made.
+struct Parsed {
+    line: Range<usize>,
+    id: Text,
+    module_id: Option<Text>,
+    edge: bool,
+    line_no: u64,
+}
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    parsed: Vec<Parsed>,
+    /// The error that ended the input, after the records before it.
+    error: Option<Error>,
+}
+
+impl Batch {
+    fn push(&mut self, line: &[u8], line_no: u64, fields: Fields<'_>) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(line);
+        // A borrowed string points into `line`; find it again in the copy.
+        let text = |s: Cow<'_, str>| match s {
+            Cow::Borrowed(b) => {
+                let start = base + (b.as_ptr().addr() - line.as_ptr().addr());
+                Text::At(start..start + b.len())
+            }
+            Cow::Owned(o) => Text::Owned(o),
+        };
+        self.parsed.push(Parsed {
+            line: base..self.bytes.len(),
+            edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
+            id: text(fields.id),
+            module_id: fields.module_id.map(text),
+            line_no,
+        });
+    }
+
+    fn full(&self) -> bool {
+        self.bytes.len() >= BATCH_BYTES || self.parsed.len() >= BATCH_RECORDS
+    }
+
+    fn string(&self, text: &Text) -> String {
+        match text {
+            Text::At(range) => std::str::from_utf8(&self.bytes[range.clone()])
+                .expect("the scanner checked the line as UTF-8")
+                .to_owned(),
+            Text::Owned(s) => s.clone(),
+        }
+    }
+
+    fn record(&self, p: &Parsed) -> Record {
+        Record {
+            id: self.string(&p.id),
+            module_id: p.module_id.as_ref().map(|m| self.string(m)),
+            edge: p.edge,
+            line: self.bytes[p.line.clone()].to_vec(),
+            line_no: p.line_no,
+        }
+    }
+}
+
+/// Yields exactly what the inner [`Lines`] yields, in order, and stops after the first error.
+pub struct Prefetched {
+    rx: Option<Receiver<Batch>>,
+    recycle: Option<SyncSender<Batch>>,
+    current: Batch,
+    next: usize,
+    thread: Option<JoinHandle<u64>>,
+    skipped: u64,
+}
+
+impl Prefetched {
+    /// Start parsing `lines` on a new thread.
+    pub fn spawn<R: BufRead + Send + 'static>(mut lines: Lines<R>) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel::<Batch>(DEPTH);
+        let (recycle, recycled) = sync_channel::<Batch>(DEPTH + 2);
+        let thread = std::thread::Builder::new()
+            .name("hubvault-parse".into())
+            .spawn(move || {
+                loop {
+                    let mut batch = recycled.try_recv().unwrap_or_default();
+                    batch.bytes.clear();
+                    batch.parsed.clear();
+                    let mut last = false;
+                    while !batch.full() {
+                        match lines.next_with(|line, no, fields| batch.push(line, no, fields)) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                last = true;
+                                break;
+                            }
+                            Err(e) => {
+                                batch.error = Some(e);
+                                last = true;
+                                break;
+                            }
+                        }
+                    }
+                    // A closed channel: the consumer stopped early (restart or error).
+                    if tx.send(batch).is_err() || last {
+                        break;
+                    }
+                }
+                lines.skipped()
+            })?;
+        Ok(Prefetched {
+            rx: Some(rx),
+            recycle: Some(recycle),
+            current: Batch::default(),
+            next: 0,
+            thread: Some(thread),
+            skipped: 0,
+        })
+    }
+
+    /// Lines skipped (blank or not an object). Complete once the iterator has ended.
+    pub fn skipped(&mut self) -> u64 {
+        self.stop();
+        self.skipped
+    }
+
+    /// Stop the thread (if still running) and collect its count.
+    fn stop(&mut self) {
+        self.rx.take();
+        self.recycle.take();
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(skipped) => self.skipped = skipped,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+}
+
+impl Iterator for Prefetched {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(p) = self.current.parsed.get(self.next) {
+                self.next += 1;
+                return Some(Ok(self.current.record(p)));
+            }
+            if let Some(e) = self.current.error.take() {
+                self.rx.take();
+                return Some(Err(e));
+            }
+            let batch = self.rx.as_ref()?.recv().ok()?;
+            let done = std::mem::replace(&mut self.current, batch);
+            self.next = 0;
+            if let Some(recycle) = &self.recycle {
+                let _ = recycle.try_send(done);
+            }
+        }
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &[u8]) -> (Vec<Result<Record, Error>>, u64) {
+        let mut lines = Lines::new(text, "devices.txt");
+        let out: Vec<_> = lines.by_ref().collect();
+        (out, lines.skipped())
+    }
+
+    #[test]
+    fn yields_the_same_records_errors_and_skips_as_lines() {
+        let mut text = b"\xEF\xBB\xBFWarning: keys\n".to_vec();
+        for i in 0..5000 {
+            text.extend_from_slice(
+                format!("{{\"id\":\"d{i:04}\",\"capabilities\":{{\"iotEdge\":true}}}}\r\n\n")
+                    .as_bytes(),
+            );
+            if i % 7 == 0 {
+                let line = format!("{{\"id\":\"d{i:04}\",\"moduleId\":\"m\\u0031\",\"x\":1}}\n");
+                text.extend_from_slice(line.as_bytes());
+            }
+        }
+        text.extend_from_slice(b"{\"id\":\"bad\"\n{\"id\":\"after\"}\n");
+        let (direct, direct_skipped) = read(&text);
+        let mut pre =
+            Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "devices.txt")).unwrap();
+        let got: Vec<_> = pre.by_ref().collect();
+        // Lines itself goes on after an error; the prefetcher stops at the first one.
+        let stop = direct.iter().position(Result::is_err).unwrap() + 1;
+        assert_eq!(got.len(), stop);
+        assert_eq!(
+            pre.skipped(),
+            direct_skipped,
+            "all skips come before the error"
+        );
+        for (a, b) in got.iter().zip(&direct) {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!("different results"),
+            }
+        }
+        assert!(got.last().unwrap().is_err());
+        assert_eq!(
+            got[1].as_ref().unwrap().module_id.as_deref(),
+            Some("m1"),
+            "escaped ids are unescaped"
+        );
+    }
+
+    #[test]
+    fn dropping_it_early_stops_its_thread() {
+        let text: Vec<u8> = (0..50_000)
+            .flat_map(|i| format!("{{\"id\":\"d{i:06}\"}}\n").into_bytes())
+            .collect();
+        let mut pre = Prefetched::spawn(Lines::new(std::io::Cursor::new(text), "f")).unwrap();
+        assert!(pre.next().unwrap().is_ok());
+        drop(pre); // must return (join) rather than hang
+    }
+}
