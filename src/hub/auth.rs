@@ -257,6 +257,11 @@ impl TokenSource {
         Ok(header)
     }
 
+    /// Forget the cached token: the next request signs a fresh one (after a 401).
+    pub(crate) async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
     async fn mint(&self, now: OffsetDateTime) -> Result<CachedToken> {
         match &self.credential {
             HubCredential::Sas(signer) => {
