@@ -266,9 +266,10 @@ impl HubClient {
 
     /// Send with auth and retries. Non-success statuses become typed errors.
     ///
-    /// A 401 is retried once with a freshly signed token: a cached token can expire on the hub's
-    /// clock before ours (clock skew, or a long run's token reaching its `se`), and the hub says
-    /// only 401002 then. A second 401 is the caller's problem (key, rights or firewall).
+    /// A 401 to a token reused from the cache is retried once with a freshly signed one: a
+    /// cached token can expire on the hub's clock before ours (clock skew, or a long run's token
+    /// reaching its `se`), and the hub says only 401002 then. A 401 to a fresh token is the
+    /// caller's problem (key, rights or firewall) and is not retried.
     pub(crate) async fn call(&self, call: Call) -> Result<Reply> {
         let host = &self.inner.name;
         let url = self.url(&call);
@@ -278,7 +279,8 @@ impl HubClient {
         let mut told_failover = false;
         loop {
             attempt += 1;
-            let (error, retry_after) = match self.try_once(&call, url.clone()).await {
+            let (auth, fresh) = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
+            let (error, retry_after) = match self.try_once(&call, url.clone(), &auth).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err((status, headers, body))) => {
                     let retry_after = headers
@@ -291,9 +293,9 @@ impl HubClient {
                     let service = ServiceError::parse(status.as_u16(), header, &body);
                     let retryable = retry::retryable(status.as_u16(), service.code);
                     let err = service.into_error(host, retry_after);
-                    if matches!(err, Error::Unauthorized { .. }) && !resigned {
+                    if matches!(err, Error::Unauthorized { .. }) && !fresh && !resigned {
                         resigned = true;
-                        self.inner.tokens.invalidate().await;
+                        self.inner.tokens.invalidate(&auth).await;
                         tracing::debug!(hub = %host, path = %call.path, "401: retrying once with a freshly signed token");
                         continue;
                     }
@@ -347,9 +349,9 @@ impl HubClient {
         &self,
         call: &Call,
         url: Url,
+        auth: &str,
     ) -> Result<Result<Reply, (StatusCode, HeaderMap, Bytes)>> {
         let host = &self.inner.name;
-        let auth = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
         let mut req = self
             .inner
             .http
