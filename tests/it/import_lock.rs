@@ -123,3 +123,92 @@ async fn two_restores_sharing_a_prefixed_staging_container_each_read_their_own_e
     );
     staging.store.delete_container().await.unwrap();
 }
+
+/// Wait (bounded) until `hub` runs an import job.
+async fn wait_for_import(sim: &support::Sim, hub: &str) {
+    for _ in 0..600 {
+        if sim
+            .jobs(hub)
+            .await
+            .iter()
+            .any(|j| j["type"] == "import" && j["status"] == "running")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no import job of {hub} ran within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_import_of_another_hub_blocks_the_container_with_a_clear_fix() {
+    let Some(cs) = support::azurite() else { return };
+    let sim = support::start_sim(&[("hub-a", 400), ("hub-b", 0), ("hub-c", 0)], 32).await;
+    for h in ["hub-a", "hub-b", "hub-c"] {
+        sim.limits(
+            h,
+            json!({"job_rate": 0.0, "job_queue_ms": 10, "retry_after_secs": 1}),
+        )
+        .await;
+    }
+    sim.limits("hub-b", json!({"job_rate": 100.0})).await;
+    let staging = support::staging_container(&cs, "stale").await;
+    let wd = support::workdir(&sim, Some(&staging));
+    let clone = |to: &str| {
+        let mut cmd = hubvault(&wd);
+        cmd.args([
+            "clone", "--from", "hub-a", "--to", to, "--engine", "job", "--json",
+        ])
+        .env("HUBVAULT_JOB_POLL_MS", "50");
+        cmd
+    };
+
+    // SIGKILL a clone into hub-b while its import job runs: its job may still write
+    // importErrors.log at the container root.
+    let mut killed = clone("hub-b");
+    killed
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = killed.spawn().unwrap();
+    wait_for_import(&sim, "hub-b").await;
+    child.start_kill().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+
+    // A clone into hub-c through the same container refuses rather than read that log.
+    let out = run(clone("hub-c"), Duration::from_secs(120)).await;
+    assert_no_secrets(
+        &text(&out),
+        &sim.secrets(&["hub-a", "hub-c"]).await,
+        "clone to hub-c",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(err["error"]["code"], "staging_import_lock_stale", "{err:#}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("an import into hub-b.azure-devices.net")
+            && message.contains("another staging container")
+            && message.contains("hubvault-import.lock"),
+        "{message}"
+    );
+    assert!(
+        sim.jobs("hub-c")
+            .await
+            .iter()
+            .all(|j| j["type"] != "import"),
+        "no import job was started on hub-c"
+    );
+
+    // The interrupted hub's own rerun takes the lock over, completes and leaves nothing.
+    sim.limits("hub-b", json!({"job_rate": 0.0})).await;
+    let mut rerun = clone("hub-b");
+    rerun.env("HUBVAULT_STAGING_LEFTOVER_SECS", "0");
+    let out = run(rerun, Duration::from_secs(120)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        whole_container(&cs, &staging.container).await,
+        Vec::<String>::new(),
+        "the rerun removed the lock and the logs"
+    );
+    staging.store.delete_container().await.unwrap();
+}
