@@ -5,10 +5,14 @@
 //! `[staging]`), a fresh run id, the blob names `staging/<hub>/<run-id>/<file>`, a least-privilege
 //! container SAS minted per job (never reused, expiring after `sas-lifetime`), deleting the run's
 //! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
-//! ([`Staging::sweep_leftovers`]).
+//! ([`Staging::sweep_leftovers`]). Import jobs write their error logs at the container root, so
+//! imports through one container take turns under a lease ([`Staging::lock_imports`], see
+//! [`lock`]).
 //!
 //! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
 //! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).
+
+mod lock;
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,6 +43,23 @@ pub enum Error {
     NotConfigured { config: String },
     #[error("invalid staging setting {key}: {detail}")]
     Invalid { key: String, detail: String },
+    #[error(
+        "staging container {container} is still in use by {holder} after waiting {waited}; the hub writes importErrors.log at the container root, so imports through one container take turns: run again when that import has ended, or give this restore its own staging container (--staging)"
+    )]
+    ImportLockBusy {
+        container: String,
+        holder: String,
+        waited: String,
+    },
+    #[error(
+        "staging container {container}: an import into {hub} (run {run}) was interrupted while its job could still write importErrors.log at the container root (until {until}), where this restore would read it as its own; give this restore another staging container (--staging), wait until then, or delete blob hubvault-import.lock if that import job has ended"
+    )]
+    ImportLockStale {
+        container: String,
+        hub: String,
+        run: String,
+        until: String,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     #[error(transparent)]
@@ -50,6 +71,8 @@ impl Error {
         match self {
             Error::NotConfigured { .. } => "staging_not_configured",
             Error::Invalid { .. } => "staging_invalid",
+            Error::ImportLockBusy { .. } => "staging_import_lock_busy",
+            Error::ImportLockStale { .. } => "staging_import_lock_stale",
             Error::Config(e) => e.code(),
             Error::Store(e) => e.code(),
         }
@@ -103,6 +126,9 @@ pub struct Staging {
     hub: String,
     run_id: String,
     sas_lifetime: Duration,
+    /// The container's import lock while this run holds it (shared by clones of this value,
+    /// so the Ctrl-C path releases what the import took).
+    import_lock: Arc<tokio::sync::Mutex<Option<lock::Held>>>,
 }
 
 impl fmt::Debug for Staging {
@@ -148,6 +174,7 @@ impl Staging {
             hub: segment,
             run_id: new_run_id(OffsetDateTime::now_utc(), rand::random()),
             sas_lifetime,
+            import_lock: Arc::default(),
         })
     }
 
@@ -272,9 +299,58 @@ impl Staging {
         }
     }
 
-    /// Delete this run's blobs (call on success, failure and Ctrl-C). Returns how many.
+    /// Take the container's import lock before creating an import job, waiting (polling every
+    /// `poll`, up to `sas-lifetime`, the longest job) while another run's import holds it; a
+    /// clear error when a killed run of another hub may still write its log here. Held until
+    /// [`Staging::cleanup`]. Stale error logs of a killed holder are deleted on the way in.
+    pub async fn lock_imports(&self, poll: Duration) -> Result<()> {
+        let mut slot = self.import_lock.lock().await;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let held = match &self.access {
+            Access::File(_) => lock::Held::Local,
+            Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                let me = lock::Holder {
+                    hub: self.hub.clone(),
+                    run: self.run_id.clone(),
+                    until: (OffsetDateTime::now_utc() + self.sas_lifetime).unix_timestamp(),
+                };
+                lock::acquire(s, &me, poll, self.sas_lifetime).await?
+            }
+        };
+        *slot = Some(held);
+        Ok(())
+    }
+
+    /// An import job's error log (`importErrors.log` or `importConfigErrors.log`, written at the
+    /// container root whatever the location's prefix); `None` when absent, which means no
+    /// errors (contract §4.3). Only while holding the import lock is it this run's log.
+    pub async fn job_log(&self, name: &str) -> Result<Option<bytes::Bytes>> {
+        debug_assert!(lock::JOB_LOGS.contains(&name));
+        Ok(match &self.access {
+            Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                s.read_root(name).await?
+            }
+            Access::File(_) => match self.store.get_bytes(name).await {
+                Ok(b) => Some(b),
+                Err(store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+        })
+    }
+
+    /// Delete this run's blobs (call on success, failure and Ctrl-C) and, when this run holds
+    /// the import lock, the job's error logs, then end the lock. Returns how many blobs.
     pub async fn cleanup(&self) -> Result<usize> {
-        let deleted = delete_all(&*self.store, &self.run_prefix()).await?;
+        let run_blobs = delete_all(&*self.store, &self.run_prefix()).await;
+        // The lock ends even when the run's blobs could not all be deleted (the next run of
+        // this hub sweeps those); holding it would only make other runs wait.
+        let logs = match self.import_lock.lock().await.take() {
+            Some(held) => lock::release(held, &*self.store).await?,
+            None => 0,
+        };
+        let deleted = run_blobs? + logs;
         if let Access::File(url) = &self.access {
             // Empty folders only (best effort): a blob that appeared meanwhile stays visible.
             let dir = std::path::Path::new(url.path()).join(self.run_prefix());

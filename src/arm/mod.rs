@@ -152,6 +152,15 @@ impl ArmClient {
 
     /// `GET {resource_id}?api-version=…`: the hub's networking rules.
     pub async fn hub_network_rules(&self, resource_id: &str) -> Result<NetworkRules, Error> {
+        Ok(self.hub_description(resource_id).await?.properties)
+    }
+
+    /// The hub's pricing tier (`sku`, contract §7.1), which sets its device cap.
+    pub async fn hub_sku(&self, resource_id: &str) -> Result<Option<Sku>, Error> {
+        Ok(self.hub_description(resource_id).await?.sku)
+    }
+
+    async fn hub_description(&self, resource_id: &str) -> Result<HubDescription, Error> {
         let resource = resource_id.to_owned();
         let mut url = self.endpoint.clone();
         url.set_path(resource_id);
@@ -187,11 +196,10 @@ impl ArmClient {
                 message,
             });
         }
-        let doc: HubDescription = serde_json::from_str(&body).map_err(|e| Error::Body {
+        serde_json::from_str(&body).map_err(|e| Error::Body {
             resource,
             detail: e.to_string(),
-        })?;
-        Ok(doc.properties)
+        })
     }
 }
 
@@ -199,7 +207,36 @@ impl ArmClient {
 struct HubDescription {
     #[serde(default)]
     properties: NetworkRules,
+    #[serde(default)]
+    sku: Option<Sku>,
 }
+
+/// `IotHubDescription.sku`: `F1` (Free), `S1`–`S3` (Standard), `B1`–`B3` (Basic).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Sku {
+    pub name: String,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub capacity: Option<u64>,
+}
+
+impl Sku {
+    /// Devices (and modules) the tier allows in one hub: 500 on the Free tier, 1,000,000 on
+    /// every other (contract §2.3, Learn iot-hub-devguide-quotas-throttling).
+    pub fn device_cap(&self) -> u64 {
+        if self.name.eq_ignore_ascii_case("F1") {
+            FREE_TIER_DEVICE_CAP
+        } else {
+            HUB_DEVICE_CAP
+        }
+    }
+}
+
+/// The device cap of every paid tier.
+pub const HUB_DEVICE_CAP: u64 = 1_000_000;
+/// The device cap of the Free tier (F1).
+pub const FREE_TIER_DEVICE_CAP: u64 = 500;
 
 /// The networking part of `IotHubDescription.properties` (contract §7.1).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -7,6 +7,10 @@
 //! - `HUBVAULT_JOB_POLL_MS`: first job poll interval in milliseconds (the cap is 4×).
 //! - `HUBVAULT_STAGING_LEFTOVER_SECS`: age after which a killed run's staging blobs are swept
 //!   (default: the staging SAS lifetime, the longest job we allow).
+//! - `HUBVAULT_SAS_TTL_SECS`: lifetime of the hub SAS tokens we sign (default 1 h), so a test
+//!   can outlive several tokens in one run.
+//! - `HUBVAULT_RETRY_MAX_SECS`: time budget of one hub request's retries (default 300 s), so a
+//!   test can see a persistent failover or 5xx give up.
 //! - `--local-address` / `HUBVAULT_LOCAL_ADDRESS` (hidden flag): bind the hub client's socket,
 //!   to act as another caller against the simulator's firewall.
 
@@ -32,6 +36,18 @@ use crate::cli::{BackupArgs, Global, LiveArgs, PreflightArgs};
 const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
 const POLL_ENV: &str = "HUBVAULT_JOB_POLL_MS";
 const LEFTOVER_ENV: &str = "HUBVAULT_STAGING_LEFTOVER_SECS";
+const SAS_TTL_ENV: &str = "HUBVAULT_SAS_TTL_SECS";
+const RETRY_MAX_ENV: &str = "HUBVAULT_RETRY_MAX_SECS";
+
+/// A test-only duration in whole seconds from `var`, when set.
+fn env_secs(var: &str) -> Result<Option<Duration>> {
+    std::env::var(var).ok().map_or(Ok(None), |v| {
+        let secs: u64 = v
+            .parse()
+            .with_context(|| format!("{var} must be whole seconds"))?;
+        Ok(Some(Duration::from_secs(secs.max(1))))
+    })
+}
 
 /// A hub from the config or a connection string, bound to `--local-address` if given.
 pub(super) fn resolve(
@@ -41,6 +57,12 @@ pub(super) fn resolve(
 ) -> Result<(ResolvedHub, HubClient)> {
     let mut resolved = target::resolve_hub(spec, config)?;
     resolved.target.local_address = live.local_address;
+    if let Some(ttl) = env_secs(SAS_TTL_ENV)? {
+        resolved.target.sas_ttl = ttl;
+    }
+    if let Some(budget) = env_secs(RETRY_MAX_ENV)? {
+        resolved.target.retry.max_total = budget;
+    }
     let client = HubClient::new(resolved.target.clone())?;
     if let Some(observer) = super::progress::job_observer() {
         client.observe_jobs(observer);

@@ -242,19 +242,29 @@ impl TokenSource {
         }
     }
 
-    /// The header value to send now (renewed before expiry).
-    pub(crate) async fn header(&self, now: OffsetDateTime) -> Result<String> {
+    /// The header value to send now (renewed before expiry), and whether it was minted just
+    /// now (`false`: reused from the cache).
+    pub(crate) async fn header(&self, now: OffsetDateTime) -> Result<(String, bool)> {
         let mut cached = self.cached.lock().await;
         if let Some(t) = cached
             .as_ref()
             .filter(|t| still_valid(t.expires, self.ttl, now))
         {
-            return Ok(t.header.clone());
+            return Ok((t.header.clone(), false));
         }
         let fresh = self.mint(now).await?;
         let header = fresh.header.clone();
         *cached = Some(fresh);
-        Ok(header)
+        Ok((header, true))
+    }
+
+    /// Forget the cached token if it is still `used` (a 401 refused it): the next request signs
+    /// a fresh one. Another request may have replaced it already; that one is kept.
+    pub(crate) async fn invalidate(&self, used: &str) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|t| t.header == used) {
+            *cached = None;
+        }
     }
 
     async fn mint(&self, now: OffsetDateTime) -> Result<CachedToken> {
@@ -404,13 +414,24 @@ mod tests {
             Duration::from_secs(3600),
         );
         let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let first = src.header(t0).await.unwrap();
-        assert!(first.contains("se=1700003600"));
+        let (first, fresh) = src.header(t0).await.unwrap();
+        assert!(fresh && first.contains("se=1700003600"));
         assert_eq!(
             src.header(t0 + Duration::from_secs(3000)).await.unwrap(),
-            first
+            (first.clone(), false),
+            "reused from the cache"
         );
-        let renewed = src.header(t0 + Duration::from_secs(3400)).await.unwrap();
-        assert!(renewed.contains("se=1700007000"), "{renewed}");
+        let (renewed, fresh) = src.header(t0 + Duration::from_secs(3400)).await.unwrap();
+        assert!(fresh && renewed.contains("se=1700007000"), "{renewed}");
+
+        // A 401 to the token in use drops it; a stale copy does not drop its successor.
+        src.invalidate(&first).await;
+        assert_eq!(
+            src.header(t0 + Duration::from_secs(3401)).await.unwrap(),
+            (renewed.clone(), false)
+        );
+        src.invalidate(&renewed).await;
+        let (again, fresh) = src.header(t0 + Duration::from_secs(3402)).await.unwrap();
+        assert!(fresh && again.contains("se=1700007002"), "{again}");
     }
 }

@@ -50,6 +50,17 @@ pub enum Error {
         code: u32,
         detail: String,
     },
+    /// 404012 after the retry budget was spent: the hub is in a manual or Microsoft-initiated
+    /// failover (contract §7.3), which takes from minutes to a couple of hours.
+    #[error(
+        "{hub} is failing over (404012 IotHubFailingOver) and still was after {attempts} tries over {}s; retry when its failover completes (it can take from 10 minutes to a couple of hours)",
+        waited.as_secs()
+    )]
+    FailingOver {
+        hub: String,
+        attempts: u32,
+        waited: Duration,
+    },
     #[error("{hub}: not found ({code}: {detail}); check the id")]
     NotFound {
         hub: String,
@@ -137,6 +148,7 @@ impl Error {
             Error::PermissionMissing { .. } => "hub_permission_missing",
             Error::JobSlotBusy { .. } => "hub_job_slot_busy",
             Error::QuotaExceeded { .. } => "hub_quota_exceeded",
+            Error::FailingOver { .. } => "hub_failing_over",
             Error::NotFound { .. } => "hub_not_found",
             Error::AlreadyExists { .. } => "hub_already_exists",
             Error::PreconditionFailed { .. } => "hub_precondition_failed",
@@ -366,6 +378,11 @@ impl ServiceError {
                 code: if code == 401_000 { 401_002 } else { code },
             },
             403 => Error::QuotaExceeded { hub, code, detail },
+            404 if code == 404_012 => Error::FailingOver {
+                hub,
+                attempts: 1,
+                waited: Duration::ZERO,
+            },
             404 => Error::NotFound { hub, code, detail },
             409 => Error::AlreadyExists { hub, code, detail },
             412 => Error::PreconditionFailed { hub, code, detail },

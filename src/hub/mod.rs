@@ -265,14 +265,22 @@ impl HubClient {
     }
 
     /// Send with auth and retries. Non-success statuses become typed errors.
+    ///
+    /// A 401 to a token reused from the cache is retried once with a freshly signed one: a
+    /// cached token can expire on the hub's clock before ours (clock skew, or a long run's token
+    /// reaching its `se`), and the hub says only 401002 then. A 401 to a fresh token is the
+    /// caller's problem (key, rights or firewall) and is not retried.
     pub(crate) async fn call(&self, call: Call) -> Result<Reply> {
         let host = &self.inner.name;
         let url = self.url(&call);
         let start = tokio::time::Instant::now();
         let mut attempt = 0;
+        let mut resigned = false;
+        let mut told_failover = false;
         loop {
             attempt += 1;
-            let (error, retry_after) = match self.try_once(&call, url.clone()).await {
+            let (auth, fresh) = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
+            let (error, retry_after) = match self.try_once(&call, url.clone(), &auth).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err((status, headers, body))) => {
                     let retry_after = headers
@@ -282,9 +290,16 @@ impl HubClient {
                     let header = headers
                         .get("iothub-errorcode")
                         .and_then(|v| v.to_str().ok());
-                    let err = ServiceError::parse(status.as_u16(), header, &body)
-                        .into_error(host, retry_after);
-                    if !retry::retryable_status(status.as_u16()) {
+                    let service = ServiceError::parse(status.as_u16(), header, &body);
+                    let retryable = retry::retryable(status.as_u16(), service.code);
+                    let err = service.into_error(host, retry_after);
+                    if matches!(err, Error::Unauthorized { .. }) && !fresh && !resigned {
+                        resigned = true;
+                        self.inner.tokens.invalidate(&auth).await;
+                        tracing::debug!(hub = %host, path = %call.path, "401: retrying once with a freshly signed token");
+                        continue;
+                    }
+                    if !retryable {
                         return Err(err);
                     }
                     (err, retry_after)
@@ -293,19 +308,37 @@ impl HubClient {
             };
             if !matches!(
                 error,
-                Error::Throttled { .. } | Error::Server { .. } | Error::Transport { .. }
+                Error::Throttled { .. }
+                    | Error::Server { .. }
+                    | Error::Transport { .. }
+                    | Error::FailingOver { .. }
             ) || (!self.retry_throttled && matches!(error, Error::Throttled { .. }))
             {
                 return Err(error);
             }
+            let failing_over = matches!(error, Error::FailingOver { .. });
             let Some(wait) = self.inner.retry.delay(
                 attempt,
                 start.elapsed(),
                 retry_after,
                 rand::random::<f64>(),
             ) else {
-                return Err(error);
+                return Err(match error {
+                    Error::FailingOver { hub, .. } => Error::FailingOver {
+                        hub,
+                        attempts: attempt,
+                        waited: start.elapsed(),
+                    },
+                    other => other,
+                });
             };
+            if failing_over && !told_failover {
+                told_failover = true;
+                tracing::warn!(
+                    "{host} is failing over (404012 IotHubFailingOver); retrying for up to {}s",
+                    self.inner.retry.max_total.as_secs()
+                );
+            }
             tracing::debug!(hub = %host, path = %call.path, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "retrying: {error}");
             tokio::time::sleep(wait).await;
         }
@@ -316,9 +349,9 @@ impl HubClient {
         &self,
         call: &Call,
         url: Url,
+        auth: &str,
     ) -> Result<Result<Reply, (StatusCode, HeaderMap, Bytes)>> {
         let host = &self.inner.name;
-        let auth = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
         let mut req = self
             .inner
             .http

@@ -1,6 +1,7 @@
 //! When to retry a hub request and how long to wait: pure decisions, no clock reads.
 //!
-//! 429, 5xx and transport failures are retried (contract §6.4); everything else is terminal.
+//! 429, 5xx, 404012 `IotHubFailingOver` and transport failures are retried (contract §6.4,
+//! §7.3: a failover answers 404012 for a while); everything else is terminal.
 //! The budget is bounded both in attempts and in total time, so a throttle storm surfaces as
 //! [`super::Error::Throttled`] instead of hanging a nightly backup. A server's `Retry-After` wins
 //! over our own backoff, but never beyond the remaining time budget.
@@ -85,9 +86,9 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
     Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
 }
 
-/// Whether an HTTP status is worth another try.
-pub fn retryable_status(status: u16) -> bool {
-    status == 429 || status >= 500
+/// Whether a failed response is worth another try: its HTTP status and 6-digit code.
+pub fn retryable(status: u16, code: Option<u32>) -> bool {
+    status == 429 || status >= 500 || code == Some(404_012)
 }
 
 #[cfg(test)]
@@ -145,6 +146,14 @@ mod tests {
             None
         );
         assert_eq!(p.delay(1, Duration::from_secs(60), None, 0.0), None);
+    }
+
+    #[test]
+    fn a_failover_is_retried_but_other_404s_are_not() {
+        assert!(retryable(404, Some(404_012)));
+        assert!(!retryable(404, Some(404_001)) && !retryable(404, None));
+        assert!(retryable(429, None) && retryable(503, Some(503_001)));
+        assert!(!retryable(401, Some(401_002)));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::{Finding, Report, conflicts_finding, firewall_finding, quota_finding};
-use crate::arm::{ArmClient, NetworkRules, Verdict};
+use crate::arm::{ArmClient, HUB_DEVICE_CAP, NetworkRules, Verdict};
 use crate::hub::{self, HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;
 use crate::store::sas::SasPermissions;
@@ -37,8 +37,9 @@ pub struct Checks<'a> {
     /// Another job holding the slot: wait for it instead of reporting it.
     pub wait_for_slot: bool,
     pub poll: PollPolicy,
-    /// Devices the plan creates, and the hub's device quota, when known.
+    /// Devices the plan creates, when known (0 when not).
     pub plan_creates: Option<u64>,
+    /// The hub's device quota; `None`: the cap of its tier read through ARM ([`device_cap`]).
     pub device_quota: Option<u64>,
     /// Ids of a `--mode create` plan that already exist on the hub.
     pub conflicts: Option<&'a [String]>,
@@ -74,12 +75,12 @@ pub async fn run(checks: &Checks<'_>) -> Report {
             findings.push(permissions(checks).await);
             findings.push(job_slot(checks).await);
         }
-        if let (Some(creates), Some(quota)) = (checks.plan_creates, checks.device_quota) {
-            findings.push(match checks.client.statistics().await {
-                Ok(s) => quota_finding(checks.hub, s.total_device_count, creates, quota),
-                Err(e) => failed("device-quota", &e),
-            });
-        }
+        let creates = checks.plan_creates.unwrap_or(0);
+        let (quota, source) = device_cap(checks).await;
+        findings.push(match checks.client.statistics().await {
+            Ok(s) => quota_finding(checks.hub, s.total_device_count, creates, quota, &source),
+            Err(e) => failed("device-quota", &e),
+        });
         if let Some(ids) = checks.conflicts {
             findings.push(conflicts_finding(checks.hub, ids));
         }
@@ -88,6 +89,38 @@ pub async fn run(checks: &Checks<'_>) -> Report {
         findings.extend(staging_findings(checks, staging).await);
     }
     Report::new(findings)
+}
+
+/// The hub's device cap and where it comes from: `checks.device_quota` when set, else the cap
+/// of the hub's tier (ARM `sku`: 500 on F1, 1,000,000 otherwise), else — ARM not configured
+/// or unreadable — the 1,000,000 every paid tier has.
+pub async fn device_cap(checks: &Checks<'_>) -> (u64, String) {
+    if let Some(q) = checks.device_quota {
+        return (q, "the configured quota".into());
+    }
+    let Some(arm) = checks.arm.as_ref() else {
+        return (
+            HUB_DEVICE_CAP,
+            "IoT Hub's cap per hub; configure [arm] to read the hub's tier".into(),
+        );
+    };
+    match arm.client.hub_sku(arm.resource_id).await {
+        Ok(Some(sku)) => (
+            sku.device_cap(),
+            format!("the cap of its {} tier", sku.name),
+        ),
+        Ok(None) => (
+            HUB_DEVICE_CAP,
+            "IoT Hub's cap per hub; ARM named no tier".into(),
+        ),
+        Err(e) => {
+            tracing::warn!("the hub's tier could not be read through ARM: {e}");
+            (
+                HUB_DEVICE_CAP,
+                "IoT Hub's cap per hub; the tier could not be read through ARM".into(),
+            )
+        }
+    }
 }
 
 /// The caller and the hub's verdict on it, when ARM told us the rules.
@@ -295,10 +328,11 @@ async fn staging_findings(checks: &Checks<'_>, staging: &Staging) -> Vec<Finding
 }
 
 fn failed(check: &str, e: &hub::Error) -> Finding {
-    Finding::fail(
-        check,
-        e.code(),
-        e.to_string(),
-        "see the message; run preflight again once fixed",
-    )
+    let fix = match e {
+        hub::Error::FailingOver { .. } => {
+            "wait for the hub's failover to complete (the Azure portal or `az iot hub show` shows its state), then run again"
+        }
+        _ => "see the message; run preflight again once fixed",
+    };
+    Finding::fail(check, e.code(), e.to_string(), fix)
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::arm::{NetworkRules, Verdict};
 
-pub use gather::{ArmAccess, Checks, run};
+pub use gather::{ArmAccess, Checks, device_cap, run};
 
 /// One check's result. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -118,20 +118,21 @@ pub fn firewall_finding(hub: &str, rules: &NetworkRules, caller: IpAddr) -> Find
     }
 }
 
-/// The quota check: total devices after the plan's creates against the hub's limit.
-pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64) -> Finding {
+/// The quota check: total devices after the plan's creates against the hub's limit, whose
+/// origin (`the cap of its F1 tier`, …) `source` names.
+pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64, source: &str) -> Finding {
     let after = existing + creates;
     if after <= limit {
         Finding::pass(
             "device-quota",
-            format!("{hub}: {existing} + {creates} new = {after} of {limit} allowed"),
+            format!("{hub}: {existing} + {creates} new = {after} of {limit} allowed ({source})"),
         )
     } else {
         Finding::fail(
             "device-quota",
             "403002",
             format!(
-                "{hub}: {existing} existing + {creates} new = {after}, over the limit of {limit}"
+                "{hub}: {existing} existing + {creates} new = {after}, over the limit of {limit} ({source})"
             ),
             "raise the hub's quota (more units or a higher tier), restore a subset with --only, or remove unused devices",
         )
@@ -185,8 +186,13 @@ mod tests {
 
     #[test]
     fn quota_and_conflicts() {
-        assert!(quota_finding("h", 10, 5, 15).ok);
-        assert!(!quota_finding("h", 10, 6, 15).ok);
+        assert!(quota_finding("h", 10, 5, 15, "test").ok);
+        let over = quota_finding("h", 10, 6, 15, "the cap of its F1 tier");
+        assert!(!over.ok);
+        assert_eq!(
+            over.detail,
+            "h: 10 existing + 6 new = 16, over the limit of 15 (the cap of its F1 tier)"
+        );
         let ids: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
         let f = conflicts_finding("h", &ids);
         assert!(
@@ -201,7 +207,7 @@ mod tests {
     fn report_table_marks_failures() {
         let r = Report::new(vec![
             Finding::pass("credentials", "RegistryRead ok"),
-            quota_finding("h", 1, 1, 1),
+            quota_finding("h", 1, 1, 1, "test"),
         ]);
         assert!(!r.ok);
         let t = r.table();

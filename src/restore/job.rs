@@ -4,8 +4,10 @@
 //! written under `staging/<hub>/<run-id>/`, handed to the hub with a freshly minted,
 //! least-privilege SAS, and deleted as soon as the job has ended — on success, on failure, and
 //! (from the command) on Ctrl-C — together with the job's `importErrors.log` /
-//! `importConfigErrors.log`, which the service writes at the container root and which may quote
-//! a failed line (keys included).
+//! `importConfigErrors.log`, which the service writes at the container **root** and which may
+//! quote a failed line (keys included). Because those logs are per container, not per run, the
+//! job is created only under the container's import lock ([`Staging::lock_imports`]), held until
+//! the logs are read and deleted: another restore through the same container waits its turn.
 //!
 //! The log says which lines failed; only those are retried, through the bulk engine, which then
 //! reports each one that still fails with its own code. Edge links follow as in the bulk engine
@@ -119,16 +121,9 @@ pub async fn run(
     (report, result)
 }
 
-/// Delete this run's blobs and the job's error logs.
+/// Delete this run's blobs and the job's error logs, and end the import lock.
 pub async fn cleanup(staging: &Staging) -> Result<usize, JobError> {
-    let mut n = staging.cleanup().await?;
-    for log in ERROR_LOGS {
-        if staging.store().head(log).await?.is_some() {
-            staging.store().delete(log).await?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    Ok(staging.cleanup().await?)
 }
 
 #[allow(clippy::too_many_arguments, reason = "one engine run's whole context")]
@@ -166,6 +161,9 @@ async fn import(
         };
         let input = staging.job_container_uri(SasPermissions::import_input())?;
         let output = staging.job_container_uri(SasPermissions::import_output())?;
+        // The job's error logs land at the container root: from here until cleanup, this run
+        // is the container's only importer.
+        staging.lock_imports(poll.interval).await?;
         let job = JobProperties::import(
             input.expose(),
             &staging.blob(DEVICES_FILE),
@@ -372,10 +370,8 @@ fn config_lines(plan: &configurations::Plan) -> Vec<Value> {
 /// `(code, message)` per log line; a missing log means no errors (contract §4.3). A message
 /// that quotes the line (400012 quotes it whole, keys included) is replaced by a safe one.
 async fn read_log(staging: &Staging, name: &str) -> Result<Vec<(String, String)>, JobError> {
-    let bytes = match staging.store().get_bytes(name).await {
-        Ok(b) => b,
-        Err(crate::store::Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(bytes) = staging.job_log(name).await? else {
+        return Ok(Vec::new());
     };
     Ok(String::from_utf8_lossy(&bytes)
         .lines()

@@ -293,15 +293,17 @@ pub async fn run_with_checks(
                 &prepared.plan.conflicts,
             ));
         }
-        if let Some(quota) = checks.device_quota {
-            let existing = client.statistics().await.map_err(Error::Target)?;
-            findings.push(preflight::quota_finding(
-                client.name(),
-                existing.total_device_count,
-                prepared.plan.counts().create,
-                quota,
-            ));
-        }
+        // The early check knew no plan: count the plan's creates against the cap now.
+        findings.retain(|f| f.check != "device-quota");
+        let (quota, source) = preflight::device_cap(&checks).await;
+        let existing = client.statistics().await.map_err(Error::Target)?;
+        findings.push(preflight::quota_finding(
+            client.name(),
+            existing.total_device_count,
+            prepared.plan.counts().create,
+            quota,
+            &source,
+        ));
         let report = preflight::Report::new(findings);
         // Boxed (both calls): apply and verify make a large future, and callers (clone, demo)
         // nest this one deep.

@@ -11,7 +11,7 @@
 //! | DELETE | `/hubs/{hub}/registry` | → 204; removes every device and configuration |
 //! | GET / PUT | `/hubs/{hub}/firewall` | `{"publicNetworkAccess","networkRuleSets","ipFilterRules"}` (any subset; `null` removes) → the three fields as now in the ARM resource document |
 //! | GET / PATCH | `/hubs/{hub}/limits` | a partial `Limits` document (`snake_case`; e.g. `{"device_quota":10,"job_rate":50,"rates":{"registry":1},"retry_after_secs":1}`) → the whole document; unknown keys → 400 |
-//! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `expire_tokens_early_secs`, `wrong_key_for`) → the whole document |
+//! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `expire_tokens_early_secs`, `wrong_key_for`, `failing_over_ms`: answer 404012 for that many ms from now) → the whole document |
 //! | GET | `/hubs/{hub}/messages` | → `{"<deviceId>": count}` of device-to-cloud messages accepted |
 //! | GET | `/hubs/{hub}/jobs` | → the job list, as `GET /jobs` on the hub would give it |
 //!
@@ -28,8 +28,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
-use super::hub::{Hub, json_response, lock, now_secs};
-use super::limits::merge;
+use super::hub::{Hub, json_response, lock, now_ms, now_secs};
+use super::limits::{Faults, merge};
 use super::wire::{export_device_line, export_module_line};
 
 pub struct Control {
@@ -298,8 +298,9 @@ async fn set_faults(State(c): State<Shared>, Path(name): Path<String>, body: Byt
     };
     let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut current = lock(&hub.faults);
-    match merge(&*current, &patch) {
-        Ok(new) => {
+    match merge::<Faults>(&*current, &patch) {
+        Ok(mut new) => {
+            new.start_failover_window(now_ms());
             *current = new;
             json_response(StatusCode::OK, &json!(*current))
         }

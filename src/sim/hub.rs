@@ -192,8 +192,9 @@ async fn gate(
 
 /// Apply injected faults; `Some` ends the request early.
 async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
-    let (delay, burst, drop) = {
+    let (delay, burst, drop, failing_over) = {
         let mut f = lock(&hub.faults);
+        let failing_over = f.failing_over(now_ms());
         let delay = (f.slow_count > 0).then(|| {
             f.slow_count -= 1;
             Duration::from_millis(f.slow_ms)
@@ -206,10 +207,20 @@ async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
         if drop {
             f.drop_count -= 1;
         }
-        (delay, burst, drop)
+        (delay, burst, drop, failing_over)
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    if failing_over {
+        return Some(
+            HubError::new(
+                404_012,
+                "IotHubFailingOver",
+                "The IoT hub is failing over. Retry the request later.",
+            )
+            .into_response(),
+        );
     }
     if drop {
         hub.drops.arm(peer);
@@ -359,4 +370,9 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
 /// Unix seconds now (handlers are the edge: they read the clock and pass it down).
 pub fn now_secs() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix time in milliseconds (fault windows).
+pub fn now_ms() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }

@@ -115,6 +115,12 @@ pub struct Faults {
     pub drop_count: u32,
     /// Tokens are treated as expired this many seconds before their `se`.
     pub expire_tokens_early_secs: u64,
+    /// Set to N: the data plane answers every request with 404012 `IotHubFailingOver` for the
+    /// next N milliseconds (a failover in progress, contract §7.3). The control API turns it
+    /// into `failing_over_until_ms` and reads back 0.
+    pub failing_over_ms: u64,
+    /// Unix time in milliseconds until which the hub is failing over (see `failing_over_ms`).
+    pub failing_over_until_ms: Option<u64>,
     /// The next import-job or bulk write of this device id silently stores a different primary
     /// key than the line carried (a hub losing a key; tests verification). Cleared once fired.
     pub wrong_key_for: Option<String>,
@@ -124,6 +130,20 @@ pub struct Faults {
 const WRONG_KEY: &str = "d3Jvbmcta2V5LXN0b3JlZC1ieS10aGUtc2ltdWxhdG9y";
 
 impl Faults {
+    /// Turn a freshly set `failing_over_ms` into a deadline from `now_ms` (Unix milliseconds).
+    pub fn start_failover_window(&mut self, now_ms: u64) {
+        if self.failing_over_ms > 0 {
+            self.failing_over_until_ms = Some(now_ms + self.failing_over_ms);
+            self.failing_over_ms = 0;
+        }
+    }
+
+    /// Whether the hub answers 404012 at `now_ms`.
+    pub fn failing_over(&self, now_ms: u64) -> bool {
+        self.failing_over_until_ms
+            .is_some_and(|until| now_ms < until)
+    }
+
     /// Apply the `wrong_key_for` fault to one line about to be stored: returns the line with a
     /// replaced primary key when it is that device's identity line (and clears the fault).
     pub fn corrupt_key(&mut self, mut line: serde_json::Value) -> serde_json::Value {
@@ -190,6 +210,20 @@ impl Bucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_failover_window_starts_when_set_and_ends_on_time() {
+        let mut f: Faults = merge(
+            &Faults::default(),
+            &serde_json::json!({"failing_over_ms": 500}),
+        )
+        .unwrap();
+        f.start_failover_window(10_000);
+        assert_eq!(f.failing_over_ms, 0);
+        assert!(f.failing_over(10_000) && f.failing_over(10_499));
+        assert!(!f.failing_over(10_500));
+        assert!(!Faults::default().failing_over(0));
+    }
 
     #[test]
     fn wrong_key_fault_hits_only_its_device_line_once() {

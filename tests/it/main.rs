@@ -4,6 +4,8 @@
 
 mod azure;
 mod clone;
+mod hub_faults;
+mod import_lock;
 mod live;
 mod policy;
 mod restore;

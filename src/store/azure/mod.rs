@@ -13,6 +13,7 @@
 //! errors about connections carry the request URL, so their text goes through [`redact_sas`].
 
 pub mod location;
+mod root;
 mod shared_key;
 
 use std::fmt;
@@ -33,6 +34,7 @@ use time::OffsetDateTime;
 use super::sas::{SasPermissions, SasToken, redact_sas};
 use super::{ByteStream, Error, ObjectMeta, ObjectWriter, Result, Store, check_name};
 pub use location::{AzureAuth, AzureLocation};
+pub use root::LeaseOutcome;
 use shared_key::SharedKeyPolicy;
 
 /// Size of a staged block: large enough to keep request counts low (a 1 GiB object is 256
