@@ -9,9 +9,9 @@
 //! in memory, otherwise each full buffer is sorted and spilled as a *run*, and runs are merged
 //! k-way at the end.
 //!
-//! Spilled runs hold device keys, so they are compressed and encrypted (through
-//! [`crate::pipeline`]) to a throw-away X25519 key that exists only in this process's memory:
-//! plaintext never touches the disk, and a run left behind by a killed process is unreadable.
+//! Spilled runs hold device keys, so they are encrypted (age) to a throw-away X25519 key that
+//! exists only in this process's memory: plaintext never touches the disk, and a run left
+//! behind by a killed process is unreadable.
 //! The temp folder is removed when the sort ends.
 //!
 //! Duplicates `(id, moduleId)` are adjacent once sorted, so one comparison with the previous
@@ -30,9 +30,11 @@ use runs::Spill;
 mod runs;
 
 /// Runs merged at once; more are merged in rounds (only as many as needed, see `open_runs`).
-/// Each open run costs ~300 KiB (age's two 64 KiB chunk buffers, a zstd decoder) next to the
-/// archive's encoder: 32 keeps a 1M-device sort under ~55 MiB, where 64 took ~64 MiB.
-const MAX_FAN_IN: usize = 32;
+/// Each open run costs ~170 KiB (age's two 64 KiB chunk buffers and two small read buffers;
+/// runs are not compressed, so no zstd decoder) next to the archive's encoder: 64 runs cost
+/// about what 32 compressed runs did, and a million devices (~60 runs of 16 MiB) merge in one
+/// round instead of two.
+const MAX_FAN_IN: usize = 64;
 /// Name prefix of spill folders.
 const SPILL_PREFIX: &str = "hubvault-sort-";
 /// Default memory budget for one run of buffered records.
