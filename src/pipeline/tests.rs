@@ -110,15 +110,12 @@ fn a_flipped_byte_or_a_cut_end_fails_while_reading() {
 fn dropping_an_unfinished_writer_is_caught() {
     let (_, r) = key();
     let before = unfinished_drops();
-    let mut w =
-        SealWriter::new(Vec::new(), std::slice::from_ref(&r), fast()).unwrap();
+    let mut w = SealWriter::new(Vec::new(), std::slice::from_ref(&r), fast()).unwrap();
     w.write_all(b"half").unwrap();
     drop(w);
     assert!(unfinished_drops() > before);
     let counted = unfinished_drops();
-    SealWriter::new(Vec::new(), &[r], fast())
-        .unwrap()
-        .abandon();
+    SealWriter::new(Vec::new(), &[r], fast()).unwrap().abandon();
     assert!(unfinished_drops() >= counted);
 }
 

@@ -27,6 +27,7 @@ use super::Error;
 use super::record::Record;
 use runs::Spill;
 
+mod cipher;
 mod runs;
 
 /// Runs merged at once; more are merged in rounds (only as many as needed, see `open_runs`).

@@ -1,5 +1,6 @@
-//! Spilled runs of the external sort: sorted records framed and encrypted (age) to a
-//! throw-away key, in a temp folder that is removed when the sort ends.
+//! Spilled runs of the external sort: sorted records framed and encrypted ([`cipher`]: a
+//! throw-away key per run, held only in memory), in a temp folder that is removed when the
+//! sort ends.
 //!
 //! Runs are not compressed: zstd's cost (compressing each run, then decompressing it in the
 //! merge) was about an eighth of a shuffled backup's CPU time, for a temp file that lives
@@ -10,22 +11,20 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::cipher::{ChunkReader, ChunkWriter, RunKey};
 use super::{Error, MAX_FAN_IN, Record, SPILL_PREFIX, SortOptions, Source, merge};
-use crate::pipeline::handoff::Handoff;
 
-/// An encrypted run file being written.
-type RunSink = age::stream::StreamWriter<BufWriter<File>>;
+/// A spilled run: its file and the key it was encrypted with.
+type Run = (PathBuf, RunKey);
 
-/// Spilled runs: a temp folder removed on drop, and the throw-away key they are sealed to.
+/// Spilled runs: a temp folder removed on drop.
 pub(super) struct Spill {
     dir: tempfile::TempDir,
-    recipient: age::x25519::Recipient,
-    key: age::x25519::Identity,
-    runs: Vec<PathBuf>,
+    runs: Vec<Run>,
     next_name: usize,
     hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -43,39 +42,29 @@ impl Spill {
             .prefix(SPILL_PREFIX)
             .tempdir_in(&parent)
             .map_err(Error::Spill)?;
-        let key = age::x25519::Identity::generate();
-        let recipient = key.to_public();
         Ok(Spill {
             dir,
-            recipient,
-            key,
             runs: Vec::new(),
             next_name: 0,
             hook: options.on_spill.clone(),
         })
     }
 
-    /// Start a new run file sealed to the throw-away key.
+    /// Start a new run file, encrypted with a key of its own.
     fn run_writer(&mut self) -> Result<RunWriter, Error> {
         let path = self.dir.path().join(format!("run-{:05}", self.next_name));
         self.next_name += 1;
+        let key = RunKey::generate().map_err(Error::Spill)?;
         let file = File::create(&path).map_err(Error::Spill)?;
-        let seal = age::Encryptor::with_recipients(std::iter::once(&self.recipient as _))
-            .map_err(|e| Error::Spill(io::Error::other(e.to_string())))?
-            .wrap_output(BufWriter::with_capacity(RUN_BATCH_BYTES, file))
-            .map_err(Error::Spill)?;
+        let w = ChunkWriter::new(&key, file).map_err(Error::Spill)?;
         let hook = if self.runs.is_empty() {
             self.hook.take()
         } else {
             None
         };
-        // Encrypting and writing the run happens on a thread of its own, overlapping this
-        // thread's framing of the records.
-        let w = Handoff::with_batches(seal, RUN_BATCH_BYTES, 2).map_err(Error::Spill)?;
         Ok(RunWriter {
-            path,
+            run: (path, key),
             w,
-            written: 0,
             hook,
         })
     }
@@ -85,7 +74,7 @@ impl Spill {
         let mut w = self.run_writer()?;
         for rec in records {
             if let Err(e) = w.push(rec) {
-                w.abandon();
+                drop(w); // a half-written run: the folder goes when the sort ends
                 return Err(e);
             }
         }
@@ -93,11 +82,9 @@ impl Spill {
         Ok(())
     }
 
-    fn read_run(&self, path: &PathBuf) -> Result<Source, Error> {
+    fn read_run((path, key): &Run) -> Result<Source, Error> {
         let f = File::open(path).map_err(Error::Spill)?;
-        let plain = age::Decryptor::new_buffered(BufReader::with_capacity(16 * 1024, f))
-            .and_then(|d| d.decrypt(std::iter::once(&self.key as &dyn age::Identity)))
-            .map_err(|e| Error::Spill(io::Error::other(e.to_string())))?;
+        let plain = ChunkReader::new(key, f).map_err(Error::Spill)?;
         let reader: Box<dyn Read> = Box::new(plain);
         Ok(Box::new(RunReader {
             r: BufReader::with_capacity(16 * 1024, reader),
@@ -111,25 +98,25 @@ impl Spill {
             // Merge just enough runs that the rest fit one final merge: 65 runs cost one
             // merge of 2, not a rewrite of 64 (every extra round re-reads and re-seals it all).
             let take = (self.runs.len() - MAX_FAN_IN + 1).min(MAX_FAN_IN);
-            let batch: Vec<PathBuf> = self.runs.drain(..take).collect();
+            let batch: Vec<Run> = self.runs.drain(..take).collect();
             let sources = batch
                 .iter()
-                .map(|p| self.read_run(p))
+                .map(Self::read_run)
                 .collect::<Result<Vec<_>, _>>()?;
             let mut w = self.run_writer()?;
             if let Err(e) = merge(sources, file, |rec| w.push(rec)) {
-                w.abandon();
+                drop(w); // a half-written run: the folder goes when the sort ends
                 return Err(e);
             }
             self.runs.push(w.finish()?);
-            for p in batch {
-                let _ = std::fs::remove_file(p);
+            for (path, _) in batch {
+                let _ = std::fs::remove_file(path);
             }
         }
         let mut sources = self
             .runs
             .iter()
-            .map(|p| self.read_run(p))
+            .map(Self::read_run)
             .collect::<Result<Vec<_>, _>>()?;
         // The folder (and its runs) must outlive the readers: keep it alive inside a source.
         sources.push(Box::new(KeepAlive(Some(self))));
@@ -137,53 +124,38 @@ impl Spill {
     }
 }
 
-/// Bytes per batch handed to a run's sealing thread.
-const RUN_BATCH_BYTES: usize = 512 * 1024;
-
 /// One run being written.
 struct RunWriter {
-    path: PathBuf,
-    w: Handoff<RunSink>,
-    written: u64,
+    run: Run,
+    w: ChunkWriter<File>,
     hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl RunWriter {
     fn push(&mut self, rec: &Record) -> Result<(), Error> {
         write_frame(&mut self.w, rec).map_err(Error::Spill)?;
-        self.written += 1;
-        // Pause mid-run (test hook) so a kill lands while a spill file is half written.
-        if self.written == 100 {
-            self.pause()?;
+        // Pause mid-run (test hook), once the first chunk is on disk, so a kill lands while
+        // a spill file is half written.
+        if self.hook.is_some() && self.w.chunks_sealed() > 0 {
+            self.pause();
         }
         Ok(())
     }
 
-    fn pause(&mut self) -> Result<(), Error> {
+    fn pause(&mut self) {
         if let Some(hook) = self.hook.take() {
-            self.w.flush().map_err(Error::Spill)?;
             hook();
         }
-        Ok(())
     }
 
-    fn finish(mut self) -> Result<PathBuf, Error> {
-        let paused = self.pause().map_err(|e| match e {
-            Error::Spill(io) => io,
-            other => io::Error::other(other.to_string()),
-        });
-        let (seal, written) = self.w.finish();
-        paused.and(written).map_err(Error::Spill)?;
-        // The last chunk and its tag, then the buffered bytes.
-        seal.finish()
-            .and_then(|mut file| file.flush())
-            .map_err(Error::Spill)?;
-        Ok(self.path)
-    }
-
-    /// Drop a half-written run (the folder goes when the sort ends).
-    fn abandon(self) {
-        drop(self.w.abandon());
+    fn finish(self) -> Result<Run, Error> {
+        let RunWriter { run, w, hook } = self;
+        drop(w.finish().map_err(Error::Spill)?);
+        // A run too short to fill a chunk pauses here, complete (and still ciphertext).
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(run)
     }
 }
 
