@@ -111,6 +111,29 @@ pub(super) fn check<'a>(
     Ok(Some(fields))
 }
 
+/// `BufRead::read_until(b'\n')`, with the `memchr` crate's vectorised search (std's is a
+/// word-at-a-time loop, a few percent of a backup's CPU time on 1 KB lines).
+fn read_line<R: BufRead>(reader: &mut R, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (used, done) = match memchr::memchr(b'\n', available) {
+            Some(at) => (at + 1, true),
+            None => (available.len(), available.is_empty()),
+        };
+        out.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
+    }
+}
+
 /// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
 fn recover_id(line: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
@@ -159,13 +182,10 @@ impl<R: BufRead> Lines<R> {
     /// `None` at the end.
     fn next_raw(&mut self) -> Result<Option<(&[u8], u64)>, Error> {
         self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|source| Error::Read {
-                file: self.file.clone(),
-                source,
-            })?;
+        let n = read_line(&mut self.reader, &mut self.buf).map_err(|source| Error::Read {
+            file: self.file.clone(),
+            source,
+        })?;
         if n == 0 {
             return Ok(None);
         }
@@ -251,6 +271,18 @@ mod tests {
         let mut lines = Lines::new(text, "devices.txt");
         let out: Vec<_> = lines.by_ref().collect();
         (out, lines.skipped())
+    }
+
+    #[test]
+    fn lines_longer_than_the_read_buffer_come_out_whole() {
+        let text = b"{\"id\":\"first-device\"}\n\n{\"id\":\"second\",\"tags\":{\"a\":1}}\r\n{\"id\":\"last\"}";
+        let reader = std::io::BufReader::with_capacity(7, &text[..]);
+        let mut lines = Lines::new(reader, "devices.txt");
+        let got: Vec<Record> = lines.by_ref().map(Result::unwrap).collect();
+        let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["first-device", "second", "last"]);
+        assert_eq!(got[1].line, b"{\"id\":\"second\",\"tags\":{\"a\":1}}");
+        assert_eq!((got[2].line_no, lines.skipped()), (4, 1));
     }
 
     #[test]
