@@ -123,6 +123,19 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
             );
         }
     }
+    for u in all
+        .unreadable
+        .iter()
+        .filter(|u| args.hub.as_deref().is_none_or(|h| u.hub == h))
+    {
+        let _ = writeln!(
+            human,
+            "{:<26} {:<24} UNREADABLE: {} (run `hubvault verify --all`)",
+            u.id,
+            u.hub,
+            u.error()
+        );
+    }
     Ok(Outcome::ok(json.into(), human))
 }
 
@@ -177,8 +190,9 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
             vec![catalog::resolve(&all, spec, args.hub.hub.as_deref(), &store.location())?.clone()]
         }
         None => all
-            .into_iter()
+            .iter()
             .filter(|m| args.hub.hub.as_deref().is_none_or(|h| m.hub == h))
+            .cloned()
             .collect(),
     };
     let identities = if args.read_data {
@@ -186,7 +200,23 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
     } else {
         None
     };
-    let report = hubvault::verify::verify(store, &chosen, identities).await?;
+    let mut report = hubvault::verify::verify(store, &chosen, identities).await?;
+    // Snapshots whose manifest cannot be read fail `verify --all` rather than stopping it.
+    if args.snapshot.is_none() {
+        for u in all
+            .unreadable
+            .iter()
+            .filter(|u| args.hub.hub.as_deref().is_none_or(|h| u.hub == h))
+        {
+            report.snapshots.push(hubvault::verify::SnapshotCheck {
+                id: u.id.clone(),
+                hub: u.hub.clone(),
+                ok: false,
+                problems: vec![u.error().to_string()],
+            });
+            report.ok = false;
+        }
+    }
     let mut human = String::new();
     for s in &report.snapshots {
         if s.ok {

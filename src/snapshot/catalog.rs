@@ -69,9 +69,62 @@ pub fn object_name(hub: &str, id: &str, file: &str) -> String {
     format!("{hub}/{id}/{file}")
 }
 
-/// Every committed snapshot (those with a manifest), ordered by `created`, then id.
-pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>, Error> {
-    let mut out = Vec::new();
+/// A snapshot whose manifest is there but cannot be used: damaged, or from a newer hubvault.
+/// Listing skips it (with a warning) so that one bad manifest never hides the others.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub hub: String,
+    pub id: String,
+    /// The manifest's object name.
+    pub name: String,
+    /// The format it declares, when that is all that is wrong (a newer hubvault wrote it).
+    pub newer_format: Option<u64>,
+    /// What is wrong otherwise.
+    pub detail: String,
+}
+
+impl Unreadable {
+    /// The error reading it gave.
+    pub fn error(&self) -> Error {
+        match self.newer_format {
+            Some(found) => Error::NewerFormat {
+                name: self.name.clone(),
+                found,
+            },
+            None => Error::BadManifest {
+                name: self.name.clone(),
+                detail: self.detail.clone(),
+            },
+        }
+    }
+}
+
+/// The store's snapshots: the committed ones (those with a manifest) ordered by `created`, then
+/// id, and those whose manifest cannot be read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub manifests: Vec<Manifest>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl std::ops::Deref for Listing {
+    type Target = [Manifest];
+    fn deref(&self) -> &[Manifest] {
+        &self.manifests
+    }
+}
+
+impl IntoIterator for Listing {
+    type Item = Manifest;
+    type IntoIter = std::vec::IntoIter<Manifest>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.manifests.into_iter()
+    }
+}
+
+/// Every snapshot in `store`; unreadable manifests are set aside with a warning each.
+pub async fn list(store: &dyn Store) -> Result<Listing, Error> {
+    let mut out = Listing::default();
     for meta in store.list("").await? {
         let mut parts = meta.name.split('/');
         let (Some(hub), Some(id), Some(MANIFEST), None) =
@@ -80,26 +133,44 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>, Error> {
             continue;
         };
         let bytes = store.get_bytes(&meta.name).await?;
-        let manifest = Manifest::parse(&bytes, &meta.name)?;
-        if manifest.hub != hub || manifest.id != id {
-            return Err(Error::BadManifest {
+        let parsed = Manifest::parse(&bytes, &meta.name).and_then(|m| {
+            if m.hub == hub && m.id == id {
+                return Ok(m);
+            }
+            Err(Error::BadManifest {
                 name: meta.name.clone(),
-                detail: format!(
-                    "it names snapshot {}/{}, not its own folder",
-                    manifest.hub, manifest.id
-                ),
-            });
-        }
-        out.push(manifest);
+                detail: format!("it names snapshot {}/{}, not its own folder", m.hub, m.id),
+            })
+        });
+        let (newer_format, detail) = match parsed {
+            Ok(m) => {
+                out.manifests.push(m);
+                continue;
+            }
+            Err(Error::NewerFormat { found, .. }) => (Some(found), String::new()),
+            Err(Error::BadManifest { detail, .. }) => (None, detail),
+            Err(other) => return Err(other),
+        };
+        let unreadable = Unreadable {
+            hub: hub.to_owned(),
+            id: id.to_owned(),
+            name: meta.name.clone(),
+            newer_format,
+            detail,
+        };
+        tracing::warn!("skipped snapshot {hub}/{id}: {}", unreadable.error());
+        out.unreadable.push(unreadable);
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+    out.manifests
+        .sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
 }
 
-/// Find `spec` (an id or `latest`) among `manifests` (as [`list`] returns them). `latest` is
-/// the newest of `hub`'s snapshots, or of the only hub in the store.
+/// Find `spec` (an id or `latest`) in `listing`. `latest` is the newest of `hub`'s snapshots,
+/// or of the only hub in the store; if a newer snapshot of that hub is unreadable, `latest` is
+/// refused rather than quietly meaning an older one (ids begin with their UTC second).
 pub fn resolve<'a>(
-    manifests: &'a [Manifest],
+    listing: &'a Listing,
     spec: &str,
     hub: Option<&str>,
     store: &str,
@@ -108,28 +179,49 @@ pub fn resolve<'a>(
         spec: spec.to_owned(),
         store: store.to_owned(),
     };
-    let in_hub = |m: &&Manifest| hub.is_none_or(|h| m.hub == h);
+    let in_hub = |h: &str| hub.is_none_or(|want| h == want);
     if spec == "latest" {
-        let hubs: BTreeSet<&str> = manifests
+        let hubs: BTreeSet<&str> = listing
+            .manifests
             .iter()
-            .filter(in_hub)
             .map(|m| m.hub.as_str())
+            .chain(listing.unreadable.iter().map(|u| u.hub.as_str()))
+            .filter(|h| in_hub(h))
             .collect();
         if hubs.len() > 1 {
             return Err(Error::AmbiguousLatest {
                 hubs: hubs.into_iter().map(str::to_owned).collect(),
             });
         }
-        return manifests.iter().rfind(in_hub).ok_or_else(not_found);
+        let latest = listing.manifests.iter().rfind(|m| in_hub(&m.hub));
+        let newer_unreadable = listing
+            .unreadable
+            .iter()
+            .filter(|u| in_hub(&u.hub))
+            .filter(|u| latest.is_none_or(|m| u.id > m.id))
+            .max_by(|a, b| a.id.cmp(&b.id));
+        if let Some(u) = newer_unreadable {
+            return Err(Error::LatestUnreadable {
+                hub: u.hub.clone(),
+                id: u.id.clone(),
+                problem: u.error().to_string(),
+                older: latest.map(|m| m.id.clone()),
+            });
+        }
+        return latest.ok_or_else(not_found);
     }
     let (want_hub, id) = match spec.split_once('/') {
         Some((h, id)) => (Some(h), id),
         None => (hub, spec),
     };
-    manifests
-        .iter()
-        .find(|m| m.id == id && want_hub.is_none_or(|h| m.hub == h))
-        .ok_or_else(not_found)
+    let wanted = |h: &str, i: &str| i == id && want_hub.is_none_or(|w| h == w);
+    if let Some(m) = listing.manifests.iter().find(|m| wanted(&m.hub, &m.id)) {
+        return Ok(m);
+    }
+    match listing.unreadable.iter().find(|u| wanted(&u.hub, &u.id)) {
+        Some(u) => Err(u.error()),
+        None => Err(not_found()),
+    }
 }
 
 #[cfg(test)]
@@ -206,10 +298,13 @@ mod tests {
 
     #[test]
     fn latest_with_several_hubs_is_ambiguous() {
-        let ms = [
-            manifest("hub-a", "1", "2026-01-01T00:00:00Z"),
-            manifest("hub-b", "2", "2026-01-02T00:00:00Z"),
-        ];
+        let ms = Listing {
+            manifests: vec![
+                manifest("hub-a", "1", "2026-01-01T00:00:00Z"),
+                manifest("hub-b", "2", "2026-01-02T00:00:00Z"),
+            ],
+            unreadable: vec![],
+        };
         let err = resolve(&ms, "latest", None, "s").unwrap_err().to_string();
         assert!(
             err.contains("hub-a, hub-b") && err.contains("--hub"),
@@ -221,5 +316,46 @@ mod tests {
             resolve(&ms, "3", None, "s"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_manifest_is_set_aside_and_latest_will_not_skip_it() {
+        use crate::store::Store as _;
+        let store = MemoryStore::new();
+        let old = manifest("hub-a", "20261126T020000Z-00000001", "2026-11-26T02:00:00Z");
+        let put = |name: String, data: Vec<u8>| {
+            let store = store.clone();
+            async move { store.put(&name, Bytes::from(data)).await.unwrap() }
+        };
+        put(object_name(&old.hub, &old.id, MANIFEST), old.to_bytes()).await;
+        let newest = "20261126T030000Z-00000002";
+        put(
+            object_name("hub-a", newest, MANIFEST),
+            b"{not json".to_vec(),
+        )
+        .await;
+
+        let listed = list(&store).await.unwrap();
+        assert_eq!(listed.len(), 1, "the readable one is listed");
+        assert_eq!(listed.unreadable[0].id, newest);
+        let err = resolve(&listed, "latest", None, "s").unwrap_err();
+        assert_eq!(err.code(), "snapshot_latest_unreadable");
+        let shown = err.to_string();
+        assert!(shown.contains(newest) && shown.contains(&old.id), "{shown}");
+        assert_eq!(resolve(&listed, &old.id, None, "s").unwrap().id, old.id);
+        assert_eq!(
+            resolve(&listed, newest, None, "s").unwrap_err().code(),
+            "snapshot_bad_manifest"
+        );
+
+        // An older unreadable one does not get in the way of `latest`.
+        let later = manifest("hub-a", "20261126T040000Z-00000003", "2026-11-26T04:00:00Z");
+        put(
+            object_name(&later.hub, &later.id, MANIFEST),
+            later.to_bytes(),
+        )
+        .await;
+        let listed = list(&store).await.unwrap();
+        assert_eq!(resolve(&listed, "latest", None, "s").unwrap().id, later.id);
     }
 }

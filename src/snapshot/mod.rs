@@ -61,6 +61,16 @@ pub enum Error {
     BadManifest { name: String, detail: String },
     #[error("no snapshot {spec} in {store}; run `hubvault snapshots` to see what exists")]
     NotFound { spec: String, store: String },
+    #[error("the newest snapshot of {hub}, {id}, cannot be read ({problem}); {}", match older {
+        Some(older) => format!("name an older one explicitly (the newest readable is {older}) or fix or forget {id}"),
+        None => format!("no readable snapshot of {hub} is left; fix or forget {id}"),
+    })]
+    LatestUnreadable {
+        hub: String,
+        id: String,
+        problem: String,
+        older: Option<String>,
+    },
     #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); pass --hub NAME", .hubs.join(", "))]
     AmbiguousLatest { hubs: Vec<String> },
     #[error("invalid hub name {name:?}: {reason}")]
@@ -99,6 +109,7 @@ impl Error {
             Error::BadManifest { .. } => "snapshot_bad_manifest",
             Error::NotFound { .. } => "snapshot_not_found",
             Error::AmbiguousLatest { .. } => "snapshot_ambiguous_latest",
+            Error::LatestUnreadable { .. } => "snapshot_latest_unreadable",
             Error::BadHubName { .. } => "snapshot_bad_hub_name",
             Error::WrongKey { .. } => "snapshot_wrong_key",
             Error::Damaged { .. } => "snapshot_damaged",

@@ -566,14 +566,75 @@ fn newer_format_asks_for_an_upgrade() {
         .unwrap()
         .replace("\"format\": 1", "\"format\": 2");
     std::fs::write(&manifest, text).unwrap();
-    for args in [vec!["snapshots"], vec!["verify", "--all"]] {
-        let (code, _, err) = stderr_of(env.cmd().args(&args));
-        assert_eq!(code, 2);
+    for args in [vec!["show", "latest"], vec!["verify", "--all"]] {
+        let (code, out, err) = stderr_of(env.cmd().args(&args));
+        assert_ne!(code, 0, "{args:?}");
+        let said = format!("{out}{err}");
         assert!(
-            err.contains("newer hubvault") && err.contains("upgrade"),
-            "{err}"
+            said.contains("newer hubvault") && said.contains("upgrade"),
+            "{args:?}: {said}"
         );
     }
+}
+
+/// One damaged manifest must not hide the other snapshots: `snapshots` lists them and flags
+/// it, `verify --all` checks them and fails on it, and `latest` refuses to quietly mean an
+/// older snapshot.
+#[test]
+fn a_damaged_manifest_hides_nothing_else_and_latest_refuses_to_skip_it() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 20, false);
+    let older = backup_ok(&env, &export)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let newest = backup_ok(&env, &export)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let damaged = env
+        .store_objects()
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json") && p.to_string_lossy().contains(&newest))
+        .unwrap();
+    std::fs::write(&damaged, b"{\"format\": 1, \"cut off").unwrap();
+
+    let (code, out, err) = stderr_of(env.cmd().arg("snapshots"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&older), "{out}");
+    assert!(out.contains(&newest) && out.contains("UNREADABLE"), "{out}");
+
+    let (code, out, err) = stderr_of(env.cmd().args(["--json", "verify", "--all"]));
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let checks = report["snapshots"].as_array().unwrap();
+    let ok_of = |id: &str| checks.iter().find(|c| c["id"] == id).unwrap()["ok"].clone();
+    assert_eq!(
+        (ok_of(&older), ok_of(&newest)),
+        (Value::Bool(true), Value::Bool(false))
+    );
+
+    let (code, out, _) = stderr_of(env.cmd().args(["--json", "show", "latest"]));
+    assert_eq!(code, 2);
+    let error = &serde_json::from_str::<Value>(&out).unwrap()["error"];
+    assert_eq!(error["code"], "snapshot_latest_unreadable");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&newest) && message.contains(&older),
+        "{message}"
+    );
+
+    let (code, _, err) = stderr_of(env.cmd().args(["show", &older]));
+    assert_eq!(code, 0, "the older snapshot is still usable by name: {err}");
+    let (code, _, err) = stderr_of(
+        env.cmd()
+            .args(["dump", &older, "--out"])
+            .arg(env.path("restored"))
+            .arg("--identity")
+            .arg(env.path("identity.txt")),
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 fn assert_refused_and_nothing_stored(env: &Env, export: &Path, expect: &[&str]) {
