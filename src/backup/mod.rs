@@ -25,8 +25,8 @@ use crate::pipeline::{SealOptions, SealStats, SealWriter};
 use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
 use crate::snapshot::prefetch::Prefetched;
-use crate::snapshot::record::{Lines, Record};
-use crate::snapshot::sort::{SortOptions, Sorted, sort_into};
+use crate::snapshot::record::Lines;
+use crate::snapshot::sort::{SortOptions, Sorted, sort_into, stream_borrowed};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
 
@@ -464,13 +464,19 @@ impl SealJob {
             .map_err(snapshot::Error::Output)
             .map_err(Error::from)
             .and_then(|()| {
+                if self.streaming {
+                    // Records in order pass straight through, never made (see `next_ref`).
+                    return stream_borrowed(&mut lines, &display, &mut out, |r| {
+                        count(&mut counts, r.module_id.is_some(), r.edge);
+                    })
+                    .map_err(Error::from);
+                }
                 let counted = lines.by_ref().inspect(|r| {
                     if let Ok(r) = r {
-                        count(&mut counts, r);
+                        count(&mut counts, r.module_id.is_some(), r.edge);
                     }
                 });
-                sort_into(counted, &display, &mut out, &self.sort, self.streaming)
-                    .map_err(Error::from)
+                sort_into(counted, &display, &mut out, &self.sort, false).map_err(Error::from)
             });
         counts.skipped = lines.skipped();
         let records = match sorted {
@@ -512,13 +518,13 @@ impl SealJob {
     }
 }
 
-fn count(counts: &mut ObjectCounts, r: &Record) {
+fn count(counts: &mut ObjectCounts, module: bool, edge: bool) {
     counts.records += 1;
-    if r.module_id.is_some() {
+    if module {
         counts.modules += 1;
     } else {
         counts.devices += 1;
-        counts.edge_devices += u64::from(r.edge);
+        counts.edge_devices += u64::from(edge);
     }
 }
 

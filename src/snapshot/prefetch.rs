@@ -75,22 +75,44 @@ impl Batch {
         self.bytes.len() >= BATCH_BYTES || self.parsed.len() >= BATCH_RECORDS
     }
 
-    fn string(&self, text: &Text) -> String {
+    fn str<'b>(&'b self, text: &'b Text) -> &'b str {
         match text {
             Text::At(range) => std::str::from_utf8(&self.bytes[range.clone()])
-                .expect("the scanner checked the line as UTF-8")
-                .to_owned(),
-            Text::Owned(s) => s.clone(),
+                .expect("the scanner checked the line as UTF-8"),
+            Text::Owned(s) => s,
         }
     }
 
-    fn record(&self, p: &Parsed) -> Record {
-        Record {
-            id: self.string(&p.id),
-            module_id: p.module_id.as_ref().map(|m| self.string(m)),
+    fn borrowed<'b>(&'b self, p: &'b Parsed) -> RecordRef<'b> {
+        RecordRef {
+            id: self.str(&p.id),
+            module_id: p.module_id.as_ref().map(|m| self.str(m)),
             edge: p.edge,
-            line: self.bytes[p.line.clone()].to_vec(),
+            line: &self.bytes[p.line.clone()],
             line_no: p.line_no,
+        }
+    }
+}
+
+/// A record still in its batch: what streaming input needs, without copying the line.
+#[derive(Clone, Copy)]
+pub struct RecordRef<'b> {
+    pub id: &'b str,
+    pub module_id: Option<&'b str>,
+    pub edge: bool,
+    pub line: &'b [u8],
+    pub line_no: u64,
+}
+
+impl RecordRef<'_> {
+    /// The record, made (copied).
+    pub fn to_record(&self) -> Record {
+        Record {
+            id: self.id.to_owned(),
+            module_id: self.module_id.map(str::to_owned),
+            edge: self.edge,
+            line: self.line.to_vec(),
+            line_no: self.line_no,
         }
     }
 }
@@ -168,14 +190,15 @@ impl Prefetched {
     }
 }
 
-impl Iterator for Prefetched {
-    type Item = Result<Record, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Prefetched {
+    /// The next record, borrowed from its batch until the next call: for a consumer that
+    /// keeps no record (streaming input), which saves making and freeing one per line.
+    pub fn next_ref(&mut self) -> Option<Result<RecordRef<'_>, Error>> {
         loop {
-            if let Some(p) = self.current.parsed.get(self.next) {
+            if self.next < self.current.parsed.len() {
                 self.next += 1;
-                return Some(Ok(self.current.record(p)));
+                let batch = &self.current;
+                return Some(Ok(batch.borrowed(&batch.parsed[self.next - 1])));
             }
             if let Some(e) = self.current.error.take() {
                 self.rx.take();
@@ -188,6 +211,14 @@ impl Iterator for Prefetched {
                 let _ = recycle.try_send(done);
             }
         }
+    }
+}
+
+impl Iterator for Prefetched {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_ref().map(|r| r.map(|r| r.to_record()))
     }
 }
 

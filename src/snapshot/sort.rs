@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Error;
+use super::prefetch::{Prefetched, RecordRef};
 use super::record::Record;
 use runs::Spill;
 
@@ -161,6 +162,55 @@ where
         }
         emit(out, &rec)?;
         last = Some(rec);
+    }
+    Ok(Sorted::Done {
+        records: total,
+        runs_spilled: 0,
+    })
+}
+
+/// The streaming pass of [`sort_into`] over records borrowed from their batches
+/// ([`Prefetched::next_ref`]): the same outcome, without making a record per line. `seen`
+/// is called for each record passed through.
+pub fn stream_borrowed<W: Write>(
+    records: &mut Prefetched,
+    file: &str,
+    out: &mut W,
+    mut seen: impl FnMut(&RecordRef<'_>),
+) -> Result<Sorted, Error> {
+    let mut total = 0;
+    // The previous record's key, in buffers reused from line to line.
+    let (mut last_id, mut last_module, mut last_line) = (String::new(), String::new(), 0);
+    let mut last_has_module = false;
+    while let Some(rec) = records.next_ref() {
+        let rec = rec?;
+        if total > 0 {
+            let last_key = (
+                last_id.as_bytes(),
+                last_has_module.then_some(last_module.as_bytes()),
+            );
+            let key = (rec.id.as_bytes(), rec.module_id.map(str::as_bytes));
+            match last_key.cmp(&key) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    let mut first = rec.to_record();
+                    first.line_no = last_line;
+                    return Err(duplicate(file, &first, &rec.to_record()));
+                }
+                Ordering::Greater => return Ok(Sorted::Restart),
+            }
+        }
+        total += 1;
+        seen(&rec);
+        out.write_all(rec.line)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(Error::Output)?;
+        last_id.clear();
+        last_id.push_str(rec.id);
+        last_module.clear();
+        last_module.push_str(rec.module_id.unwrap_or(""));
+        last_has_module = rec.module_id.is_some();
+        last_line = rec.line_no;
     }
     Ok(Sorted::Done {
         records: total,

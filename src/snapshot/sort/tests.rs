@@ -246,3 +246,45 @@ fn spill_folders_of_killed_processes_are_swept_after_a_day() {
     assert!(!old.exists());
     assert!(young.exists() && other.exists());
 }
+
+/// The borrowed streaming pass gives exactly what `sort_into`'s streaming pass gives.
+#[test]
+fn streaming_borrowed_records_matches_streaming_made_ones() {
+    let mut in_order: Vec<u64> = (0..3000).collect();
+    let mut text = export(&in_order);
+    // A device followed by its modules, and an id that needed unescaping.
+    text.push_str(&(line("dev-99999", None) + "\n"));
+    text.push_str(&(line("dev-99999", Some("$edgeAgent")) + "\n"));
+    text.push_str("{\"id\":\"zz\\u0030\"}\n");
+    let borrowed = |text: &str| {
+        let mut pre = Prefetched::spawn(Lines::new(
+            std::io::Cursor::new(text.as_bytes().to_vec()),
+            "d",
+        ))
+        .unwrap();
+        let mut out = Vec::new();
+        let mut seen = 0;
+        let result = stream_borrowed(&mut pre, "d", &mut out, |_| seen += 1);
+        (result, out, seen)
+    };
+    let (made, made_out) = run(&text, usize::MAX, true);
+    let (got, got_out, seen) = borrowed(&text);
+    let made = made.unwrap();
+    assert!(
+        matches!(made, Sorted::Done { records: 3003, .. }),
+        "{made:?}"
+    );
+    assert_eq!(got.unwrap(), made);
+    assert_eq!(got_out, made_out);
+    assert_eq!(seen, 3003);
+
+    in_order.swap(10, 11);
+    assert_eq!(borrowed(&export(&in_order)).0.unwrap(), Sorted::Restart);
+
+    let duplicated = export(&[1, 2, 2, 3]);
+    let message = borrowed(&duplicated).0.unwrap_err().to_string();
+    assert!(
+        message.contains("dev-00002") && message.contains("lines 2 and 3"),
+        "{message}"
+    );
+}
