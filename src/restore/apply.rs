@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::bulk::{self, Failure};
+use super::canonical;
 use super::lines::{self, ImportMode};
 use super::plan::{Action, Plan, SnapshotRecord, TargetRecord};
 use crate::hub::HubClient;
@@ -90,9 +91,6 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
             Action::Create | Action::Update => {
                 let Some(index) = item.snapshot else { continue };
                 let record = &snapshot[index];
-                let Ok(original) = serde_json::from_slice::<Value>(&record.line) else {
-                    continue;
-                };
                 let mode = if item.action == Action::Create {
                     ImportMode::Create
                 } else {
@@ -111,11 +109,14 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
                     out.modules.push(line);
                     continue;
                 }
-                let is_edge = original
+                // The canonical form already holds the edge flag and the parent's id (the
+                // export line is parsed once per record, not again here).
+                let is_edge = record
+                    .canonical
                     .pointer("/capabilities/iotEdge")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                if let Some(parent) = lines::parent_of(&original) {
+                if let Some(parent) = canonical::parent(&record.canonical).map(str::to_owned) {
                     match scopes.get(parent.as_str()) {
                         Some(scope) if !deleted.contains(parent.as_str()) => {
                             let keep = line["importMode"].clone();
@@ -255,7 +256,6 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::canonical;
     use crate::restore::plan::{Mode, Scope, plan};
 
     #[allow(
