@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 
 use super::apply::{self, Kind, Passes, Progress};
 use super::configurations;
-use super::plan::SnapshotRecord;
+use super::plan::{SnapshotRecord, TargetRecord};
 use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
 use crate::staging::Staging;
+use crate::store::Store;
 use crate::store::sas::{SasPermissions, redact_sas};
 
 const DEVICES_FILE: &str = "import-devices.txt";
@@ -151,10 +152,6 @@ async fn import(
     let lines: Vec<Value> = devices.into_iter().chain(modules).chain(deletes).collect();
     let config_lines = configs.map(config_lines).unwrap_or_default();
     if !lines.is_empty() || !config_lines.is_empty() {
-        staging
-            .store()
-            .put(&staging.object(DEVICES_FILE), ndjson(&lines))
-            .await?;
         let config_blob = if config_lines.is_empty() {
             None
         } else {
@@ -164,49 +161,17 @@ async fn import(
                 .await?;
             Some(staging.blob(CONFIGURATIONS_FILE))
         };
-        let input = staging.job_container_uri(SasPermissions::import_input())?;
-        let output = staging.job_container_uri(SasPermissions::import_output())?;
-        let job = JobProperties::import(
-            input.expose(),
-            &staging.blob(DEVICES_FILE),
+        let job_id = import_job(
+            client,
+            staging,
+            poll,
+            DEVICES_FILE,
+            &lines,
             config_blob.as_deref(),
-            output.expose(),
-        );
-        let created = client.create_job(&job).await?;
-        let job_id = created.id().to_owned();
-        report.job_id = Some(job_id.clone());
-        tracing::info!(hub = client.name(), job_id, "import job created");
-        let done = client
-            .wait_for_job(&job_id, poll, |j| {
-                tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "import job");
-            })
-            .await?;
-        if done.status() != JobStatus::Completed {
-            return Err(JobError::Failed {
-                hub: client.name().to_owned(),
-                job_id,
-                status: format!("{:?}", done.status()).to_ascii_lowercase(),
-                reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
-            });
-        }
-        let log = read_log(staging, ERROR_LOGS[0]).await?;
-        let failed = failed_lines(&lines, &log, progress);
-        for (i, line) in lines.iter().enumerate() {
-            if !failed.contains(&i) {
-                apply::count(&mut progress.applied, apply::kind_of(line));
-            }
-        }
-        let retry: Vec<Value> = failed.iter().map(|&i| lines[i].clone()).collect();
-        report.retried = retry.len();
-        if !retry.is_empty() {
-            let kinds: std::collections::HashMap<String, Kind> = retry
-                .iter()
-                .map(|l| (super::bulk::entry_key(l), apply::kind_of(l)))
-                .collect();
-            apply::settle(super::bulk::apply(client, retry).await, progress, |k| {
-                kinds.get(k).copied().unwrap_or(Kind::Update)
-            })?;
-        }
+        )
+        .await?;
+        report.job_id = Some(job_id);
+        report.retried = settle_log(client, staging, &lines, progress, apply::kind_of).await?;
         if let Some(c) = configs {
             let config_log = read_log(staging, ERROR_LOGS[1]).await?;
             let failures = config_log.len();
@@ -236,6 +201,76 @@ async fn import(
     Ok(())
 }
 
+/// Write `lines` to the staging blob `file` and run one import job of it (with the
+/// configurations blob, if any) to its end. Returns the job id; a job that did not complete is
+/// an error.
+async fn import_job(
+    client: &HubClient,
+    staging: &Staging,
+    poll: &PollPolicy,
+    file: &str,
+    lines: &[Value],
+    config_blob: Option<&str>,
+) -> Result<String, JobError> {
+    put_lines(staging.store().as_ref(), &staging.object(file), lines).await?;
+    let input = staging.job_container_uri(SasPermissions::import_input())?;
+    let output = staging.job_container_uri(SasPermissions::import_output())?;
+    let job = JobProperties::import(
+        input.expose(),
+        &staging.blob(file),
+        config_blob,
+        output.expose(),
+    );
+    let created = client.create_job(&job).await?;
+    let job_id = created.id().to_owned();
+    tracing::info!(hub = client.name(), job_id, file, "import job created");
+    let done = client
+        .wait_for_job(&job_id, poll, |j| {
+            tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "import job");
+        })
+        .await?;
+    if done.status() != JobStatus::Completed {
+        return Err(JobError::Failed {
+            hub: client.name().to_owned(),
+            job_id,
+            status: format!("{:?}", done.status()).to_ascii_lowercase(),
+            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+        });
+    }
+    Ok(job_id)
+}
+
+/// Count the lines a finished import job applied, and retry the ones its `importErrors.log`
+/// names through the bulk engine (which reports each one that still fails). Returns how many
+/// were retried.
+async fn settle_log(
+    client: &HubClient,
+    staging: &Staging,
+    lines: &[Value],
+    progress: &mut Progress,
+    kind: impl Fn(&Value) -> Kind,
+) -> Result<usize, JobError> {
+    let log = read_log(staging, ERROR_LOGS[0]).await?;
+    let failed = failed_lines(lines, &log, progress);
+    for (i, line) in lines.iter().enumerate() {
+        if !failed.contains(&i) {
+            apply::count(&mut progress.applied, kind(line));
+        }
+    }
+    let retry: Vec<Value> = failed.iter().map(|&i| lines[i].clone()).collect();
+    let retried = retry.len();
+    if !retry.is_empty() {
+        let kinds: std::collections::HashMap<String, Kind> = retry
+            .iter()
+            .map(|l| (super::bulk::entry_key(l), kind(l)))
+            .collect();
+        apply::settle(super::bulk::apply(client, retry).await, progress, |k| {
+            kinds.get(k).copied().unwrap_or(Kind::Update)
+        })?;
+    }
+    Ok(retried)
+}
+
 const TARGET_EXPORT_FILE: &str = "target-devices.txt";
 
 /// Read the target's keys for `wanted` records with one export job instead of one registry read
@@ -246,10 +281,53 @@ pub async fn read_target_keys(
     client: &HubClient,
     staging: &Staging,
     poll: &PollPolicy,
-    target: &mut [super::plan::TargetRecord],
+    target: &mut [TargetRecord],
     wanted: &[(String, Option<String>)],
 ) -> Result<String, JobError> {
-    let result = export_keys(client, staging, poll, target, wanted).await;
+    let wanted: HashSet<(&str, Option<&str>)> = wanted
+        .iter()
+        .map(|(i, m)| (i.as_str(), m.as_deref()))
+        .collect();
+    export_target(client, staging, poll, |line| {
+        fold_key_line(line, &wanted, target);
+    })
+    .await
+}
+
+/// Read the whole target through one export job: every device and (non-system) module with its
+/// keys, canonical, sorted by `(id, moduleId)` like [`super::target::read`]. An export line holds
+/// all a twin read does (status, auth, tags, desired properties, capabilities, scopes) plus the
+/// keys, so one job replaces paging every twin and reading keys after. Returns the job id and
+/// the records; the plaintext export blob is deleted as in [`read_target_keys`].
+pub async fn read_target(
+    client: &HubClient,
+    staging: &Staging,
+    poll: &PollPolicy,
+) -> Result<(String, Vec<TargetRecord>), JobError> {
+    let mut out = Vec::new();
+    let job_id = export_target(client, staging, poll, |line| {
+        out.extend(export_record(line));
+    })
+    .await?;
+    out.sort_by(|a, b| {
+        super::plan::order(
+            (&a.id, a.module_id.as_deref()),
+            (&b.id, b.module_id.as_deref()),
+        )
+    });
+    out.dedup_by(|a, b| a.id == b.id && a.module_id == b.module_id);
+    Ok((job_id, out))
+}
+
+/// Run an export job of the target (keys, no configurations) and hand each line of its blob to
+/// `each`; the blob is deleted afterwards, on failure too. Returns the job id.
+async fn export_target(
+    client: &HubClient,
+    staging: &Staging,
+    poll: &PollPolicy,
+    each: impl FnMut(&[u8]),
+) -> Result<String, JobError> {
+    let result = export_lines(client, staging, poll, each).await;
     if let Err(e) = staging.cleanup().await {
         tracing::warn!(
             "the target's export blob could not be deleted ({e}); the next run of this hub removes it"
@@ -258,12 +336,11 @@ pub async fn read_target_keys(
     result
 }
 
-async fn export_keys(
+async fn export_lines(
     client: &HubClient,
     staging: &Staging,
     poll: &PollPolicy,
-    target: &mut [super::plan::TargetRecord],
-    wanted: &[(String, Option<String>)],
+    mut each: impl FnMut(&[u8]),
 ) -> Result<String, JobError> {
     let uri = staging.job_container_uri(SasPermissions::export_output())?;
     let mut job = JobProperties::export(
@@ -275,11 +352,7 @@ async fn export_keys(
     job.configurations_blob_name = None;
     let created = client.create_job(&job).await?;
     let job_id = created.id().to_owned();
-    tracing::info!(
-        hub = client.name(),
-        job_id,
-        "export job reading the target's keys"
-    );
+    tracing::info!(hub = client.name(), job_id, "export job reading the target");
     let done = client.wait_for_job(&job_id, poll, |_| {}).await?;
     if done.status() != JobStatus::Completed {
         return Err(JobError::Failed {
@@ -295,17 +368,11 @@ async fn export_keys(
         .store()
         .get(&staging.object(TARGET_EXPORT_FILE))
         .await?;
-    let wanted: HashSet<(&str, Option<&str>)> = wanted
-        .iter()
-        .map(|(i, m)| (i.as_str(), m.as_deref()))
-        .collect();
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {
-        whole_lines(&mut pending, &chunk?, |line| {
-            fold_key_line(line, &wanted, target);
-        });
+        whole_lines(&mut pending, &chunk?, &mut each);
     }
-    fold_key_line(&pending, &wanted, target);
+    each(&pending);
     Ok(job_id)
 }
 
@@ -321,13 +388,44 @@ fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8]))
     pending.drain(..start);
 }
 
+/// An export line as JSON; `None` for the service's non-JSON lines (comments, warnings, blank
+/// lines; contract §3.1). A UTF-8 BOM and a `\r` before the newline are accepted.
+fn export_value(line: &[u8]) -> Option<Value> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let start = line.iter().position(|b| !b.is_ascii_whitespace())?;
+    if line[start] != b'{' {
+        return None;
+    }
+    serde_json::from_slice(&line[start..]).ok()
+}
+
+/// A target record from one export line (keys known); `None` for a system module or a line
+/// that is not a record.
+pub(super) fn export_record(line: &[u8]) -> Option<TargetRecord> {
+    let v = export_value(line)?;
+    let id = v.get("id")?.as_str()?.to_owned();
+    let module_id = v.get("moduleId").and_then(Value::as_str).map(str::to_owned);
+    if super::lines::is_system_module(module_id.as_deref()) {
+        return None;
+    }
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(TargetRecord {
+        etag: text("eTag"),
+        own_scope: if module_id.is_none() {
+            text("deviceScope")
+        } else {
+            None
+        },
+        canonical: super::canonical::from_export_line(&v, true),
+        keys_known: true,
+        id,
+        module_id,
+    })
+}
+
 /// Fold the keys of one export line into `target` when it is one of the `wanted` records.
-fn fold_key_line(
-    line: &[u8],
-    wanted: &HashSet<(&str, Option<&str>)>,
-    target: &mut [super::plan::TargetRecord],
-) {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+fn fold_key_line(line: &[u8], wanted: &HashSet<(&str, Option<&str>)>, target: &mut [TargetRecord]) {
+    let Some(v) = export_value(line) else {
         return;
     };
     let (Some(id), module) = (v["id"].as_str(), v["moduleId"].as_str()) else {
@@ -344,6 +442,47 @@ fn fold_key_line(
             super::canonical::with_keys(record.canonical.clone(), &v["authentication"]);
         record.keys_known = true;
     }
+}
+
+/// Bytes of JSON lines handed to the store at once while the next ones are serialised.
+const PUT_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Write `lines` as JSON lines to `name`, serialising the next chunk while the store uploads the
+/// last one (a big import blob is tens of megabytes: serialising all of it first, then
+/// uploading, did the two one after the other).
+async fn put_lines(store: &dyn Store, name: &str, lines: &[Value]) -> Result<(), JobError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let produce = async move {
+        let mut buf = Vec::with_capacity(PUT_CHUNK + 64 * 1024);
+        for line in lines {
+            // A `Value` always serialises; `to_writer` into a Vec cannot fail on I/O.
+            let _ = serde_json::to_writer(&mut buf, line);
+            buf.push(b'\n');
+            if buf.len() >= PUT_CHUNK {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(PUT_CHUNK + 64 * 1024));
+                if tx.send(Bytes::from(full)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.send(Bytes::from(buf)).await;
+        }
+    };
+    let consume = async {
+        let mut writer = store.create(name).await?;
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = writer.write(chunk).await {
+                rx.close();
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        }
+        writer.finish().await
+    };
+    let ((), written) = tokio::join!(produce, consume);
+    written?;
+    Ok(())
 }
 
 fn ndjson(lines: &[Value]) -> Bytes {
@@ -464,6 +603,24 @@ mod tests {
                 "the unterminated last line is left over"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn lines_put_in_chunks_arrive_whole_and_in_order() {
+        let store = crate::store::memory::MemoryStore::new();
+        let lines: Vec<Value> = (0..30_000)
+            .map(|i| json!({"id": format!("dev-{i:05}"), "pad": "x".repeat(300)}))
+            .collect();
+        put_lines(&store, "import.txt", &lines).await.unwrap();
+        let got = store.get_bytes("import.txt").await.unwrap();
+        assert!(
+            got.len() > 2 * PUT_CHUNK,
+            "more than one chunk: {}",
+            got.len()
+        );
+        assert_eq!(got, ndjson(&lines));
+        put_lines(&store, "empty.txt", &[]).await.unwrap();
+        assert!(store.get_bytes("empty.txt").await.unwrap().is_empty());
     }
 
     #[test]
