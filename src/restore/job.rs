@@ -9,7 +9,8 @@
 //!
 //! The log says which lines failed; only those are retried, through the bulk engine, which then
 //! reports each one that still fails with its own code. Edge links follow as in the bulk engine
-//! (they need the scopes the job just generated). Configurations go in the job's configurations
+//! (they need the scopes the job just generated) — many of them (`link_job_min`) in a second
+//! import job rather than bulk calls, which wait on the registry throttle one after another. Configurations go in the job's configurations
 //! blob (`createOrUpdateIfMatchETag`, the only mode the service has for them); deleting one is
 //! not something a job can do, so `mirror` deletes them through the API afterwards.
 //!
@@ -31,6 +32,7 @@ use crate::store::sas::{SasPermissions, redact_sas};
 
 const DEVICES_FILE: &str = "import-devices.txt";
 const CONFIGURATIONS_FILE: &str = "import-configurations.txt";
+const LINKS_FILE: &str = "import-links.txt";
 /// Written by the service at the root of the output container (contract §4.3).
 const ERROR_LOGS: [&str; 2] = ["importErrors.log", "importConfigErrors.log"];
 
@@ -69,6 +71,8 @@ impl JobError {
 #[derive(Debug, Default)]
 pub struct JobReport {
     pub job_id: Option<String>,
+    /// The second import job that set edge links (many of them), if one ran.
+    pub link_job_id: Option<String>,
     /// Lines the log named as failed, retried through the bulk engine.
     pub retried: usize,
     /// Staging blobs deleted after the job.
@@ -81,7 +85,7 @@ pub struct JobReport {
 pub async fn run(
     client: &HubClient,
     staging: &Staging,
-    poll: &PollPolicy,
+    options: &super::RestoreOptions,
     passes: Passes,
     configs: Option<&configurations::Plan>,
     snapshot: &[SnapshotRecord],
@@ -97,7 +101,7 @@ pub async fn run(
     let result = import(
         client,
         staging,
-        poll,
+        options,
         passes,
         configs,
         snapshot,
@@ -136,7 +140,7 @@ pub async fn cleanup(staging: &Staging) -> Result<usize, JobError> {
 async fn import(
     client: &HubClient,
     staging: &Staging,
-    poll: &PollPolicy,
+    options: &super::RestoreOptions,
     passes: Passes,
     configs: Option<&configurations::Plan>,
     snapshot: &[SnapshotRecord],
@@ -149,6 +153,7 @@ async fn import(
         links,
         deletes,
     } = passes;
+    let poll = &options.poll;
     let lines: Vec<Value> = devices.into_iter().chain(modules).chain(deletes).collect();
     let config_lines = configs.map(config_lines).unwrap_or_default();
     if !lines.is_empty() || !config_lines.is_empty() {
@@ -186,11 +191,24 @@ async fn import(
         }
     }
     let link_lines = apply::link_lines(client, &links, snapshot, &mut progress.failed).await?;
-    apply::settle(
-        super::bulk::apply(client, link_lines).await,
-        progress,
-        |_| Kind::Link,
-    )?;
+    if link_lines.len() >= options.link_job_min.max(1) {
+        // Many links: a second import job sets them, where bulk calls (100 lines each) would
+        // wait on the registry throttle call after call. Its log is its own: the first job's
+        // was read above and goes first.
+        for log in ERROR_LOGS {
+            staging.store().delete(log).await?;
+        }
+        let job_id = import_job(client, staging, poll, LINKS_FILE, &link_lines, None).await?;
+        report.link_job_id = Some(job_id);
+        report.retried +=
+            settle_log(client, staging, &link_lines, progress, |_| Kind::Link).await?;
+    } else {
+        apply::settle(
+            super::bulk::apply(client, link_lines).await,
+            progress,
+            |_| Kind::Link,
+        )?;
+    }
     if let Some(c) = configs {
         let deletes = configurations::Plan {
             delete: c.delete.clone(),

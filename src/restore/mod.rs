@@ -63,6 +63,10 @@ pub const JOB_THRESHOLD: usize = 5_000;
 /// From how many key comparisons an export job beats single registry reads (default).
 pub const KEY_READ_JOB_MIN: usize = 2_000;
 
+/// From how many edge links the job engine sets them with a second import job instead of bulk
+/// calls (default; as many lines as make `auto` pick a job).
+pub const LINK_JOB_MIN: usize = JOB_THRESHOLD;
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub mode: Mode,
@@ -77,6 +81,8 @@ pub struct RestoreOptions {
     pub poll: PollPolicy,
     /// From how many key comparisons an export job reads the target's keys (with staging).
     pub key_read_job_min: usize,
+    /// From how many edge links the job engine sets them with a second import job.
+    pub link_job_min: usize,
 }
 
 impl Default for RestoreOptions {
@@ -90,6 +96,7 @@ impl Default for RestoreOptions {
             preflight: true,
             poll: PollPolicy::default(),
             key_read_job_min: KEY_READ_JOB_MIN,
+            link_job_min: LINK_JOB_MIN,
         }
     }
 }
@@ -403,7 +410,7 @@ async fn finish(
         let (job_report, result) = job::run(
             client,
             staging,
-            &options.poll,
+            options,
             passes,
             config_plan,
             &records,
@@ -411,6 +418,7 @@ async fn finish(
         )
         .await;
         report.job_id = job_report.job_id;
+        report.link_job_id = job_report.link_job_id;
         let mut said = format!(
             "deleted {} plaintext staging blob(s) of this run from {}",
             job_report.staging_deleted,
