@@ -72,8 +72,18 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
         .filter(|i| i.action == Action::Delete && i.module_id.is_none())
         .map(|i| i.id.as_str())
         .collect();
+    // Each import line parses its record's export line: the heavy part, spread over threads.
+    let mut prepared = super::in_parallel(&plan.items, |item| {
+        let mode = match item.action {
+            Action::Create => ImportMode::Create,
+            Action::Update => ImportMode::Update,
+            Action::Delete | Action::Unchanged => return None,
+        };
+        let record = &snapshot[item.snapshot?];
+        lines::import_line(&record.line, mode).ok()
+    });
     let mut out = Passes::default();
-    for item in &plan.items {
+    for (item, prepared) in plan.items.iter().zip(prepared.iter_mut()) {
         match item.action {
             Action::Unchanged => {}
             Action::Delete => {
@@ -91,12 +101,7 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
             Action::Create | Action::Update => {
                 let Some(index) = item.snapshot else { continue };
                 let record = &snapshot[index];
-                let mode = if item.action == Action::Create {
-                    ImportMode::Create
-                } else {
-                    ImportMode::Update
-                };
-                let Ok(mut line) = lines::import_line(&record.line, mode) else {
+                let Some(mut line) = prepared.take() else {
                     continue;
                 };
                 if item.action == Action::Update

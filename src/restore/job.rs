@@ -27,8 +27,8 @@ use super::configurations;
 use super::plan::{SnapshotRecord, TargetRecord};
 use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
 use crate::staging::Staging;
-use crate::store::Store;
 use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::{ByteStream, Store};
 
 const DEVICES_FILE: &str = "import-devices.txt";
 const CONFIGURATIONS_FILE: &str = "import-configurations.txt";
@@ -45,6 +45,8 @@ pub enum JobError {
     Staging(#[from] crate::staging::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error("reading the target's export stopped: {0}")]
+    Task(String),
     #[error(
         "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
     )]
@@ -63,6 +65,7 @@ impl JobError {
             JobError::Staging(e) => e.code(),
             JobError::Store(e) => e.code(),
             JobError::Failed { .. } => "restore_job_failed",
+            JobError::Task(_) => "restore_task",
         }
     }
 }
@@ -306,10 +309,18 @@ pub async fn read_target_keys(
         .iter()
         .map(|(i, m)| (i.as_str(), m.as_deref()))
         .collect();
-    export_target(client, staging, poll, |line| {
-        fold_key_line(line, &wanted, target);
+    let (job_id, ()) = export_target(client, staging, poll, async |mut stream| {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            whole_lines(&mut pending, &chunk?, |line| {
+                fold_key_line(line, &wanted, target);
+            });
+        }
+        fold_key_line(&pending, &wanted, target);
+        Ok(())
     })
-    .await
+    .await?;
+    Ok(job_id)
 }
 
 /// Read the whole target through one export job: every device and (non-system) module with its
@@ -322,11 +333,7 @@ pub async fn read_target(
     staging: &Staging,
     poll: &PollPolicy,
 ) -> Result<(String, Vec<TargetRecord>), JobError> {
-    let mut out = Vec::new();
-    let job_id = export_target(client, staging, poll, |line| {
-        out.extend(export_record(line));
-    })
-    .await?;
+    let (job_id, mut out) = export_target(client, staging, poll, records_of).await?;
     out.sort_by(|a, b| {
         super::plan::order(
             (&a.id, a.module_id.as_deref()),
@@ -337,15 +344,80 @@ pub async fn read_target(
     Ok((job_id, out))
 }
 
-/// Run an export job of the target (keys, no configurations) and hand each line of its blob to
-/// `each`; the blob is deleted afterwards, on failure too. Returns the job id.
-async fn export_target(
+/// Bytes of export lines parsed at once (over threads) while the next ones download.
+const PARSE_BATCH: usize = 4 * 1024 * 1024;
+
+/// The target records of an export stream, parsed on blocking threads while it downloads.
+/// Chunk by chunk: a big hub's export (keys included) is never held whole, and never touches
+/// the local disk.
+async fn records_of(mut stream: ByteStream) -> Result<Vec<TargetRecord>, JobError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= PARSE_BATCH {
+                parse_lines(&mut pending, &mut out, false);
+            }
+        }
+        parse_lines(&mut pending, &mut out, true);
+        out
+    });
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let out = parser.await.map_err(|e| JobError::Task(e.to_string()))?;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
+}
+
+/// Parse the whole lines in `pending` (all of it when `last`) into `out`, leaving a cut line.
+fn parse_lines(pending: &mut Vec<u8>, out: &mut Vec<TargetRecord>, last: bool) {
+    let end = if last {
+        pending.len()
+    } else {
+        match pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None => return,
+        }
+    };
+    let lines: Vec<&[u8]> = pending[..end].split(|b| *b == b'\n').collect();
+    out.extend(
+        super::in_parallel(&lines, |l| export_record(l))
+            .into_iter()
+            .flatten(),
+    );
+    pending.drain(..end);
+}
+
+/// Run an export job of the target (keys, no configurations) and hand its blob to `consume`;
+/// the blob is deleted afterwards, on failure too. Returns the job id and what `consume` made.
+async fn export_target<T>(
     client: &HubClient,
     staging: &Staging,
     poll: &PollPolicy,
-    each: impl FnMut(&[u8]),
-) -> Result<String, JobError> {
-    let result = export_lines(client, staging, poll, each).await;
+    consume: impl AsyncFnOnce(ByteStream) -> Result<T, JobError>,
+) -> Result<(String, T), JobError> {
+    let result = async {
+        let (job_id, stream) = export_blob(client, staging, poll).await?;
+        Ok((job_id, consume(stream).await?))
+    }
+    .await;
     if let Err(e) = staging.cleanup().await {
         tracing::warn!(
             "the target's export blob could not be deleted ({e}); the next run of this hub removes it"
@@ -354,12 +426,12 @@ async fn export_target(
     result
 }
 
-async fn export_lines(
+/// Run the export job and open its blob.
+async fn export_blob(
     client: &HubClient,
     staging: &Staging,
     poll: &PollPolicy,
-    mut each: impl FnMut(&[u8]),
-) -> Result<String, JobError> {
+) -> Result<(String, ByteStream), JobError> {
     let uri = staging.job_container_uri(SasPermissions::export_output())?;
     let mut job = JobProperties::export(
         uri.expose(),
@@ -380,18 +452,11 @@ async fn export_lines(
             reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
         });
     }
-    // Streamed chunk by chunk: a big hub's export (keys included) is never held whole, and
-    // never touches the local disk.
-    let mut stream = staging
+    let stream = staging
         .store()
         .get(&staging.object(TARGET_EXPORT_FILE))
         .await?;
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        whole_lines(&mut pending, &chunk?, &mut each);
-    }
-    each(&pending);
-    Ok(job_id)
+    Ok((job_id, stream))
 }
 
 /// Append `chunk` to `pending` and hand every complete line to `each`; a line cut by the chunk
@@ -621,6 +686,42 @@ mod tests {
                 "the unterminated last line is left over"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_streamed_in_odd_chunks_gives_every_record_once() {
+        let mut text = String::from("\u{feff}a comment the hub wrote\r\n");
+        for i in 0..20_000 {
+            let line = json!({"id": format!("dev-{i:05}"), "eTag": "MQ==", "status": "enabled",
+                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "cHJp", "secondaryKey": "c2Vj"}},
+                "tags": {"pad": "x".repeat(200)}});
+            text.push_str(&line.to_string());
+            text.push_str("\r\n");
+        }
+        text.push_str(r#"{"id":"dev-00000","moduleId":"$edgeHub","status":"enabled"}"#);
+        text.push('\n');
+        text.push_str(r#"{"id":"last","status":"enabled"}"#);
+        let bytes = Bytes::from(text);
+        assert!(bytes.len() > PARSE_BATCH, "more than one batch");
+        let chunks: Vec<Result<Bytes, crate::store::Error>> = bytes
+            .chunks(65_521)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let stream: ByteStream = Box::pin(futures::stream::iter(chunks));
+        let got = records_of(stream).await.unwrap();
+        assert_eq!(got.len(), 20_001, "no comment, no system module");
+        assert_eq!(got[0].id, "dev-00000");
+        assert_eq!(got[19_999].id, "dev-19999");
+        assert_eq!(got[20_000].id, "last", "the unterminated last line counts");
+        assert!(
+            got.iter()
+                .all(|r| r.keys_known && r.etag.as_deref() != Some(""))
+        );
+        assert!(canonical_has_keys(&got[5]));
+    }
+
+    fn canonical_has_keys(r: &TargetRecord) -> bool {
+        super::super::canonical::has_keys(&r.canonical)
     }
 
     #[tokio::test]

@@ -158,7 +158,35 @@ impl Error {
     }
 }
 
-/// Read a snapshot's device records (canonical, sorted) on a blocking thread.
+/// Up to how many threads the CPU-heavy steps (parsing and canonicalising every record) use.
+const PARALLEL_MAX: usize = 4;
+/// Below this many items one thread does it all.
+const PARALLEL_MIN: usize = 2_048;
+
+/// `f` over `items` on up to [`PARALLEL_MAX`] threads (as many as the machine has), results in
+/// order. A restore parses every record of the snapshot and of the target's export: hundreds of
+/// thousands of JSON lines, each on its own, so the work splits evenly.
+pub(crate) fn in_parallel<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(PARALLEL_MAX);
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Read a snapshot's device records (canonical, sorted) on blocking threads.
 #[allow(
     clippy::result_large_err,
     reason = "snapshot errors are rare and carry their details"
@@ -172,18 +200,22 @@ pub async fn snapshot_records(
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || -> Result<Vec<plan::SnapshotRecord>, Error> {
         let reader = ObjectReader::open(store.as_ref(), &handle, &m, "devices", &identities)?;
-        let mut out = Vec::new();
-        for r in reader {
-            let r = r?;
+        let raw = reader.collect::<Result<Vec<_>, _>>()?;
+        // Decrypting and splitting is quick; parsing each line is the work, spread over threads.
+        let canonical = in_parallel(&raw, |r| {
             let value: Value = serde_json::from_slice(&r.line).unwrap_or(Value::Null);
-            out.push(plan::SnapshotRecord {
-                canonical: canonical::from_export_line(&value, true),
+            canonical::from_export_line(&value, true)
+        });
+        Ok(raw
+            .into_iter()
+            .zip(canonical)
+            .map(|(r, canonical)| plan::SnapshotRecord {
+                canonical,
                 id: r.id,
                 module_id: r.module_id,
                 line: r.line,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?
@@ -471,6 +503,15 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_work_keeps_the_order() {
+        let items: Vec<usize> = (0..10_000).collect();
+        let doubled: Vec<usize> = items.iter().map(|i| i * 2).collect();
+        assert_eq!(in_parallel(&items, |i| i * 2), doubled);
+        assert_eq!(in_parallel(&items[..3], |i| *i), [0, 1, 2]);
+        assert!(in_parallel(&items[..0], |i| *i).is_empty());
+    }
 
     #[test]
     fn a_stop_says_what_was_already_applied_and_why() {
