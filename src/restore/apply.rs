@@ -116,11 +116,7 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
                 }
                 // The canonical form already holds the edge flag and the parent's id (the
                 // export line is parsed once per record, not again here).
-                let is_edge = record
-                    .canonical
-                    .pointer("/capabilities/iotEdge")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                let is_edge = canonical::is_edge(&record.canonical);
                 if let Some(parent) = canonical::parent(&record.canonical).map(str::to_owned) {
                     match scopes.get(parent.as_str()) {
                         Some(scope) if !deleted.contains(parent.as_str()) => {

@@ -492,14 +492,16 @@ pub(super) fn export_record(line: &[u8]) -> Option<TargetRecord> {
         return None;
     }
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let etag = text("eTag");
+    let own_scope = if module_id.is_none() {
+        text("deviceScope")
+    } else {
+        None
+    };
     Some(TargetRecord {
-        etag: text("eTag"),
-        own_scope: if module_id.is_none() {
-            text("deviceScope")
-        } else {
-            None
-        },
-        canonical: super::canonical::from_export_line(&v, true),
+        etag,
+        own_scope,
+        canonical: super::canonical::from_export_value(v, true),
         keys_known: true,
         id,
         module_id,

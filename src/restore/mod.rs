@@ -204,7 +204,7 @@ pub async fn snapshot_records(
         // Decrypting and splitting is quick; parsing each line is the work, spread over threads.
         let canonical = in_parallel(&raw, |r| {
             let value: Value = serde_json::from_slice(&r.line).unwrap_or(Value::Null);
-            canonical::from_export_line(&value, true)
+            canonical::from_export_value(value, true)
         });
         Ok(raw
             .into_iter()
