@@ -186,6 +186,15 @@ pub(crate) fn in_parallel<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + S
     })
 }
 
+/// Free a large collection on a thread of its own: dropping hundreds of thousands of parsed
+/// records takes a good part of a second that the caller need not wait for. (If no thread can
+/// be started, it is dropped here.)
+pub(crate) fn drop_aside<T: Send + 'static>(big: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop-aside".into())
+        .spawn(move || drop(big));
+}
+
 /// Read a snapshot's device records (canonical, sorted) on blocking threads.
 #[allow(
     clippy::result_large_err,
@@ -497,6 +506,7 @@ async fn finish(
         report.differences = differences;
         report.keys = Some(found.keys);
     }
+    drop_aside((records, plan, live));
     Ok(report)
 }
 

@@ -150,8 +150,10 @@ pub async fn verify(
         match super::job::read_target(client, staging, &options.poll).await {
             Ok((job_id, live)) => {
                 let after = plan::plan(records, &live, mode, &scope);
+                let differences = differences(&after, conflicts);
+                super::drop_aside((live, after));
                 return Ok(Verification {
-                    differences: differences(&after, conflicts),
+                    differences,
                     keys: KeyCheck {
                         checked: with_keys,
                         of: with_keys,
