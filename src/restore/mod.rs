@@ -9,6 +9,7 @@
 //! | [`canonical`] | the comparable form of snapshot and live records |
 //! | [`plan`] | the pure plan: create / update / delete / unchanged per `(id, moduleId)` |
 //! | [`target`] | reading the live target (twin queries, keys only where needed) |
+//! | [`export`] | reading the target through one export job (its keys, or all of it) |
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
 //! | [`verify`] | re-reading the target after apply; which keys were proven (all or a sample) |
@@ -21,6 +22,7 @@ pub mod apply;
 pub mod bulk;
 pub mod canonical;
 pub mod configurations;
+pub mod export;
 pub mod job;
 pub mod lines;
 pub mod pace;
@@ -267,7 +269,7 @@ pub async fn plan_against(
     match keys.staging {
         Some(staging) if first.needs_keys.len() >= keys.job_min => {
             // Boxed: the export job's future is large, and callers nest this one deep.
-            Box::pin(job::read_target_keys(
+            Box::pin(export::read_target_keys(
                 client,
                 staging,
                 &keys.poll,

@@ -4,7 +4,7 @@
 //! said in the report ([`KeyCheck`]) — a user must know what was proven:
 //!
 //! - staging at hand and many records with keys: ONE export job of the target reads it **all**
-//!   ([`super::job::read_target`]; its blob is deleted right after, also on failure). An export
+//!   ([`super::export::read_target`]; its blob is deleted right after, also on failure). An export
 //!   line holds what a twin read does plus the keys, so no twins are paged;
 //! - otherwise (or when that job failed) twin queries read everything but keys, and keys follow
 //!   for the records only keys could tell apart: **all** of them by single registry reads when
@@ -147,7 +147,7 @@ pub async fn verify(
     ) {
         // One export job reads everything a twin read would, and every key besides: no paging
         // of twins, one comparison.
-        match super::job::read_target(client, staging, &options.poll).await {
+        match super::export::read_target(client, staging, &options.poll).await {
             Ok((job_id, live)) => {
                 let after = plan::plan(records, &live, mode, &scope);
                 let differences = differences(&after, conflicts);
@@ -291,7 +291,7 @@ mod tests {
         .join("\r\n");
         let mut live: Vec<_> = text
             .split('\n')
-            .filter_map(|l| super::super::job::export_record(l.as_bytes()))
+            .filter_map(|l| super::super::export::export_record(l.as_bytes()))
             .collect();
         live.sort_by(|x, y| {
             plan::order(
