@@ -340,6 +340,15 @@ impl Staging {
         })
     }
 
+    /// Delete the import jobs' error logs before this run's next import job, so its log is
+    /// read alone. Needs the import lock (taken by [`Staging::lock_imports`]).
+    pub async fn clear_job_logs(&self) -> Result<usize> {
+        match self.import_lock.lock().await.as_ref() {
+            Some(held) => lock::delete_logs(held, &*self.store).await,
+            None => Ok(0),
+        }
+    }
+
     /// Delete this run's blobs (call on success, failure and Ctrl-C) and, when this run holds
     /// the import lock, the job's error logs, then end the lock. Returns how many blobs.
     pub async fn cleanup(&self) -> Result<usize> {

@@ -19,6 +19,8 @@ use crate::cli::{DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
 /// Tuning: from how many key comparisons an export job reads the target's keys.
 const KEY_READ_JOB_MIN_ENV: &str = "HUBVAULT_KEY_READ_JOB_MIN";
+/// Tuning: from how many edge links the job engine sets them with a second import job.
+const LINK_JOB_MIN_ENV: &str = "HUBVAULT_LINK_JOB_MIN";
 
 pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
@@ -54,6 +56,12 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
                 .parse()
                 .with_context(|| format!("{KEY_READ_JOB_MIN_ENV} must be a count"))?,
             Err(_) => restore::KEY_READ_JOB_MIN,
+        },
+        link_job_min: match std::env::var(LINK_JOB_MIN_ENV) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{LINK_JOB_MIN_ENV} must be a count"))?,
+            Err(_) => restore::LINK_JOB_MIN,
         },
     };
     // Staging serves the job engine, and every engine's verification (one export job proves all

@@ -237,6 +237,38 @@ impl PollPolicy {
     }
 }
 
+/// When a running job should end, from the progress it reports (pure: times are passed in, as
+/// time since polling began). Backoff alone polls up to `max_backoff` after a job has ended —
+/// time spent doing nothing; a poll timed by the rate seen so far finds the end within one
+/// `interval`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Eta {
+    /// The first progress above zero seen, and when.
+    first: Option<(Duration, i64)>,
+}
+
+impl Eta {
+    /// Note `progress` (percent) seen `at`; returns how long until the job reaches 100 % at the
+    /// rate seen since the first progress, or `None` while there is no rate yet.
+    pub fn observe(&mut self, at: Duration, progress: i64) -> Option<Duration> {
+        let progress = progress.clamp(0, 100);
+        let Some((t0, p0)) = self.first else {
+            if progress > 0 {
+                self.first = Some((at, progress));
+            }
+            return None;
+        };
+        let done = progress - p0;
+        let took = at.checked_sub(t0)?;
+        if done <= 0 || took.is_zero() {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss, reason = "percentages")]
+        let left = took.mul_f64((100 - progress) as f64 / done as f64);
+        Some(left)
+    }
+}
+
 impl HubClient {
     /// `POST /jobs/create`. A 403 (other than a device quota) means the job slot is taken:
     /// [`Error::JobSlotBusy`] names the running job. If the running job is the one we asked for
@@ -309,7 +341,9 @@ impl HubClient {
         let start = tokio::time::Instant::now();
         let path = format!("/jobs/{}", url_encode(job_id));
         let mut wait = poll.interval;
+        let mut eta = Eta::default();
         loop {
+            let mut left = None;
             let asked = match self.call(Call::new(Method::GET, path.clone())).await {
                 Ok(reply) => {
                     let job: JobProperties = self.decode("job", &reply.body)?;
@@ -319,6 +353,9 @@ impl HubClient {
                     }
                     if job.status().is_terminal() {
                         return Ok(job);
+                    }
+                    if job.status() == JobStatus::Running {
+                        left = job.progress.and_then(|p| eta.observe(start.elapsed(), p));
                     }
                     reply
                         .headers
@@ -336,7 +373,13 @@ impl HubClient {
                 }
                 Err(e) => return Err(e),
             };
-            let this_wait = asked.map_or(wait, |a| a.max(wait));
+            // A job about to end is polled when it should have ended (never sooner than
+            // `interval` apart), not a whole backoff later; a `Retry-After` is always honoured.
+            let this_wait = match (asked, left) {
+                (Some(a), _) => a.max(wait),
+                (None, Some(left)) => wait.min(left.max(poll.interval.min(poll.max_backoff))),
+                (None, None) => wait,
+            };
             if start.elapsed() + this_wait > poll.timeout {
                 return Err(Error::JobTimedOut {
                     hub: self.name().to_owned(),
@@ -410,6 +453,19 @@ mod tests {
             redact_sig("https://x/design=1?xsig=1"),
             "https://x/design=1?xsig=1"
         );
+    }
+
+    #[test]
+    fn the_end_of_a_job_is_told_by_its_rate() {
+        let s = Duration::from_secs;
+        let mut eta = Eta::default();
+        assert_eq!(eta.observe(s(1), 0), None, "queued: no rate");
+        assert_eq!(eta.observe(s(2), 10), None, "first progress: no rate yet");
+        assert_eq!(eta.observe(s(2), 10), None, "no time passed");
+        // 10 % → 30 % in 4 s: 5 %/s, 70 % left = 14 s.
+        assert_eq!(eta.observe(s(6), 30), Some(s(14)));
+        assert_eq!(eta.observe(s(20), 100), Some(Duration::ZERO));
+        assert_eq!(eta.observe(s(21), 250), Some(Duration::ZERO), "clamped");
     }
 
     #[test]

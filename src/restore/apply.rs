@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::bulk::{self, Failure};
+use super::canonical;
 use super::lines::{self, ImportMode};
 use super::plan::{Action, Plan, SnapshotRecord, TargetRecord};
 use crate::hub::HubClient;
@@ -71,8 +72,18 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
         .filter(|i| i.action == Action::Delete && i.module_id.is_none())
         .map(|i| i.id.as_str())
         .collect();
+    // Each import line parses its record's export line: the heavy part, spread over threads.
+    let mut prepared = super::in_parallel(&plan.items, |item| {
+        let mode = match item.action {
+            Action::Create => ImportMode::Create,
+            Action::Update => ImportMode::Update,
+            Action::Delete | Action::Unchanged => return None,
+        };
+        let record = &snapshot[item.snapshot?];
+        lines::import_line(&record.line, mode).ok()
+    });
     let mut out = Passes::default();
-    for item in &plan.items {
+    for (item, prepared) in plan.items.iter().zip(prepared.iter_mut()) {
         match item.action {
             Action::Unchanged => {}
             Action::Delete => {
@@ -90,15 +101,7 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
             Action::Create | Action::Update => {
                 let Some(index) = item.snapshot else { continue };
                 let record = &snapshot[index];
-                let Ok(original) = serde_json::from_slice::<Value>(&record.line) else {
-                    continue;
-                };
-                let mode = if item.action == Action::Create {
-                    ImportMode::Create
-                } else {
-                    ImportMode::Update
-                };
-                let Ok(mut line) = lines::import_line(&record.line, mode) else {
+                let Some(mut line) = prepared.take() else {
                     continue;
                 };
                 if item.action == Action::Update
@@ -111,11 +114,10 @@ pub fn passes(plan: &Plan, snapshot: &[SnapshotRecord], target: &[TargetRecord])
                     out.modules.push(line);
                     continue;
                 }
-                let is_edge = original
-                    .pointer("/capabilities/iotEdge")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                if let Some(parent) = lines::parent_of(&original) {
+                // The canonical form already holds the edge flag and the parent's id (the
+                // export line is parsed once per record, not again here).
+                let is_edge = canonical::is_edge(&record.canonical);
+                if let Some(parent) = canonical::parent(&record.canonical).map(str::to_owned) {
                     match scopes.get(parent.as_str()) {
                         Some(scope) if !deleted.contains(parent.as_str()) => {
                             let keep = line["importMode"].clone();
@@ -255,7 +257,6 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::canonical;
     use crate::restore::plan::{Mode, Scope, plan};
 
     #[allow(

@@ -18,8 +18,19 @@ use crate::diff::Entry;
 
 /// Whether a canonical record carries symmetric keys (`None`: unknown, read without keys).
 pub fn has_keys(line: &Value) -> bool {
-    line.pointer("/authentication/symmetricKey")
+    // `get` chains, not `Value::pointer`, which allocates for every token: these run for every
+    // record of a restore.
+    line.get("authentication")
+        .and_then(|a| a.get("symmetricKey"))
         .is_some_and(|k| !k.is_null())
+}
+
+/// Whether a record's `capabilities.iotEdge` is `true`.
+pub fn is_edge(line: &Value) -> bool {
+    line.get("capabilities")
+        .and_then(|c| c.get("iotEdge"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// Canonical form of an export line (a snapshot record, or a target device read with keys).
@@ -30,13 +41,9 @@ pub fn from_export_line(line: &Value, keys: bool) -> Value {
     copy_ids(line, &mut out);
     if !module {
         copy_status(line, &mut out);
-        let edge = line
-            .pointer("/capabilities/iotEdge")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         out.insert(
             "capabilities".into(),
-            serde_json::json!({ "iotEdge": edge }),
+            serde_json::json!({ "iotEdge": is_edge(line) }),
         );
         copy_scopes(line, &mut out);
     }
@@ -53,6 +60,52 @@ pub fn from_export_line(line: &Value, keys: bool) -> Value {
     Value::Object(out)
 }
 
+/// [`from_export_line`] of a line not needed afterwards: its tags, desired properties and
+/// authentication are moved into the canonical form instead of copied (a restore builds one
+/// for every record of the snapshot and of the target's export).
+pub fn from_export_value(line: Value, keys: bool) -> Value {
+    let Value::Object(mut line) = line else {
+        return from_export_line(&line, keys);
+    };
+    let auth = line.remove("authentication");
+    let tags = line.remove("tags");
+    let desired = match line.get_mut("properties") {
+        Some(Value::Object(p)) => p.remove("desired"),
+        _ => None,
+    };
+    // What is left is small (ids, status, capabilities, scopes): read as before.
+    let rest = Value::Object(line);
+    let mut out = from_export_line(&rest, false);
+    let Value::Object(map) = &mut out else {
+        return out;
+    };
+    let (kind, thumbs, key) = match auth {
+        Some(Value::Object(mut a)) => (
+            a.remove("type"),
+            a.remove("x509Thumbprint"),
+            if keys { a.remove("symmetricKey") } else { None },
+        ),
+        _ => (None, None, None),
+    };
+    insert_auth(map, kind, thumbs, key);
+    if let Some(Value::Object(mut tags)) = tags
+        && !tags.is_empty()
+    {
+        strip_metadata_in_place(&mut tags);
+        map.insert("tags".into(), Value::Object(tags));
+    }
+    if let Some(Value::Object(mut desired)) = desired {
+        strip_metadata_in_place(&mut desired);
+        if !desired.is_empty() {
+            map.insert(
+                "properties".into(),
+                serde_json::json!({ "desired": Value::Object(desired) }),
+            );
+        }
+    }
+    out
+}
+
 /// Canonical form of a twin query item (`SELECT * FROM devices` / `devices.modules`): no keys.
 pub fn from_twin(twin: &Value) -> Value {
     let module = twin.get("moduleId").is_some_and(|m| !m.is_null());
@@ -64,13 +117,9 @@ pub fn from_twin(twin: &Value) -> Value {
         out.insert("moduleId".into(), twin["moduleId"].clone());
     } else {
         copy_status(twin, &mut out);
-        let edge = twin
-            .pointer("/capabilities/iotEdge")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         out.insert(
             "capabilities".into(),
-            serde_json::json!({ "iotEdge": edge }),
+            serde_json::json!({ "iotEdge": is_edge(twin) }),
         );
         copy_scopes(twin, &mut out);
     }
@@ -194,7 +243,7 @@ fn copy_twin(line: &Value, out: &mut Map<String, Value>) {
     {
         out.insert("tags".into(), Value::Object(strip_metadata(tags)));
     }
-    if let Some(Value::Object(desired)) = line.pointer("/properties/desired") {
+    if let Some(Value::Object(desired)) = line.get("properties").and_then(|p| p.get("desired")) {
         let desired = strip_metadata(desired);
         if !desired.is_empty() {
             out.insert(
@@ -216,6 +265,15 @@ fn strip_metadata(map: &Map<String, Value>) -> Map<String, Value> {
             (k.clone(), v)
         })
         .collect()
+}
+
+fn strip_metadata_in_place(map: &mut Map<String, Value>) {
+    map.retain(|k, _| k.as_str() != "$metadata" && k.as_str() != "$version");
+    for v in map.values_mut() {
+        if let Value::Object(m) = v {
+            strip_metadata_in_place(m);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +318,35 @@ mod tests {
             &json!({"symmetricKey":{"primaryKey":"b3RoZXI=","secondaryKey":"c2Vj"}}),
         );
         assert_eq!(aspects(&full, &got), ["keys"]);
+    }
+
+    #[test]
+    fn moving_a_line_into_its_canonical_form_copies_nothing_less() {
+        let mut lines: Vec<Value> = vec![serde_json::from_str(SNAP).unwrap()];
+        lines.push(json!({"id": "cam-7", "status": "disabled", "statusReason": "retired",
+            "authentication": {"symmetricKey": {"primaryKey": null, "secondaryKey": null},
+                "x509Thumbprint": {"primaryThumbprint": "6E5A", "secondaryThumbprint": "0F1E"}, "type": "selfSigned"},
+            "tags": {}, "properties": {"desired": {}, "reported": {}}, "capabilities": {"iotEdge": false}}));
+        lines.push(json!({"id": "gw-1", "moduleId": "filter", "status": "enabled",
+            "authentication": {"symmetricKey": {"primaryKey": "bW9k", "secondaryKey": "c2Vj"}, "type": "sas"},
+            "properties": {"desired": {"threshold": 5}}}));
+        lines.push(json!({"id": "gw-1", "moduleId": "$edgeAgent", "status": "enabled", "authentication": null,
+            "tags": {}, "properties": {"desired": {}, "reported": {}}, "capabilities": {"iotEdge": false}}));
+        lines.push(json!({"id": "m", "moduleId": "x", "authentication": null,
+            "tags": {"a": {"$metadata": {}, "b": 1}, "$version": 2},
+            "properties": {"desired": {"$metadata": {"x": 1}, "$version": 4}}}));
+        lines.push(json!({"id": "e", "capabilities": {"iotEdge": true}, "deviceScope": "ms-azure-iot-edge://e-1",
+            "parentScopes": ["ms-azure-iot-edge://p-7"], "tags": {}, "properties": {"reported": {"r": 1}}}));
+        lines.push(json!("not an object"));
+        for line in &lines {
+            for keys in [true, false] {
+                assert_eq!(
+                    from_export_value(line.clone(), keys),
+                    from_export_line(line, keys),
+                    "{keys}"
+                );
+            }
+        }
     }
 
     #[test]

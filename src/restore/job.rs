@@ -11,16 +11,19 @@
 //!
 //! The log says which lines failed; only those are retried, through the bulk engine, which then
 //! reports each one that still fails with its own code. Edge links follow as in the bulk engine
-//! (they need the scopes the job just generated). Configurations go in the job's configurations
-//! blob (`createOrUpdateIfMatchETag`, the only mode the service has for them); deleting one is
-//! not something a job can do, so `mirror` deletes them through the API afterwards.
+//! (they need the scopes the job just generated) — many of them (`link_job_min`) in a second
+//! import job rather than bulk calls, which wait on the registry throttle one after another.
+//! Configurations go in the job's configurations blob (`createOrUpdateIfMatchETag`, the only
+//! mode the service has for them); deleting one is not something a job can do, so `mirror`
+//! deletes them through the API afterwards.
+//!
+//! Reading the target through an export job (planning's keys, verification) is [`super::export`].
 //!
 //! Must not: decide what to write (the plan and `apply` do), print.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::apply::{self, Kind, Passes, Progress};
@@ -28,10 +31,12 @@ use super::configurations;
 use super::plan::SnapshotRecord;
 use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
 use crate::staging::Staging;
+use crate::store::Store;
 use crate::store::sas::{SasPermissions, redact_sas};
 
 const DEVICES_FILE: &str = "import-devices.txt";
 const CONFIGURATIONS_FILE: &str = "import-configurations.txt";
+const LINKS_FILE: &str = "import-links.txt";
 /// Written by the service at the root of the output container (contract §4.3).
 const ERROR_LOGS: [&str; 2] = ["importErrors.log", "importConfigErrors.log"];
 
@@ -44,6 +49,8 @@ pub enum JobError {
     Staging(#[from] crate::staging::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error("reading the target's export stopped: {0}")]
+    Task(String),
     #[error(
         "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
     )]
@@ -62,6 +69,7 @@ impl JobError {
             JobError::Staging(e) => e.code(),
             JobError::Store(e) => e.code(),
             JobError::Failed { .. } => "restore_job_failed",
+            JobError::Task(_) => "restore_task",
         }
     }
 }
@@ -70,6 +78,8 @@ impl JobError {
 #[derive(Debug, Default)]
 pub struct JobReport {
     pub job_id: Option<String>,
+    /// The second import job that set edge links (many of them), if one ran.
+    pub link_job_id: Option<String>,
     /// Lines the log named as failed, retried through the bulk engine.
     pub retried: usize,
     /// Staging blobs deleted after the job.
@@ -82,7 +92,7 @@ pub struct JobReport {
 pub async fn run(
     client: &HubClient,
     staging: &Staging,
-    poll: &PollPolicy,
+    options: &super::RestoreOptions,
     passes: Passes,
     configs: Option<&configurations::Plan>,
     snapshot: &[SnapshotRecord],
@@ -98,7 +108,7 @@ pub async fn run(
     let result = import(
         client,
         staging,
-        poll,
+        options,
         passes,
         configs,
         snapshot,
@@ -130,7 +140,7 @@ pub async fn cleanup(staging: &Staging) -> Result<usize, JobError> {
 async fn import(
     client: &HubClient,
     staging: &Staging,
-    poll: &PollPolicy,
+    options: &super::RestoreOptions,
     passes: Passes,
     configs: Option<&configurations::Plan>,
     snapshot: &[SnapshotRecord],
@@ -143,13 +153,10 @@ async fn import(
         links,
         deletes,
     } = passes;
+    let poll = &options.poll;
     let lines: Vec<Value> = devices.into_iter().chain(modules).chain(deletes).collect();
     let config_lines = configs.map(config_lines).unwrap_or_default();
     if !lines.is_empty() || !config_lines.is_empty() {
-        staging
-            .store()
-            .put(&staging.object(DEVICES_FILE), ndjson(&lines))
-            .await?;
         let config_blob = if config_lines.is_empty() {
             None
         } else {
@@ -159,52 +166,17 @@ async fn import(
                 .await?;
             Some(staging.blob(CONFIGURATIONS_FILE))
         };
-        let input = staging.job_container_uri(SasPermissions::import_input())?;
-        let output = staging.job_container_uri(SasPermissions::import_output())?;
-        // The job's error logs land at the container root: from here until cleanup, this run
-        // is the container's only importer.
-        staging.lock_imports(poll.interval).await?;
-        let job = JobProperties::import(
-            input.expose(),
-            &staging.blob(DEVICES_FILE),
+        let job_id = import_job(
+            client,
+            staging,
+            poll,
+            DEVICES_FILE,
+            &lines,
             config_blob.as_deref(),
-            output.expose(),
-        );
-        let created = client.create_job(&job).await?;
-        let job_id = created.id().to_owned();
-        report.job_id = Some(job_id.clone());
-        tracing::info!(hub = client.name(), job_id, "import job created");
-        let done = client
-            .wait_for_job(&job_id, poll, |j| {
-                tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "import job");
-            })
-            .await?;
-        if done.status() != JobStatus::Completed {
-            return Err(JobError::Failed {
-                hub: client.name().to_owned(),
-                job_id,
-                status: format!("{:?}", done.status()).to_ascii_lowercase(),
-                reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
-            });
-        }
-        let log = read_log(staging, ERROR_LOGS[0]).await?;
-        let failed = failed_lines(&lines, &log, progress);
-        for (i, line) in lines.iter().enumerate() {
-            if !failed.contains(&i) {
-                apply::count(&mut progress.applied, apply::kind_of(line));
-            }
-        }
-        let retry: Vec<Value> = failed.iter().map(|&i| lines[i].clone()).collect();
-        report.retried = retry.len();
-        if !retry.is_empty() {
-            let kinds: std::collections::HashMap<String, Kind> = retry
-                .iter()
-                .map(|l| (super::bulk::entry_key(l), apply::kind_of(l)))
-                .collect();
-            apply::settle(super::bulk::apply(client, retry).await, progress, |k| {
-                kinds.get(k).copied().unwrap_or(Kind::Update)
-            })?;
-        }
+        )
+        .await?;
+        report.job_id = Some(job_id);
+        report.retried = settle_log(client, staging, &lines, progress, apply::kind_of).await?;
         if let Some(c) = configs {
             let config_log = read_log(staging, ERROR_LOGS[1]).await?;
             let failures = config_log.len();
@@ -218,12 +190,25 @@ async fn import(
             }
         }
     }
+    // Retried and counted: the lines (every key of the restore among them) are done with.
+    super::drop_aside(lines);
     let link_lines = apply::link_lines(client, &links, snapshot, &mut progress.failed).await?;
-    apply::settle(
-        super::bulk::apply(client, link_lines).await,
-        progress,
-        |_| Kind::Link,
-    )?;
+    if link_lines.len() >= options.link_job_min.max(1) {
+        // Many links: a second import job sets them, where bulk calls (100 lines each) would
+        // wait on the registry throttle call after call. Its log is its own: the first job's
+        // was read above and goes first.
+        staging.clear_job_logs().await?;
+        let job_id = import_job(client, staging, poll, LINKS_FILE, &link_lines, None).await?;
+        report.link_job_id = Some(job_id);
+        report.retried +=
+            settle_log(client, staging, &link_lines, progress, |_| Kind::Link).await?;
+    } else {
+        apply::settle(
+            super::bulk::apply(client, link_lines).await,
+            progress,
+            |_| Kind::Link,
+        )?;
+    }
     if let Some(c) = configs {
         let deletes = configurations::Plan {
             delete: c.delete.clone(),
@@ -234,51 +219,37 @@ async fn import(
     Ok(())
 }
 
-const TARGET_EXPORT_FILE: &str = "target-devices.txt";
-
-/// Read the target's keys for `wanted` records with one export job instead of one registry read
-/// each (hubs throttle those to ~100 a minute per unit; a job reads thousands a second). The
-/// export blob holds every key of the target in plaintext: it is read once and deleted with the
-/// run's other staging blobs, on failure too. Returns the job id.
-pub async fn read_target_keys(
+/// Write `lines` to the staging blob `file` and run one import job of it (with the
+/// configurations blob, if any) to its end. Returns the job id; a job that did not complete is
+/// an error.
+async fn import_job(
     client: &HubClient,
     staging: &Staging,
     poll: &PollPolicy,
-    target: &mut [super::plan::TargetRecord],
-    wanted: &[(String, Option<String>)],
+    file: &str,
+    lines: &[Value],
+    config_blob: Option<&str>,
 ) -> Result<String, JobError> {
-    let result = export_keys(client, staging, poll, target, wanted).await;
-    if let Err(e) = staging.cleanup().await {
-        tracing::warn!(
-            "the target's export blob could not be deleted ({e}); the next run of this hub removes it"
-        );
-    }
-    result
-}
-
-async fn export_keys(
-    client: &HubClient,
-    staging: &Staging,
-    poll: &PollPolicy,
-    target: &mut [super::plan::TargetRecord],
-    wanted: &[(String, Option<String>)],
-) -> Result<String, JobError> {
-    let uri = staging.job_container_uri(SasPermissions::export_output())?;
-    let mut job = JobProperties::export(
-        uri.expose(),
-        &staging.blob(TARGET_EXPORT_FILE),
-        &staging.blob("target-configurations.txt"),
+    put_lines(staging.store().as_ref(), &staging.object(file), lines).await?;
+    let input = staging.job_container_uri(SasPermissions::import_input())?;
+    let output = staging.job_container_uri(SasPermissions::import_output())?;
+    // The job's error logs land at the container root: from here until cleanup, this run
+    // is the container's only importer.
+    staging.lock_imports(poll.interval).await?;
+    let job = JobProperties::import(
+        input.expose(),
+        &staging.blob(file),
+        config_blob,
+        output.expose(),
     );
-    job.include_configurations = Some(false);
-    job.configurations_blob_name = None;
     let created = client.create_job(&job).await?;
     let job_id = created.id().to_owned();
-    tracing::info!(
-        hub = client.name(),
-        job_id,
-        "export job reading the target's keys"
-    );
-    let done = client.wait_for_job(&job_id, poll, |_| {}).await?;
+    tracing::info!(hub = client.name(), job_id, file, "import job created");
+    let done = client
+        .wait_for_job(&job_id, poll, |j| {
+            tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "import job");
+        })
+        .await?;
     if done.status() != JobStatus::Completed {
         return Err(JobError::Failed {
             hub: client.name().to_owned(),
@@ -287,61 +258,79 @@ async fn export_keys(
             reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
         });
     }
-    // Streamed chunk by chunk: a big hub's export (keys included) is never held whole, and
-    // never touches the local disk.
-    let mut stream = staging
-        .store()
-        .get(&staging.object(TARGET_EXPORT_FILE))
-        .await?;
-    let wanted: HashSet<(&str, Option<&str>)> = wanted
-        .iter()
-        .map(|(i, m)| (i.as_str(), m.as_deref()))
-        .collect();
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        whole_lines(&mut pending, &chunk?, |line| {
-            fold_key_line(line, &wanted, target);
-        });
-    }
-    fold_key_line(&pending, &wanted, target);
     Ok(job_id)
 }
 
-/// Append `chunk` to `pending` and hand every complete line to `each`; a line cut by the chunk
-/// boundary stays in `pending` for the next chunk (or the end).
-fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8])) {
-    pending.extend_from_slice(chunk);
-    let mut start = 0;
-    while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
-        each(&pending[start..start + n]);
-        start += n + 1;
+/// Count the lines a finished import job applied, and retry the ones its `importErrors.log`
+/// names through the bulk engine (which reports each one that still fails). Returns how many
+/// were retried.
+async fn settle_log(
+    client: &HubClient,
+    staging: &Staging,
+    lines: &[Value],
+    progress: &mut Progress,
+    kind: impl Fn(&Value) -> Kind,
+) -> Result<usize, JobError> {
+    let log = read_log(staging, ERROR_LOGS[0]).await?;
+    let failed = failed_lines(lines, &log, progress);
+    for (i, line) in lines.iter().enumerate() {
+        if !failed.contains(&i) {
+            apply::count(&mut progress.applied, kind(line));
+        }
     }
-    pending.drain(..start);
+    let retry: Vec<Value> = failed.iter().map(|&i| lines[i].clone()).collect();
+    let retried = retry.len();
+    if !retry.is_empty() {
+        let kinds: std::collections::HashMap<String, Kind> = retry
+            .iter()
+            .map(|l| (super::bulk::entry_key(l), kind(l)))
+            .collect();
+        apply::settle(super::bulk::apply(client, retry).await, progress, |k| {
+            kinds.get(k).copied().unwrap_or(Kind::Update)
+        })?;
+    }
+    Ok(retried)
 }
 
-/// Fold the keys of one export line into `target` when it is one of the `wanted` records.
-fn fold_key_line(
-    line: &[u8],
-    wanted: &HashSet<(&str, Option<&str>)>,
-    target: &mut [super::plan::TargetRecord],
-) {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else {
-        return;
+/// Bytes of JSON lines handed to the store at once while the next ones are serialised.
+const PUT_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Write `lines` as JSON lines to `name`, serialising the next chunk while the store uploads the
+/// last one (a big import blob is tens of megabytes: serialising all of it first, then
+/// uploading, did the two one after the other).
+async fn put_lines(store: &dyn Store, name: &str, lines: &[Value]) -> Result<(), JobError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let produce = async move {
+        let mut buf = Vec::with_capacity(PUT_CHUNK + 64 * 1024);
+        for line in lines {
+            // A `Value` always serialises; `to_writer` into a Vec cannot fail on I/O.
+            let _ = serde_json::to_writer(&mut buf, line);
+            buf.push(b'\n');
+            if buf.len() >= PUT_CHUNK {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(PUT_CHUNK + 64 * 1024));
+                if tx.send(Bytes::from(full)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.send(Bytes::from(buf)).await;
+        }
     };
-    let (Some(id), module) = (v["id"].as_str(), v["moduleId"].as_str()) else {
-        return;
+    let consume = async {
+        let mut writer = store.create(name).await?;
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = writer.write(chunk).await {
+                rx.close();
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        }
+        writer.finish().await
     };
-    if !wanted.contains(&(id, module)) {
-        return;
-    }
-    let at = target
-        .binary_search_by(|t| super::plan::order((&t.id, t.module_id.as_deref()), (id, module)));
-    if let Ok(i) = at {
-        let record = &mut target[i];
-        record.canonical =
-            super::canonical::with_keys(record.canonical.clone(), &v["authentication"]);
-        record.keys_known = true;
-    }
+    let ((), written) = tokio::join!(produce, consume);
+    written?;
+    Ok(())
 }
 
 fn ndjson(lines: &[Value]) -> Bytes {
@@ -439,27 +428,22 @@ fn failed_lines(
 mod tests {
     use super::*;
 
-    #[test]
-    fn export_lines_cut_by_chunk_boundaries_arrive_whole() {
-        let text = b"{\"id\":\"a\"}\n{\"id\":\"b\",\"moduleId\":\"m\"}\n{\"id\":\"c\"}";
-        for size in [1, 3, 7, 64] {
-            let mut pending = Vec::new();
-            let mut got: Vec<String> = Vec::new();
-            for chunk in text.chunks(size) {
-                whole_lines(&mut pending, chunk, |l| {
-                    got.push(String::from_utf8_lossy(l).into_owned());
-                });
-            }
-            assert_eq!(
-                got,
-                [r#"{"id":"a"}"#, r#"{"id":"b","moduleId":"m"}"#],
-                "{size}"
-            );
-            assert_eq!(
-                pending, br#"{"id":"c"}"#,
-                "the unterminated last line is left over"
-            );
-        }
+    #[tokio::test]
+    async fn lines_put_in_chunks_arrive_whole_and_in_order() {
+        let store = crate::store::memory::MemoryStore::new();
+        let lines: Vec<Value> = (0..30_000)
+            .map(|i| json!({"id": format!("dev-{i:05}"), "pad": "x".repeat(300)}))
+            .collect();
+        put_lines(&store, "import.txt", &lines).await.unwrap();
+        let got = store.get_bytes("import.txt").await.unwrap();
+        assert!(
+            got.len() > 2 * PUT_CHUNK,
+            "more than one chunk: {}",
+            got.len()
+        );
+        assert_eq!(got, ndjson(&lines));
+        put_lines(&store, "empty.txt", &[]).await.unwrap();
+        assert!(store.get_bytes("empty.txt").await.unwrap().is_empty());
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub fn parent_of(record: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .and_then(scope_device);
     let is_edge = record
-        .pointer("/capabilities/iotEdge")
+        .get("capabilities")
+        .and_then(|c| c.get("iotEdge"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if !is_edge {

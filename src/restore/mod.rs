@@ -9,6 +9,7 @@
 //! | [`canonical`] | the comparable form of snapshot and live records |
 //! | [`plan`] | the pure plan: create / update / delete / unchanged per `(id, moduleId)` |
 //! | [`target`] | reading the live target (twin queries, keys only where needed) |
+//! | [`export`] | reading the target through one export job (its keys, or all of it) |
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
 //! | [`verify`] | re-reading the target after apply; which keys were proven (all or a sample) |
@@ -21,6 +22,7 @@ pub mod apply;
 pub mod bulk;
 pub mod canonical;
 pub mod configurations;
+pub mod export;
 pub mod job;
 pub mod lines;
 pub mod pace;
@@ -63,6 +65,10 @@ pub const JOB_THRESHOLD: usize = 5_000;
 /// From how many key comparisons an export job beats single registry reads (default).
 pub const KEY_READ_JOB_MIN: usize = 2_000;
 
+/// From how many edge links the job engine sets them with a second import job instead of bulk
+/// calls (default; as many lines as make `auto` pick a job).
+pub const LINK_JOB_MIN: usize = JOB_THRESHOLD;
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub mode: Mode,
@@ -77,6 +83,8 @@ pub struct RestoreOptions {
     pub poll: PollPolicy,
     /// From how many key comparisons an export job reads the target's keys (with staging).
     pub key_read_job_min: usize,
+    /// From how many edge links the job engine sets them with a second import job.
+    pub link_job_min: usize,
 }
 
 impl Default for RestoreOptions {
@@ -90,6 +98,7 @@ impl Default for RestoreOptions {
             preflight: true,
             poll: PollPolicy::default(),
             key_read_job_min: KEY_READ_JOB_MIN,
+            link_job_min: LINK_JOB_MIN,
         }
     }
 }
@@ -151,7 +160,44 @@ impl Error {
     }
 }
 
-/// Read a snapshot's device records (canonical, sorted) on a blocking thread.
+/// Up to how many threads the CPU-heavy steps (parsing and canonicalising every record) use.
+const PARALLEL_MAX: usize = 4;
+/// Below this many items one thread does it all.
+const PARALLEL_MIN: usize = 2_048;
+
+/// `f` over `items` on up to [`PARALLEL_MAX`] threads (as many as the machine has), results in
+/// order. A restore parses every record of the snapshot and of the target's export: hundreds of
+/// thousands of JSON lines, each on its own, so the work splits evenly.
+pub(crate) fn in_parallel<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(PARALLEL_MAX);
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Free a large collection on a thread of its own: dropping hundreds of thousands of parsed
+/// records takes a good part of a second that the caller need not wait for. (If no thread can
+/// be started, it is dropped here.)
+pub(crate) fn drop_aside<T: Send + 'static>(big: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop-aside".into())
+        .spawn(move || drop(big));
+}
+
+/// Read a snapshot's device records (canonical, sorted) on blocking threads.
 #[allow(
     clippy::result_large_err,
     reason = "snapshot errors are rare and carry their details"
@@ -165,18 +211,22 @@ pub async fn snapshot_records(
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || -> Result<Vec<plan::SnapshotRecord>, Error> {
         let reader = ObjectReader::open(store.as_ref(), &handle, &m, "devices", &identities)?;
-        let mut out = Vec::new();
-        for r in reader {
-            let r = r?;
+        let raw = reader.collect::<Result<Vec<_>, _>>()?;
+        // Decrypting and splitting is quick; parsing each line is the work, spread over threads.
+        let canonical = in_parallel(&raw, |r| {
             let value: Value = serde_json::from_slice(&r.line).unwrap_or(Value::Null);
-            out.push(plan::SnapshotRecord {
-                canonical: canonical::from_export_line(&value, true),
+            canonical::from_export_value(value, true)
+        });
+        Ok(raw
+            .into_iter()
+            .zip(canonical)
+            .map(|(r, canonical)| plan::SnapshotRecord {
+                canonical,
                 id: r.id,
                 module_id: r.module_id,
                 line: r.line,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?
@@ -219,7 +269,7 @@ pub async fn plan_against(
     match keys.staging {
         Some(staging) if first.needs_keys.len() >= keys.job_min => {
             // Boxed: the export job's future is large, and callers nest this one deep.
-            Box::pin(job::read_target_keys(
+            Box::pin(export::read_target_keys(
                 client,
                 staging,
                 &keys.poll,
@@ -405,7 +455,7 @@ async fn finish(
         let (job_report, result) = job::run(
             client,
             staging,
-            &options.poll,
+            options,
             passes,
             config_plan,
             &records,
@@ -413,6 +463,7 @@ async fn finish(
         )
         .await;
         report.job_id = job_report.job_id;
+        report.link_job_id = job_report.link_job_id;
         let mut said = format!(
             "deleted {} plaintext staging blob(s) of this run from {}",
             job_report.staging_deleted,
@@ -459,12 +510,22 @@ async fn finish(
         report.differences = differences;
         report.keys = Some(found.keys);
     }
+    drop_aside((records, plan, live));
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_work_keeps_the_order() {
+        let items: Vec<usize> = (0..10_000).collect();
+        let doubled: Vec<usize> = items.iter().map(|i| i * 2).collect();
+        assert_eq!(in_parallel(&items, |i| i * 2), doubled);
+        assert_eq!(in_parallel(&items[..3], |i| *i), [0, 1, 2]);
+        assert!(in_parallel(&items[..0], |i| *i).is_empty());
+    }
 
     #[test]
     fn a_stop_says_what_was_already_applied_and_why() {

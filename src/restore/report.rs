@@ -49,6 +49,8 @@ pub struct RestoreReport {
     pub staging: Option<String>,
     /// The import job (job engine).
     pub job_id: Option<String>,
+    /// The second import job that set many edge links (job engine), if one ran.
+    pub link_job_id: Option<String>,
     /// Lines the import job's log named as failed, retried through the bulk engine.
     pub retried: usize,
 }
@@ -76,6 +78,7 @@ impl RestoreReport {
             keys: None,
             staging: None,
             job_id: None,
+            link_job_id: None,
             retried: 0,
         }
     }
@@ -124,6 +127,9 @@ impl RestoreReport {
         if let Some(j) = &self.job_id {
             v["job_id"] = json!(j);
             v["retried"] = json!(self.retried);
+        }
+        if let Some(j) = &self.link_job_id {
+            v["link_job_id"] = json!(j);
         }
         v
     }
@@ -211,6 +217,9 @@ impl RestoreReport {
                 "import job {j}; {} failed line(s) retried through the registry API",
                 self.retried
             );
+        }
+        if let Some(j) = &self.link_job_id {
+            let _ = writeln!(out, "edge links set by import job {j}");
         }
         if self.throttled > 0 {
             let _ = writeln!(

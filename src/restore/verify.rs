@@ -1,21 +1,22 @@
 //! Verification after apply: re-read the target and list what still differs from the snapshot.
 //!
-//! Everything but symmetric keys comes from the twin queries and is compared for every record.
-//! Keys are not in twins, so they need a second read, and how much of the restore that read
-//! covers is said in the report ([`KeyCheck`]) — a user must know what was proven:
+//! Every record is compared on everything a restore carries over; how the keys were read back is
+//! said in the report ([`KeyCheck`]) — a user must know what was proven:
 //!
-//! - staging at hand and many keys: **all** of them through ONE export job of the target
-//!   ([`super::job::read_target_keys`], the reader planning uses; its blob is deleted right after,
-//!   also on failure);
-//! - few keys (≤ [`VERIFY_KEY_READS_MAX`]): **all** of them by single registry reads;
-//! - many keys and no staging (or its export job failed): an evenly spread sample of
-//!   [`VERIFY_KEY_SAMPLE`] single reads, since hubs throttle registry reads hard.
+//! - staging at hand and many records with keys: ONE export job of the target reads it **all**
+//!   ([`super::export::read_target`]; its blob is deleted right after, also on failure). An export
+//!   line holds what a twin read does plus the keys, so no twins are paged;
+//! - otherwise (or when that job failed) twin queries read everything but keys, and keys follow
+//!   for the records only keys could tell apart: **all** of them by single registry reads when
+//!   few (≤ [`VERIFY_KEY_READS_MAX`]), else an evenly spread sample of [`VERIFY_KEY_SAMPLE`],
+//!   since hubs throttle registry reads hard.
 //!
 //! Must not: write to the hub, print.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
+use super::canonical;
 use super::plan::{self, Mode, Scope};
 use super::{Difference, Error, RestoreOptions, target};
 use crate::hub::HubClient;
@@ -133,12 +134,58 @@ pub async fn verify(
     } else {
         Mode::Upsert
     };
+    let with_keys = records
+        .iter()
+        .filter(|r| {
+            scope.includes(&r.id, r.module_id.as_deref()) && canonical::has_keys(&r.canonical)
+        })
+        .count();
+    let mut note = None;
+    if let (KeyWay::ExportJob, Some(staging)) = (
+        key_way(with_keys, staging.is_some(), options.key_read_job_min),
+        staging,
+    ) {
+        // One export job reads everything a twin read would, and every key besides: no paging
+        // of twins, one comparison.
+        match super::export::read_target(client, staging, &options.poll).await {
+            Ok((job_id, live)) => {
+                let after = plan::plan(records, &live, mode, &scope);
+                let differences = differences(&after, conflicts);
+                super::drop_aside((live, after));
+                return Ok(Verification {
+                    differences,
+                    keys: KeyCheck {
+                        checked: with_keys,
+                        of: with_keys,
+                        via: "export-job",
+                        job_id: Some(job_id),
+                        note: None,
+                    },
+                });
+            }
+            Err(e) => {
+                tracing::warn!("the export job reading the target failed: {e}");
+                note = Some(format!(
+                    "the export job reading them failed ({}), so registry reads were used",
+                    e.code()
+                ));
+            }
+        }
+    }
     let mut live = target::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(records, &live, mode, &scope);
-    let keys = read_keys(client, &mut live, &first.needs_keys, staging, options).await?;
+    let keys = read_keys(client, &mut live, &first.needs_keys, note).await?;
     let after = plan::plan(records, &live, mode, &scope);
+    Ok(Verification {
+        differences: differences(&after, conflicts),
+        keys,
+    })
+}
+
+/// What a plan made after apply still wants done: the differences (conflicts left out).
+fn differences(after: &plan::Plan, conflicts: &[String]) -> Vec<Difference> {
     let conflicting: HashSet<&str> = conflicts.iter().map(String::as_str).collect();
-    let differences = after
+    after
         .items
         .iter()
         .filter(|i| i.action != plan::Action::Unchanged && !conflicting.contains(i.id.as_str()))
@@ -147,41 +194,17 @@ pub async fn verify(
             problem: missing_or_extra(i.action),
             aspects: i.aspects.iter().map(|a| a.as_str()).collect(),
         })
-        .collect();
-    Ok(Verification { differences, keys })
+        .collect()
 }
 
-/// Read the keys of `needed` into `live` the way [`key_way`] picks; an export job that fails
-/// falls back to registry reads, and the report says so.
+/// Read the keys of `needed` into `live` by single registry reads: all of them when few, else an
+/// evenly spread sample. `note` says why no export job read them (it failed).
 async fn read_keys(
     client: &HubClient,
     live: &mut [plan::TargetRecord],
     needed: &[(String, Option<String>)],
-    staging: Option<&Staging>,
-    options: &RestoreOptions,
+    note: Option<String>,
 ) -> Result<KeyCheck, Error> {
-    let mut note = None;
-    let way = key_way(needed.len(), staging.is_some(), options.key_read_job_min);
-    if let (KeyWay::ExportJob, Some(staging)) = (way, staging) {
-        match super::job::read_target_keys(client, staging, &options.poll, live, needed).await {
-            Ok(job_id) => {
-                return Ok(KeyCheck {
-                    checked: needed.len(),
-                    of: needed.len(),
-                    via: "export-job",
-                    job_id: Some(job_id),
-                    note: None,
-                });
-            }
-            Err(e) => {
-                tracing::warn!("the export job reading the target's keys failed: {e}");
-                note = Some(format!(
-                    "the export job reading them failed ({}), so registry reads were used",
-                    e.code()
-                ));
-            }
-        }
-    }
     let chosen: Vec<_> = if needed.len() <= VERIFY_KEY_READS_MAX {
         needed.to_vec()
     } else {
@@ -216,6 +239,83 @@ fn missing_or_extra(a: plan::Action) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot_record(line: &serde_json::Value) -> plan::SnapshotRecord {
+        plan::SnapshotRecord {
+            id: line["id"].as_str().unwrap().into(),
+            module_id: line["moduleId"].as_str().map(str::to_owned),
+            line: serde_json::to_vec(line).unwrap(),
+            canonical: canonical::from_export_line(line, true),
+        }
+    }
+
+    #[test]
+    fn the_targets_export_alone_shows_a_wrong_key_a_missing_device_and_a_changed_tag() {
+        use serde_json::json;
+        let device = |id: &str, key: &str, site: &str| {
+            json!({"id": id, "eTag": "MQ==", "status": "enabled",
+                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": "c2Vj"},
+                    "x509Thumbprint": {"primaryThumbprint": null, "secondaryThumbprint": null}},
+                "twinETag": "AAAAAAAAAAE=", "tags": {"site": site},
+                "properties": {"desired": {"x": 1}, "reported": {"fw": "1"}},
+                "capabilities": {"iotEdge": false}})
+        };
+        let module = json!({"id": "a", "moduleId": "m", "status": "enabled",
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "bW9k", "secondaryKey": "c2Vj"}}});
+        let wanted: Vec<_> = [
+            device("a", "cHJp", "p7"),
+            module.clone(),
+            device("b", "cHJp", "p7"),
+            device("c", "cHJp", "p7"),
+            device("d", "cHJp", "p7"),
+        ]
+        .iter()
+        .map(snapshot_record)
+        .collect();
+        // The target's export as the hub wrote it: its own etags and reported properties, a
+        // system module, a comment line, in its own order, CRLF; `b` has another key, `c` is
+        // missing, `d` another tag, and `e` is extra.
+        let mut other_etag = device("a", "cHJp", "p7");
+        other_etag["eTag"] = json!("OTk=");
+        other_etag["properties"]["reported"] = json!({"fw": "2"});
+        let system = json!({"id": "a", "moduleId": "$edgeAgent", "status": "enabled", "authentication": null});
+        let text = [
+            "exported with keys".to_owned(),
+            device("d", "cHJp", "p8").to_string(),
+            device("b", "b3RoZXI=", "p7").to_string(),
+            system.to_string(),
+            module.to_string(),
+            other_etag.to_string(),
+            device("e", "cHJp", "p7").to_string(),
+        ]
+        .join("\r\n");
+        let mut live: Vec<_> = text
+            .split('\n')
+            .filter_map(|l| super::super::export::export_record(l.as_bytes()))
+            .collect();
+        live.sort_by(|x, y| {
+            plan::order(
+                (&x.id, x.module_id.as_deref()),
+                (&y.id, y.module_id.as_deref()),
+            )
+        });
+        assert_eq!(live.len(), 5, "no comment, no system module: {live:?}");
+        assert!(live.iter().all(|r| r.keys_known));
+        let found = |mode| {
+            differences(&plan::plan(&wanted, &live, mode, &Scope::default()), &[])
+                .iter()
+                .map(|d| format!("{} {} {}", d.id, d.problem, d.aspects.join(",")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found(Mode::Upsert),
+            ["b differs keys", "c missing ", "d differs tags"]
+        );
+        assert_eq!(
+            found(Mode::Mirror),
+            ["b differs keys", "c missing ", "d differs tags", "e extra "]
+        );
+    }
 
     #[test]
     fn staging_reads_every_key_through_a_job_once_enough_are_needed() {

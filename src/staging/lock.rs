@@ -155,35 +155,45 @@ pub(super) async fn acquire(
     })
 }
 
-/// Delete the job logs and end the lock (the lock blob goes with its lease). Returns how many
-/// logs were deleted.
-pub(super) async fn release(held: Held, local: &dyn crate::store::Store) -> super::Result<usize> {
+/// Delete the job logs (while holding the lock: they are this run's). Returns how many.
+pub(super) async fn delete_logs(
+    held: &Held,
+    local: &dyn crate::store::Store,
+) -> super::Result<usize> {
     let mut deleted = 0;
-    match held {
-        Held::Lease {
-            store,
-            lease_id,
-            renew,
-        } => {
-            renew.abort();
-            for log in JOB_LOGS {
+    for log in JOB_LOGS {
+        match held {
+            Held::Lease { store, .. } => {
                 if store.read_root(log).await?.is_some() {
                     store.delete_root(log, None).await?;
                     deleted += 1;
                 }
             }
-            if let Err(e) = store.delete_root(IMPORT_LOCK, Some(&lease_id)).await {
-                let _ = store.release_root_lease(IMPORT_LOCK, &lease_id).await;
-                return Err(e.into());
-            }
-        }
-        Held::Local => {
-            for log in JOB_LOGS {
+            Held::Local => {
                 if local.head(log).await?.is_some() {
                     local.delete(log).await?;
                     deleted += 1;
                 }
             }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete the job logs and end the lock (the lock blob goes with its lease). Returns how many
+/// logs were deleted.
+pub(super) async fn release(held: Held, local: &dyn crate::store::Store) -> super::Result<usize> {
+    let deleted = delete_logs(&held, local).await?;
+    if let Held::Lease {
+        store,
+        lease_id,
+        renew,
+    } = held
+    {
+        renew.abort();
+        if let Err(e) = store.delete_root(IMPORT_LOCK, Some(&lease_id)).await {
+            let _ = store.release_root_lease(IMPORT_LOCK, &lease_id).await;
+            return Err(e.into());
         }
     }
     Ok(deleted)

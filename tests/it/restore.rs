@@ -708,6 +708,40 @@ async fn job_engine_restores_through_staging_and_leaves_it_empty() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_edge_links_are_set_by_a_second_import_job() {
+    let Some(cs) = azurite() else { return };
+    let mut f = Fixture::with_staging(150, &cs).await;
+    f.snapshot().await;
+    f.env.push(("HUBVAULT_LINK_JOB_MIN".into(), "1".into()));
+    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(doc["applied"]["links"].as_u64().unwrap() > 0, "{doc}");
+    assert!(doc["link_job_id"].is_string(), "{doc}");
+    assert_ne!(doc["link_job_id"], doc["job_id"]);
+    assert_eq!(doc["failed"], json!([]));
+    assert_eq!(doc["verified"], true);
+    let jobs: Value = serde_json::from_str(
+        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
+            .await,
+    )
+    .unwrap();
+    let imports = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["type"] == "import" && j["status"] == "completed")
+        .count();
+    assert_eq!(imports, 2, "{jobs}");
+    // Judged by what the hub holds: every child points at its parent's new scope.
+    assert_same_registry(&f).await;
+    assert!(
+        f.staging_blobs().await.is_empty(),
+        "staging: {:?}",
+        f.staging_blobs().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_half_way_is_reported_and_a_rerun_completes() {
     let Some(cs) = azurite() else { return };
     let f = Fixture::with_staging(200, &cs).await;
