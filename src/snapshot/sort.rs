@@ -5,14 +5,14 @@
 //! the first line. When the order breaks, [`sort_into`] returns [`Sorted::Restart`]; the caller
 //! discards that output and runs again with streaming off (the export is a file, so reading it
 //! twice is cheap; a shuffled export breaks order within its first lines). Without streaming,
-//! records are buffered up to a budget ([`SortOptions::run_bytes`]): input that fits is sorted
-//! in memory, otherwise each full buffer is sorted and spilled as a *run*, and runs are merged
-//! k-way at the end.
+//! records are buffered up to half a budget ([`SortOptions::run_bytes`]): input that fits is
+//! sorted in memory, otherwise each full buffer is handed to a spilling thread that sorts it
+//! and writes it as a *run* while the next buffer fills, and runs are merged k-way at the end.
 //!
-//! Spilled runs hold device keys, so they are encrypted (age) to a throw-away X25519 key that
-//! exists only in this process's memory: plaintext never touches the disk, and a run left
-//! behind by a killed process is unreadable.
-//! The temp folder is removed when the sort ends.
+//! Spilled runs hold device keys, so they are encrypted (AES-256-GCM, [`cipher`]) with a
+//! throw-away key per run that exists only in this process's memory: plaintext never touches
+//! the disk, and a run left behind by a killed process is unreadable. The temp folder is
+//! removed when the sort ends.
 //!
 //! Duplicates `(id, moduleId)` are adjacent once sorted, so one comparison with the previous
 //! output record finds them all.
@@ -32,20 +32,21 @@ mod cipher;
 mod runs;
 
 /// Runs merged at once; more are merged in rounds (only as many as needed, see `open_runs`).
-/// Each open run costs ~170 KiB (age's two 64 KiB chunk buffers and two small read buffers;
-/// runs are not compressed, so no zstd decoder) next to the archive's encoder: 64 runs cost
-/// about what 32 compressed runs did, and a million devices (~60 runs of 16 MiB) merge in one
-/// round instead of two.
-const MAX_FAN_IN: usize = 64;
+/// Each open run costs ~100 KiB (a 64 KiB chunk buffer and a 16 KiB read buffer; runs are not
+/// compressed, so no zstd decoder) next to the archive's encoder, and the sort's buffers are
+/// gone by then: 128 runs cost ~13 MiB, and a million devices (~130 runs of 8 MiB) merge in
+/// one round plus a small one.
+const MAX_FAN_IN: usize = 128;
 /// Name prefix of spill folders.
 const SPILL_PREFIX: &str = "hubvault-sort-";
-/// Default memory budget for one run of buffered records.
+/// Default memory budget for buffered records: two buffers of half of it (one filling, one
+/// being spilled), so runs are half of it.
 pub const DEFAULT_RUN_BYTES: usize = 16 * 1024 * 1024;
 
 /// Sort settings.
 #[derive(Clone)]
 pub struct SortOptions {
-    /// Memory budget for buffered records before a run is spilled.
+    /// Memory budget for buffered records: two buffers of half of it, so runs of half of it.
     pub run_bytes: usize,
     /// Where spilled runs go (default: the system temp folder).
     pub temp_dir: Option<PathBuf>,
@@ -90,30 +91,30 @@ where
     if streaming {
         return stream(records, file, out);
     }
+    // Two buffers of half the budget each: while the spilling thread sorts and writes one,
+    // this thread fills the other (and the parser goes on feeding it).
+    let half = (options.run_bytes / 2).max(1);
     let mut buf: Vec<Record> = Vec::new();
     let mut bytes = 0usize;
-    let mut spill: Option<Spill> = None;
+    let mut spiller: Option<Spiller> = None;
     let mut total = 0u64;
     for rec in records {
         let rec = rec?;
         total += 1;
         bytes += rec.footprint();
         buf.push(rec);
-        if bytes < options.run_bytes {
+        if bytes < half {
             continue;
         }
-        let spill = match &mut spill {
+        let spiller = match &mut spiller {
             Some(s) => s,
-            None => spill.insert(Spill::new(options)?),
+            None => spiller.insert(Spiller::start(Spill::new(options)?, file)?),
         };
-        sort_checked(&mut buf, file)?;
-        spill.write_run(&buf)?;
-        // Free the records' memory, keep the vector's slots for the next run.
-        buf.clear();
+        spiller.hand_over(&mut buf)?;
         bytes = 0;
     }
-    sort_checked(&mut buf, file)?;
-    let Some(mut spill) = spill else {
+    let Some(mut spiller) = spiller else {
+        sort_checked(&mut buf, file)?;
         for rec in &buf {
             emit(out, rec)?;
         }
@@ -123,11 +124,12 @@ where
         });
     };
     // Spill the last buffer too: the merge then holds one small reader per run instead of a
-    // whole buffer, which keeps the peak memory at one buffer *or* the merge, not both.
+    // whole buffer, which keeps the peak memory at the buffers *or* the merge, not both.
     if !buf.is_empty() {
-        spill.write_run(&buf)?;
+        spiller.hand_over(&mut buf)?;
     }
     drop(buf);
+    let spill = spiller.finish()?;
     let runs_spilled = spill.runs();
     tracing::debug!(
         runs = runs_spilled,
@@ -140,6 +142,82 @@ where
         records: total,
         runs_spilled,
     })
+}
+
+/// Sorting and writing runs on a thread of its own. At most two buffers exist: the one the
+/// thread is spilling and the one being filled (the hand-over waits for the thread).
+struct Spiller {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
+    /// Emptied buffers coming back, to keep their slots.
+    back: std::sync::mpsc::Receiver<Vec<Record>>,
+    thread: Option<std::thread::JoinHandle<Result<Spill, Error>>>,
+}
+
+impl Spiller {
+    fn start(mut spill: Spill, file: &str) -> Result<Self, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(0);
+        let (back_tx, back) = std::sync::mpsc::sync_channel(1);
+        let file = file.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("hubvault-spill".into())
+            .spawn(move || {
+                for mut buf in rx {
+                    sort_checked(&mut buf, &file)?;
+                    spill.write_run(&buf)?;
+                    // Free the records' memory, keep the vector's slots.
+                    buf.clear();
+                    let _ = back_tx.try_send(buf);
+                }
+                Ok(spill)
+            })
+            .map_err(Error::Spill)?;
+        Ok(Spiller {
+            tx: Some(tx),
+            back,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hand `buf` over to be spilled (waiting while the previous one is) and leave an empty
+    /// buffer in its place.
+    fn hand_over(&mut self, buf: &mut Vec<Record>) -> Result<(), Error> {
+        let empty = self.back.try_recv().unwrap_or_default();
+        let full = std::mem::replace(buf, empty);
+        let sent = self.tx.as_ref().map(|tx| tx.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its error says why.
+            _ => Err(self.join().err().unwrap_or_else(|| {
+                Error::Spill(std::io::Error::other("the spilling thread stopped"))
+            })),
+        }
+    }
+
+    /// Wait for the last run and hand back the spilled runs.
+    fn finish(mut self) -> Result<Spill, Error> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<Spill, Error> {
+        self.tx.take();
+        let thread = self.thread.take().ok_or_else(|| {
+            Error::Spill(std::io::Error::other("the spilling thread already ended"))
+        })?;
+        match thread.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Spiller {
+    fn drop(&mut self) {
+        // An early return (an error upstream): stop the thread and wait for it, so its runs
+        // are gone with the folder before the caller goes on.
+        if self.thread.is_some() && !std::thread::panicking() {
+            let _ = self.join();
+        }
+    }
 }
 
 /// Pass records through while they come in order.
