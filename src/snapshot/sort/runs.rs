@@ -11,7 +11,7 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -85,10 +85,8 @@ impl Spill {
     fn read_run((path, key): &Run) -> Result<Source, Error> {
         let f = File::open(path).map_err(Error::Spill)?;
         let plain = ChunkReader::new(key, f).map_err(Error::Spill)?;
-        let reader: Box<dyn Read> = Box::new(plain);
-        Ok(Box::new(RunReader {
-            r: BufReader::with_capacity(16 * 1024, reader),
-        }))
+        // The reader holds a whole decrypted chunk: no second buffer in front of it.
+        Ok(Box::new(RunReader { r: plain }))
     }
 
     /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources. Merged runs go to the
@@ -208,7 +206,7 @@ fn write_bytes<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
 }
 
 struct RunReader {
-    r: BufReader<Box<dyn Read>>,
+    r: ChunkReader<File>,
 }
 
 impl RunReader {
