@@ -32,10 +32,10 @@ mod cipher;
 mod runs;
 
 /// Runs merged at once; more are merged in rounds (only as many as needed, see `open_runs`).
-/// Each open run costs ~100 KiB (a 64 KiB chunk buffer and a 16 KiB read buffer; runs are not
-/// compressed, so no zstd decoder) next to the archive's encoder, and the sort's buffers are
-/// gone by then: 128 runs cost ~13 MiB, and a million devices (~130 runs of 8 MiB) merge in
-/// one round plus a small one.
+/// Each open run costs ~20 KiB (one 16 KiB decrypted chunk; runs are not compressed, so no
+/// zstd decoder) next to the archive's encoder, and the sort's buffers are gone by then: 128
+/// runs cost ~3 MiB, and a million devices (~130 runs of 8 MiB) merge in one round plus a
+/// small one.
 const MAX_FAN_IN: usize = 128;
 /// Name prefix of spill folders.
 const SPILL_PREFIX: &str = "hubvault-sort-";

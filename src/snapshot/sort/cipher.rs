@@ -1,4 +1,4 @@
-//! Encryption of spilled runs: AES-256-GCM over 64 KiB chunks, each chunk's nonce its number
+//! Encryption of spilled runs: AES-256-GCM over 16 KiB chunks, each chunk's nonce its number
 //! and a last-chunk flag (the STREAM construction, as age's payload uses), under a key made
 //! for one run that exists only in this process's memory.
 //!
@@ -14,8 +14,9 @@ use std::io::{self, Read, Write};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
-/// Plaintext bytes per chunk.
-const CHUNK: usize = 64 * 1024;
+/// Plaintext bytes per chunk. A reader holds one chunk, and the merge holds up to 128 readers:
+/// 16 KiB keeps that at 2 MiB, where 64 KiB chunks cost 8 MiB for no measurable speed.
+const CHUNK: usize = 16 * 1024;
 /// The GCM tag after each chunk.
 const TAG: usize = 16;
 

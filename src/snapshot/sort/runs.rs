@@ -11,7 +11,7 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,7 +56,9 @@ impl Spill {
         self.next_name += 1;
         let key = RunKey::generate().map_err(Error::Spill)?;
         let file = File::create(&path).map_err(Error::Spill)?;
-        let w = ChunkWriter::new(&key, file).map_err(Error::Spill)?;
+        // Chunks are small (see `cipher`): buffer them into larger writes.
+        let w = ChunkWriter::new(&key, BufWriter::with_capacity(256 * 1024, file))
+            .map_err(Error::Spill)?;
         let hook = if self.runs.is_empty() {
             self.hook.take()
         } else {
@@ -125,7 +127,7 @@ impl Spill {
 /// One run being written.
 struct RunWriter {
     run: Run,
-    w: ChunkWriter<File>,
+    w: ChunkWriter<BufWriter<File>>,
     hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -142,6 +144,8 @@ impl RunWriter {
 
     fn pause(&mut self) {
         if let Some(hook) = self.hook.take() {
+            // The sealed chunks so far reach the file, so the pause shows a half-written run.
+            let _ = self.w.flush();
             hook();
         }
     }
