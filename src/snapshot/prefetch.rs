@@ -7,7 +7,7 @@
 //! thread live in that thread's malloc arena, and the memory a sort frees there is not reused
 //! by the merge that follows on the consumer's thread — the peak would be the buffer *plus*
 //! the merge. Batch buffers go back to the parsing thread for reuse, so what this adds to
-//! memory is fixed: `DEPTH + 2` batches of about [`BATCH_BYTES`].
+//! memory is fixed: `DEPTH + 2` batches of about `BATCH_BYTES`.
 //!
 //! Must not: reorder, drop or invent records, or yield anything after the first error.
 

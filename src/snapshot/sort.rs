@@ -9,7 +9,7 @@
 //! sorted in memory, otherwise each full buffer is handed to a spilling thread that sorts it
 //! and writes it as a *run* while the next buffer fills, and runs are merged k-way at the end.
 //!
-//! Spilled runs hold device keys, so they are encrypted (AES-256-GCM, [`cipher`]) with a
+//! Spilled runs hold device keys, so they are encrypted (AES-256-GCM, module `cipher`) with a
 //! throw-away key per run that exists only in this process's memory: plaintext never touches
 //! the disk, and a run left behind by a killed process is unreadable. The temp folder is
 //! removed when the sort ends.

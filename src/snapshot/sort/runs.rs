@@ -1,4 +1,4 @@
-//! Spilled runs of the external sort: sorted records framed and encrypted ([`cipher`]: a
+//! Spilled runs of the external sort: sorted records framed and encrypted (`cipher`: a
 //! throw-away key per run, held only in memory), in a temp folder that is removed when the
 //! sort ends.
 //!
