@@ -7,16 +7,15 @@
 //! Findings are data (`problems`), not errors; errors are reserved for "cannot check" (the
 //! store is unreachable, or the identity does not fit).
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::io::{self, BufRead as _, BufReader, Read};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::pipeline::bridge::StreamReader;
+use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};
 use crate::snapshot::catalog;
 use crate::snapshot::manifest::DEVICES;
@@ -138,12 +137,16 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// The hashing reader is shared so it can be drained and read out after the decoder is done.
-struct Shared<R>(Rc<RefCell<Hashing<R>>>);
+/// The hashing reader is shared so it can be drained and read out after the decoder is done
+/// (the decoder runs on a read-ahead thread, hence the mutex; it is never contended).
+struct Shared<R>(Arc<Mutex<Hashing<R>>>);
 
 impl<R: Read> Read for Shared<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.borrow_mut().read(buf)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(buf)
     }
 }
 
@@ -153,7 +156,7 @@ fn read_object(
     object: &ObjectEntry,
     ids: Option<&Identities>,
 ) -> Result<Vec<String>, Error> {
-    let hashing = Rc::new(RefCell::new(Hashing {
+    let hashing = Arc::new(Mutex::new(Hashing {
         inner: reader,
         hasher: Sha256::new(),
         bytes: 0,
@@ -161,7 +164,12 @@ fn read_object(
     let mut problems = Vec::new();
     if let Some(ids) = ids {
         match pipeline::open(Shared(hashing.clone()), ids) {
-            Ok(plain) => problems.extend(check_records(plain, m, object)),
+            // Decrypting and decompressing run a few blocks ahead, on a thread of their own,
+            // while this one checks the records.
+            Ok(plain) => match ReadAhead::spawn(plain) {
+                Ok(ahead) => problems.extend(check_records(ahead, m, object)),
+                Err(e) => problems.push(format!("cannot start reading: {e}")),
+            },
             Err(pipeline::Error::WrongKey) => {
                 return Err(Error::WrongKey {
                     snapshot: m.id.clone(),
@@ -176,10 +184,11 @@ fn read_object(
         problems.push(format!("cannot read: {e}"));
         return Ok(problems);
     }
-    let hashing = Rc::try_unwrap(hashing)
+    let hashing = Arc::try_unwrap(hashing)
         .ok()
         .expect("readers are gone")
-        .into_inner();
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let sha = pipeline::hex(&hashing.hasher.finalize());
     if sha != object.sha256 {
         problems.insert(

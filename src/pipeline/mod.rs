@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod handoff;
 mod open;
+pub mod read_ahead;
 mod seal;
 
 pub use open::{Identities, Opened, open};
