@@ -476,7 +476,7 @@ impl SealJob {
                         count(&mut counts, r.module_id.is_some(), r.edge);
                     }
                 });
-                sort_into(counted, &display, &mut out, &self.sort, false).map_err(Error::from)
+                sort_into(counted, &display, &mut out, &self.sort).map_err(Error::from)
             });
         counts.skipped = lines.skipped();
         let records = match sorted {

@@ -1,11 +1,11 @@
 //! External merge sort of records by `(id, moduleId)`, in bounded memory.
 //!
-//! A sort is tried **streaming** first: records pass straight to the output while they come in
-//! order, so an export already sorted costs no buffer and no spill, and compression starts with
-//! the first line. When the order breaks, [`sort_into`] returns [`Sorted::Restart`]; the caller
-//! discards that output and runs again with streaming off (the export is a file, so reading it
-//! twice is cheap; a shuffled export breaks order within its first lines). Without streaming,
-//! records are buffered up to half a budget ([`SortOptions::run_bytes`]): input that fits is
+//! A sort is tried **streaming** first ([`stream_borrowed`]): records pass straight to the
+//! output while they come in order, so an export already sorted costs no buffer and no spill,
+//! and compression starts with the first line. When the order breaks, it returns
+//! [`Sorted::Restart`]; the caller discards that output and runs [`sort_into`] (the export is a
+//! file, so reading it twice is cheap; a shuffled export breaks order within its first lines).
+//! There, records are buffered up to half a budget ([`SortOptions::run_bytes`]): input that fits is
 //! sorted in memory, otherwise each full buffer is handed to a spilling thread that sorts it
 //! and writes it as a *run* while the next buffer fills, and runs are merged k-way at the end.
 //!
@@ -69,28 +69,22 @@ impl Default for SortOptions {
 pub enum Sorted {
     /// All records were written in order.
     Done { records: u64, runs_spilled: usize },
-    /// Streaming began but the input's order broke: discard the output, run again with
-    /// `streaming: false`.
+    /// Streaming began but the input's order broke: discard the output and use [`sort_into`].
     Restart,
 }
 
 /// Write `records` sorted into `out`, each line followed by `\n`. `file` names the source in
-/// messages. With `streaming`, records pass straight through while in order (see the module
-/// docs); the first out-of-order record ends the pass with [`Sorted::Restart`].
+/// messages.
 pub fn sort_into<I, W>(
     records: I,
     file: &str,
     out: &mut W,
     options: &SortOptions,
-    streaming: bool,
 ) -> Result<Sorted, Error>
 where
     I: Iterator<Item = Result<Record, Error>>,
     W: Write,
 {
-    if streaming {
-        return stream(records, file, out);
-    }
     // Two buffers of half the budget each: while the spilling thread sorts and writes one,
     // this thread fills the other (and the parser goes on feeding it).
     let half = (options.run_bytes / 2).max(1);
@@ -220,36 +214,9 @@ impl Drop for Spiller {
     }
 }
 
-/// Pass records through while they come in order.
-fn stream<I, W>(records: I, file: &str, out: &mut W) -> Result<Sorted, Error>
-where
-    I: Iterator<Item = Result<Record, Error>>,
-    W: Write,
-{
-    let mut total = 0;
-    let mut last: Option<Record> = None;
-    for rec in records {
-        let rec = rec?;
-        total += 1;
-        if let Some(last) = &last {
-            match last.key_cmp(&rec) {
-                Ordering::Less => {}
-                Ordering::Equal => return Err(duplicate(file, last, &rec)),
-                Ordering::Greater => return Ok(Sorted::Restart),
-            }
-        }
-        emit(out, &rec)?;
-        last = Some(rec);
-    }
-    Ok(Sorted::Done {
-        records: total,
-        runs_spilled: 0,
-    })
-}
-
-/// The streaming pass of [`sort_into`] over records borrowed from their batches
-/// ([`Prefetched::next_ref`]): the same outcome, without making a record per line. `seen`
-/// is called for each record passed through.
+/// The streaming pass: records borrowed from their batches ([`Prefetched::next_ref`]) pass
+/// straight to `out` while they come in order, none of them made; the first out-of-order
+/// record ends it with [`Sorted::Restart`]. `seen` is called for each record passed through.
 pub fn stream_borrowed<W: Write>(
     records: &mut Prefetched,
     file: &str,
