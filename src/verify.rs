@@ -8,7 +8,7 @@
 //! store is unreachable, or the identity does not fit).
 
 use std::cmp::Ordering;
-use std::io::{self, BufRead as _, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -19,7 +19,7 @@ use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};
 use crate::snapshot::catalog;
 use crate::snapshot::manifest::DEVICES;
-use crate::snapshot::record::{Line, Record, classify};
+use crate::snapshot::record::{self, Line, Record, classify};
 use crate::snapshot::{Header, Manifest, ObjectEntry};
 use crate::store::{self, Store};
 
@@ -209,7 +209,7 @@ fn check_records(plain: impl Read, m: &Manifest, object: &ObjectEntry) -> Vec<St
     let mut line = Vec::new();
     let mut read_line = |line: &mut Vec<u8>| -> io::Result<bool> {
         line.clear();
-        let n = r.read_until(b'\n', line)?;
+        let n = record::read_line(&mut r, line)?;
         if line.last() == Some(&b'\n') {
             line.pop();
         }

@@ -20,22 +20,15 @@ pub struct Opened<R: Read> {
 /// Open a sealed stream. A stream sealed to other recipients fails with [`Error::WrongKey`];
 /// damage found later (a flipped byte, a cut-off end) surfaces as an `io::Error` while reading.
 pub fn open<R: Read>(reader: R, identities: &Identities) -> Result<Opened<R>, Error> {
-    open_with_buffer(reader, identities, zstd::zstd_safe::DCtx::in_size())
-}
-
-/// [`open`] with a given input buffer size for the decoder.
-fn open_with_buffer<R: Read>(
-    reader: R,
-    identities: &Identities,
-    buffer_bytes: usize,
-) -> Result<Opened<R>, Error> {
     let decryptor = age::Decryptor::new(reader).map_err(map_decrypt)?;
     let plain = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(map_decrypt)?;
-    let mut decoder =
-        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(buffer_bytes, plain))
-            .map_err(Error::Zstd)?;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+        zstd::zstd_safe::DCtx::in_size(),
+        plain,
+    ))
+    .map_err(Error::Zstd)?;
     // Archives use at most the level-3 window; accept up to 2^27 so tuned writers still open.
     decoder.window_log_max(27).map_err(Error::Zstd)?;
     Ok(Opened {

@@ -27,6 +27,13 @@ pub struct Fields<'a> {
     pub iot_edge: Option<bool>,
 }
 
+impl Fields<'_> {
+    /// An edge device: a device line (not a module) with `capabilities.iotEdge: true`.
+    pub fn edge(&self) -> bool {
+        self.module_id.is_none() && self.iot_edge.unwrap_or(false)
+    }
+}
+
 /// Why a line is not an acceptable record. Columns are 1-based byte positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {

@@ -64,7 +64,7 @@ impl Batch {
         };
         self.parsed.push(Parsed {
             line: base..self.bytes.len(),
-            edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
+            edge: fields.edge(),
             id: text(fields.id),
             module_id: fields.module_id.map(text),
             line_no,

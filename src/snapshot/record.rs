@@ -34,6 +34,17 @@ impl Record {
         })
     }
 
+    /// The record of a line the scanner accepted (copied).
+    pub fn from_fields(line: &[u8], line_no: u64, fields: json_line::Fields<'_>) -> Record {
+        Record {
+            edge: fields.edge(),
+            id: fields.id.into_owned(),
+            module_id: fields.module_id.map(Cow::into_owned),
+            line: line.to_vec(),
+            line_no,
+        }
+    }
+
     /// `id` or `id/moduleId`, as shown to users.
     pub fn key_display(&self) -> String {
         match &self.module_id {
@@ -76,13 +87,7 @@ pub enum Line {
 pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
     Ok(match check(line, line_no, file)? {
         None => Line::Skipped,
-        Some(fields) => Line::Record(Record {
-            edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
-            id: fields.id.into_owned(),
-            module_id: fields.module_id.map(Cow::into_owned),
-            line: line.to_vec(),
-            line_no,
-        }),
+        Some(fields) => Line::Record(Record::from_fields(line, line_no, fields)),
     })
 }
 
@@ -113,7 +118,7 @@ pub(super) fn check<'a>(
 
 /// `BufRead::read_until(b'\n')`, with the `memchr` crate's vectorised search (std's is a
 /// word-at-a-time loop, a few percent of a backup's CPU time on 1 KB lines).
-fn read_line<R: BufRead>(reader: &mut R, out: &mut Vec<u8>) -> std::io::Result<usize> {
+pub fn read_line<R: BufRead>(reader: &mut R, out: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut read = 0;
     loop {
         let available = match reader.fill_buf() {
@@ -234,13 +239,7 @@ impl<R: BufRead> Iterator for Lines<R> {
     fn next(&mut self) -> Option<Self::Item> {
         let mut record = None;
         let more = self.next_with(|line, line_no, fields| {
-            record = Some(Record {
-                edge: fields.module_id.is_none() && fields.iot_edge.unwrap_or(false),
-                id: fields.id.into_owned(),
-                module_id: fields.module_id.map(Cow::into_owned),
-                line: line.to_vec(),
-                line_no,
-            });
+            record = Some(Record::from_fields(line, line_no, fields));
         });
         match more {
             Ok(true) => record.map(Ok),
