@@ -20,6 +20,10 @@ pub struct SealOptions {
     /// 3). Smaller jobs start the workers sooner and need less memory for in-flight jobs; at
     /// 2 MiB the stored size stays within 1 % of the default (measured on synthetic twins).
     pub job_bytes: Option<u32>,
+    /// How much of the previous job each multithreaded job sees, as zstd's `overlapLog` (1 = none,
+    /// 9 = a whole window); `None` keeps zstd's default (6 at level 3: 256 KiB, an eighth of each
+    /// 2 MiB job).
+    pub overlap_log: Option<u32>,
 }
 
 impl SealOptions {
@@ -31,6 +35,12 @@ impl SealOptions {
             threads: u32::try_from(cores).unwrap_or(1),
             window_log: None,
             job_bytes: Some(2 << 20),
+            // 64 KiB of overlap instead of 256 KiB. On 1M synthetic twins (10^6 devices, 956 MB)
+            // the stored size is unchanged (0.993 of the baseline `zstd -3` both ways) and a
+            // backup ran 0.85x the baseline's speed instead of 0.80x (median of 8 interleaved
+            // rounds): each job loads a quarter of the history, and the feeding thread waits less
+            // for zstd's input ring. No overlap at all was only slightly faster and 0.2 % larger.
+            overlap_log: Some(4),
         }
     }
 }
@@ -109,6 +119,10 @@ impl<W: Write> SealWriter<W> {
         }
         if let (Some(bytes), true) = (options.job_bytes, options.threads > 0) {
             z.set_parameter(zstd::stream::raw::CParameter::JobSize(bytes))
+                .map_err(Error::Seal)?;
+        }
+        if let (Some(log), true) = (options.overlap_log, options.threads > 0) {
+            z.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(log))
                 .map_err(Error::Seal)?;
         }
         if let Some(log) = options.window_log {

@@ -178,5 +178,6 @@ fn fast() -> SealOptions {
         threads: 0,
         window_log: Some(15),
         job_bytes: None,
+        overlap_log: None,
     }
 }
