@@ -20,7 +20,7 @@
 //!
 //! | module | owns | must not |
 //! |---|---|---|
-//! | [`snapshot`] | record model (verbatim export lines), the one-pass line check (`json_line`), parsing on its own thread (`prefetch`), manifest, catalog (naming, listing, manifest-last commit, unreadable manifests set aside), external sort (runs AES-GCM-encrypted, spilled on their own thread) | talk HTTP |
+//! | [`snapshot`] | record model (verbatim export lines), the one-pass line check (`json_line`), parsing on its own thread (`prefetch`), manifest, catalog (naming, listing, manifest-last commit, unreadable manifests set aside), external sort (records in a reused arena, runs AES-GCM-encrypted, spilled on their own thread, merged through reused slots) | talk HTTP |
 //! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote | know hubs, stores, vaults |
 //! | [`store`] | narrow trait over local folder, Azure Blob, memory; create-only puts | know snapshots |
 //! | [`vault`] | where age keys come from: identity file (0600), recipients for backup, identities for restore | — |

@@ -471,12 +471,10 @@ impl SealJob {
                     })
                     .map_err(Error::from);
                 }
-                let counted = lines.by_ref().inspect(|r| {
-                    if let Ok(r) = r {
-                        count(&mut counts, r.module_id.is_some(), r.edge);
-                    }
-                });
-                sort_into(counted, &display, &mut out, &self.sort).map_err(Error::from)
+                sort_into(&mut lines, &display, &mut out, &self.sort, |r| {
+                    count(&mut counts, r.module_id.is_some(), r.edge);
+                })
+                .map_err(Error::from)
             });
         counts.skipped = lines.skipped();
         let records = match sorted {

@@ -2,12 +2,10 @@
 //! objects while the consumer sorts, checks and seals the previous one.
 //!
 //! The parsing thread makes no records: it copies each record's line into a batch buffer and
-//! notes where its id and module id are; the consumer makes the [`Record`]s. So every record
-//! is allocated by the thread that keeps it. That matters to a sort: records made on another
-//! thread live in that thread's malloc arena, and the memory a sort frees there is not reused
-//! by the merge that follows on the consumer's thread — the peak would be the buffer *plus*
-//! the merge. Batch buffers go back to the parsing thread for reuse, so what this adds to
-//! memory is fixed: `DEPTH + 2` batches of about `BATCH_BYTES`.
+//! notes where its id and module id are. Consumers borrow records from the batch
+//! ([`Prefetched::next_ref`]): streaming input and the sort (which copies them into its own
+//! arena) never make a [`Record`]. Batch buffers go back to the parsing thread for reuse, so
+//! what this adds to memory is fixed: `DEPTH + 2` batches of about `BATCH_BYTES`.
 //!
 //! Must not: reorder, drop or invent records, or yield anything after the first error.
 

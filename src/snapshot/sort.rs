@@ -19,15 +19,18 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc::TrySendError;
 
 use super::Error;
 use super::prefetch::{Prefetched, RecordRef};
-use super::record::Record;
-use runs::Spill;
+use buffer::{Buffer, View};
+use runs::{RunReader, Slot, Spill};
 
+mod buffer;
 mod cipher;
 mod runs;
 
@@ -73,45 +76,40 @@ pub enum Sorted {
     Restart,
 }
 
-/// Write `records` sorted into `out`, each line followed by `\n`. `file` names the source in
-/// messages.
-pub fn sort_into<I, W>(
-    records: I,
+/// Write the records of `records` sorted into `out`, each line followed by `\n`. `file` names
+/// the source in messages; `seen` is called for each record read.
+pub fn sort_into<W: Write>(
+    records: &mut Prefetched,
     file: &str,
     out: &mut W,
     options: &SortOptions,
-) -> Result<Sorted, Error>
-where
-    I: Iterator<Item = Result<Record, Error>>,
-    W: Write,
-{
+    mut seen: impl FnMut(&RecordRef<'_>),
+) -> Result<Sorted, Error> {
     // Two buffers of half the budget each: while the spilling thread sorts and writes one,
     // this thread fills the other (and the parser goes on feeding it).
     let half = (options.run_bytes / 2).max(1);
-    let mut buf: Vec<Record> = Vec::new();
-    let mut bytes = 0usize;
+    let mut buf = Buffer::default();
     let mut spiller: Option<Spiller> = None;
     let mut total = 0u64;
-    for rec in records {
+    while let Some(rec) = records.next_ref() {
         let rec = rec?;
         total += 1;
-        bytes += rec.footprint();
-        buf.push(rec);
-        if bytes < half {
-            continue;
+        seen(&rec);
+        if !buf.is_empty() && buf.used() + Buffer::cost(&rec) > half {
+            let spiller = match &mut spiller {
+                Some(s) => s,
+                None => spiller.insert(Spiller::start(Spill::new(options)?, file)?),
+            };
+            spiller.hand_over(&mut buf)?;
         }
-        let spiller = match &mut spiller {
-            Some(s) => s,
-            None => spiller.insert(Spiller::start(Spill::new(options)?, file)?),
-        };
-        spiller.hand_over(&mut buf)?;
-        bytes = 0;
+        buf.push(&rec)?;
     }
     let Some(mut spiller) = spiller else {
         sort_checked(&mut buf, file)?;
-        for rec in &buf {
-            emit(out, rec)?;
+        for rec in buf.views() {
+            emit(out, &rec)?;
         }
+        buf.release();
         return Ok(Sorted::Done {
             records: total,
             runs_spilled: 0,
@@ -122,7 +120,7 @@ where
     if !buf.is_empty() {
         spiller.hand_over(&mut buf)?;
     }
-    drop(buf);
+    buf.release();
     let spill = spiller.finish()?;
     let runs_spilled = spill.runs();
     tracing::debug!(
@@ -130,8 +128,8 @@ where
         records = total,
         "runs spilled; merging"
     );
-    let sources = spill.open_runs(file)?;
-    merge(sources, file, |rec| emit(out, rec))?;
+    let mut runs = spill.open_runs(file)?;
+    merge(runs.readers(), file, |rec| emit(out, rec))?;
     Ok(Sorted::Done {
         records: total,
         runs_spilled,
@@ -141,15 +139,15 @@ where
 /// Sorting and writing runs on a thread of its own. At most two buffers exist: the one the
 /// thread is spilling and the one being filled (the hand-over waits for the thread).
 struct Spiller {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
-    /// Emptied buffers coming back, to keep their slots.
-    back: std::sync::mpsc::Receiver<Vec<Record>>,
+    tx: Option<std::sync::mpsc::SyncSender<Buffer>>,
+    /// Emptied buffers coming back, to keep their memory.
+    back: std::sync::mpsc::Receiver<Buffer>,
     thread: Option<std::thread::JoinHandle<Result<Spill, Error>>>,
 }
 
 impl Spiller {
     fn start(mut spill: Spill, file: &str) -> Result<Self, Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Buffer>(0);
         let (back_tx, back) = std::sync::mpsc::sync_channel(1);
         let file = file.to_owned();
         let thread = std::thread::Builder::new()
@@ -158,9 +156,12 @@ impl Spiller {
                 for mut buf in rx {
                     sort_checked(&mut buf, &file)?;
                     spill.write_run(&buf)?;
-                    // Free the records' memory, keep the vector's slots.
                     buf.clear();
-                    let _ = back_tx.try_send(buf);
+                    if let Err(TrySendError::Full(unused) | TrySendError::Disconnected(unused)) =
+                        back_tx.try_send(buf)
+                    {
+                        unused.release();
+                    }
                 }
                 Ok(spill)
             })
@@ -174,7 +175,7 @@ impl Spiller {
 
     /// Hand `buf` over to be spilled (waiting while the previous one is) and leave an empty
     /// buffer in its place.
-    fn hand_over(&mut self, buf: &mut Vec<Record>) -> Result<(), Error> {
+    fn hand_over(&mut self, buf: &mut Buffer) -> Result<(), Error> {
         let empty = self.back.try_recv().unwrap_or_default();
         let full = std::mem::replace(buf, empty);
         let sent = self.tx.as_ref().map(|tx| tx.send(full));
@@ -189,7 +190,11 @@ impl Spiller {
 
     /// Wait for the last run and hand back the spilled runs.
     fn finish(mut self) -> Result<Spill, Error> {
-        self.join()
+        let spill = self.join();
+        while let Ok(buf) = self.back.try_recv() {
+            buf.release();
+        }
+        spill
     }
 
     fn join(&mut self) -> Result<Spill, Error> {
@@ -238,9 +243,9 @@ pub fn stream_borrowed<W: Write>(
             match last_key.cmp(&key) {
                 Ordering::Less => {}
                 Ordering::Equal => {
-                    let mut first = rec.to_record();
+                    let mut first = View::from(&rec);
                     first.line_no = last_line;
-                    return Err(duplicate(file, &first, &rec.to_record()));
+                    return Err(duplicate(file, &first, &View::from(&rec)));
                 }
                 Ordering::Greater => return Ok(Sorted::Restart),
             }
@@ -263,13 +268,13 @@ pub fn stream_borrowed<W: Write>(
     })
 }
 
-fn emit<W: Write>(out: &mut W, rec: &Record) -> Result<(), Error> {
-    out.write_all(&rec.line)
+fn emit<W: Write>(out: &mut W, rec: &View<'_>) -> Result<(), Error> {
+    out.write_all(rec.line)
         .and_then(|()| out.write_all(b"\n"))
         .map_err(Error::Output)
 }
 
-fn duplicate(file: &str, a: &Record, b: &Record) -> Error {
+fn duplicate(file: &str, a: &View<'_>, b: &View<'_>) -> Error {
     Error::Duplicate {
         file: file.to_owned(),
         what: "id",
@@ -279,28 +284,29 @@ fn duplicate(file: &str, a: &Record, b: &Record) -> Error {
     }
 }
 
-/// Sort a buffer and reject duplicates. Unstable is fine: keys are unique once duplicates are
-/// refused, and it needs no scratch copy of the buffer (nearly free when already in order).
-fn sort_checked(buf: &mut [Record], file: &str) -> Result<(), Error> {
-    buf.sort_unstable_by(Record::key_cmp);
-    match buf
-        .windows(2)
-        .find(|w| w[0].key_cmp(&w[1]) == Ordering::Equal)
-    {
-        Some(w) => Err(duplicate(file, &w[0], &w[1])),
-        None => Ok(()),
+/// Sort a buffer and reject duplicates (adjacent once sorted).
+fn sort_checked(buf: &mut Buffer, file: &str) -> Result<(), Error> {
+    buf.sort();
+    let mut prev: Option<View<'_>> = None;
+    for rec in buf.views() {
+        if let Some(p) = prev
+            && p.key_cmp(&rec) == Ordering::Equal
+        {
+            return Err(duplicate(file, &p, &rec));
+        }
+        prev = Some(rec);
     }
+    Ok(())
 }
 
-pub(super) type Source = Box<dyn Iterator<Item = Result<Record, Error>>>;
-
-/// Merge sorted sources into `emit`, rejecting duplicates across sources.
+/// Merge sorted runs into `emit`, rejecting duplicates across runs. Each run's head record is
+/// read into a slot that is refilled in place, so nothing is allocated per record.
 fn merge(
-    sources: Vec<Source>,
+    runs: &mut [RunReader],
     file: &str,
-    mut emit: impl FnMut(&Record) -> Result<(), Error>,
+    mut emit: impl FnMut(&View<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    struct Head(Record, usize);
+    struct Head(Slot, usize);
     impl PartialEq for Head {
         fn eq(&self, other: &Self) -> bool {
             self.cmp(other) == Ordering::Equal
@@ -314,27 +320,32 @@ fn merge(
     }
     impl Ord for Head {
         fn cmp(&self, other: &Self) -> Ordering {
-            self.0.key_cmp(&other.0).then(self.1.cmp(&other.1))
+            self.0
+                .view()
+                .key_cmp(&other.0.view())
+                .then(self.1.cmp(&other.1))
         }
     }
-    let mut sources = sources;
-    let mut heap = BinaryHeap::with_capacity(sources.len());
-    for (i, s) in sources.iter_mut().enumerate() {
-        if let Some(rec) = s.next() {
-            heap.push(Reverse(Head(rec?, i)));
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (i, run) in runs.iter_mut().enumerate() {
+        let mut slot = Slot::default();
+        if run.read_into(&mut slot)? {
+            heap.push(Reverse(Head(slot, i)));
         }
     }
-    let mut prev: Option<Record> = None;
-    while let Some(Reverse(Head(rec, i))) = heap.pop() {
+    // The previous record's key (and line number), for duplicates.
+    let mut prev: Option<Slot> = None;
+    while let Some(mut top) = heap.peek_mut() {
+        let Head(slot, i) = &mut top.0;
         if let Some(p) = &prev
-            && p.key_cmp(&rec) == Ordering::Equal
+            && p.view().key_cmp(&slot.view()) == Ordering::Equal
         {
-            return Err(duplicate(file, p, &rec));
+            return Err(duplicate(file, &p.view(), &slot.view()));
         }
-        emit(&rec)?;
-        prev = Some(rec);
-        if let Some(next) = sources[i].next() {
-            heap.push(Reverse(Head(next?, i)));
+        emit(&slot.view())?;
+        prev.get_or_insert_default().copy_key(slot);
+        if !runs[*i].read_into(slot)? {
+            PeekMut::pop(top);
         }
     }
     Ok(())

@@ -11,12 +11,13 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::buffer::{Buffer, EDGE, MODULE, View};
 use super::cipher::{ChunkReader, ChunkWriter, RunKey};
-use super::{Error, MAX_FAN_IN, Record, SPILL_PREFIX, SortOptions, Source, merge};
+use super::{Error, MAX_FAN_IN, SPILL_PREFIX, SortOptions, merge};
 
 /// A spilled run: its file and the key it was encrypted with.
 type Run = (PathBuf, RunKey);
@@ -71,11 +72,11 @@ impl Spill {
         })
     }
 
-    /// Write sorted records as a new run.
-    pub(super) fn write_run(&mut self, records: &[Record]) -> Result<(), Error> {
+    /// Write a sorted buffer as a new run.
+    pub(super) fn write_run(&mut self, records: &Buffer) -> Result<(), Error> {
         let mut w = self.run_writer()?;
-        for rec in records {
-            if let Err(e) = w.push(rec) {
+        for rec in records.views() {
+            if let Err(e) = w.push(&rec) {
                 drop(w); // a half-written run: the folder goes when the sort ends
                 return Err(e);
             }
@@ -84,27 +85,27 @@ impl Spill {
         Ok(())
     }
 
-    fn read_run((path, key): &Run) -> Result<Source, Error> {
+    fn read_run((path, key): &Run) -> Result<RunReader, Error> {
         let f = File::open(path).map_err(Error::Spill)?;
         let plain = ChunkReader::new(key, f).map_err(Error::Spill)?;
         // The reader holds a whole decrypted chunk: no second buffer in front of it.
-        Ok(Box::new(RunReader { r: plain }))
+        Ok(RunReader { r: plain })
     }
 
-    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, as sources. Merged runs go to the
-    /// end of the list, so each round merges the oldest (and smallest) runs first.
-    pub(super) fn open_runs(mut self, file: &str) -> Result<Vec<Source>, Error> {
+    /// All runs, merged down to [`MAX_FAN_IN`] in rounds, open for the final merge. Merged runs
+    /// go to the end of the list, so each round merges the oldest (and smallest) runs first.
+    pub(super) fn open_runs(mut self, file: &str) -> Result<Runs, Error> {
         while self.runs.len() > MAX_FAN_IN {
             // Merge just enough runs that the rest fit one final merge: 65 runs cost one
             // merge of 2, not a rewrite of 64 (every extra round re-reads and re-seals it all).
             let take = (self.runs.len() - MAX_FAN_IN + 1).min(MAX_FAN_IN);
             let batch: Vec<Run> = self.runs.drain(..take).collect();
-            let sources = batch
+            let mut readers = batch
                 .iter()
                 .map(Self::read_run)
                 .collect::<Result<Vec<_>, _>>()?;
             let mut w = self.run_writer()?;
-            if let Err(e) = merge(sources, file, |rec| w.push(rec)) {
+            if let Err(e) = merge(&mut readers, file, |rec| w.push(rec)) {
                 drop(w); // a half-written run: the folder goes when the sort ends
                 return Err(e);
             }
@@ -113,14 +114,27 @@ impl Spill {
                 let _ = std::fs::remove_file(path);
             }
         }
-        let mut sources = self
+        let readers = self
             .runs
             .iter()
             .map(Self::read_run)
             .collect::<Result<Vec<_>, _>>()?;
-        // The folder (and its runs) must outlive the readers: keep it alive inside a source.
-        sources.push(Box::new(KeepAlive(Some(self))));
-        Ok(sources)
+        Ok(Runs {
+            readers,
+            _spill: self,
+        })
+    }
+}
+
+/// Runs open for reading, and their folder, which goes when they do.
+pub(super) struct Runs {
+    readers: Vec<RunReader>,
+    _spill: Spill,
+}
+
+impl Runs {
+    pub(super) fn readers(&mut self) -> &mut [RunReader] {
+        &mut self.readers
     }
 }
 
@@ -132,7 +146,7 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn push(&mut self, rec: &Record) -> Result<(), Error> {
+    fn push(&mut self, rec: &View<'_>) -> Result<(), Error> {
         write_frame(&mut self.w, rec).map_err(Error::Spill)?;
         // Pause mid-run (test hook), once the first chunk is on disk, so a kill lands while
         // a spill file is half written.
@@ -183,24 +197,14 @@ pub(super) fn sweep_stale(parent: &std::path::Path) {
     }
 }
 
-/// A source yielding nothing, holding the spill folder until the merge drops its sources.
-struct KeepAlive(#[allow(dead_code)] Option<Spill>);
-impl Iterator for KeepAlive {
-    type Item = Result<Record, Error>;
-    fn next(&mut self) -> Option<Self::Item> {
-        None
-    }
-}
-
-fn write_frame<W: Write>(w: &mut W, rec: &Record) -> io::Result<()> {
+fn write_frame<W: Write>(w: &mut W, rec: &View<'_>) -> io::Result<()> {
     w.write_all(&rec.line_no.to_le_bytes())?;
-    let flags = u8::from(rec.module_id.is_some()) | (u8::from(rec.edge) << 1);
-    w.write_all(&[flags])?;
-    write_bytes(w, rec.id.as_bytes())?;
-    if let Some(m) = &rec.module_id {
-        write_bytes(w, m.as_bytes())?;
+    w.write_all(&[rec.flags()])?;
+    write_bytes(w, rec.id)?;
+    if let Some(m) = rec.module {
+        write_bytes(w, m)?;
     }
-    write_bytes(w, &rec.line)
+    write_bytes(w, rec.line)
 }
 
 fn write_bytes<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
@@ -209,60 +213,78 @@ fn write_bytes<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
     w.write_all(b)
 }
 
-struct RunReader {
+/// A record read back from a run, in buffers reused from record to record.
+#[derive(Default)]
+pub(super) struct Slot {
+    id: Vec<u8>,
+    module: Vec<u8>,
+    flags: u8,
+    line: Vec<u8>,
+    line_no: u64,
+}
+
+impl Slot {
+    pub(super) fn view(&self) -> View<'_> {
+        View {
+            id: &self.id,
+            module: (self.flags & MODULE != 0).then_some(&self.module[..]),
+            line: &self.line,
+            line_no: self.line_no,
+            edge: self.flags & EDGE != 0,
+        }
+    }
+
+    /// Take `other`'s key and line number (not its line).
+    pub(super) fn copy_key(&mut self, other: &Slot) {
+        self.id.clone_from(&other.id);
+        self.module.clone_from(&other.module);
+        self.flags = other.flags;
+        self.line_no = other.line_no;
+    }
+}
+
+pub(super) struct RunReader {
     r: ChunkReader<File>,
 }
 
 impl RunReader {
-    fn read_frame(&mut self) -> io::Result<Option<Record>> {
-        let mut head = [0u8; 9];
-        let mut got = 0;
-        while got < head.len() {
-            let n = self.r.read(&mut head[got..])?;
-            if n == 0 {
-                return if got == 0 {
-                    Ok(None)
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            got += n;
-        }
-        let line_no = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        let flags = head[8];
-        let id = self.read_string()?;
-        let module_id = if flags & 1 == 1 {
-            Some(self.read_string()?)
-        } else {
-            None
-        };
-        let line = self.read_bytes()?;
-        Ok(Some(Record {
-            id,
-            module_id,
-            edge: flags & 2 == 2,
-            line,
-            line_no,
-        }))
+    /// Read the next record into `slot`; `false` at the end of the run.
+    pub(super) fn read_into(&mut self, slot: &mut Slot) -> Result<bool, Error> {
+        self.read_frame(slot).map_err(Error::Spill)
     }
 
-    fn read_bytes(&mut self) -> io::Result<Vec<u8>> {
+    fn read_frame(&mut self, slot: &mut Slot) -> io::Result<bool> {
+        if self.r.fill_buf()?.is_empty() {
+            return Ok(false);
+        }
+        let mut head = [0u8; 9];
+        self.r.read_exact(&mut head)?;
+        slot.line_no = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        slot.flags = head[8];
+        self.read_bytes(&mut slot.id)?;
+        if slot.flags & MODULE != 0 {
+            self.read_bytes(&mut slot.module)?;
+        }
+        self.read_bytes(&mut slot.line).map(|()| true)
+    }
+
+    /// A length-prefixed byte string, into `out` (replacing what it held).
+    fn read_bytes(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         let mut len = [0u8; 4];
         self.r.read_exact(&mut len)?;
-        let mut b = vec![0u8; u32::from_le_bytes(len) as usize];
-        self.r.read_exact(&mut b)?;
-        Ok(b)
-    }
-
-    fn read_string(&mut self) -> io::Result<String> {
-        String::from_utf8(self.read_bytes()?)
-            .map_err(|_| io::Error::other("spilled run is damaged"))
-    }
-}
-
-impl Iterator for RunReader {
-    type Item = Result<Record, Error>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.read_frame().map_err(Error::Spill).transpose()
+        let mut left = u32::from_le_bytes(len) as usize;
+        out.clear();
+        out.reserve(left);
+        while left > 0 {
+            let available = self.r.fill_buf()?;
+            if available.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = available.len().min(left);
+            out.extend_from_slice(&available[..n]);
+            self.r.consume(n);
+            left -= n;
+        }
+        Ok(())
     }
 }

@@ -32,6 +32,14 @@ fn export(order: &[u64]) -> String {
         .collect()
 }
 
+fn prefetched(text: &str) -> Prefetched {
+    Prefetched::spawn(Lines::new(
+        std::io::Cursor::new(text.as_bytes().to_vec()),
+        "devices.txt",
+    ))
+    .unwrap()
+}
+
 fn run(text: &str, run_bytes: usize, streaming: bool) -> (Result<Sorted, Error>, Vec<u8>) {
     let options = SortOptions {
         run_bytes,
@@ -39,18 +47,14 @@ fn run(text: &str, run_bytes: usize, streaming: bool) -> (Result<Sorted, Error>,
     };
     let mut out = Vec::new();
     let r = if streaming {
-        let mut records = Prefetched::spawn(Lines::new(
-            std::io::Cursor::new(text.as_bytes().to_vec()),
-            "devices.txt",
-        ))
-        .unwrap();
-        stream_borrowed(&mut records, "devices.txt", &mut out, |_| {})
+        stream_borrowed(&mut prefetched(text), "devices.txt", &mut out, |_| {})
     } else {
         sort_into(
-            Lines::new(text.as_bytes(), "devices.txt"),
+            &mut prefetched(text),
             "devices.txt",
             &mut out,
             &options,
+            |_| {},
         )
     };
     (r, out)
@@ -152,6 +156,64 @@ fn small_input_sorts_in_memory_with_modules_after_their_device() {
     );
 }
 
+/// Spilled and merged records keep everything: module ids (present or not, record to record,
+/// through the merge's reused buffers), the edge flag, line numbers in messages, and a line
+/// larger than the whole budget.
+#[test]
+fn spilled_records_keep_modules_edge_flags_and_oversized_lines() {
+    let mut lines = Vec::new();
+    for i in shuffled(600) {
+        let id = format!("dev-{i:05}");
+        lines.push(line(&id, None));
+        if i % 3 == 0 {
+            lines.push(line(&id, Some("$edgeAgent")));
+            lines.push(line(&id, Some("m")));
+        }
+    }
+    let big = format!(
+        "{{\"id\":\"dev-00300\",\"moduleId\":\"big\",\"pad\":\"{}\"}}",
+        "z".repeat(40_000)
+    );
+    lines.insert(17, big.clone());
+    lines.push("{\"id\":\"edge\",\"capabilities\":{\"iotEdge\":true}}".to_owned());
+    let text = lines.join("\n") + "\n";
+    let mut expected = lines.clone();
+    let key = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["moduleId"].as_str().map(str::to_owned),
+        )
+    };
+    expected.sort_by_key(|l| key(l));
+    let mut out = Vec::new();
+    let (mut records, mut edges) = (0, 0);
+    let options = SortOptions {
+        run_bytes: 2 * 1024,
+        ..SortOptions::default()
+    };
+    let r = sort_into(&mut prefetched(&text), "d", &mut out, &options, |r| {
+        records += 1;
+        edges += usize::from(r.edge);
+    });
+    assert!(matches!(r.unwrap(), Sorted::Done { runs_spilled, .. } if runs_spilled > MAX_FAN_IN));
+    assert_eq!((records, edges), (lines.len(), 1));
+    assert!(String::from_utf8(out).unwrap() == expected.join("\n") + "\n");
+
+    // A duplicate found in the merge names both lines.
+    let twice = format!("{text}{}\n", line("dev-00006", Some("m")));
+    let mut sink = Vec::new();
+    let err = sort_into(&mut prefetched(&twice), "d", &mut sink, &options, |_| {}).unwrap_err();
+    let at = |needle: &str| 1 + lines.iter().position(|l| l == needle).unwrap();
+    let first = at(&line("dev-00006", Some("m")));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("dev-00006/m")
+            && msg.contains(&format!("lines {first} and {}", lines.len() + 1)),
+        "{msg}"
+    );
+}
+
 #[test]
 fn duplicates_are_found_wherever_they_are() {
     // Adjacent, within one buffer, across spilled runs, and while streaming sorted input.
@@ -198,7 +260,7 @@ fn spilled_runs_are_not_plaintext_and_are_removed() {
     };
     let text = export(&shuffled(3000));
     let mut out = Vec::new();
-    sort_into(Lines::new(text.as_bytes(), "d"), "d", &mut out, &options).unwrap();
+    sort_into(&mut prefetched(&text), "d", &mut out, &options, |_| {}).unwrap();
     let seen = seen.lock().unwrap();
     assert!(!seen.is_empty(), "the hook saw the spill folder");
     assert!(
