@@ -48,27 +48,27 @@ struct Batch {
     error: Option<Error>,
 }
 
-impl Batch {
-    fn push(&mut self, line: &[u8], line_no: u64, fields: Fields<'_>) {
-        let base = self.bytes.len();
-        self.bytes.extend_from_slice(line);
-        // A borrowed string points into `line`; find it again in the copy.
+impl Parsed {
+    /// The record whose line is `all[line]` (`fields` borrowed from it).
+    fn new(all: &[u8], line: Range<usize>, line_no: u64, fields: Fields<'_>) -> Self {
         let text = |s: Cow<'_, str>| match s {
             Cow::Borrowed(b) => {
-                let start = base + (b.as_ptr().addr() - line.as_ptr().addr());
+                let start = b.as_ptr().addr() - all.as_ptr().addr();
                 Text::At(start..start + b.len())
             }
             Cow::Owned(o) => Text::Owned(o),
         };
-        self.parsed.push(Parsed {
-            line: base..self.bytes.len(),
+        Parsed {
+            line,
             edge: fields.edge(),
             id: text(fields.id),
             module_id: fields.module_id.map(text),
             line_no,
-        });
+        }
     }
+}
 
+impl Batch {
     fn full(&self) -> bool {
         self.bytes.len() >= BATCH_BYTES || self.parsed.len() >= BATCH_RECORDS
     }
@@ -139,7 +139,12 @@ impl Prefetched {
                     batch.parsed.clear();
                     let mut last = false;
                     while !batch.full() {
-                        match lines.next_with(|line, no, fields| batch.push(line, no, fields)) {
+                        // Lines are read straight into the batch: no copy from a line buffer.
+                        let Batch { bytes, parsed, .. } = &mut batch;
+                        let next = lines.next_into(bytes, |all, line, no, fields| {
+                            parsed.push(Parsed::new(all, line, no, fields));
+                        });
+                        match next {
                             Ok(true) => {}
                             Ok(false) => {
                                 last = true;

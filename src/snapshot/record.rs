@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::io::BufRead;
+use std::ops::Range;
 
 use super::{Error, json_line};
 
@@ -186,8 +187,18 @@ impl<R: BufRead> Lines<R> {
     /// The next line without its line ending (and the first without a BOM), and its number;
     /// `None` at the end.
     fn next_raw(&mut self) -> Result<Option<(&[u8], u64)>, Error> {
-        self.buf.clear();
-        let n = read_line(&mut self.reader, &mut self.buf).map_err(|source| Error::Read {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let line = self.append_raw(&mut buf);
+        self.buf = buf;
+        Ok(line?.map(|(range, line_no)| (&self.buf[range], line_no)))
+    }
+
+    /// Read the next line onto the end of `buf`: where it is in `buf` (without its line
+    /// ending, and the first without a BOM), and its number; `None` at the end.
+    fn append_raw(&mut self, buf: &mut Vec<u8>) -> Result<Option<(Range<usize>, u64)>, Error> {
+        let start = buf.len();
+        let n = read_line(&mut self.reader, buf).map_err(|source| Error::Read {
             file: self.file.clone(),
             source,
         })?;
@@ -195,13 +206,44 @@ impl<R: BufRead> Lines<R> {
             return Ok(None);
         }
         self.line_no += 1;
-        let mut line = &self.buf[..];
+        let mut line = &buf[start..];
         if self.line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
         line = line.strip_suffix(b"\n").unwrap_or(line);
         line = line.strip_suffix(b"\r").unwrap_or(line);
-        Ok(Some((line, self.line_no)))
+        let at = line.as_ptr().addr() - buf.as_ptr().addr();
+        Ok(Some((at..at + line.len(), self.line_no)))
+    }
+
+    /// [`Lines::next_with`], reading the record's line straight onto the end of `buf` (no
+    /// copy from a line buffer); `take` gets all of `buf` and where the line is in it. Lines
+    /// that are skipped or refused leave `buf` as it was.
+    pub(super) fn next_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        take: impl FnOnce(&[u8], Range<usize>, u64, json_line::Fields<'_>),
+    ) -> Result<bool, Error> {
+        loop {
+            let start = buf.len();
+            let Some((range, line_no)) = self.append_raw(buf)? else {
+                return Ok(false);
+            };
+            match check(&buf[range.clone()], line_no, &self.file) {
+                Ok(Some(fields)) => {
+                    take(buf, range, line_no, fields);
+                    return Ok(true);
+                }
+                Ok(None) => {
+                    buf.truncate(start);
+                    self.skipped += 1;
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Read lines until the next record, counting skipped lines, and hand it to `take`
