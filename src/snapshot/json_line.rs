@@ -5,8 +5,8 @@
 //! this check, and doing it with `serde_json` (a struct with three fields, the rest skipped) took
 //! about 40 % of a backup's CPU time — as much as the baseline's whole `zstd | age` budget
 //! allowed for it. This scanner does the same work at several times the speed: one UTF-8 check
-//! of the whole line (std's, word-at-a-time), then one pass over the bytes with strings skipped
-//! eight bytes at a time.
+//! of the whole line (`simdutf8`), then one pass over the bytes with strings skipped eight bytes
+//! at a time.
 //!
 //! What it accepts is what `serde_json` accepts when it reads the line into that struct, with
 //! one deliberate difference: bytes that are not UTF-8 are rejected anywhere in the line (JSON
@@ -80,12 +80,15 @@ impl std::fmt::Display for Problem {
 
 /// Check `line` (without its line ending) and pick out its fields.
 pub fn scan(line: &[u8]) -> Result<Fields<'_>, Problem> {
-    if let Err(e) = std::str::from_utf8(line) {
-        return Err(Problem::NotUtf8 {
-            column: e.valid_up_to() + 1,
-        });
-    }
-    let mut s = Scanner { b: line, i: 0 };
+    // simdutf8: std's check was 2 % of a backup's CPU time; this one is about twice as fast.
+    let text = simdutf8::compat::from_utf8(line).map_err(|e| Problem::NotUtf8 {
+        column: e.valid_up_to() + 1,
+    })?;
+    let mut s = Scanner {
+        b: line,
+        text,
+        i: 0,
+    };
     s.ws();
     let fields = s.top_object()?;
     s.ws();
@@ -105,6 +108,8 @@ struct Token {
 
 struct Scanner<'a> {
     b: &'a [u8],
+    /// `b`, checked as UTF-8.
+    text: &'a str,
     i: usize,
 }
 
@@ -303,9 +308,8 @@ impl<'a> Scanner<'a> {
                 .map(|s| Some(Cow::Owned(s)))
                 .map_err(|()| Problem::Syntax { column });
         }
-        let text = std::str::from_utf8(&self.b[token.start..token.end])
-            .expect("the whole line was checked as UTF-8");
-        Ok(Some(Cow::Borrowed(text)))
+        // Between two quotes: on character boundaries.
+        Ok(Some(Cow::Borrowed(&self.text[token.start..token.end])))
     }
 
     /// `true`, `false` or null (`None`); anything else is the wrong type.
