@@ -7,19 +7,24 @@
 //! fsynced so the new name survives a power cut. A killed writer leaves only a temporary, which
 //! listings never show and [`Store::sweep_temporaries`] removes.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 use super::{ByteStream, Error, ObjectMeta, ObjectWriter, Result, Store, check_name};
 
 /// Hidden folder for temporaries, inside the store so `hard_link` never crosses file systems.
 pub const TEMP_DIR: &str = ".hubvault-tmp";
 const READ_CHUNK: usize = 1024 * 1024;
+/// Written bytes after which a background `fdatasync` starts, so the one in `finish` has only
+/// the tail left to flush (a 140 MB snapshot's final fsync took about 60 ms here, 3 % of the
+/// backup, all of it after the last byte was sealed).
+const SYNC_BEHIND: u64 = 32 * 1024 * 1024;
 
 /// A store in a folder of the local file system.
 #[derive(Debug, Clone)]
@@ -83,7 +88,9 @@ impl Store for LocalStore {
             name: name.to_owned(),
             target,
             temp,
-            file: Some(file),
+            file: Some(Arc::new(file.into_std().await)),
+            unsynced: 0,
+            syncing: None,
         }))
     }
 
@@ -233,26 +240,56 @@ struct LocalWriter {
     name: String,
     target: PathBuf,
     temp: PathBuf,
-    file: Option<tokio::fs::File>,
+    /// Written on blocking threads, each chunk moved there (no copy into a write buffer).
+    file: Option<Arc<std::fs::File>>,
+    /// Bytes written since the last background sync started.
+    unsynced: u64,
+    /// The background sync under way, if any (at most one).
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+impl LocalWriter {
+    fn file(&self) -> Arc<std::fs::File> {
+        Arc::clone(self.file.as_ref().expect("write after finish"))
+    }
+
+    /// Wait for the background sync, if one is under way.
+    async fn synced(&mut self) -> Result<()> {
+        match self.syncing.take() {
+            Some(sync) => sync
+                .await
+                .expect("sync task panicked")
+                .map_err(|e| self.store.io_error(format!("syncing {}", self.name), e)),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let file = self.file.as_mut().expect("write after finish");
-        file.write_all(&chunk)
+        let file = self.file();
+        let n = chunk.len() as u64;
+        tokio::task::spawn_blocking(move || (&*file).write_all(&chunk))
             .await
-            .map_err(|e| self.store.io_error(format!("writing {}", self.name), e))
+            .expect("write task panicked")
+            .map_err(|e| self.store.io_error(format!("writing {}", self.name), e))?;
+        self.unsynced += n;
+        if self.unsynced >= SYNC_BEHIND {
+            self.unsynced = 0;
+            self.synced().await?;
+            let file = self.file();
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
-        let mut file = self.file.take().expect("finish twice");
-        let synced = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
-        .await;
-        drop(file);
+        self.synced().await?;
+        let file = self.file.take().expect("finish twice");
+        let synced = tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .expect("sync task panicked");
         if let Err(e) = synced {
             return Err(self.store.io_error(format!("syncing {}", self.name), e));
         }
