@@ -53,11 +53,17 @@ fn damaged() -> io::Error {
     )
 }
 
+/// Sealed chunks gathered into one write: 16 of them, about 256 KiB, in the writer's own
+/// buffer (sealed in place), so no second buffer (and copy) is needed in front of the file.
+const CHUNKS_PER_WRITE: usize = 16;
+
 /// Encrypts what is written to it into `inner`; end it with [`ChunkWriter::finish`].
 pub(super) struct ChunkWriter<W: Write> {
     key: LessSafeKey,
     inner: W,
+    /// Sealed chunks not yet written, then (from `open`) the plaintext of the chunk being filled.
     buf: Vec<u8>,
+    open: usize,
     counter: u64,
 }
 
@@ -66,7 +72,8 @@ impl<W: Write> ChunkWriter<W> {
         Ok(ChunkWriter {
             key: key.cipher()?,
             inner,
-            buf: Vec::with_capacity(CHUNK + TAG),
+            buf: Vec::with_capacity(CHUNKS_PER_WRITE * (CHUNK + TAG)),
+            open: 0,
             counter: 0,
         })
     }
@@ -74,16 +81,30 @@ impl<W: Write> ChunkWriter<W> {
     fn seal(&mut self, last: bool) -> io::Result<()> {
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(self.counter, last), Aad::empty(), &mut self.buf)
+            .seal_in_place_separate_tag(
+                nonce(self.counter, last),
+                Aad::empty(),
+                &mut self.buf[self.open..],
+            )
             .map_err(|_| io::Error::other("encrypting a sort run failed"))?;
         self.counter += 1;
         self.buf.extend_from_slice(tag.as_ref());
-        self.inner.write_all(&self.buf)?;
-        self.buf.clear();
+        self.open = self.buf.len();
+        if last || self.open >= CHUNKS_PER_WRITE * (CHUNK + TAG) {
+            self.write_sealed()?;
+        }
         Ok(())
     }
 
-    /// Chunks written so far.
+    /// Write the sealed chunks out (the open chunk's plaintext stays).
+    fn write_sealed(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf[..self.open])?;
+        self.buf.drain(..self.open);
+        self.open = 0;
+        Ok(())
+    }
+
+    /// Chunks sealed so far.
     pub(super) fn chunks_sealed(&self) -> u64 {
         self.counter
     }
@@ -98,16 +119,18 @@ impl<W: Write> ChunkWriter<W> {
 
 impl<W: Write> Write for ChunkWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
+        let n = data.len().min(CHUNK - (self.buf.len() - self.open));
         self.buf.extend_from_slice(&data[..n]);
         // A full chunk is never the last: `finish` always seals one more, shorter chunk.
-        if self.buf.len() == CHUNK {
+        if self.buf.len() - self.open == CHUNK {
             self.seal(false)?;
         }
         Ok(n)
     }
 
+    /// Write out the chunks sealed so far (never the open one: it is still plaintext).
     fn flush(&mut self) -> io::Result<()> {
+        self.write_sealed()?;
         self.inner.flush()
     }
 }

@@ -11,7 +11,7 @@
 //! bytes), module id if flagged, line (u32 LE length + bytes).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,9 +57,8 @@ impl Spill {
         self.next_name += 1;
         let key = RunKey::generate().map_err(Error::Spill)?;
         let file = File::create(&path).map_err(Error::Spill)?;
-        // Chunks are small (see `cipher`): buffer them into larger writes.
-        let w = ChunkWriter::new(&key, BufWriter::with_capacity(256 * 1024, file))
-            .map_err(Error::Spill)?;
+        // The writer gathers its small chunks (see `cipher`) into larger writes itself.
+        let w = ChunkWriter::new(&key, file).map_err(Error::Spill)?;
         let hook = if self.runs.is_empty() {
             self.hook.take()
         } else {
@@ -141,7 +140,7 @@ impl Runs {
 /// One run being written.
 struct RunWriter {
     run: Run,
-    w: ChunkWriter<BufWriter<File>>,
+    w: ChunkWriter<File>,
     hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
