@@ -7,7 +7,7 @@
 //! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
 //! ([`Staging::sweep_leftovers`]). Import jobs write their error logs at the container root, so
 //! imports through one container take turns under a lease ([`Staging::lock_imports`], see
-//! [`lock`]).
+//! `staging/lock.rs`).
 //!
 //! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
 //! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).

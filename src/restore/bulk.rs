@@ -1,10 +1,10 @@
 //! The bulk engine: import lines through `POST /devices`, at most 100 per call, no staging.
 //!
 //! Throttling: calls are paced by [`Pacer`] (see `pace.rs`), which learns the hub's sustainable
-//! rate from its 429s, with up to [`MAX_IN_FLIGHT`] calls under way so the pipe stays full. The
+//! rate from its 429s, with up to `MAX_IN_FLIGHT` calls under way so the pipe stays full. The
 //! client hands 429s straight back ([`HubClient::pacing_throttles`]) so the pacer sees every one;
 //! a throttled batch goes back in the queue and is resent no sooner than its `Retry-After`, while
-//! the others carry on at the lowered rate. Bounded: a batch throttled [`MAX_REQUEUES`] times
+//! the others carry on at the lowered rate. Bounded: a batch throttled `MAX_REQUEUES` times
 //! stops the engine. Entries that fail on their own are retried only when the error is transient
 //! (429/5xx codes); any other per-entry error is reported with its id and code. A fatal error
 //! (401002, a bad credential, the hub gone) stops the engine and hands back what was applied so

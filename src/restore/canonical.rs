@@ -164,7 +164,7 @@ pub fn entry(canonical: &Value) -> Entry {
 }
 
 /// The parent id a canonical record links to (its `deviceScope` for a leaf, `parentScopes` for
-/// a nested edge device), as put there by [`copy_scopes`].
+/// a nested edge device), as put there by `copy_scopes`.
 pub fn parent(canonical: &Value) -> Option<&str> {
     canonical.get("deviceScope").and_then(Value::as_str)
 }

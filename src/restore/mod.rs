@@ -12,7 +12,7 @@
 //! | [`export`] | reading the target through one export job (its keys, or all of it) |
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
-//! | [`verify`] | re-reading the target after apply; which keys were proven (all or a sample) |
+//! | [`verify`](mod@verify) | re-reading the target after apply; which keys were proven (all or a sample) |
 //! | `run` (here) | the use case: read, plan, preflight, apply, verify, report |
 //!
 //! Must not: know clap, print. A fatal error during apply ([`Error::Stopped`]) still says what
