@@ -1,11 +1,12 @@
 //! [`Lines`] on a thread of its own: the lines of the next batch are read and proven JSON
 //! objects while the consumer sorts, checks and seals the previous one.
 //!
-//! The parsing thread makes no records: it copies each record's line into a batch buffer and
+//! The parsing thread makes no records: it reads each line straight into a batch buffer and
 //! notes where its id and module id are. Consumers borrow records from the batch
 //! ([`Prefetched::next_ref`]): streaming input and the sort (which copies them into its own
-//! arena) never make a [`Record`]. Batch buffers go back to the parsing thread for reuse, so
-//! what this adds to memory is fixed: `DEPTH + 2` batches of about `BATCH_BYTES`.
+//! arena) never make a [`Record`](super::record::Record). Batch buffers go back to the parsing
+//! thread for reuse, so what this adds to memory is fixed: `DEPTH + 2` batches of about
+//! `BATCH_BYTES`.
 //!
 //! Must not: reorder, drop or invent records, or yield anything after the first error.
 
@@ -17,7 +18,9 @@ use std::thread::JoinHandle;
 
 use super::Error;
 use super::json_line::Fields;
-use super::record::{Lines, Record};
+use super::record::Lines;
+#[cfg(test)]
+use super::record::Record;
 
 /// Line bytes per batch (a batch also ends at [`BATCH_RECORDS`]).
 const BATCH_BYTES: usize = 256 * 1024;
@@ -102,6 +105,7 @@ pub struct RecordRef<'b> {
     pub line_no: u64,
 }
 
+#[cfg(test)]
 impl RecordRef<'_> {
     /// The record, made (copied).
     pub fn to_record(&self) -> Record {
@@ -217,6 +221,8 @@ impl Prefetched {
     }
 }
 
+/// Made records, for tests that compare with [`Lines`] (production code borrows them).
+#[cfg(test)]
 impl Iterator for Prefetched {
     type Item = Result<Record, Error>;
 

@@ -53,14 +53,6 @@ impl Record {
             None => self.id.clone(),
         }
     }
-
-    /// Rough heap footprint, for the sort's memory budget.
-    pub fn footprint(&self) -> usize {
-        self.line.capacity()
-            + self.id.capacity()
-            + self.module_id.as_ref().map_or(0, String::capacity)
-            + 112
-    }
 }
 
 impl std::fmt::Debug for Record {
@@ -184,16 +176,6 @@ impl<R: BufRead> Lines<R> {
         &self.file
     }
 
-    /// The next line without its line ending (and the first without a BOM), and its number;
-    /// `None` at the end.
-    fn next_raw(&mut self) -> Result<Option<(&[u8], u64)>, Error> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let line = self.append_raw(&mut buf);
-        self.buf = buf;
-        Ok(line?.map(|(range, line_no)| (&self.buf[range], line_no)))
-    }
-
     /// Read the next line onto the end of `buf`: where it is in `buf` (without its line
     /// ending, and the first without a BOM), and its number; `None` at the end.
     fn append_raw(&mut self, buf: &mut Vec<u8>) -> Result<Option<(Range<usize>, u64)>, Error> {
@@ -216,9 +198,10 @@ impl<R: BufRead> Lines<R> {
         Ok(Some((at..at + line.len(), self.line_no)))
     }
 
-    /// [`Lines::next_with`], reading the record's line straight onto the end of `buf` (no
-    /// copy from a line buffer); `take` gets all of `buf` and where the line is in it. Lines
-    /// that are skipped or refused leave `buf` as it was.
+    /// Read lines until the next record onto the end of `buf` (no copy from a line buffer),
+    /// counting skipped lines, and hand it to `take` unmade, with all of `buf` and where the
+    /// line is in it: `Ok(false)` at the end. Lines that are skipped or refused leave `buf` as
+    /// it was.
     pub(super) fn next_into(
         &mut self,
         buf: &mut Vec<u8>,
@@ -246,32 +229,18 @@ impl<R: BufRead> Lines<R> {
         }
     }
 
-    /// Read lines until the next record, counting skipped lines, and hand it to `take`
-    /// unmade: `Ok(false)` at the end.
+    /// [`Lines::next_into`] through this reader's own line buffer: `take` gets the line alone.
     pub(super) fn next_with(
         &mut self,
-        mut take: impl FnMut(&[u8], u64, json_line::Fields<'_>),
+        take: impl FnOnce(&[u8], u64, json_line::Fields<'_>),
     ) -> Result<bool, Error> {
-        loop {
-            let file = std::mem::take(&mut self.file);
-            let outcome = match self.next_raw() {
-                Ok(Some((line, line_no))) => match check(line, line_no, &file) {
-                    Ok(Some(fields)) => {
-                        take(line, line_no, fields);
-                        Ok(Some(true))
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                },
-                Ok(None) => Ok(Some(false)),
-                Err(e) => Err(e),
-            };
-            self.file = file;
-            match outcome? {
-                Some(more) => return Ok(more),
-                None => self.skipped += 1,
-            }
-        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let more = self.next_into(&mut buf, |all, line, line_no, fields| {
+            take(&all[line], line_no, fields);
+        });
+        self.buf = buf;
+        more
     }
 }
 
