@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use super::job::JobError;
 use super::plan::TargetRecord;
-use crate::hub::{HubClient, JobProperties, JobStatus, PollPolicy};
+use crate::hub::{HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;
 use crate::store::ByteStream;
-use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::sas::SasPermissions;
 
 const TARGET_EXPORT_FILE: &str = "target-devices.txt";
 
@@ -174,14 +174,7 @@ async fn export_blob(
     let job_id = created.id().to_owned();
     tracing::info!(hub = client.name(), job_id, "export job reading the target");
     let done = client.wait_for_job(&job_id, poll, |_| {}).await?;
-    if done.status() != JobStatus::Completed {
-        return Err(JobError::Failed {
-            hub: client.name().to_owned(),
-            job_id,
-            status: format!("{:?}", done.status()).to_ascii_lowercase(),
-            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
-        });
-    }
+    JobError::unless_completed(client.name(), &job_id, &done)?;
     let stream = staging
         .store()
         .get(&staging.object(TARGET_EXPORT_FILE))

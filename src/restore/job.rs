@@ -63,6 +63,23 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// `Failed` (with the service's reason, SAS signatures redacted) unless `done` completed.
+    pub(super) fn unless_completed(
+        hub: &str,
+        job_id: &str,
+        done: &JobProperties,
+    ) -> Result<(), JobError> {
+        if done.status() == JobStatus::Completed {
+            return Ok(());
+        }
+        Err(JobError::Failed {
+            hub: hub.to_owned(),
+            job_id: job_id.to_owned(),
+            status: format!("{:?}", done.status()).to_ascii_lowercase(),
+            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+        })
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             JobError::Hub(e) => e.code(),
@@ -250,14 +267,7 @@ async fn import_job(
             tracing::info!(job_id = j.id(), status = ?j.status(), progress = j.progress, "import job");
         })
         .await?;
-    if done.status() != JobStatus::Completed {
-        return Err(JobError::Failed {
-            hub: client.name().to_owned(),
-            job_id,
-            status: format!("{:?}", done.status()).to_ascii_lowercase(),
-            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
-        });
-    }
+    JobError::unless_completed(client.name(), &job_id, &done)?;
     Ok(job_id)
 }
 
