@@ -22,10 +22,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Config file (default: ./hubvault.toml if present).
-    #[arg(long, global = true, env = "HUBVAULT_CONFIG")]
+    #[arg(long, global = true, env = "HUBVAULT_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Store: a folder, file://…, or an Azure Blob container URL (default ./hubvault-store).
-    #[arg(long, global = true, env = "HUBVAULT_STORE")]
+    #[arg(long, global = true, env = "HUBVAULT_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// Print one JSON document on stdout; human text goes to stderr.
     #[arg(long, global = true)]
@@ -39,10 +39,15 @@ pub struct Global {
 #[derive(Debug, Args, Clone, Default)]
 pub struct Keys {
     /// Public age recipient to encrypt to (repeatable; env: comma-separated).
-    #[arg(long = "recipient", env = "HUBVAULT_RECIPIENTS", value_delimiter = ',')]
+    #[arg(
+        long = "recipient",
+        env = "HUBVAULT_RECIPIENTS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub recipients: Vec<String>,
     /// age identity file (0600): decrypts snapshots; its recipient is also encrypted to.
-    #[arg(long, env = "HUBVAULT_IDENTITY")]
+    #[arg(long, env = "HUBVAULT_IDENTITY", hide_env_values = true)]
     pub identity: Option<PathBuf>,
 }
 
@@ -84,7 +89,7 @@ pub enum KeyCommand {
 #[derive(Debug, Args)]
 pub struct KeyInitArgs {
     /// Where to write the identity (refuses to overwrite).
-    #[arg(long, env = "HUBVAULT_IDENTITY")]
+    #[arg(long, env = "HUBVAULT_IDENTITY", hide_env_values = true)]
     pub identity: Option<PathBuf>,
 }
 
@@ -121,7 +126,12 @@ pub struct BackupArgs {
 pub struct LiveArgs {
     /// Staging container for the job: a container URL with SAS, an account-key connection
     /// string with Container=NAME, or `file:///folder` (simulator only). Default: [staging].
-    #[arg(long, value_name = "URL", env = "HUBVAULT_STAGING")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HUBVAULT_STAGING",
+        hide_env_values = true
+    )]
     pub staging: Option<String>,
     /// This machine's public address as the hub sees it (behind NAT the socket address differs).
     #[arg(long, value_name = "ADDR")]
@@ -131,7 +141,13 @@ pub struct LiveArgs {
     pub wait: bool,
     /// Test-only: bind the hub client's socket to this local address (e.g. 127.0.0.2 to act as
     /// another caller against the simulator's firewall).
-    #[arg(long, value_name = "ADDR", hide = true, env = "HUBVAULT_LOCAL_ADDRESS")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        hide = true,
+        env = "HUBVAULT_LOCAL_ADDRESS",
+        hide_env_values = true
+    )]
     pub local_address: Option<std::net::IpAddr>,
 }
 
@@ -247,6 +263,10 @@ pub struct CloneArgs {
     /// Back up the source and show the plan for the target, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// mirror: how many identities it may delete, a count (500) or a share of the target
+    /// (25%). Default: 10% of the target, and none when the source holds none.
+    #[arg(long, value_name = "N|P%")]
+    pub max_delete: Option<hubvault::restore::MaxDelete>,
     /// Skip the preflight checks of the target.
     #[arg(long)]
     pub no_preflight: bool,
@@ -290,6 +310,10 @@ pub struct RestoreArgs {
     /// Show the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// mirror: how many identities it may delete, a count (500) or a share of the target
+    /// (25%). Default: 10% of the target, and none when the snapshot holds none.
+    #[arg(long, value_name = "N|P%")]
+    pub max_delete: Option<hubvault::restore::MaxDelete>,
     /// Skip the checks before applying.
     #[arg(long)]
     pub no_preflight: bool,

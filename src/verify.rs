@@ -209,7 +209,7 @@ fn check_records(plain: impl Read, m: &Manifest, object: &ObjectEntry) -> Vec<St
     let mut line = Vec::new();
     let mut read_line = |line: &mut Vec<u8>| -> io::Result<bool> {
         line.clear();
-        let n = record::read_line(&mut r, line)?;
+        let n = record::read_line(&mut r, line, record::MAX_LINE_BYTES)?;
         if line.last() == Some(&b'\n') {
             line.pop();
         }

@@ -129,6 +129,7 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
             RestoreEngine::Auto => Engine::Auto,
         },
         dry_run: args.dry_run,
+        max_delete: args.max_delete,
         verify: true,
         preflight: !args.no_preflight,
         poll,

@@ -48,6 +48,7 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
             RestoreEngine::Auto => Engine::Auto,
         },
         dry_run: args.dry_run,
+        max_delete: args.max_delete,
         verify: true,
         preflight: !args.no_preflight,
         poll: live::poll_policy()?,

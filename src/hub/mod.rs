@@ -139,6 +139,10 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// An earlier try of this call may have been carried out (its answer was lost, or a 5xx
+    /// came back) before this one: a write's result can then describe our own earlier write
+    /// ("already exists", "not found") and must be checked by reading the hub.
+    pub resent: bool,
 }
 
 /// One logical request; retried as a whole.
@@ -277,11 +281,12 @@ impl HubClient {
         let mut attempt = 0;
         let mut resigned = false;
         let mut told_failover = false;
+        let mut resent = false;
         loop {
             attempt += 1;
             let (auth, fresh) = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
             let (error, retry_after) = match self.try_once(&call, url.clone(), &auth).await {
-                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Ok(reply)) => return Ok(Reply { resent, ..reply }),
                 Ok(Err((status, headers, body))) => {
                     let retry_after = headers
                         .get(reqwest::header::RETRY_AFTER)
@@ -300,6 +305,19 @@ impl HubClient {
                         continue;
                     }
                     if !retryable {
+                        if resent
+                            && call.method == Method::DELETE
+                            && matches!(err, Error::NotFound { .. })
+                        {
+                            // The earlier try, whose answer was lost, deleted it.
+                            tracing::debug!(hub = %host, path = %call.path, "a resent delete found nothing left: the first try did it");
+                            return Ok(Reply {
+                                status: StatusCode::NO_CONTENT,
+                                headers: HeaderMap::new(),
+                                body: Bytes::new(),
+                                resent,
+                            });
+                        }
                         return Err(err);
                     }
                     (err, retry_after)
@@ -317,6 +335,9 @@ impl HubClient {
                 return Err(error);
             }
             let failing_over = matches!(error, Error::FailingOver { .. });
+            // A lost answer or a server error may follow a write that was carried out; a 429 or
+            // a failover answer says it was not.
+            resent |= matches!(error, Error::Transport { .. } | Error::Server { .. });
             let Some(wait) = self.inner.retry.delay(
                 attempt,
                 start.elapsed(),
@@ -376,6 +397,7 @@ impl HubClient {
                 status,
                 headers,
                 body,
+                resent: false,
             }))
         } else {
             Ok(Err((status, headers, body)))

@@ -18,6 +18,13 @@ use super::{Call, HubClient};
 /// Most devices one `POST /devices` accepts.
 pub const BULK_MAX: usize = 100;
 
+/// The answer to a bulk call, and whether an earlier try of it may have been carried out.
+#[derive(Debug)]
+pub struct BulkReply {
+    pub result: BulkRegistryOperationResult,
+    pub resent: bool,
+}
+
 /// Primary and secondary symmetric keys (secrets; `Debug` redacts).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -342,12 +349,11 @@ impl HubClient {
     }
 
     /// `POST /devices` with at most [`BULK_MAX`] entries. A partial failure is not an error: the
-    /// result lists each failed device (a 400 with a result body). Retries after a lost response
-    /// may report `create` entries as already existing.
-    pub async fn bulk(
-        &self,
-        devices: &[ExportImportDevice],
-    ) -> Result<BulkRegistryOperationResult> {
+    /// result lists each failed device (a 400 with a result body). When the call had to be sent
+    /// again after a try whose outcome is unknown ([`BulkReply::resent`]), its errors may
+    /// describe that earlier try's own writes ("already exists" for a create, "not found" for a
+    /// delete): the caller resolves those by reading the hub.
+    pub async fn bulk(&self, devices: &[ExportImportDevice]) -> Result<BulkReply> {
         if devices.len() > BULK_MAX {
             return Err(Error::TooManyDevices {
                 count: devices.len(),
@@ -356,15 +362,20 @@ impl HubClient {
         let mut call = Call::new(Method::POST, "/devices".into()).json(&devices);
         call.accept = &[400];
         let reply = self.call(call).await?;
-        if reply.status.as_u16() == 400 {
+        let resent = reply.resent;
+        let result = if reply.status.as_u16() == 400 {
             // A 400 that is not a bulk result is a real bad request.
-            return match serde_json::from_slice::<BulkRegistryOperationResult>(&reply.body) {
-                Ok(r) if !r.errors.is_empty() => Ok(r),
-                _ => Err(super::ServiceError::parse(400, None, &reply.body)
-                    .into_error(self.name(), None)),
-            };
-        }
-        self.decode("bulk result", &reply.body)
+            match serde_json::from_slice::<BulkRegistryOperationResult>(&reply.body) {
+                Ok(r) if !r.errors.is_empty() => r,
+                _ => {
+                    return Err(super::ServiceError::parse(400, None, &reply.body)
+                        .into_error(self.name(), None));
+                }
+            }
+        } else {
+            self.decode("bulk result", &reply.body)?
+        };
+        Ok(BulkReply { result, resent })
     }
 
     /// One page of `POST /devices/query`.

@@ -74,16 +74,25 @@ const HTTP_DATE: &[BorrowedFormatItem<'static>] = format_description!(
     "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
 );
 
-/// Parse `Retry-After`: delta seconds, or an HTTP date relative to `now`.
+/// The longest `Retry-After` honoured: a server (or a proxy in front of it) asking for more is
+/// waited for this long, then asked again. Without a cap a huge value overflowed the deadline
+/// arithmetic and stopped a restore half-applied.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Parse `Retry-After`: delta seconds, or an HTTP date relative to `now`; capped at
+/// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = time::PrimitiveDateTime::parse(value, HTTP_DATE)
-        .ok()?
-        .assume_utc();
-    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = time::PrimitiveDateTime::parse(value, HTTP_DATE)
+            .ok()?
+            .assume_utc();
+        let secs = when.unix_timestamp().saturating_sub(now.unix_timestamp());
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Whether a failed response is worth another try: its HTTP status and 6-digit code.
@@ -169,5 +178,17 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        // A huge value is capped, never overflows a deadline.
+        for huge in [
+            "18446744073709551615",
+            "99999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(huge, now),
+                Some(MAX_RETRY_AFTER),
+                "{huge}"
+            );
+        }
     }
 }

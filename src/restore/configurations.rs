@@ -125,11 +125,17 @@ pub async fn apply(
             Some("*") => IfMatch::Any,
             Some(e) => IfMatch::Etag(e.to_owned()),
         };
-        record(
-            client.put_configuration(&body, &if_match).await.map(drop),
-            &body.id,
-            progress,
-        )?;
+        let mut result = client.put_configuration(&body, &if_match).await.map(drop);
+        if matches!(
+            result,
+            Err(hub::Error::AlreadyExists { .. } | hub::Error::PreconditionFailed { .. })
+        ) && already_there(client, config).await
+        {
+            // An earlier try whose answer was lost made it (or it was made meanwhile): the
+            // target holds what was wanted.
+            result = Ok(());
+        }
+        record(result, &body.id, progress)?;
     }
     for (id, etag) in &plan.delete {
         let if_match = etag.clone().map_or(IfMatch::Any, IfMatch::Etag);
@@ -140,6 +146,20 @@ pub async fn apply(
         )?;
     }
     Ok(())
+}
+
+/// Whether the target already holds `wanted` as the restore would write it (read back and
+/// compared in canonical form).
+async fn already_there(client: &HubClient, wanted: &Value) -> bool {
+    let Some(id) = wanted["id"].as_str() else {
+        return false;
+    };
+    match client.get_configuration(id).await {
+        Ok(found) => {
+            serde_json::to_value(&found).is_ok_and(|v| canonical_configuration(&v) == *wanted)
+        }
+        Err(_) => false,
+    }
 }
 
 fn record(

@@ -44,7 +44,7 @@ use crate::staging::Staging;
 use crate::store::Store;
 
 pub use apply::Applied;
-pub use plan::{Mode, Plan, Scope};
+pub use plan::{MaxDelete, Mode, Plan, Scope};
 pub use report::{Difference, RestoreReport};
 pub use verify::{KeyCheck, VERIFY_KEY_SAMPLE, verify};
 
@@ -85,6 +85,8 @@ pub struct RestoreOptions {
     pub key_read_job_min: usize,
     /// From how many edge links the job engine sets them with a second import job.
     pub link_job_min: usize,
+    /// How many deletes a `mirror` may make (`--max-delete`); `None`: the default brake.
+    pub max_delete: Option<MaxDelete>,
 }
 
 impl Default for RestoreOptions {
@@ -99,6 +101,7 @@ impl Default for RestoreOptions {
             poll: PollPolicy::default(),
             key_read_job_min: KEY_READ_JOB_MIN,
             link_job_min: LINK_JOB_MIN,
+            max_delete: None,
         }
     }
 }
@@ -130,6 +133,18 @@ pub enum Error {
         "the job engine needs a staging container; pass --staging URL or configure [staging], or use --engine bulk"
     )]
     NoStaging,
+    #[error(
+        "mirror into {hub} would delete {deletes} of its {target} identities, {why}; the snapshot \
+         holds {in_snapshot}. Nothing was changed. Check the plan with --dry-run -v, and if those \
+         deletes are meant, pass --max-delete {deletes} (or a share, e.g. --max-delete 100%)"
+    )]
+    MirrorBrake {
+        hub: String,
+        deletes: u64,
+        target: u64,
+        in_snapshot: u64,
+        why: String,
+    },
     #[error("restore task failed: {0}")]
     Task(String),
 }
@@ -141,6 +156,7 @@ impl Error {
             Error::Target(e) => e.code(),
             Error::Stopped { cause, .. } => cause.code(),
             Error::NoStaging => "restore_no_staging",
+            Error::MirrorBrake { .. } => "restore_mirror_brake",
             Error::Task(_) => "restore_task",
         }
     }
@@ -420,6 +436,36 @@ async fn prepare(
     })
 }
 
+/// The mirror brake's refusal of `plan`, if it deletes more than allowed (see [`plan::brake`]).
+fn mirror_brake(
+    plan: &Plan,
+    live: &[plan::TargetRecord],
+    records: &[plan::SnapshotRecord],
+    hub: &str,
+    options: &RestoreOptions,
+) -> Option<Error> {
+    let scope = Scope {
+        only: options.only.clone(),
+    };
+    let deletes = plan::identities_removed(plan, live);
+    let target = plan::identities(
+        live.iter().map(|r| (r.id.as_str(), r.module_id.as_deref())),
+        &Scope::default(),
+    );
+    let in_snapshot = plan::identities(
+        records.iter().map(|r| (r.id.as_str(), r.module_id.as_deref())),
+        &scope,
+    );
+    let why = plan::brake(deletes, target, in_snapshot, options.max_delete)?;
+    Some(Error::MirrorBrake {
+        hub: hub.to_owned(),
+        deletes,
+        target,
+        in_snapshot,
+        why,
+    })
+}
+
 async fn finish(
     prepared: Prepared,
     manifest: &Manifest,
@@ -438,6 +484,12 @@ async fn finish(
     report.configurations = configs.as_ref().map(|(_, cp)| cp.counts());
     let blocked = preflight.as_ref().is_some_and(|p| !p.ok);
     report.preflight = preflight;
+    if let Some(refused) = mirror_brake(&plan, &live, &records, client.name(), options) {
+        if !options.dry_run {
+            return Err(refused);
+        }
+        report.brake = Some(refused.to_string());
+    }
     if blocked || options.dry_run {
         return Ok(report);
     }

@@ -41,6 +41,88 @@ impl Mode {
     }
 }
 
+/// How many identities a `mirror` restore may delete (`--max-delete N|P%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDelete {
+    /// At most this many.
+    Count(u64),
+    /// At most this share of the target's identities, in basis points (1 % = 100).
+    Share(u32),
+}
+
+/// The brake when `--max-delete` is not given: 10 % of the target, and nothing at all when the
+/// snapshot (within `--only`) holds no identity.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 10;
+
+impl std::str::FromStr for MaxDelete {
+    type Err = String;
+
+    /// `500` (a count) or `25%` / `12.5%` (a share of the target's identities).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let bad =
+            || format!("--max-delete {text:?}: write a count (500) or a share of the target (25%)");
+        if let Some(p) = t.strip_suffix('%') {
+            let (whole, frac) = p.trim().split_once('.').unwrap_or((p.trim(), ""));
+            let whole: u32 = whole.parse().map_err(|_| bad())?;
+            let frac2: String = frac.chars().chain("00".chars()).take(2).collect();
+            if !frac.chars().all(|c| c.is_ascii_digit()) || frac.len() > 2 {
+                return Err(bad());
+            }
+            let frac: u32 = frac2.parse().map_err(|_| bad())?;
+            let bp = whole
+                .checked_mul(100)
+                .and_then(|w| w.checked_add(frac))
+                .filter(|bp| *bp <= 10_000)
+                .ok_or_else(|| format!("--max-delete {text:?}: a share is at most 100%"))?;
+            return Ok(MaxDelete::Share(bp));
+        }
+        t.parse().map(MaxDelete::Count).map_err(|_| bad())
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Share(bp) if bp % 100 == 0 => write!(f, "{}%", bp / 100),
+            MaxDelete::Share(bp) => write!(f, "{}.{:02}%", bp / 100, bp % 100),
+        }
+    }
+}
+
+/// Why a plan's deletes go past the brake (pure), or `None` when they do not: `deletes` of the
+/// target's `target` identities, with `in_snapshot` identities in the snapshot (within scope).
+/// Without an explicit `max`, the brake is [`DEFAULT_MAX_DELETE_PERCENT`] and an empty snapshot
+/// may delete nothing.
+pub fn brake(
+    deletes: u64,
+    target: u64,
+    in_snapshot: u64,
+    max: Option<MaxDelete>,
+) -> Option<String> {
+    if deletes == 0 {
+        return None;
+    }
+    let within = |limit: MaxDelete| match limit {
+        MaxDelete::Count(n) => deletes <= n,
+        MaxDelete::Share(bp) => u128::from(deletes) * 10_000 <= u128::from(bp) * u128::from(target),
+    };
+    match max {
+        Some(limit) if within(limit) => None,
+        Some(limit) => Some(format!("more than --max-delete {limit} allows")),
+        None if in_snapshot == 0 => Some(
+            "and the snapshot holds no identity (within --only) to restore: that looks like an \
+             empty or wrong snapshot"
+                .to_owned(),
+        ),
+        None if within(MaxDelete::Share(DEFAULT_MAX_DELETE_PERCENT * 100)) => None,
+        None => Some(format!(
+            "more than the {DEFAULT_MAX_DELETE_PERCENT} % a mirror may delete unless told"
+        )),
+    }
+}
+
 /// A snapshot record, as the plan sees it.
 #[derive(Clone)]
 pub struct SnapshotRecord {
@@ -195,6 +277,39 @@ impl Plan {
             "conflicts": self.conflicts,
         })
     }
+}
+
+/// How many of the target's identities `plan` removes: its deletes, and the modules a deleted
+/// device takes with it (system modules, the hub's own, are not counted).
+pub fn identities_removed(plan: &Plan, target: &[TargetRecord]) -> u64 {
+    let devices: std::collections::HashSet<&str> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Delete && i.module_id.is_none())
+        .map(|i| i.id.as_str())
+        .collect();
+    let modules: std::collections::HashSet<(&str, &str)> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Delete)
+        .filter_map(|i| Some((i.id.as_str(), i.module_id.as_deref()?)))
+        .collect();
+    target
+        .iter()
+        .filter(|r| !is_system_module(r.module_id.as_deref()))
+        .filter(|r| {
+            devices.contains(r.id.as_str())
+                || r.module_id
+                    .as_deref()
+                    .is_some_and(|m| modules.contains(&(r.id.as_str(), m)))
+        })
+        .fold(0u64, |n, _| n.saturating_add(1))
+}
+
+/// Identities of `records` a restore may touch (system modules are the hub's own).
+pub fn identities<'a>(ids: impl Iterator<Item = (&'a str, Option<&'a str>)>, scope: &Scope) -> u64 {
+    ids.filter(|(id, m)| scope.includes(id, *m))
+        .fold(0u64, |n, _| n.saturating_add(1))
 }
 
 /// Which records a restore touches: a `--only` glob on device ids; system modules never.
@@ -380,6 +495,40 @@ pub fn aspects(want: &Value, have: &Value) -> Vec<Aspect> {
 /// The vault's order: by id bytes, the device line (no module) before its modules.
 pub fn order(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> Ordering {
     (a.0.as_bytes(), a.1.map(str::as_bytes)).cmp(&(b.0.as_bytes(), b.1.map(str::as_bytes)))
+}
+
+#[cfg(test)]
+mod brake_tests {
+    use super::*;
+
+    #[test]
+    fn max_delete_reads_counts_and_shares() {
+        assert_eq!("500".parse(), Ok(MaxDelete::Count(500)));
+        assert_eq!("25%".parse(), Ok(MaxDelete::Share(2_500)));
+        assert_eq!(" 12.5% ".parse(), Ok(MaxDelete::Share(1_250)));
+        assert_eq!("100%".parse(), Ok(MaxDelete::Share(10_000)));
+        for bad in ["", "-1", "101%", "1.234%", "ten", "5%%", "4294967296%"] {
+            assert!(bad.parse::<MaxDelete>().is_err(), "{bad}");
+        }
+        assert_eq!(MaxDelete::Share(1_250).to_string(), "12.50%");
+        assert_eq!(MaxDelete::Share(10_000).to_string(), "100%");
+    }
+
+    #[test]
+    fn a_mirror_that_would_empty_the_hub_is_braked() {
+        // The review: a one-record snapshot, 1,800 identities on the target, 1,800 deletes.
+        assert!(brake(1_800, 1_800, 1, None).is_some());
+        // 10 % by default; more needs to be asked for.
+        assert_eq!(brake(180, 1_800, 1_700, None), None);
+        assert!(brake(181, 1_800, 1_700, None).is_some());
+        assert_eq!(brake(181, 1_800, 1_700, Some(MaxDelete::Count(181))), None);
+        assert!(brake(182, 1_800, 1_700, Some(MaxDelete::Count(181))).is_some());
+        assert_eq!(brake(1_800, 1_800, 1, Some(MaxDelete::Share(10_000))), None);
+        // An empty snapshot deletes nothing unless told, even one identity.
+        assert!(brake(1, 1_000, 0, None).unwrap().contains("no identity"));
+        assert_eq!(brake(1, 1_000, 0, Some(MaxDelete::Count(1))), None);
+        assert_eq!(brake(0, 0, 0, None), None);
+    }
 }
 
 #[cfg(test)]

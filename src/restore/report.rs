@@ -53,6 +53,8 @@ pub struct RestoreReport {
     pub link_job_id: Option<String>,
     /// Lines the import job's log named as failed, retried through the bulk engine.
     pub retried: usize,
+    /// On a dry run: why a real run would be refused by the mirror brake.
+    pub brake: Option<String>,
 }
 
 impl RestoreReport {
@@ -80,6 +82,7 @@ impl RestoreReport {
             job_id: None,
             link_job_id: None,
             retried: 0,
+            brake: None,
         }
     }
 
@@ -88,9 +91,13 @@ impl RestoreReport {
         self.preflight.as_ref().is_some_and(|p| !p.ok)
     }
 
-    /// Exit 1: a finding, a failed record, or a difference after verification.
+    /// Exit 1: a finding, a failed record, a difference after verification, or (dry run) a
+    /// plan the mirror brake would refuse.
     pub fn found_something(&self) -> bool {
-        self.blocked() || !self.failed.is_empty() || self.verified == Some(false)
+        self.blocked()
+            || !self.failed.is_empty()
+            || self.verified == Some(false)
+            || self.brake.is_some()
     }
 
     pub fn to_json(&self, with_items: bool) -> Value {
@@ -130,6 +137,9 @@ impl RestoreReport {
         }
         if let Some(j) = &self.link_job_id {
             v["link_job_id"] = json!(j);
+        }
+        if let Some(b) = &self.brake {
+            v["brake"] = json!(b);
         }
         v
     }
@@ -196,6 +206,9 @@ impl RestoreReport {
             return out;
         }
         if self.dry_run {
+            if let Some(b) = &self.brake {
+                let _ = writeln!(out, "a real run would be refused: {b}");
+            }
             let _ = writeln!(out, "dry run: nothing was changed");
             return out;
         }

@@ -40,9 +40,10 @@ pub enum KeyWay {
 }
 
 /// The way to read `needed` keys (pure): an export job when staging is at hand and at least
-/// `job_min` are needed, else all by single reads when few, else a sample.
+/// `job_min` are needed, or more than single reads would cover; else all by single reads when
+/// few, else (no staging) a sample. With staging at hand every key is always read back.
 pub fn key_way(needed: usize, staging: bool, job_min: usize) -> KeyWay {
-    if staging && needed >= job_min.max(1) {
+    if staging && (needed >= job_min.max(1) || needed > VERIFY_KEY_READS_MAX) {
         KeyWay::ExportJob
     } else if needed <= VERIFY_KEY_READS_MAX {
         KeyWay::ReadAll
@@ -66,6 +67,10 @@ pub struct KeyCheck {
     /// Why an export job was not used although staging was at hand (it failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Whether a staging container was at hand (the advice to configure one is given only when
+    /// it was not).
+    #[serde(skip)]
+    pub staging_at_hand: bool,
 }
 
 impl KeyCheck {
@@ -96,10 +101,14 @@ impl KeyCheck {
         let mut out = if self.all() {
             format!("keys: all {} record(s) with keys compared {via}", self.of)
         } else {
+            let advice = if self.staging_at_hand {
+                "run `hubvault diff SNAPSHOT --hub HUB` to compare them all"
+            } else {
+                "configure [staging] or pass --staging to check them all through an export job"
+            };
             format!(
                 "keys: only a sample of {} of {} record(s) with keys compared {via}; the other \
-                 keys were not read back (configure [staging] or pass --staging to check them all \
-                 through an export job)",
+                 keys were not read back ({advice})",
                 self.checked, self.of
             )
         };
@@ -160,6 +169,7 @@ pub async fn verify(
                         via: "export-job",
                         job_id: Some(job_id),
                         note: None,
+                        staging_at_hand: true,
                     },
                 });
             }
@@ -174,7 +184,8 @@ pub async fn verify(
     }
     let mut live = target::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(records, &live, mode, &scope);
-    let keys = read_keys(client, &mut live, &first.needs_keys, note).await?;
+    let mut keys = read_keys(client, &mut live, &first.needs_keys, note).await?;
+    keys.staging_at_hand = staging.is_some();
     let after = plan::plan(records, &live, mode, &scope);
     Ok(Verification {
         differences: differences(&after, conflicts),
@@ -219,6 +230,7 @@ async fn read_keys(
         via: "registry-reads",
         job_id: None,
         note,
+        staging_at_hand: false,
     })
 }
 
@@ -331,7 +343,15 @@ mod tests {
     fn without_staging_only_a_big_restore_is_sampled() {
         assert_eq!(key_way(VERIFY_KEY_READS_MAX, false, 1), KeyWay::ReadAll);
         assert_eq!(key_way(VERIFY_KEY_READS_MAX + 1, false, 1), KeyWay::Sample);
-        assert_eq!(key_way(2_500, true, 5_000), KeyWay::Sample);
+    }
+
+    #[test]
+    fn with_staging_at_hand_keys_are_never_sampled() {
+        // The review's case: 1,755 keyed records, staging configured, the job threshold above.
+        for needed in [VERIFY_KEY_READS_MAX + 1, 1_755, 1_999, 2_500] {
+            assert_eq!(key_way(needed, true, 5_000), KeyWay::ExportJob, "{needed}");
+        }
+        assert_eq!(key_way(VERIFY_KEY_READS_MAX, true, 5_000), KeyWay::ReadAll);
     }
 
     #[test]
@@ -355,6 +375,7 @@ mod tests {
             via: "export-job",
             job_id: Some("j1".into()),
             note: None,
+            staging_at_hand: true,
         };
         assert_eq!(all.label(), "all");
         assert!(all.sentence().contains("all 300"));
@@ -365,6 +386,7 @@ mod tests {
             via: "registry-reads",
             job_id: None,
             note: Some("the export job reading them failed (job_failed)".into()),
+            staging_at_hand: false,
         };
         assert_eq!(some.label(), "sample of 100");
         let text = some.sentence();

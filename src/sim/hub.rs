@@ -160,6 +160,24 @@ async fn gate(
     if let Some(early) = faults(&hub, peer).await {
         return early;
     }
+    let lose_response =
+        req.method() == axum::http::Method::POST && req.uri().path() == "/devices" && {
+            let mut f = lock(&hub.faults);
+            let lose = f.lose_bulk_responses > 0;
+            f.lose_bulk_responses = f.lose_bulk_responses.saturating_sub(1);
+            lose
+        };
+    if lose_response {
+        // Carry the request out, then cut the connection instead of answering.
+        let done = admitted(hub.clone(), peer, req, next).await;
+        hub.drops.arm(peer);
+        return done;
+    }
+    admitted(hub, peer, req, next).await
+}
+
+/// The rest of [`gate`] once injected faults have had their say.
+async fn admitted(hub: Arc<Hub>, peer: std::net::SocketAddr, req: Request, next: Next) -> Response {
     let resource_allows = firewall::allows(&lock(&hub.shared.resource), peer.ip());
     if !resource_allows {
         return HubError::unauthorized().into_response();

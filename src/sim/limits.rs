@@ -113,6 +113,9 @@ pub struct Faults {
     pub slow_count: u32,
     /// The next N requests lose their connection before a response arrives.
     pub drop_count: u32,
+    /// The next N bulk writes (`POST /devices`) are carried out, then lose their connection
+    /// before the response arrives: writes whose outcome the client cannot know.
+    pub lose_bulk_responses: u32,
     /// Tokens are treated as expired this many seconds before their `se`.
     pub expire_tokens_early_secs: u64,
     /// Set to N: the data plane answers every request with 404012 `IotHubFailingOver` for the

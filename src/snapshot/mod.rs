@@ -30,6 +30,10 @@ pub enum Error {
         detail: String,
     },
     #[error(
+        "{file} line {line} is longer than {max} bytes, far more than any real record; the file is damaged or not an export (nothing was stored)"
+    )]
+    LineTooLong { file: String, line: u64, max: usize },
+    #[error(
         "{file}: {what} {key} appears twice, on lines {first_line} and {second_line}; an export must list each once (nothing was stored)"
     )]
     Duplicate {
@@ -100,6 +104,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Malformed { .. } => "export_malformed_line",
+            Error::LineTooLong { .. } => "export_line_too_long",
             Error::Duplicate { .. } => "export_duplicate_id",
             Error::Empty { .. } => "export_empty",
             Error::Read { .. } => "export_read",

@@ -85,6 +85,11 @@ pub fn classify(line: &[u8], line_no: u64, file: &str) -> Result<Line, Error> {
 }
 
 /// What [`classify`] decides, without copying anything: `None` for a skipped line.
+///
+/// Azure's exports may carry warning lines that are not JSON, so a line that reads as text —
+/// printable, with no `{` and no `"id"` — is skipped (and counted). Anything else that is not a
+/// valid record is refused with its file and line: a damaged record (a first byte lost, a NUL or
+/// `#` in front) must never vanish as a "warning", or a mirror restore would delete that device.
 pub(super) fn check<'a>(
     line: &'a [u8],
     line_no: u64,
@@ -93,15 +98,18 @@ pub(super) fn check<'a>(
     let Some(first) = line.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(None);
     };
-    if *first != b'{' {
-        return Ok(None);
-    }
     let malformed = |detail: String| Error::Malformed {
         file: file.to_owned(),
         line: line_no,
         id: recover_id(line),
         detail,
     };
+    if *first != b'{' {
+        return match not_a_record(line) {
+            None => Ok(None),
+            Some(why) => Err(malformed(why.to_owned())),
+        };
+    }
     let fields = json_line::scan(line).map_err(|problem| malformed(problem.to_string()))?;
     if fields.id.is_empty() {
         return Err(malformed("its \"id\" is empty".to_owned()));
@@ -109,10 +117,38 @@ pub(super) fn check<'a>(
     Ok(Some(fields))
 }
 
+/// Why a line that does not start with `{` cannot be skipped as a warning, or `None` when it
+/// reads as text. Control bytes (NUL, escape, …; tab is text) and invalid UTF-8 are not text; a
+/// `{` or an `"id"` anywhere means a record whose start is damaged.
+fn not_a_record(line: &[u8]) -> Option<&'static str> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Some("it is neither a record nor a text line (invalid UTF-8)");
+    };
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Some("it is neither a record nor a text line (it holds control bytes such as NUL)");
+    }
+    if text.contains('{') || text.contains("\"id\"") {
+        return Some(
+            "it holds a JSON object or an \"id\" but does not start with '{' (a damaged record?)",
+        );
+    }
+    None
+}
+
+/// The longest line an export may have. IoT Hub caps a device twin at a few tens of KiB and a
+/// configuration's content likewise, so real lines are far shorter; a longer one (a corrupt file,
+/// `/dev/zero`) is refused with its line number instead of growing memory without bound.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 /// `BufRead::read_until(b'\n')`, with the `memchr` crate's vectorised search (std's is a
-/// word-at-a-time loop, a few percent of a backup's CPU time on 1 KB lines).
-pub fn read_line<R: BufRead>(reader: &mut R, out: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut read = 0;
+/// word-at-a-time loop, a few percent of a backup's CPU time on 1 KB lines), reading at most
+/// `limit` bytes: a longer line is an `InvalidData` error whose message is [`TOO_LONG`].
+pub fn read_line<R: BufRead>(
+    reader: &mut R,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    let mut read: usize = 0;
     loop {
         let available = match reader.fill_buf() {
             Ok(b) => b,
@@ -120,17 +156,26 @@ pub fn read_line<R: BufRead>(reader: &mut R, out: &mut Vec<u8>) -> std::io::Resu
             Err(e) => return Err(e),
         };
         let (used, done) = match memchr::memchr(b'\n', available) {
-            Some(at) => (at + 1, true),
+            Some(at) => (at.saturating_add(1), true),
             None => (available.len(), available.is_empty()),
         };
+        read = read.saturating_add(used);
+        if read > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                TOO_LONG,
+            ));
+        }
         out.extend_from_slice(&available[..used]);
         reader.consume(used);
-        read += used;
         if done {
             return Ok(read);
         }
     }
 }
+
+/// The message of [`read_line`]'s error for a line over its limit.
+pub const TOO_LONG: &str = "line longer than the limit";
 
 /// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
 fn recover_id(line: &[u8]) -> Option<String> {
@@ -180,14 +225,27 @@ impl<R: BufRead> Lines<R> {
     /// ending, and the first without a BOM), and its number; `None` at the end.
     fn append_raw(&mut self, buf: &mut Vec<u8>) -> Result<Option<(Range<usize>, u64)>, Error> {
         let start = buf.len();
-        let n = read_line(&mut self.reader, buf).map_err(|source| Error::Read {
-            file: self.file.clone(),
-            source,
-        })?;
+        let n = match read_line(&mut self.reader, buf, MAX_LINE_BYTES) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData && e.to_string() == TOO_LONG => {
+                buf.truncate(start);
+                return Err(Error::LineTooLong {
+                    file: self.file.clone(),
+                    line: self.line_no.saturating_add(1),
+                    max: MAX_LINE_BYTES,
+                });
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    file: self.file.clone(),
+                    source,
+                });
+            }
+        };
         if n == 0 {
             return Ok(None);
         }
-        self.line_no += 1;
+        self.line_no = self.line_no.saturating_add(1);
         let mut line = &buf[start..];
         if self.line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -262,6 +320,8 @@ impl<R: BufRead> Iterator for Lines<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+
     #[test]
     fn debug_never_shows_the_line() {
         let line = br#"{"id":"d1","authentication":{"symmetricKey":{"primaryKey":"SECRETKEY"}}}"#;
@@ -340,6 +400,44 @@ mod tests {
                 .contains("no \"id\"")
         );
         assert!(classify(b"{\"id\":\"x\"} trailing", 1, "f").is_err());
+    }
+
+    #[test]
+    fn a_damaged_record_is_never_skipped_as_a_warning() {
+        let good = br#"{"id":"d1","authentication":{"symmetricKey":{"primaryKey":"SECRETKEY"}}}"#;
+        let damaged: Vec<Vec<u8>> = vec![
+            good[1..].to_vec(),                     // first byte lost
+            [b"\0".as_slice(), good].concat(),      // NUL in front
+            [b"#".as_slice(), good].concat(),       // a comment marker in front
+            [b"\x1b[0m".as_slice(), good].concat(), // an escape sequence in front
+            b"\"id\": \"d1\"".to_vec(),             // an id without its object
+            b"\xff\xfe warning".to_vec(),           // not UTF-8
+        ];
+        for line in damaged {
+            let err = classify(&line, 7, "devices.txt").unwrap_err();
+            let shown = err.to_string();
+            assert_eq!(err.code(), "export_malformed_line", "{shown}");
+            assert!(shown.contains("devices.txt line 7"), "{shown}");
+            assert!(!shown.contains("SECRETKEY"), "{shown}");
+        }
+        for text in [
+            b"Warning: keys were exported".as_slice(),
+            b"\tExport finished: 3 devices (see https://aka.ms/iothub)",
+            b"   ",
+        ] {
+            assert!(matches!(classify(text, 1, "f"), Ok(Line::Skipped)));
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_in_bounded_memory() {
+        // /dev/zero in miniature: a reader that never ends a line. It must stop at the limit.
+        let zeros = std::io::repeat(0).take(u64::try_from(MAX_LINE_BYTES).unwrap() * 4);
+        let mut lines = Lines::new(std::io::BufReader::new(zeros), "devices.txt");
+        let err = lines.next().unwrap().unwrap_err();
+        assert_eq!(err.code(), "export_line_too_long");
+        assert!(err.to_string().contains("devices.txt line 1"), "{err}");
+        assert!(lines.buf.capacity() <= MAX_LINE_BYTES + (1 << 20));
     }
 
     #[test]

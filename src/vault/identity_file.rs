@@ -149,26 +149,14 @@ pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
 
 /// Load every X25519 identity from an age identity file.
 ///
-/// Refuses a file that its group or other users can read or write: it holds the key to every
-/// snapshot. Comment and blank lines are skipped.
+/// It holds the key to every snapshot, so the file must be a regular file (a FIFO or a device
+/// could feed anything, and a FIFO would hang the read), owned by this user or root, readable by
+/// nobody else, in a folder nobody else can write (else the file could be swapped). The checks
+/// run on the opened file, so what is checked is what is read. Comment and blank lines are
+/// skipped.
 pub fn load_identities(path: &Path) -> Result<Identities> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::NoIdentity {
-                looked_in: path.display().to_string(),
-            });
-        }
-        Err(source) => {
-            return Err(Error::Io {
-                action: "read identity file",
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    check_private(path, &meta)?;
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| Error::Io {
+    let file = open_private(path)?;
+    let text = Zeroizing::new(read_text(file).map_err(|source| Error::Io {
         action: "read identity file",
         path: path.into(),
         source,
@@ -189,7 +177,7 @@ pub fn load_identities(path: &Path) -> Result<Identities> {
             (Some(reason), _) | (None, Err(reason)) => {
                 return Err(Error::BadIdentity {
                     path: path.into(),
-                    line: n + 1,
+                    line: n.saturating_add(1),
                     reason,
                 });
             }
@@ -201,14 +189,95 @@ pub fn load_identities(path: &Path) -> Result<Identities> {
     Ok(Identities::from_vec(ids))
 }
 
+/// An identity file is a few lines; anything much larger is not one (and is not read whole).
+const MAX_IDENTITY_BYTES: u64 = 64 * 1024;
+
+fn read_text(file: fs::File) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    file.take(MAX_IDENTITY_BYTES).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Open `path` for reading and check it is a private regular file in a private folder.
+fn open_private(path: &Path) -> Result<fs::File> {
+    let io_error = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => Error::NoIdentity {
+            looked_in: path.display().to_string(),
+        },
+        _ => Error::Io {
+            action: "read identity file",
+            path: path.into(),
+            source,
+        },
+    };
+    let file = open_nonblocking(path).map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotAFile {
+            path: path.into(),
+            kind: describe_type(meta.file_type()),
+        });
+    }
+    check_private(path, &meta)?;
+    check_folder(path)?;
+    Ok(file)
+}
+
+/// Open without blocking: opening a FIFO for reading would otherwise wait for a writer.
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    Ok(fs::File::from(fd))
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    fs::File::open(path)
+}
+
+fn describe_type(t: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
 #[cfg(unix)]
 fn check_private(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::InsecurePermissions {
             path: path.into(),
             mode,
+        });
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Error::WrongOwner {
+            path: path.into(),
+            owner: meta.uid(),
+            me,
         });
     }
     Ok(())
@@ -217,6 +286,38 @@ fn check_private(path: &Path, meta: &fs::Metadata) -> Result<()> {
 #[cfg(not(unix))]
 fn check_private(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
     // No POSIX modes: rely on the folder's ACLs.
+    Ok(())
+}
+
+/// The identity's folder must not let other users replace the file: not writable by group or
+/// others, owned by this user or root.
+#[cfg(unix)]
+fn check_folder(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = fs::metadata(&folder).map_err(|source| Error::Io {
+        action: "check the folder of",
+        path: path.into(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let me = rustix::process::geteuid().as_raw();
+    if mode & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0) {
+        return Err(Error::InsecureFolder {
+            folder,
+            path: path.into(),
+            mode: mode & 0o777,
+            owner: meta.uid(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_folder(_path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -307,6 +408,45 @@ mod tests {
             );
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load_identities(&path).is_ok());
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("identity.fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = load_identities(&fifo).unwrap_err();
+        assert_eq!(err.code(), "vault_identity_not_a_file");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let err = load_identities(dir.path()).unwrap_err();
+        assert_eq!(err.code(), "vault_identity_not_a_file");
+        assert!(err.to_string().contains("folder"), "{err}");
+    }
+
+    #[test]
+    fn an_identity_in_a_folder_others_can_write_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        let path = shared.join("identity.txt");
+        init_identity(&path).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = load_identities(&path).unwrap_err();
+        assert_eq!(err.code(), "vault_insecure_folder");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("chmod go-w {}", shared.display())),
+            "{shown}"
+        );
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
         assert!(load_identities(&path).is_ok());
     }
 

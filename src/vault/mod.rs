@@ -27,9 +27,17 @@ const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "{value:?} is not an age public key ({reason}); recipients look like age1… (see `hubvault key init`)"
+        "recipient #{position} ({shape}) is not an age public key ({reason}); recipients look like \
+         age1… and are printed by `hubvault key init`. The value is not shown: a misplaced secret \
+         (an identity file's text, a connection string) must not reach logs"
     )]
-    BadRecipient { value: String, reason: &'static str },
+    BadRecipient {
+        /// 1-based position among the recipients given.
+        position: usize,
+        /// What the value looks like, without any of its content.
+        shape: String,
+        reason: &'static str,
+    },
     #[error(
         "a secret age identity (AGE-SECRET-KEY-…) was given where a public recipient is expected; \
          pass its public key (age1…, printed by `hubvault key init`) instead, and treat that secret as exposed"
@@ -56,6 +64,27 @@ pub enum Error {
          Fix it with `chmod 600 {path}`"
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "identity file {path} is {kind}, not a regular file; point --identity (or HUBVAULT_IDENTITY, or \
+         `identity` in hubvault.toml) at the file `hubvault key init` wrote"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "identity file {path} belongs to user id {owner}, not to this user (id {me}) or root; another \
+         user could change it. Fix it with `chown {me} {path}` (or run hubvault as its owner)"
+    )]
+    WrongOwner { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "the folder of identity file {path}, {folder}, can be written by other users or belongs to \
+         another user (mode {mode:03o}, owner id {owner}): they could replace the file. Fix it with \
+         `chmod go-w {folder}`, or move the identity into a private folder"
+    )]
+    InsecureFolder {
+        folder: PathBuf,
+        path: PathBuf,
+        mode: u32,
+        owner: u32,
+    },
     #[error(
         "identity file {path}, line {line}: not an age identity ({reason}); expected AGE-SECRET-KEY-1… lines"
     )]
@@ -87,6 +116,9 @@ impl Error {
             Error::NoIdentity { .. } => "vault_no_identity",
             Error::IdentityExists { .. } => "vault_identity_exists",
             Error::InsecurePermissions { .. } => "vault_insecure_permissions",
+            Error::NotAFile { .. } => "vault_identity_not_a_file",
+            Error::WrongOwner { .. } => "vault_identity_wrong_owner",
+            Error::InsecureFolder { .. } => "vault_insecure_folder",
             Error::BadIdentity { .. } => "vault_bad_identity",
             Error::EmptyIdentityFile { .. } => "vault_empty_identity_file",
             Error::Io { .. } => "vault_io",
@@ -96,16 +128,38 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Parse one public recipient. A secret key given by mistake is recognised and never echoed.
-pub fn parse_recipient(value: &str) -> Result<age::x25519::Recipient> {
+/// Parse one public recipient (the `position`-th given, 1-based). A value that does not parse is
+/// never echoed: it may be a secret pasted into the wrong place (a secret key, an identity file's
+/// text, a connection string). A secret age key is recognised and named as such.
+pub fn parse_recipient(value: &str, position: usize) -> Result<age::x25519::Recipient> {
     let value = value.trim();
-    if value.to_ascii_uppercase().starts_with(SECRET_KEY_PREFIX) {
+    if value
+        .to_ascii_uppercase()
+        .contains(SECRET_KEY_PREFIX.trim_end_matches('-'))
+    {
         return Err(Error::SecretGivenAsRecipient);
     }
     age::x25519::Recipient::from_str(value).map_err(|reason| Error::BadRecipient {
-        value: value.to_owned(),
+        position,
+        shape: shape_of(value),
         reason,
     })
+}
+
+/// A description of a rejected value that carries none of its content: its length, and whether
+/// it has the `age1` prefix (a typo) or looks like something else entirely.
+fn shape_of(value: &str) -> String {
+    let chars = value.chars().count();
+    let kind = if value.starts_with("age1") {
+        "starts with age1"
+    } else if value.contains('=') || value.contains(';') {
+        "looks like a connection string or URL, not a key"
+    } else if value.contains('\n') || value.contains(' ') {
+        "holds spaces or several lines"
+    } else {
+        "does not start with age1"
+    };
+    format!("{chars} characters, {kind}")
 }
 
 /// The public keys a snapshot is encrypted to. Order is kept and duplicates are dropped, so the
@@ -118,12 +172,13 @@ impl Recipients {
     /// (a trailing comma in the environment variable).
     pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Recipients> {
         let mut out = Recipients::default();
-        for v in values
+        for (i, v) in values
             .iter()
             .map(AsRef::as_ref)
             .filter(|v| !v.trim().is_empty())
+            .enumerate()
         {
-            out.push(parse_recipient(v)?);
+            out.push(parse_recipient(v, i.saturating_add(1))?);
         }
         Ok(out)
     }
@@ -278,7 +333,29 @@ mod tests {
         let good = Identities::generate().recipients().to_strings().remove(0);
         let err = Recipients::parse(&[good.as_str(), "age1notakey"]).unwrap_err();
         assert_eq!(err.code(), "vault_bad_recipient");
-        assert!(err.to_string().contains("\"age1notakey\""), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("recipient #2") && shown.contains("starts with age1"),
+            "{shown}"
+        );
+        assert!(!shown.contains("notakey"), "{shown}");
+    }
+
+    #[test]
+    fn a_rejected_recipient_is_never_echoed() {
+        let id = age::x25519::Identity::generate();
+        let secret = id.to_string().expose_secret().to_owned();
+        let file_text = format!("# created: 2026-01-01T00:00:00Z\n# public key: x\n{secret}\n");
+        let cs = "HostName=h.azure-devices.net;SharedAccessKeyName=o;SharedAccessKey=U0VDUkVUS0VZ";
+        for bad in [file_text.as_str(), cs, "U0VDUkVUS0VZ", secret.as_str()] {
+            let err = Recipients::parse(&[bad]).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            for part in ["U0VDUkVUS0VZ", secret.as_str(), "SharedAccessKey="] {
+                assert!(!shown.contains(part), "{part} echoed: {shown}");
+            }
+        }
+        let err = Recipients::parse(&[file_text.as_str()]).unwrap_err();
+        assert_eq!(err.code(), "vault_secret_given_as_recipient");
     }
 
     #[test]

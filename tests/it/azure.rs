@@ -468,7 +468,9 @@ async fn hub_bulk_partial_failure_is_a_result_not_an_error() {
     let hub = hub_with(&script).await;
     let line = r#"{"id":"d1","status":"enabled","authentication":{"symmetricKey":{"primaryKey":"cA==","secondaryKey":"cw=="},"type":"sas"},"importMode":"create"}"#;
     let devices = vec![serde_json::from_str(line).unwrap(); 2];
-    let result = hub.bulk(&devices).await.unwrap();
+    let reply = hub.bulk(&devices).await.unwrap();
+    assert!(!reply.resent, "one try, nothing resent");
+    let result = reply.result;
     assert!(!result.is_successful);
     let codes: Vec<_> = result.errors.iter().map(|e| e.error_code.number).collect();
     assert_eq!(codes, [Some(409_001), Some(412_001)]);

@@ -1028,3 +1028,112 @@ async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_
     );
     assert!(f.staging_blobs().await.is_empty());
 }
+
+/// The review's careless operator: a one-record snapshot restored with `--mode mirror` deleted
+/// 1,800 of 1,800 devices and reported success. The brake refuses, names the counts and the
+/// flag, and changes nothing; `--max-delete` lets a meant deletion through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_brake_stops_a_one_record_snapshot_from_emptying_the_target() {
+    let f = Fixture::new(60).await;
+    f.snapshot().await;
+    assert_eq!(f.restore(&["--engine", "bulk"]).await.0.code, 0);
+    let before = comparable(&f.registry("hub-b").await);
+    // hub-a now holds one device; its snapshot becomes `latest`.
+    f.control(reqwest::Method::DELETE, "/hubs/hub-a/registry", None)
+        .await;
+    let one = json!({"id": "lonely-1", "status": "enabled", "authentication": {"type": "sas",
+        "symmetricKey": {"primaryKey": B64.encode([3u8; 32]), "secondaryKey": B64.encode([4u8; 32])}}});
+    f.load("hub-a", &[one]).await;
+    f.snapshot().await;
+
+    let (dry, doc) = f.restore(&["--mode", "mirror", "--dry-run"]).await;
+    assert_eq!(
+        dry.code, 1,
+        "a dry run shows the plan and flags it: {}",
+        dry.stderr
+    );
+    assert!(
+        doc["brake"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-delete"),
+        "{doc:#}"
+    );
+
+    let (out, doc) = f.restore(&["--mode", "mirror", "--engine", "bulk"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["error"]["code"], "restore_mirror_brake", "{doc:#}");
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    let total = before.len();
+    for part in [
+        format!("would delete {total} of its {total} identities"),
+        "the snapshot holds 1".to_owned(),
+        "Nothing was changed".to_owned(),
+        format!("--max-delete {total}"),
+    ] {
+        assert!(message.contains(&part), "{part:?} missing from: {message}");
+    }
+    assert_eq!(
+        comparable(&f.registry("hub-b").await),
+        before,
+        "nothing deleted"
+    );
+
+    let (out, doc) = f
+        .restore(&[
+            "--mode",
+            "mirror",
+            "--engine",
+            "bulk",
+            "--max-delete",
+            "100%",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        doc["applied"]["delete"].as_u64(),
+        Some(60),
+        "60 devices (their modules go with them): {doc:#}"
+    );
+    let after = comparable(&f.registry("hub-b").await);
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["lonely-1"]);
+}
+
+/// A bulk call whose answer is lost after the hub carried it out: the retry answers "already
+/// exists" (create) or "not found" (delete) for our own writes. The review saw 100 false
+/// 409001 failures and "0 deleted" with exit 1; they are settled by reading the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_bulk_responses_are_settled_by_reading_the_target_not_reported_failed() {
+    let f = Fixture::new(120).await;
+    f.snapshot().await;
+    let records = comparable(&f.registry("hub-a").await).len() as u64;
+    f.patch("hub-b", "faults", json!({"lose_bulk_responses": 2}))
+        .await;
+    let (out, doc) = f.restore(&["--engine", "bulk", "-v"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("reading the target to settle"),
+        "the lost answers were noticed: {}",
+        out.stderr
+    );
+    assert_eq!(doc["failed"], json!([]), "{doc:#}");
+    assert_eq!(doc["applied"]["create"].as_u64(), Some(records), "{doc:#}");
+    assert_eq!(doc["verified"], true);
+    assert_same_registry(&f).await;
+
+    // 50 identities of someone else's on hub-b, deleted by a mirror whose answers are lost.
+    let extras: Vec<Value> = (0..50)
+        .map(|i| json!({"id": format!("extra-{i:03}"), "status": "enabled", "authentication": {"type": "sas",
+            "symmetricKey": {"primaryKey": B64.encode([5u8; 32]), "secondaryKey": B64.encode([6u8; 32])}}}))
+        .collect();
+    f.load("hub-b", &extras).await;
+    f.patch("hub-b", "faults", json!({"lose_bulk_responses": 1}))
+        .await;
+    let (out, doc) = f
+        .restore(&["--mode", "mirror", "--engine", "bulk", "--max-delete", "50"])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(doc["failed"], json!([]), "{doc:#}");
+    assert_eq!(doc["applied"]["delete"].as_u64(), Some(50), "{doc:#}");
+    assert_same_registry(&f).await;
+}
