@@ -162,6 +162,7 @@ fn read_object(
         bytes: 0,
     }));
     let mut problems = Vec::new();
+    let mut wrong_key = false;
     if let Some(ids) = ids {
         match pipeline::open(Shared(hashing.clone()), ids) {
             // Decrypting and decompressing run a few blocks ahead, on a thread of their own,
@@ -170,12 +171,9 @@ fn read_object(
                 Ok(ahead) => problems.extend(check_records(ahead, m, object)),
                 Err(e) => problems.push(format!("cannot start reading: {e}")),
             },
-            Err(pipeline::Error::WrongKey) => {
-                return Err(Error::WrongKey {
-                    snapshot: m.id.clone(),
-                    expected: m.recipients.clone(),
-                });
-            }
+            // Either the identity does not fit, or the age header is damaged: the hash of the
+            // stored bytes tells them apart below.
+            Err(pipeline::Error::WrongKey) => wrong_key = true,
             Err(e) => problems.push(format!("cannot decrypt: {e}")),
         }
     }
@@ -190,6 +188,17 @@ fn read_object(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let sha = pipeline::hex(&hashing.hasher.finalize());
+    if wrong_key && sha == object.sha256 {
+        // The object is as written: the identity is not one it was sealed to.
+        return Err(Error::WrongKey {
+            snapshot: m.id.clone(),
+            expected: m.recipients.clone(),
+        });
+    }
+    if wrong_key {
+        problems
+            .push("cannot decrypt: its age header is damaged (no identity can open it)".to_owned());
+    }
     if sha != object.sha256 {
         problems.insert(
             0,

@@ -453,7 +453,9 @@ fn mirror_brake(
         &Scope::default(),
     );
     let in_snapshot = plan::identities(
-        records.iter().map(|r| (r.id.as_str(), r.module_id.as_deref())),
+        records
+            .iter()
+            .map(|r| (r.id.as_str(), r.module_id.as_deref())),
         &scope,
     );
     let why = plan::brake(deletes, target, in_snapshot, options.max_delete)?;

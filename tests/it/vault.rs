@@ -432,6 +432,55 @@ fn tampered_byte_is_found() {
     );
 }
 
+/// The review: a damaged age header stopped `verify --all --read-data` with "the identity cannot
+/// decrypt", hiding the sha256 mismatch and skipping the snapshots after it.
+#[test]
+fn a_damaged_age_header_is_reported_as_damage_and_verify_goes_on() {
+    let env = Env::new();
+    let (export, _) = standard_export(&env, 50, false);
+    backup_ok(&env, &export);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    backup_ok(&env, &export);
+    let ids = env.snapshot_ids();
+    let older = env
+        .store_objects()
+        .into_iter()
+        .find(|p| p.ends_with("devices.jsonl.zst.age") && p.to_string_lossy().contains(&ids[0]))
+        .unwrap();
+    let mut bytes = std::fs::read(&older).unwrap();
+    // The stanza's ephemeral share sits on the second line, after "-> X25519 ".
+    let at = bytes.iter().position(|b| *b == b'\n').unwrap() + 15;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&older, bytes).unwrap();
+    let (code, out, err) = stderr_of(
+        env.cmd()
+            .args(["--json", "verify", "--all", "--read-data"])
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 1, "a finding, not an error: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let by_id = |id: &str| {
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let damaged = by_id(&ids[0]);
+    let problems = damaged["problems"].to_string();
+    assert!(
+        problems.contains("sha256") && problems.contains("age header is damaged"),
+        "{problems}"
+    );
+    assert_eq!(
+        by_id(&ids[1])["ok"],
+        true,
+        "the next snapshot was still checked"
+    );
+}
+
 #[test]
 fn truncated_object_is_found() {
     let env = Env::new();
