@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::config::{self, Config, Credential, ServiceEntry};
 use crate::hub::{self, HubTarget};
+use crate::snapshot::catalog::HubNames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +53,41 @@ pub struct ResolvedHub {
     pub target: HubTarget,
     /// ARM resource id (`[hubs.NAME] resource-id`), for firewall checks.
     pub resource_id: Option<String>,
+}
+
+/// Every name the hub `spec` goes by, for finding its snapshots: `spec` itself (a config name, a
+/// host name or a `--hub-name`), the host name of its config entry, the config names whose host
+/// it is; a connection string contributes its host name only (never itself: it holds a key).
+/// Pure apart from reading a `connection-string-env` variable when one is named (a missing one
+/// just adds nothing).
+pub fn hub_names(spec: &str, config: &Config) -> HubNames {
+    let host_of = |entry: &ServiceEntry, name: &str| -> Option<String> {
+        if let Some(h) = &entry.host {
+            return Some(h.clone());
+        }
+        let cs = entry.connection_string(&format!("hubs.{name}")).ok()??;
+        hub::ConnectionString::parse(&cs).ok().map(|c| c.host_name)
+    };
+    let mut names: Vec<String> = Vec::new();
+    if spec.contains("HostName=") || spec.contains("hostname=") {
+        if let Ok(cs) = hub::ConnectionString::parse(spec) {
+            names.push(cs.host_name);
+        }
+    } else {
+        names.push(spec.to_owned());
+        if let Some(host) = config.hubs.get(spec).and_then(|e| host_of(e, spec)) {
+            names.push(host);
+        }
+    }
+    let known = HubNames::new(&names);
+    for (name, entry) in &config.hubs {
+        if host_of(entry, name)
+            .is_some_and(|h| known.names().iter().any(|n| n.eq_ignore_ascii_case(&h)))
+        {
+            names.push(name.clone());
+        }
+    }
+    HubNames::new(names)
 }
 
 /// Resolve `spec`: a config name first, else a connection string.

@@ -15,6 +15,7 @@ use anyhow::Result;
 
 use hubvault::config::Config;
 use hubvault::pipeline::Identities;
+use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
 use hubvault::vault::{self, IdentityLocation};
 
@@ -40,6 +41,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }
+}
+
+/// Every name the hub given by `--hub` goes by (see [`hubvault::target::hub_names`]).
+fn hub_names(config: &Config, spec: Option<&str>) -> Option<HubNames> {
+    spec.map(|s| hubvault::target::hub_names(s, config))
 }
 
 /// The store named by `--store` / `HUBVAULT_STORE` / config / default.

@@ -8,6 +8,7 @@ use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
 use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, job, plan::Action};
+use hubvault::snapshot::catalog::HubNames;
 use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
@@ -24,8 +25,8 @@ const LINK_JOB_MIN_ENV: &str = "HUBVAULT_LINK_JOB_MIN";
 
 pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
-    let manifest =
-        resolve_snapshot(store.as_ref(), &args.snapshot, args.hub.hub.as_deref()).await?;
+    let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
+    let manifest = resolve_snapshot(store.as_ref(), &args.snapshot, hub_filter.as_ref()).await?;
     let (hub, client) = live::resolve(&args.to, config, &args.live)?;
     let only = args
         .only
@@ -147,7 +148,11 @@ async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> anyhow::E
     anyhow::anyhow!(said)
 }
 
-async fn resolve_snapshot(store: &dyn Store, spec: &str, hub: Option<&str>) -> Result<Manifest> {
+async fn resolve_snapshot(
+    store: &dyn Store,
+    spec: &str,
+    hub: Option<&HubNames>,
+) -> Result<Manifest> {
     let all = catalog::list(store).await?;
     Ok(catalog::resolve(&all, spec, hub, &store.location())?.clone())
 }
@@ -162,11 +167,17 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
     let store = open_store(config, global)?;
     let hub = target::resolve_hub(spec, config)?;
     let all = catalog::list(store.as_ref()).await?;
-    // `latest` means the newest snapshot of this hub if the store has any, else of the only hub.
-    let manifest = catalog::resolve(&all, &args.from, Some(&hub.name), &store.location())
-        .or_else(|_| catalog::resolve(&all, &args.from, Some(&hub.target.host), &store.location()))
-        .or_else(|_| catalog::resolve(&all, &args.from, None, &store.location()))?
-        .clone();
+    // `latest` means the newest snapshot of this hub (any name it goes by) if the store has any,
+    // else of the only hub in the store (a clone's target compared with its source's snapshot).
+    // An id names its snapshot whatever hub it is of.
+    let names = (args.from == "latest").then(|| hubvault::target::hub_names(spec, config));
+    let manifest = match catalog::resolve(&all, &args.from, names.as_ref(), &store.location()) {
+        Err(hubvault::snapshot::Error::NoSnapshotOfHub { .. }) => {
+            catalog::resolve(&all, &args.from, None, &store.location())
+        }
+        other => other,
+    }?
+    .clone();
     let client = HubClient::new(hub.target)?;
     let identities = identities(config, &args.keys)?;
     let records = restore::snapshot_records(store, &manifest, identities).await?;

@@ -14,7 +14,7 @@ use hubvault::diff;
 use hubvault::snapshot::reader::ObjectReader;
 use hubvault::snapshot::{Manifest, catalog};
 
-use super::{identities, open_store, recipients};
+use super::{hub_names, identities, open_store, recipients};
 use crate::Outcome;
 use crate::cli::{BackupArgs, DiffArgs, DumpArgs, Global, ShowArgs, SnapshotsArgs, VerifyArgs};
 
@@ -88,9 +88,10 @@ fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
 pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let all = catalog::list(store.as_ref()).await?;
+    let hub = hub_names(config, args.hub.as_deref());
     let listed: Vec<&Manifest> = all
         .iter()
-        .filter(|m| args.hub.as_deref().is_none_or(|h| m.hub == h))
+        .filter(|m| hub.as_ref().is_none_or(|h| h.matches(&m.hub)))
         .collect();
     let json: Vec<_> = listed
         .iter()
@@ -101,7 +102,25 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
         .collect();
     let mut human = String::new();
     if listed.is_empty() {
-        let _ = writeln!(human, "no snapshots in {}", store.location());
+        match &hub {
+            Some(h) => {
+                let held = catalog::hubs(&all);
+                let _ = writeln!(
+                    human,
+                    "no snapshots of {} in {}{}",
+                    h.label(),
+                    store.location(),
+                    if held.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it holds snapshots of: {}", held.join(", "))
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(human, "no snapshots in {}", store.location());
+            }
+        }
     } else {
         let _ = writeln!(
             human,
@@ -126,7 +145,7 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
     for u in all
         .unreadable
         .iter()
-        .filter(|u| args.hub.as_deref().is_none_or(|h| u.hub == h))
+        .filter(|u| hub.as_ref().is_none_or(|h| h.matches(&u.hub)))
     {
         let _ = writeln!(
             human,
@@ -142,12 +161,8 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
 pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let all = catalog::list(store.as_ref()).await?;
-    let m = catalog::resolve(
-        &all,
-        &args.snapshot,
-        args.hub.hub.as_deref(),
-        &store.location(),
-    )?;
+    let hub = hub_names(config, args.hub.hub.as_deref());
+    let m = catalog::resolve(&all, &args.snapshot, hub.as_ref(), &store.location())?;
     let c = &m.counts;
     let mut human = format!(
         "snapshot   {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
@@ -185,13 +200,12 @@ pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<O
 pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let all = catalog::list(store.as_ref()).await?;
+    let hub = hub_names(config, args.hub.hub.as_deref());
     let chosen: Vec<Manifest> = match &args.snapshot {
-        Some(spec) => {
-            vec![catalog::resolve(&all, spec, args.hub.hub.as_deref(), &store.location())?.clone()]
-        }
+        Some(spec) => vec![catalog::resolve(&all, spec, hub.as_ref(), &store.location())?.clone()],
         None => all
             .iter()
-            .filter(|m| args.hub.hub.as_deref().is_none_or(|h| m.hub == h))
+            .filter(|m| hub.as_ref().is_none_or(|h| h.matches(&m.hub)))
             .cloned()
             .collect(),
     };
@@ -206,7 +220,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
         for u in all
             .unreadable
             .iter()
-            .filter(|u| args.hub.hub.as_deref().is_none_or(|h| u.hub == h))
+            .filter(|u| hub.as_ref().is_none_or(|h| h.matches(&u.hub)))
         {
             report.snapshots.push(hubvault::verify::SnapshotCheck {
                 id: u.id.clone(),
@@ -250,12 +264,8 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
 pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let all = catalog::list(store.as_ref()).await?;
-    let m = catalog::resolve(
-        &all,
-        &args.snapshot,
-        args.hub.hub.as_deref(),
-        &store.location(),
-    )?;
+    let hub = hub_names(config, args.hub.hub.as_deref());
+    let m = catalog::resolve(&all, &args.snapshot, hub.as_ref(), &store.location())?;
     let identities = identities(config, &args.keys)?;
     let report = hubvault::dump::dump(store, m, identities, &args.out).await?;
     let mut human = String::new();
@@ -284,7 +294,8 @@ fn human_bytes(n: u64) -> String {
 pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let all = catalog::list(store.as_ref()).await?;
-    let hub = args.hub.hub.as_deref();
+    let hub = hub_names(config, args.hub.hub.as_deref());
+    let hub = hub.as_ref();
     let old = catalog::resolve(&all, &args.from, hub, &store.location())?.clone();
     let to = args
         .to

@@ -43,6 +43,7 @@ pub mod span;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
@@ -139,27 +140,23 @@ pub enum NotifyOn {
     Success,
 }
 
-/// Which hubs a policy applies to: `"*"` or a list of names.
+/// Which hubs a policy applies to: `"*"` or a list of names. Each name stands for every name
+/// that hub goes by ([`HubNames`]): at first the name as written, which also matches a host name
+/// that extends it (`hub-a` matches `hub-a.azure-devices.net`, where live backups are recorded);
+/// [`Policy::bind_hubs`] adds what `hubvault.toml` knows (a config name's host name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum HubSelector {
     #[default]
     All,
-    Named(Vec<String>),
+    Named(Vec<HubNames>),
 }
 
 impl HubSelector {
-    /// Does this selector cover the hub stored as `hub`? Live backups are stored under the hub's
-    /// host name (`hub-a.azure-devices.net`, DESIGN §4) while policies name hubs as the config
-    /// does (`hub-a`), so a name also matches a host name that starts with it plus a dot.
+    /// Does this selector cover the hub stored as `hub`?
     pub fn matches(&self, hub: &str) -> bool {
         match self {
             HubSelector::All => true,
-            HubSelector::Named(names) => names.iter().any(|n| {
-                hub == n
-                    || hub
-                        .strip_prefix(n.as_str())
-                        .is_some_and(|rest| rest.starts_with('.'))
-            }),
+            HubSelector::Named(names) => names.iter().any(|n| n.matches(hub)),
         }
     }
 }
@@ -191,7 +188,9 @@ impl<'de> Deserialize<'de> for HubSelector {
                         "hubs = []: the policy would apply to no hub; list at least one or write \"*\"",
                     ));
                 }
-                Ok(HubSelector::Named(names))
+                Ok(HubSelector::Named(
+                    names.iter().map(|n| HubNames::new([n])).collect(),
+                ))
             }
         }
         d.deserialize_any(V)
@@ -244,6 +243,16 @@ impl Policy {
         }
         paths.sort();
         paths.iter().map(|p| Policy::load(p)).collect()
+    }
+
+    /// Widen each named hub to every name it goes by (`names_of` knows the config: a config
+    /// name's host name, the config names of a host).
+    pub fn bind_hubs(&mut self, names_of: impl Fn(&str) -> HubNames) {
+        if let HubSelector::Named(list) = &mut self.file.hubs {
+            for n in list.iter_mut() {
+                *n = names_of(n.label());
+            }
+        }
     }
 
     /// Does this policy govern snapshots of `hub` in the store at `store`?
@@ -312,7 +321,7 @@ on = ["failure", "success"]
         let f = &p.file;
         assert_eq!(
             f.hubs,
-            HubSelector::Named(vec!["hub-a".into(), "hub-b".into()])
+            HubSelector::Named(vec![HubNames::new(["hub-a"]), HubNames::new(["hub-b"])])
         );
         assert_eq!(f.orphan_grace, Span::days(2));
         assert_eq!(f.retention.keep_yearly, Some(-1));

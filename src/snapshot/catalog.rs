@@ -69,6 +69,50 @@ pub fn object_name(hub: &str, id: &str, file: &str) -> String {
     format!("{hub}/{id}/{file}")
 }
 
+/// The names one hub goes by, for finding its snapshots: a name from `hubvault.toml`, its host
+/// name (what a live backup records), the name given to `--hub-name`. A name also matches a
+/// recorded name that extends it with a dot (`hub-a` matches `hub-a.azure-devices.net`) and the
+/// reverse; all comparisons ignore case, as DNS does. Never holds a connection string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubNames {
+    names: Vec<String>,
+}
+
+impl HubNames {
+    /// The names, the first one shown in messages. Empty names are dropped.
+    pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> HubNames {
+        let mut out = HubNames::default();
+        for n in names {
+            let n = n.as_ref().trim().to_ascii_lowercase();
+            if !n.is_empty() && !out.names.contains(&n) {
+                out.names.push(n);
+            }
+        }
+        out
+    }
+
+    /// Does a snapshot recorded under `recorded` belong to this hub?
+    pub fn matches(&self, recorded: &str) -> bool {
+        let r = recorded.to_ascii_lowercase();
+        let extends = |long: &str, short: &str| {
+            long.strip_prefix(short)
+                .is_some_and(|rest| rest.starts_with('.'))
+        };
+        self.names
+            .iter()
+            .any(|n| *n == r || extends(&r, n) || extends(n, &r))
+    }
+
+    /// How messages name the hub.
+    pub fn label(&self) -> &str {
+        self.names.first().map_or("", String::as_str)
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 /// A snapshot whose manifest is there but cannot be used: damaged, or from a newer hubvault.
 /// Listing skips it (with a warning) so that one bad manifest never hides the others.
 #[derive(Debug, Clone)]
@@ -166,32 +210,45 @@ pub async fn list(store: &dyn Store) -> Result<Listing, Error> {
     Ok(out)
 }
 
-/// Find `spec` (an id or `latest`) in `listing`. `latest` is the newest of `hub`'s snapshots,
-/// or of the only hub in the store; if a newer snapshot of that hub is unreadable, `latest` is
-/// refused rather than quietly meaning an older one (ids begin with their UTC second).
+/// The hubs the listing holds snapshots of (for messages).
+pub fn hubs(listing: &Listing) -> Vec<String> {
+    let set: BTreeSet<&str> = listing
+        .manifests
+        .iter()
+        .map(|m| m.hub.as_str())
+        .chain(listing.unreadable.iter().map(|u| u.hub.as_str()))
+        .collect();
+    set.into_iter().map(str::to_owned).collect()
+}
+
+/// Find `spec` (an id, `hub/id` or `latest`) in `listing`. `latest` is the newest snapshot of
+/// `hub` (every name it goes by), or of the only hub in the store; if a newer snapshot of that
+/// hub is unreadable, `latest` is refused rather than quietly meaning an older one (ids begin
+/// with their UTC second). A hub with no snapshot is named, with the hubs the store holds.
 pub fn resolve<'a>(
     listing: &'a Listing,
     spec: &str,
-    hub: Option<&str>,
+    hub: Option<&HubNames>,
     store: &str,
 ) -> Result<&'a Manifest, Error> {
-    let not_found = || Error::NotFound {
-        spec: spec.to_owned(),
-        store: store.to_owned(),
+    let not_found = || match hub {
+        Some(h) if !listing.manifests.iter().any(|m| h.matches(&m.hub)) => Error::NoSnapshotOfHub {
+            hub: h.label().to_owned(),
+            store: store.to_owned(),
+            held: hubs(listing),
+        },
+        _ => Error::NotFound {
+            spec: spec.to_owned(),
+            store: store.to_owned(),
+        },
     };
-    let in_hub = |h: &str| hub.is_none_or(|want| h == want);
+    let in_hub = |h: &str| hub.is_none_or(|want| want.matches(h));
     if spec == "latest" {
-        let hubs: BTreeSet<&str> = listing
-            .manifests
-            .iter()
-            .map(|m| m.hub.as_str())
-            .chain(listing.unreadable.iter().map(|u| u.hub.as_str()))
-            .filter(|h| in_hub(h))
-            .collect();
-        if hubs.len() > 1 {
-            return Err(Error::AmbiguousLatest {
-                hubs: hubs.into_iter().map(str::to_owned).collect(),
-            });
+        if hub.is_none() {
+            let held = hubs(listing);
+            if held.len() > 1 {
+                return Err(Error::AmbiguousLatest { hubs: held });
+            }
         }
         let latest = listing.manifests.iter().rfind(|m| in_hub(&m.hub));
         let newer_unreadable = listing
@@ -211,16 +268,19 @@ pub fn resolve<'a>(
         return latest.ok_or_else(not_found);
     }
     let (want_hub, id) = match spec.split_once('/') {
-        Some((h, id)) => (Some(h), id),
-        None => (hub, spec),
+        Some((h, id)) => (Some(HubNames::new([h])), id),
+        None => (hub.cloned(), spec),
     };
-    let wanted = |h: &str, i: &str| i == id && want_hub.is_none_or(|w| h == w);
+    let wanted = |h: &str, i: &str| i == id && want_hub.as_ref().is_none_or(|w| w.matches(h));
     if let Some(m) = listing.manifests.iter().find(|m| wanted(&m.hub, &m.id)) {
         return Ok(m);
     }
     match listing.unreadable.iter().find(|u| wanted(&u.hub, &u.id)) {
         Some(u) => Err(u.error()),
-        None => Err(not_found()),
+        None => Err(Error::NotFound {
+            spec: spec.to_owned(),
+            store: store.to_owned(),
+        }),
     }
 }
 
@@ -310,12 +370,47 @@ mod tests {
             err.contains("hub-a, hub-b") && err.contains("--hub"),
             "{err}"
         );
-        assert_eq!(resolve(&ms, "latest", Some("hub-a"), "s").unwrap().id, "1");
+        assert_eq!(
+            resolve(&ms, "latest", Some(&HubNames::new(["hub-a"])), "s")
+                .unwrap()
+                .id,
+            "1"
+        );
         assert_eq!(resolve(&ms, "hub-b/2", None, "s").unwrap().id, "2");
         assert!(matches!(
             resolve(&ms, "3", None, "s"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_config_name_a_host_name_and_a_short_name_find_the_same_snapshots() {
+        let ms = Listing {
+            manifests: vec![
+                manifest("hub-a.azure-devices.net", "20261126T020000Z-00000001", "x"),
+                manifest("hub-a", "20261126T030000Z-00000002", "x"),
+                manifest("hub-b.azure-devices.net", "20261126T040000Z-00000003", "x"),
+            ],
+            unreadable: vec![],
+        };
+        for names in [
+            HubNames::new(["hub-a"]),
+            HubNames::new(["HUB-A.azure-devices.net"]),
+            HubNames::new(["prod", "hub-a.azure-devices.net"]),
+        ] {
+            let m = resolve(&ms, "latest", Some(&names), "s").unwrap();
+            assert_eq!(m.id, "20261126T030000Z-00000002", "{names:?}");
+            assert!(resolve(&ms, "20261126T020000Z-00000001", Some(&names), "s").is_ok());
+        }
+        assert!(!HubNames::new(["hub"]).matches("hub-a.azure-devices.net"));
+        let err = resolve(&ms, "latest", Some(&HubNames::new(["hub-c"])), "s").unwrap_err();
+        assert_eq!(err.code(), "snapshot_no_snapshot_of_hub");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("hub-c")
+                && shown.contains("hub-a.azure-devices.net, hub-b.azure-devices.net"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

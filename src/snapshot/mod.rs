@@ -75,6 +75,12 @@ pub enum Error {
         problem: String,
         older: Option<String>,
     },
+    #[error("no snapshot of hub {hub} in {store}; {}", if held.is_empty() { "the store holds none yet".to_owned() } else { format!("it holds snapshots of: {} (pass one of them with --hub)", held.join(", ")) })]
+    NoSnapshotOfHub {
+        hub: String,
+        store: String,
+        held: Vec<String>,
+    },
     #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); pass --hub NAME", .hubs.join(", "))]
     AmbiguousLatest { hubs: Vec<String> },
     #[error("invalid hub name {name:?}: {reason}")]
@@ -113,6 +119,7 @@ impl Error {
             Error::NewerFormat { .. } => "snapshot_newer_format",
             Error::BadManifest { .. } => "snapshot_bad_manifest",
             Error::NotFound { .. } => "snapshot_not_found",
+            Error::NoSnapshotOfHub { .. } => "snapshot_no_snapshot_of_hub",
             Error::AmbiguousLatest { .. } => "snapshot_ambiguous_latest",
             Error::LatestUnreadable { .. } => "snapshot_latest_unreadable",
             Error::BadHubName { .. } => "snapshot_bad_hub_name",

@@ -1217,3 +1217,75 @@ async fn staging_by_sas_url_on_the_command_line() {
     assert!(w.staging_blobs().await.is_empty());
     assert_eq!(w.snapshots(HUB_A).len(), 1);
 }
+
+/// The review: `backup --hub hub-a` records the snapshot under the host name, and `restore
+/// latest --hub hub-a` then answered "no snapshot latest". A config name, a host name and a
+/// connection string naming one hub find the same snapshots; an unknown name lists what the
+/// store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_string() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(
+        &cs,
+        Setup {
+            devices: 30,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = json_of(&out)["snapshot"].as_str().unwrap().to_owned();
+    let hub_cs = w
+        .sim
+        .hub("hub-a")
+        .unwrap()
+        .connection_string("iothubowner")
+        .unwrap();
+    for name in ["hub-a", HUB_A, "HUB-A.azure-devices.net", hub_cs.as_str()] {
+        let out = w.run(&["--json", "snapshots", "--hub", name], &[]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let listed = json_of(&out);
+        assert_eq!(listed[0]["id"], id.as_str(), "snapshots --hub {name:.12}…");
+        let out = w
+            .run(&["--json", "show", "latest", "--hub", name], &[])
+            .await;
+        assert!(
+            out.status.success(),
+            "show latest --hub {name:.12}…: {}",
+            stderr(&out)
+        );
+        assert_eq!(json_of(&out)["id"], id.as_str());
+    }
+    let out = w
+        .run(
+            &[
+                "--json",
+                "restore",
+                "latest",
+                "--hub",
+                "hub-a",
+                "--to",
+                "hub-b",
+                "--dry-run",
+            ],
+            &[],
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["snapshot"], id.as_str());
+
+    let out = w
+        .run(&["--json", "show", "latest", "--hub", "hub-z"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = json_of(&out);
+    assert_eq!(
+        err["error"]["code"], "snapshot_no_snapshot_of_hub",
+        "{err:#}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains(HUB_A),
+        "the hubs the store holds are listed: {err:#}"
+    );
+}
