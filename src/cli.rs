@@ -56,6 +56,9 @@ pub enum Command {
     /// Manage age keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage the store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Seal a registry export into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
@@ -84,6 +87,13 @@ pub enum Command {
 pub enum KeyCommand {
     /// Create an age identity file (0600) and print its public recipient.
     Init(KeyInitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Mark the store as a hubvault store (a backup does this at first use; run it for a store
+    /// written by an older hubvault, which `forget` otherwise refuses to clean when unmarked).
+    Init,
 }
 
 #[derive(Debug, Args)]
@@ -234,8 +244,9 @@ pub struct ForgetArgs {
     /// Show the decisions, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Decide as if it were this time (RFC 3339), e.g. 2026-12-01T02:00:00Z.
-    #[arg(long)]
+    /// Decide as if it were this time (RFC 3339), e.g. 2026-12-01T02:00:00Z; with --dry-run
+    /// only (orphans' ages are always judged on the store's clock).
+    #[arg(long, requires = "dry_run")]
     pub at: Option<String>,
 }
 

@@ -9,8 +9,19 @@
 //! snapshot loses its **manifest first**, so an interrupted forget leaves an invisible orphan (which
 //! the next run removes), never a visible snapshot with missing data.
 //!
-//! Must not: know clap, read the clock (the binary passes `now`), delete anything it could not
-//! classify (an unreadable manifest is reported and left alone).
+//! What may be deleted is narrow on purpose (a review pointed `forget --store ~` at a home folder):
+//! only objects with hubvault's own names inside `<hub>/<snapshot-id>/` folders, and only in a
+//! location that is a hubvault store — it carries the store marker or at least one valid
+//! manifest. Anything else is listed as unknown and left alone.
+//!
+//! Two clocks: retention decides at `now` (`--at` shows any moment), but the ages of orphans and
+//! temporaries are measured on the store's own clock ([`Store::now`]), never on `--at`: a
+//! decision time in the future must not take a backup in flight for an orphan. A snapshot whose
+//! manifest lists objects that are missing (or of the wrong size) is reported and never counted
+//! by retention, so it cannot take a good snapshot's place.
+//!
+//! Must not: know clap, read the local clock (the caller passes `now`), delete anything it
+//! could not classify (an unreadable manifest is reported and left alone).
 
 use std::collections::BTreeMap;
 
@@ -18,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::policy::{self, DEFAULT_ORPHAN_GRACE, Policy};
+use crate::snapshot::catalog;
 use crate::store::{self, ObjectMeta, Store};
 
 pub use crate::policy::SnapshotRef;
@@ -29,6 +41,12 @@ pub const MANIFEST: &str = "manifest.json";
 pub enum Error {
     #[error("store error while forgetting: {0}")]
     Store(#[from] store::Error),
+    #[error(
+        "{store} is not a hubvault store: it has no {marker} marker and no snapshot manifest, so \
+         forget deletes nothing there. Check --store (or `store` in hubvault.toml); if this really \
+         is a hubvault store, mark it with `hubvault store init --store {store}`"
+    )]
+    NotAStore { store: String, marker: &'static str },
     #[error(
         "{failed} of {total} deletions failed (first: {first}); the rest was done. Run `hubvault forget` again: it resumes"
     )]
@@ -44,6 +62,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Store(e) => e.code(),
+            Error::NotAStore { .. } => "store_not_marked",
             Error::Incomplete { .. } => "forget_incomplete",
         }
     }
@@ -56,8 +75,17 @@ pub struct Inventory {
     pub snapshots: Vec<SnapshotRef>,
     /// Snapshot folders without a manifest.
     pub orphans: Vec<Orphan>,
-    /// Things forget will not touch, and why (an unreadable manifest, a misplaced one).
+    /// Things forget will not touch, and why (an unreadable manifest, a misplaced one, a
+    /// snapshot whose objects are missing).
     pub problems: Vec<String>,
+    /// Objects hubvault did not write (not a snapshot folder, or a name of someone else's):
+    /// listed, never deleted.
+    pub unknown: Vec<String>,
+    /// Whether the store carries the marker.
+    pub marked: bool,
+    /// Snapshots whose manifest is fine but whose objects are missing or have the wrong size:
+    /// not counted by retention, not deleted.
+    pub incomplete: Vec<SnapshotRef>,
 }
 
 /// A `<hub>/<id>/` folder with data objects but no manifest: an interrupted backup or forget, or a
@@ -176,28 +204,68 @@ struct ManifestHead {
     id: String,
     hub: String,
     created: String,
+    #[serde(default)]
+    objects: Vec<ObjectHead>,
 }
 
-/// Read the store: committed snapshots (from their manifests) and orphans.
+#[derive(Deserialize)]
+struct ObjectHead {
+    name: String,
+    bytes: u64,
+}
+
+/// Read the store: committed snapshots (from their manifests), orphans, and what is not ours.
 pub async fn scan(store: &dyn Store) -> Result<Inventory, Error> {
     let mut folders: BTreeMap<(String, String), Vec<ObjectMeta>> = BTreeMap::new();
+    let mut inv = Inventory::default();
     for meta in store.list("").await? {
-        let mut parts = meta.name.splitn(3, '/');
-        if let (Some(hub), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) {
-            folders
-                .entry((hub.to_owned(), id.to_owned()))
-                .or_default()
-                .push(meta);
+        if meta.name == catalog::MARKER {
+            inv.marked = true;
+            continue;
+        }
+        let mut parts = meta.name.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(hub), Some(id), Some(file), None)
+                if catalog::check_hub(hub).is_ok()
+                    && catalog::is_snapshot_id(id)
+                    && catalog::is_own_object(file) =>
+            {
+                folders
+                    .entry((hub.to_owned(), id.to_owned()))
+                    .or_default()
+                    .push(meta);
+            }
+            _ => inv.unknown.push(meta.name),
         }
     }
-    let mut inv = Inventory::default();
+    // A snapshot-id folder that also holds something not ours is not a backup's leftover.
+    let foreign: std::collections::BTreeSet<(String, String)> = inv
+        .unknown
+        .iter()
+        .filter_map(|n| {
+            let mut p = n.splitn(3, '/');
+            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()?))
+        })
+        .map(|(h, i, _)| (h, i))
+        .collect();
     for ((hub, id), objects) in folders {
         let manifest = format!("{hub}/{id}/{MANIFEST}");
+        // (A committed snapshot stays one whatever else its folder holds; only our objects go.)
         if objects.iter().any(|m| m.name == manifest) {
             match read_manifest(store, &manifest, &hub, &id).await {
-                Ok(s) => inv.snapshots.push(s),
+                Ok((s, listed)) => match missing_objects(&hub, &id, &listed, &objects) {
+                    None => inv.snapshots.push(s),
+                    Some(what) => {
+                        inv.problems.push(format!(
+                            "{hub}/{id}: {what}; not counted by retention and left untouched: check it with `hubvault verify`"
+                        ));
+                        inv.incomplete.push(s);
+                    }
+                },
                 Err(problem) => inv.problems.push(problem),
             }
+        } else if foreign.contains(&(hub.clone(), id.clone())) {
+            inv.unknown.extend(objects.into_iter().map(|m| m.name));
         } else {
             let last_modified = objects
                 .iter()
@@ -212,7 +280,30 @@ pub async fn scan(store: &dyn Store) -> Result<Inventory, Error> {
             });
         }
     }
+    inv.unknown.sort();
     Ok(inv)
+}
+
+/// What of a manifest's objects is not in the store as listed (missing, or of another size).
+fn missing_objects(
+    hub: &str,
+    id: &str,
+    listed: &[ObjectHead],
+    present: &[ObjectMeta],
+) -> Option<String> {
+    let mut wrong = Vec::new();
+    for o in listed {
+        let name = catalog::object_name(hub, id, &o.name);
+        match present.iter().find(|m| m.name == name) {
+            None => wrong.push(format!("{} is missing", o.name)),
+            Some(m) if m.size != o.bytes => wrong.push(format!(
+                "{} is {} bytes, the manifest says {}",
+                o.name, m.size, o.bytes
+            )),
+            Some(_) => {}
+        }
+    }
+    (!wrong.is_empty()).then(|| wrong.join(", "))
 }
 
 async fn read_manifest(
@@ -220,7 +311,7 @@ async fn read_manifest(
     name: &str,
     hub: &str,
     id: &str,
-) -> Result<SnapshotRef, String> {
+) -> Result<(SnapshotRef, Vec<ObjectHead>), String> {
     let leave = "left untouched; check it with `hubvault verify`";
     let bytes = store
         .get_bytes(name)
@@ -242,11 +333,14 @@ async fn read_manifest(
             )
         })?
         .with_timezone(&Utc);
-    Ok(SnapshotRef {
-        id: head.id,
-        hub: head.hub,
-        created,
-    })
+    Ok((
+        SnapshotRef {
+            id: head.id,
+            hub: head.hub,
+            created,
+        },
+        head.objects,
+    ))
 }
 
 fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
@@ -290,11 +384,13 @@ pub async fn apply(
         }
         done.snapshots_removed += 1;
         done.objects_removed += 1;
+        // Only hubvault's own objects: anything else in the folder is someone else's.
         let data: Vec<String> = store
             .list(&prefix)
             .await?
             .into_iter()
             .map(|m| m.name)
+            .filter(|n| n.strip_prefix(&prefix).is_some_and(catalog::is_own_object))
             .collect();
         for name in data {
             total += 1;
@@ -338,9 +434,13 @@ pub struct Report {
     pub orphans_waiting: Vec<Orphan>,
     /// Things forget would not touch, and why.
     pub problems: Vec<String>,
+    /// Objects hubvault did not write: left alone.
+    pub unknown: Vec<String>,
     pub dry_run: bool,
     /// The decision time (`--at`, or now).
     pub at: Option<DateTime<Utc>>,
+    /// The store's clock, on which orphans' ages were judged.
+    pub store_clock: Option<DateTime<Utc>>,
     /// What was removed; `None` on a dry run.
     pub applied: Option<Applied>,
 }
@@ -364,6 +464,7 @@ impl Report {
             "orphans_waiting": self.orphans_waiting.iter().map(Orphan::path).collect::<Vec<_>>(),
             "reasons": reasons,
             "problems": self.problems,
+            "unknown": self.unknown,
             "dry_run": self.dry_run,
             "at": self.at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             "removed": self.applied.as_ref().map(|a| serde_json::json!({
@@ -377,6 +478,7 @@ impl Report {
 }
 
 /// Scan, decide at `now`, and (unless `dry_run`) delete. The whole use case in one call.
+/// Retention decides at `now`; orphans and temporaries are aged on the store's clock.
 pub async fn run(
     store: &dyn Store,
     policies: &[Policy],
@@ -384,8 +486,15 @@ pub async fn run(
     dry_run: bool,
 ) -> Result<Report, Error> {
     let inventory = scan(store).await?;
+    if !inventory.marked && inventory.snapshots.is_empty() && inventory.incomplete.is_empty() {
+        return Err(Error::NotAStore {
+            store: store.location(),
+            marker: catalog::MARKER,
+        });
+    }
+    let clock = to_chrono(store.now().await?);
     let plan = plan(&inventory.snapshots, policies, now);
-    let orphans = orphans_due(&inventory.orphans, policies, now);
+    let orphans = orphans_due(&inventory.orphans, policies, clock);
     let orphans_waiting = inventory
         .orphans
         .iter()
@@ -396,7 +505,7 @@ pub async fn run(
         None
     } else {
         let temporaries_before = temporaries_grace(policies)
-            .before(now)
+            .before(clock)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         Some(apply(store, &plan, &orphans, temporaries_before).await?)
     };
@@ -405,8 +514,10 @@ pub async fn run(
         orphans,
         orphans_waiting,
         problems: inventory.problems,
+        unknown: inventory.unknown,
         dry_run,
         at: Some(now),
+        store_clock: Some(clock),
         applied,
     })
 }

@@ -19,6 +19,8 @@ struct MemStore {
     deleted: Mutex<Vec<String>>,
     fail_delete: Mutex<Option<String>>,
     swept_before: Mutex<Option<OffsetDateTime>>,
+    /// The store's clock (defaults to the tests' decision time).
+    clock: Mutex<Option<OffsetDateTime>>,
 }
 
 struct MemWriter {
@@ -109,6 +111,15 @@ impl Store for MemStore {
         *self.swept_before.lock().unwrap() = Some(older_than);
         Ok(2)
     }
+    async fn now(&self) -> store::Result<OffsetDateTime> {
+        Ok(self.clock.lock().unwrap().unwrap_or_else(|| {
+            OffsetDateTime::parse(
+                "2026-11-26T12:00:00Z",
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        }))
+    }
 }
 
 impl MemStore {
@@ -150,6 +161,12 @@ impl MemStore {
         self.objects.lock().unwrap().keys().cloned().collect()
     }
 }
+
+const S0: &str = "20261001T020000Z-00000000";
+const S1: &str = "20261101T020000Z-00000001";
+const S2: &str = "20261102T020000Z-00000002";
+const OLD_ORPHAN: &str = "20261001T020000Z-0000000a";
+const IN_FLIGHT: &str = "20261126T110000Z-0000000b";
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -283,10 +300,10 @@ async fn scan_finds_snapshots_orphans_and_leaves_bad_manifests_alone() {
 #[tokio::test]
 async fn apply_removes_manifest_first_then_data_then_due_orphans() {
     let store = MemStore::default();
-    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
     store.insert(
-        "hub-a/s0/devices.jsonl.zst.age",
+        &format!("hub-a/{S0}/devices.jsonl.zst.age"),
         b"x",
         "2026-10-01T02:00:00Z",
     );
@@ -309,16 +326,17 @@ async fn apply_removes_manifest_first_then_data_then_due_orphans() {
     );
     let deleted = store.deleted.lock().unwrap().clone();
     assert_eq!(
-        deleted[0], "hub-a/s1/manifest.json",
+        deleted[0],
+        format!("hub-a/{S1}/manifest.json"),
         "the commit point goes first: {deleted:?}"
     );
     assert_eq!(deleted.len(), 4);
     assert_eq!(
         store.names(),
         vec![
-            "hub-a/s2/configurations.jsonl.zst.age",
-            "hub-a/s2/devices.jsonl.zst.age",
-            "hub-a/s2/manifest.json"
+            format!("hub-a/{S2}/configurations.jsonl.zst.age"),
+            format!("hub-a/{S2}/devices.jsonl.zst.age"),
+            format!("hub-a/{S2}/manifest.json")
         ]
     );
     let swept = store.swept_before.lock().unwrap().unwrap();
@@ -335,9 +353,9 @@ async fn apply_removes_manifest_first_then_data_then_due_orphans() {
 #[tokio::test]
 async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
     let store = MemStore::default();
-    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
-    *store.fail_delete.lock().unwrap() = Some("hub-a/s1/devices.jsonl.zst.age".into());
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
+    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/devices.jsonl.zst.age"));
     let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
     let now = utc("2026-11-26T12:00:00Z");
     let inv = scan(&store).await.unwrap();
@@ -346,24 +364,28 @@ async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
         .unwrap_err();
     assert_eq!(err.code(), "forget_incomplete");
     assert!(
-        err.to_string().contains("hub-a/s1/devices.jsonl.zst.age"),
+        err.to_string()
+            .contains(&format!("hub-a/{S1}/devices.jsonl.zst.age")),
         "{err}"
     );
 
     // s1 is no longer a snapshot (its manifest went first), only an orphan, and an old one.
     *store.fail_delete.lock().unwrap() = None;
     let inv = scan(&store).await.unwrap();
-    assert_eq!(ids(&inv.snapshots), vec!["s2"]);
+    assert_eq!(ids(&inv.snapshots), vec![S2]);
     let due = orphans_due(&inv.orphans, &policies, now);
     assert_eq!(
         due.iter().map(Orphan::path).collect::<Vec<_>>(),
-        vec!["hub-a/s1"]
+        vec![format!("hub-a/{S1}")]
     );
     apply(&store, &plan(&inv.snapshots, &policies, now), &due, now)
         .await
         .unwrap();
     assert!(
-        store.names().iter().all(|n| n.starts_with("hub-a/s2/")),
+        store
+            .names()
+            .iter()
+            .all(|n| n.starts_with(&format!("hub-a/{S2}/"))),
         "{:?}",
         store.names()
     );
@@ -372,11 +394,11 @@ async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
 #[tokio::test]
 async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
     let store = MemStore::default();
-    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
-    *store.fail_delete.lock().unwrap() = Some("hub-a/s1/manifest.json".into());
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/manifest.json").into());
     let p = ForgetPlan {
         keep: vec![],
-        forget: vec![snap("hub-a", "s1", "2026-11-01T02:00:00Z")],
+        forget: vec![snap("hub-a", S1, "2026-11-01T02:00:00Z")],
     };
     assert!(
         apply(&store, &p, &[], utc("2026-11-26T12:00:00Z"))
@@ -389,15 +411,15 @@ async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
 #[tokio::test]
 async fn dry_run_decides_the_same_and_changes_nothing() {
     let store = MemStore::default();
-    store.snapshot("hub-a", "s1", "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", "s2", "2026-11-02T02:00:00Z");
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
     store.insert(
-        "hub-a/old-orphan/devices.jsonl.zst.age",
+        &format!("hub-a/{OLD_ORPHAN}/devices.jsonl.zst.age"),
         b"x",
         "2026-10-01T02:00:00Z",
     );
     store.insert(
-        "hub-a/in-flight/devices.jsonl.zst.age",
+        &format!("hub-a/{IN_FLIGHT}/devices.jsonl.zst.age"),
         b"x",
         "2026-11-26T11:00:00Z",
     );
@@ -408,12 +430,15 @@ async fn dry_run_decides_the_same_and_changes_nothing() {
     assert_eq!(store.names(), before);
     assert!(store.swept_before.lock().unwrap().is_none());
     let json = dry.to_json();
-    assert_eq!(json["keep"], serde_json::json!(["s2"]));
-    assert_eq!(json["forget"], serde_json::json!(["s1"]));
-    assert_eq!(json["orphans"], serde_json::json!(["hub-a/old-orphan"]));
+    assert_eq!(json["keep"], serde_json::json!([S2]));
+    assert_eq!(json["forget"], serde_json::json!([S1]));
+    assert_eq!(
+        json["orphans"],
+        serde_json::json!([format!("hub-a/{OLD_ORPHAN}")])
+    );
     assert_eq!(
         json["orphans_waiting"],
-        serde_json::json!(["hub-a/in-flight"])
+        serde_json::json!([format!("hub-a/{IN_FLIGHT}")])
     );
     assert_eq!(json["removed"], serde_json::Value::Null);
     assert_eq!(json["at"], "2026-11-26T12:00:00Z");
@@ -422,6 +447,137 @@ async fn dry_run_decides_the_same_and_changes_nothing() {
     assert_eq!(real.to_json()["forget"], json["forget"]);
     assert_eq!(real.applied.unwrap().snapshots_removed, 1);
     let mut left = store.names();
-    left.retain(|n| !n.starts_with("hub-a/s2/"));
-    assert_eq!(left, vec!["hub-a/in-flight/devices.jsonl.zst.age"]);
+    left.retain(|n| !n.starts_with(&format!("hub-a/{S2}/")));
+    assert_eq!(
+        left,
+        vec![format!("hub-a/{IN_FLIGHT}/devices.jsonl.zst.age")]
+    );
+}
+
+/// The review: `forget --store ~` deleted `projects/website/*` and `Documents/taxes/return.pdf`
+/// as "orphans". Only hubvault's own names in snapshot-id folders are ever deleted.
+#[tokio::test]
+async fn forget_never_deletes_what_hubvault_did_not_write() {
+    let store = MemStore::default();
+    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
+    let foreign = [
+        "projects/website/index.html".to_owned(),
+        "projects/website/src/main.js".to_owned(),
+        "Documents/taxes/return.pdf".to_owned(),
+        format!("hub-a/{S1}/notes.txt"),
+        format!("hub-a/{OLD_ORPHAN}/photo.jpg"),
+        format!("hub-a/{OLD_ORPHAN}/devices.jsonl.zst.age/x"),
+        format!("hub-a/{S0}/devices.jsonl.zst.age"),
+        format!("hub-a/{S0}/holiday.mov"),
+    ];
+    for f in &foreign {
+        store.insert(f, b"mine", "2020-01-01T00:00:00Z");
+    }
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let report = run(&store, &policies, utc("2026-11-26T12:00:00Z"), false)
+        .await
+        .unwrap();
+    assert_eq!(ids(&report.plan.forget), vec![S1]);
+    let names = store.names();
+    for f in &foreign {
+        assert!(names.contains(f), "{f} was deleted");
+    }
+    let mut unknown = report.unknown.clone();
+    unknown.sort();
+    let mut expected = foreign.to_vec();
+    expected.sort();
+    assert_eq!(unknown, expected, "each is listed as unknown");
+    assert!(report.orphans.is_empty(), "{:?}", report.orphans);
+}
+
+#[tokio::test]
+async fn forget_refuses_a_location_that_is_not_a_store() {
+    let store = MemStore::default();
+    store.insert(
+        "Documents/taxes/return.pdf",
+        b"mine",
+        "2020-01-01T00:00:00Z",
+    );
+    store.insert(
+        &format!("hub-a/{OLD_ORPHAN}/devices.jsonl.zst.age"),
+        b"x",
+        "2020-01-01T00:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    for dry_run in [true, false] {
+        let err = run(&store, &policies, utc("2026-11-26T12:00:00Z"), dry_run)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "store_not_marked");
+        assert!(err.to_string().contains("hubvault store init"), "{err}");
+    }
+    assert_eq!(store.names().len(), 2, "nothing deleted");
+    assert!(store.deleted.lock().unwrap().is_empty());
+}
+
+/// The review: `forget --at <future>` removed an in-flight backup's data. Orphans age on the
+/// store's clock, whatever `--at` says.
+#[tokio::test]
+async fn a_future_at_never_ages_a_backup_in_flight() {
+    let store = MemStore::default();
+    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    store.insert(
+        &format!("hub-a/{IN_FLIGHT}/devices.jsonl.zst.age"),
+        b"x",
+        "2026-11-26T11:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let report = run(&store, &policies, utc("2027-06-01T00:00:00Z"), true)
+        .await
+        .unwrap();
+    assert!(report.orphans.is_empty());
+    assert_eq!(report.orphans_waiting.len(), 1);
+    let report = run(&store, &policies, utc("2027-06-01T00:00:00Z"), false)
+        .await
+        .unwrap();
+    assert_eq!(report.applied.unwrap().orphans_removed, 0);
+    assert_eq!(store.names().len(), 2);
+}
+
+/// The review: a snapshot committed after its data was removed was kept, and the last good one
+/// forgotten. A snapshot whose objects are missing takes no retention slot.
+#[tokio::test]
+async fn a_snapshot_with_missing_objects_takes_no_retention_slot() {
+    let store = MemStore::default();
+    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    let broken = "20261103T020000Z-00000003";
+    let manifest = serde_json::json!({
+        "format": 1, "id": broken, "hub": "hub-a", "created": "2026-11-03T02:00:00Z",
+        "source": {"kind": "file"},
+        "counts": {"devices": 1, "modules": 0, "edge_devices": 0, "configurations": 0, "skipped_lines": 0},
+        "objects": [{"name": "devices.jsonl.zst.age", "kind": "devices", "bytes": 6, "sha256": "00", "records": 1}],
+        "recipients": [], "tool": "t"
+    });
+    store.insert(
+        &format!("hub-a/{broken}/{MANIFEST}"),
+        manifest.to_string().as_bytes(),
+        "2026-11-03T02:00:00Z",
+    );
+    let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
+    let report = run(&store, &policies, utc("2026-11-26T12:00:00Z"), false)
+        .await
+        .unwrap();
+    assert!(report.plan.forget.is_empty(), "the last good one is kept");
+    assert_eq!(report.plan.keep.len(), 1);
+    assert_eq!(report.plan.keep[0].0.id, S1);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(broken) && p.contains("missing")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        store.names().iter().any(|n| n.contains(broken)),
+        "left alone"
+    );
 }

@@ -51,6 +51,11 @@ pub enum Error {
         "no recipients: pass --recipient age1… (or an --identity file, whose recipient is used)"
     )]
     NoRecipients,
+    #[error(
+        "{name} vanished or changed while the backup ran (is a `forget` with --at in the future, or \
+         another tool, deleting from this store?); the snapshot was not committed: run the backup again"
+    )]
+    ObjectVanished { name: String },
     #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     #[error(transparent)]
@@ -78,6 +83,7 @@ impl Error {
             Error::Input { .. } => "export_read",
             Error::NoDevicesFile { .. } => "export_no_devices_file",
             Error::NoRecipients => "backup_no_recipients",
+            Error::ObjectVanished { .. } => "backup_object_vanished",
             Error::Snapshot(e) => e.code(),
             Error::Store(e) => e.code(),
             Error::Seal(e) => e.code(),
@@ -245,6 +251,10 @@ pub async fn write_snapshot(
         recipients: recipients.to_vec(),
     };
     tracing::info!(snapshot = %snap.id, hub, "backup started");
+    // A store is marked at first use, so a command that deletes knows it is one.
+    if catalog::mark(snap.store.as_ref(), options.now).await? {
+        tracing::info!(store = %snap.store.location(), "marked the store as a hubvault store");
+    }
     let mut written = Vec::new();
     let result = snap.write_all(inputs, source, options, &mut written).await;
     if result.is_err() {
@@ -339,6 +349,14 @@ impl SnapshotTarget {
         };
         if let Some(pause) = &options.faults.before_manifest {
             pause();
+        }
+        // Never commit a snapshot whose data is gone: check every object is there, whole.
+        for o in &manifest.objects {
+            let name = catalog::object_name(&self.hub, &self.id, &o.name);
+            match self.store.head(&name).await? {
+                Some(meta) if meta.size == o.bytes => {}
+                _ => return Err(Error::ObjectVanished { name }),
+            }
         }
         // The commit point: only now does the snapshot exist for readers.
         let name = catalog::object_name(&self.hub, &self.id, MANIFEST);
@@ -564,7 +582,7 @@ mod tests {
         assert_eq!(report.devices, 12_000);
         assert!(report.runs_spilled > 1);
         let names: Vec<String> = store
-            .list("")
+            .list("hub/")
             .await
             .unwrap()
             .into_iter()
@@ -585,6 +603,48 @@ mod tests {
         let lines: Vec<&str> = plain.lines().collect();
         assert_eq!(lines.len(), 12_001, "header plus every record once");
         assert!(lines[1..].windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    /// The review: `forget --at <future>` removed an in-flight backup's data, and the backup then
+    /// committed a manifest whose data was gone. It checks its objects before it commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_whose_data_vanished_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = export(dir.path(), &[1, 2, 3]);
+        let store = Arc::new(MemoryStore::new());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        let victim = store.clone();
+        options.faults.before_manifest = Some(Arc::new(move || {
+            let names: Vec<String> = futures::executor::block_on(victim.list(""))
+                .unwrap()
+                .into_iter()
+                .map(|m| m.name)
+                .filter(|n| n.ends_with(DEVICES_OBJECT))
+                .collect();
+            for n in names {
+                futures::executor::block_on(victim.delete(&n)).unwrap();
+            }
+        }));
+        let r = age::x25519::Identity::generate().to_public();
+        let err = from_export(store.clone(), &path, "hub", &[r], options)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "backup_object_vanished", "{err}");
+        let left: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert!(
+            left.iter().all(|n| !n.ends_with(MANIFEST)),
+            "no manifest was committed: {left:?}"
+        );
+        assert!(
+            left.contains(&catalog::MARKER.to_owned()),
+            "the store was marked: {left:?}"
+        );
     }
 
     #[tokio::test]
@@ -672,6 +732,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
-        assert!(inner.list("").await.unwrap().is_empty());
+        assert!(
+            inner.list("hub/").await.unwrap().is_empty(),
+            "no snapshot data is left"
+        );
     }
 }

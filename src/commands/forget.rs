@@ -44,6 +44,33 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
     Ok(Outcome::ok(report.to_json(), human))
 }
 
+/// `store init`: mark a store that already holds valid snapshots (or an empty location, to start
+/// one); refuse a location that holds other things and no snapshot.
+pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
+    let store = open_store(config, global)?;
+    let inventory = forget::scan(store.as_ref()).await?;
+    let location = store.location();
+    let json = |marked: bool| serde_json::json!({"store": location, "marked": marked, "snapshots": inventory.snapshots.len()});
+    if inventory.marked {
+        let human = format!("{location} is already marked as a hubvault store\n");
+        return Ok(Outcome::ok(json(false), human));
+    }
+    let holds_other = !inventory.unknown.is_empty() || !inventory.orphans.is_empty();
+    if inventory.snapshots.is_empty() && inventory.incomplete.is_empty() && holds_other {
+        anyhow::bail!(
+            "{location} holds {} object(s) but no hubvault snapshot, so it is not marked as a store; \
+             check --store (or `store` in hubvault.toml): a store is marked by its first backup",
+            inventory.unknown.len() + inventory.orphans.len()
+        );
+    }
+    hubvault::snapshot::catalog::mark(store.as_ref(), time::OffsetDateTime::now_utc()).await?;
+    let human = format!(
+        "marked {location} as a hubvault store ({} snapshot(s) in it); `forget` may now clean it\n",
+        inventory.snapshots.len()
+    );
+    Ok(Outcome::ok(json(true), human))
+}
+
 /// `--policy` files or folders, else every `policies/*.toml`.
 fn load_policies(paths: &[PathBuf]) -> Result<Vec<Policy>> {
     if paths.is_empty() {
@@ -85,10 +112,15 @@ fn render_forget(report: &forget::Report, verbose: bool) -> String {
             s.created.to_rfc3339()
         );
     }
+    let removed = if report.dry_run {
+        "would be removed"
+    } else {
+        "removed"
+    };
     for o in &report.orphans {
         let _ = writeln!(
             out,
-            "orphan  {}  unfinished, last written {}: removed",
+            "orphan  {}  unfinished, last written {}: {removed}",
             o.path(),
             o.last_modified.to_rfc3339()
         );
@@ -103,6 +135,9 @@ fn render_forget(report: &forget::Report, verbose: bool) -> String {
     }
     for p in &report.problems {
         let _ = writeln!(out, "problem {p}");
+    }
+    for u in &report.unknown {
+        let _ = writeln!(out, "unknown {u}  not written by hubvault: left alone");
     }
     let (keep, gone) = (report.plan.keep.len(), report.plan.forget.len());
     match &report.applied {

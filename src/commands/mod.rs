@@ -20,13 +20,14 @@ use hubvault::store::{self, Store};
 use hubvault::vault::{self, IdentityLocation};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, Global, KeyCommand, Keys};
+use crate::cli::{Cli, Command, Global, KeyCommand, Keys, StoreCommand};
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
     let global = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Init(args)) => keys::init(&config, &args),
+        Command::Store(StoreCommand::Init) => forget::store_init(&config, global).await,
         Command::Backup(args) if args.hub.is_some() => live::backup(&config, global, args).await,
         Command::Backup(args) => snapshots::backup(&config, global, args).await,
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,

@@ -17,6 +17,62 @@ pub const MANIFEST: &str = "manifest.json";
 pub const DEVICES_OBJECT: &str = "devices.jsonl.zst.age";
 pub const CONFIGURATIONS_OBJECT: &str = "configurations.jsonl.zst.age";
 
+/// The object at the root of every store that says "this location is a hubvault store". A
+/// command that deletes refuses a location that has neither it nor a valid manifest: pointed at
+/// the wrong folder (`--store ~`), it must not take anyone's files for orphans.
+pub const MARKER: &str = "hubvault-store.json";
+
+/// The marker's content: what it is, and which hubvault wrote it (no secrets).
+pub fn marker_bytes(now: OffsetDateTime) -> Vec<u8> {
+    let doc = serde_json::json!({
+        "hubvault": "store",
+        "format": super::manifest::FORMAT,
+        "created": created(now),
+        "tool": format!("hubvault {}", env!("CARGO_PKG_VERSION")),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Whether the store carries the marker.
+pub async fn is_marked(store: &dyn Store) -> Result<bool, Error> {
+    Ok(store.head(MARKER).await?.is_some())
+}
+
+/// Write the marker unless it is there (create-only: a concurrent writer wins, which is fine).
+pub async fn mark(store: &dyn Store, now: OffsetDateTime) -> Result<bool, Error> {
+    if is_marked(store).await? {
+        return Ok(false);
+    }
+    match store.put(MARKER, marker_bytes(now).into()).await {
+        Ok(_) => Ok(true),
+        Err(crate::store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `id` has the shape of a snapshot id (`20261126T020000Z-3f9a1c2e`): what [`new_id`]
+/// makes, and nothing else. Only such folders can be a backup's leftovers.
+pub fn is_snapshot_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 25
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Whether `file` is a name hubvault writes inside a snapshot folder (data objects and the
+/// manifest). Anything else there is not ours and is never deleted.
+pub fn is_own_object(file: &str) -> bool {
+    matches!(file, MANIFEST | DEVICES_OBJECT | CONFIGURATIONS_OBJECT)
+}
+
 /// A new snapshot id: the UTC second of `now`, then 8 random hex digits
 /// (`20261126T020000Z-3f9a1c2e`), so ids sort by time and two backups in one second differ.
 pub fn new_id(now: OffsetDateTime, random: u32) -> String {
@@ -319,6 +375,26 @@ mod tests {
             "2026-11-26T01:00:00Z"
         );
         assert!(new_id(datetime!(2026-11-26 02:00:01 UTC), 0) > id);
+    }
+
+    #[test]
+    fn only_what_new_id_makes_is_a_snapshot_id() {
+        assert!(is_snapshot_id(&new_id(
+            datetime!(2026-11-26 02:00:00 UTC),
+            0x3f9a_1c2e
+        )));
+        for not in [
+            "website",
+            "taxes",
+            "20261126T020000Z-3F9A1C2E",
+            "20261126T020000Z-3f9a1c2",
+            "20261126T020000Z_3f9a1c2e",
+            "2026112xT020000Z-3f9a1c2e",
+            "",
+        ] {
+            assert!(!is_snapshot_id(not), "{not}");
+        }
+        assert!(is_own_object("devices.jsonl.zst.age") && !is_own_object("return.pdf"));
     }
 
     #[test]

@@ -113,6 +113,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(chunks.concat().into())
     }
 
+    /// The store's own clock: the time its objects' `last_modified` is measured on. Ages of
+    /// objects (an orphan's grace period) are judged on it, never on a time the user gave.
+    /// Backends whose objects carry the local clock's times use it.
+    async fn now(&self) -> Result<OffsetDateTime> {
+        Ok(OffsetDateTime::now_utc())
+    }
+
     /// Remove temporaries left by writers that never finished (a killed process), if older
     /// than `older_than`. Returns how many were removed. Backends without visible temporaries
     /// (Azure: uncommitted blocks expire by themselves) return 0.

@@ -192,10 +192,10 @@ fn forget_rejects_a_bad_at_time() {
 
 /// The decision time of the forget tests (`--at`); store objects are aged relative to it.
 const AT: &str = "2026-11-26T12:00:00Z";
-const AT_UNIX: u64 = 1_795_694_400;
 
 /// Write a committed snapshot (data + manifest) or, with `created: None`, an orphan, straight into
-/// a local-folder store, last written `age` before [`AT`].
+/// a local-folder store, last written `age` ago (on the store's clock: a local folder's is this
+/// machine's; `--at` moves retention decisions, never the ages of orphans).
 fn put_snapshot(store: &Path, hub: &str, id: &str, created: Option<&str>, age: Duration) {
     let dir = store.join(hub).join(id);
     fs::create_dir_all(&dir).unwrap();
@@ -209,7 +209,7 @@ fn put_snapshot(store: &Path, hub: &str, id: &str, created: Option<&str>, age: D
         });
         files.push(("manifest.json".to_owned(), m.to_string().into_bytes()));
     }
-    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(AT_UNIX) - age;
+    let modified = SystemTime::now() - age;
     for (name, data) in files {
         let path = dir.join(name);
         fs::write(&path, data).unwrap();
@@ -261,12 +261,12 @@ fn forget_on_a_local_store_dry_run_then_for_real() {
     fs::write(&policy, "[retention]\nkeep-last = 2\n").unwrap();
     let run = |dry: bool| {
         let mut cmd = hubvault(tmp.path(), tmp.path());
-        cmd.args(["forget", "--json", "--at", AT, "--store"])
+        cmd.args(["forget", "--json", "--store"])
             .arg(&store)
             .arg("--policy")
             .arg(&policy);
         if dry {
-            cmd.arg("--dry-run");
+            cmd.args(["--dry-run", "--at", AT]);
         }
         cmd.output().unwrap()
     };
@@ -481,5 +481,113 @@ fn a_readable_identity_file_is_refused_with_the_fix() {
                 .file_name()
                 .to_string_lossy()
                 .starts_with('.'))
+    );
+}
+
+/// The review: `forget --store ~` deleted a home folder's files as "orphans", and `--dry-run`
+/// printed "removed". A location that is not a hubvault store is refused, whatever it holds.
+#[test]
+fn forget_pointed_at_a_home_folder_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mine = [
+        "projects/website/index.html",
+        "projects/website/src/main.js",
+        "Documents/taxes/return.pdf",
+        "hub-a/20261001T020000Z-0000000a/devices.jsonl.zst.age",
+    ];
+    for f in mine {
+        let p = home.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, "mine").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(90 * 86_400))
+            .unwrap();
+    }
+    let policy = tmp.path().join("p.toml");
+    fs::write(&policy, "[retention]\nkeep-last = 1\n").unwrap();
+    for dry in [true, false] {
+        let mut cmd = hubvault(tmp.path(), tmp.path());
+        cmd.args(["--json", "forget", "--store"])
+            .arg(&home)
+            .arg("--policy")
+            .arg(&policy);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.assert().code(2);
+        let doc = json(&out.get_output().stdout);
+        assert_eq!(doc["error"]["code"], "store_not_marked", "{doc}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("hubvault store init"),
+            "{doc}"
+        );
+    }
+    for f in mine {
+        assert!(home.join(f).exists(), "{f} was deleted");
+    }
+    // `store init` will not mark it either: it holds no snapshot.
+    let out = hubvault(tmp.path(), tmp.path())
+        .args(["--json", "store", "init", "--store"])
+        .arg(&home)
+        .assert()
+        .code(2);
+    let doc = json(&out.get_output().stdout);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no hubvault snapshot"),
+        "{doc}"
+    );
+    assert!(!home.join("hubvault-store.json").exists());
+}
+
+/// `--at` shows decisions for another moment; acting on them is refused (a future `--at` once
+/// removed a backup in flight).
+#[test]
+fn forget_at_acts_only_as_a_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hubvault(tmp.path(), tmp.path())
+        .args(["forget", "--at", AT])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains("--dry-run"), "{stderr}");
+}
+
+/// A store written before the marker existed: `forget` still cleans it (it holds valid
+/// manifests), and `store init` marks it.
+#[test]
+fn store_init_marks_a_store_with_snapshots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    seed_store(&store);
+    let out = hubvault(tmp.path(), tmp.path())
+        .args(["--json", "store", "init", "--store"])
+        .arg(&store)
+        .assert()
+        .code(0);
+    let doc = json(&out.get_output().stdout);
+    assert_eq!(doc["marked"], true, "{doc}");
+    assert_eq!(doc["snapshots"], 3, "{doc}");
+    let marker: Value =
+        serde_json::from_slice(&fs::read(store.join("hubvault-store.json")).unwrap()).unwrap();
+    assert_eq!(marker["hubvault"], "store");
+    let out = hubvault(tmp.path(), tmp.path())
+        .args(["--json", "store", "init", "--store"])
+        .arg(&store)
+        .assert()
+        .code(0);
+    assert_eq!(
+        json(&out.get_output().stdout)["marked"],
+        false,
+        "already marked"
     );
 }

@@ -187,6 +187,16 @@ impl AzureStore {
     }
 }
 
+/// An HTTP `Date` (`Sun, 06 Dec 2026 04:22:23 GMT`).
+fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
+    const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(value.trim(), HTTP_DATE)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
 fn status(e: &azure_core::Error) -> Option<u16> {
     e.http_status().map(u16::from)
 }
@@ -202,6 +212,26 @@ fn error_code(e: &azure_core::Error) -> Option<String> {
 impl Store for AzureStore {
     fn location(&self) -> String {
         self.inner.shown.clone()
+    }
+
+    /// The storage service's clock, from the `Date` of a container properties read: blobs'
+    /// `last_modified` is on that clock, so ages are judged on it. When it cannot be read (a
+    /// SAS without that right), the local clock stands in.
+    async fn now(&self) -> Result<OffsetDateTime> {
+        let date = match self.inner.container.get_properties(None).await {
+            Ok(resp) => resp
+                .headers()
+                .get_optional_str(&azure_core::http::headers::HeaderName::from_static("date"))
+                .and_then(parse_http_date),
+            Err(e) => {
+                tracing::debug!(
+                    "the store's clock is not readable ({}); using the local clock",
+                    redact_sas(&e.to_string())
+                );
+                None
+            }
+        };
+        Ok(date.unwrap_or_else(OffsetDateTime::now_utc))
     }
 
     async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>> {
