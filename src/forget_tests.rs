@@ -395,7 +395,7 @@ async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
 async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
     let store = MemStore::default();
     store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/manifest.json").into());
+    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/manifest.json"));
     let p = ForgetPlan {
         keep: vec![],
         forget: vec![snap("hub-a", S1, "2026-11-01T02:00:00Z")],
