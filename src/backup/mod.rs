@@ -251,10 +251,6 @@ pub async fn write_snapshot(
         recipients: recipients.to_vec(),
     };
     tracing::info!(snapshot = %snap.id, hub, "backup started");
-    // A store is marked at first use, so a command that deletes knows it is one.
-    if catalog::mark(snap.store.as_ref(), options.now).await? {
-        tracing::info!(store = %snap.store.location(), "marked the store as a hubvault store");
-    }
     let mut written = Vec::new();
     let result = snap.write_all(inputs, source, options, &mut written).await;
     if result.is_err() {
@@ -357,6 +353,11 @@ impl SnapshotTarget {
                 Some(meta) if meta.size == o.bytes => {}
                 _ => return Err(Error::ObjectVanished { name }),
             }
+        }
+        // A store is marked by its first snapshot, so a command that deletes knows it is one
+        // (a backup refused for bad input stores nothing, not even this).
+        if catalog::mark(self.store.as_ref(), options.now).await? {
+            tracing::info!(store = %self.store.location(), "marked the store as a hubvault store");
         }
         // The commit point: only now does the snapshot exist for readers.
         let name = catalog::object_name(&self.hub, &self.id, MANIFEST);

@@ -55,12 +55,16 @@ pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
         let human = format!("{location} is already marked as a hubvault store\n");
         return Ok(Outcome::ok(json(false), human));
     }
-    let holds_other = !inventory.unknown.is_empty() || !inventory.orphans.is_empty();
-    if inventory.snapshots.is_empty() && inventory.incomplete.is_empty() && holds_other {
+    // Only hubvault's own objects (snapshots, or a first backup's leftovers), or nothing.
+    if inventory.snapshots.is_empty()
+        && inventory.incomplete.is_empty()
+        && !inventory.unknown.is_empty()
+    {
         anyhow::bail!(
-            "{location} holds {} object(s) but no hubvault snapshot, so it is not marked as a store; \
-             check --store (or `store` in hubvault.toml): a store is marked by its first backup",
-            inventory.unknown.len() + inventory.orphans.len()
+            "{location} holds {} object(s) hubvault did not write and no hubvault snapshot, so it is \
+             not marked as a store; check --store (or `store` in hubvault.toml): a store is marked \
+             by its first backup",
+            inventory.unknown.len()
         );
     }
     hubvault::snapshot::catalog::mark(store.as_ref(), time::OffsetDateTime::now_utc()).await?;
