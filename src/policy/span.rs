@@ -146,6 +146,12 @@ pub(crate) fn non_zero_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spa
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

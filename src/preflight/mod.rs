@@ -168,6 +168,12 @@ pub fn conflicts_finding(hub: &str, conflicting: &[String]) -> Finding {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

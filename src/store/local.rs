@@ -380,6 +380,12 @@ fn commit(store: &LocalStore, name: &str, target: &Path, temp: &Path) -> Result<
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -142,6 +142,12 @@ pub fn token(host: &str, policy: &str, key_b64: &str, expiry: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 
