@@ -360,25 +360,29 @@ fn describe_deny(caller: IpAddr, rules: &[IpRule]) -> String {
 /// an unparsable mask matches nothing.
 pub fn mask_contains(mask: &str, ip: IpAddr) -> bool {
     let IpAddr::V4(ip) = ip else { return false };
-    let (base, bits) = match mask.trim().split_once('/') {
-        Some((base, bits)) => match bits.parse::<u32>() {
-            Ok(b) if b <= 32 => (base, b),
-            _ => return false,
+    // The bits of the host part: more than 32 network bits is malformed.
+    let (base, host_bits) = match mask.trim().split_once('/') {
+        Some((base, bits)) => match bits.parse::<u32>().ok().and_then(|b| 32u32.checked_sub(b)) {
+            Some(h) => (base, h),
+            None => return false,
         },
-        None => (mask.trim(), 32),
+        None => (mask.trim(), 0),
     };
     let Ok(base) = base.parse::<Ipv4Addr>() else {
         return false;
     };
-    let net = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
+    // A shift by 32 (a /0 mask) is `None`: the mask then covers every address.
+    let net = u32::MAX.checked_shl(host_bits).unwrap_or(0);
     (u32::from(base) & net) == (u32::from(ip) & net)
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -184,7 +184,7 @@ fn compare(source: &[serde_json::Value], target: &[serde_json::Value]) -> (bool,
     let detail = format!(
         "read hub-b back from the simulator: {} of {} identities present, {missing} missing, {differ} differing \
          in keys/auth/status/tags/desired properties",
-        wanted.len() - missing,
+        wanted.len().saturating_sub(missing),
         wanted.len()
     );
     (ok, detail)

@@ -249,7 +249,9 @@ impl World {
     pub async fn device_send(&self, name: &str, id: &str, key: &str) -> Result<u16, Error> {
         let h = self.hub(name)?;
         let signer = SasSigner::new("", key)?;
-        let expiry = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+        let expiry = time::OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .saturating_add(600);
         let token = signer.token(&format!("{}/devices/{id}", h.host), expiry);
         let mut url = Url::parse(&h.endpoint).map_err(|e| Error::Simulator(e.to_string()))?;
         url.path_segments_mut()
@@ -290,6 +292,10 @@ pub struct Fleet {
     pub disabled: usize,
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "every count goes up at most once per line, so none exceeds registry.len()"
+)]
 pub fn fleet(registry: &[Value]) -> Fleet {
     let mut f = Fleet::default();
     for line in registry {

@@ -104,6 +104,10 @@ impl ConnectionString {
     }
 
     /// The signer for this policy.
+    #[allow(
+        clippy::expect_used,
+        reason = "parse only keeps a key that decodes as base64, which is all SasSigner::new checks"
+    )]
     pub fn signer(&self) -> SasSigner {
         SasSigner::new(&self.key_name, &self.key).expect("key checked as base64 by parse")
     }
@@ -158,6 +162,10 @@ impl SasSigner {
     }
 
     /// The base64 HMAC-SHA256 of `urlenc(resource_uri) + "\n" + expiry`.
+    #[allow(
+        clippy::expect_used,
+        reason = "HMAC accepts keys of any length, new_from_slice never fails"
+    )]
     pub fn signature(&self, resource_uri: &str, expiry: i64) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(format!("{}\n{expiry}", url_encode(resource_uri)).as_bytes());
@@ -223,13 +231,19 @@ impl fmt::Debug for TokenSource {
 }
 
 /// Renew when less than this share of the lifetime is left (at most 5 minutes before expiry).
+#[allow(clippy::arithmetic_side_effects, reason = "division by the constant 5")]
 fn renew_margin(ttl: Duration) -> Duration {
     (ttl / 5).min(Duration::from_secs(300))
 }
 
 /// Whether a cached token is still good at `now`.
 fn still_valid(expires: OffsetDateTime, ttl: Duration, now: OffsetDateTime) -> bool {
-    now + renew_margin(ttl) < expires
+    after(now, renew_margin(ttl)) < expires
+}
+
+/// `at + d`, or the end of the calendar when that is later (a very long TTL).
+fn after(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    at.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
 }
 
 impl TokenSource {
@@ -270,7 +284,7 @@ impl TokenSource {
     async fn mint(&self, now: OffsetDateTime) -> Result<CachedToken> {
         match &self.credential {
             HubCredential::Sas(signer) => {
-                let expires = now + self.ttl;
+                let expires = after(now, self.ttl);
                 Ok(CachedToken {
                     header: signer.token(&self.host, expires.unix_timestamp()),
                     expires,
@@ -294,6 +308,12 @@ impl TokenSource {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

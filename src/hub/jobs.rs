@@ -111,10 +111,14 @@ pub struct JobProperties {
 pub(crate) fn redact_sig(uri: &str) -> String {
     let mut out = String::with_capacity(uri.len());
     let mut rest = uri;
-    while let Some(pos) = rest.find("sig=") {
-        let boundary = pos == 0 || matches!(rest.as_bytes()[pos - 1], b'?' | b'&');
-        out.push_str(&rest[..pos + 4]);
-        rest = &rest[pos + 4..];
+    while let Some((before, after)) = rest.split_once("sig=") {
+        let boundary = before
+            .as_bytes()
+            .last()
+            .is_none_or(|b| matches!(b, b'?' | b'&'));
+        out.push_str(before);
+        out.push_str("sig=");
+        rest = after;
         if boundary {
             out.push_str("<redacted>");
             rest = &rest[rest.find('&').unwrap_or(rest.len())..];
@@ -250,6 +254,10 @@ pub struct Eta {
 impl Eta {
     /// Note `progress` (percent) seen `at`; returns how long until the job reaches 100 % at the
     /// rate seen since the first progress, or `None` while there is no rate yet.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "progress and p0 are clamped to 0..=100, so their differences fit"
+    )]
     pub fn observe(&mut self, at: Duration, progress: i64) -> Option<Duration> {
         let progress = progress.clamp(0, 100);
         let Some((t0, p0)) = self.first else {
@@ -380,7 +388,8 @@ impl HubClient {
                 (None, Some(left)) => wait.min(left.max(poll.interval.min(poll.max_backoff))),
                 (None, None) => wait,
             };
-            if start.elapsed() + this_wait > poll.timeout {
+            // Saturating: `this_wait` may come from a hub's Retry-After.
+            if start.elapsed().saturating_add(this_wait) > poll.timeout {
                 return Err(Error::JobTimedOut {
                     hub: self.name().to_owned(),
                     job_id: job_id.to_owned(),
@@ -402,6 +411,12 @@ fn same_request(listed: &JobProperties, asked: &JobProperties) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

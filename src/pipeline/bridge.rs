@@ -73,6 +73,10 @@ impl ChunkSender {
 }
 
 impl Write for ChunkSender {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "buf never holds more than CHUNK_BYTES: a write adds at most the room left, and a full buf is sent (split off) at once"
+    )]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = CHUNK_BYTES - self.buf.len();
         let n = data.len().min(room);

@@ -47,7 +47,7 @@ impl<W: Write + Send + 'static> Handoff<W> {
     pub fn with_batches(inner: W, batch_bytes: usize, depth: usize) -> io::Result<Self> {
         let batch_bytes = batch_bytes.max(1);
         let (tx, rx) = sync_channel::<Msg>(depth.max(1));
-        let (back_tx, recycled) = sync_channel::<Vec<u8>>(depth.max(1) + 1);
+        let (back_tx, recycled) = sync_channel::<Vec<u8>>(depth.max(1).saturating_add(1));
         let thread = std::thread::Builder::new()
             .name("hubvault-seal".into())
             .spawn(move || drain(inner, &rx, &back_tx))?;
@@ -78,7 +78,10 @@ impl<W: Write + Send + 'static> Handoff<W> {
     }
 
     fn post(&self, msg: Msg) -> io::Result<()> {
-        let tx = self.tx.as_ref().expect("Handoff used after finish");
+        // `tx` is gone only once the thread was told to stop.
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(stopped());
+        };
         tx.send(msg).map_err(|_| stopped())
     }
 
@@ -97,6 +100,10 @@ impl<W: Write + Send + 'static> Handoff<W> {
         self.join()
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "thread is Some from with_batches on, and join is only reached from finish and abandon, which consume the Handoff"
+    )]
     fn join(&mut self) -> (W, io::Result<()>) {
         // Closing the channel ends the thread's loop.
         self.tx.take();
@@ -145,6 +152,10 @@ fn drain<W: Write>(
 }
 
 impl<W: Write + Send + 'static> Write for Handoff<W> {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "buf never holds more than batch_bytes: a write adds at most the room left, and a full buf is swapped out at once"
+    )]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = self.batch_bytes - self.buf.len();
         let n = data.len().min(room);
@@ -179,6 +190,12 @@ impl<W: Write + Send + 'static> Drop for Handoff<W> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

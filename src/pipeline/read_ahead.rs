@@ -65,6 +65,10 @@ fn fill<R: Read>(inner: &mut R, block: &mut [u8]) -> (usize, Option<io::Error>) 
     while got < block.len() {
         match inner.read(&mut block[got..]) {
             Ok(0) => break,
+            #[allow(
+                clippy::arithmetic_side_effects,
+                reason = "read fills at most block[got..], so got stays <= block.len()"
+            )]
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (got, Some(e)),
@@ -74,6 +78,10 @@ fn fill<R: Read>(inner: &mut R, block: &mut [u8]) -> (usize, Option<io::Error>) 
 }
 
 impl Read for ReadAhead {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "pos only moves by n <= current.len() - pos, so pos <= current.len()"
+    )]
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.current.len() {
             if self.done {
@@ -112,6 +120,12 @@ impl Drop for ReadAhead {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

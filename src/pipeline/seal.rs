@@ -64,6 +64,10 @@ struct Hashing<W> {
 }
 
 impl<W: Write> Write for Hashing<W> {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "counts bytes actually written; 2^64 of them cannot be"
+    )]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -137,7 +141,7 @@ impl<W: Write> SealWriter<W> {
     /// Close zstd (flushing its frame and checksum), then age (its last chunk and tag), and hand
     /// back the sink. Only after this is the stream complete.
     pub fn finish(mut self) -> io::Result<(W, SealStats)> {
-        let z = self.stack.take().expect("SealWriter used after finish");
+        let z = self.stack.take().ok_or_else(used_after_finish)?;
         let age_writer = z.finish()?;
         let mut hashing = age_writer.finish()?;
         hashing.flush()?;
@@ -155,19 +159,28 @@ impl<W: Write> SealWriter<W> {
         self.stack.take();
     }
 
-    fn stack(&mut self) -> &mut Stack<W> {
-        self.stack.as_mut().expect("SealWriter used after finish")
+    fn stack(&mut self) -> io::Result<&mut Stack<W>> {
+        self.stack.as_mut().ok_or_else(used_after_finish)
     }
 }
 
+/// `finish` and `abandon` consume the writer, so this cannot happen through the public API.
+fn used_after_finish() -> io::Error {
+    io::Error::other("SealWriter used after finish")
+}
+
 impl<W: Write> Write for SealWriter<W> {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "counts bytes actually written; 2^64 of them cannot be"
+    )]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.stack().write(buf)?;
+        let n = self.stack()?.write(buf)?;
         self.plaintext_bytes += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.stack().flush()
+        self.stack()?.flush()
     }
 }
 
@@ -185,10 +198,11 @@ impl<W: Write> Drop for SealWriter<W> {
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+    bytes.iter().fold(
+        String::with_capacity(bytes.len().saturating_mul(2)),
+        |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
-        })
+        },
+    )
 }

@@ -1,3 +1,10 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 

@@ -110,6 +110,10 @@ enum Bucketer {
 
 impl Bucketer {
     /// The bucket of a snapshot; `position` makes every snapshot its own bucket for `keep-last`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "chrono's years fit in 18 bits and months, weeks, days and hours are small, so these stay far inside i64"
+    )]
     fn bucket(self, t: DateTime<Utc>, position: usize) -> i64 {
         let ymd = i64::from(t.year()) * 10_000 + i64::from(t.month()) * 100 + i64::from(t.day());
         match self {
@@ -178,7 +182,8 @@ fn decide_one_hub(
         .into_iter()
         .map(|(n, b, name)| (n, b, name, None))
         .collect();
-    let oldest = past.len() - 1;
+    // `past` is not empty (it has a newest).
+    let oldest = past.len().saturating_sub(1);
     for (position, &i) in past.iter().enumerate() {
         let created = all[i].created;
         if let Some((span, from)) = within_from {
@@ -201,7 +206,7 @@ fn decide_one_hub(
                 });
                 *last = Some(bucket);
                 if left > 0 {
-                    *count = Some(left - 1);
+                    *count = Some(left.saturating_sub(1));
                 }
             }
         }

@@ -2,6 +2,13 @@
 //! snapshot times, rules, and the ids that must survive, worked out by hand from the semantics in
 //! the module doc.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use super::*;
 
 fn utc(s: &str) -> DateTime<Utc> {

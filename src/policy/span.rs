@@ -62,10 +62,10 @@ impl Span {
             if digits == 0 {
                 return Err(err("expected a number"));
             }
-            let n: u32 = rest[..digits]
-                .parse()
-                .map_err(|_| err("number too large"))?;
-            let unit = rest[digits..].chars().next().unwrap_or(' ');
+            let (number, after) = rest.split_at(digits);
+            let n: u32 = number.parse().map_err(|_| err("number too large"))?;
+            let mut after = after.chars();
+            let unit = after.next().unwrap_or(' ');
             let (rank, slot) = match unit {
                 'y' => (1, &mut span.years),
                 'm' => (2, &mut span.months),
@@ -78,7 +78,7 @@ impl Span {
             }
             last_rank = rank;
             *slot = n;
-            rest = &rest[digits + 1..];
+            rest = after.as_str();
         }
         Ok(span)
     }
@@ -146,6 +146,12 @@ pub(crate) fn non_zero_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spa
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

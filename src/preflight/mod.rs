@@ -121,7 +121,8 @@ pub fn firewall_finding(hub: &str, rules: &NetworkRules, caller: IpAddr) -> Find
 /// The quota check: total devices after the plan's creates against the hub's limit, whose
 /// origin (`the cap of its F1 tier`, …) `source` names.
 pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64, source: &str) -> Finding {
-    let after = existing + creates;
+    // Saturating: past u64::MAX is over any limit anyway.
+    let after = existing.saturating_add(creates);
     if after <= limit {
         Finding::pass(
             "device-quota",
@@ -167,6 +168,12 @@ pub fn conflicts_finding(hub: &str, conflicting: &[String]) -> Finding {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -114,16 +114,16 @@ fn has_twin(line: &Value) -> bool {
 
 /// Overwrite tags and desired (and reported when allowed) from the line.
 fn write_twin(t: &mut Twin, line: &Value, apply_reported: bool, now: i64) {
-    t.version += 1;
+    t.version = t.version.saturating_add(1);
     t.set_tags(compact(line.get("tags")).as_deref());
     if let Some(desired) = line.pointer("/properties/desired") {
         t.set_desired(compact(Some(desired)).as_deref());
-        t.desired_version += 1;
+        t.desired_version = t.desired_version.saturating_add(1);
         t.updated = now;
     }
     if apply_reported && let Some(reported) = line.pointer("/properties/reported") {
         t.set_reported(compact(Some(reported)).as_deref());
-        t.reported_version += 1;
+        t.reported_version = t.reported_version.saturating_add(1);
     }
 }
 
@@ -288,6 +288,12 @@ fn apply_module(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

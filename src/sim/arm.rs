@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
 use super::net::Scheme;
-use super::shared::{HubShared, Hubs};
+use super::shared::{HubShared, Hubs, lock};
 pub use resource::initial_resource;
 
 /// State of the ARM endpoint; shared with the control API (clock, token, base URL).
@@ -60,12 +60,7 @@ impl std::fmt::Debug for ArmState {
             .field("hubs", &hubs)
             .field(
                 "required_token",
-                &self
-                    .required_token
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .map(|_| "<redacted>"),
+                &lock(&self.required_token).as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }
@@ -86,39 +81,34 @@ impl ArmState {
 
     /// Accept only `Bearer {token}` (default: any bearer token).
     pub fn require_token(&self, token: Option<String>) {
-        *self.required_token.lock().unwrap() = token;
+        *lock(&self.required_token) = token;
     }
 
     /// Pin the clock used for failover limits and operation status (`None`: real time).
     pub fn set_now(&self, now: Option<OffsetDateTime>) {
-        *self.now_override.lock().unwrap() = now;
+        *lock(&self.now_override) = now;
     }
 
     pub fn now(&self) -> OffsetDateTime {
-        self.now_override
-            .lock()
-            .unwrap()
-            .unwrap_or_else(OffsetDateTime::now_utc)
+        lock(&self.now_override).unwrap_or_else(OffsetDateTime::now_utc)
     }
 
     /// Base URL written into `Azure-AsyncOperation` / `Location` (default: `{scheme}://{Host}`,
     /// the scheme being `https` when served over `--tls`).
     pub fn set_base_url(&self, url: Option<String>) {
-        *self.base_url.lock().unwrap() = url.map(|u| u.trim_end_matches('/').to_string());
+        *lock(&self.base_url) = url.map(|u| u.trim_end_matches('/').to_string());
     }
 
     /// How long a failover operation reports `Running` (default 0: done at once).
     pub fn set_failover_duration(&self, d: Duration) {
-        *self.failover_duration.lock().unwrap() = d;
+        *lock(&self.failover_duration) = d;
     }
 
     /// True while a failover of `hub` (short name) is still running on the state's clock; the
     /// data plane may answer 404012 `IotHubFailingOver` meanwhile.
     pub fn is_failing_over(&self, hub: &str) -> bool {
         let now = self.now();
-        self.operations
-            .lock()
-            .unwrap()
+        lock(&self.operations)
             .values()
             .any(|op| op.hub == hub && now < op.done_at)
     }
@@ -225,7 +215,7 @@ fn route(
     let rest: Vec<String> = segs[8..].iter().map(|s| s.to_ascii_lowercase()).collect();
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     match (method.clone(), rest.as_slice()) {
-        (Method::GET, []) => json_response(StatusCode::OK, &hub.resource.lock().unwrap()),
+        (Method::GET, []) => json_response(StatusCode::OK, &lock(&hub.resource)),
         (Method::PUT, []) => put_hub(&hub, headers, body),
         (Method::PATCH, []) => patch_hub(&hub, body),
         (Method::POST, ["listkeys"]) => list_keys(&hub, None),
@@ -252,7 +242,7 @@ fn put_hub(hub: &HubShared, headers: &HeaderMap, body: &[u8]) -> Response {
             "The request content was invalid and could not be deserialized.",
         );
     };
-    let mut doc = hub.resource.lock().unwrap();
+    let mut doc = lock(&hub.resource);
     if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         let expected = expected.trim_matches('"');
         if expected != "*" && doc["etag"].as_str() != Some(expected) {
@@ -301,7 +291,7 @@ fn patch_hub(hub: &HubShared, body: &[u8]) -> Response {
             "The request content was invalid and could not be deserialized.",
         );
     };
-    let mut doc = hub.resource.lock().unwrap();
+    let mut doc = lock(&hub.resource);
     match resource::apply_tags(&doc, &body) {
         Ok(next) => {
             *doc = next;
@@ -353,14 +343,14 @@ fn start_failover(ctx: &Ctx, hub: &HubShared, subscription: &str, body: &[u8]) -
         return rp_validation_error("The 'failoverRegion' property is required");
     };
     let now = ctx.state.now();
-    let mut doc = hub.resource.lock().unwrap();
+    let mut doc = lock(&hub.resource);
     if !failover::target_is_secondary(&doc, &region) {
         return rp_validation_error(&format!(
             "The failover region '{region}' is not the secondary region of IoT hub '{}'",
             hub.name
         ));
     }
-    let mut books = ctx.state.history.lock().unwrap();
+    let mut books = lock(&ctx.state.history);
     let book = books.entry(hub.name.clone()).or_default();
     let original = book
         .original_primary
@@ -379,8 +369,8 @@ fn start_failover(ctx: &Ctx, hub: &HubShared, subscription: &str, body: &[u8]) -
     book.records.push(failover::Record { at: now, failback });
     failover::swap(&mut doc);
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let done_at = now + *ctx.state.failover_duration.lock().unwrap();
-    ctx.state.operations.lock().unwrap().insert(
+    let done_at = now.saturating_add(*lock(&ctx.state.failover_duration));
+    lock(&ctx.state.operations).insert(
         id.clone(),
         Operation {
             hub: hub.name.clone(),
@@ -410,7 +400,7 @@ fn start_failover(ctx: &Ctx, hub: &HubShared, subscription: &str, body: &[u8]) -
 
 /// `Azure-AsyncOperation` polling returns a status body; `Location` polling returns 202 until done.
 fn operation_status(state: &ArmState, id: &str, async_info: bool) -> Response {
-    let Some(op) = state.operations.lock().unwrap().get(id).cloned() else {
+    let Some(op) = lock(&state.operations).get(id).cloned() else {
         return arm_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -444,7 +434,7 @@ fn reject_bearer(state: &ArmState, headers: &HeaderMap) -> Option<Response> {
         );
         return Some(resp);
     };
-    let required = state.required_token.lock().unwrap().clone();
+    let required = lock(&state.required_token).clone();
     if token.trim().is_empty() || required.is_some_and(|r| r != token) {
         return Some(arm_error(
             StatusCode::UNAUTHORIZED,
@@ -456,7 +446,7 @@ fn reject_bearer(state: &ArmState, headers: &HeaderMap) -> Option<Response> {
 }
 
 fn base_url(state: &ArmState, uri: &Uri, headers: &HeaderMap, scheme: &str) -> String {
-    if let Some(b) = state.base_url.lock().unwrap().clone() {
+    if let Some(b) = lock(&state.base_url).clone() {
         return b;
     }
     // HTTP/2 (negotiated over TLS) carries the host in `:authority`, which lands in the URI;

@@ -82,9 +82,9 @@ async fn send(make: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Res
         match make().send().await {
             Ok(resp) => return Ok(resp),
             Err(e) if attempt < TRIES && !e.is_timeout() => {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                tokio::time::sleep(std::time::Duration::from_millis(100).saturating_mul(attempt))
                     .await;
-                attempt += 1;
+                attempt = attempt.saturating_add(1);
             }
             Err(e) => return Err(transport(e)),
         }
@@ -347,6 +347,12 @@ impl BlobWriter {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -130,7 +130,7 @@ async fn load(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) ->
     let text = String::from_utf8_lossy(&body);
     let mut reg = lock(&hub.registry);
     let now = now_secs();
-    let (mut applied, mut errors) = (0, Vec::new());
+    let (mut applied, mut errors) = (0_usize, Vec::new());
     for (n, line) in text
         .lines()
         .enumerate()
@@ -145,9 +145,9 @@ async fn load(State(c): State<Shared>, Path(name): Path<String>, body: Bytes) ->
                     .and_then(|m| apply_line(&mut reg, &v, m, opts, now))
             });
         match result {
-            Ok(()) => applied += 1,
+            Ok(()) => applied = applied.saturating_add(1),
             Err(e) => {
-                errors.push(json!({"line": n + 1, "errorCode": e.code, "errorStatus": e.message}));
+                errors.push(json!({"line": n.saturating_add(1), "errorCode": e.code, "errorStatus": e.message}));
             }
         }
     }

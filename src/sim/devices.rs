@@ -203,7 +203,7 @@ pub async fn statistics(State(hub): State<Arc<Hub>>) -> Handled {
     let reg = lock(&hub.registry);
     let total = reg.devices.len();
     let enabled = reg.devices.values().filter(|d| d.enabled).count();
-    let body = json!({"totalDeviceCount": total, "enabledDeviceCount": enabled, "disabledDeviceCount": total - enabled});
+    let body = json!({"totalDeviceCount": total, "enabledDeviceCount": enabled, "disabledDeviceCount": total.saturating_sub(enabled)});
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -216,7 +216,9 @@ pub async fn service_statistics() -> Handled {
 
 /// `POST /devices/{id}/messages/events` (device side): counted per device.
 pub async fn telemetry(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Handled {
-    *lock(&hub.messages).entry(id).or_default() += 1;
+    let mut messages = lock(&hub.messages);
+    let count = messages.entry(id).or_default();
+    *count = count.saturating_add(1);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -330,7 +332,11 @@ pub fn upsert_configuration(
     let created = existing
         .and_then(|c| c.get("createdTimeUtc").cloned())
         .unwrap_or_else(|| timestamp(now).into());
-    let obj = body.as_object_mut().expect("checked object");
+    let Some(obj) = body.as_object_mut() else {
+        return Err(HubError::argument_invalid(
+            "The configuration body must be an object.",
+        ));
+    };
     obj.insert("id".into(), id.into());
     obj.insert("createdTimeUtc".into(), created);
     obj.insert("lastUpdatedTimeUtc".into(), timestamp(now).into());

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::shared::AccessPolicy;
+use super::shared::{AccessPolicy, lock};
 use enrollment::{Kind, Refused, bad_request};
 
 /// The spec's bulk limit ("maximum of 10 enrollments"); UNCERTAIN whether the service enforces it.
@@ -71,8 +71,8 @@ impl std::fmt::Debug for DpsState {
             .field("name", &self.name)
             .field("host", &self.host)
             .field("policies", &policies)
-            .field("enrollments", &self.individual.lock().unwrap().len())
-            .field("enrollment_groups", &self.groups.lock().unwrap().len())
+            .field("enrollments", &lock(&self.individual).len())
+            .field("enrollment_groups", &lock(&self.groups).len())
             .finish_non_exhaustive()
     }
 }
@@ -93,17 +93,17 @@ impl DpsState {
     /// Host names of the linked hubs; enrollments naming another hub get 400.
     /// `None` (the default) checks nothing.
     pub fn set_linked_hubs(&self, hubs: Option<Vec<String>>) {
-        *self.linked_hubs.lock().unwrap() = hubs;
+        *lock(&self.linked_hubs) = hubs;
     }
 
     /// Every individual enrollment, keys included (for the control API).
     pub fn enrollments(&self) -> Vec<Value> {
-        self.individual.lock().unwrap().values().cloned().collect()
+        lock(&self.individual).values().cloned().collect()
     }
 
     /// Every enrollment group, keys included (for the control API).
     pub fn enrollment_groups(&self) -> Vec<Value> {
-        self.groups.lock().unwrap().values().cloned().collect()
+        lock(&self.groups).values().cloned().collect()
     }
 
     /// Create or replace one enrollment as a PUT would (for seeding); returns the stored document.
@@ -119,14 +119,17 @@ impl DpsState {
     }
 
     fn next_etag(&self) -> String {
-        let n = self.etag_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .etag_counter
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
         STANDARD.encode(n.to_be_bytes())
     }
 
     fn upsert(&self, kind: Kind, body: &Value, if_match: Option<&str>) -> Result<Value, Refused> {
-        let linked = self.linked_hubs.lock().unwrap().clone();
+        let linked = lock(&self.linked_hubs).clone();
         let id = enrollment::validate(kind, body, linked.as_deref())?;
-        let mut store = self.store(kind).lock().unwrap();
+        let mut store = lock(self.store(kind));
         let key = id.to_ascii_lowercase();
         precondition(if_match, store.get(&key))?;
         let doc = enrollment::prepare(body, store.get(&key), &self.next_etag(), &now_text());
@@ -201,7 +204,7 @@ async fn dispatch(
 type Outcome = Result<(StatusCode, Value), (StatusCode, Refused)>;
 
 fn get(state: &DpsState, kind: Kind, id: &str) -> Outcome {
-    let store = state.store(kind).lock().unwrap();
+    let store = lock(state.store(kind));
     match store.get(&id.to_ascii_lowercase()) {
         Some(doc) => Ok((StatusCode::OK, enrollment::public_view(doc))),
         None => Err(not_found(kind, id)),
@@ -233,7 +236,7 @@ fn put(state: &DpsState, kind: Kind, id: &str, body: &[u8], if_match: Option<&st
 }
 
 fn delete(state: &DpsState, kind: Kind, id: &str, if_match: Option<&str>) -> Outcome {
-    let mut store = state.store(kind).lock().unwrap();
+    let mut store = lock(state.store(kind));
     let key = id.to_ascii_lowercase();
     if !store.contains_key(&key) {
         return Err(not_found(kind, id));
@@ -244,7 +247,7 @@ fn delete(state: &DpsState, kind: Kind, id: &str, if_match: Option<&str>) -> Out
 }
 
 fn attestation(state: &DpsState, kind: Kind, id: &str) -> Outcome {
-    let store = state.store(kind).lock().unwrap();
+    let store = lock(state.store(kind));
     match store.get(&id.to_ascii_lowercase()) {
         Some(doc) => Ok((StatusCode::OK, doc["attestation"].clone())),
         None => Err(not_found(kind, id)),
@@ -339,6 +342,12 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

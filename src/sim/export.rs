@@ -25,7 +25,7 @@ fn next_lines(
     let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
     let mut out = String::new();
     let mut last = None;
-    let mut count = 0;
+    let mut count = 0_usize;
     for (id, d) in reg
         .devices
         .range::<str, _>((start, Bound::Unbounded))
@@ -38,7 +38,7 @@ fn next_lines(
             out.push('\n');
         }
         last = Some(id.clone());
-        count += 1;
+        count = count.saturating_add(1);
     }
     (out, count, last)
 }

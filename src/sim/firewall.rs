@@ -69,27 +69,18 @@ pub fn mask_contains(mask: &str, ip: IpAddr) -> bool {
     };
     match (addr.parse::<IpAddr>(), ip) {
         (Ok(IpAddr::V4(net)), IpAddr::V4(ip)) => {
-            let bits = bits.unwrap_or(32);
-            if bits > 32 {
+            // More than 32 bits is malformed; 0 bits (a shift by 32) matches every address.
+            let Some(host_bits) = 32u32.checked_sub(bits.unwrap_or(32)) else {
                 return false;
-            }
-            let m = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
             };
+            let m = u32::MAX.checked_shl(host_bits).unwrap_or(0);
             u32::from(net) & m == u32::from(ip) & m
         }
         (Ok(IpAddr::V6(net)), IpAddr::V6(ip)) => {
-            let bits = bits.unwrap_or(128);
-            if bits > 128 {
+            let Some(host_bits) = 128u32.checked_sub(bits.unwrap_or(128)) else {
                 return false;
-            }
-            let m = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
             };
+            let m = u128::MAX.checked_shl(host_bits).unwrap_or(0);
             u128::from(net) & m == u128::from(ip) & m
         }
         _ => false,
@@ -97,6 +88,12 @@ pub fn mask_contains(mask: &str, ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -6,7 +6,7 @@
 //! Must not: hold ARM logic (the ARM module edits `HubShared::resource`; we only read it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,6 +27,7 @@ use super::net::{DropSet, Peer};
 use super::registry::{Registry, Rules};
 use super::sas;
 use super::shared::HubShared;
+pub use super::shared::lock;
 use super::{devices, firewall, jobs, query, twins};
 
 /// State of one hub.
@@ -42,12 +43,6 @@ pub struct Hub {
     pub drops: Arc<DropSet>,
     /// Client for job blob I/O (Azure Blob REST).
     pub http: reqwest::Client,
-}
-
-/// Lock a mutex; a poisoned lock means a handler panicked mid-update, and the simulator state
-/// can no longer be trusted, so failing loudly is right.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().expect("simulator state lock poisoned")
 }
 
 impl Hub {
@@ -214,16 +209,16 @@ async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
         let mut f = lock(&hub.faults);
         let failing_over = f.failing_over(now_ms());
         let delay = (f.slow_count > 0).then(|| {
-            f.slow_count -= 1;
+            f.slow_count = f.slow_count.saturating_sub(1);
             Duration::from_millis(f.slow_ms)
         });
         let burst = (f.error_burst > 0).then(|| {
-            f.error_burst -= 1;
+            f.error_burst = f.error_burst.saturating_sub(1);
             f.error_status.unwrap_or(503)
         });
         let drop = f.drop_count > 0;
         if drop {
-            f.drop_count -= 1;
+            f.drop_count = f.drop_count.saturating_sub(1);
         }
         (delay, burst, drop, failing_over)
     };

@@ -94,7 +94,10 @@ impl Job {
             "statusMessage": null,
             "useSecondaryStorageAsSource": false,
         });
-        let obj = v.as_object_mut().expect("object literal");
+        // `v` is the object literal above; the `else` cannot happen.
+        let Value::Object(obj) = &mut v else {
+            return v;
+        };
         if self.export {
             obj.insert(
                 "outputBlobName".into(),
@@ -160,8 +163,8 @@ impl Progress {
         reason = "a step is at most a few thousand items"
     )]
     pub async fn advance(&mut self, n: usize) -> Result<(), JobEnd> {
-        self.done += n;
-        if self.fail_half_way && self.done * 2 >= self.total {
+        self.done = self.done.saturating_add(n);
+        if self.fail_half_way && self.done.saturating_mul(2) >= self.total {
             return Err(JobEnd::Failed(
                 "The job failed due to an internal error (injected fault). Retry the job.".into(),
             ));
@@ -176,7 +179,9 @@ impl Progress {
         if job.status == Status::Cancelled {
             return Err(JobEnd::Cancelled);
         }
-        let pct = (self.done * 100)
+        let pct = self
+            .done
+            .saturating_mul(100)
             .checked_div(self.total)
             .unwrap_or(0)
             .min(99);

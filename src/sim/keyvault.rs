@@ -16,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::shared::lock;
+
 /// Tenant written into the challenge; any GUID works for clients.
 pub const TENANT: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -39,7 +41,7 @@ pub struct KvState {
 /// Secret values never print.
 impl std::fmt::Debug for KvState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.secrets.lock().unwrap().keys().cloned().collect();
+        let names: Vec<String> = lock(&self.secrets).keys().cloned().collect();
         f.debug_struct("KvState")
             .field("vault_url", &self.vault_url)
             .field("secrets", &names)
@@ -58,12 +60,12 @@ impl KvState {
 
     /// Accept only `Bearer {token}` (default: any bearer token).
     pub fn require_token(&self, token: Option<String>) {
-        *self.required_token.lock().unwrap() = token;
+        *lock(&self.required_token) = token;
     }
 
     /// The latest value of a secret (for the control API and tests).
     pub fn latest(&self, name: &str) -> Option<String> {
-        let secrets = self.secrets.lock().unwrap();
+        let secrets = lock(&self.secrets);
         secrets
             .get(&name.to_ascii_lowercase())
             .and_then(|v| v.last())
@@ -153,10 +155,7 @@ fn set(state: &KvState, name: &str, body: &[u8]) -> Response {
         created: OffsetDateTime::now_utc().unix_timestamp(),
     };
     let bundle = state.bundle(name, &version, true);
-    state
-        .secrets
-        .lock()
-        .unwrap()
+    lock(&state.secrets)
         .entry(name.to_ascii_lowercase())
         .or_default()
         .push(version);
@@ -164,7 +163,7 @@ fn set(state: &KvState, name: &str, body: &[u8]) -> Response {
 }
 
 fn get(state: &KvState, name: &str, version: Option<&str>) -> Response {
-    let secrets = state.secrets.lock().unwrap();
+    let secrets = lock(&state.secrets);
     let versions = secrets.get(&name.to_ascii_lowercase());
     let found = match version {
         None => versions.and_then(|v| v.last()),
@@ -177,7 +176,7 @@ fn get(state: &KvState, name: &str, version: Option<&str>) -> Response {
 }
 
 fn versions(state: &KvState, name: &str) -> Response {
-    let secrets = state.secrets.lock().unwrap();
+    let secrets = lock(&state.secrets);
     let Some(versions) = secrets.get(&name.to_ascii_lowercase()) else {
         return not_found(name);
     };
@@ -230,7 +229,7 @@ fn reject_bearer(state: &KvState, headers: &HeaderMap) -> Option<Response> {
         return Some(resp);
     };
     let token = auth.strip_prefix("Bearer ").unwrap_or("");
-    let required = state.required_token.lock().unwrap().clone();
+    let required = lock(&state.required_token).clone();
     if token.is_empty() || required.is_some_and(|r| r != token) {
         return Some(kv_error(
             StatusCode::UNAUTHORIZED,

@@ -136,7 +136,7 @@ impl Faults {
     /// Turn a freshly set `failing_over_ms` into a deadline from `now_ms` (Unix milliseconds).
     pub fn start_failover_window(&mut self, now_ms: u64) {
         if self.failing_over_ms > 0 {
-            self.failing_over_until_ms = Some(now_ms + self.failing_over_ms);
+            self.failing_over_until_ms = Some(now_ms.saturating_add(self.failing_over_ms));
             self.failing_over_ms = 0;
         }
     }
@@ -210,6 +210,12 @@ impl Bucket {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use std::time::Duration;

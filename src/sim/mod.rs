@@ -268,7 +268,7 @@ async fn bind(listen: SocketAddr, offset: &mut u16) -> Result<TcpListener, Error
     let mut addr = listen;
     if listen.port() != 0 {
         addr.set_port(listen.port().saturating_add(*offset));
-        *offset += 1;
+        *offset = offset.saturating_add(1);
     }
     TcpListener::bind(addr).await.map_err(|source| Error::Bind {
         addr: addr.to_string(),

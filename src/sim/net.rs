@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::shared::lock;
 use super::tls::TlsListener;
 
 /// Connections (by peer address) whose next write must fail.
@@ -36,7 +37,7 @@ pub struct DropSet {
 impl DropSet {
     /// Cut the connection of `peer` instead of answering it.
     pub fn arm(&self, peer: SocketAddr) {
-        let mut peers = self.peers.lock().expect("drop set lock");
+        let mut peers = lock(&self.peers);
         peers.insert(peer);
         self.armed.store(peers.len(), Ordering::SeqCst);
     }
@@ -45,7 +46,7 @@ impl DropSet {
         if self.armed.load(Ordering::SeqCst) == 0 {
             return false;
         }
-        let mut peers = self.peers.lock().expect("drop set lock");
+        let mut peers = lock(&self.peers);
         let hit = peers.remove(peer);
         self.armed.store(peers.len(), Ordering::SeqCst);
         hit

@@ -92,6 +92,10 @@ fn literal(t: &str) -> Option<Value> {
     }
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "indices start below t.len() and each step follows a token found at or past it, so they stay below t.len() + 3"
+)]
 pub fn parse(q: &str) -> Result<Parsed, HubError> {
     let t = tokens(q);
     let kw = |i: usize, w: &str| t.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
@@ -309,6 +313,12 @@ pub async fn run(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

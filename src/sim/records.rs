@@ -149,7 +149,7 @@ impl Twin {
             reported.unwrap_or(""),
         );
         self.tags_end = u32::try_from(t.len()).unwrap_or(u32::MAX);
-        self.desired_end = u32::try_from(t.len() + d.len()).unwrap_or(u32::MAX);
+        self.desired_end = u32::try_from(t.len().saturating_add(d.len())).unwrap_or(u32::MAX);
         self.docs = [t, d, r].concat().into_boxed_str();
     }
 

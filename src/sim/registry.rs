@@ -151,9 +151,15 @@ type Scopes = (Option<Box<str>>, Vec<Box<str>>);
 
 const GENERATION_BASE: u64 = 638_000_000_000_000_000;
 
+/// The generation id for counter value `n`; wraps like the counter itself (2^64 writes never
+/// happen, but an id must not panic).
+fn generation_id(n: u64) -> u64 {
+    GENERATION_BASE.wrapping_add(n)
+}
+
 impl Registry {
     fn next(&mut self) -> u64 {
-        self.counter += 1;
+        self.counter = self.counter.wrapping_add(1);
         self.counter
     }
 
@@ -218,7 +224,7 @@ impl Registry {
         }
         let (device_scope, parent_scopes) = self.scopes_for(id, &identity, None, rules)?;
         let etag = self.next();
-        let generation = GENERATION_BASE + self.next();
+        let generation = generation_id(self.next());
         let mut device = Device::new(
             etag,
             generation,
@@ -238,7 +244,7 @@ impl Registry {
                     id: system.into(),
                     managed_by: Some("iotEdge".into()),
                     etag: self.next(),
-                    generation: GENERATION_BASE + self.next(),
+                    generation: generation_id(self.next()),
                     auth: Auth::None,
                     twin: Twin::new(now),
                 };
@@ -288,7 +294,7 @@ impl Registry {
                     id: system.into(),
                     managed_by: Some("iotEdge".into()),
                     etag: n,
-                    generation: GENERATION_BASE + n,
+                    generation: generation_id(n),
                     auth: Auth::None,
                     twin: Twin::new(now),
                 });
@@ -324,7 +330,7 @@ impl Registry {
             )));
         }
         let etag = self.next();
-        let generation = GENERATION_BASE + self.next();
+        let generation = generation_id(self.next());
         let d = self.device_mut(id)?;
         if let Some(pos) = d.modules().iter().position(|m| &*m.id == module) {
             let m = &mut d.modules_mut()[pos];
@@ -358,8 +364,11 @@ impl Registry {
             auth: auth.unwrap_or_else(Auth::generated_sas),
             twin: Twin::new(now),
         };
-        d.modules_mut().push(m);
-        Ok(d.modules_mut().last_mut().expect("just pushed"))
+        let modules = d.modules_mut();
+        modules.push(m);
+        modules
+            .last_mut()
+            .ok_or_else(|| HubError::module_not_found(id, module))
     }
 
     pub fn delete_module(
@@ -436,6 +445,12 @@ impl Registry {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -36,9 +36,9 @@ pub fn seed(reg: &mut Registry, count: usize, seed: u64, start: usize, now: i64)
         device_quota: None,
         strict_scopes: false,
     };
-    let mut created = 0;
+    let mut created = 0_usize;
     let mut gateway_scope: Option<String> = None;
-    for i in start..start + count {
+    for i in start..start.saturating_add(count) {
         let slot = i % 50;
         let edge = slot == 0;
         let id = if edge {
@@ -78,12 +78,13 @@ pub fn seed(reg: &mut Registry, count: usize, seed: u64, start: usize, now: i64)
         let Ok(device) = reg.create_device(&id, identity, rules, now) else {
             continue;
         };
-        created += 1;
+        created = created.saturating_add(1);
         let site = i / 1000;
         let tags = json!({"site": format!("plant-{site}"), "line": i % 7}).to_string();
         if roll.is_multiple_of(4) {
             device.twin.set_docs(Some(&tags), None, None);
         } else {
+            #[allow(clippy::arithmetic_side_effects, reason = "roll < 100")]
             let desired = json!({"telemetryIntervalSec": 10 + roll % 50}).to_string();
             let reported = json!({"fwVersion": format!("2.{}.{}", roll % 5, i % 10)}).to_string();
             device

@@ -4,7 +4,7 @@
 //! for a hub's networking: ARM GET/PUT read and replace it, and the data plane evaluates
 //! `publicNetworkAccess`, `networkRuleSets` and classic `ipFilterRules` from it on every request.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
@@ -35,6 +35,16 @@ pub struct HubShared {
 }
 
 pub type Hubs = Arc<Vec<Arc<HubShared>>>;
+
+/// Lock a mutex; a poisoned lock means a handler panicked mid-update, and the simulator state
+/// can no longer be trusted, so failing loudly is right.
+#[allow(
+    clippy::expect_used,
+    reason = "poisoning only follows a panic in another handler; the simulator's state is then untrustworthy and stopping loudly is intended"
+)]
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("simulator state lock poisoned")
+}
 
 impl std::fmt::Debug for AccessPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -73,10 +73,10 @@ fn write(twin: &mut Twin, body: &Value, how: Write, now: i64) -> Result<(), HubE
     }
     if let Some(desired) = apply(twin.desired(), body.pointer("/properties/desired")) {
         twin.set_desired(desired.as_deref());
-        twin.desired_version += 1;
+        twin.desired_version = twin.desired_version.saturating_add(1);
         twin.updated = now;
     }
-    twin.version += 1;
+    twin.version = twin.version.saturating_add(1);
     Ok(())
 }
 
@@ -178,6 +178,12 @@ pub async fn patch_module_twin(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

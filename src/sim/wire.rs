@@ -336,6 +336,12 @@ pub fn parse_identity(v: &Value) -> Result<Identity, HubError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

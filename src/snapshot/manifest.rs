@@ -84,6 +84,10 @@ impl Manifest {
     }
 
     /// Pretty JSON, as stored.
+    #[allow(
+        clippy::expect_used,
+        reason = "derived Serialize over strings, integers, options and vectors: serde_json cannot fail on it"
+    )]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a manifest serialises");
         v.push(b'\n');
@@ -92,7 +96,10 @@ impl Manifest {
 
     /// Stored bytes of all objects.
     pub fn bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.bytes).sum()
+        // Saturating: the sizes come from a file, and `sum` would panic on overflow in debug.
+        self.objects
+            .iter()
+            .fold(0, |total: u64, o| total.saturating_add(o.bytes))
     }
 
     pub fn object(&self, kind: &str) -> Option<&ObjectEntry> {
@@ -123,6 +130,10 @@ impl Header {
     }
 
     /// The header as one line, with its `\n`.
+    #[allow(
+        clippy::expect_used,
+        reason = "derived Serialize over strings and an integer: serde_json cannot fail on it"
+    )]
     pub fn to_line(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec(self).expect("a header serialises");
         v.push(b'\n');
@@ -146,6 +157,12 @@ impl Header {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -54,6 +54,10 @@ struct Batch {
 impl Parsed {
     /// The record whose line is `all[line]` (`fields` borrowed from it).
     fn new(all: &[u8], line: Range<usize>, line_no: u64, fields: Fields<'_>) -> Self {
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "a borrowed field is a slice of all[line] (the scanner read that line), so it starts at or after all and ends within it"
+        )]
         let text = |s: Cow<'_, str>| match s {
             Cow::Borrowed(b) => {
                 let start = b.as_ptr().addr() - all.as_ptr().addr();
@@ -76,6 +80,10 @@ impl Batch {
         self.bytes.len() >= BATCH_BYTES || self.parsed.len() >= BATCH_RECORDS
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "Text::At is the inside of a string token of a line the scanner checked as UTF-8, so it starts and ends on character boundaries"
+    )]
     fn str<'b>(&'b self, text: &'b Text) -> &'b str {
         match text {
             Text::At(range) => std::str::from_utf8(&self.bytes[range.clone()])
@@ -202,10 +210,14 @@ impl Prefetched {
     /// keeps no record (streaming input), which saves making and freeing one per line.
     pub fn next_ref(&mut self) -> Option<Result<RecordRef<'_>, Error>> {
         loop {
-            if self.next < self.current.parsed.len() {
-                self.next += 1;
+            let i = self.next;
+            if i < self.current.parsed.len() {
+                #[allow(clippy::arithmetic_side_effects, reason = "i < parsed.len()")]
+                {
+                    self.next = i + 1;
+                }
                 let batch = &self.current;
-                return Some(Ok(batch.borrowed(&batch.parsed[self.next - 1])));
+                return Some(Ok(batch.borrowed(&batch.parsed[i])));
             }
             if let Some(e) = self.current.error.take() {
                 self.rx.take();
@@ -240,6 +252,12 @@ impl Drop for Prefetched {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -101,8 +101,10 @@ impl ObjectReader {
             return Ok(None);
         }
         let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-        self.seen += 1;
-        let record = match record::classify(trimmed, self.seen + 1, &self.object.name) {
+        self.seen = self.seen.saturating_add(1);
+        // The header is line 1.
+        let line_no = self.seen.saturating_add(1);
+        let record = match record::classify(trimmed, line_no, &self.object.name) {
             Ok(Line::Record(r)) => r,
             Ok(Line::Skipped) => {
                 return Err(self.damaged(format!("record {} is not a JSON object", self.seen)));

@@ -93,9 +93,20 @@ pub fn sort_into<W: Write>(
     let mut total = 0u64;
     while let Some(rec) = records.next_ref() {
         let rec = rec?;
-        total += 1;
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "one per record read; 2^64 records cannot be read"
+        )]
+        {
+            total += 1;
+        }
         seen(&rec);
-        if !buf.is_empty() && buf.used() + Buffer::cost(&rec) > half {
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "both are sizes of memory in use, far below usize::MAX"
+        )]
+        let full = !buf.is_empty() && buf.used() + Buffer::cost(&rec) > half;
+        if full {
             let spiller = match &mut spiller {
                 Some(s) => s,
                 None => spiller.insert(Spiller::start(Spill::new(options)?, file)?),
@@ -250,7 +261,13 @@ pub fn stream_borrowed<W: Write>(
                 Ordering::Greater => return Ok(Sorted::Restart),
             }
         }
-        total += 1;
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "one per record read; 2^64 records cannot be read"
+        )]
+        {
+            total += 1;
+        }
         seen(&rec);
         out.write_all(rec.line)
             .and_then(|()| out.write_all(b"\n"))

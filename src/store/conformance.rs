@@ -1,6 +1,13 @@
 //! The behaviour every [`Store`] must show, as one async suite run against each backend (memory
 //! and local here; Azure Blob against Azurite). Panics on the first deviation.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 

@@ -62,6 +62,20 @@ impl LocalStore {
         }
         Ok(self.root.join(name))
     }
+
+    /// The value of a finished blocking task. A panic in the task goes on unwinding here, as if
+    /// the work had run inline; a task cancelled before it ran (the runtime shutting down) is an
+    /// I/O error.
+    fn joined<T>(
+        &self,
+        doing: &'static str,
+        joined: std::result::Result<T, tokio::task::JoinError>,
+    ) -> Result<T> {
+        joined.map_err(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => self.io_error(doing, io::Error::other(e)),
+        })
+    }
 }
 
 #[async_trait]
@@ -128,9 +142,8 @@ impl Store for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let store = self.clone();
         let prefix = prefix.to_owned();
-        tokio::task::spawn_blocking(move || store.list_blocking(&prefix))
-            .await
-            .expect("listing task panicked")
+        let listed = tokio::task::spawn_blocking(move || store.list_blocking(&prefix)).await;
+        self.joined("listing", listed)?
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
@@ -154,9 +167,8 @@ impl Store for LocalStore {
 
     async fn sweep_temporaries(&self, older_than: OffsetDateTime) -> Result<usize> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.sweep_blocking(older_than))
-            .await
-            .expect("sweep task panicked")
+        let swept = tokio::task::spawn_blocking(move || store.sweep_blocking(older_than)).await;
+        self.joined("sweeping temporaries", swept)?
     }
 }
 
@@ -220,7 +232,7 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(self.io_error("listing temporaries", e)),
         };
-        let mut removed = 0;
+        let mut removed = 0_usize;
         for entry in entries.flatten() {
             let modified = entry
                 .metadata()
@@ -228,7 +240,7 @@ impl LocalStore {
                 .map(OffsetDateTime::from);
             if modified.is_ok_and(|m| m < older_than) && std::fs::remove_file(entry.path()).is_ok()
             {
-                removed += 1;
+                removed = removed.saturating_add(1);
             }
         }
         Ok(removed)
@@ -249,16 +261,23 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    fn file(&self) -> Arc<std::fs::File> {
-        Arc::clone(self.file.as_ref().expect("write after finish"))
+    /// The open temporary; only `finish` and `abort` take it, and both consume the writer.
+    fn file(&self) -> Result<Arc<std::fs::File>> {
+        self.file
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| Error::Backend {
+                store: self.store.location(),
+                detail: format!("{} was written after it was finished", self.name),
+            })
     }
 
     /// Wait for the background sync, if one is under way.
     async fn synced(&mut self) -> Result<()> {
         match self.syncing.take() {
-            Some(sync) => sync
-                .await
-                .expect("sync task panicked")
+            Some(sync) => self
+                .store
+                .joined("syncing", sync.await)?
                 .map_err(|e| self.store.io_error(format!("syncing {}", self.name), e)),
             None => Ok(()),
         }
@@ -268,17 +287,17 @@ impl LocalWriter {
 #[async_trait]
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let file = self.file();
+        let file = self.file()?;
         let n = chunk.len() as u64;
-        tokio::task::spawn_blocking(move || (&*file).write_all(&chunk))
-            .await
-            .expect("write task panicked")
+        let written = tokio::task::spawn_blocking(move || (&*file).write_all(&chunk)).await;
+        self.store
+            .joined("writing", written)?
             .map_err(|e| self.store.io_error(format!("writing {}", self.name), e))?;
-        self.unsynced += n;
+        self.unsynced = self.unsynced.saturating_add(n);
         if self.unsynced >= SYNC_BEHIND {
             self.unsynced = 0;
             self.synced().await?;
-            let file = self.file();
+            let file = self.file()?;
             self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
         }
         Ok(())
@@ -286,11 +305,10 @@ impl ObjectWriter for LocalWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
         self.synced().await?;
-        let file = self.file.take().expect("finish twice");
-        let synced = tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .expect("sync task panicked");
-        if let Err(e) = synced {
+        let file = self.file()?;
+        self.file = None;
+        let synced = tokio::task::spawn_blocking(move || file.sync_all()).await;
+        if let Err(e) = self.store.joined("syncing", synced)? {
             return Err(self.store.io_error(format!("syncing {}", self.name), e));
         }
         let (store, name, target, temp) = (
@@ -299,9 +317,9 @@ impl ObjectWriter for LocalWriter {
             self.target.clone(),
             self.temp.clone(),
         );
-        tokio::task::spawn_blocking(move || commit(&store, &name, &target, &temp))
-            .await
-            .expect("commit task panicked")
+        let committed =
+            tokio::task::spawn_blocking(move || commit(&store, &name, &target, &temp)).await;
+        self.store.joined("committing", committed)?
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
@@ -327,7 +345,12 @@ impl Drop for LocalWriter {
 /// Link the synced temporary to its final name (create-only), remove it, fsync the folder.
 fn commit(store: &LocalStore, name: &str, target: &Path, temp: &Path) -> Result<ObjectMeta> {
     let result = (|| {
-        let parent = target.parent().expect("object paths have a parent");
+        let Some(parent) = target.parent() else {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "names no file inside the store",
+            });
+        };
         std::fs::create_dir_all(parent)
             .map_err(|e| store.io_error(format!("creating the folder of {name}"), e))?;
         std::fs::hard_link(temp, target).map_err(|e| match e.kind() {
@@ -357,6 +380,12 @@ fn commit(store: &LocalStore, name: &str, target: &Path, temp: &Path) -> Result<
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

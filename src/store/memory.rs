@@ -1,7 +1,7 @@
 //! An in-memory store for tests: same create-only semantics as the real backends.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -10,6 +10,12 @@ use time::OffsetDateTime;
 use super::{ByteStream, Error, ObjectMeta, ObjectWriter, Result, Store, check_name};
 
 type Objects = Arc<Mutex<BTreeMap<String, (Bytes, OffsetDateTime)>>>;
+
+/// Lock the map. Every change is one insert or remove, so a panic elsewhere while the lock was
+/// held cannot leave it half-updated: a poisoned lock is used as it is.
+fn lock(objects: &Objects) -> MutexGuard<'_, BTreeMap<String, (Bytes, OffsetDateTime)>> {
+    objects.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Objects held in a map; gone when the store is dropped.
 #[derive(Debug, Default, Clone)]
@@ -42,18 +48,13 @@ impl Store for MemoryStore {
 
     async fn get(&self, name: &str) -> Result<ByteStream> {
         check_name(name)?;
-        let data = self
-            .objects
-            .lock()
-            .expect("memory store lock")
-            .get(name)
-            .map(|(d, _)| d.clone());
+        let data = lock(&self.objects).get(name).map(|(d, _)| d.clone());
         match data {
             // Several chunks, so readers meet chunk boundaries as they would on a real store.
             Some(d) => {
                 let chunks: Vec<Result<Bytes>> = (0..d.len())
                     .step_by(64 * 1024)
-                    .map(|i| Ok(d.slice(i..d.len().min(i + 64 * 1024))))
+                    .map(|i| Ok(d.slice(i..d.len().min(i.saturating_add(64 * 1024)))))
                     .collect();
                 Ok(Box::pin(futures::stream::iter(chunks)))
             }
@@ -65,7 +66,7 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let objects = self.objects.lock().expect("memory store lock");
+        let objects = lock(&self.objects);
         Ok(objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -79,7 +80,7 @@ impl Store for MemoryStore {
 
     async fn delete(&self, name: &str) -> Result<()> {
         check_name(name)?;
-        self.objects.lock().expect("memory store lock").remove(name);
+        lock(&self.objects).remove(name);
         Ok(())
     }
 }
@@ -98,7 +99,7 @@ impl ObjectWriter for MemoryWriter {
     }
 
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
-        let mut objects = self.objects.lock().expect("memory store lock");
+        let mut objects = lock(&self.objects);
         if objects.contains_key(&self.name) {
             return Err(Error::AlreadyExists {
                 store: LOCATION.to_owned(),

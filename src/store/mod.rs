@@ -208,6 +208,12 @@ fn developer_credential(shown: &str) -> Result<Arc<dyn azure_core::credentials::
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod open_tests {
     #[test]
     fn azure_locations_open_and_never_show_secrets() {

@@ -54,22 +54,25 @@ impl Refusal {
 /// Decide whether a failover in direction `failback` may start at `now`, given earlier ones.
 pub fn check(history: &[Record], failback: bool, now: OffsetDateTime) -> Result<(), Refusal> {
     if let Some(last) = history.iter().map(|r| r.at).max()
-        && now < last + MIN_SPACING
+        && now < last.saturating_add(MIN_SPACING)
     {
         return Err(Refusal::TooSoon {
-            next_allowed: last + MIN_SPACING,
+            next_allowed: last.saturating_add(MIN_SPACING),
         });
     }
+    let window_start = now.saturating_sub(WINDOW);
     let mut recent: Vec<OffsetDateTime> = history
         .iter()
-        .filter(|r| r.failback == failback && r.at > now - WINDOW)
+        .filter(|r| r.failback == failback && r.at > window_start)
         .map(|r| r.at)
         .collect();
-    if recent.len() >= MAX_PER_DIRECTION {
+    // `Some` once the window already holds `MAX_PER_DIRECTION` of this direction: the oldest of
+    // the last `MAX_PER_DIRECTION` decides when the next one is allowed.
+    if let Some(first_counted) = recent.len().checked_sub(MAX_PER_DIRECTION) {
         recent.sort();
         return Err(Refusal::DailyLimit {
             failback,
-            next_allowed: recent[recent.len() - MAX_PER_DIRECTION] + WINDOW,
+            next_allowed: recent[first_counted].saturating_add(WINDOW),
         });
     }
     Ok(())
@@ -113,6 +116,12 @@ pub fn swap(doc: &mut Value) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -152,7 +152,7 @@ pub fn bump_etag(doc: &mut Value) {
         .and_then(|e| STANDARD.decode(e).ok())
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map_or(0, u64::from_be_bytes);
-    doc["etag"] = json!(etag_of(current + 1));
+    doc["etag"] = json!(etag_of(current.wrapping_add(1)));
 }
 
 /// Why the resource provider refuses a PUT body (the text goes into the RP error message).
@@ -337,6 +337,12 @@ pub fn valid_ip_mask(mask: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::enrollment::{Kind, Refused, bad_request};
 use super::{DpsState, MAX_BULK, Outcome, delete, not_found, with_status};
+use crate::sim::shared::lock;
 
 /// Bulk: the whole request is refused (400) when malformed or over the limit; otherwise each item
 /// is applied on its own and failures are listed (partial success, as the service does).
@@ -59,11 +60,7 @@ pub(super) fn run(state: &DpsState, kind: Kind, body: &[u8]) -> Outcome {
 }
 
 fn bulk_item(state: &DpsState, kind: Kind, mode: &str, item: &Value, id: &str) -> Outcome {
-    let exists = state
-        .store(kind)
-        .lock()
-        .unwrap()
-        .contains_key(&id.to_ascii_lowercase());
+    let exists = lock(state.store(kind)).contains_key(&id.to_ascii_lowercase());
     let etag = item.get("etag").and_then(Value::as_str);
     match mode {
         "delete" => delete(state, kind, id, etag),

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::enrollment::{self, Kind};
 use super::{DEFAULT_PAGE, DpsState, error, json_response};
+use crate::sim::shared::lock;
 
 pub(super) fn page(state: &DpsState, kind: Kind, headers: &HeaderMap, body: &[u8]) -> Response {
     let spec = serde_json::from_slice::<Value>(body).ok();
@@ -64,7 +65,7 @@ pub(super) fn page(state: &DpsState, kind: Kind, headers: &HeaderMap, body: &[u8
             );
         }
     };
-    let store = state.store(kind).lock().unwrap();
+    let store = lock(state.store(kind));
     let mut iter = store
         .iter()
         .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))

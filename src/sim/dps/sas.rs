@@ -128,6 +128,10 @@ fn lower_hex_escapes(s: &str) -> String {
 pub fn token(host: &str, policy: &str, key_b64: &str, expiry: i64) -> String {
     let encoded = utf8_percent_encode(host, URL_ENCODE).to_string();
     let key = STANDARD.decode(key_b64).unwrap_or_default();
+    #[allow(
+        clippy::expect_used,
+        reason = "HMAC accepts keys of any length, new_from_slice never fails"
+    )]
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(format!("{encoded}\n{expiry}").as_bytes());
     let sig = STANDARD.encode(mac.finalize().into_bytes());
@@ -138,6 +142,12 @@ pub fn token(host: &str, policy: &str, key_b64: &str, expiry: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

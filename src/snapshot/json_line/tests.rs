@@ -1,6 +1,13 @@
 //! The scanner against `serde_json` as the oracle: the same lines accepted, the same fields
 //! picked out, the same lines refused.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use std::borrow::Cow;
 
 use rand::rngs::StdRng;

@@ -78,11 +78,19 @@ pub(super) struct Buffer {
 
 impl Buffer {
     /// What holding `rec` costs, in bytes of memory.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "the id and module id lie inside the line (or are their shorter unescaped copies), so the sum is about twice a line held in memory at most"
+    )]
     pub(super) fn cost(rec: &RecordRef<'_>) -> usize {
         rec.id.len() + rec.module_id.map_or(0, str::len) + rec.line.len() + size_of::<Entry>()
     }
 
     /// Memory held by the records so far.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "each term is the size of a live allocation (at most isize::MAX), so the sum fits in usize"
+    )]
     pub(super) fn used(&self) -> usize {
         self.bytes.len() + self.entries.len() * size_of::<Entry>()
     }
@@ -134,6 +142,10 @@ impl Buffer {
         Ok(())
     }
 
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "push wrote an entry's id, module id and line into bytes from start on, so every end is at most bytes.len()"
+    )]
     fn view(&self, e: &Entry) -> View<'_> {
         let id_end = e.start + e.id_len as usize;
         let module_end = id_end + e.module_len as usize;

@@ -87,7 +87,11 @@ impl<W: Write> ChunkWriter<W> {
                 &mut self.buf[self.open..],
             )
             .map_err(|_| io::Error::other("encrypting a sort run failed"))?;
-        self.counter += 1;
+        // A nonce must never repeat: refuse a 2^64th chunk rather than wrap the counter.
+        self.counter = self
+            .counter
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("a sort run outgrew its nonce counter"))?;
         self.buf.extend_from_slice(tag.as_ref());
         self.open = self.buf.len();
         if last || self.open >= CHUNKS_PER_WRITE * (CHUNK + TAG) {
@@ -118,6 +122,10 @@ impl<W: Write> ChunkWriter<W> {
 }
 
 impl<W: Write> Write for ChunkWriter<W> {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "open <= buf.len() and the open chunk buf[open..] is sealed the moment it holds CHUNK bytes, so neither subtraction goes below zero"
+    )]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(CHUNK - (self.buf.len() - self.open));
         self.buf.extend_from_slice(&data[..n]);
@@ -169,6 +177,10 @@ impl<R: Read> ChunkReader<R> {
         while got < self.buf.len() {
             match self.inner.read(&mut self.buf[got..]) {
                 Ok(0) => break,
+                #[allow(
+                    clippy::arithmetic_side_effects,
+                    reason = "read fills at most buf[got..], so got stays <= buf.len()"
+                )]
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -188,7 +200,7 @@ impl<R: Read> ChunkReader<R> {
             )
             .map_err(|_| damaged())?
             .len();
-        self.counter += 1;
+        self.counter = self.counter.checked_add(1).ok_or_else(damaged)?;
         self.pos = 0;
         self.end = plain;
         self.done = last;
@@ -217,11 +229,17 @@ impl<R: Read> BufRead for ChunkReader<R> {
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.end);
+        self.pos = self.pos.saturating_add(n).min(self.end);
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

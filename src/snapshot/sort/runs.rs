@@ -54,7 +54,13 @@ impl Spill {
     /// Start a new run file, encrypted with a key of its own.
     fn run_writer(&mut self) -> Result<RunWriter, Error> {
         let path = self.dir.path().join(format!("run-{:05}", self.next_name));
-        self.next_name += 1;
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "one per run file; a sort never writes usize::MAX runs"
+        )]
+        {
+            self.next_name += 1;
+        }
         let key = RunKey::generate().map_err(Error::Spill)?;
         let file = File::create(&path).map_err(Error::Spill)?;
         // The writer gathers its small chunks (see `cipher`) into larger writes itself.
@@ -97,6 +103,10 @@ impl Spill {
         while self.runs.len() > MAX_FAN_IN {
             // Merge just enough runs that the rest fit one final merge: 65 runs cost one
             // merge of 2, not a rewrite of 64 (every extra round re-reads and re-seals it all).
+            #[allow(
+                clippy::arithmetic_side_effects,
+                reason = "runs.len() > MAX_FAN_IN (the loop condition)"
+            )]
             let take = (self.runs.len() - MAX_FAN_IN + 1).min(MAX_FAN_IN);
             let batch: Vec<Run> = self.runs.drain(..take).collect();
             let mut readers = batch
@@ -180,7 +190,11 @@ pub(super) fn sweep_stale(parent: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
-    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    let Some(day_ago) =
+        std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs(24 * 3600))
+    else {
+        return;
+    };
     for entry in entries.flatten() {
         let stale = entry
             .file_name()
@@ -258,8 +272,9 @@ impl RunReader {
         }
         let mut head = [0u8; 9];
         self.r.read_exact(&mut head)?;
-        slot.line_no = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        slot.flags = head[8];
+        let [l0, l1, l2, l3, l4, l5, l6, l7, flags] = head;
+        slot.line_no = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+        slot.flags = flags;
         self.read_bytes(&mut slot.id)?;
         if slot.flags & MODULE != 0 {
             self.read_bytes(&mut slot.module)?;
@@ -282,7 +297,10 @@ impl RunReader {
             let n = available.len().min(left);
             out.extend_from_slice(&available[..n]);
             self.r.consume(n);
-            left -= n;
+            #[allow(clippy::arithmetic_side_effects, reason = "n <= left")]
+            {
+                left -= n;
+            }
         }
         Ok(())
     }

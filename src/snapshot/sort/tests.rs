@@ -1,3 +1,10 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use super::runs::sweep_stale;
 use super::*;
 use crate::snapshot::record::Lines;

@@ -129,6 +129,12 @@ impl AzureLocation {
     /// A container URL, optionally with a SAS query.
     pub fn from_url(s: &str) -> Result<Self> {
         let url = Url::parse(s).map_err(|e| bad(s, format!("not a URL: {e}")))?;
+        if url.cannot_be_a_base() {
+            return Err(bad(
+                s,
+                "not an http(s) URL; give the container URL (https://ACCOUNT.blob.core.windows.net/CONTAINER)",
+            ));
+        }
         let shown = redact_sas(s);
         let sas = url
             .query()
@@ -207,6 +213,12 @@ impl AzureLocation {
             Url::parse(&endpoint)
                 .map_err(|e| bad(what, format!("BlobEndpoint is not a URL: {e}")))?,
         );
+        if account_url.cannot_be_a_base() {
+            return Err(bad(
+                what,
+                "BlobEndpoint is not an http(s) URL; copy it from the storage account's endpoints",
+            ));
+        }
         let account = match account {
             Some(a) => a,
             None if is_path_style(&account_url) => account_url.path().trim_matches('/').to_owned(),
@@ -242,10 +254,10 @@ impl AzureLocation {
     /// The container URL (no query).
     pub fn container_url(&self) -> Url {
         let mut u = self.account_url.clone();
-        u.path_segments_mut()
-            .expect("http(s) URLs have paths")
-            .pop_if_empty()
-            .push(&self.container);
+        // `parse` refuses URLs without a path (`mailto:`-like), so this always applies.
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty().push(&self.container);
+        }
         u
     }
 
@@ -261,10 +273,10 @@ impl AzureLocation {
     /// The location for messages: container URL and prefix; a SAS shows with `sig=<redacted>`.
     pub fn display(&self) -> String {
         let mut u = self.container_url();
-        if !self.prefix.is_empty() {
-            u.path_segments_mut()
-                .expect("http(s) URLs have paths")
-                .extend(self.prefix.split('/'));
+        if !self.prefix.is_empty()
+            && let Ok(mut path) = u.path_segments_mut()
+        {
+            path.extend(self.prefix.split('/'));
         }
         match &self.auth {
             AzureAuth::Sas(t) => format!("{u}?{t}"),
@@ -298,6 +310,12 @@ fn take_container_segment(s: &str) -> (String, Option<String>) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 
@@ -402,6 +420,11 @@ mod tests {
             (
                 "AccountName=a;Container=c01",
                 "neither AccountKey nor SharedAccessSignature",
+            ),
+            ("mailto:a://b/c01", "not an http(s) URL"),
+            (
+                "BlobEndpoint=mailto:acct;AccountKey=AAAA;Container=c01",
+                "BlobEndpoint is not an http(s) URL",
             ),
         ] {
             let e = AzureLocation::parse(input).unwrap_err().to_string();

@@ -352,7 +352,7 @@ impl AzureWriter {
             .await
             .map_err(|e| self.store.map_err(Some(&self.name), "write block", &e))?;
         self.blocks.push(id);
-        self.size += len;
+        self.size = self.size.saturating_add(len);
         Ok(())
     }
 }
