@@ -12,6 +12,7 @@
 //! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
 //! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).
 
+mod journal;
 mod lock;
 
 use std::fmt;
@@ -30,6 +31,9 @@ use crate::store::{self, Store};
 
 /// Default `sas-lifetime`: the longest job we allow (DESIGN §5).
 pub const DEFAULT_SAS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+/// The longest `sas-lifetime` accepted: a job that has not ended after two days will not, and a
+/// longer-lived SAS would keep a dead run's plaintext reachable that much longer.
+pub const MAX_SAS_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 /// How far back a SAS starts, so a hub whose clock runs a little behind ours accepts it.
 const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// The folder under the container that holds every run's blobs.
@@ -129,6 +133,42 @@ pub struct Staging {
     /// The container's import lock while this run holds it (shared by clones of this value,
     /// so the Ctrl-C path releases what the import took).
     import_lock: Arc<tokio::sync::Mutex<Option<lock::Held>>>,
+    /// This run's journal while it has handed out a SAS and not yet cleaned up.
+    journal: Arc<tokio::sync::Mutex<Option<(journal::Held, journal::Record)>>>,
+}
+
+impl SweptRun {
+    /// One sentence for people.
+    pub fn sentence(&self) -> String {
+        let mut out = format!(
+            "a killed run of {} (run {}) had left its staging: deleted {} plaintext blob(s)",
+            self.hub, self.run, self.blobs_deleted
+        );
+        if let Some(j) = &self.cancelled_job {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("; cancelled its job {j}"));
+        }
+        if !self.finished {
+            out.push_str(
+                "; its job may still write until its SAS expires, so later runs check its folder again",
+            );
+        }
+        out
+    }
+}
+
+/// What a sweep did about one dead run found through its journal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SweptRun {
+    pub hub: String,
+    pub run: String,
+    /// The dead run's job this sweep cancelled (it held that hub's credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_job: Option<String>,
+    /// Its plaintext blobs deleted now.
+    pub blobs_deleted: usize,
+    /// Whether nothing of that run can write any more (its journal is gone); else later runs
+    /// sweep its names again until its job ends or its SAS expires.
+    pub finished: bool,
 }
 
 impl fmt::Debug for Staging {
@@ -175,6 +215,7 @@ impl Staging {
             run_id: new_run_id(OffsetDateTime::now_utc(), rand::random()),
             sas_lifetime,
             import_lock: Arc::default(),
+            journal: Arc::default(),
         })
     }
 
@@ -289,6 +330,125 @@ impl Staging {
         }))
     }
 
+    /// The container URI to give a job: first records the run in its journal (created on first
+    /// use, kept alive until [`Staging::cleanup`]) with until when this SAS lets a job write, so
+    /// a later run can clean up after this one if it is killed. Use this, not
+    /// [`Staging::job_container_uri`], for every URI a hub receives.
+    pub async fn hand_out(&self, perms: SasPermissions) -> Result<SecretUrl> {
+        let now = OffsetDateTime::now_utc();
+        let until = now
+            .checked_add(time::Duration::try_from(self.sas_lifetime).unwrap_or(time::Duration::DAY))
+            .unwrap_or(now)
+            .unix_timestamp();
+        let mut slot = self.journal.lock().await;
+        if let Some((held, record)) = slot.as_mut() {
+            if until > record.until {
+                record.until = until;
+                journal::update(held, record).await?;
+            }
+        } else {
+            let record = journal::Record {
+                hub: self.hub.clone(),
+                run: self.run_id.clone(),
+                prefix: self.run_prefix(),
+                jobs: Vec::new(),
+                until,
+                found_dead: None,
+            };
+            let held = match &self.access {
+                Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
+                    journal::open_lease(s, &record).await?
+                }
+                Access::File(url) => journal::open_file(std::path::Path::new(url.path()), &record)?,
+            };
+            *slot = Some((held, record));
+        }
+        drop(slot);
+        self.job_container_uri_at(perms, now)
+    }
+
+    /// Note a job this run created in its journal (a later run cancels it if this one dies).
+    pub async fn record_job(&self, job_id: &str) -> Result<()> {
+        let mut slot = self.journal.lock().await;
+        if let Some((held, record)) = slot.as_mut() {
+            record.jobs.push(job_id.to_owned());
+            journal::update(held, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Find runs through this container that died without cleaning up (their journal is no
+    /// longer kept alive), whatever their hub: cancel a dead run's job when one of `clients` is
+    /// that hub's, delete its plaintext blobs now, and keep sweeping its names on later runs
+    /// until its job has ended (a job can write after its runner died) or its SAS expired.
+    pub async fn sweep_dead_runs(&self, clients: &[&HubClient]) -> Result<Vec<SweptRun>> {
+        let mut swept = Vec::new();
+        for dead in journal::find_dead(&self.access, &self.run_id).await? {
+            let mut record = dead.record;
+            let client = clients
+                .iter()
+                .find(|c| c.host().eq_ignore_ascii_case(&record.hub));
+            let mut cancelled_job = None;
+            let mut job_ended = false;
+            if let Some(client) = client {
+                if let Ok(Some(job)) = client.active_job().await {
+                    let ours = [&job.output_blob_name, &job.input_blob_name]
+                        .iter()
+                        .any(|n| n.as_deref().is_some_and(|n| n.contains(&record.prefix)));
+                    if ours && client.cancel_job(job.id()).await.is_ok() {
+                        cancelled_job = Some(job.id().to_owned());
+                    }
+                }
+                job_ended = self.jobs_ended(client, &record).await;
+            }
+            let blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
+            let expired = record.until <= OffsetDateTime::now_utc().unix_timestamp();
+            let finished = job_ended || expired;
+            if record.found_dead.is_none() {
+                record.found_dead = OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok();
+            }
+            journal::release(dead.claim, (!finished).then_some(&record)).await?;
+            if blobs_deleted > 0 || cancelled_job.is_some() {
+                tracing::warn!(
+                    hub = %record.hub,
+                    run = %record.run,
+                    blobs = blobs_deleted,
+                    cancelled = cancelled_job.as_deref().unwrap_or("-"),
+                    "a killed run's staging: plaintext removed"
+                );
+            }
+            swept.push(SweptRun {
+                hub: record.hub,
+                run: record.run,
+                cancelled_job,
+                blobs_deleted,
+                finished,
+            });
+        }
+        Ok(swept)
+    }
+
+    /// Whether every job a dead run recorded has ended (and none of its still runs), as the
+    /// hub tells it. A job we cannot read is taken as possibly running.
+    async fn jobs_ended(&self, client: &HubClient, record: &journal::Record) -> bool {
+        for id in &record.jobs {
+            match client.get_job(id).await {
+                Ok(job) if job.status().is_terminal() => {}
+                Err(crate::hub::Error::NotFound { .. }) => {}
+                _ => return false,
+            }
+        }
+        match client.active_job().await {
+            Ok(Some(job)) => ![&job.output_blob_name, &job.input_blob_name]
+                .iter()
+                .any(|n| n.as_deref().is_some_and(|n| n.contains(&record.prefix))),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// The job's `storageAuthenticationType` for [`Staging::job_container_uri`]: `keyBased` for a
     /// SAS (and for `file://`, which the simulator treats alike), `identityBased` without one.
     /// Set it on every job request: a `file://` URI has no `sig=` to infer it from.
@@ -353,6 +513,13 @@ impl Staging {
     /// the import lock, the job's error logs, then end the lock. Returns how many blobs.
     pub async fn cleanup(&self) -> Result<usize> {
         let run_blobs = delete_all(&*self.store, &self.run_prefix()).await;
+        // The journal goes only once the run's blobs are gone: if they could not all be
+        // deleted, the journal stays and the next run's sweep finds them.
+        if run_blobs.is_ok()
+            && let Some((held, _)) = self.journal.lock().await.take()
+        {
+            journal::close(held).await?;
+        }
         // The lock ends even when the run's blobs could not all be deleted (the next run of
         // this hub sweeps those); holding it would only make other runs wait.
         let logs = match self.import_lock.lock().await.take() {
@@ -536,26 +703,36 @@ pub fn new_run_id(now: OffsetDateTime, random: u32) -> String {
     )
 }
 
-/// `sas-lifetime`: a number and a unit, `s`, `min`, `h` or `d` (`6h`, `90min`, `30s`).
+/// `sas-lifetime`: a number and a unit, `s`, `min`, `h` or `d` (`6h`, `90min`, `30s`), at most
+/// [`MAX_SAS_LIFETIME`].
 pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..digits]
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} has no number; write e.g. \"6h\", \"90min\", \"30s\""))?;
-    let secs = match &t[digits..] {
-        "s" => n,
-        "min" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per = match unit {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => {
             return Err(format!(
                 "unknown unit {other:?} in {text:?}; use s, min, h or d (e.g. \"6h\")"
             ));
         }
     };
+    let secs = n.saturating_mul(per);
     if secs == 0 {
         return Err("a SAS lifetime must be longer than zero".into());
+    }
+    if secs > MAX_SAS_LIFETIME.as_secs() {
+        return Err(format!(
+            "{text:?} is longer than the {}h a SAS may live: a job that runs longer will not finish, \
+             and a long-lived SAS keeps a killed run's plaintext reachable; write at most \"48h\"",
+            MAX_SAS_LIFETIME.as_secs() / 3600
+        ));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -632,6 +809,20 @@ mod tests {
                 .contains("use s, min, h or d")
         );
         assert!(parse_lifetime("0h").is_err() && parse_lifetime("h").is_err());
+        // Bounded, and no value panics (the review overflowed `n * 3600`).
+        assert_eq!(parse_lifetime("48h").unwrap(), MAX_SAS_LIFETIME);
+        for huge in [
+            "49h",
+            "3d",
+            "18446744073709551615d",
+            "99999999999999999999s",
+        ] {
+            let err = parse_lifetime(huge).unwrap_err();
+            assert!(
+                err.contains("48h") || err.contains("no number"),
+                "{huge}: {err}"
+            );
+        }
     }
 
     #[test]

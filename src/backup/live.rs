@@ -41,6 +41,9 @@ pub struct HubBackupOptions {
     pub leftover_age: Option<Duration>,
     /// Test-only pause once the export job runs (`HUBVAULT_FAULT_PAUSE=export-running`).
     pub export_running: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Killed runs already cleaned up by the caller (before its preflight, whose job-slot check
+    /// a dead run's job would otherwise fail): reported with what this backup's own sweep finds.
+    pub swept_before: Vec<crate::staging::SweptRun>,
 }
 
 impl HubBackupOptions {
@@ -51,6 +54,7 @@ impl HubBackupOptions {
             wait_for_slot: false,
             leftover_age: None,
             export_running: None,
+            swept_before: Vec::new(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct HubBackupReport {
     pub staging_deleted: usize,
     /// Blobs of this hub's earlier killed runs removed before the export.
     pub leftovers_removed: usize,
+    /// Killed runs (of any hub) found through the staging journal and cleaned up first.
+    pub dead_runs: Vec<crate::staging::SweptRun>,
 }
 
 /// Back up the hub behind `client` into `store`, staging through `staging`.
@@ -79,6 +85,9 @@ pub async fn from_hub(
     }
     let hub = client.host().to_ascii_lowercase();
     crate::snapshot::catalog::check_hub(&hub)?;
+    // Killed runs through this container (any hub) first: their plaintext goes now.
+    let mut dead_runs = options.swept_before.clone();
+    dead_runs.extend(sweep_dead_runs(staging, client).await);
     let age = options
         .leftover_age
         .unwrap_or_else(|| staging.sas_lifetime());
@@ -100,6 +109,7 @@ pub async fn from_hub(
             backup,
             staging_deleted,
             leftovers_removed,
+            dead_runs,
         }),
         (Ok(_), Err(e)) => {
             tracing::warn!("the snapshot is committed, but its staging blobs could not be deleted");
@@ -121,6 +131,21 @@ pub async fn from_hub(
     }
 }
 
+/// Clean up after killed runs through `staging` (see [`Staging::sweep_dead_runs`]); a failure
+/// only warns: it must not stop the backup.
+pub async fn sweep_dead_runs(
+    staging: &Staging,
+    client: &HubClient,
+) -> Vec<crate::staging::SweptRun> {
+    match staging.sweep_dead_runs(&[client]).await {
+        Ok(swept) => swept,
+        Err(e) => {
+            tracing::warn!("could not look for killed runs in the staging journal: {e}");
+            Vec::new()
+        }
+    }
+}
+
 async fn export_and_seal(
     store: Arc<dyn Store>,
     client: &HubClient,
@@ -130,10 +155,11 @@ async fn export_and_seal(
     options: &HubBackupOptions,
 ) -> Result<BackupReport, Error> {
     let include_configurations = options.backup.include_configurations;
-    let uri = staging.job_container_uri(SasPermissions::export_output())?;
+    let uri = staging.hand_out(SasPermissions::export_output()).await?;
     let job = export_request(&uri, staging, include_configurations);
     let created = create_job(client, &job, options).await?;
     let job_id = created.id().to_owned();
+    staging.record_job(&job_id).await?;
     tracing::info!(hub, job_id, staging = %staging.location(), "export job created");
     if let Some(pause) = &options.export_running {
         pause();

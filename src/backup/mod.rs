@@ -31,7 +31,7 @@ use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
 
 mod live;
-pub use live::{HubBackupOptions, HubBackupReport, from_hub};
+pub use live::{HubBackupOptions, HubBackupReport, from_hub, sweep_dead_runs};
 
 const READ_BUFFER: usize = 1024 * 1024;
 

@@ -108,6 +108,15 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
     backup.poll = poll;
     backup.wait_for_slot = args.live.wait;
+    // Before preflight: a killed run's job on either hub would fail its job-slot check. Both
+    // stagings are the same container; one sweep with both hubs' credentials covers it.
+    backup.swept_before = match staging.sweep_dead_runs(&[&source, &target]).await {
+        Ok(swept) => swept,
+        Err(e) => {
+            tracing::warn!("could not look for killed runs in the staging journal: {e}");
+            Vec::new()
+        }
+    };
     test_hooks(&mut backup)?;
     let restore = RestoreOptions {
         mode: match args.mode {
@@ -239,6 +248,9 @@ fn human(report: &CloneReport, keep: bool, verbose: bool) -> String {
         }
     }
     if let Some(b) = &report.backup {
+        for d in &b.dead_runs {
+            let _ = writeln!(out, "{}", d.sentence());
+        }
         let _ = writeln!(
             out,
             "backed up {} with export job {}: {} devices, {} modules, {} configurations; {} ({} plaintext staging blob(s) deleted)",

@@ -175,6 +175,8 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
+    // Before preflight: a killed run's job would fail its job-slot check.
+    let swept_before = backup::sweep_dead_runs(&staging, &client).await;
     if !args.no_preflight {
         let report = run_preflight(&resolved, &client, Some(&staging), config, &args.live).await?;
         if !report.ok {
@@ -189,6 +191,7 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     options.backup.include_configurations = !args.no_configurations;
     options.poll = poll_policy()?;
     options.wait_for_slot = args.live.wait;
+    options.swept_before = swept_before;
     if let Ok(v) = std::env::var(LEFTOVER_ENV) {
         let secs: u64 = v
             .parse()
@@ -226,6 +229,9 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
         report.staging_deleted,
         staging.location()
     );
+    for d in &report.dead_runs {
+        let _ = writeln!(human, "{}", d.sentence());
+    }
     if report.leftovers_removed > 0 {
         let _ = writeln!(
             human,

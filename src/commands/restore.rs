@@ -83,6 +83,11 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
     let identities = identities(config, &args.keys)?;
     let arm = live::arm_client(config)?;
     let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, options.poll);
+    // Before preflight: a killed run's job would fail its job-slot check.
+    let swept_before = match &staging {
+        Some(s) if !options.dry_run => hubvault::backup::sweep_dead_runs(s, &client).await,
+        _ => Vec::new(),
+    };
     let run = restore::run_with_checks(
         store,
         &manifest,
@@ -92,10 +97,11 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         &options,
         checks,
     );
-    let report = tokio::select! {
+    let mut report = tokio::select! {
         r = run => r?,
         () = ctrl_c() => return Err(interrupted(&client, staging.as_ref()).await),
     };
+    report.dead_runs.splice(0..0, swept_before);
     let verbose = global.verbose > 0;
     Ok(Outcome {
         json: report.to_json(verbose),

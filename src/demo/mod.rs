@@ -174,7 +174,7 @@ pub async fn run(options: &DemoOptions, progress: Progress<'_>) -> Result<DemoRe
         })
         .await?;
     let (world, fleet) = world;
-    let snapshot = story::tell(&mut story, &world).await;
+    let snapshot = Box::pin(story::tell(&mut story, &world)).await;
     let steps = std::mem::take(&mut story.steps);
     let ok = snapshot.is_ok() && steps.iter().all(|s| s.ok);
     Ok(DemoReport {

@@ -55,7 +55,7 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
     let source = world.registry("hub-a").await?;
     story
         .step("clone", async {
-            let (ok, detail) = steps::clone(world).await?;
+            let (ok, detail) = Box::pin(steps::clone(world)).await?;
             Ok((ok, detail, ()))
         })
         .await?;

@@ -162,7 +162,7 @@ async fn export_blob(
     staging: &Staging,
     poll: &PollPolicy,
 ) -> Result<(String, ByteStream), JobError> {
-    let uri = staging.job_container_uri(SasPermissions::export_output())?;
+    let uri = staging.hand_out(SasPermissions::export_output()).await?;
     let mut job = JobProperties::export(
         uri.expose(),
         &staging.blob(TARGET_EXPORT_FILE),
@@ -172,6 +172,7 @@ async fn export_blob(
     job.configurations_blob_name = None;
     let created = client.create_job(&job).await?;
     let job_id = created.id().to_owned();
+    staging.record_job(&job_id).await?;
     tracing::info!(hub = client.name(), job_id, "export job reading the target");
     let done = client.wait_for_job(&job_id, poll, |_| {}).await?;
     JobError::unless_completed(client.name(), &job_id, &done)?;

@@ -103,6 +103,8 @@ pub struct JobReport {
     pub staging_deleted: usize,
     /// Blobs of this hub's earlier, killed runs removed first.
     pub leftovers_removed: usize,
+    /// Killed runs (of any hub) found through the staging journal and cleaned up first.
+    pub dead_runs: Vec<crate::staging::SweptRun>,
 }
 
 /// Run the passes as an import job; staging is cleaned up whatever happens.
@@ -117,7 +119,15 @@ pub async fn run(
 ) -> (JobReport, Result<(), JobError>) {
     let mut report = JobReport::default();
     // Blobs of this hub's killed runs (SIGKILL leaves them) go before we add our own.
-    let older_than = time::OffsetDateTime::now_utc() - staging.sas_lifetime();
+    match staging.sweep_dead_runs(&[client]).await {
+        Ok(swept) => report.dead_runs = swept,
+        Err(e) => tracing::warn!("could not look for killed runs in the staging journal: {e}"),
+    }
+    let older_than = time::OffsetDateTime::now_utc()
+        .checked_sub(
+            time::Duration::try_from(staging.sas_lifetime()).unwrap_or(time::Duration::DAY),
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     match staging.sweep_leftovers(client, older_than).await {
         Ok(n) => report.leftovers_removed = n,
         Err(e) => tracing::warn!("staging leftovers of earlier runs not removed: {e}"),
@@ -248,8 +258,8 @@ async fn import_job(
     config_blob: Option<&str>,
 ) -> Result<String, JobError> {
     put_lines(staging.store().as_ref(), &staging.object(file), lines).await?;
-    let input = staging.job_container_uri(SasPermissions::import_input())?;
-    let output = staging.job_container_uri(SasPermissions::import_output())?;
+    let input = staging.hand_out(SasPermissions::import_input()).await?;
+    let output = staging.hand_out(SasPermissions::import_output()).await?;
     // The job's error logs land at the container root: from here until cleanup, this run
     // is the container's only importer.
     staging.lock_imports(poll.interval).await?;
@@ -261,6 +271,7 @@ async fn import_job(
     );
     let created = client.create_job(&job).await?;
     let job_id = created.id().to_owned();
+    staging.record_job(&job_id).await?;
     tracing::info!(hub = client.name(), job_id, file, "import job created");
     let done = client
         .wait_for_job(&job_id, poll, |j| {

@@ -523,6 +523,12 @@ async fn finish(
             job_report.staging_deleted,
             staging.location()
         );
+        for d in &job_report.dead_runs {
+            let _ = write!(said, "; {}", d.sentence());
+        }
+        report
+            .dead_runs
+            .extend(job_report.dead_runs.iter().cloned());
         if job_report.leftovers_removed > 0 {
             let _ = write!(
                 said,

@@ -55,6 +55,8 @@ pub struct RestoreReport {
     pub retried: usize,
     /// On a dry run: why a real run would be refused by the mirror brake.
     pub brake: Option<String>,
+    /// Killed runs through the staging container found and cleaned up (see `Staging`).
+    pub dead_runs: Vec<crate::staging::SweptRun>,
 }
 
 impl RestoreReport {
@@ -83,6 +85,7 @@ impl RestoreReport {
             link_job_id: None,
             retried: 0,
             brake: None,
+            dead_runs: Vec::new(),
         }
     }
 
@@ -140,6 +143,9 @@ impl RestoreReport {
         }
         if let Some(b) = &self.brake {
             v["brake"] = json!(b);
+        }
+        if !self.dead_runs.is_empty() {
+            v["dead_runs"] = serde_json::to_value(&self.dead_runs).unwrap_or(Value::Null);
         }
         v
     }

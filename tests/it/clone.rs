@@ -376,6 +376,7 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
     let mut child = cmd.spawn().unwrap();
     wait_for_running_job(&sim, slow_hub, kind).await;
     child.start_kill().unwrap(); // SIGKILL
+    let killed_at = std::time::Instant::now();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     wait_for_jobs_to_end(&sim, slow_hub).await;
     assert!(
@@ -384,11 +385,10 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
     );
 
     sim.limits(slow_hub, json!({"job_rate": 0.0})).await;
+    // The killed run's journal lease lapses (15 s): the rerun finds it dead and cleans up.
+    tokio::time::sleep(Duration::from_secs(17).saturating_sub(killed_at.elapsed())).await;
     let mut cmd = hubvault(&wd);
-    cmd.args(args)
-        .arg("-vvv")
-        .env("HUBVAULT_JOB_POLL_MS", "50")
-        .env("HUBVAULT_STAGING_LEFTOVER_SECS", "0");
+    cmd.args(args).arg("-vvv").env("HUBVAULT_JOB_POLL_MS", "50");
     let out = run(cmd, Duration::from_secs(120)).await;
     let all = text(&out);
     let source = sim.registry("hub-a").await;
@@ -396,6 +396,11 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
     assert_eq!(out.status.code(), Some(0), "{all}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verified"], true, "{report:#}");
+    let dead = &report["backup"]["dead_runs"];
+    assert!(
+        dead.as_array().is_some_and(|d| !d.is_empty()) && all.contains("a killed run of"),
+        "the rerun says it cleaned up after the killed one: {dead:#}"
+    );
     assert_same_registry(&source, &sim.registry("hub-b").await);
     assert_eq!(
         staging.leftovers().await,

@@ -742,13 +742,81 @@ async fn a_busy_job_slot_is_named_or_waited_for() {
 async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
     let Some(cs) = azurite() else { return };
     let w = World::start(&cs, Setup::default()).await;
-    // Another hub's staging must survive the sweep.
+    // A legacy leftover of another hub (no journal): younger than the longest job, it stays.
     let other = "staging/hub-b.azure-devices.net/20200101T000000Z-00000000/devices.txt";
     w.staging
         .put(other, bytes::Bytes::from_static(b"{}\n"))
         .await
         .unwrap();
 
+    w.control(
+        reqwest::Method::POST,
+        "/hubs/hub-b/seed",
+        Some(json!({"count": 5, "seed": 7})),
+    )
+    .await;
+    let killed_at = kill_backup_while_its_job_runs(&w).await;
+    w.wait_jobs_done("hub-a").await;
+    let left = w.staging_blobs().await;
+    let run_blobs: Vec<&String> = left
+        .iter()
+        .filter(|n| n.starts_with("staging/hub-a.azure-devices.net/"))
+        .collect();
+    assert!(
+        run_blobs.iter().any(|n| n.ends_with("/devices.txt")),
+        "the job wrote its plaintext export after its runner died: {left:?}"
+    );
+    let journals: Vec<&String> = left
+        .iter()
+        .filter(|n| n.starts_with("hubvault-runs/"))
+        .collect();
+    assert_eq!(journals.len(), 1, "the dead run's journal: {left:?}");
+    assert!(w.snapshots(HUB_A).is_empty());
+
+    // Once its lease has lapsed, the next run through the container — of another hub, which
+    // cannot cancel hub-a's job — deletes the plaintext at once and says so.
+    let lapse = Duration::from_secs(17).saturating_sub(killed_at.elapsed());
+    tokio::time::sleep(lapse).await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = &json_of(&out)["dead_runs"];
+    assert_eq!(dead[0]["hub"], HUB_A, "{dead:#}");
+    assert!(dead[0]["blobs_deleted"].as_u64().unwrap() >= 1, "{dead:#}");
+    assert_eq!(
+        dead[0]["finished"], false,
+        "hub-b cannot tell whether hub-a's job ended"
+    );
+    assert!(
+        stderr(&out).contains("a killed run of hub-a.azure-devices.net"),
+        "{}",
+        stderr(&out)
+    );
+    let now = w.staging_blobs().await;
+    assert!(
+        !now.iter()
+            .any(|n| n.starts_with("staging/hub-a.azure-devices.net/")),
+        "no plaintext of the dead run is left: {now:?}"
+    );
+    assert!(
+        now.iter().any(|n| n.starts_with("hubvault-runs/")),
+        "its journal stays: {now:?}"
+    );
+
+    // A run of hub-a can see that the job ended: the journal goes too.
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = &json_of(&out)["dead_runs"];
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+    assert_eq!(
+        w.staging_blobs().await,
+        vec![other.to_owned()],
+        "only the legacy leftover of another hub is left"
+    );
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
+}
+
+/// Start `backup --hub hub-a`, let it create its export job, SIGKILL it; returns when.
+async fn kill_backup_while_its_job_runs(w: &World) -> std::time::Instant {
     let mut child = w
         .command(
             &["backup", "--hub", "hub-a"],
@@ -779,39 +847,39 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
             .success()
     );
     let _ = child.wait().await;
+    std::time::Instant::now()
+}
+
+/// A dead run's journal while its lease has not lapsed is a live run for everyone else: a run
+/// right after the kill leaves it alone (and a run of the same hub waits its turn for the slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_is_still_alive_is_left_alone() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(
+        &cs,
+        Setup {
+            devices: 20,
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.control(
+        reqwest::Method::POST,
+        "/hubs/hub-b/seed",
+        Some(json!({"count": 5, "seed": 7})),
+    )
+    .await;
+    kill_backup_while_its_job_runs(&w).await;
     w.wait_jobs_done("hub-a").await;
-    let left = w.staging_blobs().await;
-    assert!(
-        left.iter()
-            .any(|n| n.starts_with("staging/hub-a.azure-devices.net/")),
-        "the killed run left its plaintext export: {left:?}"
-    );
-    assert!(w.snapshots(HUB_A).is_empty());
-
-    // Younger than the threshold: kept (it could be a live run's).
-    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    let before = w.staging_blobs().await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_of(&out)["leftovers_removed"], 0);
-    assert_eq!(w.staging_blobs().await.len(), left.len());
-
-    // Older than the longest allowed job (threshold lowered for the test): removed.
-    let out = w
-        .run(
-            &["--json", "backup", "--hub", "hub-a"],
-            &[("HUBVAULT_STAGING_LEFTOVER_SECS", "0")],
-        )
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        json_of(&out)["leftovers_removed"].as_u64().unwrap(),
-        left.len() as u64 - 1
-    );
+    assert_eq!(json_of(&out)["dead_runs"], json!([]));
     assert_eq!(
         w.staging_blobs().await,
-        vec![other.to_owned()],
-        "only another hub's blob is left"
+        before,
+        "nothing of a possibly live run was touched"
     );
-    assert_eq!(w.snapshots(HUB_A).len(), 2);
 }
 
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
@@ -1287,5 +1355,59 @@ async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_strin
     assert!(
         err["error"]["message"].as_str().unwrap().contains(HUB_A),
         "the hubs the store holds are listed: {err:#}"
+    );
+}
+
+/// A dead run whose job still runs: the next run of the same hub holds its credentials, so it
+/// cancels that job (it would otherwise write every key into staging later) and cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(
+        &cs,
+        Setup {
+            devices: 60,
+            ..Setup::default()
+        },
+    )
+    .await;
+    // A slow export: still running long after its runner is killed.
+    w.control(
+        reqwest::Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"job_rate": 1.0})),
+    )
+    .await;
+    let killed_at = kill_backup_while_its_job_runs(&w).await;
+    tokio::time::sleep(Duration::from_secs(17).saturating_sub(killed_at.elapsed())).await;
+    assert!(
+        w.jobs("hub-a")
+            .await
+            .iter()
+            .any(|j| j["status"] == "running"),
+        "the dead run's job still runs"
+    );
+    w.control(
+        reqwest::Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"job_rate": 0.0})),
+    )
+    .await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = &json_of(&out)["dead_runs"];
+    let cancelled = dead[0]["cancelled_job"].as_str().expect("a cancelled job");
+    assert!(
+        w.jobs("hub-a")
+            .await
+            .iter()
+            .any(|j| j["jobId"] == cancelled && j["status"] == "cancelled"),
+        "the simulator saw job {cancelled} cancelled"
+    );
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+    assert!(
+        w.staging_blobs().await.is_empty(),
+        "{:?}",
+        w.staging_blobs().await
     );
 }
