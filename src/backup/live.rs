@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{BackupOptions, BackupReport, Error, Input, write_snapshot};
+use super::{BackupOptions, BackupReport, Error, HubCounts, Input, write_snapshot};
 use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
 use crate::snapshot::Source;
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES};
@@ -155,6 +155,8 @@ async fn export_and_seal(
     options: &HubBackupOptions,
 ) -> Result<BackupReport, Error> {
     let include_configurations = options.backup.include_configurations;
+    // The hub's own count around the job: an export that lost records is never committed.
+    let before = count_identities(client).await;
     let uri = staging.hand_out(SasPermissions::export_output()).await?;
     let job = export_request(&uri, staging, include_configurations);
     let created = create_job(client, &job, options).await?;
@@ -177,6 +179,14 @@ async fn export_and_seal(
             reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
         });
     }
+    let after = count_identities(client).await;
+    let mut backup = options.backup.clone();
+    backup.expect = before.zip(after).map(|(b, a)| HubCounts {
+        devices_before: b.0,
+        devices_after: a.0,
+        modules_before: b.1,
+        modules_after: a.1,
+    });
     let handle = tokio::runtime::Handle::current();
     let stored = |file: &str| Input::Stored {
         store: staging.store().clone(),
@@ -198,7 +208,24 @@ async fn export_and_seal(
         job_id: Some(job_id),
         path: None,
     };
-    write_snapshot(store, &inputs, hub, source, recipients, &options.backup).await
+    let mut report = write_snapshot(store, &inputs, hub, source, recipients, &backup).await?;
+    report.hub_counts = backup.expect;
+    Ok(report)
+}
+
+/// The hub's device and module counts, or `None` (with a warning) when they cannot be read:
+/// the check is then skipped, and the report says so by its missing `hub_counts`.
+async fn count_identities(client: &HubClient) -> Option<(u64, u64)> {
+    match client.count_identities().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                "cannot count the identities of {} ({e}); the export's record count is not checked against the hub",
+                client.name()
+            );
+            None
+        }
+    }
 }
 
 fn export_request(uri: &SecretUrl, staging: &Staging, configurations: bool) -> JobProperties {

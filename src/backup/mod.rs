@@ -56,6 +56,16 @@ pub enum Error {
          another tool, deleting from this store?); the snapshot was not committed: run the backup again"
     )]
     ObjectVanished { name: String },
+    #[error(
+        "the export of {hub} holds {exported} {what}, but the hub counted {before} before the export job and {after} after it; records were lost on the way (the export does not explain the difference), so no snapshot was committed: run the backup again, and if it repeats, compare `hubvault diff` with the hub"
+    )]
+    CountMismatch {
+        hub: String,
+        what: &'static str,
+        exported: u64,
+        before: u64,
+        after: u64,
+    },
     #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     #[error(transparent)]
@@ -84,6 +94,7 @@ impl Error {
             Error::NoDevicesFile { .. } => "export_no_devices_file",
             Error::NoRecipients => "backup_no_recipients",
             Error::ObjectVanished { .. } => "backup_object_vanished",
+            Error::CountMismatch { .. } => "backup_count_mismatch",
             Error::Snapshot(e) => e.code(),
             Error::Store(e) => e.code(),
             Error::Seal(e) => e.code(),
@@ -102,6 +113,36 @@ pub struct Faults {
     pub before_manifest: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
+/// What the hub itself counted around its export job: a snapshot must hold a number of devices
+/// and modules between the two counts (identities created or deleted while the job ran explain a
+/// difference; nothing else does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HubCounts {
+    pub devices_before: u64,
+    pub devices_after: u64,
+    pub modules_before: u64,
+    pub modules_after: u64,
+}
+
+impl HubCounts {
+    /// Why `counts` cannot be the export of a hub that counted this (pure), or `None`.
+    pub fn unexplained(&self, hub: &str, devices: u64, modules: u64) -> Option<Error> {
+        let check = |what, exported: u64, before: u64, after: u64| {
+            (exported < before.min(after) || exported > before.max(after)).then(|| {
+                Error::CountMismatch {
+                    hub: hub.to_owned(),
+                    what,
+                    exported,
+                    before,
+                    after,
+                }
+            })
+        };
+        check("devices", devices, self.devices_before, self.devices_after)
+            .or_else(|| check("modules", modules, self.modules_before, self.modules_after))
+    }
+}
+
 /// Settings of one backup.
 #[derive(Clone)]
 pub struct BackupOptions {
@@ -112,6 +153,8 @@ pub struct BackupOptions {
     /// The random part of the id.
     pub random: u32,
     pub faults: Faults,
+    /// The hub's own counts around a live export, checked before the snapshot is committed.
+    pub expect: Option<HubCounts>,
 }
 
 impl BackupOptions {
@@ -122,6 +165,7 @@ impl BackupOptions {
             now,
             random: rand::random(),
             faults: Faults::default(),
+            expect: None,
         }
     }
 }
@@ -144,6 +188,10 @@ pub struct BackupReport {
     /// The export job a live backup ran (absent for an ingested file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// What the hub counted around its export job, which the snapshot was checked against
+    /// (absent for an ingested file, or when the hub could not be queried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_counts: Option<HubCounts>,
 }
 
 /// Ingest an export made elsewhere: `path` is `devices.txt` or a folder holding it (and
@@ -346,6 +394,12 @@ impl SnapshotTarget {
         if let Some(pause) = &options.faults.before_manifest {
             pause();
         }
+        if let Some(expected) = &options.expect
+            && let Some(e) =
+                expected.unexplained(&self.hub, manifest.counts.devices, manifest.counts.modules)
+        {
+            return Err(e);
+        }
         // Never commit a snapshot whose data is gone: check every object is there, whole.
         for o in &manifest.objects {
             let name = catalog::object_name(&self.hub, &self.id, &o.name);
@@ -378,6 +432,7 @@ impl SnapshotTarget {
             bytes: manifest.bytes(),
             runs_spilled,
             job_id: manifest.source.job_id.clone(),
+            hub_counts: None,
         })
     }
 
@@ -645,6 +700,37 @@ mod tests {
         assert!(
             !left.contains(&catalog::MARKER.to_owned()),
             "nothing committed, nothing marked: {left:?}"
+        );
+    }
+
+    #[test]
+    fn only_identities_created_or_deleted_during_the_job_explain_a_count_difference() {
+        let c = HubCounts {
+            devices_before: 100,
+            devices_after: 102,
+            modules_before: 10,
+            modules_after: 10,
+        };
+        assert!(c.unexplained("h", 100, 10).is_none());
+        assert!(c.unexplained("h", 102, 10).is_none());
+        let lost = c.unexplained("h", 99, 10).unwrap();
+        assert_eq!(lost.code(), "backup_count_mismatch");
+        let text = lost.to_string();
+        assert!(
+            text.contains("holds 99 devices")
+                && text.contains("100 before")
+                && text.contains("102 after"),
+            "{text}"
+        );
+        assert!(
+            c.unexplained("h", 103, 10).is_some(),
+            "more than the hub ever held"
+        );
+        assert!(
+            c.unexplained("h", 101, 9)
+                .unwrap()
+                .to_string()
+                .contains("modules")
         );
     }
 

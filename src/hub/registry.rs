@@ -423,6 +423,27 @@ impl HubClient {
         }
     }
 
+    /// How many devices and modules the hub holds, by `SELECT COUNT()` queries (contract §5.3;
+    /// the statistics endpoint is only approximate). Modules include the system modules of edge
+    /// devices, as an export does.
+    pub async fn count_identities(&self) -> Result<(u64, u64)> {
+        let count = async |from: &str| -> Result<u64> {
+            let items = self
+                .query_all(&format!("SELECT COUNT() AS n FROM {from}"), None)
+                .await?;
+            items
+                .first()
+                .and_then(|v| v.get("n"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| Error::Decode {
+                    hub: self.name().to_owned(),
+                    what: format!("the count of {from}"),
+                    detail: "no number in the query result".into(),
+                })
+        };
+        Ok((count("devices").await?, count("devices.modules").await?))
+    }
+
     pub async fn statistics(&self) -> Result<RegistryStatistics> {
         let reply = self
             .call(Call::new(Method::GET, "/statistics/devices".into()))

@@ -19,6 +19,7 @@ fn next_lines(
     cursor: Option<&str>,
     n: usize,
     keys: bool,
+    skip: &mut u32,
 ) -> (String, usize, Option<Box<str>>) {
     use std::ops::Bound;
     let reg = lock(&hub.registry);
@@ -31,6 +32,13 @@ fn next_lines(
         .range::<str, _>((start, Bound::Unbounded))
         .take(n)
     {
+        if *skip > 0 {
+            // The `export_skip_devices` fault: this device is lost from the export.
+            *skip = skip.saturating_sub(1);
+            last = Some(id.clone());
+            count = count.saturating_add(1);
+            continue;
+        }
         out.push_str(&export_device_line(id, d, keys));
         out.push('\n');
         for m in d.modules() {
@@ -70,9 +78,11 @@ pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Re
             .await
             .map_err(|e| storage_failure("output blob", &e))?;
     }
+    let mut skip = std::mem::take(&mut lock(&hub.faults).export_skip_devices);
     let mut cursor: Option<Box<str>> = None;
     loop {
-        let (text, count, last) = next_lines(hub, cursor.as_deref(), progress.chunk(), keys);
+        let (text, count, last) =
+            next_lines(hub, cursor.as_deref(), progress.chunk(), keys, &mut skip);
         if count == 0 {
             break;
         }

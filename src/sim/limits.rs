@@ -113,6 +113,9 @@ pub struct Faults {
     pub slow_count: u32,
     /// The next N requests lose their connection before a response arrives.
     pub drop_count: u32,
+    /// The next export job silently leaves out this many devices (and their modules): a
+    /// service losing records, which only a count against the registry can notice.
+    pub export_skip_devices: u32,
     /// The next N bulk writes (`POST /devices`) are carried out, then lose their connection
     /// before the response arrives: writes whose outcome the client cannot know.
     pub lose_bulk_responses: u32,

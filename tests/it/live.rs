@@ -1411,3 +1411,48 @@ async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
         w.staging_blobs().await
     );
 }
+
+/// A device missing from the export (the service lost it, or a line was damaged) used to go
+/// unnoticed: the snapshot held one device less, and a mirror restore would delete it. The hub's
+/// own count is compared before the snapshot is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_lost_a_device_is_not_committed() {
+    let Some(cs) = azurite() else { return };
+    let w = World::start(
+        &cs,
+        Setup {
+            devices: 40,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = &json_of(&out)["hub_counts"];
+    assert_eq!(counts["devices_before"], 40, "{counts:#}");
+    assert_eq!(counts["devices_after"], 40, "{counts:#}");
+
+    w.control(
+        reqwest::Method::PATCH,
+        "/hubs/hub-a/faults",
+        Some(json!({"export_skip_devices": 1})),
+    )
+    .await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = json_of(&out);
+    assert_eq!(err["error"]["code"], "backup_count_mismatch", "{err:#}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds 39 devices, but the hub counted 40"),
+        "{err:#}"
+    );
+    assert_eq!(w.snapshots(HUB_A).len(), 1, "nothing committed");
+    assert!(
+        w.staging_blobs().await.is_empty(),
+        "{:?}",
+        w.staging_blobs().await
+    );
+}

@@ -728,6 +728,33 @@ fn malformed_line_is_refused_naming_file_line_and_id() {
     );
 }
 
+/// The review: a line missing its first byte, or with a NUL or `#` in front, was skipped as a
+/// "warning" and the device lost with exit 0 (a mirror would then delete it). Only text lines
+/// are skipped; a damaged record is refused with its file and line.
+#[test]
+fn a_damaged_record_is_refused_not_skipped_as_a_warning() {
+    let env = Env::new();
+    for (n, damage) in [
+        (0, "first byte lost"),
+        (1, "NUL in front"),
+        (2, "a # in front"),
+    ] {
+        let mut lines = device_lines(50);
+        let line = lines[20].clone();
+        lines[20] = match n {
+            0 => line[1..].to_owned(),
+            1 => format!("\u{0}{line}"),
+            _ => format!("#{line}"),
+        };
+        let export = write_export(&env.path(&format!("export-{n}")), &lines, None);
+        let (code, _, err) = stderr_of(env.backup(&export).arg("-vvv"));
+        assert_eq!(code, 2, "{damage}: {err}");
+        assert!(err.contains("devices.txt line"), "{damage}: {err}");
+        assert!(!err.contains(KEY_MARKER), "{damage}: the error shows a key");
+        assert!(env.snapshot_ids().is_empty(), "{damage}: nothing stored");
+    }
+}
+
 #[test]
 fn empty_export_is_refused() {
     let env = Env::new();
