@@ -591,3 +591,61 @@ fn store_init_marks_a_store_with_snapshots() {
         "already marked"
     );
 }
+
+/// The review: `--help` printed `HUBVAULT_STORE` / `HUBVAULT_STAGING` values with their SAS
+/// signatures. Environment values are never shown.
+#[test]
+fn help_never_shows_environment_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sas =
+        "https://acct.blob.core.windows.net/c?sv=2022-11-02&sr=c&sp=racwdl&sig=SECRETSIGNATURE";
+    for args in [
+        vec!["--help"],
+        vec!["backup", "--help"],
+        vec!["restore", "--help"],
+        vec!["clone", "--help"],
+    ] {
+        let out = hubvault(tmp.path(), tmp.path())
+            .env("HUBVAULT_STORE", sas)
+            .env("HUBVAULT_STAGING", sas)
+            .env("HUBVAULT_RECIPIENTS", "SECRETRECIPIENT")
+            .env("HUBVAULT_IDENTITY", "/SECRETPATH/identity.txt")
+            .args(&args)
+            .assert()
+            .code(0);
+        let text = String::from_utf8_lossy(&out.get_output().stdout);
+        for secret in ["SECRETSIGNATURE", "SECRETRECIPIENT", "SECRETPATH"] {
+            assert!(!text.contains(secret), "{args:?} shows {secret}: {text}");
+        }
+    }
+}
+
+/// The review: `--from-export /dev/zero` grew to 2.1 GB and aborted. A line longer than the
+/// documented maximum is refused with its file and line, in bounded memory.
+#[test]
+fn an_endless_line_is_refused_with_its_line_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = age::x25519::Identity::generate().to_public().to_string();
+    let out = hubvault(tmp.path(), tmp.path())
+        .args([
+            "--json",
+            "backup",
+            "--from-export",
+            "/dev/zero",
+            "--hub-name",
+            "h",
+            "--recipient",
+            &id,
+        ])
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(2);
+    let doc = json(&out.get_output().stdout);
+    assert_eq!(doc["error"]["code"], "export_line_too_long", "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("line 1"),
+        "{doc}"
+    );
+}

@@ -1137,3 +1137,40 @@ async fn lost_bulk_responses_are_settled_by_reading_the_target_not_reported_fail
     assert_eq!(doc["applied"]["delete"].as_u64(), Some(50), "{doc:#}");
     assert_same_registry(&f).await;
 }
+
+/// The review: the bulk engine counted a record it could not convert (`"status": 0`) as
+/// created; it was never sent, and only verification noticed. It is a named failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_bulk_engine_cannot_send_is_a_named_failure() {
+    let f = Fixture::new(10).await;
+    let export = f.path("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let good = json!({"id": "fine-1", "status": "enabled", "authentication": {"type": "sas",
+        "symmetricKey": {"primaryKey": B64.encode([1u8; 32]), "secondaryKey": B64.encode([2u8; 32])}}});
+    let odd = json!({"id": "odd-1", "status": 0, "authentication": {"type": "sas",
+        "symmetricKey": {"primaryKey": B64.encode([1u8; 32]), "secondaryKey": B64.encode([2u8; 32])}}});
+    std::fs::write(export.join("devices.txt"), format!("{good}\n{odd}\n")).unwrap();
+    let out = f
+        .run(&[
+            "backup",
+            "--from-export",
+            export.to_str().unwrap(),
+            "--hub-name",
+            "hub-a",
+            "--recipient",
+            &f.recipient,
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    assert_eq!(
+        out.code, 1,
+        "a failed record is a finding: {}\n{}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(doc["applied"]["create"], 1, "{doc:#}");
+    let failed = doc["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{doc:#}");
+    assert_eq!(failed[0]["id"], "odd-1");
+    assert_eq!(failed[0]["code"], "hubvault_unconvertible");
+}
