@@ -1067,4 +1067,34 @@ fn golden_v1_snapshot_opens_forever() {
     });
     let got = std::fs::read_to_string(env.path("golden-out/devices.txt")).unwrap();
     assert_eq!(got.lines().collect::<Vec<_>>(), want);
+
+    // The stock-tool recipe of docs/vault-format.md: nobody is locked in to hubvault.
+    let object = root.join("store/golden-hub/20261126T101135Z-47912ca9/devices.jsonl.zst.age");
+    let age = StdCommand::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&identity)
+        .arg(&object)
+        .output()
+        .expect("the age CLI (scripts/test installs it)");
+    assert!(
+        age.status.success(),
+        "{}",
+        String::from_utf8_lossy(&age.stderr)
+    );
+    let mut zstd = StdCommand::new("zstd")
+        .args(["-d", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the zstd CLI (scripts/test installs it)");
+    std::io::Write::write_all(&mut zstd.stdin.take().unwrap(), &age.stdout).unwrap();
+    let plain = zstd.wait_with_output().unwrap();
+    assert!(plain.status.success());
+    let text = String::from_utf8(plain.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["snapshot"], "20261126T101135Z-47912ca9");
+    assert_eq!(header["object"], "devices");
+    assert_eq!(lines.collect::<Vec<_>>(), want, "the records, verbatim");
 }
