@@ -43,6 +43,58 @@ impl Error {
     }
 }
 
+/// A setting that is accepted (so configs written for a later release keep working) but that
+/// nothing acts on yet: said on stderr and in `--json`'s `warnings`, never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: PathBuf,
+    /// 1-based line of the setting, when it could be found.
+    pub line: Option<usize>,
+    /// The setting as written (`[keyvault]`, `[dps.dps-a]`).
+    pub setting: String,
+    /// What will act on it.
+    pub acted_on_by: &'static str,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        write!(
+            f,
+            ": {} does nothing yet ({}); it is accepted and ignored",
+            self.setting, self.acted_on_by
+        )
+    }
+}
+
+/// The 1-based line of the TOML table `[name]` or `[name.…]` in `text` (or of a `name = …` key),
+/// for messages about a setting.
+pub fn setting_line(text: &str, name: &str) -> Option<usize> {
+    let header = |l: &str| {
+        let l = l.trim_start();
+        let Some(inner) = l.strip_prefix('[') else {
+            return false;
+        };
+        let inner = inner.trim_start_matches('[').trim_start();
+        inner.strip_prefix(name).is_some_and(|rest| {
+            let rest = rest.trim_start();
+            rest.starts_with(']') || rest.starts_with('.')
+        })
+    };
+    let key = |l: &str| {
+        l.trim_start()
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+    };
+    text.lines()
+        .position(|l| header(l))
+        .or_else(|| text.lines().position(|l| key(l)))
+        .map(|i| i.saturating_add(1))
+}
+
 /// The parsed `hubvault.toml`. Every field is optional: the file may be absent.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -61,6 +113,9 @@ pub struct Config {
     /// Where the file was read from (not a key of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Settings nothing acts on yet (found while loading).
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
 }
 
 /// A hub or a DPS instance, by connection string or by host + Entra credential.
@@ -183,8 +238,38 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, &path)?;
+        config.warnings = config.unused_settings(&text, &path);
         config.source = Some(path);
         Ok(config)
+    }
+
+    /// Settings of this file that nothing acts on yet (see [`Warning`]).
+    fn unused_settings(&self, text: &str, path: &Path) -> Vec<Warning> {
+        let warn = |name: &str, setting: String, acted_on_by| Warning {
+            file: path.to_path_buf(),
+            line: setting_line(text, name),
+            setting,
+            acted_on_by,
+        };
+        let mut out: Vec<Warning> = self
+            .dps
+            .keys()
+            .map(|name| {
+                warn(
+                    "dps",
+                    format!("[dps.{name}]"),
+                    "DPS backup and restore come with a later release",
+                )
+            })
+            .collect();
+        if self.keyvault.is_some() {
+            out.push(warn(
+                "keyvault",
+                "[keyvault]".to_owned(),
+                "identities from Azure Key Vault come with a later release",
+            ));
+        }
+        out
     }
 
     /// Parse config text; errors name the file and line.
@@ -283,6 +368,29 @@ mod tests {
         assert_eq!(c.store(Some("/flag")), "/flag");
         assert_eq!(c.store(None), "/from/file");
         assert_eq!(Config::default().store(None), DEFAULT_STORE);
+    }
+
+    #[test]
+    fn settings_nothing_acts_on_yet_are_named_with_their_line() {
+        let text = "store = \"x\"\n\n[dps.dps-a]\nconnection-string-env = \"D\"\n\n[keyvault]\nurl = \"https://kv.vault.azure.net\"\nsecret = \"s\"\n";
+        let c = Config::parse(text, Path::new("hubvault.toml")).unwrap();
+        let w = c.unused_settings(text, Path::new("hubvault.toml"));
+        let shown: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("hubvault.toml line 3: [dps.dps-a] does nothing yet"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("hubvault.toml line 6: [keyvault] does nothing yet"),
+            "{shown:?}"
+        );
+        assert!(
+            Config::parse("store = \"x\"\n", Path::new("f"))
+                .unwrap()
+                .unused_settings("", Path::new("f"))
+                .is_empty()
+        );
     }
 
     #[test]

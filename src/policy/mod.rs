@@ -87,6 +87,8 @@ pub struct Policy {
     pub name: String,
     pub path: PathBuf,
     pub file: PolicyFile,
+    /// Sections of the file nothing acts on yet (`[schedule]`, `[notifications]`, `[staging]`).
+    pub warnings: Vec<crate::config::Warning>,
 }
 
 /// The contents of a policy file.
@@ -197,6 +199,26 @@ impl<'de> Deserialize<'de> for HubSelector {
     }
 }
 
+/// Sections of a policy that nothing acts on yet: the scheduler and notifier come with
+/// `hubvault serve`, and nothing reads per-policy staging overrides before that.
+fn unused_sections(file: &PolicyFile, text: &str, path: &Path) -> Vec<crate::config::Warning> {
+    let by_serve = "the scheduler, `hubvault serve`, comes with a later release";
+    [
+        (file.schedule.is_some(), "schedule", by_serve),
+        (file.notifications.is_some(), "notifications", by_serve),
+        (file.staging.is_some(), "staging", by_serve),
+    ]
+    .into_iter()
+    .filter(|(present, ..)| *present)
+    .map(|(_, name, acted_on_by)| crate::config::Warning {
+        file: path.to_path_buf(),
+        line: crate::config::setting_line(text, name),
+        setting: format!("[{name}]"),
+        acted_on_by,
+    })
+    .collect()
+}
+
 impl Policy {
     /// Parse policy text; errors name the file, line and column.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, Error> {
@@ -208,10 +230,12 @@ impl Policy {
             || path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
+        let warnings = unused_sections(&file, text, path);
         Ok(Policy {
             name,
             path: path.to_path_buf(),
             file,
+            warnings,
         })
     }
 
