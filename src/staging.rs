@@ -743,6 +743,12 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::store::sas::{AZURITE_ACCOUNT, AZURITE_KEY};

@@ -617,6 +617,12 @@ fn count(counts: &mut ObjectCounts, module: bool, edge: bool) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;

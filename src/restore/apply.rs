@@ -259,6 +259,12 @@ pub fn settle(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::restore::plan::{Mode, Scope, plan};

@@ -379,6 +379,12 @@ fn transient(code: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::hub::registry::RegistryErrorCode;

@@ -254,6 +254,12 @@ fn fold_key_line(line: &[u8], wanted: &HashSet<(&str, Option<&str>)>, target: &m
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -177,6 +177,12 @@ fn interval(rate: f64) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

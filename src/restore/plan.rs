@@ -506,6 +506,12 @@ pub fn order(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> Ordering {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod brake_tests {
     use super::*;
 
@@ -540,6 +546,12 @@ mod brake_tests {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -326,6 +326,12 @@ impl<R: BufRead> Iterator for Lines<R> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use std::io::Read as _;
 

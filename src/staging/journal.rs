@@ -359,6 +359,12 @@ pub(super) async fn release(claim: Claim, keep: Option<&Record>) -> super::Resul
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 
