@@ -162,10 +162,11 @@ pub async fn run(
     // only when it runs a job, and a rerun may have nothing left to import.
     if let Some(staging) = request.target_staging {
         let age = leftover_age.unwrap_or_else(|| staging.sas_lifetime());
-        match staging
-            .sweep_leftovers(request.target, OffsetDateTime::now_utc() - age)
-            .await
-        {
+        // An age beyond the calendar: nothing is that old.
+        let older_than = OffsetDateTime::now_utc()
+            .checked_sub(time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        match staging.sweep_leftovers(request.target, older_than).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 "removed {n} staging blob(s) left for {} by an earlier, interrupted run",

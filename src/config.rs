@@ -320,11 +320,12 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     match err.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
+            let line = before.split('\n').count();
             let column = before
-                .rfind('\n')
-                .map_or(before.len(), |i| before.len() - i - 1)
-                + 1;
+                .rsplit('\n')
+                .next()
+                .map_or(0, str::len)
+                .saturating_add(1);
             format!("line {line}, column {column}: {message}")
         }
         None => message,
@@ -348,6 +349,12 @@ pub fn redact_query(url: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -238,7 +238,13 @@ where
                 );
                 let aspects = changed_aspects(&x, &y)?;
                 if aspects.is_empty() {
-                    unchanged += 1;
+                    #[allow(
+                        clippy::arithmetic_side_effects,
+                        reason = "one per record read; 2^64 records cannot be read"
+                    )]
+                    {
+                        unchanged += 1;
+                    }
                 } else {
                     on_change(Change::Changed(x.key(), aspects));
                 }

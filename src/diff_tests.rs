@@ -1,5 +1,12 @@
 //! Diff tests on small hand-written export lines.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use std::convert::Infallible;
 
 use super::*;

@@ -118,11 +118,19 @@ pub async fn dump(
             let reader = StreamReader::new(tokio::runtime::Handle::current(), stream);
             let (m2, object2, ids, path2) =
                 (m.clone(), object.clone(), identities.clone(), path.clone());
+            // A panic in the task goes on unwinding here, as if the work had run inline; a task
+            // cancelled before it finished (the runtime shutting down) is an error.
             let records = tokio::task::spawn_blocking(move || {
                 write_object(reader, file, &m2, &object2, &ids, &path2)
             })
             .await
-            .expect("dump task panicked")?;
+            .unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(Error::Write {
+                    path: path.clone(),
+                    source: io::Error::other(e),
+                }),
+            })?;
             files.push(DumpedFile {
                 path: path.display().to_string(),
                 records,
@@ -227,7 +235,13 @@ fn write_object(
             break;
         }
         out.write_all(&line).map_err(write_err)?;
-        records += 1;
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "one per record read; 2^64 records cannot be read"
+        )]
+        {
+            records += 1;
+        }
     }
     let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_all().map_err(write_err)?;

@@ -372,18 +372,18 @@ pub async fn apply(
 ) -> Result<Applied, Error> {
     let mut done = Applied::default();
     let mut failures: Vec<String> = Vec::new();
-    let mut total = 0;
+    let mut total: usize = 0;
     for s in &plan.forget {
         let prefix = format!("{}/{}/", s.hub, s.id);
         let manifest = format!("{prefix}{MANIFEST}");
-        total += 1;
+        total = total.saturating_add(1);
         if let Err(e) = store.delete(&manifest).await {
             // Without the manifest gone the snapshot is still visible: do not touch its data.
             failures.push(format!("{manifest}: {e}"));
             continue;
         }
-        done.snapshots_removed += 1;
-        done.objects_removed += 1;
+        done.snapshots_removed = done.snapshots_removed.saturating_add(1);
+        done.objects_removed = done.objects_removed.saturating_add(1);
         // Only hubvault's own objects: anything else in the folder is someone else's.
         let data: Vec<String> = store
             .list(&prefix)
@@ -393,9 +393,9 @@ pub async fn apply(
             .filter(|n| n.strip_prefix(&prefix).is_some_and(catalog::is_own_object))
             .collect();
         for name in data {
-            total += 1;
+            total = total.saturating_add(1);
             match store.delete(&name).await {
-                Ok(()) => done.objects_removed += 1,
+                Ok(()) => done.objects_removed = done.objects_removed.saturating_add(1),
                 Err(e) => failures.push(format!("{name}: {e}")),
             }
         }
@@ -403,14 +403,14 @@ pub async fn apply(
     for o in orphans {
         let before = failures.len();
         for name in &o.objects {
-            total += 1;
+            total = total.saturating_add(1);
             match store.delete(name).await {
-                Ok(()) => done.objects_removed += 1,
+                Ok(()) => done.objects_removed = done.objects_removed.saturating_add(1),
                 Err(e) => failures.push(format!("{name}: {e}")),
             }
         }
         if failures.len() == before {
-            done.orphans_removed += 1;
+            done.orphans_removed = done.orphans_removed.saturating_add(1);
         }
     }
     done.temporaries_removed = store.sweep_temporaries(to_time(temporaries_before)).await?;

@@ -1,6 +1,13 @@
 //! Tests for `forget`: the pure plan on hand-made lists, and `scan`/`apply` against a tiny
 //! in-memory store that records the order of deletions and can be told to fail one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "test code"
+)]
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 

@@ -36,14 +36,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json_mode = cli.global.json;
+    // Dropped at the end of main, as before: dropping a runtime waits for its blocking tasks.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(commands::run(cli)) {
+        .build();
+    let result = match &runtime {
+        Ok(runtime) => runtime.block_on(commands::run(cli)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match result {
         Ok(outcome) => {
             if json_mode {
-                out(&serde_json::to_string_pretty(&outcome.json).expect("json"));
+                out(&pretty(&outcome.json));
                 if !outcome.human.is_empty() {
                     eprint!("{}", ensure_newline(&outcome.human));
                 }
@@ -62,12 +66,21 @@ fn main() -> ExitCode {
             let fix = fix_of(&message);
             if json_mode {
                 let doc = json!({"error": {"code": code, "message": message, "fix": fix}});
-                out(&serde_json::to_string_pretty(&doc).expect("json"));
+                out(&pretty(&doc));
             }
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
     }
+}
+
+/// A JSON document for stdout.
+#[allow(
+    clippy::expect_used,
+    reason = "a serde_json::Value has string keys and finite numbers only: serializing it cannot fail"
+)]
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).expect("json")
 }
 
 /// Write to stdout; a closed pipe (`hubvault snapshots | head`) is not an error worth a panic.

@@ -35,7 +35,7 @@ pub const DEFAULT_SAS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// longer-lived SAS would keep a dead run's plaintext reachable that much longer.
 pub const MAX_SAS_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 /// How far back a SAS starts, so a hub whose clock runs a little behind ours accepts it.
-const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 /// The folder under the container that holds every run's blobs.
 const ROOT: &str = "staging";
 
@@ -228,6 +228,13 @@ impl Staging {
         self.sas_lifetime
     }
 
+    /// Until when a SAS handed out at `now` lets a job write: `now + sas-lifetime` (at most
+    /// [`MAX_SAS_LIFETIME`]; `now` itself at the end of the calendar).
+    fn sas_until(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now.checked_add(time::Duration::try_from(self.sas_lifetime).unwrap_or(time::Duration::DAY))
+            .unwrap_or(now)
+    }
+
     /// Where the staging container is, for messages (no secrets).
     pub fn location(&self) -> String {
         self.store.location()
@@ -308,7 +315,8 @@ impl Staging {
     ) -> Result<SecretUrl> {
         Ok(SecretUrl(match &self.access {
             Access::AccountKey(s) => {
-                let sas = s.container_sas(perms, now - CLOCK_SKEW, now + self.sas_lifetime)?;
+                let sas =
+                    s.container_sas(perms, now.saturating_sub(CLOCK_SKEW), self.sas_until(now))?;
                 sas.on(&s.azure_location().container_url()).to_string()
             }
             Access::GivenSas(s) => match &s.azure_location().auth {
@@ -336,10 +344,7 @@ impl Staging {
     /// [`Staging::job_container_uri`], for every URI a hub receives.
     pub async fn hand_out(&self, perms: SasPermissions) -> Result<SecretUrl> {
         let now = OffsetDateTime::now_utc();
-        let until = now
-            .checked_add(time::Duration::try_from(self.sas_lifetime).unwrap_or(time::Duration::DAY))
-            .unwrap_or(now)
-            .unix_timestamp();
+        let until = self.sas_until(now).unix_timestamp();
         let mut slot = self.journal.lock().await;
         if let Some((held, record)) = slot.as_mut() {
             if until > record.until {
@@ -474,7 +479,7 @@ impl Staging {
                 let me = lock::Holder {
                     hub: self.hub.clone(),
                     run: self.run_id.clone(),
-                    until: (OffsetDateTime::now_utc() + self.sas_lifetime).unix_timestamp(),
+                    until: self.sas_until(OffsetDateTime::now_utc()).unix_timestamp(),
                 };
                 lock::acquire(s, &me, poll, self.sas_lifetime).await?
             }
@@ -526,7 +531,7 @@ impl Staging {
             Some(held) => lock::release(held, &*self.store).await?,
             None => 0,
         };
-        let deleted = run_blobs? + logs;
+        let deleted = run_blobs?.saturating_add(logs);
         if let Access::File(url) = &self.access {
             // Empty folders only (best effort): a blob that appeared meanwhile stays visible.
             let dir = std::path::Path::new(url.path()).join(self.run_prefix());
@@ -564,7 +569,7 @@ impl Staging {
                 runs.entry(run.to_owned()).or_default().push(meta);
             }
         }
-        let mut removed = 0;
+        let mut removed: usize = 0;
         for (run, blobs) in runs {
             let prefix = format!("{}{run}/", self.hub_prefix());
             let live_here = live.as_ref().is_some_and(|j| {
@@ -578,7 +583,7 @@ impl Staging {
             }
             for blob in &blobs {
                 self.store.delete(&blob.name).await?;
-                removed += 1;
+                removed = removed.saturating_add(1);
             }
             tracing::info!(
                 run,
@@ -738,6 +743,12 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::store::sas::{AZURITE_ACCOUNT, AZURITE_KEY};

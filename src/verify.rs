@@ -112,10 +112,19 @@ async fn check_snapshot(
         };
         let reader = StreamReader::new(tokio::runtime::Handle::current(), stream);
         let (m2, object2, ids) = (m.clone(), object.clone(), identities.cloned());
+        // A panic in the task goes on unwinding here, as if the work had run inline; a task
+        // cancelled before it finished (the runtime shutting down) is an error.
         let found =
             tokio::task::spawn_blocking(move || read_object(reader, &m2, &object2, ids.as_ref()))
                 .await
-                .expect("verify task panicked")?;
+                .unwrap_or_else(|e| match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => Err(Error::Store(store::Error::Io {
+                        store: store.location(),
+                        context: format!("reading {name}"),
+                        source: io::Error::other(e),
+                    })),
+                })?;
         problems.extend(found.into_iter().map(|p| format!("{}: {p}", object.name)));
     }
     Ok(problems)
@@ -132,7 +141,7 @@ impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        self.bytes = self.bytes.saturating_add(n as u64);
         Ok(n)
     }
 }
@@ -182,12 +191,13 @@ fn read_object(
         problems.push(format!("cannot read: {e}"));
         return Ok(problems);
     }
-    let hashing = Arc::try_unwrap(hashing)
-        .ok()
-        .expect("readers are gone")
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let sha = pipeline::hex(&hashing.hasher.finalize());
+    let sha = pipeline::hex(
+        &hashing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hasher
+            .finalize_reset(),
+    );
     if wrong_key && sha == object.sha256 {
         // The object is as written: the identity is not one it was sealed to.
         return Err(Error::WrongKey {
@@ -212,6 +222,10 @@ fn read_object(
 }
 
 /// Header binding, record syntax, order, uniqueness and counts.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "line and record counts, one per line read; 2^64 lines cannot be read"
+)]
 fn check_records(plain: impl Read, m: &Manifest, object: &ObjectEntry) -> Vec<String> {
     let mut problems = Vec::new();
     let mut r = BufReader::with_capacity(256 * 1024, plain);

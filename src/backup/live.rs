@@ -91,11 +91,12 @@ pub async fn from_hub(
     let age = options
         .leftover_age
         .unwrap_or_else(|| staging.sas_lifetime());
+    // An age beyond the calendar: nothing is that old.
+    let older_than = OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     // A failed sweep (say, a SAS without list rights) must not stop the backup.
-    let leftovers_removed = match staging
-        .sweep_leftovers(client, OffsetDateTime::now_utc() - age)
-        .await
-    {
+    let leftovers_removed = match staging.sweep_leftovers(client, older_than).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!("could not look for leftovers of killed runs in staging: {e}");

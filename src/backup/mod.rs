@@ -367,7 +367,7 @@ impl SnapshotTarget {
     ) -> Result<BackupReport, Error> {
         let mut counts = Counts::default();
         let mut objects = Vec::new();
-        let mut runs_spilled = 0;
+        let mut runs_spilled: usize = 0;
         for (kind, input) in inputs {
             let (entry, c) = self.write_object(kind, input, options, written).await?;
             if *kind == DEVICES {
@@ -376,8 +376,8 @@ impl SnapshotTarget {
             } else {
                 counts.configurations = c.records;
             }
-            counts.skipped_lines += c.skipped;
-            runs_spilled += c.runs_spilled;
+            counts.skipped_lines = counts.skipped_lines.saturating_add(c.skipped);
+            runs_spilled = runs_spilled.saturating_add(c.runs_spilled);
             objects.push(entry);
         }
         let manifest = Manifest {
@@ -468,10 +468,22 @@ impl SnapshotTarget {
                 sort: options.sort.clone(),
                 streaming,
             };
+            // A panic in either task goes on unwinding here, as if the work had run inline; a
+            // task cancelled before it finished (the runtime shutting down) is an error.
             let sealed = tokio::task::spawn_blocking(move || job.run(sender))
                 .await
-                .expect("sealing task panicked");
-            let uploaded = upload.await.expect("upload task panicked");
+                .unwrap_or_else(|e| match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => Err(crate::pipeline::Error::Seal(std::io::Error::other(e)).into()),
+                });
+            let uploaded = upload.await.unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(store::Error::Io {
+                    store: self.store.location(),
+                    context: format!("writing {name}"),
+                    source: std::io::Error::other(e),
+                }),
+            });
             match (sealed, uploaded) {
                 (Ok(Some((stats, counts))), Ok(Some(meta))) => {
                     written.push(name);
@@ -590,6 +602,10 @@ impl SealJob {
     }
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "one per record read; 2^64 records cannot be read"
+)]
 fn count(counts: &mut ObjectCounts, module: bool, edge: bool) {
     counts.records += 1;
     if module {
@@ -601,6 +617,12 @@ fn count(counts: &mut ObjectCounts, module: bool, edge: bool) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;

@@ -32,11 +32,9 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
     }
     let loaded = policies.len();
     policies.retain(|p| p.applies_to_store(&location));
-    if policies.len() < loaded {
-        eprintln!(
-            "{} of {loaded} policies are for other stores and were not applied",
-            loaded - policies.len()
-        );
+    let other = loaded.saturating_sub(policies.len());
+    if other > 0 {
+        eprintln!("{other} of {loaded} policies are for other stores and were not applied");
     }
     let store = open_store(config, global)?;
     let report = forget::run(store.as_ref(), &policies, now, args.dry_run).await?;

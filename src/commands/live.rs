@@ -77,7 +77,7 @@ pub(super) fn poll_policy() -> Result<PollPolicy> {
             .parse()
             .with_context(|| format!("{POLL_ENV} must be milliseconds"))?;
         poll.interval = Duration::from_millis(ms.max(1));
-        poll.max_backoff = poll.interval * 4;
+        poll.max_backoff = poll.interval.saturating_mul(4);
     }
     Ok(poll)
 }

@@ -201,7 +201,7 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
             Action::Create => report.removed.push(item.key()),
             Action::Delete => report.added.push(item.key()),
             Action::Update => report.changed.push((item.key(), item.aspects.clone())),
-            Action::Unchanged => report.unchanged += 1,
+            Action::Unchanged => report.unchanged = report.unchanged.saturating_add(1),
         }
     }
     let mut human =

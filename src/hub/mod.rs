@@ -169,6 +169,10 @@ impl Call {
         }
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "used with the hub's wire types only: derived Serialize over strings, numbers, options, vectors, string-keyed maps and serde_json values, on which serde_json cannot fail"
+    )]
     pub(crate) fn json<T: serde::Serialize>(mut self, body: &T) -> Self {
         self.body = Some(serde_json::to_vec(body).expect("wire types serialize"));
         self
@@ -278,12 +282,12 @@ impl HubClient {
         let host = &self.inner.name;
         let url = self.url(&call);
         let start = tokio::time::Instant::now();
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         let mut resigned = false;
         let mut told_failover = false;
         let mut resent = false;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             let (auth, fresh) = self.inner.tokens.header(OffsetDateTime::now_utc()).await?;
             let (error, retry_after) = match self.try_once(&call, url.clone(), &auth).await {
                 Ok(Ok(reply)) => return Ok(Reply { resent, ..reply }),

@@ -61,7 +61,7 @@ impl RetryPolicy {
         }
         let exp = self
             .base_delay
-            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.max_delay);
         let own = exp.mul_f64(1.0 + 0.5 * jitter.clamp(0.0, 1.0));
         let wait = retry_after.unwrap_or(own);
@@ -101,6 +101,12 @@ pub fn retryable(status: u16, code: Option<u32>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

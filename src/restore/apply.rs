@@ -37,7 +37,11 @@ pub struct Applied {
 
 impl Applied {
     pub fn total(&self) -> u64 {
-        self.create + self.update + self.delete + self.links + self.configurations
+        self.create
+            .saturating_add(self.update)
+            .saturating_add(self.delete)
+            .saturating_add(self.links)
+            .saturating_add(self.configurations)
     }
 }
 
@@ -229,10 +233,10 @@ pub fn kind_of(line: &Value) -> Kind {
 /// Count one applied line.
 pub fn count(applied: &mut Applied, kind: Kind) {
     match kind {
-        Kind::Create => applied.create += 1,
-        Kind::Update => applied.update += 1,
-        Kind::Link => applied.links += 1,
-        Kind::Delete => applied.delete += 1,
+        Kind::Create => applied.create = applied.create.saturating_add(1),
+        Kind::Update => applied.update = applied.update.saturating_add(1),
+        Kind::Link => applied.links = applied.links.saturating_add(1),
+        Kind::Delete => applied.delete = applied.delete.saturating_add(1),
     }
 }
 
@@ -250,11 +254,17 @@ pub fn settle(
         count(&mut progress.applied, kind(key));
     }
     progress.failed.extend(outcome.failed);
-    progress.throttled += outcome.throttled;
+    progress.throttled = progress.throttled.saturating_add(outcome.throttled);
     error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::restore::plan::{Mode, Scope, plan};

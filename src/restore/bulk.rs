@@ -163,14 +163,14 @@ pub async fn apply(client: &HubClient, lines: Vec<Value>) -> Result<Outcome, Sto
                     if batch.requeues < MAX_REQUEUES =>
                 {
                     let now = Instant::now();
-                    outcome.throttled += 1;
+                    outcome.throttled = outcome.throttled.saturating_add(1);
                     if pacer.throttled(sent_at, now) {
                         let rate = pacer.rate();
                         tracing::debug!(rate, "bulk call throttled ({error}); slowing down");
                     }
                     queue.push_back(Batch {
-                        requeues: batch.requeues + 1,
-                        not_before: Some(now + retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+                        requeues: batch.requeues.saturating_add(1),
+                        not_before: now.checked_add(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
                         ..batch
                     });
                 }
@@ -379,6 +379,12 @@ fn transient(code: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::hub::registry::RegistryErrorCode;

@@ -37,7 +37,7 @@ impl Plan {
         let create = self.put.iter().filter(|(_, e)| e.is_none()).count();
         serde_json::json!({
             "create": create,
-            "update": self.put.len() - create,
+            "update": self.put.len().saturating_sub(create),
             "delete": self.delete.len(),
             "unchanged": self.unchanged,
         })
@@ -84,8 +84,8 @@ pub fn plan(wanted: &[Value], have: &[(Value, Option<String>)], mode: Mode) -> P
         let id = w["id"].as_str().unwrap_or_default();
         match find(id) {
             None => out.put.push((w.clone(), None)),
-            Some(_) if mode == Mode::Create => out.conflicts += 1,
-            Some((c, _)) if c == w => out.unchanged += 1,
+            Some(_) if mode == Mode::Create => out.conflicts = out.conflicts.saturating_add(1),
+            Some((c, _)) if c == w => out.unchanged = out.unchanged.saturating_add(1),
             Some((_, etag)) => out
                 .put
                 .push((w.clone(), Some(etag.clone().unwrap_or_else(|| "*".into())))),
@@ -169,7 +169,7 @@ fn record(
 ) -> Result<(), hub::Error> {
     match result {
         Ok(()) => {
-            progress.applied.configurations += 1;
+            progress.applied.configurations = progress.applied.configurations.saturating_add(1);
             Ok(())
         }
         Err(

@@ -122,6 +122,7 @@ fn parse_lines(pending: &mut Vec<u8>, out: &mut Vec<TargetRecord>, last: bool) {
         pending.len()
     } else {
         match pending.iter().rposition(|b| *b == b'\n') {
+            #[allow(clippy::arithmetic_side_effects, reason = "i < pending.len()")]
             Some(i) => i + 1,
             None => return,
         }
@@ -187,12 +188,11 @@ async fn export_blob(
 /// boundary stays in `pending` for the next chunk (or the end).
 fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8])) {
     pending.extend_from_slice(chunk);
-    let mut start = 0;
-    while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
-        each(&pending[start..start + n]);
-        start += n + 1;
-    }
-    pending.drain(..start);
+    let Some(last) = pending.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    pending[..last].split(|b| *b == b'\n').for_each(&mut each);
+    pending.drain(..=last);
 }
 
 /// An export line as JSON; `None` for the service's non-JSON lines (comments, warnings, blank
@@ -254,6 +254,12 @@ fn fold_key_line(line: &[u8], wanted: &HashSet<(&str, Option<&str>)>, target: &m
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

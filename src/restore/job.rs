@@ -207,7 +207,10 @@ async fn import(
         if let Some(c) = configs {
             let config_log = read_log(staging, ERROR_LOGS[1]).await?;
             let failures = config_log.len();
-            progress.applied.configurations += (c.put.len().saturating_sub(failures)) as u64;
+            progress.applied.configurations = progress
+                .applied
+                .configurations
+                .saturating_add((c.put.len().saturating_sub(failures)) as u64);
             for entry in config_log {
                 progress.failed.push(super::bulk::Failure {
                     id: "configuration".into(),
@@ -227,8 +230,8 @@ async fn import(
         staging.clear_job_logs().await?;
         let job_id = import_job(client, staging, poll, LINKS_FILE, &link_lines, None).await?;
         report.link_job_id = Some(job_id);
-        report.retried +=
-            settle_log(client, staging, &link_lines, progress, |_| Kind::Link).await?;
+        let retried = settle_log(client, staging, &link_lines, progress, |_| Kind::Link).await?;
+        report.retried = report.retried.saturating_add(retried);
     } else {
         apply::settle(
             super::bulk::apply(client, link_lines).await,
@@ -446,6 +449,12 @@ fn failed_lines(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -495,7 +495,10 @@ async fn finish(
     if blocked || options.dry_run {
         return Ok(report);
     }
-    let writes = plan.items.len() - usize::try_from(plan.counts().unchanged).unwrap_or(0);
+    let writes = plan
+        .items
+        .len()
+        .saturating_sub(usize::try_from(plan.counts().unchanged).unwrap_or(0));
     let job_staging = match (options.engine, staging) {
         (Engine::Job, Some(s)) => Some(s),
         (Engine::Auto, Some(s)) if writes >= JOB_THRESHOLD => Some(s),

@@ -113,7 +113,8 @@ impl Pacer {
 
     /// A call starts at `now`: the one after it waits one interval.
     pub fn sent(&mut self, now: Instant) {
-        self.next = self.next.max(now) + interval(self.rate);
+        let start = self.next.max(now);
+        self.next = start.checked_add(interval(self.rate)).unwrap_or(start);
     }
 
     /// A call was accepted (any answer but 429): grow the rate (see the module comment).
@@ -164,7 +165,9 @@ impl Pacer {
         self.cut = Some((now, self.rate));
         self.rate = (accepted * CUT).max(MIN_RATE);
         self.grown = now;
-        self.next = self.next.max(now + interval(self.rate));
+        self.next = self
+            .next
+            .max(now.checked_add(interval(self.rate)).unwrap_or(now));
         true
     }
 }
@@ -174,6 +177,12 @@ fn interval(rate: f64) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -106,6 +106,10 @@ pub fn brake(
     }
     let within = |limit: MaxDelete| match limit {
         MaxDelete::Count(n) => deletes <= n,
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "u64 and u32 values widened to u128: both products stay below 2^96"
+        )]
         MaxDelete::Share(bp) => u128::from(deletes) * 10_000 <= u128::from(bp) * u128::from(target),
     };
     match max {
@@ -236,10 +240,10 @@ impl Plan {
         let mut c = Counts::default();
         for i in &self.items {
             match i.action {
-                Action::Create => c.create += 1,
-                Action::Update => c.update += 1,
-                Action::Delete => c.delete += 1,
-                Action::Unchanged => c.unchanged += 1,
+                Action::Create => c.create = c.create.saturating_add(1),
+                Action::Update => c.update = c.update.saturating_add(1),
+                Action::Delete => c.delete = c.delete.saturating_add(1),
+                Action::Unchanged => c.unchanged = c.unchanged.saturating_add(1),
             }
         }
         c
@@ -345,6 +349,10 @@ pub fn plan(
                 (&y.id, y.module_id.as_deref()),
             ),
         };
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "i and j only step past records that get() found just above, so they stay within the lengths"
+        )]
         match ord {
             Ordering::Less => {
                 let x = &snapshot[i];
@@ -498,6 +506,12 @@ pub fn order(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> Ordering {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod brake_tests {
     use super::*;
 
@@ -532,6 +546,12 @@ mod brake_tests {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -214,11 +214,13 @@ where
                 pacer.accepted(Instant::now());
                 found.extend(hit);
             }
-            Err(hub::Error::Throttled { retry_after, .. }) if tries + 1 < THROTTLED_TRIES => {
+            Err(hub::Error::Throttled { retry_after, .. })
+                if tries.saturating_add(1) < THROTTLED_TRIES =>
+            {
                 let now = Instant::now();
                 pacer.throttled(sent_at, now);
-                let not_before = now + retry_after.unwrap_or(Duration::from_secs(1));
-                queue.push_back((key, tries + 1, Some(not_before)));
+                let not_before = now.checked_add(retry_after.unwrap_or(Duration::from_secs(1)));
+                queue.push_back((key, tries.saturating_add(1), not_before));
             }
             Err(e) => return Err(e),
         }

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{Error, Manifest};
 use crate::store::Store;
@@ -90,11 +89,16 @@ pub fn new_id(now: OffsetDateTime, random: u32) -> String {
 
 /// `now` as the manifest's `created`: RFC 3339, UTC, whole seconds.
 pub fn created(now: OffsetDateTime) -> String {
-    let t = now
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond");
-    t.format(&Rfc3339).expect("a UTC time formats as RFC 3339")
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Check a hub name is usable as one path segment of the store.
@@ -341,6 +345,12 @@ pub fn resolve<'a>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::snapshot::{Counts, Source};

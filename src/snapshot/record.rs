@@ -180,8 +180,8 @@ pub const TOO_LONG: &str = "line longer than the limit";
 /// Best effort: the `"id":"…"` of a line that did not parse, for the error message.
 fn recover_id(line: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
-    let at = text.find("\"id\"")? + 4;
-    let rest = text[at..]
+    let (_, after) = text.split_once("\"id\"")?;
+    let rest = after
         .trim_start()
         .strip_prefix(':')?
         .trim_start()
@@ -252,8 +252,15 @@ impl<R: BufRead> Lines<R> {
         }
         line = line.strip_suffix(b"\n").unwrap_or(line);
         line = line.strip_suffix(b"\r").unwrap_or(line);
-        let at = line.as_ptr().addr() - buf.as_ptr().addr();
-        Ok(Some((at..at + line.len(), self.line_no)))
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "line is a subslice of buf: it starts at or after buf and ends within it"
+        )]
+        let range = {
+            let at = line.as_ptr().addr() - buf.as_ptr().addr();
+            at..at + line.len()
+        };
+        Ok(Some((range, self.line_no)))
     }
 
     /// Read lines until the next record onto the end of `buf` (no copy from a line buffer),
@@ -277,7 +284,7 @@ impl<R: BufRead> Lines<R> {
                 }
                 Ok(None) => {
                     buf.truncate(start);
-                    self.skipped += 1;
+                    self.skipped = self.skipped.saturating_add(1);
                 }
                 Err(e) => {
                     buf.truncate(start);
@@ -319,6 +326,12 @@ impl<R: BufRead> Iterator for Lines<R> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use std::io::Read as _;
 

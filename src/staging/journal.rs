@@ -254,6 +254,10 @@ pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Resu
                 if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
                     out.push(Dead { record, claim });
                 } else {
+                    #[allow(
+                        clippy::arithmetic_side_effects,
+                        reason = "two times within the calendar (±9999 years) are far less apart than a time::Duration holds"
+                    )]
                     let age = OffsetDateTime::now_utc() - meta.last_modified;
                     if bytes.is_empty() && age < BIRTH_GRACE {
                         let _ = s.release_root_lease(&blob, &lease_id).await;
@@ -355,6 +359,12 @@ pub(super) async fn release(claim: Claim, keep: Option<&Record>) -> super::Resul
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -110,9 +110,9 @@ pub(super) async fn acquire(
         tokio::time::sleep(poll.max(MIN_POLL)).await;
     }
     let previous = read_holder(store).await;
-    if blocks_takeover(previous.as_ref(), &me.hub, OffsetDateTime::now_utc()) {
+    let now = OffsetDateTime::now_utc();
+    if let Some(p) = previous.filter(|p| blocks_takeover(Some(p), &me.hub, now)) {
         let _ = store.release_root_lease(IMPORT_LOCK, &lease_id).await;
-        let p = previous.expect("checked above");
         return Err(super::Error::ImportLockStale {
             container: store.location(),
             hub: p.hub,
@@ -120,6 +120,10 @@ pub(super) async fn acquire(
             until: until_text(p.until),
         });
     }
+    #[allow(
+        clippy::expect_used,
+        reason = "derived Serialize over strings and an integer: serde_json cannot fail on it"
+    )]
     let record = serde_json::to_vec(me).expect("a holder record serialises");
     let taken = async {
         store
@@ -160,19 +164,19 @@ pub(super) async fn delete_logs(
     held: &Held,
     local: &dyn crate::store::Store,
 ) -> super::Result<usize> {
-    let mut deleted = 0;
+    let mut deleted: usize = 0;
     for log in JOB_LOGS {
         match held {
             Held::Lease { store, .. } => {
                 if store.read_root(log).await?.is_some() {
                     store.delete_root(log, None).await?;
-                    deleted += 1;
+                    deleted = deleted.saturating_add(1);
                 }
             }
             Held::Local => {
                 if local.head(log).await?.is_some() {
                     local.delete(log).await?;
-                    deleted += 1;
+                    deleted = deleted.saturating_add(1);
                 }
             }
         }
@@ -212,6 +216,12 @@ fn describe(holder: Option<&Holder>) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 

@@ -354,6 +354,12 @@ fn create_private_dirs(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(all(test, unix))]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

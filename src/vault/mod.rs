@@ -315,6 +315,12 @@ pub fn backup_recipients<S: AsRef<str>>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
 mod tests {
     use age::secrecy::ExposeSecret as _;
 

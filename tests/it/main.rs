@@ -2,6 +2,13 @@
 //! Each module is one area; tests drive the real `hubvault` binary, the simulator over HTTP and,
 //! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
+
 mod azure;
 mod clone;
 mod hub_faults;
