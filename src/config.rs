@@ -90,8 +90,8 @@ pub fn setting_line(text: &str, name: &str) -> Option<usize> {
             .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
     };
     text.lines()
-        .position(|l| header(l))
-        .or_else(|| text.lines().position(|l| key(l)))
+        .position(header)
+        .or_else(|| text.lines().position(key))
         .map(|i| i.saturating_add(1))
 }
 
