@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod demo;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -128,7 +129,7 @@ fn diagnose(err: &anyhow::Error) -> &'static str {
             hubvault::target::Error,
             hubvault::hub::Error,
             hubvault::arm::Error,
-            hubvault::demo::Error,
+            crate::demo::Error,
             hubvault::clone::Error
         );
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use time::OffsetDateTime;
 
+use crate::demo::{self, DemoOptions, Step};
 use hubvault::backup::{BackupOptions, HubBackupOptions};
 use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
-use hubvault::demo::{self, DemoOptions, Step};
 use hubvault::hub::HubClient;
 use hubvault::restore::{Engine, Mode, RestoreOptions};
 use hubvault::staging::Staging;

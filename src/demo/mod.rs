@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use world::{Fleet, World};
+pub use world::Fleet;
 
 /// No step of the demo may take longer than this (the whole story takes seconds).
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,11 +41,11 @@ pub enum Error {
     #[error("step '{step}' failed: {detail}")]
     Step { step: &'static str, detail: String },
     #[error(transparent)]
-    Vault(#[from] crate::vault::Error),
+    Vault(#[from] hubvault::vault::Error),
     #[error(transparent)]
-    Hub(#[from] crate::hub::Error),
+    Hub(#[from] hubvault::hub::Error),
     #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::Error),
+    Snapshot(#[from] hubvault::snapshot::Error),
 }
 
 impl Error {
@@ -90,6 +90,10 @@ impl Default for DemoOptions {
 
 /// One step of the story: what it did and how it came out.
 #[derive(Debug, Clone, Serialize)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "`step` is a field of `demo --json`, which scripts read"
+)]
 pub struct Step {
     pub step: &'static str,
     /// The step came out as the story expects (the blocked preflight is expected to fail).

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::world::{self, World};
 use super::{Error, OTHER_CALLER, Story};
-use crate::preflight::{self, ArmAccess, Checks, Report};
-use crate::snapshot::catalog;
+use hubvault::preflight::{self, ArmAccess, Checks, Report};
+use hubvault::snapshot::catalog;
 
 /// This machine, as the simulated hubs see it.
 const THIS_CALLER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -171,7 +171,7 @@ fn compare(source: &[serde_json::Value], target: &[serde_json::Value]) -> (bool,
     };
     let wanted: std::collections::BTreeMap<_, _> = source
         .iter()
-        .filter(|l| !crate::restore::lines::is_system_module(l["moduleId"].as_str()))
+        .filter(|l| !hubvault::restore::lines::is_system_module(l["moduleId"].as_str()))
         .map(|l| (key(l), view(l)))
         .collect();
     let have: std::collections::BTreeMap<_, _> = target.iter().map(|l| (key(l), view(l))).collect();
@@ -246,9 +246,9 @@ mod steps {
     use time::OffsetDateTime;
 
     use super::{ArmAccess, Checks, Error, World, world};
-    use crate::backup::{self, BackupOptions, HubBackupOptions};
-    use crate::clone;
-    use crate::restore::{self, Engine, RestoreOptions};
+    use hubvault::backup::{self, BackupOptions, HubBackupOptions};
+    use hubvault::clone;
+    use hubvault::restore::{self, Engine, RestoreOptions};
 
     pub struct Backup {
         pub snapshot: String,
@@ -354,7 +354,7 @@ mod steps {
     /// `hubvault restore SNAPSHOT --to hub-b --dry-run`: the vault's snapshot against hub-b.
     pub async fn verify(world: &World, snapshot: &str) -> Result<(bool, String), Error> {
         let target = world.client("hub-b")?;
-        let manifest = crate::snapshot::catalog::list(world.store.as_ref())
+        let manifest = hubvault::snapshot::catalog::list(world.store.as_ref())
             .await?
             .into_iter()
             .find(|m| m.id == snapshot)
@@ -362,7 +362,7 @@ mod steps {
                 step: "verify",
                 detail: format!("snapshot {snapshot} is not in the vault"),
             })?;
-        let identities = crate::vault::load_identities(&world.identity_path)?;
+        let identities = hubvault::vault::load_identities(&world.identity_path)?;
         let options = RestoreOptions {
             dry_run: true,
             ..RestoreOptions::default()

@@ -15,13 +15,13 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use super::Error;
-use crate::arm::{ArmAuth, ArmClient, ArmToken};
-use crate::config::Config;
-use crate::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
-use crate::sim::{self, HubOptions, Options, Running};
-use crate::staging::Staging;
-use crate::store::Store;
-use crate::store::local::LocalStore;
+use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
+use hubvault::config::Config;
+use hubvault::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
+use hubvault::staging::Staging;
+use hubvault::store::Store;
+use hubvault::store::local::LocalStore;
+use hubvault_sim::{self as sim, HubOptions, Options, Running};
 
 /// How long one HTTP call of the demo's own may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,7 +79,7 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         .tempdir()
         .map_err(|source| Error::io("create a temporary folder", std::env::temp_dir(), source))?;
     let identity_path = scratch.path().join("identity.txt");
-    let recipient = crate::vault::init_identity(&identity_path)?;
+    let recipient = hubvault::vault::init_identity(&identity_path)?;
     std::fs::create_dir_all(vault_dir)
         .map_err(|source| Error::io("create the vault folder", vault_dir, source))?;
     let store_dir = std::path::absolute(vault_dir)
@@ -189,7 +189,7 @@ impl World {
             "{}{}?api-version={}",
             self.arm()?,
             self.resource_id(name)?,
-            crate::arm::API_VERSION
+            hubvault::arm::API_VERSION
         );
         let r = self
             .http
@@ -258,7 +258,7 @@ impl World {
             .map_err(|()| Error::Simulator("hub endpoint cannot hold a path".into()))?
             .extend(["devices", id, "messages", "events"]);
         url.query_pairs_mut()
-            .append_pair("api-version", crate::hub::DEFAULT_API_VERSION);
+            .append_pair("api-version", hubvault::hub::DEFAULT_API_VERSION);
         let r = self
             .http
             .post(url)

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use super::support::azurite;
 use age::secrecy::ExposeSecret as _;
-use hubvault::sim::{self, HubOptions, Options, Running};
 use hubvault::store::Store as _;
 use hubvault::store::azure::{AzureLocation, AzureStore};
+use hubvault_sim::{self as sim, HubOptions, Options, Running};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 

@@ -13,9 +13,9 @@ use age::secrecy::ExposeSecret as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
-use hubvault::sim::{self, HubOptions, Options, Running};
 use hubvault::store::Store as _;
 use hubvault::store::azure::{AzureLocation, AzureStore};
+use hubvault_sim::{self as sim, HubOptions, Options, Running};
 use serde_json::{Value, json};
 use sha2::Sha256;
 

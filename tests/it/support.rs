@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use hubvault::sim::{self, HubOptions, Options, Running};
 use hubvault::store::Store as _;
 use hubvault::store::azure::{AzureLocation, AzureStore};
+use hubvault_sim::{self as sim, HubOptions, Options, Running};
 
 /// A simulator running inside the test process. Dropping it stops every server.
 pub struct Sim {

@@ -79,7 +79,7 @@ fn assert_agrees(line: &[u8]) {
 }
 
 fn fixture_lines() -> Vec<Vec<u8>> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/exports");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/exports");
     let mut out = Vec::new();
     let mut dirs = vec![std::path::PathBuf::from(root)];
     while let Some(dir) = dirs.pop() {

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::Sha256;
 
-use crate::sim::shared::AccessPolicy;
+use crate::shared::AccessPolicy;
 
 /// What `WebUtility.UrlEncode` leaves alone: alphanumerics and `- _ . ! * ( )`.
 const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC

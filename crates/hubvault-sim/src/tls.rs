@@ -1,6 +1,6 @@
-//! HTTPS for the simulator (`--tls`, [`crate::sim::Options::tls`]): one generated self-signed
+//! HTTPS for the simulator (`--tls`, [`crate::Options::tls`]): one generated self-signed
 //! certificate for every real-looking host name, and a listener that terminates TLS in front of
-//! any other axum [`Listener`] — a plain TCP listener, or the hubs' [`crate::sim::net::HubListener`],
+//! any other axum [`Listener`] — a plain TCP listener, or the hubs' [`crate::net::HubListener`],
 //! so the dropped-connection fault and the caller's address keep working over TLS.
 //!
 //! Must not: decide which services are served or where (that is `sim::run`). Uses rustls on

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::enrollment::{Kind, Refused, bad_request};
 use super::{DpsState, MAX_BULK, Outcome, delete, not_found, with_status};
-use crate::sim::shared::lock;
+use crate::shared::lock;
 
 /// Bulk: the whole request is refused (400) when malformed or over the limit; otherwise each item
 /// is applied on its own and failures are listed (partial success, as the service does).

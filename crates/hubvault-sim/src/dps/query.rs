@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::enrollment::{self, Kind};
 use super::{DEFAULT_PAGE, DpsState, error, json_response};
-use crate::sim::shared::lock;
+use crate::shared::lock;
 
 pub(super) fn page(state: &DpsState, kind: Kind, headers: &HeaderMap, body: &[u8]) -> Response {
     let spec = serde_json::from_slice::<Value>(body).ok();

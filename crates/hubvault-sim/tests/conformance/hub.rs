@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
-use hubvault::sim::{self, HubOptions, Options, Running};
+use hubvault_sim::{self as sim, HubOptions, Options, Running};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -1795,9 +1795,8 @@ fn binary_starts_fast_and_writes_info_and_config() {
     std::thread::sleep(Duration::from_millis(50));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
-    let parsed =
-        hubvault::config::Config::parse(&text, &config).expect("hubvault reads the written config");
-    assert_eq!(parsed.hubs.len(), 2);
+    let parsed: toml::Table = toml::from_str(&text).expect("the written config is TOML");
+    assert_eq!(parsed["hubs"].as_table().map(toml::Table::len), Some(2));
     let hub = &doc["hubs"]["hub-a"];
     let cs = hub["connection_string"].as_str().unwrap();
     assert!(cs.starts_with(

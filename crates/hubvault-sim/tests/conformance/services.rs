@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use hubvault::sim::arm::{self, ArmState};
-use hubvault::sim::dps::{self, DpsState, sas};
-use hubvault::sim::keyvault::{self, KvState};
-use hubvault::sim::shared::{AccessPolicy, HubShared};
-use hubvault::sim::tls;
+use hubvault_sim::arm::{self, ArmState};
+use hubvault_sim::dps::{self, DpsState, sas};
+use hubvault_sim::keyvault::{self, KvState};
+use hubvault_sim::shared::{AccessPolicy, HubShared};
+use hubvault_sim::tls;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};

@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn swap_changes_roles_and_event_hub_endpoint() {
         let mut doc =
-            crate::sim::arm::resource::initial_resource("h", "h.azure-devices.net", "/x", "westus");
+            crate::arm::resource::initial_resource("h", "h.azure-devices.net", "/x", "westus");
         let before = doc["properties"]["eventHubEndpoints"]["events"].clone();
         swap(&mut doc);
         assert_eq!(

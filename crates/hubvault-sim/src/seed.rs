@@ -141,7 +141,7 @@ fn seed_configurations(reg: &mut Registry, now: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::wire::export_device_line;
+    use crate::wire::export_device_line;
 
     #[test]
     fn same_seed_same_fleet_with_the_promised_mix() {

@@ -1,4 +1,4 @@
-//! `hubvault-sim`: a local `IoT` Hub, DPS, ARM and Key Vault simulator (see `hubvault::sim`).
+//! `hubvault-sim`: a local `IoT` Hub, DPS, ARM and Key Vault simulator (see the `hubvault_sim` library).
 //!
 //! ```text
 //! hubvault-sim --listen 127.0.0.1:0 --hub hub-a --hub hub-b --dps dps-a --devices hub-a=1000 \
@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use hubvault::sim::dps::DpsState;
-use hubvault::sim::{self, HubOptions, Options, Running, TlsConfig};
+use hubvault_sim::dps::DpsState;
+use hubvault_sim::{self as sim, HubOptions, Options, Running, TlsConfig};
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Parser)]
