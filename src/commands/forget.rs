@@ -28,7 +28,7 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
     let location = config.store(global.store.as_deref());
     let mut policies = load_policies(&args.policy)?;
     for p in &mut policies {
-        p.bind_hubs(|name| hubvault::target::hub_names(name, config));
+        p.bind_hubs(|name| hubvault::services::hub_names(name, config));
     }
     let loaded = policies.len();
     policies.retain(|p| p.applies_to_store(&location));

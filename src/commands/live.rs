@@ -26,8 +26,8 @@ use hubvault::backup::{self, BackupOptions, HubBackupOptions};
 use hubvault::config::Config;
 use hubvault::hub::{HubClient, PollPolicy};
 use hubvault::preflight::{self, ArmAccess, Checks, Report};
+use hubvault::services::{self, ResolvedHub};
 use hubvault::staging::Staging;
-use hubvault::target::{self, ResolvedHub};
 
 use super::{open_store, recipients};
 use crate::Outcome;
@@ -55,7 +55,7 @@ pub(super) fn resolve(
     config: &Config,
     live: &LiveArgs,
 ) -> Result<(ResolvedHub, HubClient)> {
-    let mut resolved = target::resolve_hub(spec, config)?;
+    let mut resolved = services::resolve_hub(spec, config)?;
     resolved.target.local_address = live.local_address;
     if let Some(ttl) = env_secs(SAS_TTL_ENV)? {
         resolved.target.sas_ttl = ttl;
@@ -94,7 +94,7 @@ pub(super) fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
             })?;
             ArmAuth::Token(ArmToken::new(token))
         }
-        (None, Some(kind)) => ArmAuth::Entra(hubvault::target::entra_credential(kind)?),
+        (None, Some(kind)) => ArmAuth::Entra(hubvault::services::entra_credential(kind)?),
         (None, None) => {
             tracing::warn!("[arm] has neither token-env nor credential: ARM checks are skipped");
             return Ok(None);

@@ -3,7 +3,7 @@
 
 mod clone;
 mod forget;
-mod keys;
+mod key;
 mod live;
 mod progress;
 mod restore;
@@ -14,10 +14,10 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use hubvault::config::Config;
+use hubvault::keys::{self, IdentityLocation};
 use hubvault::pipeline::Identities;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
-use hubvault::vault::{self, IdentityLocation};
 
 use crate::Outcome;
 use crate::cli::{Cli, Command, Global, KeyCommand, Keys, StoreCommand};
@@ -26,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
     let global = &cli.global;
     match cli.command {
-        Command::Key(KeyCommand::Init(args)) => keys::init(&config, &args),
+        Command::Key(KeyCommand::Init(args)) => key::init(&config, &args),
         Command::Store(StoreCommand::Init) => forget::store_init(&config, global).await,
         Command::Backup(args) if args.hub.is_some() => live::backup(&config, global, args).await,
         Command::Backup(args) => snapshots::backup(&config, global, args).await,
@@ -44,9 +44,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-/// Every name the hub given by `--hub` goes by (see [`hubvault::target::hub_names`]).
+/// Every name the hub given by `--hub` goes by (see [`hubvault::services::hub_names`]).
 fn hub_names(config: &Config, spec: Option<&str>) -> Option<HubNames> {
-    spec.map(|s| hubvault::target::hub_names(s, config))
+    spec.map(|s| hubvault::services::hub_names(s, config))
 }
 
 /// The store named by `--store` / `HUBVAULT_STORE` / config / default.
@@ -64,7 +64,7 @@ fn named_identity(config: &Config, keys: &Keys) -> Option<IdentityLocation> {
 fn recipients(config: &Config, keys: &Keys) -> Result<Vec<age::x25519::Recipient>> {
     let values = config.recipients(&keys.recipients);
     let location = named_identity(config, keys);
-    Ok(vault::backup_recipients(&values, location.as_ref())?.into_inner())
+    Ok(keys::backup_recipients(&values, location.as_ref())?.into_inner())
 }
 
 /// Identities for reading snapshots (the default identity path when nothing names one).

@@ -8,11 +8,11 @@ use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
 use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, job, plan::Action};
+use hubvault::services;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
-use hubvault::target;
 
 use super::{identities, live, open_store};
 use crate::Outcome;
@@ -171,12 +171,12 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
         .as_deref()
         .context("diff needs a second snapshot or --hub HUB")?;
     let store = open_store(config, global)?;
-    let hub = target::resolve_hub(spec, config)?;
+    let hub = services::resolve_hub(spec, config)?;
     let all = catalog::list(store.as_ref()).await?;
     // `latest` means the newest snapshot of this hub (any name it goes by) if the store has any,
     // else of the only hub in the store (a clone's target compared with its source's snapshot).
     // An id names its snapshot whatever hub it is of.
-    let names = (args.from == "latest").then(|| hubvault::target::hub_names(spec, config));
+    let names = (args.from == "latest").then(|| hubvault::services::hub_names(spec, config));
     let manifest = match catalog::resolve(&all, &args.from, names.as_ref(), &store.location()) {
         Err(hubvault::snapshot::Error::NoSnapshotOfHub { .. }) => {
             catalog::resolve(&all, &args.from, None, &store.location())

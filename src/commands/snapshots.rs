@@ -214,7 +214,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
     } else {
         None
     };
-    let mut report = hubvault::verify::verify(store, &chosen, identities).await?;
+    let mut report = hubvault::integrity::verify(store, &chosen, identities).await?;
     // Snapshots whose manifest cannot be read fail `verify --all` rather than stopping it.
     if args.snapshot.is_none() {
         for u in all
@@ -222,7 +222,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
             .iter()
             .filter(|u| hub.as_ref().is_none_or(|h| h.matches(&u.hub)))
         {
-            report.snapshots.push(hubvault::verify::SnapshotCheck {
+            report.snapshots.push(hubvault::integrity::SnapshotCheck {
                 id: u.id.clone(),
                 hub: u.hub.clone(),
                 ok: false,

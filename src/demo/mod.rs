@@ -41,7 +41,7 @@ pub enum Error {
     #[error("step '{step}' failed: {detail}")]
     Step { step: &'static str, detail: String },
     #[error(transparent)]
-    Vault(#[from] hubvault::vault::Error),
+    Vault(#[from] hubvault::keys::Error),
     #[error(transparent)]
     Hub(#[from] hubvault::hub::Error),
     #[error(transparent)]

@@ -362,7 +362,7 @@ mod steps {
                 step: "verify",
                 detail: format!("snapshot {snapshot} is not in the vault"),
             })?;
-        let identities = hubvault::vault::load_identities(&world.identity_path)?;
+        let identities = hubvault::keys::load_identities(&world.identity_path)?;
         let options = RestoreOptions {
             dry_run: true,
             ..RestoreOptions::default()

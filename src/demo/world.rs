@@ -17,7 +17,7 @@ use url::Url;
 use super::Error;
 use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
 use hubvault::config::Config;
-use hubvault::hub::{HubClient, HubTarget, PollPolicy, SasSigner};
+use hubvault::hub::{Connection, HubClient, PollPolicy, SasSigner};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
 use hubvault::store::local::LocalStore;
@@ -79,7 +79,7 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         .tempdir()
         .map_err(|source| Error::io("create a temporary folder", std::env::temp_dir(), source))?;
     let identity_path = scratch.path().join("identity.txt");
-    let recipient = hubvault::vault::init_identity(&identity_path)?;
+    let recipient = hubvault::keys::init_identity(&identity_path)?;
     std::fs::create_dir_all(vault_dir)
         .map_err(|source| Error::io("create the vault folder", vault_dir, source))?;
     let store_dir = std::path::absolute(vault_dir)
@@ -139,7 +139,7 @@ impl World {
             .ok_or_else(|| Error::Simulator(format!("{name} has no iothubowner policy")))?;
         let endpoint =
             Url::parse(&h.endpoint).map_err(|e| Error::Simulator(format!("{name}: {e}")))?;
-        let mut target = HubTarget::from_connection_string(&cs)?.with_endpoint(endpoint);
+        let mut target = Connection::from_connection_string(&cs)?.with_endpoint(endpoint);
         target.name = Some(name.to_owned());
         Ok(HubClient::new(target)?)
     }

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use hubvault::hub::{
-    self, HubClient, HubTarget, IfMatch, JobProperties, JobStatus, PollPolicy, RetryPolicy,
+    self, Connection, HubClient, IfMatch, JobProperties, JobStatus, PollPolicy, RetryPolicy,
 };
 use hubvault::store::azure::{AzureLocation, AzureStore};
 use hubvault::store::sas::SasPermissions;
@@ -150,7 +150,7 @@ fn fast_retry() -> RetryPolicy {
 
 async fn hub_with(script: &Arc<Script>) -> HubClient {
     let url = serve(script.clone()).await;
-    let mut target = HubTarget::from_connection_string(HUB_CS)
+    let mut target = Connection::from_connection_string(HUB_CS)
         .unwrap()
         .with_endpoint(url);
     target.retry = fast_retry();
@@ -222,7 +222,7 @@ async fn hub_entra_credential_sends_a_cached_bearer_token() {
     let url = serve(script.clone()).await;
     let cred = Arc::new(FakeEntra::default());
     let hub = HubClient::new(
-        HubTarget::entra("hub-a.azure-devices.net", cred.clone()).with_endpoint(url),
+        Connection::entra("hub-a.azure-devices.net", cred.clone()).with_endpoint(url),
     )
     .unwrap();
     hub.list_jobs().await.unwrap();
@@ -576,7 +576,7 @@ async fn hub_local_address_makes_the_client_another_caller() {
     let script = Arc::new(Script::default());
     script.on("GET /jobs", vec![canned(200, "[]")]);
     let url = serve(script.clone()).await;
-    let mut target = HubTarget::from_connection_string(HUB_CS)
+    let mut target = Connection::from_connection_string(HUB_CS)
         .unwrap()
         .with_endpoint(url);
     target.local_address = Some("127.0.0.2".parse().unwrap());
@@ -592,7 +592,7 @@ async fn hub_transport_errors_carry_no_url_or_secret() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let mut target = HubTarget::from_connection_string(HUB_CS)
+    let mut target = Connection::from_connection_string(HUB_CS)
         .unwrap()
         .with_endpoint(Url::parse(&format!("http://{addr}")).unwrap());
     target.retry = RetryPolicy::none();

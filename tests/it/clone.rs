@@ -517,7 +517,7 @@ async fn staging_sas_expiring_mid_export_fails_cleanly_and_a_rerun_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
-    use hubvault::hub::{HubClient, HubTarget, JobProperties};
+    use hubvault::hub::{Connection, HubClient, JobProperties};
     use hubvault::store::sas::SasPermissions;
 
     let Some(cs) = support::azurite() else { return };
@@ -529,7 +529,7 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
 
     // Someone else's export job on hub-a, writing outside hubvault's staging folder.
     let hub = sim.running.hub("hub-a").unwrap();
-    let target = HubTarget::from_connection_string(&sim.connection_string("hub-a"))
+    let target = Connection::from_connection_string(&sim.connection_string("hub-a"))
         .unwrap()
         .with_endpoint(hub.endpoint.parse().unwrap());
     let client = HubClient::new(target).unwrap();

@@ -1119,7 +1119,7 @@ async fn ctrl_c_cancels_the_job_and_deletes_staging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_spares_a_live_jobs_blobs() {
     use hubvault::config::Config;
-    use hubvault::hub::{HubClient, HubTarget, JobProperties};
+    use hubvault::hub::{Connection, HubClient, JobProperties};
     use hubvault::staging::Staging;
     use hubvault::store::sas::SasPermissions;
 
@@ -1127,7 +1127,7 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     let w = World::start(&cs, Setup::default()).await;
     let hub_b = w.sim.hub("hub-b").unwrap();
     let client = HubClient::new(
-        HubTarget::from_connection_string(&hub_b.connection_string("iothubowner").unwrap())
+        Connection::from_connection_string(&hub_b.connection_string("iothubowner").unwrap())
             .unwrap()
             .with_endpoint(hub_b.endpoint.parse().unwrap()),
     )

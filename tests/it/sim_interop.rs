@@ -59,7 +59,7 @@ fn with_written_config(args: &[&str], check: impl FnOnce(&Path, &Path)) {
 fn reaches_hub_a(config: &Path) -> Config {
     let parsed = Config::parse(&std::fs::read_to_string(config).unwrap(), config)
         .expect("hubvault reads the written config");
-    let resolved = hubvault::target::resolve_hub("hub-a", &parsed).unwrap();
+    let resolved = hubvault::services::resolve_hub("hub-a", &parsed).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,7 +108,7 @@ fn over_tls_hubvault_trusts_the_written_ca_and_reaches_its_hubs() {
             let ca = dir.join("sim-ca.pem");
             assert_eq!(parsed.hubs["hub-a"].ca_file.as_deref(), Some(ca.as_path()));
             // Without the CA, hubvault's client refuses the simulator's certificate.
-            let mut target = hubvault::target::resolve_hub("hub-a", &parsed)
+            let mut target = hubvault::services::resolve_hub("hub-a", &parsed)
                 .unwrap()
                 .target;
             target.ca_file = None;

@@ -254,13 +254,13 @@ pub fn azurite() -> Option<String> {
 }
 
 /// A fresh Azurite container for one test's staging.
-pub struct Staging {
+pub struct StagingContainer {
     pub connection_string: String,
     pub container: String,
     pub store: Arc<AzureStore>,
 }
 
-pub async fn staging_container(cs: &str, tag: &str) -> Staging {
+pub async fn staging_container(cs: &str, tag: &str) -> StagingContainer {
     let container = format!(
         "st-{tag}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -271,14 +271,14 @@ pub async fn staging_container(cs: &str, tag: &str) -> Staging {
     )
     .unwrap();
     store.ensure_container().await.unwrap();
-    Staging {
+    StagingContainer {
         connection_string: cs.to_owned(),
         container,
         store: Arc::new(store),
     }
 }
 
-impl Staging {
+impl StagingContainer {
     /// Every blob left in the container.
     pub async fn leftovers(&self) -> Vec<String> {
         self.store
@@ -314,7 +314,7 @@ impl Workdir {
     }
 }
 
-pub fn workdir(sim: &Sim, staging: Option<&Staging>) -> Workdir {
+pub fn workdir(sim: &Sim, staging: Option<&StagingContainer>) -> Workdir {
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!(
         "store = {}\nidentity = {}\n",

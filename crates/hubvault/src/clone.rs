@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::backup::{self, HubBackupOptions, HubBackupReport};
 use crate::hub::HubClient;
+use crate::keys;
 use crate::pipeline::Identities;
 use crate::preflight::{self, Checks};
 use crate::restore::{self, RestoreOptions, RestoreReport};
@@ -20,7 +21,6 @@ use crate::snapshot::{Manifest, catalog};
 use crate::staging::Staging;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
-use crate::vault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,7 +141,7 @@ pub async fn run(
             identities,
         } => (store, recipients, identities),
         Keep::No => {
-            let key = vault::Identities::generate();
+            let key = keys::Identities::generate();
             let recipients = key.recipients().into_inner();
             let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
             (store, recipients, Arc::new(key.into_boxed()))

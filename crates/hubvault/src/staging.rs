@@ -666,7 +666,7 @@ fn access_from_location(location: AzureLocation) -> Result<Access> {
             // The hub reaches the container with its own identity; our own reads (ingest,
             // cleanup) go through the developer-tools credential.
             let credential =
-                crate::target::entra_credential(crate::config::Credential::DeveloperTools)
+                crate::services::entra_credential(crate::config::Credential::DeveloperTools)
                     .map_err(|e| Error::Invalid {
                         key: "staging".into(),
                         detail: e.to_string(),

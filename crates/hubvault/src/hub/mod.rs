@@ -9,7 +9,7 @@
 //! named as the service names them (`JobProperties`, `ExportImportDevice`, …); the simulator keeps
 //! its own copies, so a shared mistake cannot hide. There is no trait in front of the client:
 //! tests point it at an HTTP server (the simulator, or a tiny axum server) through
-//! [`HubTarget::endpoint`].
+//! [`Connection::endpoint`].
 //!
 //! Real Azure (`https://{host}`) is the default; anything else only through an explicit endpoint.
 
@@ -44,7 +44,7 @@ pub const DEFAULT_API_VERSION: &str = "2021-04-12";
 
 /// Which hub to talk to, and how.
 #[derive(Debug, Clone)]
-pub struct HubTarget {
+pub struct Connection {
     /// The hub's host name (`hub-a.azure-devices.net`): the SAS audience and the default URL.
     pub host: String,
     /// How messages call the hub (the config name, e.g. `hub-b`); the host name when `None`.
@@ -64,10 +64,10 @@ pub struct HubTarget {
     pub request_timeout: Duration,
 }
 
-impl HubTarget {
+impl Connection {
     /// A target for real Azure with defaults.
     pub fn new(host: &str, credential: HubCredential) -> Self {
-        HubTarget {
+        Connection {
             host: host.to_owned(),
             name: None,
             endpoint: None,
@@ -180,7 +180,7 @@ impl Call {
 }
 
 impl HubClient {
-    pub fn new(target: HubTarget) -> Result<Self> {
+    pub fn new(target: Connection) -> Result<Self> {
         let bad = |reason: String| Error::InvalidTarget { reason };
         let base = match &target.endpoint {
             Some(u) => u.clone(),
@@ -253,7 +253,7 @@ impl HubClient {
         &self.inner.host
     }
 
-    /// How messages name the hub ([`HubTarget::name`], else the host name).
+    /// How messages name the hub ([`Connection::name`], else the host name).
     pub fn name(&self) -> &str {
         &self.inner.name
     }

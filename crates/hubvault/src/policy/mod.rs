@@ -108,7 +108,7 @@ pub struct PolicyFile {
     #[serde(default)]
     pub retention: Rules,
     #[serde(default)]
-    pub staging: Option<Staging>,
+    pub staging: Option<StagingOverrides>,
     #[serde(default)]
     pub notifications: Option<Notifications>,
 }
@@ -120,7 +120,7 @@ fn default_grace() -> Span {
 /// `[staging]`: per-policy overrides of the config file's staging settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Staging {
+pub struct StagingOverrides {
     pub container: Option<String>,
     pub sas_lifetime: Option<Span>,
 }

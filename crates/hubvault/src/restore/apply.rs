@@ -190,8 +190,8 @@ pub async fn link_lines(
     let mut parents: Vec<String> = links.iter().map(|l| l.parent.clone()).collect();
     parents.sort_unstable();
     parents.dedup();
-    // One query for many parents, paced single reads for a few (see `target::parent_scopes`).
-    let scopes = super::target::parent_scopes(client, &parents).await?;
+    // One query for many parents, paced single reads for a few (see `live::parent_scopes`).
+    let scopes = super::live::parent_scopes(client, &parents).await?;
     let mut out = Vec::new();
     for link in links {
         let record = &snapshot[link.snapshot];

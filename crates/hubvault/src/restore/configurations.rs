@@ -2,7 +2,7 @@
 //!
 //! A hub holds at most 100, so they are handled whole, in memory, with `PUT /configurations/{id}`
 //! (create without `If-Match`, update with the **target's** etag) and, in `mirror` mode, `DELETE`.
-//! They are compared in canonical form ([`super::target::canonical_configuration`]): timestamps,
+//! They are compared in canonical form ([`super::live::canonical_configuration`]): timestamps,
 //! system metrics and etags are the hub's own and never restored.
 //!
 //! Must not: touch devices.
@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::apply::Progress;
 use super::bulk::Failure;
+use super::live::{self, canonical_configuration};
 use super::report::Difference;
-use super::target::{self, canonical_configuration};
 use super::{Error, Mode};
 use crate::hub::registry::{Configuration, IfMatch};
 use crate::hub::{self, HubClient};
@@ -202,9 +202,7 @@ pub async fn verify(
     wanted: &[Value],
     mode: Mode,
 ) -> Result<Vec<Difference>, Error> {
-    let have = target::configurations(client)
-        .await
-        .map_err(Error::Target)?;
+    let have = live::configurations(client).await.map_err(Error::Target)?;
     let left = plan(
         wanted,
         &have,

@@ -54,7 +54,7 @@ pub async fn read_target_keys(
 }
 
 /// Read the whole target through one export job: every device and (non-system) module with its
-/// keys, canonical, sorted by `(id, moduleId)` like [`super::target::read`]. An export line holds
+/// keys, canonical, sorted by `(id, moduleId)` like [`super::live::read`]. An export line holds
 /// all a twin read does (status, auth, tags, desired properties, capabilities, scopes) plus the
 /// keys, so one job replaces paging every twin and reading keys after. Returns the job id and
 /// the records; the plaintext export blob is deleted as in [`read_target_keys`].

@@ -25,11 +25,11 @@ pub mod configurations;
 pub mod export;
 pub mod job;
 pub mod lines;
+pub mod live;
 pub mod pace;
 pub mod plan;
+pub mod readback;
 pub mod report;
-pub mod target;
-pub mod verify;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -45,8 +45,8 @@ use crate::store::Store;
 
 pub use apply::Applied;
 pub use plan::{MaxDelete, Mode, Plan, Scope};
+pub use readback::{KeyCheck, VERIFY_KEY_SAMPLE, verify};
 pub use report::{Difference, RestoreReport};
-pub use verify::{KeyCheck, VERIFY_KEY_SAMPLE, verify};
 
 /// Which engine writes to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +277,7 @@ pub async fn plan_against(
     scope: &Scope,
     keys: KeyReads<'_>,
 ) -> Result<(Plan, Vec<plan::TargetRecord>), Error> {
-    let mut live = target::read(client).await.map_err(Error::Target)?;
+    let mut live = live::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(snapshot, &live, mode, scope);
     if first.needs_keys.is_empty() {
         return Ok((first, live));
@@ -295,7 +295,7 @@ pub async fn plan_against(
             .await
             .map_err(|e| Error::stopped(client.name(), e, &apply::Progress::default()))?;
         }
-        _ => target::fetch_keys(client, &mut live, &first.needs_keys)
+        _ => live::fetch_keys(client, &mut live, &first.needs_keys)
             .await
             .map_err(Error::Target)?,
     }
@@ -420,9 +420,7 @@ async fn prepare(
             .is_some()
     {
         let wanted = configurations::from_snapshot(store, manifest, identities).await?;
-        let have = target::configurations(client)
-            .await
-            .map_err(Error::Target)?;
+        let have = live::configurations(client).await.map_err(Error::Target)?;
         let cp = configurations::plan(&wanted, &have, options.mode);
         Some((wanted, cp))
     } else {

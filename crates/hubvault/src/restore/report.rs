@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::apply::Applied;
 use super::bulk::Failure;
-use super::verify::KeyCheck;
+use super::readback::KeyCheck;
 use super::{Engine, Plan, RestoreOptions};
 use crate::preflight;
 use crate::snapshot::Manifest;

@@ -10,7 +10,7 @@ use azure_core::credentials::TokenCredential;
 use url::Url;
 
 use crate::config::{self, Config, Credential, ServiceEntry};
-use crate::hub::{self, HubTarget};
+use crate::hub::{self, Connection};
 use crate::snapshot::catalog::HubNames;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ impl Error {
 pub struct ResolvedHub {
     /// What messages call it: the config name, or the host name for a connection string.
     pub name: String,
-    pub target: HubTarget,
+    pub target: Connection,
     /// ARM resource id (`[hubs.NAME] resource-id`), for firewall checks.
     pub resource_id: Option<String>,
 }
@@ -96,7 +96,7 @@ pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
         return from_entry(spec, entry, config);
     }
     if spec.contains("HostName=") || spec.contains("hostname=") {
-        let mut target = HubTarget::from_connection_string(spec)?;
+        let mut target = Connection::from_connection_string(spec)?;
         target.name = Some(target.host.clone());
         return Ok(ResolvedHub {
             name: target.host.clone(),
@@ -116,11 +116,11 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
         entry.connection_string(&format!("hubs.{name}"))?,
         &entry.host,
     ) {
-        (Some(cs), _) => HubTarget::from_connection_string(&cs)?,
+        (Some(cs), _) => Connection::from_connection_string(&cs)?,
         (None, Some(host)) => {
             let credential =
                 entra_credential(entry.credential.unwrap_or(Credential::DeveloperTools))?;
-            HubTarget::entra(host, credential)
+            Connection::entra(host, credential)
         }
         (None, None) => {
             return Err(Error::NoCredential {

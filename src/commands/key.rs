@@ -4,14 +4,14 @@ use anyhow::Result;
 use serde_json::json;
 
 use hubvault::config::Config;
-use hubvault::vault::{self, IdentityLocation};
+use hubvault::keys::{self, IdentityLocation};
 
 use crate::Outcome;
 use crate::cli::KeyInitArgs;
 
 pub fn init(config: &Config, args: &KeyInitArgs) -> Result<Outcome> {
     let location = IdentityLocation::resolve(args.identity.as_deref(), config);
-    let recipient = vault::init_identity(&location.path)?.to_string();
+    let recipient = keys::init_identity(&location.path)?.to_string();
     let file = location.path.display().to_string();
     eprintln!(
         "created {file} (mode 0600). It opens every snapshot encrypted to it: keep a copy somewhere safe, \

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 
 use super::canonical;
 use super::plan::{self, Mode, Scope};
-use super::{Difference, Error, RestoreOptions, target};
+use super::{Difference, Error, RestoreOptions, live};
 use crate::hub::HubClient;
 use crate::staging::Staging;
 
@@ -182,7 +182,7 @@ pub async fn verify(
             }
         }
     }
-    let mut live = target::read(client).await.map_err(Error::Target)?;
+    let mut live = live::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(records, &live, mode, &scope);
     let mut keys = read_keys(client, &mut live, &first.needs_keys, note).await?;
     keys.staging_at_hand = staging.is_some();
@@ -221,7 +221,7 @@ async fn read_keys(
     } else {
         sample(needed, VERIFY_KEY_SAMPLE)
     };
-    target::fetch_keys(client, live, &chosen)
+    live::fetch_keys(client, live, &chosen)
         .await
         .map_err(Error::Target)?;
     Ok(KeyCheck {
