@@ -1,5 +1,5 @@
 //! Command-line structs (clap derives only). Domain types live in the library; `main.rs` maps these
-//! onto it. The command line is stable: scripts and tests depend on it (DESIGN §3).
+//! onto it. The command line is stable: scripts and tests depend on it (docs/architecture.md#configuration).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Import modes (contract §4.2): apply one `ExportImportDevice` line to a registry. Shared by
+//! Import modes (docs/azure.md): apply one `ExportImportDevice` line to a registry. Shared by
 //! import jobs, bulk `POST /devices` and the control API's `devices.txt` loader.
 //!
 //! Owns: the per-mode rules (device etag vs twin etag, missing vs existing device) and the

@@ -3,7 +3,7 @@
 //! simulator-only convenience; no real hub can write there).
 //!
 //! Owns: Put Blob, Put Block + Put Block List for big outputs, Get Blob, and the job-side
-//! permission check of contract §1.4. Must not: show a SAS — errors carry the blob name and the
+//! permission check of docs/azure.md. Must not: show a SAS — errors carry the blob name and the
 //! storage error code only, never a URL (`reqwest::Error::without_url`).
 
 use std::fmt::Write as _;

@@ -1,5 +1,5 @@
 //! Registry handlers: devices, modules, bulk, statistics, configurations, and the device-side
-//! telemetry endpoint (contract §5).
+//! telemetry endpoint (docs/azure.md).
 //!
 //! Handlers only translate HTTP ⇄ registry calls; rules live in `registry` and `apply`.
 
@@ -222,7 +222,7 @@ pub async fn telemetry(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> H
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Configuration ids are lower case (sdk-cs e2e note, contract §3.2).
+/// Configuration ids are lower case (sdk-cs e2e note, docs/azure.md).
 fn valid_configuration_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128

@@ -1,4 +1,4 @@
-//! Simulated DPS service API (`{dps}.azure-devices-provisioning.net`, contract §8): individual
+//! Simulated DPS service API (`{dps}.azure-devices-provisioning.net`, docs/azure.md): individual
 //! enrollments and enrollment groups (GET / PUT / DELETE, bulk ≤10, query with continuation,
 //! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors.
 //!

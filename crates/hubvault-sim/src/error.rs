@@ -1,4 +1,4 @@
-//! `IoT` Hub data-plane errors as the service puts them on the wire (contract §6), plus the
+//! `IoT` Hub data-plane errors as the service puts them on the wire (docs/azure.md), plus the
 //! simulator's own start-up errors.
 //!
 //! Owns: the two error body shapes of §6.1 (A: JSON inside the `Message` string; B: the legacy

@@ -1,4 +1,4 @@
-//! IP firewall decision for a hub, read from its ARM resource document (contract §7.1).
+//! IP firewall decision for a hub, read from its ARM resource document (docs/azure.md).
 //!
 //! Owns: the decision order (public access disabled → deny; `networkRuleSets` with
 //! `defaultAction: Deny` → allow only listed ranges; classic `ipFilterRules` → first match wins,
@@ -12,7 +12,7 @@ use serde_json::Value;
 /// True when a caller at `ip` may reach the hub's public endpoint.
 ///
 /// When both the current `networkRuleSets` and classic `ipFilterRules` are present, the service's
-/// combination is UNCERTAIN (contract §12.10); we let `networkRuleSets` decide, since the classic
+/// combination is UNCERTAIN (docs/azure.md); we let `networkRuleSets` decide, since the classic
 /// filter is retired and the portal migrates rules into the new model.
 pub fn allows(resource: &Value, ip: IpAddr) -> bool {
     let props = &resource["properties"];

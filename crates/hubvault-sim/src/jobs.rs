@@ -1,4 +1,4 @@
-//! Import/export jobs (contract §2): the job table, the REST handlers, and the state machine
+//! Import/export jobs (docs/azure.md): the job table, the REST handlers, and the state machine
 //! `enqueued → running (progress) → completed | failed | cancelled`.
 //!
 //! Owns: the one-active-job rule (403 with a configurable code), pacing at `Limits::job_rate`

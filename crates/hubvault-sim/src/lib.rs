@@ -1,5 +1,5 @@
 //! `hubvault-sim`: a local `IoT` Hub (plus, from sibling modules, ARM, DPS and Key Vault) that
-//! speaks the real wire contract (`shared/reference/azure-contract.md`) and is strict where
+//! speaks the real wire contract (described in hubvault's `docs/azure.md`) and is strict where
 //! Azure is strict. Every test of a live path stands on it.
 //!
 //! Owns: starting the services — one port per hub on the `listen` address, a control port, and
@@ -218,7 +218,7 @@ fn derive_key(seed: u64, hub: &str, policy: &str, which: &str) -> String {
     ))
 }
 
-/// Default hub policies (contract §1.1).
+/// Default hub policies (docs/azure.md).
 fn policies(seed: u64, hub: &str) -> Vec<AccessPolicy> {
     let defs: [(&str, &[&str]); 5] = [
         (
@@ -240,7 +240,7 @@ fn policies(seed: u64, hub: &str) -> Vec<AccessPolicy> {
         .collect()
 }
 
-/// The ARM `IotHubDescription` a hub starts with (contract §7.1 shape). No `networkRuleSets`:
+/// The ARM `IotHubDescription` a hub starts with (docs/azure.md shape). No `networkRuleSets`:
 /// "all networks", so classic `ipFilterRules` set later take effect (see `firewall`).
 fn resource_doc(name: &str, host: &str, id: &str) -> Value {
     json!({

@@ -55,7 +55,7 @@ pub struct Limits {
     /// How long a new job stays `enqueued` before it runs, in milliseconds.
     pub job_queue_ms: u64,
     /// Error code of a second concurrent import/export job: 403003 (`JobQuotaExceeded`, default) or
-    /// 403001 (observed by CLI maintainers); contract §2.3 leaves it UNCERTAIN.
+    /// 403001 (observed by CLI maintainers); docs/azure.md leaves it UNCERTAIN.
     pub job_quota_code: u32,
     /// Requests per second per operation class; a class not listed is not throttled.
     pub rates: BTreeMap<OpClass, f64>,
@@ -122,7 +122,7 @@ pub struct Faults {
     /// Tokens are treated as expired this many seconds before their `se`.
     pub expire_tokens_early_secs: u64,
     /// Set to N: the data plane answers every request with 404012 `IotHubFailingOver` for the
-    /// next N milliseconds (a failover in progress, contract §7.3). The control API turns it
+    /// next N milliseconds (a failover in progress, docs/azure.md). The control API turns it
     /// into `failing_over_until_ms` and reads back 0.
     pub failing_over_ms: u64,
     /// Unix time in milliseconds until which the hub is failing over (see `failing_over_ms`).

@@ -5,7 +5,7 @@
 //!              --info sim.json --write-config hubvault.toml
 //! ```
 //! Runs until Ctrl-C (or SIGTERM). `--info` writes where everything is served; `--write-config`
-//! writes a `hubvault.toml` (DESIGN §3) pointing hubvault at the simulated hubs. Both files hold
+//! writes a `hubvault.toml` (docs/architecture.md#configuration) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.
 //!
 //! `--tls` serves every port over HTTPS with one self-signed certificate generated at start for
@@ -138,7 +138,7 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// The `--write-config` document, in the shape of DESIGN §3.
+/// The `--write-config` document, in the shape of docs/architecture.md#configuration.
 fn config(running: &Running, dps: Option<&DpsState>) -> String {
     let mut out = String::from(
         "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\n",

@@ -1,4 +1,4 @@
-//! `POST /devices/query` (contract §5.3): a deliberately small subset of the `IoT` Hub query
+//! `POST /devices/query` (docs/azure.md): a deliberately small subset of the `IoT` Hub query
 //! language — enough for backup verification and preflight, not a SQL engine.
 //!
 //! Supported: `SELECT * | COUNT() AS name | field, … FROM devices | devices.modules

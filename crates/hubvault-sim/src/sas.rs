@@ -1,4 +1,4 @@
-//! SAS token parsing and checking for the simulated hub (contract §1.1).
+//! SAS token parsing and checking for the simulated hub (docs/azure.md).
 //!
 //! Owns: splitting a `SharedAccessSignature …` header, recomputing the HMAC, the policy rights
 //! model. Pure: the caller passes `now`; nothing here reads a clock or touches the registry.

@@ -1,6 +1,6 @@
 //! State that the simulated `IoT` Hub data plane and the simulated ARM endpoint both touch.
 //!
-//! The ARM resource document (`IotHubDescription`, contract §7.1) is the single source of truth
+//! The ARM resource document (`IotHubDescription`, docs/azure.md) is the single source of truth
 //! for a hub's networking: ARM GET/PUT read and replace it, and the data plane evaluates
 //! `publicNetworkAccess`, `networkRuleSets` and classic `ipFilterRules` from it on every request.
 

@@ -247,7 +247,7 @@ pub fn parse_auth(v: Option<&Value>) -> Result<Option<Auth>, HubError> {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
-    // Enum names look case-insensitive on the service (contract §4.1); unknown ones are errors.
+    // Enum names look case-insensitive on the service (docs/azure.md); unknown ones are errors.
     match kind.to_ascii_lowercase().as_str() {
         "sas" => match (
             s("/symmetricKey/primaryKey"),
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn contract_example_lines_parse() {
-        // Two lines of `shared/reference/examples/iothub-dataplane/constructed-export-devices.txt`.
+        // Two export lines in the documented shape (docs/azure.md#devices-txt), constructed by hand.
         let text = r#"{"id":"pump-0042","eTag":"NzE0MzIwMjE5","status":"enabled","statusReason":"","authentication":{"symmetricKey":{"primaryKey":"cHJpbWFyeS1rZXktcHVtcC0wMDQyLTAwMDAwMDAwMDA=","secondaryKey":"c2Vjb25kYXJ5LWtleS1wdW1wLTAwNDItMDAwMDAwMDA="},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"},"twinETag":"AAAAAAAAAAM=","tags":{"site":"plant-7","line":3},"properties":{"desired":{"telemetryIntervalSec":30},"reported":{"fwVersion":"2.4.1"}},"capabilities":{"iotEdge":false},"deviceScope":"ms-azure-iot-edge://gw-berlin-01-638512345678901234"}
 {"id":"cam-7","eTag":"Mg==","status":"disabled","statusReason":"retired","authentication":{"symmetricKey":{"primaryKey":null,"secondaryKey":null},"x509Thumbprint":{"primaryThumbprint":"6E5A1C3F9B0D2E4F6A8C0B1D3E5F7A9C1B3D5E7F","secondaryThumbprint":"0F1E2D3C4B5A69788796A5B4C3D2E1F001122334"},"type":"selfSigned"},"twinETag":"AAAAAAAAAAI=","tags":{},"properties":{"desired":{},"reported":{}},"capabilities":{"iotEdge":false}}"#;
         for line in text.lines().filter(|l| l.starts_with('{')) {

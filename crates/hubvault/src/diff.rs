@@ -1,7 +1,7 @@
 //! Use case: diff — what changed between two snapshots' device and module records.
 //!
 //! Both sides are streams of records sorted by `(id, moduleId)` (the vault's storage order,
-//! DESIGN §4), so the diff is one merge pass in constant memory: only the current record of each
+//! docs/vault-format.md), so the diff is one merge pass in constant memory: only the current record of each
 //! side is held (the report itself grows with the number of *changes*, and [`for_each_change`]
 //! avoids even that).
 //!

@@ -5,7 +5,7 @@
 //! real run would do: [`scan`] reads the store, [`plan`] and [`orphans_due`] decide (pure, given
 //! `now`), [`apply`] deletes.
 //!
-//! Deletion order matters because the manifest is the commit point (DESIGN §4): a forgotten
+//! Deletion order matters because the manifest is the commit point (docs/vault-format.md): a forgotten
 //! snapshot loses its **manifest first**, so an interrupted forget leaves an invisible orphan (which
 //! the next run removes), never a visible snapshot with missing data.
 //!
@@ -198,7 +198,7 @@ fn longest(spans: impl Iterator<Item = policy::Span>) -> Option<policy::Span> {
     spans.min_by_key(|g| g.before(DateTime::UNIX_EPOCH))
 }
 
-/// The manifest fields forget needs (DESIGN §4). Other fields are ignored here.
+/// The manifest fields forget needs (docs/vault-format.md). Other fields are ignored here.
 #[derive(Deserialize)]
 struct ManifestHead {
     id: String,

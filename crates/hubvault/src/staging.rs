@@ -1,4 +1,4 @@
-//! One run's staging area for IoT Hub import/export jobs (DESIGN §5).
+//! One run's staging area for IoT Hub import/export jobs (docs/azure.md).
 //!
 //! IoT Hub's only bulk path writes every device key in **plaintext** into a blob container. This
 //! module owns that container's use by one run: where it is (`--staging URL` or config
@@ -29,7 +29,7 @@ use crate::store::local::LocalStore;
 use crate::store::sas::{SasPermissions, redact_sas};
 use crate::store::{self, Store};
 
-/// Default `sas-lifetime`: the longest job we allow (DESIGN §5).
+/// Default `sas-lifetime`: the longest job we allow (docs/azure.md).
 pub const DEFAULT_SAS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// The longest `sas-lifetime` accepted: a job that has not ended after two days will not, and a
 /// longer-lived SAS would keep a dead run's plaintext reachable that much longer.
@@ -490,7 +490,7 @@ impl Staging {
 
     /// An import job's error log (`importErrors.log` or `importConfigErrors.log`, written at the
     /// container root whatever the location's prefix); `None` when absent, which means no
-    /// errors (contract §4.3). Only while holding the import lock is it this run's log.
+    /// errors (docs/azure.md). Only while holding the import lock is it this run's log.
     pub async fn job_log(&self, name: &str) -> Result<Option<bytes::Bytes>> {
         debug_assert!(lock::JOB_LOGS.contains(&name));
         Ok(match &self.access {

@@ -243,7 +243,7 @@ pub fn prepare(body: &Value, previous: Option<&Value>, etag: &str, now: &str) ->
 }
 
 /// What GET, PUT answers and query show: symmetric keys removed. Only `attestationmechanism`
-/// returns them [contract §8.1]. UNCERTAIN whether the PUT answer hides them too; we hide them.
+/// returns them [docs/azure.md]. UNCERTAIN whether the PUT answer hides them too; we hide them.
 pub fn public_view(doc: &Value) -> Value {
     let mut out = doc.clone();
     if let Some(sk) = out["attestation"]

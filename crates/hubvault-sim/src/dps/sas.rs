@@ -1,4 +1,4 @@
-//! DPS service SAS validation (contract §1.1 algorithm with `sr` = the DPS host name).
+//! DPS service SAS validation (docs/azure.md algorithm with `sr` = the DPS host name).
 //!
 //! A pure function of the header, the policies, the host, the request path and `now`. It owns
 //! the parsing and the HMAC check; it must not decide permissions per operation (the caller does).
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn contract_test_vector_is_accepted() {
-        // contract §1.1 DPS vector: sig +5V0HFPIoMYrcltM2Jj4oxVByh5pkp677OYUHTEHW70=
+        // docs/azure.md DPS vector: sig +5V0HFPIoMYrcltM2Jj4oxVByh5pkp677OYUHTEHW70=
         let header = "SharedAccessSignature sr=mydps.azure-devices-provisioning.net&sig=%2B5V0HFPIoMYrcltM2Jj4oxVByh5pkp677OYUHTEHW70%3D&se=1700000000&skn=provisioningserviceowner";
         let p = policies();
         assert!(validate(header, &p, HOST, "/enrollments/x", 1_699_999_999).is_ok());

@@ -1,5 +1,5 @@
 //! Conformance tests for `hubvault-sim`: the simulator held to the wire contract
-//! (`shared/reference/azure-contract.md`). The client side here is hand-written on purpose — its
+//! (hubvault's `docs/azure.md`). The client side here is hand-written on purpose — its
 //! own SAS signer and plain reqwest calls, nothing from hubvault's client — so a mistake in
 //! hubvault cannot be mirrored by the fake it is tested against.
 //!
@@ -38,7 +38,7 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]` per contract §1.1.
+/// `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]` per docs/azure.md.
 fn sas(resource: &str, key_b64: &str, policy: Option<&str>, expiry: u64) -> String {
     let sig = hmac_b64(key_b64, &format!("{}\n{expiry}", enc(resource)));
     let mut t = format!(

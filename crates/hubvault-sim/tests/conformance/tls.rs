@@ -19,7 +19,7 @@ use sha2::Sha256;
 const API: &str = "api-version=2021-04-12";
 const HUB_HOST: &str = "hub-a.azure-devices.net";
 
-/// `SharedAccessSignature sr=…&sig=…&se=…&skn=…` (contract §1.1), signed here, not by hubvault.
+/// `SharedAccessSignature sr=…&sig=…&se=…&skn=…` (docs/azure.md), signed here, not by hubvault.
 fn sas(host: &str, key_b64: &str, policy: &str) -> String {
     let expiry = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

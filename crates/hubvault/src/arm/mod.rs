@@ -1,7 +1,7 @@
 //! Management-plane (ARM) reads: a hub's networking rules (IP filter, public network access).
 //!
 //! Preflight uses these to tell a firewall rejection from a bad credential: IoT Hub answers both
-//! with `401002 Unauthorized`, and its message never mentions the IP rule (contract §6.3). The
+//! with `401002 Unauthorized`, and its message never mentions the IP rule (docs/azure.md). The
 //! decision itself ([`NetworkRules::verdict`]) is a pure function of the rules and the caller's
 //! public address.
 //!
@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-/// ARM api-version for `Microsoft.Devices/IotHubs` (contract §0).
+/// ARM api-version for `Microsoft.Devices/IotHubs` (docs/azure.md).
 pub const API_VERSION: &str = "2023-06-30";
 /// The public ARM endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
@@ -155,7 +155,7 @@ impl ArmClient {
         Ok(self.hub_description(resource_id).await?.properties)
     }
 
-    /// The hub's pricing tier (`sku`, contract §7.1), which sets its device cap.
+    /// The hub's pricing tier (`sku`, docs/azure.md), which sets its device cap.
     pub async fn hub_sku(&self, resource_id: &str) -> Result<Option<Sku>, Error> {
         Ok(self.hub_description(resource_id).await?.sku)
     }
@@ -223,7 +223,7 @@ pub struct Sku {
 
 impl Sku {
     /// Devices (and modules) the tier allows in one hub: 500 on the Free tier, 1,000,000 on
-    /// every other (contract §2.3, Learn iot-hub-devguide-quotas-throttling).
+    /// every other (docs/azure.md, Learn iot-hub-devguide-quotas-throttling).
     pub fn device_cap(&self) -> u64 {
         if self.name.eq_ignore_ascii_case("F1") {
             FREE_TIER_DEVICE_CAP
@@ -238,7 +238,7 @@ pub const HUB_DEVICE_CAP: u64 = 1_000_000;
 /// The device cap of the Free tier (F1).
 pub const FREE_TIER_DEVICE_CAP: u64 = 500;
 
-/// The networking part of `IotHubDescription.properties` (contract §7.1).
+/// The networking part of `IotHubDescription.properties` (docs/azure.md).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkRules {
@@ -282,7 +282,7 @@ pub enum Verdict {
 }
 
 impl NetworkRules {
-    /// Decide for `caller` exactly as contract §7.1 orders it: public access off blocks everyone;
+    /// Decide for `caller` exactly as docs/azure.md orders it: public access off blocks everyone;
     /// "selected IP ranges" allows only addresses inside an allow rule; else classic rules in order
     /// (first match wins, default accept); else allowed.
     pub fn verdict(&self, caller: IpAddr) -> Verdict {

@@ -1,4 +1,4 @@
-//! Use case: back up a live hub through an export job (DESIGN §1, §5).
+//! Use case: back up a live hub through an export job (docs/architecture.md#data-flow, §5).
 //!
 //! Flow: sweep this hub's leftovers of killed runs → export job (keys and configurations) into
 //! the run's staging folder through a fresh least-privilege SAS → wait (the slot may be taken:

@@ -1,7 +1,7 @@
 //! Credentials for the IoT Hub data plane: connection strings, SAS tokens, Entra tokens.
 //!
 //! Owns parsing of `HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`, the HMAC-SHA256 SAS
-//! signature of contract §1.1, and a small cache that renews a token before it expires. Every type
+//! signature of docs/azure.md, and a small cache that renews a token before it expires. Every type
 //! that holds a key redacts it in `Debug`/`Display`. Pure parts take `now` as a parameter.
 
 use std::fmt;

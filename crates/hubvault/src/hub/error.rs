@@ -1,6 +1,6 @@
 //! Typed IoT Hub errors and the parsing of the service's error responses.
 //!
-//! IoT Hub answers errors in two body shapes (contract §6.1): the current one, whose top-level
+//! IoT Hub answers errors in two body shapes (docs/azure.md): the current one, whose top-level
 //! `Message` is a string holding JSON (`{"errorCode":401002,…}`), and the legacy
 //! `ErrorCode:Name;text` form. Both are parsed here, cross-checked against the `iothub-errorcode`
 //! header, and mapped onto [`Error`] variants that tell the user what to do next.
@@ -51,7 +51,7 @@ pub enum Error {
         detail: String,
     },
     /// 404012 after the retry budget was spent: the hub is in a manual or Microsoft-initiated
-    /// failover (contract §7.3), which takes from minutes to a couple of hours.
+    /// failover (docs/azure.md), which takes from minutes to a couple of hours.
     #[error(
         "{hub} is failing over (404012 IotHubFailingOver) and still was after {attempts} tries over {}s; retry when its failover completes (it can take from 10 minutes to a couple of hours)",
         waited.as_secs()
@@ -203,7 +203,7 @@ pub struct ServiceError {
     pub tracking_id: Option<String>,
 }
 
-/// Known error names and their numbers (contract §6.2; sdk-cs `ErrorCode.cs`).
+/// Known error names and their numbers (docs/azure.md; sdk-cs `ErrorCode.cs`).
 const CODES: &[(u32, &str)] = &[
     (400_004, "ArgumentInvalid"),
     (400_005, "ArgumentNull"),

@@ -1,4 +1,4 @@
-//! Import/export jobs (contract §2): create, get, list, cancel, and wait with backoff.
+//! Import/export jobs (docs/azure.md): create, get, list, cancel, and wait with backoff.
 //!
 //! Only one import/export job may run per hub; a second create gets 403, which we turn into
 //! [`Error::JobSlotBusy`] naming the running job (looked up with `GET /jobs`), so the caller can

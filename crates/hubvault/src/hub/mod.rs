@@ -39,7 +39,7 @@ pub use retry::RetryPolicy;
 
 use auth::TokenSource;
 
-/// The api-version every call sends (contract §0).
+/// The api-version every call sends (docs/azure.md).
 pub const DEFAULT_API_VERSION: &str = "2021-04-12";
 
 /// Which hub to talk to, and how.

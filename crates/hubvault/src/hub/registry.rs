@@ -1,4 +1,4 @@
-//! Registry REST (contract §5): devices, modules, bulk writes, query paging, statistics and
+//! Registry REST (docs/azure.md): devices, modules, bulk writes, query paging, statistics and
 //! configurations.
 //!
 //! Wire types keep fields they do not name in `extra`, so a verbatim export line can be sent
@@ -122,7 +122,7 @@ pub enum ImportMode {
     UpdateTwinIfMatchEtag,
 }
 
-/// One line of an export / import blob, or one entry of a bulk call (contract §3.1).
+/// One line of an export / import blob, or one entry of a bulk call (docs/azure.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportImportDevice {
@@ -201,7 +201,7 @@ pub struct BulkRegistryOperationResult {
     pub warnings: Vec<DeviceRegistryOperationWarning>,
 }
 
-/// An ADM configuration or edge deployment (contract §3.2).
+/// An ADM configuration or edge deployment (docs/azure.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Configuration {
@@ -423,7 +423,7 @@ impl HubClient {
         }
     }
 
-    /// How many devices and modules the hub holds, by `SELECT COUNT()` queries (contract §5.3;
+    /// How many devices and modules the hub holds, by `SELECT COUNT()` queries (docs/azure.md;
     /// the statistics endpoint is only approximate). Modules include the system modules of edge
     /// devices, as an export does.
     pub async fn count_identities(&self) -> Result<(u64, u64)> {

@@ -1,6 +1,6 @@
 //! When to retry a hub request and how long to wait: pure decisions, no clock reads.
 //!
-//! 429, 5xx, 404012 `IotHubFailingOver` and transport failures are retried (contract §6.4,
+//! 429, 5xx, 404012 `IotHubFailingOver` and transport failures are retried (docs/azure.md,
 //! §7.3: a failover answers 404012 for a while); everything else is terminal.
 //! The budget is bounded both in attempts and in total time, so a throttle storm surfaces as
 //! [`super::Error::Throttled`] instead of hanging a nightly backup. A server's `Retry-After` wins

@@ -6,7 +6,7 @@
 //! reads, ARM reads, a storage probe) is done by [`run`].
 //!
 //! Why the firewall check is careful: IoT Hub answers a firewall-blocked caller and a bad key with
-//! the same `401002 Unauthorized` (contract §6.3). Preflight compares the hub's rules (read
+//! the same `401002 Unauthorized` (docs/azure.md). Preflight compares the hub's rules (read
 //! through ARM, when configured) with the caller's public address (`--caller-ip`, since behind NAT
 //! the local socket address is not what the hub sees) before blaming either.
 

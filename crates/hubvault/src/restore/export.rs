@@ -196,7 +196,7 @@ fn whole_lines(pending: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&[u8]))
 }
 
 /// An export line as JSON; `None` for the service's non-JSON lines (comments, warnings, blank
-/// lines; contract §3.1). A UTF-8 BOM and a `\r` before the newline are accepted.
+/// lines; docs/azure.md). A UTF-8 BOM and a `\r` before the newline are accepted.
 fn export_value(line: &[u8]) -> Option<Value> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let start = line.iter().position(|b| !b.is_ascii_whitespace())?;

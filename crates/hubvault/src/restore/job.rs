@@ -37,7 +37,7 @@ use crate::store::sas::{SasPermissions, redact_sas};
 const DEVICES_FILE: &str = "import-devices.txt";
 const CONFIGURATIONS_FILE: &str = "import-configurations.txt";
 const LINKS_FILE: &str = "import-links.txt";
-/// Written by the service at the root of the output container (contract §4.3).
+/// Written by the service at the root of the output container (docs/azure.md).
 const ERROR_LOGS: [&str; 2] = ["importErrors.log", "importConfigErrors.log"];
 
 /// Why the job engine stopped.
@@ -380,7 +380,7 @@ fn config_lines(plan: &configurations::Plan) -> Vec<Value> {
         .collect()
 }
 
-/// `(code, message)` per log line; a missing log means no errors (contract §4.3). A message
+/// `(code, message)` per log line; a missing log means no errors (docs/azure.md). A message
 /// that quotes the line (400012 quotes it whole, keys included) is replaced by a safe one.
 async fn read_log(staging: &Staging, name: &str) -> Result<Vec<(String, String)>, JobError> {
     let Some(bytes) = staging.job_log(name).await? else {

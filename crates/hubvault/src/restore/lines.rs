@@ -4,7 +4,7 @@
 //! each for a reason the service gives:
 //! - `eTag` / `twinETag` are the *source* hub's etags; on the target they mean nothing and would
 //!   fail an `…IfMatchETag` mode, so they are removed.
-//! - `properties.reported` is device-owned; a service import cannot set it (contract §4.2), and
+//! - `properties.reported` is device-owned; a service import cannot set it (docs/azure.md), and
 //!   desired `$metadata` / `$version` are service-managed.
 //! - `deviceScope` / `parentScopes` embed the edge device's generation id, which differs on the
 //!   target hub: a copied scope is invalid there. Edges and children are created without scopes,
@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 
-/// `importMode` values of contract §4.2 that a restore uses.
+/// `importMode` values of docs/azure.md that a restore uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportMode {
     Create,

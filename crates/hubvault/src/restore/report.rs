@@ -1,4 +1,4 @@
-//! What a restore did, as `--json` (DESIGN §3 conventions) and as plain words.
+//! What a restore did, as `--json` (docs/architecture.md#configuration conventions) and as plain words.
 //!
 //! Holds ids, counts, codes and service messages only — never a line, a key or a URL.
 //!

@@ -1,6 +1,6 @@
 //! Vault format v1: the manifest (cleartext, no secrets; the commit point of a snapshot) and
 //! the header line that starts every encrypted stream. Field names are fixed: old snapshots
-//! must open forever (DESIGN §4). Unknown fields are tolerated so a later v1 writer can add some.
+//! must open forever (docs/vault-format.md). Unknown fields are tolerated so a later v1 writer can add some.
 
 use serde::{Deserialize, Serialize};
 

@@ -26,7 +26,7 @@ use crate::store::azure::{AzureStore, LeaseOutcome};
 
 /// The lock blob at the container root.
 pub const IMPORT_LOCK: &str = "hubvault-import.lock";
-/// What the service writes at the container root after an import (contract §4.3).
+/// What the service writes at the container root after an import (docs/azure.md).
 pub const JOB_LOGS: [&str; 2] = ["importErrors.log", "importConfigErrors.log"];
 /// Lease length (Azure allows 15–60 s): short, so a killed holder frees the container soon;
 /// renewed about four times per lease, so one or two failed renewals do not lose it.

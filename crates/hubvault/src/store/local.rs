@@ -1,6 +1,6 @@
 //! The local-folder store (the default).
 //!
-//! Create-only writes, exactly as DESIGN §4: bytes go to a temporary file under the hidden
+//! Create-only writes, exactly as docs/vault-format.md: bytes go to a temporary file under the hidden
 //! folder [`TEMP_DIR`] inside the store, which is fsynced and then `hard_link`ed to its final
 //! name. Unlike `rename`, `hard_link` fails if the name exists, so two writers of one name can
 //! never overwrite each other: exactly one wins. Then the temporary is removed and the folder

@@ -168,7 +168,7 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 /// Open the store named by `location`: a folder path or `file://` URL, or an Azure Blob
-/// container (DESIGN §3 `--store`): an `https://acct.blob.core.windows.net/container[/prefix]`
+/// container (docs/architecture.md#configuration `--store`): an `https://acct.blob.core.windows.net/container[/prefix]`
 /// URL (with a SAS, or Entra through the developer-tools credential), a path-style
 /// `http://127.0.0.1:PORT/devstoreaccount1/container` URL (Azurite), or an account-key
 /// connection string with a `Container=NAME[/prefix]` segment. The store's `location()` never

@@ -78,7 +78,7 @@ pub struct SasPermissions {
 }
 
 impl SasPermissions {
-    /// Export output container: the hub writes, reads back and deletes (contract §1.4).
+    /// Export output container: the hub writes, reads back and deletes (docs/azure.md).
     pub fn export_output() -> Self {
         SasPermissions {
             read: true,

@@ -1,6 +1,6 @@
 //! Where an Azure Blob store is, and how we authenticate to it, parsed from what a user types.
 //!
-//! Accepted forms (DESIGN §3 `--store`):
+//! Accepted forms (docs/architecture.md#configuration `--store`):
 //! - `https://acct.blob.core.windows.net/container[/prefix]` — Entra (a credential is supplied
 //!   by the caller), or with `?<SAS>` — the SAS is used as is.
 //! - `http://127.0.0.1:PORT/devstoreaccount1/container[/prefix]` — path-style (Azurite, or any
@@ -286,7 +286,7 @@ impl AzureLocation {
 }
 
 /// No trailing slash: the SDK pushes path segments, and `…/devstoreaccount1/` would become
-/// `…//container`, which Azurite rejects with a bare 400 (crates.md pitfall 1).
+/// `…//container`, which Azurite rejects with a bare 400.
 fn trim_slash(mut url: Url) -> Url {
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&path);

@@ -1,7 +1,7 @@
 //! Container-root blobs and blob leases: what the staging import lock needs beyond [`Store`].
 //!
 //! An import job writes `importErrors.log` at the **root** of its output container, whatever
-//! the location's prefix (contract §4.3), so the staging module reads and deletes those blobs
+//! the location's prefix (docs/azure.md), so the staging module reads and deletes those blobs
 //! by their root names here, and serialises imports per container with a lease on a lock blob.
 //!
 //! Must not: be used for vault objects (they go through [`Store`] and the location's prefix),

@@ -1,7 +1,7 @@
 //! The `azure_core` pipeline policy that signs each try with the storage account key.
 //!
 //! `azure_storage_blob` has no Shared Key credential; this per-try policy fills the gap
-//! (crates.md §3). Per try, so a retried request gets a fresh `x-ms-date`. The Content-Length
+//! (docs/azure.md#shared-key). Per try, so a retried request gets a fresh `x-ms-date`. The Content-Length
 //! comes from the body (the pipeline request carries no such header), and the `Range` header
 //! of partitioned downloads is one of the signed standard headers.
 
