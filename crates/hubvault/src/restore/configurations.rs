@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::apply::Progress;
 use super::bulk::Failure;
 use super::live::{self, canonical_configuration};
-use super::report::Difference;
+use super::outcome::{Difference, Problem};
 use super::{Error, Mode};
 use crate::hub::registry::{Configuration, IfMatch};
 use crate::hub::{self, HubClient};
@@ -217,13 +217,17 @@ pub async fn verify(
         .iter()
         .map(|(c, etag)| Difference {
             id: format!("configuration:{}", c["id"].as_str().unwrap_or_default()),
-            problem: if etag.is_none() { "missing" } else { "differs" },
+            problem: if etag.is_none() {
+                Problem::Missing
+            } else {
+                Problem::Differs
+            },
             aspects: vec!["configuration"],
         })
         .collect();
     out.extend(left.delete.iter().map(|(id, _)| Difference {
         id: format!("configuration:{id}"),
-        problem: "extra",
+        problem: Problem::Extra,
         aspects: vec!["configuration"],
     }));
     Ok(out)

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde_json::Value;
 
-use super::job::JobError;
+use super::outcome::JobError;
 use super::plan::TargetRecord;
 use crate::hub::{HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;

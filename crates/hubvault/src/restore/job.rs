@@ -28,68 +28,18 @@ use serde_json::{Value, json};
 
 use super::apply::{self, Kind, Passes, Progress};
 use super::configurations;
+use super::outcome::JobError;
 use super::plan::SnapshotRecord;
-use crate::hub::{self, HubClient, JobProperties, JobStatus, PollPolicy};
+use crate::hub::{HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;
 use crate::store::Store;
-use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::sas::SasPermissions;
 
 const DEVICES_FILE: &str = "import-devices.txt";
 const CONFIGURATIONS_FILE: &str = "import-configurations.txt";
 const LINKS_FILE: &str = "import-links.txt";
 /// Written by the service at the root of the output container (docs/azure.md).
 const ERROR_LOGS: [&str; 2] = ["importErrors.log", "importConfigErrors.log"];
-
-/// Why the job engine stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error(transparent)]
-    Hub(#[from] hub::Error),
-    #[error(transparent)]
-    Staging(#[from] crate::staging::Error),
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
-    #[error("reading the target's export stopped: {0}")]
-    Task(String),
-    #[error(
-        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
-    )]
-    Failed {
-        hub: String,
-        job_id: String,
-        status: String,
-        reason: String,
-    },
-}
-
-impl JobError {
-    /// `Failed` (with the service's reason, SAS signatures redacted) unless `done` completed.
-    pub(super) fn unless_completed(
-        hub: &str,
-        job_id: &str,
-        done: &JobProperties,
-    ) -> Result<(), JobError> {
-        if done.status() == JobStatus::Completed {
-            return Ok(());
-        }
-        Err(JobError::Failed {
-            hub: hub.to_owned(),
-            job_id: job_id.to_owned(),
-            status: format!("{:?}", done.status()).to_ascii_lowercase(),
-            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
-        })
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            JobError::Hub(e) => e.code(),
-            JobError::Staging(e) => e.code(),
-            JobError::Store(e) => e.code(),
-            JobError::Failed { .. } => "restore_job_failed",
-            JobError::Task(_) => "restore_task",
-        }
-    }
-}
 
 /// What the job engine did, besides the progress counts.
 #[derive(Debug, Default)]

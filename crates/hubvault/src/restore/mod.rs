@@ -26,6 +26,7 @@ pub mod export;
 pub mod job;
 pub mod lines;
 pub mod live;
+pub mod outcome;
 pub mod pace;
 pub mod plan;
 pub mod readback;
@@ -44,9 +45,10 @@ use crate::staging::Staging;
 use crate::store::Store;
 
 pub use apply::Applied;
+pub use outcome::{Difference, JobError, KeyCheck, Problem};
 pub use plan::{MaxDelete, Mode, Plan, Scope};
-pub use readback::{KeyCheck, VERIFY_KEY_SAMPLE, verify};
-pub use report::{Difference, RestoreReport};
+pub use readback::{VERIFY_KEY_SAMPLE, verify};
+pub use report::RestoreReport;
 
 /// Which engine writes to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +123,7 @@ pub enum Error {
     Stopped {
         hub: String,
         /// Not `#[source]`: the message already says it, and a chain would say it twice.
-        cause: job::JobError,
+        cause: JobError,
         created: u64,
         updated: u64,
         deleted: u64,
@@ -161,7 +163,7 @@ impl Error {
         }
     }
 
-    fn stopped(hub: &str, source: job::JobError, progress: &apply::Progress) -> Error {
+    fn stopped(hub: &str, source: JobError, progress: &apply::Progress) -> Error {
         let a = progress.applied;
         Error::Stopped {
             hub: hub.to_owned(),
@@ -505,7 +507,7 @@ async fn finish(
     let mut progress = apply::Progress::default();
     let passes = apply::passes(&plan, &records, &live);
     let config_plan = configs.as_ref().map(|(_, cp)| cp);
-    let applied: Result<(), job::JobError> = if let Some(staging) = job_staging {
+    let applied: Result<(), JobError> = if let Some(staging) = job_staging {
         report.engine = "job";
         let (job_report, result) = job::run(
             client,
@@ -548,7 +550,7 @@ async fn finish(
         {
             result = configurations::apply(client, cp, &mut progress).await;
         }
-        result.map_err(job::JobError::from)
+        result.map_err(JobError::from)
     };
     if let Err(e) = applied {
         if let Some(s) = &report.staging {
@@ -598,7 +600,7 @@ mod tests {
             code: "409001".into(),
             message: "exists".into(),
         });
-        let source = job::JobError::Hub(hub::Error::Unauthorized {
+        let source = JobError::Hub(hub::Error::Unauthorized {
             hub: "hub-b".into(),
             code: 401_002,
         });

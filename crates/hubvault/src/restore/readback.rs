@@ -14,11 +14,11 @@
 //! Must not: write to the hub, print.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 use super::canonical;
+use super::outcome::{Difference, KeyCheck, Problem};
 use super::plan::{self, Mode, Scope};
-use super::{Difference, Error, RestoreOptions, live};
+use super::{Error, RestoreOptions, live};
 use crate::hub::HubClient;
 use crate::staging::Staging;
 
@@ -49,73 +49,6 @@ pub fn key_way(needed: usize, staging: bool, job_min: usize) -> KeyWay {
         KeyWay::ReadAll
     } else {
         KeyWay::Sample
-    }
-}
-
-/// What the key comparison covered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct KeyCheck {
-    /// Records whose keys were read back and compared.
-    pub checked: usize,
-    /// Records of the restore that carry keys (all of them equal on everything else).
-    pub of: usize,
-    /// `export-job` or `registry-reads`.
-    pub via: &'static str,
-    /// The verification's export job.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    /// Why an export job was not used although staging was at hand (it failed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// Whether a staging container was at hand (the advice to configure one is given only when
-    /// it was not).
-    #[serde(skip)]
-    pub staging_at_hand: bool,
-}
-
-impl KeyCheck {
-    /// Every key of the restore was compared.
-    pub fn all(&self) -> bool {
-        self.checked >= self.of
-    }
-
-    /// `all` or `sample of N` (the `verified_keys` field of `--json`).
-    pub fn label(&self) -> String {
-        if self.all() {
-            "all".into()
-        } else {
-            format!("sample of {}", self.checked)
-        }
-    }
-
-    /// One line for people.
-    pub fn sentence(&self) -> String {
-        let via = if self.via == "export-job" {
-            match &self.job_id {
-                Some(j) => format!("through export job {j} of the target"),
-                None => "through an export job of the target".into(),
-            }
-        } else {
-            "by single registry reads".into()
-        };
-        let mut out = if self.all() {
-            format!("keys: all {} record(s) with keys compared {via}", self.of)
-        } else {
-            let advice = if self.staging_at_hand {
-                "run `hubvault diff SNAPSHOT --hub HUB` to compare them all"
-            } else {
-                "configure [staging] or pass --staging to check them all through an export job"
-            };
-            format!(
-                "keys: only a sample of {} of {} record(s) with keys compared {via}; the other \
-                 keys were not read back ({advice})",
-                self.checked, self.of
-            )
-        };
-        if let Some(n) = &self.note {
-            let _ = write!(out, " ({n})");
-        }
-        out
     }
 }
 
@@ -240,11 +173,11 @@ fn sample<T: Clone>(all: &[T], n: usize) -> Vec<T> {
     all.iter().step_by(step).cloned().collect()
 }
 
-fn missing_or_extra(a: plan::Action) -> &'static str {
+fn missing_or_extra(a: plan::Action) -> Problem {
     match a {
-        plan::Action::Create => "missing",
-        plan::Action::Delete => "extra",
-        _ => "differs",
+        plan::Action::Create => Problem::Missing,
+        plan::Action::Delete => Problem::Extra,
+        _ => Problem::Differs,
     }
 }
 
@@ -322,7 +255,7 @@ mod tests {
         let found = |mode| {
             differences(&plan::plan(&wanted, &live, mode, &Scope::default()), &[])
                 .iter()
-                .map(|d| format!("{} {} {}", d.id, d.problem, d.aspects.join(",")))
+                .map(|d| format!("{} {} {}", d.id, d.problem.as_str(), d.aspects.join(",")))
                 .collect::<Vec<_>>()
         };
         assert_eq!(

@@ -10,20 +10,10 @@ use serde_json::{Value, json};
 
 use super::apply::Applied;
 use super::bulk::Failure;
-use super::readback::KeyCheck;
+use super::outcome::{Difference, KeyCheck};
 use super::{Engine, Plan, RestoreOptions};
 use crate::preflight;
 use crate::snapshot::Manifest;
-
-/// Something the verification still found different after applying.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Difference {
-    /// `id`, `id/moduleId`, or `configuration:ID`.
-    pub id: String,
-    /// `missing`, `extra` or `differs`.
-    pub problem: &'static str,
-    pub aspects: Vec<&'static str>,
-}
 
 #[derive(Debug)]
 pub struct RestoreReport {
@@ -264,7 +254,13 @@ impl RestoreReport {
                     self.differences.len()
                 );
                 for d in &self.differences {
-                    let _ = writeln!(out, "  {} {} {}", d.problem, d.id, d.aspects.join(","));
+                    let _ = writeln!(
+                        out,
+                        "  {} {} {}",
+                        d.problem.as_str(),
+                        d.id,
+                        d.aspects.join(",")
+                    );
                 }
             }
             None => {}

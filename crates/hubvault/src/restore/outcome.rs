@@ -1,0 +1,158 @@
+//! What a restore's parts report to each other and to the user: why the job engine stopped
+//! ([`JobError`]), what verification still found different ([`Difference`]), and how far the
+//! key comparison went ([`KeyCheck`]). Its own module so the engines, verification and the
+//! report depend on it rather than on each other.
+
+use std::fmt::Write as _;
+
+use crate::hub::{self, JobProperties, JobStatus};
+use crate::store::sas::redact_sas;
+
+/// Why the job engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Hub(#[from] hub::Error),
+    #[error(transparent)]
+    Staging(#[from] crate::staging::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("reading the target's export stopped: {0}")]
+    Task(String),
+    #[error(
+        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
+    )]
+    Failed {
+        hub: String,
+        job_id: String,
+        status: String,
+        reason: String,
+    },
+}
+
+impl JobError {
+    /// `Failed` (with the service's reason, SAS signatures redacted) unless `done` completed.
+    pub(super) fn unless_completed(
+        hub: &str,
+        job_id: &str,
+        done: &JobProperties,
+    ) -> Result<(), JobError> {
+        if done.status() == JobStatus::Completed {
+            return Ok(());
+        }
+        Err(JobError::Failed {
+            hub: hub.to_owned(),
+            job_id: job_id.to_owned(),
+            status: format!("{:?}", done.status()).to_ascii_lowercase(),
+            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+        })
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::Hub(e) => e.code(),
+            JobError::Staging(e) => e.code(),
+            JobError::Store(e) => e.code(),
+            JobError::Failed { .. } => "restore_job_failed",
+            JobError::Task(_) => "restore_task",
+        }
+    }
+}
+
+/// What is wrong with one record after a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    /// In the snapshot, not on the target.
+    Missing,
+    /// On the target, not in the snapshot (mirror).
+    Extra,
+    /// On both, with different contents.
+    Differs,
+}
+
+impl Problem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::Missing => "missing",
+            Problem::Extra => "extra",
+            Problem::Differs => "differs",
+        }
+    }
+}
+
+/// Something the verification still found different after applying.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// `id`, `id/moduleId`, or `configuration:ID`.
+    pub id: String,
+    pub problem: Problem,
+    pub aspects: Vec<&'static str>,
+}
+
+/// What the key comparison covered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyCheck {
+    /// Records whose keys were read back and compared.
+    pub checked: usize,
+    /// Records of the restore that carry keys (all of them equal on everything else).
+    pub of: usize,
+    /// `export-job` or `registry-reads`.
+    pub via: &'static str,
+    /// The verification's export job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Why an export job was not used although staging was at hand (it failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Whether a staging container was at hand (the advice to configure one is given only when
+    /// it was not).
+    #[serde(skip)]
+    pub staging_at_hand: bool,
+}
+
+impl KeyCheck {
+    /// Every key of the restore was compared.
+    pub fn all(&self) -> bool {
+        self.checked >= self.of
+    }
+
+    /// `all` or `sample of N` (the `verified_keys` field of `--json`).
+    pub fn label(&self) -> String {
+        if self.all() {
+            "all".into()
+        } else {
+            format!("sample of {}", self.checked)
+        }
+    }
+
+    /// One line for people.
+    pub fn sentence(&self) -> String {
+        let via = if self.via == "export-job" {
+            match &self.job_id {
+                Some(j) => format!("through export job {j} of the target"),
+                None => "through an export job of the target".into(),
+            }
+        } else {
+            "by single registry reads".into()
+        };
+        let mut out = if self.all() {
+            format!("keys: all {} record(s) with keys compared {via}", self.of)
+        } else {
+            let advice = if self.staging_at_hand {
+                "run `hubvault diff SNAPSHOT --hub HUB` to compare them all"
+            } else {
+                "configure [staging] or pass --staging to check them all through an export job"
+            };
+            format!(
+                "keys: only a sample of {} of {} record(s) with keys compared {via}; the other \
+                 keys were not read back ({advice})",
+                self.checked, self.of
+            )
+        };
+        if let Some(n) = &self.note {
+            let _ = write!(out, " ({n})");
+        }
+        out
+    }
+}
