@@ -340,7 +340,7 @@ mod steps {
             r.applied.update,
             r.applied.links,
             r.applied.configurations,
-            r.engine,
+            r.engine.as_str(),
             r.failed.len(),
             match r.verified {
                 Some(true) => "equal".to_owned(),

@@ -245,9 +245,14 @@ mod tests {
         CloneReport {
             preflight: preflight_ok.map(|ok| {
                 Report::new(vec![if ok {
-                    Finding::pass("ip-firewall", "allowed")
+                    Finding::pass(crate::preflight::Check::IpFirewall, "allowed")
                 } else {
-                    Finding::fail("ip-firewall", "401002", "blocked by rule x", "allow it")
+                    Finding::fail(
+                        crate::preflight::Check::IpFirewall,
+                        "401002",
+                        "blocked by rule x",
+                        "allow it",
+                    )
                 }])
             }),
             backup: None,

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use super::{Finding, Report, conflicts_finding, firewall_finding, quota_finding};
+use super::{Check, Finding, Report, conflicts_finding, firewall_finding, quota_finding};
 use crate::arm::{ArmClient, HUB_DEVICE_CAP, NetworkRules, Verdict};
 use crate::hub::{self, HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;
@@ -79,7 +79,7 @@ pub async fn run(checks: &Checks<'_>) -> Report {
         let (quota, source) = device_cap(checks).await;
         findings.push(match checks.client.statistics().await {
             Ok(s) => quota_finding(checks.hub, s.total_device_count, creates, quota, &source),
-            Err(e) => failed("device-quota", &e),
+            Err(e) => failed(Check::DeviceQuota, &e),
         });
         if let Some(ids) = checks.conflicts {
             findings.push(conflicts_finding(checks.hub, ids));
@@ -135,7 +135,7 @@ async fn firewall(checks: &Checks<'_>, findings: &mut Vec<Finding>) -> Option<Fi
         Ok(r) => r,
         Err(e) => {
             findings.push(Finding::fail(
-                "ip-firewall",
+                Check::IpFirewall,
                 e.code(),
                 format!(
                     "cannot read {}'s network rules through ARM: {e}",
@@ -148,7 +148,7 @@ async fn firewall(checks: &Checks<'_>, findings: &mut Vec<Finding>) -> Option<Fi
     };
     let Some(caller) = checks.caller_ip else {
         findings.push(Finding::pass(
-            "ip-firewall",
+            Check::IpFirewall,
             format!(
                 "{}: rules read through ARM, but this caller's public address is unknown; pass --caller-ip to compare",
                 checks.hub
@@ -172,7 +172,7 @@ async fn credentials(
     let hub = checks.hub;
     let Err(err) = checks.client.statistics().await else {
         findings.push(Finding::pass(
-            "credentials",
+            Check::Credentials,
             format!("{hub} accepted the credential (registry read)"),
         ));
         return true;
@@ -180,7 +180,7 @@ async fn credentials(
     findings.push(match (&err, firewall) {
         (hub::Error::Unauthorized { code, .. }, Some(fact)) => match &fact.verdict {
             Verdict::Blocked { .. } => Finding::fail(
-                "credentials",
+                Check::Credentials,
                 &code.to_string(),
                 format!(
                     "{hub} rejected this caller ({code}) because its IP firewall blocks {} (see ip-firewall); the key could not be checked",
@@ -189,7 +189,7 @@ async fn credentials(
                 "allow this address on the hub (or run from an allowed network), then run preflight again",
             ),
             Verdict::Allowed { reason } => Finding::fail(
-                "credentials",
+                Check::Credentials,
                 "bad_credential",
                 format!(
                     "{hub} rejected the credential ({code}) although its IP firewall lets {} in ({reason}): the key is wrong, expired or was regenerated",
@@ -199,7 +199,7 @@ async fn credentials(
             ),
         },
         (hub::Error::Unauthorized { code, .. }, None) => Finding::fail(
-            "credentials",
+            Check::Credentials,
             &code.to_string(),
             format!(
                 "{hub} rejected this caller ({code}); most likely its IP firewall or disabled public network access excludes this machine's address — a wrong or expired key gives the same code"
@@ -207,12 +207,12 @@ async fn credentials(
             "allow this machine's public address on the hub (or run from an allowed network); configure [arm] and the hub's resource-id so preflight can read the rules and tell a firewall block from a wrong key",
         ),
         (hub::Error::PermissionMissing { code, detail, .. }, _) => Finding::fail(
-            "credentials",
+            Check::Credentials,
             &code.to_string(),
             format!("{hub} accepted the credential but it may not read the registry ({detail})"),
             "use a policy with RegistryRead (e.g. iothubowner) or grant an IoT Hub data reader role",
         ),
-        (e, _) => failed("credentials", e),
+        (e, _) => failed(Check::Credentials, e),
     });
     false
 }
@@ -222,11 +222,11 @@ async fn permissions(checks: &Checks<'_>) -> Finding {
     let hub = checks.hub;
     match checks.client.create_job(&JobProperties::default()).await {
         Err(hub::Error::BadRequest { .. } | hub::Error::JobSlotBusy { .. }) => Finding::pass(
-            "permissions",
+            Check::Permissions,
             format!("{hub}: the credential may run import/export jobs (RegistryWrite)"),
         ),
         Err(hub::Error::PermissionMissing { code, .. }) => Finding::fail(
-            "permissions",
+            Check::Permissions,
             &code.to_string(),
             format!(
                 "{hub}: the credential lacks RegistryWrite, which import/export jobs (backup, restore, clone) need"
@@ -236,11 +236,11 @@ async fn permissions(checks: &Checks<'_>) -> Finding {
         Ok(job) => {
             let _ = checks.client.cancel_job(job.id()).await;
             Finding::pass(
-                "permissions",
+                Check::Permissions,
                 format!("{hub}: the credential may run import/export jobs"),
             )
         }
-        Err(e) => failed("permissions", &e),
+        Err(e) => failed(Check::Permissions, &e),
     }
 }
 
@@ -249,12 +249,12 @@ async fn job_slot(checks: &Checks<'_>) -> Finding {
     let running = match checks.client.active_job().await {
         Ok(None) => {
             return Finding::pass(
-                "job-slot",
+                Check::JobSlot,
                 format!("{hub}: no import/export job is running"),
             );
         }
         Ok(Some(job)) => job,
-        Err(e) => return failed("job-slot", &e),
+        Err(e) => return failed(Check::JobSlot, &e),
     };
     let id = running.id().to_owned();
     let kind = running
@@ -263,14 +263,14 @@ async fn job_slot(checks: &Checks<'_>) -> Finding {
     if checks.wait_for_slot {
         return match checks.client.wait_for_job(&id, &checks.poll, |_| {}).await {
             Ok(_) => Finding::pass(
-                "job-slot",
+                Check::JobSlot,
                 format!("{hub}: waited for {kind} job {id} to finish; the slot is free"),
             ),
-            Err(e) => failed("job-slot", &e),
+            Err(e) => failed(Check::JobSlot, &e),
         };
     }
     Finding::fail(
-        "job-slot",
+        Check::JobSlot,
         "job_slot_busy",
         format!(
             "{hub} runs {kind} job {id} ({:?}); only one import/export job may run per hub",
@@ -296,11 +296,11 @@ async fn staging_findings(checks: &Checks<'_>, staging: &Staging) -> Vec<Finding
     .await;
     out.push(match result {
         Ok(_) => Finding::pass(
-            "staging",
+            Check::Staging,
             format!("{}: write, read and delete work", staging.location()),
         ),
         Err(e) => Finding::fail(
-            "staging",
+            Check::Staging,
             e.code(),
             format!("staging storage is not usable by hubvault: {e}"),
             "check the staging container exists and the credential (account key or SAS with r, w, d, l) is valid",
@@ -308,7 +308,7 @@ async fn staging_findings(checks: &Checks<'_>, staging: &Staging) -> Vec<Finding
     });
     if let Err(e) = staging.job_container_uri(SasPermissions::export_output()) {
         out.push(Finding::fail(
-            "staging-sas",
+            Check::StagingSas,
             e.code(),
             format!("cannot hand the hub a SAS for staging: {e}"),
             "give [staging] an account-key connection string, or --staging a container URL with SAS",
@@ -318,7 +318,7 @@ async fn staging_findings(checks: &Checks<'_>, staging: &Staging) -> Vec<Finding
         && let Some(why) = staging.unreachable_by_cloud()
     {
         out.push(Finding::fail(
-            "staging-reachable-by-hub",
+            Check::StagingReachableByHub,
             "staging_unreachable",
             format!("{} cannot reach staging at {}: {why}", checks.hub, staging.location()),
             "use a storage account in Azure that the hub can reach (public endpoint or trusted-service access)",
@@ -327,7 +327,7 @@ async fn staging_findings(checks: &Checks<'_>, staging: &Staging) -> Vec<Finding
     out
 }
 
-fn failed(check: &str, e: &hub::Error) -> Finding {
+fn failed(check: Check, e: &hub::Error) -> Finding {
     let fix = match e {
         hub::Error::FailingOver { .. } => {
             "wait for the hub's failover to complete (the Azure portal or `az iot hub show` shows its state), then run again"

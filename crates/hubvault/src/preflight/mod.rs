@@ -21,10 +21,41 @@ use crate::arm::{NetworkRules, Verdict};
 
 pub use gather::{ArmAccess, Checks, device_cap, run};
 
+/// What a preflight checks. The kebab-case names are part of the `--json` contract.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    IpFirewall,
+    Credentials,
+    Permissions,
+    JobSlot,
+    DeviceQuota,
+    Staging,
+    StagingSas,
+    StagingReachableByHub,
+    IdConflicts,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::IpFirewall => "ip-firewall",
+            Check::Credentials => "credentials",
+            Check::Permissions => "permissions",
+            Check::JobSlot => "job-slot",
+            Check::DeviceQuota => "device-quota",
+            Check::Staging => "staging",
+            Check::StagingSas => "staging-sas",
+            Check::StagingReachableByHub => "staging-reachable-by-hub",
+            Check::IdConflicts => "id-conflicts",
+        }
+    }
+}
+
 /// One check's result. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
-    pub check: String,
+    pub check: Check,
     pub ok: bool,
     /// A machine-readable code when the check failed (`401002`, `job_slot_busy`, …).
     pub code: Option<String>,
@@ -34,9 +65,9 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn pass(check: &str, detail: impl Into<String>) -> Self {
+    pub fn pass(check: Check, detail: impl Into<String>) -> Self {
         Finding {
-            check: check.to_owned(),
+            check,
             ok: true,
             code: None,
             detail: detail.into(),
@@ -45,13 +76,13 @@ impl Finding {
     }
 
     pub fn fail(
-        check: &str,
+        check: Check,
         code: &str,
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
         Finding {
-            check: check.to_owned(),
+            check,
             ok: false,
             code: Some(code.to_owned()),
             detail: detail.into(),
@@ -80,14 +111,14 @@ impl Report {
         let width = self
             .findings
             .iter()
-            .map(|f| f.check.len())
+            .map(|f| f.check.as_str().len())
             .max()
             .unwrap_or(5)
             .max(5);
         let mut out = String::new();
         for f in &self.findings {
             let mark = if f.ok { "ok  " } else { "FAIL" };
-            let _ = writeln!(out, "{mark}  {:width$}  {}", f.check, f.detail);
+            let _ = writeln!(out, "{mark}  {:width$}  {}", f.check.as_str(), f.detail);
             if let Some(fix) = &f.fix {
                 let _ = writeln!(out, "      {:width$}  fix: {fix}", "");
             }
@@ -105,9 +136,9 @@ impl Report {
 /// The firewall check, from the hub's rules and the caller's public address.
 pub fn firewall_finding(hub: &str, rules: &NetworkRules, caller: IpAddr) -> Finding {
     match rules.verdict(caller) {
-        Verdict::Allowed { reason } => Finding::pass("ip-firewall", format!("{hub}: {reason}")),
+        Verdict::Allowed { reason } => Finding::pass(Check::IpFirewall, format!("{hub}: {reason}")),
         Verdict::Blocked { reason } => Finding::fail(
-            "ip-firewall",
+            Check::IpFirewall,
             "401002",
             format!("{hub} will reject this caller ({caller}) with 401002: {reason}"),
             format!(
@@ -125,12 +156,12 @@ pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64, source:
     let after = existing.saturating_add(creates);
     if after <= limit {
         Finding::pass(
-            "device-quota",
+            Check::DeviceQuota,
             format!("{hub}: {existing} + {creates} new = {after} of {limit} allowed ({source})"),
         )
     } else {
         Finding::fail(
-            "device-quota",
+            Check::DeviceQuota,
             "403002",
             format!(
                 "{hub}: {existing} existing + {creates} new = {after}, over the limit of {limit} ({source})"
@@ -144,7 +175,7 @@ pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64, source:
 pub fn conflicts_finding(hub: &str, conflicting: &[String]) -> Finding {
     if conflicting.is_empty() {
         return Finding::pass(
-            "id-conflicts",
+            Check::IdConflicts,
             format!("{hub}: none of the snapshot's devices exist yet"),
         );
     }
@@ -156,7 +187,7 @@ pub fn conflicts_finding(hub: &str, conflicting: &[String]) -> Finding {
         String::new()
     };
     Finding::fail(
-        "id-conflicts",
+        Check::IdConflicts,
         "409001",
         format!(
             "{hub}: {} device(s) already exist: {}{tail}",
@@ -213,7 +244,7 @@ mod tests {
     #[test]
     fn report_table_marks_failures() {
         let r = Report::new(vec![
-            Finding::pass("credentials", "RegistryRead ok"),
+            Finding::pass(Check::Credentials, "RegistryRead ok"),
             quota_finding("h", 1, 1, 1, "test"),
         ]);
         assert!(!r.ok);

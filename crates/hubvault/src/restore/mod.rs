@@ -61,6 +61,16 @@ pub enum Engine {
     Auto,
 }
 
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Job => "job",
+            Engine::Bulk => "bulk",
+            Engine::Auto => "auto",
+        }
+    }
+}
+
 /// From how many writes `auto` prefers an import job (when staging is configured).
 pub const JOB_THRESHOLD: usize = 5_000;
 
@@ -362,7 +372,7 @@ pub async fn run_with_checks(
             ));
         }
         // The early check knew no plan: count the plan's creates against the cap now.
-        findings.retain(|f| f.check != "device-quota");
+        findings.retain(|f| f.check != preflight::Check::DeviceQuota);
         let (quota, source) = preflight::device_cap(&checks).await;
         let existing = client.statistics().await.map_err(Error::Target)?;
         findings.push(preflight::quota_finding(
@@ -508,7 +518,7 @@ async fn finish(
     let passes = apply::passes(&plan, &records, &live);
     let config_plan = configs.as_ref().map(|(_, cp)| cp);
     let applied: Result<(), JobError> = if let Some(staging) = job_staging {
-        report.engine = "job";
+        report.engine = Engine::Job;
         let (job_report, result) = job::run(
             client,
             staging,
@@ -543,7 +553,7 @@ async fn finish(
         report.retried = job_report.retried;
         result
     } else {
-        report.engine = "bulk";
+        report.engine = Engine::Bulk;
         let mut result = apply::run_bulk(client, passes, &records, &mut progress).await;
         if result.is_ok()
             && let Some(cp) = config_plan

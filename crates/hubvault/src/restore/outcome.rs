@@ -59,6 +59,16 @@ impl JobError {
     }
 }
 
+/// How verification read the target's keys back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyVia {
+    /// One export job of the target.
+    ExportJob,
+    /// A registry read per record.
+    RegistryReads,
+}
+
 /// What is wrong with one record after a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,7 +108,7 @@ pub struct KeyCheck {
     /// Records of the restore that carry keys (all of them equal on everything else).
     pub of: usize,
     /// `export-job` or `registry-reads`.
-    pub via: &'static str,
+    pub via: KeyVia,
     /// The verification's export job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
@@ -128,7 +138,7 @@ impl KeyCheck {
 
     /// One line for people.
     pub fn sentence(&self) -> String {
-        let via = if self.via == "export-job" {
+        let via = if self.via == KeyVia::ExportJob {
             match &self.job_id {
                 Some(j) => format!("through export job {j} of the target"),
                 None => "through an export job of the target".into(),

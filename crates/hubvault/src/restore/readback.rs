@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use super::canonical;
-use super::outcome::{Difference, KeyCheck, Problem};
+use super::outcome::{Difference, KeyCheck, KeyVia, Problem};
 use super::plan::{self, Mode, Scope};
 use super::{Error, RestoreOptions, live};
 use crate::hub::HubClient;
@@ -99,7 +99,7 @@ pub async fn verify(
                     keys: KeyCheck {
                         checked: with_keys,
                         of: with_keys,
-                        via: "export-job",
+                        via: KeyVia::ExportJob,
                         job_id: Some(job_id),
                         note: None,
                         staging_at_hand: true,
@@ -160,7 +160,7 @@ async fn read_keys(
     Ok(KeyCheck {
         checked: chosen.len(),
         of: needed.len(),
-        via: "registry-reads",
+        via: KeyVia::RegistryReads,
         job_id: None,
         note,
         staging_at_hand: false,
@@ -311,7 +311,7 @@ mod tests {
         let all = KeyCheck {
             checked: 300,
             of: 300,
-            via: "export-job",
+            via: KeyVia::ExportJob,
             job_id: Some("j1".into()),
             note: None,
             staging_at_hand: true,
@@ -322,7 +322,7 @@ mod tests {
         let some = KeyCheck {
             checked: 100,
             of: 2_500,
-            via: "registry-reads",
+            via: KeyVia::RegistryReads,
             job_id: None,
             note: Some("the export job reading them failed (job_failed)".into()),
             staging_at_hand: false,

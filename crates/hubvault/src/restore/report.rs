@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::apply::Applied;
 use super::bulk::Failure;
 use super::outcome::{Difference, KeyCheck};
-use super::{Engine, Plan, RestoreOptions};
+use super::{Engine, Mode, Plan, RestoreOptions};
 use crate::preflight;
 use crate::snapshot::Manifest;
 
@@ -19,9 +19,9 @@ use crate::snapshot::Manifest;
 pub struct RestoreReport {
     pub snapshot: String,
     pub hub: String,
-    pub mode: &'static str,
+    pub mode: Mode,
     /// The engine that applied (`bulk`, `job`), or the one asked for on a dry run.
-    pub engine: &'static str,
+    pub engine: Engine,
     pub dry_run: bool,
     pub plan: Plan,
     pub configurations: Option<Value>,
@@ -54,12 +54,8 @@ impl RestoreReport {
         RestoreReport {
             snapshot: manifest.id.clone(),
             hub: hub.to_owned(),
-            mode: options.mode.as_str(),
-            engine: match options.engine {
-                Engine::Job => "job",
-                Engine::Bulk => "bulk",
-                Engine::Auto => "auto",
-            },
+            mode: options.mode,
+            engine: options.engine,
             dry_run: options.dry_run,
             plan: plan.clone(),
             configurations: None,
@@ -97,8 +93,8 @@ impl RestoreReport {
         let mut v = json!({
             "snapshot": self.snapshot,
             "hub": self.hub,
-            "mode": self.mode,
-            "engine": self.engine,
+            "mode": self.mode.as_str(),
+            "engine": self.engine.as_str(),
             "dry_run": self.dry_run,
             "plan": self.plan.counts_json(),
             "applied": self.applied,
@@ -163,7 +159,7 @@ impl RestoreReport {
             "plan for {} from snapshot {} ({}): {} to create, {} to update, {} to delete, {} unchanged{}",
             self.hub,
             self.snapshot,
-            self.mode,
+            self.mode.as_str(),
             c.create,
             c.update,
             c.delete,
@@ -218,7 +214,12 @@ impl RestoreReport {
         let _ = writeln!(
             out,
             "applied with the {} engine: {} created, {} updated, {} deleted, {} edge links, {} configurations",
-            self.engine, a.create, a.update, a.delete, a.links, a.configurations
+            self.engine.as_str(),
+            a.create,
+            a.update,
+            a.delete,
+            a.links,
+            a.configurations
         );
         if let Some(j) = &self.job_id {
             let _ = writeln!(
