@@ -212,7 +212,10 @@ impl fmt::Debug for StagingEntry {
             )
             .field(
                 "container_url",
-                &self.container_url.as_ref().map(|u| redact_query(u)),
+                &self
+                    .container_url
+                    .as_ref()
+                    .map(|u| crate::redact::redact(u)),
             )
             .field("container", &self.container)
             .field("sas_lifetime", &self.sas_lifetime)
@@ -337,14 +340,6 @@ pub fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => path.to_path_buf(),
-    }
-}
-
-/// Replace the query string of a URL (where a SAS lives) with `<redacted>`.
-pub fn redact_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?<redacted>"),
-        None => url.to_owned(),
     }
 }
 

@@ -53,6 +53,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod policy;
 pub mod preflight;
+pub mod redact;
 pub mod restore;
 pub mod services;
 pub mod snapshot;

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::hub::{HubClient, JobProperties};
 use crate::store::azure::{AzureAuth, AzureLocation, AzureStore};
 use crate::store::local::LocalStore;
-use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::sas::SasPermissions;
 use crate::store::{self, Store};
 
 /// Default `sas-lifetime`: the longest job we allow (docs/azure.md).
@@ -98,13 +98,13 @@ impl SecretUrl {
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretUrl({})", redact_sas(&self.0))
+        write!(f, "SecretUrl({})", crate::redact::redact(&self.0))
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_sas(&self.0))
+        f.write_str(&crate::redact::redact(&self.0))
     }
 }
 
@@ -212,7 +212,7 @@ impl Staging {
             access,
             store,
             hub: segment,
-            run_id: new_run_id(OffsetDateTime::now_utc(), rand::random()),
+            run_id: store::time_id(OffsetDateTime::now_utc(), rand::random()),
             sas_lifetime,
             import_lock: Arc::default(),
             journal: Arc::default(),
@@ -692,20 +692,6 @@ fn hub_segment(hub: &str) -> Result<String> {
             detail: format!("{hub:?} cannot name a staging folder; use the hub's host name"),
         })
     }
-}
-
-/// A run id that sorts by time: UTC second, then 8 random hex digits.
-pub fn new_run_id(now: OffsetDateTime, random: u32) -> String {
-    let t = now.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{random:08x}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// `sas-lifetime`: a number and a unit, `s`, `min`, `h` or `d` (`6h`, `90min`, `30s`), at most

@@ -21,7 +21,7 @@ use crate::snapshot::Source;
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES};
 use crate::staging::{SecretUrl, Staging};
 use crate::store::Store;
-use crate::store::sas::{SasPermissions, redact_sas};
+use crate::store::sas::SasPermissions;
 
 /// Staging file names of an export (the hub writes them under the run's folder).
 pub const DEVICES_FILE: &str = "devices.txt";
@@ -177,7 +177,9 @@ async fn export_and_seal(
             hub: client.name().to_owned(),
             job_id,
             status: format!("{:?}", done.status()).to_ascii_lowercase(),
-            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+            reason: crate::redact::redact(
+                done.failure_reason.as_deref().unwrap_or("no reason given"),
+            ),
         });
     }
     let after = count_identities(client).await;

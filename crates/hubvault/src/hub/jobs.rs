@@ -107,30 +107,9 @@ pub struct JobProperties {
     pub parent_job_id: Option<String>,
 }
 
-/// Replace the value of `sig=` in a URL (or URL-ish text) with `<redacted>`.
-pub(crate) fn redact_sig(uri: &str) -> String {
-    let mut out = String::with_capacity(uri.len());
-    let mut rest = uri;
-    while let Some((before, after)) = rest.split_once("sig=") {
-        let boundary = before
-            .as_bytes()
-            .last()
-            .is_none_or(|b| matches!(b, b'?' | b'&'));
-        out.push_str(before);
-        out.push_str("sig=");
-        rest = after;
-        if boundary {
-            out.push_str("<redacted>");
-            rest = &rest[rest.find('&').unwrap_or(rest.len())..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 impl fmt::Debug for JobProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let uri = |u: &Option<String>| u.as_deref().map(redact_sig);
+        let uri = |u: &Option<String>| u.as_deref().map(crate::redact::redact);
         f.debug_struct("JobProperties")
             .field("job_id", &self.job_id)
             .field("job_type", &self.job_type)
@@ -456,18 +435,6 @@ mod tests {
         let text = format!("{job:?}");
         assert!(!text.contains("SECRETSIG"), "{text}");
         assert!(text.contains("sig=<redacted>&se=2"), "{text}");
-    }
-
-    #[test]
-    fn redact_sig_only_touches_the_parameter() {
-        assert_eq!(
-            redact_sig("https://x/c?sig=a%2Bb&sp=r"),
-            "https://x/c?sig=<redacted>&sp=r"
-        );
-        assert_eq!(
-            redact_sig("https://x/design=1?xsig=1"),
-            "https://x/design=1?xsig=1"
-        );
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use crate::hub::{self, JobProperties, JobStatus};
-use crate::store::sas::redact_sas;
 
 /// Why the job engine stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +43,9 @@ impl JobError {
             hub: hub.to_owned(),
             job_id: job_id.to_owned(),
             status: format!("{:?}", done.status()).to_ascii_lowercase(),
-            reason: redact_sas(done.failure_reason.as_deref().unwrap_or("no reason given")),
+            reason: crate::redact::redact(
+                done.failure_reason.as_deref().unwrap_or("no reason given"),
+            ),
         })
     }
 

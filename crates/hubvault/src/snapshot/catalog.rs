@@ -72,19 +72,9 @@ pub fn is_own_object(file: &str) -> bool {
     matches!(file, MANIFEST | DEVICES_OBJECT | CONFIGURATIONS_OBJECT)
 }
 
-/// A new snapshot id: the UTC second of `now`, then 8 random hex digits
-/// (`20261126T020000Z-3f9a1c2e`), so ids sort by time and two backups in one second differ.
+/// A new snapshot id (`20261126T020000Z-3f9a1c2e`): see [`crate::store::time_id`].
 pub fn new_id(now: OffsetDateTime, random: u32) -> String {
-    let t = now.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{random:08x}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    crate::store::time_id(now, random)
 }
 
 /// `now` as the manifest's `created`: RFC 3339, UTC, whole seconds.

@@ -140,6 +140,22 @@ pub trait ObjectWriter: Send {
     async fn abort(self: Box<Self>) -> Result<()>;
 }
 
+/// A name segment that sorts by time: the UTC second of `now`, then 8 random hex digits
+/// (`20261126T020000Z-3f9a1c2e`), so two made in one second differ. Snapshot ids and staging run
+/// ids both have this shape.
+pub fn time_id(now: OffsetDateTime, random: u32) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{random:08x}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Check an object name: relative, `/`-separated, no empty, `.` or `..` segments, no control
 /// characters. Every backend calls this so a name means the same thing everywhere.
 pub fn check_name(name: &str) -> Result<()> {
@@ -201,7 +217,7 @@ fn developer_credential(shown: &str) -> Result<Arc<dyn azure_core::credentials::
             store: shown.to_owned(),
             detail: format!(
                 "no Entra credential ({}); sign in with az login, or give a SAS URL or a connection string",
-                sas::redact_sas(&e.to_string())
+                crate::redact::redact(&e.to_string())
             ),
         }),
     }

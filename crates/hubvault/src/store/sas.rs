@@ -4,8 +4,8 @@
 //! (Azurite's `devstoreaccount1`, or a staging account reached by key), and `azure_storage_sas`
 //! only does user-delegation SAS. So this module signs requests (Shared Key, used by the
 //! pipeline policy in `store::azure`) and mints least-privilege **service SAS for a container**
-//! (`sr=c`), which is what IoT Hub import/export jobs take. It also owns [`redact_sas`]: every URL
-//! shown to a user goes through it.
+//! (`sr=c`), which is what IoT Hub import/export jobs take. A token shows itself only through
+//! [`crate::redact`].
 //!
 //! Must not: do I/O or read the clock (`start`/`expiry` are parameters).
 
@@ -152,13 +152,13 @@ impl SasToken {
 
 impl fmt::Debug for SasToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SasToken({})", redact_sas(&self.0))
+        write!(f, "SasToken({})", crate::redact::redact(&self.0))
     }
 }
 
 impl fmt::Display for SasToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_sas(&self.0))
+        f.write_str(&crate::redact::redact(&self.0))
     }
 }
 
@@ -297,32 +297,6 @@ impl SharedKey {
     }
 }
 
-/// Replace every `sig=` value in a URL or a message with `<redacted>`.
-pub fn redact_sas(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some((before, after)) = rest.split_once("sig=") {
-        let at_boundary = before
-            .as_bytes()
-            .last()
-            .is_none_or(|b| matches!(b, b'?' | b'&' | b';' | b' ' | b'"'));
-        out.push_str(before);
-        out.push_str("sig=");
-        rest = after;
-        if at_boundary {
-            out.push_str("<redacted>");
-            let end = rest
-                .find(|c: char| {
-                    matches!(c, '&' | ' ' | '"' | '\'' | ';' | ')' | '>') || c.is_whitespace()
-                })
-                .unwrap_or(rest.len());
-            rest = &rest[end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -400,22 +374,6 @@ mod tests {
             );
         }
         assert!(sas.to_string().contains("sig=<redacted>"));
-    }
-
-    #[test]
-    fn redact_sas_in_urls_and_messages() {
-        assert_eq!(
-            redact_sas("https://a.blob.core.windows.net/c?sv=1&sig=ab%2Fcd&se=x"),
-            "https://a.blob.core.windows.net/c?sv=1&sig=<redacted>&se=x"
-        );
-        assert_eq!(
-            redact_sas("error sending request for url (http://h/c?sig=SECRET): boom"),
-            "error sending request for url (http://h/c?sig=<redacted>): boom"
-        );
-        assert_eq!(
-            redact_sas("no signature here; design=1"),
-            "no signature here; design=1"
-        );
     }
 
     #[test]

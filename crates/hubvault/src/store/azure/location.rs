@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::super::sas::{AZURITE_ACCOUNT, AZURITE_KEY, SasToken, SharedKey, redact_sas};
+use super::super::sas::{AZURITE_ACCOUNT, AZURITE_KEY, SasToken, SharedKey};
 use super::super::{Error, Result};
 
 /// How requests to the store are authorized.
@@ -58,7 +58,7 @@ pub struct AzureLocation {
 
 fn bad(what: &str, detail: impl Into<String>) -> Error {
     Error::Backend {
-        store: redact_sas(what),
+        store: crate::redact::redact(what),
         detail: detail.into(),
     }
 }
@@ -135,7 +135,7 @@ impl AzureLocation {
                 "not an http(s) URL; give the container URL (https://ACCOUNT.blob.core.windows.net/CONTAINER)",
             ));
         }
-        let shown = redact_sas(s);
+        let shown = crate::redact::redact(s);
         let sas = url
             .query()
             .filter(|q| q.contains("sig="))

@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _};
 use time::OffsetDateTime;
 
-use super::sas::{SasPermissions, SasToken, redact_sas};
+use super::sas::{SasPermissions, SasToken};
 use super::{ByteStream, Error, ObjectMeta, ObjectWriter, Result, Store, check_name};
 pub use location::{AzureAuth, AzureLocation};
 pub use root::LeaseOutcome;
@@ -72,7 +72,7 @@ impl AzureStore {
         let shown = location.display();
         let sdk_err = |e: azure_core::Error| Error::Backend {
             store: shown.clone(),
-            detail: redact_sas(&e.to_string()),
+            detail: crate::redact::redact(&e.to_string()),
         };
         let container_url = location.container_url();
         let container = match &location.auth {
@@ -181,7 +181,7 @@ impl AzureStore {
             },
             (None, _) => Error::Backend {
                 store,
-                detail: format!("{op} failed: {}", redact_sas(&e.to_string())),
+                detail: format!("{op} failed: {}", crate::redact::redact(&e.to_string())),
             },
         }
     }
@@ -226,7 +226,7 @@ impl Store for AzureStore {
             Err(e) => {
                 tracing::debug!(
                     "the store's clock is not readable ({}); using the local clock",
-                    redact_sas(&e.to_string())
+                    crate::redact::redact(&e.to_string())
                 );
                 None
             }
