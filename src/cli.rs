@@ -262,25 +262,8 @@ pub struct CloneArgs {
     /// encrypted snapshot in a temporary store, deleted afterwards).
     #[arg(long)]
     pub keep: bool,
-    /// create: only new devices; upsert: create or update; mirror: also delete what the source lacks.
-    #[arg(long, value_enum, default_value = "upsert")]
-    pub mode: RestoreMode,
-    /// Only devices whose id matches this glob (e.g. 'plant-7-*').
-    #[arg(long, value_name = "GLOB")]
-    pub only: Option<String>,
-    /// job: import job through staging; bulk: registry API (no staging); auto: by size.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub engine: RestoreEngine,
-    /// Back up the source and show the plan for the target, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// mirror: how many identities it may delete, a count (500) or a share of the target
-    /// (25%). Default: 10% of the target, and none when the source holds none.
-    #[arg(long, value_name = "N|P%")]
-    pub max_delete: Option<hubvault::restore::MaxDelete>,
-    /// Skip the preflight checks of the target.
-    #[arg(long)]
-    pub no_preflight: bool,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
     #[command(flatten)]
     pub live: LiveArgs,
     #[command(flatten)]
@@ -309,7 +292,21 @@ pub struct RestoreArgs {
         hide_env_values = true
     )]
     pub to: String,
-    /// create: only create (existing ids are conflicts); upsert: create and update; mirror: also delete what the snapshot lacks.
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+/// How restore and clone write to the target (one declaration for both).
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// create: only create (existing ids are conflicts); upsert: create and update; mirror: also
+    /// delete what the snapshot (or the clone's source) lacks.
     #[arg(long, value_enum, default_value = "upsert")]
     pub mode: RestoreMode,
     /// Only device ids matching this glob (e.g. 'plant-7-*').
@@ -318,7 +315,7 @@ pub struct RestoreArgs {
     /// job: import job through staging; bulk: registry API, ≤100 per call; auto: by size.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: RestoreEngine,
-    /// Show the plan, change nothing.
+    /// Show the plan, change nothing (a clone still backs up the source).
     #[arg(long)]
     pub dry_run: bool,
     /// mirror: how many identities it may delete, a count (500) or a share of the target
@@ -328,12 +325,6 @@ pub struct RestoreArgs {
     /// Skip the checks before applying.
     #[arg(long)]
     pub no_preflight: bool,
-    #[command(flatten)]
-    pub live: LiveArgs,
-    #[command(flatten)]
-    pub hub: HubFilter,
-    #[command(flatten)]
-    pub keys: Keys,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -16,12 +16,11 @@ use hubvault::backup::{BackupOptions, HubBackupOptions};
 use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
 use hubvault::hub::HubClient;
-use hubvault::restore::{Engine, Mode, RestoreOptions};
 use hubvault::staging::Staging;
 
 use super::{identities, live, open_store, recipients};
 use crate::Outcome;
-use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine, RestoreMode};
+use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine};
 
 pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
     let options = DemoOptions {
@@ -79,7 +78,7 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     let (target_hub, target) = live::resolve(&args.to, config, &args.live)?;
     let staging = Staging::open(args.live.staging.as_deref(), config, source.host())?;
     // The import job needs a staging area of its own (blob names carry the target hub).
-    let target_staging = if matches!(args.engine, RestoreEngine::Bulk) {
+    let target_staging = if matches!(args.apply.engine, RestoreEngine::Bulk) {
         None
     } else {
         Some(Staging::open(
@@ -90,7 +89,7 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     };
     let arm = live::arm_client(config)?;
     let poll = live::poll_policy()?;
-    let preflight = (!args.no_preflight).then(|| {
+    let preflight = (!args.apply.no_preflight).then(|| {
         let mut checks = live::checks_for(&target_hub, &target, arm.as_ref(), &args.live, poll);
         checks.staging = target_staging.as_ref();
         checks.needs_jobs = true;
@@ -118,32 +117,8 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         }
     };
     test_hooks(&mut backup)?;
-    let restore = RestoreOptions {
-        mode: match args.mode {
-            RestoreMode::Create => Mode::Create,
-            RestoreMode::Upsert => Mode::Upsert,
-            RestoreMode::Mirror => Mode::Mirror,
-        },
-        only: args
-            .only
-            .as_deref()
-            .map(glob::Pattern::new)
-            .transpose()
-            .context(
-                "--only is not a valid glob (use * ? [abc]); quote it so the shell leaves it alone",
-            )?,
-        engine: match args.engine {
-            RestoreEngine::Job => Engine::Job,
-            RestoreEngine::Bulk => Engine::Bulk,
-            RestoreEngine::Auto => Engine::Auto,
-        },
-        dry_run: args.dry_run,
-        max_delete: args.max_delete,
-        verify: true,
-        preflight: !args.no_preflight,
-        poll,
-        ..RestoreOptions::default()
-    };
+    let mut restore = super::restore::restore_options(&args.apply)?;
+    restore.poll = poll;
     let request = Request {
         source: &source,
         target: &target,

@@ -16,7 +16,7 @@ use hubvault::store::Store;
 
 use super::{identities, live, open_store};
 use crate::Outcome;
-use crate::cli::{DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
+use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
 /// Tuning: from how many key comparisons an export job reads the target's keys.
 const KEY_READ_JOB_MIN_ENV: &str = "HUBVAULT_KEY_READ_JOB_MIN";
@@ -28,44 +28,7 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
     let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
     let manifest = resolve_snapshot(store.as_ref(), &args.snapshot, hub_filter.as_ref()).await?;
     let (hub, client) = live::resolve(&args.to, config, &args.live)?;
-    let only = args
-        .only
-        .as_deref()
-        .map(glob::Pattern::new)
-        .transpose()
-        .context(
-            "--only is not a valid glob (use * ? [abc]); quote it so the shell leaves it alone",
-        )?;
-    let options = RestoreOptions {
-        mode: match args.mode {
-            RestoreMode::Create => Mode::Create,
-            RestoreMode::Upsert => Mode::Upsert,
-            RestoreMode::Mirror => Mode::Mirror,
-        },
-        only,
-        engine: match args.engine {
-            RestoreEngine::Job => Engine::Job,
-            RestoreEngine::Bulk => Engine::Bulk,
-            RestoreEngine::Auto => Engine::Auto,
-        },
-        dry_run: args.dry_run,
-        max_delete: args.max_delete,
-        verify: true,
-        preflight: !args.no_preflight,
-        poll: live::poll_policy()?,
-        key_read_job_min: match std::env::var(KEY_READ_JOB_MIN_ENV) {
-            Ok(v) => v
-                .parse()
-                .with_context(|| format!("{KEY_READ_JOB_MIN_ENV} must be a count"))?,
-            Err(_) => restore::KEY_READ_JOB_MIN,
-        },
-        link_job_min: match std::env::var(LINK_JOB_MIN_ENV) {
-            Ok(v) => v
-                .parse()
-                .with_context(|| format!("{LINK_JOB_MIN_ENV} must be a count"))?,
-            Err(_) => restore::LINK_JOB_MIN,
-        },
-    };
+    let options = restore_options(&args.apply)?;
     // Staging serves the job engine, and every engine's verification (one export job proves all
     // keys instead of a sample). Bulk does not need it: a broken staging setting only warns there.
     let staging = if args.live.staging.is_some() || config.staging.is_some() {
@@ -152,6 +115,45 @@ async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> anyhow::E
         }
     }
     anyhow::anyhow!(said)
+}
+
+/// The options of `restore` and `clone` from their shared flags (and the test-only tuning
+/// variables, which `clone` honours too).
+pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
+    let only = apply
+        .only
+        .as_deref()
+        .map(glob::Pattern::new)
+        .transpose()
+        .context(
+            "--only is not a valid glob (use * ? [abc]); quote it so the shell leaves it alone",
+        )?;
+    let count = |var: &str, default: usize| -> Result<usize> {
+        match std::env::var(var) {
+            Ok(v) => v.parse().with_context(|| format!("{var} must be a count")),
+            Err(_) => Ok(default),
+        }
+    };
+    Ok(RestoreOptions {
+        mode: match apply.mode {
+            RestoreMode::Create => Mode::Create,
+            RestoreMode::Upsert => Mode::Upsert,
+            RestoreMode::Mirror => Mode::Mirror,
+        },
+        only,
+        engine: match apply.engine {
+            RestoreEngine::Job => Engine::Job,
+            RestoreEngine::Bulk => Engine::Bulk,
+            RestoreEngine::Auto => Engine::Auto,
+        },
+        dry_run: apply.dry_run,
+        max_delete: apply.max_delete,
+        verify: true,
+        preflight: !apply.no_preflight,
+        poll: live::poll_policy()?,
+        key_read_job_min: count(KEY_READ_JOB_MIN_ENV, restore::KEY_READ_JOB_MIN)?,
+        link_job_min: count(LINK_JOB_MIN_ENV, restore::LINK_JOB_MIN)?,
+    })
 }
 
 async fn resolve_snapshot(

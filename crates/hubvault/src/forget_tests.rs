@@ -1,5 +1,5 @@
-//! Tests for `forget`: the pure plan on hand-made lists, and `scan`/`apply` against a tiny
-//! in-memory store that records the order of deletions and can be told to fail one.
+//! Tests for `forget`: the pure plan on hand-made lists, and `scan`/`apply` against the memory
+//! store, which records the order of deletions, can be told to fail one and has a set clock.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,164 +9,57 @@
 )]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::store::{ByteStream, ObjectWriter};
+use crate::store::memory::MemoryStore;
 
-type Objects = Arc<Mutex<BTreeMap<String, (Bytes, OffsetDateTime)>>>;
-
-#[derive(Debug, Default)]
-struct MemStore {
-    objects: Objects,
-    deleted: Mutex<Vec<String>>,
-    fail_delete: Mutex<Option<String>>,
-    swept_before: Mutex<Option<OffsetDateTime>>,
-    /// The store's clock (defaults to the tests' decision time).
-    clock: Mutex<Option<OffsetDateTime>>,
+/// A memory store whose clock reads the tests' decision time.
+fn new_store() -> MemoryStore {
+    let store = MemoryStore::new();
+    store.faults(|f| f.clock = Some(at("2026-11-26T12:00:00Z")));
+    store
 }
 
-struct MemWriter {
-    objects: Objects,
-    name: String,
-    data: Vec<u8>,
+fn at(t: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
 }
 
-#[async_trait]
-impl ObjectWriter for MemWriter {
-    async fn write(&mut self, chunk: Bytes) -> store::Result<()> {
-        self.data.extend_from_slice(&chunk);
-        Ok(())
-    }
-    async fn finish(self: Box<Self>) -> store::Result<ObjectMeta> {
-        let mut map = self.objects.lock().unwrap();
-        if map.contains_key(&self.name) {
-            return Err(store::Error::AlreadyExists {
-                store: "mem".into(),
-                name: self.name,
-            });
-        }
-        let now = OffsetDateTime::now_utc();
-        let size = self.data.len() as u64;
-        map.insert(self.name.clone(), (self.data.into(), now));
-        Ok(ObjectMeta {
-            name: self.name,
-            size,
-            last_modified: now,
-        })
-    }
-    async fn abort(self: Box<Self>) -> store::Result<()> {
-        Ok(())
-    }
+/// Put an object last written at `modified` (RFC 3339).
+fn insert(store: &MemoryStore, name: &str, data: &[u8], modified: &str) {
+    store.insert(name, data, at(modified));
 }
 
-#[async_trait]
-impl Store for MemStore {
-    fn location(&self) -> String {
-        "mem".into()
-    }
-    async fn create(&self, name: &str) -> store::Result<Box<dyn ObjectWriter>> {
-        Ok(Box::new(MemWriter {
-            objects: self.objects.clone(),
-            name: name.into(),
-            data: Vec::new(),
-        }))
-    }
-    async fn get(&self, name: &str) -> store::Result<ByteStream> {
-        let data = self
-            .objects
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|(b, _)| b.clone());
-        match data {
-            Some(b) => Ok(Box::pin(futures::stream::iter([Ok(b)]))),
-            None => Err(store::Error::NotFound {
-                store: "mem".into(),
-                name: name.into(),
-            }),
-        }
-    }
-    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
-        let map = self.objects.lock().unwrap();
-        Ok(map
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(n, (b, t))| ObjectMeta {
-                name: n.clone(),
-                size: b.len() as u64,
-                last_modified: *t,
-            })
-            .collect())
-    }
-    async fn delete(&self, name: &str) -> store::Result<()> {
-        if self.fail_delete.lock().unwrap().as_deref() == Some(name) {
-            return Err(store::Error::Backend {
-                store: "mem".into(),
-                detail: "injected failure".into(),
-            });
-        }
-        self.objects.lock().unwrap().remove(name);
-        self.deleted.lock().unwrap().push(name.to_owned());
-        Ok(())
-    }
-    async fn sweep_temporaries(&self, older_than: OffsetDateTime) -> store::Result<usize> {
-        *self.swept_before.lock().unwrap() = Some(older_than);
-        Ok(2)
-    }
-    async fn now(&self) -> store::Result<OffsetDateTime> {
-        Ok(self.clock.lock().unwrap().unwrap_or_else(|| {
-            OffsetDateTime::parse(
-                "2026-11-26T12:00:00Z",
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap()
-        }))
-    }
+/// A committed snapshot as the engine writes it: data objects, then a manifest.
+fn snapshot(store: &MemoryStore, hub: &str, id: &str, created: &str) {
+    insert(
+        store,
+        &format!("{hub}/{id}/devices.jsonl.zst.age"),
+        b"sealed",
+        created,
+    );
+    insert(
+        store,
+        &format!("{hub}/{id}/configurations.jsonl.zst.age"),
+        b"sealed",
+        created,
+    );
+    let manifest = serde_json::json!({
+        "format": 1, "id": id, "hub": hub, "created": created,
+        "source": {"kind": "file", "path": "devices.txt"},
+        "counts": {"devices": 1, "modules": 0, "edge_devices": 0, "configurations": 0, "skipped_lines": 0},
+        "objects": [], "recipients": [], "tool": "hubvault test"
+    });
+    insert(
+        store,
+        &format!("{hub}/{id}/{MANIFEST}"),
+        manifest.to_string().as_bytes(),
+        created,
+    );
 }
 
-impl MemStore {
-    fn insert(&self, name: &str, data: &[u8], modified: &str) {
-        let t = OffsetDateTime::parse(modified, &time::format_description::well_known::Rfc3339)
-            .unwrap();
-        self.objects
-            .lock()
-            .unwrap()
-            .insert(name.to_owned(), (Bytes::copy_from_slice(data), t));
-    }
-
-    /// A committed snapshot as the engine writes it: data objects, then a manifest.
-    fn snapshot(&self, hub: &str, id: &str, created: &str) {
-        self.insert(
-            &format!("{hub}/{id}/devices.jsonl.zst.age"),
-            b"sealed",
-            created,
-        );
-        self.insert(
-            &format!("{hub}/{id}/configurations.jsonl.zst.age"),
-            b"sealed",
-            created,
-        );
-        let manifest = serde_json::json!({
-            "format": 1, "id": id, "hub": hub, "created": created,
-            "source": {"kind": "file", "path": "devices.txt"},
-            "counts": {"devices": 1, "modules": 0, "edge_devices": 0, "configurations": 0, "skipped_lines": 0},
-            "objects": [], "recipients": [], "tool": "hubvault test"
-        });
-        self.insert(
-            &format!("{hub}/{id}/{MANIFEST}"),
-            manifest.to_string().as_bytes(),
-            created,
-        );
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.objects.lock().unwrap().keys().cloned().collect()
-    }
+fn deleted(store: &MemoryStore) -> Vec<String> {
+    store.faults(|f| f.deleted.clone())
 }
 
 const S0: &str = "20261001T020000Z-00000000";
@@ -266,24 +159,37 @@ fn orphans_wait_for_the_longest_grace_of_their_hub() {
 
 #[tokio::test]
 async fn scan_finds_snapshots_orphans_and_leaves_bad_manifests_alone() {
-    let store = MemStore::default();
-    store.snapshot("hub-a", "20261101T020000Z-00000001", "2026-11-01T02:00:00Z");
-    store.insert(
+    let store = new_store();
+    snapshot(
+        &store,
+        "hub-a",
+        "20261101T020000Z-00000001",
+        "2026-11-01T02:00:00Z",
+    );
+    insert(
+        &store,
         "hub-a/20261102T020000Z-00000002/devices.jsonl.zst.age",
         b"x",
         "2026-11-02T02:00:00Z",
     );
-    store.insert(
+    insert(
+        &store,
         "hub-a/20261103T020000Z-00000003/manifest.json",
         b"{not json",
         "2026-11-03T02:00:00Z",
     );
-    store.insert(
+    insert(
+        &store,
         "hub-a/20261103T020000Z-00000003/devices.jsonl.zst.age",
         b"x",
         "2026-11-03T02:00:00Z",
     );
-    store.insert("README.txt", b"not a snapshot", "2026-11-03T02:00:00Z");
+    insert(
+        &store,
+        "README.txt",
+        b"not a snapshot",
+        "2026-11-03T02:00:00Z",
+    );
     let inv = scan(&store).await.unwrap();
     assert_eq!(
         inv.snapshots,
@@ -306,10 +212,11 @@ async fn scan_finds_snapshots_orphans_and_leaves_bad_manifests_alone() {
 
 #[tokio::test]
 async fn apply_removes_manifest_first_then_data_then_due_orphans() {
-    let store = MemStore::default();
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
-    store.insert(
+    let store = new_store();
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
+    snapshot(&store, "hub-a", S2, "2026-11-02T02:00:00Z");
+    insert(
+        &store,
         &format!("hub-a/{S0}/devices.jsonl.zst.age"),
         b"x",
         "2026-10-01T02:00:00Z",
@@ -328,10 +235,10 @@ async fn apply_removes_manifest_first_then_data_then_due_orphans() {
             snapshots_removed: 1,
             orphans_removed: 1,
             objects_removed: 4,
-            temporaries_removed: 2
+            temporaries_removed: 0
         }
     );
-    let deleted = store.deleted.lock().unwrap().clone();
+    let deleted = deleted(&store);
     assert_eq!(
         deleted[0],
         format!("hub-a/{S1}/manifest.json"),
@@ -346,7 +253,7 @@ async fn apply_removes_manifest_first_then_data_then_due_orphans() {
             format!("hub-a/{S2}/manifest.json")
         ]
     );
-    let swept = store.swept_before.lock().unwrap().unwrap();
+    let swept = store.faults(|f| f.swept_before).unwrap();
     assert_eq!(
         swept,
         OffsetDateTime::parse(
@@ -359,10 +266,10 @@ async fn apply_removes_manifest_first_then_data_then_due_orphans() {
 
 #[tokio::test]
 async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
-    let store = MemStore::default();
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
-    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/devices.jsonl.zst.age"));
+    let store = new_store();
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
+    snapshot(&store, "hub-a", S2, "2026-11-02T02:00:00Z");
+    store.faults(|f| f.fail_delete = Some(format!("hub-a/{S1}/devices.jsonl.zst.age")));
     let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
     let now = utc("2026-11-26T12:00:00Z");
     let inv = scan(&store).await.unwrap();
@@ -377,7 +284,7 @@ async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
     );
 
     // s1 is no longer a snapshot (its manifest went first), only an orphan, and an old one.
-    *store.fail_delete.lock().unwrap() = None;
+    store.faults(|f| f.fail_delete = None);
     let inv = scan(&store).await.unwrap();
     assert_eq!(ids(&inv.snapshots), vec![S2]);
     let due = orphans_due(&inv.orphans, &policies, now);
@@ -400,9 +307,9 @@ async fn interrupted_forget_leaves_an_orphan_that_the_next_run_removes() {
 
 #[tokio::test]
 async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
-    let store = MemStore::default();
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    *store.fail_delete.lock().unwrap() = Some(format!("hub-a/{S1}/manifest.json"));
+    let store = new_store();
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
+    store.faults(|f| f.fail_delete = Some(format!("hub-a/{S1}/manifest.json")));
     let p = ForgetPlan {
         keep: vec![],
         forget: vec![snap("hub-a", S1, "2026-11-01T02:00:00Z")],
@@ -417,15 +324,17 @@ async fn a_failed_manifest_delete_leaves_the_snapshot_whole() {
 
 #[tokio::test]
 async fn dry_run_decides_the_same_and_changes_nothing() {
-    let store = MemStore::default();
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
-    store.insert(
+    let store = new_store();
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
+    snapshot(&store, "hub-a", S2, "2026-11-02T02:00:00Z");
+    insert(
+        &store,
         &format!("hub-a/{OLD_ORPHAN}/devices.jsonl.zst.age"),
         b"x",
         "2026-10-01T02:00:00Z",
     );
-    store.insert(
+    insert(
+        &store,
         &format!("hub-a/{IN_FLIGHT}/devices.jsonl.zst.age"),
         b"x",
         "2026-11-26T11:00:00Z",
@@ -435,7 +344,7 @@ async fn dry_run_decides_the_same_and_changes_nothing() {
     let before = store.names();
     let dry = run(&store, &policies, now, true).await.unwrap();
     assert_eq!(store.names(), before);
-    assert!(store.swept_before.lock().unwrap().is_none());
+    assert!(store.faults(|f| f.swept_before.is_none()));
     let json = dry.to_json();
     assert_eq!(json["keep"], serde_json::json!([S2]));
     assert_eq!(json["forget"], serde_json::json!([S1]));
@@ -465,10 +374,10 @@ async fn dry_run_decides_the_same_and_changes_nothing() {
 /// as "orphans". Only hubvault's own names in snapshot-id folders are ever deleted.
 #[tokio::test]
 async fn forget_never_deletes_what_hubvault_did_not_write() {
-    let store = MemStore::default();
-    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
-    store.snapshot("hub-a", S2, "2026-11-02T02:00:00Z");
+    let store = new_store();
+    insert(&store, catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
+    snapshot(&store, "hub-a", S2, "2026-11-02T02:00:00Z");
     let foreign = [
         "projects/website/index.html".to_owned(),
         "projects/website/src/main.js".to_owned(),
@@ -480,7 +389,7 @@ async fn forget_never_deletes_what_hubvault_did_not_write() {
         format!("hub-a/{S0}/holiday.mov"),
     ];
     for f in &foreign {
-        store.insert(f, b"mine", "2020-01-01T00:00:00Z");
+        insert(&store, f, b"mine", "2020-01-01T00:00:00Z");
     }
     let policies = [policy("last", "[retention]\nkeep-last = 1\n")];
     let report = run(&store, &policies, utc("2026-11-26T12:00:00Z"), false)
@@ -501,13 +410,15 @@ async fn forget_never_deletes_what_hubvault_did_not_write() {
 
 #[tokio::test]
 async fn forget_refuses_a_location_that_is_not_a_store() {
-    let store = MemStore::default();
-    store.insert(
+    let store = new_store();
+    insert(
+        &store,
         "Documents/taxes/return.pdf",
         b"mine",
         "2020-01-01T00:00:00Z",
     );
-    store.insert(
+    insert(
+        &store,
         &format!("hub-a/{OLD_ORPHAN}/devices.jsonl.zst.age"),
         b"x",
         "2020-01-01T00:00:00Z",
@@ -521,16 +432,17 @@ async fn forget_refuses_a_location_that_is_not_a_store() {
         assert!(err.to_string().contains("hubvault store init"), "{err}");
     }
     assert_eq!(store.names().len(), 2, "nothing deleted");
-    assert!(store.deleted.lock().unwrap().is_empty());
+    assert!(deleted(&store).is_empty());
 }
 
 /// The review: `forget --at <future>` removed an in-flight backup's data. Orphans age on the
 /// store's clock, whatever `--at` says.
 #[tokio::test]
 async fn a_future_at_never_ages_a_backup_in_flight() {
-    let store = MemStore::default();
-    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
-    store.insert(
+    let store = new_store();
+    insert(&store, catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    insert(
+        &store,
         &format!("hub-a/{IN_FLIGHT}/devices.jsonl.zst.age"),
         b"x",
         "2026-11-26T11:00:00Z",
@@ -552,9 +464,9 @@ async fn a_future_at_never_ages_a_backup_in_flight() {
 /// forgotten. A snapshot whose objects are missing takes no retention slot.
 #[tokio::test]
 async fn a_snapshot_with_missing_objects_takes_no_retention_slot() {
-    let store = MemStore::default();
-    store.insert(catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
-    store.snapshot("hub-a", S1, "2026-11-01T02:00:00Z");
+    let store = new_store();
+    insert(&store, catalog::MARKER, b"{}", "2026-01-01T00:00:00Z");
+    snapshot(&store, "hub-a", S1, "2026-11-01T02:00:00Z");
     let broken = "20261103T020000Z-00000003";
     let manifest = serde_json::json!({
         "format": 1, "id": broken, "hub": "hub-a", "created": "2026-11-03T02:00:00Z",
@@ -563,7 +475,8 @@ async fn a_snapshot_with_missing_objects_takes_no_retention_slot() {
         "objects": [{"name": "devices.jsonl.zst.age", "kind": "devices", "bytes": 6, "sha256": "00", "records": 1}],
         "recipients": [], "tool": "t"
     });
-    store.insert(
+    insert(
+        &store,
         &format!("hub-a/{broken}/{MANIFEST}"),
         manifest.to_string().as_bytes(),
         "2026-11-03T02:00:00Z",

@@ -773,51 +773,6 @@ mod tests {
         assert!(matches!(err, Error::NoDevicesFile { .. }), "{err}");
     }
 
-    /// A store whose writers fail after their first chunk (a full disk, a dropped connection).
-    #[derive(Debug)]
-    struct FailingStore(MemoryStore);
-
-    struct FailingWriter(Box<dyn crate::store::ObjectWriter>, usize);
-
-    #[async_trait::async_trait]
-    impl crate::store::ObjectWriter for FailingWriter {
-        async fn write(&mut self, chunk: Bytes) -> store::Result<()> {
-            self.1 += 1;
-            if self.1 > 1 {
-                return Err(store::Error::Backend {
-                    store: "failing".into(),
-                    detail: "disk full".into(),
-                });
-            }
-            self.0.write(chunk).await
-        }
-        async fn finish(self: Box<Self>) -> store::Result<store::ObjectMeta> {
-            self.0.finish().await
-        }
-        async fn abort(self: Box<Self>) -> store::Result<()> {
-            self.0.abort().await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for FailingStore {
-        fn location(&self) -> String {
-            "failing".into()
-        }
-        async fn create(&self, name: &str) -> store::Result<Box<dyn crate::store::ObjectWriter>> {
-            Ok(Box::new(FailingWriter(self.0.create(name).await?, 0)))
-        }
-        async fn get(&self, name: &str) -> store::Result<crate::store::ByteStream> {
-            self.0.get(name).await
-        }
-        async fn list(&self, prefix: &str) -> store::Result<Vec<store::ObjectMeta>> {
-            self.0.list(prefix).await
-        }
-        async fn delete(&self, name: &str) -> store::Result<()> {
-            self.0.delete(name).await
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_upload_reports_the_store_error_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -832,8 +787,10 @@ mod tests {
             s
         });
         std::fs::write(dir.path().join("devices.txt"), text).unwrap();
+        // Writers fail after their first chunk (a full disk, a dropped connection).
         let inner = MemoryStore::new();
-        let store = Arc::new(FailingStore(inner.clone()));
+        inner.faults(|f| f.fail_write_after = Some(1));
+        let store = Arc::new(inner.clone());
         let r = age::x25519::Identity::generate().to_public();
         let mut options = BackupOptions::new(OffsetDateTime::now_utc());
         options.sort.temp_dir = Some(dir.path().to_owned());
