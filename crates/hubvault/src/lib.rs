@@ -7,38 +7,40 @@
 //! # Data flow
 //!
 //! ```text
-//! backup:   hub export job ──► staging container (plaintext; deleted at once)
-//!           ──► parse + check each line ──► sort by (id, moduleId) ──► zstd ──► age ──► store
-//!           ──► manifest written last (the commit point)
-//! forget:   manifests ──► retention policy (pure, takes `now`) ──► delete forgotten snapshots + orphans
+//! backup:   preflight ──► export job ──► staging container (plaintext; journalled, deleted at once)
+//!           ──► check each line ──► sort by (id, moduleId) ──► zstd ──► age ──► store
+//!           ──► objects and the hub's count checked ──► manifest written last (the commit point)
+//! forget:   manifests ──► retention (pure, takes `now`) ──► delete forgotten snapshots + orphans
+//!           (hubvault's own objects only, in a marked store; orphans aged on the store's clock)
 //! restore:  store ──► age ──► zstd ──► records ──► plan (diff against the live target)
-//!           ──► preflight findings ──► apply (import job | bulk registry API) ──► verify
+//!           ──► preflight findings, mirror brake ──► apply (import job | bulk) ──► read back
 //! clone:    backup of A (kept, or ephemeral) + restore into B
 //! ```
 //!
 //! # Map
 //!
+//! The simulator is its own package (`hubvault-sim`, used here only by tests) and the binary's
+//! commands and demo live in the root package; `docs/architecture.md` describes the workspace.
+//!
 //! | module | owns | must not |
 //! |---|---|---|
-//! | [`snapshot`] | record model (verbatim export lines), the one-pass line check (`json_line`), parsing on its own thread (`prefetch`), manifest, catalog (naming, listing, manifest-last commit, unreadable manifests set aside), external sort (records in a reused arena, runs AES-GCM-encrypted, spilled on their own thread, merged through reused slots) | talk HTTP |
-//! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote | know hubs, stores, vaults |
-//! | [`store`] | narrow trait over local folder, Azure Blob, memory; create-only puts | know snapshots |
-//! | [`vault`] | where age keys come from: identity file (0600), recipients for backup, identities for restore | — |
-//! | [`staging`] | one run's job staging area: blob names, least-privilege SAS, cleanup, leftover sweep | know snapshots |
-//! | [`hub`] | IoT Hub service REST client: SAS auth, jobs, registry, typed errors | know stores |
-//! | [`target`] | what the user named (`hub-a`, a connection string) → a client target, Entra credentials | — |
+//! | [`snapshot`] | record model (verbatim export lines), the one-pass line check (`json_line`), parsing on its own thread (`prefetch`), external sort (records in a reused arena, runs AES-GCM-encrypted, spilled on their own thread), manifest and stream header, catalog (ids, object names, listing, `latest`, hub names, the store marker) | talk HTTP |
+//! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote; `bridge` to a [`store`] writer | know hubs, snapshots or where keys come from |
+//! | [`store`] | narrow create-only trait over local folder, Azure Blob, memory (with injectable faults); the store's clock; time-sortable ids | know snapshots |
+//! | [`keys`] | where age keys come from: the identity file (0600, owner, folder, regular file), recipients for backup, identities for restore | read anything but the identity file it is pointed at |
+//! | [`redact`] | the one function that makes secret-bearing text safe to show | — |
+//! | [`config`] | `hubvault.toml`: parsing with file and line in errors; the file and default layers of precedence (flags and environment are the binary's clap layer); settings nothing acts on yet | hold domain decisions |
+//! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; Entra credentials | talk to a hub |
+//! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
+//! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
-//! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
-//! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
-//! | [`backup`], [`verify`], [`dump`], [`diff`], [`forget`] | the use cases | know clap |
-//! | [`restore`] | snapshot → live hub: pure plan, target reads, bulk and job engines, edge links, verify | know clap |
-//! | [`clone`] | preflight B → backup A (kept or ephemeral) → restore into B → verify | know clap |
-//! | [`demo`] | the whole story against the in-process simulator, for `hubvault demo` | be used by other use cases |
-//! | [`sim`] | the simulator (IoT Hub, DPS, ARM, Key Vault on loopback) | import anything else of hubvault |
+//! | [`policy`] | the policy file schema and its loading; retention and schedule as pure functions of `now` | read the clock |
+//! | [`backup`], [`integrity`], [`dump`], [`diff`], [`forget`] | the use cases: seal, verify snapshots, decrypt to files, compare, retention | know clap |
+//! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
+//! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
 //!
-//! The binaries (`src/main.rs`, `src/bin/hubvault-sim.rs`) are thin: clap structs live in `cli`
-//! (binary-private), exit codes are 0 ok, 1 a check found something, 2 error.
+//! Exit codes of the binary: 0 ok, 1 a check found something, 2 error.
 
 pub mod arm;
 pub mod backup;

@@ -7,12 +7,14 @@
 //! |---|---|
 //! | [`lines`] | import-line preparation (etags, reported, scopes, system modules) |
 //! | [`canonical`] | the comparable form of snapshot and live records |
-//! | [`plan`] | the pure plan: create / update / delete / unchanged per `(id, moduleId)` |
-//! | [`target`] | reading the live target (twin queries, keys only where needed) |
+//! | [`plan`] | the pure plan: create / update / delete / unchanged per `(id, moduleId)`; the mirror brake |
+//! | [`live`] | reading the live target (twin queries, keys only where needed) |
 //! | [`export`] | reading the target through one export job (its keys, or all of it) |
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
-//! | [`verify`](mod@verify) | re-reading the target after apply; which keys were proven (all or a sample) |
+//! | [`readback`] | re-reading the target after apply; which keys were proven (all or a sample) |
+//! | [`outcome`] | what the parts report: job errors, differences, key checks |
+//! | [`job`], [`pace`], [`report`] | the import-job engine, the bulk engine's pacing, the report |
 //! | `run` (here) | the use case: read, plan, preflight, apply, verify, report |
 //!
 //! Must not: know clap, print. A fatal error during apply ([`Error::Stopped`]) still says what
