@@ -10,7 +10,7 @@
 //! `sweep_temporaries` returns 0.
 //!
 //! Must not: know snapshots. Never put a SAS signature or a key in an error or a log: SDK
-//! errors about connections carry the request URL, so their text goes through [`redact_sas`].
+//! errors about connections carry the request URL, so their text goes through [`crate::redact`].
 
 pub mod location;
 mod root;
