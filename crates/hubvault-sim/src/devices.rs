@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
 use super::error::{HubError, timestamp};
-use super::hub::{Hub, body_json, if_match, json_response, lock, now_secs};
 use super::registry::identity_etag;
+use super::state::{Hub, body_json, if_match, json_response, lock, now_secs};
 use super::wire::{device_json, module_json, parse_auth, parse_identity};
 
 type Handled = Result<Response, HubError>;

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::blob::Container;
 use super::error::{HubError, timestamp};
-use super::hub::{Hub, body_json, json_response, lock};
+use super::state::{Hub, body_json, json_response, lock};
 use super::{export, import};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

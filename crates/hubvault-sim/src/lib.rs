@@ -72,6 +72,7 @@ pub mod registry;
 pub mod sas;
 pub mod seed;
 pub mod shared;
+pub mod state;
 pub mod tls;
 pub mod twins;
 pub mod wire;
@@ -94,9 +95,9 @@ pub use error::Error;
 pub use limits::{Faults, Limits};
 pub use tls::TlsConfig;
 
-use hub::Hub;
 use net::{HubListener, Serving};
 use shared::{AccessPolicy, HubShared, Hubs};
+use state::Hub;
 
 /// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
 pub type RouterFactory = Box<dyn FnOnce(&Hubs) -> Router + Send>;
@@ -388,11 +389,11 @@ pub async fn run(
         let state = Arc::new(Hub::new(shared.clone(), limits.clone(), http.clone()));
         if h.devices > 0 {
             seed::seed(
-                &mut hub::lock(&state.registry),
+                &mut crate::state::lock(&state.registry),
                 h.devices,
                 seed,
                 0,
-                hub::now_secs(),
+                crate::state::now_secs(),
             );
         }
         let listener = bind(listen, &mut offset).await?;
