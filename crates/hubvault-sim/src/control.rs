@@ -323,7 +323,7 @@ async fn jobs(State(c): State<Shared>, Path(name): Path<String>) -> Response {
                 lock(&hub.jobs)
                     .jobs
                     .iter()
-                    .map(super::jobs::Job::json)
+                    .map(super::job_table::Job::json)
                     .collect(),
             ),
         ),

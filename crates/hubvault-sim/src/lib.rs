@@ -62,6 +62,7 @@ pub mod export;
 pub mod firewall;
 pub mod hub;
 pub mod import;
+pub mod job_table;
 pub mod jobs;
 pub mod keyvault;
 pub mod limits;
@@ -76,6 +77,7 @@ pub mod state;
 pub mod tls;
 pub mod twins;
 pub mod wire;
+pub mod work;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

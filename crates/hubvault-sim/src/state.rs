@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::error::{BodyShape, HubError};
-use crate::jobs::JobTable;
+use crate::job_table::JobTable;
 use crate::limits::{Bucket, Faults, Limits, OpClass};
 use crate::net::DropSet;
 use crate::registry::{Registry, Rules};
