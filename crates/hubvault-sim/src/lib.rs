@@ -72,6 +72,7 @@ pub mod records;
 pub mod registry;
 pub mod sas;
 pub mod seed;
+pub mod serve;
 pub mod shared;
 pub mod state;
 pub mod tls;
@@ -97,7 +98,8 @@ pub use error::Error;
 pub use limits::{Faults, Limits};
 pub use tls::TlsConfig;
 
-use net::{HubListener, Serving};
+use net::HubListener;
+use serve::Serving;
 use shared::{AccessPolicy, HubShared, Hubs};
 use state::Hub;
 
