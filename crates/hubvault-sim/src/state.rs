@@ -72,8 +72,12 @@ impl Hub {
         if bucket.take(rate, now) {
             return None;
         }
+        // The service's template, "Wait 10 seconds" (docs/azure.md §7.4), kept word for word
+        // (even "1 seconds") for clients that read it: the number follows the `Retry-After` we
+        // send, and stays the service's 10 when we send none.
+        let wait = limits.retry_after_secs.unwrap_or(10);
         let text = format!(
-            "The request has been throttled. Wait 10 seconds and try again. Operation type: {}",
+            "The request has been throttled. Wait {wait} seconds and try again. Operation type: {}",
             class.label()
         );
         let mut e = HubError::new(429_001, "ThrottlingException", text);

@@ -1538,6 +1538,71 @@ async fn injected_faults_burst_drop_and_expire_tokens() {
     .await;
 }
 
+#[tokio::test]
+async fn throttling_message_names_the_configured_retry_after() {
+    let sim = start(&[("hub-a", 0)]).await;
+    // A bucket that does not refill during the test: the second call is throttled, and so is
+    // every later one.
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"rates": {"statistics": 0.001}, "retry_after_secs": 3})),
+    )
+    .await;
+    let call = || async {
+        sim.req(Method::GET, "hub-a", "/statistics/devices")
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(call().await.status(), StatusCode::OK);
+    let r = call().await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "3");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Wait 3 seconds and try again"),
+        "legacy body: {body}"
+    );
+    assert!(!body.contains("Wait 10"), "{body}");
+
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"retry_after_secs": 45, "throttle_legacy_body": false})),
+    )
+    .await;
+    let r = call().await;
+    assert_eq!(r.headers()["retry-after"], "45");
+    let inner = error_body(
+        r,
+        StatusCode::TOO_MANY_REQUESTS,
+        429_001,
+        "ThrottlingException",
+    )
+    .await;
+    assert!(
+        inner["message"]
+            .as_str()
+            .unwrap()
+            .contains("Wait 45 seconds and try again"),
+        "JSON body: {inner}"
+    );
+
+    // No `Retry-After` configured: no header, and the service's own "Wait 10 seconds".
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"retry_after_secs": null})),
+    )
+    .await;
+    let r = call().await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_none());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Wait 10 seconds and try again"), "{body}");
+}
+
 // ---------------------------------------------------------------- Azure Blob (Azurite)
 
 struct Azurite {
