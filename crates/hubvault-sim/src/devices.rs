@@ -136,6 +136,12 @@ pub async fn delete_module(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Marks the answer of a bulk `POST /devices` that was carried out (its entries were applied:
+/// 200, or 400 with a bulk result), as opposed to one refused whole. Only such an answer can be
+/// lost to the `lose_bulk_responses` fault (the gate in `hub` looks for it).
+#[derive(Clone, Copy, Debug)]
+pub struct BulkCarriedOut;
+
 /// Bulk `POST /devices` (§5.2): ≤100 entries, unique ids, per-entry result; 400 on any failure.
 pub async fn bulk(State(hub): State<Arc<Hub>>, body: Bytes) -> Handled {
     let body = body_json(&body)?;
@@ -189,14 +195,16 @@ pub async fn bulk(State(hub): State<Arc<Hub>>, body: Bytes) -> Handled {
     }
     let ok = errors.is_empty();
     let result = json!({"isSuccessful": ok, "errors": errors, "warnings": []});
-    Ok(json_response(
+    let mut response = json_response(
         if ok {
             StatusCode::OK
         } else {
             StatusCode::BAD_REQUEST
         },
         &result,
-    ))
+    );
+    response.extensions_mut().insert(BulkCarriedOut);
+    Ok(response)
 }
 
 pub async fn statistics(State(hub): State<Arc<Hub>>) -> Handled {

@@ -17,6 +17,7 @@ use axum::routing::{get, post, put};
 use time::OffsetDateTime;
 
 use crate::access::{Need, classify};
+use crate::devices::BulkCarriedOut;
 use crate::error::HubError;
 use crate::net::Peer;
 use crate::registry::Auth;
@@ -88,20 +89,22 @@ async fn gate(
     if let Some(early) = faults(&hub, peer).await {
         return early;
     }
-    let lose_response =
-        req.method() == axum::http::Method::POST && req.uri().path() == "/devices" && {
-            let mut f = lock(&hub.faults);
-            let lose = f.lose_bulk_responses > 0;
-            f.lose_bulk_responses = f.lose_bulk_responses.saturating_sub(1);
-            lose
-        };
-    if lose_response {
-        // Carry the request out, then cut the connection instead of answering.
-        let done = admitted(hub.clone(), peer, req, next).await;
+    let response = admitted(hub.clone(), peer, req, next).await;
+    // `lose_bulk_responses`: a bulk call that was carried out loses its answer (the connection is
+    // cut instead); one refused by the firewall, auth, throttling or the handler is answered and
+    // leaves the counter alone.
+    if response.extensions().get::<BulkCarriedOut>().is_some() && lose_bulk_response(&hub) {
         hub.drops.arm(peer);
-        return done;
     }
-    admitted(hub, peer, req, next).await
+    response
+}
+
+/// Consume one `lose_bulk_responses`; `true` when one was left.
+fn lose_bulk_response(hub: &Hub) -> bool {
+    let mut f = lock(&hub.faults);
+    let lose = f.lose_bulk_responses > 0;
+    f.lose_bulk_responses = f.lose_bulk_responses.saturating_sub(1);
+    lose
 }
 
 /// The rest of [`gate`] once injected faults have had their say.
