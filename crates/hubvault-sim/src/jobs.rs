@@ -165,7 +165,7 @@ async fn run(hub: Arc<Hub>, id: String) {
         None if export => export::run(&hub, &request, &mut progress).await,
         None => import::run(&hub, &request, &mut progress).await,
     };
-    finish(&hub, &id, outcome);
+    finish(&hub, &id, outcome.and_then(|()| progress.ended()));
 }
 
 /// `identityBased` storage access needs the named identity on the hub (§1.4), else the job fails.

@@ -103,7 +103,8 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// The next import/export job fails half-way with a `failureReason`.
+    /// The next import/export job fails half-way with a `failureReason`; a job with nothing
+    /// to process fails at its end.
     pub fail_next_job: bool,
     /// The next N data-plane requests get `error_status` (500 → 500001 `ServerError`, else 503001).
     pub error_burst: u32,

@@ -57,6 +57,17 @@ impl Progress {
         }
     }
 
+    /// The work is over and went well. The `fail_next_job` fault fires in [`Self::advance`],
+    /// which a job with nothing to process never calls: such a job fails here, so the fault
+    /// keeps its promise that the next job fails.
+    pub fn ended(&self) -> Result<(), JobEnd> {
+        if self.fail_half_way {
+            Err(injected_failure())
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn set_total(&mut self, total: usize) {
         self.total = total;
     }
@@ -69,9 +80,7 @@ impl Progress {
     pub async fn advance(&mut self, n: usize) -> Result<(), JobEnd> {
         self.done = self.done.saturating_add(n);
         if self.fail_half_way && self.done.saturating_mul(2) >= self.total {
-            return Err(JobEnd::Failed(
-                "The job failed due to an internal error (injected fault). Retry the job.".into(),
-            ));
+            return Err(injected_failure());
         }
         if self.rate > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(n as f64 / self.rate)).await;
@@ -92,6 +101,13 @@ impl Progress {
         job.progress = u8::try_from(pct).unwrap_or(99);
         Ok(())
     }
+}
+
+/// The failure the `fail_next_job` fault gives a job.
+fn injected_failure() -> JobEnd {
+    JobEnd::Failed(
+        "The job failed due to an internal error (injected fault). Retry the job.".into(),
+    )
 }
 
 /// A storage failure as a job's `failureReason`.

@@ -1200,6 +1200,55 @@ async fn jobs_can_be_cancelled_and_fail_on_storage_or_injected_faults() {
 }
 
 #[tokio::test]
+async fn fail_next_job_fails_a_job_with_nothing_to_process() {
+    let sim = start(&[("hub-a", 0)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("devices.txt"), "").unwrap();
+    let url = file_url(dir.path());
+    let export = json!({"type": "export", "outputBlobContainerUri": url});
+    let import =
+        json!({"type": "import", "inputBlobContainerUri": url, "outputBlobContainerUri": url});
+    let run = |body: Value| {
+        let sim = &sim;
+        async move {
+            let job: Value = sim
+                .req(Method::POST, "hub-a", "/jobs/create")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            wait_job(sim, "hub-a", job["jobId"].as_str().unwrap()).await
+        }
+    };
+    for (kind, body) in [("export", &export), ("import", &import)] {
+        sim.control(
+            Method::PATCH,
+            "/hubs/hub-a/faults",
+            Some(json!({"fail_next_job": true})),
+        )
+        .await;
+        let done = run(body.clone()).await;
+        assert_eq!(
+            done["status"], "failed",
+            "an empty {kind} fails when the fault is set: {done}"
+        );
+        assert!(done["failureReason"].is_string(), "{done}");
+        let faults = sim.control(Method::GET, "/hubs/hub-a/faults", None).await;
+        assert_eq!(faults["fail_next_job"], false, "the fault is consumed");
+    }
+    for body in [export, import] {
+        assert_eq!(
+            run(body).await["status"],
+            "completed",
+            "without the fault an empty job completes"
+        );
+    }
+}
+
+#[tokio::test]
 async fn import_applies_modes_writes_the_error_log_and_restored_keys_work() {
     let sim = start(&[("hub-a", 0), ("hub-b", 0)]).await;
     sim.control(
