@@ -28,8 +28,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
-use super::hub::{Hub, json_response, lock, now_ms, now_secs};
 use super::limits::{Faults, merge};
+use super::state::{Hub, json_response, lock, now_ms, now_secs};
 use super::wire::{export_device_line, export_module_line};
 
 pub struct Control {
@@ -323,7 +323,7 @@ async fn jobs(State(c): State<Shared>, Path(name): Path<String>) -> Response {
                 lock(&hub.jobs)
                     .jobs
                     .iter()
-                    .map(super::jobs::Job::json)
+                    .map(super::job_table::Job::json)
                     .collect(),
             ),
         ),

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::blob::Container;
-use super::hub::{Hub, lock};
-use super::jobs::{JobEnd, Progress, storage_failure};
+use super::state::{Hub, lock};
 use super::wire::{export_device_line, export_module_line};
+use super::work::{JobEnd, Progress, storage_failure};
 
 /// Lines for up to `n` devices after `cursor`, and the new cursor.
 fn next_lines(

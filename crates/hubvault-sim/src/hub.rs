@@ -1,96 +1,30 @@
-//! One simulated `IoT` Hub: its state and its data-plane router.
+//! One simulated `IoT` Hub's data plane: the route table and the per-request gate.
 //!
-//! Owns: the per-request gate, in the order a real hub applies it — injected faults, IP
-//! firewall (from the ARM resource document), `api-version`, authentication and rights,
-//! throttling — and the route table. Handlers live in `devices`, `twins`, `query`, `jobs`.
-//! Must not: hold ARM logic (the ARM module edits `HubShared::resource`; we only read it).
+//! Owns: the gate, in the order a real hub applies it — injected faults, IP firewall (from the
+//! ARM resource document), `api-version`, authentication and rights, throttling — and the route
+//! table. The hub's state is in `state`; handlers live in `devices`, `twins`, `query`, `jobs`.
+//! Must not: be depended on by a handler (handlers depend on `state`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::access::{Need, classify};
-use super::error::{BodyShape, HubError};
-use super::jobs::JobTable;
-use super::limits::{Bucket, Faults, Limits, OpClass};
-use super::net::{DropSet, Peer};
-use super::registry::{Registry, Rules};
-use super::sas;
-use super::shared::HubShared;
-pub use super::shared::lock;
-use super::{devices, firewall, jobs, query, twins};
-
-/// State of one hub.
-pub struct Hub {
-    pub shared: Arc<HubShared>,
-    pub registry: Mutex<Registry>,
-    pub jobs: Mutex<JobTable>,
-    pub limits: Mutex<Limits>,
-    pub faults: Mutex<Faults>,
-    throttle: Mutex<HashMap<OpClass, Bucket>>,
-    /// Device-to-cloud messages accepted, per device id.
-    pub messages: Mutex<BTreeMap<String, u64>>,
-    pub drops: Arc<DropSet>,
-    /// Client for job blob I/O (Azure Blob REST).
-    pub http: reqwest::Client,
-}
-
-impl Hub {
-    pub fn new(shared: Arc<HubShared>, limits: Limits, http: reqwest::Client) -> Hub {
-        Hub {
-            shared,
-            registry: Mutex::new(Registry::default()),
-            jobs: Mutex::new(JobTable::default()),
-            limits: Mutex::new(limits),
-            faults: Mutex::new(Faults::default()),
-            throttle: Mutex::new(HashMap::new()),
-            messages: Mutex::new(BTreeMap::new()),
-            drops: Arc::new(DropSet::default()),
-            http,
-        }
-    }
-
-    pub fn rules(&self) -> Rules {
-        let l = lock(&self.limits);
-        Rules {
-            device_quota: l.device_quota,
-            strict_scopes: l.strict_scopes,
-        }
-    }
-
-    fn throttled(&self, class: OpClass, now: Instant) -> Option<HubError> {
-        let limits = lock(&self.limits);
-        let rate = *limits.rates.get(&class)?;
-        let mut buckets = lock(&self.throttle);
-        let bucket = buckets
-            .entry(class)
-            .or_insert_with(|| Bucket::full(rate, now));
-        if bucket.take(rate, now) {
-            return None;
-        }
-        let text = format!(
-            "The request has been throttled. Wait 10 seconds and try again. Operation type: {}",
-            class.label()
-        );
-        let mut e = HubError::new(429_001, "ThrottlingException", text);
-        e.retry_after = limits.retry_after_secs;
-        Some(e.with_shape(if limits.throttle_legacy_body {
-            BodyShape::Legacy
-        } else {
-            BodyShape::Json
-        }))
-    }
-}
+use crate::access::{Need, classify};
+use crate::devices::BulkCarriedOut;
+use crate::error::HubError;
+use crate::net::Peer;
+use crate::registry::Auth;
+use crate::sas;
+// The hub's state used to live here: its old paths (`hub::Hub`, `hub::lock`, …) keep working.
+pub use crate::state::{Hub, body_json, if_match, json_response, lock, now_ms, now_secs};
+use crate::{devices, firewall, jobs, query, twins};
 
 /// The data-plane router of one hub.
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -155,20 +89,22 @@ async fn gate(
     if let Some(early) = faults(&hub, peer).await {
         return early;
     }
-    let lose_response =
-        req.method() == axum::http::Method::POST && req.uri().path() == "/devices" && {
-            let mut f = lock(&hub.faults);
-            let lose = f.lose_bulk_responses > 0;
-            f.lose_bulk_responses = f.lose_bulk_responses.saturating_sub(1);
-            lose
-        };
-    if lose_response {
-        // Carry the request out, then cut the connection instead of answering.
-        let done = admitted(hub.clone(), peer, req, next).await;
+    let response = admitted(hub.clone(), peer, req, next).await;
+    // `lose_bulk_responses`: a bulk call that was carried out loses its answer (the connection is
+    // cut instead); one refused by the firewall, auth, throttling or the handler is answered and
+    // leaves the counter alone.
+    if response.extensions().get::<BulkCarriedOut>().is_some() && lose_bulk_response(&hub) {
         hub.drops.arm(peer);
-        return done;
     }
-    admitted(hub, peer, req, next).await
+    response
+}
+
+/// Consume one `lose_bulk_responses`; `true` when one was left.
+fn lose_bulk_response(hub: &Hub) -> bool {
+    let mut f = lock(&hub.faults);
+    let lose = f.lose_bulk_responses > 0;
+    f.lose_bulk_responses = f.lose_bulk_responses.saturating_sub(1);
+    lose
 }
 
 /// The rest of [`gate`] once injected faults have had their say.
@@ -338,7 +274,7 @@ fn check_device_token(
     let reg = lock(&hub.registry);
     let device = reg.devices.get(id).ok_or_else(HubError::unauthorized)?;
     let signed = match &device.auth {
-        super::registry::Auth::Sas { primary, secondary } => {
+        Auth::Sas { primary, secondary } => {
             token.signed_with(&primary.text()) || token.signed_with(&secondary.text())
         }
         _ => false,
@@ -354,38 +290,4 @@ fn check_device_token(
         ));
     }
     Ok(())
-}
-
-/// A JSON response with the service's content type.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
-}
-
-/// Parse a request body as JSON; a malformed body is 400004 `ArgumentInvalid`.
-pub fn body_json(body: &[u8]) -> Result<Value, HubError> {
-    serde_json::from_slice(body)
-        .map_err(|e| HubError::argument_invalid(format!("The request body is not valid JSON: {e}")))
-}
-
-/// The `If-Match` header, if any.
-pub fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// Unix seconds now (handlers are the edge: they read the clock and pass it down).
-pub fn now_secs() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Unix time in milliseconds (fault windows).
-pub fn now_ms() -> u64 {
-    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }

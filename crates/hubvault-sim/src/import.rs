@@ -13,8 +13,8 @@ use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
 use super::blob::{BlobError, Container};
 use super::devices::upsert_configuration;
 use super::error::HubError;
-use super::hub::{Hub, lock, now_secs};
-use super::jobs::{JobEnd, Progress, storage_failure};
+use super::state::{Hub, lock, now_secs};
+use super::work::{JobEnd, Progress, storage_failure};
 
 fn log_line(e: &HubError) -> String {
     format!(

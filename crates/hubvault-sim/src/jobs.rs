@@ -1,9 +1,10 @@
-//! Import/export jobs (docs/azure.md): the job table, the REST handlers, and the state machine
+//! Import/export jobs (docs/azure.md): the REST handlers and each job's life,
 //! `enqueued → running (progress) → completed | failed | cancelled`.
 //!
-//! Owns: the one-active-job rule (403 with a configurable code), pacing at `Limits::job_rate`
-//! devices per second (so tests can watch a job in `running`), cancellation, the "fail the next
-//! job half-way" fault. The work itself is in `export` and `import`.
+//! Owns: the one-active-job rule (403 with a configurable code), the queue wait, cancellation,
+//! taking the "fail the next job" fault, the identity check, and recording how a job ended.
+//! The job records are in `job_table`; the work itself is in `export` and `import`, with the
+//! pacing and progress they share in `work`.
 //! Must not: read blobs or registry lines itself.
 
 use std::sync::Arc;
@@ -13,182 +14,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::blob::Container;
-use super::error::{HubError, timestamp};
-use super::hub::{Hub, body_json, json_response, lock};
+use super::error::HubError;
+// The job records and the work's shared types used to live here: their old paths keep working.
+pub use super::job_table::{Job, JobTable, Status};
+use super::state::{Hub, body_json, json_response, lock};
+pub use super::work::{JobEnd, Progress, storage_failure};
 use super::{export, import};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Enqueued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl Status {
-    fn name(self) -> &'static str {
-        match self {
-            Status::Enqueued => "enqueued",
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn active(self) -> bool {
-        matches!(self, Status::Enqueued | Status::Running)
-    }
-}
-
-/// One job. `request` keeps the caller's `JobProperties` so the response echoes its fields.
-#[derive(Clone, Debug)]
-pub struct Job {
-    pub id: String,
-    pub export: bool,
-    pub status: Status,
-    pub progress: u8,
-    pub start: OffsetDateTime,
-    pub end: Option<OffsetDateTime>,
-    pub failure_reason: Option<String>,
-    pub request: Value,
-}
-
-#[derive(Debug, Default)]
-pub struct JobTable {
-    pub jobs: Vec<Job>,
-}
-
-impl JobTable {
-    fn find(&mut self, id: &str) -> Result<&mut Job, HubError> {
-        self.jobs
-            .iter_mut()
-            .find(|j| j.id == id)
-            .ok_or_else(|| HubError::new(404_002, "JobNotFound", format!("Job '{id}' not found.")))
-    }
-}
-
-impl Job {
-    pub fn json(&self) -> Value {
-        let r = &self.request;
-        let s = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
-        let mut v = json!({
-            "jobId": self.id,
-            "startTimeUtc": timestamp(self.start),
-            "endTimeUtc": self.end.map(timestamp),
-            "type": if self.export { "export" } else { "import" },
-            "status": self.status.name(),
-            "progress": self.progress,
-            "outputBlobContainerUri": s("outputBlobContainerUri"),
-            "excludeKeysInExport": r.get("excludeKeysInExport").and_then(Value::as_bool).unwrap_or(false),
-            "storageAuthenticationType": r.get("storageAuthenticationType").cloned().unwrap_or_else(|| "keyBased".into()),
-            "includeConfigurations": r.get("includeConfigurations").and_then(Value::as_bool).unwrap_or(false),
-            "configurationsBlobName": r.get("configurationsBlobName").cloned().unwrap_or_else(|| "configurations.txt".into()),
-            "failureReason": self.failure_reason,
-            "parentJobId": null,
-            "statusMessage": null,
-            "useSecondaryStorageAsSource": false,
-        });
-        // `v` is the object literal above; the `else` cannot happen.
-        let Value::Object(obj) = &mut v else {
-            return v;
-        };
-        if self.export {
-            obj.insert(
-                "outputBlobName".into(),
-                r.get("outputBlobName")
-                    .cloned()
-                    .unwrap_or_else(|| "devices.txt".into()),
-            );
-        } else {
-            obj.insert("inputBlobContainerUri".into(), s("inputBlobContainerUri"));
-            obj.insert(
-                "inputBlobName".into(),
-                r.get("inputBlobName")
-                    .cloned()
-                    .unwrap_or_else(|| "devices.txt".into()),
-            );
-        }
-        if let Some(identity) = r.get("identity") {
-            obj.insert("identity".into(), identity.clone());
-        }
-        v
-    }
-}
-
-/// How a job's work ended early.
-#[derive(Debug)]
-pub enum JobEnd {
-    Cancelled,
-    Failed(String),
-}
-
-/// Progress and pacing of a running job.
-pub struct Progress {
-    hub: Arc<Hub>,
-    id: String,
-    total: usize,
-    done: usize,
-    fail_half_way: bool,
-    rate: f64,
-}
-
-impl Progress {
-    /// Items per step: a twentieth of a second's worth, so progress moves smoothly.
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "rate is positive and far below usize::MAX"
-    )]
-    pub fn chunk(&self) -> usize {
-        if self.rate <= 0.0 {
-            1000
-        } else {
-            ((self.rate / 20.0).ceil() as usize).max(1)
-        }
-    }
-
-    pub fn set_total(&mut self, total: usize) {
-        self.total = total;
-    }
-
-    /// Record `n` more items: update progress, sleep to keep the rate, honour cancel and faults.
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "a step is at most a few thousand items"
-    )]
-    pub async fn advance(&mut self, n: usize) -> Result<(), JobEnd> {
-        self.done = self.done.saturating_add(n);
-        if self.fail_half_way && self.done.saturating_mul(2) >= self.total {
-            return Err(JobEnd::Failed(
-                "The job failed due to an internal error (injected fault). Retry the job.".into(),
-            ));
-        }
-        if self.rate > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(n as f64 / self.rate)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-        let mut jobs = lock(&self.hub.jobs);
-        let job = jobs.find(&self.id).map_err(|_| JobEnd::Cancelled)?;
-        if job.status == Status::Cancelled {
-            return Err(JobEnd::Cancelled);
-        }
-        let pct = self
-            .done
-            .saturating_mul(100)
-            .checked_div(self.total)
-            .unwrap_or(0)
-            .min(99);
-        job.progress = u8::try_from(pct).unwrap_or(99);
-        Ok(())
-    }
-}
 
 /// `POST /jobs/create`.
 pub async fn create(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response, HubError> {
@@ -324,20 +159,13 @@ async fn run(hub: Arc<Hub>, id: String) {
         (job.request.clone(), job.export)
     };
     let fail_half_way = std::mem::take(&mut lock(&hub.faults).fail_next_job);
-    let mut progress = Progress {
-        hub: hub.clone(),
-        id: id.clone(),
-        total: 0,
-        done: 0,
-        fail_half_way,
-        rate,
-    };
+    let mut progress = Progress::new(hub.clone(), id.clone(), fail_half_way, rate);
     let outcome = match identity_problem(&hub, &request) {
         Some(reason) => Err(JobEnd::Failed(reason)),
         None if export => export::run(&hub, &request, &mut progress).await,
         None => import::run(&hub, &request, &mut progress).await,
     };
-    finish(&hub, &id, outcome);
+    finish(&hub, &id, outcome.and_then(|()| progress.ended()));
 }
 
 /// `identityBased` storage access needs the named identity on the hub (§1.4), else the job fails.
@@ -370,11 +198,4 @@ fn identity_problem(hub: &Hub, request: &Value) -> Option<String> {
                 .to_string()
         }),
     }
-}
-
-/// A storage failure as a job's `failureReason`.
-pub fn storage_failure(what: &str, e: &super::blob::BlobError) -> JobEnd {
-    JobEnd::Failed(format!(
-        "Unable to access the {what}: {e}. errorcode: IH400008"
-    ))
 }

@@ -9,16 +9,25 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `hub` | per-hub state and router; the request gate (faults, firewall, api-version, SAS, throttling) |
+//! | `state` | one hub's state (`Hub`: registry, jobs, limits, faults, throttle buckets), the throttling decision, JSON and request helpers, the clock |
+//! | `hub` | one hub's route table and request gate (faults, firewall, api-version, SAS, throttling); the only module that knows the handlers |
 //! | `devices`, `twins`, `query` | registry REST handlers (§5) |
-//! | `jobs`, `export`, `import`, `blob` | import/export jobs (§2–4) over Azure Blob REST or `file://` |
-//! | `registry`, `apply`, `wire` | the compact registry model, import modes, JSON shapes |
+//! | `jobs` | the jobs' REST handlers and each job's life (queue, run, outcome) |
+//! | `job_table` | job records (`Job`, `Status`, `JobTable`) and their JSON |
+//! | `work` | what a job's work shares: `JobEnd`, `Progress` (pacing, cancel, `fail_next_job`), storage failures |
+//! | `export`, `import` | the export and import work (§2–4) |
+//! | `blob` | job containers over Azure Blob REST or `file://` |
+//! | `registry`, `records` | the compact registry model and its packed device and module records |
+//! | `apply`, `wire` | import modes, the service's JSON shapes |
 //! | `sas`, `access`, `firewall` | token checks, rights per operation, the IP decision (§1, §6.3, §7.1) |
-//! | `error` | error bodies (§6.1) |
-//! | `limits`, `net` | throttling, quotas, injected faults, droppable connections |
+//! | `error` | error bodies (§6.1) and start-up errors |
+//! | `limits` | `Limits` (throttling rates, quotas), `Faults`, token buckets |
+//! | `net` | droppable hub connections, the caller's address (`Peer`), the `Scheme` |
 //! | `tls` | `--tls`: the generated certificate and the TLS listener |
+//! | `serve` | serving a router on a plain or TLS listener until the run stops |
 //! | `control`, `seed` | the control API (endpoints documented there) and synthetic fleets |
-//! | `shared` | `HubShared`: what the ARM module and the data plane both touch |
+//! | `shared` | `HubShared`: what the ARM module and the data plane both touch; `lock` |
+//! | `arm`, `dps`, `keyvault` | the sibling services, each with its own state and router |
 //!
 //! In-process use (tests):
 //!
@@ -62,6 +71,7 @@ pub mod export;
 pub mod firewall;
 pub mod hub;
 pub mod import;
+pub mod job_table;
 pub mod jobs;
 pub mod keyvault;
 pub mod limits;
@@ -71,10 +81,13 @@ pub mod records;
 pub mod registry;
 pub mod sas;
 pub mod seed;
+pub mod serve;
 pub mod shared;
+pub mod state;
 pub mod tls;
 pub mod twins;
 pub mod wire;
+pub mod work;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -94,9 +107,10 @@ pub use error::Error;
 pub use limits::{Faults, Limits};
 pub use tls::TlsConfig;
 
-use hub::Hub;
-use net::{HubListener, Serving};
+use net::HubListener;
+use serve::Serving;
 use shared::{AccessPolicy, HubShared, Hubs};
+use state::Hub;
 
 /// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
 pub type RouterFactory = Box<dyn FnOnce(&Hubs) -> Router + Send>;
@@ -388,11 +402,11 @@ pub async fn run(
         let state = Arc::new(Hub::new(shared.clone(), limits.clone(), http.clone()));
         if h.devices > 0 {
             seed::seed(
-                &mut hub::lock(&state.registry),
+                &mut crate::state::lock(&state.registry),
                 h.devices,
                 seed,
                 0,
-                hub::now_secs(),
+                crate::state::now_secs(),
             );
         }
         let listener = bind(listen, &mut offset).await?;

@@ -103,7 +103,8 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// The next import/export job fails half-way with a `failureReason`.
+    /// The next import/export job fails half-way with a `failureReason`; a job with nothing
+    /// to process fails at its end.
     pub fail_next_job: bool,
     /// The next N data-plane requests get `error_status` (500 → 500001 `ServerError`, else 503001).
     pub error_burst: u32,
@@ -116,8 +117,10 @@ pub struct Faults {
     /// The next export job silently leaves out this many devices (and their modules): a
     /// service losing records, which only a count against the registry can notice.
     pub export_skip_devices: u32,
-    /// The next N bulk writes (`POST /devices`) are carried out, then lose their connection
-    /// before the response arrives: writes whose outcome the client cannot know.
+    /// The next N bulk writes (`POST /devices`) that are carried out (200, or 400 with a bulk
+    /// result) lose their connection before the response arrives: writes whose outcome the
+    /// client cannot know. A bulk call refused (firewall, auth, throttling, a batch refused
+    /// whole) is answered and does not count.
     pub lose_bulk_responses: u32,
     /// Tokens are treated as expired this many seconds before their `se`.
     pub expire_tokens_early_secs: u64,

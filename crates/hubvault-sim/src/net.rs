@@ -1,7 +1,8 @@
 //! Listening sockets for simulated hubs: a TCP listener whose connections can be cut on demand
 //! (the "dropped connection" fault), the caller address handlers see, and the scheme they are
-//! served with. Over `--tls`, `tls::TlsListener` wraps a `HubListener`, so both keep working.
-//! `Serving` runs a router on a listener, plain or behind TLS, until the run stops.
+//! served with. Over `--tls`, the TLS listener (module `tls`) wraps a `HubListener`, so both
+//! keep working. Must not: know about TLS (`tls` depends on this module, not the reverse) or
+//! serve routers (that is `serve`).
 //!
 //! Why not a panic or an erroring body: both still let hyper write a status line first, or spam
 //! stderr. Failing the connection's first write makes the client see a connection closed with
@@ -17,15 +18,10 @@ use std::task::{Context, Poll};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use axum::{Extension, Router};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use super::shared::lock;
-use super::tls::TlsListener;
 
 /// Connections (by peer address) whose next write must fail.
 #[derive(Debug, Default)]
@@ -104,7 +100,7 @@ impl Listener for HubListener {
 }
 
 // One impl per listener the simulator serves on (a blanket impl over every `Listener` would
-// collide with axum's own for `TapIo`). `TlsListener` passes the inner peer address through.
+// collide with axum's own for `TapIo`); the one for `TlsListener` is in `tls`.
 impl Connected<IncomingStream<'_, HubListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, HubListener>) -> Self {
         Peer(*stream.remote_addr())
@@ -113,12 +109,6 @@ impl Connected<IncomingStream<'_, HubListener>> for Peer {
 
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl<L: Listener<Addr = SocketAddr>> Connected<IncomingStream<'_, TlsListener<L>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener<L>>) -> Self {
         Peer(*stream.remote_addr())
     }
 }
@@ -179,56 +169,4 @@ impl AsyncWrite for HubStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-}
-
-/// How every port of one run is served: plain HTTP, or HTTPS with the run's certificate.
-#[derive(Clone)]
-pub(crate) struct Serving {
-    pub tls: Option<TlsAcceptor>,
-    pub stop: watch::Receiver<bool>,
-}
-
-impl Serving {
-    pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
-    }
-
-    pub fn base_url(&self, l: &TcpListener) -> String {
-        l.local_addr()
-            .map(|a| format!("{}://{a}", self.scheme()))
-            .unwrap_or_default()
-    }
-
-    /// Serve `router` on `listener` (behind TLS when configured) until the run stops.
-    /// Handlers see the caller as `ConnectInfo<Peer>` and the scheme as `Extension<Scheme>`.
-    pub fn spawn<L>(&self, listener: L, router: Router) -> JoinHandle<()>
-    where
-        L: Listener<Addr = SocketAddr>,
-        Peer: for<'a> Connected<IncomingStream<'a, L>>,
-    {
-        let router = router.layer(Extension(Scheme(self.scheme())));
-        match &self.tls {
-            Some(acceptor) => spawn_server::<TlsListener<L>>(
-                TlsListener::new(listener, acceptor.clone()),
-                router,
-                self.stop.clone(),
-            ),
-            None => spawn_server(listener, router, self.stop.clone()),
-        }
-    }
-}
-
-fn spawn_server<L>(listener: L, router: Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    Peer: for<'a> Connected<IncomingStream<'a, L>>,
-{
-    tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<Peer>();
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-    })
 }

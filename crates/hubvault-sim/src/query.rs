@@ -19,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde_json::{Map, Value, json};
 
 use super::error::HubError;
-use super::hub::{Hub, body_json, json_response, lock};
 use super::registry::Registry;
+use super::state::{Hub, body_json, json_response, lock};
 use super::wire::{module_twin_json, twin_json};
 
 #[derive(Debug, PartialEq)]

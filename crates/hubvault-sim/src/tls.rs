@@ -3,18 +3,21 @@
 //! any other axum [`Listener`] — a plain TCP listener, or the hubs' [`crate::net::HubListener`],
 //! so the dropped-connection fault and the caller's address keep working over TLS.
 //!
-//! Must not: decide which services are served or where (that is `sim::run`). Uses rustls on
+//! Must not: decide which services are served or where (that is `sim::run`), or serve routers
+//! (that is `serve`). Uses rustls on
 //! aws-lc-rs only (ring stays out of the tree). The certificate is its own trust root: clients
 //! add the PEM written by [`write_ca_file`] as an extra root. Handshakes run in their own tasks so
 //! one slow or broken client cannot stall `accept`.
 
 use std::fmt::Debug;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt as _, TapIo};
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt as _, TapIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -23,6 +26,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
+
+use crate::net::Peer;
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,6 +218,13 @@ where
             Ok(a) => Ok(a.clone()),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         }
+    }
+}
+
+// The caller is the TCP peer underneath the TLS session: the firewall judges it as over HTTP.
+impl<L: Listener<Addr = SocketAddr>> Connected<IncomingStream<'_, TlsListener<L>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener<L>>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }
 

@@ -13,8 +13,8 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::error::HubError;
-use super::hub::{Hub, body_json, if_match, json_response, lock, now_secs};
 use super::registry::{Twin, compact, expand};
+use super::state::{Hub, body_json, if_match, json_response, lock, now_secs};
 use super::wire::{module_twin_json, twin_json};
 
 type Handled = Result<Response, HubError>;

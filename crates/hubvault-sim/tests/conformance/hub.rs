@@ -1200,6 +1200,55 @@ async fn jobs_can_be_cancelled_and_fail_on_storage_or_injected_faults() {
 }
 
 #[tokio::test]
+async fn fail_next_job_fails_a_job_with_nothing_to_process() {
+    let sim = start(&[("hub-a", 0)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("devices.txt"), "").unwrap();
+    let url = file_url(dir.path());
+    let export = json!({"type": "export", "outputBlobContainerUri": url});
+    let import =
+        json!({"type": "import", "inputBlobContainerUri": url, "outputBlobContainerUri": url});
+    let run = |body: Value| {
+        let sim = &sim;
+        async move {
+            let job: Value = sim
+                .req(Method::POST, "hub-a", "/jobs/create")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            wait_job(sim, "hub-a", job["jobId"].as_str().unwrap()).await
+        }
+    };
+    for (kind, body) in [("export", &export), ("import", &import)] {
+        sim.control(
+            Method::PATCH,
+            "/hubs/hub-a/faults",
+            Some(json!({"fail_next_job": true})),
+        )
+        .await;
+        let done = run(body.clone()).await;
+        assert_eq!(
+            done["status"], "failed",
+            "an empty {kind} fails when the fault is set: {done}"
+        );
+        assert!(done["failureReason"].is_string(), "{done}");
+        let faults = sim.control(Method::GET, "/hubs/hub-a/faults", None).await;
+        assert_eq!(faults["fail_next_job"], false, "the fault is consumed");
+    }
+    for body in [export, import] {
+        assert_eq!(
+            run(body).await["status"],
+            "completed",
+            "without the fault an empty job completes"
+        );
+    }
+}
+
+#[tokio::test]
 async fn import_applies_modes_writes_the_error_log_and_restored_keys_work() {
     let sim = start(&[("hub-a", 0), ("hub-b", 0)]).await;
     sim.control(
@@ -1536,6 +1585,242 @@ async fn injected_faults_burst_drop_and_expire_tokens() {
         "IotHubUnauthorizedAccess",
     )
     .await;
+}
+
+#[tokio::test]
+async fn throttling_message_names_the_configured_retry_after() {
+    let sim = start(&[("hub-a", 0)]).await;
+    // A bucket that does not refill during the test: the second call is throttled, and so is
+    // every later one.
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"rates": {"statistics": 0.001}, "retry_after_secs": 3})),
+    )
+    .await;
+    let call = || async {
+        sim.req(Method::GET, "hub-a", "/statistics/devices")
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(call().await.status(), StatusCode::OK);
+    let r = call().await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "3");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Wait 3 seconds and try again"),
+        "legacy body: {body}"
+    );
+    assert!(!body.contains("Wait 10"), "{body}");
+
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"retry_after_secs": 45, "throttle_legacy_body": false})),
+    )
+    .await;
+    let r = call().await;
+    assert_eq!(r.headers()["retry-after"], "45");
+    let inner = error_body(
+        r,
+        StatusCode::TOO_MANY_REQUESTS,
+        429_001,
+        "ThrottlingException",
+    )
+    .await;
+    assert!(
+        inner["message"]
+            .as_str()
+            .unwrap()
+            .contains("Wait 45 seconds and try again"),
+        "JSON body: {inner}"
+    );
+
+    // No `Retry-After` configured: no header, and the service's own "Wait 10 seconds".
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"retry_after_secs": null})),
+    )
+    .await;
+    let r = call().await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_none());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Wait 10 seconds and try again"), "{body}");
+}
+
+#[tokio::test]
+async fn lose_bulk_responses_cuts_only_bulk_calls_that_were_carried_out() {
+    async fn armed(sim: &Sim) -> u64 {
+        sim.control(Method::GET, "/hubs/hub-a/faults", None).await["lose_bulk_responses"]
+            .as_u64()
+            .unwrap()
+    }
+    async fn exists(sim: &Sim, id: &str) -> bool {
+        sim.req(Method::GET, "hub-a", &format!("/devices/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    }
+    let sim = start(&[("hub-a", 0)]).await;
+    let batch = |id: &str| json!([{"id": id, "importMode": "create"}]);
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
+        Some(json!({"lose_bulk_responses": 1})),
+    )
+    .await;
+
+    // Refused by authentication: a token of another key, and a policy without RegistryWrite.
+    let host = sim.hub("hub-a").host.clone();
+    let forged = sas(
+        &host,
+        &B64.encode([7u8; 32]),
+        Some("iothubowner"),
+        in_an_hour(),
+    );
+    let r = sim
+        .req_as(&sim.http, Method::POST, "hub-a", "/devices", &forged)
+        .json(&batch("refused-auth"))
+        .send()
+        .await
+        .expect("a call refused by auth is answered");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let reader = sim.token("hub-a", "registryRead");
+    let r = sim
+        .req_as(&sim.http, Method::POST, "hub-a", "/devices", &reader)
+        .json(&batch("refused-right"))
+        .send()
+        .await
+        .expect("a call refused for a missing right is answered");
+    error_body(r, StatusCode::UNAUTHORIZED, 401_003, "IotHubUnauthorized").await;
+
+    // Refused by the firewall.
+    let rules = json!({"networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false,
+        "ipRules": [{"filterName": "me", "action": "Allow", "ipMask": "127.0.0.1"}]}});
+    sim.control(Method::PUT, "/hubs/hub-a/firewall", Some(rules))
+        .await;
+    let r = sim
+        .req_as(
+            &client_from([127, 0, 0, 2]),
+            Method::POST,
+            "hub-a",
+            "/devices",
+            &sim.token("hub-a", "iothubowner"),
+        )
+        .json(&batch("refused-firewall"))
+        .send()
+        .await
+        .expect("a call refused by the firewall is answered");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    sim.control(
+        Method::PUT,
+        "/hubs/hub-a/firewall",
+        Some(json!({"networkRuleSets": null})),
+    )
+    .await;
+
+    // Refused by throttling (a registry bucket that does not refill during the call).
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"rates": {"registry": 0.001}})),
+    )
+    .await;
+    assert!(
+        !exists(&sim, "warm-up").await,
+        "takes the only registry token"
+    );
+    let r = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&batch("refused-throttled"))
+        .send()
+        .await
+        .expect("a throttled call is answered");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/limits",
+        Some(json!({"rates": {}})),
+    )
+    .await;
+
+    // Refused whole by the service: no api-version, duplicate ids.
+    let r = sim
+        .http
+        .post(format!("{}/devices", sim.hub("hub-a").endpoint))
+        .header("Authorization", sim.token("hub-a", "iothubowner"))
+        .json(&batch("refused-version"))
+        .send()
+        .await
+        .expect("a call without api-version is answered");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let dup = json!([{"id": "dup", "importMode": "create"}, {"id": "dup", "importMode": "create"}]);
+    let r = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&dup)
+        .send()
+        .await
+        .expect("a batch refused whole is answered");
+    error_body(
+        r,
+        StatusCode::BAD_REQUEST,
+        400_011,
+        "DeviceDefinedMultipleTimes",
+    )
+    .await;
+
+    for id in [
+        "refused-auth",
+        "refused-right",
+        "refused-firewall",
+        "refused-throttled",
+        "refused-version",
+        "dup",
+    ] {
+        assert!(!exists(&sim, id).await, "{id} was not written");
+    }
+    assert_eq!(armed(&sim).await, 1, "no refused call consumed the fault");
+
+    // A bulk call carried out loses its answer, yet is applied; the fault then fires no more.
+    let lost = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&batch("kept"))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the answer is cut: {lost:?}");
+    assert!(exists(&sim, "kept").await, "the lost call was carried out");
+    assert_eq!(armed(&sim).await, 0);
+    let r = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&batch("answered"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A 400 with a bulk result (some entries failed, the others applied) is carried out too.
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
+        Some(json!({"lose_bulk_responses": 1})),
+    )
+    .await;
+    let mixed =
+        json!([{"id": "kept", "importMode": "create"}, {"id": "partial", "importMode": "create"}]);
+    let lost = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&mixed)
+        .send()
+        .await;
+    assert!(lost.is_err(), "the partial result is cut: {lost:?}");
+    assert!(exists(&sim, "partial").await);
+    assert_eq!(armed(&sim).await, 0);
 }
 
 // ---------------------------------------------------------------- Azure Blob (Azurite)
