@@ -28,8 +28,8 @@ mod sim_process;
 mod workdir;
 mod world;
 
-pub use azurite::azurite;
-pub use bin::{Hubvault, assert_no_secrets, blocking};
+pub use azurite::{Staging, azurite};
+pub use bin::{Hubvault, Out, assert_no_secrets, blocking};
 pub use sim_process::SimProcess;
 pub use workdir::Workdir;
 pub use world::{ARM_TOKEN, World, fast_world};
