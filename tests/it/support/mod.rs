@@ -29,7 +29,7 @@ mod workdir;
 mod world;
 
 pub use azurite::{Staging, azurite};
-pub use bin::{Hubvault, Out, assert_no_secrets, blocking};
+pub use bin::{Hubvault, Out, Spawned, assert_no_secrets, blocking};
 pub use sim_process::SimProcess;
 pub use workdir::Workdir;
-pub use world::{ARM_TOKEN, World, fast_world};
+pub use world::{ARM_TOKEN, World, fast_world, ndjson};
