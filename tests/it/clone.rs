@@ -150,8 +150,9 @@ fn clone_a_to_b(wd: &Workdir, extra: &[&str]) -> Hubvault {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_to_exit_0_and_prints_no_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Hubvault::new(dir.path())
+    let wd = Workdir::new();
+    let out = wd
+        .hubvault()
         .args(["demo", "--json", "-vvv", "--devices", "1200"])
         .within(Duration::from_secs(180))
         .run()
@@ -178,7 +179,7 @@ async fn demo_runs_to_exit_0_and_prints_no_secret() {
         assert!(steps.contains(&wanted), "step {wanted} missing: {steps:?}");
     }
     assert!(
-        dir.path().join("hubvault-demo").is_dir(),
+        wd.join("hubvault-demo").is_dir(),
         "vault left where it says"
     );
     // The demo's fleet is the simulator's deterministic one (seed 7): regenerate its keys to scan.
@@ -457,7 +458,7 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
     sim.limits("hub-a", json!({"job_rate": 250.0})).await; // the other job takes ~4 s
 
     // Someone else's export job on hub-a, writing outside hubvault's staging folder.
-    let hub = sim.running.hub("hub-a").unwrap();
+    let hub = sim.hub("hub-a");
     let target = Connection::from_connection_string(&sim.connection_string("hub-a"))
         .unwrap()
         .with_endpoint(hub.endpoint.parse().unwrap());

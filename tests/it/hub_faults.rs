@@ -153,7 +153,7 @@ async fn a_job_outlives_several_sas_tokens_of_the_run() {
 
 /// Put hub `name` on the Free tier through the simulated ARM (as the portal would show it).
 async fn free_tier(sim: &World, name: &str) {
-    let hub = sim.running.hub(name).unwrap();
+    let hub = sim.hub(name);
     let url = format!(
         "{}{}?api-version=2023-06-30",
         sim.running.arm.as_deref().unwrap(),

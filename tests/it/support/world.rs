@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::azurite::Staging;
 use super::workdir::Workdir;
+use hubvault_sim::dps::DpsState;
 use hubvault_sim::{self as sim, HubOptions, Limits, Options, Running, RunningHub, TlsConfig};
 
 /// The bearer token runs of hubvault give the simulated ARM (`[arm] token-env`).
@@ -32,6 +33,8 @@ pub struct WorldBuilder {
 /// A simulator running inside the test process. Dropping it stops every server.
 pub struct World {
     pub running: Running,
+    /// The DPS instance, when the world serves one (its policies hold its keys).
+    pub dps: Option<Arc<DpsState>>,
     stop: Option<oneshot::Sender<()>>,
     http: reqwest::Client,
     /// Secrets a test adds to the scan (a key it made up, a SAS it minted).
@@ -102,16 +105,6 @@ impl WorldBuilder {
         self
     }
 
-    /// Start it, with a fresh staging container `tag` in Azurite (`cs`) and a work folder whose
-    /// `hubvault.toml` names both.
-    pub async fn start_staged(self, cs: &str, tag: &str) -> (World, Staging, Workdir) {
-        let world = self.start().await;
-        let staging = Staging::fresh(cs, tag).await;
-        let wd = Workdir::new();
-        wd.config(&world).staging(&staging).write();
-        (world, staging, wd)
-    }
-
     pub async fn start(self) -> World {
         let ca_dir = self.tls.then(|| tempfile::tempdir().unwrap());
         let options = Options {
@@ -124,7 +117,7 @@ impl WorldBuilder {
             }),
             ..Options::default()
         };
-        let (mut options, _) = sim::with_services(options, self.dps.as_deref());
+        let (mut options, dps) = sim::with_services(options, self.dps.as_deref());
         if !self.arm {
             options.arm = None;
         }
@@ -144,6 +137,7 @@ impl WorldBuilder {
         }
         World {
             running,
+            dps,
             stop: Some(stop),
             http: http.build().unwrap(),
             extra_secrets: Mutex::new(Vec::new()),
@@ -161,12 +155,15 @@ pub async fn fast_world(
     seed: u64,
     tag: &str,
 ) -> (World, Staging, Workdir) {
-    let (world, staging, wd) = World::builder()
+    let world = World::builder()
         .hubs(hubs)
         .seed(seed)
         .fast_jobs()
-        .start_staged(cs, tag)
+        .start()
         .await;
+    let staging = Staging::fresh(cs, tag).await;
+    let wd = Workdir::new();
+    wd.config(&world).staging(&staging).write();
     wd.set_env("HUBVAULT_JOB_POLL_MS", "50");
     (world, staging, wd)
 }
@@ -373,17 +370,22 @@ impl World {
     }
 
     /// Every secret a run could leak: the fleet keys of `hubs` (as they are now), every policy
-    /// key of every hub, the Azurite account key and what tests added.
+    /// key of every hub (and of DPS), the Azurite account key and what tests added.
     pub async fn secrets(&self, hubs: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
         for h in hubs {
             out.extend(fleet_keys(&self.registry(h).await));
         }
-        for h in &self.running.hubs {
-            for p in &h.shared.policies {
-                out.push(p.primary_key.clone());
-                out.push(p.secondary_key.clone());
-            }
+        let dps = self.dps.iter().flat_map(|d| &d.policies);
+        for p in self
+            .running
+            .hubs
+            .iter()
+            .flat_map(|h| &h.shared.policies)
+            .chain(dps)
+        {
+            out.push(p.primary_key.clone());
+            out.push(p.secondary_key.clone());
         }
         if let Some(key) = std::env::var("HUBVAULT_TEST_AZURITE")
             .ok()
