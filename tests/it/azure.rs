@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::support::azurite;
 use axum::Router;
 use axum::body::Bytes as AxumBytes;
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,11 +21,13 @@ use futures::TryStreamExt as _;
 use hubvault::hub::{
     self, Connection, HubClient, IfMatch, JobProperties, JobStatus, PollPolicy, RetryPolicy,
 };
-use hubvault::store::azure::{AzureLocation, AzureStore};
+use hubvault::store::azure::AzureStore;
 use hubvault::store::sas::SasPermissions;
 use hubvault::store::{Error as StoreError, Store};
 use sha2::{Digest as _, Sha256};
 use url::Url;
+
+use crate::support::{Staging, azurite};
 
 // ---------------------------------------------------------------------------------------------
 // A scripted IoT Hub double: canned responses per "METHOD /path", every request recorded.
@@ -614,17 +615,7 @@ async fn hub_transport_errors_carry_no_url_or_secret() {
 
 /// A store in a fresh container (with a prefix, to exercise prefix handling).
 async fn fresh_store(cs: &str, tag: &str) -> AzureStore {
-    let container = format!(
-        "t-{tag}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let store = AzureStore::new(
-        AzureLocation::from_connection_string(cs, &format!("{container}/vault")).unwrap(),
-        None,
-    )
-    .unwrap();
-    store.ensure_container().await.unwrap();
-    store
+    Staging::fresh(cs, tag).await.under("vault")
 }
 
 fn pseudo_random(len: usize) -> Vec<u8> {
@@ -893,7 +884,8 @@ async fn azure_store_through_a_generated_sas_and_a_tampered_one() {
 #[tokio::test]
 async fn azure_store_opens_from_a_connection_string_and_redacts_it() {
     let Some(cs) = azurite() else { return };
-    let container = format!("t-cs-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let fresh = Staging::fresh(&cs, "cs").await;
+    let container = &fresh.container;
     let store = AzureStore::open(
         &format!(
             "{}Container={container}/p",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{self, Sim, assert_no_secrets, hubvault, run, text};
+use crate::support::{Hubvault, Workdir, World, assert_no_secrets, azurite, fast_world};
 
 /// An identity's comparable content: everything a clone must carry over, without what the
 /// target hub assigns itself (etags, versions, generated scopes).
@@ -114,7 +114,7 @@ fn assert_same_configurations(source: &[Value], target: &[Value]) {
 
 /// A sample of SAS devices sends one message each to `hub` with the keys read from `source`;
 /// all are accepted and counted by the simulator.
-async fn assert_devices_authenticate(sim: &Sim, hub: &str, source: &[Value], n: usize) {
+async fn assert_devices_authenticate(sim: &World, hub: &str, source: &[Value], n: usize) {
     let sample: Vec<(String, String)> = source
         .iter()
         .filter(|l| l.get("moduleId").is_none() && l["status"] == "enabled")
@@ -141,32 +141,25 @@ async fn assert_devices_authenticate(sim: &Sim, hub: &str, source: &[Value], n: 
     }
 }
 
-/// Fast jobs for tests: no per-line pacing, a short queue.
-async fn fast(sim: &Sim, hubs: &[&str]) {
-    for h in hubs {
-        sim.limits(
-            h,
-            json!({"job_rate": 0.0, "job_queue_ms": 10, "retry_after_secs": 1}),
-        )
-        .await;
-    }
+/// `clone --from hub-a --to hub-b --json` and `extra`, run in `wd`.
+fn clone_a_to_b(wd: &Workdir, extra: &[&str]) -> Hubvault {
+    wd.hubvault()
+        .args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
+        .args(extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_to_exit_0_and_prints_no_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubvault"));
-    cmd.current_dir(dir.path())
-        .env("HOME", dir.path())
-        .env_remove("HUBVAULT_CONFIG")
-        .env_remove("HUBVAULT_STORE")
-        .env_remove("HUBVAULT_LOG")
+    let wd = Workdir::new();
+    let out = wd
+        .hubvault()
         .args(["demo", "--json", "-vvv", "--devices", "1200"])
-        .kill_on_drop(true);
-    let out = run(cmd, Duration::from_secs(180)).await;
-    let all = text(&out);
+        .within(Duration::from_secs(180))
+        .run()
+        .await;
+    let all = out.text();
     assert_eq!(out.status.code(), Some(0), "{all}");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let report: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
     assert_eq!(report["ok"], true, "{report:#}");
     let steps: Vec<&str> = report["steps"]
         .as_array()
@@ -186,12 +179,17 @@ async fn demo_runs_to_exit_0_and_prints_no_secret() {
         assert!(steps.contains(&wanted), "step {wanted} missing: {steps:?}");
     }
     assert!(
-        dir.path().join("hubvault-demo").is_dir(),
+        wd.join("hubvault-demo").is_dir(),
         "vault left where it says"
     );
     // The demo's fleet is the simulator's deterministic one (seed 7): regenerate its keys to scan.
     // Same seed, same hub names: the same policy keys too.
-    let sim = support::start_sim(&[("hub-a", 1200), ("hub-b", 0)], 7).await;
+    let sim = World::builder()
+        .hub("hub-a", 1200)
+        .hub("hub-b", 0)
+        .seed(7)
+        .start()
+        .await;
     let keys = sim.secrets(&["hub-a"]).await;
     assert!(keys.len() > 1000);
     assert_no_secrets(&all, &keys, "demo -vvv");
@@ -199,26 +197,18 @@ async fn demo_runs_to_exit_0_and_prints_no_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 10_000), ("hub-b", 0)], 11).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
-    let staging = support::staging_container(&cs, "clone10k").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    let mut cmd = hubvault(&wd);
-    cmd.args([
-        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
-    ]);
-    let out = run(cmd, Duration::from_secs(240)).await;
-    let all = text(&out);
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) =
+        fast_world(&cs, &[("hub-a", 10_000), ("hub-b", 0)], 11, "clone10k").await;
+    let out = clone_a_to_b(&wd, &["-vvv"])
+        .within(Duration::from_secs(240))
+        .run()
+        .await;
+    let all = out.text();
     let source = sim.registry("hub-a").await;
     assert_no_secrets(&all, &sim.secrets(&["hub-a", "hub-b"]).await, "clone -vvv");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
     let devices = source
         .iter()
         .filter(|l| l.get("moduleId").is_none())
@@ -245,17 +235,16 @@ async fn clone_of_10k_devices_makes_the_target_equal_the_source() {
         "staging emptied"
     );
     // Without --keep the intermediate snapshot was ephemeral: nothing in the store.
-    let store = wd.path().join("store");
+    let store = wd.store();
     let kept = std::fs::read_dir(&store).map_or(0, Iterator::count);
     assert_eq!(kept, 0, "no snapshot kept without --keep");
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 300), ("hub-b", 0)], 12).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 300), ("hub-b", 0)], 12, "firewall").await;
     sim.firewall(
         "hub-b",
         json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {"defaultAction": "Deny",
@@ -263,21 +252,22 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
             "ipRules": [{"filterName": "only-branch", "action": "Allow", "ipMask": "127.0.0.2"}]}}),
     )
     .await;
-    let staging = support::staging_container(&cs, "firewall").await;
-    let wd = support::workdir(&sim, Some(&staging));
 
-    let mut cmd = hubvault(&wd);
-    cmd.args([
-        "preflight",
-        "--to",
-        "hub-b",
-        "--caller-ip",
-        "127.0.0.1",
-        "--json",
-    ]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = wd
+        .hubvault()
+        .args([
+            "preflight",
+            "--to",
+            "hub-b",
+            "--caller-ip",
+            "127.0.0.1",
+            "--json",
+        ])
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
     let failing: Vec<&Value> = report["findings"]
         .as_array()
         .unwrap()
@@ -291,18 +281,11 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
         "a failing finding names the rule: {report:#}"
     );
 
-    let mut cmd = hubvault(&wd);
-    cmd.args([
-        "clone",
-        "--from",
-        "hub-a",
-        "--to",
-        "hub-b",
-        "--no-preflight",
-        "--json",
-    ]);
-    let out = run(cmd, Duration::from_secs(120)).await;
-    let all = text(&out);
+    let out = clone_a_to_b(&wd, &["--no-preflight"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    let all = out.text();
     assert_ne!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("401002"), "{all}");
     assert!(all.to_lowercase().contains("firewall"), "explained: {all}");
@@ -319,66 +302,27 @@ async fn firewall_preflight_names_the_rule_and_a_blind_restore_explains_401002()
         Vec::<String>::new(),
         "staging emptied"
     );
-    staging.store.delete_container().await.unwrap();
-}
-
-/// Wait (bounded) until `hub` shows a job of `kind` in state `running`.
-async fn wait_for_running_job(sim: &Sim, hub: &str, kind: &str) {
-    for _ in 0..600 {
-        let jobs = sim.jobs(hub).await;
-        if jobs
-            .iter()
-            .any(|j| j["type"] == kind && j["status"] == "running")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no {kind} job ran on {hub} within 15 s");
-}
-
-/// Wait (bounded) until no job of `hub` is active, as a user rerunning later would find it.
-async fn wait_for_jobs_to_end(sim: &Sim, hub: &str) {
-    for _ in 0..300 {
-        let jobs = sim.jobs(hub).await;
-        if jobs.iter().all(|j| {
-            !matches!(
-                j["status"].as_str(),
-                Some("running" | "enqueued" | "queued")
-            )
-        }) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("jobs of {hub} still active after 30 s");
+    staging.delete().await;
 }
 
 /// SIGKILL the clone while a job of `kind` runs on `hub`, then rerun it: it completes, the target
 /// equals the source and the staging container is empty.
 async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 21).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 2000), ("hub-b", 0)], 21, tag).await;
     // About four seconds per job on the slowed hub: time to kill the process mid-job.
     sim.limits(slow_hub, json!({"job_rate": 500.0})).await;
-    let staging = support::staging_container(&cs, tag).await;
-    let wd = support::workdir(&sim, Some(&staging));
-    let args = [
-        "clone", "--from", "hub-a", "--to", "hub-b", "--engine", "job", "--json",
-    ];
-
-    let mut cmd = hubvault(&wd);
-    cmd.args(args)
-        .env("HUBVAULT_JOB_POLL_MS", "50")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for_running_job(&sim, slow_hub, kind).await;
-    child.start_kill().unwrap(); // SIGKILL
+    let clone = || clone_a_to_b(&wd, &["--engine", "job"]);
+    let mut child = clone().spawn();
+    sim.running_job(slow_hub, Some(kind), Duration::from_secs(15))
+        .await;
+    child.kill().await;
     let killed_at = std::time::Instant::now();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    wait_for_jobs_to_end(&sim, slow_hub).await;
+    // As a user rerunning later would find it: no job of the hub active any more.
+    assert!(
+        sim.jobs_done(slow_hub, Duration::from_secs(30)).await,
+        "jobs of {slow_hub} still active after 30 s"
+    );
     assert!(
         !staging.leftovers().await.is_empty(),
         "the killed run left plaintext staging blobs (else this test proves nothing)"
@@ -387,14 +331,16 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
     sim.limits(slow_hub, json!({"job_rate": 0.0})).await;
     // The killed run's journal lease lapses (15 s): the rerun finds it dead and cleans up.
     tokio::time::sleep(Duration::from_secs(17).saturating_sub(killed_at.elapsed())).await;
-    let mut cmd = hubvault(&wd);
-    cmd.args(args).arg("-vvv").env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    let all = text(&out);
+    let out = clone()
+        .arg("-vvv")
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    let all = out.text();
     let source = sim.registry("hub-a").await;
     assert_no_secrets(&all, &sim.secrets(&["hub-a", "hub-b"]).await, "rerun -vvv");
     assert_eq!(out.status.code(), Some(0), "{all}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["verified"], true, "{report:#}");
     let dead = &report["backup"]["dead_runs"];
     assert!(
@@ -407,7 +353,7 @@ async fn killed_and_rerun(tag: &str, slow_hub: &str, kind: &str) {
         Vec::<String>::new(),
         "staging emptied"
     );
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,24 +368,19 @@ async fn clone_killed_during_import_completes_on_rerun_and_leaves_staging_empty(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_rides_out_5xx_bursts_on_both_hubs() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 1500), ("hub-b", 0)], 22).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 1500), ("hub-b", 0)], 22, "burst").await;
     for h in ["hub-a", "hub-b"] {
         sim.faults(h, json!({"error_burst": 3, "error_status": 503}))
             .await;
     }
-    let staging = support::staging_container(&cs, "burst").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    let mut cmd = hubvault(&wd);
-    cmd.args([
-        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
-    ])
-    .env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = clone_a_to_b(&wd, &["-vvv"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
     assert_no_secrets(
-        &text(&out),
+        &out.text(),
         &sim.secrets(&["hub-a"]).await,
         "5xx clone -vvv",
     );
@@ -456,40 +397,34 @@ async fn clone_rides_out_5xx_bursts_on_both_hubs() {
         Vec::<String>::new(),
         "staging emptied"
     );
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_sas_expiring_mid_export_fails_cleanly_and_a_rerun_completes() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 23).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) =
+        fast_world(&cs, &[("hub-a", 2000), ("hub-b", 0)], 23, "sasexpiry").await;
     // The export takes about five seconds; the staging SAS the hub gets lives two.
     sim.limits("hub-a", json!({"job_rate": 400.0})).await;
-    let staging = support::staging_container(&cs, "sasexpiry").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    let config = std::fs::read_to_string(wd.config()).unwrap();
+    let config = std::fs::read_to_string(wd.config_path()).unwrap();
     assert!(
         config
             .trim_end()
             .ends_with(&format!("container = \"{}\"", staging.container))
     );
-    std::fs::write(wd.config(), format!("{config}sas-lifetime = \"2s\"\n")).unwrap();
+    std::fs::write(wd.config_path(), format!("{config}sas-lifetime = \"2s\"\n")).unwrap();
 
-    let args = [
-        "clone", "--from", "hub-a", "--to", "hub-b", "--json", "-vvv",
-    ];
-    let mut cmd = hubvault(&wd);
-    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    let all = text(&out);
+    let clone = || clone_a_to_b(&wd, &["-vvv"]);
+    let out = clone().within(Duration::from_secs(120)).run().await;
+    let all = out.text();
     assert_no_secrets(
         &all,
         &sim.secrets(&["hub-a"]).await,
         "expired SAS clone -vvv",
     );
     assert_eq!(out.status.code(), Some(2), "{all}");
-    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err: Value = serde_json::from_str(&out.stdout).unwrap();
     let message = err["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("export job"), "{err:#}");
     assert!(!all.contains("sig="), "no signature shown: {all}");
@@ -500,19 +435,17 @@ async fn staging_sas_expiring_mid_export_fails_cleanly_and_a_rerun_completes() {
         "staging emptied"
     );
 
-    std::fs::write(wd.config(), &config).unwrap();
+    std::fs::write(wd.config_path(), &config).unwrap();
     sim.limits("hub-a", json!({"job_rate": 0.0})).await;
-    let mut cmd = hubvault(&wd);
-    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = clone().within(Duration::from_secs(120)).run().await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
     assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
     assert_eq!(
         staging.leftovers().await,
         Vec::<String>::new(),
         "staging emptied"
     );
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,15 +453,12 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
     use hubvault::hub::{Connection, HubClient, JobProperties};
     use hubvault::store::sas::SasPermissions;
 
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 1000), ("hub-b", 0)], 24).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 1000), ("hub-b", 0)], 24, "slot").await;
     sim.limits("hub-a", json!({"job_rate": 250.0})).await; // the other job takes ~4 s
-    let staging = support::staging_container(&cs, "slot").await;
-    let wd = support::workdir(&sim, Some(&staging));
 
     // Someone else's export job on hub-a, writing outside hubvault's staging folder.
-    let hub = sim.running.hub("hub-a").unwrap();
+    let hub = sim.hub("hub-a");
     let target = Connection::from_connection_string(&sim.connection_string("hub-a"))
         .unwrap()
         .with_endpoint(hub.endpoint.parse().unwrap());
@@ -553,57 +483,43 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
         .unwrap();
     let other_id = other.id().to_owned();
 
-    let args = ["clone", "--from", "hub-a", "--to", "hub-b", "--json"];
-    let mut cmd = hubvault(&wd);
-    cmd.args(args).env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let all = text(&out);
+    let out = clone_a_to_b(&wd, &[])
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    let all = out.text();
     assert_eq!(out.status.code(), Some(2), "{all}");
-    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(err["error"]["code"], "hub_job_slot_busy", "{err:#}");
     assert!(all.contains(&other_id), "names the running job: {all}");
     assert!(sim.registry("hub-b").await.is_empty(), "nothing imported");
 
-    let mut cmd = hubvault(&wd);
-    cmd.args(args)
-        .arg("--wait")
-        .env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = clone_a_to_b(&wd, &["--wait"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
     assert_same_registry(&sim.registry("hub-a").await, &sim.registry("hub-b").await);
     // Only the other job's output is left: hubvault deleted its own blobs and none of theirs.
     let left = staging.leftovers().await;
     assert!(!left.is_empty(), "the other job's output is still there");
     assert!(left.iter().all(|b| b.starts_with("other/")), "{left:?}");
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_during_the_export_cancels_the_job_and_empties_staging() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 2000), ("hub-b", 0)], 25).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 2000), ("hub-b", 0)], 25, "ctrlc").await;
     sim.limits("hub-a", json!({"job_rate": 300.0})).await;
-    let staging = support::staging_container(&cs, "ctrlc").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    let mut cmd = hubvault(&wd);
-    cmd.args(["clone", "--from", "hub-a", "--to", "hub-b", "--json"])
-        .env("HUBVAULT_JOB_POLL_MS", "50")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    wait_for_running_job(&sim, "hub-a", "export").await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("exits soon after Ctrl-C")
-        .unwrap();
-    let all = text(&out);
+    let child = clone_a_to_b(&wd, &[])
+        .within(Duration::from_secs(30))
+        .spawn();
+    sim.running_job("hub-a", Some("export"), Duration::from_secs(15))
+        .await;
+    child.interrupt();
+    let out = child.finish().await.expect("exits soon after Ctrl-C");
+    let all = out.text();
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(
         all.contains("interrupted") && all.contains("cancelled"),
@@ -620,5 +536,5 @@ async fn ctrl_c_during_the_export_cancels_the_job_and_empties_staging() {
         Vec::<String>::new(),
         "staging emptied"
     );
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }

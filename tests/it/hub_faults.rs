@@ -5,78 +5,38 @@
 
 use std::time::{Duration, Instant};
 
-use age::secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
-use crate::support::{self, Sim, Workdir, assert_no_secrets, hubvault, run, text};
-
-async fn fast(sim: &Sim, hubs: &[&str]) {
-    for h in hubs {
-        sim.limits(
-            h,
-            json!({"job_rate": 0.0, "job_queue_ms": 10, "retry_after_secs": 1}),
-        )
-        .await;
-    }
-}
-
-/// A work folder whose config names an identity that exists (backups seal to it).
-fn with_identity(wd: &Workdir) {
-    let id = age::x25519::Identity::generate();
-    support::write_private(
-        &wd.identity(),
-        &format!("{}\n", id.to_string().expose_secret()),
-    );
-    std::fs::set_permissions(
-        wd.identity(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-}
-
-/// Wait (bounded) until `hub` runs a job, as a test that injects a fault mid-job needs.
-async fn wait_for_running_job(sim: &Sim, hub: &str) {
-    for _ in 0..300 {
-        if sim.jobs(hub).await.iter().any(|j| j["status"] == "running") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no job of {hub} ran within 15 s");
-}
-
-fn json_out(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use crate::support::{ARM_TOKEN, World, assert_no_secrets, azurite, fast_world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_rides_through_a_failover_that_starts_mid_job() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 400)], 41).await;
-    fast(&sim, &["hub-a"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 400)], 41, "failover").await;
+    wd.write_identity();
     // About four seconds of export: time to start the failover while the run polls the job.
     sim.limits("hub-a", json!({"job_rate": 110.0})).await;
-    let staging = support::staging_container(&cs, "failover").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    with_identity(&wd);
 
-    let mut cmd = hubvault(&wd);
-    cmd.args(["--json", "backup", "--hub", "hub-a"])
-        .env("HUBVAULT_JOB_POLL_MS", "50");
-    let backup = tokio::spawn(run(cmd, Duration::from_secs(120)));
-    wait_for_running_job(&sim, "hub-a").await;
+    let backup = tokio::spawn(
+        wd.hubvault()
+            .args(["--json", "backup", "--hub", "hub-a"])
+            .within(Duration::from_secs(120))
+            .run(),
+    );
+    sim.running_job("hub-a", None, Duration::from_secs(15))
+        .await;
     let faults = sim.faults("hub-a", json!({"failing_over_ms": 2500})).await;
     assert!(faults["failing_over_until_ms"].is_u64(), "{faults}");
     let out = backup.await.unwrap();
 
-    assert_no_secrets(&text(&out), &sim.secrets(&["hub-a"]).await, "backup");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_no_secrets(&out.text(), &sim.secrets(&["hub-a"]).await, "backup");
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("hub-a is failing over (404012 IotHubFailingOver); retrying"),
         "the user is told what the retries are about: {stderr}"
     );
-    let report = json_out(&out);
+    let report = out.doc();
     let job_id = report["job_id"].as_str().expect("job_id");
     assert!(
         sim.jobs("hub-a")
@@ -87,31 +47,31 @@ async fn a_backup_rides_through_a_failover_that_starts_mid_job() {
     );
     assert_eq!(report["devices"], 400, "{report:#}");
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_outlasts_the_retries_is_named_with_what_to_do() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 20)], 42).await;
-    fast(&sim, &["hub-a"]).await;
-    let staging = support::staging_container(&cs, "failoverlong").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    with_identity(&wd);
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20)], 42, "failoverlong").await;
+    wd.write_identity();
     sim.faults("hub-a", json!({"failing_over_ms": 600_000}))
         .await;
 
     let started = Instant::now();
-    let mut cmd = hubvault(&wd);
-    cmd.args(["--json", "backup", "--hub", "hub-a", "--no-preflight"])
-        .env("HUBVAULT_RETRY_MAX_SECS", "3");
-    let out = run(cmd, Duration::from_secs(60)).await;
+    let out = wd
+        .hubvault()
+        .args(["--json", "backup", "--hub", "hub-a", "--no-preflight"])
+        .env("HUBVAULT_RETRY_MAX_SECS", "3")
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the retries are bounded in time"
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let err = json_out(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", out.text());
+    let err = out.doc();
     assert_eq!(err["error"]["code"], "hub_failing_over", "{err:#}");
     let message = err["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -121,12 +81,15 @@ async fn a_failover_that_outlasts_the_retries_is_named_with_what_to_do() {
     );
 
     // Preflight says the same as a finding with the fix.
-    let mut cmd = hubvault(&wd);
-    cmd.args(["--json", "preflight", "--to", "hub-a"])
-        .env("HUBVAULT_RETRY_MAX_SECS", "2");
-    let out = run(cmd, Duration::from_secs(60)).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report = json_out(&out);
+    let out = wd
+        .hubvault()
+        .args(["--json", "preflight", "--to", "hub-a"])
+        .env("HUBVAULT_RETRY_MAX_SECS", "2")
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let report = out.doc();
     let finding = report["findings"]
         .as_array()
         .unwrap()
@@ -141,43 +104,42 @@ async fn a_failover_that_outlasts_the_retries_is_named_with_what_to_do() {
         "{finding}"
     );
     assert!(sim.jobs("hub-a").await.is_empty(), "no job was started");
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_outlives_several_sas_tokens_of_the_run() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 400)], 43).await;
-    fast(&sim, &["hub-a"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 400)], 43, "sasttl").await;
+    wd.write_identity();
     // An export of about seven seconds, tokens of three, and a hub whose clock runs a second
     // ahead of ours: some cached token is refused before we would renew it.
     sim.limits("hub-a", json!({"job_rate": 60.0})).await;
     sim.faults("hub-a", json!({"expire_tokens_early_secs": 1}))
         .await;
-    let staging = support::staging_container(&cs, "sasttl").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    with_identity(&wd);
 
     let started = Instant::now();
-    let mut cmd = hubvault(&wd);
-    cmd.args(["--json", "-vv", "backup", "--hub", "hub-a"])
-        .env("HUBVAULT_JOB_POLL_MS", "50")
-        .env("HUBVAULT_SAS_TTL_SECS", "3");
-    let out = run(cmd, Duration::from_secs(120)).await;
+    let out = wd
+        .hubvault()
+        .args(["--json", "-vv", "backup", "--hub", "hub-a"])
+        .env("HUBVAULT_SAS_TTL_SECS", "3")
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
     let took = started.elapsed();
 
-    assert_no_secrets(&text(&out), &sim.secrets(&["hub-a"]).await, "backup -vv");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_no_secrets(&out.text(), &sim.secrets(&["hub-a"]).await, "backup -vv");
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
     assert!(
         took > Duration::from_secs(6),
         "the run outlived two token lifetimes ({took:?})"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("401: retrying once with a freshly signed token"),
         "a token refused before its expiry on our clock was replaced: {stderr}"
     );
-    let report = json_out(&out);
+    let report = out.doc();
     assert_eq!(report["devices"], 400, "{report:#}");
     assert!(
         sim.jobs("hub-a")
@@ -186,12 +148,12 @@ async fn a_job_outlives_several_sas_tokens_of_the_run() {
             .any(|j| j["jobId"] == report["job_id"] && j["status"] == "completed")
     );
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }
 
 /// Put hub `name` on the Free tier through the simulated ARM (as the portal would show it).
-async fn free_tier(sim: &Sim, name: &str) {
-    let hub = sim.running.hub(name).unwrap();
+async fn free_tier(sim: &World, name: &str) {
+    let hub = sim.hub(name);
     let url = format!(
         "{}{}?api-version=2023-06-30",
         sim.running.arm.as_deref().unwrap(),
@@ -200,7 +162,7 @@ async fn free_tier(sim: &Sim, name: &str) {
     let http = reqwest::Client::new();
     let mut doc: Value = http
         .get(&url)
-        .bearer_auth("sim-arm-token")
+        .bearer_auth(ARM_TOKEN)
         .send()
         .await
         .unwrap()
@@ -210,7 +172,7 @@ async fn free_tier(sim: &Sim, name: &str) {
     doc["sku"] = json!({"name": "F1", "tier": "Free", "capacity": 1});
     let put = http
         .put(&url)
-        .bearer_auth("sim-arm-token")
+        .bearer_auth(ARM_TOKEN)
         .json(&doc)
         .send()
         .await
@@ -220,28 +182,29 @@ async fn free_tier(sim: &Sim, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_into_a_free_tier_hub_too_small_for_the_plan_stops_at_preflight() {
-    let Some(cs) = support::azurite() else { return };
-    let sim = support::start_sim(&[("hub-a", 600), ("hub-b", 0)], 44).await;
-    fast(&sim, &["hub-a", "hub-b"]).await;
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 600), ("hub-b", 0)], 44, "quota").await;
+    wd.write_identity();
     free_tier(&sim, "hub-b").await;
     sim.limits("hub-b", json!({"device_quota": 500})).await;
-    let staging = support::staging_container(&cs, "quota").await;
-    let wd = support::workdir(&sim, Some(&staging));
-    with_identity(&wd);
-    let mut cmd = hubvault(&wd);
-    cmd.args(["backup", "--hub", "hub-a"])
-        .env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = wd
+        .hubvault()
+        .args(["backup", "--hub", "hub-a"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
 
-    let mut cmd = hubvault(&wd);
-    cmd.args([
-        "--json", "restore", "latest", "--to", "hub-b", "--engine", "job",
-    ])
-    .env("HUBVAULT_JOB_POLL_MS", "50");
-    let out = run(cmd, Duration::from_secs(120)).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report = json_out(&out);
+    let out = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--to", "hub-b", "--engine", "job",
+        ])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let report = out.doc();
     let findings = report["preflight"]["findings"]
         .as_array()
         .unwrap_or_else(|| panic!("preflight findings: {report:#}"));
@@ -275,10 +238,13 @@ async fn a_restore_into_a_free_tier_hub_too_small_for_the_plan_stops_at_prefligh
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
 
     // A paid-tier hub of the same size passes the same check, naming the cap it used.
-    let mut cmd = hubvault(&wd);
-    cmd.args(["--json", "preflight", "--to", "hub-a"]);
-    let out = run(cmd, Duration::from_secs(60)).await;
-    let report = json_out(&out);
+    let out = wd
+        .hubvault()
+        .args(["--json", "preflight", "--to", "hub-a"])
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    let report = out.doc();
     let f = report["findings"]
         .as_array()
         .unwrap()
@@ -294,5 +260,5 @@ async fn a_restore_into_a_free_tier_hub_too_small_for_the_plan_stops_at_prefligh
             .ends_with("of 1000000 allowed (the cap of its S1 tier)"),
         "{f}"
     );
-    staging.store.delete_container().await.unwrap();
+    staging.delete().await;
 }

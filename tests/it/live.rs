@@ -1,35 +1,28 @@
 //! Live backup and preflight against the in-process simulator, with staging in real Azurite.
 //!
-//! Each test starts its own simulator (hub-a, hub-b, ARM) on 127.0.0.1, writes a hubvault.toml
-//! pointing at it, and drives the real `hubvault` binary. The truth is read from the
+//! Each test starts its own simulated world (hub-a, hub-b, ARM) on 127.0.0.1, a fresh staging
+//! container and a hubvault.toml pointing at both (the `support` harness), and drives the real
+//! `hubvault` binary, every output of which is scanned for secrets. The truth is read from the
 //! simulator's control API (registry, jobs) and from Azurite's listing (staging must be empty),
 //! never from hubvault's own account of what it did.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use super::support::azurite;
-use age::secrecy::ExposeSecret as _;
 use hubvault::store::Store as _;
-use hubvault::store::azure::{AzureLocation, AzureStore};
-use hubvault_sim::{self as sim, HubOptions, Options, Running};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-const ARM_TOKEN: &str = "test-arm-token";
+use crate::support::{
+    Hubvault, Out, Spawned, Staging, Workdir, World, assert_no_secrets, azurite, ndjson,
+};
 
-struct World {
-    sim: Running,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    dir: tempfile::TempDir,
-    cs: String,
-    staging: AzureStore,
-    http: reqwest::Client,
-    /// Secrets that must never appear in any output.
-    secrets: Vec<String>,
+/// hub-a (seeded) and an empty hub-b, a fresh staging container in Azurite, and a work folder
+/// whose config names them, with an identity; every run's output is scanned for secrets.
+struct Live {
+    sim: World,
+    staging: Staging,
+    wd: Workdir,
 }
 
 /// Which extra config the test wants.
@@ -50,217 +43,82 @@ impl Default for Setup {
     }
 }
 
-impl World {
-    async fn start(cs: &str, setup: Setup) -> World {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = Options {
-            hubs: vec![
-                HubOptions {
-                    name: "hub-a".into(),
-                    devices: setup.devices,
-                },
-                HubOptions {
-                    name: "hub-b".into(),
-                    devices: 0,
-                },
-            ],
-            arm: Some(Box::new(|hubs: &sim::shared::Hubs| {
-                sim::arm::router(sim::arm::ArmState::new(hubs.clone()))
-            })),
-            ..Options::default()
-        };
-        let sim = sim::run(options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let container = format!("stage-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let staging = AzureStore::new(
-            AzureLocation::from_connection_string(cs, &container).unwrap(),
-            None,
-        )
-        .unwrap();
-        staging.ensure_container().await.unwrap();
-        let id = age::x25519::Identity::generate();
-        std::fs::write(
-            dir.path().join("identity.txt"),
-            format!("{}\n", id.to_string().expose_secret()),
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(dir.path().join("identity.txt"))
-            .unwrap()
-            .permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-        std::fs::set_permissions(dir.path().join("identity.txt"), perms).unwrap();
-        let account_key = cs
-            .split(';')
-            .find_map(|s| s.strip_prefix("AccountKey="))
-            .unwrap()
-            .to_owned();
-        let mut secrets = vec![account_key];
-        for h in &sim.hubs {
-            let hub_cs = h.connection_string("iothubowner").unwrap();
-            secrets.push(hub_cs.rsplit("SharedAccessKey=").next().unwrap().to_owned());
-        }
-        let world = World {
+impl Live {
+    async fn start(cs: &str, setup: Setup) -> Live {
+        let sim = World::builder()
+            .hubs(&[("hub-a", setup.devices), ("hub-b", 0)])
+            .arm(setup.arm)
+            .start()
+            .await;
+        let wd = Workdir::new();
+        wd.write_identity();
+        wd.set_env("HUBVAULT_JOB_POLL_MS", "40");
+        let w = Live {
             sim,
-            _stop: stop,
-            dir,
-            cs: cs.to_owned(),
-            staging,
-            http: reqwest::Client::new(),
-            secrets,
+            staging: Staging::fresh(cs, "live").await,
+            wd,
         };
-        world.write_config(&container, setup, None);
-        world
+        w.write_config(setup, None);
+        w
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.wd.join(rel)
     }
 
     /// hubvault.toml; `hub_b_cs` replaces hub-b's connection string (a wrong key, a weak policy).
-    fn write_config(&self, container: &str, setup: Setup, hub_b_cs: Option<&str>) {
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let mut text = format!(
-            "store = {}\nidentity = {}\n",
-            q(&self.path("store").display().to_string()),
-            q(&self.path("identity.txt").display().to_string())
-        );
-        for h in &self.sim.hubs {
-            let cs = match (h.name.as_str(), hub_b_cs) {
-                ("hub-b", Some(cs)) => cs.to_owned(),
-                _ => h.connection_string("iothubowner").unwrap(),
-            };
-            let _ = write!(
-                text,
-                "\n[hubs.{}]\nconnection-string = {}\nendpoint = {}\nresource-id = {}\n",
-                h.name,
-                q(&cs),
-                q(&h.endpoint),
-                q(&h.resource_id)
-            );
+    fn write_config(&self, setup: Setup, hub_b_cs: Option<&str>) {
+        let config = self
+            .wd
+            .config(&self.sim)
+            .arm(setup.arm)
+            .staging(&self.staging)
+            .sas_lifetime(setup.sas_lifetime);
+        match hub_b_cs {
+            Some(cs) => config.hub_connection_string("hub-b", cs).write(),
+            None => config.write(),
         }
-        if setup.arm {
-            let _ = write!(
-                text,
-                "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
-                q(self.sim.arm.as_deref().unwrap())
-            );
-        }
-        let _ = write!(
-            text,
-            "\n[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = {}\nsas-lifetime = {}\n",
-            q(container),
-            q(setup.sas_lifetime)
-        );
-        std::fs::write(self.path("hubvault.toml"), text).unwrap();
     }
 
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubvault"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HUBVAULT_STAGING_CS", &self.cs)
-            .env("HUBVAULT_ARM_TOKEN", ARM_TOKEN)
-            .env("HUBVAULT_JOB_POLL_MS", "40")
-            .current_dir(self.dir.path())
-            .arg("--config")
-            .arg(self.path("hubvault.toml"))
-            .args(args)
-            .kill_on_drop(true);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Hubvault {
+        env.iter()
+            .fold(self.wd.hubvault().args(args), |c, (k, v)| c.env(k, v))
+            .within(Duration::from_secs(120))
     }
 
-    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let out = tokio::time::timeout(Duration::from_secs(120), self.command(args, env).output())
-            .await
-            .expect("hubvault finished within 2 minutes")
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.assert_no_secrets(&text).await;
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = self.command(args, env).run().await;
+        self.assert_no_secrets(&out.text()).await;
         out
     }
 
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.sim.control));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        assert!(
-            resp.status().is_success(),
-            "control {path}: {}",
-            resp.status()
-        );
-        let text = resp.text().await.unwrap();
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    async fn assert_no_secrets(&self, text: &str) {
+        let secrets = self.sim.secrets(&["hub-a", "hub-b"]).await;
+        assert_no_secrets(text, &secrets, "hubvault");
     }
 
     /// The hub's registry as the simulator holds it: (id, moduleId) → primary key.
     async fn registry(&self, hub: &str) -> BTreeSet<(String, String, String)> {
-        let text = self
-            .http
-            .get(format!("{}/hubs/{hub}/registry", self.sim.control))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        triples(&text)
+        triples(&self.sim.registry(hub).await)
     }
 
     async fn staging_blobs(&self) -> Vec<String> {
-        self.staging
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.name)
-            .collect()
+        self.staging.leftovers().await
     }
 
     async fn jobs(&self, hub: &str) -> Vec<Value> {
-        match self
-            .control(reqwest::Method::GET, &format!("/hubs/{hub}/jobs"), None)
-            .await
-        {
-            Value::Array(a) => a,
-            other => panic!("jobs: {other}"),
-        }
+        self.sim.jobs(hub).await
     }
 
     /// Wait (bounded) until the hub has no queued or running job.
     async fn wait_jobs_done(&self, hub: &str) {
-        for _ in 0..300 {
-            let busy = self.jobs(hub).await.iter().any(|j| {
-                matches!(
-                    j["status"].as_str(),
-                    Some("enqueued" | "running" | "queued")
-                )
-            });
-            if !busy {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("jobs of {hub} did not finish");
+        let done = self.sim.jobs_done(hub, Duration::from_secs(15)).await;
+        assert!(done, "jobs of {hub} did not finish");
     }
 
     /// Snapshot ids of a hub in the local store, read from the folder.
     fn snapshots(&self, hub: &str) -> Vec<String> {
-        let dir = self.path("store").join(hub);
+        let dir = self.wd.store().join(hub);
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
@@ -272,35 +130,12 @@ impl World {
         ids.sort();
         ids
     }
-
-    async fn assert_no_secrets(&self, text: &str) {
-        for s in &self.secrets {
-            assert!(
-                !text.contains(s.as_str()),
-                "a key leaked into the output:\n{text}"
-            );
-        }
-        for (i, _) in text.match_indices("sig=") {
-            assert!(
-                text[i + 4..].starts_with("<redacted>"),
-                "a SAS signature leaked into the output:\n{text}"
-            );
-        }
-        // Device keys: the simulator's registry of both hubs.
-        for hub in ["hub-a", "hub-b"] {
-            for (_, _, key) in self.registry(hub).await.iter().take(50) {
-                if !key.is_empty() {
-                    assert!(!text.contains(key.as_str()), "a device key leaked:\n{text}");
-                }
-            }
-        }
-    }
 }
 
 /// (id, moduleId, primaryKey) of every export line.
-fn triples(text: &str) -> BTreeSet<(String, String, String)> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+fn triples(lines: &[Value]) -> BTreeSet<(String, String, String)> {
+    lines
+        .iter()
         .filter(|v| v.get("id").is_some())
         .map(|v| {
             let s = |p: &str| {
@@ -318,21 +153,7 @@ fn triples(text: &str) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn dump_latest(w: &World, out: &str) -> BTreeSet<(String, String, String)> {
+async fn dump_latest(w: &Live, out: &str) -> BTreeSet<(String, String, String)> {
     let o = w
         .run(
             &[
@@ -346,8 +167,10 @@ async fn dump_latest(w: &World, out: &str) -> BTreeSet<(String, String, String)>
             &[],
         )
         .await;
-    assert!(o.status.success(), "dump: {}", stderr(&o));
-    triples(&std::fs::read_to_string(w.path(out).join("devices.txt")).unwrap())
+    assert!(o.status.success(), "dump: {}", o.stderr);
+    triples(&ndjson(
+        &std::fs::read_to_string(w.path(out).join("devices.txt")).unwrap(),
+    ))
 }
 
 const HUB_A: &str = "hub-a.azure-devices.net";
@@ -355,12 +178,12 @@ const HUB_A: &str = "hub-a.azure-devices.net";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_from_hub_seals_the_registry_and_empties_staging() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     let out = w
         .run(&["--json", "-vvv", "backup", "--hub", "hub-a"], &[])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = out.json();
     let job_id = report["job_id"].as_str().expect("job_id in --json");
     let jobs = w.jobs("hub-a").await;
     assert!(
@@ -389,15 +212,7 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
         report["modules"].as_u64().unwrap(),
         truth.len() as u64 - devices
     );
-    let configurations = w
-        .http
-        .get(format!("{}/hubs/hub-a/configurations", w.sim.control))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let configurations = w.sim.configurations_text("hub-a").await;
     let config_count = configurations
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -410,9 +225,9 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
         w.staging_blobs().await
     );
     assert!(
-        stderr(&out).contains("deleted 2 plaintext staging blob(s)"),
+        out.stderr.contains("deleted 2 plaintext staging blob(s)"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // The snapshot holds every identity with its key, and records the job.
@@ -436,7 +251,7 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
 }
 
 /// What the hub was given, as the simulator recorded it.
-async fn assert_fresh_least_privilege_sas(w: &World, job_id: &str) {
+async fn assert_fresh_least_privilege_sas(w: &Live, job_id: &str) {
     // What the hub was given, as the simulator recorded it: keys and configurations, blob names
     // under staging/<hub>/<run>/, a container SAS with r, w, d only, expiring after 6 h.
     let jobs = w.jobs("hub-a").await;
@@ -464,8 +279,8 @@ async fn assert_fresh_least_privilege_sas(w: &World, job_id: &str) {
     // fields, whose times have one-second resolution: let the clock tick so a fresh one differs.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let second = json_of(&out)["job_id"].clone();
+    assert!(out.status.success(), "{}", out.stderr);
+    let second = out.json()["job_id"].clone();
     let jobs = w.jobs("hub-a").await;
     let again = sas_of(jobs.iter().find(|j| j["jobId"] == second).unwrap());
     assert_ne!(again["sig"], sas["sig"]);
@@ -481,7 +296,7 @@ fn sas_of(job: &Value) -> std::collections::HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_into_an_azure_store_by_connection_string() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             devices: 30,
@@ -489,13 +304,8 @@ async fn backup_into_an_azure_store_by_connection_string() {
         },
     )
     .await;
-    let container = format!("vault-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let vault = AzureStore::new(
-        AzureLocation::from_connection_string(&cs, &format!("{container}/p")).unwrap(),
-        None,
-    )
-    .unwrap();
-    vault.ensure_container().await.unwrap();
+    let fresh = Staging::fresh(&cs, "vault").await;
+    let (container, vault) = (&fresh.container, fresh.under("p"));
     let store = format!(
         "{}Container={container}/p",
         if cs.ends_with(';') {
@@ -510,7 +320,7 @@ async fn backup_into_an_azure_store_by_connection_string() {
             &[],
         )
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", out.stderr);
     let names: Vec<String> = vault
         .list("")
         .await
@@ -518,7 +328,7 @@ async fn backup_into_an_azure_store_by_connection_string() {
         .into_iter()
         .map(|m| m.name)
         .collect();
-    let snap = json_of(&out)["snapshot"].as_str().unwrap().to_owned();
+    let snap = out.json()["snapshot"].as_str().unwrap().to_owned();
     assert!(
         names.contains(&format!("{HUB_A}/{snap}/manifest.json")),
         "{names:?}"
@@ -526,7 +336,7 @@ async fn backup_into_an_azure_store_by_connection_string() {
     let listed = w
         .run(&["--json", "--store", &store, "snapshots"], &[])
         .await;
-    assert!(String::from_utf8_lossy(&listed.stdout).contains(&snap));
+    assert!(listed.stdout.contains(&snap));
     assert!(w.staging_blobs().await.is_empty());
     vault.delete_container().await.unwrap();
 }
@@ -534,22 +344,17 @@ async fn backup_into_an_azure_store_by_connection_string() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_jobs_leave_no_snapshot_and_no_staging() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     let ok = w.run(&["backup", "--hub", "hub-a"], &[]).await;
-    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(ok.status.success(), "{}", ok.stderr);
     let before = w.snapshots(HUB_A);
     assert_eq!(before.len(), 1);
 
     // A job that fails half-way (simulator fault).
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/faults",
-        Some(json!({"fail_next_job": true})),
-    )
-    .await;
+    w.sim.faults("hub-a", json!({"fail_next_job": true})).await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = json_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let err = out.json();
     assert_eq!(err["error"]["code"], "export_job_failed");
     assert!(
         err["error"]["message"]
@@ -558,7 +363,7 @@ async fn failed_jobs_leave_no_snapshot_and_no_staging() {
             .contains("injected fault"),
         "the job's failureReason is shown: {err}"
     );
-    assert!(stderr(&out).contains("deleted"), "{}", stderr(&out));
+    assert!(out.stderr.contains("deleted"), "{}", out.stderr);
     assert!(
         w.staging_blobs().await.is_empty(),
         "{:?}",
@@ -569,28 +374,24 @@ async fn failed_jobs_leave_no_snapshot_and_no_staging() {
     assert!(
         verify.status.success(),
         "earlier snapshot intact: {}",
-        stderr(&verify)
+        verify.stderr
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_is_retried_and_the_backup_completes() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"rates": {"jobs": 2.0, "statistics": 1.0, "registry": 1.0}, "retry_after_secs": 1})),
-    )
+    let w = Live::start(&cs, Setup::default()).await;
+    w.sim.limits("hub-a", json!({"rates": {"jobs": 2.0, "statistics": 1.0, "registry": 1.0}, "retry_after_secs": 1}))
     .await;
     let out = w
         .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
         .await;
-    assert!(out.status.success(), "throttled: {}", stderr(&out));
+    assert!(out.status.success(), "throttled: {}", out.stderr);
     assert!(
-        stderr(&out).contains("retrying"),
+        out.stderr.contains("retrying"),
         "the hub did throttle: {}",
-        stderr(&out)
+        out.stderr
     );
     assert_eq!(w.snapshots(HUB_A).len(), 1);
     assert!(w.staging_blobs().await.is_empty());
@@ -599,25 +400,20 @@ async fn a_429_storm_is_retried_and_the_backup_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_burst_is_retried_and_the_backup_completes() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/faults",
-        Some(json!({"error_burst": 3, "error_status": 503})),
-    )
-    .await;
+    let w = Live::start(&cs, Setup::default()).await;
+    w.sim
+        .faults("hub-a", json!({"error_burst": 3, "error_status": 503}))
+        .await;
     let out = w
         .run(&["--json", "-vv", "backup", "--hub", "hub-a"], &[])
         .await;
-    assert!(out.status.success(), "5xx burst: {}", stderr(&out));
+    assert!(out.status.success(), "5xx burst: {}", out.stderr);
     assert!(
-        stderr(&out).contains("retrying"),
+        out.stderr.contains("retrying"),
         "the hub did fail: {}",
-        stderr(&out)
+        out.stderr
     );
-    let faults = w
-        .control(reqwest::Method::GET, "/hubs/hub-a/faults", None)
-        .await;
+    let faults = w.sim.faults("hub-a", json!({})).await;
     assert_eq!(faults["error_burst"], 0, "the whole burst was spent");
     assert_eq!(w.snapshots(HUB_A).len(), 1);
     assert!(w.staging_blobs().await.is_empty());
@@ -626,7 +422,7 @@ async fn a_5xx_burst_is_retried_and_the_backup_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_sas_fails_the_job_with_its_reason() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             sas_lifetime: "1s",
@@ -635,20 +431,15 @@ async fn an_expired_sas_fails_the_job_with_its_reason() {
     )
     .await;
     // The job waits in the queue longer than the SAS lives.
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"job_queue_ms": 2500})),
-    )
-    .await;
+    w.sim.limits("hub-a", json!({"job_queue_ms": 2500})).await;
     let out = w
         .run(
             &["--json", "backup", "--hub", "hub-a", "--no-preflight"],
             &[],
         )
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = json_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let err = out.json();
     assert_eq!(err["error"]["code"], "export_job_failed", "{err}");
     let failure = w.jobs("hub-a").await[0]["failureReason"]
         .as_str()
@@ -660,42 +451,24 @@ async fn an_expired_sas_fails_the_job_with_its_reason() {
 }
 
 /// Start an export job on hub-a that holds the slot for a while (slow job rate).
-async fn occupy_slot(w: &World) -> (String, tokio::process::Child) {
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"job_rate": 60.0})),
-    )
-    .await;
-    let child = w
-        .command(&["backup", "--hub", "hub-a"], &[])
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if let Some(j) = w
-            .jobs("hub-a")
-            .await
-            .iter()
-            .find(|j| j["status"] == "running")
-        {
-            let id = j["jobId"].as_str().unwrap().to_owned();
-            return (id, child);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no job started");
+async fn occupy_slot(w: &Live) -> (String, Spawned) {
+    w.sim.limits("hub-a", json!({"job_rate": 60.0})).await;
+    let child = w.command(&["backup", "--hub", "hub-a"], &[]).spawn();
+    let job = w
+        .sim
+        .running_job("hub-a", None, Duration::from_secs(5))
+        .await;
+    (job["jobId"].as_str().unwrap().to_owned(), child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_job_slot_is_named_or_waited_for() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
-    let (running, mut holder) = occupy_slot(&w).await;
+    let w = Live::start(&cs, Setup::default()).await;
+    let (running, holder) = occupy_slot(&w).await;
     let out = w.run(&["--json", "preflight", "--to", "hub-a"], &[]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let report = out.json();
     let slot = report["findings"]
         .as_array()
         .unwrap()
@@ -715,19 +488,19 @@ async fn a_busy_job_slot_is_named_or_waited_for() {
             &[],
         )
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(
-        stderr(&out).contains(&running),
+        out.stderr.contains(&running),
         "names the running job: {}",
-        stderr(&out)
+        out.stderr
     );
 
     let out = w
         .run(&["--json", "backup", "--hub", "hub-a", "--wait"], &[])
         .await;
-    assert!(out.status.success(), "--wait waits: {}", stderr(&out));
+    assert!(out.status.success(), "--wait waits: {}", out.stderr);
     assert!(
-        holder.wait().await.unwrap().success(),
+        holder.finish().await.unwrap().status.success(),
         "the first backup completed too"
     );
     assert_eq!(w.snapshots(HUB_A).len(), 2);
@@ -741,20 +514,16 @@ async fn a_busy_job_slot_is_named_or_waited_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     // A legacy leftover of another hub (no journal): younger than the longest job, it stays.
     let other = "staging/hub-b.azure-devices.net/20200101T000000Z-00000000/devices.txt";
     w.staging
+        .store
         .put(other, bytes::Bytes::from_static(b"{}\n"))
         .await
         .unwrap();
 
-    w.control(
-        reqwest::Method::POST,
-        "/hubs/hub-b/seed",
-        Some(json!({"count": 5, "seed": 7})),
-    )
-    .await;
+    w.sim.seed("hub-b", 5, 7).await;
     let killed_at = kill_backup_while_its_job_runs(&w).await;
     w.wait_jobs_done("hub-a").await;
     let left = w.staging_blobs().await;
@@ -778,8 +547,8 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
     let lapse = Duration::from_secs(17).saturating_sub(killed_at.elapsed());
     tokio::time::sleep(lapse).await;
     let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let dead = &json_of(&out)["dead_runs"];
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
     assert_eq!(dead[0]["hub"], HUB_A, "{dead:#}");
     assert!(dead[0]["blobs_deleted"].as_u64().unwrap() >= 1, "{dead:#}");
     assert_eq!(
@@ -787,9 +556,10 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
         "hub-b cannot tell whether hub-a's job ended"
     );
     assert!(
-        stderr(&out).contains("a killed run of hub-a.azure-devices.net"),
+        out.stderr
+            .contains("a killed run of hub-a.azure-devices.net"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let now = w.staging_blobs().await;
     assert!(
@@ -804,8 +574,8 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
 
     // A run of hub-a can see that the job ended: the journal goes too.
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let dead = &json_of(&out)["dead_runs"];
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
     assert_eq!(dead[0]["finished"], true, "{dead:#}");
     assert_eq!(
         w.staging_blobs().await,
@@ -816,37 +586,18 @@ async fn a_killed_backup_leaves_staging_that_the_next_run_removes() {
 }
 
 /// Start `backup --hub hub-a`, let it create its export job, SIGKILL it; returns when.
-async fn kill_backup_while_its_job_runs(w: &World) -> std::time::Instant {
+async fn kill_backup_while_its_job_runs(w: &Live) -> std::time::Instant {
     let mut child = w
         .command(
             &["backup", "--hub", "hub-a"],
             &[("HUBVAULT_FAULT_PAUSE", "export-running")],
         )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let paused = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if l.contains("paused at export-running") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap();
+        .spawn();
+    let paused = child
+        .wait_for_stderr("paused at export-running", Duration::from_secs(60))
+        .await;
     assert!(paused);
-    let pid = child.id().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = child.wait().await;
+    child.kill().await;
     std::time::Instant::now()
 }
 
@@ -855,7 +606,7 @@ async fn kill_backup_while_its_job_runs(w: &World) -> std::time::Instant {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_lease_is_still_alive_is_left_alone() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             devices: 20,
@@ -863,18 +614,13 @@ async fn a_run_whose_lease_is_still_alive_is_left_alone() {
         },
     )
     .await;
-    w.control(
-        reqwest::Method::POST,
-        "/hubs/hub-b/seed",
-        Some(json!({"count": 5, "seed": 7})),
-    )
-    .await;
+    w.sim.seed("hub-b", 5, 7).await;
     kill_backup_while_its_job_runs(&w).await;
     w.wait_jobs_done("hub-a").await;
     let before = w.staging_blobs().await;
     let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_of(&out)["dead_runs"], json!([]));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["dead_runs"], json!([]));
     assert_eq!(
         w.staging_blobs().await,
         before,
@@ -891,20 +637,16 @@ fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {check} finding: {report}"))
 }
 
-async fn firewall_allowing_only_127_0_0_2(w: &World) {
-    w.control(
-        reqwest::Method::PUT,
-        "/hubs/hub-b/firewall",
-        Some(json!({"networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false,
-            "ipRules": [{"filterName": "office", "action": "Allow", "ipMask": "127.0.0.2"}]}})),
-    )
+async fn firewall_allowing_only_127_0_0_2(w: &Live) {
+    w.sim.firewall("hub-b", json!({"networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false,
+            "ipRules": [{"filterName": "office", "action": "Allow", "ipMask": "127.0.0.2"}]}}))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_the_firewall_rule_and_passes_an_allowed_caller() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     firewall_allowing_only_127_0_0_2(&w).await;
 
     let out = w
@@ -920,8 +662,8 @@ async fn preflight_names_the_firewall_rule_and_passes_an_allowed_caller() {
             &[],
         )
         .await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let report = out.json();
     assert_eq!(report["ok"], false);
     let fw = finding(&report, "ip-firewall");
     assert_eq!(fw["ok"], false);
@@ -953,19 +695,14 @@ async fn preflight_names_the_firewall_rule_and_passes_an_allowed_caller() {
             &[],
         )
         .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(json_of(&out)["ok"], true);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stdout);
+    assert_eq!(out.json()["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_without_arm_explains_401002_as_the_likely_firewall() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             arm: false,
@@ -975,8 +712,8 @@ async fn preflight_without_arm_explains_401002_as_the_likely_firewall() {
     .await;
     firewall_allowing_only_127_0_0_2(&w).await;
     let out = w.run(&["--json", "preflight", "--to", "hub-b"], &[]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let report = out.json();
     let cred = finding(&report, "credentials");
     assert_eq!(cred["code"], "401002");
     assert!(
@@ -986,29 +723,23 @@ async fn preflight_without_arm_explains_401002_as_the_likely_firewall() {
     // A table without --json, same verdict.
     let out = w.run(&["preflight", "--to", "hub-b"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  credentials"));
+    assert!(out.stdout.contains("FAIL  credentials"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     let Some(cs) = azurite() else { return };
-    let mut w = World::start(&cs, Setup::default()).await;
-    let hub_b = w.sim.hub("hub-b").unwrap().clone();
+    let w = Live::start(&cs, Setup::default()).await;
+    let hub_b = w.sim.hub("hub-b").clone();
     let read_only = hub_b.connection_string("registryRead").unwrap();
-    w.secrets
-        .push("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
-    w.secrets.push(
-        read_only
-            .rsplit("SharedAccessKey=")
-            .next()
-            .unwrap()
-            .to_owned(),
-    );
-    let container = w.staging.azure_location().container.clone();
+    w.sim
+        .add_secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    w.sim
+        .add_secret(read_only.rsplit("SharedAccessKey=").next().unwrap());
 
     // Wrong key, firewall open to everyone: ARM says the caller is allowed ⇒ the key is wrong.
     let wrong = "HostName=hub-b.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    w.write_config(&container, Setup::default(), Some(wrong));
+    w.write_config(Setup::default(), Some(wrong));
     let out = w
         .run(
             &[
@@ -1023,8 +754,8 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
             &[],
         )
         .await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let report = out.json();
     let cred = finding(&report, "credentials");
     assert_eq!(cred["code"], "bad_credential", "{cred}");
     assert!(
@@ -1034,10 +765,10 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
     assert_eq!(finding(&report, "ip-firewall")["ok"], true);
 
     // registryRead cannot run export jobs.
-    w.write_config(&container, Setup::default(), Some(&read_only));
+    w.write_config(Setup::default(), Some(&read_only));
     let out = w.run(&["--json", "preflight", "--to", "hub-b"], &[]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let report = out.json();
     assert_eq!(finding(&report, "credentials")["ok"], true);
     let perm = finding(&report, "permissions");
     assert_eq!(perm["ok"], false);
@@ -1051,45 +782,22 @@ async fn preflight_tells_a_wrong_key_and_a_missing_permission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_job_and_deletes_staging() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"job_rate": 20.0})),
-    )
-    .await;
+    let w = Live::start(&cs, Setup::default()).await;
+    w.sim.limits("hub-a", json!({"job_rate": 20.0})).await;
     let child = w
         .command(&["backup", "--hub", "hub-a"], &[])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = None;
-    for _ in 0..400 {
-        running = w
-            .jobs("hub-a")
-            .await
-            .into_iter()
-            .find(|j| j["status"] == "running");
-        if running.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        .within(Duration::from_secs(60))
+        .spawn();
+    let running = w
+        .sim
+        .job_where("hub-a", Duration::from_secs(10), |j| {
+            j["status"] == "running"
+        })
+        .await;
     let job_id = running.expect("export job running")["jobId"].clone();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = stderr(&out);
+    child.interrupt();
+    let out = child.finish().await.unwrap();
+    let text = out.stderr.clone();
     w.assert_no_secrets(&text).await;
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
@@ -1124,15 +832,15 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     use hubvault::store::sas::SasPermissions;
 
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
-    let hub_b = w.sim.hub("hub-b").unwrap();
+    let w = Live::start(&cs, Setup::default()).await;
+    let hub_b = w.sim.hub("hub-b");
     let client = HubClient::new(
         Connection::from_connection_string(&hub_b.connection_string("iothubowner").unwrap())
             .unwrap()
             .with_endpoint(hub_b.endpoint.parse().unwrap()),
     )
     .unwrap();
-    let container = w.staging.azure_location().container.clone();
+    let container = w.staging.container.clone();
     let config = Config::parse(
         &format!("[staging]\nconnection-string = {cs:?}\ncontainer = {container:?}\n"),
         std::path::Path::new("t.toml"),
@@ -1140,26 +848,13 @@ async fn the_sweep_spares_a_live_jobs_blobs() {
     .unwrap();
     // An earlier run of hub-b whose import job still runs (slowly) over its input blob.
     let earlier = Staging::open(None, &config, "hub-b.azure-devices.net").unwrap();
-    let registry = w
-        .http
-        .get(format!("{}/hubs/hub-a/registry", w.sim.control))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let registry = w.sim.registry_text("hub-a").await;
     earlier
         .store()
         .put(&earlier.object("devices.txt"), bytes::Bytes::from(registry))
         .await
         .unwrap();
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-b/limits",
-        Some(json!({"job_rate": 60.0})),
-    )
-    .await;
+    w.sim.limits("hub-b", json!({"job_rate": 60.0})).await;
     let input = earlier
         .job_container_uri(SasPermissions::import_input())
         .unwrap();
@@ -1217,7 +912,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_staging_for_the_simulator_is_emptied_too() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     let folder = w.path("file-staging");
     std::fs::create_dir_all(&folder).unwrap();
     let url = format!("file://{}", folder.display());
@@ -1227,8 +922,8 @@ async fn file_staging_for_the_simulator_is_emptied_too() {
             &[],
         )
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["staging_deleted"], 2);
     assert!(
         files_under(&folder).is_empty(),
         "{:?}",
@@ -1245,10 +940,11 @@ async fn file_staging_for_the_simulator_is_emptied_too() {
 async fn staging_by_sas_url_on_the_command_line() {
     use hubvault::store::sas::SasPermissions;
     let Some(cs) = azurite() else { return };
-    let mut w = World::start(&cs, Setup::default()).await;
+    let w = Live::start(&cs, Setup::default()).await;
     let now = time::OffsetDateTime::now_utc();
     let sas = w
         .staging
+        .store
         .container_sas(
             SasPermissions::all(),
             now - time::Duration::minutes(5),
@@ -1256,16 +952,17 @@ async fn staging_by_sas_url_on_the_command_line() {
         )
         .unwrap();
     let url = sas
-        .on(&w.staging.azure_location().container_url())
+        .on(&w.staging.store.azure_location().container_url())
         .to_string();
     let sig: std::collections::HashMap<String, String> = url::Url::parse(&url)
         .unwrap()
         .query_pairs()
         .into_owned()
         .collect();
-    w.secrets.push(sig["sig"].clone());
-    w.secrets
-        .push(url::form_urlencoded::byte_serialize(sig["sig"].as_bytes()).collect());
+    w.sim.add_secret(&sig["sig"]);
+    w.sim.add_secret(
+        &url::form_urlencoded::byte_serialize(sig["sig"].as_bytes()).collect::<String>(),
+    );
     let out = w
         .run(
             &[
@@ -1280,8 +977,8 @@ async fn staging_by_sas_url_on_the_command_line() {
             &[("HUBVAULT_STAGING_CS", "")],
         )
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_of(&out)["staging_deleted"], 2);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["staging_deleted"], 2);
     assert!(w.staging_blobs().await.is_empty());
     assert_eq!(w.snapshots(HUB_A).len(), 1);
 }
@@ -1293,7 +990,7 @@ async fn staging_by_sas_url_on_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_string() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             devices: 30,
@@ -1302,18 +999,13 @@ async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_strin
     )
     .await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = json_of(&out)["snapshot"].as_str().unwrap().to_owned();
-    let hub_cs = w
-        .sim
-        .hub("hub-a")
-        .unwrap()
-        .connection_string("iothubowner")
-        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let id = out.json()["snapshot"].as_str().unwrap().to_owned();
+    let hub_cs = w.sim.connection_string("hub-a");
     for name in ["hub-a", HUB_A, "HUB-A.azure-devices.net", hub_cs.as_str()] {
         let out = w.run(&["--json", "snapshots", "--hub", name], &[]).await;
-        assert!(out.status.success(), "{}", stderr(&out));
-        let listed = json_of(&out);
+        assert!(out.status.success(), "{}", out.stderr);
+        let listed = out.json();
         assert_eq!(listed[0]["id"], id.as_str(), "snapshots --hub {name:.12}…");
         let out = w
             .run(&["--json", "show", "latest", "--hub", name], &[])
@@ -1321,9 +1013,9 @@ async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_strin
         assert!(
             out.status.success(),
             "show latest --hub {name:.12}…: {}",
-            stderr(&out)
+            out.stderr
         );
-        assert_eq!(json_of(&out)["id"], id.as_str());
+        assert_eq!(out.json()["id"], id.as_str());
     }
     let out = w
         .run(
@@ -1340,14 +1032,14 @@ async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_strin
             &[],
         )
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_of(&out)["snapshot"], id.as_str());
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["snapshot"], id.as_str());
 
     let out = w
         .run(&["--json", "show", "latest", "--hub", "hub-z"], &[])
         .await;
     assert_eq!(out.status.code(), Some(2));
-    let err = json_of(&out);
+    let err = out.json();
     assert_eq!(
         err["error"]["code"], "snapshot_no_snapshot_of_hub",
         "{err:#}"
@@ -1363,7 +1055,7 @@ async fn latest_finds_a_live_backup_by_config_name_host_name_or_connection_strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             devices: 60,
@@ -1372,12 +1064,7 @@ async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
     )
     .await;
     // A slow export: still running long after its runner is killed.
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"job_rate": 1.0})),
-    )
-    .await;
+    w.sim.limits("hub-a", json!({"job_rate": 1.0})).await;
     let killed_at = kill_backup_while_its_job_runs(&w).await;
     tokio::time::sleep(Duration::from_secs(17).saturating_sub(killed_at.elapsed())).await;
     assert!(
@@ -1387,15 +1074,10 @@ async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
             .any(|j| j["status"] == "running"),
         "the dead run's job still runs"
     );
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/limits",
-        Some(json!({"job_rate": 0.0})),
-    )
-    .await;
+    w.sim.limits("hub-a", json!({"job_rate": 0.0})).await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let dead = &json_of(&out)["dead_runs"];
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
     let cancelled = dead[0]["cancelled_job"].as_str().expect("a cancelled job");
     assert!(
         w.jobs("hub-a")
@@ -1418,7 +1100,7 @@ async fn a_dead_runs_job_is_cancelled_by_the_next_run_of_its_hub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_that_lost_a_device_is_not_committed() {
     let Some(cs) = azurite() else { return };
-    let w = World::start(
+    let w = Live::start(
         &cs,
         Setup {
             devices: 40,
@@ -1427,20 +1109,17 @@ async fn an_export_that_lost_a_device_is_not_committed() {
     )
     .await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let counts = &json_of(&out)["hub_counts"];
+    assert!(out.status.success(), "{}", out.stderr);
+    let counts = &out.json()["hub_counts"];
     assert_eq!(counts["devices_before"], 40, "{counts:#}");
     assert_eq!(counts["devices_after"], 40, "{counts:#}");
 
-    w.control(
-        reqwest::Method::PATCH,
-        "/hubs/hub-a/faults",
-        Some(json!({"export_skip_devices": 1})),
-    )
-    .await;
+    w.sim
+        .faults("hub-a", json!({"export_skip_devices": 1}))
+        .await;
     let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = json_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let err = out.json();
     assert_eq!(err["error"]["code"], "backup_count_mismatch", "{err:#}");
     assert!(
         err["error"]["message"]

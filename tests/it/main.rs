@@ -1,6 +1,7 @@
 //! The one integration-test binary (each test binary links ~400 crates, so there is one).
 //! Each module is one area; tests drive the real `hubvault` binary, the simulator over HTTP and,
-//! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`).
+//! where storage matters, real Azurite (`HUBVAULT_TEST_AZURITE`, set by `scripts/test`) — all of
+//! it set up through the one harness in `support`.
 
 #![allow(
     clippy::unwrap_used,

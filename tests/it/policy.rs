@@ -6,30 +6,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-/// The binary with a clean environment: no HUBVAULT_* from the caller, HOME in `home`, and the
-/// working directory `cwd` (so no stray hubvault.toml or policies/ is picked up).
-fn hubvault(home: &Path, cwd: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("hubvault").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HUBVAULT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HOME", home).current_dir(cwd);
-    cmd
-}
-
-fn json(out: &[u8]) -> Value {
-    serde_json::from_slice(out).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}): {}",
-            String::from_utf8_lossy(out)
-        )
-    })
-}
+use crate::support::Workdir;
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -37,15 +16,15 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let path = tmp.path().join("keys/identity.txt");
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["key", "init", "--identity"])
         .arg(&path)
-        .assert()
-        .success();
-    let out = out.get_output();
-    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        .run_blocking()
+        .expect_code(0);
+    let stdout = out.stdout.clone();
     let recipient = stdout.trim();
     assert!(
         recipient.starts_with("age1") && !recipient.contains(char::is_whitespace),
@@ -62,7 +41,7 @@ fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         !stdout.contains(secret) && !stderr.contains(secret),
         "the secret key was printed"
@@ -71,12 +50,13 @@ fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
 
 #[test]
 fn key_init_json_shape_and_default_location() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = hubvault(tmp.path(), tmp.path())
+    let tmp = Workdir::new();
+    let out = tmp
+        .hubvault()
         .args(["key", "init", "--json"])
-        .assert()
-        .success();
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(0);
+    let doc = out.json();
     let expected = tmp.path().join(".config/hubvault/identity.txt");
     assert_eq!(doc["identity_file"], expected.display().to_string());
     assert!(
@@ -88,13 +68,13 @@ fn key_init_json_shape_and_default_location() {
 
 #[test]
 fn key_init_follows_env_then_config() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let from_env = tmp.path().join("env.txt");
-    hubvault(tmp.path(), tmp.path())
+    tmp.hubvault()
         .args(["key", "init"])
         .env("HUBVAULT_IDENTITY", &from_env)
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     assert!(from_env.exists());
     let from_config = tmp.path().join("conf.txt");
     fs::write(
@@ -102,29 +82,30 @@ fn key_init_follows_env_then_config() {
         format!("identity = {:?}\n", from_config.display().to_string()),
     )
     .unwrap();
-    hubvault(tmp.path(), tmp.path())
+    tmp.hubvault()
         .args(["key", "init"])
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     assert!(from_config.exists());
 }
 
 #[test]
 fn key_init_never_overwrites_an_identity() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let path = tmp.path().join("identity.txt");
-    hubvault(tmp.path(), tmp.path())
+    tmp.hubvault()
         .args(["key", "init", "--identity"])
         .arg(&path)
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     let before = fs::read(&path).unwrap();
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["key", "init", "--json", "--identity"])
         .arg(&path)
-        .assert()
-        .code(2);
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(2);
+    let doc = out.json();
     assert_eq!(doc["error"]["code"], "vault_identity_exists");
     let message = doc["error"]["message"].as_str().unwrap();
     assert!(
@@ -136,15 +117,16 @@ fn key_init_never_overwrites_an_identity() {
 
 #[test]
 fn forget_rejects_a_bad_policy_with_file_and_line() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let policy = tmp.path().join("nightly.toml");
     fs::write(&policy, "hubs = \"*\"\n[retention]\nkeep-daly = 7\n").unwrap();
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["forget", "--dry-run", "--json", "--policy"])
         .arg(&policy)
-        .assert()
-        .code(2);
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(2);
+    let doc = out.json();
     assert_eq!(doc["error"]["code"], "policy_parse");
     let message = doc["error"]["message"].as_str().unwrap();
     assert!(
@@ -157,13 +139,14 @@ fn forget_rejects_a_bad_policy_with_file_and_line() {
 
 #[test]
 fn forget_without_policies_says_how_to_add_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     fs::create_dir(tmp.path().join("policies")).unwrap();
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["forget", "--dry-run", "--json"])
-        .assert()
-        .code(2);
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(2);
+    let doc = out.json();
     assert_eq!(doc["error"]["code"], "policy_none");
     assert!(
         doc["error"]["message"]
@@ -176,14 +159,15 @@ fn forget_without_policies_says_how_to_add_one() {
 
 #[test]
 fn forget_rejects_a_bad_at_time() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.toml");
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["forget", "--dry-run", "--at", "yesterday", "--policy"])
         .arg(&shipped)
-        .assert()
-        .code(2);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+        .run_blocking()
+        .expect_code(2);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("RFC 3339") && stderr.contains("2026-12-01T02:00:00Z"),
         "{stderr}"
@@ -254,37 +238,33 @@ fn seed_store(store: &Path) {
 /// orphans, keeps young orphans. Needs the local-folder store from the engine branch.
 #[test]
 fn forget_on_a_local_store_dry_run_then_for_real() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let store = tmp.path().join("store");
     seed_store(&store);
     let policy = tmp.path().join("two.toml");
     fs::write(&policy, "[retention]\nkeep-last = 2\n").unwrap();
     let run = |dry: bool| {
-        let mut cmd = hubvault(tmp.path(), tmp.path());
-        cmd.args(["forget", "--json", "--store"])
+        let mut cmd = tmp
+            .hubvault()
+            .args(["forget", "--json", "--store"])
             .arg(&store)
             .arg("--policy")
             .arg(&policy);
         if dry {
-            cmd.args(["--dry-run", "--at", AT]);
+            cmd = cmd.args(["--dry-run", "--at", AT]);
         }
-        cmd.output().unwrap()
+        cmd.run_blocking()
     };
     let out = run(true);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = &out.stdout;
     if stdout.contains("no store backend") {
         eprintln!(
             "SKIPPED forget_on_a_local_store_dry_run_then_for_real: this build has no local-folder store yet"
         );
         return;
     }
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = json(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", out.stderr);
+    let doc = out.json();
     assert_eq!(
         doc["keep"],
         serde_json::json!(["20261102T020000Z-00000002", "20261103T020000Z-00000003"])
@@ -305,13 +285,8 @@ fn forget_on_a_local_store_dry_run_then_for_real() {
     );
 
     let out = run(false);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json(&out.stdout)["forget"], doc["forget"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.json()["forget"], doc["forget"]);
     assert!(
         !store
             .join("plant-hub/20261101T020000Z-00000001/manifest.json")
@@ -436,13 +411,13 @@ fn fixtures_say_what_the_readme_says() {
 /// that reads it — and nothing is stored.
 #[test]
 fn a_readable_identity_file_is_refused_with_the_fix() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let identity = tmp.path().join("identity.txt");
-    hubvault(tmp.path(), tmp.path())
+    tmp.hubvault()
         .args(["key", "init", "--identity"])
         .arg(&identity)
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     fs::set_permissions(&identity, fs::Permissions::from_mode(0o644)).unwrap();
     let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exports/full");
     let store = tmp.path().join("store");
@@ -456,17 +431,17 @@ fn a_readable_identity_file_is_refused_with_the_fix() {
         ],
         vec!["verify", "--all", "--read-data"],
     ] {
-        let out = hubvault(tmp.path(), tmp.path())
+        let out = tmp
+            .hubvault()
             .arg("--json")
             .arg("--store")
             .arg(&store)
             .args(&args)
             .arg("--identity")
             .arg(&identity)
-            .output()
-            .unwrap();
+            .run_blocking();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = json(&out.stdout)["error"].clone();
+        let err = out.json()["error"].clone();
         let message = err["message"].as_str().unwrap();
         assert!(
             message.contains(&format!("chmod 600 {}", identity.display())),
@@ -488,7 +463,7 @@ fn a_readable_identity_file_is_refused_with_the_fix() {
 /// printed "removed". A location that is not a hubvault store is refused, whatever it holds.
 #[test]
 fn forget_pointed_at_a_home_folder_deletes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let home = tmp.path().join("home");
     let mine = [
         "projects/website/index.html",
@@ -510,16 +485,17 @@ fn forget_pointed_at_a_home_folder_deletes_nothing() {
     let policy = tmp.path().join("p.toml");
     fs::write(&policy, "[retention]\nkeep-last = 1\n").unwrap();
     for dry in [true, false] {
-        let mut cmd = hubvault(tmp.path(), tmp.path());
-        cmd.args(["--json", "forget", "--store"])
+        let mut cmd = tmp
+            .hubvault()
+            .args(["--json", "forget", "--store"])
             .arg(&home)
             .arg("--policy")
             .arg(&policy);
         if dry {
-            cmd.arg("--dry-run");
+            cmd = cmd.arg("--dry-run");
         }
-        let out = cmd.assert().code(2);
-        let doc = json(&out.get_output().stdout);
+        let out = cmd.run_blocking().expect_code(2);
+        let doc = out.json();
         assert_eq!(doc["error"]["code"], "store_not_marked", "{doc}");
         assert!(
             doc["error"]["message"]
@@ -533,12 +509,13 @@ fn forget_pointed_at_a_home_folder_deletes_nothing() {
         assert!(home.join(f).exists(), "{f} was deleted");
     }
     // `store init` will not mark it either: it holds no snapshot.
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["--json", "store", "init", "--store"])
         .arg(&home)
-        .assert()
-        .code(2);
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(2);
+    let doc = out.json();
     assert!(
         doc["error"]["message"]
             .as_str()
@@ -553,12 +530,13 @@ fn forget_pointed_at_a_home_folder_deletes_nothing() {
 /// removed a backup in flight).
 #[test]
 fn forget_at_acts_only_as_a_dry_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = hubvault(tmp.path(), tmp.path())
+    let tmp = Workdir::new();
+    let out = tmp
+        .hubvault()
         .args(["forget", "--at", AT])
-        .assert()
-        .code(2);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+        .run_blocking()
+        .expect_code(2);
+    let stderr = &out.stderr;
     assert!(stderr.contains("--dry-run"), "{stderr}");
 }
 
@@ -566,37 +544,35 @@ fn forget_at_acts_only_as_a_dry_run() {
 /// manifests), and `store init` marks it.
 #[test]
 fn store_init_marks_a_store_with_snapshots() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let store = tmp.path().join("store");
     seed_store(&store);
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["--json", "store", "init", "--store"])
         .arg(&store)
-        .assert()
-        .code(0);
-    let doc = json(&out.get_output().stdout);
+        .run_blocking()
+        .expect_code(0);
+    let doc = out.json();
     assert_eq!(doc["marked"], true, "{doc}");
     assert_eq!(doc["snapshots"], 3, "{doc}");
     let marker: Value =
         serde_json::from_slice(&fs::read(store.join("hubvault-store.json")).unwrap()).unwrap();
     assert_eq!(marker["hubvault"], "store");
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args(["--json", "store", "init", "--store"])
         .arg(&store)
-        .assert()
-        .code(0);
-    assert_eq!(
-        json(&out.get_output().stdout)["marked"],
-        false,
-        "already marked"
-    );
+        .run_blocking()
+        .expect_code(0);
+    assert_eq!(out.json()["marked"], false, "already marked");
 }
 
 /// The review: `--help` printed `HUBVAULT_STORE` / `HUBVAULT_STAGING` values with their SAS
 /// signatures. Environment values are never shown.
 #[test]
 fn help_never_shows_environment_values() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let sas =
         "https://acct.blob.core.windows.net/c?sv=2022-11-02&sr=c&sp=racwdl&sig=SECRETSIGNATURE";
     for args in [
@@ -605,15 +581,16 @@ fn help_never_shows_environment_values() {
         vec!["restore", "--help"],
         vec!["clone", "--help"],
     ] {
-        let out = hubvault(tmp.path(), tmp.path())
+        let out = tmp
+            .hubvault()
             .env("HUBVAULT_STORE", sas)
             .env("HUBVAULT_STAGING", sas)
             .env("HUBVAULT_RECIPIENTS", "SECRETRECIPIENT")
             .env("HUBVAULT_IDENTITY", "/SECRETPATH/identity.txt")
             .args(&args)
-            .assert()
-            .code(0);
-        let text = String::from_utf8_lossy(&out.get_output().stdout);
+            .run_blocking()
+            .expect_code(0);
+        let text = &out.stdout;
         for secret in ["SECRETSIGNATURE", "SECRETRECIPIENT", "SECRETPATH"] {
             assert!(!text.contains(secret), "{args:?} shows {secret}: {text}");
         }
@@ -624,9 +601,10 @@ fn help_never_shows_environment_values() {
 /// documented maximum is refused with its file and line, in bounded memory.
 #[test]
 fn an_endless_line_is_refused_with_its_line_number() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Workdir::new();
     let id = age::x25519::Identity::generate().to_public().to_string();
-    let out = hubvault(tmp.path(), tmp.path())
+    let out = tmp
+        .hubvault()
         .args([
             "--json",
             "backup",
@@ -639,10 +617,10 @@ fn an_endless_line_is_refused_with_its_line_number() {
         ])
         .arg("--store")
         .arg(tmp.path().join("store"))
-        .timeout(std::time::Duration::from_secs(60))
-        .assert()
-        .code(2);
-    let doc = json(&out.get_output().stdout);
+        .within(Duration::from_secs(60))
+        .run_blocking()
+        .expect_code(2);
+    let doc = out.json();
     assert_eq!(doc["error"]["code"], "export_line_too_long", "{doc}");
     assert!(
         doc["error"]["message"].as_str().unwrap().contains("line 1"),

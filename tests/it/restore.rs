@@ -5,241 +5,101 @@
 //! registry dump, then restore into hub-b with the real binary and compare the registries.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::Duration;
 
-use super::support::azurite;
-use age::secrecy::ExposeSecret as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, Mac};
-use hubvault::store::Store as _;
-use hubvault::store::azure::{AzureLocation, AzureStore};
-use hubvault_sim::{self as sim, HubOptions, Options, Running};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
+use crate::support::{Out, Staging, Workdir, World, assert_no_secrets, azurite};
+
+/// hub-a with seeded devices and an empty hub-b (no ARM), a work folder whose config names both
+/// and an identity to seal snapshots to; a staging container in Azurite when the test uses the
+/// job engine.
 struct Fixture {
-    dir: tempfile::TempDir,
-    sim: Running,
-    http: reqwest::Client,
+    world: World,
+    wd: Workdir,
     recipient: String,
-    /// Extra environment for the binary (the staging connection string).
-    env: Vec<(String, String)>,
-    /// The staging container in Azurite, when the test uses the job engine.
-    staging: Option<AzureStore>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    staging: Option<Staging>,
 }
 
 impl Fixture {
     /// hub-a with `devices` seeded devices, an empty hub-b, a key and a config naming both hubs.
     async fn new(devices: usize) -> Fixture {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let options = Options {
-            hubs: vec![
-                HubOptions {
-                    name: "hub-a".into(),
-                    devices,
-                },
-                HubOptions {
-                    name: "hub-b".into(),
-                    devices: 0,
-                },
-            ],
-            ..Options::default()
-        };
-        let sim = sim::run(options, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("simulator starts");
-        let dir = tempfile::tempdir().unwrap();
-        let id = age::x25519::Identity::generate();
-        let recipient = id.to_public().to_string();
-        let identity = dir.path().join("identity.txt");
-        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
-        std::fs::set_permissions(
-            &identity,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
-        let mut config = String::from("identity = \"identity.txt\"\n");
-        for h in &sim.hubs {
-            let _ = write!(
-                config,
-                "[hubs.{}]\nconnection-string = \"{}\"\nendpoint = \"{}\"\n",
-                h.name,
-                h.connection_string("iothubowner").unwrap(),
-                h.endpoint
-            );
-        }
-        std::fs::write(dir.path().join("hubvault.toml"), config).unwrap();
-        Fixture {
-            dir,
-            sim,
-            http: reqwest::Client::new(),
-            recipient,
-            env: vec![("HUBVAULT_JOB_POLL_MS".into(), "20".into())],
-            staging: None,
-            _stop: tx,
-        }
+        Fixture::start(devices, None).await
     }
 
     /// The same, with a fresh staging container in Azurite named in `[staging]`.
     async fn with_staging(devices: usize, cs: &str) -> Fixture {
-        let mut f = Fixture::new(devices).await;
-        let container = format!(
-            "restore-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..10]
-        );
-        let store = AzureStore::new(
-            AzureLocation::from_connection_string(cs, &container).unwrap(),
-            None,
-        )
-        .unwrap();
-        store.ensure_container().await.unwrap();
-        let mut config = std::fs::read_to_string(f.path("hubvault.toml")).unwrap();
-        let _ = write!(
-            config,
-            "[staging]\nconnection-string-env = \"HUBVAULT_STAGING_CS\"\ncontainer = \"{container}\"\n"
-        );
-        std::fs::write(f.path("hubvault.toml"), config).unwrap();
-        f.env.push(("HUBVAULT_STAGING_CS".into(), cs.to_owned()));
-        f.staging = Some(store);
-        f
+        Fixture::start(devices, Some(cs)).await
+    }
+
+    async fn start(devices: usize, cs: Option<&str>) -> Fixture {
+        let world = World::builder()
+            .hubs(&[("hub-a", devices), ("hub-b", 0)])
+            .arm(false)
+            .start()
+            .await;
+        let wd = Workdir::new();
+        let recipient = wd.write_identity();
+        wd.set_env("HUBVAULT_JOB_POLL_MS", "20");
+        let staging = match cs {
+            Some(cs) => Some(Staging::fresh(cs, "restore").await),
+            None => None,
+        };
+        let config = wd.config(&world);
+        match &staging {
+            Some(staging) => config.staging(staging).write(),
+            None => config.write(),
+        }
+        Fixture {
+            world,
+            wd,
+            recipient,
+            staging,
+        }
     }
 
     async fn staging_blobs(&self) -> Vec<String> {
-        let store = self.staging.as_ref().unwrap();
-        store
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.name)
-            .collect()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<String>) -> String {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.sim.control));
-        if let Some(b) = body {
-            r = r.body(b);
-        }
-        let resp = r.send().await.unwrap();
-        assert!(
-            resp.status().is_success(),
-            "control {path}: {}",
-            resp.status()
-        );
-        resp.text().await.unwrap()
-    }
-
-    /// The registry of a hub as the simulator holds it (with keys).
-    async fn registry(&self, hub: &str) -> Vec<Value> {
-        let text = self
-            .control(reqwest::Method::GET, &format!("/hubs/{hub}/registry"), None)
-            .await;
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    async fn load(&self, hub: &str, lines: &[Value]) {
-        let body = lines.iter().fold(String::new(), |mut b, l| {
-            let _ = writeln!(b, "{l}");
-            b
-        });
-        let r = self
-            .control(
-                reqwest::Method::POST,
-                &format!("/hubs/{hub}/load"),
-                Some(body),
-            )
-            .await;
-        let r: Value = serde_json::from_str(&r).unwrap();
-        assert_eq!(r["errors"], json!([]), "load into {hub}");
-    }
-
-    async fn patch(&self, hub: &str, what: &str, doc: Value) {
-        self.control(
-            reqwest::Method::PATCH,
-            &format!("/hubs/{hub}/{what}"),
-            Some(doc.to_string()),
-        )
-        .await;
+        self.staging.as_ref().unwrap().leftovers().await
     }
 
     /// Snapshot hub-a as it is now (export with keys and configurations → sealed snapshot).
     async fn snapshot(&self) {
-        let export = self.path("export");
-        std::fs::create_dir_all(&export).unwrap();
-        let devices = self
-            .control(reqwest::Method::GET, "/hubs/hub-a/registry", None)
-            .await;
-        let configs = self
-            .control(reqwest::Method::GET, "/hubs/hub-a/configurations", None)
-            .await;
-        std::fs::write(export.join("devices.txt"), devices).unwrap();
-        std::fs::write(export.join("configurations.txt"), configs).unwrap();
-        let out = self
-            .run(&[
-                "backup",
-                "--from-export",
-                export.to_str().unwrap(),
-                "--hub-name",
-                "hub-a",
-                "--recipient",
-                &self.recipient,
-            ])
-            .await;
+        let export = self.wd.join("export");
+        self.world.write_export("hub-a", &export).await;
+        let out = self.backup_from(&export).await;
         assert_eq!(out.code, 0, "backup: {}", out.stderr);
         std::fs::remove_dir_all(&export).unwrap();
     }
 
-    /// Run the `hubvault` binary in the test folder (off the async runtime).
-    async fn run(&self, args: &[&str]) -> Output {
-        let dir = self.dir.path().to_owned();
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let env = self.env.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubvault"))
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .envs(env)
-                .current_dir(&dir)
-                .args(["--store", "store"])
-                .args(&args)
-                .output()
-                .unwrap();
-            Output {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
+    /// `backup --from-export` of `export` as hub-a's snapshot.
+    async fn backup_from(&self, export: &Path) -> Out {
+        self.run(&[
+            "backup",
+            "--from-export",
+            export.to_str().unwrap(),
+            "--hub-name",
+            "hub-a",
+            "--recipient",
+            &self.recipient,
+        ])
         .await
-        .unwrap()
     }
 
-    async fn restore(&self, extra: &[&str]) -> (Output, Value) {
+    /// Run the `hubvault` binary in the test folder.
+    async fn run(&self, args: &[&str]) -> Out {
+        self.wd.hubvault().args(args).run().await
+    }
+
+    async fn restore(&self, extra: &[&str]) -> (Out, Value) {
         let mut args = vec!["--json", "restore", "latest", "--to", "hub-b"];
         args.extend_from_slice(extra);
         let out = self.run(&args).await;
-        let doc = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        let doc = out.doc();
         (out, doc)
     }
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 /// What a restore must carry over, as the test reads it: per `id[/moduleId]`, the status, auth
@@ -311,8 +171,8 @@ fn differences(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Vec<
 }
 
 async fn assert_same_registry(f: &Fixture) {
-    let a = comparable(&f.registry("hub-a").await);
-    let b = comparable(&f.registry("hub-b").await);
+    let a = comparable(&f.world.registry("hub-a").await);
+    let b = comparable(&f.world.registry("hub-b").await);
     let diff = differences(&a, &b);
     assert!(
         diff.is_empty(),
@@ -321,17 +181,12 @@ async fn assert_same_registry(f: &Fixture) {
         &diff[..diff.len().min(5)]
     );
     let configs = |hub: &'static str| async move {
-        let text = f
-            .control(
-                reqwest::Method::GET,
-                &format!("/hubs/{hub}/configurations"),
-                None,
-            )
-            .await;
-        let mut out: Vec<Value> = text
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
+        let mut out: Vec<Value> = f
+            .world
+            .configurations(hub)
+            .await
+            .iter()
+            .map(|v| {
                 json!({"id": v["id"], "content": v["content"], "targetCondition": v["targetCondition"], "priority": v["priority"], "labels": v["labels"]})
             })
             .collect();
@@ -345,39 +200,13 @@ async fn assert_same_registry(f: &Fixture) {
 
 /// A device-side send to hub-b with the key the device had on hub-a.
 async fn device_sends(f: &Fixture, device: &Value) -> reqwest::StatusCode {
-    let hub = f.sim.hub("hub-b").unwrap();
     let id = device["id"].as_str().unwrap();
     let key = device
         .pointer("/authentication/symmetricKey/primaryKey")
         .and_then(Value::as_str)
         .unwrap();
-    let resource = format!("{}/devices/{id}", hub.host);
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
-    let mut mac = Hmac::<Sha256>::new_from_slice(&B64.decode(key).unwrap()).unwrap();
-    mac.update(format!("{}\n{expiry}", enc(&resource)).as_bytes());
-    let sig = B64.encode(mac.finalize().into_bytes());
-    let token = format!(
-        "SharedAccessSignature sr={}&sig={}&se={expiry}",
-        enc(&resource),
-        enc(&sig)
-    );
-    f.http
-        .post(format!(
-            "{}/devices/{}/messages/events?api-version=2021-04-12",
-            hub.endpoint,
-            enc(id)
-        ))
-        .header("authorization", token)
-        .body("{\"t\":1}")
-        .send()
-        .await
-        .unwrap()
-        .status()
+    let status = f.world.device_send("hub-b", id, key).await;
+    reqwest::StatusCode::from_u16(status).unwrap()
 }
 
 fn plan(doc: &Value) -> (u64, u64, u64, u64) {
@@ -390,14 +219,14 @@ fn plan(doc: &Value) -> (u64, u64, u64, u64) {
 async fn restore_into_an_empty_hub_carries_everything_and_keys_work() {
     let f = Fixture::new(120).await;
     f.snapshot().await;
-    let source = f.registry("hub-a").await;
+    let source = f.world.registry("hub-a").await;
     let records = comparable(&source).len() as u64;
 
     let (dry, doc) = f.restore(&["--dry-run", "--engine", "bulk"]).await;
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert_eq!(plan(&doc), (records, 0, 0, 0));
     assert!(
-        f.registry("hub-b").await.is_empty(),
+        f.world.registry("hub-b").await.is_empty(),
         "a dry run changes nothing"
     );
 
@@ -443,6 +272,7 @@ async fn upsert_updates_what_changed_and_mirror_deletes_extras() {
     assert_eq!(f.restore(&["--engine", "bulk"]).await.0.code, 0);
     // Someone changes a device's tags and status on hub-b, and adds a device of their own.
     let mut changed = f
+        .world
         .registry("hub-b")
         .await
         .into_iter()
@@ -453,7 +283,7 @@ async fn upsert_updates_what_changed_and_mirror_deletes_extras() {
     changed.as_object_mut().unwrap().remove("eTag");
     changed.as_object_mut().unwrap().remove("twinETag");
     let extra = json!({"id": "intruder-1", "status": "enabled", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": B64.encode([7u8; 32]), "secondaryKey": B64.encode([8u8; 32])}}});
-    f.load("hub-b", &[changed, extra]).await;
+    f.world.load("hub-b", &[changed, extra]).await;
     let diff = f.run(&["--json", "diff", "latest", "--hub", "hub-b"]).await;
     assert_eq!(diff.code, 1, "{}", diff.stderr);
     let diff: Value = serde_json::from_str(&diff.stdout).unwrap();
@@ -466,18 +296,18 @@ async fn upsert_updates_what_changed_and_mirror_deletes_extras() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(plan(&doc).1, 1, "one update: {}", doc["plan_items"]);
     assert_eq!(doc["plan_items"]["update"][0]["id"], "dev-0000003");
-    let after = comparable(&f.registry("hub-b").await);
+    let after = comparable(&f.world.registry("hub-b").await);
     assert!(after.contains_key("intruder-1"), "upsert never deletes");
     assert_eq!(
         after["dev-0000003"],
-        comparable(&f.registry("hub-a").await)["dev-0000003"]
+        comparable(&f.world.registry("hub-a").await)["dev-0000003"]
     );
 
     let (dry, doc) = f.restore(&["--mode", "mirror", "--dry-run", "-v"]).await;
     assert_eq!(dry.code, 0);
     assert_eq!(plan(&doc).2, 1);
     assert_eq!(doc["plan_items"]["delete"], json!(["intruder-1"]));
-    assert!(comparable(&f.registry("hub-b").await).contains_key("intruder-1"));
+    assert!(comparable(&f.world.registry("hub-b").await).contains_key("intruder-1"));
 
     let (out, doc) = f.restore(&["--mode", "mirror", "--engine", "bulk"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -492,8 +322,8 @@ async fn only_restores_the_matching_devices() {
     let (out, doc) = f.restore(&["--only", "gw-*", "--engine", "bulk"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(doc["verified"], true);
-    let b = comparable(&f.registry("hub-b").await);
-    let a = comparable(&f.registry("hub-a").await);
+    let b = comparable(&f.world.registry("hub-b").await);
+    let a = comparable(&f.world.registry("hub-a").await);
     let gateways: Vec<&String> = a.keys().filter(|k| k.starts_with("gw-")).collect();
     assert!(!gateways.is_empty());
     assert_eq!(
@@ -511,6 +341,7 @@ async fn create_mode_stops_on_conflicts_and_leaves_them_alone() {
     let f = Fixture::new(30).await;
     f.snapshot().await;
     let mut existing = f
+        .world
         .registry("hub-a")
         .await
         .into_iter()
@@ -520,7 +351,7 @@ async fn create_mode_stops_on_conflicts_and_leaves_them_alone() {
     existing.as_object_mut().unwrap().remove("eTag");
     existing.as_object_mut().unwrap().remove("twinETag");
     let id = existing["id"].as_str().unwrap().to_owned();
-    f.load("hub-b", &[existing.clone()]).await;
+    f.world.load("hub-b", &[existing.clone()]).await;
 
     let (out, doc) = f.restore(&["--mode", "create", "--engine", "bulk"]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -533,7 +364,7 @@ async fn create_mode_stops_on_conflicts_and_leaves_them_alone() {
     assert_eq!(finding["ok"], false);
     assert!(finding["detail"].as_str().unwrap().contains(&id));
     assert_eq!(
-        f.registry("hub-b").await.len(),
+        f.world.registry("hub-b").await.len(),
         1,
         "nothing applied after a finding"
     );
@@ -543,31 +374,28 @@ async fn create_mode_stops_on_conflicts_and_leaves_them_alone() {
         .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(doc["plan"]["conflicts"], 1);
-    let b = comparable(&f.registry("hub-b").await);
+    let b = comparable(&f.world.registry("hub-b").await);
     assert_eq!(
         b[&id]["tags"],
         json!({"owner": "someone else"}),
         "a conflict is left alone"
     );
-    assert_eq!(b.len(), comparable(&f.registry("hub-a").await).len());
+    assert_eq!(b.len(), comparable(&f.world.registry("hub-a").await).len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_storm_slows_the_bulk_engine_down_without_losing_devices() {
     let f = Fixture::new(250).await;
     f.snapshot().await;
-    f.patch(
-        "hub-b",
-        "limits",
-        json!({"rates": {"registry": 3.0}, "retry_after_secs": 1}),
-    )
-    .await;
-    f.patch(
-        "hub-b",
-        "faults",
-        json!({"error_burst": 3, "error_status": 503}),
-    )
-    .await;
+    f.world
+        .limits(
+            "hub-b",
+            json!({"rates": {"registry": 3.0}, "retry_after_secs": 1}),
+        )
+        .await;
+    f.world
+        .faults("hub-b", json!({"error_burst": 3, "error_status": 503}))
+        .await;
     let (out, doc) = f.restore(&["--engine", "bulk", "-vv"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
@@ -576,7 +404,7 @@ async fn a_throttle_storm_slows_the_bulk_engine_down_without_losing_devices() {
     );
     assert_eq!(doc["failed"], json!([]));
     assert_eq!(doc["verified"], true);
-    f.patch("hub-b", "limits", json!({"rates": {}})).await;
+    f.world.limits("hub-b", json!({"rates": {}})).await;
     assert_same_registry(&f).await;
 }
 
@@ -584,10 +412,9 @@ async fn a_throttle_storm_slows_the_bulk_engine_down_without_losing_devices() {
 async fn a_firewalled_target_without_preflight_fails_with_the_explained_401002() {
     let f = Fixture::new(20).await;
     f.snapshot().await;
-    f.control(
-        reqwest::Method::PUT,
-        "/hubs/hub-b/firewall",
-        Some(json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false, "ipRules": [{"filterName": "office", "action": "Allow", "ipMask": "127.0.0.2"}]}}).to_string()),
+    f.world.firewall(
+        "hub-b",
+        json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {"defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": false, "ipRules": [{"filterName": "office", "action": "Allow", "ipMask": "127.0.0.2"}]}}),
     )
     .await;
     let (out, doc) = f.restore(&["--no-preflight", "--engine", "bulk"]).await;
@@ -597,33 +424,21 @@ async fn a_firewalled_target_without_preflight_fails_with_the_explained_401002()
         message.contains("401002") && message.contains("firewall"),
         "{message}"
     );
-    assert!(f.registry("hub-b").await.is_empty());
+    assert!(f.world.registry("hub-b").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_in_any_output_at_the_highest_verbosity() {
     let f = Fixture::new(40).await;
     f.snapshot().await;
-    let source = f.registry("hub-a").await;
     let out = f
         .run(&[
             "-vvv", "--json", "restore", "latest", "--to", "hub-b", "--engine", "bulk",
         ])
         .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = format!("{}{}", out.stdout, out.stderr);
-    let mut secrets: Vec<String> = source
-        .iter()
-        .filter_map(|d| {
-            d.pointer("/authentication/symmetricKey/primaryKey")?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    for h in &f.sim.hubs {
-        let cs = h.connection_string("iothubowner").unwrap();
-        secrets.push(cs.rsplit_once("SharedAccessKey=").unwrap().1.to_owned());
-    }
+    let text = out.text();
+    let secrets = f.world.secrets(&["hub-a"]).await;
     assert!(secrets.len() > 10);
     for s in &secrets {
         assert!(!text.contains(s.as_str()), "a key leaked into the output");
@@ -634,33 +449,16 @@ async fn no_key_in_any_output_at_the_highest_verbosity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_engine_restores_through_staging_and_leaves_it_empty() {
     let Some(cs) = azurite() else { return };
-    let mut f = Fixture::with_staging(150, &cs).await;
+    let f = Fixture::with_staging(150, &cs).await;
     f.snapshot().await;
-    let source = f.registry("hub-a").await;
+    let source = f.world.registry("hub-a").await;
     let (out, doc) = f.restore(&["--engine", "job", "-vvv"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let text = format!("{}{}", out.stdout, out.stderr);
-    let account_key = cs
-        .split(';')
-        .find_map(|p| p.strip_prefix("AccountKey="))
-        .unwrap();
-    assert!(!text.contains(account_key), "the account key leaked");
-    assert!(
-        !text.contains("sig=")
-            || !text
-                .split("sig=")
-                .skip(1)
-                .any(|t| !t.starts_with("<redacted>")),
-        "a SAS signature leaked"
+    assert_no_secrets(
+        &out.text(),
+        &f.world.secrets(&["hub-a"]).await,
+        "restore -vvv",
     );
-    for d in &source {
-        if let Some(k) = d
-            .pointer("/authentication/symmetricKey/primaryKey")
-            .and_then(Value::as_str)
-        {
-            assert!(!text.contains(k), "a device key leaked");
-        }
-    }
     assert_eq!(doc["engine"], "job");
     assert!(doc["job_id"].is_string());
     assert_eq!(doc["verified"], true);
@@ -683,16 +481,12 @@ async fn job_engine_restores_through_staging_and_leaves_it_empty() {
 
     // A rerun compares keys; with many to compare, one export job reads them (plaintext blob
     // deleted at once) instead of one registry read per device.
-    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
+    f.wd.set_env("HUBVAULT_KEY_READ_JOB_MIN", "1");
     let (again, doc) = f.restore(&["--engine", "job"]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(plan(&doc).0 + plan(&doc).1 + plan(&doc).2, 0);
     assert_eq!(plan(&doc).3, comparable(&source).len() as u64);
-    let jobs: Value = serde_json::from_str(
-        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
-            .await,
-    )
-    .unwrap();
+    let jobs = Value::from(f.world.jobs("hub-b").await);
     assert!(
         jobs.as_array()
             .unwrap()
@@ -710,9 +504,9 @@ async fn job_engine_restores_through_staging_and_leaves_it_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_edge_links_are_set_by_a_second_import_job() {
     let Some(cs) = azurite() else { return };
-    let mut f = Fixture::with_staging(150, &cs).await;
+    let f = Fixture::with_staging(150, &cs).await;
     f.snapshot().await;
-    f.env.push(("HUBVAULT_LINK_JOB_MIN".into(), "1".into()));
+    f.wd.set_env("HUBVAULT_LINK_JOB_MIN", "1");
     let (out, doc) = f.restore(&["--engine", "job"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(doc["applied"]["links"].as_u64().unwrap() > 0, "{doc}");
@@ -720,11 +514,7 @@ async fn many_edge_links_are_set_by_a_second_import_job() {
     assert_ne!(doc["link_job_id"], doc["job_id"]);
     assert_eq!(doc["failed"], json!([]));
     assert_eq!(doc["verified"], true);
-    let jobs: Value = serde_json::from_str(
-        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
-            .await,
-    )
-    .unwrap();
+    let jobs = Value::from(f.world.jobs("hub-b").await);
     let imports = jobs
         .as_array()
         .unwrap()
@@ -746,10 +536,10 @@ async fn a_job_that_fails_half_way_is_reported_and_a_rerun_completes() {
     let Some(cs) = azurite() else { return };
     let f = Fixture::with_staging(200, &cs).await;
     f.snapshot().await;
-    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+    f.world
+        .faults("hub-b", json!({"fail_next_job": true}))
         .await;
-    f.patch("hub-b", "limits", json!({"job_rate": 2000.0}))
-        .await;
+    f.world.limits("hub-b", json!({"job_rate": 2000.0})).await;
     let (out, doc) = f.restore(&["--engine", "job"]).await;
     assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
     let message = doc["error"]["message"].as_str().unwrap();
@@ -775,48 +565,27 @@ async fn ctrl_c_during_the_import_job_cancels_it_and_empties_staging() {
     let Some(cs) = azurite() else { return };
     let f = Fixture::with_staging(200, &cs).await;
     f.snapshot().await;
-    f.patch("hub-b", "limits", json!({"job_rate": 20.0})).await;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubvault"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(f.env.clone())
-        .current_dir(f.dir.path())
-        .args([
-            "--store", "store", "restore", "latest", "--to", "hub-b", "--engine", "job",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    f.world.limits("hub-b", json!({"job_rate": 20.0})).await;
+    let child =
+        f.wd.hubvault()
+            .args(["restore", "latest", "--to", "hub-b", "--engine", "job"])
+            .within(Duration::from_secs(60))
+            .spawn();
     let running = |jobs: &Value| {
         jobs.as_array()
             .is_some_and(|a| a.iter().any(|j| j["status"] == "running"))
     };
-    let mut seen = false;
-    for _ in 0..200 {
-        let jobs: Value = serde_json::from_str(
-            &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
-                .await,
-        )
-        .unwrap();
-        if running(&jobs) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(seen, "the import job never ran");
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+    let seen = f
+        .world
+        .job_where("hub-b", Duration::from_secs(10), |j| {
+            j["status"] == "running"
+        })
         .await
-        .expect("the restore ends after Ctrl-C")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .is_some();
+    assert!(seen, "the import job never ran");
+    child.interrupt();
+    let out = child.finish().await.expect("the restore ends after Ctrl-C");
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("interrupted") && stderr.contains("cancelled"),
@@ -827,15 +596,10 @@ async fn ctrl_c_during_the_import_job_cancels_it_and_empties_staging() {
         "staging: {:?}",
         f.staging_blobs().await
     );
-    let jobs: Value = serde_json::from_str(
-        &f.control(reqwest::Method::GET, "/hubs/hub-b/jobs", None)
-            .await,
-    )
-    .unwrap();
+    let jobs = Value::from(f.world.jobs("hub-b").await);
     assert!(!running(&jobs), "{jobs}");
 
-    f.patch("hub-b", "limits", json!({"job_rate": 5000.0}))
-        .await;
+    f.world.limits("hub-b", json!({"job_rate": 5000.0})).await;
     let (out, doc) = f.restore(&["--engine", "job"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(doc["verified"], true);
@@ -855,7 +619,8 @@ fn sas_devices_by_position(lines: &[Value]) -> Vec<(usize, String)> {
 
 /// The primary key a hub's registry holds for device `id`, read through the control API.
 async fn primary_key(f: &Fixture, hub: &str, id: &str) -> String {
-    f.registry(hub)
+    f.world
+        .registry(hub)
         .await
         .iter()
         .find(|d| d["id"] == id && d.get("moduleId").is_none())
@@ -868,17 +633,18 @@ async fn primary_key(f: &Fixture, hub: &str, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_reads_every_key_through_an_export_job_and_catches_one_wrong_key() {
     let Some(cs) = azurite() else { return };
-    let mut f = Fixture::with_staging(300, &cs).await;
+    let f = Fixture::with_staging(300, &cs).await;
     f.snapshot().await;
-    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
-    let source = f.registry("hub-a").await;
+    f.wd.set_env("HUBVAULT_KEY_READ_JOB_MIN", "1");
+    let source = f.world.registry("hub-a").await;
     let candidates = sas_devices_by_position(&source);
     // Far outside the first 100 records (and not where an evenly spread sample starts).
     let (position, wrong) = candidates[candidates.len() - 2].clone();
     assert!(position > 200, "device {wrong} sits at {position}");
 
     // The hub silently stores another key for that one device during the import job.
-    f.patch("hub-b", "faults", json!({"wrong_key_for": wrong}))
+    f.world
+        .faults("hub-b", json!({"wrong_key_for": wrong}))
         .await;
     let (out, doc) = f.restore(&["--engine", "job"]).await;
     assert_ne!(
@@ -922,6 +688,7 @@ async fn verification_reads_every_key_through_an_export_job_and_catches_one_wron
     // Someone changes one device's key on the target: a dry run finds it among all the others.
     let (_, other) = candidates[candidates.len() - 1].clone();
     let mut changed = f
+        .world
         .registry("hub-b")
         .await
         .into_iter()
@@ -930,7 +697,7 @@ async fn verification_reads_every_key_through_an_export_job_and_catches_one_wron
     changed["authentication"]["symmetricKey"]["primaryKey"] = json!(B64.encode([9u8; 32]));
     changed.as_object_mut().unwrap().remove("eTag");
     changed.as_object_mut().unwrap().remove("twinETag");
-    f.load("hub-b", &[changed]).await;
+    f.world.load("hub-b", &[changed]).await;
     let (dry, doc) = f.restore(&["--engine", "job", "--dry-run", "-v"]).await;
     assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
     assert_eq!(
@@ -944,10 +711,11 @@ async fn verification_reads_every_key_through_an_export_job_and_catches_one_wron
 async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_read() {
     let f = Fixture::new(150).await;
     f.snapshot().await;
-    let candidates = sas_devices_by_position(&f.registry("hub-a").await);
+    let candidates = sas_devices_by_position(&f.world.registry("hub-a").await);
     let (position, wrong) = candidates[candidates.len() - 1].clone();
     assert!(position > 100, "device {wrong} sits at {position}");
-    f.patch("hub-b", "faults", json!({"wrong_key_for": wrong}))
+    f.world
+        .faults("hub-b", json!({"wrong_key_for": wrong}))
         .await;
 
     let (out, doc) = f.restore(&["--engine", "bulk"]).await;
@@ -975,12 +743,13 @@ async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_back() {
     let Some(cs) = azurite() else { return };
-    let mut f = Fixture::with_staging(120, &cs).await;
+    let f = Fixture::with_staging(120, &cs).await;
     f.snapshot().await;
-    f.env.push(("HUBVAULT_KEY_READ_JOB_MIN".into(), "1".into()));
+    f.wd.set_env("HUBVAULT_KEY_READ_JOB_MIN", "1");
     // The verification's export job fails half-way: keys are then read one by one, and the
     // report says so; the half-written export blob is gone all the same.
-    f.patch("hub-b", "faults", json!({"fail_next_job": true}))
+    f.world
+        .faults("hub-b", json!({"fail_next_job": true}))
         .await;
     let (out, doc) = f.restore(&["--engine", "bulk"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -1001,9 +770,10 @@ async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_
     assert_same_registry(&f).await;
 
     // A key changed on the target is planned and, after the bulk write, proven by an export job.
-    let candidates = sas_devices_by_position(&f.registry("hub-a").await);
+    let candidates = sas_devices_by_position(&f.world.registry("hub-a").await);
     let (_, other) = candidates[candidates.len() - 1].clone();
     let mut changed = f
+        .world
         .registry("hub-b")
         .await
         .into_iter()
@@ -1012,7 +782,7 @@ async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_
     changed["authentication"]["symmetricKey"]["primaryKey"] = json!(B64.encode([5u8; 32]));
     changed.as_object_mut().unwrap().remove("eTag");
     changed.as_object_mut().unwrap().remove("twinETag");
-    f.load("hub-b", &[changed]).await;
+    f.world.load("hub-b", &[changed]).await;
     let human = f
         .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
         .await;
@@ -1037,13 +807,12 @@ async fn mirror_brake_stops_a_one_record_snapshot_from_emptying_the_target() {
     let f = Fixture::new(60).await;
     f.snapshot().await;
     assert_eq!(f.restore(&["--engine", "bulk"]).await.0.code, 0);
-    let before = comparable(&f.registry("hub-b").await);
+    let before = comparable(&f.world.registry("hub-b").await);
     // hub-a now holds one device; its snapshot becomes `latest`.
-    f.control(reqwest::Method::DELETE, "/hubs/hub-a/registry", None)
-        .await;
+    f.world.wipe("hub-a").await;
     let one = json!({"id": "lonely-1", "status": "enabled", "authentication": {"type": "sas",
         "symmetricKey": {"primaryKey": B64.encode([3u8; 32]), "secondaryKey": B64.encode([4u8; 32])}}});
-    f.load("hub-a", &[one]).await;
+    f.world.load("hub-a", &[one]).await;
     f.snapshot().await;
 
     let (dry, doc) = f.restore(&["--mode", "mirror", "--dry-run"]).await;
@@ -1074,7 +843,7 @@ async fn mirror_brake_stops_a_one_record_snapshot_from_emptying_the_target() {
         assert!(message.contains(&part), "{part:?} missing from: {message}");
     }
     assert_eq!(
-        comparable(&f.registry("hub-b").await),
+        comparable(&f.world.registry("hub-b").await),
         before,
         "nothing deleted"
     );
@@ -1095,7 +864,7 @@ async fn mirror_brake_stops_a_one_record_snapshot_from_emptying_the_target() {
         Some(60),
         "60 devices (their modules go with them): {doc:#}"
     );
-    let after = comparable(&f.registry("hub-b").await);
+    let after = comparable(&f.world.registry("hub-b").await);
     assert_eq!(after.keys().collect::<Vec<_>>(), ["lonely-1"]);
 }
 
@@ -1106,8 +875,9 @@ async fn mirror_brake_stops_a_one_record_snapshot_from_emptying_the_target() {
 async fn lost_bulk_responses_are_settled_by_reading_the_target_not_reported_failed() {
     let f = Fixture::new(120).await;
     f.snapshot().await;
-    let records = comparable(&f.registry("hub-a").await).len() as u64;
-    f.patch("hub-b", "faults", json!({"lose_bulk_responses": 2}))
+    let records = comparable(&f.world.registry("hub-a").await).len() as u64;
+    f.world
+        .faults("hub-b", json!({"lose_bulk_responses": 2}))
         .await;
     let (out, doc) = f.restore(&["--engine", "bulk", "-v"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -1126,8 +896,9 @@ async fn lost_bulk_responses_are_settled_by_reading_the_target_not_reported_fail
         .map(|i| json!({"id": format!("extra-{i:03}"), "status": "enabled", "authentication": {"type": "sas",
             "symmetricKey": {"primaryKey": B64.encode([5u8; 32]), "secondaryKey": B64.encode([6u8; 32])}}}))
         .collect();
-    f.load("hub-b", &extras).await;
-    f.patch("hub-b", "faults", json!({"lose_bulk_responses": 1}))
+    f.world.load("hub-b", &extras).await;
+    f.world
+        .faults("hub-b", json!({"lose_bulk_responses": 1}))
         .await;
     let (out, doc) = f
         .restore(&["--mode", "mirror", "--engine", "bulk", "--max-delete", "50"])
@@ -1143,24 +914,14 @@ async fn lost_bulk_responses_are_settled_by_reading_the_target_not_reported_fail
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_bulk_engine_cannot_send_is_a_named_failure() {
     let f = Fixture::new(10).await;
-    let export = f.path("export");
+    let export = f.wd.join("export");
     std::fs::create_dir_all(&export).unwrap();
     let good = json!({"id": "fine-1", "status": "enabled", "authentication": {"type": "sas",
         "symmetricKey": {"primaryKey": B64.encode([1u8; 32]), "secondaryKey": B64.encode([2u8; 32])}}});
     let odd = json!({"id": "odd-1", "status": 0, "authentication": {"type": "sas",
         "symmetricKey": {"primaryKey": B64.encode([1u8; 32]), "secondaryKey": B64.encode([2u8; 32])}}});
     std::fs::write(export.join("devices.txt"), format!("{good}\n{odd}\n")).unwrap();
-    let out = f
-        .run(&[
-            "backup",
-            "--from-export",
-            export.to_str().unwrap(),
-            "--hub-name",
-            "hub-a",
-            "--recipient",
-            &f.recipient,
-        ])
-        .await;
+    let out = f.backup_from(&export).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (out, doc) = f.restore(&["--engine", "bulk"]).await;
     assert_eq!(

@@ -3,73 +3,51 @@
 //! the golden v1 snapshot that must open forever.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret as _;
-use assert_cmd::Command;
 use serde_json::Value;
+
+use crate::support::{Hubvault, Out, Workdir, blocking, write_private};
 
 /// Every device key in test exports contains this, so a leak is one substring search.
 const KEY_MARKER: &str = "c2VjcmV0LWtleS0";
 
+/// A work folder with an identity, a local store (`store/`) and a `tmp/` the binary spills into.
 struct Env {
-    dir: tempfile::TempDir,
+    wd: Workdir,
     recipient: String,
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let id = age::x25519::Identity::generate();
-        let recipient = id.to_public().to_string();
-        write_private(
-            &dir.path().join("identity.txt"),
-            &format!("# test key\n{}\n", id.to_string().expose_secret()),
-        );
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        Env { dir, recipient }
+        let wd = Workdir::new();
+        let recipient = wd.write_identity();
+        std::fs::create_dir_all(wd.join("tmp")).unwrap();
+        wd.set_env("TMPDIR", &wd.join("tmp").display().to_string());
+        Env { wd, recipient }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.wd.join(rel)
     }
 
     fn store(&self) -> PathBuf {
-        self.path("store")
+        self.wd.store()
     }
 
     /// `hubvault --store <store>` in the test folder, with a clean environment.
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
-        c.env_clear()
-            .env("TMPDIR", self.path("tmp"))
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        c.current_dir(self.dir.path())
-            .arg("--store")
-            .arg(self.store());
-        c
-    }
-
-    /// The same as a std `Command`, for processes the test kills or runs in parallel.
-    fn std_cmd(&self) -> StdCommand {
-        let mut c = StdCommand::new(env!("CARGO_BIN_EXE_hubvault"));
-        c.env_clear()
-            .env("TMPDIR", self.path("tmp"))
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        c.current_dir(self.dir.path())
-            .arg("--store")
-            .arg(self.store());
-        c
+    fn cmd(&self) -> Hubvault {
+        self.wd.hubvault().arg("--store").arg(self.store())
     }
 
     /// `backup --from-export <export> --hub-name plant-hub --recipient …` with a tiny sort budget.
-    fn backup(&self, export: &Path) -> Command {
-        let mut c = self.cmd();
-        c.env("HUBVAULT_SORT_RUN_BYTES", "16384")
+    fn backup(&self, export: &Path) -> Hubvault {
+        self.cmd()
+            .env("HUBVAULT_SORT_RUN_BYTES", "16384")
             .args([
                 "--json",
                 "backup",
@@ -79,14 +57,13 @@ impl Env {
                 &self.recipient,
                 "--from-export",
             ])
-            .arg(export);
-        c
+            .arg(export)
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let out = self.cmd().arg("--json").args(args).output().unwrap();
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+        let out = self.cmd().arg("--json").args(args).run_blocking();
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stderr))
     }
 
     fn snapshot_ids(&self) -> Vec<String> {
@@ -101,7 +78,7 @@ impl Env {
     fn identity_args(&self) -> [String; 2] {
         [
             "--identity".to_owned(),
-            self.path("identity.txt").display().to_string(),
+            self.wd.identity().display().to_string(),
         ]
     }
 
@@ -144,18 +121,6 @@ impl Env {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// A pseudo-random permutation (deterministic).
@@ -247,22 +212,14 @@ fn standard_export(env: &Env, n: usize, shuffle: bool) -> (PathBuf, Vec<String>)
 }
 
 fn backup_ok(env: &Env, export: &Path) -> Value {
-    let out = env.backup(export).output().unwrap();
-    assert!(
-        out.status.success(),
-        "backup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = env.backup(export).run_blocking();
+    assert!(out.status.success(), "backup failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
 }
 
-fn stderr_of(c: &mut Command) -> (i32, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn stderr_of(c: Hubvault) -> (i32, String, String) {
+    let out = c.run_blocking();
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]
@@ -319,17 +276,13 @@ fn round_trip_backup_verify_dump_is_byte_exact() {
     assert_eq!(shown["counts"]["edge_devices"], 30);
     assert_eq!(shown["recipients"][0], env.recipient.as_str());
 
-    let mut verify = env.cmd();
-    verify
+    let out = env
+        .cmd()
         .args(["--json", "verify", "--all", "--read-data"])
-        .args(env.identity_args());
-    let out = verify.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .args(env.identity_args())
+        .run_blocking();
+    assert!(out.status.success(), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["snapshots"][0]["problems"], serde_json::json!([]));
 
@@ -337,8 +290,8 @@ fn round_trip_backup_verify_dump_is_byte_exact() {
         .args(["dump", "latest", "--out"])
         .arg(env.path("restore"))
         .args(env.identity_args())
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     let dumped = std::fs::read_to_string(env.path("restore/devices.txt")).unwrap();
     let expected = sorted_records(&lines)
         .iter()
@@ -380,8 +333,8 @@ fn sorted_export_is_stored_without_spilling() {
     env.cmd()
         .args(["verify", "latest", "--read-data"])
         .args(env.identity_args())
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
 }
 
 fn devices_object(env: &Env) -> PathBuf {
@@ -402,13 +355,14 @@ fn tampered_byte_is_found() {
     bytes[at] ^= 0x01;
     std::fs::write(&obj, bytes).unwrap();
     for read_data in [false, true] {
-        let mut c = env.cmd();
-        c.args(["--json", "verify", "--all"])
+        let mut c = env
+            .cmd()
+            .args(["--json", "verify", "--all"])
             .args(env.identity_args());
         if read_data {
-            c.arg("--read-data");
+            c = c.arg("--read-data");
         }
-        let (code, out, _) = stderr_of(&mut c);
+        let (code, out, _) = stderr_of(c);
         assert_eq!(code, 1, "a damaged snapshot is a finding");
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["ok"], false);
@@ -530,7 +484,7 @@ fn payload_swapped_between_snapshots_is_found_by_the_header() {
     )
     .unwrap();
 
-    env.cmd().args(["verify", &b]).assert().success();
+    env.cmd().args(["verify", &b]).run_blocking().expect_code(0);
     let (code, out, _) = stderr_of(
         env.cmd()
             .args(["--json", "verify", &b, "--read-data"])
@@ -792,45 +746,18 @@ fn duplicate_id_is_refused_naming_both_lines() {
 
 /// Start a backup that pauses at `point`, wait for its marker, SIGKILL it.
 fn kill_at(env: &Env, export: &Path, point: &str) {
-    let mut child = env
-        .std_cmd()
-        .env("HUBVAULT_FAULT_PAUSE", point)
-        .env("HUBVAULT_SORT_RUN_BYTES", "16384")
-        .args([
-            "backup",
-            "--hub-name",
-            "plant-hub",
-            "--recipient",
-            &env.recipient,
-            "--from-export",
-        ])
-        .arg(export)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    blocking(async {
+        let mut child = env
+            .backup(export)
+            .env("HUBVAULT_FAULT_PAUSE", point)
+            .spawn();
+        let marker = format!("HUBVAULT_FAULT_PAUSE: paused at {point}");
+        let paused = child
+            .wait_for_stderr(&marker, Duration::from_secs(60))
+            .await;
+        assert!(paused, "no pause marker for {point}");
+        child.kill().await;
     });
-    let marker = format!("HUBVAULT_FAULT_PAUSE: paused at {point}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(&marker) => break,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no pause marker for {point}: {e}");
-            }
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
 }
 
 #[test]
@@ -851,8 +778,8 @@ fn killed_backups_leave_no_visible_snapshot_and_earlier_ones_intact() {
         env.cmd()
             .args(["verify", "--all", "--read-data"])
             .args(env.identity_args())
-            .assert()
-            .success();
+            .run_blocking()
+            .expect_code(0);
         env.assert_no_plaintext_on_disk();
     }
     // The kill before the manifest left data objects: an orphan, not a snapshot.
@@ -876,34 +803,16 @@ fn killed_backups_leave_no_visible_snapshot_and_earlier_ones_intact() {
 fn two_backups_at_once_both_commit() {
     let env = Env::new();
     let (export, _) = standard_export(&env, 200, true);
-    let spawn = || {
-        env.std_cmd()
-            .env("HUBVAULT_SORT_RUN_BYTES", "16384")
-            .args([
-                "--json",
-                "backup",
-                "--hub-name",
-                "plant-hub",
-                "--recipient",
-                &env.recipient,
-                "--from-export",
-            ])
-            .arg(&export)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (a, b) =
+        blocking(async { tokio::join!(env.backup(&export).run(), env.backup(&export).run()) });
     assert!(
         a.status.success() && b.status.success(),
         "{}{}",
-        String::from_utf8_lossy(&a.stderr),
-        String::from_utf8_lossy(&b.stderr)
+        a.stderr,
+        b.stderr
     );
-    let id = |o: &std::process::Output| {
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
+    let id = |o: &Out| {
+        serde_json::from_str::<Value>(&o.stdout).unwrap()["snapshot"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -913,8 +822,8 @@ fn two_backups_at_once_both_commit() {
     env.cmd()
         .args(["verify", "--all", "--read-data"])
         .args(env.identity_args())
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
 }
 
 #[test]
@@ -922,12 +831,9 @@ fn device_keys_never_reach_output_at_any_verbosity() {
     let env = Env::new();
     let (export, _) = standard_export(&env, 100, true);
     let mut outputs = Vec::new();
-    let mut run = |c: &mut Command| {
-        let out = c.output().unwrap();
-        outputs.push((
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
+    let mut run = |c: Hubvault| {
+        let out = c.run_blocking();
+        outputs.push((out.stdout, out.stderr));
     };
     run(env.backup(&export).arg("-vvv"));
     run(env.cmd().args(["-vvv", "snapshots"]));
@@ -1025,34 +931,25 @@ fn golden_v1_snapshot_opens_forever() {
         &identity,
         &std::fs::read_to_string(root.join("TEST-ONLY-identity.txt")).unwrap(),
     );
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
-    c.env_clear()
-        .current_dir(env.dir.path())
-        .arg("--store")
-        .arg(root.join("store"));
-    let out = c
+    let golden = || {
+        Hubvault::new(env.wd.path())
+            .arg("--store")
+            .arg(root.join("store"))
+    };
+    let out = golden()
         .args(["--json", "verify", "--all", "--read-data", "--identity"])
         .arg(&identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .run_blocking();
+    assert!(out.status.success(), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["snapshots"].as_array().unwrap().len(), 1);
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
-    c.env_clear()
-        .current_dir(env.dir.path())
-        .arg("--store")
-        .arg(root.join("store"));
-    c.args(["dump", "latest", "--out"])
+    golden()
+        .args(["dump", "latest", "--out"])
         .arg(env.path("golden-out"))
         .arg("--identity")
         .arg(&identity)
-        .assert()
-        .success();
+        .run_blocking()
+        .expect_code(0);
     let source = std::fs::read_to_string(root.join("export/devices.txt")).unwrap();
     let mut want: Vec<&str> = source
         .lines()

@@ -1,0 +1,88 @@
+//! Real Azurite for the tests where storage matters: its connection string, and a fresh
+//! container per test for staging.
+
+use std::io::Write as _;
+
+use hubvault::store::Store as _;
+use hubvault::store::azure::{AzureLocation, AzureStore};
+
+/// The Azurite connection string from `HUBVAULT_TEST_AZURITE` (set by `scripts/test`), or `None`
+/// with a visible "skipped" line. With `HUBVAULT_REQUIRE_AZURITE=1` a missing Azurite fails the
+/// test instead.
+pub fn azurite() -> Option<String> {
+    match std::env::var("HUBVAULT_TEST_AZURITE") {
+        Ok(cs) if !cs.trim().is_empty() => Some(cs),
+        _ => {
+            assert!(
+                std::env::var("HUBVAULT_REQUIRE_AZURITE").as_deref() != Ok("1"),
+                "HUBVAULT_REQUIRE_AZURITE=1 but HUBVAULT_TEST_AZURITE is not set; run scripts/test"
+            );
+            let msg = "skipped: set HUBVAULT_TEST_AZURITE (an Azurite connection string) to run this test";
+            // Past the test harness's capture, so a skip is seen.
+            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+                Ok(mut f) => drop(writeln!(f, "{msg}")),
+                Err(_) => eprintln!("{msg}"),
+            }
+            None
+        }
+    }
+}
+
+/// The `AccountKey=` of a storage connection string.
+pub(super) fn account_key(cs: &str) -> Option<&str> {
+    cs.split(';').find_map(|kv| kv.strip_prefix("AccountKey="))
+}
+
+/// A fresh Azurite container (for one test's staging, or as a vault).
+pub struct Staging {
+    pub connection_string: String,
+    pub container: String,
+    /// The whole container, at its root.
+    pub store: AzureStore,
+}
+
+impl Staging {
+    /// A new, empty container named after `tag` (unique per call).
+    pub async fn fresh(cs: &str, tag: &str) -> Staging {
+        let container = format!(
+            "st-{tag}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let store = AzureStore::new(
+            AzureLocation::from_connection_string(cs, &container).unwrap(),
+            None,
+        )
+        .unwrap();
+        store.ensure_container().await.unwrap();
+        Staging {
+            connection_string: cs.to_owned(),
+            container,
+            store,
+        }
+    }
+
+    /// Every blob left in the container.
+    pub async fn leftovers(&self) -> Vec<String> {
+        self.store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// A store under `prefix` in the container.
+    pub fn under(&self, prefix: &str) -> AzureStore {
+        let location = format!("{}/{prefix}", self.container);
+        AzureStore::new(
+            AzureLocation::from_connection_string(&self.connection_string, &location).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+
+    pub async fn delete(&self) {
+        self.store.delete_container().await.unwrap();
+    }
+}
