@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use hubvault::Diagnostic as _;
 use serde_json::{Value, json};
 
 use cli::Cli;

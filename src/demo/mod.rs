@@ -14,6 +14,7 @@ mod world;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hubvault::Diagnostic as _;
 use serde::Serialize;
 
 pub use world::Fleet;

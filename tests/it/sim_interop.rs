@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hubvault::Diagnostic as _;
 use hubvault::config::Config;
 use hubvault::hub::HubClient;
 

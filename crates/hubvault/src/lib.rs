@@ -46,6 +46,7 @@ pub mod clone;
 pub mod config;
 pub mod diff;
 pub mod dump;
+pub mod error;
 pub mod forget;
 pub mod hub;
 pub mod integrity;
@@ -59,3 +60,5 @@ pub mod services;
 pub mod snapshot;
 pub mod staging;
 pub mod store;
+
+pub use error::Diagnostic;
