@@ -30,6 +30,7 @@
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
 //! | [`policy`] | retention and schedule: pure functions of `now`; the policy file schema | do I/O |
+//! | [`error`] | the `Diagnostic` trait (a stable code, the next step as data), [`Error`] wrapping every module's error, a cause chain said once | print |
 //! | [`config`] | `hubvault.toml`: hubs, store, keys, staging; precedence flags > env > file > defaults | hold domain decisions |
 //! | [`backup`], [`verify`], [`dump`], [`diff`], [`forget`] | the use cases | know clap |
 //! | [`restore`] | snapshot → live hub: pure plan, target reads, bulk and job engines, edge links, verify | know clap |
@@ -61,4 +62,4 @@ pub mod snapshot;
 pub mod staging;
 pub mod store;
 
-pub use error::Diagnostic;
+pub use error::{Diagnostic, Error};
