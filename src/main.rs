@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use hubvault::Diagnostic as _;
 use serde_json::{Value, json};
 
 use cli::Cli;
@@ -37,13 +38,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json_mode = cli.global.json;
-    // Dropped at the end of main, as before: dropping a runtime waits for its blocking tasks.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Kept to the end of main, as before: dropping a runtime waits for its blocking tasks.
+    let built = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
-    let result = match &runtime {
-        Ok(runtime) => runtime.block_on(commands::run(cli)),
-        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    let (_runtime, result) = match built {
+        Ok(runtime) => {
+            let result = runtime.block_on(commands::run(cli));
+            (Some(runtime), result)
+        }
+        Err(e) => (None, Err(commands::Error::Runtime(e).into())),
     };
     match result {
         Ok(outcome) => {
@@ -62,12 +66,9 @@ fn main() -> ExitCode {
             }
         }
         Err(err) => {
-            let code = diagnose(&err);
-            let message = format!("{err:#}");
-            let fix = fix_of(&message);
+            let message = hubvault::error::full_message(&err);
             if json_mode {
-                let doc = json!({"error": {"code": code, "message": message, "fix": fix}});
-                out(&pretty(&doc));
+                out(&pretty(&error_json(&err, &message)));
             }
             eprintln!("error: {message}");
             ExitCode::from(2)
@@ -101,44 +102,9 @@ fn ensure_newline(s: &str) -> String {
     }
 }
 
-/// A stable code for `--json` errors: the first error in the chain that hubvault knows.
-fn diagnose(err: &anyhow::Error) -> &'static str {
-    macro_rules! known {
-        ($cause:expr, $($ty:ty),+) => {
-            $(if let Some(e) = $cause.downcast_ref::<$ty>() {
-                return e.code();
-            })+
-        };
-    }
-    for cause in err.chain() {
-        known!(
-            cause,
-            hubvault::config::Error,
-            hubvault::store::Error,
-            hubvault::keys::Error,
-            hubvault::policy::Error,
-            hubvault::forget::Error,
-            hubvault::diff::Error,
-            hubvault::backup::Error,
-            hubvault::staging::Error,
-            hubvault::services::Error,
-            hubvault::snapshot::Error,
-            hubvault::integrity::Error,
-            hubvault::dump::Error,
-            hubvault::restore::Error,
-            hubvault::services::Error,
-            hubvault::hub::Error,
-            hubvault::arm::Error,
-            crate::demo::Error,
-            hubvault::clone::Error
-        );
-    }
-    "error"
-}
-
-/// The next step, where the message states one: hubvault messages read "what happened; what to do".
-fn fix_of(message: &str) -> Option<String> {
-    message.rsplit_once("; ").map(|(_, fix)| fix.to_owned())
+/// The `--json` error document: the error's code, its whole message, and its next step.
+fn error_json(err: &hubvault::Error, message: &str) -> Value {
+    json!({"error": {"code": err.code(), "message": message, "fix": err.fix()}})
 }
 
 fn init_tracing(verbose: u8) {
@@ -155,4 +121,106 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn io() -> std::io::Error {
+        std::io::Error::other("disk on fire")
+    }
+
+    fn document(err: &hubvault::Error) -> Value {
+        error_json(err, &hubvault::error::full_message(err))
+    }
+
+    #[test]
+    fn json_error_has_code_message_and_fix() {
+        let err = hubvault::Error::from(hubvault::snapshot::Error::NotFound {
+            spec: "latest".into(),
+            store: "/vault".into(),
+        });
+        let doc = document(&err);
+        let keys: Vec<&String> = doc["error"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["code", "fix", "message"]);
+        assert_eq!(doc["error"]["code"], "snapshot_not_found");
+        assert_eq!(
+            doc["error"]["message"],
+            "no snapshot latest in /vault; run `hubvault snapshots` to see what exists"
+        );
+        assert_eq!(
+            doc["error"]["fix"],
+            "run `hubvault snapshots` to see what exists"
+        );
+    }
+
+    #[test]
+    fn json_error_without_a_next_step_has_a_null_fix_and_its_cause_once() {
+        let err = hubvault::Error::from(hubvault::store::Error::Io {
+            store: "/vault".into(),
+            context: "write".into(),
+            source: io(),
+        });
+        let doc = document(&err);
+        assert_eq!(doc["error"]["code"], "store_io");
+        assert_eq!(
+            doc["error"]["message"],
+            "I/O error on /vault (write): disk on fire"
+        );
+        assert!(doc["error"]["fix"].is_null(), "{doc}");
+    }
+
+    #[test]
+    fn the_binarys_own_errors_have_codes_and_fixes() {
+        let interrupted = hubvault::Error::from(commands::Error::Interrupted {
+            done: "; export job j cancelled".into(),
+            fix: "no snapshot was made, run the backup again",
+        });
+        assert_eq!(interrupted.code(), "interrupted");
+        assert_eq!(
+            interrupted.to_string(),
+            "interrupted; export job j cancelled; no snapshot was made, run the backup again"
+        );
+        assert_eq!(
+            interrupted.fix().as_deref(),
+            Some("no snapshot was made, run the backup again")
+        );
+        let demo = hubvault::Error::from(demo::Error::Simulator("no hub-a".into()));
+        assert_eq!(demo.code(), "demo_simulator");
+        let fix = demo.fix().unwrap();
+        assert!(demo.to_string().ends_with(&fix), "{demo}");
+        let runtime = hubvault::Error::from(commands::Error::Runtime(io()));
+        assert_eq!(runtime.code(), "runtime_start");
+        assert_eq!(
+            hubvault::error::full_message(&runtime),
+            "cannot start the async runtime: disk on fire"
+        );
+        // The demo's I/O error quotes its cause; the chain does not repeat it.
+        let demo_io = hubvault::Error::from(demo::Error::Io {
+            action: "create",
+            path: "/demo".into(),
+            source: io(),
+        });
+        assert_eq!(demo_io.code(), "demo_io");
+        assert_eq!(
+            hubvault::error::full_message(&demo_io)
+                .matches("disk on fire")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn usage_errors_have_the_usage_code() {
+        let err = hubvault::Error::usage("--hub-name NAME is missing", "pass --hub-name NAME");
+        let doc = document(&err);
+        assert_eq!(doc["error"]["code"], "usage");
+        assert_eq!(doc["error"]["fix"], "pass --hub-name NAME");
+        assert_eq!(
+            doc["error"]["message"],
+            "--hub-name NAME is missing; pass --hub-name NAME"
+        );
+    }
 }

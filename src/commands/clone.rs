@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
 use time::OffsetDateTime;
 
 use crate::demo::{self, DemoOptions, Step};
@@ -18,7 +17,10 @@ use hubvault::config::Config;
 use hubvault::hub::HubClient;
 use hubvault::staging::Staging;
 
-use super::{identities, live, open_store, recipients};
+use super::{
+    Error, Result, env_number, identities, live, open_store, recipients, to_json,
+    unknown_pause_point,
+};
 use crate::Outcome;
 use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine};
 
@@ -61,7 +63,7 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
         )
     };
     Ok(Outcome {
-        json: serde_json::to_value(&report)?,
+        json: to_json(&report)?,
         human,
         found_something: !report.ok,
     })
@@ -152,8 +154,8 @@ async fn ctrl_c() {
 /// Ctrl-C: cancel this run's job on either hub if it still runs, delete this run's staging
 /// blobs of both hubs, and say what was done. What restore already applied stays; a rerun plans
 /// against it. The ephemeral snapshot lived in memory and is gone with the process.
-async fn interrupted(stagings: &[(&HubClient, Option<&Staging>)]) -> anyhow::Error {
-    let mut said = String::from("interrupted");
+async fn interrupted(stagings: &[(&HubClient, Option<&Staging>)]) -> hubvault::Error {
+    let mut said = String::new();
     for (client, staging) in stagings {
         let Some(staging) = staging else { continue };
         if let Ok(Some(job)) = client.active_job().await
@@ -189,21 +191,27 @@ async fn interrupted(stagings: &[(&HubClient, Option<&Staging>)]) -> anyhow::Err
             }
         }
     }
-    anyhow::anyhow!("{said}; run the same clone again: it plans against what is now on the target")
+    Error::Interrupted {
+        done: said,
+        fix: "run the same clone again: it plans against what is now on the target",
+    }
+    .into()
 }
 
 /// Test-only environment shared with `backup --hub` (see `commands::live`): pause once the
 /// export job runs, and the age after which a killed run's staging blobs are swept.
 fn test_hooks(options: &mut HubBackupOptions) -> Result<()> {
-    if let Ok(v) = std::env::var("HUBVAULT_STAGING_LEFTOVER_SECS") {
-        let secs: u64 = v
-            .parse()
-            .context("HUBVAULT_STAGING_LEFTOVER_SECS must be seconds")?;
+    if let Some(secs) = env_number("HUBVAULT_STAGING_LEFTOVER_SECS", "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
     }
     if let Ok(point) = std::env::var("HUBVAULT_FAULT_PAUSE") {
         if point != "export-running" {
-            bail!("HUBVAULT_FAULT_PAUSE={point}: clone knows only export-running (test-only)");
+            return Err(unknown_pause_point(
+                "HUBVAULT_FAULT_PAUSE",
+                &point,
+                "clone",
+                "export-running",
+            ));
         }
         options.export_running = Some(Arc::new(|| {
             eprintln!("HUBVAULT_FAULT_PAUSE: paused at export-running");

@@ -3,13 +3,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
-
 use hubvault::config::Config;
 use hubvault::forget;
 use hubvault::policy::Policy;
 
-use super::open_store;
+use super::{Result, open_store};
 use crate::Outcome;
 use crate::cli::{ForgetArgs, Global};
 
@@ -19,8 +17,11 @@ const DEFAULT_POLICY_DIR: &str = "policies";
 pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<Outcome> {
     let now = match &args.at {
         Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .with_context(|| {
-                format!("--at {text:?} is not an RFC 3339 time; write e.g. 2026-12-01T02:00:00Z")
+            .map_err(|e| {
+                hubvault::Error::usage(
+                    format!("--at {text:?} is not an RFC 3339 time ({e})"),
+                    "write e.g. 2026-12-01T02:00:00Z",
+                )
             })?
             .with_timezone(&chrono::Utc),
         None => chrono::Utc::now(),
@@ -58,12 +59,11 @@ pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
         && inventory.incomplete.is_empty()
         && !inventory.unknown.is_empty()
     {
-        anyhow::bail!(
-            "{location} holds {} object(s) hubvault did not write and no hubvault snapshot, so it is \
-             not marked as a store; check --store (or `store` in hubvault.toml): a store is marked \
-             by its first backup",
-            inventory.unknown.len()
-        );
+        return Err(forget::Error::ForeignObjects {
+            store: location,
+            objects: inventory.unknown.len(),
+        }
+        .into());
     }
     hubvault::snapshot::catalog::mark(store.as_ref(), time::OffsetDateTime::now_utc()).await?;
     let human = format!(

@@ -1,11 +1,11 @@
 //! `key init`.
 
-use anyhow::Result;
 use serde_json::json;
 
 use hubvault::config::Config;
 use hubvault::keys::{self, IdentityLocation};
 
+use super::Result;
 use crate::Outcome;
 use crate::cli::KeyInitArgs;
 

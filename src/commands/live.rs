@@ -18,7 +18,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
 use time::OffsetDateTime;
 
 use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
@@ -29,7 +28,7 @@ use hubvault::preflight::{self, ArmAccess, Checks, Report};
 use hubvault::services::{self, ResolvedHub};
 use hubvault::staging::Staging;
 
-use super::{open_store, recipients};
+use super::{Error, Result, env_number, open_store, recipients, to_json, unknown_pause_point};
 use crate::Outcome;
 use crate::cli::{BackupArgs, Global, LiveArgs, PreflightArgs};
 
@@ -41,12 +40,8 @@ const RETRY_MAX_ENV: &str = "HUBVAULT_RETRY_MAX_SECS";
 
 /// A test-only duration in whole seconds from `var`, when set.
 fn env_secs(var: &str) -> Result<Option<Duration>> {
-    std::env::var(var).ok().map_or(Ok(None), |v| {
-        let secs: u64 = v
-            .parse()
-            .with_context(|| format!("{var} must be whole seconds"))?;
-        Ok(Some(Duration::from_secs(secs.max(1))))
-    })
+    let secs: Option<u64> = env_number(var, "whole seconds")?;
+    Ok(secs.map(|secs| Duration::from_secs(secs.max(1))))
 }
 
 /// A hub from the config or a connection string, bound to `--local-address` if given.
@@ -72,10 +67,7 @@ pub(super) fn resolve(
 
 pub(super) fn poll_policy() -> Result<PollPolicy> {
     let mut poll = PollPolicy::default();
-    if let Ok(v) = std::env::var(POLL_ENV) {
-        let ms: u64 = v
-            .parse()
-            .with_context(|| format!("{POLL_ENV} must be milliseconds"))?;
+    if let Some(ms) = env_number::<u64>(POLL_ENV, "whole milliseconds")? {
         poll.interval = Duration::from_millis(ms.max(1));
         poll.max_backoff = poll.interval.saturating_mul(4);
     }
@@ -89,8 +81,9 @@ pub(super) fn arm_client(config: &Config) -> Result<Option<ArmClient>> {
     };
     let auth = match (&arm.token_env, arm.credential) {
         (Some(var), _) => {
-            let token = std::env::var(var).with_context(|| {
-                format!("[arm] token-env names {var}, which is not set; export it")
+            let token = std::env::var(var).map_err(|_| hubvault::config::Error::MissingEnv {
+                var: var.clone(),
+                key: "arm.token-env".into(),
             })?;
             ArmAuth::Token(ArmToken::new(token))
         }
@@ -146,7 +139,7 @@ pub(super) fn checks_for<'a>(
 
 fn report_outcome(report: &Report) -> Result<Outcome> {
     Ok(Outcome {
-        json: serde_json::to_value(report)?,
+        json: to_json(report)?,
         human: report.table(),
         found_something: !report.ok,
     })
@@ -170,7 +163,11 @@ pub async fn preflight(config: &Config, _global: &Global, args: &PreflightArgs) 
 }
 
 pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
-    let spec = args.hub.as_deref().context("--hub HUB is required")?;
+    // `commands::run` sends only `backup --hub` here.
+    let spec = args
+        .hub
+        .as_deref()
+        .ok_or_else(|| hubvault::Error::usage("backup needs a hub", "pass --hub HUB"))?;
     let (resolved, client) = resolve(spec, config, &args.live)?;
     let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
     let store = open_store(config, global)?;
@@ -192,15 +189,17 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     options.poll = poll_policy()?;
     options.wait_for_slot = args.live.wait;
     options.swept_before = swept_before;
-    if let Ok(v) = std::env::var(LEFTOVER_ENV) {
-        let secs: u64 = v
-            .parse()
-            .with_context(|| format!("{LEFTOVER_ENV} must be seconds"))?;
+    if let Some(secs) = env_number(LEFTOVER_ENV, "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
     }
     if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
         if point != "export-running" {
-            bail!("{FAULT_PAUSE_ENV}={point}: backup --hub knows only export-running (test-only)");
+            return Err(unknown_pause_point(
+                FAULT_PAUSE_ENV,
+                &point,
+                "backup --hub",
+                "export-running",
+            ));
         }
         options.export_running = Some(Arc::new(|| {
             eprintln!("{FAULT_PAUSE_ENV}: paused at export-running");
@@ -239,12 +238,12 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
             report.leftovers_removed
         );
     }
-    Ok(Outcome::ok(serde_json::to_value(&report)?, human))
+    Ok(Outcome::ok(to_json(&report)?, human))
 }
 
 /// Ctrl-C: cancel our export job if it still runs, delete this run's staging blobs, say so.
-async fn interrupted(client: &HubClient, staging: &Staging) -> anyhow::Error {
-    let mut said = String::from("interrupted");
+async fn interrupted(client: &HubClient, staging: &Staging) -> hubvault::Error {
+    let mut said = String::new();
     if let Ok(Some(job)) = client.active_job().await
         && staging.owns_job(&job)
     {
@@ -271,5 +270,9 @@ async fn interrupted(client: &HubClient, staging: &Staging) -> anyhow::Error {
             );
         }
     }
-    anyhow::anyhow!("{said}; no snapshot was made, run the backup again")
+    Error::Interrupted {
+        done: said,
+        fix: "no snapshot was made, run the backup again",
+    }
+    .into()
 }

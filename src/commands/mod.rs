@@ -2,6 +2,7 @@
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
 mod clone;
+mod error;
 mod forget;
 mod key;
 mod live;
@@ -9,9 +10,12 @@ mod progress;
 mod restore;
 mod snapshots;
 
+use std::fmt::Display;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
 
 use hubvault::config::Config;
 use hubvault::keys::{self, IdentityLocation};
@@ -21,6 +25,11 @@ use hubvault::store::{self, Store};
 
 use crate::Outcome;
 use crate::cli::{Cli, Command, Global, KeyCommand, Keys, StoreCommand};
+
+pub use error::Error;
+
+/// What every command returns: its outcome, or any hubvault error.
+pub type Result<T, E = hubvault::Error> = std::result::Result<T, E>;
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
@@ -71,4 +80,43 @@ fn recipients(config: &Config, keys: &Keys) -> Result<Vec<age::x25519::Recipient
 fn identities(config: &Config, keys: &Keys) -> Result<Identities> {
     let location = IdentityLocation::resolve(keys.identity.as_deref(), config);
     Ok(Arc::new(location.load()?.into_boxed()))
+}
+
+/// A report as the `--json` document.
+fn to_json<T: Serialize + ?Sized>(report: &T) -> Result<Value> {
+    serde_json::to_value(report).map_err(|e| Error::from(e).into())
+}
+
+/// A number from the environment variable `var`, when it is set; `unit` says what it must be
+/// ("whole seconds").
+fn env_number<T>(var: &str, unit: &str) -> Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let Ok(value) = std::env::var(var) else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|e| {
+        hubvault::Error::usage(
+            format!("{var}={value:?} is not {unit} ({e})"),
+            format!("set {var} to {unit}, or unset it"),
+        )
+    })
+}
+
+/// A test-only pause point named by `var` that this command does not have.
+fn unknown_pause_point(var: &str, point: &str, command: &str, known: &str) -> hubvault::Error {
+    hubvault::Error::usage(
+        format!("{var}={point}: {command} has no such pause point (test-only)"),
+        format!("use {known}, or unset {var}"),
+    )
+}
+
+/// `diff` with one snapshot and no `--hub` (clap normally rules it out).
+fn diff_needs_two_sides() -> hubvault::Error {
+    hubvault::Error::usage(
+        "diff needs a second snapshot or --hub HUB",
+        "name a second snapshot, or pass --hub HUB to compare with the live hub",
+    )
 }

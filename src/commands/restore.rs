@@ -2,8 +2,6 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context as _, Result};
-
 use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
@@ -14,7 +12,7 @@ use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
 
-use super::{identities, live, open_store};
+use super::{Error, Result, diff_needs_two_sides, env_number, identities, live, open_store};
 use crate::Outcome;
 use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
@@ -81,13 +79,20 @@ async fn ctrl_c() {
 
 /// Ctrl-C: cancel our import job if it still runs, delete this run's staging blobs, say what
 /// was done. What was already applied stays; a rerun plans against it.
-async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> anyhow::Error {
-    let mut said = String::from(
-        "interrupted; a rerun of the same restore plans against what was already applied",
-    );
-    let Some(staging) = staging else {
-        return anyhow::anyhow!(said);
-    };
+async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> hubvault::Error {
+    let mut said = String::new();
+    if let Some(staging) = staging {
+        clean_up(client, staging, &mut said).await;
+    }
+    Error::Interrupted {
+        done: said,
+        fix: "a rerun of the same restore plans against what was already applied",
+    }
+    .into()
+}
+
+/// Cancel this run's import job if it still runs and delete its staging blobs; say so in `said`.
+async fn clean_up(client: &HubClient, staging: &Staging, said: &mut String) {
     if let Ok(Some(job)) = client.active_job().await
         && staging.owns_job(&job)
     {
@@ -114,7 +119,6 @@ async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> anyhow::E
             );
         }
     }
-    anyhow::anyhow!(said)
 }
 
 /// The options of `restore` and `clone` from their shared flags (and the test-only tuning
@@ -123,16 +127,17 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
     let only = apply
         .only
         .as_deref()
-        .map(glob::Pattern::new)
-        .transpose()
-        .context(
-            "--only is not a valid glob (use * ? [abc]); quote it so the shell leaves it alone",
-        )?;
+        .map(|only| {
+            glob::Pattern::new(only).map_err(|e| {
+                hubvault::Error::usage(
+                    format!("--only {only:?} is not a valid glob ({e})"),
+                    "use * ? [abc], and quote the pattern so the shell leaves it alone",
+                )
+            })
+        })
+        .transpose()?;
     let count = |var: &str, default: usize| -> Result<usize> {
-        match std::env::var(var) {
-            Ok(v) => v.parse().with_context(|| format!("{var} must be a count")),
-            Err(_) => Ok(default),
-        }
+        Ok(env_number(var, "a count")?.unwrap_or(default))
     };
     Ok(RestoreOptions {
         mode: match apply.mode {
@@ -167,11 +172,7 @@ async fn resolve_snapshot(
 
 /// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer.
 pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
-    let spec = args
-        .hub
-        .hub
-        .as_deref()
-        .context("diff needs a second snapshot or --hub HUB")?;
+    let spec = args.hub.hub.as_deref().ok_or_else(diff_needs_two_sides)?;
     let store = open_store(config, global)?;
     let hub = services::resolve_hub(spec, config)?;
     let all = catalog::list(store.as_ref()).await?;

@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -14,7 +13,10 @@ use hubvault::diff;
 use hubvault::snapshot::reader::ObjectReader;
 use hubvault::snapshot::{Manifest, catalog};
 
-use super::{hub_names, identities, open_store, recipients};
+use super::{
+    Error, Result, diff_needs_two_sides, env_number, hub_names, identities, open_store, recipients,
+    to_json, unknown_pause_point,
+};
 use crate::Outcome;
 use crate::cli::{BackupArgs, DiffArgs, DumpArgs, Global, ShowArgs, SnapshotsArgs, VerifyArgs};
 
@@ -26,22 +28,25 @@ const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
 const SORT_RUN_BYTES_ENV: &str = "HUBVAULT_SORT_RUN_BYTES";
 
 pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+    // clap asks for --hub or --from-export; --hub goes to `live::backup`.
     let Some(path) = args.from_export else {
-        bail!(
-            "backups from a live hub come in a later build; ingest an export with --from-export PATH --hub-name NAME"
-        );
+        return Err(hubvault::Error::usage(
+            "backup needs a source",
+            "pass --hub HUB, or --from-export PATH --hub-name NAME",
+        ));
     };
     let Some(hub) = args.hub_name else {
-        bail!("--hub-name NAME is required with --from-export")
+        return Err(hubvault::Error::usage(
+            "--from-export needs the name of the hub the export was made from",
+            "pass --hub-name NAME",
+        ));
     };
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
     let mut options = BackupOptions::new(OffsetDateTime::now_utc());
     options.include_configurations = !args.no_configurations;
-    if let Ok(v) = std::env::var(SORT_RUN_BYTES_ENV) {
-        options.sort.run_bytes = v
-            .parse()
-            .with_context(|| format!("{SORT_RUN_BYTES_ENV} must be a number of bytes"))?;
+    if let Some(bytes) = env_number(SORT_RUN_BYTES_ENV, "a number of bytes")? {
+        options.sort.run_bytes = bytes;
     }
     if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
         match point.as_str() {
@@ -59,7 +64,12 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
                 }
             }
             other => {
-                bail!("{FAULT_PAUSE_ENV}={other}: use spill, upload or before-manifest (test-only)")
+                return Err(unknown_pause_point(
+                    FAULT_PAUSE_ENV,
+                    other,
+                    "backup --from-export",
+                    "spill, upload or before-manifest",
+                ));
             }
         }
     }
@@ -75,7 +85,7 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
         report.skipped_lines,
         human_bytes(report.bytes)
     );
-    Ok(Outcome::ok(serde_json::to_value(&report)?, human))
+    Ok(Outcome::ok(to_json(&report)?, human))
 }
 
 fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
@@ -194,7 +204,7 @@ pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<O
             o.sha256
         );
     }
-    Ok(Outcome::ok(serde_json::to_value(m)?, human))
+    Ok(Outcome::ok(to_json(m)?, human))
 }
 
 pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
@@ -255,7 +265,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
     );
     let found_something = !report.ok;
     Ok(Outcome {
-        json: serde_json::to_value(&report)?,
+        json: to_json(&report)?,
         human,
         found_something,
     })
@@ -275,7 +285,7 @@ pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Ou
     human.push_str(
         "warning: these files hold every device key in plaintext; import them, then delete them\n",
     );
-    let mut json = serde_json::to_value(&report)?;
+    let mut json = to_json(&report)?;
     json["warning"] = json!("the files hold device keys in plaintext");
     Ok(Outcome::ok(json, human))
 }
@@ -297,10 +307,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
     let hub = hub_names(config, args.hub.hub.as_deref());
     let hub = hub.as_ref();
     let old = catalog::resolve(&all, &args.from, hub, &store.location())?.clone();
-    let to = args
-        .to
-        .as_deref()
-        .context("diff needs a second snapshot or --hub HUB")?;
+    let to = args.to.as_deref().ok_or_else(diff_needs_two_sides)?;
     let new = catalog::resolve(&all, to, hub, &store.location())?.clone();
     let identities = identities(config, &args.keys)?;
     let handle = tokio::runtime::Handle::current();
@@ -320,7 +327,10 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         Ok(diff::compare(entries(open(&old)?), entries(open(&new)?))?)
     })
     .await
-    .context("diff task failed")??;
+    .map_err(|source| Error::Task {
+        what: "diff",
+        source,
+    })??;
     let mut human = diff_lines(&report, "", "");
     let _ = writeln!(
         human,

@@ -14,6 +14,7 @@ mod world;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hubvault::error::{Diagnostic, fix_text};
 use serde::Serialize;
 
 pub use world::Fleet;
@@ -26,9 +27,9 @@ const OTHER_CALLER: &str = "127.0.0.2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the demo's simulator failed: {0}; this is a bug in the demo, please report it")]
+    #[error("the demo's simulator failed: {}; {}", .0, fix_text(self))]
     Simulator(String),
-    #[error("cannot {action} {}: {source}; check the folder is writable or pass --dir", path.display())]
+    #[error("cannot {action} {}: {source}; {}", path.display(), fix_text(self))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -48,8 +49,8 @@ pub enum Error {
     Snapshot(#[from] hubvault::snapshot::Error),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Simulator(_) => "demo_simulator",
             Error::Io { .. } => "demo_io",
@@ -61,6 +62,25 @@ impl Error {
         }
     }
 
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Simulator(_) => Some("this is a bug in the demo, please report it".to_owned()),
+            Error::Io { .. } => Some("check the folder is writable or pass --dir".to_owned()),
+            Error::Timeout { .. } | Error::Step { .. } => None,
+            Error::Vault(e) => e.fix(),
+            Error::Hub(e) => e.fix(),
+            Error::Snapshot(e) => e.fix(),
+        }
+    }
+}
+
+impl From<Error> for hubvault::Error {
+    fn from(e: Error) -> Self {
+        hubvault::Error::app(e)
+    }
+}
+
+impl Error {
     fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             action,

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
+use hubvault::Diagnostic as _;
 use hubvault::hub::{
     self, Connection, HubClient, IfMatch, JobProperties, JobStatus, PollPolicy, RetryPolicy,
 };

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use hubvault::Diagnostic as _;
 use hubvault::config::Config;
 use hubvault::hub::HubClient;
 

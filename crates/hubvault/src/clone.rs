@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::backup::{self, HubBackupOptions, HubBackupReport};
+use crate::error::{Diagnostic, fix_text};
 use crate::hub::HubClient;
 use crate::keys;
 use crate::pipeline::Identities;
@@ -31,18 +32,30 @@ pub enum Error {
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
     #[error(
-        "the backup reported snapshot {id}, but the store does not list it; run `hubvault verify --all` on the store and try again"
+        "the backup reported snapshot {id}, but the store does not list it; {}",
+        fix_text(self)
     )]
     SnapshotMissing { id: String },
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Backup(e) => e.code(),
             Error::Restore(e) => e.code(),
             Error::Snapshot(e) => e.code(),
             Error::SnapshotMissing { .. } => "clone_snapshot_missing",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Backup(e) => e.fix(),
+            Error::Restore(e) => e.fix(),
+            Error::Snapshot(e) => e.fix(),
+            Error::SnapshotMissing { .. } => {
+                Some("run `hubvault verify --all` on the store and try again".to_owned())
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::{Diagnostic, fix_text};
+
 /// The default store when neither flag, environment nor file names one.
 pub const DEFAULT_STORE: &str = "./hubvault-store";
 /// The config file read from the working directory when `--config` is not given.
@@ -26,19 +28,28 @@ pub enum Error {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("hub {name:?} is not in {config}; add [hubs.{name}] or pass a connection string")]
+    #[error("hub {name:?} is not in {config}; {}", fix_text(self))]
     UnknownHub { name: String, config: String },
     #[error("environment variable {var} (named by {key}) is not set")]
     MissingEnv { var: String, key: String },
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Read { .. } => "config_read",
             Error::Parse { .. } => "config_parse",
             Error::UnknownHub { .. } => "config_unknown_hub",
             Error::MissingEnv { .. } => "config_missing_env",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Read { .. } | Error::Parse { .. } | Error::MissingEnv { .. } => None,
+            Error::UnknownHub { name, .. } => {
+                Some(format!("add [hubs.{name}] or pass a connection string"))
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::error::{Diagnostic, fix_text};
+
 /// One record as stored: its key and the exact export line.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -73,7 +75,8 @@ impl fmt::Display for Side {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "{side}: records are not sorted by (id, moduleId): {next:?} follows {previous:?}; run `hubvault verify --read-data` on it"
+        "{side}: records are not sorted by (id, moduleId): {next:?} follows {previous:?}; {}",
+        fix_text(self)
     )]
     Unsorted {
         side: Side,
@@ -81,7 +84,8 @@ pub enum Error {
         next: String,
     },
     #[error(
-        "{side}: record {key:?} is not a JSON object ({reason}); run `hubvault verify --read-data` on it"
+        "{side}: record {key:?} is not a JSON object ({reason}); {}",
+        fix_text(self)
     )]
     BadRecord {
         side: Side,
@@ -96,13 +100,21 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Unsorted { .. } => "diff_unsorted",
             Error::BadRecord { .. } => "diff_bad_record",
             Error::Read { .. } => "diff_read",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Unsorted { .. } | Error::BadRecord { .. } => {
+                Some("run `hubvault verify --read-data` on it".to_owned())
+            }
+            Error::Read { .. } => None,
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::error::{Diagnostic, fix_text};
+use crate::integrity::WRONG_IDENTITY_FIX;
 use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::{self, Identities};
 use crate::snapshot::manifest::DEVICES;
@@ -19,9 +21,7 @@ use crate::store::{self, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "{path} already exists; dump never overwrites: choose an empty --out folder or remove the file"
-    )]
+    #[error("{path} already exists; dump never overwrites: {}", fix_text(self))]
     Exists { path: PathBuf },
     #[error("cannot write {path}")]
     Write {
@@ -29,13 +29,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("the identity cannot decrypt snapshot {snapshot}: it was sealed to {}; use the identity file of one of these recipients (--identity FILE)", .expected.join(", "))]
+    #[error("the identity cannot decrypt snapshot {snapshot}: it was sealed to {}; {}", .expected.join(", "), fix_text(self))]
     WrongKey {
         snapshot: String,
         expected: Vec<String>,
     },
     #[error(
-        "{object} of snapshot {snapshot} is damaged: {detail}; run `hubvault verify {snapshot} --read-data`"
+        "{object} of snapshot {snapshot} is damaged: {detail}; {}",
+        fix_text(self)
     )]
     Damaged {
         snapshot: String,
@@ -46,14 +47,28 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Exists { .. } => "dump_file_exists",
             Error::Write { .. } => "dump_write",
             Error::WrongKey { .. } => "wrong_identity",
             Error::Damaged { .. } => "snapshot_damaged",
             Error::Store(e) => e.code(),
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Exists { .. } => {
+                Some("choose an empty --out folder or remove the file".to_owned())
+            }
+            Error::Write { .. } => None,
+            Error::WrongKey { .. } => Some(WRONG_IDENTITY_FIX.to_owned()),
+            Error::Damaged { snapshot, .. } => {
+                Some(format!("run `hubvault verify {snapshot} --read-data`"))
+            }
+            Error::Store(e) => e.fix(),
         }
     }
 }

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::error::{Diagnostic, fix_text};
 use crate::policy::{self, DEFAULT_ORPHAN_GRACE, Policy};
 use crate::snapshot::catalog;
 use crate::store::{self, ObjectMeta, Store};
@@ -43,27 +44,50 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(
         "{store} is not a hubvault store: it has no {marker} marker and no snapshot manifest, so \
-         forget deletes nothing there. Check --store (or `store` in hubvault.toml); if this really \
-         is a hubvault store, mark it with `hubvault store init --store {store}`"
+         forget deletes nothing there. {}",
+        fix_text(self)
     )]
     NotAStore { store: String, marker: &'static str },
     #[error(
-        "{failed} of {total} deletions failed (first: {first}); the rest was done. Run `hubvault forget` again: it resumes"
+        "{failed} of {total} deletions failed (first: {first}); the rest was done. {}",
+        fix_text(self)
     )]
     Incomplete {
         failed: usize,
         total: usize,
         first: String,
     },
+    /// `store init` on a location that holds objects hubvault did not write and no snapshot.
+    #[error(
+        "{store} holds {objects} object(s) hubvault did not write and no hubvault snapshot, so it \
+         is not marked as a store; {}",
+        fix_text(self)
+    )]
+    ForeignObjects { store: String, objects: usize },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Store(e) => e.code(),
             Error::NotAStore { .. } => "store_not_marked",
             Error::Incomplete { .. } => "forget_incomplete",
+            Error::ForeignObjects { .. } => "store_foreign_objects",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Store(e) => e.fix(),
+            Error::NotAStore { store, .. } => Some(format!(
+                "Check --store (or `store` in hubvault.toml); if this really is a hubvault store, \
+                 mark it with `hubvault store init --store {store}`"
+            )),
+            Error::Incomplete { .. } => Some("Run `hubvault forget` again: it resumes".to_owned()),
+            Error::ForeignObjects { .. } => Some(
+                "check --store (or `store` in hubvault.toml): a store is marked by its first backup"
+                    .to_owned(),
+            ),
         }
     }
 }

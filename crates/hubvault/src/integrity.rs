@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::error::{Diagnostic, fix_text};
 use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};
@@ -25,7 +26,7 @@ use crate::store::{self, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the identity cannot decrypt snapshot {snapshot}: it was sealed to {}; use the identity file of one of these recipients (--identity FILE)", .expected.join(", "))]
+    #[error("the identity cannot decrypt snapshot {snapshot}: it was sealed to {}; {}", .expected.join(", "), fix_text(self))]
     WrongKey {
         snapshot: String,
         expected: Vec<String>,
@@ -34,11 +35,22 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+/// What to do when the identity does not fit a snapshot (`verify --read-data`, `dump`).
+pub(crate) const WRONG_IDENTITY_FIX: &str =
+    "use the identity file of one of these recipients (--identity FILE)";
+
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::WrongKey { .. } => "wrong_identity",
             Error::Store(e) => e.code(),
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::WrongKey { .. } => Some(WRONG_IDENTITY_FIX.to_owned()),
+            Error::Store(e) => e.fix(),
         }
     }
 }

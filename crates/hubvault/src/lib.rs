@@ -35,6 +35,7 @@
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
+//! | [`error`] | the `Diagnostic` trait (a stable code, the next step as data), [`Error`] wrapping every module's error, a cause chain said once | print |
 //! | [`policy`] | the policy file schema and its loading; retention and schedule as pure functions of `now` | read the clock |
 //! | [`backup`], [`integrity`], [`dump`], [`diff`], [`forget`] | the use cases: seal, verify snapshots, decrypt to files, compare, retention | know clap |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
@@ -48,6 +49,7 @@ pub mod clone;
 pub mod config;
 pub mod diff;
 pub mod dump;
+pub mod error;
 pub mod forget;
 pub mod hub;
 pub mod integrity;
@@ -61,3 +63,5 @@ pub mod services;
 pub mod snapshot;
 pub mod staging;
 pub mod store;
+
+pub use error::{Diagnostic, Error};

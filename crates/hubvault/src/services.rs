@@ -10,6 +10,7 @@ use azure_core::credentials::TokenCredential;
 use url::Url;
 
 use crate::config::{self, Config, Credential, ServiceEntry};
+use crate::error::{Diagnostic, fix_text};
 use crate::hub::{self, Connection};
 use crate::snapshot::catalog::HubNames;
 
@@ -17,9 +18,7 @@ use crate::snapshot::catalog::HubNames;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::Error),
-    #[error(
-        "hub {name:?} in {config} has no credential: set connection-string, connection-string-env, or host + credential"
-    )]
+    #[error("hub {name:?} in {config} has no credential: {}", fix_text(self))]
     NoCredential { name: String, config: String },
     #[error("hub {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
     BadEndpoint {
@@ -33,14 +32,25 @@ pub enum Error {
     Credential { kind: String, detail: String },
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Config(e) => e.code(),
             Error::NoCredential { .. } => "hub_no_credential",
             Error::BadEndpoint { .. } => "hub_bad_endpoint",
             Error::Hub(e) => e.code(),
             Error::Credential { .. } => "credential",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Config(e) => e.fix(),
+            Error::NoCredential { .. } => Some(
+                "set connection-string, connection-string-env, or host + credential".to_owned(),
+            ),
+            Error::BadEndpoint { .. } | Error::Credential { .. } => None,
+            Error::Hub(e) => e.fix(),
         }
     }
 }

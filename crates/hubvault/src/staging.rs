@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::config::Config;
+use crate::error::{Diagnostic, fix_text};
 use crate::hub::{HubClient, JobProperties};
 use crate::store::azure::{AzureAuth, AzureLocation, AzureStore};
 use crate::store::local::LocalStore;
@@ -41,14 +42,13 @@ const ROOT: &str = "staging";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "no staging storage: pass --staging URL (a container URL with SAS) or add [staging] to {config}"
-    )]
+    #[error("no staging storage: {}", fix_text(self))]
     NotConfigured { config: String },
     #[error("invalid staging setting {key}: {detail}")]
     Invalid { key: String, detail: String },
     #[error(
-        "staging container {container} is still in use by {holder} after waiting {waited}; the hub writes importErrors.log at the container root, so imports through one container take turns: run again when that import has ended, or give this restore its own staging container (--staging)"
+        "staging container {container} is still in use by {holder} after waiting {waited}; the hub writes importErrors.log at the container root, so imports through one container take turns: {}",
+        fix_text(self)
     )]
     ImportLockBusy {
         container: String,
@@ -56,7 +56,8 @@ pub enum Error {
         waited: String,
     },
     #[error(
-        "staging container {container}: an import into {hub} (run {run}) was interrupted while its job could still write importErrors.log at the container root (until {until}), where this restore would read it as its own; give this restore another staging container (--staging), wait until then, or delete blob hubvault-import.lock if that import job has ended"
+        "staging container {container}: an import into {hub} (run {run}) was interrupted while its job could still write importErrors.log at the container root (until {until}), where this restore would read it as its own; {}",
+        fix_text(self)
     )]
     ImportLockStale {
         container: String,
@@ -70,8 +71,8 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::NotConfigured { .. } => "staging_not_configured",
             Error::Invalid { .. } => "staging_invalid",
@@ -79,6 +80,27 @@ impl Error {
             Error::ImportLockStale { .. } => "staging_import_lock_stale",
             Error::Config(e) => e.code(),
             Error::Store(e) => e.code(),
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::NotConfigured { config } => Some(format!(
+                "pass --staging URL (a container URL with SAS) or add [staging] to {config}"
+            )),
+            Error::Invalid { .. } => None,
+            Error::ImportLockBusy { .. } => Some(
+                "run again when that import has ended, or give this restore its own staging \
+                 container (--staging)"
+                    .to_owned(),
+            ),
+            Error::ImportLockStale { .. } => Some(
+                "give this restore another staging container (--staging), wait until then, or \
+                 delete blob hubvault-import.lock if that import job has ended"
+                    .to_owned(),
+            ),
+            Error::Config(e) => e.fix(),
+            Error::Store(e) => e.fix(),
         }
     }
 }

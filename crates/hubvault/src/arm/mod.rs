@@ -20,6 +20,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::error::{Diagnostic, fix_text};
+
 /// ARM api-version for `Microsoft.Devices/IotHubs` (docs/azure.md).
 pub const API_VERSION: &str = "2023-06-30";
 /// The public ARM endpoint.
@@ -30,7 +32,8 @@ pub const SCOPE: &str = "https://management.azure.com/.default";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "ARM refused the request for {resource} (HTTP {status}): {message}; check that the identity has Reader on the hub"
+        "ARM refused the request for {resource} (HTTP {status}): {message}; {}",
+        fix_text(self)
     )]
     Refused {
         resource: String,
@@ -49,13 +52,22 @@ pub enum Error {
     NoToken { detail: String },
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Refused { .. } => "arm_refused",
             Error::Transport { .. } => "arm_transport",
             Error::Body { .. } => "arm_body",
             Error::NoToken { .. } => "arm_no_token",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Refused { .. } => {
+                Some("check that the identity has Reader on the hub".to_owned())
+            }
+            Error::Transport { .. } | Error::Body { .. } | Error::NoToken { .. } => None,
         }
     }
 }

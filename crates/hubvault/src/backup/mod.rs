@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::error::{Diagnostic, fix_text};
 use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
 use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
@@ -37,27 +38,25 @@ const READ_BUFFER: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the export at {path} (check the path)")]
+    #[error("cannot read the export at {path} ({})", fix_text(self))]
     Input {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path} is a folder without devices.txt; point --from-export at devices.txt or at the folder that holds it"
-    )]
+    #[error("{path} is a folder without devices.txt; {}", fix_text(self))]
     NoDevicesFile { path: PathBuf },
-    #[error(
-        "no recipients: pass --recipient age1… (or an --identity file, whose recipient is used)"
-    )]
+    #[error("no recipients: {}", fix_text(self))]
     NoRecipients,
     #[error(
         "{name} vanished or changed while the backup ran (is a `forget` with --at in the future, or \
-         another tool, deleting from this store?); the snapshot was not committed: run the backup again"
+         another tool, deleting from this store?); the snapshot was not committed: {}",
+        fix_text(self)
     )]
     ObjectVanished { name: String },
     #[error(
-        "the export of {hub} holds {exported} {what}, but the hub counted {before} before the export job and {after} after it; records were lost on the way (the export does not explain the difference), so no snapshot was committed: run the backup again, and if it repeats, compare `hubvault diff` with the hub"
+        "the export of {hub} holds {exported} {what}, but the hub counted {before} before the export job and {after} after it; records were lost on the way (the export does not explain the difference), so no snapshot was committed: {}",
+        fix_text(self)
     )]
     CountMismatch {
         hub: String,
@@ -77,7 +76,8 @@ pub enum Error {
     #[error(transparent)]
     Staging(#[from] crate::staging::Error),
     #[error(
-        "export job {job_id} on {hub} ended {status}: {reason}; no snapshot was made, earlier snapshots are intact — check the staging storage (SAS lifetime, reachability from the hub) and run the backup again"
+        "export job {job_id} on {hub} ended {status}: {reason}; no snapshot was made, earlier snapshots are intact — {}",
+        fix_text(self)
     )]
     JobFailed {
         hub: String,
@@ -87,8 +87,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Input { .. } => "export_read",
             Error::NoDevicesFile { .. } => "export_no_devices_file",
@@ -102,6 +102,32 @@ impl Error {
             Error::Staging(e) => e.code(),
             Error::JobFailed { .. } => "export_job_failed",
         }
+    }
+
+    fn fix(&self) -> Option<String> {
+        let fix = match self {
+            Error::Input { .. } => "check the path",
+            Error::NoDevicesFile { .. } => {
+                "point --from-export at devices.txt or at the folder that holds it"
+            }
+            Error::NoRecipients => {
+                "pass --recipient age1… (or an --identity file, whose recipient is used)"
+            }
+            Error::ObjectVanished { .. } => "run the backup again",
+            Error::CountMismatch { .. } => {
+                "run the backup again, and if it repeats, compare `hubvault diff` with the hub"
+            }
+            Error::JobFailed { .. } => {
+                "check the staging storage (SAS lifetime, reachability from the hub) and run the \
+                 backup again"
+            }
+            Error::Snapshot(e) => return e.fix(),
+            Error::Store(e) => return e.fix(),
+            Error::Seal(e) => return e.fix(),
+            Error::Hub(e) => return e.fix(),
+            Error::Staging(e) => return e.fix(),
+        };
+        Some(fix.to_owned())
     }
 }
 

@@ -12,20 +12,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::error::{Diagnostic, fix_text};
+
 /// Errors of the IoT Hub client. Every message names the hub and what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// 401 from the hub. 401002 is what an IP-filtered caller gets, and also a bad key.
-    #[error(
-        "{hub} rejected this caller ({code}); if its IP firewall or public network access excludes \
-         this machine's address, allow it or run from an allowed network (a wrong or expired key \
-         gives the same code)"
-    )]
+    #[error("{hub} rejected this caller ({code}); {}", fix_text(self))]
     Unauthorized { hub: String, code: u32 },
     /// 401003: authenticated, but the policy or Entra role lacks a right.
     #[error(
-        "{hub}: the credential lacks a permission for this call ({code}: {detail}); use a policy \
-         with RegistryRead/RegistryWrite (e.g. iothubowner) or grant an IoT Hub data role"
+        "{hub}: the credential lacks a permission for this call ({code}: {detail}); {}",
+        fix_text(self)
     )]
     PermissionMissing {
         hub: String,
@@ -34,17 +32,16 @@ pub enum Error {
     },
     /// 403 on job creation: only one import/export job may run per hub.
     #[error(
-        "{hub} already runs an import/export job{}; wait for it to finish (or cancel it) and retry",
-        running_job.as_deref().map(|j| format!(" ({j})")).unwrap_or_default()
+        "{hub} already runs an import/export job{}; {}",
+        running_job.as_deref().map(|j| format!(" ({j})")).unwrap_or_default(),
+        fix_text(self)
     )]
     JobSlotBusy {
         hub: String,
         running_job: Option<String>,
     },
     /// 403002 and other 403s: a hub quota is used up.
-    #[error(
-        "{hub}: quota exceeded ({code}: {detail}); free capacity or raise the hub's tier/units"
-    )]
+    #[error("{hub}: quota exceeded ({code}: {detail}); {}", fix_text(self))]
     QuotaExceeded {
         hub: String,
         code: u32,
@@ -53,29 +50,28 @@ pub enum Error {
     /// 404012 after the retry budget was spent: the hub is in a manual or Microsoft-initiated
     /// failover (docs/azure.md), which takes from minutes to a couple of hours.
     #[error(
-        "{hub} is failing over (404012 IotHubFailingOver) and still was after {attempts} tries over {}s; retry when its failover completes (it can take from 10 minutes to a couple of hours)",
-        waited.as_secs()
+        "{hub} is failing over (404012 IotHubFailingOver) and still was after {attempts} tries over {}s; {}",
+        waited.as_secs(),
+        fix_text(self)
     )]
     FailingOver {
         hub: String,
         attempts: u32,
         waited: Duration,
     },
-    #[error("{hub}: not found ({code}: {detail}); check the id")]
+    #[error("{hub}: not found ({code}: {detail}); {}", fix_text(self))]
     NotFound {
         hub: String,
         code: u32,
         detail: String,
     },
-    #[error("{hub}: already exists ({code}: {detail}); use an update mode or delete it first")]
+    #[error("{hub}: already exists ({code}: {detail}); {}", fix_text(self))]
     AlreadyExists {
         hub: String,
         code: u32,
         detail: String,
     },
-    #[error(
-        "{hub}: precondition failed ({code}: {detail}); the item changed meanwhile, read it again"
-    )]
+    #[error("{hub}: precondition failed ({code}: {detail}); {}", fix_text(self))]
     PreconditionFailed {
         hub: String,
         code: u32,
@@ -93,36 +89,36 @@ pub enum Error {
     },
     /// 429 after the retry budget was spent.
     #[error(
-        "{hub} kept throttling requests{}; retry later or lower the request rate",
-        retry_after.map(|d| format!(" (asked to wait {}s)", d.as_secs())).unwrap_or_default()
+        "{hub} kept throttling requests{}; {}",
+        retry_after.map(|d| format!(" (asked to wait {}s)", d.as_secs())).unwrap_or_default(),
+        fix_text(self)
     )]
     Throttled {
         hub: String,
         retry_after: Option<Duration>,
     },
     /// 5xx after the retry budget was spent.
-    #[error("{hub} failed with a server error (HTTP {status}, {code}: {detail}); retry later")]
+    #[error(
+        "{hub} failed with a server error (HTTP {status}, {code}: {detail}); {}",
+        fix_text(self)
+    )]
     Server {
         hub: String,
         status: u16,
         code: u32,
         detail: String,
     },
-    #[error("cannot reach {hub}: {source}; check the host name, DNS and network path")]
+    #[error("cannot reach {hub}: {source}; {}", fix_text(self))]
     Transport {
         hub: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error(
-        "invalid connection string: {reason}; expected HostName=…;SharedAccessKeyName=…;SharedAccessKey=…"
-    )]
+    #[error("invalid connection string: {reason}; {}", fix_text(self))]
     InvalidConnectionString { reason: String },
     #[error("invalid hub target: {reason}")]
     InvalidTarget { reason: String },
-    #[error(
-        "cannot get an Entra token for {hub}: {detail}; sign in (az login) or check the managed identity"
-    )]
+    #[error("cannot get an Entra token for {hub}: {detail}; {}", fix_text(self))]
     Credential { hub: String, detail: String },
     #[error("{hub} sent an unexpected response for {what}: {detail}")]
     Decode {
@@ -130,19 +126,21 @@ pub enum Error {
         what: String,
         detail: String,
     },
-    #[error("job {job_id} on {hub} did not finish within {}s; resume later by its job id", waited.as_secs())]
+    #[error("job {job_id} on {hub} did not finish within {}s; {}", waited.as_secs(), fix_text(self))]
     JobTimedOut {
         hub: String,
         job_id: String,
         waited: Duration,
     },
-    #[error("{count} devices in one bulk call; IoT Hub accepts at most 100, split the batch")]
+    #[error(
+        "{count} devices in one bulk call; IoT Hub accepts at most 100, {}",
+        fix_text(self)
+    )]
     TooManyDevices { count: usize },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Unauthorized { .. } => "hub_unauthorized",
             Error::PermissionMissing { .. } => "hub_permission_missing",
@@ -165,6 +163,42 @@ impl Error {
         }
     }
 
+    fn fix(&self) -> Option<String> {
+        let fix = match self {
+            Error::Unauthorized { .. } => {
+                "if its IP firewall or public network access excludes this machine's address, \
+                 allow it or run from an allowed network (a wrong or expired key gives the same code)"
+            }
+            Error::PermissionMissing { .. } => {
+                "use a policy with RegistryRead/RegistryWrite (e.g. iothubowner) or grant an IoT \
+                 Hub data role"
+            }
+            Error::JobSlotBusy { .. } => "wait for it to finish (or cancel it) and retry",
+            Error::QuotaExceeded { .. } => "free capacity or raise the hub's tier/units",
+            Error::FailingOver { .. } => {
+                "retry when its failover completes (it can take from 10 minutes to a couple of hours)"
+            }
+            Error::NotFound { .. } => "check the id",
+            Error::AlreadyExists { .. } => "use an update mode or delete it first",
+            Error::PreconditionFailed { .. } => "the item changed meanwhile, read it again",
+            Error::Throttled { .. } => "retry later or lower the request rate",
+            Error::Server { .. } => "retry later",
+            Error::Transport { .. } => "check the host name, DNS and network path",
+            Error::InvalidConnectionString { .. } => {
+                "expected HostName=…;SharedAccessKeyName=…;SharedAccessKey=…"
+            }
+            Error::Credential { .. } => "sign in (az login) or check the managed identity",
+            Error::JobTimedOut { .. } => "resume later by its job id",
+            Error::TooManyDevices { .. } => "split the batch",
+            Error::BadRequest { .. } | Error::InvalidTarget { .. } | Error::Decode { .. } => {
+                return None;
+            }
+        };
+        Some(fix.to_owned())
+    }
+}
+
+impl Error {
     /// The 6-digit IoT Hub error code, when the service sent one.
     pub fn service_code(&self) -> Option<u32> {
         match self {

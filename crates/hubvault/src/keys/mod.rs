@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
+use crate::error::{Diagnostic, fix_text};
+
 pub use identity_file::{
     IdentityLocation, IdentityOrigin, default_identity_path, init_identity, load_identities,
 };
@@ -27,9 +29,9 @@ const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "recipient #{position} ({shape}) is not an age public key ({reason}); recipients look like \
-         age1… and are printed by `hubvault key init`. The value is not shown: a misplaced secret \
-         (an identity file's text, a connection string) must not reach logs"
+        "recipient #{position} ({shape}) is not an age public key ({reason}); {}. The value is not \
+         shown: a misplaced secret (an identity file's text, a connection string) must not reach logs",
+        fix_text(self)
     )]
     BadRecipient {
         /// 1-based position among the recipients given.
@@ -39,45 +41,42 @@ pub enum Error {
         reason: &'static str,
     },
     #[error(
-        "a secret age identity (AGE-SECRET-KEY-…) was given where a public recipient is expected; \
-         pass its public key (age1…, printed by `hubvault key init`) instead, and treat that secret as exposed"
+        "a secret age identity (AGE-SECRET-KEY-…) was given where a public recipient is expected; {}",
+        fix_text(self)
     )]
     SecretGivenAsRecipient,
     #[error(
-        "no recipients: backup encrypts to public age keys; pass --recipient age1… or --identity FILE, \
-         set HUBVAULT_RECIPIENTS, or add `recipients = [\"age1…\"]` to hubvault.toml"
+        "no recipients: backup encrypts to public age keys; {}",
+        fix_text(self)
     )]
     NoRecipients,
-    #[error(
-        "no age identity found (looked in {looked_in}); create one with `hubvault key init`, \
-         or point to an existing one with --identity FILE (or HUBVAULT_IDENTITY, or `identity` in hubvault.toml)"
-    )]
+    #[error("no age identity found (looked in {looked_in}); {}", fix_text(self))]
     NoIdentity { looked_in: String },
     #[error(
-        "identity file {path} already exists; refusing to overwrite a secret key. Use it as it is, \
-         choose another path with --identity FILE, or move the old file away first (snapshots encrypted \
-         to it can only be read with it)"
+        "identity file {path} already exists; refusing to overwrite a secret key. {}",
+        fix_text(self)
     )]
     IdentityExists { path: PathBuf },
     #[error(
-        "identity file {path} is readable by other users (mode {mode:03o}); it holds a secret key. \
-         Fix it with `chmod 600 {path}`"
+        "identity file {path} is readable by other users (mode {mode:03o}); it holds a secret key. {}",
+        fix_text(self)
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
     #[error(
-        "identity file {path} is {kind}, not a regular file; point --identity (or HUBVAULT_IDENTITY, or \
-         `identity` in hubvault.toml) at the file `hubvault key init` wrote"
+        "identity file {path} is {kind}, not a regular file; {}",
+        fix_text(self)
     )]
     NotAFile { path: PathBuf, kind: &'static str },
     #[error(
         "identity file {path} belongs to user id {owner}, not to this user (id {me}) or root; another \
-         user could change it. Fix it with `chown {me} {path}` (or run hubvault as its owner)"
+         user could change it. {}",
+        fix_text(self)
     )]
     WrongOwner { path: PathBuf, owner: u32, me: u32 },
     #[error(
         "the folder of identity file {path}, {folder}, can be written by other users or belongs to \
-         another user (mode {mode:03o}, owner id {owner}): they could replace the file. Fix it with \
-         `chmod go-w {folder}`, or move the identity into a private folder"
+         another user (mode {mode:03o}, owner id {owner}): they could replace the file. {}",
+        fix_text(self)
     )]
     InsecureFolder {
         folder: PathBuf,
@@ -86,7 +85,8 @@ pub enum Error {
         owner: u32,
     },
     #[error(
-        "identity file {path}, line {line}: not an age identity ({reason}); expected AGE-SECRET-KEY-1… lines"
+        "identity file {path}, line {line}: not an age identity ({reason}); {}",
+        fix_text(self)
     )]
     BadIdentity {
         path: PathBuf,
@@ -94,7 +94,8 @@ pub enum Error {
         reason: &'static str,
     },
     #[error(
-        "identity file {path} holds no AGE-SECRET-KEY-1… line; create one with `hubvault key init`"
+        "identity file {path} holds no AGE-SECRET-KEY-1… line; {}",
+        fix_text(self)
     )]
     EmptyIdentityFile { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]
@@ -106,9 +107,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::BadRecipient { .. } => "vault_bad_recipient",
             Error::SecretGivenAsRecipient => "vault_secret_given_as_recipient",
@@ -123,6 +123,45 @@ impl Error {
             Error::EmptyIdentityFile { .. } => "vault_empty_identity_file",
             Error::Io { .. } => "vault_io",
         }
+    }
+
+    fn fix(&self) -> Option<String> {
+        Some(match self {
+            Error::BadRecipient { .. } => {
+                "recipients look like age1… and are printed by `hubvault key init`".to_owned()
+            }
+            Error::SecretGivenAsRecipient => "pass its public key (age1…, printed by `hubvault \
+                 key init`) instead, and treat that secret as exposed"
+                .to_owned(),
+            Error::NoRecipients => "pass --recipient age1… or --identity FILE, set \
+                 HUBVAULT_RECIPIENTS, or add `recipients = [\"age1…\"]` to hubvault.toml"
+                .to_owned(),
+            Error::NoIdentity { .. } => "create one with `hubvault key init`, or point to an \
+                 existing one with --identity FILE (or HUBVAULT_IDENTITY, or `identity` in \
+                 hubvault.toml)"
+                .to_owned(),
+            Error::IdentityExists { .. } => "Use it as it is, choose another path with \
+                 --identity FILE, or move the old file away first (snapshots encrypted to it can \
+                 only be read with it)"
+                .to_owned(),
+            Error::InsecurePermissions { path, .. } => {
+                format!("Fix it with `chmod 600 {}`", path.display())
+            }
+            Error::NotAFile { .. } => "point --identity (or HUBVAULT_IDENTITY, or `identity` in \
+                 hubvault.toml) at the file `hubvault key init` wrote"
+                .to_owned(),
+            Error::WrongOwner { path, me, .. } => format!(
+                "Fix it with `chown {me} {}` (or run hubvault as its owner)",
+                path.display()
+            ),
+            Error::InsecureFolder { folder, .. } => format!(
+                "Fix it with `chmod go-w {}`, or move the identity into a private folder",
+                folder.display()
+            ),
+            Error::BadIdentity { .. } => "expected AGE-SECRET-KEY-1… lines".to_owned(),
+            Error::EmptyIdentityFile { .. } => "create one with `hubvault key init`".to_owned(),
+            Error::Io { .. } => return None,
+        })
     }
 }
 

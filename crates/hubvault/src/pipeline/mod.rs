@@ -17,12 +17,15 @@ mod seal;
 pub use open::{Identities, Opened, open};
 pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
+use crate::error::{Diagnostic, fix_text};
+
 /// Errors when opening a sealed stream.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// None of the identities can decrypt: the stream was sealed to other recipients.
     #[error(
-        "none of the given identities can decrypt this object; use the identity of one of the recipients it was sealed to"
+        "none of the given identities can decrypt this object; {}",
+        fix_text(self)
     )]
     WrongKey,
     #[error("not a valid age stream ({detail}); the object is damaged or not made by hubvault")]
@@ -35,14 +38,23 @@ pub enum Error {
     Seal(#[source] std::io::Error),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::WrongKey => "pipeline_wrong_key",
             Error::NotSealed { .. } => "pipeline_not_sealed",
             Error::Zstd(_) => "pipeline_zstd",
             Error::NoRecipients => "pipeline_no_recipients",
             Error::Seal(_) => "pipeline_seal",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::WrongKey => {
+                Some("use the identity of one of the recipients it was sealed to".to_owned())
+            }
+            Error::NotSealed { .. } | Error::Zstd(_) | Error::NoRecipients | Error::Seal(_) => None,
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod span;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Diagnostic, fix_text};
 use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -65,17 +66,25 @@ pub enum Error {
     },
     #[error("invalid policy file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("no policy files in {dir}; add one (see policies/default.toml) or pass --policy FILE")]
+    #[error("no policy files in {dir}; {}", fix_text(self))]
     NoPolicies { dir: PathBuf },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Read { .. } => "policy_read",
             Error::Parse { .. } => "policy_parse",
             Error::NoPolicies { .. } => "policy_none",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Read { .. } | Error::Parse { .. } => None,
+            Error::NoPolicies { .. } => {
+                Some("add one (see policies/default.toml) or pass --policy FILE".to_owned())
+            }
         }
     }
 }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::error::{Diagnostic, fix_text};
 use crate::hub::{self, HubClient, PollPolicy};
 use crate::pipeline::Identities;
 use crate::preflight::{self, Checks};
@@ -129,8 +130,8 @@ pub enum Error {
     #[error(
         "restore into {hub} stopped: {cause}. Before that it had applied {created} create(s), \
          {updated} update(s), {deleted} delete(s), {links} edge link(s) and {configurations} \
-         configuration(s); {failed} record(s) failed. Fix the cause and run the same restore again: \
-         it plans against what is now on the hub"
+         configuration(s); {failed} record(s) failed. {}",
+        fix_text(self)
     )]
     Stopped {
         hub: String,
@@ -143,14 +144,12 @@ pub enum Error {
         configurations: u64,
         failed: usize,
     },
-    #[error(
-        "the job engine needs a staging container; pass --staging URL or configure [staging], or use --engine bulk"
-    )]
+    #[error("the job engine needs a staging container; {}", fix_text(self))]
     NoStaging,
     #[error(
         "mirror into {hub} would delete {deletes} of its {target} identities, {why}; the snapshot \
-         holds {in_snapshot}. Nothing was changed. Check the plan with --dry-run -v, and if those \
-         deletes are meant, pass --max-delete {deletes} (or a share, e.g. --max-delete 100%)"
+         holds {in_snapshot}. Nothing was changed. {}",
+        fix_text(self)
     )]
     MirrorBrake {
         hub: String,
@@ -163,8 +162,8 @@ pub enum Error {
     Task(String),
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Snapshot(e) => e.code(),
             Error::Target(e) => e.code(),
@@ -175,6 +174,28 @@ impl Error {
         }
     }
 
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Snapshot(e) => e.fix(),
+            Error::Target(e) => e.fix(),
+            Error::Stopped { .. } => Some(
+                "Fix the cause and run the same restore again: it plans against what is now on \
+                 the hub"
+                    .to_owned(),
+            ),
+            Error::NoStaging => {
+                Some("pass --staging URL or configure [staging], or use --engine bulk".to_owned())
+            }
+            Error::MirrorBrake { deletes, .. } => Some(format!(
+                "Check the plan with --dry-run -v, and if those deletes are meant, pass \
+                 --max-delete {deletes} (or a share, e.g. --max-delete 100%)"
+            )),
+            Error::Task(_) => None,
+        }
+    }
+}
+
+impl Error {
     fn stopped(hub: &str, source: JobError, progress: &apply::Progress) -> Error {
         let a = progress.applied;
         Error::Stopped {

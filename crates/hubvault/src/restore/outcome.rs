@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::error::{Diagnostic, fix_text};
 use crate::hub::{self, JobProperties, JobStatus};
 
 /// Why the job engine stopped.
@@ -19,7 +20,8 @@ pub enum JobError {
     #[error("reading the target's export stopped: {0}")]
     Task(String),
     #[error(
-        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; run the same restore again, it plans against what is on the hub now"
+        "import job {job_id} on {hub} ended {status} ({reason}) and may have applied part of its lines; {}",
+        fix_text(self)
     )]
     Failed {
         hub: String,
@@ -48,14 +50,28 @@ impl JobError {
             ),
         })
     }
+}
 
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for JobError {
+    fn code(&self) -> &'static str {
         match self {
             JobError::Hub(e) => e.code(),
             JobError::Staging(e) => e.code(),
             JobError::Store(e) => e.code(),
             JobError::Failed { .. } => "restore_job_failed",
             JobError::Task(_) => "restore_task",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            JobError::Hub(e) => e.fix(),
+            JobError::Staging(e) => e.fix(),
+            JobError::Store(e) => e.fix(),
+            JobError::Failed { .. } => Some(
+                "run the same restore again, it plans against what is on the hub now".to_owned(),
+            ),
+            JobError::Task(_) => None,
         }
     }
 }

@@ -18,11 +18,13 @@ pub mod sort;
 pub use manifest::{Counts, Header, Manifest, ObjectEntry, Source};
 pub use record::Record;
 
+use crate::error::{Diagnostic, fix_text};
+
 /// Errors about export contents, snapshots and the catalog. Messages name the file, line and
 /// id where there is one, never a record's contents (they hold device keys).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{file} line {line}: not a valid JSON object{}: {detail}; fix or remove the line and run the backup again (nothing was stored)", id_part(.id.as_deref()))]
+    #[error("{file} line {line}: not a valid JSON object{}: {detail}; {} (nothing was stored)", id_part(.id.as_deref()), fix_text(self))]
     Malformed {
         file: String,
         line: u64,
@@ -43,9 +45,7 @@ pub enum Error {
         first_line: u64,
         second_line: u64,
     },
-    #[error(
-        "{file} holds no records; check that the export finished and that this is the right file (nothing was stored)"
-    )]
+    #[error("{file} holds no records; {} (nothing was stored)", fix_text(self))]
     Empty { file: String },
     #[error("cannot read {file}")]
     Read {
@@ -53,45 +53,47 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "the sort's temporary files failed (free space in the temp folder, or point TMPDIR elsewhere)"
-    )]
+    #[error("the sort's temporary files failed ({})", fix_text(self))]
     Spill(#[source] std::io::Error),
     #[error("writing the sealed stream failed")]
     Output(#[source] std::io::Error),
-    #[error("{name} was written by a newer hubvault (format {found}); upgrade hubvault to read it")]
+    #[error(
+        "{name} was written by a newer hubvault (format {found}); {}",
+        fix_text(self)
+    )]
     NewerFormat { name: String, found: u64 },
     #[error("{name} is not a valid hubvault manifest: {detail}")]
     BadManifest { name: String, detail: String },
-    #[error("no snapshot {spec} in {store}; run `hubvault snapshots` to see what exists")]
+    #[error("no snapshot {spec} in {store}; {}", fix_text(self))]
     NotFound { spec: String, store: String },
-    #[error("the newest snapshot of {hub}, {id}, cannot be read ({problem}); {}", match older {
-        Some(older) => format!("name an older one explicitly (the newest readable is {older}) or fix or forget {id}"),
-        None => format!("no readable snapshot of {hub} is left; fix or forget {id}"),
-    })]
+    #[error("the newest snapshot of {hub}, {id}, cannot be read ({problem}); {}{}",
+        if older.is_none() { format!("no readable snapshot of {hub} is left; ") } else { String::new() },
+        fix_text(self)
+    )]
     LatestUnreadable {
         hub: String,
         id: String,
         problem: String,
         older: Option<String>,
     },
-    #[error("no snapshot of hub {hub} in {store}; {}", if held.is_empty() { "the store holds none yet".to_owned() } else { format!("it holds snapshots of: {} (pass one of them with --hub)", held.join(", ")) })]
+    #[error("no snapshot of hub {hub} in {store}; {}", if held.is_empty() { "the store holds none yet".to_owned() } else { format!("it holds snapshots of: {} ({})", held.join(", "), fix_text(self)) })]
     NoSnapshotOfHub {
         hub: String,
         store: String,
         held: Vec<String>,
     },
-    #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); pass --hub NAME", .hubs.join(", "))]
+    #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); {}", .hubs.join(", "), fix_text(self))]
     AmbiguousLatest { hubs: Vec<String> },
     #[error("invalid hub name {name:?}: {reason}")]
     BadHubName { name: String, reason: &'static str },
-    #[error("snapshot {snapshot} was sealed to {}; none of the given identities matches: pass the identity file of one of those recipients (--identity)", .expected.join(", "))]
+    #[error("snapshot {snapshot} was sealed to {}; none of the given identities matches: {}", .expected.join(", "), fix_text(self))]
     WrongKey {
         snapshot: String,
         expected: Vec<String>,
     },
     #[error(
-        "snapshot {snapshot} object {object} is damaged: {detail}; run `hubvault verify --read-data` and restore from another snapshot"
+        "snapshot {snapshot} object {object} is damaged: {detail}; {}",
+        fix_text(self)
     )]
     Damaged {
         snapshot: String,
@@ -106,8 +108,8 @@ fn id_part(id: Option<&str>) -> String {
     id.map(|id| format!(" (id {id:?})")).unwrap_or_default()
 }
 
-impl Error {
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::Malformed { .. } => "export_malformed_line",
             Error::LineTooLong { .. } => "export_line_too_long",
@@ -126,6 +128,47 @@ impl Error {
             Error::WrongKey { .. } => "snapshot_wrong_key",
             Error::Damaged { .. } => "snapshot_damaged",
             Error::Store(e) => e.code(),
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::Malformed { .. } => {
+                Some("fix or remove the line and run the backup again".to_owned())
+            }
+            Error::Empty { .. } => {
+                Some("check that the export finished and that this is the right file".to_owned())
+            }
+            Error::Spill(_) => {
+                Some("free space in the temp folder, or point TMPDIR elsewhere".to_owned())
+            }
+            Error::NewerFormat { .. } => Some("upgrade hubvault to read it".to_owned()),
+            Error::NotFound { .. } => {
+                Some("run `hubvault snapshots` to see what exists".to_owned())
+            }
+            Error::LatestUnreadable { id, older, .. } => Some(match older {
+                Some(older) => format!(
+                    "name an older one explicitly (the newest readable is {older}) or fix or forget {id}"
+                ),
+                None => format!("fix or forget {id}"),
+            }),
+            Error::NoSnapshotOfHub { held, .. } => {
+                (!held.is_empty()).then(|| "pass one of them with --hub".to_owned())
+            }
+            Error::AmbiguousLatest { .. } => Some("pass --hub NAME".to_owned()),
+            Error::WrongKey { .. } => {
+                Some("pass the identity file of one of those recipients (--identity)".to_owned())
+            }
+            Error::Damaged { .. } => Some(
+                "run `hubvault verify --read-data` and restore from another snapshot".to_owned(),
+            ),
+            Error::LineTooLong { .. }
+            | Error::Duplicate { .. }
+            | Error::Read { .. }
+            | Error::Output(_)
+            | Error::BadManifest { .. }
+            | Error::BadHubName { .. } => None,
+            Error::Store(e) => e.fix(),
         }
     }
 }

@@ -335,6 +335,8 @@ impl<R: BufRead> Iterator for Lines<R> {
 mod tests {
     use std::io::Read as _;
 
+    use crate::error::Diagnostic as _;
+
     #[test]
     fn debug_never_shows_the_line() {
         let line = br#"{"id":"d1","authentication":{"symmetricKey":{"primaryKey":"SECRETKEY"}}}"#;

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use futures::Stream;
 use time::OffsetDateTime;
 
+use crate::error::{Diagnostic, fix_text};
+
 #[doc(hidden)]
 pub mod conformance;
 pub mod local;
@@ -46,7 +48,7 @@ pub enum Error {
     AlreadyExists { store: String, name: String },
     #[error("invalid object name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("permission denied on {store}: {detail}; check the credential's rights on this store")]
+    #[error("permission denied on {store}: {detail}; {}", fix_text(self))]
     PermissionDenied { store: String, detail: String },
     #[error("I/O error on {store} ({context}): {source}")]
     Io {
@@ -59,9 +61,8 @@ pub enum Error {
     Backend { store: String, detail: String },
 }
 
-impl Error {
-    /// Stable machine-readable code for `--json` error output.
-    pub fn code(&self) -> &'static str {
+impl Diagnostic for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::NotFound { .. } => "store_not_found",
             Error::AlreadyExists { .. } => "store_already_exists",
@@ -69,6 +70,19 @@ impl Error {
             Error::PermissionDenied { .. } => "store_permission_denied",
             Error::Io { .. } => "store_io",
             Error::Backend { .. } => "store_backend",
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            Error::PermissionDenied { .. } => {
+                Some("check the credential's rights on this store".to_owned())
+            }
+            Error::NotFound { .. }
+            | Error::AlreadyExists { .. }
+            | Error::InvalidName { .. }
+            | Error::Io { .. }
+            | Error::Backend { .. } => None,
         }
     }
 }
