@@ -37,6 +37,10 @@ const FILE_STALE: Duration = Duration::from_secs(30);
 /// A journal without content yet is a run being born (it writes the record right after taking
 /// the lease); only an older empty one is a leftover.
 const BIRTH_GRACE: Duration = Duration::from_secs(60);
+/// How often, and how far apart, a run tries to take its own newborn journal's lease while a
+/// sweeper looks at it (a sweeper holds it for one read).
+const BIRTH_TRIES: u32 = 50;
+const BIRTH_RETRY: Duration = Duration::from_millis(100);
 
 /// What a journal says about its run. No secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +106,19 @@ pub(super) async fn open_lease(store: &AzureStore, record: &Record) -> super::Re
     let blob = store.azure_location().blob_name(&name(&record.run));
     let lease_id = uuid::Uuid::new_v4().to_string();
     store.put_root(&blob, Bytes::new(), None).await?;
-    match store
-        .acquire_root_lease(&blob, LEASE_SECS, &lease_id)
-        .await?
-    {
+    // Another run's sweep may hold the lease of this newborn (still empty) journal for the
+    // moment it takes to read it and see a run being born: wait for it to let go.
+    let mut outcome = LeaseOutcome::Held;
+    for _ in 0..BIRTH_TRIES {
+        outcome = store
+            .acquire_root_lease(&blob, LEASE_SECS, &lease_id)
+            .await?;
+        if outcome != LeaseOutcome::Held {
+            break;
+        }
+        tokio::time::sleep(BIRTH_RETRY).await;
+    }
+    match outcome {
         LeaseOutcome::Acquired => {}
         other => {
             return Err(super::Error::Invalid {
