@@ -174,18 +174,18 @@ mod tests {
 
     #[test]
     fn the_binarys_own_errors_have_codes_and_fixes() {
-        let interrupted = hubvault::Error::from(commands::Error::Interrupted {
-            done: "; export job j cancelled".into(),
-            fix: "no snapshot was made, run the backup again",
+        let interrupted = hubvault::Error::from(hubvault::shutdown::Interrupted {
+            done: "; job j on hub-a cancelled".into(),
+            next: "no snapshot was made; run the backup again",
         });
         assert_eq!(interrupted.code(), "interrupted");
         assert_eq!(
             interrupted.to_string(),
-            "interrupted; export job j cancelled; no snapshot was made, run the backup again"
+            "interrupted; job j on hub-a cancelled; no snapshot was made; run the backup again"
         );
         assert_eq!(
             interrupted.fix().as_deref(),
-            Some("no snapshot was made, run the backup again")
+            Some("no snapshot was made; run the backup again")
         );
         let demo = hubvault::Error::from(demo::Error::Simulator("no hub-a".into()));
         assert_eq!(demo.code(), "demo_simulator");

@@ -14,12 +14,11 @@ use crate::demo::{self, DemoOptions, Step};
 use hubvault::backup::{BackupOptions, HubBackupOptions};
 use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
-use hubvault::hub::HubClient;
+use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
 
 use super::{
-    Error, Result, env_number, identities, live, open_store, recipients, to_json,
-    unknown_pause_point,
+    Result, env_number, identities, live, open_store, recipients, to_json, unknown_pause_point,
 };
 use crate::Outcome;
 use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine};
@@ -75,7 +74,12 @@ fn render_step(s: &Step) -> String {
 }
 
 /// `clone --from A --to B`: resolve both hubs, the staging, the preflight of B and the keys.
-pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<Outcome> {
+pub async fn clone(
+    config: &Config,
+    global: &Global,
+    args: CloneArgs,
+    shutdown: Shutdown,
+) -> Result<Outcome> {
     let (_, source) = live::resolve(&args.from, config, &args.live)?;
     let (target_hub, target) = live::resolve(&args.to, config, &args.live)?;
     let staging = Staging::open(args.live.staging.as_deref(), config, source.host())?;
@@ -121,6 +125,7 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
     test_hooks(&mut backup)?;
     let mut restore = super::restore::restore_options(&args.apply)?;
     restore.poll = poll;
+    restore.shutdown = shutdown;
     let request = Request {
         source: &source,
         target: &target,
@@ -129,73 +134,13 @@ pub async fn clone(config: &Config, global: &Global, args: CloneArgs) -> Result<
         preflight,
         keep,
     };
-    let run = clone::run(request, backup, &restore);
-    let report = tokio::select! {
-        r = run => r?,
-        () = ctrl_c() => {
-            let stagings = [(&source, Some(&staging)), (&target, target_staging.as_ref())];
-            return Err(interrupted(&stagings).await);
-        }
-    };
+    let report = clone::run(request, backup, &restore).await?;
     let verbose = global.verbose > 0;
     Ok(Outcome {
         json: report.to_json(verbose),
         human: human(&report, args.keep, verbose),
         found_something: report.found_something(),
     })
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Ctrl-C: cancel this run's job on either hub if it still runs, delete this run's staging
-/// blobs of both hubs, and say what was done. What restore already applied stays; a rerun plans
-/// against it. The ephemeral snapshot lived in memory and is gone with the process.
-async fn interrupted(stagings: &[(&HubClient, Option<&Staging>)]) -> hubvault::Error {
-    let mut said = String::new();
-    for (client, staging) in stagings {
-        let Some(staging) = staging else { continue };
-        if let Ok(Some(job)) = client.active_job().await
-            && staging.owns_job(&job)
-        {
-            let cancelled = client.cancel_job(job.id()).await.is_ok();
-            let _ = write!(
-                said,
-                "; job {} on {} {}",
-                job.id(),
-                client.name(),
-                if cancelled {
-                    "cancelled"
-                } else {
-                    "could not be cancelled"
-                }
-            );
-        }
-        match staging.cleanup().await {
-            Ok(n) => {
-                let _ = write!(
-                    said,
-                    "; deleted {n} plaintext staging blob(s) of this run for {}",
-                    client.name()
-                );
-            }
-            Err(e) => {
-                let _ = write!(
-                    said,
-                    "; staging blobs for {} not deleted ({e}), the next run removes them",
-                    client.name()
-                );
-            }
-        }
-    }
-    Error::Interrupted {
-        done: said,
-        fix: "run the same clone again: it plans against what is now on the target",
-    }
-    .into()
 }
 
 /// Test-only environment shared with `backup --hub` (see `commands::live`): pause once the

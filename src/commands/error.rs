@@ -1,14 +1,10 @@
-//! The binary's own errors: what happens around the library's use cases (Ctrl-C, a task that
-//! died, a result that cannot be rendered, a runtime that cannot start). They join
+//! The binary's own errors: what happens around the library's use cases (a task that died, a result that cannot be rendered, a runtime that cannot start). They join
 //! [`hubvault::Error`] as application errors, with their codes and fixes.
 
 use hubvault::error::{Diagnostic, fix_text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Ctrl-C: what was cleaned up on the way out (each part starts with "; "), and how to go on.
-    #[error("interrupted{done}; {fix}")]
-    Interrupted { done: String, fix: &'static str },
     /// A blocking task of a command panicked or was cancelled.
     #[error("{what} task failed: {source}")]
     Task {
@@ -29,7 +25,6 @@ pub enum Error {
 impl Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
-            Error::Interrupted { .. } => "interrupted",
             Error::Task { .. } => "task_failed",
             Error::Json { .. } => "json_output",
             Error::Runtime(_) => "runtime_start",
@@ -38,7 +33,6 @@ impl Diagnostic for Error {
 
     fn fix(&self) -> Option<String> {
         match self {
-            Error::Interrupted { fix, .. } => Some((*fix).to_owned()),
             Error::Json { .. } => Some("this is a bug in hubvault, please report it".to_owned()),
             Error::Task { .. } | Error::Runtime(_) => None,
         }

@@ -26,9 +26,10 @@ use hubvault::config::Config;
 use hubvault::hub::{HubClient, PollPolicy};
 use hubvault::preflight::{self, ArmAccess, Checks, Report};
 use hubvault::services::{self, ResolvedHub};
+use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
 
-use super::{Error, Result, env_number, open_store, recipients, to_json, unknown_pause_point};
+use super::{Result, env_number, open_store, recipients, to_json, unknown_pause_point};
 use crate::Outcome;
 use crate::cli::{BackupArgs, Global, LiveArgs, PreflightArgs};
 
@@ -162,7 +163,12 @@ pub async fn preflight(config: &Config, _global: &Global, args: &PreflightArgs) 
     report_outcome(&report)
 }
 
-pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+pub async fn backup(
+    config: &Config,
+    global: &Global,
+    args: BackupArgs,
+    shutdown: Shutdown,
+) -> Result<Outcome> {
     // `commands::run` sends only `backup --hub` here.
     let spec = args
         .hub
@@ -189,6 +195,7 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     options.poll = poll_policy()?;
     options.wait_for_slot = args.live.wait;
     options.swept_before = swept_before;
+    options.shutdown = shutdown;
     if let Some(secs) = env_number(LEFTOVER_ENV, "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
     }
@@ -206,11 +213,7 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
             std::thread::sleep(Duration::from_secs(3600));
         }));
     }
-    let run = backup::from_hub(store, &client, &staging, &recipients, options);
-    let report = tokio::select! {
-        r = run => r?,
-        _ = tokio::signal::ctrl_c() => return Err(interrupted(&client, &staging).await),
-    };
+    let report = backup::from_hub(store, &client, &staging, &recipients, options).await?;
     let b = &report.backup;
     let mut human = format!(
         "snapshot {} of {}: {} devices ({} edge), {} modules, {} configurations; export job {}\n",
@@ -239,40 +242,4 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
         );
     }
     Ok(Outcome::ok(to_json(&report)?, human))
-}
-
-/// Ctrl-C: cancel our export job if it still runs, delete this run's staging blobs, say so.
-async fn interrupted(client: &HubClient, staging: &Staging) -> hubvault::Error {
-    let mut said = String::new();
-    if let Ok(Some(job)) = client.active_job().await
-        && staging.owns_job(&job)
-    {
-        let cancelled = client.cancel_job(job.id()).await.is_ok();
-        let _ = write!(
-            said,
-            "; export job {} {}",
-            job.id(),
-            if cancelled {
-                "cancelled"
-            } else {
-                "could not be cancelled"
-            }
-        );
-    }
-    match staging.cleanup().await {
-        Ok(n) => {
-            let _ = write!(said, "; deleted {n} plaintext staging blob(s) of this run");
-        }
-        Err(e) => {
-            let _ = write!(
-                said,
-                "; staging blobs not deleted ({e}), the next run removes them"
-            );
-        }
-    }
-    Error::Interrupted {
-        done: said,
-        fix: "no snapshot was made, run the backup again",
-    }
-    .into()
 }

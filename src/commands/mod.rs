@@ -20,6 +20,7 @@ use serde_json::Value;
 use hubvault::config::Config;
 use hubvault::keys::{self, IdentityLocation};
 use hubvault::pipeline::Identities;
+use hubvault::shutdown::Shutdown;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
 
@@ -34,23 +35,53 @@ pub type Result<T, E = hubvault::Error> = std::result::Result<T, E>;
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::load(cli.global.config.as_deref())?;
     let global = &cli.global;
+    let shutdown = on_signals();
     match cli.command {
         Command::Key(KeyCommand::Init(args)) => key::init(&config, &args),
         Command::Store(StoreCommand::Init) => forget::store_init(&config, global).await,
-        Command::Backup(args) if args.hub.is_some() => live::backup(&config, global, args).await,
+        Command::Backup(args) if args.hub.is_some() => {
+            live::backup(&config, global, args, shutdown).await
+        }
         Command::Backup(args) => snapshots::backup(&config, global, args).await,
         Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
         Command::Show(args) => snapshots::show(&config, global, &args).await,
         Command::Verify(args) => snapshots::verify(&config, global, args).await,
         Command::Diff(args) if args.to.is_none() => restore::diff_hub(&config, global, args).await,
         Command::Diff(args) => snapshots::diff(&config, global, args).await,
-        Command::Restore(args) => restore::run(&config, global, args).await,
+        Command::Restore(args) => restore::run(&config, global, args, shutdown).await,
         Command::Dump(args) => snapshots::dump(&config, global, args).await,
         Command::Forget(args) => forget::run(&config, global, &args).await,
-        Command::Clone(args) => clone::clone(&config, global, args).await,
+        Command::Clone(args) => clone::clone(&config, global, args, shutdown).await,
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(&config, global, &args).await,
     }
+}
+
+/// The shutdown signal, fired by Ctrl-C or SIGTERM: the use case that started a hub job cancels
+/// it and deletes its staging itself (`Staging::abandon`); a second signal is not waited for.
+fn on_signals() -> Shutdown {
+    let (trigger, shutdown) = hubvault::shutdown::channel();
+    tokio::spawn(async move {
+        let interrupt = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
+        }
+        trigger.fire();
+    });
+    shutdown
 }
 
 /// Every name the hub given by `--hub` goes by (see [`hubvault::services::hub_names`]).

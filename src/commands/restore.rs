@@ -5,14 +5,15 @@ use std::fmt::Write as _;
 use hubvault::config::Config;
 use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
-use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, job, plan::Action};
+use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, plan::Action};
 use hubvault::services;
+use hubvault::shutdown::Shutdown;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
 
-use super::{Error, Result, diff_needs_two_sides, env_number, identities, live, open_store};
+use super::{Result, diff_needs_two_sides, env_number, identities, live, open_store};
 use crate::Outcome;
 use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
@@ -21,12 +22,18 @@ const KEY_READ_JOB_MIN_ENV: &str = "HUBVAULT_KEY_READ_JOB_MIN";
 /// Tuning: from how many edge links the job engine sets them with a second import job.
 const LINK_JOB_MIN_ENV: &str = "HUBVAULT_LINK_JOB_MIN";
 
-pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<Outcome> {
+pub async fn run(
+    config: &Config,
+    global: &Global,
+    args: RestoreArgs,
+    shutdown: Shutdown,
+) -> Result<Outcome> {
     let store = open_store(config, global)?;
     let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
     let manifest = resolve_snapshot(store.as_ref(), &args.snapshot, hub_filter.as_ref()).await?;
     let (hub, client) = live::resolve(&args.to, config, &args.live)?;
-    let options = restore_options(&args.apply)?;
+    let mut options = restore_options(&args.apply)?;
+    options.shutdown = shutdown;
     // Staging serves the job engine, and every engine's verification (one export job proves all
     // keys instead of a sample). Bulk does not need it: a broken staging setting only warns there.
     let staging = if args.live.staging.is_some() || config.staging.is_some() {
@@ -49,7 +56,7 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         Some(s) if !options.dry_run => hubvault::backup::sweep_dead_runs(s, &client).await,
         _ => Vec::new(),
     };
-    let run = restore::run_with_checks(
+    let mut report = restore::run_with_checks(
         store,
         &manifest,
         identities,
@@ -57,11 +64,8 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         staging.as_ref(),
         &options,
         checks,
-    );
-    let mut report = tokio::select! {
-        r = run => r?,
-        () = ctrl_c() => return Err(interrupted(&client, staging.as_ref()).await),
-    };
+    )
+    .await?;
     report.dead_runs.splice(0..0, swept_before);
     let verbose = global.verbose > 0;
     Ok(Outcome {
@@ -69,56 +73,6 @@ pub async fn run(config: &Config, global: &Global, args: RestoreArgs) -> Result<
         human: report.human(verbose),
         found_something: report.found_something(),
     })
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Ctrl-C: cancel our import job if it still runs, delete this run's staging blobs, say what
-/// was done. What was already applied stays; a rerun plans against it.
-async fn interrupted(client: &HubClient, staging: Option<&Staging>) -> hubvault::Error {
-    let mut said = String::new();
-    if let Some(staging) = staging {
-        clean_up(client, staging, &mut said).await;
-    }
-    Error::Interrupted {
-        done: said,
-        fix: "a rerun of the same restore plans against what was already applied",
-    }
-    .into()
-}
-
-/// Cancel this run's import job if it still runs and delete its staging blobs; say so in `said`.
-async fn clean_up(client: &HubClient, staging: &Staging, said: &mut String) {
-    if let Ok(Some(job)) = client.active_job().await
-        && staging.owns_job(&job)
-    {
-        let cancelled = client.cancel_job(job.id()).await.is_ok();
-        let _ = write!(
-            said,
-            "; import job {} {}",
-            job.id(),
-            if cancelled {
-                "cancelled"
-            } else {
-                "could not be cancelled"
-            }
-        );
-    }
-    match job::cleanup(staging).await {
-        Ok(n) => {
-            let _ = write!(said, "; deleted {n} plaintext staging blob(s) of this run");
-        }
-        Err(e) => {
-            let _ = write!(
-                said,
-                "; staging blobs not deleted ({e}), the next run of this hub removes them"
-            );
-        }
-    }
 }
 
 /// The options of `restore` and `clone` from their shared flags (and the test-only tuning
@@ -158,6 +112,7 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
         poll: live::poll_policy()?,
         key_read_job_min: count(KEY_READ_JOB_MIN_ENV, restore::KEY_READ_JOB_MIN)?,
         link_job_min: count(LINK_JOB_MIN_ENV, restore::LINK_JOB_MIN)?,
+        shutdown: Shutdown::never(),
     })
 }
 

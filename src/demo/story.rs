@@ -14,7 +14,7 @@ const THIS_CALLER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<String>, Error> {
     let snapshot = story
         .step("backup", async {
-            let report = steps::backup(world).await?;
+            let report = Box::pin(steps::backup(world)).await?;
             let detail = format!(
                 "backed up hub-a with an export job ({}) into snapshot {}: {} devices, {} modules, {} configurations, \
                  {} bytes encrypted with age; the job's {} plaintext staging blob(s) were deleted",

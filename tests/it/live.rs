@@ -823,6 +823,52 @@ async fn ctrl_c_cancels_the_job_and_deletes_staging() {
     assert!(w.snapshots(HUB_A).is_empty());
 }
 
+/// SIGTERM (a service manager, Kubernetes) stops a run the same way: one place cancels its job
+/// and deletes its staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_the_job_and_deletes_staging_like_ctrl_c() {
+    let Some(cs) = azurite() else { return };
+    let w = Live::start(&cs, Setup::default()).await;
+    w.sim.limits("hub-a", json!({"job_rate": 20.0})).await;
+    let child = w
+        .command(&["backup", "--hub", "hub-a"], &[])
+        .within(Duration::from_secs(60))
+        .spawn();
+    let running = w
+        .sim
+        .job_where("hub-a", Duration::from_secs(10), |j| {
+            j["status"] == "running"
+        })
+        .await;
+    let job_id = running.expect("export job running")["jobId"].clone();
+    child.terminate();
+    let out = child.finish().await.unwrap();
+    let text = out.stderr.clone();
+    w.assert_no_secrets(&text).await;
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("interrupted") && text.contains("cancelled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deleted"),
+        "the run says it cleaned staging: {text}"
+    );
+    let job = w
+        .jobs("hub-a")
+        .await
+        .into_iter()
+        .find(|j| j["jobId"] == job_id)
+        .unwrap();
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(
+        w.staging_blobs().await.is_empty(),
+        "{:?}",
+        w.staging_blobs().await
+    );
+    assert!(w.snapshots(HUB_A).is_empty());
+}
+
 /// The sweep never removes what a live job reads, and removes it once the job is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_spares_a_live_jobs_blobs() {

@@ -31,6 +31,8 @@ pub enum Error {
     Restore(#[source] restore::Error),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
+    #[error(transparent)]
+    Interrupted(#[from] crate::shutdown::Interrupted),
     #[error(
         "the backup reported snapshot {id}, but the store does not list it; {}",
         fix_text(self)
@@ -45,6 +47,7 @@ impl Diagnostic for Error {
             Error::Restore(e) => e.code(),
             Error::Snapshot(e) => e.code(),
             Error::SnapshotMissing { .. } => "clone_snapshot_missing",
+            Error::Interrupted(e) => e.code(),
         }
     }
 
@@ -56,6 +59,7 @@ impl Diagnostic for Error {
             Error::SnapshotMissing { .. } => {
                 Some("run `hubvault verify --all` on the store and try again".to_owned())
             }
+            Error::Interrupted(e) => e.fix(),
         }
     }
 }
@@ -127,8 +131,43 @@ impl CloneReport {
     }
 }
 
-/// Run the clone. Preflight findings end it before the backup (reported, not an error).
+/// Run the clone. Preflight findings end it before the backup (reported, not an error). When
+/// `restore_options.shutdown` fires, the job of this run on either hub is cancelled, this run's
+/// staging blobs for both hubs deleted, and the clone ends with [`Error::Interrupted`]; what was
+/// already applied to the target stays.
 pub async fn run(
+    request: Request<'_>,
+    mut backup_options: HubBackupOptions,
+    restore_options: &RestoreOptions,
+) -> Result<CloneReport, Error> {
+    let shutdown = restore_options.shutdown.clone();
+    // The clone cancels for both steps itself, in one place.
+    backup_options.shutdown = crate::shutdown::Shutdown::never();
+    let mut inner = restore_options.clone();
+    inner.shutdown = crate::shutdown::Shutdown::never();
+    let (source, target, staging, target_staging) = (
+        request.source,
+        request.target,
+        request.staging,
+        request.target_staging,
+    );
+    tokio::select! {
+        r = Box::pin(clone(request, backup_options, &inner)) => r,
+        () = shutdown.requested() => {
+            let mut done = staging.abandon(&[source]).await;
+            if let Some(t) = target_staging {
+                done.push_str(&t.abandon(&[target]).await);
+            }
+            Err(crate::shutdown::Interrupted {
+                done,
+                next: "run the same clone again: it plans against what is now on the target",
+            }
+            .into())
+        }
+    }
+}
+
+async fn clone(
     request: Request<'_>,
     backup_options: HubBackupOptions,
     restore_options: &RestoreOptions,

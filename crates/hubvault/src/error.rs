@@ -73,6 +73,8 @@ pub enum Error {
     #[error(transparent)]
     Services(#[from] crate::services::Error),
     #[error(transparent)]
+    Interrupted(#[from] crate::shutdown::Interrupted),
+    #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
     #[error(transparent)]
     Staging(#[from] crate::staging::Error),
@@ -132,6 +134,7 @@ impl Diagnostic for Error {
             Error::Restore(e) => e.code(),
             Error::RestoreJob(e) => e.code(),
             Error::Services(e) => e.code(),
+            Error::Interrupted(e) => e.code(),
             Error::Snapshot(e) => e.code(),
             Error::Staging(e) => e.code(),
             Error::Store(e) => e.code(),
@@ -157,6 +160,7 @@ impl Diagnostic for Error {
             Error::Restore(e) => e.fix(),
             Error::RestoreJob(e) => e.fix(),
             Error::Services(e) => e.fix(),
+            Error::Interrupted(e) => e.fix(),
             Error::Snapshot(e) => e.fix(),
             Error::Staging(e) => e.fix(),
             Error::Store(e) => e.fix(),

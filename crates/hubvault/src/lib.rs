@@ -36,6 +36,7 @@
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
 //! | [`error`] | the `Diagnostic` trait (a stable code, the next step as data), [`Error`] wrapping every module's error, a cause chain said once | print |
+//! | [`shutdown`] | the signal that asks a use case to stop, and what it reports when it did (`Interrupted`) | stop anything itself |
 //! | [`policy`] | the policy file schema and its loading; retention and schedule as pure functions of `now` | read the clock |
 //! | [`backup`], [`integrity`], [`dump`], [`diff`], [`forget`] | the use cases: seal, verify snapshots, decrypt to files, compare, retention | know clap |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
@@ -60,6 +61,7 @@ pub mod preflight;
 pub mod redact;
 pub mod restore;
 pub mod services;
+pub mod shutdown;
 pub mod snapshot;
 pub mod staging;
 pub mod store;

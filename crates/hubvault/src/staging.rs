@@ -404,6 +404,50 @@ impl Staging {
         Ok(())
     }
 
+    /// Stop this run because a shutdown was asked for: cancel the job of this run that one of
+    /// `clients` still runs (it would write plaintext after we are gone), delete the run's
+    /// blobs, end its journal and import lock. Returns what was done, each part starting with
+    /// "; ", for [`crate::shutdown::Interrupted`]. The one place this is done, for every use case.
+    pub async fn abandon(&self, clients: &[&HubClient]) -> String {
+        use std::fmt::Write as _;
+        let mut said = String::new();
+        for client in clients {
+            if let Ok(Some(job)) = client.active_job().await
+                && self.owns_job(&job)
+            {
+                let cancelled = client.cancel_job(job.id()).await.is_ok();
+                let _ = write!(
+                    said,
+                    "; job {} on {} {}",
+                    job.id(),
+                    client.name(),
+                    if cancelled {
+                        "cancelled"
+                    } else {
+                        "could not be cancelled"
+                    }
+                );
+            }
+        }
+        match self.cleanup().await {
+            Ok(n) => {
+                let _ = write!(
+                    said,
+                    "; deleted {n} plaintext staging blob(s) of this run for {}",
+                    self.hub
+                );
+            }
+            Err(e) => {
+                let _ = write!(
+                    said,
+                    "; staging blobs for {} not deleted ({e}), the next run through this container removes them",
+                    self.hub
+                );
+            }
+        }
+        said
+    }
+
     /// Find runs through this container that died without cleaning up (their journal is no
     /// longer kept alive), whatever their hub: cancel a dead run's job when one of `clients` is
     /// that hub's, delete its plaintext blobs now, and keep sweeping its names on later runs

@@ -184,12 +184,21 @@ impl Spawned {
 
     /// Ctrl-C: SIGINT to the process.
     pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    /// SIGTERM (a service manager or Kubernetes stopping it).
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         let pid = self.child.id().expect("still running").to_string();
         let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
+            .args([which, &pid])
             .status()
             .unwrap();
-        assert!(sent.success(), "kill -INT {pid}");
+        assert!(sent.success(), "kill {which} {pid}");
     }
 
     /// SIGKILL, and wait for it to be gone.

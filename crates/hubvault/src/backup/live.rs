@@ -41,6 +41,8 @@ pub struct HubBackupOptions {
     pub leftover_age: Option<Duration>,
     /// Test-only pause once the export job runs (`HUBVAULT_FAULT_PAUSE=export-running`).
     pub export_running: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Asks the backup to stop: it then cancels its export job and deletes its staging blobs.
+    pub shutdown: crate::shutdown::Shutdown,
     /// Killed runs already cleaned up by the caller (before its preflight, whose job-slot check
     /// a dead run's job would otherwise fail): reported with what this backup's own sweep finds.
     pub swept_before: Vec<crate::staging::SweptRun>,
@@ -55,6 +57,7 @@ impl HubBackupOptions {
             leftover_age: None,
             export_running: None,
             swept_before: Vec::new(),
+            shutdown: crate::shutdown::Shutdown::never(),
         }
     }
 }
@@ -72,8 +75,28 @@ pub struct HubBackupReport {
     pub dead_runs: Vec<crate::staging::SweptRun>,
 }
 
-/// Back up the hub behind `client` into `store`, staging through `staging`.
+/// Back up the hub behind `client` into `store`, staging through `staging`. When
+/// `options.shutdown` fires, the export job is cancelled, the staging blobs deleted, and the
+/// backup ends with [`Error::Interrupted`] (no snapshot is made).
 pub async fn from_hub(
+    store: Arc<dyn Store>,
+    client: &HubClient,
+    staging: &Staging,
+    recipients: &[age::x25519::Recipient],
+    options: HubBackupOptions,
+) -> Result<HubBackupReport, Error> {
+    let shutdown = options.shutdown.clone();
+    tokio::select! {
+        r = backup_hub(store, client, staging, recipients, options) => r,
+        () = shutdown.requested() => Err(crate::shutdown::Interrupted {
+            done: staging.abandon(&[client]).await,
+            next: "no snapshot was made; run the backup again",
+        }
+        .into()),
+    }
+}
+
+async fn backup_hub(
     store: Arc<dyn Store>,
     client: &HubClient,
     staging: &Staging,

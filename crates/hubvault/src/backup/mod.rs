@@ -66,6 +66,8 @@ pub enum Error {
         after: u64,
     },
     #[error(transparent)]
+    Interrupted(#[from] crate::shutdown::Interrupted),
+    #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -100,6 +102,7 @@ impl Diagnostic for Error {
             Error::Seal(e) => e.code(),
             Error::Hub(e) => e.code(),
             Error::Staging(e) => e.code(),
+            Error::Interrupted(e) => e.code(),
             Error::JobFailed { .. } => "export_job_failed",
         }
     }
@@ -126,6 +129,7 @@ impl Diagnostic for Error {
             Error::Seal(e) => return e.fix(),
             Error::Hub(e) => return e.fix(),
             Error::Staging(e) => return e.fix(),
+            Error::Interrupted(e) => return e.fix(),
         };
         Some(fix.to_owned())
     }

@@ -102,6 +102,8 @@ pub struct RestoreOptions {
     pub link_job_min: usize,
     /// How many deletes a `mirror` may make (`--max-delete`); `None`: the default brake.
     pub max_delete: Option<MaxDelete>,
+    /// Asks the restore to stop: it then cancels its import job and deletes its staging blobs.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Default for RestoreOptions {
@@ -117,12 +119,15 @@ impl Default for RestoreOptions {
             key_read_job_min: KEY_READ_JOB_MIN,
             link_job_min: LINK_JOB_MIN,
             max_delete: None,
+            shutdown: crate::shutdown::Shutdown::never(),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Interrupted(#[from] crate::shutdown::Interrupted),
     #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     #[error("cannot read the target hub: {0}")]
@@ -165,6 +170,7 @@ pub enum Error {
 impl Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
+            Error::Interrupted(e) => e.code(),
             Error::Snapshot(e) => e.code(),
             Error::Target(e) => e.code(),
             Error::Stopped { cause, .. } => cause.code(),
@@ -176,6 +182,7 @@ impl Diagnostic for Error {
 
     fn fix(&self) -> Option<String> {
         match self {
+            Error::Interrupted(e) => e.fix(),
             Error::Snapshot(e) => e.fix(),
             Error::Target(e) => e.fix(),
             Error::Stopped { .. } => Some(
@@ -354,8 +361,38 @@ pub async fn run(
 }
 
 /// Restore with preflight `checks` prepared by the caller (ARM access, caller ip, `--wait`);
-/// the restore adds what only its plan knows (job use, creates, id conflicts).
+/// the restore adds what only its plan knows (job use, creates, id conflicts). When
+/// `options.shutdown` fires, its import job is cancelled, its staging blobs deleted, and it ends
+/// with [`Error::Interrupted`]; what was already applied stays.
 pub async fn run_with_checks(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    options: &RestoreOptions,
+    checks: Checks<'_>,
+) -> Result<RestoreReport, Error> {
+    let work = Box::pin(restore_with_checks(
+        store, manifest, identities, client, staging, options, checks,
+    ));
+    tokio::select! {
+        r = work => r,
+        () = options.shutdown.requested() => {
+            let done = match staging {
+                Some(s) => s.abandon(&[client]).await,
+                None => String::new(),
+            };
+            Err(crate::shutdown::Interrupted {
+                done,
+                next: "a rerun of the same restore plans against what was already applied",
+            }
+            .into())
+        }
+    }
+}
+
+async fn restore_with_checks(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     identities: Identities,
