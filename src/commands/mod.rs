@@ -20,6 +20,7 @@ use serde_json::Value;
 use hubvault::config::Config;
 use hubvault::keys::{self, IdentityLocation};
 use hubvault::pipeline::Identities;
+use hubvault::repo::Repository;
 use hubvault::shutdown::Shutdown;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
@@ -87,6 +88,12 @@ fn on_signals() -> Shutdown {
 /// Every name the hub given by `--hub` goes by (see [`hubvault::services::hub_names`]).
 fn hub_names(config: &Config, spec: Option<&str>) -> Option<HubNames> {
     spec.map(|s| hubvault::services::hub_names(s, config))
+}
+
+/// The repository (the store and its catalog) named by `--store` / `HUBVAULT_STORE` / config /
+/// default.
+async fn open_repository(config: &Config, global: &Global) -> Result<Repository> {
+    Ok(Repository::open(open_store(config, global)?).await?)
 }
 
 /// The store named by `--store` / `HUBVAULT_STORE` / config / default.

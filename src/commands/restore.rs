@@ -3,17 +3,13 @@
 use std::fmt::Write as _;
 
 use hubvault::config::Config;
-use hubvault::diff::DiffReport;
 use hubvault::hub::HubClient;
-use hubvault::restore::{self, Engine, Mode, RestoreOptions, Scope, plan::Action};
+use hubvault::restore::{self, Engine, Mode, RestoreOptions};
 use hubvault::services;
 use hubvault::shutdown::Shutdown;
-use hubvault::snapshot::catalog::HubNames;
-use hubvault::snapshot::{Manifest, catalog};
 use hubvault::staging::Staging;
-use hubvault::store::Store;
 
-use super::{Result, diff_needs_two_sides, env_number, identities, live, open_store};
+use super::{Result, diff_needs_two_sides, env_number, identities, live};
 use crate::Outcome;
 use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
@@ -28,9 +24,10 @@ pub async fn run(
     args: RestoreArgs,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    let store = open_store(config, global)?;
+    let repo = super::open_repository(config, global).await?;
     let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
-    let manifest = resolve_snapshot(store.as_ref(), &args.snapshot, hub_filter.as_ref()).await?;
+    let manifest = repo.resolve(&args.snapshot, hub_filter.as_ref())?.clone();
+    let store = repo.store().clone();
     let (hub, client) = live::resolve(&args.to, config, &args.live)?;
     let mut options = restore_options(&args.apply)?;
     options.shutdown = shutdown;
@@ -116,52 +113,16 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
     })
 }
 
-async fn resolve_snapshot(
-    store: &dyn Store,
-    spec: &str,
-    hub: Option<&HubNames>,
-) -> Result<Manifest> {
-    let all = catalog::list(store).await?;
-    Ok(catalog::resolve(&all, spec, hub, &store.location())?.clone())
-}
-
 /// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer.
 pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
     let spec = args.hub.hub.as_deref().ok_or_else(diff_needs_two_sides)?;
-    let store = open_store(config, global)?;
+    let repo = super::open_repository(config, global).await?;
     let hub = services::resolve_hub(spec, config)?;
-    let all = catalog::list(store.as_ref()).await?;
-    // `latest` means the newest snapshot of this hub (any name it goes by) if the store has any,
-    // else of the only hub in the store (a clone's target compared with its source's snapshot).
-    // An id names its snapshot whatever hub it is of.
-    let names = (args.from == "latest").then(|| hubvault::services::hub_names(spec, config));
-    let manifest = match catalog::resolve(&all, &args.from, names.as_ref(), &store.location()) {
-        Err(hubvault::snapshot::Error::NoSnapshotOfHub { .. }) => {
-            catalog::resolve(&all, &args.from, None, &store.location())
-        }
-        other => other,
-    }?
-    .clone();
+    let names = services::hub_names(spec, config);
+    let manifest = repo.resolve_for_live(&args.from, &names)?.clone();
     let client = HubClient::new(hub.target)?;
     let identities = identities(config, &args.keys)?;
-    let records = restore::snapshot_records(store, &manifest, identities).await?;
-    let (plan, _) = restore::plan_against(
-        &client,
-        &records,
-        Mode::Mirror,
-        &Scope::default(),
-        restore::KeyReads::direct(),
-    )
-    .await?;
-    let mut report = DiffReport::default();
-    for item in &plan.items {
-        match item.action {
-            Action::Create => report.removed.push(item.key()),
-            Action::Delete => report.added.push(item.key()),
-            Action::Update => report.changed.push((item.key(), item.aspects.clone())),
-            Action::Unchanged => report.unchanged = report.unchanged.saturating_add(1),
-        }
-    }
+    let report = restore::diff_live(repo.store().clone(), &manifest, identities, &client).await?;
     let mut human =
         super::snapshots::diff_lines(&report, " (only on the hub)", " (only in the snapshot)");
     let _ = writeln!(

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use hubvault::backup::{self, BackupOptions, Faults};
 use hubvault::config::Config;
 use hubvault::diff;
+use hubvault::snapshot::Manifest;
 use hubvault::snapshot::reader::ObjectReader;
-use hubvault::snapshot::{Manifest, catalog};
 
 use super::{
-    Error, Result, diff_needs_two_sides, env_number, hub_names, identities, open_store, recipients,
-    to_json, unknown_pause_point,
+    Error, Result, diff_needs_two_sides, env_number, hub_names, identities, open_repository,
+    open_store, recipients, to_json, unknown_pause_point,
 };
 use crate::Outcome;
 use crate::cli::{BackupArgs, DiffArgs, DumpArgs, Global, ShowArgs, SnapshotsArgs, VerifyArgs};
@@ -96,13 +96,9 @@ fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
 }
 
 pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Result<Outcome> {
-    let store = open_store(config, global)?;
-    let all = catalog::list(store.as_ref()).await?;
+    let repo = open_repository(config, global).await?;
     let hub = hub_names(config, args.hub.as_deref());
-    let listed: Vec<&Manifest> = all
-        .iter()
-        .filter(|m| hub.as_ref().is_none_or(|h| h.matches(&m.hub)))
-        .collect();
+    let listed: Vec<&Manifest> = repo.snapshots(hub.as_ref()).collect();
     let json: Vec<_> = listed
         .iter()
         .map(|m| {
@@ -114,12 +110,12 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
     if listed.is_empty() {
         match &hub {
             Some(h) => {
-                let held = catalog::hubs(&all);
+                let held = repo.hubs();
                 let _ = writeln!(
                     human,
                     "no snapshots of {} in {}{}",
                     h.label(),
-                    store.location(),
+                    repo.location(),
                     if held.is_empty() {
                         String::new()
                     } else {
@@ -128,7 +124,7 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
                 );
             }
             None => {
-                let _ = writeln!(human, "no snapshots in {}", store.location());
+                let _ = writeln!(human, "no snapshots in {}", repo.location());
             }
         }
     } else {
@@ -152,11 +148,7 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
             );
         }
     }
-    for u in all
-        .unreadable
-        .iter()
-        .filter(|u| hub.as_ref().is_none_or(|h| h.matches(&u.hub)))
-    {
+    for u in repo.unreadable(hub.as_ref()) {
         let _ = writeln!(
             human,
             "{:<26} {:<24} UNREADABLE: {} (run `hubvault verify --all`)",
@@ -169,10 +161,9 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
 }
 
 pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
-    let store = open_store(config, global)?;
-    let all = catalog::list(store.as_ref()).await?;
+    let repo = open_repository(config, global).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
-    let m = catalog::resolve(&all, &args.snapshot, hub.as_ref(), &store.location())?;
+    let m = repo.resolve(&args.snapshot, hub.as_ref())?;
     let c = &m.counts;
     let mut human = format!(
         "snapshot   {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
@@ -208,39 +199,20 @@ pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<O
 }
 
 pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
-    let store = open_store(config, global)?;
-    let all = catalog::list(store.as_ref()).await?;
+    let repo = open_repository(config, global).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
-    let chosen: Vec<Manifest> = match &args.snapshot {
-        Some(spec) => vec![catalog::resolve(&all, spec, hub.as_ref(), &store.location())?.clone()],
-        None => all
-            .iter()
-            .filter(|m| hub.as_ref().is_none_or(|h| h.matches(&m.hub)))
-            .cloned()
-            .collect(),
-    };
     let identities = if args.read_data {
         Some(identities(config, &args.keys)?)
     } else {
         None
     };
-    let mut report = hubvault::integrity::verify(store, &chosen, identities).await?;
-    // Snapshots whose manifest cannot be read fail `verify --all` rather than stopping it.
-    if args.snapshot.is_none() {
-        for u in all
-            .unreadable
-            .iter()
-            .filter(|u| hub.as_ref().is_none_or(|h| h.matches(&u.hub)))
-        {
-            report.snapshots.push(hubvault::integrity::SnapshotCheck {
-                id: u.id.clone(),
-                hub: u.hub.clone(),
-                ok: false,
-                problems: vec![u.error().to_string()],
-            });
-            report.ok = false;
+    let report = match &args.snapshot {
+        Some(spec) => {
+            let chosen = repo.resolve(spec, hub.as_ref())?.clone();
+            hubvault::integrity::verify(repo.store().clone(), &[chosen], identities).await?
         }
-    }
+        None => hubvault::integrity::verify_all(&repo, hub.as_ref(), identities).await?,
+    };
     let mut human = String::new();
     for s in &report.snapshots {
         if s.ok {
@@ -272,12 +244,11 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
 }
 
 pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcome> {
-    let store = open_store(config, global)?;
-    let all = catalog::list(store.as_ref()).await?;
+    let repo = open_repository(config, global).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
-    let m = catalog::resolve(&all, &args.snapshot, hub.as_ref(), &store.location())?;
+    let m = repo.resolve(&args.snapshot, hub.as_ref())?;
     let identities = identities(config, &args.keys)?;
-    let report = hubvault::dump::dump(store, m, identities, &args.out).await?;
+    let report = hubvault::dump::dump(repo.store().clone(), m, identities, &args.out).await?;
     let mut human = String::new();
     for f in &report.files {
         let _ = writeln!(human, "wrote {} ({} records, mode 0600)", f.path, f.records);
@@ -302,13 +273,13 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
-    let store = open_store(config, global)?;
-    let all = catalog::list(store.as_ref()).await?;
+    let repo = open_repository(config, global).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
     let hub = hub.as_ref();
-    let old = catalog::resolve(&all, &args.from, hub, &store.location())?.clone();
+    let old = repo.resolve(&args.from, hub)?.clone();
     let to = args.to.as_deref().ok_or_else(diff_needs_two_sides)?;
-    let new = catalog::resolve(&all, to, hub, &store.location())?.clone();
+    let new = repo.resolve(to, hub)?.clone();
+    let store = repo.store().clone();
     let identities = identities(config, &args.keys)?;
     let handle = tokio::runtime::Handle::current();
     let (old_id, new_id) = (old.id.clone(), new.id.clone());

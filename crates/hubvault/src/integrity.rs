@@ -70,6 +70,28 @@ pub struct SnapshotCheck {
     pub problems: Vec<String>,
 }
 
+/// Check every snapshot of `hub` (or of the store) in `repo`; with `identities`, also read every
+/// record. A snapshot whose manifest cannot be read is a failed check, not a stop: one damaged
+/// manifest must not hide the others.
+pub async fn verify_all(
+    repo: &crate::repo::Repository,
+    hub: Option<&crate::snapshot::catalog::HubNames>,
+    identities: Option<Identities>,
+) -> Result<VerifyReport, Error> {
+    let chosen: Vec<Manifest> = repo.snapshots(hub).cloned().collect();
+    let mut report = verify(repo.store().clone(), &chosen, identities).await?;
+    for u in repo.unreadable(hub) {
+        report.snapshots.push(SnapshotCheck {
+            id: u.id.clone(),
+            hub: u.hub.clone(),
+            ok: false,
+            problems: vec![u.error().to_string()],
+        });
+        report.ok = false;
+    }
+    Ok(report)
+}
+
 /// Check `manifests`; with `identities`, also read every record.
 pub async fn verify(
     store: Arc<dyn Store>,

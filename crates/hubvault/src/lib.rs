@@ -39,6 +39,7 @@
 //! | [`shutdown`] | the signal that asks a use case to stop, and what it reports when it did (`Interrupted`) | stop anything itself |
 //! | [`policy`] | the policy file schema and its loading; retention and schedule as pure functions of `now` | read the clock |
 //! | [`backup`], [`integrity`], [`dump`], [`diff`], [`forget`] | the use cases: seal, verify snapshots, decrypt to files, compare, retention | know clap |
+//! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
 //!
@@ -59,6 +60,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod preflight;
 pub mod redact;
+pub mod repo;
 pub mod restore;
 pub mod services;
 pub mod shutdown;

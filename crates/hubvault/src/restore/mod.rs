@@ -290,6 +290,38 @@ pub async fn snapshot_records(
     .map_err(|e| Error::Task(e.to_string()))?
 }
 
+/// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer. It is the
+/// plan a mirror restore would make, read the other way round: what the restore would create is
+/// only in the snapshot (removed on the hub), what it would delete only on the hub (added), what
+/// it would update changed. Keys are read where only keys could tell records apart.
+pub async fn diff_live(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+) -> Result<crate::diff::DiffReport, Error> {
+    let records = snapshot_records(store, manifest, identities).await?;
+    let (plan, _) = plan_against(
+        client,
+        &records,
+        Mode::Mirror,
+        &Scope::default(),
+        KeyReads::direct(),
+    )
+    .await?;
+    let mut report = crate::diff::DiffReport::default();
+    for item in &plan.items {
+        match item.action {
+            plan::Action::Create => report.removed.push(item.key()),
+            plan::Action::Delete => report.added.push(item.key()),
+            plan::Action::Update => report.changed.push((item.key(), item.aspects.clone())),
+            plan::Action::Unchanged => report.unchanged = report.unchanged.saturating_add(1),
+        }
+    }
+    drop_aside((records, plan));
+    Ok(report)
+}
+
 /// How the keys of records that only keys could tell apart are read.
 #[derive(Clone, Copy)]
 pub struct KeyReads<'a> {
