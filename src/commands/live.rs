@@ -178,23 +178,10 @@ pub async fn backup(
     let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
-    // Before preflight: a killed run's job would fail its job-slot check.
-    let swept_before = backup::sweep_dead_runs(&staging, &client).await;
-    if !args.no_preflight {
-        let report = run_preflight(&resolved, &client, Some(&staging), config, &args.live).await?;
-        if !report.ok {
-            let mut outcome = report_outcome(&report)?;
-            outcome
-                .human
-                .push_str("backup not started; fix the findings above (or pass --no-preflight)\n");
-            return Ok(outcome);
-        }
-    }
     let mut options = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
     options.backup.include_configurations = !args.no_configurations;
     options.poll = poll_policy()?;
     options.wait_for_slot = args.live.wait;
-    options.swept_before = swept_before;
     options.shutdown = shutdown;
     if let Some(secs) = env_number(LEFTOVER_ENV, "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
@@ -213,7 +200,18 @@ pub async fn backup(
             std::thread::sleep(Duration::from_secs(3600));
         }));
     }
-    let report = backup::from_hub(store, &client, &staging, &recipients, options).await?;
+    let arm = arm_client(config)?;
+    let checks = (!args.no_preflight)
+        .then(|| checks_for(&resolved, &client, arm.as_ref(), &args.live, options.poll));
+    let done = backup::run(store, &client, &staging, &recipients, options, checks).await?;
+    let Some(report) = done.backup else {
+        let preflight = done.preflight.unwrap_or_else(|| Report::new(Vec::new()));
+        let mut outcome = report_outcome(&preflight)?;
+        outcome
+            .human
+            .push_str("backup not started; fix the findings above (or pass --no-preflight)\n");
+        return Ok(outcome);
+    };
     let b = &report.backup;
     let mut human = format!(
         "snapshot {} of {}: {} devices ({} edge), {} modules, {} configurations; export job {}\n",

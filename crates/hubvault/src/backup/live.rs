@@ -155,6 +155,46 @@ async fn backup_hub(
     }
 }
 
+/// What `backup --hub` did: the preflight (when it ran) and, unless it found problems, the backup.
+#[derive(Debug)]
+pub struct LiveBackup {
+    pub preflight: Option<crate::preflight::Report>,
+    pub backup: Option<HubBackupReport>,
+}
+
+/// The whole `backup --hub` use case: clean up after killed runs through the staging container
+/// (before preflight, whose job-slot check a dead run's job would fail), preflight with
+/// `checks` (when given; findings stop the backup and are reported), then [`from_hub`].
+pub async fn run(
+    store: Arc<dyn Store>,
+    client: &HubClient,
+    staging: &Staging,
+    recipients: &[age::x25519::Recipient],
+    mut options: HubBackupOptions,
+    checks: Option<crate::preflight::Checks<'_>>,
+) -> Result<LiveBackup, Error> {
+    options.swept_before = sweep_dead_runs(staging, client).await;
+    let preflight = match checks {
+        Some(mut checks) => {
+            checks.staging = Some(staging);
+            let report = crate::preflight::run(&checks).await;
+            if !report.ok {
+                return Ok(LiveBackup {
+                    preflight: Some(report),
+                    backup: None,
+                });
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    let backup = from_hub(store, client, staging, recipients, options).await?;
+    Ok(LiveBackup {
+        preflight,
+        backup: Some(backup),
+    })
+}
+
 /// Clean up after killed runs through `staging` (see [`Staging::sweep_dead_runs`]); a failure
 /// only warns: it must not stop the backup.
 pub async fn sweep_dead_runs(

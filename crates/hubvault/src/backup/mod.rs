@@ -32,7 +32,7 @@ use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
 
 mod live;
-pub use live::{HubBackupOptions, HubBackupReport, from_hub, sweep_dead_runs};
+pub use live::{HubBackupOptions, HubBackupReport, LiveBackup, from_hub, run, sweep_dead_runs};
 
 const READ_BUFFER: usize = 1024 * 1024;
 
