@@ -22,6 +22,8 @@ pub struct Outcome {
     pub json: Value,
     pub human: String,
     pub found_something: bool,
+    /// Settings of a policy file that nothing acts on yet (config warnings are added by `run`).
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {
@@ -30,6 +32,7 @@ impl Outcome {
             json,
             human: human.into(),
             found_something: false,
+            warnings: Vec::new(),
         }
     }
 }
@@ -42,17 +45,27 @@ fn main() -> ExitCode {
     let built = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
-    let (_runtime, result) = match built {
+    let (_runtime, warnings, result) = match built {
         Ok(runtime) => {
-            let result = runtime.block_on(commands::run(cli));
-            (Some(runtime), result)
+            let (warnings, result) = runtime.block_on(commands::run(cli));
+            (Some(runtime), warnings, result)
         }
-        Err(e) => (None, Err(commands::Error::Runtime(e).into())),
+        Err(e) => (None, Vec::new(), Err(commands::Error::Runtime(e).into())),
+    };
+    // Settings nothing acts on yet: said on stderr, and in `--json` documents as `warnings`.
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let with_warnings = |mut doc: Value| {
+        if let (Some(map), false) = (doc.as_object_mut(), warnings.is_empty()) {
+            map.insert("warnings".into(), json!(warnings));
+        }
+        doc
     };
     match result {
         Ok(outcome) => {
             if json_mode {
-                out(&pretty(&outcome.json));
+                out(&pretty(&with_warnings(outcome.json)));
                 if !outcome.human.is_empty() {
                     eprint!("{}", ensure_newline(&outcome.human));
                 }
@@ -68,7 +81,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let message = hubvault::error::full_message(&err);
             if json_mode {
-                out(&pretty(&error_json(&err, &message)));
+                out(&pretty(&with_warnings(error_json(&err, &message))));
             }
             eprintln!("error: {message}");
             ExitCode::from(2)

@@ -65,6 +65,7 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
         json: to_json(&report)?,
         human,
         found_something: !report.ok,
+        warnings: Vec::new(),
     })
 }
 
@@ -140,6 +141,7 @@ pub async fn clone(
         json: report.to_json(verbose),
         human: human(&report, args.keep, verbose),
         found_something: report.found_something(),
+        warnings: Vec::new(),
     })
 }
 

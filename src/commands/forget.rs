@@ -40,7 +40,12 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
     let store = open_store(config, global)?;
     let report = forget::run(store.as_ref(), &policies, now, args.dry_run).await?;
     let human = render_forget(&report, global.verbose > 0);
-    Ok(Outcome::ok(report.to_json(), human))
+    let mut outcome = Outcome::ok(report.to_json(), human);
+    outcome.warnings = policies
+        .iter()
+        .flat_map(|p| p.warnings.iter().map(ToString::to_string))
+        .collect();
+    Ok(outcome)
 }
 
 /// `store init`: mark a store that already holds valid snapshots (or an empty location, to start

@@ -143,6 +143,7 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
         json: to_json(report)?,
         human: report.table(),
         found_something: !report.ok,
+        warnings: Vec::new(),
     })
 }
 

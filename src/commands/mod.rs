@@ -33,28 +33,42 @@ pub use error::Error;
 /// What every command returns: its outcome, or any hubvault error.
 pub type Result<T, E = hubvault::Error> = std::result::Result<T, E>;
 
-pub async fn run(cli: Cli) -> Result<Outcome> {
-    let config = Config::load(cli.global.config.as_deref())?;
+/// Run the command; also returns the warnings about settings nothing acts on yet (of the config
+/// file, and of policy files the command read).
+pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
+    let config = match Config::load(cli.global.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return (Vec::new(), Err(e.into())),
+    };
+    let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    let result = dispatch(cli, &config).await.map(|mut outcome| {
+        warnings.append(&mut outcome.warnings);
+        outcome
+    });
+    (warnings, result)
+}
+
+async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
     let global = &cli.global;
     let shutdown = on_signals();
     match cli.command {
-        Command::Key(KeyCommand::Init(args)) => key::init(&config, &args),
-        Command::Store(StoreCommand::Init) => forget::store_init(&config, global).await,
+        Command::Key(KeyCommand::Init(args)) => key::init(config, &args),
+        Command::Store(StoreCommand::Init) => forget::store_init(config, global).await,
         Command::Backup(args) if args.hub.is_some() => {
-            live::backup(&config, global, args, shutdown).await
+            live::backup(config, global, args, shutdown).await
         }
-        Command::Backup(args) => snapshots::backup(&config, global, args).await,
-        Command::Snapshots(args) => snapshots::list(&config, global, &args).await,
-        Command::Show(args) => snapshots::show(&config, global, &args).await,
-        Command::Verify(args) => snapshots::verify(&config, global, args).await,
-        Command::Diff(args) if args.to.is_none() => restore::diff_hub(&config, global, args).await,
-        Command::Diff(args) => snapshots::diff(&config, global, args).await,
-        Command::Restore(args) => restore::run(&config, global, args, shutdown).await,
-        Command::Dump(args) => snapshots::dump(&config, global, args).await,
-        Command::Forget(args) => forget::run(&config, global, &args).await,
-        Command::Clone(args) => clone::clone(&config, global, args, shutdown).await,
+        Command::Backup(args) => snapshots::backup(config, global, args).await,
+        Command::Snapshots(args) => snapshots::list(config, global, &args).await,
+        Command::Show(args) => snapshots::show(config, global, &args).await,
+        Command::Verify(args) => snapshots::verify(config, global, args).await,
+        Command::Diff(args) if args.to.is_none() => restore::diff_hub(config, global, args).await,
+        Command::Diff(args) => snapshots::diff(config, global, args).await,
+        Command::Restore(args) => restore::run(config, global, args, shutdown).await,
+        Command::Dump(args) => snapshots::dump(config, global, args).await,
+        Command::Forget(args) => forget::run(config, global, &args).await,
+        Command::Clone(args) => clone::clone(config, global, args, shutdown).await,
         Command::Demo(args) => clone::demo(global, &args).await,
-        Command::Preflight(args) => live::preflight(&config, global, &args).await,
+        Command::Preflight(args) => live::preflight(config, global, &args).await,
     }
 }
 

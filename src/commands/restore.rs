@@ -69,6 +69,7 @@ pub async fn run(
         json: report.to_json(verbose),
         human: report.human(verbose),
         found_something: report.found_something(),
+        warnings: Vec::new(),
     })
 }
 
@@ -139,5 +140,6 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
         json: report.to_json(),
         human,
         found_something: !report.is_empty(),
+        warnings: Vec::new(),
     })
 }

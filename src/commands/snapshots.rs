@@ -240,6 +240,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
         json: to_json(&report)?,
         human,
         found_something,
+        warnings: Vec::new(),
     })
 }
 
@@ -315,6 +316,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         json: report.to_json(),
         human,
         found_something: !report.is_empty(),
+        warnings: Vec::new(),
     })
 }
 

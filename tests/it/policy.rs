@@ -627,3 +627,71 @@ fn an_endless_line_is_refused_with_its_line_number() {
         "{doc}"
     );
 }
+
+/// A setting nothing acts on yet is never silently ignored: `[dps.*]` and `[keyvault]` in
+/// `hubvault.toml`, `[schedule]` and `[notifications]` in a policy each give a warning naming the
+/// file, the line and what will act on it, on stderr and in `--json`; the command still works.
+#[test]
+fn settings_nothing_acts_on_yet_are_warned_about_with_file_and_line() {
+    let tmp = Workdir::new();
+    let config = tmp.path().join("hubvault.toml");
+    fs::write(
+        &config,
+        "store = \"store\"\n\n[dps.dps-a]\nconnection-string-env = \"DPS_CS\"\n\n[keyvault]\nurl = \"https://kv.vault.azure.net\"\nsecret = \"hubvault-identity\"\n",
+    )
+    .unwrap();
+    let policy = tmp.path().join("nightly.toml");
+    fs::write(
+        &policy,
+        "[schedule]\ncron = \"0 2 * * *\"\n\n[retention]\nkeep-last = 3\n\n[notifications]\nwebhook-url-env = \"HOOK\"\n",
+    )
+    .unwrap();
+    tmp.hubvault()
+        .args(["--config", config.to_str().unwrap(), "store", "init"])
+        .run_blocking()
+        .expect_code(0);
+    let out = tmp
+        .hubvault()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "forget",
+            "--dry-run",
+            "--policy",
+        ])
+        .arg(&policy)
+        .run_blocking()
+        .expect_code(0);
+    let doc = out.doc();
+    let warnings: Vec<String> = doc["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc:#}"))
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
+    let expect = [
+        ("hubvault.toml line 3: [dps.dps-a] does nothing yet", "DPS"),
+        (
+            "hubvault.toml line 6: [keyvault] does nothing yet",
+            "Key Vault",
+        ),
+        (
+            "nightly.toml line 1: [schedule] does nothing yet",
+            "hubvault serve",
+        ),
+        (
+            "nightly.toml line 7: [notifications] does nothing yet",
+            "hubvault serve",
+        ),
+    ];
+    assert_eq!(warnings.len(), expect.len(), "{warnings:#?}");
+    for ((start, by), w) in expect.iter().zip(&warnings) {
+        assert!(w.contains(start) && w.contains(by), "{w}");
+        assert!(
+            out.stderr.contains(&format!("warning: {w}")),
+            "{}",
+            out.stderr
+        );
+    }
+}
