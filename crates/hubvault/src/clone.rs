@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::backup::{self, HubBackupOptions, HubBackupReport};
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::HubClient;
 use crate::keys;
 use crate::pipeline::Identities;

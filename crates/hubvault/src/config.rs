@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// The default store when neither flag, environment nor file names one.
 pub const DEFAULT_STORE: &str = "./hubvault-store";

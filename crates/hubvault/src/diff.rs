@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// One record as stored: its key and the exact export line.
 #[derive(Clone, PartialEq, Eq)]

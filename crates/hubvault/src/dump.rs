@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::integrity::WRONG_IDENTITY_FIX;
 use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::{self, Identities};

@@ -3,40 +3,13 @@
 //! of the type ([`Diagnostic::fix`]), and the message shows those same words (the `#[error]`
 //! strings print [`fix_text`]), so no fix is written twice and none is recovered from text.
 //! [`Error`] wraps them all, and its [`Diagnostic`] impl is an exhaustive match: an error type
-//! without a code does not compile.
+//! without a code does not compile. The trait itself lives in [`crate::diagnostic`], a leaf every
+//! module depends on; this module depends on every module and nothing depends on it.
 
 use std::error::Error as StdError;
 use std::fmt;
 
-/// What an error tells a program besides its message: a stable code and the next step.
-pub trait Diagnostic: StdError {
-    /// Stable machine-readable code (`snake_case`) for `--json` error output.
-    fn code(&self) -> &'static str;
-    /// What to do next, when the error has a next step (its message ends with or holds the
-    /// same words); `None` when there is nothing the caller can do about it.
-    fn fix(&self) -> Option<String>;
-}
-
-/// The fix as a message shows it (empty when there is none), for `#[error(...)]` strings.
-pub fn fix_text(e: &impl Diagnostic) -> String {
-    e.fix().unwrap_or_default()
-}
-
-/// The message of `err` followed by each cause in its `source()` chain that the text so far does
-/// not already hold: a cause the message already quotes is not said twice.
-pub fn full_message(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = c.source();
-    }
-    text
-}
+pub use crate::diagnostic::{Diagnostic, fix_text, full_message};
 
 /// Any hubvault error, and the command-line mistakes of a program built on the library.
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::policy::{self, DEFAULT_ORPHAN_GRACE, Policy};
 use crate::snapshot::catalog;
 use crate::store::{self, ObjectMeta, Store};

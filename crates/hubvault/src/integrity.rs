@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};

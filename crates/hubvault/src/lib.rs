@@ -35,7 +35,8 @@
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
-//! | [`error`] | the `Diagnostic` trait (a stable code, the next step as data), [`Error`] wrapping every module's error, a cause chain said once | print |
+//! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |
+//! | [`error`] | [`Error`], wrapping every module's error | be used by a module |
 //! | [`shutdown`] | the signal that asks a use case to stop, and what it reports when it did (`Interrupted`) | stop anything itself |
 //! | [`policy`] | the policy file schema and its loading; retention and schedule as pure functions of `now` | read the clock |
 //! | [`backup`], [`integrity`], [`dump`], [`diff`], [`forget`] | the use cases: seal, verify snapshots, decrypt to files, compare, retention | know clap |
@@ -49,6 +50,7 @@ pub mod arm;
 pub mod backup;
 pub mod clone;
 pub mod config;
+pub mod diagnostic;
 pub mod diff;
 pub mod dump;
 pub mod error;

@@ -91,7 +91,7 @@ impl Repository {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::error::Diagnostic as _;
+    use crate::diagnostic::Diagnostic as _;
     use crate::store::memory::MemoryStore;
 
     fn manifest(hub: &str, id: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use azure_core::credentials::TokenCredential;
 use url::Url;
 
 use crate::config::{self, Config, Credential, ServiceEntry};
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::{self, Connection};
 use crate::snapshot::catalog::HubNames;
 

@@ -3,7 +3,7 @@
 //!
 //! Whoever starts work owns its cancellation: the binary only fires the signal; each use case
 //! that started a hub job and put blobs in staging cancels that job and deletes those blobs
-//! itself, in one place ([`crate::staging::Staging::abandon`]), and says what it did.
+//! itself, in one place (`Staging::abandon` in the staging module), and says what it did.
 //!
 //! Must not: stop anything by itself (it is only a signal).
 
@@ -62,7 +62,7 @@ impl Shutdown {
 /// A use case stopped because it was asked to: what it cleaned up on the way out, and how to go
 /// on. What was already applied stays (a rerun plans against it).
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted{done}; {}", crate::error::fix_text(self))]
+#[error("interrupted{done}; {}", crate::diagnostic::fix_text(self))]
 pub struct Interrupted {
     /// What was cleaned up, each part starting with "; " (empty when there was nothing).
     pub done: String,
@@ -70,7 +70,7 @@ pub struct Interrupted {
     pub next: &'static str,
 }
 
-impl crate::error::Diagnostic for Interrupted {
+impl crate::diagnostic::Diagnostic for Interrupted {
     fn code(&self) -> &'static str {
         "interrupted"
     }

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::config::Config;
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::{HubClient, JobProperties};
 use crate::store::azure::{AzureAuth, AzureLocation, AzureStore};
 use crate::store::local::LocalStore;
@@ -407,7 +407,7 @@ impl Staging {
     /// Stop this run because a shutdown was asked for: cancel the job of this run that one of
     /// `clients` still runs (it would write plaintext after we are gone), delete the run's
     /// blobs, end its journal and import lock. Returns what was done, each part starting with
-    /// "; ", for [`crate::shutdown::Interrupted`]. The one place this is done, for every use case.
+    /// "; ", for the `Interrupted` error of a use case. The one place this is done, for every use case.
     pub async fn abandon(&self, clients: &[&HubClient]) -> String {
         use std::fmt::Write as _;
         let mut said = String::new();

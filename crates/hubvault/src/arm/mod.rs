@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// ARM api-version for `Microsoft.Devices/IotHubs` (docs/azure.md).
 pub const API_VERSION: &str = "2023-06-30";

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
 use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};

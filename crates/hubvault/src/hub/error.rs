@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// Errors of the IoT Hub client. Every message names the hub and what to do next.
 #[derive(Debug, thiserror::Error)]

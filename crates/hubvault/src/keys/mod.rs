@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 pub use identity_file::{
     IdentityLocation, IdentityOrigin, default_identity_path, init_identity, load_identities,

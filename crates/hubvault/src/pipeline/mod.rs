@@ -17,7 +17,7 @@ mod seal;
 pub use open::{Identities, Opened, open};
 pub use seal::{SealOptions, SealStats, SealWriter, hex, unfinished_drops};
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// Errors when opening a sealed stream.
 #[derive(Debug, thiserror::Error)]

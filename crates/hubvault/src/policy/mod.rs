@@ -43,7 +43,7 @@ pub mod span;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};

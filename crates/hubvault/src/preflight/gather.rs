@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::{Check, Finding, Report, conflicts_finding, firewall_finding, quota_finding};
 use crate::arm::{ArmClient, HUB_DEVICE_CAP, NetworkRules, Verdict};
-use crate::error::Diagnostic as _;
+use crate::diagnostic::Diagnostic as _;
 use crate::hub::{self, HubClient, JobProperties, PollPolicy};
 use crate::staging::Staging;
 use crate::store::sas::SasPermissions;

@@ -16,7 +16,7 @@ use super::bulk::Failure;
 use super::live::{self, canonical_configuration};
 use super::outcome::{Difference, Problem};
 use super::{Error, Mode};
-use crate::error::Diagnostic as _;
+use crate::diagnostic::Diagnostic as _;
 use crate::hub::registry::{Configuration, IfMatch};
 use crate::hub::{self, HubClient};
 use crate::pipeline::Identities;

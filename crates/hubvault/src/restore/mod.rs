@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::{self, HubClient, PollPolicy};
 use crate::pipeline::Identities;
 use crate::preflight::{self, Checks};

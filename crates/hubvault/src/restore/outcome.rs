@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::{self, JobProperties, JobStatus};
 
 /// Why the job engine stopped.

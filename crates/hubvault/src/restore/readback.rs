@@ -19,7 +19,7 @@ use super::canonical;
 use super::outcome::{Difference, KeyCheck, KeyVia, Problem};
 use super::plan::{self, Mode, Scope};
 use super::{Error, RestoreOptions, live};
-use crate::error::Diagnostic as _;
+use crate::diagnostic::Diagnostic as _;
 use crate::hub::HubClient;
 use crate::staging::Staging;
 

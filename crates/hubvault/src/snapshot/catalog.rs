@@ -343,7 +343,7 @@ pub fn resolve<'a>(
 )]
 mod tests {
     use super::*;
-    use crate::error::Diagnostic as _;
+    use crate::diagnostic::Diagnostic as _;
     use crate::snapshot::{Counts, Source};
     use crate::store::memory::MemoryStore;
     use bytes::Bytes;

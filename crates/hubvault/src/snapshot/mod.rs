@@ -18,7 +18,7 @@ pub mod sort;
 pub use manifest::{Counts, Header, Manifest, ObjectEntry, Source};
 pub use record::Record;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 /// Errors about export contents, snapshots and the catalog. Messages name the file, line and
 /// id where there is one, never a record's contents (they hold device keys).

@@ -335,7 +335,7 @@ impl<R: BufRead> Iterator for Lines<R> {
 mod tests {
     use std::io::Read as _;
 
-    use crate::error::Diagnostic as _;
+    use crate::diagnostic::Diagnostic as _;
 
     #[test]
     fn debug_never_shows_the_line() {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures::Stream;
 use time::OffsetDateTime;
 
-use crate::error::{Diagnostic, fix_text};
+use crate::diagnostic::{Diagnostic, fix_text};
 
 #[doc(hidden)]
 pub mod conformance;
