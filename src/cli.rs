@@ -33,6 +33,34 @@ pub struct Global {
     /// More detail on stderr (repeat for more). Secrets are never printed at any level.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Signing key (PEM, 0600) that backups sign snapshots with; its signer is also trusted
+    /// (default ~/.config/hubvault/signing-key.pem).
+    #[arg(
+        long,
+        global = true,
+        env = "HUBVAULT_SIGNING_KEY",
+        hide_env_values = true
+    )]
+    pub signing_key: Option<PathBuf>,
+    /// Signer (hvsig1…) whose snapshots are trusted (repeatable; env: comma-separated).
+    #[arg(
+        long = "trusted-signer",
+        global = true,
+        env = "HUBVAULT_TRUSTED_SIGNERS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub trusted_signers: Vec<String>,
+}
+
+/// Which snapshots a command that reads them accepts.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReadTrust {
+    /// Also accept unsigned snapshots (vault format 1, written before snapshots were signed).
+    /// Anyone who could write to the store could have made one: use it only for snapshots you
+    /// know are yours.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// Where age keys come from.
@@ -85,7 +113,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Create an age identity file (0600) and print its public recipient.
+    /// Create an age identity (0600) and a signing key (0600) for a new store, and print their
+    /// public halves (what exists already is kept).
     Init(KeyInitArgs),
 }
 
@@ -101,6 +130,9 @@ pub struct KeyInitArgs {
     /// Where to write the identity (refuses to overwrite).
     #[arg(long, env = "HUBVAULT_IDENTITY", hide_env_values = true)]
     pub identity: Option<PathBuf>,
+    /// Only the signing key: for a backup host, which must not hold the identity.
+    #[arg(long)]
+    pub signing_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +240,8 @@ pub struct VerifyArgs {
     pub hub: HubFilter,
     #[command(flatten)]
     pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +255,8 @@ pub struct DiffArgs {
     pub hub: HubFilter,
     #[command(flatten)]
     pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +270,8 @@ pub struct DumpArgs {
     pub hub: HubFilter,
     #[command(flatten)]
     pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +286,14 @@ pub struct ForgetArgs {
     /// only (orphans' ages are always judged on the store's clock).
     #[arg(long, requires = "dry_run")]
     pub at: Option<String>,
+    // --allow-unsigned: unsigned (format 1) snapshots count as history, kept and removed by
+    // retention like signed ones; without it they are listed and left alone.
+    #[command(flatten)]
+    pub trust: ReadTrust,
+    /// Also remove snapshots that are not trusted (a bad signature, an untrusted signer, or
+    /// unsigned without --allow-unsigned): by default they are only listed.
+    #[arg(long)]
+    pub forget_untrusted: bool,
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +346,8 @@ pub struct RestoreArgs {
     pub hub: HubFilter,
     #[command(flatten)]
     pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
 }
 
 /// How restore and clone write to the target (one declaration for both).

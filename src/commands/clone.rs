@@ -14,6 +14,7 @@ use crate::demo::{self, DemoOptions, Step};
 use hubvault::backup::{BackupOptions, HubBackupOptions};
 use hubvault::clone::{self, CloneReport, Keep, Request};
 use hubvault::config::Config;
+use hubvault::keys::SigningKey;
 use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
 
@@ -102,16 +103,20 @@ pub async fn clone(
         checks.needs_jobs = true;
         checks
     });
-    let keep = if args.keep {
-        Keep::Yes {
+    // A kept snapshot is signed with this host's key; an ephemeral one with a throw-away key,
+    // trusted for this run only.
+    let (keep, signing_key) = if args.keep {
+        let keep = Keep::Yes {
             store: open_store(config, global)?,
             recipients: recipients(config, &args.keys)?,
             identities: identities(config, &args.keys)?,
-        }
+        };
+        (keep, super::signing_key(config, global)?)
     } else {
-        Keep::No
+        (Keep::No, Arc::new(SigningKey::generate()?))
     };
-    let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+    let mut backup =
+        HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc(), signing_key));
     backup.poll = poll;
     backup.wait_for_slot = args.live.wait;
     // Before preflight: a killed run's job on either hub would fail its job-slot check. Both

@@ -7,7 +7,7 @@ use hubvault::config::Config;
 use hubvault::forget;
 use hubvault::policy::Policy;
 
-use super::{Result, open_store};
+use super::{Result, open_store, read_policy};
 use crate::Outcome;
 use crate::cli::{ForgetArgs, Global};
 
@@ -38,7 +38,11 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
         eprintln!("{other} of {loaded} policies are for other stores and were not applied");
     }
     let store = open_store(config, global)?;
-    let report = forget::run(store.as_ref(), &policies, now, args.dry_run).await?;
+    let trust = forget::TrustRules {
+        read: read_policy(config, global, args.trust.allow_unsigned)?,
+        forget_untrusted: args.forget_untrusted,
+    };
+    let report = forget::run(store.as_ref(), &policies, now, args.dry_run, &trust).await?;
     let human = render_forget(&report, global.verbose > 0);
     let mut outcome = Outcome::ok(report.to_json(), human);
     outcome.warnings = policies
@@ -52,18 +56,21 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
 /// one); refuse a location that holds other things and no snapshot.
 pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
     let store = open_store(config, global)?;
-    let inventory = forget::scan(store.as_ref()).await?;
+    let inventory = forget::scan(store.as_ref(), &read_policy(config, global, false)?).await?;
     let location = store.location();
-    let json = |marked: bool| serde_json::json!({"store": location, "marked": marked, "snapshots": inventory.snapshots.len()});
+    // Every committed snapshot, trusted or not, shows the location is hubvault's.
+    let snapshots = inventory
+        .snapshots
+        .len()
+        .saturating_add(inventory.incomplete.len())
+        .saturating_add(inventory.untrusted.len());
+    let json = |marked: bool| serde_json::json!({"store": location, "marked": marked, "snapshots": snapshots});
     if inventory.marked {
         let human = format!("{location} is already marked as a hubvault store\n");
         return Ok(Outcome::ok(json(false), human));
     }
     // Only hubvault's own objects (snapshots, or a first backup's leftovers), or nothing.
-    if inventory.snapshots.is_empty()
-        && inventory.incomplete.is_empty()
-        && !inventory.unknown.is_empty()
-    {
+    if snapshots == 0 && !inventory.unknown.is_empty() {
         return Err(forget::Error::ForeignObjects {
             store: location,
             objects: inventory.unknown.len(),
@@ -72,8 +79,7 @@ pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
     }
     hubvault::snapshot::catalog::mark(store.as_ref(), time::OffsetDateTime::now_utc()).await?;
     let human = format!(
-        "marked {location} as a hubvault store ({} snapshot(s) in it); `forget` may now clean it\n",
-        inventory.snapshots.len()
+        "marked {location} as a hubvault store ({snapshots} snapshot(s) in it); `forget` may now clean it\n"
     );
     Ok(Outcome::ok(json(true), human))
 }
@@ -138,6 +144,18 @@ fn render_forget(report: &forget::Report, verbose: bool) -> String {
             "orphan  {}  unfinished, last written {}: within the grace period, left alone",
             o.path(),
             o.last_modified.to_rfc3339()
+        );
+    }
+    for u in &report.untrusted {
+        let fate = match (report.removes_untrusted, report.dry_run) {
+            (true, true) => "would be removed (--forget-untrusted)",
+            (true, false) => "removed (--forget-untrusted)",
+            (false, _) => "not counted by retention, left alone (remove with --forget-untrusted)",
+        };
+        let _ = writeln!(
+            out,
+            "untrusted {}/{}  {}: {fate}",
+            u.snapshot.hub, u.snapshot.id, u.trust
         );
     }
     for p in &report.problems {

@@ -29,7 +29,9 @@ use hubvault::services::{self, ResolvedHub};
 use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
 
-use super::{Result, env_number, open_store, recipients, to_json, unknown_pause_point};
+use super::{
+    Result, env_number, open_store, recipients, signing_key, to_json, unknown_pause_point,
+};
 use crate::Outcome;
 use crate::cli::{BackupArgs, Global, LiveArgs, PreflightArgs};
 
@@ -179,7 +181,9 @@ pub async fn backup(
     let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
-    let mut options = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+    let signing_key = signing_key(config, global)?;
+    let mut options =
+        HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc(), signing_key));
     options.backup.include_configurations = !args.no_configurations;
     options.poll = poll_policy()?;
     options.wait_for_slot = args.live.wait;

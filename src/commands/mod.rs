@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use hubvault::config::Config;
-use hubvault::keys::{self, IdentityLocation};
+use hubvault::keys::{self, IdentityLocation, SigningKey, SigningKeyLocation};
 use hubvault::pipeline::Identities;
-use hubvault::repo::Repository;
+use hubvault::repo::{ReadPolicy, Repository};
 use hubvault::shutdown::Shutdown;
 use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
@@ -52,7 +52,7 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
     let global = &cli.global;
     let shutdown = on_signals();
     match cli.command {
-        Command::Key(KeyCommand::Init(args)) => key::init(config, &args),
+        Command::Key(KeyCommand::Init(args)) => key::init(config, global, &args),
         Command::Store(StoreCommand::Init) => forget::store_init(config, global).await,
         Command::Backup(args) if args.hub.is_some() => {
             live::backup(config, global, args, shutdown).await
@@ -105,9 +105,52 @@ fn hub_names(config: &Config, spec: Option<&str>) -> Option<HubNames> {
 }
 
 /// The repository (the store and its catalog) named by `--store` / `HUBVAULT_STORE` / config /
-/// default.
-async fn open_repository(config: &Config, global: &Global) -> Result<Repository> {
-    Ok(Repository::open(open_store(config, global)?).await?)
+/// default, its snapshots judged by the trusted signers (and `--allow-unsigned`).
+async fn open_repository(
+    config: &Config,
+    global: &Global,
+    allow_unsigned: bool,
+) -> Result<Repository> {
+    let policy = read_policy(config, global, allow_unsigned)?;
+    Ok(Repository::open(open_store(config, global)?, policy).await?)
+}
+
+/// Which snapshots a reader accepts: `--trusted-signer` / `HUBVAULT_TRUSTED_SIGNERS` /
+/// `trusted-signers`, plus this host's own signing key; unsigned ones with `--allow-unsigned`.
+fn read_policy(config: &Config, global: &Global, allow_unsigned: bool) -> Result<ReadPolicy> {
+    let local = signing_key_location(config, global);
+    let trusted = keys::trusted_signers(&config.trusted_signers(&global.trusted_signers), &local)?;
+    if allow_unsigned {
+        tracing::warn!(
+            "--allow-unsigned: unsigned (format 1) snapshots are accepted; anyone who could write \
+             to the store could have made one"
+        );
+    }
+    Ok(ReadPolicy {
+        trusted,
+        allow_unsigned,
+    })
+}
+
+/// Where the signing key is: `--signing-key` / `HUBVAULT_SIGNING_KEY` / `signing-key` / default.
+fn signing_key_location(config: &Config, global: &Global) -> SigningKeyLocation {
+    SigningKeyLocation::resolve(global.signing_key.as_deref(), config)
+}
+
+/// The signing key a backup signs its snapshot with.
+fn signing_key(config: &Config, global: &Global) -> Result<Arc<SigningKey>> {
+    Ok(Arc::new(signing_key_location(config, global).load()?))
+}
+
+/// The loud line a command that read an unsigned snapshot adds to its warnings.
+fn unsigned_warning(m: &hubvault::snapshot::Manifest) -> Option<String> {
+    (m.trust == hubvault::snapshot::signature::Trust::Unsigned).then(|| {
+        format!(
+            "snapshot {}/{} is UNSIGNED (vault format 1) and was used only because of \
+             --allow-unsigned: nothing proves a hubvault backup of yours wrote it",
+            m.hub, m.id
+        )
+    })
 }
 
 /// The store named by `--store` / `HUBVAULT_STORE` / config / default.
@@ -130,8 +173,15 @@ fn recipients(config: &Config, keys: &Keys) -> Result<Vec<age::x25519::Recipient
 
 /// Identities for reading snapshots (the default identity path when nothing names one).
 fn identities(config: &Config, keys: &Keys) -> Result<Identities> {
+    Ok(identities_and_recipients(config, keys)?.0)
+}
+
+/// [`identities`], and their public recipients.
+fn identities_and_recipients(config: &Config, keys: &Keys) -> Result<(Identities, Vec<String>)> {
     let location = IdentityLocation::resolve(keys.identity.as_deref(), config);
-    Ok(Arc::new(location.load()?.into_boxed()))
+    let loaded = location.load()?;
+    let recipients = loaded.recipients().to_strings();
+    Ok((Arc::new(loaded.into_boxed()), recipients))
 }
 
 /// A report as the `--json` document.

@@ -24,9 +24,11 @@ pub async fn run(
     args: RestoreArgs,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    let repo = super::open_repository(config, global).await?;
+    let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
-    let manifest = repo.resolve(&args.snapshot, hub_filter.as_ref())?.clone();
+    let manifest = repo
+        .resolve_trusted(&args.snapshot, hub_filter.as_ref())?
+        .clone();
     let store = repo.store().clone();
     let (hub, client) = live::resolve(&args.to, config, &args.live)?;
     let mut options = restore_options(&args.apply)?;
@@ -69,7 +71,7 @@ pub async fn run(
         json: report.to_json(verbose),
         human: report.human(verbose),
         found_something: report.found_something(),
-        warnings: Vec::new(),
+        warnings: super::unsigned_warning(&manifest).into_iter().collect(),
     })
 }
 
@@ -117,10 +119,11 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
 /// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer.
 pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
     let spec = args.hub.hub.as_deref().ok_or_else(diff_needs_two_sides)?;
-    let repo = super::open_repository(config, global).await?;
+    let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = services::resolve_hub(spec, config)?;
     let names = services::hub_names(spec, config);
-    let manifest = repo.resolve_for_live(&args.from, &names)?.clone();
+    let manifest = repo.resolve_for_live(&args.from, &names)?;
+    let manifest = repo.accept(manifest)?.clone();
     let client = HubClient::new(hub.target)?;
     let identities = identities(config, &args.keys)?;
     let report = restore::diff_live(repo.store().clone(), &manifest, identities, &client).await?;
@@ -140,6 +143,6 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
         json: report.to_json(),
         human,
         found_something: !report.is_empty(),
-        warnings: Vec::new(),
+        warnings: super::unsigned_warning(&manifest).into_iter().collect(),
     })
 }

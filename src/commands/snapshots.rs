@@ -10,17 +10,20 @@ use time::OffsetDateTime;
 use hubvault::backup::{self, BackupOptions, Faults};
 use hubvault::config::Config;
 use hubvault::diff;
+use hubvault::integrity::VerifyOptions;
 use hubvault::snapshot::Manifest;
 use hubvault::snapshot::reader::ObjectReader;
+use hubvault::snapshot::signature::Trust;
 
 use super::{
-    Error, Result, diff_needs_two_sides, env_number, hub_names, identities, open_repository,
-    open_store, recipients, to_json, unknown_pause_point,
+    Error, Result, diff_needs_two_sides, env_number, hub_names, identities,
+    identities_and_recipients, open_repository, open_store, recipients, signing_key, to_json,
+    unknown_pause_point, unsigned_warning,
 };
 use crate::Outcome;
 use crate::cli::{BackupArgs, DiffArgs, DumpArgs, Global, ShowArgs, SnapshotsArgs, VerifyArgs};
 
-/// Test-only hook: `HUBVAULT_FAULT_PAUSE=spill|upload|before-manifest` makes `backup` print
+/// Test-only hook: `HUBVAULT_FAULT_PAUSE=spill|upload|before-manifest|after-signature` makes `backup` print
 /// `HUBVAULT_FAULT_PAUSE: paused at <point>` on stderr and sleep there, so a test can kill the
 /// process at that exact point. Never set it in production.
 const FAULT_PAUSE_ENV: &str = "HUBVAULT_FAULT_PAUSE";
@@ -43,7 +46,7 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     };
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
-    let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+    let mut options = BackupOptions::new(OffsetDateTime::now_utc(), signing_key(config, global)?);
     options.include_configurations = !args.no_configurations;
     if let Some(bytes) = env_number(SORT_RUN_BYTES_ENV, "a number of bytes")? {
         options.sort.run_bytes = bytes;
@@ -63,12 +66,18 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
                     ..Faults::default()
                 }
             }
+            "after-signature" => {
+                options.faults = Faults {
+                    after_signature: Some(pause("after-signature")),
+                    ..Faults::default()
+                }
+            }
             other => {
                 return Err(unknown_pause_point(
                     FAULT_PAUSE_ENV,
                     other,
                     "backup --from-export",
-                    "spill, upload or before-manifest",
+                    "spill, upload, before-manifest or after-signature",
                 ));
             }
         }
@@ -96,14 +105,15 @@ fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
 }
 
 pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Result<Outcome> {
-    let repo = open_repository(config, global).await?;
+    let repo = open_repository(config, global, false).await?;
     let hub = hub_names(config, args.hub.as_deref());
     let listed: Vec<&Manifest> = repo.snapshots(hub.as_ref()).collect();
     let json: Vec<_> = listed
         .iter()
         .map(|m| {
             json!({"id": m.id, "hub": m.hub, "created": m.created, "devices": m.counts.devices,
-                   "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes()})
+                   "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes(),
+                   "trust": m.trust.word(), "signer": m.trust.signer().map(ToString::to_string)})
         })
         .collect();
     let mut human = String::new();
@@ -130,21 +140,22 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
     } else {
         let _ = writeln!(
             human,
-            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
+            "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}  TRUST",
             "ID", "HUB", "CREATED", "DEVICES", "MODULES", "CONFIGS", "STORED"
         );
         for m in &listed {
             let c = &m.counts;
             let _ = writeln!(
                 human,
-                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}",
+                "{:<26} {:<24} {:<21} {:>9} {:>8} {:>7} {:>10}  {}",
                 m.id,
                 m.hub,
                 m.created,
                 c.devices,
                 c.modules,
                 c.configurations,
-                human_bytes(m.bytes())
+                human_bytes(m.bytes()),
+                trust_column(&m.trust)
             );
         }
     }
@@ -161,13 +172,14 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
 }
 
 pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
-    let repo = open_repository(config, global).await?;
+    let repo = open_repository(config, global, false).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
     let m = repo.resolve(&args.snapshot, hub.as_ref())?;
     let c = &m.counts;
     let mut human = format!(
-        "snapshot   {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
+        "snapshot   {}\ntrust      {}\nhub        {}\ncreated    {}\nsource     {}{}\ndevices    {} ({} edge)\nmodules    {}\nconfigs    {}\nskipped    {} lines\nrecipients {}\ntool       {}\nobjects\n",
         m.id,
+        m.trust.describe(),
         m.hub,
         m.created,
         m.source.kind,
@@ -195,28 +207,52 @@ pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<O
             o.sha256
         );
     }
-    Ok(Outcome::ok(to_json(m)?, human))
+    let mut json = to_json(m)?;
+    json["trust"] = json!(m.trust.word());
+    Ok(Outcome::ok(json, human))
+}
+
+/// The TRUST column of `snapshots`: loud for what a reader refuses.
+fn trust_column(t: &Trust) -> &'static str {
+    match t {
+        Trust::Signed(_) => "signed",
+        Trust::UntrustedSigner(_) => "UNTRUSTED SIGNER",
+        Trust::BadSignature(_) => "BAD SIGNATURE",
+        Trust::Unsigned => "unsigned (v1)",
+        Trust::Unchecked => "?",
+    }
 }
 
 pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Result<Outcome> {
-    let repo = open_repository(config, global).await?;
+    let repo = open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
-    let identities = if args.read_data {
-        Some(identities(config, &args.keys)?)
-    } else {
-        None
+    let mut options = VerifyOptions {
+        allow_unsigned: args.trust.allow_unsigned,
+        ..VerifyOptions::default()
     };
+    if args.read_data {
+        let (ids, own) = identities_and_recipients(config, &args.keys)?;
+        options.identities = Some(ids);
+        options.own_recipients = own;
+    }
     let report = match &args.snapshot {
         Some(spec) => {
             let chosen = repo.resolve(spec, hub.as_ref())?.clone();
-            hubvault::integrity::verify(repo.store().clone(), &[chosen], identities).await?
+            hubvault::integrity::verify(repo.store().clone(), &[chosen], &options).await?
         }
-        None => hubvault::integrity::verify_all(&repo, hub.as_ref(), identities).await?,
+        None => hubvault::integrity::verify_all(&repo, hub.as_ref(), &options).await?,
     };
     let mut human = String::new();
     for s in &report.snapshots {
+        let who = match (&s.signer, s.trust) {
+            (Some(signer), "signed") => format!("signed by {signer}"),
+            (Some(signer), _) => format!("signed by {signer}, NOT TRUSTED here"),
+            (None, "unsigned") => "unsigned (format 1)".to_owned(),
+            (None, "bad-signature") => "BAD SIGNATURE".to_owned(),
+            (None, other) => other.to_owned(),
+        };
         if s.ok {
-            let _ = writeln!(human, "{} {}: ok", s.hub, s.id);
+            let _ = writeln!(human, "{} {}: ok, {who}", s.hub, s.id);
         } else {
             let _ = writeln!(human, "{} {}: {} problem(s)", s.hub, s.id, s.problems.len());
             for p in &s.problems {
@@ -225,9 +261,9 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
         }
     }
     let checked = if args.read_data {
-        "presence, size, sha256, records"
+        "signature, presence, size, sha256, records"
     } else {
-        "presence, size, sha256"
+        "signature, presence, size, sha256"
     };
     let _ = writeln!(
         human,
@@ -245,9 +281,9 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
 }
 
 pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Outcome> {
-    let repo = open_repository(config, global).await?;
+    let repo = open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
-    let m = repo.resolve(&args.snapshot, hub.as_ref())?;
+    let m = repo.resolve_trusted(&args.snapshot, hub.as_ref())?;
     let identities = identities(config, &args.keys)?;
     let report = hubvault::dump::dump(repo.store().clone(), m, identities, &args.out).await?;
     let mut human = String::new();
@@ -259,7 +295,9 @@ pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Ou
     );
     let mut json = to_json(&report)?;
     json["warning"] = json!("the files hold device keys in plaintext");
-    Ok(Outcome::ok(json, human))
+    let mut outcome = Outcome::ok(json, human);
+    outcome.warnings.extend(unsigned_warning(m));
+    Ok(outcome)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -274,12 +312,16 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
-    let repo = open_repository(config, global).await?;
+    let repo = open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
     let hub = hub.as_ref();
-    let old = repo.resolve(&args.from, hub)?.clone();
+    let old = repo.resolve_trusted(&args.from, hub)?.clone();
     let to = args.to.as_deref().ok_or_else(diff_needs_two_sides)?;
-    let new = repo.resolve(to, hub)?.clone();
+    let new = repo.resolve_trusted(to, hub)?.clone();
+    let warnings: Vec<String> = [&old, &new]
+        .into_iter()
+        .filter_map(unsigned_warning)
+        .collect();
     let store = repo.store().clone();
     let identities = identities(config, &args.keys)?;
     let handle = tokio::runtime::Handle::current();
@@ -316,7 +358,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         json: report.to_json(),
         human,
         found_something: !report.is_empty(),
-        warnings: Vec::new(),
+        warnings,
     })
 }
 

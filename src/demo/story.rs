@@ -31,14 +31,20 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
         .await?;
     story
         .step("snapshots", async {
-            let list = catalog::list(world.store.as_ref()).await?;
-            let found = list.iter().any(|m| m.id == snapshot);
+            let list = catalog::list(world.store.as_ref(), &world.trusted()).await?;
+            let found = list
+                .iter()
+                .any(|m| m.id == snapshot && m.trust.accepted(false));
             let lines: Vec<String> = list
                 .iter()
                 .map(|m| {
                     format!(
-                        "{} of {} ({} devices, {})",
-                        m.id, m.hub, m.counts.devices, m.created
+                        "{} of {} ({} devices, {}, {})",
+                        m.id,
+                        m.hub,
+                        m.counts.devices,
+                        m.created,
+                        m.trust.describe()
                     )
                 })
                 .collect();
@@ -264,7 +270,10 @@ mod steps {
     pub async fn backup(world: &World) -> Result<Backup, Error> {
         let client = world.client("hub-a")?;
         let staging = world.staging(&client)?;
-        let mut options = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+        let mut options = HubBackupOptions::new(BackupOptions::new(
+            OffsetDateTime::now_utc(),
+            world.signing_key.clone(),
+        ));
         options.poll = world::fast_poll();
         let report = backup::from_hub(
             world.store.clone(),
@@ -307,7 +316,11 @@ mod steps {
         checks.caller_ip = Some(super::THIS_CALLER);
         checks.hub_is_local = true;
         checks.staging = Some(&target_staging);
-        let mut backup = HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc()));
+        // Like `hubvault clone` without --keep: a throw-away key signs the ephemeral snapshot.
+        let mut backup = HubBackupOptions::new(BackupOptions::new(
+            OffsetDateTime::now_utc(),
+            std::sync::Arc::new(hubvault::keys::SigningKey::generate()?),
+        ));
         backup.poll = world::fast_poll();
         let request = clone::Request {
             source: &source,
@@ -354,10 +367,10 @@ mod steps {
     /// `hubvault restore SNAPSHOT --to hub-b --dry-run`: the vault's snapshot against hub-b.
     pub async fn verify(world: &World, snapshot: &str) -> Result<(bool, String), Error> {
         let target = world.client("hub-b")?;
-        let manifest = hubvault::snapshot::catalog::list(world.store.as_ref())
+        let manifest = hubvault::snapshot::catalog::list(world.store.as_ref(), &world.trusted())
             .await?
             .into_iter()
-            .find(|m| m.id == snapshot)
+            .find(|m| m.id == snapshot && m.trust.accepted(false))
             .ok_or_else(|| Error::Step {
                 step: "verify",
                 detail: format!("snapshot {snapshot} is not in the vault"),

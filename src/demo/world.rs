@@ -1,5 +1,5 @@
-//! The demo's world: the in-process simulator (two hubs and ARM), a throw-away age identity, a
-//! local vault and a `file://` staging folder — and the few things the story does to that world
+//! The demo's world: the in-process simulator (two hubs and ARM), a throw-away age identity and
+//! signing key, a local vault and a `file://` staging folder — and the few things the story does to that world
 //! from the outside (firewall rules through ARM, device-side sends, reading the simulator back).
 //!
 //! Must not: back up, restore or judge anything (the story in `demo` does, through the real use
@@ -18,6 +18,7 @@ use super::Error;
 use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
 use hubvault::config::Config;
 use hubvault::hub::{Connection, HubClient, PollPolicy, SasSigner};
+use hubvault::keys::{SigningKey, TrustedSigners};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
 use hubvault::store::local::LocalStore;
@@ -36,6 +37,8 @@ pub struct World {
     pub scratch: tempfile::TempDir,
     pub identity_path: PathBuf,
     pub recipient: age::x25519::Recipient,
+    /// A throw-away signing key (in memory only), trusted for this run.
+    pub signing_key: Arc<SigningKey>,
     pub store_dir: PathBuf,
     pub store: Arc<dyn Store>,
 }
@@ -80,6 +83,7 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         .map_err(|source| Error::io("create a temporary folder", std::env::temp_dir(), source))?;
     let identity_path = scratch.path().join("identity.txt");
     let recipient = hubvault::keys::init_identity(&identity_path)?;
+    let signing_key = Arc::new(SigningKey::generate()?);
     std::fs::create_dir_all(vault_dir)
         .map_err(|source| Error::io("create the vault folder", vault_dir, source))?;
     let store_dir = std::path::absolute(vault_dir)
@@ -96,12 +100,18 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         scratch,
         identity_path,
         recipient,
+        signing_key,
         store_dir,
         store,
     })
 }
 
 impl World {
+    /// The signers this run trusts: its own throw-away key.
+    pub fn trusted(&self) -> TrustedSigners {
+        TrustedSigners::new([self.signing_key.signer()])
+    }
+
     fn hub(&self, name: &str) -> Result<&sim::RunningHub, Error> {
         self.running
             .hub(name)

@@ -122,7 +122,7 @@ impl Live {
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
-                    .filter(|e| e.path().join("manifest.json").exists())
+                    .filter(|e| e.path().join("manifest.g1.json").exists())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
@@ -237,7 +237,7 @@ async fn backup_from_hub_seals_the_registry_and_empties_staging() {
             w.path("store")
                 .join(HUB_A)
                 .join(report["snapshot"].as_str().unwrap())
-                .join("manifest.json"),
+                .join("manifest.g1.json"),
         )
         .unwrap(),
     )
@@ -329,10 +329,16 @@ async fn backup_into_an_azure_store_by_connection_string() {
         .map(|m| m.name)
         .collect();
     let snap = out.json()["snapshot"].as_str().unwrap().to_owned();
-    assert!(
-        names.contains(&format!("{HUB_A}/{snap}/manifest.json")),
-        "{names:?}"
-    );
+    for file in [
+        "manifest.g1.json",
+        "signature.g1.json",
+        "devices.g1.jsonl.zst.age",
+    ] {
+        assert!(
+            names.contains(&format!("{HUB_A}/{snap}/{file}")),
+            "{file}: {names:?}"
+        );
+    }
     let listed = w
         .run(&["--json", "--store", &store, "snapshots"], &[])
         .await;

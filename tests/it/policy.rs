@@ -8,6 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use hubvault::keys::SigningKey;
+use hubvault::snapshot::signature::SignatureObject;
+
 use crate::support::Workdir;
 
 fn mode(p: &Path) -> u32 {
@@ -15,8 +18,8 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[test]
-fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
-    let tmp = Workdir::new();
+fn key_init_prints_the_recipient_and_signer_and_writes_private_keys() {
+    let tmp = Workdir::bare();
     let path = tmp.path().join("keys/identity.txt");
     let out = tmp
         .hubvault()
@@ -25,11 +28,12 @@ fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
         .run_blocking()
         .expect_code(0);
     let stdout = out.stdout.clone();
-    let recipient = stdout.trim();
-    assert!(
-        recipient.starts_with("age1") && !recipient.contains(char::is_whitespace),
-        "{stdout}"
-    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [recipient, signer] = lines[..] else {
+        panic!("two lines, recipient then signer: {stdout}");
+    };
+    assert!(recipient.starts_with("age1"), "{stdout}");
+    assert!(signer.starts_with("hvsig1"), "{stdout}");
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(&tmp.path().join("keys")), 0o700);
     let text = fs::read_to_string(&path).unwrap();
@@ -41,16 +45,33 @@ fn key_init_prints_the_recipient_and_writes_a_private_age_identity() {
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
         .unwrap();
-    let stderr = &out.stderr;
+    // The signing key: PKCS#8 PEM at the default place, 0600, its signer in a comment.
+    let key_path = tmp.signing_key();
+    assert_eq!(mode(&key_path), 0o600);
+    let key_text = fs::read_to_string(&key_path).unwrap();
     assert!(
-        !stdout.contains(secret) && !stderr.contains(secret),
-        "the secret key was printed"
+        key_text.starts_with(&format!(
+            "# public key: {signer}\n-----BEGIN PRIVATE KEY-----\n"
+        )),
+        "{key_text}"
     );
+    let key_body: String = key_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("-----"))
+        .collect();
+    let stderr = &out.stderr;
+    for secret in [secret, key_body.as_str()] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a secret key was printed"
+        );
+    }
+    assert_eq!(tmp.signer(), signer);
 }
 
 #[test]
 fn key_init_json_shape_and_default_location() {
-    let tmp = Workdir::new();
+    let tmp = Workdir::bare();
     let out = tmp
         .hubvault()
         .args(["key", "init", "--json"])
@@ -63,41 +84,83 @@ fn key_init_json_shape_and_default_location() {
         doc["recipient"].as_str().unwrap().starts_with("age1"),
         "{doc}"
     );
+    assert_eq!(
+        doc["signing_key_file"],
+        tmp.signing_key().display().to_string()
+    );
+    assert_eq!(doc["signer"], tmp.signer());
+    assert_eq!(
+        doc["created"],
+        serde_json::json!(["identity", "signing_key"])
+    );
     assert_eq!(mode(&expected), 0o600);
+}
+
+/// A backup host gets the signing key only: it must never hold what decrypts history.
+#[test]
+fn key_init_signing_only_makes_no_identity() {
+    let tmp = Workdir::bare();
+    let out = tmp
+        .hubvault()
+        .args(["key", "init", "--signing-only", "--json"])
+        .run_blocking()
+        .expect_code(0);
+    let doc = out.json();
+    assert_eq!(doc["created"], serde_json::json!(["signing_key"]));
+    assert!(doc.get("recipient").is_none(), "{doc}");
+    assert!(!tmp.path().join(".config/hubvault/identity.txt").exists());
+    assert_eq!(doc["signer"], tmp.signer());
 }
 
 #[test]
 fn key_init_follows_env_then_config() {
-    let tmp = Workdir::new();
+    let tmp = Workdir::bare();
     let from_env = tmp.path().join("env.txt");
+    let key_from_env = tmp.path().join("env-signing.pem");
     tmp.hubvault()
         .args(["key", "init"])
         .env("HUBVAULT_IDENTITY", &from_env)
+        .env("HUBVAULT_SIGNING_KEY", &key_from_env)
         .run_blocking()
         .expect_code(0);
-    assert!(from_env.exists());
+    assert!(from_env.exists() && key_from_env.exists());
     let from_config = tmp.path().join("conf.txt");
+    let key_from_config = tmp.path().join("conf-signing.pem");
     fs::write(
         tmp.path().join("hubvault.toml"),
-        format!("identity = {:?}\n", from_config.display().to_string()),
+        format!(
+            "identity = {:?}\nsigning-key = {:?}\n",
+            from_config.display().to_string(),
+            key_from_config.display().to_string()
+        ),
     )
     .unwrap();
     tmp.hubvault()
         .args(["key", "init"])
         .run_blocking()
         .expect_code(0);
-    assert!(from_config.exists());
+    assert!(from_config.exists() && key_from_config.exists());
 }
 
+/// An existing key is never overwritten: what is missing is created (an identity from hubvault
+/// 0.1 gets its signing key), and with nothing to create, `key init` refuses.
 #[test]
-fn key_init_never_overwrites_an_identity() {
-    let tmp = Workdir::new();
+fn key_init_never_overwrites_a_key() {
+    let tmp = Workdir::bare();
     let path = tmp.path().join("identity.txt");
     tmp.hubvault()
-        .args(["key", "init", "--identity"])
+        .args(["key", "init", "--signing-only"])
+        .run_blocking()
+        .expect_code(0);
+    let key_before = fs::read(tmp.signing_key()).unwrap();
+    let out = tmp
+        .hubvault()
+        .args(["key", "init", "--json", "--identity"])
         .arg(&path)
         .run_blocking()
         .expect_code(0);
+    assert_eq!(out.json()["created"], serde_json::json!(["identity"]));
+    assert!(out.stderr.contains("kept"), "{}", out.stderr);
     let before = fs::read(&path).unwrap();
     let out = tmp
         .hubvault()
@@ -113,6 +176,7 @@ fn key_init_never_overwrites_an_identity() {
         "{message}"
     );
     assert_eq!(fs::read(&path).unwrap(), before);
+    assert_eq!(fs::read(tmp.signing_key()).unwrap(), key_before);
 }
 
 #[test]
@@ -177,21 +241,45 @@ fn forget_rejects_a_bad_at_time() {
 /// The decision time of the forget tests (`--at`); store objects are aged relative to it.
 const AT: &str = "2026-11-26T12:00:00Z";
 
-/// Write a committed snapshot (data + manifest) or, with `created: None`, an orphan, straight into
-/// a local-folder store, last written `age` ago (on the store's clock: a local folder's is this
-/// machine's; `--at` moves retention decisions, never the ages of orphans).
-fn put_snapshot(store: &Path, hub: &str, id: &str, created: Option<&str>, age: Duration) {
+/// Write a committed snapshot straight into a local-folder store — signed by `key` (format 2:
+/// data, signature, manifest) or, without a key, of hubvault 0.1 (format 1, unsigned) — or, with
+/// `created: None`, an orphan, last written `age` ago (on the store's clock: a local folder's is
+/// this machine's; `--at` moves retention decisions, never the ages of orphans).
+fn put_snapshot(
+    store: &Path,
+    key: Option<&SigningKey>,
+    hub: &str,
+    id: &str,
+    created: Option<&str>,
+    age: Duration,
+) {
     let dir = store.join(hub).join(id);
     fs::create_dir_all(&dir).unwrap();
-    let mut files = vec![("devices.jsonl.zst.age".to_owned(), b"sealed".to_vec())];
+    let data = if key.is_some() {
+        "devices.g1.jsonl.zst.age"
+    } else {
+        "devices.jsonl.zst.age"
+    };
+    let mut files = vec![(data.to_owned(), b"sealed".to_vec())];
     if let Some(created) = created {
-        let m = serde_json::json!({
+        let mut m = serde_json::json!({
             "format": 1, "id": id, "hub": hub, "created": created,
             "source": {"kind": "file", "path": "devices.txt"},
             "counts": {"devices": 1, "modules": 0, "edge_devices": 0, "configurations": 0, "skipped_lines": 0},
             "objects": [], "recipients": [], "tool": "test"
         });
-        files.push(("manifest.json".to_owned(), m.to_string().into_bytes()));
+        match key {
+            Some(key) => {
+                m["format"] = 2.into();
+                m["generation"] = 1.into();
+                m["signer"] = key.signer().to_string().into();
+                let bytes = m.to_string().into_bytes();
+                let sig = SignatureObject::sign(&bytes, "manifest.g1.json", key);
+                files.push(("signature.g1.json".to_owned(), sig.to_bytes()));
+                files.push(("manifest.g1.json".to_owned(), bytes));
+            }
+            None => files.push(("manifest.json".to_owned(), m.to_string().into_bytes())),
+        }
     }
     let modified = SystemTime::now() - age;
     for (name, data) in files {
@@ -208,7 +296,7 @@ fn put_snapshot(store: &Path, hub: &str, id: &str, created: Option<&str>, age: D
 
 /// Three nightly snapshots, an old orphan (30 days) and a young one (10 minutes: maybe a backup
 /// in flight).
-fn seed_store(store: &Path) {
+fn seed_store(store: &Path, key: Option<&SigningKey>) {
     let day = Duration::from_secs(86_400);
     let rows = [
         (
@@ -230,7 +318,7 @@ fn seed_store(store: &Path) {
         ("20261126T020000Z-0000000b", None, Duration::from_secs(600)),
     ];
     for (id, created, age) in rows {
-        put_snapshot(store, "plant-hub", id, created, age);
+        put_snapshot(store, key, "plant-hub", id, created, age);
     }
 }
 
@@ -240,7 +328,7 @@ fn seed_store(store: &Path) {
 fn forget_on_a_local_store_dry_run_then_for_real() {
     let tmp = Workdir::new();
     let store = tmp.path().join("store");
-    seed_store(&store);
+    seed_store(&store, Some(&SigningKey::load(&tmp.signing_key()).unwrap()));
     let policy = tmp.path().join("two.toml");
     fs::write(&policy, "[retention]\nkeep-last = 2\n").unwrap();
     let run = |dry: bool| {
@@ -279,7 +367,7 @@ fn forget_on_a_local_store_dry_run_then_for_real() {
     );
     assert!(
         store
-            .join("plant-hub/20261101T020000Z-00000001/manifest.json")
+            .join("plant-hub/20261101T020000Z-00000001/manifest.g1.json")
             .exists(),
         "dry run changed the store"
     );
@@ -289,28 +377,77 @@ fn forget_on_a_local_store_dry_run_then_for_real() {
     assert_eq!(out.json()["forget"], doc["forget"]);
     assert!(
         !store
-            .join("plant-hub/20261101T020000Z-00000001/manifest.json")
+            .join("plant-hub/20261101T020000Z-00000001/manifest.g1.json")
             .exists()
     );
     assert!(
         !store
-            .join("plant-hub/20261101T020000Z-00000001/devices.jsonl.zst.age")
+            .join("plant-hub/20261101T020000Z-00000001/devices.g1.jsonl.zst.age")
             .exists()
     );
     assert!(
         !store
-            .join("plant-hub/20261020T020000Z-0000000a/devices.jsonl.zst.age")
+            .join("plant-hub/20261020T020000Z-0000000a/devices.g1.jsonl.zst.age")
             .exists()
     );
     assert!(
         store
-            .join("plant-hub/20261126T020000Z-0000000b/devices.jsonl.zst.age")
+            .join("plant-hub/20261126T020000Z-0000000b/devices.g1.jsonl.zst.age")
             .exists(),
         "a young orphan was removed"
     );
     assert!(
         store
-            .join("plant-hub/20261103T020000Z-00000003/manifest.json")
+            .join("plant-hub/20261103T020000Z-00000003/manifest.g1.json")
+            .exists()
+    );
+}
+
+/// Snapshots of hubvault 0.1 (unsigned) are listed as untrusted and left alone; with
+/// `--allow-unsigned` retention counts them; `--forget-untrusted` removes what is not trusted.
+#[test]
+fn forget_counts_unsigned_snapshots_only_when_allowed() {
+    let tmp = Workdir::new();
+    let store = tmp.path().join("store");
+    seed_store(&store, None);
+    let policy = tmp.path().join("two.toml");
+    fs::write(&policy, "[retention]\nkeep-last = 2\n").unwrap();
+    let run = |extra: &[&str]| {
+        tmp.hubvault()
+            .args(["forget", "--json", "--dry-run", "--store"])
+            .arg(&store)
+            .arg("--policy")
+            .arg(&policy)
+            .args(extra)
+            .run_blocking()
+            .expect_code(0)
+            .json()
+    };
+    let doc = run(&[]);
+    assert_eq!(doc["keep"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["forget"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["untrusted"].as_array().unwrap().len(), 3, "{doc}");
+    assert_eq!(doc["untrusted"][0]["trust"], "unsigned (format 1)");
+    let doc = run(&["--allow-unsigned"]);
+    assert_eq!(
+        doc["forget"],
+        serde_json::json!(["20261101T020000Z-00000001"])
+    );
+    assert_eq!(doc["untrusted"], serde_json::json!([]));
+    let out = tmp
+        .hubvault()
+        .args(["forget", "--json", "--store"])
+        .arg(&store)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--forget-untrusted")
+        .run_blocking()
+        .expect_code(0);
+    assert_eq!(out.json()["removed"]["snapshots"], 3);
+    assert!(
+        !store
+            .join("plant-hub/20261101T020000Z-00000001")
+            .join("manifest.json")
             .exists()
     );
 }
@@ -546,7 +683,7 @@ fn forget_at_acts_only_as_a_dry_run() {
 fn store_init_marks_a_store_with_snapshots() {
     let tmp = Workdir::new();
     let store = tmp.path().join("store");
-    seed_store(&store);
+    seed_store(&store, None);
     let out = tmp
         .hubvault()
         .args(["--json", "store", "init", "--store"])

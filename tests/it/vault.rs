@@ -340,7 +340,7 @@ fn sorted_export_is_stored_without_spilling() {
 fn devices_object(env: &Env) -> PathBuf {
     env.store_objects()
         .into_iter()
-        .find(|p| p.ends_with("devices.jsonl.zst.age"))
+        .find(|p| p.ends_with("devices.g1.jsonl.zst.age"))
         .unwrap()
 }
 
@@ -399,7 +399,7 @@ fn a_damaged_age_header_is_reported_as_damage_and_verify_goes_on() {
     let older = env
         .store_objects()
         .into_iter()
-        .find(|p| p.ends_with("devices.jsonl.zst.age") && p.to_string_lossy().contains(&ids[0]))
+        .find(|p| p.ends_with("devices.g1.jsonl.zst.age") && p.to_string_lossy().contains(&ids[0]))
         .unwrap();
     let mut bytes = std::fs::read(&older).unwrap();
     // The stanza's ephemeral share sits on the second line, after "-> X25519 ".
@@ -454,8 +454,11 @@ fn truncated_object_is_found() {
     assert!(problems.contains("bytes, the manifest says"), "{problems}");
 }
 
+/// A payload moved from one snapshot to another (the manifest edited to agree with it on size
+/// and sha256) breaks the signature; and even re-signed by a trusted key (a stolen backup host,
+/// a bug), the header inside the payload still names the snapshot it was sealed for.
 #[test]
-fn payload_swapped_between_snapshots_is_found_by_the_header() {
+fn payload_swapped_between_snapshots_is_found_by_the_signature_and_the_header() {
     let env = Env::new();
     let (export, _) = standard_export(&env, 30, false);
     let a = backup_ok(&env, &export)["snapshot"]
@@ -469,21 +472,40 @@ fn payload_swapped_between_snapshots_is_found_by_the_header() {
     let folder = |id: &str| env.store().join("plant-hub").join(id);
     // Same records, so only the header tells them apart: put A's payload under B and make B's
     // manifest agree with it on size and sha256.
-    let payload = std::fs::read(folder(&a).join("devices.jsonl.zst.age")).unwrap();
-    std::fs::write(folder(&b).join("devices.jsonl.zst.age"), &payload).unwrap();
-    let manifest_path = folder(&b).join("manifest.json");
+    let payload = std::fs::read(folder(&a).join("devices.g1.jsonl.zst.age")).unwrap();
+    std::fs::write(folder(&b).join("devices.g1.jsonl.zst.age"), &payload).unwrap();
+    let manifest_path = folder(&b).join("manifest.g1.json");
     let mut manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    let a_manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(folder(&a).join("manifest.json")).unwrap())
-            .unwrap();
-    manifest["objects"][0] = a_manifest["objects"][0].clone();
-    std::fs::write(
-        &manifest_path,
-        serde_json::to_vec_pretty(&manifest).unwrap(),
+    let a_manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(folder(&a).join("manifest.g1.json")).unwrap(),
     )
     .unwrap();
+    manifest["objects"][0] = a_manifest["objects"][0].clone();
+    let edited = serde_json::to_vec_pretty(&manifest).unwrap();
+    std::fs::write(&manifest_path, &edited).unwrap();
 
+    let (code, out, _) = stderr_of(env.cmd().args(["--json", "verify", &b]));
+    assert_eq!(code, 1);
+    let check = &serde_json::from_str::<Value>(&out).unwrap()["snapshots"][0];
+    assert_eq!(check["trust"], "bad-signature", "{check}");
+    let (code, out, _) = stderr_of(
+        env.cmd()
+            .args(["--json", "dump", &b, "--out"])
+            .arg(env.path("r"))
+            .args(env.identity_args()),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["error"]["code"],
+        "snapshot_untrusted"
+    );
+
+    // Re-signed with the trusted key: the signature holds, the header does not.
+    let key = hubvault::keys::SigningKey::load(&env.wd.signing_key()).unwrap();
+    let sig =
+        hubvault::snapshot::signature::SignatureObject::sign(&edited, "manifest.g1.json", &key);
+    std::fs::write(folder(&b).join("signature.g1.json"), sig.to_bytes()).unwrap();
     env.cmd().args(["verify", &b]).run_blocking().expect_code(0);
     let (code, out, _) = stderr_of(
         env.cmd()
@@ -515,7 +537,7 @@ fn snapshot_without_manifest_is_invisible() {
     let manifest = env
         .store_objects()
         .into_iter()
-        .find(|p| p.ends_with("manifest.json"))
+        .find(|p| p.ends_with("manifest.g1.json"))
         .unwrap();
     std::fs::remove_file(manifest).unwrap();
     assert!(env.snapshot_ids().is_empty());
@@ -563,11 +585,11 @@ fn newer_format_asks_for_an_upgrade() {
     let manifest = env
         .store_objects()
         .into_iter()
-        .find(|p| p.ends_with("manifest.json"))
+        .find(|p| p.ends_with("manifest.g1.json"))
         .unwrap();
     let text = std::fs::read_to_string(&manifest)
         .unwrap()
-        .replace("\"format\": 1", "\"format\": 2");
+        .replace("\"format\": 2", "\"format\": 3");
     std::fs::write(&manifest, text).unwrap();
     for args in [vec!["show", "latest"], vec!["verify", "--all"]] {
         let (code, out, err) = stderr_of(env.cmd().args(&args));
@@ -581,10 +603,10 @@ fn newer_format_asks_for_an_upgrade() {
 }
 
 /// One damaged manifest must not hide the other snapshots: `snapshots` lists them and flags
-/// it, `verify --all` checks them and fails on it, and `latest` refuses to quietly mean an
-/// older snapshot.
+/// it, `verify --all` checks them and fails on it, and `latest` skips it out loud (a damaged
+/// manifest cannot be told from a planted one, which must not block `restore latest`).
 #[test]
-fn a_damaged_manifest_hides_nothing_else_and_latest_refuses_to_skip_it() {
+fn a_damaged_manifest_hides_nothing_else_and_latest_skips_it_out_loud() {
     let env = Env::new();
     let (export, _) = standard_export(&env, 20, false);
     let older = backup_ok(&env, &export)["snapshot"]
@@ -599,9 +621,9 @@ fn a_damaged_manifest_hides_nothing_else_and_latest_refuses_to_skip_it() {
     let damaged = env
         .store_objects()
         .into_iter()
-        .find(|p| p.ends_with("manifest.json") && p.to_string_lossy().contains(&newest))
+        .find(|p| p.ends_with("manifest.g1.json") && p.to_string_lossy().contains(&newest))
         .unwrap();
-    std::fs::write(&damaged, b"{\"format\": 1, \"cut off").unwrap();
+    std::fs::write(&damaged, b"{\"format\": 2, \"cut off").unwrap();
 
     let (code, out, err) = stderr_of(env.cmd().arg("snapshots"));
     assert_eq!(code, 0, "{err}");
@@ -618,14 +640,15 @@ fn a_damaged_manifest_hides_nothing_else_and_latest_refuses_to_skip_it() {
         (Value::Bool(true), Value::Bool(false))
     );
 
-    let (code, out, _) = stderr_of(env.cmd().args(["--json", "show", "latest"]));
-    assert_eq!(code, 2);
-    let error = &serde_json::from_str::<Value>(&out).unwrap()["error"];
-    assert_eq!(error["code"], "snapshot_latest_unreadable");
-    let message = error["message"].as_str().unwrap();
+    let (code, out, err) = stderr_of(env.cmd().args(["--json", "show", "latest"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["id"],
+        older.as_str()
+    );
     assert!(
-        message.contains(&newest) && message.contains(&older),
-        "{message}"
+        err.contains("`latest` skips") && err.contains(&newest),
+        "said out loud: {err}"
     );
 
     let (code, _, err) = stderr_of(env.cmd().args(["show", &older]));
@@ -868,10 +891,10 @@ fn device_keys_never_reach_output_at_any_verbosity() {
     );
 }
 
-// ---- golden v1 snapshot (fixtures/golden, see its README) ----
+// ---- golden snapshots (fixtures/golden, fixtures/golden-v2, see their READMEs) ----
 
 /// Pinned when the fixture was made; never update these to make a failure go away.
-const GOLDEN_SHA256: &[(&str, &str)] = &[
+const GOLDEN_V1_SHA256: &[(&str, &str)] = &[
     (
         "TEST-ONLY-identity.txt",
         "4966b8e3d5b5fc2e7c409ca56347039f398d2ad14a78e17c18647584cae50529",
@@ -898,62 +921,101 @@ const GOLDEN_SHA256: &[(&str, &str)] = &[
     ),
 ];
 
-#[test]
-fn golden_v1_snapshot_opens_forever() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden");
+/// Pinned when the fixture was made (hubvault 0.2.0); never update these either.
+const GOLDEN_V2_SHA256: &[(&str, &str)] = &[
+    (
+        "TEST-ONLY-identity.txt",
+        "4966b8e3d5b5fc2e7c409ca56347039f398d2ad14a78e17c18647584cae50529",
+    ),
+    (
+        "TEST-ONLY-signing-key.pem",
+        "a05e0ce1fc0d9b2e46eded63b544321f36093f1bc474ba5e4657d23dad119762",
+    ),
+    (
+        "export/configurations.txt",
+        "e3a0428789e1853d3b74b31c47be98bb55e60f1ddb00344972d8259e122a1824",
+    ),
+    (
+        "export/devices.txt",
+        "e3d50910dafd5b9f906cbc928ebc0c086e341c4fe0f3f606336806a1162fd28c",
+    ),
+    (
+        "store/golden-hub/20261206T072125Z-9889d1b7/configurations.g1.jsonl.zst.age",
+        "05a31095a2d26009305069d9a2637cdd6b0f3fcf0e2e64cb4a831628ed617bd2",
+    ),
+    (
+        "store/golden-hub/20261206T072125Z-9889d1b7/devices.g1.jsonl.zst.age",
+        "4d5557694751aa2842d0a997d637fec23b8ea4bd43e2b2614b7f7bc76f8839e2",
+    ),
+    (
+        "store/golden-hub/20261206T072125Z-9889d1b7/manifest.g1.json",
+        "598e54dc5b885677bed8a0053f52582bf5750c85555240d18a1493515cb7e91c",
+    ),
+    (
+        "store/golden-hub/20261206T072125Z-9889d1b7/signature.g1.json",
+        "6587a1033fe63e444ed3f95d99498ef952e5a40cbeb55a15fc12e609555a227e",
+    ),
+    (
+        "store/hubvault-store.json",
+        "d9ef26a80649eadd2923ba39bd2c584c435c3c38af7d44c23d8c835498f15d2c",
+    ),
+];
+
+/// The signer of the v2 fixture's `TEST-ONLY-signing-key.pem`.
+const GOLDEN_V2_SIGNER: &str = "hvsig1r29ae2ezkrztkngxfguca2wshmtt6nzhxkfu7s0ywryelhnqecqswh73mz";
+
+/// A golden fixture: its files are exactly the pinned ones, byte for byte.
+fn golden_root(name: &str, pins: &[(&str, &str)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     let mut files: Vec<String> = Env::files(&root)
         .into_iter()
         .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
         .filter(|p| p != "README.md" && p != ".gitattributes")
         .collect();
     files.sort();
-    let pinned: Vec<String> = GOLDEN_SHA256.iter().map(|(p, _)| (*p).to_owned()).collect();
+    let pinned: Vec<String> = pins.iter().map(|(p, _)| (*p).to_owned()).collect();
     assert_eq!(
         files, pinned,
         "the golden fixture's files changed; it must never be regenerated"
     );
-    for (rel, sha) in GOLDEN_SHA256 {
+    for (rel, sha) in pins {
         let bytes = std::fs::read(root.join(rel)).unwrap();
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
-        let hex = digest.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
         assert_eq!(
-            &hex, sha,
+            &sha256_hex(&bytes),
+            sha,
             "{rel} changed; the golden fixture must never be regenerated"
         );
     }
-    // Git does not keep 0600; the identity is copied to a private file first.
-    let env = Env::new();
+    root
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    digest.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The fixture's test-only identity, copied to a 0600 file (git does not keep modes).
+fn golden_identity(env: &Env, root: &Path) -> PathBuf {
     let identity = env.path("golden-identity.txt");
     write_private(
         &identity,
         &std::fs::read_to_string(root.join("TEST-ONLY-identity.txt")).unwrap(),
     );
-    let golden = || {
-        Hubvault::new(env.wd.path())
-            .arg("--store")
-            .arg(root.join("store"))
-    };
-    let out = golden()
-        .args(["--json", "verify", "--all", "--read-data", "--identity"])
-        .arg(&identity)
-        .run_blocking();
-    assert!(out.status.success(), "{}", out.stderr);
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v["snapshots"].as_array().unwrap().len(), 1);
-    golden()
-        .args(["dump", "latest", "--out"])
-        .arg(env.path("golden-out"))
-        .arg("--identity")
-        .arg(&identity)
-        .run_blocking()
-        .expect_code(0);
+    identity
+}
+
+/// The records of the fixture's export as a snapshot holds them: sorted by (id, moduleId).
+fn golden_records(root: &Path) -> Vec<String> {
     let source = std::fs::read_to_string(root.join("export/devices.txt")).unwrap();
-    let mut want: Vec<&str> = source
+    let mut want: Vec<String> = source
         .lines()
         .filter(|l| l.trim_start().starts_with('{'))
+        .map(str::to_owned)
         .collect();
     want.sort_by_key(|l| {
         let v: Value = serde_json::from_str(l).unwrap();
@@ -962,16 +1024,17 @@ fn golden_v1_snapshot_opens_forever() {
             v["moduleId"].as_str().map(str::to_owned),
         )
     });
-    let got = std::fs::read_to_string(env.path("golden-out/devices.txt")).unwrap();
-    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    want
+}
 
-    // The stock-tool recipe of docs/vault-format.md: nobody is locked in to hubvault.
-    let object = root.join("store/golden-hub/20261126T101135Z-47912ca9/devices.jsonl.zst.age");
+/// The stock-tool recipe of docs/vault-format.md (`age -d -i ID OBJ | zstd -d`): the header line
+/// and the records. Nobody is locked in to hubvault.
+fn read_with_stock_tools(identity: &Path, object: &Path) -> (Value, Vec<String>) {
     let age = StdCommand::new("age")
         .arg("-d")
         .arg("-i")
-        .arg(&identity)
-        .arg(&object)
+        .arg(identity)
+        .arg(object)
         .output()
         .expect("the age CLI (scripts/test installs it)");
     assert!(
@@ -991,7 +1054,162 @@ fn golden_v1_snapshot_opens_forever() {
     let text = String::from_utf8(plain.stdout).unwrap();
     let mut lines = text.lines();
     let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    (header, lines.map(str::to_owned).collect())
+}
+
+/// `hubvault --store <the fixture's store>`, run in the test's folder.
+fn golden_cmd(env: &Env, root: &Path) -> Hubvault {
+    Hubvault::new(env.wd.path())
+        .arg("--store")
+        .arg(root.join("store"))
+}
+
+#[test]
+fn golden_v1_snapshot_opens_forever() {
+    let root = golden_root("golden", GOLDEN_V1_SHA256);
+    let env = Env::new();
+    let identity = golden_identity(&env, &root);
+    let golden = || golden_cmd(&env, &root);
+    let dump = |args: &[&str]| {
+        golden()
+            .args(["--json", "dump"])
+            .args(args)
+            .arg("--out")
+            .arg(env.path("golden-out"))
+            .arg("--identity")
+            .arg(&identity)
+            .run_blocking()
+    };
+    // Format 1 has no signature: readers refuse it unless told, and say why.
+    let out = golden()
+        .args(["--json", "verify", "--all"])
+        .run_blocking()
+        .expect_code(1);
+    assert_eq!(out.json()["snapshots"][0]["trust"], "unsigned");
+    let out = dump(&["latest"]).expect_code(2);
+    assert_eq!(out.json()["error"]["code"], "snapshot_no_trusted");
+    let out = dump(&["20261126T101135Z-47912ca9"]).expect_code(2);
+    assert_eq!(out.json()["error"]["code"], "snapshot_unsigned");
+    assert!(!env.path("golden-out").exists());
+
+    let out = golden()
+        .args([
+            "--json",
+            "verify",
+            "--all",
+            "--read-data",
+            "--allow-unsigned",
+            "--identity",
+        ])
+        .arg(&identity)
+        .run_blocking();
+    assert!(out.status.success(), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(v["snapshots"][0]["trust"], "unsigned");
+    let out = dump(&["latest", "--allow-unsigned"]).expect_code(0);
+    assert!(
+        out.stderr.contains("UNSIGNED") && out.stderr.contains("--allow-unsigned"),
+        "said loudly: {}",
+        out.stderr
+    );
+    let want = golden_records(&root);
+    let got = std::fs::read_to_string(env.path("golden-out/devices.txt")).unwrap();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+
+    let object = root.join("store/golden-hub/20261126T101135Z-47912ca9/devices.jsonl.zst.age");
+    let (header, records) = read_with_stock_tools(&identity, &object);
+    assert_eq!(header["hubvault"], 1);
     assert_eq!(header["snapshot"], "20261126T101135Z-47912ca9");
     assert_eq!(header["object"], "devices");
-    assert_eq!(lines.collect::<Vec<_>>(), want, "the records, verbatim");
+    assert_eq!(records, want, "the records, verbatim");
+}
+
+#[test]
+fn golden_v2_snapshot_opens_forever_and_its_signature_checks_with_openssl() {
+    let root = golden_root("golden-v2", GOLDEN_V2_SHA256);
+    let folder = root.join("store/golden-hub/20261206T072125Z-9889d1b7");
+    let env = Env::new();
+    let identity = golden_identity(&env, &root);
+    let golden = || golden_cmd(&env, &root);
+    // Signed, but not by a key this host trusts: refused, named.
+    let out = golden()
+        .args(["--json", "verify", "--all"])
+        .run_blocking()
+        .expect_code(1);
+    let check = &out.json()["snapshots"][0];
+    assert_eq!(check["trust"], "untrusted-signer", "{check}");
+    assert_eq!(check["signer"], GOLDEN_V2_SIGNER);
+
+    let out = golden()
+        .args(["--json", "verify", "--all", "--read-data", "--identity"])
+        .arg(&identity)
+        .args(["--trusted-signer", GOLDEN_V2_SIGNER])
+        .run_blocking()
+        .expect_code(0);
+    assert_eq!(out.json()["snapshots"][0]["trust"], "signed");
+    golden()
+        .args(["dump", "latest", "--out"])
+        .arg(env.path("golden-out"))
+        .arg("--identity")
+        .arg(&identity)
+        .env("HUBVAULT_TRUSTED_SIGNERS", GOLDEN_V2_SIGNER)
+        .run_blocking()
+        .expect_code(0);
+    let want = golden_records(&root);
+    let got = std::fs::read_to_string(env.path("golden-out/devices.txt")).unwrap();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+
+    let (header, records) =
+        read_with_stock_tools(&identity, &folder.join("devices.g1.jsonl.zst.age"));
+    assert_eq!(
+        header,
+        serde_json::json!({"hubvault": 2, "snapshot": "20261206T072125Z-9889d1b7", "hub": "golden-hub",
+                           "object": "devices", "created": "2026-12-06T07:21:25Z", "generation": 1})
+    );
+    assert_eq!(records, want, "the records, verbatim");
+
+    // The signature recipe of docs/vault-format.md, with openssl alone: the trusted key's PEM
+    // comes from the signing key (never from the signature object), the signature from the
+    // signature object, the message is the manifest's bytes.
+    let recipe = r#"set -eu
+openssl pkey -in "$KEY" -pubout > trusted-signer.pem
+jq -r .signature "$DIR/signature.g1.json" | base64 -d > manifest.sig
+openssl pkeyutl -verify -pubin -inkey trusted-signer.pem -rawin -in "$DIR/manifest.g1.json" -sigfile manifest.sig
+"#;
+    let run_recipe = |dir: &Path| {
+        StdCommand::new("sh")
+            .args(["-c", recipe])
+            .current_dir(env.path("tmp"))
+            .env("KEY", root.join("TEST-ONLY-signing-key.pem"))
+            .env("DIR", dir)
+            .output()
+            .expect("sh, openssl, jq, base64 (scripts/test installs them)")
+    };
+    let checked = run_recipe(&folder);
+    assert!(
+        checked.status.success()
+            && String::from_utf8_lossy(&checked.stdout).contains("Signature Verified Successfully"),
+        "{} {}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // The same recipe on an edited manifest fails.
+    let edited = env.path("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    std::fs::copy(
+        folder.join("signature.g1.json"),
+        edited.join("signature.g1.json"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(folder.join("manifest.g1.json")).unwrap();
+    std::fs::write(
+        edited.join("manifest.g1.json"),
+        text.replace("\"devices\": 4", "\"devices\": 5"),
+    )
+    .unwrap();
+    assert!(
+        !run_recipe(&edited).status.success(),
+        "an edited manifest verifies"
+    );
 }

@@ -18,6 +18,7 @@ use crate::keys;
 use crate::pipeline::Identities;
 use crate::preflight::{self, Checks};
 use crate::restore::{self, RestoreOptions, RestoreReport};
+use crate::snapshot::signature::TrustedSigners;
 use crate::snapshot::{Manifest, catalog};
 use crate::staging::Staging;
 use crate::store::Store;
@@ -200,6 +201,8 @@ async fn clone(
         }
     };
     let leftover_age = backup_options.leftover_age;
+    // The snapshot this clone restores is the one its own key just signed.
+    let trusted = TrustedSigners::new([backup_options.backup.signing_key.signer()]);
     let backup = backup::from_hub(
         store.clone(),
         request.source,
@@ -209,7 +212,7 @@ async fn clone(
     )
     .await
     .map_err(Error::Backup)?;
-    let manifest = find(store.as_ref(), &backup.backup.snapshot).await?;
+    let manifest = find(store.as_ref(), &backup.backup.snapshot, &trusted).await?;
     // A killed clone may have left its import blob (plaintext) for the target; restore sweeps
     // only when it runs a job, and a rerun may have nothing left to import.
     if let Some(staging) = request.target_staging {
@@ -280,11 +283,11 @@ fn same_checks<'a>(c: &Checks<'a>) -> Checks<'a> {
     }
 }
 
-async fn find(store: &dyn Store, id: &str) -> Result<Manifest, Error> {
-    catalog::list(store)
+async fn find(store: &dyn Store, id: &str, trusted: &TrustedSigners) -> Result<Manifest, Error> {
+    catalog::list(store, trusted)
         .await?
         .into_iter()
-        .find(|m| m.id == id)
+        .find(|m| m.id == id && m.trust.accepted(false))
         .ok_or_else(|| Error::SnapshotMissing { id: id.to_owned() })
 }
 

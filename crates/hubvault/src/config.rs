@@ -114,6 +114,11 @@ pub struct Config {
     #[serde(default)]
     pub recipients: Vec<String>,
     pub identity: Option<PathBuf>,
+    /// The backup host's signing key (PEM, 0600).
+    pub signing_key: Option<PathBuf>,
+    /// Signers (`hvsig1…`) whose snapshots restore, dump, diff and verify accept.
+    #[serde(default)]
+    pub trusted_signers: Vec<String>,
     #[serde(default)]
     pub hubs: BTreeMap<String, ServiceEntry>,
     #[serde(default)]
@@ -306,6 +311,15 @@ impl Config {
     pub fn recipients(&self, flag_or_env: &[String]) -> Vec<String> {
         if flag_or_env.is_empty() {
             self.recipients.clone()
+        } else {
+            flag_or_env.to_vec()
+        }
+    }
+
+    /// Trusted signers: flag or environment if any were given, else the file's.
+    pub fn trusted_signers(&self, flag_or_env: &[String]) -> Vec<String> {
+        if flag_or_env.is_empty() {
+            self.trusted_signers.clone()
         } else {
             flag_or_env.to_vec()
         }

@@ -15,7 +15,6 @@ use crate::diagnostic::{Diagnostic, fix_text};
 use crate::integrity::WRONG_IDENTITY_FIX;
 use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::{self, Identities};
-use crate::snapshot::manifest::DEVICES;
 use crate::snapshot::{Header, Manifest, ObjectEntry, catalog};
 use crate::store::{self, Store};
 
@@ -45,11 +44,14 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::Error),
 }
 
 impl Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
+            Error::Snapshot(e) => e.code(),
             Error::Exists { .. } => "dump_file_exists",
             Error::Write { .. } => "dump_write",
             Error::WrongKey { .. } => "wrong_identity",
@@ -69,6 +71,7 @@ impl Diagnostic for Error {
                 Some(format!("run `hubvault verify {snapshot} --read-data`"))
             }
             Error::Store(e) => e.fix(),
+            Error::Snapshot(e) => e.fix(),
         }
     }
 }
@@ -93,18 +96,20 @@ pub async fn dump(
     identities: Identities,
     out_dir: &Path,
 ) -> Result<DumpReport, Error> {
-    let targets: Vec<(ObjectEntry, PathBuf)> = m
-        .objects
-        .iter()
-        .map(|o| {
-            let file = if o.kind == DEVICES {
-                "devices.txt"
-            } else {
-                "configurations.txt"
-            };
-            (o.clone(), out_dir.join(file))
-        })
-        .collect();
+    m.check_not_refused()?;
+    // `devices.txt`, `configurations.txt`: the names an import job reads. A kind is one word
+    // (catalog::is_kind); any other could name a path outside `out_dir`.
+    let mut targets: Vec<(ObjectEntry, PathBuf)> = Vec::new();
+    for o in &m.objects {
+        if !catalog::is_kind(&o.kind) {
+            return Err(Error::Damaged {
+                snapshot: m.id.clone(),
+                object: o.name.clone(),
+                detail: format!("its kind {:?} is not a hubvault object kind", o.kind),
+            });
+        }
+        targets.push((o.clone(), out_dir.join(format!("{}.txt", o.kind))));
+    }
     // Refuse before writing anything.
     if let Some((_, path)) = targets.iter().find(|(_, p)| p.exists()) {
         return Err(Error::Exists { path: path.clone() });

@@ -6,8 +6,12 @@
 //! `now`), [`apply`] deletes.
 //!
 //! Deletion order matters because the manifest is the commit point (docs/vault-format.md): a forgotten
-//! snapshot loses its **manifest first**, so an interrupted forget leaves an invisible orphan (which
-//! the next run removes), never a visible snapshot with missing data.
+//! snapshot loses its **manifests first**, so an interrupted forget leaves an invisible orphan
+//! (which the next run removes), never a visible snapshot with missing data.
+//!
+//! Trust: retention counts only snapshots a reader accepts (signed by a trusted signer, or with
+//! `--allow-unsigned` a format 1 one), so a forged snapshot cannot take a real one's slot. The
+//! others are listed as untrusted and removed only when asked (`--forget-untrusted`).
 //!
 //! What may be deleted is narrow on purpose (a review pointed `forget --store ~` at a home folder):
 //! only objects with hubvault's own names inside `<hub>/<snapshot-id>/` folders, and only in a
@@ -26,17 +30,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
 use crate::diagnostic::{Diagnostic, fix_text};
 use crate::policy::{self, DEFAULT_ORPHAN_GRACE, Policy};
-use crate::snapshot::catalog;
+use crate::repo::ReadPolicy;
+use crate::snapshot::Manifest;
+use crate::snapshot::catalog::{self, FileKind, Read};
 use crate::store::{self, ObjectMeta, Store};
 
 pub use crate::policy::SnapshotRef;
-
-/// The commit-point object of every snapshot.
-pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -110,6 +112,12 @@ pub struct Inventory {
     /// Snapshots whose manifest is fine but whose objects are missing or have the wrong size:
     /// not counted by retention, not deleted.
     pub incomplete: Vec<SnapshotRef>,
+    /// Snapshots that are not trusted (forged, an untrusted signer, unsigned without
+    /// `--allow-unsigned`): not counted by retention.
+    pub untrusted: Vec<Untrusted>,
+    /// Uncommitted generations inside snapshots in use (see [`other_generations`]): removed
+    /// like orphans.
+    pub generations: Vec<Orphan>,
 }
 
 /// A `<hub>/<id>/` folder with data objects but no manifest: an interrupted backup or forget, or a
@@ -121,11 +129,17 @@ pub struct Orphan {
     pub objects: Vec<String>,
     /// The newest object's modification time: how long ago anything was written there.
     pub last_modified: DateTime<Utc>,
+    /// Set when the folder is a snapshot in use and these are the objects of one of its
+    /// generations that never got a manifest.
+    pub generation: Option<u64>,
 }
 
 impl Orphan {
     pub fn path(&self) -> String {
-        format!("{}/{}", self.hub, self.id)
+        match self.generation {
+            None => format!("{}/{}", self.hub, self.id),
+            Some(g) => format!("{}/{} (uncommitted generation {g})", self.hub, self.id),
+        }
     }
 }
 
@@ -222,24 +236,27 @@ fn longest(spans: impl Iterator<Item = policy::Span>) -> Option<policy::Span> {
     spans.min_by_key(|g| g.before(DateTime::UNIX_EPOCH))
 }
 
-/// The manifest fields forget needs (docs/vault-format.md). Other fields are ignored here.
-#[derive(Deserialize)]
-struct ManifestHead {
-    id: String,
-    hub: String,
-    created: String,
-    #[serde(default)]
-    objects: Vec<ObjectHead>,
+/// Which snapshots count as history (see [`crate::repo::ReadPolicy`]), and whether those that
+/// do not are removed too.
+#[derive(Debug, Clone, Default)]
+pub struct TrustRules {
+    pub read: ReadPolicy,
+    /// Remove snapshots that are not trusted (otherwise they are only listed).
+    pub forget_untrusted: bool,
 }
 
-#[derive(Deserialize)]
-struct ObjectHead {
-    name: String,
-    bytes: u64,
+/// A committed snapshot that is not trusted: listed, never counted by retention, removed only
+/// when asked ([`TrustRules::forget_untrusted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrusted {
+    pub snapshot: SnapshotRef,
+    /// Why (`bad signature: …`, `signed by hvsig1…, which is not trusted here`, `unsigned`).
+    pub trust: String,
 }
 
-/// Read the store: committed snapshots (from their manifests), orphans, and what is not ours.
-pub async fn scan(store: &dyn Store) -> Result<Inventory, Error> {
+/// Read the store: committed snapshots (from their manifests, judged by `read`), orphans, and
+/// what is not ours.
+pub async fn scan(store: &dyn Store, read: &ReadPolicy) -> Result<Inventory, Error> {
     let mut folders: BTreeMap<(String, String), Vec<ObjectMeta>> = BTreeMap::new();
     let mut inv = Inventory::default();
     for meta in store.list("").await? {
@@ -272,99 +289,117 @@ pub async fn scan(store: &dyn Store) -> Result<Inventory, Error> {
         })
         .map(|(h, i, _)| (h, i))
         .collect();
+    let leave = "left untouched; check it with `hubvault verify`";
     for ((hub, id), objects) in folders {
-        let manifest = format!("{hub}/{id}/{MANIFEST}");
         // (A committed snapshot stays one whatever else its folder holds; only our objects go.)
-        if objects.iter().any(|m| m.name == manifest) {
-            match read_manifest(store, &manifest, &hub, &id).await {
-                Ok((s, listed)) => match missing_objects(&hub, &id, &listed, &objects) {
-                    None => inv.snapshots.push(s),
-                    Some(what) => {
-                        inv.problems.push(format!(
-                            "{hub}/{id}: {what}; not counted by retention and left untouched: check it with `hubvault verify`"
-                        ));
-                        inv.incomplete.push(s);
-                    }
-                },
-                Err(problem) => inv.problems.push(problem),
+        let read_result = catalog::read_snapshot(store, &hub, &id, &objects, &read.trusted).await;
+        match read_result {
+            Ok(Read::Snapshot(m)) => {
+                let Some(s) = snapshot_ref(&m) else {
+                    inv.problems.push(format!(
+                        "{hub}/{id}: created {:?} is not RFC 3339; {leave}",
+                        m.created
+                    ));
+                    continue;
+                };
+                if !m.trust.accepted(read.allow_unsigned) {
+                    inv.untrusted.push(Untrusted {
+                        snapshot: s,
+                        trust: m.trust.describe(),
+                    });
+                } else if let Some(what) = catalog::missing_objects(&m, &objects) {
+                    inv.problems.push(format!(
+                        "{hub}/{id}: {what}; not counted by retention and left untouched: check it with `hubvault verify`"
+                    ));
+                    inv.incomplete.push(s);
+                } else {
+                    inv.generations.extend(other_generations(&m, &objects));
+                    inv.snapshots.push(s);
+                }
             }
-        } else if foreign.contains(&(hub.clone(), id.clone())) {
-            inv.unknown.extend(objects.into_iter().map(|m| m.name));
-        } else {
-            let last_modified = objects
-                .iter()
-                .map(|m| to_chrono(m.last_modified))
-                .max()
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            inv.orphans.push(Orphan {
-                hub,
-                id,
-                objects: objects.into_iter().map(|m| m.name).collect(),
-                last_modified,
-            });
+            Ok(Read::Unreadable(u)) => {
+                inv.problems
+                    .push(format!("{}: {}; {leave}", u.name, u.error()));
+            }
+            Ok(Read::NoManifest) if foreign.contains(&(hub.clone(), id.clone())) => {
+                inv.unknown.extend(objects.into_iter().map(|m| m.name));
+            }
+            Ok(Read::NoManifest) => {
+                let last_modified = objects
+                    .iter()
+                    .map(|m| to_chrono(m.last_modified))
+                    .max()
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                inv.orphans.push(Orphan {
+                    hub,
+                    id,
+                    objects: objects.into_iter().map(|m| m.name).collect(),
+                    last_modified,
+                    generation: None,
+                });
+            }
+            Err(e) => {
+                inv.problems
+                    .push(format!("{hub}/{id}: cannot read ({e}); {leave}"));
+            }
         }
     }
     inv.unknown.sort();
     Ok(inv)
 }
 
-/// What of a manifest's objects is not in the store as listed (missing, or of another size).
-fn missing_objects(
-    hub: &str,
-    id: &str,
-    listed: &[ObjectHead],
-    present: &[ObjectMeta],
-) -> Option<String> {
-    let mut wrong = Vec::new();
-    for o in listed {
-        let name = catalog::object_name(hub, id, &o.name);
-        match present.iter().find(|m| m.name == name) {
-            None => wrong.push(format!("{} is missing", o.name)),
-            Some(m) if m.size != o.bytes => wrong.push(format!(
-                "{} is {} bytes, the manifest says {}",
-                o.name, m.size, o.bytes
-            )),
-            Some(_) => {}
-        }
-    }
-    (!wrong.is_empty()).then(|| wrong.join(", "))
+/// The retention fields of a manifest.
+fn snapshot_ref(m: &Manifest) -> Option<SnapshotRef> {
+    let created = DateTime::parse_from_rfc3339(&m.created)
+        .ok()?
+        .with_timezone(&Utc);
+    Some(SnapshotRef {
+        id: m.id.clone(),
+        hub: m.hub.clone(),
+        created,
+    })
 }
 
-async fn read_manifest(
-    store: &dyn Store,
-    name: &str,
-    hub: &str,
-    id: &str,
-) -> Result<(SnapshotRef, Vec<ObjectHead>), String> {
-    let leave = "left untouched; check it with `hubvault verify`";
-    let bytes = store
-        .get_bytes(name)
-        .await
-        .map_err(|e| format!("{name}: cannot read ({e}); {leave}"))?;
-    let head: ManifestHead = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{name}: not a valid manifest ({e}); {leave}"))?;
-    if head.hub != hub || head.id != id {
-        return Err(format!(
-            "{name}: manifest names {}/{}, not its own folder; {leave}",
-            head.hub, head.id
-        ));
+/// In the folder of `m` (a snapshot in use), the objects of generations without a manifest: a
+/// rotation or a copy that was killed before it committed. Like an orphan, they go once nothing
+/// was written there for the grace period. Generations that have a manifest are left alone.
+fn other_generations(m: &Manifest, objects: &[ObjectMeta]) -> Vec<Orphan> {
+    let generation_of = |name: &str| match name.rsplit('/').next().and_then(catalog::file_kind) {
+        Some(FileKind::Manifest(g) | FileKind::Signature(g) | FileKind::Data(g)) => Some(g),
+        _ => None,
+    };
+    let committed: std::collections::BTreeSet<u64> = objects
+        .iter()
+        .filter_map(
+            |o| match o.name.rsplit('/').next().and_then(catalog::file_kind) {
+                Some(FileKind::Manifest(g)) => Some(g),
+                _ => None,
+            },
+        )
+        .collect();
+    let mut by_generation: BTreeMap<u64, Vec<&ObjectMeta>> = BTreeMap::new();
+    for o in objects {
+        if let Some(g) = generation_of(&o.name)
+            && Some(g) != m.generation
+            && !committed.contains(&g)
+        {
+            by_generation.entry(g).or_default().push(o);
+        }
     }
-    let created = DateTime::parse_from_rfc3339(&head.created)
-        .map_err(|e| {
-            format!(
-                "{name}: created {:?} is not RFC 3339 ({e}); {leave}",
-                head.created
-            )
-        })?
-        .with_timezone(&Utc);
-    Ok((
-        SnapshotRef {
-            id: head.id,
-            hub: head.hub,
-            created,
-        },
-        head.objects,
-    ))
+    by_generation
+        .into_iter()
+        .map(|(g, list)| Orphan {
+            generation: Some(g),
+            hub: m.hub.clone(),
+            id: m.id.clone(),
+            objects: list.iter().map(|o| o.name.clone()).collect(),
+            last_modified: list
+                .iter()
+                .map(|o| to_chrono(o.last_modified))
+                .max()
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        })
+        .collect()
 }
 
 fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
@@ -385,38 +420,47 @@ pub struct Applied {
     pub temporaries_removed: usize,
 }
 
-/// Delete forgotten snapshots (manifest first, then data), due orphans, and temporaries older than
-/// `temporaries_before`. Keeps going past a failed deletion and reports them all at the end: what
-/// is left is an orphan the next run removes.
+/// Delete forgotten snapshots (manifests first, then the rest), due orphans, and temporaries
+/// older than `temporaries_before`. Keeps going past a failed deletion and reports them all at
+/// the end: what is left is an orphan the next run removes.
 pub async fn apply(
     store: &dyn Store,
-    plan: &ForgetPlan,
+    forget: &[SnapshotRef],
     orphans: &[Orphan],
     temporaries_before: DateTime<Utc>,
 ) -> Result<Applied, Error> {
     let mut done = Applied::default();
     let mut failures: Vec<String> = Vec::new();
     let mut total: usize = 0;
-    for s in &plan.forget {
+    for s in forget {
         let prefix = format!("{}/{}/", s.hub, s.id);
-        let manifest = format!("{prefix}{MANIFEST}");
-        total = total.saturating_add(1);
-        if let Err(e) = store.delete(&manifest).await {
-            // Without the manifest gone the snapshot is still visible: do not touch its data.
-            failures.push(format!("{manifest}: {e}"));
-            continue;
-        }
-        done.snapshots_removed = done.snapshots_removed.saturating_add(1);
-        done.objects_removed = done.objects_removed.saturating_add(1);
         // Only hubvault's own objects: anything else in the folder is someone else's.
-        let data: Vec<String> = store
+        let (manifests, rest): (Vec<String>, Vec<String>) = store
             .list(&prefix)
             .await?
             .into_iter()
             .map(|m| m.name)
             .filter(|n| n.strip_prefix(&prefix).is_some_and(catalog::is_own_object))
-            .collect();
-        for name in data {
+            .partition(|n| {
+                matches!(
+                    n.rsplit('/').next().and_then(catalog::file_kind),
+                    Some(FileKind::Manifest(_) | FileKind::ManifestV1)
+                )
+            });
+        let before = failures.len();
+        for name in manifests {
+            total = total.saturating_add(1);
+            match store.delete(&name).await {
+                Ok(()) => done.objects_removed = done.objects_removed.saturating_add(1),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        if failures.len() > before {
+            // With a manifest left the snapshot may still be visible: do not touch its data.
+            continue;
+        }
+        done.snapshots_removed = done.snapshots_removed.saturating_add(1);
+        for name in rest {
             total = total.saturating_add(1);
             match store.delete(&name).await {
                 Ok(()) => done.objects_removed = done.objects_removed.saturating_add(1),
@@ -460,6 +504,10 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Objects hubvault did not write: left alone.
     pub unknown: Vec<String>,
+    /// Snapshots that are not trusted: not counted by retention; removed (unless dry run) when
+    /// `removes_untrusted`.
+    pub untrusted: Vec<Untrusted>,
+    pub removes_untrusted: bool,
     pub dry_run: bool,
     /// The decision time (`--at`, or now).
     pub at: Option<DateTime<Utc>>,
@@ -489,6 +537,10 @@ impl Report {
             "reasons": reasons,
             "problems": self.problems,
             "unknown": self.unknown,
+            "untrusted": self.untrusted.iter().map(|u| serde_json::json!({
+                "id": u.snapshot.id, "hub": u.snapshot.hub, "trust": u.trust,
+                "removed": self.removes_untrusted,
+            })).collect::<Vec<_>>(),
             "dry_run": self.dry_run,
             "at": self.at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             "removed": self.applied.as_ref().map(|a| serde_json::json!({
@@ -508,9 +560,14 @@ pub async fn run(
     policies: &[Policy],
     now: DateTime<Utc>,
     dry_run: bool,
+    trust: &TrustRules,
 ) -> Result<Report, Error> {
-    let inventory = scan(store).await?;
-    if !inventory.marked && inventory.snapshots.is_empty() && inventory.incomplete.is_empty() {
+    let mut inventory = scan(store, &trust.read).await?;
+    if !inventory.marked
+        && inventory.snapshots.is_empty()
+        && inventory.incomplete.is_empty()
+        && inventory.untrusted.is_empty()
+    {
         return Err(Error::NotAStore {
             store: store.location(),
             marker: catalog::MARKER,
@@ -518,6 +575,7 @@ pub async fn run(
     }
     let clock = to_chrono(store.now().await?);
     let plan = plan(&inventory.snapshots, policies, now);
+    inventory.orphans.append(&mut inventory.generations);
     let orphans = orphans_due(&inventory.orphans, policies, clock);
     let orphans_waiting = inventory
         .orphans
@@ -531,7 +589,11 @@ pub async fn run(
         let temporaries_before = temporaries_grace(policies)
             .before(clock)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        Some(apply(store, &plan, &orphans, temporaries_before).await?)
+        let mut forget = plan.forget.clone();
+        if trust.forget_untrusted {
+            forget.extend(inventory.untrusted.iter().map(|u| u.snapshot.clone()));
+        }
+        Some(apply(store, &forget, &orphans, temporaries_before).await?)
     };
     Ok(Report {
         plan,
@@ -539,6 +601,8 @@ pub async fn run(
         orphans_waiting,
         problems: inventory.problems,
         unknown: inventory.unknown,
+        untrusted: inventory.untrusted,
+        removes_untrusted: trust.forget_untrusted,
         dry_run,
         at: Some(now),
         store_clock: Some(clock),

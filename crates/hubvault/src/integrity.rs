@@ -19,8 +19,9 @@ use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};
 use crate::snapshot::catalog;
-use crate::snapshot::manifest::DEVICES;
+use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES};
 use crate::snapshot::record::{self, Line, Record, classify};
+use crate::snapshot::signature::Trust;
 use crate::snapshot::{Header, Manifest, ObjectEntry};
 use crate::store::{self, Store};
 
@@ -67,7 +68,24 @@ pub struct SnapshotCheck {
     pub id: String,
     pub hub: String,
     pub ok: bool,
+    /// `signed`, `untrusted-signer`, `bad-signature`, `unsigned`, or `unreadable`.
+    pub trust: &'static str,
+    /// The signer whose signature verifies (`hvsig1…`), trusted or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     pub problems: Vec<String>,
+}
+
+/// What `verify` reads with and accepts.
+#[derive(Clone, Default)]
+pub struct VerifyOptions {
+    /// Read every record with these (`--read-data`).
+    pub identities: Option<Identities>,
+    /// The public recipients of those identities: one of them must be among a snapshot's
+    /// recipients, or its recipients were replaced.
+    pub own_recipients: Vec<String>,
+    /// Format 1 snapshots (unsigned) pass.
+    pub allow_unsigned: bool,
 }
 
 /// Check every snapshot of `hub` (or of the store) in `repo`; with `identities`, also read every
@@ -76,15 +94,17 @@ pub struct SnapshotCheck {
 pub async fn verify_all(
     repo: &crate::repo::Repository,
     hub: Option<&crate::snapshot::catalog::HubNames>,
-    identities: Option<Identities>,
+    options: &VerifyOptions,
 ) -> Result<VerifyReport, Error> {
     let chosen: Vec<Manifest> = repo.snapshots(hub).cloned().collect();
-    let mut report = verify(repo.store().clone(), &chosen, identities).await?;
+    let mut report = verify(repo.store().clone(), &chosen, options).await?;
     for u in repo.unreadable(hub) {
         report.snapshots.push(SnapshotCheck {
             id: u.id.clone(),
             hub: u.hub.clone(),
             ok: false,
+            trust: "unreadable",
+            signer: None,
             problems: vec![u.error().to_string()],
         });
         report.ok = false;
@@ -92,20 +112,39 @@ pub async fn verify_all(
     Ok(report)
 }
 
-/// Check `manifests`; with `identities`, also read every record.
+/// Check `manifests` (as the catalog judged them): trust, the manifest's own consistency, and
+/// every object; with identities, also read every record.
 pub async fn verify(
     store: Arc<dyn Store>,
     manifests: &[Manifest],
-    identities: Option<Identities>,
+    options: &VerifyOptions,
 ) -> Result<VerifyReport, Error> {
     let mut snapshots = Vec::new();
     for m in manifests {
-        let problems = check_snapshot(&store, m, identities.as_ref()).await?;
+        let mut problems = trust_problems(m, options.allow_unsigned);
+        let folder = store.list(&format!("{}/{}/", m.hub, m.id)).await?;
+        problems.extend(manifest_problems(m, &folder));
+        if options.identities.is_some()
+            && !options.own_recipients.is_empty()
+            && !m
+                .recipients
+                .iter()
+                .any(|r| options.own_recipients.contains(r))
+        {
+            problems.push(
+                "none of the identity's recipients is among the manifest's recipients: the \
+                 manifest's recipients were replaced, or the snapshot was sealed to other keys"
+                    .to_owned(),
+            );
+        }
+        problems.extend(check_snapshot(&store, m, options.identities.as_ref()).await?);
         tracing::info!(snapshot = %m.id, problems = problems.len(), "verified");
         snapshots.push(SnapshotCheck {
             id: m.id.clone(),
             hub: m.hub.clone(),
             ok: problems.is_empty(),
+            trust: m.trust.word(),
+            signer: m.trust.signer().map(ToString::to_string),
             problems,
         });
     }
@@ -113,6 +152,84 @@ pub async fn verify(
         ok: snapshots.iter().all(|s| s.ok),
         snapshots,
     })
+}
+
+/// Whether a reader may use `m`: a bad signature or an untrusted signer is a problem, and so is
+/// an unsigned snapshot unless unsigned ones are allowed.
+fn trust_problems(m: &Manifest, allow_unsigned: bool) -> Vec<String> {
+    if m.trust.accepted(allow_unsigned) {
+        return Vec::new();
+    }
+    let advice = match &m.trust {
+        Trust::Unsigned => {
+            "; restore, dump and diff refuse it without --allow-unsigned (pass it to verify too \
+             if this format 1 snapshot is known to be yours)"
+        }
+        Trust::UntrustedSigner(_) => {
+            "; if that backup host is yours, add its signer to `trusted-signers` in hubvault.toml"
+        }
+        _ => "; it was not written by a hubvault backup as it is: do not restore it",
+    };
+    vec![format!("{}{advice}", m.trust.describe())]
+}
+
+/// What is wrong with the manifest itself, given the objects in its folder: an object listed
+/// twice, a name hubvault does not give that kind of object, record counts that disagree with
+/// the counts, and data objects of the snapshot that the manifest leaves out (a removed entry).
+fn manifest_problems(m: &Manifest, folder: &[store::ObjectMeta]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen_names = std::collections::BTreeSet::new();
+    let mut seen_kinds = std::collections::BTreeSet::new();
+    for o in &m.objects {
+        if !seen_names.insert(o.name.as_str()) || !seen_kinds.insert(o.kind.as_str()) {
+            problems.push(format!(
+                "the manifest lists {} ({}) more than once",
+                o.name, o.kind
+            ));
+        }
+        let expected = match m.generation {
+            Some(g) => catalog::data_file(&o.kind, g),
+            None => format!("{}.jsonl.zst.age", o.kind),
+        };
+        if o.name != expected {
+            problems.push(format!(
+                "the manifest names its {} object {}, but hubvault names it {expected}",
+                o.kind, o.name
+            ));
+        }
+    }
+    let records = |kind: &str| m.object(kind).map_or(0, |o| o.records);
+    let devices_and_modules = m.counts.devices.saturating_add(m.counts.modules);
+    if m.object(DEVICES).is_some() && records(DEVICES) != devices_and_modules {
+        problems.push(format!(
+            "the devices object holds {} records, but the counts say {} devices and modules",
+            records(DEVICES),
+            devices_and_modules
+        ));
+    }
+    if records(CONFIGURATIONS) != m.counts.configurations {
+        problems.push(format!(
+            "the manifest lists {} configuration records, but its counts say {}",
+            records(CONFIGURATIONS),
+            m.counts.configurations
+        ));
+    }
+    for meta in folder {
+        let Some(file) = meta.name.rsplit('/').next() else {
+            continue;
+        };
+        let data_of_this_snapshot = match (catalog::file_kind(file), m.generation) {
+            (Some(catalog::FileKind::Data(g)), Some(mine)) => g == mine,
+            (Some(catalog::FileKind::DataV1), None) => true,
+            _ => false,
+        };
+        if data_of_this_snapshot && !m.objects.iter().any(|o| o.name == file) {
+            problems.push(format!(
+                "{file} is in the snapshot's folder but not in its manifest (an entry was removed)"
+            ));
+        }
+    }
+    problems
 }
 
 async fn check_snapshot(

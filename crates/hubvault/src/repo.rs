@@ -8,21 +8,60 @@
 use std::sync::Arc;
 
 use crate::snapshot::catalog::{self, HubNames, Listing, Unreadable};
+use crate::snapshot::signature::{Trust, TrustedSigners};
 use crate::snapshot::{Error, Manifest};
 use crate::store::Store;
+
+/// Which snapshots a reader accepts: those signed by one of `trusted`, and, with
+/// `allow_unsigned`, format 1 snapshots (which have no signature).
+#[derive(Debug, Clone, Default)]
+pub struct ReadPolicy {
+    pub trusted: TrustedSigners,
+    pub allow_unsigned: bool,
+}
 
 /// A store and its catalog, read once.
 #[derive(Debug)]
 pub struct Repository {
     store: Arc<dyn Store>,
     listing: Listing,
+    policy: ReadPolicy,
 }
 
 impl Repository {
-    /// Read the catalog of `store` (unreadable manifests are set aside, never fatal).
-    pub async fn open(store: Arc<dyn Store>) -> Result<Repository, Error> {
-        let listing = catalog::list(store.as_ref()).await?;
-        Ok(Repository { store, listing })
+    /// Read the catalog of `store`, each snapshot judged by `policy` (unreadable manifests are
+    /// set aside, never fatal).
+    pub async fn open(store: Arc<dyn Store>, policy: ReadPolicy) -> Result<Repository, Error> {
+        let listing = catalog::list(store.as_ref(), &policy.trusted).await?;
+        Ok(Repository {
+            store,
+            listing,
+            policy,
+        })
+    }
+
+    pub fn policy(&self) -> &ReadPolicy {
+        &self.policy
+    }
+
+    /// `m`, if this reader may use its data; else why not (unsigned, untrusted signer, bad
+    /// signature), with what to do.
+    pub fn accept<'a>(&self, m: &'a Manifest) -> Result<&'a Manifest, Error> {
+        if m.trust.accepted(self.policy.allow_unsigned) {
+            return Ok(m);
+        }
+        Err(Error::Untrusted {
+            hub: m.hub.clone(),
+            id: m.id.clone(),
+            trust: m.trust.describe(),
+            unsigned: m.trust == Trust::Unsigned,
+        })
+    }
+
+    /// [`Repository::resolve`], then [`Repository::accept`]: the snapshot a command that reads
+    /// data (restore, dump, diff) may use.
+    pub fn resolve_trusted(&self, spec: &str, hub: Option<&HubNames>) -> Result<&Manifest, Error> {
+        self.resolve(spec, hub).and_then(|m| self.accept(m))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -69,7 +108,13 @@ impl Repository {
     /// `spec` (an id, `hub/id` or `latest`) among the snapshots of `hub`, or of the store's
     /// only hub (see [`catalog::resolve`]).
     pub fn resolve(&self, spec: &str, hub: Option<&HubNames>) -> Result<&Manifest, Error> {
-        catalog::resolve(&self.listing, spec, hub, &self.location())
+        catalog::resolve(
+            &self.listing,
+            spec,
+            hub,
+            &self.location(),
+            self.policy.allow_unsigned,
+        )
     }
 
     /// The snapshot to compare a live hub with: `latest` is the newest snapshot of that hub (any
@@ -94,6 +139,13 @@ mod tests {
     use crate::diagnostic::Diagnostic as _;
     use crate::store::memory::MemoryStore;
 
+    fn unsigned() -> ReadPolicy {
+        ReadPolicy {
+            allow_unsigned: true,
+            ..ReadPolicy::default()
+        }
+    }
+
     fn manifest(hub: &str, id: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "format": 1, "id": id, "hub": hub, "created": "2026-11-26T02:00:00Z",
@@ -113,7 +165,9 @@ mod tests {
             &manifest("hub-a", id),
             time::OffsetDateTime::now_utc(),
         );
-        let repo = Repository::open(Arc::new(store.clone())).await.unwrap();
+        let repo = Repository::open(Arc::new(store.clone()), unsigned())
+            .await
+            .unwrap();
         let hub_b = HubNames::new(["hub-b"]);
         assert_eq!(repo.resolve_for_live("latest", &hub_b).unwrap().id, id);
         // A newer, unreadable snapshot of hub-a is not skipped for an older one.
@@ -123,7 +177,7 @@ mod tests {
             b"{broken",
             time::OffsetDateTime::now_utc(),
         );
-        let repo = Repository::open(Arc::new(store)).await.unwrap();
+        let repo = Repository::open(Arc::new(store), unsigned()).await.unwrap();
         let err = repo.resolve_for_live("latest", &hub_b).unwrap_err();
         assert_eq!(err.code(), "snapshot_latest_unreadable");
     }

@@ -1,5 +1,6 @@
 //! A work folder for one test: the `hubvault.toml` naming the simulated world, a private age
-//! identity, a local store (`store/`), and the binary run there.
+//! identity, a signing key where `hubvault key init` puts it, a local store (`store/`), and the
+//! binary run there.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,11 +21,33 @@ pub struct Workdir {
 }
 
 impl Workdir {
+    /// A folder whose user has a signing key at the default place (as after `hubvault key
+    /// init`), so backups sign and readers trust them.
     pub fn new() -> Workdir {
+        let wd = Workdir::bare();
+        hubvault::keys::SigningKey::create(&wd.signing_key()).unwrap();
+        wd
+    }
+
+    /// A folder without any key.
+    pub fn bare() -> Workdir {
         Workdir {
             dir: tempfile::tempdir().unwrap(),
             env: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The signing key at the default place (`$HOME/.config/hubvault/signing-key.pem`).
+    pub fn signing_key(&self) -> PathBuf {
+        self.join(".config/hubvault/signing-key.pem")
+    }
+
+    /// The signer (`hvsig1…`) of [`Workdir::signing_key`].
+    pub fn signer(&self) -> String {
+        hubvault::keys::SigningKey::load(&self.signing_key())
+            .unwrap()
+            .signer()
+            .to_string()
     }
 
     pub fn path(&self) -> &Path {

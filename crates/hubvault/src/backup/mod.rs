@@ -2,12 +2,14 @@
 //!
 //! Flow per object (devices, then configurations): read the export line by line → check and
 //! sort by `(id, moduleId)` ([`snapshot::sort`]) → [`SealWriter`] (zstd, then age to the
-//! recipients) → [`bridge`] → store, create-only. The manifest is written last: it is the commit
-//! point, so a failure or a kill before it leaves no visible snapshot. On an error the data
-//! objects already written are deleted (best effort; what is left is an orphan `forget` removes).
+//! recipients) → [`bridge`] → store, create-only, as `<kind>.g1.jsonl.zst.age`. Then the
+//! signature of the manifest's exact bytes (`signature.g1.json`), then the manifest
+//! (`manifest.g1.json`): it is the commit point, so a failure or a kill before it leaves no
+//! visible snapshot, and no committed snapshot is ever unsigned. On an error the objects already
+//! written are deleted (best effort; what is left is an orphan `forget` removes).
 //!
-//! Must not: know clap or where keys come from. It needs public recipients only: a stolen
-//! backup host cannot read history.
+//! Must not: know clap or where keys come from. It needs public recipients and the signing key
+//! only: a stolen backup host cannot read history.
 
 use std::fmt;
 use std::fs::File;
@@ -20,13 +22,15 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::diagnostic::{Diagnostic, fix_text};
+use crate::keys::SigningKey;
 use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
 use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
-use crate::snapshot::catalog::{self, CONFIGURATIONS_OBJECT, DEVICES_OBJECT, MANIFEST};
+use crate::snapshot::catalog;
 use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
 use crate::snapshot::prefetch::Prefetched;
 use crate::snapshot::record::Lines;
+use crate::snapshot::signature::SignatureObject;
 use crate::snapshot::sort::{SortOptions, Sorted, sort_into, stream_borrowed};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
@@ -35,6 +39,8 @@ mod live;
 pub use live::{HubBackupOptions, HubBackupReport, LiveBackup, from_hub, run, sweep_dead_runs};
 
 const READ_BUFFER: usize = 1024 * 1024;
+/// A backup writes generation 1; key rotation commits higher ones beside it.
+const GENERATION: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -140,7 +146,10 @@ impl Diagnostic for Error {
 #[derive(Clone, Default)]
 pub struct Faults {
     pub upload: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// After the data objects, before the signature.
     pub before_manifest: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// After the signature, before the manifest (the commit point).
+    pub after_signature: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// What the hub itself counted around its export job: a snapshot must hold a number of devices
@@ -185,10 +194,12 @@ pub struct BackupOptions {
     pub faults: Faults,
     /// The hub's own counts around a live export, checked before the snapshot is committed.
     pub expect: Option<HubCounts>,
+    /// The writer's key: the manifest is signed with it (vault format 2).
+    pub signing_key: Arc<SigningKey>,
 }
 
 impl BackupOptions {
-    pub fn new(now: OffsetDateTime) -> Self {
+    pub fn new(now: OffsetDateTime, signing_key: Arc<SigningKey>) -> Self {
         BackupOptions {
             sort: SortOptions::default(),
             include_configurations: true,
@@ -196,6 +207,7 @@ impl BackupOptions {
             random: rand::random(),
             faults: Faults::default(),
             expect: None,
+            signing_key,
         }
     }
 }
@@ -420,6 +432,9 @@ impl SnapshotTarget {
             objects,
             recipients: self.recipients.iter().map(ToString::to_string).collect(),
             tool: format!("hubvault {}", env!("CARGO_PKG_VERSION")),
+            generation: Some(GENERATION),
+            signer: Some(options.signing_key.signer().to_string()),
+            trust: snapshot::signature::Trust::Unchecked,
         };
         if let Some(pause) = &options.faults.before_manifest {
             pause();
@@ -443,12 +458,25 @@ impl SnapshotTarget {
         if catalog::mark(self.store.as_ref(), options.now).await? {
             tracing::info!(store = %self.store.location(), "marked the store as a hubvault store");
         }
-        // The commit point: only now does the snapshot exist for readers.
-        let name = catalog::object_name(&self.hub, &self.id, MANIFEST);
+        // The signature first, create-only, over the exact bytes the manifest will hold: no
+        // committed snapshot is ever unsigned.
+        let manifest_file = catalog::manifest_file(GENERATION);
+        let manifest_bytes = manifest.to_bytes();
+        let signature =
+            SignatureObject::sign(&manifest_bytes, &manifest_file, &options.signing_key);
+        let signature_name =
+            catalog::object_name(&self.hub, &self.id, &catalog::signature_file(GENERATION));
         self.store
-            .put(&name, Bytes::from(manifest.to_bytes()))
+            .put(&signature_name, Bytes::from(signature.to_bytes()))
             .await?;
-        tracing::info!(snapshot = %self.id, "manifest written; snapshot committed");
+        written.push(signature_name);
+        if let Some(pause) = &options.faults.after_signature {
+            pause();
+        }
+        // The commit point: only now does the snapshot exist for readers.
+        let name = catalog::object_name(&self.hub, &self.id, &manifest_file);
+        self.store.put(&name, Bytes::from(manifest_bytes)).await?;
+        tracing::info!(snapshot = %self.id, signer = %options.signing_key.signer(), "manifest written; snapshot committed");
         let c = &manifest.counts;
         Ok(BackupReport {
             snapshot: manifest.id.clone(),
@@ -475,12 +503,8 @@ impl SnapshotTarget {
         options: &BackupOptions,
         written: &mut Vec<String>,
     ) -> Result<(ObjectEntry, ObjectCounts), Error> {
-        let object_file = if kind == DEVICES {
-            DEVICES_OBJECT
-        } else {
-            CONFIGURATIONS_OBJECT
-        };
-        let name = catalog::object_name(&self.hub, &self.id, object_file);
+        let object_file = catalog::data_file(kind, GENERATION);
+        let name = catalog::object_name(&self.hub, &self.id, &object_file);
         for streaming in [true, false] {
             let writer = self.store.create(&name).await?;
             let (sender, rx) = bridge::channel();
@@ -493,7 +517,14 @@ impl SnapshotTarget {
             let job = SealJob {
                 kind,
                 input: input.clone(),
-                header: Header::new(&self.id, &self.hub, kind, &self.created),
+                header: Header {
+                    hubvault: FORMAT,
+                    snapshot: self.id.clone(),
+                    hub: self.hub.clone(),
+                    object: kind.to_owned(),
+                    created: self.created.clone(),
+                    generation: Some(GENERATION),
+                },
                 recipients: self.recipients.clone(),
                 sort: options.sort.clone(),
                 streaming,
@@ -524,7 +555,7 @@ impl SnapshotTarget {
                         "object sealed"
                     );
                     let entry = ObjectEntry {
-                        name: object_file.to_owned(),
+                        name: object_file.clone(),
                         kind: kind.to_owned(),
                         bytes: stats.stored_bytes,
                         sha256: stats.sha256,
@@ -658,6 +689,10 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use std::fmt::Write as _;
 
+    fn test_key() -> Arc<SigningKey> {
+        Arc::new(SigningKey::generate().unwrap())
+    }
+
     fn export(dir: &Path, ids: &[usize]) -> PathBuf {
         let pad = "x".repeat(300);
         let text = ids.iter().fold(String::new(), |mut s, i| {
@@ -681,7 +716,7 @@ mod tests {
         let path = export(dir.path(), &ids);
         let id = age::x25519::Identity::generate();
         let store = Arc::new(MemoryStore::new());
-        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc(), test_key());
         options.sort.run_bytes = 1 << 20;
         options.sort.temp_dir = Some(dir.path().to_owned());
         let report = from_export(store.clone(), &path, "hub", &[id.to_public()], options)
@@ -697,9 +732,13 @@ mod tests {
             .map(|m| m.name)
             .collect();
         assert_eq!(
-            names.len(),
-            2,
-            "one data object and the manifest: {names:?}"
+            names,
+            [
+                "hub/".to_owned() + &report.snapshot + "/devices.g1.jsonl.zst.age",
+                "hub/".to_owned() + &report.snapshot + "/manifest.g1.json",
+                "hub/".to_owned() + &report.snapshot + "/signature.g1.json",
+            ],
+            "one data object, its signature and the manifest"
         );
         let stored = store.get_bytes(&names[0]).await.unwrap();
         let ids: crate::pipeline::Identities = Arc::new(vec![Box::new(id)]);
@@ -720,14 +759,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = export(dir.path(), &[1, 2, 3]);
         let store = Arc::new(MemoryStore::new());
-        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc(), test_key());
         let victim = store.clone();
         options.faults.before_manifest = Some(Arc::new(move || {
             let names: Vec<String> = futures::executor::block_on(victim.list(""))
                 .unwrap()
                 .into_iter()
                 .map(|m| m.name)
-                .filter(|n| n.ends_with(DEVICES_OBJECT))
+                .filter(|n| n.ends_with("devices.g1.jsonl.zst.age"))
                 .collect();
             for n in names {
                 futures::executor::block_on(victim.delete(&n)).unwrap();
@@ -746,8 +785,9 @@ mod tests {
             .map(|m| m.name)
             .collect();
         assert!(
-            left.iter().all(|n| !n.ends_with(MANIFEST)),
-            "no manifest was committed: {left:?}"
+            left.iter()
+                .all(|n| !n.contains("manifest") && !n.contains("signature")),
+            "no manifest was committed, nothing signed: {left:?}"
         );
         assert!(
             !left.contains(&catalog::MARKER.to_owned()),
@@ -796,7 +836,7 @@ mod tests {
             dir.path(),
             "hub",
             &[r],
-            BackupOptions::new(OffsetDateTime::now_utc()),
+            BackupOptions::new(OffsetDateTime::now_utc(), test_key()),
         )
         .await
         .unwrap_err();
@@ -822,7 +862,7 @@ mod tests {
         inner.faults(|f| f.fail_write_after = Some(1));
         let store = Arc::new(inner.clone());
         let r = age::x25519::Identity::generate().to_public();
-        let mut options = BackupOptions::new(OffsetDateTime::now_utc());
+        let mut options = BackupOptions::new(OffsetDateTime::now_utc(), test_key());
         options.sort.temp_dir = Some(dir.path().to_owned());
         let err = from_export(store, &dir.path().join("devices.txt"), "hub", &[r], options)
             .await

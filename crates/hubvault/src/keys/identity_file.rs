@@ -52,22 +52,13 @@ pub struct IdentityLocation {
 impl IdentityLocation {
     /// Resolve with the documented precedence: flag/env > config file > default.
     pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> IdentityLocation {
-        if let Some(p) = flag_or_env {
-            return IdentityLocation {
-                path: expand_home(p),
-                origin: IdentityOrigin::FlagOrEnv,
-            };
-        }
-        if let Some(p) = &config.identity {
-            return IdentityLocation {
-                path: expand_home(p),
-                origin: IdentityOrigin::Config(config.describe()),
-            };
-        }
-        IdentityLocation {
-            path: default_identity_path(),
-            origin: IdentityOrigin::Default,
-        }
+        let (path, origin) = locate(
+            flag_or_env,
+            config.identity.as_deref(),
+            config,
+            DEFAULT_IDENTITY,
+        );
+        IdentityLocation { path, origin }
     }
 
     /// Say where we looked, for [`Error::NoIdentity`].
@@ -95,35 +86,28 @@ impl IdentityLocation {
     }
 }
 
+/// A key file's path and the setting that named it: flag/env > `configured` (in `config`) >
+/// `default` (each with `~/` expanded). Shared by the identity and the signing key.
+pub(super) fn locate(
+    flag_or_env: Option<&Path>,
+    configured: Option<&Path>,
+    config: &Config,
+    default: &str,
+) -> (PathBuf, IdentityOrigin) {
+    match (flag_or_env, configured) {
+        (Some(p), _) => (expand_home(p), IdentityOrigin::FlagOrEnv),
+        (None, Some(p)) => (expand_home(p), IdentityOrigin::Config(config.describe())),
+        (None, None) => (expand_home(Path::new(default)), IdentityOrigin::Default),
+    }
+}
+
 /// Create a new identity file at `path` and return its public recipient.
 ///
 /// The file is created with mode 0600 and `create_new`, so an existing identity is never
 /// overwritten (losing it would make every snapshot encrypted to it unreadable). Missing parent
 /// folders are created with mode 0700.
 pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
-    if let Some(parent) = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-    {
-        create_private_dirs(parent).map_err(|source| Error::Io {
-            action: "create folder",
-            path: parent.into(),
-            source,
-        })?;
-    }
-    let mut file = match open_new_private(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(Error::IdentityExists { path: path.into() });
-        }
-        Err(source) => {
-            return Err(Error::Io {
-                action: "create identity file",
-                path: path.into(),
-                source,
-            });
-        }
-    };
+    let mut file = create_private(path)?;
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -145,6 +129,48 @@ pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
         });
     }
     Ok(recipient)
+}
+
+/// Create a new secret key file at `path`: mode 0600 and `create_new` (an existing secret is
+/// never overwritten: losing it would make what it opens or signs unusable), missing parent
+/// folders 0700. Shared by the identity file and the signing key.
+pub(super) fn create_private(path: &Path) -> Result<fs::File> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        create_private_dirs(parent).map_err(|source| Error::Io {
+            action: "create folder",
+            path: parent.into(),
+            source,
+        })?;
+    }
+    match open_new_private(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Error::IdentityExists { path: path.into() })
+        }
+        Err(source) => Err(Error::Io {
+            action: "create key file",
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+/// Read a secret key file with the identity file's checks; a missing file is `not_found`.
+pub(super) fn read_private(path: &Path, not_found: Error) -> Result<Zeroizing<String>> {
+    let file = match open_private(path) {
+        Err(Error::NoIdentity { .. }) => return Err(not_found),
+        other => other?,
+    };
+    Ok(Zeroizing::new(read_text(file).map_err(|source| {
+        Error::Io {
+            action: "read key file",
+            path: path.into(),
+            source,
+        }
+    })?))
 }
 
 /// Load every X25519 identity from an age identity file.

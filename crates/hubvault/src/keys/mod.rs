@@ -12,6 +12,7 @@
 //! wrapper types redact, and errors name files and line numbers, never their contents.
 
 pub mod identity_file;
+pub mod signing;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ use crate::diagnostic::{Diagnostic, fix_text};
 
 pub use identity_file::{
     IdentityLocation, IdentityOrigin, default_identity_path, init_identity, load_identities,
+};
+pub use signing::{
+    DEFAULT_SIGNING_KEY, Signer, SigningKey, SigningKeyLocation, TrustedSigners, trusted_signers,
 };
 
 /// The prefix of an age X25519 secret key; used to recognise (and never echo) misplaced secrets.
@@ -98,6 +102,31 @@ pub enum Error {
         fix_text(self)
     )]
     EmptyIdentityFile { path: PathBuf },
+    #[error(
+        "signer ({shape}) is not a hubvault signing public key ({reason}); {}",
+        fix_text(self)
+    )]
+    BadSigner { shape: String, reason: &'static str },
+    #[error(
+        "trusted signer #{position} ({shape}) is not a hubvault signing public key ({reason}); {}",
+        fix_text(self)
+    )]
+    BadTrustedSigner {
+        position: usize,
+        shape: String,
+        reason: &'static str,
+    },
+    #[error("no signing key found (looked in {looked_in}); {}", fix_text(self))]
+    NoSigningKey { looked_in: String },
+    #[error("signing key file {path}: {reason}; {}", fix_text(self))]
+    BadSigningKey { path: PathBuf, reason: &'static str },
+    #[error(
+        "signing key file {path} already exists; refusing to overwrite a secret key. {}",
+        fix_text(self)
+    )]
+    SigningKeyExists { path: PathBuf },
+    #[error("the system could not make a new key; {}", fix_text(self))]
+    KeyGeneration,
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -121,6 +150,12 @@ impl Diagnostic for Error {
             Error::InsecureFolder { .. } => "vault_insecure_folder",
             Error::BadIdentity { .. } => "vault_bad_identity",
             Error::EmptyIdentityFile { .. } => "vault_empty_identity_file",
+            Error::BadSigner { .. } => "vault_bad_signer",
+            Error::BadTrustedSigner { .. } => "vault_bad_trusted_signer",
+            Error::NoSigningKey { .. } => "vault_no_signing_key",
+            Error::BadSigningKey { .. } => "vault_bad_signing_key",
+            Error::SigningKeyExists { .. } => "vault_signing_key_exists",
+            Error::KeyGeneration => "vault_key_generation",
             Error::Io { .. } => "vault_io",
         }
     }
@@ -160,6 +195,26 @@ impl Diagnostic for Error {
             ),
             Error::BadIdentity { .. } => "expected AGE-SECRET-KEY-1… lines".to_owned(),
             Error::EmptyIdentityFile { .. } => "create one with `hubvault key init`".to_owned(),
+            Error::BadSigner { .. } => "signers look like hvsig1… and are printed by `hubvault \
+                 key init` on the backup host"
+                .to_owned(),
+            Error::BadTrustedSigner { .. } => "trusted signers look like hvsig1…: fix the entry \
+                 of --trusted-signer, HUBVAULT_TRUSTED_SIGNERS or `trusted-signers` in \
+                 hubvault.toml (`hubvault key init` prints a backup host's signer)"
+                .to_owned(),
+            Error::NoSigningKey { .. } => "a backup signs what it writes: create a signing key \
+                 with `hubvault key init` (or `hubvault key init --signing-only` on a backup host), \
+                 or point to one with --signing-key FILE (or HUBVAULT_SIGNING_KEY, or `signing-key` \
+                 in hubvault.toml)"
+                .to_owned(),
+            Error::BadSigningKey { .. } => "point --signing-key at the PEM file `hubvault key \
+                 init` wrote (a PKCS#8 Ed25519 private key)"
+                .to_owned(),
+            Error::SigningKeyExists { .. } => "Use it as it is, choose another path with \
+                 --signing-key FILE, or move the old file away first (restore hosts trust its \
+                 public key)"
+                .to_owned(),
+            Error::KeyGeneration => "run the command again".to_owned(),
             Error::Io { .. } => return None,
         })
     }

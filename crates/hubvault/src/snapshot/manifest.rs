@@ -1,13 +1,16 @@
-//! Vault format v1: the manifest (cleartext, no secrets; the commit point of a snapshot) and
-//! the header line that starts every encrypted stream. Field names are fixed: old snapshots
-//! must open forever (docs/vault-format.md). Unknown fields are tolerated so a later v1 writer can add some.
+//! The manifest (cleartext, no secrets; the commit point of a snapshot) and the header line that
+//! starts every encrypted stream, in vault format 2 (written) and 1 (read forever). Field names
+//! are fixed (docs/vault-format.md); unknown fields are tolerated so a later writer of the same
+//! format can add some. Format 2 adds `generation` and `signer`: its manifest is signed.
 
 use serde::{Deserialize, Serialize};
 
 use super::Error;
 
-/// The only format this build writes and reads.
-pub const FORMAT: u64 = 1;
+/// The format this build writes (signed snapshots, generations).
+pub const FORMAT: u64 = 2;
+/// The first format (unsigned), still read.
+pub const FORMAT_V1: u64 = 1;
 /// Object kinds.
 pub const DEVICES: &str = "devices";
 pub const CONFIGURATIONS: &str = "configurations";
@@ -26,6 +29,15 @@ pub struct Manifest {
     pub recipients: Vec<String>,
     /// Writer, e.g. `hubvault 0.1.0`.
     pub tool: String,
+    /// Format 2: the generation this manifest commits (`manifest.g<N>.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Format 2: the writer's public key (`hvsig1…`), covered by the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// What the catalog found about its signature (never stored).
+    #[serde(skip)]
+    pub trust: super::trust::Trust,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,14 +83,14 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         match value.get("format").and_then(serde_json::Value::as_u64) {
-            Some(FORMAT) => {}
+            Some(FORMAT | FORMAT_V1) => {}
             Some(found) if found > FORMAT => {
                 return Err(Error::NewerFormat {
                     name: name.to_owned(),
                     found,
                 });
             }
-            _ => return Err(bad("\"format\" is missing or not 1".to_owned())),
+            _ => return Err(bad("\"format\" is missing, or neither 1 nor 2".to_owned())),
         }
         serde_json::from_value(value).map_err(|e| bad(e.to_string()))
     }
@@ -105,34 +117,97 @@ impl Manifest {
     pub fn object(&self, kind: &str) -> Option<&ObjectEntry> {
         self.objects.iter().find(|o| o.kind == kind)
     }
+
+    /// Refuse to read the data of a snapshot whose signature is bad or whose signer is not
+    /// trusted: the second line behind the repository's check (`repo::Repository::accept`), in
+    /// every reader of data. (Whether an unsigned format 1 snapshot may be read is the caller's
+    /// decision, made with `--allow-unsigned`.)
+    pub fn check_not_refused(&self) -> Result<(), Error> {
+        use super::trust::Trust;
+        match &self.trust {
+            Trust::BadSignature(_) | Trust::UntrustedSigner(_) => Err(Error::Untrusted {
+                hub: self.hub.clone(),
+                id: self.id.clone(),
+                trust: self.trust.describe(),
+                unsigned: false,
+            }),
+            Trust::Signed(_) | Trust::Unsigned | Trust::Unchecked => Ok(()),
+        }
+    }
+}
+
+/// A format 2 manifest of generation 1 without objects, for tests of what reads manifests.
+#[cfg(test)]
+pub(crate) fn sample_v2(
+    hub: &str,
+    id: &str,
+    created: &str,
+    signer: &crate::keys::Signer,
+) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        id: id.into(),
+        hub: hub.into(),
+        created: created.into(),
+        source: Source {
+            kind: "file".into(),
+            job_id: None,
+            path: None,
+        },
+        counts: Counts::default(),
+        objects: vec![],
+        recipients: vec!["age1xyz".into()],
+        tool: "t".into(),
+        generation: Some(1),
+        signer: Some(signer.to_string()),
+        trust: super::trust::Trust::Unchecked,
+    }
 }
 
 /// The first line of every encrypted stream. It binds the payload to its snapshot and object
-/// so a payload cannot be swapped between snapshots or objects unnoticed.
+/// (and, from format 2, generation) so a payload cannot be swapped between snapshots, objects or
+/// generations unnoticed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// The format of the snapshot (`1`, `2`).
     pub hubvault: u64,
     pub snapshot: String,
     pub hub: String,
     pub object: String,
     pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl Header {
+    /// The header of a format 1 object (kept for tests and old snapshots).
     pub fn new(manifest_id: &str, hub: &str, object: &str, created: &str) -> Self {
         Header {
-            hubvault: FORMAT,
+            hubvault: FORMAT_V1,
             snapshot: manifest_id.into(),
             hub: hub.into(),
             object: object.into(),
             created: created.into(),
+            generation: None,
+        }
+    }
+
+    /// The header `manifest`'s object of `kind` carries (format 1 or 2).
+    pub fn for_object(manifest: &Manifest, kind: &str) -> Self {
+        Header {
+            hubvault: manifest.format,
+            snapshot: manifest.id.clone(),
+            hub: manifest.hub.clone(),
+            object: kind.into(),
+            created: manifest.created.clone(),
+            generation: manifest.generation,
         }
     }
 
     /// The header as one line, with its `\n`.
     #[allow(
         clippy::expect_used,
-        reason = "derived Serialize over strings and an integer: serde_json cannot fail on it"
+        reason = "derived Serialize over strings and integers: serde_json cannot fail on it"
     )]
     pub fn to_line(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec(self).expect("a header serialises");
@@ -146,11 +221,11 @@ impl Header {
 
     /// What differs from the header `manifest` expects for `object`, if anything.
     pub fn mismatch(&self, manifest: &Manifest, object: &str) -> Option<String> {
-        let expected = Header::new(&manifest.id, &manifest.hub, object, &manifest.created);
+        let expected = Header::for_object(manifest, object);
         (self != &expected).then(|| {
             format!(
-                "header says snapshot {} / hub {} / object {} / created {}, manifest expects {} / {} / {} / {}",
-                self.snapshot, self.hub, self.object, self.created, expected.snapshot, expected.hub, expected.object, expected.created
+                "header says snapshot {} / hub {} / object {} / created {} / generation {:?}, manifest expects {} / {} / {} / {} / {:?}",
+                self.snapshot, self.hub, self.object, self.created, self.generation, expected.snapshot, expected.hub, expected.object, expected.created, expected.generation
             )
         })
     }
@@ -193,6 +268,9 @@ mod tests {
             }],
             recipients: vec!["age1xyz".into()],
             tool: "hubvault 0.1.0".into(),
+            generation: None,
+            signer: None,
+            trust: crate::snapshot::trust::Trust::Unchecked,
         }
     }
 
@@ -241,11 +319,31 @@ mod tests {
     }
 
     #[test]
+    fn v2_adds_generation_and_signer_after_v1s_fields() {
+        let mut m = sample();
+        m.format = 2;
+        m.generation = Some(1);
+        m.signer = Some("hvsig1xyz".into());
+        let text = String::from_utf8(m.to_bytes()).unwrap();
+        let tool = text.find("\"tool\":").unwrap();
+        let generation = text.find("\"generation\": 1").unwrap();
+        let signer = text.find("\"signer\": \"hvsig1xyz\"").unwrap();
+        assert!(tool < generation && generation < signer, "{text}");
+        assert!(!text.contains("trust"), "trust is never stored: {text}");
+        assert_eq!(Manifest::parse(&m.to_bytes(), "m").unwrap(), m);
+        assert!(
+            !String::from_utf8(sample().to_bytes())
+                .unwrap()
+                .contains("generation")
+        );
+    }
+
+    #[test]
     fn newer_format_says_upgrade() {
         let text = sample().to_bytes();
         let newer = String::from_utf8(text)
             .unwrap()
-            .replace("\"format\": 1", "\"format\": 2");
+            .replace("\"format\": 1", "\"format\": 3");
         let err = Manifest::parse(newer.as_bytes(), "hub/x/manifest.json")
             .unwrap_err()
             .to_string();

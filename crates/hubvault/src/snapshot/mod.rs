@@ -13,7 +13,9 @@ pub mod manifest;
 pub mod prefetch;
 pub mod reader;
 pub mod record;
+pub mod signature;
 pub mod sort;
+pub mod trust;
 
 pub use manifest::{Counts, Header, Manifest, ObjectEntry, Source};
 pub use record::Record;
@@ -82,6 +84,23 @@ pub enum Error {
         store: String,
         held: Vec<String>,
     },
+    #[error(
+        "no snapshot of {hub} can be trusted: the newest, {newest}, is {trust}; {}",
+        fix_text(self)
+    )]
+    NoTrustedSnapshot {
+        hub: String,
+        newest: String,
+        trust: String,
+    },
+    #[error("snapshot {hub}/{id} is {trust}; {}", fix_text(self))]
+    Untrusted {
+        hub: String,
+        id: String,
+        trust: String,
+        /// A format 1 snapshot (which `--allow-unsigned` opens).
+        unsigned: bool,
+    },
     #[error("`latest` is ambiguous: the store holds snapshots of several hubs ({}); {}", .hubs.join(", "), fix_text(self))]
     AmbiguousLatest { hubs: Vec<String> },
     #[error("invalid hub name {name:?}: {reason}")]
@@ -123,6 +142,9 @@ impl Diagnostic for Error {
             Error::NotFound { .. } => "snapshot_not_found",
             Error::NoSnapshotOfHub { .. } => "snapshot_no_snapshot_of_hub",
             Error::AmbiguousLatest { .. } => "snapshot_ambiguous_latest",
+            Error::NoTrustedSnapshot { .. } => "snapshot_no_trusted",
+            Error::Untrusted { unsigned: true, .. } => "snapshot_unsigned",
+            Error::Untrusted { .. } => "snapshot_untrusted",
             Error::LatestUnreadable { .. } => "snapshot_latest_unreadable",
             Error::BadHubName { .. } => "snapshot_bad_hub_name",
             Error::WrongKey { .. } => "snapshot_wrong_key",
@@ -156,6 +178,24 @@ impl Diagnostic for Error {
                 (!held.is_empty()).then(|| "pass one of them with --hub".to_owned())
             }
             Error::AmbiguousLatest { .. } => Some("pass --hub NAME".to_owned()),
+            Error::NoTrustedSnapshot { .. } => Some(
+                "run `hubvault verify --all` to see each snapshot's signer; add the signer of your \
+                 backup host to `trusted-signers`, or pass --allow-unsigned for snapshots of \
+                 hubvault 0.1 (format 1)"
+                    .to_owned(),
+            ),
+            Error::Untrusted { unsigned: true, .. } => Some(
+                "a format 1 snapshot (hubvault 0.1) carries no signature: anyone who could write to \
+                 the store could have made it. If you know it is yours, pass --allow-unsigned"
+                    .to_owned(),
+            ),
+            Error::Untrusted { .. } => Some(
+                "only snapshots signed by a trusted signer are read: if this signer is one of your \
+                 backup hosts, add it to `trusted-signers` in hubvault.toml; otherwise the \
+                 snapshot is not yours — leave it, or remove it with `hubvault forget \
+                 --forget-untrusted`"
+                    .to_owned(),
+            ),
             Error::WrongKey { .. } => {
                 Some("pass the identity file of one of those recipients (--identity)".to_owned())
             }

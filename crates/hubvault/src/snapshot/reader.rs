@@ -34,6 +34,7 @@ impl ObjectReader {
         kind: &str,
         identities: &Identities,
     ) -> Result<ObjectReader, Error> {
+        m.check_not_refused()?;
         let object = m.object(kind).cloned().ok_or_else(|| Error::Damaged {
             snapshot: m.id.clone(),
             object: kind.to_owned(),
