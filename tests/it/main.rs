@@ -19,4 +19,5 @@ mod policy;
 mod restore;
 mod sim_interop;
 mod support;
+mod trust;
 mod vault;
