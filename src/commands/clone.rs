@@ -46,7 +46,8 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
     let human = if report.ok {
         format!(
             "demo finished: every step came out as expected. The vault is {} (`hubvault snapshots --store {}` \
-             lists it; its identity was throw-away, so its data cannot be decrypted again). Next: \
+             lists it; its identity and signing key were throw-away, so its data cannot be decrypted again \
+             and its snapshot shows as signed by an untrusted key). Next: \
              `hubvault key init`, then `hubvault backup --hub HUB` against your own hub.\n",
             report.vault, report.vault
         )

@@ -183,7 +183,8 @@ pub async fn run(options: &DemoOptions, progress: Progress<'_>) -> Result<DemoRe
             let detail = format!(
                 "started two simulated IoT Hubs on 127.0.0.1 with ARM: hub-a holds {} devices ({} SAS, {} x509, \
                  {} edge gateways with {} modules and {} child devices, {} disabled) and 2 configurations; hub-b is empty. \
-                 A throw-away age identity is at {} (0600, deleted at the end); the vault is {}",
+                 A throw-away age identity is at {} (0600, deleted at the end), a throw-away signing key {} is in memory; \
+                 the vault is {}",
                 fleet.devices,
                 fleet.sas,
                 fleet.x509,
@@ -192,6 +193,7 @@ pub async fn run(options: &DemoOptions, progress: Progress<'_>) -> Result<DemoRe
                 fleet.children,
                 fleet.disabled,
                 world.identity_path.display(),
+                world.signing_key.signer(),
                 world.store_dir.display()
             );
             Ok((true, detail, (world, fleet)))
