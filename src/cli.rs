@@ -113,9 +113,40 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Create an age identity (0600) and a signing key (0600) for a new store, and print their
-    /// public halves (what exists already is kept).
+    /// Create an age identity (0600 file, or a Key Vault secret) and a signing key for a new
+    /// store, and print their public halves (what exists already is kept).
     Init(KeyInitArgs),
+    /// Print the recipient of the identity (file or Key Vault secret) and the signer of the
+    /// signing key, whichever are there.
+    ShowRecipient(KeyShowArgs),
+    /// Re-seal every snapshot (or one hub's) to a new recipient set, as a new signed generation
+    /// of each; no plaintext on disk. Needs an identity that opens them and the signing key.
+    Rotate(KeyRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    /// The new recipient set (repeatable; default: the configured recipients). Include your
+    /// escrow recipients: the set replaces the old one.
+    #[arg(long = "to", value_name = "AGE1…", value_delimiter = ',')]
+    pub to: Vec<String>,
+    /// Only this hub's snapshots.
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Say what would be re-sealed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub trust: ReadTrust,
+    #[command(flatten)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyShowArgs {
+    /// The identity: a file or a Key Vault secret URL (default: as for restore).
+    #[arg(long, env = "HUBVAULT_IDENTITY", hide_env_values = true)]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,11 +158,27 @@ pub enum StoreCommand {
 
 #[derive(Debug, Args)]
 pub struct KeyInitArgs {
-    /// Where to write the identity (refuses to overwrite).
-    #[arg(long, env = "HUBVAULT_IDENTITY", hide_env_values = true)]
+    /// Where to write the identity: a file (refuses to overwrite) or a Key Vault secret URL.
+    #[arg(
+        long,
+        env = "HUBVAULT_IDENTITY",
+        hide_env_values = true,
+        conflicts_with = "key_vault"
+    )]
     pub identity: Option<PathBuf>,
-    /// Only the signing key: for a backup host, which must not hold the identity.
+    /// Create the identity inside this Key Vault (`https://NAME.vault.azure.net`), never on disk;
+    /// with --secret.
+    #[arg(long, requires = "secret", value_name = "URL")]
+    pub key_vault: Option<String>,
+    /// The secret's name in --key-vault.
+    #[arg(long, requires = "key_vault", value_name = "NAME")]
+    pub secret: Option<String>,
+    /// Add a new version to an existing Key Vault secret (older versions stay readable, so
+    /// snapshots sealed to them still open); without it an existing secret is kept.
     #[arg(long)]
+    pub new_version: bool,
+    /// Only the signing key: for a backup host, which must not hold the identity.
+    #[arg(long, conflicts_with_all = ["key_vault", "secret"])]
     pub signing_only: bool,
 }
 
@@ -207,6 +254,18 @@ pub struct SnapshotsArgs {
     /// Only this hub's snapshots.
     #[arg(long)]
     pub hub: Option<String>,
+    /// Show the recipients each snapshot is sealed to (always in --json).
+    #[arg(long)]
+    pub recipients: bool,
+    /// The recipient set snapshots are expected to be sealed to (default: the configured
+    /// recipients); a snapshot sealed to another set is warned about.
+    #[arg(
+        long = "recipient",
+        env = "HUBVAULT_RECIPIENTS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub expected: Vec<String>,
 }
 
 /// Which hub `latest` refers to.

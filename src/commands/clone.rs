@@ -110,9 +110,9 @@ pub async fn clone(
         let keep = Keep::Yes {
             store: open_store(config, global)?,
             recipients: recipients(config, &args.keys)?,
-            identities: identities(config, &args.keys)?,
+            identities: identities(config, &args.keys).await?,
         };
-        (keep, super::signing_key(config, global)?)
+        (keep, super::signing_key(config, global).await?)
     } else {
         (Keep::No, Arc::new(SigningKey::generate()?))
     };

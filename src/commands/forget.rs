@@ -39,7 +39,7 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
     }
     let store = open_store(config, global)?;
     let trust = forget::TrustRules {
-        read: read_policy(config, global, args.trust.allow_unsigned)?,
+        read: read_policy(config, global, args.trust.allow_unsigned).await?,
         forget_untrusted: args.forget_untrusted,
     };
     let report = forget::run(store.as_ref(), &policies, now, args.dry_run, &trust).await?;
@@ -56,7 +56,8 @@ pub async fn run(config: &Config, global: &Global, args: &ForgetArgs) -> Result<
 /// one); refuse a location that holds other things and no snapshot.
 pub async fn store_init(config: &Config, global: &Global) -> Result<Outcome> {
     let store = open_store(config, global)?;
-    let inventory = forget::scan(store.as_ref(), &read_policy(config, global, false)?).await?;
+    let inventory =
+        forget::scan(store.as_ref(), &read_policy(config, global, false).await?).await?;
     let location = store.location();
     // Every committed snapshot, trusted or not, shows the location is hubvault's.
     let snapshots = inventory

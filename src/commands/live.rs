@@ -181,7 +181,7 @@ pub async fn backup(
     let staging = Staging::open(args.live.staging.as_deref(), config, client.host())?;
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
-    let signing_key = signing_key(config, global)?;
+    let signing_key = signing_key(config, global).await?;
     let mut options =
         HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc(), signing_key));
     options.backup.include_configurations = !args.no_configurations;

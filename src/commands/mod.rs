@@ -18,7 +18,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use hubvault::config::Config;
-use hubvault::keys::{self, IdentityLocation, SigningKey, SigningKeyLocation};
+use hubvault::keys::{
+    self, IdentityLocation, IdentityOrigin, SigningKey, SigningKeyLocation, Vaults,
+};
 use hubvault::pipeline::Identities;
 use hubvault::repo::{ReadPolicy, Repository};
 use hubvault::shutdown::Shutdown;
@@ -52,7 +54,11 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
     let global = &cli.global;
     let shutdown = on_signals();
     match cli.command {
-        Command::Key(KeyCommand::Init(args)) => key::init(config, global, &args),
+        Command::Key(KeyCommand::Init(args)) => key::init(config, global, &args).await,
+        Command::Key(KeyCommand::Rotate(args)) => key::rotate(config, global, &args).await,
+        Command::Key(KeyCommand::ShowRecipient(args)) => {
+            key::show_recipient(config, global, &args).await
+        }
         Command::Store(StoreCommand::Init) => forget::store_init(config, global).await,
         Command::Backup(args) if args.hub.is_some() => {
             live::backup(config, global, args, shutdown).await
@@ -111,15 +117,20 @@ async fn open_repository(
     global: &Global,
     allow_unsigned: bool,
 ) -> Result<Repository> {
-    let policy = read_policy(config, global, allow_unsigned)?;
+    let policy = read_policy(config, global, allow_unsigned).await?;
     Ok(Repository::open(open_store(config, global)?, policy).await?)
 }
 
 /// Which snapshots a reader accepts: `--trusted-signer` / `HUBVAULT_TRUSTED_SIGNERS` /
 /// `trusted-signers`, plus this host's own signing key; unsigned ones with `--allow-unsigned`.
-fn read_policy(config: &Config, global: &Global, allow_unsigned: bool) -> Result<ReadPolicy> {
-    let local = signing_key_location(config, global);
-    let trusted = keys::trusted_signers(&config.trusted_signers(&global.trusted_signers), &local)?;
+async fn read_policy(config: &Config, global: &Global, allow_unsigned: bool) -> Result<ReadPolicy> {
+    let local = signing_key_location(config, global)?;
+    let trusted = keys::trusted_signers(
+        &config.trusted_signers(&global.trusted_signers),
+        &local,
+        &vaults(config)?,
+    )
+    .await?;
     if allow_unsigned {
         tracing::warn!(
             "--allow-unsigned: unsigned (format 1) snapshots are accepted; anyone who could write \
@@ -132,14 +143,24 @@ fn read_policy(config: &Config, global: &Global, allow_unsigned: bool) -> Result
     })
 }
 
-/// Where the signing key is: `--signing-key` / `HUBVAULT_SIGNING_KEY` / `signing-key` / default.
-fn signing_key_location(config: &Config, global: &Global) -> SigningKeyLocation {
-    SigningKeyLocation::resolve(global.signing_key.as_deref(), config)
+/// How Key Vault is reached (`[keyvault]`).
+fn vaults(config: &Config) -> Result<Vaults> {
+    Ok(Vaults::from_config(config).map_err(keys::Error::from)?)
+}
+
+/// Where the signing key is: `--signing-key` / `HUBVAULT_SIGNING_KEY` / `signing-key` / default
+/// (a file or a Key Vault secret URL).
+fn signing_key_location(config: &Config, global: &Global) -> Result<SigningKeyLocation> {
+    Ok(SigningKeyLocation::resolve(
+        global.signing_key.as_deref(),
+        config,
+    )?)
 }
 
 /// The signing key a backup signs its snapshot with.
-fn signing_key(config: &Config, global: &Global) -> Result<Arc<SigningKey>> {
-    Ok(Arc::new(signing_key_location(config, global).load()?))
+async fn signing_key(config: &Config, global: &Global) -> Result<Arc<SigningKey>> {
+    let location = signing_key_location(config, global)?;
+    Ok(Arc::new(location.load_from(&vaults(config)?).await?))
 }
 
 /// The loud line a command that read an unsigned snapshot adds to its warnings.
@@ -158,28 +179,32 @@ fn open_store(config: &Config, global: &Global) -> Result<Arc<dyn Store>> {
     Ok(store::open(&config.store(global.store.as_deref()))?)
 }
 
-/// Where the identity file is, if any flag, env var or config entry names one.
-fn named_identity(config: &Config, keys: &Keys) -> Option<IdentityLocation> {
-    config.identity(keys.identity.as_deref())?;
-    Some(IdentityLocation::resolve(keys.identity.as_deref(), config))
+/// Where the identities are (file or Key Vault), if any flag, env var or config entry names them.
+fn named_identity(config: &Config, keys: &Keys) -> Result<Option<IdentityLocation>> {
+    let location = IdentityLocation::resolve(keys.identity.as_deref(), config)?;
+    Ok((location.origin != IdentityOrigin::Default).then_some(location))
 }
 
-/// Recipients to encrypt to: flags/env/config, plus the identity file's own recipient.
+/// Recipients to encrypt to: flags/env/config, plus the identity file's own recipient (never
+/// read from Key Vault: a backup host must not be able to).
 fn recipients(config: &Config, keys: &Keys) -> Result<Vec<age::x25519::Recipient>> {
     let values = config.recipients(&keys.recipients);
-    let location = named_identity(config, keys);
+    let location = named_identity(config, keys)?;
     Ok(keys::backup_recipients(&values, location.as_ref())?.into_inner())
 }
 
 /// Identities for reading snapshots (the default identity path when nothing names one).
-fn identities(config: &Config, keys: &Keys) -> Result<Identities> {
-    Ok(identities_and_recipients(config, keys)?.0)
+async fn identities(config: &Config, keys: &Keys) -> Result<Identities> {
+    Ok(identities_and_recipients(config, keys).await?.0)
 }
 
 /// [`identities`], and their public recipients.
-fn identities_and_recipients(config: &Config, keys: &Keys) -> Result<(Identities, Vec<String>)> {
-    let location = IdentityLocation::resolve(keys.identity.as_deref(), config);
-    let loaded = location.load()?;
+async fn identities_and_recipients(
+    config: &Config,
+    keys: &Keys,
+) -> Result<(Identities, Vec<String>)> {
+    let location = IdentityLocation::resolve(keys.identity.as_deref(), config)?;
+    let loaded = location.load_from(&vaults(config)?).await?;
     let recipients = loaded.recipients().to_strings();
     Ok((Arc::new(loaded.into_boxed()), recipients))
 }

@@ -47,7 +47,7 @@ pub async fn run(
     } else {
         None
     };
-    let identities = identities(config, &args.keys)?;
+    let identities = identities(config, &args.keys).await?;
     let arm = live::arm_client(config)?;
     let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, options.poll);
     // Before preflight: a killed run's job would fail its job-slot check.
@@ -125,7 +125,7 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
     let manifest = repo.resolve_for_live(&args.from, &names)?;
     let manifest = repo.accept(manifest)?.clone();
     let client = HubClient::new(hub.target)?;
-    let identities = identities(config, &args.keys)?;
+    let identities = identities(config, &args.keys).await?;
     let report = restore::diff_live(repo.store().clone(), &manifest, identities, &client).await?;
     let mut human =
         super::snapshots::diff_lines(&report, " (only on the hub)", " (only in the snapshot)");

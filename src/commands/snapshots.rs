@@ -46,7 +46,10 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     };
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
-    let mut options = BackupOptions::new(OffsetDateTime::now_utc(), signing_key(config, global)?);
+    let mut options = BackupOptions::new(
+        OffsetDateTime::now_utc(),
+        signing_key(config, global).await?,
+    );
     options.include_configurations = !args.no_configurations;
     if let Some(bytes) = env_number(SORT_RUN_BYTES_ENV, "a number of bytes")? {
         options.sort.run_bytes = bytes;
@@ -113,9 +116,11 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
         .map(|m| {
             json!({"id": m.id, "hub": m.hub, "created": m.created, "devices": m.counts.devices,
                    "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes(),
-                   "trust": m.trust.word(), "signer": m.trust.signer().map(ToString::to_string)})
+                   "trust": m.trust.word(), "signer": m.trust.signer().map(ToString::to_string),
+                   "generation": m.generation, "recipients": m.recipients})
         })
         .collect();
+    let warnings = recipient_drift(&config.recipients(&args.expected), &listed)?;
     let mut human = String::new();
     if listed.is_empty() {
         match &hub {
@@ -157,6 +162,11 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
                 human_bytes(m.bytes()),
                 trust_column(&m.trust)
             );
+            if args.recipients {
+                for r in &m.recipients {
+                    let _ = writeln!(human, "{:<26} sealed to {r}", "");
+                }
+            }
         }
     }
     for u in repo.unreadable(hub.as_ref()) {
@@ -168,7 +178,41 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
             u.error()
         );
     }
-    Ok(Outcome::ok(json.into(), human))
+    let mut outcome = Outcome::ok(json.into(), human);
+    outcome.warnings = warnings;
+    Ok(outcome)
+}
+
+/// A warning for each snapshot sealed to another set than the configured recipients (an escrow
+/// key added, a key rotated out): `key rotate` re-seals them. None when nothing is configured.
+fn recipient_drift(configured: &[String], listed: &[&Manifest]) -> Result<Vec<String>> {
+    let wanted: std::collections::BTreeSet<String> = hubvault::keys::Recipients::parse(configured)?
+        .to_strings()
+        .into_iter()
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(listed
+        .iter()
+        .filter(|m| {
+            m.recipients
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                != wanted
+        })
+        .map(|m| {
+            format!(
+                "snapshot {}/{} is sealed to {}, not to the configured recipients ({}); \
+                 `hubvault key rotate` re-seals it",
+                m.hub,
+                m.id,
+                m.recipients.join(", "),
+                wanted.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect())
 }
 
 pub async fn show(config: &Config, global: &Global, args: &ShowArgs) -> Result<Outcome> {
@@ -231,7 +275,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
         ..VerifyOptions::default()
     };
     if args.read_data {
-        let (ids, own) = identities_and_recipients(config, &args.keys)?;
+        let (ids, own) = identities_and_recipients(config, &args.keys).await?;
         options.identities = Some(ids);
         options.own_recipients = own;
     }
@@ -284,7 +328,7 @@ pub async fn dump(config: &Config, global: &Global, args: DumpArgs) -> Result<Ou
     let repo = open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = hub_names(config, args.hub.hub.as_deref());
     let m = repo.resolve_trusted(&args.snapshot, hub.as_ref())?;
-    let identities = identities(config, &args.keys)?;
+    let identities = identities(config, &args.keys).await?;
     let report = hubvault::dump::dump(repo.store().clone(), m, identities, &args.out).await?;
     let mut human = String::new();
     for f in &report.files {
@@ -323,7 +367,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         .filter_map(unsigned_warning)
         .collect();
     let store = repo.store().clone();
-    let identities = identities(config, &args.keys)?;
+    let identities = identities(config, &args.keys).await?;
     let handle = tokio::runtime::Handle::current();
     let (old_id, new_id) = (old.id.clone(), new.id.clone());
     let report = tokio::task::spawn_blocking(move || -> Result<diff::DiffReport> {

@@ -14,6 +14,7 @@ mod azure;
 mod clone;
 mod hub_faults;
 mod import_lock;
+mod keys;
 mod live;
 mod policy;
 mod restore;

@@ -30,6 +30,8 @@ pub enum Error {
     #[error(transparent)]
     Forget(#[from] crate::forget::Error),
     #[error(transparent)]
+    Rotate(#[from] crate::rotate::Error),
+    #[error(transparent)]
     Hub(#[from] crate::hub::Error),
     #[error(transparent)]
     Integrity(#[from] crate::integrity::Error),
@@ -99,6 +101,7 @@ impl Diagnostic for Error {
             Error::Diff(e) => e.code(),
             Error::Dump(e) => e.code(),
             Error::Forget(e) => e.code(),
+            Error::Rotate(e) => e.code(),
             Error::Hub(e) => e.code(),
             Error::Integrity(e) => e.code(),
             Error::Keys(e) => e.code(),
@@ -125,6 +128,7 @@ impl Diagnostic for Error {
             Error::Diff(e) => e.fix(),
             Error::Dump(e) => e.fix(),
             Error::Forget(e) => e.fix(),
+            Error::Rotate(e) => e.fix(),
             Error::Hub(e) => e.fix(),
             Error::Integrity(e) => e.fix(),
             Error::Keys(e) => e.fix(),

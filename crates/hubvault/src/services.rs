@@ -158,31 +158,8 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
 
 /// An Entra credential of the configured kind (`azure_identity`; there is no default chain).
 pub fn entra_credential(kind: Credential) -> Result<Arc<dyn TokenCredential>, Error> {
-    let failed = |kind: &str, e: azure_core::Error| Error::Credential {
-        kind: kind.to_owned(),
-        detail: e.to_string(),
-    };
-    Ok(match kind {
-        Credential::DeveloperTools => azure_identity::DeveloperToolsCredential::new(None)
-            .map_err(|e| failed("developer-tools", e))?,
-        Credential::ManagedIdentity => azure_identity::ManagedIdentityCredential::new(None)
-            .map_err(|e| failed("managed-identity", e))?,
-        Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None)
-            .map_err(|e| failed("workload-identity", e))?,
-        Credential::ClientSecret => {
-            let var = |name: &str| {
-                std::env::var(name).map_err(|_| Error::Credential {
-                kind: "client-secret".to_owned(),
-                detail: format!("{name} is not set (client-secret reads AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"),
-            })
-            };
-            let (tenant, client, secret) = (
-                var("AZURE_TENANT_ID")?,
-                var("AZURE_CLIENT_ID")?,
-                var("AZURE_CLIENT_SECRET")?,
-            );
-            azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
-                .map_err(|e| failed("client-secret", e))?
-        }
+    crate::credentials::entra(kind).map_err(|e| Error::Credential {
+        kind: e.kind,
+        detail: e.detail,
     })
 }

@@ -19,6 +19,7 @@ use std::str::FromStr as _;
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
+use super::keyvault::{SecretUrl, Vaults};
 use super::{Error, Identities, Result};
 use crate::config::{Config, expand_home};
 
@@ -42,28 +43,46 @@ pub enum IdentityOrigin {
     Default,
 }
 
-/// An identity file path and the setting it came from.
+/// Where the identities are (a file, or a Key Vault secret) and the setting that named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityLocation {
+    /// The file (meaningless when `vault` is set).
     pub path: PathBuf,
     pub origin: IdentityOrigin,
+    /// A Key Vault secret instead of a file: `identity = "https://…/secrets/NAME"`, or
+    /// `[keyvault] url` + `secret` when nothing else names an identity.
+    pub vault: Option<SecretUrl>,
 }
 
 impl IdentityLocation {
-    /// Resolve with the documented precedence: flag/env > config file > default.
-    pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> IdentityLocation {
-        let (path, origin) = locate(
-            flag_or_env,
-            config.identity.as_deref(),
-            config,
-            DEFAULT_IDENTITY,
-        );
-        IdentityLocation { path, origin }
+    /// Resolve with the documented precedence: flag/env > config file (`identity`, then
+    /// `[keyvault] url` + `secret`) > default. A value that is a URL must be a secret URL.
+    pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> Result<IdentityLocation> {
+        let configured = config.identity.clone().or_else(|| {
+            let kv = config.keyvault.as_ref()?;
+            let (url, secret) = (kv.url.as_deref()?, kv.secret.as_deref()?);
+            Some(PathBuf::from(format!(
+                "{}/secrets/{secret}",
+                url.trim_end_matches('/')
+            )))
+        });
+        let (path, origin) = locate(flag_or_env, configured.as_deref(), config, DEFAULT_IDENTITY);
+        let vault = secret_url_of(&path)?;
+        Ok(IdentityLocation {
+            path,
+            origin,
+            vault,
+        })
+    }
+
+    /// The file or the secret URL, for messages.
+    pub fn describe_short(&self) -> String {
+        place(self.vault.as_ref(), &self.path)
     }
 
     /// Say where we looked, for [`Error::NoIdentity`].
     pub fn describe(&self) -> String {
-        let path = self.path.display();
+        let path = self.describe_short();
         match &self.origin {
             IdentityOrigin::FlagOrEnv => format!("{path}, from --identity or HUBVAULT_IDENTITY"),
             IdentityOrigin::Config(file) => format!("{path}, from `identity` in {file}"),
@@ -75,8 +94,15 @@ impl IdentityLocation {
         }
     }
 
-    /// Load the identities, with a "not found" message that says which setting named the file.
+    /// Load the identities of a file, with a "not found" message that says which setting named
+    /// the file. A Key Vault location needs [`IdentityLocation::load_from`].
     pub fn load(&self) -> Result<Identities> {
+        if let Some(url) = &self.vault {
+            return Err(Error::VaultNeeded {
+                what: "identity",
+                secret: url.to_string(),
+            });
+        }
         load_identities(&self.path).map_err(|e| match e {
             Error::NoIdentity { .. } => Error::NoIdentity {
                 looked_in: self.describe(),
@@ -84,6 +110,71 @@ impl IdentityLocation {
             other => other,
         })
     }
+
+    /// Load the identities, from the file or from every enabled version of the Key Vault secret
+    /// (newest first, so snapshots sealed before a new version still open).
+    pub async fn load_from(&self, vaults: &Vaults) -> Result<Identities> {
+        let Some(url) = &self.vault else {
+            return self.load();
+        };
+        let mut ids = Vec::new();
+        for version in vaults.read(url).await? {
+            let found =
+                parse_identities(&version.value).map_err(|(line, reason)| Error::BadVaultKey {
+                    what: "an age identity",
+                    secret: url.with_version(&version.version).to_string(),
+                    line,
+                    reason,
+                })?;
+            ids.extend(found);
+        }
+        tracing::info!(secret = %url, identities = ids.len(), "identity read from Key Vault");
+        Ok(Identities::from_vec(ids))
+    }
+}
+
+/// A key's place for messages: the secret URL, else the file.
+pub(super) fn place(vault: Option<&SecretUrl>, path: &Path) -> String {
+    vault.map_or_else(|| path.display().to_string(), ToString::to_string)
+}
+
+/// The Key Vault secret `path` names, if it is a URL (a URL that is not a secret URL is an
+/// error, never a file name).
+pub(super) fn secret_url_of(path: &Path) -> Result<Option<SecretUrl>> {
+    let text = path.to_string_lossy();
+    if !super::keyvault::is_secret_url(&text) {
+        return Ok(None);
+    }
+    Ok(Some(text.parse::<SecretUrl>()?))
+}
+
+/// The X25519 identities of an age identity file's text (`age-keygen`'s format: comments, blank
+/// lines, `AGE-SECRET-KEY-1…` lines). Fails with the 1-based line and why (line 0: none at all),
+/// never the line itself.
+pub(super) fn parse_identities(
+    text: &str,
+) -> std::result::Result<Vec<age::x25519::Identity>, (usize, &'static str)> {
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with("AGE-PLUGIN-") {
+            return Err((
+                n.saturating_add(1),
+                "age plugin identities are not supported",
+            ));
+        }
+        ids.push(
+            age::x25519::Identity::from_str(line)
+                .map_err(|reason| (n.saturating_add(1), reason))?,
+        );
+    }
+    if ids.is_empty() {
+        return Err((0, "it holds no AGE-SECRET-KEY-1… line"));
+    }
+    Ok(ids)
 }
 
 /// A key file's path and the setting that named it: flag/env > `configured` (in `config`) >
@@ -108,13 +199,7 @@ pub(super) fn locate(
 /// folders are created with mode 0700.
 pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
     let mut file = create_private(path)?;
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public();
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let text = Zeroizing::new(format!(
-        "# created: {created}\n# public key: {recipient}\n{}\n",
-        identity.to_string().expose_secret()
-    ));
+    let (recipient, text) = new_identity_text();
     let written = file
         .write_all(text.as_bytes())
         .and_then(|()| file.sync_all());
@@ -129,6 +214,33 @@ pub fn init_identity(path: &Path) -> Result<age::x25519::Recipient> {
         });
     }
     Ok(recipient)
+}
+
+/// A new identity in `age-keygen`'s format, and its recipient.
+fn new_identity_text() -> (age::x25519::Recipient, Zeroizing<String>) {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = Zeroizing::new(format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        identity.to_string().expose_secret()
+    ));
+    (recipient, text)
+}
+
+/// Create a new identity inside Key Vault secret `url` (never on disk) and return its recipient
+/// and the secret's new version. An existing secret is kept unless `new_version` (older versions
+/// stay readable: [`IdentityLocation::load_from`] reads them all).
+pub async fn init_identity_in_vault(
+    vaults: &Vaults,
+    url: &SecretUrl,
+    new_version: bool,
+) -> Result<(age::x25519::Recipient, String)> {
+    let (recipient, text) = new_identity_text();
+    let version = vaults
+        .create(url, &text, "application/x-age-identity", new_version)
+        .await?;
+    Ok((recipient, version))
 }
 
 /// Create a new secret key file at `path`: mode 0600 and `create_new` (an existing secret is
@@ -187,32 +299,15 @@ pub fn load_identities(path: &Path) -> Result<Identities> {
         path: path.into(),
         source,
     })?);
-    let mut ids = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let reason = if line.starts_with("AGE-PLUGIN-") {
-            Some("age plugin identities are not supported")
-        } else {
-            None
-        };
-        match (reason, age::x25519::Identity::from_str(line)) {
-            (None, Ok(id)) => ids.push(id),
-            (Some(reason), _) | (None, Err(reason)) => {
-                return Err(Error::BadIdentity {
-                    path: path.into(),
-                    line: n.saturating_add(1),
-                    reason,
-                });
-            }
-        }
+    match parse_identities(&text) {
+        Ok(ids) => Ok(Identities::from_vec(ids)),
+        Err((0, _)) => Err(Error::EmptyIdentityFile { path: path.into() }),
+        Err((line, reason)) => Err(Error::BadIdentity {
+            path: path.into(),
+            line,
+            reason,
+        }),
     }
-    if ids.is_empty() {
-        return Err(Error::EmptyIdentityFile { path: path.into() });
-    }
-    Ok(Identities::from_vec(ids))
 }
 
 /// An identity file is a few lines; anything much larger is not one (and is not read whole).
@@ -491,7 +586,7 @@ mod tests {
             source: Some("conf.toml".into()),
             ..Config::default()
         };
-        let loc = IdentityLocation::resolve(None, &config);
+        let loc = IdentityLocation::resolve(None, &config).unwrap();
         let err = loc.load().unwrap_err();
         assert_eq!(err.code(), "vault_no_identity");
         let msg = err.to_string();
@@ -506,11 +601,15 @@ mod tests {
         // the flag wins over the config file
         let flag = dir.path().join("flag.txt");
         assert_eq!(
-            IdentityLocation::resolve(Some(&flag), &config).origin,
+            IdentityLocation::resolve(Some(&flag), &config)
+                .unwrap()
+                .origin,
             IdentityOrigin::FlagOrEnv
         );
         assert_eq!(
-            IdentityLocation::resolve(None, &Config::default()).origin,
+            IdentityLocation::resolve(None, &Config::default())
+                .unwrap()
+                .origin,
             IdentityOrigin::Default
         );
     }

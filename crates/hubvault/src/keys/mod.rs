@@ -1,17 +1,16 @@
 //! Where age keys come from: public recipients for backup, identities (secret keys) for restore.
 //!
 //! Backup needs only [`Recipients`] (public `age1…` keys), so a stolen backup host cannot read
-//! history. Reading a snapshot needs [`Identities`], loaded today from an identity file that must be
-//! private to its owner (mode 0600, see [`identity_file`]). An Azure Key Vault secret is the planned
-//! second source; there is deliberately no `KeySource` trait yet: with one implementation it would be
-//! an abstraction without a second case to keep it honest. When Key Vault lands, the trait is
-//! `fn identities(&self) -> Result<Identities>` plus `fn describe(&self) -> String` for messages,
-//! and `identity_file::IdentityLocation` becomes its first implementation.
+//! history. Reading a snapshot needs [`Identities`], from an identity file that must be private to
+//! its owner (mode 0600, see [`identity_file`]) or from an Azure Key Vault secret ([`keyvault`]):
+//! wherever a file path is accepted, a secret URL works too ([`IdentityLocation::load_from`],
+//! [`SigningKeyLocation::load_from`]).
 //!
 //! This module must never let a secret key reach `Debug`, `Display`, an error or a log line: the
 //! wrapper types redact, and errors name files and line numbers, never their contents.
 
 pub mod identity_file;
+pub mod keyvault;
 pub mod signing;
 
 use std::fmt;
@@ -21,8 +20,10 @@ use std::str::FromStr as _;
 use crate::diagnostic::{Diagnostic, fix_text};
 
 pub use identity_file::{
-    IdentityLocation, IdentityOrigin, default_identity_path, init_identity, load_identities,
+    IdentityLocation, IdentityOrigin, default_identity_path, init_identity, init_identity_in_vault,
+    load_identities,
 };
+pub use keyvault::{SecretUrl, Vaults};
 pub use signing::{
     DEFAULT_SIGNING_KEY, Signer, SigningKey, SigningKeyLocation, TrustedSigners, trusted_signers,
 };
@@ -127,6 +128,21 @@ pub enum Error {
     SigningKeyExists { path: PathBuf },
     #[error("the system could not make a new key; {}", fix_text(self))]
     KeyGeneration,
+    #[error(
+        "Key Vault secret {secret} is not {what} (line {line}: {reason}); {}",
+        fix_text(self)
+    )]
+    BadVaultKey {
+        what: &'static str,
+        secret: String,
+        /// 1-based; 0 when the whole value is wrong.
+        line: usize,
+        reason: &'static str,
+    },
+    #[error("the {what} is in Key Vault ({secret}) and was asked for where only files are read")]
+    VaultNeeded { what: &'static str, secret: String },
+    #[error(transparent)]
+    KeyVault(#[from] keyvault::Error),
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -156,6 +172,9 @@ impl Diagnostic for Error {
             Error::BadSigningKey { .. } => "vault_bad_signing_key",
             Error::SigningKeyExists { .. } => "vault_signing_key_exists",
             Error::KeyGeneration => "vault_key_generation",
+            Error::BadVaultKey { .. } => "keyvault_not_a_key",
+            Error::VaultNeeded { .. } => "keyvault_needed",
+            Error::KeyVault(e) => e.code(),
             Error::Io { .. } => "vault_io",
         }
     }
@@ -215,7 +234,12 @@ impl Diagnostic for Error {
                  public key)"
                 .to_owned(),
             Error::KeyGeneration => "run the command again".to_owned(),
-            Error::Io { .. } => return None,
+            Error::BadVaultKey { .. } => "point the setting at the secret `hubvault key init \
+                 --key-vault` wrote, or pin a version that holds the key \
+                 (https://…/secrets/NAME/VERSION)"
+                .to_owned(),
+            Error::KeyVault(e) => return e.fix(),
+            Error::VaultNeeded { .. } | Error::Io { .. } => return None,
         })
     }
 }
@@ -391,14 +415,15 @@ impl fmt::Debug for Identities {
 
 /// The recipients a backup encrypts to: the given `age1…` strings, plus the public half of the
 /// identity file. An identity file named by a flag, the environment or the config must load (its
-/// errors are shown); the default one is used only if it exists. At least one recipient is
-/// required.
+/// errors are shown); the default one is used only if it exists. An identity in Key Vault is
+/// never read here: a backup host must not be able to (list its recipient instead). At least
+/// one recipient is required.
 pub fn backup_recipients<S: AsRef<str>>(
     values: &[S],
     identity: Option<&IdentityLocation>,
 ) -> Result<Recipients> {
     let mut recipients = Recipients::parse(values)?;
-    if let Some(loc) = identity {
+    if let Some(loc) = identity.filter(|l| l.vault.is_none()) {
         match loc.load() {
             Ok(ids) => recipients.extend_from(&ids),
             Err(Error::NoIdentity { .. }) if loc.origin == IdentityOrigin::Default => {}
@@ -497,6 +522,7 @@ mod tests {
         let loc = IdentityLocation {
             path: path.clone(),
             origin: IdentityOrigin::FlagOrEnv,
+            vault: None,
         };
         let r = backup_recipients(std::slice::from_ref(&other), Some(&loc)).unwrap();
         assert_eq!(r.to_strings(), vec![other.clone(), own]);
@@ -504,6 +530,7 @@ mod tests {
         let missing = IdentityLocation {
             path: dir.path().join("none.txt"),
             origin: IdentityOrigin::Default,
+            vault: None,
         };
         assert_eq!(
             backup_recipients(std::slice::from_ref(&other), Some(&missing))

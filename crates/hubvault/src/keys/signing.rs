@@ -23,6 +23,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
+use super::keyvault::{SecretUrl, Vaults};
 use super::{Error, IdentityOrigin, Result};
 use crate::config::Config;
 
@@ -124,28 +125,41 @@ impl TrustedSigners {
 /// Where the signing key file is looked for when neither flag, environment nor config names one.
 pub const DEFAULT_SIGNING_KEY: &str = "~/.config/hubvault/signing-key.pem";
 
-/// A signing key file path and the setting it came from.
+/// Where the signing key is (a file, or a Key Vault secret) and the setting that named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeyLocation {
+    /// The file (meaningless when `vault` is set).
     pub path: PathBuf,
     pub origin: IdentityOrigin,
+    /// A Key Vault secret instead of a file (`signing-key = "https://…/secrets/NAME"`).
+    pub vault: Option<SecretUrl>,
 }
 
 impl SigningKeyLocation {
     /// Resolve with the documented precedence: flag/env > config file > default.
-    pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> SigningKeyLocation {
+    pub fn resolve(flag_or_env: Option<&Path>, config: &Config) -> Result<SigningKeyLocation> {
         let (path, origin) = super::identity_file::locate(
             flag_or_env,
             config.signing_key.as_deref(),
             config,
             DEFAULT_SIGNING_KEY,
         );
-        SigningKeyLocation { path, origin }
+        let vault = super::identity_file::secret_url_of(&path)?;
+        Ok(SigningKeyLocation {
+            path,
+            origin,
+            vault,
+        })
+    }
+
+    /// The file or the secret URL, for messages.
+    pub fn describe_short(&self) -> String {
+        super::identity_file::place(self.vault.as_ref(), &self.path)
     }
 
     /// Say where we looked, for [`Error::NoSigningKey`].
     pub fn describe(&self) -> String {
-        let path = self.path.display();
+        let path = self.describe_short();
         match &self.origin {
             IdentityOrigin::FlagOrEnv => {
                 format!("{path}, from --signing-key or HUBVAULT_SIGNING_KEY")
@@ -157,8 +171,45 @@ impl SigningKeyLocation {
         }
     }
 
-    /// Load the key, with a "not found" message that says which setting named the file.
+    /// Load the key from the file or from the Key Vault secret (its latest enabled version: a
+    /// new version is a new key, which restore hosts must be told to trust).
+    pub async fn load_from(&self, vaults: &Vaults) -> Result<SigningKey> {
+        let Some(url) = &self.vault else {
+            return self.load();
+        };
+        let read = match url.version() {
+            Some(_) => vaults.read(url).await?,
+            None => vaults.read_latest(url).await?,
+        };
+        let Some(latest) = read.into_iter().next() else {
+            return Err(Error::NoSigningKey {
+                looked_in: self.describe(),
+            });
+        };
+        SigningKey::from_text(&latest.value).map_err(|reason| Error::BadVaultKey {
+            what: "a signing key",
+            secret: url.with_version(&latest.version).to_string(),
+            line: 0,
+            reason,
+        })
+    }
+
+    /// The signer of the key here, if there is a key (see [`SigningKeyLocation::local_signer`]).
+    pub async fn local_signer_from(&self, vaults: &Vaults) -> Result<Option<Signer>> {
+        if self.vault.is_none() {
+            return self.local_signer();
+        }
+        Ok(Some(self.load_from(vaults).await?.signer()))
+    }
+
+    /// Load the key file, with a "not found" message that says which setting named the file.
     pub fn load(&self) -> Result<SigningKey> {
+        if let Some(url) = &self.vault {
+            return Err(Error::VaultNeeded {
+                what: "signing key",
+                secret: url.to_string(),
+            });
+        }
         SigningKey::load(&self.path).map_err(|e| match e {
             Error::NoSigningKey { .. } => Error::NoSigningKey {
                 looked_in: self.describe(),
@@ -180,10 +231,11 @@ impl SigningKeyLocation {
 }
 
 /// The signers a reader trusts: `values` (`hvsig1…`: flags, environment or `trusted-signers`)
-/// and the signer of the local signing key, if there is one.
-pub fn trusted_signers<S: AsRef<str>>(
+/// and the signer of the local signing key, if there is one (in Key Vault too).
+pub async fn trusted_signers<S: AsRef<str>>(
     values: &[S],
     local: &SigningKeyLocation,
+    vaults: &Vaults,
 ) -> Result<TrustedSigners> {
     let mut signers = Vec::new();
     for (i, v) in values.iter().enumerate() {
@@ -201,7 +253,7 @@ pub fn trusted_signers<S: AsRef<str>>(
         })?;
         signers.push(signer);
     }
-    signers.extend(local.local_signer()?);
+    signers.extend(local.local_signer_from(vaults).await?);
     Ok(TrustedSigners::new(signers))
 }
 
@@ -263,10 +315,31 @@ impl SigningKey {
                 looked_in: path.display().to_string(),
             },
         )?;
-        let bad = |reason: &'static str| Error::BadSigningKey {
+        SigningKey::from_text(&text).map_err(|reason| Error::BadSigningKey {
             path: path.into(),
             reason,
-        };
+        })
+    }
+
+    /// Create a new key inside Key Vault secret `url` (never on disk); returns the key and the
+    /// secret's new version. An existing secret is kept unless `new_version`.
+    pub async fn create_in_vault(
+        vaults: &Vaults,
+        url: &SecretUrl,
+        new_version: bool,
+    ) -> Result<(SigningKey, String)> {
+        let key = SigningKey::generate()?;
+        let text = key.to_file_text()?;
+        let version = vaults
+            .create(url, &text, "application/x-pem-file", new_version)
+            .await?;
+        Ok((key, version))
+    }
+
+    /// The key of a key file's text (a comment, then a PKCS#8 PEM block); the error says why,
+    /// never what.
+    pub fn from_text(text: &str) -> std::result::Result<SigningKey, &'static str> {
+        let bad = |reason: &'static str| reason;
         let body: String = text
             .lines()
             .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
