@@ -149,7 +149,7 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
     })
 }
 
-pub async fn preflight(config: &Config, _global: &Global, args: &PreflightArgs) -> Result<Outcome> {
+pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -> Result<Outcome> {
     let (resolved, client) = resolve(&args.to, config, &args.live)?;
     // Staging is checked when one is named or configured; without either the jobs cannot run,
     // which is a finding only for the commands that need staging.
@@ -162,8 +162,30 @@ pub async fn preflight(config: &Config, _global: &Global, args: &PreflightArgs) 
     } else {
         None
     };
-    let report = run_preflight(&resolved, &client, staging.as_ref(), config, &args.live).await?;
+    let mut report =
+        run_preflight(&resolved, &client, staging.as_ref(), config, &args.live).await?;
+    if let Some(finding) = least_privilege(config, global).await? {
+        report.findings.push(finding);
+        report.ok = report.findings.iter().all(|f| f.ok);
+    }
     report_outcome(&report)
+}
+
+/// The least-privilege finding of a host that holds a signing key, when the identity is in Key
+/// Vault (see `preflight::least_privilege_finding`).
+async fn least_privilege(
+    config: &Config,
+    global: &Global,
+) -> Result<Option<hubvault::preflight::Finding>> {
+    let identity = hubvault::keys::IdentityLocation::resolve(None, config)?;
+    let signing = super::signing_key_location(config, global)?;
+    let holds = signing.vault.is_some() || signing.path.exists();
+    Ok(hubvault::preflight::least_privilege_finding(
+        &super::vaults(config)?,
+        identity.vault.as_ref(),
+        holds,
+    )
+    .await)
 }
 
 pub async fn backup(

@@ -38,16 +38,56 @@ pub type Result<T, E = hubvault::Error> = std::result::Result<T, E>;
 /// Run the command; also returns the warnings about settings nothing acts on yet (of the config
 /// file, and of policy files the command read).
 pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
-    let config = match Config::load(cli.global.config.as_deref()) {
+    let mut config = match Config::load(cli.global.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return (Vec::new(), Err(e.into())),
     };
     let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    if let Err(e) = read_connection_secrets(&mut config, &cli.command).await {
+        return (warnings, Err(e));
+    }
     let result = dispatch(cli, &config).await.map(|mut outcome| {
         warnings.append(&mut outcome.warnings);
         outcome
     });
     (warnings, result)
+}
+
+/// Read from Key Vault the connection strings (`connection-string-secret`) of the hubs this
+/// command names, and of `[staging]` when it may run hub jobs.
+async fn read_connection_secrets(config: &mut Config, command: &Command) -> Result<()> {
+    let (names, staging): (Vec<&str>, bool) = match command {
+        Command::Backup(a) => (a.hub.as_deref().into_iter().collect(), a.hub.is_some()),
+        Command::Restore(a) => (vec![a.to.as_str()], true),
+        Command::Clone(a) => (vec![a.from.as_str(), a.to.as_str()], true),
+        Command::Preflight(a) => (vec![a.to.as_str()], true),
+        Command::Diff(a) if a.to.is_none() => (a.hub.hub.as_deref().into_iter().collect(), false),
+        _ => (Vec::new(), false),
+    };
+    let wanted = |name: &&str| config.hubs.contains_key(*name) || config.dps.contains_key(*name);
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(wanted)
+        .map(str::to_owned)
+        .collect();
+    let needs_staging = staging
+        && config
+            .staging
+            .as_ref()
+            .is_some_and(|s| s.connection_string_secret.is_some());
+    let needs_hubs = names.iter().any(|n| {
+        config
+            .hubs
+            .get(n)
+            .or_else(|| config.dps.get(n))
+            .is_some_and(|e| e.connection_string_secret.is_some())
+    });
+    if !needs_staging && !needs_hubs {
+        return Ok(());
+    }
+    let vaults = vaults(config)?;
+    hubvault::services::read_connection_secrets(config, &vaults, &names, needs_staging).await?;
+    Ok(())
 }
 
 async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {

@@ -140,6 +140,9 @@ pub struct Config {
 pub struct ServiceEntry {
     pub connection_string: Option<String>,
     pub connection_string_env: Option<String>,
+    /// A Key Vault secret URL holding the connection string (read once per run, before use:
+    /// see `services::read_connection_secrets`).
+    pub connection_string_secret: Option<String>,
     pub host: Option<String>,
     pub credential: Option<Credential>,
     pub endpoint: Option<String>,
@@ -155,6 +158,7 @@ impl fmt::Debug for ServiceEntry {
                 &self.connection_string.as_ref().map(|_| "<redacted>"),
             )
             .field("connection_string_env", &self.connection_string_env)
+            .field("connection_string_secret", &self.connection_string_secret)
             .field("host", &self.host)
             .field("credential", &self.credential)
             .field("endpoint", &self.endpoint)
@@ -222,6 +226,8 @@ pub struct KeyVaultEntry {
 pub struct StagingEntry {
     pub connection_string_env: Option<String>,
     pub connection_string: Option<String>,
+    /// A Key Vault secret URL holding the account-key connection string.
+    pub connection_string_secret: Option<String>,
     pub container_url: Option<String>,
     pub container: Option<String>,
     pub sas_lifetime: Option<String>,
@@ -235,6 +241,7 @@ impl fmt::Debug for StagingEntry {
                 "connection_string",
                 &self.connection_string.as_ref().map(|_| "<redacted>"),
             )
+            .field("connection_string_secret", &self.connection_string_secret)
             .field(
                 "container_url",
                 &self

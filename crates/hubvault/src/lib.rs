@@ -15,6 +15,8 @@
 //! restore:  store ──► age ──► zstd ──► records ──► plan (diff against the live target)
 //!           ──► preflight findings, mirror brake ──► apply (import job | bulk) ──► read back
 //! clone:    backup of A (kept, or ephemeral) + restore into B
+//! rotate:   trusted snapshot ──► open ──► seal to the new recipients as generation g+1
+//!           ──► signature, manifest (commit) ──► older generations removed
 //! ```
 //!
 //! # Map
@@ -27,10 +29,11 @@
 //! | [`snapshot`] | record model (verbatim export lines), the one-pass line check (`json_line`), parsing on its own thread (`prefetch`), external sort (records in a reused arena, runs AES-GCM-encrypted, spilled on their own thread), manifest and stream header, catalog (ids, object names, listing, `latest`, hub names, the store marker) | talk HTTP |
 //! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote; `bridge` to a [`store`] writer | know hubs, snapshots or where keys come from |
 //! | [`store`] | narrow create-only trait over local folder, Azure Blob, memory (with injectable faults); the store's clock; time-sortable ids | know snapshots |
-//! | [`keys`] | where age keys come from: the identity file (0600, owner, folder, regular file), recipients for backup, identities for restore | read anything but the identity file it is pointed at |
+//! | [`keys`] | where keys come from: the identity file (0600, owner, folder, regular file) or a Key Vault secret ([`keys::keyvault`]), recipients for backup, identities for restore, the signing key and trusted signers | read anything but the keys it is pointed at; show a secret value |
+//! | [`credentials`] | Entra credentials of the configured kind, and `token-env` | hold or print a token |
 //! | [`redact`] | the one function that makes secret-bearing text safe to show | — |
 //! | [`config`] | `hubvault.toml`: parsing with file and line in errors; the file and default layers of precedence (flags and environment are the binary's clap layer); settings nothing acts on yet | hold domain decisions |
-//! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; Entra credentials | talk to a hub |
+//! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
@@ -43,6 +46,7 @@
 //! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!
 //! Exit codes of the binary: 0 ok, 1 a check found something, 2 error.
 

@@ -47,7 +47,7 @@ impl Diagnostic for Error {
         match self {
             Error::Config(e) => e.fix(),
             Error::NoCredential { .. } => Some(
-                "set connection-string, connection-string-env, or host + credential".to_owned(),
+                "set connection-string, connection-string-env, connection-string-secret (a Key Vault secret URL), or host + credential".to_owned(),
             ),
             Error::BadEndpoint { .. } | Error::Credential { .. } => None,
             Error::Hub(e) => e.fix(),
@@ -162,4 +162,66 @@ pub fn entra_credential(kind: Credential) -> Result<Arc<dyn TokenCredential>, Er
         kind: e.kind,
         detail: e.detail,
     })
+}
+
+/// Read the `connection-string-secret` of the hubs and DPS instances named in `names` (config
+/// names) and, with `staging`, of `[staging]`, from Key Vault into their `connection-string`, so
+/// no plaintext connection string sits in a file or the environment. Only what this run uses is
+/// read (a host may be allowed to read only its own secrets), each once. A value that is not a
+/// connection string is an error naming the secret, never showing the value.
+pub async fn read_connection_secrets(
+    config: &mut Config,
+    vaults: &crate::keys::Vaults,
+    names: &[String],
+    staging: bool,
+) -> Result<(), crate::keys::Error> {
+    use crate::keys::{Error as KeysError, SecretUrl};
+    let read = async |key: String, url: &str| -> Result<String, KeysError> {
+        let url: SecretUrl = url.parse()?;
+        let latest = vaults
+            .read_latest(&url)
+            .await?
+            .into_iter()
+            .next()
+            .map(|v| (v.version, v.value));
+        let Some((version, value)) = latest else {
+            return Err(KeysError::BadVaultKey {
+                what: "a connection string",
+                secret: format!("{url} ({key})"),
+                line: 0,
+                reason: "the secret has no value",
+            });
+        };
+        let text = value.trim().to_owned();
+        if !text.contains('=') || !text.contains(';') {
+            return Err(KeysError::BadVaultKey {
+                what: "a connection string",
+                secret: format!("{} ({key})", url.with_version(&version)),
+                line: 0,
+                reason: "expected Key=Value;… (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…)",
+            });
+        }
+        tracing::info!(secret = %url, setting = %key, "connection string read from Key Vault");
+        Ok(text)
+    };
+    for (section, entries) in [("hubs", &mut config.hubs), ("dps", &mut config.dps)] {
+        for (name, entry) in entries.iter_mut() {
+            if !names.iter().any(|n| n == name) || entry.connection_string.is_some() {
+                continue;
+            }
+            if let Some(url) = entry.connection_string_secret.clone() {
+                let key = format!("{section}.{name}.connection-string-secret");
+                entry.connection_string = Some(read(key, &url).await?);
+            }
+        }
+    }
+    if staging
+        && let Some(entry) = config.staging.as_mut()
+        && entry.connection_string.is_none()
+        && let Some(url) = entry.connection_string_secret.clone()
+    {
+        entry.connection_string =
+            Some(read("staging.connection-string-secret".to_owned(), &url).await?);
+    }
+    Ok(())
 }

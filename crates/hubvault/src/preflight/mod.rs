@@ -34,6 +34,9 @@ pub enum Check {
     StagingSas,
     StagingReachableByHub,
     IdConflicts,
+    /// A host that can write backups (it holds a signing key) must not be able to read the
+    /// identity that opens them.
+    LeastPrivilege,
 }
 
 impl Check {
@@ -48,6 +51,7 @@ impl Check {
             Check::StagingSas => "staging-sas",
             Check::StagingReachableByHub => "staging-reachable-by-hub",
             Check::IdConflicts => "id-conflicts",
+            Check::LeastPrivilege => "least-privilege",
         }
     }
 }
@@ -169,6 +173,45 @@ pub fn quota_finding(hub: &str, existing: u64, creates: u64, limit: u64, source:
             "raise the hub's quota (more units or a higher tier), restore a subset with --only, or remove unused devices",
         )
     }
+}
+
+/// The least-privilege check of a host that holds a signing key (so it can write backups),
+/// when the identity is a Key Vault secret: its credential must not be able to read it (a stolen
+/// backup host would then read every snapshot). `None`: nothing to check (the identity is a file,
+/// or this host has no signing key). The secret's value, if the vault returns it, is dropped.
+pub async fn least_privilege_finding(
+    vaults: &crate::keys::Vaults,
+    identity: Option<&crate::keys::SecretUrl>,
+    holds_signing_key: bool,
+) -> Option<Finding> {
+    let url = identity.filter(|_| holds_signing_key)?;
+    Some(match vaults.can_read(url).await {
+        Ok(false) => Finding::pass(
+            Check::LeastPrivilege,
+            format!(
+                "this host holds a signing key and its Key Vault credential cannot read the \
+                 identity secret {url}"
+            ),
+        ),
+        Ok(true) => Finding::fail(
+            Check::LeastPrivilege,
+            "backup_host_reads_identity",
+            format!(
+                "this host holds a signing key (it can write backups) and its Key Vault \
+                 credential can also read the identity secret {url}: whoever takes this host can \
+                 read every snapshot"
+            ),
+            "give backup hosts no role on the identity secret (grant `Key Vault Secrets User` \
+             on that secret to restore hosts only, or keep the identity in a vault of its own), \
+             and run backups with the recipients alone",
+        ),
+        Err(e) => Finding::fail(
+            Check::LeastPrivilege,
+            "keyvault_unchecked",
+            format!("could not check whether this host can read the identity secret {url}: {e}"),
+            "check [keyvault] (endpoint, credential) and the network path to the vault",
+        ),
+    })
 }
 
 /// The conflict check for `--mode create`: ids that already exist on the target.
