@@ -15,6 +15,7 @@ mod clone;
 mod hub_faults;
 mod import_lock;
 mod keys;
+mod keyvault;
 mod live;
 mod policy;
 mod restore;

@@ -61,3 +61,60 @@ fn over_tls_hubvault_trusts_the_written_ca_and_reaches_its_hubs() {
     let err = blocking(HubClient::new(target).unwrap().statistics()).unwrap_err();
     assert_eq!(err.code(), "hub_transport", "{err}");
 }
+
+/// The `[keyvault]` section `--write-config` writes, with the managed identity `--info` names,
+/// is all hubvault needs to make an identity in the simulator's vault and read it back: the real
+/// `azure_identity` managed-identity credential and the official secrets client, over plain HTTP
+/// and over `--tls` with the written CA.
+#[test]
+fn hubvault_makes_and_reads_an_identity_in_the_simulators_key_vault() {
+    for tls in [false, true] {
+        let mut args = vec!["--hub", "hub-a"];
+        if tls {
+            args.push("--tls");
+        }
+        let sim = SimProcess::start(&args);
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(sim.dir().join("sim.json")).unwrap())
+                .unwrap();
+        let url = info["keyvault"]["url"].as_str().unwrap();
+        let wd = crate::support::Workdir::bare();
+        wd.set_env(
+            "IDENTITY_ENDPOINT",
+            info["managed_identity"]["endpoint"].as_str().unwrap(),
+        );
+        wd.set_env(
+            "IDENTITY_HEADER",
+            info["managed_identity"]["header"].as_str().unwrap(),
+        );
+        let config = sim.config();
+        let run = |args: &[&str]| {
+            wd.hubvault()
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .run_blocking()
+        };
+        let made = run(&[
+            "--json",
+            "key",
+            "init",
+            "--key-vault",
+            url,
+            "--secret",
+            "hubvault-identity",
+        ])
+        .expect_code(0)
+        .json();
+        let shown = run(&[
+            "--json",
+            "key",
+            "show-recipient",
+            "--identity",
+            &format!("{url}/secrets/hubvault-identity"),
+        ])
+        .expect_code(0)
+        .json();
+        assert_eq!(shown["recipients"][0], made["recipient"], "tls {tls}");
+    }
+}

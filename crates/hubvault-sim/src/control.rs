@@ -14,8 +14,16 @@
 //! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `lose_bulk_responses`, `export_skip_devices`, `expire_tokens_early_secs`, `wrong_key_for`, `failing_over_ms`: answer 404012 for that many ms from now) → the whole document |
 //! | GET | `/hubs/{hub}/messages` | → `{"<deviceId>": count}` of device-to-cloud messages accepted |
 //! | GET | `/hubs/{hub}/jobs` | → the job list, as `GET /jobs` on the hub would give it |
+//! | GET | `/msi/token` | the App Service-style managed-identity token endpoint (`IDENTITY_ENDPOINT`; see `identity`): `?api-version=2019-08-01&resource=…` with `x-identity-header: {header}` → `{"access_token","expires_on","resource","token_type":"Bearer","client_id"}` |
+//! | GET | `/identities` | → `[{"name","header","principal_id","client_id"}]`, the default identity (`hubvault-sim-mi`) first |
+//! | POST | `/identities` | `{"name":"backup-host"}` (1–128 of `A-Z a-z 0-9 - _`) → 201 `{"name","header","principal_id","client_id"}`; 409 if the name exists |
+//! | GET / PUT | `/keyvault/role-assignments` | `[{"principal","role","scope"}]` (`principal`: identity name or object id, or `anonymous`; `role`: a Key Vault built-in role's name or id; `scope`: `/` or `/secrets/{name}`, default `/`) → the normalized list; `null` or `[]` → `null`: RBAC off (the default, everything allowed) |
+//! | GET / PUT | `/keyvault/network-acls` | ARM's `networkAcls`, e.g. `{"defaultAction":"Deny","bypass":"AzureServices","ipRules":[{"value":"127.0.0.1"},{"value":"127.0.0.0/30"}]}` (`defaultAction` `Allow` or `Deny`; IPv4 addresses or CIDR ranges), or `null` (allow all) → the whole document |
+//! | GET | `/keyvault/secrets` | → `[{"name","deleted","deletedDate","scheduledPurgeDate","versions":[{"version","enabled","exp","nbf","created","updated","contentType","tags"}]}]`, no values |
+//! | GET | `/keyvault/secrets/{name}` | → one such entry (live or soft-deleted); 404 if unknown |
 //!
-//! Errors are `{"error": "…"}` with 400 or 404.
+//! The `/keyvault/…` routes answer 404 when no Key Vault is served. Errors are `{"error": "…"}`
+//! with 400, 404 or 409.
 
 use std::sync::Arc;
 
@@ -28,12 +36,18 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::apply::{ApplyOptions, ImportMode, apply_line, line_mode};
+use super::identity::{CreateError, Identities, Identity};
+use super::keyvault::KvState;
+use super::keyvault::access::{NetworkAcls, parse_assignments};
 use super::limits::{Faults, merge};
 use super::state::{Hub, json_response, lock, now_ms, now_secs};
 use super::wire::{export_device_line, export_module_line};
 
 pub struct Control {
     pub hubs: Vec<(Arc<Hub>, String)>,
+    /// The served vault, if any.
+    pub keyvault: Option<Arc<KvState>>,
+    pub identities: Arc<Identities>,
 }
 
 type Shared = Arc<Control>;
@@ -60,7 +74,19 @@ fn find(c: &Control, name: &str) -> Result<Arc<Hub>, Response> {
 }
 
 pub fn router(control: Control) -> Router {
+    let tokens = super::identity::router(control.identities.clone());
     Router::new()
+        .route("/identities", get(identities).post(create_identity))
+        .route(
+            "/keyvault/role-assignments",
+            get(role_assignments).put(set_role_assignments),
+        )
+        .route(
+            "/keyvault/network-acls",
+            get(network_acls).put(set_network_acls),
+        )
+        .route("/keyvault/secrets", get(kv_secrets))
+        .route("/keyvault/secrets/{name}", get(kv_secret))
         .route("/hubs", get(hubs))
         .route("/hubs/{hub}/seed", post(seed))
         .route("/hubs/{hub}/load", post(load))
@@ -78,6 +104,7 @@ pub fn router(control: Control) -> Router {
         .route("/hubs/{hub}/messages", get(messages))
         .route("/hubs/{hub}/jobs", get(jobs))
         .with_state(Arc::new(control))
+        .merge(tokens)
 }
 
 async fn hubs(State(c): State<Shared>) -> Response {
@@ -328,5 +355,128 @@ async fn jobs(State(c): State<Shared>, Path(name): Path<String>) -> Response {
             ),
         ),
         Err(r) => r,
+    }
+}
+
+async fn identities(State(c): State<Shared>) -> Response {
+    let list: Vec<Value> = c.identities.list().iter().map(Identity::json).collect();
+    json_response(StatusCode::OK, &Value::Array(list))
+}
+
+async fn create_identity(State(c): State<Shared>, body: Bytes) -> Response {
+    let name = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_string));
+    let Some(name) = name else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "expected {\"name\":\"backup-host\"}",
+        );
+    };
+    match c.identities.create(&name) {
+        Ok(identity) => json_response(StatusCode::CREATED, &identity.json()),
+        Err(CreateError::Exists) => fail(
+            StatusCode::CONFLICT,
+            format!("an identity named '{name}' exists; GET /identities lists them"),
+        ),
+        Err(CreateError::BadName) => fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "identity name '{name}': use 1-128 letters, digits, '-' or '_' (not 'anonymous')"
+            ),
+        ),
+    }
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response"
+)]
+fn vault(c: &Control) -> Result<Arc<KvState>, Response> {
+    c.keyvault.clone().ok_or_else(|| {
+        fail(
+            StatusCode::NOT_FOUND,
+            "no Key Vault is served by this simulator",
+        )
+    })
+}
+
+fn assignments_json(kv: &KvState) -> Value {
+    kv.role_assignments()
+        .map_or(Value::Null, |list| json!(list))
+}
+
+async fn role_assignments(State(c): State<Shared>) -> Response {
+    match vault(&c) {
+        Ok(kv) => json_response(StatusCode::OK, &assignments_json(&kv)),
+        Err(r) => r,
+    }
+}
+
+async fn set_role_assignments(State(c): State<Shared>, body: Bytes) -> Response {
+    let kv = match vault(&c) {
+        Ok(kv) => kv,
+        Err(r) => return r,
+    };
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| parse_assignments(&v));
+    match parsed {
+        Ok(list) => {
+            kv.set_role_assignments(list);
+            json_response(StatusCode::OK, &assignments_json(&kv))
+        }
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            format!("role assignments not changed: {e}"),
+        ),
+    }
+}
+
+async fn network_acls(State(c): State<Shared>) -> Response {
+    match vault(&c) {
+        Ok(kv) => json_response(StatusCode::OK, &kv.network_acls().json()),
+        Err(r) => r,
+    }
+}
+
+async fn set_network_acls(State(c): State<Shared>, body: Bytes) -> Response {
+    let kv = match vault(&c) {
+        Ok(kv) => kv,
+        Err(r) => return r,
+    };
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| NetworkAcls::parse(&v));
+    match parsed {
+        Ok(acls) => {
+            kv.set_network_acls(acls);
+            json_response(StatusCode::OK, &kv.network_acls().json())
+        }
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            format!("network ACLs not changed: {e}"),
+        ),
+    }
+}
+
+async fn kv_secrets(State(c): State<Shared>) -> Response {
+    match vault(&c) {
+        Ok(kv) => json_response(StatusCode::OK, &kv.secrets_view()),
+        Err(r) => r,
+    }
+}
+
+async fn kv_secret(State(c): State<Shared>, Path(name): Path<String>) -> Response {
+    let kv = match vault(&c) {
+        Ok(kv) => kv,
+        Err(r) => return r,
+    };
+    match kv.secret_view(&name) {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => fail(
+            StatusCode::NOT_FOUND,
+            format!("no secret named '{name}' in the vault"),
+        ),
     }
 }

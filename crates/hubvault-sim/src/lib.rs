@@ -2,10 +2,11 @@
 //! speaks the real wire contract (described in hubvault's `docs/azure.md`) and is strict where
 //! Azure is strict. Every test of a live path stands on it.
 //!
-//! Owns: starting the services — one port per hub on the `listen` address, a control port, and
-//! ports for the ARM / DPS / Key Vault routers when they are plugged in — and the hubs' shared
-//! state. Must not: import anything else of hubvault. Its wire types are its own, so a serde
-//! mistake in the client cannot be mirrored here.
+//! Owns: starting the services — one port per hub on the `listen` address, a control port (which
+//! also serves the managed-identity token endpoint, `identity`), and ports for the ARM / DPS /
+//! Key Vault routers when they are plugged in — and the hubs' shared state and the run's
+//! managed identities. Must not: import anything else of hubvault. Its wire types are its own,
+//! so a serde mistake in the client cannot be mirrored here.
 //!
 //! | module | owns |
 //! |---|---|
@@ -26,6 +27,7 @@
 //! | `tls` | `--tls`: the generated certificate and the TLS listener |
 //! | `serve` | serving a router on a plain or TLS listener until the run stops |
 //! | `control`, `seed` | the control API (endpoints documented there) and synthetic fleets |
+//! | `identity` | managed identities and their App Service-style token endpoint (served by the control listener at `/msi/token`) |
 //! | `shared` | `HubShared`: what the ARM module and the data plane both touch; `lock` |
 //! | `arm`, `dps`, `keyvault` | the sibling services, each with its own state and router |
 //!
@@ -38,6 +40,9 @@
 //! let hub = running.hub("hub-a").unwrap();
 //! // hub.endpoint = "http://127.0.0.1:PORT", hub.connection_string("iothubowner") = "HostName=hub-a.azure-devices.net;…"
 //! // running.control = base URL of the control API (endpoints in `control`)
+//! // with `with_services`: running.keyvault = "http://127.0.0.1:PORT", running.keyvault_state
+//! // (vault URL, RBAC, firewall); IDENTITY_ENDPOINT = running.managed_identity_endpoint(),
+//! // IDENTITY_HEADER = running.identities.default_identity().header (or a created identity's)
 //! stop.send(()).ok();
 //! ```
 //!
@@ -70,6 +75,7 @@ pub mod error;
 pub mod export;
 pub mod firewall;
 pub mod hub;
+pub mod identity;
 pub mod import;
 pub mod job_table;
 pub mod jobs;
@@ -141,6 +147,12 @@ pub struct Options {
     pub arm: Option<RouterFactory>,
     pub dps: Option<RouterFactory>,
     pub keyvault: Option<RouterFactory>,
+    /// The vault's state, for the control API (`/keyvault/…`); [`with_services`] sets it next to
+    /// `keyvault`. Ignored while `keyvault` is `None`.
+    pub keyvault_state: Option<Arc<keyvault::KvState>>,
+    /// The managed identities whose tokens the token endpoint issues and Key Vault trusts; starts
+    /// with [`identity::DEFAULT_IDENTITY`].
+    pub identities: Arc<identity::Identities>,
     /// Host names the plugged-in sibling services answer for (`management.azure.com`, …);
     /// [`with_services`] fills it. Only the `tls` certificate uses it.
     pub service_hosts: Vec<String>,
@@ -160,6 +172,8 @@ impl Default for Options {
             arm: None,
             dps: None,
             keyvault: None,
+            keyvault_state: None,
+            identities: identity::Identities::new(),
             service_hosts: Vec::new(),
             tls: None,
         }
@@ -207,6 +221,10 @@ pub struct Running {
     pub arm: Option<String>,
     pub dps: Option<String>,
     pub keyvault: Option<String>,
+    /// The vault served at `keyvault` (its URL, secrets, RBAC, firewall), when there is one.
+    pub keyvault_state: Option<Arc<keyvault::KvState>>,
+    /// The run's managed identities; [`Running::managed_identity_endpoint`] issues their tokens.
+    pub identities: Arc<identity::Identities>,
     /// With `tls`: the CA certificate (PEM) clients must trust, and where it was written.
     pub ca_pem: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -216,6 +234,14 @@ pub struct Running {
 impl Running {
     pub fn hub(&self, name: &str) -> Option<&RunningHub> {
         self.hubs.iter().find(|h| h.name == name)
+    }
+
+    /// `IDENTITY_ENDPOINT` for `azure_identity::ManagedIdentityCredential`: the App Service-style
+    /// token endpoint on the control port (`{control}/msi/token`). `IDENTITY_HEADER` is an
+    /// identity's `header` ([`identity::Identities::default_identity`] or one the control API
+    /// created).
+    pub fn managed_identity_endpoint(&self) -> String {
+        format!("{}{}", self.control, identity::TOKEN_PATH)
     }
 
     /// Wait until every server has shut down.
@@ -322,9 +348,15 @@ pub fn with_services(
     options.arm = Some(Box::new(|hubs: &Hubs| {
         arm::router(arm::ArmState::new(hubs.clone()))
     }));
-    options.keyvault = Some(Box::new(|_: &Hubs| {
-        keyvault::router(keyvault::KvState::new(KEYVAULT_URL))
-    }));
+    let vault = keyvault::KvState::with_options(keyvault::KvOptions {
+        vault_url: KEYVAULT_URL.to_string(),
+        subscription: options.subscription.clone(),
+        resource_group: options.resource_group.clone(),
+        location: "westus".to_string(),
+        identities: options.identities.clone(),
+    });
+    options.keyvault_state = Some(vault.clone());
+    options.keyvault = Some(Box::new(move |_: &Hubs| keyvault::router(vault)));
     options.service_hosts.push(ARM_HOST.to_string());
     options
         .service_hosts
@@ -356,9 +388,12 @@ pub async fn run(
         arm,
         dps,
         keyvault,
+        keyvault_state,
+        identities,
         service_hosts,
         tls,
     } = options;
+    let keyvault_state = keyvault_state.filter(|_| keyvault.is_some());
     check_hub_names(&wanted)?;
     let (acceptor, ca_pem) = match &tls {
         Some(t) => {
@@ -387,28 +422,12 @@ pub async fn run(
     let mut offset = 0u16;
     let mut running = Vec::new();
     for h in &wanted {
-        let host = hub_host(&h.name);
         let resource_id = format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Devices/IotHubs/{}",
             h.name
         );
-        let shared = Arc::new(HubShared {
-            name: h.name.clone(),
-            host: host.clone(),
-            resource_id: resource_id.clone(),
-            policies: policies(seed, &h.name),
-            resource: Mutex::new(resource_doc(&h.name, &host, &resource_id)),
-        });
-        let state = Arc::new(Hub::new(shared.clone(), limits.clone(), http.clone()));
-        if h.devices > 0 {
-            seed::seed(
-                &mut crate::state::lock(&state.registry),
-                h.devices,
-                seed,
-                0,
-                crate::state::now_secs(),
-            );
-        }
+        let (shared, state) = new_hub(h, &resource_id, seed, &limits, &http);
+        let host = shared.host.clone();
         let listener = bind(listen, &mut offset).await?;
         let endpoint = serving.base_url(&listener);
         let listener = HubListener::new(listener, state.drops.clone());
@@ -429,6 +448,8 @@ pub async fn run(
             .iter()
             .map(|r| (r.state.clone(), r.endpoint.clone()))
             .collect(),
+        keyvault: keyvault_state.clone(),
+        identities: identities.clone(),
     };
     tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
@@ -442,10 +463,41 @@ pub async fn run(
         arm: arm_url,
         dps: dps_url,
         keyvault: kv_url,
+        keyvault_state,
+        identities,
         ca_pem,
         ca_file: tls.and_then(|t| t.ca_file),
         tasks,
     })
+}
+
+/// One hub's shared and data-plane state, its synthetic fleet seeded.
+fn new_hub(
+    h: &HubOptions,
+    resource_id: &str,
+    seed: u64,
+    limits: &Limits,
+    http: &reqwest::Client,
+) -> (Arc<HubShared>, Arc<Hub>) {
+    let host = hub_host(&h.name);
+    let shared = Arc::new(HubShared {
+        name: h.name.clone(),
+        resource: Mutex::new(resource_doc(&h.name, &host, resource_id)),
+        host,
+        resource_id: resource_id.to_string(),
+        policies: policies(seed, &h.name),
+    });
+    let state = Arc::new(Hub::new(shared.clone(), limits.clone(), http.clone()));
+    if h.devices > 0 {
+        seed::seed(
+            &mut crate::state::lock(&state.registry),
+            h.devices,
+            seed,
+            0,
+            crate::state::now_secs(),
+        );
+    }
+    (shared, state)
 }
 
 fn hub_host(name: &str) -> String {

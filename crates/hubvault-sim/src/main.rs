@@ -8,13 +8,18 @@
 //! writes a `hubvault.toml` (docs/architecture.md#configuration) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.
 //!
+//! `--info` also names the Key Vault (`keyvault`: `url`, `host`, `endpoint`) and the default
+//! managed identity (`managed_identity`: `endpoint` and `header`, the `IDENTITY_ENDPOINT` and
+//! `IDENTITY_HEADER` of `azure_identity::ManagedIdentityCredential`); `--write-config` writes a
+//! `[keyvault]` section (`url`, `endpoint`, `credential = "managed-identity"`).
+//!
 //! `--tls` serves every port over HTTPS with one self-signed certificate generated at start for
 //! all simulated host names (`hub-a.azure-devices.net`, `dps-a.azure-devices-provisioning.net`,
 //! `hubvault-sim.vault.azure.net`, `management.azure.com`, `localhost`, `127.0.0.1`). The
 //! certificate, which is its own CA, is written to `--ca-file` (default: `sim-ca.pem` next to
 //! `--info`, else in the working directory); `--info` then reports `https://127.0.0.1:PORT`
 //! endpoints and a `ca_file`, and `--write-config` puts `ca-file = "…"` in every hub and DPS
-//! entry so hubvault trusts it.
+//! entry (and `[arm]`, `[keyvault]`) so hubvault trusts it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -108,10 +113,26 @@ fn info(running: &Running, dps: Option<&DpsState>) -> Value {
         "hubs": hubs,
         "dps": dps_info(running, dps),
         "arm": running.arm.as_ref().map(|e| json!({"endpoint": e})),
-        "keyvault": running.keyvault.as_ref().map(|e| json!({"endpoint": e})),
+        "keyvault": keyvault_info(running),
+        "managed_identity": {
+            "endpoint": running.managed_identity_endpoint(),
+            "header": running.identities.default_identity().header,
+        },
         "control": running.control,
         "ca_file": running.ca_file,
     })
+}
+
+/// `{"url", "host", "endpoint"}` of the vault, if served: the URL secret ids are written with, its
+/// host name and where it is served.
+fn keyvault_info(running: &Running) -> Value {
+    match (&running.keyvault_state, &running.keyvault) {
+        (Some(kv), Some(endpoint)) => {
+            json!({"url": kv.vault_url(), "host": kv.host(), "endpoint": endpoint})
+        }
+        (None, Some(endpoint)) => json!({"endpoint": endpoint}),
+        _ => Value::Null,
+    }
 }
 
 /// `{"<name>": {"connection_string", "endpoint", "host"}}` for the DPS instance, if served.
@@ -176,6 +197,17 @@ fn config(running: &Running, dps: Option<&DpsState>) -> String {
             out,
             "\n[arm]\nendpoint = {}\ntoken-env = \"HUBVAULT_ARM_TOKEN\"\n",
             toml_str(arm)
+        );
+        out.push_str(&ca_line(running));
+    }
+    if let (Some(kv), Some(endpoint)) = (&running.keyvault_state, &running.keyvault) {
+        let _ = write!(
+            out,
+            "\n# Key Vault, reached with the managed-identity credential: set IDENTITY_ENDPOINT and\n\
+             # IDENTITY_HEADER from --info (managed_identity.endpoint, managed_identity.header).\n\
+             [keyvault]\nurl = {}\nendpoint = {}\ncredential = \"managed-identity\"\n",
+            toml_str(kv.vault_url()),
+            toml_str(endpoint)
         );
         out.push_str(&ca_line(running));
     }

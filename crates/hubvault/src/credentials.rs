@@ -36,6 +36,43 @@ pub fn kind_name(kind: Credential) -> &'static str {
 
 /// An Entra credential of the configured kind (`azure_identity`).
 pub fn entra(kind: Credential) -> Result<Arc<dyn TokenCredential>, Error> {
+    entra_trusting(kind, None)
+}
+
+/// [`entra`], whose managed-identity token requests also trust the roots in `ca_file` (the
+/// simulator's `--tls`, whose token endpoint is served with its own CA).
+pub fn entra_trusting(
+    kind: Credential,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<dyn TokenCredential>, Error> {
+    if let (Credential::ManagedIdentity, Some(path)) = (kind, ca_file) {
+        let failed = |detail: String| Error {
+            kind: kind_name(kind).to_owned(),
+            detail,
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| failed(format!("cannot read ca-file {}: {e}", path.display())))?;
+        let mut builder = reqwest::Client::builder();
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| failed(format!("ca-file {}: {e}", path.display())))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| failed(e.without_url().to_string()))?;
+        let options = azure_identity::ManagedIdentityCredentialOptions {
+            client_options: azure_core::http::ClientOptions {
+                transport: Some(azure_core::http::Transport::new(Arc::new(client))),
+                ..azure_core::http::ClientOptions::default()
+            },
+            ..azure_identity::ManagedIdentityCredentialOptions::default()
+        };
+        return Ok(
+            azure_identity::ManagedIdentityCredential::new(Some(options))
+                .map_err(|e| failed(e.to_string()))?,
+        );
+    }
     let failed = |e: azure_core::Error| Error {
         kind: kind_name(kind).to_owned(),
         detail: e.to_string(),

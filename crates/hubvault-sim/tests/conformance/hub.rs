@@ -2097,6 +2097,31 @@ fn binary_starts_fast_and_writes_info_and_config() {
         "endpoint = \"{}\"",
         hub["endpoint"].as_str().unwrap()
     )));
+    // Key Vault and the default managed identity, for hubvault's `[keyvault]`.
+    let kv = &doc["keyvault"];
+    assert_eq!(kv["url"], "https://hubvault-sim.vault.azure.net");
+    assert_eq!(kv["host"], "hubvault-sim.vault.azure.net");
+    let kv_endpoint = kv["endpoint"].as_str().unwrap();
+    assert!(
+        kv_endpoint.starts_with("http://127.0.0.1:"),
+        "{kv_endpoint}"
+    );
+    let mi = &doc["managed_identity"];
+    let mi_endpoint = mi["endpoint"].as_str().unwrap();
+    assert_eq!(
+        mi_endpoint,
+        format!("{}/msi/token", doc["control"].as_str().unwrap())
+    );
+    let mi_header = mi["header"].as_str().unwrap();
+    let section = parsed["keyvault"].as_table().unwrap();
+    assert_eq!(
+        section["url"].as_str(),
+        Some("https://hubvault-sim.vault.azure.net")
+    );
+    assert_eq!(section["endpoint"].as_str(), Some(kv_endpoint));
+    assert_eq!(section["credential"].as_str(), Some("managed-identity"));
+    assert!(!section.contains_key("secret") && !section.contains_key("ca-file"));
+    assert!(text.contains("IDENTITY_ENDPOINT") && text.contains("IDENTITY_HEADER"));
     // The endpoint serves hub-a whatever the Host header says; the token is for the real host name.
     let key = cs.split("SharedAccessKey=").nth(1).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -2124,9 +2149,35 @@ fn binary_starts_fast_and_writes_info_and_config() {
             .await
             .unwrap()
     });
+    // A token from the written managed-identity endpoint opens the written vault.
+    let secrets: Value = rt.block_on(async {
+        let token: Value = reqwest::Client::new()
+            .get(mi_endpoint)
+            .query(&[
+                ("api-version", "2019-08-01"),
+                ("resource", "https://vault.azure.net"),
+            ])
+            .header("x-identity-header", mi_header)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reqwest::Client::new()
+            .get(format!("{kv_endpoint}/secrets?api-version=2025-07-01"))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(stats["totalDeviceCount"], 1000);
+    assert_eq!(secrets, json!({"value": [], "nextLink": null}));
     // Not a timed assertion (the machine may be loaded): the figure is printed for the record.
     eprintln!("hubvault-sim with 1000 seeded devices was ready after {startup:?}");
 }

@@ -11,5 +11,6 @@
 )]
 
 mod hub;
+mod keyvault;
 mod services;
 mod tls;

@@ -338,4 +338,21 @@ fn check_written_files(info: &Path, config: &Path, ca: &Path) {
     };
     assert_eq!(ca_of("hubs", "hub-a").as_deref(), Some(ca));
     assert_eq!(ca_of("dps", "dps-a").as_deref(), Some(ca));
+    let kv = parsed["keyvault"].as_table().unwrap();
+    assert_eq!(
+        kv["ca-file"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+        Some(ca)
+    );
+    assert_eq!(
+        kv["endpoint"].as_str(),
+        doc["keyvault"]["endpoint"].as_str()
+    );
+    let mi = doc["managed_identity"]["endpoint"].as_str().unwrap();
+    assert!(
+        mi.starts_with("https://127.0.0.1:") && mi.ends_with("/msi/token"),
+        "{mi}"
+    );
 }

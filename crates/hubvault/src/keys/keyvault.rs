@@ -418,8 +418,11 @@ impl Vaults {
         }
         let made: Arc<dyn TokenCredential> = match (&self.token_env, self.credential_kind) {
             (Some(var), _) => crate::credentials::TokenFromEnv::new(var),
-            (None, kind) => crate::credentials::entra(kind.unwrap_or(Credential::DeveloperTools))
-                .map_err(|e| Error::Credential {
+            (None, kind) => crate::credentials::entra_trusting(
+                kind.unwrap_or(Credential::DeveloperTools),
+                self.redirect.as_ref().and_then(|r| r.2.as_deref()),
+            )
+            .map_err(|e| Error::Credential {
                 vault: url.vault(),
                 detail: e.to_string(),
             })?,
@@ -544,9 +547,9 @@ impl Vaults {
         let set = client
             .set_secret(url.name(), body, None)
             .await
-            .map_err(|e| classify(e, url, "set"))?
+            .map_err(|e| classify(&e, url, "set"))?
             .into_model()
-            .map_err(|e| classify(e, url, "set"))?;
+            .map_err(|e| classify(&e, url, "set"))?;
         Ok(set
             .id
             .as_deref()
@@ -563,9 +566,9 @@ impl Vaults {
         let secret = client
             .get_secret(url.name(), Some(options))
             .await
-            .map_err(|e| classify(e, url, "get"))?
+            .map_err(|e| classify(&e, url, "get"))?
             .into_model()
-            .map_err(|e| classify(e, url, "get"))?;
+            .map_err(|e| classify(&e, url, "get"))?;
         let version = secret
             .id
             .as_deref()
@@ -597,10 +600,10 @@ impl Vaults {
     ) -> Result<Vec<String>> {
         let mut pager = client
             .list_secret_properties_versions(url.name(), None)
-            .map_err(|e| classify(e, url, "list"))?;
+            .map_err(|e| classify(&e, url, "list"))?;
         let mut found: Vec<(Option<time::OffsetDateTime>, String)> = Vec::new();
         while let Some(item) = pager.next().await {
-            let props: SecretProperties = item.map_err(|e| classify(e, url, "list"))?;
+            let props: SecretProperties = item.map_err(|e| classify(&e, url, "list"))?;
             let attrs = props.attributes.as_ref();
             if attrs.and_then(|a| a.enabled) == Some(false) {
                 continue;
@@ -613,13 +616,16 @@ impl Vaults {
                 break;
             }
         }
+        // Newest first; versions made in the same second (its resolution) keep the reverse of
+        // the listing's order, which lists older versions first.
+        found.reverse();
         found.sort_by_key(|v| std::cmp::Reverse(v.0));
         Ok(found.into_iter().map(|(_, v)| v).collect())
     }
 }
 
 /// Key Vault's answer `e` to `action` on `url`, as one of our errors.
-fn classify(e: azure_core::Error, url: &SecretUrl, action: &'static str) -> Error {
+fn classify(e: &azure_core::Error, url: &SecretUrl, action: &'static str) -> Error {
     let vault = url.vault();
     let secret = url.shown();
     let azure_core::error::ErrorKind::HttpResponse { status, .. } = e.kind() else {
@@ -636,20 +642,7 @@ fn classify(e: azure_core::Error, url: &SecretUrl, action: &'static str) -> Erro
         };
     };
     let status = *status;
-    let (code, inner, message) = match azure_core::error::ErrorResponse::try_from(e) {
-        Ok(r) => {
-            let d = r.error;
-            (
-                d.as_ref().and_then(|d| d.code.clone()).unwrap_or_default(),
-                d.as_ref()
-                    .and_then(|d| d.inner_error.as_ref())
-                    .and_then(|i| i.code.clone())
-                    .unwrap_or_default(),
-                d.and_then(|d| d.message).unwrap_or_default(),
-            )
-        }
-        Err(_) => (String::new(), String::new(), String::new()),
-    };
+    let (code, inner, message) = error_body(e);
     // Key Vault's messages name callers and resources, never values; keep the first line.
     let first_line = message.lines().next().unwrap_or_default().trim().to_owned();
     match (status, inner.as_str(), code.as_str()) {
@@ -698,6 +691,53 @@ fn classify(e: azure_core::Error, url: &SecretUrl, action: &'static str) -> Erro
             message: first_line,
         },
     }
+}
+
+/// Key Vault's error body: `(code, innererror code, message)`. Its messages carry `\r\n`
+/// (RBAC and firewall denials name caller, action and resource on lines of their own); where a
+/// body does not parse as JSON the inner codes are still found in its text.
+fn error_body(e: &azure_core::Error) -> (String, String, String) {
+    let azure_core::error::ErrorKind::HttpResponse {
+        raw_response: Some(raw),
+        error_code,
+        ..
+    } = e.kind()
+    else {
+        return (String::new(), String::new(), e.to_string());
+    };
+    let text = String::from_utf8_lossy(raw.body());
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+        let field = |p: &str| {
+            v.pointer(p)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        return (
+            field("/error/code"),
+            field("/error/innererror/code"),
+            field("/error/message"),
+        );
+    }
+    let inner = [
+        "ForbiddenByFirewall",
+        "ForbiddenByRbac",
+        "SecretDisabled",
+        "ObjectIsDeletedButRecoverable",
+        "AccessDenied",
+    ]
+    .into_iter()
+    .find(|c| text.contains(c))
+    .unwrap_or_default();
+    let message = text
+        .split_once("\"message\":\"")
+        .map_or(text.as_ref(), |(_, m)| m)
+        .replace("\\r\\n", "\n");
+    (
+        error_code.clone().unwrap_or_default(),
+        inner.to_owned(),
+        message,
+    )
 }
 
 /// Sends the requests for one vault host to `endpoint` (the simulator) and lets the rest through.
@@ -810,5 +850,64 @@ mod tests {
         }
         assert!(is_secret_url("https://kv.vault.azure.net/secrets/x"));
         assert!(!is_secret_url("~/.config/hubvault/identity.txt"));
+    }
+
+    fn answer(status: u16, body: &str) -> azure_core::Error {
+        use azure_core::http::{RawResponse, headers::Headers};
+        let status = StatusCode::from(status);
+        azure_core::Error::new(
+            azure_core::error::ErrorKind::HttpResponse {
+                status,
+                error_code: None,
+                raw_response: Some(Box::new(RawResponse::from_bytes(
+                    status,
+                    Headers::new(),
+                    body.as_bytes().to_vec(),
+                ))),
+            },
+            "refused",
+        )
+    }
+
+    #[test]
+    fn key_vault_refusals_are_told_apart_even_when_the_body_is_not_json() {
+        let url: SecretUrl = "https://kv.vault.azure.net/secrets/id".parse().unwrap();
+        // Literal CR LF inside the message: not JSON, as some clients see Key Vault's denials.
+        let firewall = "{\"error\":{\"code\":\"Forbidden\",\"message\":\"Client address is not authorized and caller is not a trusted service.\r\nClient address: 10.1.2.3\r\nVault: kv;location=westus\",\"innererror\":{\"code\":\"ForbiddenByFirewall\"}}}";
+        match classify(&answer(403, firewall), &url, "get") {
+            Error::Firewall { client_address, .. } => {
+                assert_eq!(client_address.as_deref(), Some("10.1.2.3"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let rbac = r#"{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.\r\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'","innererror":{"code":"ForbiddenByRbac"}}}"#;
+        let e = classify(&answer(403, rbac), &url, "get");
+        assert!(matches!(e, Error::Forbidden { write: false, .. }), "{e:?}");
+        assert!(
+            e.fix()
+                .unwrap()
+                .contains("`Key Vault Secrets User` on secret id"),
+            "{e}"
+        );
+        let disabled = r#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#;
+        assert!(matches!(
+            classify(&answer(403, disabled), &url, "get"),
+            Error::Disabled { .. }
+        ));
+        let gone = r#"{"error":{"code":"Conflict","message":"Secret id is currently in a deleted but recoverable state","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
+        let e = classify(&answer(409, gone), &url, "set");
+        assert!(matches!(e, Error::Deleted { .. }), "{e:?}");
+        assert!(
+            e.fix()
+                .unwrap()
+                .contains("az keyvault secret recover --vault-name kv"),
+            "{e}"
+        );
+        let e = classify(
+            &answer(404, r#"{"error":{"code":"SecretNotFound","message":"x"}}"#),
+            &url,
+            "get",
+        );
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
     }
 }
