@@ -270,8 +270,15 @@ async fn an_identity_made_in_key_vault_opens_what_its_recipient_sealed() {
         devices(&kv.world.registry("hub-a").await)
     );
     let secrets = kv.world.secrets(&["hub-a", "hub-b"]).await;
+    let header = kv.control("GET", "/identities", None).await[0]["header"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for (what, out) in [("verify", &verify), ("restore", &restore)] {
         assert_no_secrets(&out.text(), &secrets, what);
+        // Tokens the simulator issues start so; the identity header is the host's secret.
+        assert!(!out.text().contains("hubvault-sim-mi."), "{what} shows a token");
+        assert!(!out.text().contains(&header), "{what} shows IDENTITY_HEADER");
     }
 }
 
