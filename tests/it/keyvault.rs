@@ -277,8 +277,14 @@ async fn an_identity_made_in_key_vault_opens_what_its_recipient_sealed() {
     for (what, out) in [("verify", &verify), ("restore", &restore)] {
         assert_no_secrets(&out.text(), &secrets, what);
         // Tokens the simulator issues start so; the identity header is the host's secret.
-        assert!(!out.text().contains("hubvault-sim-mi."), "{what} shows a token");
-        assert!(!out.text().contains(&header), "{what} shows IDENTITY_HEADER");
+        assert!(
+            !out.text().contains("hubvault-sim-mi."),
+            "{what} shows a token"
+        );
+        assert!(
+            !out.text().contains(&header),
+            "{what} shows IDENTITY_HEADER"
+        );
     }
 }
 

@@ -12,10 +12,12 @@
 
 mod azure;
 mod clone;
+mod fault_matrix;
 mod hub_faults;
 mod import_lock;
 mod keys;
 mod keyvault;
+mod leak_scan;
 mod live;
 mod policy;
 mod restore;

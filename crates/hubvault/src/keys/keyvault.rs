@@ -624,6 +624,26 @@ impl Vaults {
     }
 }
 
+/// Key Vault's answer (`status`, `body`) to `action` (`get`, `set`, `list`) on `url`, as one of
+/// our errors: what [`Vaults`] concludes from a refusal (also for tests and fuzzing).
+pub fn classify_answer(status: u16, body: &[u8], url: &SecretUrl, action: &'static str) -> Error {
+    use azure_core::http::{RawResponse, headers::Headers};
+    let status = StatusCode::from(status);
+    let e = azure_core::Error::new(
+        azure_core::error::ErrorKind::HttpResponse {
+            status,
+            error_code: None,
+            raw_response: Some(Box::new(RawResponse::from_bytes(
+                status,
+                Headers::new(),
+                body.to_vec(),
+            ))),
+        },
+        "refused",
+    );
+    classify(&e, url, action)
+}
+
 /// Key Vault's answer `e` to `action` on `url`, as one of our errors.
 fn classify(e: &azure_core::Error, url: &SecretUrl, action: &'static str) -> Error {
     let vault = url.vault();
@@ -852,36 +872,19 @@ mod tests {
         assert!(!is_secret_url("~/.config/hubvault/identity.txt"));
     }
 
-    fn answer(status: u16, body: &str) -> azure_core::Error {
-        use azure_core::http::{RawResponse, headers::Headers};
-        let status = StatusCode::from(status);
-        azure_core::Error::new(
-            azure_core::error::ErrorKind::HttpResponse {
-                status,
-                error_code: None,
-                raw_response: Some(Box::new(RawResponse::from_bytes(
-                    status,
-                    Headers::new(),
-                    body.as_bytes().to_vec(),
-                ))),
-            },
-            "refused",
-        )
-    }
-
     #[test]
     fn key_vault_refusals_are_told_apart_even_when_the_body_is_not_json() {
         let url: SecretUrl = "https://kv.vault.azure.net/secrets/id".parse().unwrap();
         // Literal CR LF inside the message: not JSON, as some clients see Key Vault's denials.
         let firewall = "{\"error\":{\"code\":\"Forbidden\",\"message\":\"Client address is not authorized and caller is not a trusted service.\r\nClient address: 10.1.2.3\r\nVault: kv;location=westus\",\"innererror\":{\"code\":\"ForbiddenByFirewall\"}}}";
-        match classify(&answer(403, firewall), &url, "get") {
+        match classify_answer(403, firewall.as_bytes(), &url, "get") {
             Error::Firewall { client_address, .. } => {
                 assert_eq!(client_address.as_deref(), Some("10.1.2.3"));
             }
             other => panic!("{other:?}"),
         }
         let rbac = r#"{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.\r\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'","innererror":{"code":"ForbiddenByRbac"}}}"#;
-        let e = classify(&answer(403, rbac), &url, "get");
+        let e = classify_answer(403, rbac.as_bytes(), &url, "get");
         assert!(matches!(e, Error::Forbidden { write: false, .. }), "{e:?}");
         assert!(
             e.fix()
@@ -891,11 +894,11 @@ mod tests {
         );
         let disabled = r#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#;
         assert!(matches!(
-            classify(&answer(403, disabled), &url, "get"),
+            classify_answer(403, disabled.as_bytes(), &url, "get"),
             Error::Disabled { .. }
         ));
         let gone = r#"{"error":{"code":"Conflict","message":"Secret id is currently in a deleted but recoverable state","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
-        let e = classify(&answer(409, gone), &url, "set");
+        let e = classify_answer(409, gone.as_bytes(), &url, "set");
         assert!(matches!(e, Error::Deleted { .. }), "{e:?}");
         assert!(
             e.fix()
@@ -903,8 +906,9 @@ mod tests {
                 .contains("az keyvault secret recover --vault-name kv"),
             "{e}"
         );
-        let e = classify(
-            &answer(404, r#"{"error":{"code":"SecretNotFound","message":"x"}}"#),
+        let e = classify_answer(
+            404,
+            br#"{"error":{"code":"SecretNotFound","message":"x"}}"#,
             &url,
             "get",
         );

@@ -336,7 +336,13 @@ async fn read_log(staging: &Staging, name: &str) -> Result<Vec<(String, String)>
     let Some(bytes) = staging.job_log(name).await? else {
         return Ok(Vec::new());
     };
-    Ok(String::from_utf8_lossy(&bytes)
+    Ok(parse_error_log(&bytes))
+}
+
+/// `(errorCode, errorStatus)` of each JSON line of an `importErrors.log` (docs/azure.md); other
+/// lines are skipped. Any bytes are accepted (the log is the hub's, read from storage).
+pub fn parse_error_log(bytes: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(bytes)
         .lines()
         .filter(|l| l.trim_start().starts_with('{'))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -349,7 +355,7 @@ async fn read_log(staging: &Staging, name: &str) -> Result<Vec<(String, String)>
             let status = v["errorStatus"].as_str().unwrap_or_default();
             (code, status.to_owned())
         })
-        .collect())
+        .collect()
 }
 
 /// The single-quoted names in a log message (`A device with ID 'pump-1' …`).
