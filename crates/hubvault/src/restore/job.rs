@@ -347,9 +347,10 @@ pub fn parse_error_log(bytes: &[u8]) -> Vec<(String, String)> {
         .filter(|l| l.trim_start().starts_with('{'))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .map(|v| {
+            // A code is what names the failure in reports: an empty one is no code.
             let code = match &v["errorCode"] {
                 Value::Number(n) => n.to_string(),
-                Value::String(s) => s.clone(),
+                Value::String(s) if !s.trim().is_empty() => s.clone(),
                 _ => "unknown".into(),
             };
             let status = v["errorStatus"].as_str().unwrap_or_default();
