@@ -238,8 +238,19 @@ pub fn credentials_text(data: &[u8]) {
     let _ = hubvault::store::azure::AzureLocation::parse(text).map(|l| format!("{l:?}"));
     let _ = hubvault::store::azure::AzureLocation::from_connection_string(text, "c");
     let _ = hubvault::keys::parse_recipient(text, 1).map_err(|e| {
-        let shown = e.to_string();
-        let echoed = text.len() >= 12 && !text.contains(' ') && shown.contains(text);
+        // Echoed: the message holds the input, and not merely because every message of its
+        // kind says so (a secret key's is named by its prefix, `AGE-SECRET-KEY-…`).
+        let template = [
+            "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+            "age1qqqqqq",
+            "a=b;c",
+            "plain",
+        ]
+        .iter()
+        .filter_map(|t| hubvault::keys::parse_recipient(t, 1).err())
+        .map(|e| e.to_string())
+        .any(|m| m.contains(text));
+        let echoed = text.len() >= 12 && !template && e.to_string().contains(text);
         assert!(!echoed, "a refused recipient echoed");
     });
     let _ = text.parse::<hubvault::keys::Signer>();
