@@ -473,9 +473,17 @@ impl Staging {
                 }
                 job_ended = self.jobs_ended(client, &record).await;
             }
-            let blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
+            let mut blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
             let expired = record.until <= OffsetDateTime::now_utc().unix_timestamp();
             let finished = job_ended || expired;
+            // A dead import's logs sit at the container root under its import lock.
+            if finished
+                && let Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) =
+                    &self.access
+            {
+                blobs_deleted =
+                    blobs_deleted.saturating_add(lock::clear_dead(s, &record.run).await?);
+            }
             if record.found_dead.is_none() {
                 record.found_dead = OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)

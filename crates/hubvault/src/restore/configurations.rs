@@ -85,8 +85,8 @@ pub fn plan(wanted: &[Value], have: &[(Value, Option<String>)], mode: Mode) -> P
         let id = w["id"].as_str().unwrap_or_default();
         match find(id) {
             None => out.put.push((w.clone(), None)),
-            Some(_) if mode == Mode::Create => out.conflicts = out.conflicts.saturating_add(1),
             Some((c, _)) if c == w => out.unchanged = out.unchanged.saturating_add(1),
+            Some(_) if mode == Mode::Create => out.conflicts = out.conflicts.saturating_add(1),
             Some((_, etag)) => out
                 .put
                 .push((w.clone(), Some(etag.clone().unwrap_or_else(|| "*".into())))),

@@ -8,7 +8,8 @@
 //!
 //! Keys: a twin read carries none, so a record equal on everything else but holding keys in the
 //! snapshot is listed in [`Plan::needs_keys`]; the caller reads those few with keys and plans
-//! again. `create` never needs keys (existing ids are conflicts).
+//! again. In `create` an existing id is a conflict unless it is equal to the snapshot's record
+//! (keys included): then it is unchanged, so a re-run of a half-failed restore converges.
 //!
 //! Must not: do I/O, read the clock.
 
@@ -23,7 +24,8 @@ use crate::diff::{self, Aspect, Change, Entry};
 /// How a restore treats what is already on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Only create; an id that exists is a conflict (a preflight finding), left alone.
+    /// Only create; an id that exists and differs is a conflict (a preflight finding), left
+    /// alone; one equal to the snapshot's record is unchanged.
     Create,
     /// Create what is missing, update what differs.
     Upsert,
@@ -405,7 +407,25 @@ fn compare<'a>(
     conflicting_device: &mut Option<&'a str>,
 ) {
     if mode == Mode::Create {
-        if x.module_id.is_none() {
+        // What is there already, equal to the snapshot (an earlier run of this restore that
+        // failed half-way made it), is done, not a conflict: a re-run converges. Equal without
+        // knowing the target's keys is settled by reading them (`needs_keys`), as for upsert.
+        let equal = same(&x.canonical, &y.canonical, y.keys_known);
+        let only_link_missing =
+            !equal && missing_link_only(&x.canonical, &y.canonical, y.keys_known);
+        if equal || only_link_missing {
+            if !y.keys_known && canonical::has_keys(&x.canonical) {
+                out.needs_keys.push((x.id.clone(), x.module_id.clone()));
+            }
+            // A child made without its edge link (the link pass never ran) gets the link: an
+            // addition, never an overwrite.
+            let action = if equal {
+                Action::Unchanged
+            } else {
+                Action::Update
+            };
+            out.items.push(item(x, action, Some(index), y.etag.clone()));
+        } else if x.module_id.is_none() {
             out.conflicts.push(x.id.clone());
             *conflicting_device = Some(x.id.as_str());
         }
@@ -431,6 +451,21 @@ fn compare<'a>(
     let mut it = item(x, action, Some(index), y.etag.clone());
     it.aspects = found;
     out.items.push(it);
+}
+
+/// Whether `have` is `want` but for the edge link `want` has and `have` lacks.
+fn missing_link_only(want: &Value, have: &Value, keys: bool) -> bool {
+    const LINK: &str = "deviceScope";
+    if want.get(LINK).is_none_or(Value::is_null) || have.get(LINK).is_some_and(|v| !v.is_null()) {
+        return false;
+    }
+    let (mut w, mut h) = (want.clone(), have.clone());
+    for v in [&mut w, &mut h] {
+        if let Some(map) = v.as_object_mut() {
+            map.remove(LINK);
+        }
+    }
+    same(&w, &h, keys)
 }
 
 fn item(
@@ -627,10 +662,61 @@ mod tests {
             "x/m goes with x; system modules are never touched"
         );
 
+        // create: b differs (a conflict, left alone); a is equal but for keys not read yet
+        // (read them, then plan again); its missing module is created.
         let create = plan(&s, &t, Mode::Create, &all);
-        assert_eq!(summary(&create), ["create c"]);
-        assert_eq!(create.conflicts, ["a", "b"]);
+        assert_eq!(summary(&create), ["create a/m", "create c"]);
+        assert_eq!(create.conflicts, ["b"]);
+        assert_eq!(create.needs_keys, [("a".to_owned(), None)]);
+    }
+
+    /// A re-run of a `create` restore that failed half-way converges: what the first run made,
+    /// equal to the snapshot keys included, is unchanged; an id whose keys differ is a conflict.
+    #[test]
+    fn create_counts_what_an_earlier_run_made_as_done() {
+        let s = vec![snap("a", None, "1"), snap("b", None, "1")];
+        let with_keys = |id: &str, key: &str| {
+            let mut t = live(id, None, "1");
+            t.canonical = s.iter().find(|x| x.id == id).unwrap().canonical.clone();
+            if key != "same" {
+                t.canonical["authentication"]["symmetricKey"]["primaryKey"] = json!(key);
+            }
+            t.keys_known = true;
+            t
+        };
+        let t = vec![
+            with_keys("a", "same"),
+            with_keys("b", "c2FtZSBzaXplIGtleQ=="),
+        ];
+        let create = plan(&s, &t, Mode::Create, &Scope::default());
+        assert_eq!(summary(&create), Vec::<String>::new());
+        assert_eq!(create.counts().unchanged, 1);
+        assert_eq!(create.conflicts, ["b"], "another key is another device's");
         assert!(create.needs_keys.is_empty());
+    }
+
+    /// A child the failed run created before its link pass: in `create` its missing link is
+    /// added (an update of nothing else); a child linked elsewhere is a conflict.
+    #[test]
+    fn create_adds_a_missing_edge_link_and_nothing_else() {
+        let mut child = snap("leaf", None, "1");
+        child.canonical["deviceScope"] = json!("gw");
+        let mut bare = live("leaf", None, "1");
+        bare.canonical = child.canonical.clone();
+        bare.canonical["deviceScope"] = Value::Null;
+        bare.keys_known = true;
+        let create = plan(
+            std::slice::from_ref(&child),
+            std::slice::from_ref(&bare),
+            Mode::Create,
+            &Scope::default(),
+        );
+        assert_eq!(summary(&create), ["update leaf"]);
+        assert!(create.conflicts.is_empty());
+        let mut elsewhere = bare.clone();
+        elsewhere.canonical["deviceScope"] = json!("other-gw");
+        let create = plan(&[child], &[elsewhere], Mode::Create, &Scope::default());
+        assert_eq!(create.conflicts, ["leaf"]);
     }
 
     #[test]

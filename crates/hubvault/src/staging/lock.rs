@@ -203,6 +203,36 @@ pub(super) async fn release(held: Held, local: &dyn crate::store::Store) -> supe
     Ok(deleted)
 }
 
+/// The lock (and the logs under it) of `run`, a dead run whose import job has ended: once its
+/// lease has lapsed, delete its logs (they may quote import lines, keys included) and the lock
+/// blob, so the container does not keep them until the next import. Returns how many blobs went;
+/// 0 when the lock is another run's, or still leased (the next run tries again).
+pub(super) async fn clear_dead(store: &AzureStore, run: &str) -> super::Result<usize> {
+    if read_holder(store).await.is_none_or(|h| h.run != run) {
+        return Ok(0);
+    }
+    let lease_id = uuid::Uuid::new_v4().to_string();
+    if store
+        .acquire_root_lease(IMPORT_LOCK, LEASE_SECS, &lease_id)
+        .await?
+        != LeaseOutcome::Acquired
+    {
+        return Ok(0);
+    }
+    let mut deleted: usize = 0;
+    for log in JOB_LOGS {
+        if store.read_root(log).await?.is_some() {
+            store.delete_root(log, None).await?;
+            deleted = deleted.saturating_add(1);
+        }
+    }
+    if let Err(e) = store.delete_root(IMPORT_LOCK, Some(&lease_id)).await {
+        let _ = store.release_root_lease(IMPORT_LOCK, &lease_id).await;
+        return Err(e.into());
+    }
+    Ok(deleted.saturating_add(1))
+}
+
 async fn read_holder(store: &AzureStore) -> Option<Holder> {
     let bytes = store.read_root(IMPORT_LOCK).await.ok().flatten()?;
     serde_json::from_slice(&bytes).ok()
