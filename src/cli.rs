@@ -188,10 +188,14 @@ pub struct BackupArgs {
     #[arg(
         long,
         value_name = "HUB",
-        conflicts_with = "from_export",
-        required_unless_present = "from_export"
+        conflicts_with_all = ["from_export", "dps"],
+        required_unless_present_any = ["from_export", "dps"]
     )]
     pub hub: Option<String>,
+    /// Back up a DPS instance: every enrollment and group, with its attestation keys (a DPS
+    /// connection string or a name from hubvault.toml's [dps.NAME]).
+    #[arg(long, value_name = "DPS", conflicts_with = "from_export")]
+    pub dps: Option<String>,
     /// Ingest a devices.txt made elsewhere (a file, or a folder holding devices.txt [+ configurations.txt]).
     #[arg(long, value_name = "PATH")]
     pub from_export: Option<PathBuf>,
@@ -251,8 +255,8 @@ pub struct PreflightArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
-    /// Only this hub's snapshots.
-    #[arg(long)]
+    /// Only this hub's (or, as --dps, this DPS instance's) snapshots.
+    #[arg(long, visible_alias = "dps")]
     pub hub: Option<String>,
     /// Show the recipients each snapshot is sealed to (always in --json).
     #[arg(long)]
@@ -271,8 +275,8 @@ pub struct SnapshotsArgs {
 /// Which hub `latest` refers to.
 #[derive(Debug, Args, Clone, Default)]
 pub struct HubFilter {
-    /// Hub whose snapshots `latest` refers to.
-    #[arg(long, alias = "hub-name")]
+    /// Hub (or, as --dps, DPS instance) whose snapshots `latest` refers to.
+    #[arg(long, alias = "hub-name", visible_alias = "dps")]
     pub hub: Option<String>,
 }
 

@@ -57,7 +57,10 @@ pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
 /// command names, and of `[staging]` when it may run hub jobs.
 async fn read_connection_secrets(config: &mut Config, command: &Command) -> Result<()> {
     let (names, staging): (Vec<&str>, bool) = match command {
-        Command::Backup(a) => (a.hub.as_deref().into_iter().collect(), a.hub.is_some()),
+        Command::Backup(a) => (
+            a.hub.iter().chain(&a.dps).map(String::as_str).collect(),
+            a.hub.is_some(),
+        ),
         Command::Restore(a) => (vec![a.to.as_str()], true),
         Command::Clone(a) => (vec![a.from.as_str(), a.to.as_str()], true),
         Command::Preflight(a) => (vec![a.to.as_str()], true),
@@ -100,6 +103,9 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
             key::show_recipient(config, global, &args).await
         }
         Command::Store(StoreCommand::Init) => forget::store_init(config, global).await,
+        Command::Backup(args) if args.dps.is_some() => {
+            snapshots::backup_dps(config, global, args).await
+        }
         Command::Backup(args) if args.hub.is_some() => {
             live::backup(config, global, args, shutdown).await
         }

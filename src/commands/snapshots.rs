@@ -100,6 +100,31 @@ pub async fn backup(config: &Config, global: &Global, args: BackupArgs) -> Resul
     Ok(Outcome::ok(to_json(&report)?, human))
 }
 
+/// `backup --dps`: every enrollment and group of a DPS instance, keys included, sealed.
+pub async fn backup_dps(config: &Config, global: &Global, args: BackupArgs) -> Result<Outcome> {
+    let spec = args
+        .dps
+        .as_deref()
+        .ok_or_else(|| hubvault::Error::usage("backup --dps needs a DPS", "pass --dps DPS"))?;
+    let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(spec, config)?)?;
+    let store = open_store(config, global)?;
+    let recipients = recipients(config, &args.keys)?;
+    let options = BackupOptions::new(
+        OffsetDateTime::now_utc(),
+        signing_key(config, global).await?,
+    );
+    let report = backup::from_dps(store, &client, &recipients, options).await?;
+    let human = format!(
+        "snapshot {} of {}: {} enrollments, {} enrollment groups, keys included; {} stored\n",
+        report.snapshot,
+        report.hub,
+        report.enrollments,
+        report.enrollment_groups,
+        human_bytes(report.bytes)
+    );
+    Ok(Outcome::ok(to_json(&report)?, human))
+}
+
 fn pause(point: &'static str) -> Arc<dyn Fn() + Send + Sync> {
     Arc::new(move || {
         eprintln!("{FAULT_PAUSE_ENV}: paused at {point}");
@@ -117,7 +142,10 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
             json!({"id": m.id, "hub": m.hub, "created": m.created, "devices": m.counts.devices,
                    "modules": m.counts.modules, "configurations": m.counts.configurations, "bytes": m.bytes(),
                    "trust": m.trust.word(), "signer": m.trust.signer().map(ToString::to_string),
-                   "generation": m.generation, "recipients": m.recipients})
+                   "generation": m.generation, "recipients": m.recipients,
+                   "kind": if m.is_dps() { "dps" } else { "hub" },
+                   "enrollments": m.counts.enrollments,
+                   "enrollment_groups": m.counts.enrollment_groups})
         })
         .collect();
     let warnings = recipient_drift(&config.recipients(&args.expected), &listed)?;
@@ -162,6 +190,13 @@ pub async fn list(config: &Config, global: &Global, args: &SnapshotsArgs) -> Res
                 human_bytes(m.bytes()),
                 trust_column(&m.trust)
             );
+            if m.is_dps() {
+                let _ = writeln!(
+                    human,
+                    "{:<26} a DPS snapshot: {} enrollments, {} enrollment groups",
+                    "", c.enrollments, c.enrollment_groups
+                );
+            }
             if args.recipients {
                 for r in &m.recipients {
                     let _ = writeln!(human, "{:<26} sealed to {r}", "");

@@ -30,6 +30,8 @@ pub enum Error {
     Parse { path: PathBuf, message: String },
     #[error("hub {name:?} is not in {config}; {}", fix_text(self))]
     UnknownHub { name: String, config: String },
+    #[error("DPS instance {name:?} is not in {config} and is not a connection string")]
+    UnknownDps { name: String, config: String },
     #[error("environment variable {var} (named by {key}) is not set")]
     MissingEnv { var: String, key: String },
 }
@@ -40,6 +42,7 @@ impl Diagnostic for Error {
             Error::Read { .. } => "config_read",
             Error::Parse { .. } => "config_parse",
             Error::UnknownHub { .. } => "config_unknown_hub",
+            Error::UnknownDps { .. } => "config_unknown_dps",
             Error::MissingEnv { .. } => "config_missing_env",
         }
     }
@@ -50,6 +53,9 @@ impl Diagnostic for Error {
             Error::UnknownHub { name, .. } => {
                 Some(format!("add [hubs.{name}] or pass a connection string"))
             }
+            Error::UnknownDps { name, .. } => Some(format!(
+                "add [dps.{name}] or pass a DPS connection string (HostName=….azure-devices-provisioning.net;…)"
+            )),
         }
     }
 }
@@ -273,29 +279,8 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, &path)?;
-        config.warnings = config.unused_settings(&text, &path);
         config.source = Some(path);
         Ok(config)
-    }
-
-    /// Settings of this file that nothing acts on yet (see [`Warning`]).
-    fn unused_settings(&self, text: &str, path: &Path) -> Vec<Warning> {
-        let warn = |name: &str, setting: String, acted_on_by| Warning {
-            file: path.to_path_buf(),
-            line: setting_line(text, name),
-            setting,
-            acted_on_by,
-        };
-        self.dps
-            .keys()
-            .map(|name| {
-                warn(
-                    "dps",
-                    format!("[dps.{name}]"),
-                    "DPS backup and restore come with a later release",
-                )
-            })
-            .collect()
     }
 
     /// Parse config text; errors name the file and line.
@@ -405,23 +390,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_nothing_acts_on_yet_are_named_with_their_line() {
+    fn dps_and_keyvault_sections_are_acted_on_and_warn_nothing() {
         let text = "store = \"x\"\n\n[dps.dps-a]\nconnection-string-env = \"D\"\n\n[keyvault]\nurl = \"https://kv.vault.azure.net\"\nsecret = \"s\"\n";
-        let c = Config::parse(text, Path::new("hubvault.toml")).unwrap();
-        let w = c.unused_settings(text, Path::new("hubvault.toml"));
-        let shown: Vec<String> = w.iter().map(ToString::to_string).collect();
-        // [keyvault] is acted on (identities, signing keys from Key Vault): no warning.
-        assert_eq!(shown.len(), 1, "{shown:?}");
-        assert!(
-            shown[0].starts_with("hubvault.toml line 3: [dps.dps-a] does nothing yet"),
-            "{shown:?}"
-        );
-        assert!(
-            Config::parse("store = \"x\"\n", Path::new("f"))
-                .unwrap()
-                .unused_settings("", Path::new("f"))
-                .is_empty()
-        );
+        let path =
+            std::env::temp_dir().join(format!("hubvault-config-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.dps.contains_key("dps-a"));
     }
 
     #[test]

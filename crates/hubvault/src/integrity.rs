@@ -19,7 +19,7 @@ use crate::pipeline::bridge::StreamReader;
 use crate::pipeline::read_ahead::ReadAhead;
 use crate::pipeline::{self, Identities};
 use crate::snapshot::catalog;
-use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES};
+use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, ENROLLMENT_GROUPS, ENROLLMENTS};
 use crate::snapshot::record::{self, Line, Record, classify};
 use crate::snapshot::signature::Trust;
 use crate::snapshot::{Header, Manifest, ObjectEntry};
@@ -207,6 +207,17 @@ fn manifest_problems(m: &Manifest, folder: &[store::ObjectMeta]) -> Vec<String> 
             devices_and_modules
         ));
     }
+    for (kind, counted) in [
+        (ENROLLMENTS, m.counts.enrollments),
+        (ENROLLMENT_GROUPS, m.counts.enrollment_groups),
+    ] {
+        if records(kind) != counted {
+            problems.push(format!(
+                "the manifest lists {} {kind} records, but its counts say {counted}",
+                records(kind)
+            ));
+        }
+    }
     if records(CONFIGURATIONS) != m.counts.configurations {
         problems.push(format!(
             "the manifest lists {} configuration records, but its counts say {}",
@@ -238,8 +249,9 @@ async fn check_snapshot(
     identities: Option<&Identities>,
 ) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
-    if m.object(DEVICES).is_none() {
-        problems.push("the manifest lists no devices object".to_owned());
+    let main = if m.is_dps() { ENROLLMENTS } else { DEVICES };
+    if m.object(main).is_none() {
+        problems.push(format!("the manifest lists no {main} object"));
     }
     for object in &m.objects {
         let name = catalog::object_name(&m.hub, &m.id, &object.name);
@@ -444,12 +456,15 @@ fn check_records(plain: impl Read, m: &Manifest, object: &ObjectEntry) -> Vec<St
         }
     };
     expect("records", records, object.records);
-    if object.kind == DEVICES {
-        expect("devices", devices, m.counts.devices);
-        expect("modules", modules, m.counts.modules);
-        expect("edge devices", edge, m.counts.edge_devices);
-    } else {
-        expect("configurations", records, m.counts.configurations);
+    match object.kind.as_str() {
+        DEVICES => {
+            expect("devices", devices, m.counts.devices);
+            expect("modules", modules, m.counts.modules);
+            expect("edge devices", edge, m.counts.edge_devices);
+        }
+        ENROLLMENTS => expect("enrollments", records, m.counts.enrollments),
+        ENROLLMENT_GROUPS => expect("enrollment groups", records, m.counts.enrollment_groups),
+        _ => expect("configurations", records, m.counts.configurations),
     }
     problems
 }

@@ -85,12 +85,17 @@ pub fn hub_names(spec: &str, config: &Config) -> HubNames {
         }
     } else {
         names.push(spec.to_owned());
-        if let Some(host) = config.hubs.get(spec).and_then(|e| host_of(e, spec)) {
+        if let Some(host) = config
+            .hubs
+            .get(spec)
+            .or_else(|| config.dps.get(spec))
+            .and_then(|e| host_of(e, spec))
+        {
             names.push(host);
         }
     }
     let known = HubNames::new(&names);
-    for (name, entry) in &config.hubs {
+    for (name, entry) in config.hubs.iter().chain(&config.dps) {
         if host_of(entry, name)
             .is_some_and(|h| known.names().iter().any(|n| n.eq_ignore_ascii_case(&h)))
         {
@@ -98,6 +103,24 @@ pub fn hub_names(spec: &str, config: &Config) -> HubNames {
         }
     }
     HubNames::new(names)
+}
+
+/// Resolve a DPS instance `spec`: a `[dps.NAME]` of the config first, else a DPS service
+/// connection string.
+pub fn resolve_dps(spec: &str, config: &Config) -> Result<Connection, Error> {
+    if let Some(entry) = config.dps.get(spec) {
+        return Ok(from_entry(spec, entry, config)?.target);
+    }
+    if spec.contains("HostName=") || spec.contains("hostname=") {
+        let mut target = Connection::from_connection_string(spec)?;
+        target.name = Some(target.host.clone());
+        return Ok(target);
+    }
+    Err(config::Error::UnknownDps {
+        name: spec.to_owned(),
+        config: config.describe(),
+    }
+    .into())
 }
 
 /// Resolve `spec`: a config name first, else a connection string.

@@ -27,7 +27,7 @@ use crate::pipeline::bridge::{self, ChunkSender, StreamReader};
 use crate::pipeline::handoff::Handoff;
 use crate::pipeline::{SealOptions, SealStats, SealWriter};
 use crate::snapshot::catalog;
-use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, FORMAT};
+use crate::snapshot::manifest::{CONFIGURATIONS, DEVICES, ENROLLMENT_GROUPS, ENROLLMENTS, FORMAT};
 use crate::snapshot::prefetch::Prefetched;
 use crate::snapshot::record::Lines;
 use crate::snapshot::signature::SignatureObject;
@@ -35,7 +35,9 @@ use crate::snapshot::sort::{SortOptions, Sorted, sort_into, stream_borrowed};
 use crate::snapshot::{self, Counts, Header, Manifest, ObjectEntry, Source};
 use crate::store::{self, Store};
 
+mod dps;
 mod live;
+pub use dps::from_dps;
 pub use live::{HubBackupOptions, HubBackupReport, LiveBackup, from_hub, run, sweep_dead_runs};
 
 const READ_BUFFER: usize = 1024 * 1024;
@@ -223,6 +225,11 @@ pub struct BackupReport {
     pub edge_devices: u64,
     pub configurations: u64,
     pub skipped_lines: u64,
+    /// A DPS snapshot's individual enrollments and groups (absent from hub snapshots).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub enrollments: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub enrollment_groups: u64,
     /// Bytes as stored (encrypted), all objects.
     pub bytes: u64,
     /// Sorted runs spilled to temporary files (0 for input already in order).
@@ -267,6 +274,12 @@ pub async fn from_export(
 #[derive(Clone)]
 pub enum Input {
     File(PathBuf),
+    /// Lines held in memory only (a DPS snapshot's records, keys included), wiped when the last
+    /// copy is dropped.
+    Memory {
+        name: &'static str,
+        lines: Arc<zeroize::Zeroizing<Vec<u8>>>,
+    },
     Stored {
         store: Arc<dyn Store>,
         name: String,
@@ -280,6 +293,7 @@ impl fmt::Debug for Input {
         match self {
             Input::File(p) => write!(f, "File({})", p.display()),
             Input::Stored { store, name, .. } => write!(f, "Stored({}, {name})", store.location()),
+            Input::Memory { name, lines } => write!(f, "Memory({name}, {} bytes)", lines.len()),
         }
     }
 }
@@ -293,6 +307,7 @@ impl Input {
                 |n| n.to_string_lossy().into_owned(),
             ),
             Input::Stored { name, .. } => name.rsplit('/').next().unwrap_or(name).to_owned(),
+            Input::Memory { name, .. } => (*name).to_owned(),
         }
     }
 
@@ -313,7 +328,37 @@ impl Input {
                 let stream = handle.block_on(store.get(name))?;
                 Ok(Box::new(StreamReader::new(handle.clone(), stream)))
             }
+            Input::Memory { lines, .. } => Ok(Box::new(MemoryReader {
+                lines: lines.clone(),
+                at: 0,
+            })),
         }
+    }
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Reads an [`Input::Memory`] without copying its lines.
+struct MemoryReader {
+    lines: Arc<zeroize::Zeroizing<Vec<u8>>>,
+    at: usize,
+}
+
+impl Read for MemoryReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.lines.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at = self.at.saturating_add(n);
+        Ok(n)
     }
 }
 
@@ -412,11 +457,14 @@ impl SnapshotTarget {
         let mut runs_spilled: usize = 0;
         for (kind, input) in inputs {
             let (entry, c) = self.write_object(kind, input, options, written).await?;
-            if *kind == DEVICES {
-                (counts.devices, counts.modules, counts.edge_devices) =
-                    (c.devices, c.modules, c.edge_devices);
-            } else {
-                counts.configurations = c.records;
+            match *kind {
+                DEVICES => {
+                    (counts.devices, counts.modules, counts.edge_devices) =
+                        (c.devices, c.modules, c.edge_devices);
+                }
+                ENROLLMENTS => counts.enrollments = c.records,
+                ENROLLMENT_GROUPS => counts.enrollment_groups = c.records,
+                _ => counts.configurations = c.records,
             }
             counts.skipped_lines = counts.skipped_lines.saturating_add(c.skipped);
             runs_spilled = runs_spilled.saturating_add(c.runs_spilled);
@@ -487,6 +535,8 @@ impl SnapshotTarget {
             edge_devices: c.edge_devices,
             configurations: c.configurations,
             skipped_lines: c.skipped_lines,
+            enrollments: c.enrollments,
+            enrollment_groups: c.enrollment_groups,
             bytes: manifest.bytes(),
             runs_spilled,
             job_id: manifest.source.job_id.clone(),

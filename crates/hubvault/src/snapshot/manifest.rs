@@ -14,6 +14,12 @@ pub const FORMAT_V1: u64 = 1;
 /// Object kinds.
 pub const DEVICES: &str = "devices";
 pub const CONFIGURATIONS: &str = "configurations";
+/// A DPS snapshot's individual enrollments (`{"id", "enrollment", "attestation"}` per record).
+pub const ENROLLMENTS: &str = "enrollments";
+/// A DPS snapshot's enrollment groups (same record shape).
+pub const ENROLLMENT_GROUPS: &str = "enrollment-groups";
+/// `source.kind` of a DPS snapshot (its `hub` is the DPS host name).
+pub const SOURCE_DPS: &str = "dps-query";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -57,6 +63,19 @@ pub struct Counts {
     pub edge_devices: u64,
     pub configurations: u64,
     pub skipped_lines: u64,
+    /// DPS snapshots only (absent from hub snapshots' manifests).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub enrollments: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub enrollment_groups: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +131,11 @@ impl Manifest {
         self.objects
             .iter()
             .fold(0, |total: u64, o| total.saturating_add(o.bytes))
+    }
+
+    /// Whether this is a snapshot of a DPS instance (its `hub` is the DPS host name).
+    pub fn is_dps(&self) -> bool {
+        self.source.kind == SOURCE_DPS
     }
 
     pub fn object(&self, kind: &str) -> Option<&ObjectEntry> {
@@ -258,6 +282,7 @@ mod tests {
                 edge_devices: 1,
                 configurations: 0,
                 skipped_lines: 1,
+                ..Counts::default()
             },
             objects: vec![ObjectEntry {
                 name: "devices.jsonl.zst.age".into(),

@@ -1,0 +1,205 @@
+//! DPS snapshots through the real binary against the simulator's DPS: `backup --dps` seals every
+//! individual enrollment and group with the keys only `attestationmechanism` returns; the
+//! snapshot lists beside hubs' (`--dps NAME` finds it), verifies, and dumps to records that hold
+//! the very keys enrolled; no key reaches any output. (Restores into DPS are not built yet.)
+
+use serde_json::{Value, json};
+
+use hubvault::dps::{BulkMode, DpsClient, Kind};
+use hubvault::hub::Connection;
+
+use crate::support::{Workdir, World, assert_no_secrets, ndjson};
+
+fn key(n: usize) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..32u8)
+        .map(|i| {
+            u8::try_from(n % 251)
+                .unwrap()
+                .wrapping_mul(31)
+                .wrapping_add(i.wrapping_mul(7))
+        })
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A DPS with `count` individual enrollments and 3 groups (symmetric keys), and a work folder
+/// whose config names it `dps-a`.
+async fn dps_world(count: usize) -> (World, Workdir, DpsClient, Vec<String>) {
+    let world = World::builder()
+        .hubs(&[("hub-a", 0)])
+        .arm(false)
+        .dps("dps-a")
+        .start()
+        .await;
+    let state = world.dps.clone().unwrap();
+    let owner = &state.policies[0];
+    let cs = format!(
+        "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+        state.host, owner.name, owner.primary_key
+    );
+    let endpoint = world.running.dps.clone().unwrap();
+    let client = DpsClient::new(
+        Connection::from_connection_string(&cs)
+            .unwrap()
+            .with_endpoint(endpoint.parse().unwrap()),
+    )
+    .unwrap();
+    let mut keys = Vec::new();
+    let enrollments: Vec<Value> = (0..count)
+        .map(|i| {
+            keys.push(key(i));
+            json!({"registrationId": format!("sensor-{i:04}"),
+                   "attestation": {"type": "symmetricKey",
+                       "symmetricKey": {"primaryKey": key(i), "secondaryKey": key(i + 10_000)}},
+                   "capabilities": {"iotEdge": i % 50 == 0},
+                   "initialTwin": {"tags": {"site": "plant-7"}},
+                   "provisioningStatus": if i % 10 == 3 { "disabled" } else { "enabled" }})
+        })
+        .collect();
+    let refused = client
+        .bulk(Kind::Individual, BulkMode::Create, &enrollments)
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let groups: Vec<Value> = (0..3)
+        .map(|g| {
+            keys.push(key(50_000 + g));
+            json!({"enrollmentGroupId": format!("line-{g}"),
+                   "attestation": {"type": "symmetricKey",
+                       "symmetricKey": {"primaryKey": key(50_000 + g), "secondaryKey": key(60_000 + g)}}})
+        })
+        .collect();
+    assert!(
+        client
+            .bulk(Kind::Group, BulkMode::Create, &groups)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let wd = Workdir::new();
+    wd.write_identity();
+    wd.config(&world).write();
+    let text = std::fs::read_to_string(wd.config_path()).unwrap();
+    std::fs::write(
+        wd.config_path(),
+        format!(
+            "{text}\n[dps.dps-a]\nconnection-string = {}\nendpoint = {}\n",
+            toml::Value::String(cs),
+            toml::Value::String(endpoint)
+        ),
+    )
+    .unwrap();
+    (world, wd, client, keys)
+}
+
+/// The headline of the backup half: every enrollment and group, keys included, sealed; listed
+/// by `--dps`, verified, and dumped back with the keys that were enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dps_backup_seals_every_enrollment_with_its_keys() {
+    let (world, wd, _client, keys) = dps_world(240).await;
+    let recipient = std::fs::read_to_string(wd.identity()).unwrap();
+    let recipient: age::x25519::Identity = recipient
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let backup = wd
+        .hubvault()
+        .args(["-vvv", "--json", "backup", "--dps", "dps-a", "--recipient"])
+        .arg(recipient.to_public().to_string())
+        .run()
+        .await;
+    assert_eq!(backup.code, 0, "{}", backup.text());
+    let doc = backup.json();
+    assert_eq!(doc["enrollments"], 240, "{doc:#}");
+    assert_eq!(doc["enrollment_groups"], 3, "{doc:#}");
+    assert_eq!(doc["hub"], "dps-a.azure-devices-provisioning.net");
+    let mut secrets = world.secrets(&[]).await;
+    secrets.extend(keys.iter().cloned());
+    assert_no_secrets(&backup.text(), &secrets, "backup --dps -vvv");
+
+    let listed = wd
+        .hubvault()
+        .args(["--json", "snapshots", "--dps", "dps-a"])
+        .run()
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    wd.hubvault()
+        .args(["verify", "--all", "--read-data"])
+        .run()
+        .await
+        .expect_code(0);
+
+    let out = wd.join("dump");
+    wd.hubvault()
+        .args(["dump", "latest", "--dps", "dps-a", "--out"])
+        .arg(&out)
+        .run()
+        .await
+        .expect_code(0);
+    let records = ndjson(&std::fs::read_to_string(out.join("enrollments.txt")).unwrap());
+    assert_eq!(records.len(), 240);
+    let r = records.iter().find(|r| r["id"] == "sensor-0007").unwrap();
+    assert_eq!(r["attestation"]["symmetricKey"]["primaryKey"], key(7));
+    assert_eq!(
+        r["attestation"]["symmetricKey"]["secondaryKey"],
+        key(10_007)
+    );
+    assert_eq!(r["enrollment"]["initialTwin"]["tags"]["site"], "plant-7");
+    assert_eq!(
+        records.iter().find(|r| r["id"] == "sensor-0003").unwrap()["enrollment"]["provisioningStatus"],
+        "disabled"
+    );
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "records sorted by id");
+    let groups = ndjson(&std::fs::read_to_string(out.join("enrollment-groups.txt")).unwrap());
+    assert_eq!(groups.len(), 3);
+    assert_eq!(
+        groups[1]["attestation"]["symmetricKey"]["primaryKey"],
+        key(50_001)
+    );
+}
+
+/// A DPS the credential cannot read: refused with the DPS's own error, nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dps_backup_with_a_wrong_key_stores_nothing() {
+    let (_world, wd, _client, _) = dps_world(3).await;
+    let text = std::fs::read_to_string(wd.config_path()).unwrap();
+    // Swap the policy key for another valid one (base64 of other bytes).
+    let cs_line = text
+        .lines()
+        .rfind(|l| {
+            l.starts_with("connection-string = ") && l.contains("azure-devices-provisioning")
+        })
+        .unwrap()
+        .to_owned();
+    let start = cs_line.find("SharedAccessKey=").unwrap() + "SharedAccessKey=".len();
+    let wrong = format!("{}{}\"", &cs_line[..start], key(999));
+    std::fs::write(wd.config_path(), text.replace(&cs_line, &wrong)).unwrap();
+    let out = wd
+        .hubvault()
+        .args(["--json", "backup", "--dps", "dps-a", "--recipient"])
+        .arg(
+            hubvault::keys::Identities::generate()
+                .recipients()
+                .to_strings()[0]
+                .clone(),
+        )
+        .run()
+        .await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    assert_eq!(
+        out.json()["error"]["code"],
+        "hub_unauthorized",
+        "{}",
+        out.text()
+    );
+    assert!(!wd.store().exists() || std::fs::read_dir(wd.store()).unwrap().count() == 0);
+}
