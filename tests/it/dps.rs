@@ -159,6 +159,21 @@ async fn a_dps_backup_seals_every_enrollment_with_its_keys() {
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     assert_eq!(ids, sorted, "records sorted by id");
+    // Enrollments are not devices: a DPS snapshot never reaches a hub.
+    let refused = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-a", "--to", "hub-a", "--engine", "bulk",
+        ])
+        .run()
+        .await;
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "restore_dps_snapshot");
+    assert!(
+        world.registry("hub-a").await.is_empty(),
+        "nothing reached the hub"
+    );
+
     let groups = ndjson(&std::fs::read_to_string(out.join("enrollment-groups.txt")).unwrap());
     assert_eq!(groups.len(), 3);
     assert_eq!(

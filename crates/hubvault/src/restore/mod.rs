@@ -165,6 +165,12 @@ pub enum Error {
     },
     #[error("restore task failed: {0}")]
     Task(String),
+    #[error(
+        "snapshot {id} is of the DPS instance {dps} (enrollments, not devices): it cannot be \
+         restored into or compared with an IoT hub. {}",
+        fix_text(self)
+    )]
+    DpsSnapshot { id: String, dps: String },
 }
 
 impl Diagnostic for Error {
@@ -177,6 +183,7 @@ impl Diagnostic for Error {
             Error::NoStaging => "restore_no_staging",
             Error::MirrorBrake { .. } => "restore_mirror_brake",
             Error::Task(_) => "restore_task",
+            Error::DpsSnapshot { .. } => "restore_dps_snapshot",
         }
     }
 
@@ -198,6 +205,11 @@ impl Diagnostic for Error {
                  --max-delete {deletes} (or a share, e.g. --max-delete 100%)"
             )),
             Error::Task(_) => None,
+            Error::DpsSnapshot { .. } => Some(
+                "name a snapshot of the hub (`hubvault snapshots --hub HUB`); restores into DPS \
+                 come with a later release"
+                    .to_owned(),
+            ),
         }
     }
 }
@@ -265,6 +277,12 @@ pub async fn snapshot_records(
     manifest: &Manifest,
     identities: Identities,
 ) -> Result<Vec<plan::SnapshotRecord>, Error> {
+    if manifest.is_dps() {
+        return Err(Error::DpsSnapshot {
+            id: manifest.id.clone(),
+            dps: manifest.hub.clone(),
+        });
+    }
     let m = manifest.clone();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || -> Result<Vec<plan::SnapshotRecord>, Error> {
