@@ -398,9 +398,19 @@ pub struct RestoreArgs {
         long,
         value_name = "HUB",
         env = "HUBVAULT_RESTORE_TO",
-        hide_env_values = true
+        hide_env_values = true,
+        required_unless_present = "to_dps",
+        conflicts_with = "to_dps"
     )]
-    pub to: String,
+    pub to: Option<String>,
+    /// Target DPS instance, for a DPS snapshot (`backup --dps`): its enrollments and groups
+    /// back, keys included (--mode create or upsert).
+    #[arg(long, value_name = "DPS")]
+    pub to_dps: Option<String>,
+    /// With --to-dps: point enrollments at another hub (`hub-a=hub-b`, names from the config
+    /// or host names; repeatable).
+    #[arg(long, value_name = "OLD=NEW", requires = "to_dps")]
+    pub map_hub: Vec<String>,
     #[command(flatten)]
     pub apply: ApplyArgs,
     #[command(flatten)]

@@ -13,6 +13,75 @@ use super::{Result, diff_needs_two_sides, env_number, identities, live};
 use crate::Outcome;
 use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
+/// `restore SNAPSHOT --to-dps DPS`: a DPS snapshot's enrollments and groups back into DPS.
+async fn enroll(
+    config: &Config,
+    args: &RestoreArgs,
+    dps: &str,
+    store: std::sync::Arc<dyn hubvault::store::Store>,
+    manifest: &hubvault::snapshot::Manifest,
+) -> Result<Outcome> {
+    let client = hubvault::dps::DpsClient::new(services::resolve_dps(dps, config)?)?;
+    let mut map_hubs = Vec::new();
+    for pair in &args.map_hub {
+        let Some((old, new)) = pair.split_once('=') else {
+            return Err(hubvault::Error::usage(
+                format!("--map-hub {pair:?} is not OLD=NEW"),
+                "pass --map-hub hub-a=hub-b (config names or host names)",
+            ));
+        };
+        let host = |name: &str| -> Result<String> {
+            Ok(match config.hubs.get(name) {
+                Some(_) => services::resolve_hub(name, config)?.target.host,
+                None => name.to_owned(),
+            })
+        };
+        map_hubs.push((host(old.trim())?, host(new.trim())?));
+    }
+    let options = hubvault::enroll::EnrollOptions {
+        mode: restore_options(&args.apply)?.mode,
+        dry_run: args.apply.dry_run,
+        map_hubs,
+    };
+    let identities = identities(config, &args.keys).await?;
+    let report = hubvault::enroll::run(store, manifest, identities, &client, &options).await?;
+    let verb = if options.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    let mut human = String::new();
+    for (what, c) in [
+        ("enrollments", &report.enrollments),
+        ("enrollment groups", &report.enrollment_groups),
+    ] {
+        let _ = writeln!(
+            human,
+            "{what}: {} to create, {} to update, {} unchanged, {} conflicts",
+            c.create, c.update, c.unchanged, c.conflicts
+        );
+    }
+    for f in &report.failed {
+        let _ = writeln!(human, "failed: {} ({}): {}", f.id, f.code, f.message);
+    }
+    if !report.conflicts.is_empty() {
+        let _ = writeln!(
+            human,
+            "conflicts (exist and differ; left alone — use --mode upsert to update them): {}",
+            report.conflicts.join(", ")
+        );
+    }
+    let _ = writeln!(
+        human,
+        "{verb} snapshot {} into {}",
+        report.snapshot, report.dps
+    );
+    let ok = report.ok();
+    let mut outcome = Outcome::ok(super::to_json(&report)?, human);
+    outcome.found_something = !ok;
+    Ok(outcome)
+}
+
 /// Tuning: from how many key comparisons an export job reads the target's keys.
 const KEY_READ_JOB_MIN_ENV: &str = "HUBVAULT_KEY_READ_JOB_MIN";
 /// Tuning: from how many edge links the job engine sets them with a second import job.
@@ -30,7 +99,11 @@ pub async fn run(
         .resolve_trusted(&args.snapshot, hub_filter.as_ref())?
         .clone();
     let store = repo.store().clone();
-    let (hub, client) = live::resolve(&args.to, config, &args.live)?;
+    if let Some(dps) = &args.to_dps {
+        return enroll(config, &args, dps, store, &manifest).await;
+    }
+    let to = args.to.as_deref().unwrap_or_default();
+    let (hub, client) = live::resolve(to, config, &args.live)?;
     let mut options = restore_options(&args.apply)?;
     options.shutdown = shutdown;
     // Staging serves the job engine, and every engine's verification (one export job proves all

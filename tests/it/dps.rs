@@ -54,6 +54,7 @@ async fn dps_world(count: usize) -> (World, Workdir, DpsClient, Vec<String>) {
                        "symmetricKey": {"primaryKey": key(i), "secondaryKey": key(i + 10_000)}},
                    "capabilities": {"iotEdge": i % 50 == 0},
                    "initialTwin": {"tags": {"site": "plant-7"}},
+                   "iotHubHostName": "hub-a.azure-devices.net",
                    "provisioningStatus": if i % 10 == 3 { "disabled" } else { "enabled" }})
         })
         .collect();
@@ -217,4 +218,162 @@ async fn a_dps_backup_with_a_wrong_key_stores_nothing() {
         out.text()
     );
     assert!(!wd.store().exists() || std::fs::read_dir(wd.store()).unwrap().count() == 0);
+}
+
+/// Every enrollment and group id of the instance, with its primary key as
+/// `attestationmechanism` gives it, and the hub it names.
+async fn live_keys(client: &DpsClient) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for kind in [Kind::Individual, Kind::Group] {
+        for e in client.query_all(kind).await.unwrap() {
+            let id = e[kind.id_field()].as_str().unwrap().to_owned();
+            let a = client.attestation(kind, &id).await.unwrap();
+            out.push((
+                id,
+                a["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned(),
+                e["iotHubHostName"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn backup(wd: &Workdir) {
+    let recipient = hubvault::keys::load_identities(&wd.identity())
+        .unwrap()
+        .recipients()
+        .to_strings()
+        .remove(0);
+    wd.hubvault()
+        .args(["backup", "--dps", "dps-a", "--recipient", &recipient])
+        .run()
+        .await
+        .expect_code(0);
+}
+
+/// A DPS instance emptied (lost) and rebuilt from its snapshot holds every enrollment and group
+/// again with the very keys devices use; a second run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_dps_is_rebuilt_from_its_snapshot_keys_included() {
+    let (_world, wd, client, _) = dps_world(120).await;
+    let before = live_keys(&client).await;
+    backup(&wd).await;
+    for kind in [Kind::Individual, Kind::Group] {
+        let all: Vec<Value> = client
+            .query_all(kind)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| json!({kind.id_field(): e[kind.id_field()]}))
+            .collect();
+        assert!(
+            client
+                .bulk(kind, BulkMode::Delete, &all)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(live_keys(&client).await.is_empty(), "the instance is empty");
+
+    let doc = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
+            "create",
+        ])
+        .run()
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(doc["enrollments"]["create"], 120, "{doc:#}");
+    assert_eq!(doc["enrollment_groups"]["create"], 3, "{doc:#}");
+    assert_eq!(
+        live_keys(&client).await,
+        before,
+        "every id back with its keys"
+    );
+
+    let again = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
+            "create",
+        ])
+        .run()
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(again["enrollments"]["unchanged"], 120, "{again:#}");
+    assert_eq!(again["enrollments"]["create"], 0, "{again:#}");
+}
+
+/// The DR headline: hub-a is lost; the snapshot's enrollments are pointed at hub-b with
+/// `--map-hub` in an upsert, and every enrollment names hub-b while its keys stay the same (an
+/// update sends them explicitly: DPS would mint new ones otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollments_retargeted_at_another_hub_keep_their_keys() {
+    let (_world, wd, client, _) = dps_world(60).await;
+    let before = live_keys(&client).await;
+    backup(&wd).await;
+    let dry = wd
+        .hubvault()
+        .args([
+            "--json",
+            "restore",
+            "latest",
+            "--dps",
+            "dps-a",
+            "--to-dps",
+            "dps-a",
+            "--mode",
+            "upsert",
+            "--map-hub",
+            "hub-a.azure-devices.net=hub-b.azure-devices.net",
+            "--dry-run",
+        ])
+        .run()
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(dry["enrollments"]["update"], 60, "{dry:#}");
+    assert_eq!(
+        live_keys(&client).await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    wd.hubvault()
+        .args([
+            "restore",
+            "latest",
+            "--dps",
+            "dps-a",
+            "--to-dps",
+            "dps-a",
+            "--mode",
+            "upsert",
+            "--map-hub",
+            "hub-a.azure-devices.net=hub-b.azure-devices.net",
+        ])
+        .run()
+        .await
+        .expect_code(0);
+    let after = live_keys(&client).await;
+    let individual: Vec<_> = after
+        .iter()
+        .filter(|(id, _, _)| id.starts_with("sensor-"))
+        .collect();
+    assert_eq!(individual.len(), 60);
+    assert!(
+        individual
+            .iter()
+            .all(|(_, _, hub)| hub == "hub-b.azure-devices.net"),
+        "{individual:?}"
+    );
+    let keys = |v: &[(String, String, String)]| -> Vec<(String, String)> {
+        v.iter().map(|(id, k, _)| (id.clone(), k.clone())).collect()
+    };
+    assert_eq!(keys(&after), keys(&before), "keys unchanged by the update");
 }

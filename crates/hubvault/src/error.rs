@@ -32,6 +32,8 @@ pub enum Error {
     #[error(transparent)]
     Rotate(#[from] crate::rotate::Error),
     #[error(transparent)]
+    Enroll(#[from] crate::enroll::Error),
+    #[error(transparent)]
     Hub(#[from] crate::hub::Error),
     #[error(transparent)]
     Integrity(#[from] crate::integrity::Error),
@@ -102,6 +104,7 @@ impl Diagnostic for Error {
             Error::Dump(e) => e.code(),
             Error::Forget(e) => e.code(),
             Error::Rotate(e) => e.code(),
+            Error::Enroll(e) => e.code(),
             Error::Hub(e) => e.code(),
             Error::Integrity(e) => e.code(),
             Error::Keys(e) => e.code(),
@@ -129,6 +132,7 @@ impl Diagnostic for Error {
             Error::Dump(e) => e.fix(),
             Error::Forget(e) => e.fix(),
             Error::Rotate(e) => e.fix(),
+            Error::Enroll(e) => e.fix(),
             Error::Hub(e) => e.fix(),
             Error::Integrity(e) => e.fix(),
             Error::Keys(e) => e.fix(),
