@@ -411,6 +411,10 @@ pub struct RestoreArgs {
     /// or host names; repeatable).
     #[arg(long, value_name = "OLD=NEW", requires = "to_dps")]
     pub map_hub: Vec<String>,
+    /// With --to-dps and a hub snapshot: the hub (linked to the DPS) its devices, enrolled with
+    /// their own keys, will register into.
+    #[arg(long, value_name = "HUB", requires = "to_dps")]
+    pub iot_hub: Option<String>,
     #[command(flatten)]
     pub apply: ApplyArgs,
     #[command(flatten)]

@@ -38,10 +38,22 @@ async fn enroll(
         };
         map_hubs.push((host(old.trim())?, host(new.trim())?));
     }
+    let iot_hub = match &args.iot_hub {
+        Some(name) if config.hubs.contains_key(name) => {
+            Some(services::resolve_hub(name, config)?.target.host)
+        }
+        Some(name) if name.contains("HostName=") => Some(
+            hubvault::hub::ConnectionString::parse(name)
+                .map_err(hubvault::Error::from)?
+                .host_name,
+        ),
+        other => other.clone(),
+    };
     let options = hubvault::enroll::EnrollOptions {
         mode: restore_options(&args.apply)?.mode,
         dry_run: args.apply.dry_run,
         map_hubs,
+        iot_hub,
     };
     let identities = identities(config, &args.keys).await?;
     let report = hubvault::enroll::run(store, manifest, identities, &client, &options).await?;
@@ -63,6 +75,24 @@ async fn enroll(
     }
     for f in &report.failed {
         let _ = writeln!(human, "failed: {} ({}): {}", f.id, f.code, f.message);
+    }
+    for s in &report.skipped {
+        let _ = writeln!(human, "skipped: {}: {}", s.id, s.reason);
+    }
+    if report.modules > 0 {
+        let _ = writeln!(
+            human,
+            "{} module identities are not enrollable: their devices re-create them after registering",
+            report.modules
+        );
+    }
+    if !report.children.is_empty() {
+        let _ = writeln!(
+            human,
+            "{} edge children enrolled: once they register, make their parent links on the hub \
+             (`hubvault restore SNAPSHOT --to HUB --mode upsert` sets them from the snapshot)",
+            report.children.len()
+        );
     }
     if !report.conflicts.is_empty() {
         let _ = writeln!(

@@ -377,3 +377,132 @@ async fn enrollments_retargeted_at_another_hub_keep_their_keys() {
     };
     assert_eq!(keys(&after), keys(&before), "keys unchanged by the update");
 }
+
+/// A snapshot of hub-a seeded with 300 devices of every kind (`backup --from-export`); its
+/// registry as the simulator holds it.
+async fn hub_snapshot(world: &World, wd: &Workdir) -> Vec<Value> {
+    world.seed("hub-a", 300, 5).await;
+    let export = wd.join("export");
+    world.write_export("hub-a", &export).await;
+    let recipient = hubvault::keys::load_identities(&wd.identity())
+        .unwrap()
+        .recipients()
+        .to_strings()
+        .remove(0);
+    wd.hubvault()
+        .args([
+            "backup",
+            "--hub-name",
+            "hub-a",
+            "--recipient",
+            &recipient,
+            "--from-export",
+        ])
+        .arg(&export)
+        .run()
+        .await
+        .expect_code(0);
+    world.registry("hub-a").await
+}
+
+/// `restore latest --hub hub-a --to-dps dps-a --iot-hub hub-b… --mode create`.
+async fn enroll_hub_a(wd: &Workdir, extra: &[&str]) -> crate::support::Out {
+    wd.hubvault()
+        .args(extra)
+        .args([
+            "--json",
+            "restore",
+            "latest",
+            "--hub",
+            "hub-a",
+            "--to-dps",
+            "dps-a",
+            "--iot-hub",
+            "hub-b.azure-devices.net",
+            "--mode",
+            "create",
+        ])
+        .run()
+        .await
+}
+
+/// A hub's devices as enrollments (`restore --hub hub-a --to-dps`): every SAS device enrolled
+/// under its own id with its own keys, pointing at the `--iot-hub`, its tags, status and edge
+/// flag kept; x509 devices skipped and named (exit 1); modules counted; children listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubs_devices_become_enrollments_with_their_own_keys() {
+    let (world, wd, client, _) = dps_world(0).await;
+    let registry = hub_snapshot(&world, &wd).await;
+    let no_hub = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--hub", "hub-a", "--to-dps", "dps-a",
+        ])
+        .run()
+        .await;
+    assert_eq!(no_hub.code, 2, "{}", no_hub.text());
+    assert_eq!(no_hub.json()["error"]["code"], "enroll_no_iot_hub");
+
+    let out = enroll_hub_a(&wd, &["-vvv"]).await;
+    let doc = out.json();
+    let devices: Vec<&Value> = registry
+        .iter()
+        .filter(|d| d.get("moduleId").is_none())
+        .collect();
+    let sas: Vec<&&Value> = devices
+        .iter()
+        .filter(|d| d["authentication"]["type"] == "sas")
+        .collect();
+    let x509 = devices.len() - sas.len();
+    assert!(
+        x509 > 0 && sas.len() > 200,
+        "the seeded fleet has both: {x509} x509"
+    );
+    assert_eq!(out.code, 1, "x509 devices were skipped: {}", out.text());
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), x509, "{doc:#}");
+    assert!(
+        doc["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("x509")
+    );
+    assert_eq!(doc["enrollments"]["create"], sas.len(), "{doc:#}");
+    assert_eq!(
+        doc["modules"],
+        registry.len() - devices.len(),
+        "modules counted, not enrolled"
+    );
+    let mut secrets = world.secrets(&["hub-a"]).await;
+    secrets.retain(|s| s.len() > 8);
+    assert_no_secrets(&out.text(), &secrets, "restore --to-dps -vvv");
+
+    let live: Vec<_> = live_keys(&client)
+        .await
+        .into_iter()
+        .filter(|(id, _, _)| !id.starts_with("line-"))
+        .collect();
+    assert_eq!(live.len(), sas.len(), "the 3 groups aside");
+    for d in sas.iter().take(40) {
+        let id = d["id"].as_str().unwrap();
+        let (_, key, hub) = live.iter().find(|(i, _, _)| i == id).unwrap();
+        assert_eq!(
+            key,
+            d["authentication"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap()
+        );
+        assert_eq!(hub, "hub-b.azure-devices.net");
+        let e = client.get(Kind::Individual, id).await.unwrap().unwrap();
+        assert_eq!(e["initialTwin"]["tags"], d["tags"], "{id}");
+        let want = if d["status"] == "disabled" {
+            "disabled"
+        } else {
+            "enabled"
+        };
+        assert_eq!(e["provisioningStatus"], want, "{id}");
+    }
+    // A second run: what is there is unchanged (only the skips remain to report).
+    let again = enroll_hub_a(&wd, &[]).await.json();
+    assert_eq!(again["enrollments"]["unchanged"], sas.len(), "{again:#}");
+    assert_eq!(again["enrollments"]["conflicts"], 0, "{again:#}");
+}

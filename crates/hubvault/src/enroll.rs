@@ -8,8 +8,15 @@
 //! keys explicitly** — a PUT of a GET body (which has none) makes DPS mint new keys and locks
 //! every device out. Updates are ETag-safe against the etag read while planning.
 //!
-//! Must not: restore a hub snapshot (devices are not enrollments: that is another path, not
-//! built yet), or delete anything (`mirror` into DPS is not built yet).
+//! A **hub** snapshot becomes individual enrollments ([`device_enrollment`]): registration id =
+//! device id, the device's own symmetric keys (devices re-provision without new secrets), the
+//! `--iot-hub` target, initial twin = tags + desired properties, the edge flag and the status.
+//! Modules are not enrollable (counted); x509 devices (the export holds only thumbprints, DPS
+//! needs the certificate or a CA-backed group) and ids DPS does not take are skipped and named;
+//! edge children are enrolled, and their parent links must be made on the hub after they
+//! register.
+//!
+//! Must not: delete anything (`mirror` into DPS is not built yet).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use serde_json::Value;
 use crate::dps::{BulkMode, DpsClient, ItemError, Kind};
 use crate::pipeline::Identities;
 use crate::restore::plan::Mode;
-use crate::snapshot::manifest::{ENROLLMENT_GROUPS, ENROLLMENTS};
+use crate::snapshot::manifest::{DEVICES, ENROLLMENT_GROUPS, ENROLLMENTS};
 use crate::snapshot::reader::ObjectReader;
 use crate::snapshot::{self, Manifest};
 use crate::store::Store;
@@ -36,10 +43,11 @@ const SERVICE_FIELDS: [&str; 4] = [
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "snapshot {id} of {hub} is a hub snapshot (devices); only DPS snapshots restore into DPS \
-         here (a hub's devices as enrollments come with a later release)"
+        "snapshot {id} of {hub} is a hub snapshot: its devices become enrollments that point at \
+         a hub, so name it; {}",
+        crate::diagnostic::fix_text(self)
     )]
-    NotDps { id: String, hub: String },
+    NoIotHub { id: String, hub: String },
     #[error("mirror into DPS is not built yet; use --mode create or --mode upsert")]
     MirrorNotBuilt,
     #[error(transparent)]
@@ -53,7 +61,7 @@ pub enum Error {
 impl crate::diagnostic::Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
-            Error::NotDps { .. } => "enroll_not_a_dps_snapshot",
+            Error::NoIotHub { .. } => "enroll_no_iot_hub",
             Error::MirrorNotBuilt => "enroll_mirror_not_built",
             Error::Snapshot(e) => e.code(),
             Error::Dps(e) => e.code(),
@@ -63,9 +71,10 @@ impl crate::diagnostic::Diagnostic for Error {
 
     fn fix(&self) -> Option<String> {
         match self {
-            Error::NotDps { .. } => {
-                Some("name a DPS snapshot (`hubvault snapshots --dps DPS`)".to_owned())
-            }
+            Error::NoIotHub { .. } => Some(
+                "pass --iot-hub HUB: the hub (linked to the DPS) the devices will register into"
+                    .to_owned(),
+            ),
             Error::MirrorNotBuilt => Some("pass --mode upsert".to_owned()),
             Error::Snapshot(e) => e.fix(),
             Error::Dps(e) => e.fix(),
@@ -81,6 +90,13 @@ pub struct Wanted {
     pub id: String,
     pub enrollment: Value,
     pub attestation: Value,
+}
+
+/// Keys never print.
+impl std::fmt::Debug for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wanted({}, <attestation redacted>)", self.id)
+    }
 }
 
 /// What the instance has for one id.
@@ -120,7 +136,7 @@ pub fn plan(wanted: &[Wanted], have: &BTreeMap<String, Have>, mode: Mode) -> Kin
             out.create.push(full);
             continue;
         };
-        let same_fields = comparable(&w.enrollment) == comparable(&h.enrollment);
+        let same_fields = agrees(&comparable(&w.enrollment), &h.enrollment);
         let same_keys = match &h.attestation {
             Some(a) => Some(a == &w.attestation),
             None if same_fields => {
@@ -142,6 +158,17 @@ pub fn plan(wanted: &[Wanted], have: &BTreeMap<String, Have>, mode: Mode) -> Kin
         }
     }
     out
+}
+
+/// Whether `have` holds every field of `want` with the same value (what DPS adds by default,
+/// such as a reprovision policy the snapshot did not name, is not a difference).
+fn agrees(want: &Value, have: &Value) -> bool {
+    match want.as_object() {
+        Some(fields) => fields
+            .iter()
+            .all(|(k, v)| have.get(k).unwrap_or(&Value::Null) == v),
+        None => want == have,
+    }
 }
 
 /// The enrollment without what DPS sets and without its attestation (keys compared apart).
@@ -194,6 +221,11 @@ pub struct EnrollReport {
     pub dps: String,
     pub snapshot: String,
     pub dry_run: bool,
+    /// Of a hub snapshot: modules (not enrollable), and devices skipped with why.
+    pub modules: u64,
+    pub skipped: Vec<Skipped>,
+    /// Edge children enrolled: their parent links are made on the hub, after they register.
+    pub children: Vec<String>,
     pub enrollments: Counts,
     pub enrollment_groups: Counts,
     /// Ids each kind's bulk writes refused: `{id, code, message}`.
@@ -208,10 +240,119 @@ pub struct Failed {
     pub message: String,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
 impl EnrollReport {
+    /// Nothing failed, conflicted or was skipped (exit 0).
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.conflicts.is_empty()
+        self.failed.is_empty() && self.conflicts.is_empty() && self.skipped.is_empty()
     }
+}
+
+/// What a hub device line becomes.
+#[derive(Debug)]
+pub enum FromDevice {
+    Enrollment(Wanted),
+    Module,
+    /// Enrolled, and a child of the edge device named (its link is re-made on the hub).
+    Child(Wanted, String),
+    Skipped(Skipped),
+}
+
+/// A hub export line as an individual enrollment pointing at `hub` (a host name).
+pub fn device_enrollment(line: &Value, hub: &str) -> FromDevice {
+    let id = line
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if line.get("moduleId").is_some_and(|m| !m.is_null()) {
+        return FromDevice::Module;
+    }
+    let skip = |reason: &str| {
+        FromDevice::Skipped(Skipped {
+            id: id.clone(),
+            reason: reason.to_owned(),
+        })
+    };
+    if let Err(reason) = registration_id(&id) {
+        return skip(reason);
+    }
+    let auth = line.get("authentication").unwrap_or(&Value::Null);
+    let keys = auth.get("symmetricKey").unwrap_or(&Value::Null);
+    let (Some(primary), Some(secondary)) = (
+        keys.get("primaryKey").and_then(Value::as_str),
+        keys.get("secondaryKey").and_then(Value::as_str),
+    ) else {
+        return skip(
+            "an x509 (or keyless) device: the export holds only thumbprints, and DPS needs the \
+             certificate; enroll it with an enrollment group backed by its CA",
+        );
+    };
+    let mut desired = line
+        .pointer("/properties/desired")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(d) = desired.as_object_mut() {
+        d.retain(|k, _| !k.starts_with('$'));
+    }
+    let edge = line
+        .pointer("/capabilities/iotEdge")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let status = if line.get("status").and_then(Value::as_str) == Some("disabled") {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    let wanted = Wanted {
+        id: id.clone(),
+        enrollment: serde_json::json!({
+            "registrationId": id,
+            "deviceId": id,
+            "attestation": {"type": "symmetricKey"},
+            "capabilities": {"iotEdge": edge},
+            "iotHubHostName": hub,
+            "initialTwin": {
+                "tags": line.get("tags").cloned().unwrap_or_else(|| serde_json::json!({})),
+                "properties": {"desired": desired},
+            },
+            "provisioningStatus": status,
+        }),
+        attestation: serde_json::json!({"type": "symmetricKey",
+            "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary}}),
+    };
+    match crate::restore::lines::parent_of(line) {
+        Some(parent) => FromDevice::Child(wanted, parent),
+        None => FromDevice::Enrollment(wanted),
+    }
+}
+
+/// Whether DPS takes `id` as a registration id: 1–128 characters of letters, digits and
+/// `: . _ -`, beginning and ending with a letter or digit (case-insensitive).
+pub fn registration_id(id: &str) -> Result<(), &'static str> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || ":._-".contains(c);
+    if id.is_empty() || id.len() > 128 {
+        return Err("its id is not a DPS registration id (1 to 128 characters)");
+    }
+    if !id.chars().all(ok_char) {
+        return Err(
+            "its id is not a DPS registration id (letters, digits and : . _ - only); enroll it \
+             under another id by hand",
+        );
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !id.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(
+            "its id is not a DPS registration id (it must begin and end with a letter or digit)",
+        );
+    }
+    Ok(())
 }
 
 pub struct EnrollOptions {
@@ -219,6 +360,8 @@ pub struct EnrollOptions {
     pub dry_run: bool,
     /// `OLD=NEW` host names.
     pub map_hubs: Vec<(String, String)>,
+    /// For a hub snapshot: the host name of the hub its devices will register into.
+    pub iot_hub: Option<String>,
 }
 
 /// Restore DPS snapshot `m` into the instance behind `client`.
@@ -229,8 +372,8 @@ pub async fn run(
     client: &DpsClient,
     options: &EnrollOptions,
 ) -> Result<EnrollReport, Error> {
-    if !m.is_dps() {
-        return Err(Error::NotDps {
+    if !m.is_dps() && options.iot_hub.is_none() {
+        return Err(Error::NoIotHub {
             id: m.id.clone(),
             hub: m.hub.clone(),
         });
@@ -245,11 +388,22 @@ pub async fn run(
         dry_run: options.dry_run,
         ..EnrollReport::default()
     };
-    for (kind, object) in [
-        (Kind::Individual, ENROLLMENTS),
-        (Kind::Group, ENROLLMENT_GROUPS),
-    ] {
-        let mut wanted = read_object(&store, m, object, &identities).await?;
+    let objects: &[(Kind, &str)] = if m.is_dps() {
+        &[
+            (Kind::Individual, ENROLLMENTS),
+            (Kind::Group, ENROLLMENT_GROUPS),
+        ]
+    } else {
+        &[(Kind::Individual, DEVICES)]
+    };
+    for &(kind, object) in objects {
+        let mut wanted = match &options.iot_hub {
+            Some(hub) if !m.is_dps() => {
+                let lines = read_lines(&store, m, object, &identities).await?;
+                from_devices(&lines, hub, &mut report)
+            }
+            _ => read_object(&store, m, object, &identities).await?,
+        };
         for w in &mut wanted {
             map_hubs(&mut w.enrollment, &options.map_hubs);
         }
@@ -309,6 +463,23 @@ pub async fn run(
     Ok(report)
 }
 
+/// A hub snapshot's device lines as enrollments; modules, skips and children go in `report`.
+fn from_devices(lines: &[Value], hub: &str, report: &mut EnrollReport) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for line in lines {
+        match device_enrollment(line, hub) {
+            FromDevice::Enrollment(w) => out.push(w),
+            FromDevice::Child(w, _) => {
+                report.children.push(w.id.clone());
+                out.push(w);
+            }
+            FromDevice::Module => report.modules = report.modules.saturating_add(1),
+            FromDevice::Skipped(s) => report.skipped.push(s),
+        }
+    }
+    out
+}
+
 /// The records of one object of a DPS snapshot (none when the snapshot has no such object).
 async fn read_object(
     store: &Arc<dyn Store>,
@@ -316,6 +487,29 @@ async fn read_object(
     object: &str,
     identities: &Identities,
 ) -> Result<Vec<Wanted>, Error> {
+    Ok(read_lines(store, m, object, identities)
+        .await?
+        .into_iter()
+        .map(|v| Wanted {
+            id: v
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            enrollment: v.get("enrollment").cloned().unwrap_or(Value::Null),
+            attestation: v.get("attestation").cloned().unwrap_or(Value::Null),
+        })
+        .collect())
+}
+
+/// The records of one object of a snapshot as JSON (none when it has no such object). They
+/// hold keys: in memory only.
+async fn read_lines(
+    store: &Arc<dyn Store>,
+    m: &Manifest,
+    object: &str,
+    identities: &Identities,
+) -> Result<Vec<Value>, Error> {
     if m.object(object).is_none() {
         return Ok(Vec::new());
     }
@@ -326,7 +520,7 @@ async fn read_object(
         identities.clone(),
     );
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || -> Result<Vec<Wanted>, Error> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<Value>, Error> {
         let reader = ObjectReader::open(store.as_ref(), &handle, &m, &object, &identities)?;
         let mut out = Vec::new();
         for record in reader {
@@ -337,11 +531,7 @@ async fn read_object(
                     object: object.clone(),
                     detail: format!("a record is not JSON: {e}"),
                 })?;
-            out.push(Wanted {
-                id: record.id.clone(),
-                enrollment: v.get("enrollment").cloned().unwrap_or(Value::Null),
-                attestation: v.get("attestation").cloned().unwrap_or(Value::Null),
-            });
+            out.push(v);
         }
         Ok(out)
     })
