@@ -322,15 +322,33 @@ async fn kv_answers_an_unauthenticated_request_with_the_challenge() {
     assert_eq!(body["error"]["code"], "Unauthorized");
 }
 
+/// One refused request of `kv_rejects_bad_requests_like_key_vault`.
+struct Case {
+    method: Method,
+    path: String,
+    token: &'static str,
+    body: Option<Value>,
+    want: StatusCode,
+    /// The error code, or "" for any.
+    code: &'static str,
+}
+
 #[tokio::test]
 async fn kv_rejects_bad_requests_like_key_vault() {
     let state = KvState::new("https://myvault.vault.azure.net");
     state.require_token(Some("right".into()));
     let base = serve(keyvault::router(state)).await;
     let c = client();
-    // (method, path and query, token, body) → (status, error code; "" for any).
-    let cases: [(Method, String, &str, Option<Value>, StatusCode, &str); 5] = [
-        (
+    let case = |method, path: String, token, body, want, code| Case {
+        method,
+        path,
+        token,
+        body,
+        want,
+        code,
+    };
+    let cases = [
+        case(
             Method::GET,
             format!("/secrets/x/?{API}"),
             "wrong",
@@ -338,7 +356,7 @@ async fn kv_rejects_bad_requests_like_key_vault() {
             StatusCode::UNAUTHORIZED,
             "",
         ),
-        (
+        case(
             Method::GET,
             "/secrets/x/".into(),
             "right",
@@ -346,7 +364,7 @@ async fn kv_rejects_bad_requests_like_key_vault() {
             StatusCode::BAD_REQUEST,
             "BadParameter",
         ),
-        (
+        case(
             Method::GET,
             format!("/secrets/missing/?{API}"),
             "right",
@@ -354,7 +372,7 @@ async fn kv_rejects_bad_requests_like_key_vault() {
             StatusCode::NOT_FOUND,
             "SecretNotFound",
         ),
-        (
+        case(
             Method::PUT,
             format!("/secrets/bad_name?{API}"),
             "right",
@@ -362,7 +380,7 @@ async fn kv_rejects_bad_requests_like_key_vault() {
             StatusCode::BAD_REQUEST,
             "BadParameter",
         ),
-        (
+        case(
             Method::GET,
             format!("/secrets?{API}&maxresults=26"),
             "right",
@@ -371,11 +389,18 @@ async fn kv_rejects_bad_requests_like_key_vault() {
             "BadParameter",
         ),
     ];
-    for (method, path, token, body, want, code) in cases {
-        let (status, got) = send(&c, method, &format!("{base}{path}"), Some(token), body).await;
-        assert_eq!(status, want, "{path}");
-        if !code.is_empty() {
-            assert_eq!(got["error"]["code"], code, "{path}");
+    for c2 in cases {
+        let (status, got) = send(
+            &c,
+            c2.method,
+            &format!("{base}{}", c2.path),
+            Some(c2.token),
+            c2.body,
+        )
+        .await;
+        assert_eq!(status, c2.want, "{}", c2.path);
+        if !c2.code.is_empty() {
+            assert_eq!(got["error"]["code"], c2.code, "{}", c2.path);
         }
     }
 }
