@@ -13,6 +13,61 @@ use super::{Result, diff_needs_two_sides, env_number, identities, live};
 use crate::Outcome;
 use crate::cli::{ApplyArgs, DiffArgs, Global, RestoreArgs, RestoreEngine, RestoreMode};
 
+/// `diff SNAPSHOT --dps DPS`: a DPS snapshot against the live instance (exit 1 if they differ):
+/// the restore's own plan, as a dry run.
+async fn diff_dps(
+    config: &Config,
+    global: &Global,
+    args: &DiffArgs,
+    spec: &str,
+) -> Result<Outcome> {
+    let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
+    let names = services::hub_names(spec, config);
+    let manifest = repo.resolve_for_live(&args.from, &names)?;
+    let manifest = repo.accept(manifest)?.clone();
+    let client = hubvault::dps::DpsClient::new(services::resolve_dps(spec, config)?)?;
+    let options = hubvault::enroll::EnrollOptions {
+        mode: Mode::Upsert,
+        dry_run: true,
+        map_hubs: Vec::new(),
+        iot_hub: None,
+    };
+    let identities = identities(config, &args.keys).await?;
+    let report = hubvault::enroll::run(
+        repo.store().clone(),
+        &manifest,
+        identities,
+        &client,
+        &options,
+    )
+    .await?;
+    let mut human = String::new();
+    for (what, c) in [
+        ("enrollments", &report.enrollments),
+        ("enrollment groups", &report.enrollment_groups),
+    ] {
+        let _ = writeln!(
+            human,
+            "{what}: {} only in the snapshot, {} differ (fields or keys), {} unchanged",
+            c.create, c.update, c.unchanged
+        );
+    }
+    if !report.only_live.is_empty() {
+        let _ = writeln!(
+            human,
+            "{} only on {}: {}",
+            report.only_live.len(),
+            report.dps,
+            report.only_live.join(", ")
+        );
+    }
+    let _ = writeln!(human, "{} → {} (live)", manifest.id, report.dps);
+    Ok(Outcome {
+        found_something: report.differs(),
+        ..Outcome::ok(super::to_json(&report)?, human)
+    })
+}
+
 /// `restore SNAPSHOT --to-dps DPS`: a DPS snapshot's enrollments and groups back into DPS.
 async fn enroll(
     config: &Config,
@@ -222,6 +277,9 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
 /// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer.
 pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
     let spec = args.hub.hub.as_deref().ok_or_else(diff_needs_two_sides)?;
+    if config.dps.contains_key(spec) || spec.contains(".azure-devices-provisioning.net") {
+        return diff_dps(config, global, &args, spec).await;
+    }
     let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub = services::resolve_hub(spec, config)?;
     let names = services::hub_names(spec, config);

@@ -506,3 +506,48 @@ async fn a_hubs_devices_become_enrollments_with_their_own_keys() {
     assert_eq!(again["enrollments"]["unchanged"], sas.len(), "{again:#}");
     assert_eq!(again["enrollments"]["conflicts"], 0, "{again:#}");
 }
+
+/// `diff latest --dps dps-a`: equal right after the backup (exit 0, keys included); a changed
+/// key and an enrollment made since are differences (exit 1), named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_tells_a_dps_apart_from_its_snapshot_keys_included() {
+    let (_world, wd, client, _) = dps_world(30).await;
+    backup(&wd).await;
+    let diff = || async {
+        wd.hubvault()
+            .args(["--json", "diff", "latest", "--dps", "dps-a"])
+            .run()
+            .await
+    };
+    let same = diff().await.expect_code(0).json();
+    assert_eq!(same["enrollments"]["unchanged"], 30, "{same:#}");
+
+    let mut changed = client
+        .get(Kind::Individual, "sensor-0005")
+        .await
+        .unwrap()
+        .unwrap();
+    changed["attestation"] = json!({"type": "symmetricKey",
+        "symmetricKey": {"primaryKey": key(777), "secondaryKey": key(778)}});
+    let extra = json!({"registrationId": "newcomer", "attestation": {"type": "symmetricKey"}});
+    assert!(
+        client
+            .bulk(Kind::Individual, BulkMode::Update, &[changed])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        client
+            .bulk(Kind::Individual, BulkMode::Create, &[extra])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let out = diff().await;
+    assert_eq!(out.code, 1, "{}", out.text());
+    let doc = out.json();
+    assert_eq!(doc["enrollments"]["update"], 1, "the changed key: {doc:#}");
+    assert_eq!(doc["only_live"], json!(["newcomer"]), "{doc:#}");
+    assert!(!out.text().contains(&key(777)), "no key in the output");
+}

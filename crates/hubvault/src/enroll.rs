@@ -226,6 +226,8 @@ pub struct EnrollReport {
     pub skipped: Vec<Skipped>,
     /// Edge children enrolled: their parent links are made on the hub, after they register.
     pub children: Vec<String>,
+    /// Ids on the instance that the snapshot lacks (what a `mirror` would delete).
+    pub only_live: Vec<String>,
     pub enrollments: Counts,
     pub enrollment_groups: Counts,
     /// Ids each kind's bulk writes refused: `{id, code, message}`.
@@ -247,6 +249,17 @@ pub struct Skipped {
 }
 
 impl EnrollReport {
+    /// Whether the instance differs from the snapshot (for `diff`): something to create or
+    /// update, or something only the instance has.
+    pub fn differs(&self) -> bool {
+        let c = |k: &Counts| {
+            k.create
+                .saturating_add(k.update)
+                .saturating_add(k.conflicts)
+        };
+        c(&self.enrollments) > 0 || c(&self.enrollment_groups) > 0 || !self.only_live.is_empty()
+    }
+
     /// Nothing failed, conflicted or was skipped (exit 0).
     pub fn ok(&self) -> bool {
         self.failed.is_empty() && self.conflicts.is_empty() && self.skipped.is_empty()
@@ -424,6 +437,18 @@ pub async fn run(
                 ))
             })
             .collect();
+        let in_snapshot: std::collections::BTreeSet<String> =
+            wanted.iter().map(|w| w.id.to_ascii_lowercase()).collect();
+        report.only_live.extend(
+            have.iter()
+                .filter(|(id, _)| !in_snapshot.contains(*id))
+                .filter_map(|(_, h)| {
+                    h.enrollment
+                        .get(kind.id_field())?
+                        .as_str()
+                        .map(str::to_owned)
+                }),
+        );
         let mut p = plan(&wanted, &have, options.mode);
         if !p.needs_keys.is_empty() {
             for id in &p.needs_keys {
