@@ -420,23 +420,7 @@ pub async fn run(
         for w in &mut wanted {
             map_hubs(&mut w.enrollment, &options.map_hubs);
         }
-        let mut have: BTreeMap<String, Have> = client
-            .query_all(kind)
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                let id = e.get(kind.id_field())?.as_str()?.to_ascii_lowercase();
-                let etag = e.get("etag").and_then(Value::as_str).map(str::to_owned);
-                Some((
-                    id,
-                    Have {
-                        enrollment: e,
-                        attestation: None,
-                        etag,
-                    },
-                ))
-            })
-            .collect();
+        let mut have = live(client, kind).await?;
         let in_snapshot: std::collections::BTreeSet<String> =
             wanted.iter().map(|w| w.id.to_ascii_lowercase()).collect();
         report.only_live.extend(
@@ -467,18 +451,7 @@ pub async fn run(
         };
         report.conflicts.extend(p.conflicts.iter().cloned());
         if !options.dry_run {
-            let mut refused: Vec<ItemError> =
-                client.bulk(kind, BulkMode::Create, &p.create).await?;
-            refused.extend(
-                client
-                    .bulk(kind, BulkMode::UpdateIfMatchEtag, &p.update)
-                    .await?,
-            );
-            report.failed.extend(refused.into_iter().map(|e| Failed {
-                id: e.id,
-                code: e.code.to_string(),
-                message: e.status,
-            }));
+            report.failed.extend(apply(client, kind, &p).await?);
         }
         match kind {
             Kind::Individual => report.enrollments = counts,
@@ -486,6 +459,45 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// What the instance holds of `kind`, by lower-cased id (without keys).
+async fn live(client: &DpsClient, kind: Kind) -> Result<BTreeMap<String, Have>, Error> {
+    Ok(client
+        .query_all(kind)
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let id = e.get(kind.id_field())?.as_str()?.to_ascii_lowercase();
+            let etag = e.get("etag").and_then(Value::as_str).map(str::to_owned);
+            Some((
+                id,
+                Have {
+                    enrollment: e,
+                    attestation: None,
+                    etag,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Write the plan's creates and updates (keys included); what the service refused.
+async fn apply(client: &DpsClient, kind: Kind, p: &KindPlan) -> Result<Vec<Failed>, Error> {
+    let mut refused: Vec<ItemError> = client.bulk(kind, BulkMode::Create, &p.create).await?;
+    refused.extend(
+        client
+            .bulk(kind, BulkMode::UpdateIfMatchEtag, &p.update)
+            .await?,
+    );
+    Ok(refused
+        .into_iter()
+        .map(|e| Failed {
+            id: e.id,
+            code: e.code.to_string(),
+            message: e.status,
+        })
+        .collect())
 }
 
 /// A hub snapshot's device lines as enrollments; modules, skips and children go in `report`.
