@@ -28,6 +28,7 @@ async fn diff_dps(
     let client = hubvault::dps::DpsClient::new(services::resolve_dps(spec, config)?)?;
     let options = hubvault::enroll::EnrollOptions {
         mode: Mode::Upsert,
+        max_delete: None,
         dry_run: true,
         map_hubs: Vec::new(),
         iot_hub: None,
@@ -104,8 +105,10 @@ async fn enroll(
         ),
         other => other.clone(),
     };
+    let restore = restore_options(&args.apply)?;
     let options = hubvault::enroll::EnrollOptions {
-        mode: restore_options(&args.apply)?.mode,
+        mode: restore.mode,
+        max_delete: restore.max_delete,
         dry_run: args.apply.dry_run,
         map_hubs,
         iot_hub,

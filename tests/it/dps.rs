@@ -551,3 +551,81 @@ async fn diff_tells_a_dps_apart_from_its_snapshot_keys_included() {
     assert_eq!(doc["only_live"], json!(["newcomer"]), "{doc:#}");
     assert!(!out.text().contains(&key(777)), "no key in the output");
 }
+
+/// `mirror` into DPS deletes what the snapshot lacks, last, under the same brake as a hub's: a
+/// few strangers go; many are refused (exit 2, nothing changed) until `--max-delete` allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_into_dps_deletes_what_the_snapshot_lacks_within_the_brake() {
+    let (_world, wd, client, _) = dps_world(50).await;
+    backup(&wd).await;
+    let strangers = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({"registrationId": format!("stranger-{i}"), "attestation": {"type": "symmetricKey"}}))
+            .collect()
+    };
+    let mirror = |extra: &'static [&'static str]| {
+        let wd = &wd;
+        async move {
+            wd.hubvault()
+                .args([
+                    "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
+                    "mirror",
+                ])
+                .args(extra)
+                .run()
+                .await
+        }
+    };
+    assert!(
+        client
+            .bulk(Kind::Individual, BulkMode::Create, &strangers(0, 2))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let doc = mirror(&[]).await.expect_code(0).json();
+    assert_eq!(doc["deleted"], 2, "{doc:#}");
+    assert!(
+        client
+            .get(Kind::Individual, "stranger-0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(
+        client
+            .bulk(Kind::Individual, BulkMode::Create, &strangers(10, 20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dry = mirror(&["--dry-run"]).await;
+    assert_eq!(
+        dry.code,
+        1,
+        "a dry run says a real one would be braked: {}",
+        dry.text()
+    );
+    let braked = mirror(&[]).await;
+    assert_eq!(braked.code, 2, "{}", braked.text());
+    assert_eq!(braked.json()["error"]["code"], "restore_mirror_brake");
+    assert!(
+        client
+            .get(Kind::Individual, "stranger-10")
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing deleted"
+    );
+    let doc = mirror(&["--max-delete", "100%"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(doc["deleted"], 20, "{doc:#}");
+    assert_eq!(
+        live_keys(&client).await.len(),
+        53,
+        "the 50 enrollments and 3 groups, no strangers"
+    );
+}

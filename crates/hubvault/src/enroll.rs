@@ -16,7 +16,11 @@
 //! edge children are enrolled, and their parent links must be made on the hub after they
 //! register.
 //!
-//! Must not: delete anything (`mirror` into DPS is not built yet).
+//! `mirror` also deletes what the instance has and the snapshot lacks, last, ETag-safe, under
+//! the same brake as a hub's mirror (10 % of the instance by default, none when the snapshot
+//! holds nothing, `--max-delete` to allow more).
+//!
+//! Must not: delete before every create and update is done, or past the brake.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,8 +52,18 @@ pub enum Error {
         crate::diagnostic::fix_text(self)
     )]
     NoIotHub { id: String, hub: String },
-    #[error("mirror into DPS is not built yet; use --mode create or --mode upsert")]
-    MirrorNotBuilt,
+    #[error(
+        "mirror into {dps} would delete {deletes} of its {live} enrollments and groups, {why}; \
+         the snapshot holds {in_snapshot}. Nothing was changed. {}",
+        crate::diagnostic::fix_text(self)
+    )]
+    MirrorBrake {
+        dps: String,
+        deletes: u64,
+        live: u64,
+        in_snapshot: u64,
+        why: String,
+    },
     #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     #[error(transparent)]
@@ -62,7 +76,7 @@ impl crate::diagnostic::Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
             Error::NoIotHub { .. } => "enroll_no_iot_hub",
-            Error::MirrorNotBuilt => "enroll_mirror_not_built",
+            Error::MirrorBrake { .. } => "restore_mirror_brake",
             Error::Snapshot(e) => e.code(),
             Error::Dps(e) => e.code(),
             Error::Task(_) => "enroll_task",
@@ -75,7 +89,10 @@ impl crate::diagnostic::Diagnostic for Error {
                 "pass --iot-hub HUB: the hub (linked to the DPS) the devices will register into"
                     .to_owned(),
             ),
-            Error::MirrorNotBuilt => Some("pass --mode upsert".to_owned()),
+            Error::MirrorBrake { deletes, .. } => Some(format!(
+                "Check the plan with --dry-run, and if those deletes are meant, pass --max-delete \
+                 {deletes} (or a share, e.g. --max-delete 100%)"
+            )),
             Error::Snapshot(e) => e.fix(),
             Error::Dps(e) => e.fix(),
             Error::Task(_) => None,
@@ -228,6 +245,11 @@ pub struct EnrollReport {
     pub children: Vec<String>,
     /// Ids on the instance that the snapshot lacks (what a `mirror` would delete).
     pub only_live: Vec<String>,
+    /// `mirror`: how many of them it deletes (or, in a dry run, would).
+    pub deleted: u64,
+    /// A dry run whose real run the mirror brake would refuse: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brake: Option<String>,
     pub enrollments: Counts,
     pub enrollment_groups: Counts,
     /// Ids each kind's bulk writes refused: `{id, code, message}`.
@@ -262,7 +284,10 @@ impl EnrollReport {
 
     /// Nothing failed, conflicted or was skipped (exit 0).
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.conflicts.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty()
+            && self.conflicts.is_empty()
+            && self.skipped.is_empty()
+            && self.brake.is_none()
     }
 }
 
@@ -370,6 +395,8 @@ pub fn registration_id(id: &str) -> Result<(), &'static str> {
 
 pub struct EnrollOptions {
     pub mode: Mode,
+    /// `mirror`: how many enrollments and groups it may delete (default: the brake's).
+    pub max_delete: Option<crate::restore::MaxDelete>,
     pub dry_run: bool,
     /// `OLD=NEW` host names.
     pub map_hubs: Vec<(String, String)>,
@@ -391,9 +418,6 @@ pub async fn run(
             hub: m.hub.clone(),
         });
     }
-    if options.mode == Mode::Mirror {
-        return Err(Error::MirrorNotBuilt);
-    }
     m.check_not_refused()?;
     let mut report = EnrollReport {
         dps: client.host().to_owned(),
@@ -409,6 +433,10 @@ pub async fn run(
     } else {
         &[(Kind::Individual, DEVICES)]
     };
+    let (mut live_total, mut snapshot_total) = (0u64, 0u64);
+    let mut deletes: Vec<(Kind, Value)> = Vec::new();
+    // The brake is judged on the whole plan before anything is written.
+    let mut plans = Vec::new();
     for &(kind, object) in objects {
         let mut wanted = match &options.iot_hub {
             Some(hub) if !m.is_dps() => {
@@ -420,29 +448,15 @@ pub async fn run(
         for w in &mut wanted {
             map_hubs(&mut w.enrollment, &options.map_hubs);
         }
-        let mut have = live(client, kind).await?;
-        let in_snapshot: std::collections::BTreeSet<String> =
-            wanted.iter().map(|w| w.id.to_ascii_lowercase()).collect();
-        report.only_live.extend(
-            have.iter()
-                .filter(|(id, _)| !in_snapshot.contains(*id))
-                .filter_map(|(_, h)| {
-                    h.enrollment
-                        .get(kind.id_field())?
-                        .as_str()
-                        .map(str::to_owned)
-                }),
-        );
-        let mut p = plan(&wanted, &have, options.mode);
-        if !p.needs_keys.is_empty() {
-            for id in &p.needs_keys {
-                let attestation = client.attestation(kind, id).await?;
-                if let Some(h) = have.get_mut(&id.to_ascii_lowercase()) {
-                    h.attestation = Some(attestation);
-                }
-            }
-            p = plan(&wanted, &have, options.mode);
+        let have = live(client, kind).await?;
+        live_total = live_total.saturating_add(have.len() as u64);
+        snapshot_total = snapshot_total.saturating_add(wanted.len() as u64);
+        let (gone, only_live) = lacking(kind, &wanted, &have);
+        if options.mode == Mode::Mirror {
+            deletes.extend(gone.into_iter().map(|item| (kind, item)));
         }
+        report.only_live.extend(only_live);
+        let p = plan_with_keys(client, kind, &wanted, have, options.mode).await?;
         let counts = Counts {
             create: p.create.len() as u64,
             update: p.update.len() as u64,
@@ -450,15 +464,96 @@ pub async fn run(
             conflicts: p.conflicts.len() as u64,
         };
         report.conflicts.extend(p.conflicts.iter().cloned());
-        if !options.dry_run {
-            report.failed.extend(apply(client, kind, &p).await?);
-        }
         match kind {
             Kind::Individual => report.enrollments = counts,
             Kind::Group => report.enrollment_groups = counts,
         }
+        plans.push((kind, p));
+    }
+    let delete_count = deletes.len() as u64;
+    if let Some(why) =
+        crate::restore::plan::brake(delete_count, live_total, snapshot_total, options.max_delete)
+    {
+        if options.dry_run {
+            report.deleted = delete_count;
+            report.brake = Some(format!(
+                "a real run would be refused: it would delete {delete_count} of {live_total}, {why}; \
+                 pass --max-delete to allow it"
+            ));
+            return Ok(report);
+        }
+        return Err(Error::MirrorBrake {
+            dps: client.host().to_owned(),
+            deletes: delete_count,
+            live: live_total,
+            in_snapshot: snapshot_total,
+            why,
+        });
+    }
+    report.deleted = delete_count;
+    if options.dry_run {
+        return Ok(report);
+    }
+    for (kind, p) in &plans {
+        report.failed.extend(apply(client, *kind, p).await?);
+    }
+    // Deletes last, so an interrupted mirror has removed as little as possible.
+    for kind in [Kind::Individual, Kind::Group] {
+        let items: Vec<Value> = deletes
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let refused = client.bulk(kind, BulkMode::Delete, &items).await?;
+        report.failed.extend(refused.into_iter().map(|e| Failed {
+            id: e.id,
+            code: e.code.to_string(),
+            message: e.status,
+        }));
     }
     Ok(report)
+}
+
+/// What the instance has and `wanted` lacks: delete items (id and etag) and their ids.
+fn lacking(
+    kind: Kind,
+    wanted: &[Wanted],
+    have: &BTreeMap<String, Have>,
+) -> (Vec<Value>, Vec<String>) {
+    let in_snapshot: std::collections::BTreeSet<String> =
+        wanted.iter().map(|w| w.id.to_ascii_lowercase()).collect();
+    have.iter()
+        .filter(|(id, _)| !in_snapshot.contains(*id))
+        .filter_map(|(_, h)| {
+            let id = h.enrollment.get(kind.id_field())?.as_str()?;
+            let mut item = serde_json::json!({kind.id_field(): id});
+            if let Some(e) = &h.etag {
+                item["etag"] = Value::String(e.clone());
+            }
+            Some((item, id.to_owned()))
+        })
+        .unzip()
+}
+
+/// Plan `wanted` against `have`, reading the keys of the ids only keys can tell apart.
+async fn plan_with_keys(
+    client: &DpsClient,
+    kind: Kind,
+    wanted: &[Wanted],
+    mut have: BTreeMap<String, Have>,
+    mode: Mode,
+) -> Result<KindPlan, Error> {
+    let first = plan(wanted, &have, mode);
+    if first.needs_keys.is_empty() {
+        return Ok(first);
+    }
+    for id in &first.needs_keys {
+        let attestation = client.attestation(kind, id).await?;
+        if let Some(h) = have.get_mut(&id.to_ascii_lowercase()) {
+            h.attestation = Some(attestation);
+        }
+    }
+    Ok(plan(wanted, &have, mode))
 }
 
 /// What the instance holds of `kind`, by lower-cased id (without keys).
