@@ -134,19 +134,27 @@ fn fixed_manifest() -> hubvault::snapshot::Manifest {
 }
 
 /// `hubvault.toml`: any text parses or fails with a message; a connection string in it never
-/// shows in `Debug`.
+/// shows in `Debug` (found by fuzzing: the first form of this property took a signer that held
+/// the same text for a leak).
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     match hubvault::config::Config::parse(text, Path::new("hubvault.toml")) {
-        Ok(c) => {
-            let shown = format!("{c:?}");
-            for entry in c.hubs.values().chain(c.dps.values()) {
-                if let Some(cs) = entry.connection_string.as_deref().filter(|s| s.len() > 8) {
-                    assert!(!shown.contains(cs), "a connection string in Debug");
+        Ok(mut c) => {
+            // Every connection string the file set, replaced by a marker no other field can hold
+            // by chance: `Debug` must not show it (a value in the text could also appear in a
+            // public field, such as a signer, which is no leak).
+            const MARK: &str = "\u{1}connection-string-marker\u{1}";
+            for entry in c.hubs.values_mut().chain(c.dps.values_mut()) {
+                if entry.connection_string.is_some() {
+                    entry.connection_string = Some(MARK.to_owned());
                 }
             }
+            if let Some(s) = c.staging.as_mut().filter(|s| s.connection_string.is_some()) {
+                s.connection_string = Some(MARK.to_owned());
+            }
+            assert!(!format!("{c:?}").contains(MARK), "a connection string in Debug");
         }
         Err(e) => {
             let _ = e.to_string();
