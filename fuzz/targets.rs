@@ -154,7 +154,10 @@ pub fn config(data: &[u8]) {
             if let Some(s) = c.staging.as_mut().filter(|s| s.connection_string.is_some()) {
                 s.connection_string = Some(MARK.to_owned());
             }
-            assert!(!format!("{c:?}").contains(MARK), "a connection string in Debug");
+            assert!(
+                !format!("{c:?}").contains(MARK),
+                "a connection string in Debug"
+            );
         }
         Err(e) => {
             let _ = e.to_string();
