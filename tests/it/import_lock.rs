@@ -18,11 +18,9 @@ async fn two_restores_sharing_a_prefixed_staging_container_each_read_their_own_e
         "lock",
     )
     .await;
-    // Slow imports, so the second run reaches its import while the first one's still runs (the
-    // second may first wait up to 16 s for the first's hub-a journal, idle between its jobs:
-    // a dead run's and a live run's look alike until a lease period has passed).
+    // Slow imports, so the second run reaches its import while the first one's still runs.
     for h in ["hub-b", "hub-c"] {
-        sim.limits(h, json!({"job_rate": 25.0})).await;
+        sim.limits(h, json!({"job_rate": 400.0})).await;
     }
     // hub-c takes 50 devices fewer than the fleet: its import logs 403002 for the rest.
     let source = sim.registry("hub-a").await;
