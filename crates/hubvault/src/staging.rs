@@ -454,18 +454,7 @@ impl Staging {
     /// until its job has ended (a job can write after its runner died) or its SAS expired.
     pub async fn sweep_dead_runs(&self, clients: &[&HubClient]) -> Result<Vec<SweptRun>> {
         let mut swept = Vec::new();
-        // Each hub's running job's blobs: a journal whose job still runs is not waited for.
-        let mut hubs: Vec<(&str, Vec<String>)> = Vec::new();
-        for c in clients {
-            let active = match c.active_job().await {
-                Ok(Some(job)) => [job.output_blob_name, job.input_blob_name]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-                _ => Vec::new(),
-            };
-            hubs.push((c.host(), active));
-        }
+        let hubs: Vec<&str> = clients.iter().map(|c| c.host()).collect();
         for dead in journal::find_dead(&self.access, &self.run_id, &hubs).await? {
             let mut record = dead.record;
             let client = clients

@@ -240,15 +240,13 @@ pub(super) async fn close(held: Held) -> super::Result<()> {
 
 /// The journals of dead runs in the container, other than `ours`, each claimed by this
 /// process (on Azure: we hold its lease until [`settle`]). A journal of one of `hubs` whose lease
-/// is held and whose job is not running (none of that hub's `active` job blobs is under its
-/// folder) is waited for once (a lease lapses 15 s after its run last renewed it): right after
-/// a run of the same hub was killed its lease still looks alive, and the plaintext its finished
-/// job wrote would otherwise wait for a later run to be removed. A run whose job still runs is
-/// not waited for: the job slot tells about it.
+/// is held is waited for once (a lease lapses 15 s after its run last renewed it): right after a
+/// run of the same hub was killed its lease still looks alive, and its job may still write
+/// plaintext that would otherwise wait for a later run to be removed.
 pub(super) async fn find_dead(
     access: &super::Access,
     ours: &str,
-    hubs: &[(&str, Vec<String>)],
+    hubs: &[&str],
 ) -> super::Result<Vec<Dead>> {
     let mut out = Vec::new();
     match access {
@@ -268,13 +266,9 @@ pub(super) async fn find_dead(
                 {
                     // Alive, or gone meanwhile; one of our hubs' is looked at again below.
                     let record = s.read_root(&blob).await?.unwrap_or_default();
-                    let idle_of_ours = serde_json::from_slice::<Record>(&record).is_ok_and(|r| {
-                        hubs.iter().any(|(h, active)| {
-                            h.eq_ignore_ascii_case(&r.hub)
-                                && !active.iter().any(|b| b.contains(&r.prefix))
-                        })
-                    });
-                    if idle_of_ours {
+                    if serde_json::from_slice::<Record>(&record)
+                        .is_ok_and(|r| hubs.iter().any(|h| h.eq_ignore_ascii_case(&r.hub)))
+                    {
                         held.push(blob);
                     }
                     continue;
