@@ -454,8 +454,7 @@ impl Staging {
     /// until its job has ended (a job can write after its runner died) or its SAS expired.
     pub async fn sweep_dead_runs(&self, clients: &[&HubClient]) -> Result<Vec<SweptRun>> {
         let mut swept = Vec::new();
-        let hubs: Vec<&str> = clients.iter().map(|c| c.host()).collect();
-        for dead in journal::find_dead(&self.access, &self.run_id, &hubs).await? {
+        for dead in journal::find_dead(&self.access, &self.run_id).await? {
             let mut record = dead.record;
             let client = clients
                 .iter()

@@ -239,19 +239,11 @@ pub(super) async fn close(held: Held) -> super::Result<()> {
 }
 
 /// The journals of dead runs in the container, other than `ours`, each claimed by this
-/// process (on Azure: we hold its lease until [`settle`]). A journal of one of `hubs` whose lease
-/// is held is waited for once (a lease lapses 15 s after its run last renewed it): right after a
-/// run of the same hub was killed its lease still looks alive, and its job may still write
-/// plaintext that would otherwise wait for a later run to be removed.
-pub(super) async fn find_dead(
-    access: &super::Access,
-    ours: &str,
-    hubs: &[&str],
-) -> super::Result<Vec<Dead>> {
+/// process (on Azure: we hold its lease until [`settle`]).
+pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Result<Vec<Dead>> {
     let mut out = Vec::new();
     match access {
         super::Access::AccountKey(s) | super::Access::GivenSas(s) | super::Access::Identity(s) => {
-            let mut held = Vec::new();
             for meta in s.list(&format!("{DIR}/")).await? {
                 let Some(run) = run_of(&meta.name) else {
                     continue;
@@ -264,14 +256,7 @@ pub(super) async fn find_dead(
                 if s.acquire_root_lease(&blob, LEASE_SECS, &lease_id).await?
                     != LeaseOutcome::Acquired
                 {
-                    // Alive, or gone meanwhile; one of our hubs' is looked at again below.
-                    let record = s.read_root(&blob).await?.unwrap_or_default();
-                    if serde_json::from_slice::<Record>(&record)
-                        .is_ok_and(|r| hubs.iter().any(|h| h.eq_ignore_ascii_case(&r.hub)))
-                    {
-                        held.push(blob);
-                    }
-                    continue;
+                    continue; // alive, or gone meanwhile
                 }
                 let claim = Claim::Lease {
                     store: s.clone(),
@@ -299,7 +284,6 @@ pub(super) async fn find_dead(
                     }
                 }
             }
-            out.extend(claim_after_lapse(s, held).await?);
         }
         super::Access::File(url) => {
             let dir = Path::new(url.path()).join(DIR);
@@ -329,45 +313,6 @@ pub(super) async fn find_dead(
                         claim: Claim::File(entry.path()),
                     });
                 }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The journals in `held` (leased when first seen) whose lease lapsed within one lease period:
-/// their run is dead. Claimed as [`find_dead`] claims them.
-async fn claim_after_lapse(
-    s: &crate::store::azure::AzureStore,
-    held: Vec<String>,
-) -> super::Result<Vec<Dead>> {
-    let mut out = Vec::new();
-    if held.is_empty() {
-        return Ok(out);
-    }
-    // One lease period and a second: a live run has renewed by then.
-    tokio::time::sleep(Duration::from_secs(
-        u64::from(LEASE_SECS.unsigned_abs()).saturating_add(1),
-    ))
-    .await;
-    for blob in held {
-        let lease_id = uuid::Uuid::new_v4().to_string();
-        if s.acquire_root_lease(&blob, LEASE_SECS, &lease_id).await? != LeaseOutcome::Acquired {
-            continue; // a live run of the same hub: left alone
-        }
-        let bytes = s.read_root(&blob).await?.unwrap_or_default();
-        match serde_json::from_slice::<Record>(&bytes) {
-            Ok(record) => out.push(Dead {
-                record,
-                claim: Claim::Lease {
-                    store: s.clone(),
-                    blob,
-                    lease_id,
-                },
-            }),
-            // Changed meanwhile into something that is not a journal: not ours.
-            Err(_) => {
-                let _ = s.release_root_lease(&blob, &lease_id).await;
             }
         }
     }
