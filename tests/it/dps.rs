@@ -239,6 +239,17 @@ async fn live_keys(client: &DpsClient) -> Vec<(String, String, String)> {
     out
 }
 
+/// `--json restore latest --dps dps-a --to-dps dps-a` with `extra`.
+async fn restore_dps(wd: &Workdir, extra: &[&str]) -> crate::support::Out {
+    wd.hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a",
+        ])
+        .args(extra)
+        .run()
+        .await
+}
+
 async fn backup(wd: &Workdir) {
     let recipient = hubvault::keys::load_identities(&wd.identity())
         .unwrap()
@@ -277,13 +288,7 @@ async fn a_lost_dps_is_rebuilt_from_its_snapshot_keys_included() {
     }
     assert!(live_keys(&client).await.is_empty(), "the instance is empty");
 
-    let doc = wd
-        .hubvault()
-        .args([
-            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
-            "create",
-        ])
-        .run()
+    let doc = restore_dps(&wd, &["--mode", "create"])
         .await
         .expect_code(0)
         .json();
@@ -295,13 +300,7 @@ async fn a_lost_dps_is_rebuilt_from_its_snapshot_keys_included() {
         "every id back with its keys"
     );
 
-    let again = wd
-        .hubvault()
-        .args([
-            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
-            "create",
-        ])
-        .run()
+    let again = restore_dps(&wd, &["--mode", "create"])
         .await
         .expect_code(0)
         .json();
@@ -317,23 +316,13 @@ async fn enrollments_retargeted_at_another_hub_keep_their_keys() {
     let (_world, wd, client, _) = dps_world(60).await;
     let before = live_keys(&client).await;
     backup(&wd).await;
-    let dry = wd
-        .hubvault()
-        .args([
-            "--json",
-            "restore",
-            "latest",
-            "--dps",
-            "dps-a",
-            "--to-dps",
-            "dps-a",
-            "--mode",
-            "upsert",
-            "--map-hub",
-            "hub-a.azure-devices.net=hub-b.azure-devices.net",
-            "--dry-run",
-        ])
-        .run()
+    let retarget = [
+        "--mode",
+        "upsert",
+        "--map-hub",
+        "hub-a.azure-devices.net=hub-b.azure-devices.net",
+    ];
+    let dry = restore_dps(&wd, &[&retarget[..], &["--dry-run"]].concat())
         .await
         .expect_code(0)
         .json();
@@ -344,22 +333,7 @@ async fn enrollments_retargeted_at_another_hub_keep_their_keys() {
         "a dry run changes nothing"
     );
 
-    wd.hubvault()
-        .args([
-            "restore",
-            "latest",
-            "--dps",
-            "dps-a",
-            "--to-dps",
-            "dps-a",
-            "--mode",
-            "upsert",
-            "--map-hub",
-            "hub-a.azure-devices.net=hub-b.azure-devices.net",
-        ])
-        .run()
-        .await
-        .expect_code(0);
+    restore_dps(&wd, &retarget).await.expect_code(0);
     let after = live_keys(&client).await;
     let individual: Vec<_> = after
         .iter()
@@ -565,16 +539,7 @@ async fn mirror_into_dps_deletes_what_the_snapshot_lacks_within_the_brake() {
     };
     let mirror = |extra: &'static [&'static str]| {
         let wd = &wd;
-        async move {
-            wd.hubvault()
-                .args([
-                    "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a", "--mode",
-                    "mirror",
-                ])
-                .args(extra)
-                .run()
-                .await
-        }
+        async move { restore_dps(wd, &[&["--mode", "mirror"][..], extra].concat()).await }
     };
     assert!(
         client

@@ -50,15 +50,8 @@ pub fn entra_trusting(
             kind: kind_name(kind).to_owned(),
             detail,
         };
-        let pem = std::fs::read(path)
-            .map_err(|e| failed(format!("cannot read ca-file {}: {e}", path.display())))?;
-        let mut builder = reqwest::Client::builder();
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| failed(format!("ca-file {}: {e}", path.display())))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
+        let client = trusting(reqwest::Client::builder(), path)
+            .map_err(failed)?
             .build()
             .map_err(|e| failed(e.without_url().to_string()))?;
         let options = azure_identity::ManagedIdentityCredentialOptions {
@@ -106,6 +99,22 @@ pub fn entra_trusting(
                 .map_err(failed)?
         }
     })
+}
+
+/// `builder`, also trusting the PEM roots in `ca_file` (the simulator's `--tls`). The error
+/// names the file.
+pub fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca_file: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| format!("cannot read ca-file {}: {e}", ca_file.display()))?;
+    for cert in reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("ca-file {}: {e}", ca_file.display()))?
+    {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
 }
 
 /// A bearer token from an environment variable (`token-env = "VAR"`), read at each use so a

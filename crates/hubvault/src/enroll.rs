@@ -270,6 +270,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
+impl From<ItemError> for Failed {
+    fn from(e: ItemError) -> Failed {
+        Failed {
+            id: e.id,
+            code: e.code.to_string(),
+            message: e.status,
+        }
+    }
+}
+
 impl EnrollReport {
     /// Whether the instance differs from the snapshot (for `diff`): something to create or
     /// update, or something only the instance has.
@@ -505,11 +515,7 @@ pub async fn run(
             .map(|(_, v)| v.clone())
             .collect();
         let refused = client.bulk(kind, BulkMode::Delete, &items).await?;
-        report.failed.extend(refused.into_iter().map(|e| Failed {
-            id: e.id,
-            code: e.code.to_string(),
-            message: e.status,
-        }));
+        report.failed.extend(refused.into_iter().map(Failed::from));
     }
     Ok(report)
 }
@@ -585,14 +591,7 @@ async fn apply(client: &DpsClient, kind: Kind, p: &KindPlan) -> Result<Vec<Faile
             .bulk(kind, BulkMode::UpdateIfMatchEtag, &p.update)
             .await?,
     );
-    Ok(refused
-        .into_iter()
-        .map(|e| Failed {
-            id: e.id,
-            code: e.code.to_string(),
-            message: e.status,
-        })
-        .collect())
+    Ok(refused.into_iter().map(Failed::from).collect())
 }
 
 /// A hub snapshot's device lines as enrollments; modules, skips and children go in `report`.

@@ -226,9 +226,9 @@ pub struct BackupReport {
     pub configurations: u64,
     pub skipped_lines: u64,
     /// A DPS snapshot's individual enrollments and groups (absent from hub snapshots).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::snapshot::manifest::is_zero")]
     pub enrollments: u64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::snapshot::manifest::is_zero")]
     pub enrollment_groups: u64,
     /// Bytes as stored (encrypted), all objects.
     pub bytes: u64,
@@ -334,14 +334,6 @@ impl Input {
             })),
         }
     }
-}
-
-#[allow(
-    clippy::trivially_copy_pass_by_ref,
-    reason = "serde's skip_serializing_if passes a reference"
-)]
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Reads an [`Input::Memory`] without copying its lines.

@@ -777,13 +777,7 @@ impl Redirect {
     ) -> Result<Redirect, String> {
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
         if let Some(path) = ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
+            builder = crate::credentials::trusting(builder, path)?;
         }
         if endpoint.scheme() == "https"
             && let (Some(ip), Some(port)) = (
