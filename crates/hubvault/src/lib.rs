@@ -30,12 +30,12 @@
 //! | [`pipeline`] | seal/open byte streams: zstd then age; one `finish()` that closes both; sha256 of what it wrote; `bridge` to a [`store`] writer | know hubs, snapshots or where keys come from |
 //! | [`store`] | narrow create-only trait over local folder, Azure Blob, memory (with injectable faults); the store's clock; time-sortable ids | know snapshots |
 //! | [`keys`] | where keys come from: the identity file (0600, owner, folder, regular file) or a Key Vault secret ([`keys::keyvault`]), recipients for backup, identities for restore, the signing key and trusted signers | read anything but the keys it is pointed at; show a secret value |
-//! | [`credentials`] | Entra credentials of the configured kind, and `token-env` | hold or print a token |
+//! | [`credentials`] | Entra credentials of the configured kind, `token-env`, and a client builder that trusts a `ca-file` | hold or print a token |
 //! | [`redact`] | the one function that makes secret-bearing text safe to show | — |
 //! | [`config`] | `hubvault.toml`: parsing with file and line in errors; the file and default layers of precedence (flags and environment are the binary's clap layer); settings nothing acts on yet | hold domain decisions |
 //! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
-//! | [`enroll`] | a DPS snapshot back into DPS: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
+//! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
