@@ -115,7 +115,7 @@ pub struct Inventory {
     /// Snapshots that are not trusted (forged, an untrusted signer, unsigned without
     /// `--allow-unsigned`): not counted by retention.
     pub untrusted: Vec<Untrusted>,
-    /// Uncommitted generations inside snapshots in use (see [`other_generations`]): removed
+    /// Uncommitted generations inside snapshots in use (see `other_generations`): removed
     /// like orphans.
     pub generations: Vec<Orphan>,
 }
