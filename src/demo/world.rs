@@ -17,7 +17,8 @@ use url::Url;
 use super::Error;
 use hubvault::arm::{ArmAuth, ArmClient, ArmToken};
 use hubvault::config::Config;
-use hubvault::hub::{Connection, HubClient, PollPolicy, SasSigner};
+use hubvault::device::telemetry::{self, DeviceTarget};
+use hubvault::hub::{Connection, HubClient, PollPolicy};
 use hubvault::keys::{SigningKey, TrustedSigners};
 use hubvault::staging::Staging;
 use hubvault::store::Store;
@@ -258,26 +259,12 @@ impl World {
     /// does over HTTPS. Returns the HTTP status.
     pub async fn device_send(&self, name: &str, id: &str, key: &str) -> Result<u16, Error> {
         let h = self.hub(name)?;
-        let signer = SasSigner::new("", key)?;
-        let expiry = time::OffsetDateTime::now_utc()
-            .unix_timestamp()
-            .saturating_add(600);
-        let token = signer.token(&format!("{}/devices/{id}", h.host), expiry);
-        let mut url = Url::parse(&h.endpoint).map_err(|e| Error::Simulator(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| Error::Simulator("hub endpoint cannot hold a path".into()))?
-            .extend(["devices", id, "messages", "events"]);
-        url.query_pairs_mut()
-            .append_pair("api-version", hubvault::hub::DEFAULT_API_VERSION);
-        let r = self
-            .http
-            .post(url)
-            .header("authorization", token)
-            .body(r#"{"temperature":21.5}"#)
-            .send()
-            .await
-            .map_err(|e| Error::Simulator(format!("device send: {}", e.without_url())))?;
-        Ok(r.status().as_u16())
+        let target = DeviceTarget {
+            host: h.host.clone(),
+            endpoint: Url::parse(&h.endpoint).map_err(|e| Error::Simulator(e.to_string()))?,
+        };
+        let body = br#"{"temperature":21.5}"#;
+        Ok(telemetry::send(&self.http, &target, id, key, body).await?)
     }
 }
 

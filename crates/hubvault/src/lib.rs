@@ -36,6 +36,7 @@
 //! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
+//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`), for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
 //! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
@@ -57,6 +58,7 @@ pub mod backup;
 pub mod clone;
 pub mod config;
 pub mod credentials;
+pub mod device;
 pub mod diagnostic;
 pub mod diff;
 pub mod dps;

@@ -402,24 +402,13 @@ impl World {
     /// Returns the HTTP status the hub answered.
     pub async fn device_send(&self, hub: &str, id: &str, key: &str) -> u16 {
         let h = self.hub(hub);
-        let signer = hubvault::hub::auth::SasSigner::new("", key).expect("base64 key");
-        let expiry = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
-        let token = signer.token(&format!("{}/devices/{id}", h.host), expiry);
-        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        let url = format!(
-            "{}/devices/{id}/messages/events?api-version={}",
-            h.endpoint,
-            hubvault::hub::DEFAULT_API_VERSION
-        );
-        let r = self
-            .http
-            .post(url)
-            .header("authorization", token)
-            .body("{\"t\":1}")
-            .send()
+        let target = hubvault::device::telemetry::DeviceTarget {
+            host: h.host.clone(),
+            endpoint: url::Url::parse(&h.endpoint).expect("hub endpoint"),
+        };
+        hubvault::device::telemetry::send(&self.http, &target, id, key, b"{\"t\":1}")
             .await
-            .unwrap();
-        r.status().as_u16()
+            .expect("the hub answers")
     }
 }
 
