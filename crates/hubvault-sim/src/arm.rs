@@ -12,7 +12,10 @@
 //! operation reports `Running` until the configured duration has passed on the state's clock.
 
 pub mod failover;
+pub mod network;
+mod network_api;
 pub mod resource;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,9 @@ pub struct ArmState {
     failover_duration: Mutex<Duration>,
     history: Mutex<HashMap<String, FailoverBook>>,
     operations: Mutex<HashMap<String, Operation>>,
+    clock_skew: Mutex<Duration>,
+    /// `Microsoft.Network` resources, the region outage switch and the consumers.
+    pub network: Mutex<network::Network>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +82,8 @@ impl ArmState {
             failover_duration: Mutex::new(Duration::ZERO),
             history: Mutex::new(HashMap::new()),
             operations: Mutex::new(HashMap::new()),
+            clock_skew: Mutex::new(Duration::ZERO),
+            network: Mutex::new(network::Network::default()),
         })
     }
 
@@ -90,7 +98,31 @@ impl ArmState {
     }
 
     pub fn now(&self) -> OffsetDateTime {
-        lock(&self.now_override).unwrap_or_else(OffsetDateTime::now_utc)
+        lock(&self.now_override)
+            .unwrap_or_else(|| OffsetDateTime::now_utc().saturating_add(*lock(&self.clock_skew)))
+    }
+
+    /// Move the failover clock this far ahead of real time (tests of the hour between
+    /// operations and the daily limits, without waiting hours).
+    pub fn set_clock_skew(&self, skew: Duration) {
+        *lock(&self.clock_skew) = skew;
+    }
+
+    /// The hubs this endpoint serves.
+    pub fn hubs(&self) -> &Hubs {
+        &self.hubs
+    }
+
+    /// A consumer's health: `Err` says why it cannot read its hub's events.
+    pub fn consumer_health(&self, name: &str) -> Option<Result<(), String>> {
+        let net = lock(&self.network);
+        let consumer = net.consumers.iter().find(|c| c.name == name)?.clone();
+        let hub = self.hubs.iter().find(|h| h.name == consumer.hub)?;
+        if self.is_failing_over(&hub.name) {
+            return Some(Err(format!("hub {} is failing over", hub.name)));
+        }
+        let events = network::events_host(&lock(&hub.resource));
+        Some(net.consumer_reaches(&consumer, &events))
     }
 
     /// Base URL written into `Azure-AsyncOperation` / `Location` (default: `{scheme}://{Host}`,
@@ -191,6 +223,18 @@ fn route(
         && segs[4].eq_ignore_ascii_case("operationResults")
     {
         return operation_status(ctx.state, segs[5], query.contains("asyncinfo"));
+    }
+    if segs.len() >= 6
+        && segs[0].eq_ignore_ascii_case("subscriptions")
+        && segs[5].eq_ignore_ascii_case("Microsoft.Network")
+    {
+        return network_api::route(ctx, method, segs, body);
+    }
+    if let [.., provider, "permissions" | "Permissions"] = segs
+        && provider.eq_ignore_ascii_case("Microsoft.Authorization")
+        && method == Method::GET
+    {
+        return network_api::permissions(ctx);
     }
     let is_hub_path = segs.len() >= 8
         && segs[0].eq_ignore_ascii_case("subscriptions")
@@ -369,7 +413,9 @@ fn start_failover(ctx: &Ctx, hub: &HubShared, subscription: &str, body: &[u8]) -
     book.records.push(failover::Record { at: now, failback });
     failover::swap(&mut doc);
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let done_at = now.saturating_add(*lock(&ctx.state.failover_duration));
+    let window = *lock(&ctx.state.failover_duration);
+    let done_at = now.saturating_add(window);
+    hub.fail_over_for(window);
     lock(&ctx.state.operations).insert(
         id.clone(),
         Operation {
@@ -536,6 +582,7 @@ mod tests {
                 rights: vec![],
             }],
             resource: Mutex::new(Value::Null),
+            failing_over_until_ms: std::sync::atomic::AtomicU64::default(),
         };
         let state = ArmState::new(Arc::new(vec![Arc::new(hub)]));
         state.require_token(Some("TOKENSECRET".into()));

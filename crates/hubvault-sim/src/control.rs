@@ -22,6 +22,12 @@
 //! | GET | `/keyvault/secrets` | → `[{"name","deleted","deletedDate","scheduledPurgeDate","versions":[{"version","enabled","exp","nbf","created","updated","contentType","tags"}]}]`, no values |
 //! | GET | `/keyvault/secrets/{name}` | → one such entry (live or soft-deleted); 404 if unknown |
 //!
+//! | GET | `/arm/state` | → `{"network": {"resources": {id: doc}, "down_regions": […]}, "hubs": {name: IotHubDescription}}`: every simulated ARM resource (compare before and after) |
+//! | PATCH | `/arm/failover` | `{"window_ms": N, "clock_skew_secs": S}` (either) → 204: a manual failover keeps the hub's data plane at 404012 and its operation `Running` for N ms; the failover clock (limits) runs S seconds ahead |
+//! | PUT | `/arm/regions/{region}` | `{"down": true}` → 204: writes and deletes of network resources in that region answer 503, its private endpoints stop serving |
+//! | PUT | `/arm/permissions` | `["Microsoft.Devices/IotHubs/read", …]` → 204: the actions `…/providers/Microsoft.Authorization/permissions` reports (`[]`: `*`) |
+//! | GET | `/consumers/{name}/health` | → 200 `{"healthy":true}` while the consumer's DNS resolves the hub's current Event Hub-compatible endpoint to a serving private endpoint, else 503 `{"healthy":false,"reason"}` |
+//!
 //! The `/keyvault/…` routes answer 404 when no Key Vault is served. Errors are `{"error": "…"}`
 //! with 400, 404 or 409.
 
@@ -48,6 +54,8 @@ pub struct Control {
     /// The served vault, if any.
     pub keyvault: Option<Arc<KvState>>,
     pub identities: Arc<Identities>,
+    /// The ARM state, once ARM is served (`/arm/…`, `/consumers/…`; see `arm_control`).
+    pub arm: Arc<std::sync::OnceLock<Arc<super::arm::ArmState>>>,
 }
 
 type Shared = Arc<Control>;
@@ -75,6 +83,7 @@ fn find(c: &Control, name: &str) -> Result<Arc<Hub>, Response> {
 
 pub fn router(control: Control) -> Router {
     let tokens = super::identity::router(control.identities.clone());
+    let arm = super::arm_control::router(control.arm.clone());
     Router::new()
         .route("/identities", get(identities).post(create_identity))
         .route(
@@ -105,6 +114,7 @@ pub fn router(control: Control) -> Router {
         .route("/hubs/{hub}/jobs", get(jobs))
         .with_state(Arc::new(control))
         .merge(tokens)
+        .merge(arm)
 }
 
 async fn hubs(State(c): State<Shared>) -> Response {

@@ -143,7 +143,7 @@ async fn admitted(hub: Arc<Hub>, peer: std::net::SocketAddr, req: Request, next:
 async fn faults(hub: &Hub, peer: std::net::SocketAddr) -> Option<Response> {
     let (delay, burst, drop, failing_over) = {
         let mut f = lock(&hub.faults);
-        let failing_over = f.failing_over(now_ms());
+        let failing_over = f.failing_over(now_ms()) || hub.shared.failing_over(now_ms());
         let delay = (f.slow_count > 0).then(|| {
             f.slow_count = f.slow_count.saturating_sub(1);
             Duration::from_millis(f.slow_ms)

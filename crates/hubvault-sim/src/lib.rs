@@ -67,6 +67,7 @@
 pub mod access;
 pub mod apply;
 pub mod arm;
+pub mod arm_control;
 pub mod blob;
 pub mod control;
 pub mod devices;
@@ -98,7 +99,7 @@ pub mod work;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use base64::Engine as _;
@@ -158,6 +159,9 @@ pub struct Options {
     pub service_hosts: Vec<String>,
     /// Serve HTTPS on every port (`--tls`); `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// The ARM state, once [`with_services`]' ARM router is built: the control API's `/arm/…`
+    /// and `/consumers/…` routes and [`Running::arm_state`] read it.
+    pub arm_state: Arc<OnceLock<Arc<arm::ArmState>>>,
 }
 
 impl Default for Options {
@@ -176,6 +180,7 @@ impl Default for Options {
             identities: identity::Identities::new(),
             service_hosts: Vec::new(),
             tls: None,
+            arm_state: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -228,6 +233,10 @@ pub struct Running {
     /// With `tls`: the CA certificate (PEM) clients must trust, and where it was written.
     pub ca_pem: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// The ARM state (private endpoints, DNS, failover), when ARM is served.
+    pub arm_state: Option<Arc<arm::ArmState>>,
+    pub subscription: String,
+    pub resource_group: String,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -345,8 +354,11 @@ pub fn with_services(
     mut options: Options,
     dps: Option<&str>,
 ) -> (Options, Option<Arc<dps::DpsState>>) {
-    options.arm = Some(Box::new(|hubs: &Hubs| {
-        arm::router(arm::ArmState::new(hubs.clone()))
+    let slot = options.arm_state.clone();
+    options.arm = Some(Box::new(move |hubs: &Hubs| {
+        let state = arm::ArmState::new(hubs.clone());
+        let _ = slot.set(state.clone());
+        arm::router(state)
     }));
     let vault = keyvault::KvState::with_options(keyvault::KvOptions {
         vault_url: KEYVAULT_URL.to_string(),
@@ -392,6 +404,7 @@ pub async fn run(
         identities,
         service_hosts,
         tls,
+        arm_state,
     } = options;
     let keyvault_state = keyvault_state.filter(|_| keyvault.is_some());
     check_hub_names(&wanted)?;
@@ -450,6 +463,7 @@ pub async fn run(
             .collect(),
         keyvault: keyvault_state.clone(),
         identities: identities.clone(),
+        arm: arm_state.clone(),
     };
     tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
@@ -467,6 +481,9 @@ pub async fn run(
         identities,
         ca_pem,
         ca_file: tls.and_then(|t| t.ca_file),
+        arm_state: arm_state.get().cloned(),
+        subscription,
+        resource_group,
         tasks,
     })
 }
@@ -483,6 +500,7 @@ fn new_hub(
     let shared = Arc::new(HubShared {
         name: h.name.clone(),
         resource: Mutex::new(resource_doc(&h.name, &host, resource_id)),
+        failing_over_until_ms: std::sync::atomic::AtomicU64::default(),
         host,
         resource_id: resource_id.to_string(),
         policies: policies(seed, &h.name),

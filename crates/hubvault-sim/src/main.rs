@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use hubvault_sim::arm::topology::{self, Topology};
 use hubvault_sim::dps::DpsState;
 use hubvault_sim::{self as sim, HubOptions, Options, Running, TlsConfig};
 use serde_json::{Map, Value, json};
@@ -67,6 +68,14 @@ struct Cli {
     /// else in the working directory].
     #[arg(long = "ca-file", value_name = "FILE", requires = "tls")]
     ca_file: Option<PathBuf>,
+    /// Put HUB behind private endpoints in two regions (virtual networks, endpoints, Private DNS zones and
+    /// links, a consumer of its Event Hub-compatible endpoint); `--write-config` then writes its
+    /// `[failover.HUB]` section.
+    #[arg(long = "private-endpoints", value_name = "HUB")]
+    private_endpoints: Vec<String>,
+    /// How long a manual failover keeps the hub answering 404012 (milliseconds).
+    #[arg(long = "failover-window-ms", default_value_t = 3000)]
+    failover_window_ms: i64,
 }
 
 /// Where `--tls` writes the CA: `--ca-file`, else next to `--info`, else `./sim-ca.pem`; made
@@ -215,6 +224,68 @@ fn config(running: &Running, dps: Option<&DpsState>) -> String {
     out
 }
 
+/// Build `--private-endpoints` topologies and set the failover window.
+fn private_endpoints(cli: &Cli, running: &Running) -> Result<Vec<Topology>> {
+    let Some(arm) = &running.arm_state else {
+        return Ok(Vec::new());
+    };
+    arm.set_failover_duration(time::Duration::milliseconds(cli.failover_window_ms.max(0)));
+    cli.private_endpoints
+        .iter()
+        .map(|name| {
+            let hub = running
+                .hub(name)
+                .with_context(|| format!("--private-endpoints {name}: no --hub {name}; add it"))?;
+            Ok(topology::build(
+                arm,
+                &hub.shared,
+                &running.subscription,
+                &running.resource_group,
+            ))
+        })
+        .collect()
+}
+
+/// The `[failover.HUB]` section for a built topology (docs/failover.md in hubvault).
+fn failover_section(t: &Topology, control: &str) -> String {
+    let list = |items: &[String]| {
+        format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| toml_str(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut out = format!(
+        "\n[failover.{}]\nmax-backup-age = \"24h\"\nclient-vnets = {}\n",
+        t.hub,
+        list(std::slice::from_ref(&t.clients_vnet))
+    );
+    for r in &t.regions {
+        let group = r.vnet.split("/providers/").next().unwrap_or("");
+        let _ = write!(
+            out,
+            "\n[failover.{}.regions.{}]\nresource-group = {}\nvnet = {}\nsubnet = {}\nzones = {}\n",
+            t.hub,
+            r.name,
+            toml_str(group),
+            toml_str(&r.vnet),
+            toml_str(&r.subnet),
+            list(&r.zones)
+        );
+    }
+    let _ = write!(
+        out,
+        "\n[[failover.{}.consumers]]\nname = {}\nhealth-url = {}\n",
+        t.hub,
+        toml_str(&t.consumer),
+        toml_str(&format!("{control}/consumers/{}/health", t.consumer))
+    );
+    out
+}
+
 /// `ca-file = "…"` for a hub or DPS entry when serving over TLS, else nothing.
 fn ca_line(running: &Running) -> String {
     running
@@ -302,6 +373,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let (options, dps) = sim::with_services(options, cli.dps.first().map(String::as_str));
     let running = sim::run(options, shutdown_signal()).await?;
+    let topologies = private_endpoints(&cli, &running)?;
     for h in &running.hubs {
         eprintln!("hub {} ({}) at {}", h.name, h.host, h.endpoint);
     }
@@ -322,7 +394,11 @@ async fn run(cli: Cli) -> Result<()> {
         write_private(path, &format!("{:#}\n", info(&running, dps.as_deref())))?;
     }
     if let Some(path) = &cli.write_config {
-        write_private(path, &config(&running, dps.as_deref()))?;
+        let mut text = config(&running, dps.as_deref());
+        for t in &topologies {
+            text.push_str(&failover_section(t, &running.control));
+        }
+        write_private(path, &text)?;
     }
     running.wait().await;
     Ok(())

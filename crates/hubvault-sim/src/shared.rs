@@ -4,6 +4,7 @@
 //! for a hub's networking: ARM GET/PUT read and replace it, and the data plane evaluates
 //! `publicNetworkAccess`, `networkRuleSets` and classic `ipFilterRules` from it on every request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -32,6 +33,24 @@ pub struct HubShared {
     pub policies: Vec<AccessPolicy>,
     /// The ARM `IotHubDescription` document.
     pub resource: Mutex<Value>,
+    /// Until when (Unix ms) a manual failover keeps the data plane answering 404012.
+    pub failing_over_until_ms: AtomicU64,
+}
+
+impl HubShared {
+    /// A failover started now: the data plane answers 404012 for `window`.
+    pub fn fail_over_for(&self, window: time::Duration) {
+        let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(0);
+        let ms = u64::try_from(window.whole_milliseconds()).unwrap_or(0);
+        self.failing_over_until_ms
+            .store(now.saturating_add(ms), Ordering::SeqCst);
+    }
+
+    /// Whether a failover keeps the data plane down at `now_ms`.
+    pub fn failing_over(&self, now_ms: u64) -> bool {
+        now_ms < self.failing_over_until_ms.load(Ordering::SeqCst)
+    }
 }
 
 pub type Hubs = Arc<Vec<Arc<HubShared>>>;

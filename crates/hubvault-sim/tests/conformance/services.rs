@@ -56,6 +56,7 @@ fn hub() -> Arc<HubShared> {
             RID,
             "westus",
         )),
+        failing_over_until_ms: std::sync::atomic::AtomicU64::default(),
     })
 }
 
