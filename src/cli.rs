@@ -109,6 +109,53 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check what would stop a backup, restore or clone against a hub (exit 1 on findings).
     Preflight(PreflightArgs),
+    /// Manual failover of a hub behind private endpoints, with its DNS and consumers.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverCommand {
+    /// Preconditions, what will break, and every ARM call a run will make (exit 1 on findings).
+    Plan(FailoverArgs),
+    /// Fail over (or resume a run a crash stopped); --json prints the run document.
+    Run(FailoverRunArgs),
+    /// Fail back to the original primary region (another failover), with the same checks.
+    Back(FailoverRunArgs),
+    /// Where the last run stands (the journal in the store).
+    Status(FailoverStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// The hub, as named in `[hubs.NAME]` and `[failover.NAME]`.
+    #[arg(long)]
+    pub hub: String,
+    /// The primary region's network cannot be relied on: create the secondary region's private
+    /// endpoint and move the clients' Private DNS zone links to its zones.
+    #[arg(long)]
+    pub network_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverRunArgs {
+    #[command(flatten)]
+    pub target: FailoverArgs,
+    /// Write the HTML timeline report here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print the ARM calls (with bodies) the run would make; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Probe devices hubvault creates (and removes) to time the devices' outage (0: none).
+    #[arg(long, default_value_t = 2)]
+    pub probe_devices: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverStatusArgs {
+    #[arg(long)]
+    pub hub: String,
 }
 
 #[derive(Debug, Subcommand)]

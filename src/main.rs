@@ -24,6 +24,8 @@ pub struct Outcome {
     pub found_something: bool,
     /// Settings of a policy file that nothing acts on yet (config warnings are added by `run`).
     pub warnings: Vec<String>,
+    /// The command ran but ended refused or failed (exit 2, with its document, not an error).
+    pub failed: bool,
 }
 
 impl Outcome {
@@ -33,6 +35,7 @@ impl Outcome {
             human: human.into(),
             found_something: false,
             warnings: Vec::new(),
+            failed: false,
         }
     }
 }
@@ -72,7 +75,9 @@ fn main() -> ExitCode {
             } else {
                 out(outcome.human.trim_end_matches('\n'));
             }
-            if outcome.found_something {
+            if outcome.failed {
+                ExitCode::from(2)
+            } else if outcome.found_something {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

@@ -68,6 +68,7 @@ pub async fn demo(global: &Global, args: &DemoArgs) -> Result<Outcome> {
         human,
         found_something: !report.ok,
         warnings: Vec::new(),
+        failed: false,
     })
 }
 
@@ -148,6 +149,7 @@ pub async fn clone(
         human: human(&report, args.keep, verbose),
         found_something: report.found_something(),
         warnings: Vec::new(),
+        failed: false,
     })
 }
 

@@ -146,6 +146,7 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
         human: report.table(),
         found_something: !report.ok,
         warnings: Vec::new(),
+        failed: false,
     })
 }
 

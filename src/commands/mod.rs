@@ -3,6 +3,7 @@
 
 mod clone;
 mod error;
+mod failover;
 mod forget;
 mod key;
 mod live;
@@ -28,7 +29,7 @@ use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, Global, KeyCommand, Keys, StoreCommand};
+use crate::cli::{Cli, Command, FailoverCommand, Global, KeyCommand, Keys, StoreCommand};
 
 pub use error::Error;
 
@@ -124,6 +125,18 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
         Command::Clone(args) => clone::clone(config, global, args, shutdown).await,
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(config, global, &args).await,
+        Command::Failover(FailoverCommand::Plan(args)) => {
+            failover::plan(config, global, &args).await
+        }
+        Command::Failover(FailoverCommand::Run(args)) => {
+            failover::run(config, global, &args, false).await
+        }
+        Command::Failover(FailoverCommand::Back(args)) => {
+            failover::run(config, global, &args, true).await
+        }
+        Command::Failover(FailoverCommand::Status(args)) => {
+            failover::status(config, global, &args).await
+        }
     }
 }
 

@@ -233,6 +233,7 @@ pub async fn run(
         human: report.human(verbose),
         found_something: report.found_something(),
         warnings: super::unsigned_warning(&manifest).into_iter().collect(),
+        failed: false,
     })
 }
 
@@ -308,5 +309,6 @@ pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Resul
         human,
         found_something: !report.is_empty(),
         warnings: super::unsigned_warning(&manifest).into_iter().collect(),
+        failed: false,
     })
 }

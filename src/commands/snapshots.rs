@@ -356,6 +356,7 @@ pub async fn verify(config: &Config, global: &Global, args: VerifyArgs) -> Resul
         human,
         found_something,
         warnings: Vec::new(),
+        failed: false,
     })
 }
 
@@ -438,6 +439,7 @@ pub async fn diff(config: &Config, global: &Global, args: DiffArgs) -> Result<Ou
         human,
         found_something: !report.is_empty(),
         warnings,
+        failed: false,
     })
 }
 

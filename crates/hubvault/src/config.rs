@@ -132,6 +132,9 @@ pub struct Config {
     pub arm: Option<ArmEntry>,
     pub keyvault: Option<KeyVaultEntry>,
     pub staging: Option<StagingEntry>,
+    /// `[failover.HUB]`: the network around a hub that `hubvault failover` moves with it.
+    #[serde(default)]
+    pub failover: BTreeMap<String, FailoverEntry>,
     /// Where the file was read from (not a key of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -208,6 +211,49 @@ pub struct ArmEntry {
     pub credential: Option<Credential>,
     /// Extra trust root (the simulator's `--tls`).
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[failover.HUB]` (docs/failover.md): per region where private endpoints go and which Private
+/// DNS zones they register in; the clients' virtual networks whose zone links move in the network-failure
+/// variant; the consumers of the Event Hub-compatible endpoint and their health checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailoverEntry {
+    /// A backup of the hub must be younger than this (`24h`, `7d`); default 24h.
+    pub max_backup_age: Option<String>,
+    /// Virtual networks (ARM ids) where devices and consumers resolve the hub's names.
+    #[serde(default)]
+    pub client_vnets: Vec<String>,
+    /// Keyed by ARM region name (`westus`).
+    #[serde(default)]
+    pub regions: BTreeMap<String, FailoverRegion>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailoverRegion {
+    /// `/subscriptions/…/resourceGroups/NAME`: where a new private endpoint is created.
+    pub resource_group: String,
+    pub vnet: String,
+    pub subnet: String,
+    /// Private DNS zone ids (`privatelink.azure-devices.net`, `privatelink.servicebus.windows.net`).
+    #[serde(default)]
+    pub zones: Vec<String>,
+}
+
+/// A consumer of the Event Hub-compatible endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsumerEntry {
+    pub name: String,
+    /// Healthy when a GET answers 2xx.
+    pub health_url: Option<String>,
+    /// Healthy when the command (run by `sh -c`) exits 0.
+    pub health_command: Option<String>,
+    /// Where the new endpoint and path are written (JSON) after a failover.
+    pub settings_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Dump(#[from] crate::dump::Error),
     #[error(transparent)]
+    Failover(#[from] crate::failover::Error),
+    #[error(transparent)]
     Forget(#[from] crate::forget::Error),
     #[error(transparent)]
     Rotate(#[from] crate::rotate::Error),
@@ -104,6 +106,7 @@ impl Diagnostic for Error {
             Error::Dump(e) => e.code(),
             Error::Forget(e) => e.code(),
             Error::Rotate(e) => e.code(),
+            Error::Failover(e) => e.code(),
             Error::Enroll(e) => e.code(),
             Error::Hub(e) => e.code(),
             Error::Integrity(e) => e.code(),
@@ -132,6 +135,7 @@ impl Diagnostic for Error {
             Error::Dump(e) => e.fix(),
             Error::Forget(e) => e.fix(),
             Error::Rotate(e) => e.fix(),
+            Error::Failover(e) => e.fix(),
             Error::Enroll(e) => e.fix(),
             Error::Hub(e) => e.fix(),
             Error::Integrity(e) => e.fix(),

@@ -65,6 +65,7 @@ pub mod dps;
 pub mod dump;
 pub mod enroll;
 pub mod error;
+pub mod failover;
 pub mod forget;
 pub mod hub;
 pub mod integrity;

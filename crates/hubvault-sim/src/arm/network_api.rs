@@ -27,6 +27,11 @@ pub(super) fn route(ctx: &Ctx, method: &Method, segs: &[&str], body: &[u8]) -> R
             let value = lock(&state.network).children(zone, "virtualNetworkLinks");
             json_response(StatusCode::OK, &json!({"value": value}))
         }
+        (Method::GET, ["privateendpoints", "privatednszonegroups"], false) => {
+            let pe = id.rsplit_once('/').map_or("", |(p, _)| p);
+            let value = lock(&state.network).children(pe, "privateDnsZoneGroups");
+            json_response(StatusCode::OK, &json!({"value": value}))
+        }
         (Method::GET, _, true) => match lock(&state.network).get(&id) {
             Some(doc) => json_response(StatusCode::OK, &doc),
             None => not_found(&id),

@@ -22,6 +22,11 @@ use url::Url;
 
 use crate::diagnostic::{Diagnostic, fix_text};
 
+mod call;
+pub use call::{
+    Answer, ArmCall, NETWORK_API_VERSION, PERMISSIONS_API_VERSION, PRIVATE_DNS_API_VERSION,
+};
+
 /// ARM api-version for `Microsoft.Devices/IotHubs` (docs/azure.md).
 pub const API_VERSION: &str = "2023-06-30";
 /// The public ARM endpoint.
