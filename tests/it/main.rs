@@ -13,6 +13,8 @@
 mod azure;
 mod clone;
 mod dps;
+mod failover;
+mod failover_report;
 mod fault_matrix;
 mod hub_faults;
 mod import_lock;

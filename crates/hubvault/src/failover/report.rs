@@ -196,7 +196,7 @@ fn svg(phases: &[Phase]) -> String {
     };
     let height = row * f64::from(u32::try_from(phases.len()).unwrap_or(0)) + 30.0;
     let mut out = format!(
-        "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
+        "<svg id=\"timeline\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
     );
     let scale = (width - label - 10.0) / span;
     for (i, p) in phases.iter().enumerate() {

@@ -1,0 +1,452 @@
+//! `hubvault failover` against `hubvault-sim --private-endpoints hub-a`: a hub in West US with
+//! private endpoints in West US and East US, Private DNS zones per region, the clients' virtual network
+//! linked to West US's zones, and a consumer of the Event Hub-compatible endpoint whose health
+//! follows DNS. The simulator's failover keeps the hub at 404012 for a short window (seconds),
+//! so each run takes a few seconds. Everything is judged on the simulator's ARM state
+//! (`/arm/state`), its consumer health URL and its registry.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Hubvault, Out, SimProcess};
+
+const HUB_ID_SUFFIX: &str = "/providers/Microsoft.Devices/IotHubs/hub-a";
+
+struct Pe {
+    sim: SimProcess,
+    work: tempfile::TempDir,
+    control: String,
+    http: reqwest::Client,
+}
+
+impl Pe {
+    fn start(window_ms: u64) -> Pe {
+        let window = window_ms.to_string();
+        let sim = SimProcess::start(&[
+            "--hub",
+            "hub-a",
+            "--private-endpoints",
+            "hub-a",
+            "--failover-window-ms",
+            &window,
+        ]);
+        let info: Value =
+            serde_json::from_slice(&std::fs::read(sim.dir().join("sim.json")).unwrap()).unwrap();
+        Pe {
+            control: info["control"].as_str().unwrap().to_owned(),
+            sim,
+            work: tempfile::tempdir().unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `hubvault` on the written config, with the test-only clock skew (limits) of `skew` s.
+    fn hv(&self, skew: i64) -> Hubvault {
+        Hubvault::new(self.work.path())
+            .arg("--config")
+            .arg(self.sim.config())
+            .env("HUBVAULT_ARM_TOKEN", "test-token")
+            .env("HUBVAULT_FAILOVER_TICK_MS", "100")
+            .env("HUBVAULT_FAILOVER_CONSUMER_TIMEOUT_SECS", "20")
+            .env("HUBVAULT_FAILOVER_CLOCK_SKEW_SECS", skew.to_string())
+            .within(Duration::from_secs(90))
+    }
+
+    async fn failover(&self, verb: &str, skew: i64, extra: &[&str]) -> Out {
+        self.skew(skew).await;
+        self.hv(skew)
+            .args(["failover", verb, "--hub", "hub-a", "--json"])
+            .args(extra)
+            .run()
+            .await
+    }
+
+    async fn skew(&self, secs: i64) {
+        let r = self
+            .http
+            .patch(format!("{}/arm/failover", self.control))
+            .json(&json!({"clock_skew_secs": secs}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    async fn state(&self) -> Value {
+        self.get("/arm/state").await.1
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.control))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn consumer_healthy(&self) -> bool {
+        self.get("/consumers/hub-a-reader/health").await.0 == 200
+    }
+
+    async fn region_down(&self, region: &str, down: bool) {
+        let r = self
+            .http
+            .put(format!("{}/arm/regions/{region}", self.control))
+            .json(&json!({"down": down}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    async fn probe_devices_left(&self) -> usize {
+        let r = self
+            .http
+            .get(format!("{}/hubs/hub-a/registry", self.control))
+            .send()
+            .await
+            .unwrap();
+        r.text()
+            .await
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("hubvault-probe-"))
+            .count()
+    }
+
+    fn report(&self) -> PathBuf {
+        self.work.path().join("failover.html")
+    }
+}
+
+/// The hub's primary region and Event Hub-compatible endpoint host, and every private endpoint's
+/// DNS names, as the simulator holds them.
+fn hub_view(state: &Value) -> (String, String, Vec<Vec<String>>) {
+    let hub = &state["hubs"]["hub-a"];
+    let primary = hub["properties"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == "primary")
+        .unwrap()["location"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = hub["properties"]["eventHubEndpoints"]["events"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sb://")
+        .trim_end_matches('/')
+        .to_owned();
+    let endpoints = state["network"]["resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["type"] == "Microsoft.Network/privateEndpoints")
+        .map(|r| {
+            r["properties"]["customDnsConfigs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["fqdn"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    (primary, events, endpoints)
+}
+
+fn time(v: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        v.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+fn phase<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no phase {name}: {doc:#}"))
+}
+
+fn seconds(p: &Value) -> f64 {
+    (time(&p["end"]) - time(&p["start"])).as_seconds_f64()
+}
+
+/// The run document's shape and the timeline's order; returns the measured device outage.
+fn check_run(doc: &Value, region: &str) -> f64 {
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    assert_eq!(doc["failover_region"], region);
+    let (before, after) = (
+        &doc["eventhub_endpoint_before"],
+        &doc["eventhub_endpoint_after"],
+    );
+    assert!(before["endpoint"].is_string() && before["path"].is_string());
+    assert_ne!(
+        before["endpoint"], after["endpoint"],
+        "the endpoint changes"
+    );
+    assert_ne!(before["path"], after["path"]);
+    for s in doc["steps"].as_array().unwrap() {
+        assert!(["ok", "skipped", "failed"].contains(&s["outcome"].as_str().unwrap()));
+    }
+    let op = phase(doc, "failover operation");
+    let devices = phase(doc, "devices cannot send");
+    let network = phase(doc, "private endpoints and DNS");
+    let consumer = phase(doc, "consumer hub-a-reader broken");
+    assert!(time(&op["start"]) <= time(&devices["start"]), "{doc:#}");
+    assert!(time(&devices["end"]) <= time(&network["start"]), "{doc:#}");
+    assert!(
+        time(&consumer["start"]) < time(&network["start"]),
+        "{doc:#}"
+    );
+    assert!(time(&consumer["end"]) >= time(&network["end"]), "{doc:#}");
+    seconds(devices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_failback_with_two_private_endpoints_heal_the_consumer() {
+    let pe = Pe::start(2000);
+    assert!(pe.consumer_healthy().await, "healthy before");
+    let out = pe
+        .failover("run", 0, &["--report", pe.report().to_str().unwrap()])
+        .await;
+    let doc = out.doc();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let outage = check_run(&doc, "eastus");
+    assert!(
+        (outage - 2.0).abs() < 0.75,
+        "measured outage {outage}s, window 2s"
+    );
+    let (primary, events, endpoints) = hub_view(&pe.state().await);
+    assert_eq!(primary, "East US");
+    assert_eq!(endpoints.len(), 2, "both private endpoints re-created");
+    assert!(
+        endpoints.iter().all(|dns| dns.contains(&events)),
+        "{endpoints:?}"
+    );
+    assert!(pe.consumer_healthy().await, "healed after the run");
+    assert_eq!(pe.probe_devices_left().await, 0, "probe devices removed");
+    assert!(
+        std::fs::read_to_string(pe.report())
+            .unwrap()
+            .contains("<svg")
+    );
+
+    let back = pe.failover("back", 3700, &[]).await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    check_run(&back.doc(), "westus");
+    let (primary, events, endpoints) = hub_view(&pe.state().await);
+    assert_eq!(primary, "West US");
+    assert!(endpoints.iter().all(|dns| dns.contains(&events)));
+    assert!(pe.consumer_healthy().await);
+    let status = pe
+        .hv(3700)
+        .args(["failover", "status", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(status.doc()["runs"], 2);
+    assert_eq!(status.doc()["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_failure_moves_dns_to_the_secondary_region() {
+    let pe = Pe::start(1000);
+    pe.region_down("westus", true).await;
+    assert!(
+        !pe.consumer_healthy().await,
+        "the primary region's endpoint is down"
+    );
+    let out = pe.failover("run", 0, &["--network-failure"]).await;
+    let doc = out.doc();
+    assert_eq!(
+        out.code, 1,
+        "completed with the primary endpoint left: {}",
+        out.stderr
+    );
+    assert_eq!(doc["status"], "completed");
+    let step = |name: &str| {
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {doc:#}"))
+            .clone()
+    };
+    assert_eq!(
+        step("remove-endpoint:pe-hub-a-westus")["outcome"],
+        "skipped"
+    );
+    assert_eq!(
+        step("link-dns:privatelink.servicebus.windows.net")["outcome"],
+        "ok"
+    );
+    assert!(
+        pe.consumer_healthy().await,
+        "DNS now resolves to East US's endpoint"
+    );
+    let state = pe.state().await;
+    let ids: Vec<String> = state["network"]["resources"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let linked = |region: &str| {
+        ids.iter().any(|id| {
+            id.contains(&format!("hubvault-sim-{region}/"))
+                && id.ends_with(
+                    "privatelink.servicebus.windows.net/virtualnetworklinks/vnet-clients",
+                )
+        })
+    };
+    assert!(linked("eastus") && !linked("westus"), "{ids:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_refused_with_the_time_it_becomes_possible() {
+    let pe = Pe::start(300);
+    assert_eq!(pe.failover("run", 0, &[]).await.code, 0);
+    let soon = pe.failover("back", 60, &[]).await;
+    assert_eq!(soon.code, 2, "{}", soon.stderr);
+    assert_eq!(soon.doc()["status"], "refused");
+    let reason = soon.doc()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("one manual failover or failback per hour")
+            && reason.contains("possible from"),
+        "{reason}"
+    );
+    assert_eq!(pe.failover("back", 3700, &[]).await.code, 0);
+    assert_eq!(pe.failover("run", 7400, &[]).await.code, 0);
+    assert_eq!(pe.failover("back", 11_100, &[]).await.code, 0);
+    let before = pe.state().await;
+    let third = pe.failover("run", 14_800, &[]).await;
+    assert_eq!(third.code, 2, "{}", third.stderr);
+    let reason = third.doc()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("2 failovers per day") && reason.contains("possible from"),
+        "{reason}"
+    );
+    assert_eq!(pe.state().await, before, "a refusal changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_the_calls_and_changes_nothing() {
+    let pe = Pe::start(300);
+    let before = pe.state().await;
+    let out = pe
+        .failover("run", 0, &["--dry-run", "--network-failure"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let calls: Vec<Value> = out.doc()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["calls"].as_array().unwrap().clone())
+        .collect();
+    assert!(calls.iter().any(|c| {
+        c["method"] == "POST"
+            && c["path"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{HUB_ID_SUFFIX}/failover?api-version="))
+            && c["body"]["failoverRegion"] == "eastus"
+    }));
+    assert!(calls.iter().any(|c| {
+        c["method"] == "PUT"
+            && c["path"]
+                .as_str()
+                .unwrap()
+                .contains("/privateDnsZoneGroups/")
+    }));
+    assert!(calls.iter().any(|c| {
+        c["method"] == "PUT"
+            && c["path"]
+                .as_str()
+                .unwrap()
+                .contains("/virtualNetworkLinks/")
+    }));
+    assert_eq!(
+        pe.state().await,
+        before,
+        "the simulator's ARM state is unchanged"
+    );
+    let status = pe
+        .hv(0)
+        .args(["failover", "status", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(status.doc()["runs"], 0, "nothing journalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_at_any_step_converges_on_the_next_run() {
+    let names: Vec<String> = {
+        let pe = Pe::start(300);
+        let plan = pe
+            .hv(0)
+            .args(["failover", "plan", "--hub", "hub-a", "--json"])
+            .run()
+            .await;
+        plan.doc()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(names.len() >= 9, "{names:?}");
+    for step in &names {
+        let pe = Pe::start(300);
+        let mut killed = pe
+            .hv(0)
+            .env("HUBVAULT_FAULT_PAUSE", step)
+            .args(["failover", "run", "--hub", "hub-a"])
+            .spawn();
+        assert!(
+            killed
+                .wait_for_stderr("paused at", Duration::from_secs(30))
+                .await,
+            "never paused at {step}"
+        );
+        killed.kill().await;
+        let status = pe
+            .hv(0)
+            .args(["failover", "status", "--hub", "hub-a", "--json"])
+            .run()
+            .await;
+        assert!(
+            status.doc()["state"]
+                .as_str()
+                .unwrap()
+                .starts_with("in progress"),
+            "{step}: {}",
+            status.stdout
+        );
+        let out = pe.failover("run", 0, &[]).await;
+        assert_eq!(out.doc()["status"], "completed", "{step}: {}", out.stderr);
+        assert!(out.code <= 1, "{step}: {}", out.stderr);
+        let (primary, events, endpoints) = hub_view(&pe.state().await);
+        assert_eq!(primary, "East US", "{step}");
+        assert_eq!(endpoints.len(), 2, "{step}");
+        assert!(
+            endpoints.iter().all(|dns| dns.contains(&events)),
+            "{step}: {endpoints:?}"
+        );
+        assert!(pe.consumer_healthy().await, "{step}");
+        assert_eq!(pe.probe_devices_left().await, 0, "{step}");
+    }
+}
