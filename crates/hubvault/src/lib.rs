@@ -38,7 +38,8 @@
 //! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
 //! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`), for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
-//! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
+//! | [`arm`] | management-plane requests: a hub's networking rules and the firewall verdict for a caller; any ARM call described (`ArmCall`) and sent | know stores |
+//! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the report | touch devices other than its own probes; edit A records a zone group owns |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
 //! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |

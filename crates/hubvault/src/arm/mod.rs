@@ -1,4 +1,5 @@
-//! Management-plane (ARM) reads: a hub's networking rules (IP filter, public network access).
+//! Management-plane (ARM) requests: a hub's networking rules (IP filter, public network access),
+//! and any call described as an [`ArmCall`] and sent with [`ArmClient::send`] (the failover runbook).
 //!
 //! Preflight uses these to tell a firewall rejection from a bad credential: IoT Hub answers both
 //! with `401002 Unauthorized`, and its message never mentions the IP rule (docs/azure.md). The

@@ -365,10 +365,8 @@ async fn do_step(
             }
             Ok((Outcome::Ok, describe(&facts.events), json!(facts.events)))
         }
-        StepKind::DeleteEndpoint { .. }
-        | StepKind::Unlink { .. }
-        | StepKind::Link { .. }
-        | StepKind::CreateEndpoint { .. } => {
+        StepKind::CreateEndpoint { spec } => create_endpoint(req, step, hub_id, &spec.id).await,
+        StepKind::DeleteEndpoint { .. } | StepKind::Unlink { .. } | StepKind::Link { .. } => {
             for call in step.calls(hub_id) {
                 let answer = req.arm.send(&call).await?;
                 settle(req, answer, &call).await?;
@@ -398,6 +396,44 @@ async fn do_step(
         StepKind::ConsumerSettings => consumer_settings(req, run),
         StepKind::WaitConsumers => wait_consumers(req).await,
     }
+}
+
+/// PUT the endpoint and its zone group. A connection the hub has not approved leaves the
+/// endpoint `Pending` (the caller lacks approval rights on the hub): said, not hidden.
+async fn create_endpoint(
+    req: &RunRequest<'_>,
+    step: &Step,
+    hub_id: &str,
+    id: &str,
+) -> Result<StepDone, Error> {
+    let mut pending = None;
+    for call in step.calls(hub_id) {
+        let answer = req.arm.send(&call).await?;
+        let state = answer.body.pointer(
+            "/properties/privateLinkServiceConnections/0/properties/privateLinkServiceConnectionState/status",
+        );
+        if let Some(status) = state.and_then(Value::as_str)
+            && !status.eq_ignore_ascii_case("Approved")
+        {
+            pending = Some(status.to_owned());
+        }
+        settle(req, answer, &call).await?;
+    }
+    Ok(match pending {
+        None => (
+            Outcome::Ok,
+            format!("created {} with its zone group", super::name_of(id)),
+            Value::Null,
+        ),
+        Some(status) => (
+            Outcome::Failed,
+            format!(
+                "created {}, but its connection is {status}: approve it on the hub (Private endpoint connections) or grant Microsoft.Devices/IotHubs/privateEndpointConnections/write",
+                super::name_of(id)
+            ),
+            Value::Null,
+        ),
+    })
 }
 
 fn describe(e: &EventHubEndpoint) -> String {
