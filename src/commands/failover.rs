@@ -126,14 +126,14 @@ fn plan_text(plan: &Plan) -> String {
     let mut out = format!(
         "failover plan for {}: {} → {} ({}{})\n",
         plan.hub,
-        plan.from,
-        plan.to,
-        if plan.failback {
+        plan.route.from,
+        plan.route.to,
+        if plan.route.failback {
             "failback"
         } else {
             "failover"
         },
-        if plan.variant == Variant::NetworkFailure {
+        if plan.route.variant == Variant::NetworkFailure {
             ", network failure"
         } else {
             ""
@@ -153,7 +153,7 @@ fn plan_text(plan: &Plan) -> String {
     out.push_str("steps and their ARM calls:\n");
     for s in &plan.steps {
         let _ = writeln!(out, "  {}", s.name);
-        for c in s.calls(&plan.hub_id) {
+        for c in s.calls(&plan.route.hub_id) {
             let _ = writeln!(out, "      {}", c.to_string().replace('\n', "\n      "));
         }
     }
@@ -165,7 +165,7 @@ fn plan_json(plan: &Plan) -> Value {
     doc["calls"] = plan
         .steps
         .iter()
-        .map(|s| json!({"step": s.name, "calls": s.calls(&plan.hub_id)}))
+        .map(|s| json!({"step": s.name, "calls": s.calls(&plan.route.hub_id)}))
         .collect();
     doc
 }
@@ -204,8 +204,8 @@ pub async fn run(
     let Some(record) = &result.run else {
         let reason = result.reason.clone().unwrap_or_default();
         let doc = json!({
-            "status": Status::Refused.as_str(), "failover_region": result.plan.as_ref().map(|p| p.to.clone()),
-            "eventhub_endpoint_before": result.plan.as_ref().map(|p| json!(p.events_before)),
+            "status": Status::Refused.as_str(), "failover_region": result.plan.as_ref().map(|p| p.route.to.clone()),
+            "eventhub_endpoint_before": result.plan.as_ref().map(|p| json!(p.route.events_before)),
             "eventhub_endpoint_after": null, "phases": [], "steps": [], "reason": reason,
         });
         return Ok(Outcome {
@@ -354,11 +354,11 @@ pub async fn status(
         .values()
         .map(|r| json!({"name": r.name, "outcome": r.outcome, "detail": r.detail}))
         .collect();
-    let doc = json!({"hub": args.hub, "runs": runs.len(), "run": last.id, "state": state, "failover_region": last.plan.to,
-        "variant": last.plan.variant, "next_step": next, "steps": done});
+    let doc = json!({"hub": args.hub, "runs": runs.len(), "run": last.id, "state": state, "failover_region": last.plan.route.to,
+        "variant": last.plan.route.variant, "next_step": next, "steps": done});
     let mut human = format!(
         "run {} of {} → {}: {state}\n",
-        last.id, args.hub, last.plan.to
+        last.id, args.hub, last.plan.route.to
     );
     for r in last.done.values() {
         let _ = writeln!(human, "  done {}: {}", r.name, r.detail);

@@ -239,11 +239,15 @@ async fn failover_and_failback_with_two_private_endpoints_heal_the_consumer() {
     );
     assert!(pe.consumer_healthy().await, "healed after the run");
     assert_eq!(pe.probe_devices_left().await, 0, "probe devices removed");
-    assert!(
-        std::fs::read_to_string(pe.report())
-            .unwrap()
-            .contains("<svg")
-    );
+    let page = std::fs::read_to_string(pe.report()).unwrap();
+    assert!(page.contains("<svg"));
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(pe.sim.dir().join("sim.json")).unwrap()).unwrap();
+    let cs = info["hubs"]["hub-a"]["connection_string"].as_str().unwrap();
+    let key = cs.split("SharedAccessKey=").nth(1).unwrap().to_owned();
+    for text in [&out.stdout, &out.stderr, &page] {
+        crate::support::assert_no_secrets(text, std::slice::from_ref(&key), "failover run output");
+    }
 
     let back = pe.failover("back", 3700, &[]).await;
     assert_eq!(back.code, 0, "{}", back.stderr);
@@ -449,4 +453,89 @@ async fn a_run_killed_at_any_step_converges_on_the_next_run() {
         assert!(pe.consumer_healthy().await, "{step}");
         assert_eq!(pe.probe_devices_left().await, 0, "{step}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
+    let pe = Pe::start(300);
+    let narrow = json!([
+        "Microsoft.Devices/IotHubs/failover/action",
+        "Microsoft.Network/*"
+    ]);
+    let put = |path: &str, body: Value| {
+        pe.http
+            .put(format!("{}{path}", pe.control))
+            .json(&body)
+            .send()
+    };
+    assert!(
+        put("/arm/permissions", narrow)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let plan = pe
+        .hv(0)
+        .args(["failover", "plan", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(plan.code, 1, "{}", plan.stderr);
+    let blocked: Vec<String> = plan.doc()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == "block")
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        blocked
+            .iter()
+            .any(|t| t.contains("Microsoft.Devices/IotHubs/privateEndpointConnections/write")),
+        "{blocked:?}"
+    );
+    let before = pe.state().await;
+    let refused = pe.failover("run", 0, &[]).await;
+    assert_eq!(refused.code, 2);
+    assert_eq!(refused.doc()["status"], "refused");
+    assert_eq!(pe.state().await, before);
+
+    assert!(
+        put("/arm/permissions", json!([]))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        put("/arm/approval", json!({"manual": true}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let out = pe
+        .hv(0)
+        .env("HUBVAULT_FAILOVER_CONSUMER_TIMEOUT_SECS", "2")
+        .args(["failover", "run", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 1, "completed with failed checks: {}", out.stderr);
+    let doc = out.doc();
+    assert_eq!(doc["status"], "completed");
+    let created: Vec<&Value> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("create-endpoint:"))
+        .collect();
+    assert_eq!(created.len(), 2);
+    for s in created {
+        assert_eq!(s["outcome"], "failed");
+        assert!(s["detail"].as_str().unwrap().contains("Pending"), "{s}");
+    }
+    assert!(
+        !pe.consumer_healthy().await,
+        "a Pending endpoint does not serve"
+    );
 }

@@ -24,6 +24,7 @@ pub fn router(slot: Slot) -> Router {
         .route("/arm/failover", patch(failover))
         .route("/arm/regions/{region}", put(region))
         .route("/arm/permissions", put(permissions))
+        .route("/arm/approval", put(approval))
         .route("/consumers/{name}/health", get(health))
         .with_state(slot)
 }
@@ -100,6 +101,18 @@ async fn permissions(State(slot): State<Slot>, body: Bytes) -> Response {
         return fail(StatusCode::BAD_REQUEST, "expected a list of action strings");
     };
     lock(&arm.network).actions = actions;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn approval(State(slot): State<Slot>, body: Bytes) -> Response {
+    let (arm, body) = match (arm(&slot), body_json(&body)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let Some(manual) = body.get("manual").and_then(Value::as_bool) else {
+        return fail(StatusCode::BAD_REQUEST, "expected {\"manual\": true|false}");
+    };
+    lock(&arm.network).manual_approval = manual;
     StatusCode::NO_CONTENT.into_response()
 }
 

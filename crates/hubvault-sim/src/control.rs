@@ -26,6 +26,7 @@
 //! | PATCH | `/arm/failover` | `{"window_ms": N, "clock_skew_secs": S}` (either) → 204: a manual failover keeps the hub's data plane at 404012 and its operation `Running` for N ms; the failover clock (limits) runs S seconds ahead |
 //! | PUT | `/arm/regions/{region}` | `{"down": true}` → 204: writes and deletes of network resources in that region answer 503, its private endpoints stop serving |
 //! | PUT | `/arm/permissions` | `["Microsoft.Devices/IotHubs/read", …]` → 204: the actions `…/providers/Microsoft.Authorization/permissions` reports (`[]`: `*`) |
+//! | PUT | `/arm/approval` | `{"manual": true}` → 204: new private endpoint connections stay `Pending` (not auto-approved) and do not serve |
 //! | GET | `/consumers/{name}/health` | → 200 `{"healthy":true}` while the consumer's DNS resolves the hub's current Event Hub-compatible endpoint to a serving private endpoint, else 503 `{"healthy":false,"reason"}` |
 //!
 //! The `/keyvault/…` routes answer 404 when no Key Vault is served. Errors are `{"error": "…"}`

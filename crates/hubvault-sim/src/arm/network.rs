@@ -56,6 +56,8 @@ pub struct Network {
     pub consumers: Vec<Consumer>,
     /// The caller's actions `…/Microsoft.Authorization/permissions` answers (empty: `*`).
     pub actions: Vec<String>,
+    /// New connections wait for approval on the hub (`Pending`) instead of being auto-approved.
+    pub manual_approval: bool,
 }
 
 /// What the network needs to know of a hub when an endpoint to it is created.
@@ -294,6 +296,11 @@ impl Network {
         hub: &HubView,
     ) -> Value {
         let connection = &body["properties"]["privateLinkServiceConnections"][0];
+        let (status, description) = if self.manual_approval {
+            ("Pending", "Awaiting approval")
+        } else {
+            ("Approved", "Auto-Approved")
+        };
         let mut dns = Vec::new();
         for fqdn in [hub.host.to_string(), hub.events_host.clone()] {
             self.next_ip = self.next_ip.saturating_add(1);
@@ -318,7 +325,7 @@ impl Network {
                         "provisioningState": "Succeeded",
                         "privateLinkServiceId": hub.id,
                         "groupIds": connection["properties"]["groupIds"].clone(),
-                        "privateLinkServiceConnectionState": {"status": "Approved", "description": "Auto-Approved", "actionsRequired": "None"}
+                        "privateLinkServiceConnectionState": {"status": status, "description": description, "actionsRequired": "None"}
                     }
                 }],
                 "manualPrivateLinkServiceConnections": [],
@@ -486,6 +493,9 @@ impl Network {
             .unwrap_or("");
         let serving = self.resources.values().find(|r| {
             r["type"] == "Microsoft.Network/privateEndpoints"
+                && r["properties"]["privateLinkServiceConnections"][0]["properties"]
+                    ["privateLinkServiceConnectionState"]["status"]
+                    == "Approved"
                 && r["properties"]["customDnsConfigs"]
                     .as_array()
                     .into_iter()

@@ -123,8 +123,12 @@ fn put_endpoint(state: &ArmState, id: &str, body: &Value) -> Response {
         events_host: events_host(&lock(&h.resource)),
     });
     let result = lock(&state.network).put_endpoint(id, body, view.as_ref());
-    if let (Ok((true, _)), Some(h)) = (&result, &hub) {
-        connect(&mut lock(&h.resource), id);
+    if let (Ok((true, doc)), Some(h)) = (&result, &hub) {
+        let status = doc["properties"]["privateLinkServiceConnections"][0]["properties"]
+            ["privateLinkServiceConnectionState"]["status"]
+            .as_str()
+            .unwrap_or("Approved");
+        connect(&mut lock(&h.resource), id, status);
     }
     written(result)
 }
@@ -140,7 +144,7 @@ fn delete_endpoint(state: &ArmState, id: &str) -> Response {
 }
 
 /// The hub's side of an approved connection (`IotHubDescription.properties.privateEndpointConnections`).
-pub(super) fn connect(doc: &mut Value, pe_id: &str) {
+pub(super) fn connect(doc: &mut Value, pe_id: &str, status: &str) {
     let hub_id = doc["id"].as_str().unwrap_or("").to_string();
     let name = format!(
         "{}.{}",
@@ -151,7 +155,7 @@ pub(super) fn connect(doc: &mut Value, pe_id: &str) {
         "id": format!("{hub_id}/privateEndpointConnections/{name}"), "name": name,
         "type": "Microsoft.Devices/IotHubs/PrivateEndpointConnections",
         "properties": {"privateEndpoint": {"id": pe_id},
-            "privateLinkServiceConnectionState": {"status": "Approved", "description": "Auto-Approved", "actionsRequired": "None"}}
+            "privateLinkServiceConnectionState": {"status": status, "description": "", "actionsRequired": "None"}}
     });
     if let Some(list) = doc["properties"]["privateEndpointConnections"].as_array_mut() {
         list.push(entry);

@@ -79,7 +79,7 @@ pub fn build(state: &ArmState, hub: &HubShared, subscription: &str, rg: &str) ->
             events_host: events_host(&doc),
         };
         if net.put_endpoint(&endpoint, &body, Some(&view)).is_ok() {
-            super::network_api::connect(&mut lock(&hub.resource), &endpoint);
+            super::network_api::connect(&mut lock(&hub.resource), &endpoint, "Approved");
         }
         let configs: Vec<serde_json::Value> = zones
             .iter()

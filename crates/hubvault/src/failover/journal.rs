@@ -13,18 +13,14 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::Error;
-use super::plan::{EventHubEndpoint, PastOperation, Step, StepKind, Variant};
+use super::plan::{PastOperation, Route, Step, StepKind};
 use crate::store::Store;
 
 /// What a run set out to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunPlan {
-    pub hub_id: String,
-    pub variant: Variant,
-    pub from: String,
-    pub to: String,
-    pub failback: bool,
-    pub events_before: EventHubEndpoint,
+    #[serde(flatten)]
+    pub route: Route,
     #[serde(with = "time::serde::rfc3339")]
     pub started: OffsetDateTime,
     pub steps: Vec<Step>,
@@ -217,7 +213,7 @@ pub fn past_operations(runs: &[RunRecord]) -> Vec<PastOperation> {
                 (matches!(s.kind, StepKind::RequestFailover { .. }) && rec.outcome == Outcome::Ok)
                     .then_some(PastOperation {
                         at: rec.start,
-                        failback: run.plan.failback,
+                        failback: run.plan.route.failback,
                     })
             })
         })
@@ -226,5 +222,5 @@ pub fn past_operations(runs: &[RunRecord]) -> Vec<PastOperation> {
 
 /// The region the hub was in before hubvault's first failover of it.
 pub fn original_primary(runs: &[RunRecord]) -> Option<String> {
-    runs.first().map(|r| r.plan.from.clone())
+    runs.first().map(|r| r.plan.route.from.clone())
 }

@@ -139,16 +139,24 @@ pub struct Step {
     pub kind: StepKind,
 }
 
-/// What `failover plan` shows and `failover run` journals and executes.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub hub: String,
+/// Where a failover goes: the hub, the variant, the regions, and the endpoint it starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
     pub hub_id: String,
     pub variant: Variant,
     pub from: String,
     pub to: String,
+    /// Back to the hub's original primary region (counted apart in Azure's limits).
     pub failback: bool,
     pub events_before: EventHubEndpoint,
+}
+
+/// What `failover plan` shows and `failover run` journals and executes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub hub: String,
+    #[serde(flatten)]
+    pub route: Route,
     pub findings: Vec<Finding>,
     pub refusal: Option<String>,
     pub steps: Vec<Step>,
@@ -180,12 +188,14 @@ pub fn decide(input: &PlanInput) -> Plan {
     let steps = steps(input, &from, &to);
     Plan {
         hub: input.hub.to_owned(),
-        hub_id: o.hub_id.clone(),
-        variant: input.variant,
-        from,
-        to,
-        failback,
-        events_before: o.events.clone(),
+        route: Route {
+            hub_id: o.hub_id.clone(),
+            variant: input.variant,
+            from,
+            to,
+            failback,
+            events_before: o.events.clone(),
+        },
         findings,
         refusal,
         steps,
@@ -651,5 +661,124 @@ mod tests {
         assert_eq!(parse_age("24h"), Some(Duration::hours(24)));
         assert_eq!(parse_age("7d"), Some(Duration::days(7)));
         assert_eq!(parse_age("x"), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod step_tests {
+    use super::*;
+    use crate::config::FailoverRegion;
+
+    const RG: &str = "/subscriptions/s/resourceGroups";
+
+    fn region(name: &str) -> FailoverRegion {
+        FailoverRegion {
+            resource_group: format!("{RG}/rg-{name}"),
+            vnet: format!("{RG}/rg-{name}/providers/Microsoft.Network/virtualNetworks/v-{name}"),
+            subnet: format!(
+                "{RG}/rg-{name}/providers/Microsoft.Network/virtualNetworks/v-{name}/subnets/pe"
+            ),
+            zones: [
+                "privatelink.azure-devices.net",
+                "privatelink.servicebus.windows.net",
+            ]
+            .iter()
+            .map(|z| format!("{RG}/rg-{name}/providers/Microsoft.Network/privateDnsZones/{z}"))
+            .collect(),
+        }
+    }
+
+    fn names(variant: Variant) -> Vec<String> {
+        let mut entry = FailoverEntry {
+            client_vnets: vec![format!(
+                "{RG}/rg/providers/Microsoft.Network/virtualNetworks/clients"
+            )],
+            ..FailoverEntry::default()
+        };
+        entry.regions.insert("westus".into(), region("westus"));
+        entry.regions.insert("eastus".into(), region("eastus"));
+        let we = &entry.regions["westus"];
+        let observed = Observed {
+            hub_id: format!("{RG}/rg/providers/Microsoft.Devices/IotHubs/h"),
+            primary: "West US".into(),
+            secondary: "East US".into(),
+            endpoints: vec![EndpointSpec {
+                id: format!(
+                    "{}/providers/Microsoft.Network/privateEndpoints/pe-we",
+                    we.resource_group
+                ),
+                location: "westus".into(),
+                subnet: we.subnet.clone(),
+                connection: "c".into(),
+                group_ids: vec!["iotHub".into()],
+                zone_group: "default".into(),
+                zones: we.zones.clone(),
+            }],
+            links: we
+                .zones
+                .iter()
+                .map(|z| LinkFact {
+                    id: format!("{z}/virtualNetworkLinks/clients"),
+                    zone: z.clone(),
+                    vnet: entry.client_vnets[0].clone(),
+                })
+                .collect(),
+            ..Observed::default()
+        };
+        let plan = decide(&PlanInput {
+            hub: "h",
+            entry: &entry,
+            observed: &observed,
+            past: &[],
+            original_primary: None,
+            variant,
+            now: OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(
+            (plan.route.from.as_str(), plan.route.to.as_str()),
+            ("westus", "eastus")
+        );
+        plan.steps.into_iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn normal_variant_recreates_every_endpoint() {
+        assert_eq!(
+            names(Variant::Normal),
+            [
+                "record-endpoint",
+                "request-failover",
+                "wait-failover",
+                "wait-hub",
+                "read-endpoint",
+                "delete-endpoint:pe-we",
+                "create-endpoint:pe-we",
+                "consumer-settings",
+                "wait-consumers"
+            ]
+        );
+    }
+
+    #[test]
+    fn network_failure_creates_the_secondary_endpoint_moves_links_and_removes_the_primary_last() {
+        assert_eq!(
+            names(Variant::NetworkFailure),
+            [
+                "record-endpoint",
+                "request-failover",
+                "wait-failover",
+                "wait-hub",
+                "read-endpoint",
+                "create-endpoint:pe-h-eastus",
+                "unlink-dns:privatelink.azure-devices.net",
+                "link-dns:privatelink.azure-devices.net",
+                "unlink-dns:privatelink.servicebus.windows.net",
+                "link-dns:privatelink.servicebus.windows.net",
+                "remove-endpoint:pe-we",
+                "consumer-settings",
+                "wait-consumers"
+            ]
+        );
     }
 }

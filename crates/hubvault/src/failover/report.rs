@@ -124,8 +124,8 @@ pub fn document(status: &str, run: &RunRecord, phases: &[Phase], reason: Option<
     json!({
         "status": status,
         "run": run.id,
-        "failover_region": run.plan.to,
-        "eventhub_endpoint_before": {"endpoint": run.plan.events_before.endpoint, "path": run.plan.events_before.path},
+        "failover_region": run.plan.route.to,
+        "eventhub_endpoint_before": {"endpoint": run.plan.route.events_before.endpoint, "path": run.plan.route.events_before.path},
         "eventhub_endpoint_after": if after.is_null() { Value::Null } else { json!({"endpoint": after["endpoint"], "path": after["path"]}) },
         "phases": phases,
         "steps": steps,

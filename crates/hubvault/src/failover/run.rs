@@ -121,7 +121,7 @@ pub async fn plan(req: &RunRequest<'_>) -> Result<(Plan, Vec<journal::RunRecord>
     .await?;
     let past = journal::past_operations(&runs);
     let original = journal::original_primary(&runs);
-    let plan = plan::decide(&PlanInput {
+    let mut plan = plan::decide(&PlanInput {
         hub: req.hub,
         entry: req.entry,
         observed: &observed,
@@ -130,6 +130,16 @@ pub async fn plan(req: &RunRequest<'_>) -> Result<(Plan, Vec<journal::RunRecord>
         variant: req.variant,
         now: req.now,
     });
+    if let Some(active) = runs.iter().rev().find(|r| r.end.is_none()) {
+        plan.findings.push(plan::Finding {
+            level: Level::Warn,
+            text: format!(
+                "run {} is in progress (next step: {}); `hubvault failover run` resumes it instead of starting these steps",
+                active.id,
+                active.next_step().map_or("none", |s| s.name.as_str())
+            ),
+        });
+    }
     Ok((plan, runs))
 }
 
@@ -208,12 +218,7 @@ fn refusal(req: &RunRequest, plan: &Plan, runs: &[RunRecord]) -> Option<String> 
 
 fn run_plan(p: &Plan, now: OffsetDateTime) -> RunPlan {
     RunPlan {
-        hub_id: p.hub_id.clone(),
-        variant: p.variant,
-        from: p.from.clone(),
-        to: p.to.clone(),
-        failback: p.failback,
-        events_before: p.events_before.clone(),
+        route: p.route.clone(),
         started: now,
         steps: p.steps.clone(),
     }
@@ -343,7 +348,7 @@ async fn do_step(
     step: &Step,
     probe: Option<&(String, String)>,
 ) -> Result<StepDone, Error> {
-    let hub_id = run.plan.hub_id.as_str();
+    let hub_id = run.plan.route.hub_id.as_str();
     match &step.kind {
         StepKind::RecordEndpoint => {
             let events = hub_facts(&hub_doc(req.arm, hub_id).await?).events;
@@ -354,12 +359,12 @@ async fn do_step(
         StepKind::WaitHub => wait_hub(req, hub_id, probe).await,
         StepKind::ReadEndpoint => {
             let facts = hub_facts(&hub_doc(req.arm, hub_id).await?);
-            if region_key(&facts.primary) != run.plan.to {
+            if region_key(&facts.primary) != run.plan.route.to {
                 return Err(Error::Hub {
                     hub: req.hub.to_owned(),
                     message: format!(
                         "after the failover the primary region is {}, not {}",
-                        facts.primary, run.plan.to
+                        facts.primary, run.plan.route.to
                     ),
                 });
             }
