@@ -268,6 +268,14 @@ async fn failover_and_failback_with_two_private_endpoints_heal_the_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_failure_moves_dns_to_the_secondary_region() {
     let pe = Pe::start(1000);
+    // The consumer's settings go to a file too (the last table of the written config is its entry).
+    let settings = pe.work.path().join("reader-eventhub.json");
+    let config = std::fs::read_to_string(pe.sim.config()).unwrap();
+    let config = format!(
+        "{config}settings-file = {:?}\n",
+        settings.display().to_string()
+    );
+    std::fs::write(pe.sim.config(), config).unwrap();
     pe.region_down("westus", true).await;
     assert!(
         !pe.consumer_healthy().await,
@@ -301,6 +309,15 @@ async fn network_failure_moves_dns_to_the_secondary_region() {
     assert!(
         pe.consumer_healthy().await,
         "DNS now resolves to East US's endpoint"
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    assert_eq!(
+        written["eventHubEndpoint"],
+        doc["eventhub_endpoint_after"]["endpoint"]
+    );
+    assert_eq!(
+        written["eventHubPath"],
+        doc["eventhub_endpoint_after"]["path"]
     );
     let state = pe.state().await;
     let ids: Vec<String> = state["network"]["resources"]

@@ -215,7 +215,23 @@ fn svg(phases: &[Phase]) -> String {
                 .unwrap_or(&"#000")
         );
     }
+    out.push_str(&axis(phases.len(), span, scale, label, row));
     out.push_str("</svg>");
+    out
+}
+
+/// Five ticks under the bars, in seconds from the first phase's start.
+fn axis(rows: usize, span: f64, scale: f64, label: f64, row: f64) -> String {
+    let y = row * f64::from(u32::try_from(rows).unwrap_or(0)) + 14.0;
+    let mut out = String::new();
+    for k in 0..=4u32 {
+        let t = span * f64::from(k) / 4.0;
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#555\">{t:.1} s</text>",
+            t.mul_add(scale, label)
+        );
+    }
     out
 }
 
