@@ -198,7 +198,7 @@ fn svg(phases: &[Phase]) -> String {
     let mut out = format!(
         "<svg id=\"timeline\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
     );
-    let scale = (width - label - 10.0) / span;
+    let scale = (width - label - 40.0) / span;
     for (i, p) in phases.iter().enumerate() {
         let y = row * f64::from(u32::try_from(i).unwrap_or(0)) + 10.0;
         let x0 = start

@@ -513,7 +513,14 @@ async fn poll_operation(req: &RunRequest<'_>, url: &str) -> Result<String, Error
             });
         }
         tokio::time::sleep(wait).await;
-        wait = wait.saturating_mul(2).min(Duration::from_secs(10));
+        // Backoff, but never so slow that the timeline's "failover operation" overshoots the
+        // operation by much: at most four sampling ticks (4 s by default), at least 1 s.
+        let cap = req
+            .timeouts
+            .tick
+            .saturating_mul(4)
+            .max(Duration::from_secs(1));
+        wait = wait.saturating_mul(2).min(cap);
     }
 }
 
