@@ -340,6 +340,16 @@ async fn network_failure_moves_dns_to_the_secondary_region() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_refused_with_the_time_it_becomes_possible() {
     let pe = Pe::start(300);
+    let nothing = pe.failover("back", 0, &[]).await;
+    assert_eq!(nothing.code, 2, "{}", nothing.stderr);
+    assert!(
+        nothing.doc()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no completed failover"),
+        "{}",
+        nothing.stdout
+    );
     assert_eq!(pe.failover("run", 0, &[]).await.code, 0);
     let soon = pe.failover("back", 60, &[]).await;
     assert_eq!(soon.code, 2, "{}", soon.stderr);

@@ -167,7 +167,7 @@ impl Journal {
         let stamp = plan
             .started
             .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
+                "[year][month][day]T[hour][minute][second][subsecond digits:3]Z"
             ))
             .unwrap_or_default();
         let id = format!("{stamp}-{random:04x}");
@@ -223,4 +223,99 @@ pub fn past_operations(runs: &[RunRecord]) -> Vec<PastOperation> {
 /// The region the hub was in before hubvault's first failover of it.
 pub fn original_primary(runs: &[RunRecord]) -> Option<String> {
     runs.first().map(|r| r.plan.route.from.clone())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::failover::plan::{EventHubEndpoint, Variant};
+    use crate::store::memory::MemoryStore;
+    use time::macros::datetime;
+
+    fn plan(to: &str, failback: bool, at: OffsetDateTime) -> RunPlan {
+        let step = |name: &str, kind| Step {
+            name: name.into(),
+            kind,
+        };
+        RunPlan {
+            route: Route {
+                hub_id: "/x".into(),
+                variant: Variant::Normal,
+                from: "westus".into(),
+                to: to.into(),
+                failback,
+                events_before: EventHubEndpoint::default(),
+            },
+            started: at,
+            steps: vec![
+                step("record-endpoint", StepKind::RecordEndpoint),
+                step(
+                    "request-failover",
+                    StepKind::RequestFailover { region: to.into() },
+                ),
+                step("wait-failover", StepKind::WaitFailover),
+            ],
+        }
+    }
+
+    fn done(index: usize, name: &str, outcome: Outcome, at: OffsetDateTime) -> StepRecord {
+        StepRecord {
+            index,
+            name: name.into(),
+            outcome,
+            detail: String::new(),
+            start: at,
+            end: at,
+            data: Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_is_read_back_resumable_and_counts_once_requested() {
+        let t0 = datetime!(2026-11-26 00:00 UTC);
+        let journal = Journal::new(Arc::new(MemoryStore::new()), "hub-a");
+        let mut first = journal.begin(plan("eastus", false, t0)).await.unwrap();
+        journal
+            .record(&mut first, done(0, "record-endpoint", Outcome::Ok, t0))
+            .await
+            .unwrap();
+        // Killed here: the journal says where to resume, and no operation was requested yet.
+        let runs = journal.runs().await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].end.is_none());
+        assert_eq!(runs[0].next_step().unwrap().name, "request-failover");
+        assert!(past_operations(&runs).is_empty());
+        let mut resumed = runs[0].clone();
+        let at = t0 + time::Duration::minutes(1);
+        journal
+            .record(&mut resumed, done(1, "request-failover", Outcome::Ok, at))
+            .await
+            .unwrap();
+        journal
+            .record(&mut resumed, done(2, "wait-failover", Outcome::Ok, at))
+            .await
+            .unwrap();
+        journal.finish(&mut resumed, "completed", at).await.unwrap();
+        let runs = journal.runs().await.unwrap();
+        assert_eq!(runs[0].end.as_ref().unwrap().status, "completed");
+        assert_eq!(
+            past_operations(&runs),
+            [PastOperation {
+                at,
+                failback: false
+            }]
+        );
+        assert_eq!(original_primary(&runs).as_deref(), Some("westus"));
+        // A request that was skipped (the hub was already there) is not an operation of ours.
+        let mut second = journal.begin(plan("westus", true, at)).await.unwrap();
+        journal
+            .record(
+                &mut second,
+                done(1, "request-failover", Outcome::Skipped, at),
+            )
+            .await
+            .unwrap();
+        assert_eq!(past_operations(&journal.runs().await.unwrap()).len(), 1);
+    }
 }
