@@ -7,26 +7,46 @@
 //!
 //! | part | owns |
 //! |---|---|
-//! | `plan` | what ARM shows (`Observed`), the limits, the findings and the step list: pure, takes `now` |
-//! | `observe` | reading the hub, its private endpoints, zone groups, links, permissions, the backup age |
+//! | `observe` | what ARM and the store show (`Observed`): the hub, its private endpoints, zone groups, links, permissions, the backup age |
+//! | `limits` | Azure's failover limits over past operations: pure, takes `now` |
+//! | `steps` | the step list of a variant and each step's ARM calls |
+//! | `plan` | the findings, the refusal and the steps: pure, takes `now` |
 //! | `journal` | the run's journal in the store: the plan, each step's outcome, the end; past operations |
-//! | `run` | executing the journalled steps, idempotently, resuming where a killed run stopped |
+//! | `request` | what a run is given (`RunRequest`: clients, store, timeouts, the test pause) |
+//! | `execute` | one step's ARM calls and waits, each idempotent |
+//! | `run` | plan → journal → the steps not yet journalled, resuming where a killed run stopped |
 //! | `probe` | dedicated probe devices and consumer health checks sampled during the run |
 //! | `report` | the `--json` document, the phases, and the self-contained HTML timeline |
 //!
 //! Must not: touch device identities other than its own probes (`hubvault-probe-…`), or edit
 //! A records that a zone group owns (it re-creates the zone group instead).
 
+pub mod execute;
 pub mod journal;
+pub mod limits;
 pub mod observe;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod request;
 pub mod run;
+pub mod steps;
+
+use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, fix_text};
 
-pub use plan::{Plan, Step, StepKind, Variant};
+/// The two runbooks of the seed kit: TEST 1 (the primary region's network still works) and
+/// TEST 2 (it does not: the secondary virtual network gets the endpoint and the DNS links move to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    Normal,
+    NetworkFailure,
+}
+
+pub use plan::Plan;
+pub use steps::{Step, StepKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

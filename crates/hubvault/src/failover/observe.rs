@@ -2,10 +2,10 @@
 //! private endpoint connections), each private endpoint and its zone groups, the links of the
 //! configured zones, the caller's permissions, and the newest backup in the store.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::plan::{EndpointSpec, EventHubEndpoint, LinkFact, Observed, Permissions};
 use super::{Error, name_of};
 use crate::arm::{
     API_VERSION, ArmCall, ArmClient, NETWORK_API_VERSION, PERMISSIONS_API_VERSION,
@@ -14,6 +14,58 @@ use crate::arm::{
 use crate::config::FailoverEntry;
 use crate::snapshot::catalog::HubNames;
 use crate::store::Store;
+
+/// The Event Hub-compatible endpoint: what a consumer connects to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventHubEndpoint {
+    pub endpoint: String,
+    pub path: String,
+}
+
+/// A private endpoint to the hub, as needed to re-create it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub location: String,
+    pub subnet: String,
+    pub connection: String,
+    pub group_ids: Vec<String>,
+    /// Zone group name and the zone ids it registers in (empty: the endpoint has none).
+    pub zone_group: String,
+    pub zones: Vec<String>,
+}
+
+/// A Private DNS zone's link to a virtual network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkFact {
+    pub id: String,
+    pub zone: String,
+    pub vnet: String,
+}
+
+/// The caller's actions at one scope (`Microsoft.Authorization/permissions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub scope: String,
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+}
+
+/// What ARM and the store show before a run.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub hub_id: String,
+    pub primary: String,
+    pub secondary: String,
+    pub events: EventHubEndpoint,
+    pub endpoints: Vec<EndpointSpec>,
+    /// Connections on the hub that are not `Approved`.
+    pub pending: Vec<String>,
+    pub links: Vec<LinkFact>,
+    pub missing_zones: Vec<String>,
+    pub permissions: Vec<Permissions>,
+    pub newest_backup: Option<OffsetDateTime>,
+}
 
 /// The hub document's facts.
 pub struct HubFacts {
