@@ -219,6 +219,7 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
             name_of(&l.vnet)
         )));
     }
+    out.extend(config_against_arm(input));
     for c in &input.entry.consumers {
         if c.health_url.is_none() && c.health_command.is_none() {
             out.push(warn(format!(
@@ -232,6 +233,38 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
     out.push(warn(
         "device timings mean something only when hubvault runs where the devices are (inside the clients' VNet, for private endpoints)",
     ));
+    out
+}
+
+/// What the config expects that ARM does not show: endpoints in regions the config does not
+/// describe, client virtual networks linked to none of the configured zones.
+fn config_against_arm(input: &PlanInput) -> Vec<Finding> {
+    let o = input.observed;
+    let mut out = Vec::new();
+    for e in &o.endpoints {
+        if !input.entry.regions.contains_key(&region_key(&e.location)) {
+            out.push(warn(format!(
+                "private endpoint {} is in {}, which [failover.{}.regions] does not describe",
+                name_of(&e.id),
+                e.location,
+                input.hub
+            )));
+        }
+    }
+    for vnet in &input.entry.client_vnets {
+        if !o.links.iter().any(|l| l.vnet.eq_ignore_ascii_case(vnet)) {
+            out.push(warn(format!(
+                "client VNet {} is linked to none of the configured zones: its clients do not resolve the hub's private addresses",
+                name_of(vnet)
+            )));
+        }
+    }
+    if input.entry.client_vnets.is_empty() {
+        out.push(warn(format!(
+            "[failover.{}] names no client-vnets: the network-failure variant has no DNS links to move",
+            input.hub
+        )));
+    }
     out
 }
 
@@ -333,6 +366,55 @@ mod tests {
             "Microsoft.Devices/IotHubs/failover/action",
             "Microsoft.Devices/IotHubs/failover/action"
         ));
+    }
+
+    #[test]
+    fn the_plan_says_what_the_config_expects_that_arm_does_not_show() {
+        let entry = FailoverEntry {
+            client_vnets: vec!["/s/vnet-clients".into()],
+            ..FailoverEntry::default()
+        };
+        let observed = Observed {
+            primary: "West US".into(),
+            secondary: "East US".into(),
+            endpoints: vec![EndpointSpec {
+                id: "/s/privateEndpoints/pe-c".into(),
+                location: "centralus".into(),
+                subnet: "/s/v/subnets/pe".into(),
+                connection: "c".into(),
+                group_ids: vec![],
+                zone_group: "default".into(),
+                zones: vec![],
+            }],
+            ..Observed::default()
+        };
+        let plan = decide(&PlanInput {
+            hub: "h",
+            entry: &entry,
+            observed: &observed,
+            past: &[],
+            original_primary: None,
+            variant: Variant::Normal,
+            now: T0,
+        });
+        let texts: Vec<&str> = plan.findings.iter().map(|f| f.text.as_str()).collect();
+        assert!(
+            texts.iter().any(|t| t
+                .contains("pe-c is in centralus, which [failover.h.regions] does not describe")),
+            "{texts:#?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("client VNet vnet-clients is linked to none")),
+            "{texts:#?}"
+        );
+        assert!(
+            plan.findings
+                .iter()
+                .any(|f| f.level == Level::Block
+                    && f.text.contains("no [failover.h.regions.eastus]"))
+        );
     }
 
     #[test]
