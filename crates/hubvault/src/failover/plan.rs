@@ -388,15 +388,7 @@ mod tests {
             }],
             ..Observed::default()
         };
-        let plan = decide(&PlanInput {
-            hub: "h",
-            entry: &entry,
-            observed: &observed,
-            past: &[],
-            original_primary: None,
-            variant: Variant::Normal,
-            now: T0,
-        });
+        let plan = decide_fresh(&entry, &observed, Variant::Normal, T0);
         let texts: Vec<&str> = plan.findings.iter().map(|f| f.text.as_str()).collect();
         assert!(
             texts.iter().any(|t| t
@@ -423,4 +415,23 @@ mod tests {
         assert_eq!(parse_age("7d"), Some(Duration::days(7)));
         assert_eq!(parse_age("x"), None);
     }
+}
+
+/// The plan of hub `h` with no past operations (tests of the findings and steps).
+#[cfg(test)]
+pub(crate) fn decide_fresh(
+    entry: &FailoverEntry,
+    observed: &Observed,
+    variant: Variant,
+    now: OffsetDateTime,
+) -> Plan {
+    decide(&PlanInput {
+        hub: "h",
+        entry,
+        observed,
+        past: &[],
+        original_primary: None,
+        variant,
+        now,
+    })
 }

@@ -243,7 +243,7 @@ mod step_tests {
     use super::*;
     use crate::config::FailoverRegion;
     use crate::failover::observe::LinkFact;
-    use crate::failover::plan::{PlanInput, decide};
+    use crate::failover::plan::decide_fresh;
     use time::OffsetDateTime;
 
     const RG: &str = "/subscriptions/s/resourceGroups";
@@ -302,15 +302,7 @@ mod step_tests {
                 .collect(),
             ..Observed::default()
         };
-        let plan = decide(&PlanInput {
-            hub: "h",
-            entry: &entry,
-            observed: &observed,
-            past: &[],
-            original_primary: None,
-            variant,
-            now: OffsetDateTime::UNIX_EPOCH,
-        });
+        let plan = decide_fresh(&entry, &observed, variant, OffsetDateTime::UNIX_EPOCH);
         assert_eq!(
             (plan.route.from.as_str(), plan.route.to.as_str()),
             ("westus", "eastus")
