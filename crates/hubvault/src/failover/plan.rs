@@ -326,9 +326,27 @@ fn backup_age(input: &PlanInput) -> Finding {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, reason = "tests")]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// The plan of hub `h` with no past operations (tests of the findings and steps).
+    pub(crate) fn decide_fresh(
+        entry: &FailoverEntry,
+        observed: &Observed,
+        variant: Variant,
+        now: OffsetDateTime,
+    ) -> Plan {
+        decide(&PlanInput {
+            hub: "h",
+            entry,
+            observed,
+            past: &[],
+            original_primary: None,
+            variant,
+            now,
+        })
+    }
 
     const T0: OffsetDateTime = datetime!(2026-11-26 00:00 UTC);
 
@@ -415,23 +433,4 @@ mod tests {
         assert_eq!(parse_age("7d"), Some(Duration::days(7)));
         assert_eq!(parse_age("x"), None);
     }
-}
-
-/// The plan of hub `h` with no past operations (tests of the findings and steps).
-#[cfg(test)]
-pub(crate) fn decide_fresh(
-    entry: &FailoverEntry,
-    observed: &Observed,
-    variant: Variant,
-    now: OffsetDateTime,
-) -> Plan {
-    decide(&PlanInput {
-        hub: "h",
-        entry,
-        observed,
-        past: &[],
-        original_primary: None,
-        variant,
-        now,
-    })
 }

@@ -243,7 +243,7 @@ mod step_tests {
     use super::*;
     use crate::config::FailoverRegion;
     use crate::failover::observe::LinkFact;
-    use crate::failover::plan::decide_fresh;
+    use crate::failover::plan::tests::decide_fresh;
     use time::OffsetDateTime;
 
     const RG: &str = "/subscriptions/s/resourceGroups";
