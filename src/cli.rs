@@ -440,7 +440,8 @@ pub struct ApplyArgs {
     /// Only device ids matching this glob (e.g. 'plant-7-*').
     #[arg(long, value_name = "GLOB")]
     pub only: Option<String>,
-    /// job: import job through staging; bulk: registry API, ≤100 per call; auto: by size.
+    /// job: import job through staging; bulk: registry API, ≤100 per call; auto: the faster by an
+    /// estimate from the hub's tier and units (read through ARM) and the documented throttles.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: RestoreEngine,
     /// Show the plan, change nothing (a clone still backs up the source).
@@ -494,7 +495,8 @@ pub struct DrillArgs {
     /// Devices of each kind (SAS, edge, children) the probe tries.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub probe_devices: usize,
-    /// job: import job through staging; bulk: registry API; auto: by size.
+    /// job: import job through staging; bulk: registry API; auto: the faster by an estimate from
+    /// the hub's tier and units (read through ARM) and the documented throttles.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: RestoreEngine,
     /// Skip the checks before applying.

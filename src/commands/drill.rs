@@ -50,28 +50,22 @@ pub async fn run(
         RestoreEngine::Bulk => Engine::Bulk,
         RestoreEngine::Auto => Engine::Auto,
     };
-    let staging = if args.live.staging.is_some() || config.staging.is_some() {
-        match Staging::open(args.live.staging.as_deref(), config, client.host()) {
-            Ok(s) => Some(s),
-            Err(e) if engine == Engine::Bulk => {
-                tracing::warn!("staging not used ({e}); verification reads keys one by one");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
-    };
+    let staging = open_staging(config, args.live.staging.as_deref(), &client, engine)?;
     let poll = live::poll_policy()?;
+    let arm = live::arm_client(config)?;
+    let rates = match engine {
+        Engine::Auto => hub_rates(arm.as_ref(), &hub).await,
+        _ => None,
+    };
     let options = RestoreOptions {
         engine,
+        rates,
         verify: args.verify.unwrap_or(drill::DEFAULT_VERIFY),
         preflight: !args.no_preflight,
         poll,
         shutdown,
         ..RestoreOptions::default()
     };
-    let arm = live::arm_client(config)?;
     let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, poll);
     let device_target = DeviceTarget {
         host: client.host().to_owned(),
@@ -149,6 +143,46 @@ fn reproduce(args: &DrillArgs, snapshot: &str) -> Vec<String> {
             args.to
         )),
     ]
+}
+
+/// Staging for the job engine and for every engine's full verification (one export job proves
+/// all keys). Bulk does not need it: a broken staging setting only warns there.
+pub(super) fn open_staging(
+    config: &Config,
+    flag: Option<&str>,
+    client: &hubvault::hub::HubClient,
+    engine: Engine,
+) -> Result<Option<Staging>> {
+    if flag.is_none() && config.staging.is_none() {
+        return Ok(None);
+    }
+    match Staging::open(flag, config, client.host()) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if engine == Engine::Bulk => {
+            tracing::warn!("staging not used ({e}); verification reads keys one by one");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The target's throttles for `--engine auto`, from its tier read through ARM (when ARM and the
+/// hub's `resource-id` are configured); `None` (S1 with one unit assumed) otherwise.
+pub(super) async fn hub_rates(
+    arm: Option<&hubvault::arm::ArmClient>,
+    hub: &hubvault::services::ResolvedHub,
+) -> Option<restore::estimate::HubRates> {
+    let (arm, id) = (arm?, hub.resource_id.as_deref()?);
+    match arm.hub_sku(id).await {
+        Ok(sku) => Some(restore::estimate::HubRates::from_sku(sku.as_ref())),
+        Err(e) => {
+            tracing::warn!(
+                "could not read the tier of {} through ARM ({e}); S1 with one unit assumed",
+                hub.name
+            );
+            None
+        }
+    }
 }
 
 /// The restore's verification unless `--verify` says otherwise (restore and clone).

@@ -193,6 +193,19 @@ async fn a_drill_of_10000_devices_reports_what_happened_renders_and_cleans_up() 
     assert_eq!(restored, source);
     assert_eq!(doc["differences"], json!([]));
     assert_eq!(doc["restore"]["verified_keys"], "all");
+    // `--engine auto`: the estimate chose the import job (10,000 lines; bulk would take 100
+    // minutes at S1's 100 registry operations a minute), said why, and the actual time is there.
+    let choice = &doc["restore"]["engine_choice"];
+    assert_eq!(doc["restore"]["engine"], "job", "{choice}");
+    assert!(choice["job_seconds"].as_f64().unwrap() < choice["bulk_seconds"].as_f64().unwrap());
+    assert!(
+        choice["reason"]
+            .as_str()
+            .unwrap()
+            .contains("S1, 1 unit assumed"),
+        "{choice}"
+    );
+    assert!(choice["actual_seconds"].as_f64().unwrap() > 0.0, "{choice}");
     assert_eq!(doc["targets"]["rto"], "met");
     assert_eq!(doc["targets"]["rpo"], "met");
     assert!(seconds(&doc, "rpo_seconds") >= 0.0);

@@ -585,6 +585,22 @@ impl DrillReport {
                 .collect(),
         };
         let mut tables = vec![probe];
+        if let Some(e) = &self.restore.estimate {
+            let secs = |s: Option<f64>| s.map_or("—".to_owned(), duration_text);
+            tables.push(Table {
+                title: "Engine (auto): estimate against actual".into(),
+                columns: vec!["what".into(), "time".into()],
+                rows: vec![
+                    vec!["import job, estimated".into(), secs(e.job_seconds)],
+                    vec!["bulk calls, estimated".into(), secs(Some(e.bulk_seconds))],
+                    vec![
+                        format!("{}, actual (apply and links)", self.restore.engine.as_str()),
+                        secs(self.restore.applied_seconds),
+                    ],
+                    vec!["why".into(), e.reason.clone()],
+                ],
+            });
+        }
         if !differences.rows.is_empty() {
             tables.push(differences);
         }

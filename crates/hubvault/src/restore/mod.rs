@@ -13,6 +13,7 @@
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
 //! | [`readback`] | re-reading the target after apply; which keys were proven (all or a sample) |
+//! | [`estimate`] | `--engine auto`: import job against bulk calls, estimated from the hub's tier and units and the documented throttles |
 //! | [`sample`] | `--verify full / sample[=N] / none`, kinds of identity, stratified samples and their power |
 //! | [`outcome`] | what the parts report: job errors, differences, key checks |
 //! | [`job`], [`pace`], [`report`] | the import-job engine, the bulk engine's pacing, the report |
@@ -25,6 +26,7 @@ pub mod apply;
 pub mod bulk;
 pub mod canonical;
 pub mod configurations;
+pub mod estimate;
 pub mod export;
 pub mod job;
 pub mod lines;
@@ -63,7 +65,8 @@ pub enum Engine {
     Job,
     /// `POST /devices`, ≤100 per call (no staging).
     Bulk,
-    /// The job above [`JOB_THRESHOLD`] records when staging is configured, else bulk.
+    /// Whichever [`estimate`] says is faster for the plan on this hub's tier (the job only
+    /// when staging is configured).
     Auto,
 }
 
@@ -77,15 +80,12 @@ impl Engine {
     }
 }
 
-/// From how many writes `auto` prefers an import job (when staging is configured).
-pub const JOB_THRESHOLD: usize = 5_000;
-
 /// From how many key comparisons an export job beats single registry reads (default).
 pub const KEY_READ_JOB_MIN: usize = 2_000;
 
 /// From how many edge links the job engine sets them with a second import job instead of bulk
-/// calls (default; as many lines as make `auto` pick a job).
-pub const LINK_JOB_MIN: usize = JOB_THRESHOLD;
+/// calls (default).
+pub const LINK_JOB_MIN: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -97,6 +97,8 @@ pub struct RestoreOptions {
     pub verify: Verify,
     /// Where the restore marks its phases (preflight, open + plan, apply, links, verification).
     pub timeline: crate::timeline::Timeline,
+    /// The target's throttles, for `auto` (`None`: S1 with one unit is assumed, and said).
+    pub rates: Option<estimate::HubRates>,
     /// Check findings (id conflicts, …) before applying; a failed finding stops the restore.
     pub preflight: bool,
     /// How the import job is polled.
@@ -120,6 +122,7 @@ impl Default for RestoreOptions {
             dry_run: false,
             verify: Verify::Full,
             timeline: crate::timeline::Timeline::default(),
+            rates: None,
             preflight: true,
             poll: PollPolicy::default(),
             key_read_job_min: KEY_READ_JOB_MIN,
@@ -721,17 +724,15 @@ async fn finish(
         return Ok((report, None));
     }
     options.timeline.begin("apply");
+    let apply_started = time::OffsetDateTime::now_utc();
     let writes = plan
         .items
         .len()
         .saturating_sub(usize::try_from(plan.counts().unchanged).unwrap_or(0));
-    let job_staging = match (options.engine, staging) {
-        (Engine::Job, Some(s)) => Some(s),
-        (Engine::Auto, Some(s)) if writes >= JOB_THRESHOLD => Some(s),
-        _ => None,
-    };
-    let mut progress = apply::Progress::default();
     let passes = apply::passes(&plan, &records, &live);
+    let (estimate, job_staging) = engine_for(options, staging, writes, passes.links.len());
+    report.estimate = estimate;
+    let mut progress = apply::Progress::default();
     let config_plan = configs.as_ref().map(|(_, cp)| cp);
     let applied: Result<(), JobError> = if let Some(staging) = job_staging {
         report.engine = Engine::Job;
@@ -763,7 +764,12 @@ async fn finish(
     report.applied = progress.applied;
     report.failed = progress.failed;
     report.throttled = progress.throttled;
-    report.usable_at = Some(time::OffsetDateTime::now_utc());
+    let usable_at = time::OffsetDateTime::now_utc();
+    report.usable_at = Some(usable_at);
+    report.applied_seconds = Some(crate::timeline::round3(crate::timeline::between(
+        apply_started,
+        usable_at,
+    )));
     let created = plan
         .items
         .iter()
@@ -788,6 +794,28 @@ async fn finish(
     };
     drop_aside((plan, live));
     Ok((report, Some(usable)))
+}
+
+/// The staging the job engine uses (`None`: bulk), and for `auto` the estimate that chose it.
+fn engine_for<'a>(
+    options: &RestoreOptions,
+    staging: Option<&'a Staging>,
+    writes: usize,
+    links: usize,
+) -> (Option<estimate::Estimate>, Option<&'a Staging>) {
+    match (options.engine, staging) {
+        (Engine::Job, s) => (None, s),
+        (Engine::Bulk, _) => (None, None),
+        (Engine::Auto, s) => {
+            let rates = options
+                .rates
+                .clone()
+                .unwrap_or_else(|| estimate::HubRates::from_sku(None));
+            let e = estimate::estimate(writes, links, &rates, s.is_some(), options.link_job_min);
+            let job = if e.chosen == Engine::Job { s } else { None };
+            (Some(e), job)
+        }
+    }
 }
 
 /// One apply through the job engine, and what it reports about staging.

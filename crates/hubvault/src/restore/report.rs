@@ -57,6 +57,10 @@ pub struct RestoreReport {
     pub usable_at: Option<OffsetDateTime>,
     /// When verification finished (or, with `--verify none`, was skipped).
     pub verified_at: Option<OffsetDateTime>,
+    /// `--engine auto`: both estimates and why the engine was chosen.
+    pub estimate: Option<super::estimate::Estimate>,
+    /// Seconds the writes took (apply and links), to set against the estimate.
+    pub applied_seconds: Option<f64>,
 }
 
 impl RestoreReport {
@@ -89,6 +93,8 @@ impl RestoreReport {
                 .unwrap_or_else(OffsetDateTime::now_utc),
             usable_at: None,
             verified_at: None,
+            estimate: None,
+            applied_seconds: None,
         }
     }
 
@@ -152,6 +158,10 @@ impl RestoreReport {
         // What was proven: `all`, `sample of N` (then `key_check.of` says of how many), `none`.
         if let Some(label) = self.verified_keys() {
             v["verified_keys"] = json!(label);
+        }
+        if let Some(e) = &self.estimate {
+            v["engine_choice"] = serde_json::to_value(e).unwrap_or(Value::Null);
+            v["engine_choice"]["actual_seconds"] = json!(self.applied_seconds);
         }
         if self.usable_at.is_some() {
             v["verify"] = json!(self.verify.label());
@@ -251,6 +261,9 @@ impl RestoreReport {
 
     /// What was applied, failed and verified.
     fn outcome_text(&self, out: &mut String) {
+        if let Some(e) = &self.estimate {
+            let _ = writeln!(out, "engine auto → {}", e.reason);
+        }
         let a = self.applied;
         let _ = writeln!(
             out,
