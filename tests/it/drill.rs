@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Out, Staging, Workdir, World, azurite};
+use crate::support::{Out, Staging, Workdir, World, assert_no_secrets, azurite};
 
 /// hub-a seeded, empty drill hubs, a snapshot of hub-a in the store, staging in Azurite.
 struct Fixture {
@@ -57,6 +57,13 @@ impl Fixture {
             .within(Duration::from_secs(300))
             .run()
             .await
+    }
+
+    /// `hubvault --json drill latest EXTRA…`.
+    async fn drill(&self, extra: &[&str]) -> Out {
+        let mut args = vec!["--json", "drill", "latest"];
+        args.extend_from_slice(extra);
+        self.run(&args).await
     }
 
     /// `id` or `id/moduleId` of every identity on `hub`, without the hub's own system modules.
@@ -169,10 +176,7 @@ async fn a_drill_of_10000_devices_reports_what_happened_renders_and_cleans_up() 
     let report = f.wd.join("drill.html");
 
     let out = f
-        .run(&[
-            "--json",
-            "drill",
-            "latest",
+        .drill(&[
             "--to",
             "hub-drill",
             "--report",
@@ -218,19 +222,19 @@ async fn a_drill_of_10000_devices_reports_what_happened_renders_and_cleans_up() 
         );
     }
     render_in_chromium(&report, &f.wd, &doc);
+    let secrets = f.world.secrets(&["hub-a", "hub-drill"]).await;
+    let page = std::fs::read_to_string(&report).unwrap();
+    for (text, what) in [
+        (&out.stdout, "--json"),
+        (&out.stderr, "stderr"),
+        (&page, "report"),
+    ] {
+        assert_no_secrets(text, &secrets, what);
+    }
 
     // The same drill with --cleanup leaves its hub empty.
     let out = f
-        .run(&[
-            "--json",
-            "drill",
-            "latest",
-            "--to",
-            "hub-drill2",
-            "--cleanup",
-            "--verify",
-            "sample",
-        ])
+        .drill(&["--to", "hub-drill2", "--cleanup", "--verify", "sample"])
         .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let doc = out.doc();
@@ -255,17 +259,7 @@ async fn a_hub_that_silently_drops_one_percent_fails_the_drill_with_the_missing_
         .await;
     for verify in ["sample", "full"] {
         f.world.wipe("hub-drill").await;
-        let out = f
-            .run(&[
-                "--json",
-                "drill",
-                "latest",
-                "--to",
-                "hub-drill",
-                "--verify",
-                verify,
-            ])
-            .await;
+        let out = f.drill(&["--to", "hub-drill", "--verify", verify]).await;
         assert_eq!(out.code, 1, "{verify}: {}\n{}", out.stdout, out.stderr);
         let doc = out.doc();
         let lost: BTreeSet<String> = source
@@ -295,9 +289,7 @@ async fn a_drill_refuses_a_hub_with_identities_and_via_dps_and_changes_nothing()
     let f = Fixture::start(&cs, 200, &["hub-drill"], "drillrefuse").await;
     f.world.seed("hub-drill", 3, 9).await;
     let before = f.world.registry_text("hub-drill").await;
-    let out = f
-        .run(&["--json", "drill", "latest", "--to", "hub-drill"])
-        .await;
+    let out = f.drill(&["--to", "hub-drill"]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     let err = &out.doc()["error"];
     assert_eq!(err["code"], "drill_target_not_empty");
@@ -314,17 +306,7 @@ async fn a_drill_refuses_a_hub_with_identities_and_via_dps_and_changes_nothing()
         "nothing changed"
     );
 
-    let out = f
-        .run(&[
-            "--json",
-            "drill",
-            "latest",
-            "--to",
-            "hub-drill",
-            "--via-dps",
-            "dps-a",
-        ])
-        .await;
+    let out = f.drill(&["--to", "hub-drill", "--via-dps", "dps-a"]).await;
     assert_eq!(out.code, 2);
     assert!(
         out.doc()["error"]["message"]
@@ -335,14 +317,7 @@ async fn a_drill_refuses_a_hub_with_identities_and_via_dps_and_changes_nothing()
 
     // Allowed: the drill mirrors the snapshot there, past the brake, and passes.
     let out = f
-        .run(&[
-            "--json",
-            "drill",
-            "latest",
-            "--to",
-            "hub-drill",
-            "--allow-nonempty-target",
-        ])
+        .drill(&["--to", "hub-drill", "--allow-nonempty-target"])
         .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(f.identities("hub-drill").await, f.identities("hub-a").await);
