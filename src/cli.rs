@@ -109,6 +109,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check what would stop a backup, restore or clone against a hub (exit 1 on findings).
     Preflight(PreflightArgs),
+    /// Restore drill: a snapshot into a scratch hub, devices probed with their original keys,
+    /// verification, RTO/RPO against targets, an HTML report (exit 1: failed or breached).
+    Drill(DrillArgs),
     /// Manual failover of a hub behind private endpoints, with its DNS and consumers.
     #[command(subcommand)]
     Failover(FailoverCommand),
@@ -484,7 +487,8 @@ pub struct ApplyArgs {
     /// Only device ids matching this glob (e.g. 'plant-7-*').
     #[arg(long, value_name = "GLOB")]
     pub only: Option<String>,
-    /// job: import job through staging; bulk: registry API, ≤100 per call; auto: by size.
+    /// job: import job through staging; bulk: registry API, ≤100 per call; auto: the faster by an
+    /// estimate from the hub's tier and units (read through ARM) and the documented throttles.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: RestoreEngine,
     /// Show the plan, change nothing (a clone still backs up the source).
@@ -497,6 +501,62 @@ pub struct ApplyArgs {
     /// Skip the checks before applying.
     #[arg(long)]
     pub no_preflight: bool,
+    /// What to prove after the target is usable: full (every key: one export job of the target
+    /// with staging, else a read per identity), sample[=N] (every id and everything but keys
+    /// through queries, missing and extra ids always named, plus the keys of N identities
+    /// chosen at random by kind; N defaults to 100), or none. Default: sample.
+    #[arg(long, value_name = "full|sample[=N]|none")]
+    pub verify: Option<hubvault::restore::Verify>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Snapshot id or `latest`.
+    pub snapshot: String,
+    /// The scratch hub to restore into (a name from hubvault.toml or a connection string).
+    #[arg(long, value_name = "HUB")]
+    pub to: String,
+    /// Probe devices through this DPS instance (not built yet: refused).
+    #[arg(long, value_name = "DPS")]
+    pub via_dps: Option<String>,
+    /// Write the drill's report here as one self-contained HTML file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Afterwards, delete what the drill created on the target (and say what it could not).
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Drill into a hub that holds identities; the drill mirrors the snapshot there, deleting
+    /// what the snapshot lacks, past the mirror brake (for this target only).
+    #[arg(long)]
+    pub allow_nonempty_target: bool,
+    /// RTO target (e.g. 30m, 2h): breached → exit 1.
+    #[arg(long, value_name = "DURATION", value_parser = hubvault::drill::parse_target)]
+    pub rto_target: Option<f64>,
+    /// RPO target (e.g. 24h): the snapshot's age at the start; breached → exit 1.
+    #[arg(long, value_name = "DURATION", value_parser = hubvault::drill::parse_target)]
+    pub rpo_target: Option<f64>,
+    /// What to prove after the probe: full, sample[=N] or none. Default: full (a drill exists
+    /// to prove).
+    #[arg(long, value_name = "full|sample[=N]|none")]
+    pub verify: Option<hubvault::restore::Verify>,
+    /// Devices of each kind (SAS, edge, children) the probe tries.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub probe_devices: usize,
+    /// job: import job through staging; bulk: registry API; auto: the faster by an estimate from
+    /// the hub's tier and units (read through ARM) and the documented throttles.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: RestoreEngine,
+    /// Skip the checks before applying.
+    #[arg(long)]
+    pub no_preflight: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub hub: HubFilter,
+    #[command(flatten)]
+    pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

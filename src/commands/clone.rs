@@ -133,6 +133,9 @@ pub async fn clone(
     test_hooks(&mut backup)?;
     let mut restore = super::restore::restore_options(&args.apply)?;
     restore.poll = poll;
+    if restore.engine == hubvault::restore::Engine::Auto {
+        restore.rates = super::drill::hub_rates(arm.as_ref(), &target_hub).await;
+    }
     restore.shutdown = shutdown;
     let request = Request {
         source: &source,

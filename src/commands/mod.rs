@@ -2,6 +2,7 @@
 //! No domain decisions here: only argument resolution (flags > env > file > defaults) and output.
 
 mod clone;
+mod drill;
 mod error;
 mod failover;
 mod forget;
@@ -68,6 +69,7 @@ async fn read_connection_secrets(config: &mut Config, command: &Command) -> Resu
         ),
         Command::Clone(a) => (vec![a.from.as_str(), a.to.as_str()], true),
         Command::Preflight(a) => (vec![a.to.as_str()], true),
+        Command::Drill(a) => (vec![a.to.as_str()], true),
         Command::Diff(a) if a.to.is_none() => (a.hub.hub.as_deref().into_iter().collect(), false),
         _ => (Vec::new(), false),
     };
@@ -125,6 +127,7 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
         Command::Clone(args) => clone::clone(config, global, args, shutdown).await,
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(config, global, &args).await,
+        Command::Drill(args) => drill::run(config, global, args, shutdown).await,
         Command::Failover(FailoverCommand::Plan(args)) => {
             failover::plan(config, global, &args).await
         }

@@ -7,7 +7,6 @@ use hubvault::hub::HubClient;
 use hubvault::restore::{self, Engine, Mode, RestoreOptions};
 use hubvault::services;
 use hubvault::shutdown::Shutdown;
-use hubvault::staging::Staging;
 
 use super::{Result, diff_needs_two_sides, env_number, identities, live};
 use crate::Outcome;
@@ -194,22 +193,17 @@ pub async fn run(
     let (hub, client) = live::resolve(to, config, &args.live)?;
     let mut options = restore_options(&args.apply)?;
     options.shutdown = shutdown;
-    // Staging serves the job engine, and every engine's verification (one export job proves all
-    // keys instead of a sample). Bulk does not need it: a broken staging setting only warns there.
-    let staging = if args.live.staging.is_some() || config.staging.is_some() {
-        match Staging::open(args.live.staging.as_deref(), config, client.host()) {
-            Ok(s) => Some(s),
-            Err(e) if options.engine == Engine::Bulk => {
-                tracing::warn!("staging not used ({e}); verification reads keys one by one");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
-    };
+    let staging = super::drill::open_staging(
+        config,
+        args.live.staging.as_deref(),
+        &client,
+        options.engine,
+    )?;
     let identities = identities(config, &args.keys).await?;
     let arm = live::arm_client(config)?;
+    if options.engine == Engine::Auto {
+        options.rates = super::drill::hub_rates(arm.as_ref(), &hub).await;
+    }
     let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, options.poll);
     // Before preflight: a killed run's job would fail its job-slot check.
     let swept_before = match &staging {
@@ -269,7 +263,9 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
         },
         dry_run: apply.dry_run,
         max_delete: apply.max_delete,
-        verify: true,
+        verify: super::drill::restore_default_verify(apply.verify),
+        timeline: hubvault::timeline::Timeline::default(),
+        rates: None,
         preflight: !apply.no_preflight,
         poll: live::poll_policy()?,
         key_read_job_min: count(KEY_READ_JOB_MIN_ENV, restore::KEY_READ_JOB_MIN)?,

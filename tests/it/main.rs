@@ -13,6 +13,7 @@
 mod azure;
 mod clone;
 mod dps;
+mod drill;
 mod failover;
 mod failover_report;
 mod fault_matrix;

@@ -646,7 +646,7 @@ async fn verification_reads_every_key_through_an_export_job_and_catches_one_wron
     f.world
         .faults("hub-b", json!({"wrong_key_for": wrong}))
         .await;
-    let (out, doc) = f.restore(&["--engine", "job"]).await;
+    let (out, doc) = f.restore(&["--engine", "job", "--verify", "full"]).await;
     assert_ne!(
         primary_key(&f, "hub-b", &wrong).await,
         primary_key(&f, "hub-a", &wrong).await,
@@ -675,7 +675,9 @@ async fn verification_reads_every_key_through_an_export_job_and_catches_one_wron
     assert!(human.stdout.contains(&wrong), "{}", human.stdout);
 
     // The next restore repairs exactly that device, and proves every key again.
-    let (out, doc) = f.restore(&["--engine", "job", "-v"]).await;
+    let (out, doc) = f
+        .restore(&["--engine", "job", "--verify", "full", "-v"])
+        .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(
         doc["plan_items"]["update"],
@@ -718,7 +720,7 @@ async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_re
         .faults("hub-b", json!({"wrong_key_for": wrong}))
         .await;
 
-    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    let (out, doc) = f.restore(&["--engine", "bulk", "--verify", "full"]).await;
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(doc["verified"], false);
     assert_eq!(
@@ -729,7 +731,9 @@ async fn a_wrong_key_stored_by_the_hub_fails_bulk_verification_with_every_key_re
     assert_eq!(doc["key_check"]["via"], "registry-reads");
 
     let human = f
-        .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
+        .run(&[
+            "restore", "latest", "--to", "hub-b", "--engine", "bulk", "--verify", "full",
+        ])
         .await;
     assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
     assert!(
@@ -751,7 +755,7 @@ async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_
     f.world
         .faults("hub-b", json!({"fail_next_job": true}))
         .await;
-    let (out, doc) = f.restore(&["--engine", "bulk"]).await;
+    let (out, doc) = f.restore(&["--engine", "bulk", "--verify", "full"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(doc["engine"], "bulk");
     assert_eq!(doc["verified"], true);
@@ -784,7 +788,9 @@ async fn bulk_with_staging_verifies_through_an_export_job_and_says_when_it_fell_
     changed.as_object_mut().unwrap().remove("twinETag");
     f.world.load("hub-b", &[changed]).await;
     let human = f
-        .run(&["restore", "latest", "--to", "hub-b", "--engine", "bulk"])
+        .run(&[
+            "restore", "latest", "--to", "hub-b", "--engine", "bulk", "--verify", "full",
+        ])
         .await;
     assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
     assert!(

@@ -11,7 +11,7 @@
 //! | DELETE | `/hubs/{hub}/registry` | → 204; removes every device and configuration |
 //! | GET / PUT | `/hubs/{hub}/firewall` | `{"publicNetworkAccess","networkRuleSets","ipFilterRules"}` (any subset; `null` removes) → the three fields as now in the ARM resource document |
 //! | GET / PATCH | `/hubs/{hub}/limits` | a partial `Limits` document (`snake_case`; e.g. `{"device_quota":10,"job_rate":50,"rates":{"registry":1},"retry_after_secs":1}`) → the whole document; unknown keys → 400 |
-//! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `lose_bulk_responses`, `export_skip_devices`, `expire_tokens_early_secs`, `wrong_key_for`, `failing_over_ms`: answer 404012 for that many ms from now) → the whole document |
+//! | GET / PATCH | `/hubs/{hub}/faults` | a partial `Faults` document (`fail_next_job`, `error_burst`, `error_status`, `slow_ms`, `slow_count`, `drop_count`, `lose_bulk_responses`, `export_skip_devices`, `expire_tokens_early_secs`, `wrong_key_for`, `drop_imports_percent`, `failing_over_ms`: answer 404012 for that many ms from now) → the whole document |
 //! | GET | `/hubs/{hub}/messages` | → `{"<deviceId>": count}` of device-to-cloud messages accepted |
 //! | GET | `/hubs/{hub}/jobs` | → the job list, as `GET /jobs` on the hub would give it |
 //! | GET | `/msi/token` | the App Service-style managed-identity token endpoint (`IDENTITY_ENDPOINT`; see `identity`): `?api-version=2019-08-01&resource=…` with `x-identity-header: {header}` → `{"access_token","expires_on","resource","token_type":"Bearer","client_id"}` |

@@ -179,6 +179,9 @@ pub async fn bulk(State(hub): State<Arc<Hub>>, body: Bytes) -> Handled {
     let mut reg = lock(&hub.registry);
     for e in entries {
         let mode = line_mode(e, ImportMode::CreateOrUpdate);
+        if lock(&hub.faults).drops_import(e) {
+            continue;
+        }
         let stored = lock(&hub.faults).corrupt_key(e.clone());
         let result = mode
             .clone()

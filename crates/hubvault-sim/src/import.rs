@@ -113,7 +113,12 @@ pub async fn run(hub: &Arc<Hub>, request: &Value, progress: &mut Progress) -> Re
             let now = now_secs();
             for line in chunk {
                 let result = parse_line(line, &mut seen).and_then(|v| {
-                    let v = lock(&hub.faults).corrupt_key(v);
+                    let mut faults = lock(&hub.faults);
+                    if faults.drops_import(&v) {
+                        return Ok(());
+                    }
+                    let v = faults.corrupt_key(v);
+                    drop(faults);
                     line_mode(&v, ImportMode::CreateOrUpdate)
                         .and_then(|m| apply_line(&mut reg, &v, m, opts, now))
                 });

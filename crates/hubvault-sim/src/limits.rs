@@ -133,6 +133,11 @@ pub struct Faults {
     /// The next import-job or bulk write of this device id silently stores a different primary
     /// key than the line carried (a hub losing a key; tests verification). Cleared once fired.
     pub wrong_key_for: Option<String>,
+    /// This percentage of device identities written by import jobs and bulk calls is silently
+    /// not stored (answered as applied, logged as nothing): a hub losing imports. Which ids
+    /// are lost follows from the id alone (a hash), so every run loses the same ones. Edge
+    /// devices are never lost (their children would then fail loudly). Stays until cleared.
+    pub drop_imports_percent: f64,
 }
 
 /// A valid symmetric key no restore ever writes (base64 of 32 bytes).
@@ -168,6 +173,29 @@ impl Faults {
             self.wrong_key_for = None;
         }
         line
+    }
+}
+
+impl Faults {
+    /// Whether `drop_imports_percent` loses this import line: a device line (not a module, not
+    /// an edge device) whose id hashes into the lost share.
+    pub fn drops_import(&self, line: &serde_json::Value) -> bool {
+        if self.drop_imports_percent <= 0.0
+            || line.get("moduleId").is_some_and(|m| !m.is_null())
+            || line.pointer("/capabilities/iotEdge") == Some(&serde_json::Value::Bool(true))
+        {
+            return false;
+        }
+        let Some(id) = line.get("id").and_then(serde_json::Value::as_str) else {
+            return false;
+        };
+        // FNV-1a: stable across runs and platforms.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        #[allow(clippy::cast_precision_loss, reason = "a bucket below 10,000")]
+        let bucket = (hash % 10_000) as f64;
+        bucket < self.drop_imports_percent * 100.0
     }
 }
 
@@ -270,6 +298,26 @@ mod tests {
             key(&f.corrupt_key(line("d2", None))),
             key(&line("d2", None))
         );
+    }
+
+    #[test]
+    fn dropped_imports_are_about_the_share_asked_and_always_the_same_ids() {
+        let f = Faults {
+            drop_imports_percent: 1.0,
+            ..Faults::default()
+        };
+        let line = |id: String| serde_json::json!({"id": id});
+        let lost: Vec<String> = (0..10_000)
+            .map(|i| format!("dev-{i:07}"))
+            .filter(|id| f.drops_import(&line(id.clone())))
+            .collect();
+        assert!((60..=140).contains(&lost.len()), "{}", lost.len());
+        assert!(f.drops_import(&line(lost[0].clone())));
+        let edge = serde_json::json!({"id": lost[0], "capabilities": {"iotEdge": true}});
+        assert!(!f.drops_import(&edge));
+        let module = serde_json::json!({"id": lost[0], "moduleId": "m"});
+        assert!(!f.drops_import(&module));
+        assert!(!Faults::default().drops_import(&line(lost[0].clone())));
     }
 
     #[test]

@@ -50,6 +50,10 @@
 //! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
+//! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
+//! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe) | decide from the times |
+//! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped | decide verdicts, hold a secret |
 //! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!
 //! Exit codes of the binary: 0 ok, 1 a check found something, 2 error.
@@ -63,6 +67,7 @@ pub mod device;
 pub mod diagnostic;
 pub mod diff;
 pub mod dps;
+pub mod drill;
 pub mod dump;
 pub mod enroll;
 pub mod error;
@@ -74,8 +79,10 @@ pub mod keys;
 pub mod pipeline;
 pub mod policy;
 pub mod preflight;
+pub mod probe;
 pub mod redact;
 pub mod repo;
+pub mod report;
 pub mod restore;
 pub mod rotate;
 pub mod services;
@@ -83,5 +90,6 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod staging;
 pub mod store;
+pub mod timeline;
 
 pub use error::{Diagnostic, Error};

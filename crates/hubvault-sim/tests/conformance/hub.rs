@@ -2181,3 +2181,61 @@ fn binary_starts_fast_and_writes_info_and_config() {
     // Not a timed assertion (the machine may be loaded): the figure is printed for the record.
     eprintln!("hubvault-sim with 1000 seeded devices was ready after {startup:?}");
 }
+
+#[tokio::test]
+async fn drop_imports_percent_silently_loses_the_same_device_ids_from_bulk_writes() {
+    async fn stored(sim: &Sim) -> std::collections::BTreeSet<String> {
+        sim.registry_lines("hub-a")
+            .await
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+    let sim = start(&[("hub-a", 0)]).await;
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
+        Some(json!({"drop_imports_percent": 30.0})),
+    )
+    .await;
+    let ids: Vec<String> = (0..50).map(|i| format!("lossy-{i:03}")).collect();
+    let batch: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "importMode": "createOrUpdate"}))
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = sim
+            .req(Method::POST, "hub-a", "/devices")
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "answered as applied");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["isSuccessful"], true);
+        assert_eq!(body["errors"], json!([]));
+        seen.push(stored(&sim).await);
+    }
+    assert!(
+        (20..50).contains(&seen[0].len()),
+        "about 30 % lost: {} stored",
+        seen[0].len()
+    );
+    assert_eq!(seen[0], seen[1], "the same ids are lost on every write");
+    sim.control(
+        Method::PATCH,
+        "/hubs/hub-a/faults",
+        Some(json!({"drop_imports_percent": 0.0})),
+    )
+    .await;
+    let again = sim
+        .req(Method::POST, "hub-a", "/devices")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(stored(&sim).await.len(), ids.len(), "cleared: all stored");
+}

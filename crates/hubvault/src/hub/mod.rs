@@ -253,6 +253,17 @@ impl HubClient {
         &self.inner.host
     }
 
+    /// Where requests go: `https://{host}`, or the configured endpoint (the simulator).
+    pub fn endpoint(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The HTTP client this hub is reached with (its trust roots and local address): a
+    /// device-side call to the same hub (a drill's probe) goes the same way.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     /// How messages name the hub ([`Connection::name`], else the host name).
     pub fn name(&self) -> &str {
         &self.inner.name

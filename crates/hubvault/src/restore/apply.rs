@@ -156,6 +156,7 @@ pub async fn run_bulk(
     passes: Passes,
     snapshot: &[SnapshotRecord],
     progress: &mut Progress,
+    timeline: &crate::timeline::Timeline,
 ) -> Result<(), crate::hub::Error> {
     let Passes {
         devices,
@@ -171,6 +172,9 @@ pub async fn run_bulk(
         settle(bulk::apply(client, batch).await, progress, |k| {
             kinds.get(k).copied().unwrap_or(Kind::Update)
         })?;
+    }
+    if !links.is_empty() {
+        timeline.begin("links");
     }
     let lines = link_lines(client, &links, snapshot, &mut progress.failed).await?;
     settle(bulk::apply(client, lines).await, progress, |_| Kind::Link)?;

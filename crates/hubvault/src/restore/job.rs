@@ -172,6 +172,9 @@ async fn import(
     }
     // Retried and counted: the lines (every key of the restore among them) are done with.
     super::drop_aside(lines);
+    if !links.is_empty() {
+        options.timeline.begin("links");
+    }
     let link_lines = apply::link_lines(client, &links, snapshot, &mut progress.failed).await?;
     if link_lines.len() >= options.link_job_min.max(1) {
         // Many links: a second import job sets them, where bulk calls (100 lines each) would

@@ -13,9 +13,11 @@
 //! | [`apply`], [`bulk`] | passes of import lines and the bulk engine |
 //! | [`configurations`] | configurations: plan and `PUT`/`DELETE` |
 //! | [`readback`] | re-reading the target after apply; which keys were proven (all or a sample) |
+//! | [`estimate`] | `--engine auto`: import job against bulk calls, estimated from the hub's tier and units and the documented throttles |
+//! | [`sample`] | `--verify full / sample[=N] / none`, kinds of identity, stratified samples and their power |
 //! | [`outcome`] | what the parts report: job errors, differences, key checks |
 //! | [`job`], [`pace`], [`report`] | the import-job engine, the bulk engine's pacing, the report |
-//! | `run` (here) | the use case: read, plan, preflight, apply, verify, report |
+//! | `run` (here) | the use case: read, plan, preflight, apply (the target is usable), verify, report |
 //!
 //! Must not: know clap, print. A fatal error during apply ([`Error::Stopped`]) still says what
 //! was applied before it, so nothing half-imported goes unreported.
@@ -24,6 +26,7 @@ pub mod apply;
 pub mod bulk;
 pub mod canonical;
 pub mod configurations;
+pub mod estimate;
 pub mod export;
 pub mod job;
 pub mod lines;
@@ -33,6 +36,7 @@ pub mod pace;
 pub mod plan;
 pub mod readback;
 pub mod report;
+pub mod sample;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -50,8 +54,9 @@ use crate::store::Store;
 pub use apply::Applied;
 pub use outcome::{Difference, JobError, KeyCheck, Problem};
 pub use plan::{MaxDelete, Mode, Plan, Scope};
-pub use readback::{VERIFY_KEY_SAMPLE, verify};
+pub use readback::verify;
 pub use report::RestoreReport;
+pub use sample::Verify;
 
 /// Which engine writes to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +65,8 @@ pub enum Engine {
     Job,
     /// `POST /devices`, ≤100 per call (no staging).
     Bulk,
-    /// The job above [`JOB_THRESHOLD`] records when staging is configured, else bulk.
+    /// Whichever [`estimate`] says is faster for the plan on this hub's tier (the job only
+    /// when staging is configured).
     Auto,
 }
 
@@ -74,15 +80,12 @@ impl Engine {
     }
 }
 
-/// From how many writes `auto` prefers an import job (when staging is configured).
-pub const JOB_THRESHOLD: usize = 5_000;
-
 /// From how many key comparisons an export job beats single registry reads (default).
 pub const KEY_READ_JOB_MIN: usize = 2_000;
 
 /// From how many edge links the job engine sets them with a second import job instead of bulk
-/// calls (default; as many lines as make `auto` pick a job).
-pub const LINK_JOB_MIN: usize = JOB_THRESHOLD;
+/// calls (default).
+pub const LINK_JOB_MIN: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -90,8 +93,12 @@ pub struct RestoreOptions {
     pub only: Option<glob::Pattern>,
     pub engine: Engine,
     pub dry_run: bool,
-    /// Re-read the target after applying and compare it with the snapshot.
-    pub verify: bool,
+    /// What the re-read of the target after applying proves (`--verify`).
+    pub verify: Verify,
+    /// Where the restore marks its phases (preflight, open + plan, apply, links, verification).
+    pub timeline: crate::timeline::Timeline,
+    /// The target's throttles, for `auto` (`None`: S1 with one unit is assumed, and said).
+    pub rates: Option<estimate::HubRates>,
     /// Check findings (id conflicts, …) before applying; a failed finding stops the restore.
     pub preflight: bool,
     /// How the import job is polled.
@@ -113,7 +120,9 @@ impl Default for RestoreOptions {
             only: None,
             engine: Engine::Bulk,
             dry_run: false,
-            verify: true,
+            verify: Verify::Full,
+            timeline: crate::timeline::Timeline::default(),
+            rates: None,
             preflight: true,
             poll: PollPolicy::default(),
             key_read_job_min: KEY_READ_JOB_MIN,
@@ -413,7 +422,8 @@ pub async fn run(
 /// Restore with preflight `checks` prepared by the caller (ARM access, caller ip, `--wait`);
 /// the restore adds what only its plan knows (job use, creates, id conflicts). When
 /// `options.shutdown` fires, its import job is cancelled, its staging blobs deleted, and it ends
-/// with [`Error::Interrupted`]; what was already applied stays.
+/// with [`Error::Interrupted`]; what was already applied stays. The report says when the target
+/// was usable (import and links done) apart from when verification finished.
 pub async fn run_with_checks(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -423,9 +433,42 @@ pub async fn run_with_checks(
     options: &RestoreOptions,
     checks: Checks<'_>,
 ) -> Result<RestoreReport, Error> {
+    let (mut report, usable) = until_usable(
+        store, manifest, identities, client, staging, options, checks,
+    )
+    .await?;
+    if let Some(usable) = usable {
+        usable.verify(client, staging, options, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// The restore up to the moment the target is usable: preflight, plan, apply, links. The
+/// [`Usable`] (none on a dry run or when preflight stopped it) holds what verification needs,
+/// so a caller can prove devices connect first (a drill) and verify after.
+pub async fn until_usable(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    identities: Identities,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    options: &RestoreOptions,
+    checks: Checks<'_>,
+) -> Result<(RestoreReport, Option<Usable>), Error> {
     let work = Box::pin(restore_with_checks(
         store, manifest, identities, client, staging, options, checks,
     ));
+    interruptible(work, client, staging, options).await
+}
+
+/// `work`, unless `options.shutdown` fires first: then this run's job is cancelled and its
+/// staging blobs deleted.
+async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+    client: &HubClient,
+    staging: Option<&Staging>,
+    options: &RestoreOptions,
+) -> Result<T, Error> {
     tokio::select! {
         r = work => r,
         () = options.shutdown.requested() => {
@@ -442,6 +485,68 @@ pub async fn run_with_checks(
     }
 }
 
+/// A restore whose writes are done: the target is usable. Holds the snapshot's records (with
+/// their keys: never printed) for verification and for a drill's probe.
+pub struct Usable {
+    records: Vec<plan::SnapshotRecord>,
+    conflicts: Vec<String>,
+    configurations: Option<Vec<Value>>,
+    /// Identities this restore created (`id` or `id/moduleId`), and configurations.
+    created: Vec<(String, Option<String>)>,
+    created_configurations: Vec<String>,
+}
+
+impl Usable {
+    /// The snapshot's records, canonical, keys included.
+    pub fn records(&self) -> &[plan::SnapshotRecord] {
+        &self.records
+    }
+
+    /// What this restore created: devices and modules `(id, moduleId)`, then configuration ids.
+    pub fn created(&self) -> (&[(String, Option<String>)], &[String]) {
+        (&self.created, &self.created_configurations)
+    }
+
+    /// Verify as `options.verify` says, into `report` (its `verified_at` is set even for
+    /// `none`: the moment nothing more was to be proven).
+    pub async fn verify(
+        self,
+        client: &HubClient,
+        staging: Option<&Staging>,
+        options: &RestoreOptions,
+        report: &mut RestoreReport,
+    ) -> Result<(), Error> {
+        if options.verify != Verify::None {
+            options.timeline.begin("verification");
+            // The same staging as the apply (the job engine's, or bulk's when configured): with
+            // it, `full` proves every key through one export job.
+            let found = interruptible(
+                Box::pin(verify(
+                    client,
+                    &self.records,
+                    options,
+                    &self.conflicts,
+                    staging,
+                )),
+                client,
+                staging,
+                options,
+            )
+            .await?;
+            let mut differences = found.differences;
+            if let Some(wanted) = &self.configurations {
+                differences.extend(configurations::verify(client, wanted, options.mode).await?);
+            }
+            report.verified = Some(differences.is_empty());
+            report.differences = differences;
+            report.keys = Some(found.keys);
+        }
+        report.verified_at = Some(time::OffsetDateTime::now_utc());
+        drop_aside(self.records);
+        Ok(())
+    }
+}
+
 async fn restore_with_checks(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -450,21 +555,23 @@ async fn restore_with_checks(
     staging: Option<&Staging>,
     options: &RestoreOptions,
     mut checks: Checks<'_>,
-) -> Result<RestoreReport, Error> {
+) -> Result<(RestoreReport, Option<Usable>), Error> {
     if options.engine == Engine::Job && staging.is_none() {
         return Err(Error::NoStaging);
     }
     let may_use_job = options.engine != Engine::Bulk && staging.is_some();
     if options.preflight {
+        options.timeline.begin("preflight");
         checks.needs_jobs = may_use_job;
         checks.staging = if may_use_job { staging } else { None };
         let early = preflight::run(&checks).await;
         if !early.ok {
             let mut report = RestoreReport::new(manifest, client.name(), options, &Plan::default());
             report.preflight = Some(early);
-            return Ok(report);
+            return Ok((report, None));
         }
         checks.staging = None;
+        options.timeline.begin("open + plan");
         let prepared = prepare(
             store.clone(),
             manifest,
@@ -505,6 +612,7 @@ async fn restore_with_checks(
         ))
         .await;
     }
+    options.timeline.begin("open + plan");
     let prepared = prepare(store, manifest, identities, client, staging, options).await?;
     Box::pin(finish(prepared, manifest, client, staging, options, None)).await
 }
@@ -595,7 +703,7 @@ async fn finish(
     staging: Option<&Staging>,
     options: &RestoreOptions,
     preflight: Option<preflight::Report>,
-) -> Result<RestoreReport, Error> {
+) -> Result<(RestoreReport, Option<Usable>), Error> {
     let Prepared {
         records,
         plan,
@@ -613,30 +721,134 @@ async fn finish(
         report.brake = Some(refused.to_string());
     }
     if blocked || options.dry_run {
-        return Ok(report);
+        return Ok((report, None));
     }
+    options.timeline.begin("apply");
+    let apply_started = time::OffsetDateTime::now_utc();
     let writes = plan
         .items
         .len()
         .saturating_sub(usize::try_from(plan.counts().unchanged).unwrap_or(0));
-    let job_staging = match (options.engine, staging) {
-        (Engine::Job, Some(s)) => Some(s),
-        (Engine::Auto, Some(s)) if writes >= JOB_THRESHOLD => Some(s),
-        _ => None,
-    };
-    let mut progress = apply::Progress::default();
     let passes = apply::passes(&plan, &records, &live);
+    let (estimate, job_staging) = engine_for(options, staging, writes, passes.links.len());
+    report.estimate = estimate;
+    let mut progress = apply::Progress::default();
     let config_plan = configs.as_ref().map(|(_, cp)| cp);
     let applied: Result<(), JobError> = if let Some(staging) = job_staging {
         report.engine = Engine::Job;
+        let job = JobRun {
+            client,
+            staging,
+            options,
+            config_plan,
+            records: &records,
+        };
+        Box::pin(job.apply(passes, &mut progress, &mut report)).await
+    } else {
+        report.engine = Engine::Bulk;
+        let mut result =
+            apply::run_bulk(client, passes, &records, &mut progress, &options.timeline).await;
+        if result.is_ok()
+            && let Some(cp) = config_plan
+        {
+            result = configurations::apply(client, cp, &mut progress).await;
+        }
+        result.map_err(JobError::from)
+    };
+    if let Err(e) = applied {
+        if let Some(s) = &report.staging {
+            tracing::warn!("{s}");
+        }
+        return Err(Error::stopped(client.name(), e, &progress));
+    }
+    report.applied = progress.applied;
+    report.failed = progress.failed;
+    report.throttled = progress.throttled;
+    let usable_at = time::OffsetDateTime::now_utc();
+    report.usable_at = Some(usable_at);
+    report.applied_seconds = Some(crate::timeline::round3(crate::timeline::between(
+        apply_started,
+        usable_at,
+    )));
+    let created = plan
+        .items
+        .iter()
+        .filter(|i| i.action == plan::Action::Create)
+        .map(|i| (i.id.clone(), i.module_id.clone()))
+        .collect();
+    let created_configurations = config_plan
+        .map(|cp| {
+            cp.put
+                .iter()
+                .filter(|(_, etag)| etag.is_none())
+                .filter_map(|(c, _)| c.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let usable = Usable {
+        records,
+        conflicts: plan.conflicts.clone(),
+        configurations: configs.map(|(wanted, _)| wanted),
+        created,
+        created_configurations,
+    };
+    drop_aside((plan, live));
+    Ok((report, Some(usable)))
+}
+
+/// The staging the job engine uses (`None`: bulk), and for `auto` the estimate that chose it.
+fn engine_for<'a>(
+    options: &RestoreOptions,
+    staging: Option<&'a Staging>,
+    writes: usize,
+    links: usize,
+) -> (Option<estimate::Estimate>, Option<&'a Staging>) {
+    match (options.engine, staging) {
+        (Engine::Job, s) => (None, s),
+        (Engine::Bulk, _) => (None, None),
+        (Engine::Auto, s) => {
+            let rates = options
+                .rates
+                .clone()
+                .unwrap_or_else(|| estimate::HubRates::from_sku(None));
+            let e = estimate::estimate(writes, links, &rates, s.is_some(), options.link_job_min);
+            let job = if e.chosen == Engine::Job { s } else { None };
+            (Some(e), job)
+        }
+    }
+}
+
+/// One apply through the job engine, and what it reports about staging.
+struct JobRun<'a> {
+    client: &'a HubClient,
+    staging: &'a Staging,
+    options: &'a RestoreOptions,
+    config_plan: Option<&'a configurations::Plan>,
+    records: &'a [plan::SnapshotRecord],
+}
+
+impl JobRun<'_> {
+    async fn apply(
+        self,
+        passes: apply::Passes,
+        progress: &mut apply::Progress,
+        report: &mut RestoreReport,
+    ) -> Result<(), JobError> {
+        let JobRun {
+            client,
+            staging,
+            options,
+            config_plan,
+            records,
+        } = self;
         let (job_report, result) = job::run(
             client,
             staging,
             options,
             passes,
             config_plan,
-            &records,
-            &mut progress,
+            records,
+            progress,
         )
         .await;
         report.job_id = job_report.job_id;
@@ -662,39 +874,7 @@ async fn finish(
         report.staging = Some(said);
         report.retried = job_report.retried;
         result
-    } else {
-        report.engine = Engine::Bulk;
-        let mut result = apply::run_bulk(client, passes, &records, &mut progress).await;
-        if result.is_ok()
-            && let Some(cp) = config_plan
-        {
-            result = configurations::apply(client, cp, &mut progress).await;
-        }
-        result.map_err(JobError::from)
-    };
-    if let Err(e) = applied {
-        if let Some(s) = &report.staging {
-            tracing::warn!("{s}");
-        }
-        return Err(Error::stopped(client.name(), e, &progress));
     }
-    report.applied = progress.applied;
-    report.failed = progress.failed;
-    report.throttled = progress.throttled;
-    if options.verify {
-        // The same staging as the apply (the job engine's, or bulk's when configured): with it,
-        // one export job proves every key, not a sample.
-        let found = verify(client, &records, options, &plan.conflicts, staging).await?;
-        let mut differences = found.differences;
-        if let Some((wanted, _)) = &configs {
-            differences.extend(configurations::verify(client, wanted, options.mode).await?);
-        }
-        report.verified = Some(differences.is_empty());
-        report.differences = differences;
-        report.keys = Some(found.keys);
-    }
-    drop_aside((records, plan, live));
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ pub struct Difference {
 }
 
 /// What the key comparison covered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KeyCheck {
     /// Records whose keys were read back and compared.
     pub checked: usize,
@@ -136,6 +136,10 @@ pub struct KeyCheck {
     /// it was not).
     #[serde(skip)]
     pub staging_at_hand: bool,
+    /// For a sample: the smallest share of identities that, had they differed, this sample
+    /// would have caught one of with 99 % probability ([`super::sample::power`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detects_share: Option<f64>,
 }
 
 impl KeyCheck {
@@ -166,14 +170,17 @@ impl KeyCheck {
         let mut out = if self.all() {
             format!("keys: all {} record(s) with keys compared {via}", self.of)
         } else {
-            let advice = if self.staging_at_hand {
-                "run `hubvault diff SNAPSHOT --hub HUB` to compare them all"
-            } else {
-                "configure [staging] or pass --staging to check them all through an export job"
-            };
+            let power = self.detects_share.map_or_else(String::new, |share| {
+                format!(
+                    "; had ≥ {:.1} % of them differed, this sample would have found one with \
+                     99 % probability",
+                    share * 100.0
+                )
+            });
             format!(
-                "keys: only a sample of {} of {} record(s) with keys compared {via}; the other \
-                 keys were not read back ({advice})",
+                "keys: a random sample of {} of {} record(s) with keys compared {via}, \
+                 stratified by kind{power}; every id and everything but keys was compared for \
+                 all (`--verify full` reads every key)",
                 self.checked, self.of
             )
         };

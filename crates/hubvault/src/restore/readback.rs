@@ -3,28 +3,27 @@
 //! Every record is compared on everything a restore carries over; how the keys were read back is
 //! said in the report ([`KeyCheck`]) — a user must know what was proven:
 //!
-//! - staging at hand and many records with keys: ONE export job of the target reads it **all**
-//!   ([`super::export::read_target`]; its blob is deleted right after, also on failure). An export
-//!   line holds what a twin read does plus the keys, so no twins are paged;
-//! - otherwise (or when that job failed) twin queries read everything but keys, and keys follow
-//!   for the records only keys could tell apart: **all** of them by single registry reads when
-//!   few (≤ [`VERIFY_KEY_READS_MAX`]), else an evenly spread sample of [`VERIFY_KEY_SAMPLE`],
-//!   since hubs throttle registry reads hard.
+//! - `--verify full`, staging at hand and many records with keys: ONE export job of the target
+//!   reads it **all** ([`super::export::read_target`]; its blob is deleted right after, also on
+//!   failure). An export line holds what a twin read does plus the keys, so no twins are paged;
+//! - `--verify full` otherwise (or when that job failed): twin queries read everything but keys,
+//!   and **every** key follows by single registry reads (slow on a big hub: hubs throttle them);
+//! - `--verify sample=N`: twin queries list every id and read everything but keys (so missing
+//!   and extra identities are always named), and the keys of N identities chosen at random,
+//!   stratified by kind ([`super::sample`]), with the power of that N stated.
 //!
 //! Must not: write to the hub, print.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::canonical;
 use super::outcome::{Difference, KeyCheck, KeyVia, Problem};
 use super::plan::{self, Mode, Scope};
+use super::sample::{Kind, Verify, kind_of, power, stratified};
 use super::{Error, RestoreOptions, live};
 use crate::diagnostic::Diagnostic as _;
 use crate::hub::HubClient;
 use crate::staging::Staging;
-
-/// How many records' keys verification reads back when it cannot read them all.
-pub const VERIFY_KEY_SAMPLE: usize = 100;
 
 /// Up to how many keys verification reads one by one when no export job reads them.
 pub const VERIFY_KEY_READS_MAX: usize = 1_000;
@@ -36,20 +35,16 @@ pub enum KeyWay {
     ExportJob,
     /// A registry read per record: every key.
     ReadAll,
-    /// A registry read per sampled record.
-    Sample,
 }
 
-/// The way to read `needed` keys (pure): an export job when staging is at hand and at least
-/// `job_min` are needed, or more than single reads would cover; else all by single reads when
-/// few, else (no staging) a sample. With staging at hand every key is always read back.
+/// The way `--verify full` reads `needed` keys (pure): an export job when staging is at hand and
+/// at least `job_min` are needed, or more than single reads comfortably cover; else all by
+/// single reads.
 pub fn key_way(needed: usize, staging: bool, job_min: usize) -> KeyWay {
     if staging && (needed >= job_min.max(1) || needed > VERIFY_KEY_READS_MAX) {
         KeyWay::ExportJob
-    } else if needed <= VERIFY_KEY_READS_MAX {
-        KeyWay::ReadAll
     } else {
-        KeyWay::Sample
+        KeyWay::ReadAll
     }
 }
 
@@ -84,7 +79,9 @@ pub async fn verify(
         })
         .count();
     let mut note = None;
-    if let (KeyWay::ExportJob, Some(staging)) = (
+    let full = options.verify == Verify::Full;
+    if let (true, KeyWay::ExportJob, Some(staging)) = (
+        full,
         key_way(with_keys, staging.is_some(), options.key_read_job_min),
         staging,
     ) {
@@ -104,6 +101,7 @@ pub async fn verify(
                         job_id: Some(job_id),
                         note: None,
                         staging_at_hand: true,
+                        detects_share: None,
                     },
                 });
             }
@@ -118,7 +116,11 @@ pub async fn verify(
     }
     let mut live = live::read(client).await.map_err(Error::Target)?;
     let first = plan::plan(records, &live, mode, &scope);
-    let mut keys = read_keys(client, &mut live, &first.needs_keys, note).await?;
+    let sample = match options.verify {
+        Verify::Sample(n) => Some(n),
+        _ => None,
+    };
+    let mut keys = read_keys(client, &mut live, records, &first.needs_keys, sample, note).await?;
     keys.staging_at_hand = staging.is_some();
     let after = plan::plan(records, &live, mode, &scope);
     Ok(Verification {
@@ -142,22 +144,46 @@ fn differences(after: &plan::Plan, conflicts: &[String]) -> Vec<Difference> {
         .collect()
 }
 
-/// Read the keys of `needed` into `live` by single registry reads: all of them when few, else an
-/// evenly spread sample. `note` says why no export job read them (it failed).
+/// Read the keys of `needed` into `live` by single registry reads: all of them (`--verify full`,
+/// or when few), or `sample` of them chosen at random, stratified by kind. `note` says why no
+/// export job read them (it failed).
 async fn read_keys(
     client: &HubClient,
     live: &mut [plan::TargetRecord],
+    records: &[plan::SnapshotRecord],
     needed: &[(String, Option<String>)],
+    sample: Option<usize>,
     note: Option<String>,
 ) -> Result<KeyCheck, Error> {
-    let chosen: Vec<_> = if needed.len() <= VERIFY_KEY_READS_MAX {
-        needed.to_vec()
-    } else {
-        sample(needed, VERIFY_KEY_SAMPLE)
+    let chosen: Vec<_> = match sample {
+        Some(n) if n < needed.len() => {
+            let kinds: HashMap<(&str, Option<&str>), Kind> = records
+                .iter()
+                .map(|r| {
+                    (
+                        (r.id.as_str(), r.module_id.as_deref()),
+                        kind_of(&r.canonical),
+                    )
+                })
+                .collect();
+            let items: Vec<_> = needed
+                .iter()
+                .map(|k| {
+                    let kind = kinds
+                        .get(&(k.0.as_str(), k.1.as_deref()))
+                        .copied()
+                        .unwrap_or(Kind::Sas);
+                    (k.clone(), kind)
+                })
+                .collect();
+            stratified(&items, n, &mut rand::thread_rng())
+        }
+        _ => needed.to_vec(),
     };
     live::fetch_keys(client, live, &chosen)
         .await
         .map_err(Error::Target)?;
+    let detects_share = (chosen.len() < needed.len()).then(|| power(needed.len(), chosen.len()));
     Ok(KeyCheck {
         checked: chosen.len(),
         of: needed.len(),
@@ -165,13 +191,8 @@ async fn read_keys(
         job_id: None,
         note,
         staging_at_hand: false,
+        detects_share,
     })
-}
-
-/// At most `n` entries spread evenly over `all` (the first always included).
-fn sample<T: Clone>(all: &[T], n: usize) -> Vec<T> {
-    let step = all.len().div_ceil(n.max(1)).max(1);
-    all.iter().step_by(step).cloned().collect()
 }
 
 fn missing_or_extra(a: plan::Action) -> Problem {
@@ -280,9 +301,12 @@ mod tests {
     }
 
     #[test]
-    fn without_staging_only_a_big_restore_is_sampled() {
+    fn without_staging_full_reads_every_key_one_by_one() {
         assert_eq!(key_way(VERIFY_KEY_READS_MAX, false, 1), KeyWay::ReadAll);
-        assert_eq!(key_way(VERIFY_KEY_READS_MAX + 1, false, 1), KeyWay::Sample);
+        assert_eq!(
+            key_way(VERIFY_KEY_READS_MAX * 50, false, 1),
+            KeyWay::ReadAll
+        );
     }
 
     #[test]
@@ -295,19 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn the_sample_is_spread_and_bounded() {
-        let all: Vec<usize> = (0..2_500).collect();
-        let s = sample(&all, VERIFY_KEY_SAMPLE);
-        assert!(s.len() <= VERIFY_KEY_SAMPLE && s.len() >= VERIFY_KEY_SAMPLE - 1);
-        assert_eq!(s[0], 0);
-        assert!(
-            *s.last().unwrap() > 2_400,
-            "reaches the end: {:?}",
-            s.last()
-        );
-    }
-
-    #[test]
     fn the_report_says_whether_all_keys_or_a_sample_were_proven() {
         let all = KeyCheck {
             checked: 300,
@@ -316,6 +327,7 @@ mod tests {
             job_id: Some("j1".into()),
             note: None,
             staging_at_hand: true,
+            detects_share: None,
         };
         assert_eq!(all.label(), "all");
         assert!(all.sentence().contains("all 300"));
@@ -327,13 +339,15 @@ mod tests {
             job_id: None,
             note: Some("the export job reading them failed (job_failed)".into()),
             staging_at_hand: false,
+            detects_share: Some(super::power(2_500, 100)),
         };
         assert_eq!(some.label(), "sample of 100");
         let text = some.sentence();
         for part in [
-            "only a sample of 100 of 2500",
-            "not read back",
-            "--staging",
+            "a random sample of 100 of 2500",
+            "% of them differed",
+            "99 % probability",
+            "--verify full",
             "failed",
         ] {
             assert!(text.contains(part), "{part:?} missing from: {text}");

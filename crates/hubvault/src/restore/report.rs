@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use super::apply::Applied;
 use super::bulk::Failure;
 use super::outcome::{Difference, KeyCheck};
-use super::{Engine, Mode, Plan, RestoreOptions};
+use super::{Engine, Mode, Plan, RestoreOptions, Verify};
 use crate::preflight;
 use crate::snapshot::Manifest;
+use crate::timeline::{between, rfc3339, round3};
+use time::OffsetDateTime;
 
 #[derive(Debug)]
 pub struct RestoreReport {
@@ -47,6 +49,18 @@ pub struct RestoreReport {
     pub brake: Option<String>,
     /// Killed runs through the staging container found and cleaned up (see `Staging`).
     pub dead_runs: Vec<crate::staging::SweptRun>,
+    /// What verification was asked to prove (`--verify`).
+    pub verify: Verify,
+    /// When the restore began (its first phase).
+    pub started_at: OffsetDateTime,
+    /// When the writes were done (import and edge links): devices can connect from here.
+    pub usable_at: Option<OffsetDateTime>,
+    /// When verification finished (or, with `--verify none`, was skipped).
+    pub verified_at: Option<OffsetDateTime>,
+    /// `--engine auto`: both estimates and why the engine was chosen.
+    pub estimate: Option<super::estimate::Estimate>,
+    /// Seconds the writes took (apply and links), to set against the estimate.
+    pub applied_seconds: Option<f64>,
 }
 
 impl RestoreReport {
@@ -72,6 +86,29 @@ impl RestoreReport {
             retried: 0,
             brake: None,
             dead_runs: Vec::new(),
+            verify: options.verify,
+            started_at: options
+                .timeline
+                .first()
+                .unwrap_or_else(OffsetDateTime::now_utc),
+            usable_at: None,
+            verified_at: None,
+            estimate: None,
+            applied_seconds: None,
+        }
+    }
+
+    /// Seconds from the start to `at`.
+    fn after(&self, at: Option<OffsetDateTime>) -> Option<f64> {
+        at.map(|t| round3(between(self.started_at, t)))
+    }
+
+    /// `all`, `sample of N` or `none`: what the key comparison proved.
+    pub fn verified_keys(&self) -> Option<String> {
+        match (&self.keys, self.verify) {
+            (Some(k), _) => Some(k.label()),
+            (None, Verify::None) if self.usable_at.is_some() => Some("none".into()),
+            _ => None,
         }
     }
 
@@ -116,9 +153,23 @@ impl RestoreReport {
             v["staging"] = json!(s);
         }
         if let Some(k) = &self.keys {
-            // What was proven: `all`, or `sample of N` (then `key_check.of` says of how many).
-            v["verified_keys"] = json!(k.label());
             v["key_check"] = serde_json::to_value(k).unwrap_or(Value::Null);
+        }
+        // What was proven: `all`, `sample of N` (then `key_check.of` says of how many), `none`.
+        if let Some(label) = self.verified_keys() {
+            v["verified_keys"] = json!(label);
+        }
+        if let Some(e) = &self.estimate {
+            v["engine_choice"] = serde_json::to_value(e).unwrap_or(Value::Null);
+            v["engine_choice"]["actual_seconds"] = json!(self.applied_seconds);
+        }
+        if self.usable_at.is_some() {
+            v["verify"] = json!(self.verify.label());
+            v["started_at"] = json!(rfc3339(self.started_at));
+            v["usable_at"] = json!(self.usable_at.map(rfc3339));
+            v["usable_after_seconds"] = json!(self.after(self.usable_at));
+            v["verified_at"] = json!(self.verified_at.map(rfc3339));
+            v["verified_after_seconds"] = json!(self.after(self.verified_at));
         }
         if let Some(j) = &self.job_id {
             v["job_id"] = json!(j);
@@ -210,6 +261,9 @@ impl RestoreReport {
 
     /// What was applied, failed and verified.
     fn outcome_text(&self, out: &mut String) {
+        if let Some(e) = &self.estimate {
+            let _ = writeln!(out, "engine auto → {}", e.reason);
+        }
         let a = self.applied;
         let _ = writeln!(
             out,
@@ -268,6 +322,27 @@ impl RestoreReport {
         }
         if let Some(k) = &self.keys {
             let _ = writeln!(out, "{}", k.sentence());
+        }
+        if let Some(usable) = self.after(self.usable_at) {
+            let _ = write!(
+                out,
+                "usable after {} (import and links done)",
+                crate::report::duration_text(usable)
+            );
+            match (self.verify, self.after(self.verified_at)) {
+                (Verify::None, _) => {
+                    let _ = writeln!(out, "; not verified (--verify none)");
+                }
+                (_, Some(verified)) => {
+                    let _ = writeln!(
+                        out,
+                        "; verified ({}) after {}",
+                        self.verify.label(),
+                        crate::report::duration_text(verified)
+                    );
+                }
+                (_, None) => out.push('\n'),
+            }
         }
     }
 }

@@ -1,0 +1,192 @@
+//! `hubvault drill`: argument resolution, the report file and output. The drill itself is
+//! `hubvault::drill`.
+
+use std::fmt::Write as _;
+
+use hubvault::config::Config;
+use hubvault::device::telemetry::DeviceTarget;
+use hubvault::drill::{self, Targets};
+use hubvault::restore::{self, Engine, RestoreOptions};
+use hubvault::shutdown::Shutdown;
+use hubvault::staging::Staging;
+
+use super::{Result, identities, live};
+use crate::Outcome;
+use crate::cli::{DrillArgs, Global, RestoreEngine};
+
+pub async fn run(
+    config: &Config,
+    global: &Global,
+    args: DrillArgs,
+    shutdown: Shutdown,
+) -> Result<Outcome> {
+    if let Some(dps) = &args.via_dps {
+        return Err(hubvault::Error::usage(
+            format!(
+                "not built yet: --via-dps {dps} needs the DPS device-registration client, which \
+                 hubvault does not have yet"
+            ),
+            "drop --via-dps: the probe then authenticates the devices against the hub directly",
+        ));
+    }
+    let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
+    let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
+    let manifest = repo
+        .resolve_trusted(&args.snapshot, hub_filter.as_ref())?
+        .clone();
+    let newest = repo
+        .listing()
+        .manifests
+        .iter()
+        .filter(|m| m.hub == manifest.hub)
+        .filter_map(|m| {
+            time::OffsetDateTime::parse(&m.created, &time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .max();
+    let (hub, client) = live::resolve(&args.to, config, &args.live)?;
+    let engine = match args.engine {
+        RestoreEngine::Job => Engine::Job,
+        RestoreEngine::Bulk => Engine::Bulk,
+        RestoreEngine::Auto => Engine::Auto,
+    };
+    let staging = open_staging(config, args.live.staging.as_deref(), &client, engine)?;
+    let poll = live::poll_policy()?;
+    let arm = live::arm_client(config)?;
+    let rates = match engine {
+        Engine::Auto => hub_rates(arm.as_ref(), &hub).await,
+        _ => None,
+    };
+    let options = RestoreOptions {
+        engine,
+        rates,
+        verify: args.verify.unwrap_or(drill::DEFAULT_VERIFY),
+        preflight: !args.no_preflight,
+        poll,
+        shutdown,
+        ..RestoreOptions::default()
+    };
+    let checks = live::checks_for(&hub, &client, arm.as_ref(), &args.live, poll);
+    let device_target = DeviceTarget {
+        host: client.host().to_owned(),
+        endpoint: client.endpoint().clone(),
+    };
+    let request = drill::Request {
+        store: repo.store().clone(),
+        manifest: &manifest,
+        newest,
+        identities: identities(config, &args.keys).await?,
+        client: &client,
+        staging: staging.as_ref(),
+        checks,
+        options,
+        allow_nonempty: args.allow_nonempty_target,
+        cleanup: args.cleanup,
+        targets: Targets {
+            rto: args.rto_target,
+            rpo: args.rpo_target,
+        },
+        probe_per_kind: args.probe_devices,
+        http: client.http().clone(),
+        device_target,
+    };
+    let report = drill::run(request).await.map_err(hubvault::Error::app)?;
+    let mut human = report.human();
+    let mut json = report.to_json();
+    if let Some(path) = &args.report {
+        let page = report.document(reproduce(&args, &manifest.id)).html();
+        std::fs::write(path, page).map_err(|e| {
+            hubvault::Error::usage(
+                format!("cannot write the report to {}: {e}", path.display()),
+                "pass --report with a file in a folder you can write",
+            )
+        })?;
+        let _ = writeln!(human, "report: {}", path.display());
+        json["report"] = serde_json::json!(path.display().to_string());
+    }
+    Ok(Outcome {
+        json,
+        human,
+        found_something: report.found_something(),
+        warnings: super::unsigned_warning(&manifest).into_iter().collect(),
+        failed: false,
+    })
+}
+
+/// The commands that reproduce this drill (the snapshot by id; a connection string redacted).
+fn reproduce(args: &DrillArgs, snapshot: &str) -> Vec<String> {
+    let mut drill = format!("hubvault drill {snapshot} --to {}", args.to);
+    if let Some(v) = args.verify {
+        let _ = write!(drill, " --verify {}", v.label());
+    }
+    for (flag, on) in [
+        ("--cleanup", args.cleanup),
+        ("--allow-nonempty-target", args.allow_nonempty_target),
+    ] {
+        if on {
+            drill.push(' ');
+            drill.push_str(flag);
+        }
+    }
+    if let Some(t) = args.rto_target {
+        let _ = write!(drill, " --rto-target {t}s");
+    }
+    if let Some(t) = args.rpo_target {
+        let _ = write!(drill, " --rpo-target {t}s");
+    }
+    if let Some(r) = &args.report {
+        let _ = write!(drill, " --report {}", r.display());
+    }
+    vec![
+        hubvault::redact::redact(&drill),
+        hubvault::redact::redact(&format!(
+            "hubvault diff {snapshot} --hub {}   # the drill hub against the snapshot",
+            args.to
+        )),
+    ]
+}
+
+/// Staging for the job engine and for every engine's full verification (one export job proves
+/// all keys). Bulk does not need it: a broken staging setting only warns there.
+pub(super) fn open_staging(
+    config: &Config,
+    flag: Option<&str>,
+    client: &hubvault::hub::HubClient,
+    engine: Engine,
+) -> Result<Option<Staging>> {
+    if flag.is_none() && config.staging.is_none() {
+        return Ok(None);
+    }
+    match Staging::open(flag, config, client.host()) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if engine == Engine::Bulk => {
+            tracing::warn!("staging not used ({e}); verification reads keys one by one");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The target's throttles for `--engine auto`, from its tier read through ARM (when ARM and the
+/// hub's `resource-id` are configured); `None` (S1 with one unit assumed) otherwise.
+pub(super) async fn hub_rates(
+    arm: Option<&hubvault::arm::ArmClient>,
+    hub: &hubvault::services::ResolvedHub,
+) -> Option<restore::estimate::HubRates> {
+    let (arm, id) = (arm?, hub.resource_id.as_deref()?);
+    match arm.hub_sku(id).await {
+        Ok(sku) => Some(restore::estimate::HubRates::from_sku(sku.as_ref())),
+        Err(e) => {
+            tracing::warn!(
+                "could not read the tier of {} through ARM ({e}); S1 with one unit assumed",
+                hub.name
+            );
+            None
+        }
+    }
+}
+
+/// The restore's verification unless `--verify` says otherwise (restore and clone).
+pub(super) fn restore_default_verify(asked: Option<restore::Verify>) -> restore::Verify {
+    asked.unwrap_or(restore::Verify::Sample(restore::sample::DEFAULT_SAMPLE))
+}
