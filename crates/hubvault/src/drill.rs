@@ -194,6 +194,8 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     if drill.probe.passed() {
         drill.rto_seconds = Some(round3(between(started, probe_done)));
     }
+    // The probe phase ends where the RTO does; what follows (keys, counts) is verification.
+    timeline.begin_at("verification", probe_done);
     let expected = expected_identities(usable.records());
     let created = usable.created().0.to_vec();
     let created_configurations = usable.created().1.to_vec();
