@@ -74,6 +74,7 @@ pub mod redact;
 pub mod repo;
 pub mod restore;
 pub mod rotate;
+pub mod service;
 pub mod services;
 pub mod shutdown;
 pub mod snapshot;

@@ -11,8 +11,12 @@
 //! store = "./hubvault-store"     # optional: only for this store (default: whichever store is used)
 //! orphan-grace = "24h"           # unfinished snapshots younger than this are never removed
 //!
+//! jitter = "5m"                  # `serve`/`run`: start each hub's run up to this much later
+//! timeout = "2h"                 # a hub's run is abandoned (job cancelled, staging deleted) after this
+//!
 //! [schedule]
-//! cron = "0 2 * * *"             # 5 fields: minute hour day-of-month month day-of-week
+//! cron = "0 2 * * *"             # 5 fields: minute hour day-of-month month day-of-week (or
+//!                                # `@daily`-style, or 6 with seconds first, for tests)
 //! time-zone = "Europe/Berlin"    # IANA name; default UTC. DST: see `schedule`
 //!
 //! [retention]                    # restic semantics, UTC buckets; see `retention`
@@ -31,11 +35,18 @@
 //! [notifications]
 //! webhook-url-env = "HUBVAULT_WEBHOOK_URL"   # the URL is a secret: name the variable holding it
 //! on = ["failure", "success"]
+//!
+//! [drill]                        # restore drills: accepted, acted on by `hubvault drill` later
+//! cron = "0 4 * * 0"
 //! ```
+//!
+//! `hubs` entries may be globs (`"plant-*"`), matched against the config's hub names and the
+//! names snapshots are stored under.
 //!
 //! Keys are kebab-case and unknown keys are rejected with file, line and column. Values are checked
 //! while parsing (cron, zone, spans, counts), so those errors carry the line too.
 
+pub mod interval;
 pub mod retention;
 pub mod schedule;
 pub mod span;
@@ -48,6 +59,7 @@ use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+pub use interval::Interval;
 pub use retention::{Decision, Rules, SnapshotRef, decide};
 pub use schedule::Schedule;
 pub use span::Span;
@@ -120,6 +132,15 @@ pub struct PolicyFile {
     pub staging: Option<StagingOverrides>,
     #[serde(default)]
     pub notifications: Option<Notifications>,
+    /// Each hub's scheduled run starts up to this much after its slot (spreads load).
+    #[serde(default)]
+    pub jitter: Option<Interval>,
+    /// A hub's run is abandoned after this long (job cancelled, staging deleted).
+    #[serde(default)]
+    pub timeout: Option<Interval>,
+    /// `[drill]`: when restore drills run (the drill command comes later; accepted with a warning).
+    #[serde(default)]
+    pub drill: Option<Schedule>,
 }
 
 fn default_grace() -> Span {
@@ -167,9 +188,59 @@ impl HubSelector {
     pub fn matches(&self, hub: &str) -> bool {
         match self {
             HubSelector::All => true,
-            HubSelector::Named(names) => names.iter().any(|n| n.matches(hub)),
+            HubSelector::Named(names) => names.iter().any(|n| match glob_of(n.label()) {
+                Some(pattern) => pattern.matches(&hub.to_ascii_lowercase()),
+                None => n.matches(hub),
+            }),
         }
     }
+
+    /// Which of the config's hub names (`configured`) this selector names, in order, plus the
+    /// names it lists that are not in the config (the caller reports those).
+    pub fn pick<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Picked {
+        let configured: Vec<&str> = configured.into_iter().collect();
+        let mut picked = Picked::default();
+        let mut add = |name: &str| {
+            if !picked.hubs.iter().any(|h| h == name) {
+                picked.hubs.push(name.to_owned());
+            }
+        };
+        match self {
+            HubSelector::All => configured.iter().for_each(|c| add(c)),
+            HubSelector::Named(names) => {
+                for n in names {
+                    let label = n.label();
+                    match glob_of(label) {
+                        Some(p) => configured
+                            .iter()
+                            .filter(|c| p.matches(&c.to_ascii_lowercase()))
+                            .for_each(|c| add(c)),
+                        None => match configured.iter().find(|c| n.matches(c)) {
+                            Some(c) => add(c),
+                            None => picked.unknown.push(label.to_owned()),
+                        },
+                    }
+                }
+            }
+        }
+        picked
+    }
+}
+
+/// The hubs a policy names, as [`HubSelector::pick`] found them in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Picked {
+    pub hubs: Vec<String>,
+    /// Names (not globs) that the config does not know.
+    pub unknown: Vec<String>,
+}
+
+/// A hub name with glob characters (`*`, `?`, `[`) as a pattern; `None` for a plain name.
+fn glob_of(name: &str) -> Option<glob::Pattern> {
+    if !name.contains(['*', '?', '[']) {
+        return None;
+    }
+    glob::Pattern::new(name).ok()
 }
 
 impl<'de> Deserialize<'de> for HubSelector {
@@ -208,14 +279,21 @@ impl<'de> Deserialize<'de> for HubSelector {
     }
 }
 
-/// Sections of a policy that nothing acts on yet: the scheduler and notifier come with
-/// `hubvault serve`, and nothing reads per-policy staging overrides before that.
+/// Sections of a policy that nothing acts on yet: `[schedule]`, `[staging]`, `jitter` and
+/// `timeout` are acted on by `hubvault serve` and `hubvault run`; the notifier and restore drills
+/// come later.
 fn unused_sections(file: &PolicyFile, text: &str, path: &Path) -> Vec<crate::config::Warning> {
-    let by_serve = "the scheduler, `hubvault serve`, comes with a later release";
     [
-        (file.schedule.is_some(), "schedule", by_serve),
-        (file.notifications.is_some(), "notifications", by_serve),
-        (file.staging.is_some(), "staging", by_serve),
+        (
+            file.notifications.is_some(),
+            "notifications",
+            "webhook notifications come with a later release",
+        ),
+        (
+            file.drill.is_some(),
+            "drill",
+            "scheduled restore drills come with `hubvault drill`",
+        ),
     ]
     .into_iter()
     .filter(|(present, ..)| *present)
@@ -282,7 +360,7 @@ impl Policy {
     /// name's host name, the config names of a host).
     pub fn bind_hubs(&mut self, names_of: impl Fn(&str) -> HubNames) {
         if let HubSelector::Named(list) = &mut self.file.hubs {
-            for n in list.iter_mut() {
+            for n in list.iter_mut().filter(|n| glob_of(n.label()).is_none()) {
                 *n = names_of(n.label());
             }
         }
@@ -407,7 +485,7 @@ on = ["failure", "success"]
             ("[retention]\nkeep-dialy = 7\n", 2, "keep-dialy"),
             ("hubs = \"hub-a\"\n", 1, "\"*\""),
             ("hubs = []\n", 1, "no hub"),
-            ("\n[schedule]\ncron = \"0 0 2 * * *\"\n", 3, "5 fields"),
+            ("\n[schedule]\ncron = \"0 2 * *\"\n", 3, "5 fields"),
             (
                 "[schedule]\ncron = \"0 2 * * *\"\ntime-zone = \"Mars/Olympus\"\n",
                 3,
