@@ -113,7 +113,7 @@ pub fn setting_line(text: &str, name: &str) -> Option<usize> {
 }
 
 /// The parsed `hubvault.toml`. Every field is optional: the file may be absent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub store: Option<String>,
@@ -141,7 +141,7 @@ pub struct Config {
 }
 
 /// A hub or a DPS instance, by connection string or by host + Entra credential.
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceEntry {
     pub connection_string: Option<String>,
@@ -200,7 +200,7 @@ pub enum Credential {
     ClientSecret,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ArmEntry {
     pub endpoint: Option<String>,
@@ -210,7 +210,7 @@ pub struct ArmEntry {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeyVaultEntry {
     /// The vault (`https://NAME.vault.azure.net`) that `endpoint` stands for; with `secret`, it
@@ -227,7 +227,7 @@ pub struct KeyVaultEntry {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StagingEntry {
     pub connection_string_env: Option<String>,

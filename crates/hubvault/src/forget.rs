@@ -264,6 +264,10 @@ pub async fn scan(store: &dyn Store, read: &ReadPolicy) -> Result<Inventory, Err
             inv.marked = true;
             continue;
         }
+        // The scheduler's leases and status records (`hubvault serve`): hubvault's, not snapshots.
+        if meta.name.starts_with(catalog::SERVICE_PREFIX) {
+            continue;
+        }
         let mut parts = meta.name.split('/');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(hub), Some(id), Some(file), None)
@@ -562,6 +566,20 @@ pub async fn run(
     dry_run: bool,
     trust: &TrustRules,
 ) -> Result<Report, Error> {
+    run_scoped(store, policies, now, dry_run, trust, &|_| true).await
+}
+
+/// [`run`] for the snapshots and orphans of the hubs `in_scope` accepts (by the name they are
+/// stored under): what a scheduled run of one hub does after its backup. Every policy given
+/// still applies to them, so pass every policy of the store.
+pub async fn run_scoped(
+    store: &dyn Store,
+    policies: &[Policy],
+    now: DateTime<Utc>,
+    dry_run: bool,
+    trust: &TrustRules,
+    in_scope: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Report, Error> {
     let mut inventory = scan(store, &trust.read).await?;
     if !inventory.marked
         && inventory.snapshots.is_empty()
@@ -573,6 +591,10 @@ pub async fn run(
             marker: catalog::MARKER,
         });
     }
+    inventory.snapshots.retain(|s| in_scope(&s.hub));
+    inventory.orphans.retain(|o| in_scope(&o.hub));
+    inventory.generations.retain(|o| in_scope(&o.hub));
+    inventory.untrusted.retain(|u| in_scope(&u.snapshot.hub));
     let clock = to_chrono(store.now().await?);
     let plan = plan(&inventory.snapshots, policies, now);
     inventory.orphans.append(&mut inventory.generations);

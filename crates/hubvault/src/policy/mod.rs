@@ -50,6 +50,7 @@ pub mod interval;
 pub mod retention;
 pub mod schedule;
 pub mod span;
+pub mod words;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

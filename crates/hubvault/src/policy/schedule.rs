@@ -50,6 +50,16 @@ impl Schedule {
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
+
+    /// [`Schedule::next_fire`], guarded so it always moves forward (strictly after `t`, even
+    /// if the expression answered `t` itself): loops over it always end.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let next = self.next_fire(t)?;
+        if next > t {
+            return Some(next);
+        }
+        self.next_fire(t.checked_add_signed(chrono::TimeDelta::seconds(1))?)
+    }
 }
 
 /// A validated 5-field cron expression (the text is kept for display).

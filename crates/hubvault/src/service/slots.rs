@@ -114,14 +114,9 @@ impl Plan {
     }
 }
 
-/// The first slot strictly after `t`. Guards against an expression that would answer `t`
-/// itself (the loop must always move forward).
+/// The first slot strictly after `t`.
 pub fn next_after(schedule: &Schedule, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let next = schedule.next_fire(t)?;
-    if next > t {
-        return Some(next);
-    }
-    schedule.next_fire(t.checked_add_signed(TimeDelta::seconds(1))?)
+    schedule.next_after(t)
 }
 
 /// The latest slot in `(after, now]`, or `None` if there is none.

@@ -1,0 +1,353 @@
+//! One scheduled run of one hub: take the hub's lease on the store, check the slot has not been
+//! handled (by this process, another replica, or before a restart), back up, apply `forget` with
+//! **every** policy covering the hub in this store, record the outcome, release the lease.
+//!
+//! Whoever starts work owns its cancellation: a run's timeout and the process's SIGTERM both fire
+//! the run's [`Shutdown`]; the backup then cancels its export job and deletes its staging itself.
+//! A run that lost its lease (a renewal failed) does not write the status record.
+//!
+//! Must not: run a hub without holding its lease, or print a secret (errors are reported by code
+//! and redacted message; the status record keeps codes only).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::lease::{Lease, Leases, Owner};
+use super::slots::Due;
+use super::status::{HubStatus, LastRun, Transition};
+use crate::backup::{self, BackupOptions, HubBackupOptions};
+use crate::config::Config;
+use crate::diagnostic::{Diagnostic, full_message};
+use crate::forget::{self, TrustRules};
+use crate::hub::{HubClient, PollPolicy};
+use crate::keys::SigningKey;
+use crate::policy::Policy;
+use crate::shutdown::Shutdown;
+use crate::staging::Staging;
+use crate::store::Store;
+
+/// A run that was given no `timeout` is abandoned after this long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// Default lease duration: a killed holder's hub is free again after this long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// What every run of this process shares: the configuration, the store and its leases, the keys
+/// a backup needs, and every policy of the store (forget applies them all).
+pub struct Context {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub location: String,
+    pub leases: Leases,
+    pub owner: Owner,
+    pub lease_ttl: Duration,
+    pub recipients: Vec<age::x25519::Recipient>,
+    pub signing_key: Arc<SigningKey>,
+    pub trust: TrustRules,
+    pub poll: PollPolicy,
+    /// Every policy for this store, hubs bound to the config's names.
+    pub policies: Vec<Policy>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// The slot had been handled already (by another replica, or before a restart).
+    Skipped,
+}
+
+/// A run's error: its stable code and a message fit to show (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl RunError {
+    fn of(e: &(dyn Diagnostic + 'static)) -> RunError {
+        RunError {
+            code: e.code().to_owned(),
+            message: crate::redact::redact(&full_message(e)),
+            fix: e.fix(),
+        }
+    }
+
+    fn new(code: &str, message: String) -> RunError {
+        RunError {
+            code: code.to_owned(),
+            message,
+            fix: None,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub policy: String,
+    pub hub: String,
+    pub slot: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: Outcome,
+    pub snapshot: Option<String>,
+    pub devices: Option<u64>,
+    pub bytes: Option<u64>,
+    pub forget_removed: usize,
+    pub error: Option<RunError>,
+    /// How the hub's state changed (for notifications); `None` when nothing was recorded.
+    #[serde(skip)]
+    pub transition: Option<Transition>,
+    /// The status record after the run, when it was read.
+    #[serde(skip)]
+    pub status: Option<HubStatus>,
+}
+
+/// A step of a run, for the run log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Lease,
+    Backup,
+    Forget,
+    Done,
+}
+
+/// Where a run tells what it is doing (the run log).
+pub type Events<'a> = &'a (dyn Fn(Phase, &Report) + Send + Sync);
+
+/// Run `due` for its hub under the hub's lease, within `timeout`; `shutdown` stops it cleanly.
+pub async fn run(
+    ctx: &Context,
+    due: &Due,
+    timeout: Duration,
+    shutdown: &Shutdown,
+    events: Events<'_>,
+) -> Report {
+    let started_at = Utc::now();
+    let mut report = Report {
+        policy: due.policy.clone(),
+        hub: due.hub.clone(),
+        slot: due.slot,
+        started_at,
+        finished_at: started_at,
+        outcome: Outcome::Failed,
+        snapshot: None,
+        devices: None,
+        bytes: None,
+        forget_removed: 0,
+        error: None,
+        transition: None,
+        status: None,
+    };
+    let (stop, timed_out, timer) = run_shutdown(shutdown, timeout);
+    events(Phase::Lease, &report);
+    match take_lease(ctx, due, &stop).await {
+        Ok(Some(lease)) => {
+            under_lease(ctx, due, &lease, &stop, &mut report, events).await;
+            if timed_out.load(Ordering::Relaxed) && report.outcome == Outcome::Failed {
+                report.error = Some(RunError::new(
+                    "run_timeout",
+                    format!(
+                        "the run took longer than its timeout ({}s) and was abandoned: export job cancelled, staging deleted",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            if let Err(e) = lease.release().await {
+                tracing::warn!(hub = %due.hub, "could not release the hub's lease: {e}");
+            }
+        }
+        Ok(None) => report.outcome = Outcome::Skipped,
+        Err(e) => report.error = Some(e),
+    }
+    timer.abort();
+    report.finished_at = Utc::now();
+    events(Phase::Done, &report);
+    report
+}
+
+/// A shutdown for one run: fires on the process's shutdown or after `timeout`.
+fn run_shutdown(
+    outer: &Shutdown,
+    timeout: Duration,
+) -> (Shutdown, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let (trigger, stop) = crate::shutdown::channel();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let outer = outer.clone();
+    let flag = timed_out.clone();
+    let timer = tokio::spawn(async move {
+        tokio::select! {
+            () = outer.requested() => {}
+            () = tokio::time::sleep(timeout) => flag.store(true, Ordering::Relaxed),
+        }
+        trigger.fire();
+    });
+    (stop, timed_out, timer)
+}
+
+/// Wait for the hub's lease. `None` when the slot turned out handled while waiting (another
+/// replica ran it), or the run was stopped first.
+async fn take_lease(ctx: &Context, due: &Due, stop: &Shutdown) -> Result<Option<Lease>, RunError> {
+    let pause = ctx
+        .lease_ttl
+        .checked_div(4)
+        .unwrap_or_default()
+        .clamp(Duration::from_millis(200), Duration::from_secs(2));
+    loop {
+        let lease = ctx
+            .leases
+            .try_acquire(&due.hub, &ctx.owner, ctx.lease_ttl)
+            .await
+            .map_err(|e| RunError::of(&e))?;
+        if lease.is_some() {
+            return Ok(lease);
+        }
+        let status = ctx
+            .leases
+            .read_status(&due.hub)
+            .await
+            .map_err(|e| RunError::of(&e))?;
+        if status.handled(&due.policy, due.slot) {
+            return Ok(None);
+        }
+        tokio::select! {
+            () = stop.requested() => return Err(RunError::new(
+                "interrupted",
+                format!("stopped while another run of {} held its lease; nothing was started", due.hub),
+            )),
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// The run proper, holding the lease: slot check, backup, forget, status record.
+async fn under_lease(
+    ctx: &Context,
+    due: &Due,
+    lease: &Lease,
+    stop: &Shutdown,
+    report: &mut Report,
+    events: Events<'_>,
+) {
+    let mut status = match lease.read_status(&due.hub).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(RunError::of(&e));
+            return;
+        }
+    };
+    if status.handled(&due.policy, due.slot) {
+        report.outcome = Outcome::Skipped;
+        report.status = Some(status);
+        return;
+    }
+    events(Phase::Backup, report);
+    match backup_hub(ctx, &due.hub, &due.policy, stop).await {
+        Ok(b) => {
+            report.snapshot = Some(b.backup.snapshot.clone());
+            report.devices = Some(b.backup.devices);
+            report.bytes = Some(b.backup.bytes);
+            report.outcome = Outcome::Ok;
+            events(Phase::Forget, report);
+            match forget_hub(ctx, &due.hub).await {
+                Ok(removed) => report.forget_removed = removed,
+                // The snapshot is made: a failed forget is reported, the backup still counts.
+                Err(e) => tracing::warn!(hub = %due.hub, "forget after the backup failed: {e}"),
+            }
+        }
+        Err(e) => report.error = Some(e),
+    }
+    if lease.lost() {
+        tracing::warn!(hub = %due.hub, "the lease was lost during the run: its status is not recorded");
+        return;
+    }
+    let run = LastRun {
+        policy: due.policy.clone(),
+        slot: due.slot,
+        finished_at: Utc::now(),
+        ok: report.outcome == Outcome::Ok,
+        snapshot: report.snapshot.clone(),
+        error_code: report.error.as_ref().map(|e| e.code.clone()),
+    };
+    report.transition = Some(status.record(run, report.devices, report.bytes));
+    if let Err(e) = lease.write_status(&status).await {
+        tracing::warn!(hub = %due.hub, "could not write the hub's status record: {e}");
+    }
+    report.status = Some(status);
+}
+
+/// A live backup of `hub` as `backup --hub` makes it (without preflight: its failures are the
+/// run's), staged per the policy's `[staging]` overrides.
+async fn backup_hub(
+    ctx: &Context,
+    hub: &str,
+    policy: &str,
+    stop: &Shutdown,
+) -> Result<backup::HubBackupReport, RunError> {
+    let err = |e: &(dyn Diagnostic + 'static)| RunError::of(e);
+    let resolved = crate::services::resolve_hub(hub, &ctx.config).map_err(|e| err(&e))?;
+    let client = HubClient::new(resolved.target).map_err(|e| err(&e))?;
+    let config = staging_config(ctx, policy);
+    let staging = Staging::open(None, &config, client.host()).map_err(|e| err(&e))?;
+    let mut options = HubBackupOptions::new(BackupOptions::new(
+        time::OffsetDateTime::now_utc(),
+        ctx.signing_key.clone(),
+    ));
+    options.poll = ctx.poll;
+    options.shutdown = stop.clone();
+    let done = backup::run(
+        ctx.store.clone(),
+        &client,
+        &staging,
+        &ctx.recipients,
+        options,
+        None,
+    )
+    .await
+    .map_err(|e| err(&e))?;
+    done.backup
+        .ok_or_else(|| RunError::new("backup_not_started", "the backup did not start".into()))
+}
+
+/// The config with the policy's `[staging]` overrides applied.
+fn staging_config(ctx: &Context, policy: &str) -> Config {
+    let mut config = ctx.config.clone();
+    let overrides = ctx
+        .policies
+        .iter()
+        .find(|p| p.name == policy)
+        .and_then(|p| p.file.staging.clone());
+    if let (Some(o), Some(entry)) = (overrides, config.staging.as_mut()) {
+        if let Some(c) = o.container {
+            entry.container = Some(c);
+        }
+        if let Some(l) = o.sas_lifetime {
+            entry.sas_lifetime = Some(l.to_string());
+        }
+    }
+    config
+}
+
+/// `forget` for this hub's snapshots with every policy of the store. Returns snapshots removed.
+async fn forget_hub(ctx: &Context, hub: &str) -> Result<usize, forget::Error> {
+    let names = crate::services::hub_names(hub, &ctx.config);
+    let in_scope = move |stored: &str| names.matches(stored);
+    let report = forget::run_scoped(
+        ctx.store.as_ref(),
+        &ctx.policies,
+        Utc::now(),
+        false,
+        &ctx.trust,
+        &in_scope,
+    )
+    .await?;
+    Ok(report.applied.map_or(0, |a| a.snapshots_removed))
+}
