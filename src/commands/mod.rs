@@ -8,6 +8,7 @@ mod key;
 mod live;
 mod progress;
 mod restore;
+mod serve;
 mod snapshots;
 
 use std::fmt::Display;
@@ -28,7 +29,7 @@ use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, Global, KeyCommand, Keys, StoreCommand};
+use crate::cli::{Cli, Command, Global, KeyCommand, Keys, PolicyCommand, StoreCommand};
 
 pub use error::Error;
 
@@ -56,7 +57,15 @@ pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
 /// Read from Key Vault the connection strings (`connection-string-secret`) of the hubs this
 /// command names, and of `[staging]` when it may run hub jobs.
 async fn read_connection_secrets(config: &mut Config, command: &Command) -> Result<()> {
+    // `serve` and `run` may back up any hub of the config.
+    let every_hub: Vec<String> = match command {
+        Command::Serve(_) | Command::Run(_) => config.hubs.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     let (names, staging): (Vec<&str>, bool) = match command {
+        Command::Serve(_) | Command::Run(_) => {
+            (every_hub.iter().map(String::as_str).collect(), true)
+        }
         Command::Backup(a) => (
             a.hub.iter().chain(&a.dps).map(String::as_str).collect(),
             a.hub.is_some(),
@@ -124,6 +133,9 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
         Command::Clone(args) => clone::clone(config, global, args, shutdown).await,
         Command::Demo(args) => clone::demo(global, &args).await,
         Command::Preflight(args) => live::preflight(config, global, &args).await,
+        Command::Policy(PolicyCommand::Check(args)) => serve::policy_check(config, &args),
+        Command::Serve(args) => serve::serve(config, global, args, shutdown).await,
+        Command::Run(args) => serve::run(config, global, args, shutdown).await,
     }
 }
 

@@ -22,6 +22,7 @@ mod leak_scan;
 mod live;
 mod policy;
 mod restore;
+mod serve;
 mod sim_interop;
 mod support;
 mod trust;

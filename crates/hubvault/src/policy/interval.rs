@@ -33,26 +33,13 @@ impl Interval {
                 "invalid length {text:?}: {why}; write e.g. \"90s\", \"5m\" or \"1h30m\" (h hours, m minutes, s seconds)"
             )
         };
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err(err("empty"));
-        }
         let (mut total, mut last_rank) = (0u64, 0u8);
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(|| err("a number needs a unit"))?;
-            if digits == 0 {
-                return Err(err("expected a number"));
-            }
-            let (number, after) = rest.split_at(digits);
-            let n: u64 = number.parse().map_err(|_| err("number too large"))?;
-            let mut after = after.chars();
-            let (rank, unit_secs) = match after.next() {
-                Some('h') => (1, 3600),
-                Some('m') => (2, 60),
-                Some('s') => (3, 1),
-                other => return Err(err(&format!("unknown unit {:?}", other.unwrap_or(' ')))),
+        for (n, unit) in super::span::number_units(text).map_err(err)? {
+            let (rank, unit_secs) = match unit {
+                'h' => (1, 3600),
+                'm' => (2, 60),
+                's' => (3, 1),
+                other => return Err(err(&format!("unknown unit {other:?}"))),
             };
             if rank <= last_rank {
                 return Err(err("each unit at most once, largest first"));
@@ -62,7 +49,6 @@ impl Interval {
                 .checked_mul(unit_secs)
                 .and_then(|s| s.checked_add(total))
                 .ok_or_else(|| err("number too large"))?;
-            rest = after.as_str();
         }
         Ok(Interval(total))
     }

@@ -37,6 +37,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// What every run of this process shares: the configuration, the store and its leases, the keys
 /// a backup needs, and every policy of the store (forget applies them all).
+#[derive(Clone)]
 pub struct Context {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -50,6 +51,11 @@ pub struct Context {
     pub poll: PollPolicy,
     /// Every policy for this store, hubs bound to the config's names.
     pub policies: Vec<Policy>,
+    /// Whether to apply retention after a backup: false when a policy file of the store did not
+    /// load (its rules might keep what the others would remove).
+    pub forget: bool,
+    /// Bind the hub client's socket here (tests act as another caller against a firewall).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// How a run ended.
@@ -60,6 +66,8 @@ pub enum Outcome {
     Failed,
     /// The slot had been handled already (by another replica, or before a restart).
     Skipped,
+    /// Shutdown came while another run held the hub's lease: nothing was started.
+    Stopped,
 }
 
 /// A run's error: its stable code and a message fit to show (no secrets).
@@ -91,6 +99,8 @@ impl RunError {
 /// What one run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Unique per run (time-sortable), for the run log.
+    pub run_id: String,
     pub policy: String,
     pub hub: String,
     pub slot: DateTime<Utc>,
@@ -133,6 +143,7 @@ pub async fn run(
 ) -> Report {
     let started_at = Utc::now();
     let mut report = Report {
+        run_id: crate::store::time_id(time::OffsetDateTime::now_utc(), rand::random()),
         policy: due.policy.clone(),
         hub: due.hub.clone(),
         slot: due.slot,
@@ -150,7 +161,7 @@ pub async fn run(
     let (stop, timed_out, timer) = run_shutdown(shutdown, timeout);
     events(Phase::Lease, &report);
     match take_lease(ctx, due, &stop).await {
-        Ok(Some(lease)) => {
+        Ok(Taken::Lease(lease)) => {
             under_lease(ctx, due, &lease, &stop, &mut report, events).await;
             if timed_out.load(Ordering::Relaxed) && report.outcome == Outcome::Failed {
                 report.error = Some(RunError::new(
@@ -165,7 +176,11 @@ pub async fn run(
                 tracing::warn!(hub = %due.hub, "could not release the hub's lease: {e}");
             }
         }
-        Ok(None) => report.outcome = Outcome::Skipped,
+        Ok(Taken::Handled(status)) => {
+            report.outcome = Outcome::Skipped;
+            report.status = Some(status);
+        }
+        Ok(Taken::Stopped) => report.outcome = Outcome::Stopped,
         Err(e) => report.error = Some(e),
     }
     timer.abort();
@@ -193,22 +208,30 @@ fn run_shutdown(
     (stop, timed_out, timer)
 }
 
-/// Wait for the hub's lease. `None` when the slot turned out handled while waiting (another
-/// replica ran it), or the run was stopped first.
-async fn take_lease(ctx: &Context, due: &Due, stop: &Shutdown) -> Result<Option<Lease>, RunError> {
+/// What waiting for the lease ended with.
+enum Taken {
+    Lease(Lease),
+    /// The slot was handled while we waited (another replica ran it): its status record.
+    Handled(HubStatus),
+    /// Shutdown came first.
+    Stopped,
+}
+
+/// Wait for the hub's lease, or until the slot turns out handled by another run.
+async fn take_lease(ctx: &Context, due: &Due, stop: &Shutdown) -> Result<Taken, RunError> {
     let pause = ctx
         .lease_ttl
         .checked_div(4)
         .unwrap_or_default()
-        .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        .clamp(Duration::from_millis(200), Duration::from_secs(1));
     loop {
         let lease = ctx
             .leases
             .try_acquire(&due.hub, &ctx.owner, ctx.lease_ttl)
             .await
             .map_err(|e| RunError::of(&e))?;
-        if lease.is_some() {
-            return Ok(lease);
+        if let Some(lease) = lease {
+            return Ok(Taken::Lease(lease));
         }
         let status = ctx
             .leases
@@ -216,13 +239,10 @@ async fn take_lease(ctx: &Context, due: &Due, stop: &Shutdown) -> Result<Option<
             .await
             .map_err(|e| RunError::of(&e))?;
         if status.handled(&due.policy, due.slot) {
-            return Ok(None);
+            return Ok(Taken::Handled(status));
         }
         tokio::select! {
-            () = stop.requested() => return Err(RunError::new(
-                "interrupted",
-                format!("stopped while another run of {} held its lease; nothing was started", due.hub),
-            )),
+            () = stop.requested() => return Ok(Taken::Stopped),
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -257,7 +277,12 @@ async fn under_lease(
             report.bytes = Some(b.backup.bytes);
             report.outcome = Outcome::Ok;
             events(Phase::Forget, report);
-            match forget_hub(ctx, &due.hub).await {
+            let forgotten = if ctx.forget {
+                forget_hub(ctx, &due.hub).await
+            } else {
+                Ok(0)
+            };
+            match forgotten {
                 Ok(removed) => report.forget_removed = removed,
                 // The snapshot is made: a failed forget is reported, the backup still counts.
                 Err(e) => tracing::warn!(hub = %due.hub, "forget after the backup failed: {e}"),
@@ -293,7 +318,8 @@ async fn backup_hub(
     stop: &Shutdown,
 ) -> Result<backup::HubBackupReport, RunError> {
     let err = |e: &(dyn Diagnostic + 'static)| RunError::of(e);
-    let resolved = crate::services::resolve_hub(hub, &ctx.config).map_err(|e| err(&e))?;
+    let mut resolved = crate::services::resolve_hub(hub, &ctx.config).map_err(|e| err(&e))?;
+    resolved.target.local_address = ctx.local_address;
     let client = HubClient::new(resolved.target).map_err(|e| err(&e))?;
     let config = staging_config(ctx, policy);
     let staging = Staging::open(None, &config, client.host()).map_err(|e| err(&e))?;

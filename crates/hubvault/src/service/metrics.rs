@@ -153,7 +153,10 @@ impl Metrics {
     /// Count a finished run and set the gauges from the status record it left.
     pub fn record(&self, report: &Report) {
         let hub = Self::hub(&report.hub);
-        if report.outcome == Outcome::Skipped {
+        if let Some(status) = &report.status {
+            self.status(&report.hub, status);
+        }
+        if matches!(report.outcome, Outcome::Skipped | Outcome::Stopped) {
             return;
         }
         self.attempts.get_or_create(&hub).inc();
@@ -177,9 +180,6 @@ impl Metrics {
                     })
                     .inc();
             }
-        }
-        if let Some(status) = &report.status {
-            self.status(&report.hub, status);
         }
     }
 
@@ -233,6 +233,7 @@ mod tests {
     fn report(outcome: Outcome) -> Report {
         let t: DateTime<Utc> = "2026-12-01T02:00:00Z".parse().unwrap();
         Report {
+            run_id: "r".into(),
             policy: "default".into(),
             hub: "hub-a".into(),
             slot: t,
