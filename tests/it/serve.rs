@@ -119,12 +119,11 @@ async fn run_exits_3_when_some_hubs_fail_and_logs_json_lines() {
     let Some(cs) = azurite() else { return };
     let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20), ("hub-b", 10)], 32, "run-3").await;
     wd.write_identity();
-    std::fs::create_dir_all(wd.join("policies")).unwrap();
-    std::fs::write(
-        wd.join("policies/all.toml"),
+    write_policy(
+        &wd,
+        "all",
         "hubs = \"*\"\n[schedule]\ncron = \"0 2 * * *\"\n[retention]\nkeep-last = 5\n",
-    )
-    .unwrap();
+    );
     sim.allow_only("hub-b", "127.0.0.2").await;
     let out = wd
         .hubvault()
@@ -217,12 +216,11 @@ async fn two_serve_replicas_back_up_each_slot_once() {
     let Some(cs) = azurite() else { return };
     let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20)], 33, "serve-two").await;
     wd.write_identity();
-    std::fs::create_dir_all(wd.join("policies")).unwrap();
-    std::fs::write(
-        wd.join("policies/often.toml"),
+    write_policy(
+        &wd,
+        "often",
         "hubs = \"*\"\n[schedule]\ncron = \"*/5 * * * * *\"\n[retention]\nkeep-last = 50\n",
-    )
-    .unwrap();
+    );
     let vault = crate::support::Staging::fresh(&cs, "serve-vault").await;
     let store = format!(
         "{}Container={}/v",
@@ -310,4 +308,164 @@ async fn two_serve_replicas_back_up_each_slot_once() {
     }
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
     vault.delete().await;
+}
+
+/// healthchecks-style pings: at least this many starts, failures and successes.
+fn assert_pings(seen: &[(String, Value)], starts: usize, fails: usize, successes: usize) {
+    let pings: Vec<&str> = seen
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .filter(|p| p.starts_with("/ping"))
+        .collect();
+    let count = |p: &str| pings.iter().filter(|x| **x == p).count();
+    assert!(count("/ping/start") >= starts, "{pings:?}");
+    assert!(count("/ping/fail") >= fails, "{pings:?}");
+    assert!(count("/ping") >= successes, "{pings:?}");
+}
+
+/// Write `policies/NAME.toml` in the work folder.
+fn write_policy(wd: &Workdir, name: &str, text: &str) {
+    std::fs::create_dir_all(wd.join("policies")).unwrap();
+    std::fs::write(wd.join(&format!("policies/{name}.toml")), text).unwrap();
+}
+
+/// A webhook and ping receiver on loopback: every request's path and JSON body, in order.
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use axum::extract::State;
+        type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+        async fn record(
+            State(seen): State<Seen>,
+            uri: axum::http::Uri,
+            body: String,
+        ) -> &'static str {
+            let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+            seen.lock().unwrap().push((uri.path().to_owned(), json));
+            "ok"
+        }
+        let seen: Seen = std::sync::Arc::default();
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            url,
+            seen,
+            _server: server,
+        }
+    }
+
+    fn seen(&self) -> Vec<(String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A hub that starts failing (its firewall shuts us out) and heals: exactly one failure and one
+/// recovery notification, healthchecks pings for each run, and `/metrics` shows the failure's
+/// code and the last success time while it fails.
+#[tokio::test]
+async fn a_failing_hub_notifies_once_and_once_more_when_it_heals() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 10)], 34, "serve-notify").await;
+    wd.write_identity();
+    let hook = Receiver::start().await;
+    wd.set_env("HOOK_URL", &format!("{}/hook/T0K3N", hook.url));
+    wd.set_env("PING_URL", &format!("{}/ping", hook.url));
+    write_policy(
+        &wd,
+        "often",
+        "hubs = \"*\"\n[schedule]\ncron = \"*/3 * * * * *\"\n[retention]\nkeep-last = 50\n\
+         [notifications]\nwebhook-url-env = \"HOOK_URL\"\nping-url-env = \"PING_URL\"\non = [\"failure\"]\n",
+    );
+    let port = free_port();
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let mut serve = wd
+        .hubvault()
+        .args(["serve", "--policy", "policies", "--log-format", "json"])
+        .args(["--metrics", &format!("127.0.0.1:{port}")])
+        .within(Duration::from_secs(60))
+        .spawn();
+    let wait = Duration::from_secs(20);
+    assert!(
+        serve.wait_for_stderr("\"outcome\":\"ok\"", wait).await,
+        "a first success"
+    );
+    sim.allow_only("hub-a", "127.0.0.2").await;
+    for _ in 0..2 {
+        assert!(
+            serve.wait_for_stderr("\"outcome\":\"failed\"", wait).await,
+            "failures"
+        );
+    }
+    let (_, text) = get(&metrics_url).await;
+    assert!(
+        text.contains("hubvault_backup_last_status{hub=\"hub-a\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hubvault_backup_failure_total{hub=\"hub-a\",code=\"hub_"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hubvault_backup_last_success_timestamp_seconds{hub=\"hub-a\"} 1"),
+        "{text}"
+    );
+    sim.firewall(
+        "hub-a",
+        serde_json::json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {
+            "defaultAction": "Allow", "applyToBuiltInEventHubEndpoint": true, "ipRules": []}}),
+    )
+    .await;
+    for _ in 0..2 {
+        assert!(
+            serve.wait_for_stderr("\"outcome\":\"ok\"", wait).await,
+            "healed"
+        );
+    }
+    serve.terminate();
+    let out = serve.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    assert!(
+        !out.text().contains("T0K3N"),
+        "the webhook URL's token is never shown"
+    );
+    secrets_free(&sim, &["hub-a"], &out).await;
+    let seen = hook.seen();
+    let events: Vec<&Value> = seen
+        .iter()
+        .filter(|(path, _)| path.starts_with("/hook/"))
+        .map(|(_, body)| body)
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["failure", "recovery"], "{events:?}");
+    let failure = events[0];
+    assert_eq!(failure["policy"], "often");
+    assert_eq!(failure["hub"], "hub-a");
+    assert!(
+        failure["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("hub_"),
+        "{failure}"
+    );
+    assert!(failure["error"]["message"].as_str().is_some());
+    for key in ["snapshot", "started_at", "finished_at"] {
+        assert!(failure.get(key).is_some(), "{key}: {failure}");
+    }
+    assert!(events[1]["snapshot"].as_str().is_some(), "{:?}", events[1]);
+    assert_pings(&seen, 5, 2, 3);
+    assert_eq!(staging.leftovers().await, Vec::<String>::new());
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use hubvault::config::Config;
 use hubvault::service::hub_run::{self, Context, Phase, Report};
 use hubvault::service::metrics::Metrics;
+use hubvault::service::notify::Notifier;
 use hubvault::service::scheduler::{self, Clock, Observer, Settings};
 use hubvault::service::slots::{Due, Plan};
 use hubvault::shutdown::Shutdown;
@@ -143,11 +144,16 @@ pub async fn serve(
         ..Settings::default()
     };
     let stop = shutdown.clone();
+    let notifier = Notifier::new();
+    let pending = notifier.clone();
     let start = move |due: Due| {
         let (shared, metrics, log, stop) =
             (shared.clone(), metrics.clone(), log.clone(), stop.clone());
+        let notifier = notifier.clone();
         async move {
             let ctx = current(&shared);
+            let targets = ctx.notify.get(&due.policy).cloned().unwrap_or_default();
+            notifier.started(&targets);
             let timeout = timeout_of(&ctx.policies, &due.policy);
             let events = |phase: Phase, r: &Report| {
                 match phase {
@@ -159,6 +165,7 @@ pub async fn serve(
             };
             let report = hub_run::run(&ctx, &due, timeout, &stop, &events).await;
             metrics.record(&report);
+            notifier.finished(&targets, &report);
         }
     };
     scheduler::serve(
@@ -171,6 +178,8 @@ pub async fn serve(
         start,
     )
     .await;
+    // Messages of the last runs are still being sent: give them a moment.
+    pending.drain(Duration::from_secs(10)).await;
     Ok(Outcome::ok(
         json!({"stopped": true}),
         "stopped: no run is left running\n",
@@ -210,6 +219,7 @@ fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
             ctx.policies = loaded.all.clone();
             ctx.policies.retain(|p| p.applies_to_store(&ctx.location));
             ctx.forget = !loaded.incomplete;
+            ctx.notify = super::targets(&r.config, &loaded.run).await;
             let new = plan(&loaded, &r.config, &ctx, &r.metrics).await;
             r.probe
                 .loaded

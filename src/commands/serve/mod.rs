@@ -12,6 +12,7 @@ mod daemon;
 mod http;
 mod log;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use hubvault::forget::TrustRules;
 use hubvault::policy::{self, Policy};
 use hubvault::service::hub_run::{self, Context, Outcome as RunOutcome, Phase, Report};
 use hubvault::service::lease::{Leases, Owner};
+use hubvault::service::notify::{HookUrl, Notifier, Targets};
 use hubvault::service::slots::Due;
 use hubvault::shutdown::Shutdown;
 
@@ -162,8 +164,71 @@ async fn context(
         forget: !loaded.incomplete,
         policies,
         local_address: args.local_address,
+        notify: targets(config, &loaded.run).await,
         config: config.clone(),
     })
+}
+
+/// Each policy's notification targets: URLs from the environment or Key Vault. A policy whose
+/// URL cannot be read is reported and runs without notifications.
+async fn targets(config: &Config, policies: &[Policy]) -> BTreeMap<String, Targets> {
+    let mut out = BTreeMap::new();
+    for p in policies {
+        let Some(n) = &p.file.notifications else {
+            continue;
+        };
+        let from_env = |var: &Option<String>, what: &str| {
+            let var = var.as_deref()?;
+            match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(HookUrl::new(v.trim())),
+                _ => {
+                    tracing::error!(policy = %p.name, "{what}: {var} is not set; no {what} for this policy");
+                    None
+                }
+            }
+        };
+        let mut webhook = from_env(&n.webhook_url_env, "webhook");
+        if let (None, Some(url)) = (&webhook, &n.webhook_url_secret) {
+            webhook = match webhook_from_vault(config, url).await {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    tracing::error!(policy = %p.name, "webhook-url-secret: {e}; no webhook for this policy");
+                    None
+                }
+            };
+        }
+        let ping = from_env(&n.ping_url_env, "ping");
+        out.insert(
+            p.name.clone(),
+            Targets {
+                webhook,
+                ping,
+                on: n.on.clone(),
+            },
+        );
+    }
+    out
+}
+
+async fn webhook_from_vault(config: &Config, url: &str) -> Result<HookUrl> {
+    let url: hubvault::keys::SecretUrl = url.parse().map_err(hubvault::keys::Error::from)?;
+    let versions = super::vaults(config)?
+        .read_latest(&url)
+        .await
+        .map_err(hubvault::keys::Error::from)?;
+    let value = versions
+        .into_iter()
+        .next()
+        .map(|v| v.value.trim().to_owned());
+    value
+        .filter(|v| !v.is_empty())
+        .map(HookUrl::new)
+        .ok_or_else(|| {
+            hubvault::Error::usage(
+                format!("the secret {url} has no value"),
+                "store the webhook URL in it",
+            )
+        })
 }
 
 /// A policy's run timeout.
@@ -195,6 +260,7 @@ pub async fn run(
     let ctx = context(config, global, &args, &loaded).await?;
     let log = log::RunLog::open(&args.log_format, args.log_file.as_deref())?;
     let named = !args.policy.is_empty();
+    let notifier = Notifier::new();
     let now = Utc::now();
     let mut reports: Vec<Report> = Vec::new();
     let mut errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
@@ -219,9 +285,15 @@ pub async fn run(
             };
             let timeout = timeout_of(&loaded.run, &p.name);
             let events = |phase: Phase, r: &Report| log.event(phase, r);
-            reports.push(hub_run::run(&ctx, &due, timeout, &shutdown, &events).await);
+            let targets = ctx.notify.get(&p.name).cloned().unwrap_or_default();
+            notifier.started(&targets);
+            let report = hub_run::run(&ctx, &due, timeout, &shutdown, &events).await;
+            notifier.finished(&targets, &report);
+            reports.push(report);
         }
     }
+    // Notifications are sent in the background: give them a moment before the process ends.
+    notifier.drain(Duration::from_secs(10)).await;
     Ok(run_outcome(&reports, &errors))
 }
 

@@ -156,14 +156,26 @@ pub struct StagingOverrides {
     pub sas_lifetime: Option<Span>,
 }
 
-/// `[notifications]`: where run outcomes are reported (the notifier comes with `serve`).
+/// `[notifications]`: where `serve` and `run` report run outcomes. URLs carry tokens, so they
+/// are never written in the file: name an environment variable or a Key Vault secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Notifications {
-    /// Name of the environment variable holding the webhook URL (URLs can carry tokens).
+    /// Name of the environment variable holding the webhook URL.
     pub webhook_url_env: Option<String>,
-    #[serde(default)]
+    /// A Key Vault secret URL holding the webhook URL.
+    pub webhook_url_secret: Option<String>,
+    /// healthchecks-style pings: the variable holding the check's URL (`/start`, success at
+    /// the URL itself, `/fail`).
+    pub ping_url_env: Option<String>,
+    /// `failure`: the first failure of a hub and its recovery (one pair per outage);
+    /// `success`: every successful run too. Default: `["failure"]`.
+    #[serde(default = "default_notify_on")]
     pub on: Vec<NotifyOn>,
+}
+
+fn default_notify_on() -> Vec<NotifyOn> {
+    vec![NotifyOn::Failure]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -280,22 +292,15 @@ impl<'de> Deserialize<'de> for HubSelector {
     }
 }
 
-/// Sections of a policy that nothing acts on yet: `[schedule]`, `[staging]`, `jitter` and
-/// `timeout` are acted on by `hubvault serve` and `hubvault run`; the notifier and restore drills
-/// come later.
+/// Sections of a policy that nothing acts on yet: `[schedule]`, `[staging]`,
+/// `[notifications]`, `jitter` and `timeout` are acted on by `hubvault serve` and `hubvault
+/// run`; scheduled restore drills come later.
 fn unused_sections(file: &PolicyFile, text: &str, path: &Path) -> Vec<crate::config::Warning> {
-    [
-        (
-            file.notifications.is_some(),
-            "notifications",
-            "webhook notifications come with a later release",
-        ),
-        (
-            file.drill.is_some(),
-            "drill",
-            "scheduled restore drills come with `hubvault drill`",
-        ),
-    ]
+    [(
+        file.drill.is_some(),
+        "drill",
+        "scheduled restore drills come with `hubvault drill`",
+    )]
     .into_iter()
     .filter(|(present, ..)| *present)
     .map(|(_, name, acted_on_by)| crate::config::Warning {

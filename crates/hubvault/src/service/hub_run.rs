@@ -56,6 +56,8 @@ pub struct Context {
     pub forget: bool,
     /// Bind the hub client's socket here (tests act as another caller against a firewall).
     pub local_address: Option<std::net::IpAddr>,
+    /// Where each policy's notifications go (by policy name).
+    pub notify: std::collections::BTreeMap<String, super::targets::Targets>,
 }
 
 /// How a run ended.

@@ -20,9 +20,11 @@
 pub mod hub_run;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod scheduler;
 pub mod slots;
 pub mod status;
+pub mod targets;
 
 use std::path::{Path, PathBuf};
 
