@@ -207,6 +207,56 @@ async fn get(url: &str) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
+/// hub-a in the simulator, staging and a vault (under `v/`) in Azurite, one policy on `cron`:
+/// what replicas of `serve` share.
+struct Replicated {
+    sim: World,
+    staging: crate::support::Staging,
+    wd: Workdir,
+    vault: crate::support::Staging,
+    /// The vault as `--store` names it: an account-key connection string with the container.
+    store: String,
+}
+
+impl Replicated {
+    async fn start(cs: &str, seed: u64, tag: &str, cron: &str) -> Replicated {
+        let (sim, staging, wd) = fast_world(cs, &[("hub-a", 20)], seed, tag).await;
+        wd.write_identity();
+        write_policy(
+            &wd,
+            "often",
+            &format!("hubs = \"*\"\n[schedule]\ncron = \"{cron}\"\n[retention]\nkeep-last = 50\n"),
+        );
+        let vault = crate::support::Staging::fresh(cs, &format!("{tag}-vault")).await;
+        let sep = if cs.ends_with(';') { "" } else { ";" };
+        let store = format!("{cs}{sep}Container={}/v", vault.container);
+        Replicated {
+            sim,
+            staging,
+            wd,
+            vault,
+            store,
+        }
+    }
+}
+
+/// The manifests in the vault (under `v/`): one per committed snapshot.
+async fn manifests(vault: &crate::support::Staging) -> Vec<String> {
+    let listed = vault.under("v").list("").await.unwrap();
+    listed
+        .into_iter()
+        .map(|m| m.name)
+        .filter(|n| n.ends_with("/manifest.g1.json"))
+        .collect()
+}
+
+/// `serve` of every policy in the folder on `store`, logging JSON lines.
+fn serve_on(wd: &Workdir, store: &str) -> crate::support::Hubvault {
+    wd.hubvault()
+        .args(["serve", "--policy", "policies", "--log-format", "json"])
+        .args(["--store", store])
+}
+
 /// Two `serve` replicas on one store in Azurite, a policy every 5 seconds: each slot is backed
 /// up exactly once (one replica runs it, the other finds it handled under the lease), `/metrics`
 /// of each says so from the store's status record, and SIGTERM ends both with exit 0 and no
@@ -214,31 +264,20 @@ async fn get(url: &str) -> (u16, String) {
 #[tokio::test]
 async fn two_serve_replicas_back_up_each_slot_once() {
     let Some(cs) = azurite() else { return };
-    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20)], 33, "serve-two").await;
-    wd.write_identity();
-    write_policy(
-        &wd,
-        "often",
-        "hubs = \"*\"\n[schedule]\ncron = \"*/5 * * * * *\"\n[retention]\nkeep-last = 50\n",
-    );
-    let vault = crate::support::Staging::fresh(&cs, "serve-vault").await;
-    let store = format!(
-        "{}Container={}/v",
-        if cs.ends_with(';') {
-            cs.clone()
-        } else {
-            format!("{cs};")
-        },
-        vault.container
-    );
+    let Replicated {
+        sim,
+        staging,
+        wd,
+        vault,
+        store,
+    } = Replicated::start(&cs, 33, "serve-two", "*/5 * * * * *").await;
     let ports = [free_port(), free_port()];
     let mut replicas = Vec::new();
     for port in ports {
         let metrics = format!("127.0.0.1:{port}");
         replicas.push(
-            wd.hubvault()
-                .args(["serve", "--policy", "policies", "--log-format", "json"])
-                .args(["--store", &store, "--metrics", &metrics])
+            serve_on(&wd, &store)
+                .args(["--metrics", &metrics])
                 .within(Duration::from_secs(60))
                 .spawn(),
         );
@@ -284,15 +323,7 @@ async fn two_serve_replicas_back_up_each_slot_once() {
     // SIGTERM may stop a replica waiting for the other's lease: "stopped", never "failed"
     assert!(done.iter().all(|e| e["outcome"] != "failed"), "{done:?}");
     // the store holds exactly those snapshots
-    let names: Vec<String> = vault
-        .under("v")
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.name)
-        .filter(|n| n.ends_with("/manifest.g1.json"))
-        .collect();
+    let names = manifests(&vault).await;
     assert_eq!(names.len(), before, "{names:?}");
     // both replicas report the store's state (last status, devices) whoever ran the backups
     for text in &metrics {
@@ -468,4 +499,59 @@ async fn a_failing_hub_notifies_once_and_once_more_when_it_heals() {
     assert!(events[1]["snapshot"].as_str().is_some(), "{:?}", events[1]);
     assert_pings(&seen, 5, 2, 3);
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
+}
+
+/// The lease holder is killed in the middle of a backup (its export job running, plaintext in
+/// staging): the other replica takes the hub over once the blob lease has lapsed (15 s), backs
+/// it up, and the killed run's staging is gone.
+#[tokio::test]
+async fn a_killed_lease_holder_is_taken_over_after_the_lease_lapses() {
+    let Some(cs) = azurite() else { return };
+    let Replicated {
+        sim,
+        staging,
+        wd,
+        vault,
+        store,
+    } = Replicated::start(&cs, 35, "serve-kill", "*/20 * * * * *").await;
+    let serve = |pause: bool| {
+        let cmd = serve_on(&wd, &store)
+            .env("HUBVAULT_LEASE_SECS", "15")
+            .within(Duration::from_secs(90));
+        if pause {
+            cmd.env("HUBVAULT_FAULT_PAUSE", "export-running").spawn()
+        } else {
+            cmd.spawn()
+        }
+    };
+    let mut holder = serve(true);
+    let paused = holder
+        .wait_for_stderr("paused at export-running", Duration::from_secs(40))
+        .await;
+    assert!(paused, "the first replica's backup is running");
+    holder.kill().await;
+    let killed_at = std::time::Instant::now();
+    let mut taker = serve(false);
+    let took_over = taker
+        .wait_for_stderr("\"outcome\":\"ok\"", Duration::from_secs(60))
+        .await;
+    assert!(took_over, "the second replica backs the hub up");
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(10),
+        "not before the killed holder's lease lapsed: {:?}",
+        killed_at.elapsed()
+    );
+    taker.terminate();
+    let out = taker.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    secrets_free(&sim, &["hub-a"], &out).await;
+    let manifests = manifests(&vault).await;
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    sim.jobs_done("hub-a", Duration::from_secs(15)).await;
+    assert_eq!(
+        staging.leftovers().await,
+        Vec::<String>::new(),
+        "the killed run's plaintext is gone"
+    );
+    vault.delete().await;
 }

@@ -164,6 +164,7 @@ async fn context(
         forget: !loaded.incomplete,
         policies,
         local_address: args.local_address,
+        export_running: super::live::export_running_pause("serve and run")?,
         notify: targets(config, &loaded.run).await,
         config: config.clone(),
     })

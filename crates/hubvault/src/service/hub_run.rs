@@ -56,6 +56,8 @@ pub struct Context {
     pub forget: bool,
     /// Bind the hub client's socket here (tests act as another caller against a firewall).
     pub local_address: Option<std::net::IpAddr>,
+    /// Test-only: called once the export job runs (a test kills the process there).
+    pub export_running: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Where each policy's notifications go (by policy name).
     pub notify: std::collections::BTreeMap<String, super::targets::Targets>,
 }
@@ -331,6 +333,7 @@ async fn backup_hub(
     ));
     options.poll = ctx.poll;
     options.shutdown = stop.clone();
+    options.export_running.clone_from(&ctx.export_running);
     let done = backup::run(
         ctx.store.clone(),
         &client,
