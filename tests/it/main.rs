@@ -12,6 +12,7 @@
 
 mod azure;
 mod clone;
+mod deploy;
 mod dps;
 mod fault_matrix;
 mod hub_faults;
