@@ -48,9 +48,11 @@
 //! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`service`] | `serve` and `run`: the pure scheduler core (`slots`), the loop on an injected clock (`scheduler`), per-hub leases on the store and status records, one hub's run (lease → slot check → backup → forget with every covering policy → record), metrics, notifications | know clap; run a hub without its lease |
 //! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!
-//! Exit codes of the binary: 0 ok, 1 a check found something, 2 error.
+//! Exit codes of the binary: 0 ok, 1 a check found something, 2 error; `run` also 3 (some hubs
+//! failed, others succeeded).
 
 pub mod arm;
 pub mod backup;
