@@ -555,3 +555,54 @@ async fn a_killed_lease_holder_is_taken_over_after_the_lease_lapses() {
     );
     vault.delete().await;
 }
+
+/// SIGHUP re-reads the policies: a policy added meanwhile starts running, a broken one is
+/// reported and the others keep running; a policy for another store is not run here.
+#[tokio::test]
+async fn sighup_rereads_policies_and_a_broken_one_does_not_stop_the_others() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 10)], 36, "serve-hup").await;
+    wd.write_identity();
+    write_policy(
+        &wd,
+        "nightly",
+        "hubs = \"*\"\n[schedule]\ncron = \"0 2 * * *\"\n[retention]\nkeep-last = 5\n",
+    );
+    write_policy(
+        &wd,
+        "elsewhere",
+        "hubs = \"*\"\nstore = \"/some/other/store\"\n[schedule]\ncron = \"* * * * * *\"\n",
+    );
+    let mut serve = wd
+        .hubvault()
+        .args(["serve", "--policy", "policies", "--log-format", "json"])
+        .within(Duration::from_secs(60))
+        .spawn();
+    let wait = Duration::from_secs(20);
+    assert!(serve.wait_for_stderr("serving 1 scheduled run", wait).await);
+    write_policy(
+        &wd,
+        "often",
+        "hubs = \"*\"\n[schedule]\ncron = \"*/3 * * * * *\"\n[retention]\nkeep-last = 5\n",
+    );
+    write_policy(&wd, "broken", "[schedule]\ncron = \"0 2 * *\"\n");
+    serve.hangup();
+    assert!(
+        serve
+            .wait_for_stderr("SIGHUP: 2 scheduled run(s)", wait)
+            .await,
+        "nightly and often, not broken or elsewhere"
+    );
+    assert!(serve.wait_for_stderr("\"outcome\":\"ok\"", wait).await);
+    serve.terminate();
+    let out = serve.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    assert!(out.stderr.contains("broken.toml"), "{}", out.stderr);
+    let done: Vec<Value> = ndjson(&out.stderr)
+        .into_iter()
+        .filter(|e| e["phase"] == "done")
+        .collect();
+    assert!(done.iter().all(|e| e["policy"] == "often"), "{done:?}");
+    secrets_free(&sim, &["hub-a"], &out).await;
+    assert_eq!(staging.leftovers().await, Vec::<String>::new());
+}

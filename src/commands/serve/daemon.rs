@@ -100,7 +100,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<Outcome> {
     let sched = &args.schedule;
-    let loaded = Loaded::read(&sched.policy, config)?;
+    let mut loaded = Loaded::read(&sched.policy, config)?;
+    loaded.for_store(&config.store(global.store.as_deref()));
     for e in &loaded.errors {
         tracing::error!("{e}");
     }
@@ -205,7 +206,7 @@ fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
             return;
         };
         while hup.recv().await.is_some() {
-            let loaded = match Loaded::read(&r.paths, &r.config) {
+            let mut loaded = match Loaded::read(&r.paths, &r.config) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!("SIGHUP: policies not re-read, the old ones keep running: {e}");
@@ -216,6 +217,7 @@ fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
                 tracing::error!("SIGHUP: {e}");
             }
             let mut ctx = (*current(&r.shared)).clone();
+            loaded.for_store(&ctx.location);
             ctx.policies = loaded.all.clone();
             ctx.policies.retain(|p| p.applies_to_store(&ctx.location));
             ctx.forget = !loaded.incomplete;

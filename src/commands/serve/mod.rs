@@ -111,6 +111,20 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Keep only the policies to run that are for the store at `location` (a policy without
+    /// `store` is for every store); say which were left out.
+    pub fn for_store(&mut self, location: &str) {
+        let (keep, other): (Vec<Policy>, Vec<Policy>) = std::mem::take(&mut self.run)
+            .into_iter()
+            .partition(|p| p.applies_to_store(location));
+        for p in &other {
+            tracing::warn!(policy = %p.name, "its `store` is another store: not run against {location}");
+        }
+        self.run = keep;
+    }
+}
+
 fn dedupe(list: &mut Vec<Policy>) {
     let mut seen = std::collections::HashSet::new();
     list.retain(|p| seen.insert(p.path.canonicalize().unwrap_or_else(|_| p.path.clone())));
@@ -257,7 +271,8 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<Outcome> {
     let args = args.schedule;
-    let loaded = Loaded::read(&args.policy, config)?;
+    let mut loaded = Loaded::read(&args.policy, config)?;
+    loaded.for_store(&config.store(global.store.as_deref()));
     let ctx = context(config, global, &args, &loaded).await?;
     let log = log::RunLog::open(&args.log_format, args.log_file.as_deref())?;
     let named = !args.policy.is_empty();
