@@ -287,6 +287,12 @@ pub async fn run(
                 .iter()
                 .map(|h| format!("policy {}: hub {h:?} is not in the config", p.name)),
         );
+        if named && hubs.is_empty() && unknown.is_empty() {
+            errors.push(format!(
+                "policy {} covers no hub of the config; add [hubs.NAME] to hubvault.toml or fix `hubs`",
+                p.name
+            ));
+        }
         let Some(slot) = slot_for(p, named, now) else {
             continue;
         };

@@ -148,9 +148,13 @@ impl Leases {
                 .read_root(&format!("{prefix}readyz-probe"))
                 .await
                 .is_ok(),
-            Leases::Local { dir } => dir
-                .parent()
-                .is_some_and(|root| root.as_os_str().is_empty() || !root.exists() || root.is_dir()),
+            // The store folder is there, or the first write can make it (its parent is there).
+            Leases::Local { dir } => dir.parent().is_some_and(|store| {
+                store.is_dir()
+                    || store
+                        .parent()
+                        .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir())
+            }),
         }
     }
 }
