@@ -606,3 +606,45 @@ async fn sighup_rereads_policies_and_a_broken_one_does_not_stop_the_others() {
     secrets_free(&sim, &["hub-a"], &out).await;
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
 }
+
+/// A backup of the slot already in the store (a run killed after its manifest, before its
+/// status record; here a manual backup after the slot): `run` of the due policy makes no second
+/// snapshot, and records the slot as handled.
+#[tokio::test]
+async fn a_snapshot_made_since_the_slot_counts_as_the_slots_backup() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 10)], 37, "run-once").await;
+    wd.write_identity();
+    // the slot: two minutes ago, every day (UTC)
+    let slot = chrono::Utc::now() - chrono::TimeDelta::minutes(2);
+    let cron = slot.format("%M %H * * *").to_string();
+    write_policy(
+        &wd,
+        "nightly",
+        &format!("hubs = \"*\"\n[schedule]\ncron = \"{cron}\"\n[retention]\nkeep-last = 5\n"),
+    );
+    let backup = wd
+        .hubvault()
+        .args(["backup", "--hub", "hub-a", "--json"])
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    assert_eq!(backup.code, 0, "{}", backup.text());
+    let id = backup.json()["snapshot"].as_str().unwrap().to_owned();
+    // first found by the snapshot, then by the status record it wrote
+    for found in [Value::String(id.clone()), Value::Null] {
+        let out = wd
+            .hubvault()
+            .args(["run", "--json"])
+            .within(Duration::from_secs(60))
+            .run()
+            .await;
+        secrets_free(&sim, &["hub-a"], &out).await;
+        assert_eq!(out.code, 0, "{}", out.text());
+        let run = &out.json()["runs"][0];
+        assert_eq!(run["outcome"], "skipped", "{run}");
+        assert_eq!(run["snapshot"], found, "{run}");
+    }
+    assert_eq!(wd.snapshot_ids("hub-a.azure-devices.net"), [id]);
+    assert_eq!(staging.leftovers().await, Vec::<String>::new());
+}

@@ -273,6 +273,18 @@ async fn under_lease(
         report.status = Some(status);
         return;
     }
+    // A run killed after its manifest but before its record: its snapshot is the slot's.
+    if let Some(id) = snapshot_since(ctx, &due.hub, due.slot).await {
+        tracing::info!(hub = %due.hub, "snapshot {id} was made at or after this slot: not made again");
+        status.slots.insert(due.policy.clone(), due.slot);
+        if !lease.lost() && lease.write_status(&status).await.is_err() {
+            tracing::warn!(hub = %due.hub, "could not write the hub's status record");
+        }
+        report.outcome = Outcome::Skipped;
+        report.snapshot = Some(id);
+        report.status = Some(status);
+        return;
+    }
     events(Phase::Backup, report);
     match backup_hub(ctx, &due.hub, &due.policy, stop).await {
         Ok(b) => {
@@ -381,4 +393,25 @@ async fn forget_hub(ctx: &Context, hub: &str) -> Result<usize, forget::Error> {
     )
     .await?;
     Ok(report.applied.map_or(0, |a| a.snapshots_removed))
+}
+
+/// A committed snapshot of `hub` whose id (its start time) is at or after `slot`, if any: the
+/// durable trace of a run of this slot that died before writing the status record.
+async fn snapshot_since(ctx: &Context, hub: &str, slot: DateTime<Utc>) -> Option<String> {
+    use crate::snapshot::catalog::{self, FileKind};
+    let resolved = crate::services::resolve_hub(hub, &ctx.config).ok()?;
+    let host = resolved.target.host;
+    let listed = ctx.store.list(&format!("{host}/")).await.ok()?;
+    listed.into_iter().find_map(|m| {
+        let mut parts = m.name.split('/').skip(1);
+        let (id, file) = (parts.next()?, parts.next()?);
+        let committed = matches!(
+            catalog::file_kind(file),
+            Some(FileKind::Manifest(_) | FileKind::ManifestV1)
+        );
+        let started =
+            chrono::NaiveDateTime::parse_from_str(id.get(..16)?, "%Y%m%dT%H%M%SZ").ok()?;
+        (committed && catalog::is_snapshot_id(id) && started.and_utc() >= slot)
+            .then(|| id.to_owned())
+    })
 }
