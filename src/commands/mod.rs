@@ -59,7 +59,12 @@ pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
 async fn read_connection_secrets(config: &mut Config, command: &Command) -> Result<()> {
     // `serve` and `run` may back up any hub of the config.
     let every_hub: Vec<String> = match command {
-        Command::Serve(_) | Command::Run(_) => config.hubs.keys().cloned().collect(),
+        Command::Serve(_) | Command::Run(_) => config
+            .hubs
+            .keys()
+            .chain(config.dps.keys())
+            .cloned()
+            .collect(),
         _ => Vec::new(),
     };
     let (names, staging): (Vec<&str>, bool) = match command {

@@ -648,3 +648,40 @@ async fn a_snapshot_made_since_the_slot_counts_as_the_slots_backup() {
     assert_eq!(wd.snapshot_ids("hub-a.azure-devices.net"), [id]);
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
 }
+
+/// A policy naming a DPS instance backs its enrollments up on `run`, and retention covers the
+/// DPS snapshots too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_backs_up_the_dps_instances_a_policy_names() {
+    let (world, wd, _client, keys) = crate::dps::dps_world(12).await;
+    world.add_secret(&keys[0]);
+    write_policy(
+        &wd,
+        "enrollments",
+        "hubs = [\"none-*\"]\ndps = [\"dps-a\"]\n[schedule]\ncron = \"@daily\"\n[retention]\nkeep-last = 1\n",
+    );
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let out = wd
+            .hubvault()
+            .args(["run", "--policy", "policies/enrollments.toml", "--json"])
+            .within(Duration::from_secs(60))
+            .run()
+            .await;
+        assert_no_secrets(&out.text(), &keys, "run of a DPS policy");
+        assert_eq!(out.code, 0, "{}", out.text());
+        let run = out.json()["runs"][0].clone();
+        assert_eq!(run["hub"], "dps-a", "{run}");
+        assert_eq!(run["outcome"], "ok", "{run}");
+        ids.push(run["snapshot"].as_str().unwrap().to_owned());
+    }
+    let host = world.dps.as_ref().unwrap().host.clone();
+    // (two snapshots made in one second order by their random suffix: either may be "last")
+    let left = wd.snapshot_ids(&host);
+    assert_eq!(
+        left.len(),
+        1,
+        "keep-last = 1 covers the DPS snapshots: {left:?}"
+    );
+    assert!(ids.contains(&left[0]), "{left:?} {ids:?}");
+}

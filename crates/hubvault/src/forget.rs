@@ -162,10 +162,7 @@ pub fn plan(snapshots: &[SnapshotRef], policies: &[Policy], now: DateTime<Utc>) 
     let mut out = ForgetPlan::default();
     for (hub, list) in by_hub {
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); list.len()];
-        let applicable: Vec<&Policy> = policies
-            .iter()
-            .filter(|p| p.file.hubs.matches(hub))
-            .collect();
+        let applicable: Vec<&Policy> = policies.iter().filter(|p| p.covers(hub)).collect();
         if applicable.is_empty() {
             for r in &mut reasons {
                 r.push(format!("no policy applies to hub {hub}"));
@@ -199,7 +196,7 @@ pub fn orphan_grace(hub: &str, policies: &[Policy]) -> policy::Span {
     longest(
         policies
             .iter()
-            .filter(|p| p.file.hubs.matches(hub))
+            .filter(|p| p.covers(hub))
             .map(|p| p.file.orphan_grace),
     )
     .unwrap_or(DEFAULT_ORPHAN_GRACE)

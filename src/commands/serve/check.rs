@@ -43,18 +43,17 @@ pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> Result<Outcome> 
 /// One policy: its JSON document, its text, and how many problems it has.
 fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, String, usize) {
     let f = &p.file;
-    let picked = f.hubs.pick(config.hubs.keys().map(String::as_str));
+    let (picked_hubs, unknown) = super::hubs_of(p, config);
     // Without hubs in the config there is nothing to match against: say so, find no problem.
-    let configured = !config.hubs.is_empty();
-    let mut problems: Vec<String> = picked
-        .unknown
+    let configured = !config.hubs.is_empty() || !config.dps.is_empty();
+    let mut problems: Vec<String> = unknown
         .iter()
         .filter(|_| configured)
         .map(|h| {
-            format!("hub {h:?} is not in the config ([hubs.{h}]): serve and run cannot back it up")
+            format!("{h:?} is not in the config ([hubs.{h}] or [dps.{h}]): serve and run cannot back it up")
         })
         .collect();
-    if configured && picked.hubs.is_empty() && picked.unknown.is_empty() {
+    if configured && picked_hubs.is_empty() && unknown.is_empty() {
         problems.push("no hub of the config matches `hubs`".to_owned());
     }
     let mut text = format!("{} ({})\n", p.name, p.path.display());
@@ -62,7 +61,7 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
         let _ = writeln!(text, "  {d}");
     }
     let hubs = if configured {
-        list(&picked.hubs)
+        list(&picked_hubs)
     } else {
         "(no [hubs] in the config to match against)".to_owned()
     };
@@ -109,7 +108,7 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
     let doc = json!({
         "name": p.name,
         "path": p.path.display().to_string(),
-        "hubs": picked.hubs,
+        "hubs": picked_hubs,
         "schedule": schedule_words,
         "next_runs": runs,
         "retention": words::retention(&f.retention),

@@ -255,9 +255,14 @@ fn timeout_of(policies: &[Policy], name: &str) -> Duration {
         .map_or(hub_run::DEFAULT_TIMEOUT, policy::Interval::as_duration)
 }
 
-/// The hubs of `p` found in the config; names the config lacks are logged.
+/// The hubs and DPS instances of `p` found in the config, and the names it lacks.
 fn hubs_of(p: &Policy, config: &Config) -> (Vec<String>, Vec<String>) {
-    let picked = p.file.hubs.pick(config.hubs.keys().map(String::as_str));
+    let mut picked = p.file.hubs.pick(config.hubs.keys().map(String::as_str));
+    if let Some(dps) = &p.file.dps {
+        let more = dps.pick(config.dps.keys().map(String::as_str));
+        picked.hubs.extend(more.hubs);
+        picked.unknown.extend(more.unknown);
+    }
     (picked.hubs, picked.unknown)
 }
 

@@ -8,6 +8,7 @@
 //! ```toml
 //! description = "nightly backup of every hub"   # optional, for people
 //! hubs = "*"                     # or ["hub-a", "hub-b"]: which hubs (names in hubvault.toml / --hub-name)
+//! dps = ["dps-a"]                # DPS instances too (names in hubvault.toml's [dps]); none by default
 //! store = "./hubvault-store"     # optional: only for this store (default: whichever store is used)
 //! orphan-grace = "24h"           # unfinished snapshots younger than this are never removed
 //!
@@ -121,6 +122,9 @@ pub struct PolicyFile {
     pub description: Option<String>,
     #[serde(default)]
     pub hubs: HubSelector,
+    /// DPS instances (names in hubvault.toml's `[dps]`, globs, or `"*"`); none by default.
+    #[serde(default)]
+    pub dps: Option<HubSelector>,
     #[serde(default)]
     pub store: Option<String>,
     #[serde(default = "default_grace", deserialize_with = "span::non_zero")]
@@ -365,16 +369,25 @@ impl Policy {
     /// Widen each named hub to every name it goes by (`names_of` knows the config: a config
     /// name's host name, the config names of a host).
     pub fn bind_hubs(&mut self, names_of: impl Fn(&str) -> HubNames) {
-        if let HubSelector::Named(list) = &mut self.file.hubs {
-            for n in list.iter_mut().filter(|n| glob_of(n.label()).is_none()) {
-                *n = names_of(n.label());
+        let selectors = std::iter::once(&mut self.file.hubs).chain(self.file.dps.as_mut());
+        for selector in selectors {
+            if let HubSelector::Named(list) = selector {
+                for n in list.iter_mut().filter(|n| glob_of(n.label()).is_none()) {
+                    *n = names_of(n.label());
+                }
             }
         }
     }
 
+    /// Does this policy cover the snapshots stored as `stored` (a hub, or one of its DPS
+    /// instances)?
+    pub fn covers(&self, stored: &str) -> bool {
+        self.file.hubs.matches(stored) || self.file.dps.as_ref().is_some_and(|d| d.matches(stored))
+    }
+
     /// Does this policy govern snapshots of `hub` in the store at `store`?
     pub fn applies_to(&self, hub: &str, store: &str) -> bool {
-        self.file.hubs.matches(hub) && self.applies_to_store(store)
+        self.covers(hub) && self.applies_to_store(store)
     }
 
     /// Is this policy for the store at `store` (a policy without `store` is for every store)?

@@ -288,9 +288,9 @@ async fn under_lease(
     events(Phase::Backup, report);
     match backup_hub(ctx, &due.hub, &due.policy, stop).await {
         Ok(b) => {
-            report.snapshot = Some(b.backup.snapshot.clone());
-            report.devices = Some(b.backup.devices);
-            report.bytes = Some(b.backup.bytes);
+            report.snapshot = Some(b.snapshot.clone());
+            report.devices = Some(b.devices);
+            report.bytes = Some(b.bytes);
             report.outcome = Outcome::Ok;
             events(Phase::Forget, report);
             let forgotten = if ctx.forget {
@@ -326,14 +326,23 @@ async fn under_lease(
 }
 
 /// A live backup of `hub` as `backup --hub` makes it (without preflight: its failures are the
-/// run's), staged per the policy's `[staging]` overrides.
+/// run's), staged per the policy's `[staging]` overrides; or, for a name of the config's `[dps]`
+/// (and not of its `[hubs]`), as `backup --dps` makes it.
 async fn backup_hub(
     ctx: &Context,
     hub: &str,
     policy: &str,
     stop: &Shutdown,
-) -> Result<backup::HubBackupReport, RunError> {
+) -> Result<backup::BackupReport, RunError> {
     let err = |e: &(dyn Diagnostic + 'static)| RunError::of(e);
+    if !ctx.config.hubs.contains_key(hub) && ctx.config.dps.contains_key(hub) {
+        let target = crate::services::resolve_dps(hub, &ctx.config).map_err(|e| err(&e))?;
+        let client = crate::dps::DpsClient::new(target).map_err(|e| err(&e))?;
+        let options = BackupOptions::new(time::OffsetDateTime::now_utc(), ctx.signing_key.clone());
+        return backup::from_dps(ctx.store.clone(), &client, &ctx.recipients, options)
+            .await
+            .map_err(|e| err(&e));
+    }
     let mut resolved = crate::services::resolve_hub(hub, &ctx.config).map_err(|e| err(&e))?;
     resolved.target.local_address = ctx.local_address;
     let client = HubClient::new(resolved.target).map_err(|e| err(&e))?;
@@ -357,6 +366,7 @@ async fn backup_hub(
     .await
     .map_err(|e| err(&e))?;
     done.backup
+        .map(|b| b.backup)
         .ok_or_else(|| RunError::new("backup_not_started", "the backup did not start".into()))
 }
 
@@ -399,8 +409,10 @@ async fn forget_hub(ctx: &Context, hub: &str) -> Result<usize, forget::Error> {
 /// durable trace of a run of this slot that died before writing the status record.
 async fn snapshot_since(ctx: &Context, hub: &str, slot: DateTime<Utc>) -> Option<String> {
     use crate::snapshot::catalog::{self, FileKind};
-    let resolved = crate::services::resolve_hub(hub, &ctx.config).ok()?;
-    let host = resolved.target.host;
+    let host = match crate::services::resolve_hub(hub, &ctx.config) {
+        Ok(resolved) => resolved.target.host,
+        Err(_) => crate::services::resolve_dps(hub, &ctx.config).ok()?.host,
+    };
     let listed = ctx.store.list(&format!("{host}/")).await.ok()?;
     listed.into_iter().find_map(|m| {
         let mut parts = m.name.split('/').skip(1);
