@@ -162,19 +162,16 @@ pub async fn run(
         transition: None,
         status: None,
     };
-    let (stop, timed_out, timer) = run_shutdown(shutdown, timeout);
+    let stop = RunStop::start(shutdown, timeout);
     events(Phase::Lease, &report);
-    match take_lease(ctx, due, &stop).await {
+    match take_lease(ctx, due, &stop.stop).await {
         Ok(Taken::Lease(lease)) => {
-            under_lease(ctx, due, &lease, &stop, &mut report, events).await;
-            if timed_out.load(Ordering::Relaxed) && report.outcome == Outcome::Failed {
-                report.error = Some(RunError::new(
-                    "run_timeout",
-                    format!(
-                        "the run took longer than its timeout ({}s) and was abandoned: export job cancelled, staging deleted",
-                        timeout.as_secs()
-                    ),
-                ));
+            lease.watch_lost(stop.lease_lost.clone());
+            under_lease(ctx, due, &lease, &stop.stop, &mut report, events).await;
+            if report.outcome == Outcome::Failed
+                && let Some(reason) = stop.reason(timeout)
+            {
+                report.error = Some(reason);
             }
             if let Err(e) = lease.release().await {
                 tracing::warn!(hub = %due.hub, "could not release the hub's lease: {e}");
@@ -187,29 +184,66 @@ pub async fn run(
         Ok(Taken::Stopped) => report.outcome = Outcome::Stopped,
         Err(e) => report.error = Some(e),
     }
-    timer.abort();
+    stop.watcher.abort();
     report.finished_at = Utc::now();
     events(Phase::Done, &report);
     report
 }
 
-/// A shutdown for one run: fires on the process's shutdown or after `timeout`.
-fn run_shutdown(
-    outer: &Shutdown,
-    timeout: Duration,
-) -> (Shutdown, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let (trigger, stop) = crate::shutdown::channel();
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let outer = outer.clone();
-    let flag = timed_out.clone();
-    let timer = tokio::spawn(async move {
-        tokio::select! {
-            () = outer.requested() => {}
-            () = tokio::time::sleep(timeout) => flag.store(true, Ordering::Relaxed),
+/// The stop signal of one run: fired by the process's shutdown, after `timeout`, or when the
+/// run's lease is lost (another replica may take the hub over: this run must not go on).
+struct RunStop {
+    stop: Shutdown,
+    timed_out: Arc<AtomicBool>,
+    lease_lost: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl RunStop {
+    fn start(outer: &Shutdown, timeout: Duration) -> RunStop {
+        let (trigger, stop) = crate::shutdown::channel();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let (outer, timed, lost) = (outer.clone(), timed_out.clone(), lease_lost.clone());
+        let watcher = tokio::spawn(async move {
+            let lost_watch = async {
+                while !lost.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            };
+            tokio::select! {
+                () = outer.requested() => {}
+                () = tokio::time::sleep(timeout) => timed.store(true, Ordering::Relaxed),
+                () = lost_watch => {}
+            }
+            trigger.fire();
+        });
+        RunStop {
+            stop,
+            timed_out,
+            lease_lost,
+            watcher,
         }
-        trigger.fire();
-    });
-    (stop, timed_out, timer)
+    }
+
+    /// What stopped a failed run, when it was the timeout or a lost lease.
+    fn reason(&self, timeout: Duration) -> Option<RunError> {
+        if self.timed_out.load(Ordering::Relaxed) {
+            return Some(RunError::new(
+                "run_timeout",
+                format!(
+                    "the run took longer than its timeout ({}s) and was abandoned: export job cancelled, staging deleted",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        self.lease_lost.load(Ordering::Relaxed).then(|| {
+            RunError::new(
+                "lease_lost",
+                "the hub's lease could not be renewed, so the run was abandoned (export job cancelled, staging deleted) before another could overlap it".to_owned(),
+            )
+        })
+    }
 }
 
 /// What waiting for the lease ended with.

@@ -206,6 +206,20 @@ impl Lease {
         self.lost.load(Ordering::Relaxed)
     }
 
+    /// Also raise `flag` when the lease is lost (the run's stop signal watches it).
+    pub fn watch_lost(&self, flag: Arc<AtomicBool>) {
+        let lost = self.lost.clone();
+        tokio::spawn(async move {
+            while !lost.load(Ordering::Relaxed) {
+                if Arc::strong_count(&lost) == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
+
     /// The hub's status record, read under the lease.
     pub async fn read_status(&self, hub: &str) -> Result<HubStatus, Error> {
         let bytes = match &self.held {
@@ -424,18 +438,22 @@ mod tests {
         }
     }
 
+    const TTL: Duration = Duration::from_millis(600);
+
+    /// A temp folder's leases, and hub-a's lease held by "a".
+    async fn held_by_a() -> (tempfile::TempDir, Leases, Lease) {
+        let tmp = tempfile::tempdir().unwrap();
+        let leases = Leases::open(&tmp.path().display().to_string()).unwrap();
+        let a = leases.try_acquire("hub-a", &owner("a"), TTL).await.unwrap();
+        (tmp, leases, a.expect("free"))
+    }
+
     /// One holder at a time; a live holder's heartbeat keeps others out; a dead holder's lock is
     /// taken over after the lease duration; the status record is the holder's to write.
     #[tokio::test]
     async fn local_lock_is_exclusive_renewed_and_taken_over_when_stale() {
-        let tmp = tempfile::tempdir().unwrap();
-        let leases = Leases::open(&tmp.path().display().to_string()).unwrap();
-        let ttl = Duration::from_millis(600);
-        let a = leases
-            .try_acquire("hub-a", &owner("a"), ttl)
-            .await
-            .unwrap()
-            .expect("free");
+        let (tmp, leases, a) = held_by_a().await;
+        let ttl = TTL;
         assert!(
             leases
                 .try_acquire("hub-a", &owner("b"), ttl)
@@ -474,5 +492,21 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(entries, ["hub-a.json"], "lock and guard gone");
+    }
+
+    /// A lock taken from under its holder (it looked dead elsewhere): the holder's next renewal
+    /// finds another owner, marks the lease lost and raises the run's flag.
+    #[tokio::test]
+    async fn a_lease_taken_from_under_its_holder_is_marked_lost() {
+        let (tmp, _leases, a) = held_by_a().await;
+        let flag = Arc::new(AtomicBool::new(false));
+        a.watch_lost(flag.clone());
+        let lock = tmp.path().join(".hubvault-serve/hub-a.lock");
+        std::fs::write(&lock, serde_json::to_vec(&owner("b")).unwrap()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(a.lost());
+        assert!(flag.load(Ordering::Relaxed));
+        a.release().await.unwrap();
+        assert!(lock.exists(), "release leaves another owner's lock alone");
     }
 }
