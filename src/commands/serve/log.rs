@@ -85,7 +85,7 @@ impl RunLog {
             ),
             (Outcome::Skipped, _) => "skipped: this slot was handled already".to_owned(),
             (Outcome::Stopped, _) => {
-                "stopped before it started (another run held the hub's lease)".to_owned()
+                "stopped by shutdown (nothing left behind); the slot runs again later".to_owned()
             }
             (Outcome::Failed, Some(e)) => format!("FAILED [{}] {}", e.code, e.message),
             (Outcome::Failed, None) => "FAILED".to_owned(),

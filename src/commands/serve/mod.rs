@@ -364,7 +364,9 @@ fn run_outcome(reports: &[Report], errors: &[String]) -> Outcome {
             (RunOutcome::Skipped, _) => {
                 format!("{}: skipped, this slot was handled already", r.hub)
             }
-            (RunOutcome::Stopped, _) => format!("{}: stopped before it started", r.hub),
+            (RunOutcome::Stopped, _) => {
+                format!("{}: stopped by shutdown, nothing left behind", r.hub)
+            }
             (RunOutcome::Failed, e) => format!(
                 "{}: FAILED {}",
                 r.hub,

@@ -70,7 +70,8 @@ pub enum Outcome {
     Failed,
     /// The slot had been handled already (by another replica, or before a restart).
     Skipped,
-    /// Shutdown came while another run held the hub's lease: nothing was started.
+    /// Shutdown came first: while another run held the hub's lease (nothing was started), or
+    /// during the backup (its job cancelled, its staging deleted; the slot stays to be run).
     Stopped,
 }
 
@@ -167,7 +168,7 @@ pub async fn run(
     match take_lease(ctx, due, &stop.stop).await {
         Ok(Taken::Lease(lease)) => {
             lease.watch_lost(stop.lease_lost.clone());
-            under_lease(ctx, due, &lease, &stop.stop, &mut report, events).await;
+            under_lease(ctx, due, &lease, &stop, &mut report, events).await;
             if report.outcome == Outcome::Failed
                 && let Some(reason) = stop.reason(timeout)
             {
@@ -224,6 +225,13 @@ impl RunStop {
             lease_lost,
             watcher,
         }
+    }
+
+    /// Whether the process's shutdown stopped the run (not its timeout or a lost lease).
+    fn by_shutdown(&self) -> bool {
+        self.stop.is_requested()
+            && !self.timed_out.load(Ordering::Relaxed)
+            && !self.lease_lost.load(Ordering::Relaxed)
     }
 
     /// What stopped a failed run, when it was the timeout or a lost lease.
@@ -291,7 +299,7 @@ async fn under_lease(
     ctx: &Context,
     due: &Due,
     lease: &Lease,
-    stop: &Shutdown,
+    stop: &RunStop,
     report: &mut Report,
     events: Events<'_>,
 ) {
@@ -320,7 +328,7 @@ async fn under_lease(
         return;
     }
     events(Phase::Backup, report);
-    match backup_hub(ctx, &due.hub, &due.policy, stop).await {
+    match backup_hub(ctx, &due.hub, &due.policy, &stop.stop).await {
         Ok(b) => {
             report.snapshot = Some(b.snapshot.clone());
             report.devices = Some(b.devices);
@@ -337,6 +345,13 @@ async fn under_lease(
                 // The snapshot is made: a failed forget is reported, the backup still counts.
                 Err(e) => tracing::warn!(hub = %due.hub, "forget after the backup failed: {e}"),
             }
+        }
+        // Stopped by SIGTERM/SIGINT (not its timeout): not a failure, and the slot stays
+        // unhandled, so a restart or another replica runs it.
+        Err(e) if e.code == "interrupted" && stop.by_shutdown() => {
+            report.outcome = Outcome::Stopped;
+            report.error = Some(e);
+            return;
         }
         Err(e) => report.error = Some(e),
     }
