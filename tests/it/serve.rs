@@ -685,3 +685,46 @@ async fn run_backs_up_the_dps_instances_a_policy_names() {
     );
     assert!(ids.contains(&left[0]), "{left:?} {ids:?}");
 }
+
+/// SIGTERM in the middle of a backup: the export job is cancelled, its staging deleted, the run
+/// is `stopped` (not a failure), no snapshot is left, and `serve` exits 0.
+#[tokio::test]
+async fn sigterm_mid_backup_abandons_it_cleanly_and_exits_0() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20)], 38, "serve-term").await;
+    wd.write_identity();
+    sim.limits("hub-a", serde_json::json!({"job_rate": 2}))
+        .await;
+    write_policy(
+        &wd,
+        "often",
+        "hubs = \"*\"\n[schedule]\ncron = \"*/2 * * * * *\"\n[retention]\nkeep-last = 5\n",
+    );
+    let mut serve = wd
+        .hubvault()
+        .args(["serve", "--policy", "policies", "--log-format", "json"])
+        .within(Duration::from_secs(60))
+        .spawn();
+    let started = serve
+        .wait_for_stderr("\"phase\":\"backup\"", Duration::from_secs(20))
+        .await;
+    assert!(started, "a backup started");
+    let job = sim
+        .running_job("hub-a", Some("export"), Duration::from_secs(10))
+        .await;
+    assert!(job.get("jobId").is_some(), "{job}");
+    serve.terminate();
+    let out = serve.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    secrets_free(&sim, &["hub-a"], &out).await;
+    let done: Vec<Value> = ndjson(&out.stderr)
+        .into_iter()
+        .filter(|e| e["phase"] == "done")
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["outcome"], "stopped", "{done:?}");
+    assert_eq!(done[0]["error_code"], "interrupted", "{done:?}");
+    assert!(wd.snapshot_ids("hub-a.azure-devices.net").is_empty());
+    assert!(sim.jobs_done("hub-a", Duration::from_secs(15)).await);
+    assert_eq!(staging.leftovers().await, Vec::<String>::new());
+}
