@@ -2,8 +2,8 @@
 //! keep) and schedule (when to run). Decisions take `now` as a parameter; this module reads policy
 //! files but does no other I/O and never reads the clock.
 //!
-//! The whole schema is defined here even where the code that acts on it comes later (the scheduler
-//! and notifier), so a policy written today keeps working:
+//! The whole schema is defined here; `forget` acts on retention and the hubs, `serve` and `run`
+//! (`crate::service`) on the rest, and `[drill]` waits for `hubvault drill`:
 //!
 //! ```toml
 //! description = "nightly backup of every hub"   # optional, for people
@@ -35,14 +35,16 @@
 //!
 //! [notifications]
 //! webhook-url-env = "HUBVAULT_WEBHOOK_URL"   # the URL is a secret: name the variable holding it
-//! on = ["failure", "success"]
+//! # webhook-url-secret = "https://kv.vault.azure.net/secrets/hook"   # or a Key Vault secret
+//! ping-url-env = "HUBVAULT_PING_URL"         # healthchecks-style pings: /start, success, /fail
+//! on = ["failure", "success"]                # failure: first failure + recovery; success: every one
 //!
 //! [drill]                        # restore drills: accepted, acted on by `hubvault drill` later
 //! cron = "0 4 * * 0"
 //! ```
 //!
-//! `hubs` entries may be globs (`"plant-*"`), matched against the config's hub names and the
-//! names snapshots are stored under.
+//! `hubs` and `dps` entries may be globs (`"plant-*"`), matched against the config's names and
+//! the names snapshots are stored under.
 //!
 //! Keys are kebab-case and unknown keys are rejected with file, line and column. Values are checked
 //! while parsing (cron, zone, spans, counts), so those errors carry the line too.
