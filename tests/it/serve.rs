@@ -728,3 +728,55 @@ async fn sigterm_mid_backup_abandons_it_cleanly_and_exits_0() {
     assert!(sim.jobs_done("hub-a", Duration::from_secs(15)).await);
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
 }
+
+/// `serve` down for a while: on restart the missed slots of a hub run once (for the latest of
+/// them, read from the store's status record), not once per missed slot.
+#[tokio::test]
+async fn missed_slots_after_downtime_run_once_on_restart() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 10)], 39, "serve-missed").await;
+    wd.write_identity();
+    write_policy(
+        &wd,
+        "often",
+        "hubs = \"*\"\n[schedule]\ncron = \"*/2 * * * * *\"\n[retention]\nkeep-last = 50\n",
+    );
+    let serve = || {
+        wd.hubvault()
+            .args(["serve", "--policy", "policies", "--log-format", "json"])
+            .within(Duration::from_secs(60))
+            .spawn()
+    };
+    let mut first = serve();
+    let ran = first
+        .wait_for_stderr("\"outcome\":\"ok\"", Duration::from_secs(20))
+        .await;
+    assert!(ran, "a first backup");
+    first.terminate();
+    let out = first.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    // down for about three slots
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let restarted_at = chrono::Utc::now();
+    let mut second = serve();
+    let ran = second
+        .wait_for_stderr("\"outcome\":\"ok\"", Duration::from_secs(20))
+        .await;
+    assert!(ran, "the missed slot ran");
+    second.terminate();
+    let out = second.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    secrets_free(&sim, &["hub-a"], &out).await;
+    let slots: Vec<chrono::DateTime<chrono::Utc>> = ndjson(&out.stderr)
+        .into_iter()
+        .filter(|e| e["phase"] == "done" && e["outcome"] == "ok")
+        .map(|e| e["slot"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let missed: Vec<_> = slots.iter().filter(|s| **s < restarted_at).collect();
+    assert_eq!(missed.len(), 1, "one run for the missed slots: {slots:?}");
+    assert!(
+        restarted_at - *missed[0] <= chrono::TimeDelta::seconds(2),
+        "for the latest of them: {slots:?} (restarted at {restarted_at})"
+    );
+    assert_eq!(staging.leftovers().await, Vec::<String>::new());
+}
