@@ -109,6 +109,13 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check what would stop a backup, restore or clone against a hub (exit 1 on findings).
     Preflight(PreflightArgs),
+    /// Explain policy files: hubs, schedule in words and the next five runs (DST shown), retention.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run policies on their schedules (backup, then forget per hub) until SIGTERM.
+    Serve(ServeArgs),
+    /// One pass of every due (or named) policy, then exit: 0 ok, 2 error, 3 some hubs failed.
+    Run(RunArgs),
     /// Restore drill: a snapshot into a scratch hub, devices probed with their original keys,
     /// verification, RTO/RPO against targets, an HTML report (exit 1: failed or breached).
     Drill(DrillArgs),
@@ -571,4 +578,71 @@ pub enum RestoreEngine {
     Job,
     Bulk,
     Auto,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Each policy's hubs, schedule in words with its next five runs, retention and settings.
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// A policy file or a folder of them (default: policies/).
+    #[arg(value_name = "FILE_OR_DIR", default_value = "policies")]
+    pub path: PathBuf,
+}
+
+/// What `serve` and `run` share: which policies, how runs go.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Policy file or folder (repeatable; default: policies/). A named file runs alone, but
+    /// `forget` after each backup applies every policy of its folder that covers the hub.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub policy: Vec<PathBuf>,
+    /// Run log format on stderr (or --log-file): text, or json (one line per run event).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Append the run log to this file instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Lease duration in seconds (a killed run's hub is free again after it; Azure: 15-60).
+    #[arg(long, value_name = "SECS", env = "HUBVAULT_LEASE_SECS", hide = true)]
+    pub lease_secs: Option<u64>,
+    #[command(flatten)]
+    pub keys: Keys,
+    #[command(flatten)]
+    pub trust: ReadTrust,
+    /// Test-only: bind the hub client's socket to this local address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        hide = true,
+        env = "HUBVAULT_LOCAL_ADDRESS",
+        hide_env_values = true
+    )]
+    pub local_address: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", env = "HUBVAULT_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Hub runs at once, across all policies.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        env = "HUBVAULT_CONCURRENCY"
+    )]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
 }

@@ -67,6 +67,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(outcome) => {
+            // `run` says its own code in its document (3: some hubs failed, others did not).
+            let own = outcome.json.get("exit_code").and_then(Value::as_u64);
             if json_mode {
                 out(&pretty(&with_warnings(outcome.json)));
                 if !outcome.human.is_empty() {
@@ -75,12 +77,11 @@ fn main() -> ExitCode {
             } else {
                 out(outcome.human.trim_end_matches('\n'));
             }
-            if outcome.failed {
-                ExitCode::from(2)
-            } else if outcome.found_something {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+            match own.and_then(|c| u8::try_from(c).ok()) {
+                Some(code) => ExitCode::from(code),
+                None if outcome.failed => ExitCode::from(2),
+                None if outcome.found_something => ExitCode::from(1),
+                None => ExitCode::SUCCESS,
             }
         }
         Err(err) => {

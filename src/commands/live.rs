@@ -68,6 +68,26 @@ pub(super) fn resolve(
     Ok((resolved, client))
 }
 
+/// The test-only pause once the export job runs (`HUBVAULT_FAULT_PAUSE=export-running`), for
+/// `command` (named in the error for another pause point).
+pub(super) fn export_running_pause(command: &str) -> Result<Option<Arc<dyn Fn() + Send + Sync>>> {
+    let Ok(point) = std::env::var(FAULT_PAUSE_ENV) else {
+        return Ok(None);
+    };
+    if point != "export-running" {
+        return Err(unknown_pause_point(
+            FAULT_PAUSE_ENV,
+            &point,
+            command,
+            "export-running",
+        ));
+    }
+    Ok(Some(Arc::new(|| {
+        eprintln!("{FAULT_PAUSE_ENV}: paused at export-running");
+        std::thread::sleep(Duration::from_secs(3600));
+    })))
+}
+
 pub(super) fn poll_policy() -> Result<PollPolicy> {
     let mut poll = PollPolicy::default();
     if let Some(ms) = env_number::<u64>(POLL_ENV, "whole milliseconds")? {
@@ -214,20 +234,7 @@ pub async fn backup(
     if let Some(secs) = env_number(LEFTOVER_ENV, "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
     }
-    if let Ok(point) = std::env::var(FAULT_PAUSE_ENV) {
-        if point != "export-running" {
-            return Err(unknown_pause_point(
-                FAULT_PAUSE_ENV,
-                &point,
-                "backup --hub",
-                "export-running",
-            ));
-        }
-        options.export_running = Some(Arc::new(|| {
-            eprintln!("{FAULT_PAUSE_ENV}: paused at export-running");
-            std::thread::sleep(Duration::from_secs(3600));
-        }));
-    }
+    options.export_running = export_running_pause("backup --hub")?;
     let arm = arm_client(config)?;
     let checks = (!args.no_preflight)
         .then(|| checks_for(&resolved, &client, arm.as_ref(), &args.live, options.poll));

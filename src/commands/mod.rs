@@ -10,6 +10,7 @@ mod key;
 mod live;
 mod progress;
 mod restore;
+mod serve;
 mod snapshots;
 
 use std::fmt::Display;
@@ -30,7 +31,9 @@ use hubvault::snapshot::catalog::HubNames;
 use hubvault::store::{self, Store};
 
 use crate::Outcome;
-use crate::cli::{Cli, Command, FailoverCommand, Global, KeyCommand, Keys, StoreCommand};
+use crate::cli::{
+    Cli, Command, FailoverCommand, Global, KeyCommand, Keys, PolicyCommand, StoreCommand,
+};
 
 pub use error::Error;
 
@@ -58,7 +61,20 @@ pub async fn run(cli: Cli) -> (Vec<String>, Result<Outcome>) {
 /// Read from Key Vault the connection strings (`connection-string-secret`) of the hubs this
 /// command names, and of `[staging]` when it may run hub jobs.
 async fn read_connection_secrets(config: &mut Config, command: &Command) -> Result<()> {
+    // `serve` and `run` may back up any hub of the config.
+    let every_hub: Vec<String> = match command {
+        Command::Serve(_) | Command::Run(_) => config
+            .hubs
+            .keys()
+            .chain(config.dps.keys())
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     let (names, staging): (Vec<&str>, bool) = match command {
+        Command::Serve(_) | Command::Run(_) => {
+            (every_hub.iter().map(String::as_str).collect(), true)
+        }
         Command::Backup(a) => (
             a.hub.iter().chain(&a.dps).map(String::as_str).collect(),
             a.hub.is_some(),
@@ -140,6 +156,9 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
         Command::Failover(FailoverCommand::Status(args)) => {
             failover::status(config, global, &args).await
         }
+        Command::Policy(PolicyCommand::Check(args)) => serve::policy_check(config, &args),
+        Command::Serve(args) => serve::serve(config, global, args, shutdown).await,
+        Command::Run(args) => serve::run(config, global, args, shutdown).await,
     }
 }
 

@@ -25,7 +25,7 @@ fn key(n: usize) -> String {
 
 /// A DPS with `count` individual enrollments and 3 groups (symmetric keys), and a work folder
 /// whose config names it `dps-a`.
-async fn dps_world(count: usize) -> (World, Workdir, DpsClient, Vec<String>) {
+pub(crate) async fn dps_world(count: usize) -> (World, Workdir, DpsClient, Vec<String>) {
     let world = World::builder()
         .hubs(&[("hub-a", 0)])
         .arm(false)

@@ -294,6 +294,16 @@ async fn no_command_leaks_a_secret_at_any_verbosity() {
         vec!["key", "rotate", "--to", recipient, "--dry-run"],
         vec!["forget", "--dry-run", "--policy", policy],
         vec!["forget", "--policy", policy],
+        vec!["policy", "check", policy],
+        vec![
+            "run",
+            "--policy",
+            policy,
+            "--log-format",
+            "json",
+            "--recipient",
+            recipient,
+        ],
     ];
     let mut traced = 0;
     for args in &runs {

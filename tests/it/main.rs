@@ -12,6 +12,7 @@
 
 mod azure;
 mod clone;
+mod deploy;
 mod dps;
 mod drill;
 mod failover;
@@ -25,6 +26,7 @@ mod leak_scan;
 mod live;
 mod policy;
 mod restore;
+mod serve;
 mod sim_interop;
 mod support;
 mod trust;

@@ -113,7 +113,7 @@ pub fn setting_line(text: &str, name: &str) -> Option<usize> {
 }
 
 /// The parsed `hubvault.toml`. Every field is optional: the file may be absent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub store: Option<String>,
@@ -144,7 +144,7 @@ pub struct Config {
 }
 
 /// A hub or a DPS instance, by connection string or by host + Entra credential.
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceEntry {
     pub connection_string: Option<String>,
@@ -203,7 +203,7 @@ pub enum Credential {
     ClientSecret,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ArmEntry {
     pub endpoint: Option<String>,
@@ -216,7 +216,7 @@ pub struct ArmEntry {
 /// `[failover.HUB]` (docs/failover.md): per region where private endpoints go and which Private
 /// DNS zones they register in; the clients' virtual networks whose zone links move in the network-failure
 /// variant; the consumers of the Event Hub-compatible endpoint and their health checks.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FailoverEntry {
     /// A backup of the hub must be younger than this (`24h`, `7d`); default 24h.
@@ -231,7 +231,7 @@ pub struct FailoverEntry {
     pub consumers: Vec<ConsumerEntry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FailoverRegion {
     /// `/subscriptions/…/resourceGroups/NAME`: where a new private endpoint is created.
@@ -244,7 +244,7 @@ pub struct FailoverRegion {
 }
 
 /// A consumer of the Event Hub-compatible endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConsumerEntry {
     pub name: String,
@@ -256,7 +256,7 @@ pub struct ConsumerEntry {
     pub settings_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeyVaultEntry {
     /// The vault (`https://NAME.vault.azure.net`) that `endpoint` stands for; with `secret`, it
@@ -273,7 +273,7 @@ pub struct KeyVaultEntry {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StagingEntry {
     pub connection_string_env: Option<String>,

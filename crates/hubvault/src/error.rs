@@ -50,6 +50,8 @@ pub enum Error {
     #[error(transparent)]
     RestoreJob(#[from] crate::restore::JobError),
     #[error(transparent)]
+    Service(#[from] crate::service::Error),
+    #[error(transparent)]
     Services(#[from] crate::services::Error),
     #[error(transparent)]
     Interrupted(#[from] crate::shutdown::Interrupted),
@@ -115,6 +117,7 @@ impl Diagnostic for Error {
             Error::Policy(e) => e.code(),
             Error::Restore(e) => e.code(),
             Error::RestoreJob(e) => e.code(),
+            Error::Service(e) => e.code(),
             Error::Services(e) => e.code(),
             Error::Interrupted(e) => e.code(),
             Error::Snapshot(e) => e.code(),
@@ -144,6 +147,7 @@ impl Diagnostic for Error {
             Error::Policy(e) => e.fix(),
             Error::Restore(e) => e.fix(),
             Error::RestoreJob(e) => e.fix(),
+            Error::Service(e) => e.fix(),
             Error::Services(e) => e.fix(),
             Error::Interrupted(e) => e.fix(),
             Error::Snapshot(e) => e.fix(),

@@ -162,10 +162,7 @@ pub fn plan(snapshots: &[SnapshotRef], policies: &[Policy], now: DateTime<Utc>) 
     let mut out = ForgetPlan::default();
     for (hub, list) in by_hub {
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); list.len()];
-        let applicable: Vec<&Policy> = policies
-            .iter()
-            .filter(|p| p.file.hubs.matches(hub))
-            .collect();
+        let applicable: Vec<&Policy> = policies.iter().filter(|p| p.covers(hub)).collect();
         if applicable.is_empty() {
             for r in &mut reasons {
                 r.push(format!("no policy applies to hub {hub}"));
@@ -199,7 +196,7 @@ pub fn orphan_grace(hub: &str, policies: &[Policy]) -> policy::Span {
     longest(
         policies
             .iter()
-            .filter(|p| p.file.hubs.matches(hub))
+            .filter(|p| p.covers(hub))
             .map(|p| p.file.orphan_grace),
     )
     .unwrap_or(DEFAULT_ORPHAN_GRACE)
@@ -262,6 +259,10 @@ pub async fn scan(store: &dyn Store, read: &ReadPolicy) -> Result<Inventory, Err
     for meta in store.list("").await? {
         if meta.name == catalog::MARKER {
             inv.marked = true;
+            continue;
+        }
+        // The scheduler's leases and status records (`hubvault serve`): hubvault's, not snapshots.
+        if meta.name.starts_with(catalog::SERVICE_PREFIX) {
             continue;
         }
         let mut parts = meta.name.split('/');
@@ -562,6 +563,20 @@ pub async fn run(
     dry_run: bool,
     trust: &TrustRules,
 ) -> Result<Report, Error> {
+    run_scoped(store, policies, now, dry_run, trust, &|_| true).await
+}
+
+/// [`run`] for the snapshots and orphans of the hubs `in_scope` accepts (by the name they are
+/// stored under): what a scheduled run of one hub does after its backup. Every policy given
+/// still applies to them, so pass every policy of the store.
+pub async fn run_scoped(
+    store: &dyn Store,
+    policies: &[Policy],
+    now: DateTime<Utc>,
+    dry_run: bool,
+    trust: &TrustRules,
+    in_scope: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Report, Error> {
     let mut inventory = scan(store, &trust.read).await?;
     if !inventory.marked
         && inventory.snapshots.is_empty()
@@ -573,6 +588,10 @@ pub async fn run(
             marker: catalog::MARKER,
         });
     }
+    inventory.snapshots.retain(|s| in_scope(&s.hub));
+    inventory.orphans.retain(|o| in_scope(&o.hub));
+    inventory.generations.retain(|o| in_scope(&o.hub));
+    inventory.untrusted.retain(|u| in_scope(&u.snapshot.hub));
     let clock = to_chrono(store.now().await?);
     let plan = plan(&inventory.snapshots, policies, now);
     inventory.orphans.append(&mut inventory.generations);

@@ -187,6 +187,11 @@ impl Spawned {
         self.signal("-INT");
     }
 
+    /// SIGHUP (`systemctl reload`: re-read the configuration).
+    pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
     /// SIGTERM (a service manager or Kubernetes stopping it).
     pub fn terminate(&self) {
         self.signal("-TERM");

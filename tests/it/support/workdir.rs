@@ -72,6 +72,21 @@ impl Workdir {
         self.join("store")
     }
 
+    /// Ids of the committed snapshots of a hub (by the name it is stored under) in the local
+    /// store, sorted.
+    pub fn snapshot_ids(&self, stored_as: &str) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.store().join(stored_as))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().join("manifest.g1.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
     /// Set `key` for every later run here (a later value replaces an earlier one).
     pub fn set_env(&self, key: &str, value: &str) {
         let mut env = self.env.lock().unwrap();

@@ -296,6 +296,14 @@ impl World {
         self.control_json(reqwest::Method::PUT, &path, &doc).await
     }
 
+    /// The hub's firewall denies every caller but `ip` (tests call from 127.0.0.1).
+    pub async fn allow_only(&self, hub: &str, ip: &str) -> Value {
+        let doc = serde_json::json!({"publicNetworkAccess": "Enabled", "networkRuleSets": {
+            "defaultAction": "Deny", "applyToBuiltInEventHubEndpoint": true,
+            "ipRules": [{"filterName": "only-branch", "action": "Allow", "ipMask": ip}]}});
+        self.firewall(hub, doc).await
+    }
+
     pub async fn jobs(&self, hub: &str) -> Vec<Value> {
         let path = format!("/hubs/{hub}/jobs");
         serde_json::from_str(&self.control(reqwest::Method::GET, &path, None).await).unwrap()

@@ -2,17 +2,22 @@
 //! keep) and schedule (when to run). Decisions take `now` as a parameter; this module reads policy
 //! files but does no other I/O and never reads the clock.
 //!
-//! The whole schema is defined here even where the code that acts on it comes later (the scheduler
-//! and notifier), so a policy written today keeps working:
+//! The whole schema is defined here; `forget` acts on retention and the hubs, `serve` and `run`
+//! (`crate::service`) on the rest, and `[drill]` waits for `hubvault drill`:
 //!
 //! ```toml
 //! description = "nightly backup of every hub"   # optional, for people
 //! hubs = "*"                     # or ["hub-a", "hub-b"]: which hubs (names in hubvault.toml / --hub-name)
+//! dps = ["dps-a"]                # DPS instances too (names in hubvault.toml's [dps]); none by default
 //! store = "./hubvault-store"     # optional: only for this store (default: whichever store is used)
 //! orphan-grace = "24h"           # unfinished snapshots younger than this are never removed
 //!
+//! jitter = "5m"                  # `serve`/`run`: start each hub's run up to this much later
+//! timeout = "2h"                 # a hub's run is abandoned (job cancelled, staging deleted) after this
+//!
 //! [schedule]
-//! cron = "0 2 * * *"             # 5 fields: minute hour day-of-month month day-of-week
+//! cron = "0 2 * * *"             # 5 fields: minute hour day-of-month month day-of-week (or
+//!                                # `@daily`-style, or 6 with seconds first, for tests)
 //! time-zone = "Europe/Berlin"    # IANA name; default UTC. DST: see `schedule`
 //!
 //! [retention]                    # restic semantics, UTC buckets; see `retention`
@@ -30,15 +35,25 @@
 //!
 //! [notifications]
 //! webhook-url-env = "HUBVAULT_WEBHOOK_URL"   # the URL is a secret: name the variable holding it
-//! on = ["failure", "success"]
+//! # webhook-url-secret = "https://kv.vault.azure.net/secrets/hook"   # or a Key Vault secret
+//! ping-url-env = "HUBVAULT_PING_URL"         # healthchecks-style pings: /start, success, /fail
+//! on = ["failure", "success"]                # failure: first failure + recovery; success: every one
+//!
+//! [drill]                        # restore drills: accepted, acted on by `hubvault drill` later
+//! cron = "0 4 * * 0"
 //! ```
+//!
+//! `hubs` and `dps` entries may be globs (`"plant-*"`), matched against the config's names and
+//! the names snapshots are stored under.
 //!
 //! Keys are kebab-case and unknown keys are rejected with file, line and column. Values are checked
 //! while parsing (cron, zone, spans, counts), so those errors carry the line too.
 
+pub mod interval;
 pub mod retention;
 pub mod schedule;
 pub mod span;
+pub mod words;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -48,6 +63,7 @@ use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+pub use interval::Interval;
 pub use retention::{Decision, Rules, SnapshotRef, decide};
 pub use schedule::Schedule;
 pub use span::Span;
@@ -108,6 +124,9 @@ pub struct PolicyFile {
     pub description: Option<String>,
     #[serde(default)]
     pub hubs: HubSelector,
+    /// DPS instances (names in hubvault.toml's `[dps]`, globs, or `"*"`); none by default.
+    #[serde(default)]
+    pub dps: Option<HubSelector>,
     #[serde(default)]
     pub store: Option<String>,
     #[serde(default = "default_grace", deserialize_with = "span::non_zero")]
@@ -120,6 +139,15 @@ pub struct PolicyFile {
     pub staging: Option<StagingOverrides>,
     #[serde(default)]
     pub notifications: Option<Notifications>,
+    /// Each hub's scheduled run starts up to this much after its slot (spreads load).
+    #[serde(default)]
+    pub jitter: Option<Interval>,
+    /// A hub's run is abandoned after this long (job cancelled, staging deleted).
+    #[serde(default)]
+    pub timeout: Option<Interval>,
+    /// `[drill]`: when restore drills run (the drill command comes later; accepted with a warning).
+    #[serde(default)]
+    pub drill: Option<Schedule>,
 }
 
 fn default_grace() -> Span {
@@ -134,14 +162,26 @@ pub struct StagingOverrides {
     pub sas_lifetime: Option<Span>,
 }
 
-/// `[notifications]`: where run outcomes are reported (the notifier comes with `serve`).
+/// `[notifications]`: where `serve` and `run` report run outcomes. URLs carry tokens, so they
+/// are never written in the file: name an environment variable or a Key Vault secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Notifications {
-    /// Name of the environment variable holding the webhook URL (URLs can carry tokens).
+    /// Name of the environment variable holding the webhook URL.
     pub webhook_url_env: Option<String>,
-    #[serde(default)]
+    /// A Key Vault secret URL holding the webhook URL.
+    pub webhook_url_secret: Option<String>,
+    /// healthchecks-style pings: the variable holding the check's URL (`/start`, success at
+    /// the URL itself, `/fail`).
+    pub ping_url_env: Option<String>,
+    /// `failure`: the first failure of a hub and its recovery (one pair per outage);
+    /// `success`: every successful run too. Default: `["failure"]`.
+    #[serde(default = "default_notify_on")]
     pub on: Vec<NotifyOn>,
+}
+
+fn default_notify_on() -> Vec<NotifyOn> {
+    vec![NotifyOn::Failure]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -167,9 +207,59 @@ impl HubSelector {
     pub fn matches(&self, hub: &str) -> bool {
         match self {
             HubSelector::All => true,
-            HubSelector::Named(names) => names.iter().any(|n| n.matches(hub)),
+            HubSelector::Named(names) => names.iter().any(|n| match glob_of(n.label()) {
+                Some(pattern) => pattern.matches(&hub.to_ascii_lowercase()),
+                None => n.matches(hub),
+            }),
         }
     }
+
+    /// Which of the config's hub names (`configured`) this selector names, in order, plus the
+    /// names it lists that are not in the config (the caller reports those).
+    pub fn pick<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Picked {
+        let configured: Vec<&str> = configured.into_iter().collect();
+        let mut picked = Picked::default();
+        let mut add = |name: &str| {
+            if !picked.hubs.iter().any(|h| h == name) {
+                picked.hubs.push(name.to_owned());
+            }
+        };
+        match self {
+            HubSelector::All => configured.iter().for_each(|c| add(c)),
+            HubSelector::Named(names) => {
+                for n in names {
+                    let label = n.label();
+                    match glob_of(label) {
+                        Some(p) => configured
+                            .iter()
+                            .filter(|c| p.matches(&c.to_ascii_lowercase()))
+                            .for_each(|c| add(c)),
+                        None => match configured.iter().find(|c| n.matches(c)) {
+                            Some(c) => add(c),
+                            None => picked.unknown.push(label.to_owned()),
+                        },
+                    }
+                }
+            }
+        }
+        picked
+    }
+}
+
+/// The hubs a policy names, as [`HubSelector::pick`] found them in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Picked {
+    pub hubs: Vec<String>,
+    /// Names (not globs) that the config does not know.
+    pub unknown: Vec<String>,
+}
+
+/// A hub name with glob characters (`*`, `?`, `[`) as a pattern; `None` for a plain name.
+fn glob_of(name: &str) -> Option<glob::Pattern> {
+    if !name.contains(['*', '?', '[']) {
+        return None;
+    }
+    glob::Pattern::new(name).ok()
 }
 
 impl<'de> Deserialize<'de> for HubSelector {
@@ -208,15 +298,15 @@ impl<'de> Deserialize<'de> for HubSelector {
     }
 }
 
-/// Sections of a policy that nothing acts on yet: the scheduler and notifier come with
-/// `hubvault serve`, and nothing reads per-policy staging overrides before that.
+/// Sections of a policy that nothing acts on yet: `[schedule]`, `[staging]`,
+/// `[notifications]`, `jitter` and `timeout` are acted on by `hubvault serve` and `hubvault
+/// run`; scheduled restore drills come later.
 fn unused_sections(file: &PolicyFile, text: &str, path: &Path) -> Vec<crate::config::Warning> {
-    let by_serve = "the scheduler, `hubvault serve`, comes with a later release";
-    [
-        (file.schedule.is_some(), "schedule", by_serve),
-        (file.notifications.is_some(), "notifications", by_serve),
-        (file.staging.is_some(), "staging", by_serve),
-    ]
+    [(
+        file.drill.is_some(),
+        "drill",
+        "scheduled restore drills come with `hubvault drill`",
+    )]
     .into_iter()
     .filter(|(present, ..)| *present)
     .map(|(_, name, acted_on_by)| crate::config::Warning {
@@ -281,16 +371,25 @@ impl Policy {
     /// Widen each named hub to every name it goes by (`names_of` knows the config: a config
     /// name's host name, the config names of a host).
     pub fn bind_hubs(&mut self, names_of: impl Fn(&str) -> HubNames) {
-        if let HubSelector::Named(list) = &mut self.file.hubs {
-            for n in list.iter_mut() {
-                *n = names_of(n.label());
+        let selectors = std::iter::once(&mut self.file.hubs).chain(self.file.dps.as_mut());
+        for selector in selectors {
+            if let HubSelector::Named(list) = selector {
+                for n in list.iter_mut().filter(|n| glob_of(n.label()).is_none()) {
+                    *n = names_of(n.label());
+                }
             }
         }
     }
 
+    /// Does this policy cover the snapshots stored as `stored` (a hub, or one of its DPS
+    /// instances)?
+    pub fn covers(&self, stored: &str) -> bool {
+        self.file.hubs.matches(stored) || self.file.dps.as_ref().is_some_and(|d| d.matches(stored))
+    }
+
     /// Does this policy govern snapshots of `hub` in the store at `store`?
     pub fn applies_to(&self, hub: &str, store: &str) -> bool {
-        self.file.hubs.matches(hub) && self.applies_to_store(store)
+        self.covers(hub) && self.applies_to_store(store)
     }
 
     /// Is this policy for the store at `store` (a policy without `store` is for every store)?
@@ -407,7 +506,7 @@ on = ["failure", "success"]
             ("[retention]\nkeep-dialy = 7\n", 2, "keep-dialy"),
             ("hubs = \"hub-a\"\n", 1, "\"*\""),
             ("hubs = []\n", 1, "no hub"),
-            ("\n[schedule]\ncron = \"0 0 2 * * *\"\n", 3, "5 fields"),
+            ("\n[schedule]\ncron = \"0 2 * *\"\n", 3, "5 fields"),
             (
                 "[schedule]\ncron = \"0 2 * * *\"\ntime-zone = \"Mars/Olympus\"\n",
                 3,

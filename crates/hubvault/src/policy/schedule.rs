@@ -22,7 +22,9 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Schedule {
-    /// Minute, hour, day of month, month, day of week (`0 2 * * *`: 02:00 every day).
+    /// Minute, hour, day of month, month, day of week (`0 2 * * *`: 02:00 every day); a
+    /// nickname (`@daily`, `@hourly`, `@weekly`…); or 6 fields with seconds first
+    /// (`*/20 * * * * *`), which tests use so a real process need not wait minutes.
     pub cron: CronExpr,
     /// IANA zone the expression is read in (`Europe/Berlin`); default UTC.
     #[serde(default)]
@@ -48,6 +50,16 @@ impl Schedule {
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
+
+    /// [`Schedule::next_fire`], guarded so it always moves forward (strictly after `t`, even
+    /// if the expression answered `t` itself): loops over it always end.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let next = self.next_fire(t)?;
+        if next > t {
+            return Some(next);
+        }
+        self.next_fire(t.checked_add_signed(chrono::TimeDelta::seconds(1))?)
+    }
 }
 
 /// A validated 5-field cron expression (the text is kept for display).
@@ -60,11 +72,11 @@ pub struct CronExpr {
 impl CronExpr {
     pub fn parse(text: &str) -> Result<CronExpr, String> {
         let parser = CronParser::builder()
-            .seconds(Seconds::Disallowed)
+            .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
         let cron = parser.parse(text).map_err(|e| {
-            format!("invalid cron expression {text:?}: {e}; write 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\"")
+            format!("invalid cron expression {text:?}: {e}; write 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" (or a nickname like \"@daily\", or 6 fields with seconds first)")
         })?;
         Ok(CronExpr {
             text: text.trim().to_owned(),
@@ -204,14 +216,7 @@ mod tests {
 
     #[test]
     fn rejects_non_five_field_expressions_and_bad_zones() {
-        for bad in [
-            "0 0 2 * * *",
-            "0 2 * *",
-            "61 2 * * *",
-            "0 2 * * * 2027",
-            "",
-            "every night",
-        ] {
+        for bad in ["0 2 * *", "61 2 * * *", "0 2 * * * 2027", "", "every night"] {
             let err = Schedule::new(bad, "UTC").unwrap_err();
             assert!(err.contains("5 fields"), "{bad}: {err}");
         }

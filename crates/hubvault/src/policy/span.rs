@@ -50,22 +50,8 @@ impl Span {
             )
         };
         let mut span = Span::default();
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err(err("empty"));
-        }
         let mut last_rank = 0;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(|| err("a number needs a unit"))?;
-            if digits == 0 {
-                return Err(err("expected a number"));
-            }
-            let (number, after) = rest.split_at(digits);
-            let n: u32 = number.parse().map_err(|_| err("number too large"))?;
-            let mut after = after.chars();
-            let unit = after.next().unwrap_or(' ');
+        for (n, unit) in number_units(text).map_err(err)? {
             let (rank, slot) = match unit {
                 'y' => (1, &mut span.years),
                 'm' => (2, &mut span.months),
@@ -77,8 +63,7 @@ impl Span {
                 return Err(err("each unit at most once, largest first"));
             }
             last_rank = rank;
-            *slot = n;
-            rest = after.as_str();
+            *slot = u32::try_from(n).map_err(|_| err("number too large"))?;
         }
         Ok(span)
     }
@@ -100,6 +85,31 @@ impl Span {
         .checked_add_days(Days::new(u64::from(self.days)))?
         .checked_add_signed(TimeDelta::hours(i64::from(self.hours)))
     }
+}
+
+/// Split `1y2m` into `[(1, 'y'), (2, 'm')]`: numbers, each followed by one unit character. The
+/// caller gives the units their meaning (a [`Span`]'s `m` is months, an
+/// [`Interval`](super::Interval)'s minutes).
+pub(crate) fn number_units(text: &str) -> Result<Vec<(u64, char)>, &'static str> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty");
+    }
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or("a number needs a unit")?;
+        if digits == 0 {
+            return Err("expected a number");
+        }
+        let (number, after) = rest.split_at(digits);
+        let n: u64 = number.parse().map_err(|_| "number too large")?;
+        let mut after = after.chars();
+        out.push((n, after.next().unwrap_or(' ')));
+        rest = after.as_str();
+    }
+    Ok(out)
 }
 
 impl fmt::Display for Span {

@@ -22,6 +22,10 @@ pub const CONFIGURATIONS_OBJECT: &str = "configurations.jsonl.zst.age";
 /// the wrong folder (`--store ~`), it must not take anyone's files for orphans.
 pub const MARKER: &str = "hubvault-store.json";
 
+/// Where `hubvault serve` keeps its per-hub leases and status records inside a store: hubvault's
+/// own objects that are not snapshots (listings and `forget` skip them).
+pub const SERVICE_PREFIX: &str = ".hubvault-serve/";
+
 /// The marker's content: what it is, and which hubvault wrote it (no secrets).
 pub fn marker_bytes(now: OffsetDateTime) -> Vec<u8> {
     let doc = serde_json::json!({

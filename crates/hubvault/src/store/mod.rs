@@ -204,14 +204,8 @@ pub fn check_name(name: &str) -> Result<()> {
 /// connection string with a `Container=NAME[/prefix]` segment. The store's `location()` never
 /// shows a key or a SAS signature.
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {
-    use azure::{AzureAuth, AzureLocation, AzureStore};
-    if AzureLocation::looks_like(location) {
-        let parsed = AzureLocation::parse(location)?;
-        let entra = match parsed.auth {
-            AzureAuth::Entra => Some(developer_credential(&parsed.display())?),
-            _ => None,
-        };
-        return Ok(Arc::new(AzureStore::new(parsed, entra)?));
+    if azure::AzureLocation::looks_like(location) {
+        return Ok(Arc::new(open_azure(location)?));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.is_empty() {
@@ -221,6 +215,18 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
         });
     }
     Ok(Arc::new(local::LocalStore::new(path)))
+}
+
+/// The Azure Blob store at `location` (a container URL or connection string), as [`open`]
+/// opens it, for callers that need its leases too.
+pub fn open_azure(location: &str) -> Result<azure::AzureStore> {
+    use azure::{AzureAuth, AzureLocation, AzureStore};
+    let parsed = AzureLocation::parse(location)?;
+    let entra = match parsed.auth {
+        AzureAuth::Entra => Some(developer_credential(&parsed.display())?),
+        _ => None,
+    };
+    AzureStore::new(parsed, entra)
 }
 
 /// The Entra credential for an https store without SAS (`az login` and friends).

@@ -1,0 +1,128 @@
+//! `policy check FILE_OR_DIR`: each policy explained in words — hubs (as found in the config),
+//! schedule and its next five runs (the zone's abbreviation shows DST), retention, jitter,
+//! timeout — and what is wrong with it. Exit 1 when a policy has a problem, 2 when none loads.
+
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use hubvault::config::Config;
+use hubvault::policy::{Policy, words};
+use serde_json::{Value, json};
+
+use super::super::Result;
+use super::Loaded;
+use crate::Outcome;
+use crate::cli::PolicyCheckArgs;
+
+pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> Result<Outcome> {
+    let loaded = Loaded::read(std::slice::from_ref(&args.path), config)?;
+    let now = Utc::now();
+    let mut human = String::new();
+    let mut docs: Vec<Value> = Vec::new();
+    let mut problems_total: usize = 0;
+    for p in &loaded.run {
+        let (doc, text, problems) = explain(p, config, now);
+        problems_total = problems_total.saturating_add(problems);
+        docs.push(doc);
+        human.push_str(&text);
+    }
+    let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+    for e in &errors {
+        let _ = writeln!(human, "error: {e}\n");
+    }
+    let mut outcome = Outcome::ok(json!({"policies": docs, "errors": errors}), human);
+    outcome.found_something = problems_total > 0 || !errors.is_empty();
+    outcome.warnings = loaded
+        .run
+        .iter()
+        .flat_map(|p| p.warnings.iter().map(ToString::to_string))
+        .collect();
+    Ok(outcome)
+}
+
+/// One policy: its JSON document, its text, and how many problems it has.
+fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, String, usize) {
+    let f = &p.file;
+    let (picked_hubs, unknown) = super::hubs_of(p, config);
+    // Without hubs in the config there is nothing to match against: say so, find no problem.
+    let configured = !config.hubs.is_empty() || !config.dps.is_empty();
+    let mut problems: Vec<String> = unknown
+        .iter()
+        .filter(|_| configured)
+        .map(|h| {
+            format!("{h:?} is not in the config ([hubs.{h}] or [dps.{h}]): serve and run cannot back it up")
+        })
+        .collect();
+    if configured && picked_hubs.is_empty() && unknown.is_empty() {
+        problems.push("no hub of the config matches `hubs`".to_owned());
+    }
+    let mut text = format!("{} ({})\n", p.name, p.path.display());
+    if let Some(d) = &f.description {
+        let _ = writeln!(text, "  {d}");
+    }
+    let hubs = if configured {
+        list(&picked_hubs)
+    } else {
+        "(no [hubs] in the config to match against)".to_owned()
+    };
+    let _ = writeln!(text, "  hubs:      {hubs}");
+    let (schedule_words, runs) = if let Some(s) = &f.schedule {
+        (words::schedule(s), words::next_runs(s, now, 5))
+    } else {
+        problems
+            .push("no [schedule]: `serve` never runs it (`run --policy` still does)".to_owned());
+        ("not scheduled".to_owned(), Vec::new())
+    };
+    let _ = writeln!(text, "  schedule:  {schedule_words}");
+    for r in &runs {
+        let utc = r.utc.format("%Y-%m-%d %H:%M:%S UTC");
+        let note = r
+            .note
+            .as_deref()
+            .map(|n| format!("  ({n})"))
+            .unwrap_or_default();
+        let _ = writeln!(text, "             {}  = {utc}{note}", r.local);
+    }
+    let _ = writeln!(text, "  retention: {}", words::retention(&f.retention));
+    let jitter = f.jitter.map(|j| j.to_string());
+    let timeout = f.timeout.map_or_else(
+        || {
+            format!(
+                "{} (default)",
+                hubvault::policy::Interval::secs(
+                    hubvault::service::hub_run::DEFAULT_TIMEOUT.as_secs()
+                )
+            )
+        },
+        |t| t.to_string(),
+    );
+    let _ = writeln!(
+        text,
+        "  jitter:    {}; timeout: {timeout}",
+        jitter.as_deref().unwrap_or("none")
+    );
+    for problem in &problems {
+        let _ = writeln!(text, "  problem:   {problem}");
+    }
+    text.push('\n');
+    let doc = json!({
+        "name": p.name,
+        "path": p.path.display().to_string(),
+        "hubs": picked_hubs,
+        "schedule": schedule_words,
+        "next_runs": runs,
+        "retention": words::retention(&f.retention),
+        "jitter": jitter,
+        "timeout": timeout,
+        "problems": problems,
+    });
+    (doc, text, problems.len())
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
