@@ -8,6 +8,7 @@
 mod bulk;
 pub mod enrollment;
 mod query;
+pub mod register;
 pub mod sas;
 
 use std::collections::BTreeMap;
@@ -23,10 +24,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::shared::{AccessPolicy, lock};
+use super::state::Hub;
 use enrollment::{Kind, Refused, bad_request};
 
 /// The spec's bulk limit ("maximum of 10 enrollments"); UNCERTAIN whether the service enforces it.
@@ -40,10 +43,19 @@ pub struct DpsState {
     /// Real-looking host (`dps-a.azure-devices-provisioning.net`): SAS tokens are signed for it.
     pub host: String,
     pub policies: Vec<AccessPolicy>,
+    /// The ID scope devices name in registrations (`0ne` and 8 hex digits, from the name).
+    pub id_scope: String,
+    /// ARM id: `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Devices/provisioningServices/{name}`.
+    pub resource_id: String,
     linked_hubs: Mutex<Option<Vec<String>>>,
     individual: Mutex<BTreeMap<String, Value>>,
     groups: Mutex<BTreeMap<String, Value>>,
     etag_counter: AtomicU64,
+    /// The hubs registrations may assign devices to (all the simulator runs; `linked_hubs`
+    /// narrows them).
+    hubs: Mutex<Vec<Arc<Hub>>>,
+    /// Registration operations by id: (registration id, final status document).
+    operations: Mutex<BTreeMap<String, (String, Value)>>,
 }
 
 /// Default DPS policy with fresh random keys (rights as the portal shows them).
@@ -79,15 +91,53 @@ impl std::fmt::Debug for DpsState {
 
 impl DpsState {
     pub fn new(name: &str, host: &str, policies: Vec<AccessPolicy>) -> Arc<Self> {
+        Self::in_group(
+            name,
+            host,
+            policies,
+            "00000000-0000-4000-8000-000000000001",
+            "hubvault-sim",
+        )
+    }
+
+    /// As [`DpsState::new`], its ARM id in `subscription` / `resource_group`.
+    pub fn in_group(
+        name: &str,
+        host: &str,
+        policies: Vec<AccessPolicy>,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Arc<Self> {
+        let digest = sha2::Sha256::digest(name.as_bytes());
         Arc::new(DpsState {
             name: name.to_string(),
             host: host.to_string(),
             policies,
+            id_scope: format!(
+                "0ne{:02X}{:02X}{:02X}{:02X}",
+                digest[0], digest[1], digest[2], digest[3]
+            ),
+            resource_id: format!(
+                "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Devices/provisioningServices/{name}"
+            ),
             linked_hubs: Mutex::new(None),
             individual: Mutex::new(BTreeMap::new()),
             groups: Mutex::new(BTreeMap::new()),
             etag_counter: AtomicU64::new(0),
+            hubs: Mutex::new(Vec::new()),
+            operations: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The hubs device registrations may be assigned to (the simulator's `run` gives it every
+    /// hub it serves; [`DpsState::set_linked_hubs`] narrows them).
+    pub fn attach_hubs(&self, hubs: Vec<Arc<Hub>>) {
+        *lock(&self.hubs) = hubs;
+    }
+
+    /// Host names of the linked hubs, if set.
+    pub fn linked_hubs(&self) -> Option<Vec<String>> {
+        lock(&self.linked_hubs).clone()
     }
 
     /// Host names of the linked hubs; enrollments naming another hub get 400.
@@ -151,6 +201,15 @@ async fn dispatch(
 ) -> Response {
     let path = uri.path();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segs.len() >= 4
+        && segs[1].eq_ignore_ascii_case("registrations")
+        && !segs[0].eq_ignore_ascii_case("registrations")
+    {
+        if !has_api_version(&uri) {
+            return missing_api_version();
+        }
+        return register::dispatch(&state, &method, &segs, &headers, &body);
+    }
     let kind = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("enrollments") => Kind::Individual,
         Some("enrollmentgroups") => Kind::Group,
@@ -167,15 +226,8 @@ async fn dispatch(
     if let Some(resp) = reject_unauthorized(&state, &headers, path, write) {
         return resp;
     }
-    let query = uri.query().unwrap_or("");
-    let has_api_version = url::form_urlencoded::parse(query.as_bytes())
-        .any(|(k, v)| k == "api-version" && !v.is_empty());
-    if !has_api_version {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400_004,
-            "The api-version query parameter is required.",
-        );
+    if !has_api_version(&uri) {
+        return missing_api_version();
     }
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     let result = match (&method, &segs[1..]) {
@@ -199,6 +251,19 @@ async fn dispatch(
         Ok((status, body)) => json_response(status, &body),
         Err((status, refused)) => error(status, refused.code, &refused.message),
     }
+}
+
+fn has_api_version(uri: &Uri) -> bool {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "api-version" && !v.is_empty())
+}
+
+fn missing_api_version() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        400_004,
+        "The api-version query parameter is required.",
+    )
 }
 
 type Outcome = Result<(StatusCode, Value), (StatusCode, Refused)>;

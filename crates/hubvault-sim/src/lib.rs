@@ -142,11 +142,13 @@ pub struct Options {
     pub limits: Limits,
     pub subscription: String,
     pub resource_group: String,
-    /// The sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`); [`with_services`] plugs
-    /// them in. Each `Some` is served on a port of its own.
+    /// The sibling services (`sim::arm`, `sim::keyvault`); [`with_services`] plugs them in. Each
+    /// `Some` is served on a port of its own.
     pub arm: Option<RouterFactory>,
-    pub dps: Option<RouterFactory>,
     pub keyvault: Option<RouterFactory>,
+    /// DPS instances ([`add_dps`]), each served on a port of its own (the first between ARM and
+    /// Key Vault, the others after Key Vault), its registrations assigned into these hubs.
+    pub dps: Vec<Arc<dps::DpsState>>,
     /// The vault's state, for the control API (`/keyvault/…`); [`with_services`] sets it next to
     /// `keyvault`. Ignored while `keyvault` is `None`.
     pub keyvault_state: Option<Arc<keyvault::KvState>>,
@@ -170,7 +172,7 @@ impl Default for Options {
             subscription: "00000000-0000-4000-8000-000000000001".into(),
             resource_group: "hubvault-sim".into(),
             arm: None,
-            dps: None,
+            dps: Vec::new(),
             keyvault: None,
             keyvault_state: None,
             identities: identity::Identities::new(),
@@ -212,14 +214,23 @@ impl RunningHub {
     }
 }
 
+/// A started DPS instance: its state and where it is served (service and device API alike).
+#[derive(Clone, Debug)]
+pub struct RunningDps {
+    pub state: Arc<dps::DpsState>,
+    pub endpoint: String,
+}
+
 /// Handles of a running simulator.
 pub struct Running {
     pub hubs: Vec<RunningHub>,
     /// Base URL of the control API.
     pub control: String,
-    /// Base URLs of the sibling services, when plugged in.
+    /// Base URLs of the sibling services, when plugged in (`dps`: the first DPS instance).
     pub arm: Option<String>,
     pub dps: Option<String>,
+    /// Every DPS instance, in the order added.
+    pub dps_instances: Vec<RunningDps>,
     pub keyvault: Option<String>,
     /// The vault served at `keyvault` (its URL, secrets, RBAC, firewall), when there is one.
     pub keyvault_state: Option<Arc<keyvault::KvState>>,
@@ -234,6 +245,11 @@ pub struct Running {
 impl Running {
     pub fn hub(&self, name: &str) -> Option<&RunningHub> {
         self.hubs.iter().find(|h| h.name == name)
+    }
+
+    /// The DPS instance named `name`, if served.
+    pub fn dps_instance(&self, name: &str) -> Option<&RunningDps> {
+        self.dps_instances.iter().find(|d| d.state.name == name)
     }
 
     /// `IDENTITY_ENDPOINT` for `azure_identity::ManagedIdentityCredential`: the App Service-style
@@ -361,16 +377,61 @@ pub fn with_services(
     options
         .service_hosts
         .push(KEYVAULT_URL.trim_start_matches("https://").to_string());
-    let dps_state = dps.map(|name| {
-        let host = format!("{name}.azure-devices-provisioning.net");
-        options.service_hosts.push(host.clone());
-        dps::DpsState::new(name, &host, dps::default_policies())
-    });
-    if let Some(state) = &dps_state {
-        let state = state.clone();
-        options.dps = Some(Box::new(move |_: &Hubs| dps::router(state)));
-    }
+    let dps_state = dps.map(|name| add_dps(&mut options, name));
     (options, dps_state)
+}
+
+/// Add a DPS instance named `name` (host `{name}.azure-devices-provisioning.net`, fresh policy
+/// keys) to `options`; returns its state (policies, ID scope, enrollments, linked hubs).
+pub fn add_dps(options: &mut Options, name: &str) -> Arc<dps::DpsState> {
+    let host = format!("{name}.azure-devices-provisioning.net");
+    options.service_hosts.push(host.clone());
+    let state = dps::DpsState::in_group(
+        name,
+        &host,
+        dps::default_policies(),
+        &options.subscription,
+        &options.resource_group,
+    );
+    options.dps.push(state.clone());
+    state
+}
+
+/// Serve every DPS instance (its registrations assigned into `hubs`) and Key Vault, in port
+/// order: the first DPS, Key Vault, the other DPS instances.
+async fn serve_dps_and_keyvault(
+    dps: Vec<Arc<dps::DpsState>>,
+    keyvault: Option<RouterFactory>,
+    hubs: &[Arc<Hub>],
+    (shared, listen, offset, serving): (&Hubs, SocketAddr, &mut u16, &Serving),
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(Vec<RunningDps>, Option<String>), Error> {
+    let mut keyvault = Some(keyvault);
+    let mut kv_url = None;
+    let mut instances = Vec::new();
+    for (i, state) in dps.into_iter().enumerate() {
+        state.attach_hubs(hubs.to_vec());
+        if i == 1
+            && let Some(kv) = keyvault.take()
+        {
+            let (url, t) = serve_sibling(kv, shared, listen, offset, serving).await?;
+            kv_url = url;
+            tasks.extend(t);
+        }
+        let router = dps::router(state.clone());
+        let factory: RouterFactory = Box::new(move |_: &Hubs| router);
+        let (url, t) = serve_sibling(Some(factory), shared, listen, offset, serving).await?;
+        tasks.extend(t);
+        if let Some(endpoint) = url {
+            instances.push(RunningDps { state, endpoint });
+        }
+    }
+    if let Some(kv) = keyvault.take() {
+        let (url, t) = serve_sibling(kv, shared, listen, offset, serving).await?;
+        kv_url = url;
+        tasks.extend(t);
+    }
+    Ok((instances, kv_url))
 }
 
 /// Start the simulator. It runs until `shutdown` completes.
@@ -454,14 +515,17 @@ pub async fn run(
     tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
     let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &serving).await?;
-    let (dps_url, t2) = serve_sibling(dps, &shared, listen, &mut offset, &serving).await?;
-    let (kv_url, t3) = serve_sibling(keyvault, &shared, listen, &mut offset, &serving).await?;
-    tasks.extend([t1, t2, t3].into_iter().flatten());
+    tasks.extend(t1);
+    let hub_states: Vec<Arc<Hub>> = running.iter().map(|r| r.state.clone()).collect();
+    let at = (&shared, listen, &mut offset, &serving);
+    let (dps_instances, kv_url) =
+        serve_dps_and_keyvault(dps, keyvault, &hub_states, at, &mut tasks).await?;
     Ok(Running {
         hubs: running,
         control,
         arm: arm_url,
-        dps: dps_url,
+        dps: dps_instances.first().map(|d| d.endpoint.clone()),
+        dps_instances,
         keyvault: kv_url,
         keyvault_state,
         identities,

@@ -301,6 +301,7 @@ mod tests {
             }
             .into(),
             services::Error::NoCredential {
+                kind: "hub",
                 name: s("hub-a"),
                 config: s("hubvault.toml"),
             }

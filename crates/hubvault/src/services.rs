@@ -18,10 +18,16 @@ use crate::snapshot::catalog::HubNames;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::Error),
-    #[error("hub {name:?} in {config} has no credential: {}", fix_text(self))]
-    NoCredential { name: String, config: String },
-    #[error("hub {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
+    /// `kind`: "hub" or "DPS".
+    #[error("{kind} {name:?} in {config} has no credential: {}", fix_text(self))]
+    NoCredential {
+        kind: &'static str,
+        name: String,
+        config: String,
+    },
+    #[error("{kind} {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
     BadEndpoint {
+        kind: &'static str,
         name: String,
         endpoint: String,
         detail: String,
@@ -109,7 +115,7 @@ pub fn hub_names(spec: &str, config: &Config) -> HubNames {
 /// connection string.
 pub fn resolve_dps(spec: &str, config: &Config) -> Result<Connection, Error> {
     if let Some(entry) = config.dps.get(spec) {
-        return Ok(from_entry(spec, entry, config)?.target);
+        return Ok(from_entry(Section::Dps, spec, entry, config)?.target);
     }
     if spec.contains("HostName=") || spec.contains("hostname=") {
         let mut target = Connection::from_connection_string(spec)?;
@@ -126,7 +132,7 @@ pub fn resolve_dps(spec: &str, config: &Config) -> Result<Connection, Error> {
 /// Resolve `spec`: a config name first, else a connection string.
 pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
     if let Some(entry) = config.hubs.get(spec) {
-        return from_entry(spec, entry, config);
+        return from_entry(Section::Hubs, spec, entry, config);
     }
     if spec.contains("HostName=") || spec.contains("hostname=") {
         let mut target = Connection::from_connection_string(spec)?;
@@ -144,9 +150,37 @@ pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
     .into())
 }
 
-fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<ResolvedHub, Error> {
+/// Which table of the config an entry is from: `[hubs.NAME]` or `[dps.NAME]`.
+#[derive(Clone, Copy)]
+enum Section {
+    Hubs,
+    Dps,
+}
+
+impl Section {
+    fn key(self) -> &'static str {
+        match self {
+            Section::Hubs => "hubs",
+            Section::Dps => "dps",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Section::Hubs => "hub",
+            Section::Dps => "DPS",
+        }
+    }
+}
+
+fn from_entry(
+    section: Section,
+    name: &str,
+    entry: &ServiceEntry,
+    config: &Config,
+) -> Result<ResolvedHub, Error> {
     let mut target = match (
-        entry.connection_string(&format!("hubs.{name}"))?,
+        entry.connection_string(&format!("{}.{name}", section.key()))?,
         &entry.host,
     ) {
         (Some(cs), _) => Connection::from_connection_string(&cs)?,
@@ -157,6 +191,7 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
         }
         (None, None) => {
             return Err(Error::NoCredential {
+                kind: section.kind(),
                 name: name.to_owned(),
                 config: config.describe(),
             });
@@ -164,6 +199,7 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
     };
     if let Some(endpoint) = &entry.endpoint {
         let url = Url::parse(endpoint).map_err(|e| Error::BadEndpoint {
+            kind: section.kind(),
             name: name.to_owned(),
             endpoint: endpoint.clone(),
             detail: e.to_string(),
