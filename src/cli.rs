@@ -247,8 +247,12 @@ pub struct LiveArgs {
 #[derive(Debug, Args)]
 pub struct PreflightArgs {
     /// The hub to check (a connection string or a name from hubvault.toml).
-    #[arg(long, value_name = "HUB")]
-    pub to: String,
+    #[arg(long, value_name = "HUB", required_unless_present = "to_dps")]
+    pub to: Option<String>,
+    /// A DPS instance to check instead (a `[dps.NAME]` or a DPS service connection string):
+    /// the read and write rights, the enrollment limits.
+    #[arg(long = "to-dps", value_name = "DPS", conflicts_with = "to")]
+    pub to_dps: Option<String>,
     #[command(flatten)]
     pub live: LiveArgs,
 }

@@ -150,7 +150,17 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
 }
 
 pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -> Result<Outcome> {
-    let (resolved, client) = resolve(&args.to, config, &args.live)?;
+    if let Some(dps) = &args.to_dps {
+        let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(dps, config)?)?;
+        let name = if dps.contains('=') {
+            client.host().to_owned()
+        } else {
+            dps.clone()
+        };
+        return report_outcome(&preflight::dps::run(&client, &name, true).await);
+    }
+    let to = args.to.as_deref().unwrap_or_default();
+    let (resolved, client) = resolve(to, config, &args.live)?;
     // Staging is checked when one is named or configured; without either the jobs cannot run,
     // which is a finding only for the commands that need staging.
     let staging = if args.live.staging.is_some() || config.staging.is_some() {

@@ -433,3 +433,128 @@ async fn a_10000_enrollment_dps_is_rebuilt_in_an_empty_instance_keys_included() 
         .await;
     assert_eq!(got.assigned().unwrap().hub, HUB_A, "{got:?}");
 }
+
+/// Config entries `[dps.NAME]` for (name, served instance, policy, key).
+fn add_dps_entries(wd: &Workdir, world: &World, entries: &[(&str, &str, &str, &str)]) {
+    let mut text = std::fs::read_to_string(wd.config_path()).unwrap();
+    for (name, dps, policy, key) in entries {
+        let d = world.running.dps_instance(dps).unwrap();
+        let cs = format!(
+            "HostName={};SharedAccessKeyName={policy};SharedAccessKey={key}",
+            d.state.host
+        );
+        let _ = write!(
+            text,
+            "\n[dps.{name}]\nconnection-string = {}\nendpoint = {}\n",
+            toml::Value::String(cs),
+            toml::Value::String(d.endpoint.clone()),
+        );
+    }
+    std::fs::write(wd.config_path(), text).unwrap();
+}
+
+/// `preflight --to-dps`: the owner policy reads and writes, and the limits are reported (exit
+/// 0); a read-only policy is a permissions finding naming `EnrollmentWrite` and a wrong key a
+/// credentials finding explained like the hubs' 401002 (exit 1); no key in any output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_to_dps_checks_rights_and_limits() {
+    use hubvault_sim::shared::AccessPolicy;
+    let reader = AccessPolicy {
+        name: "reader".into(),
+        primary_key: key(7),
+        secondary_key: key(8),
+        rights: vec!["EnrollmentRead".into()],
+    };
+    let world = World::builder()
+        .hubs(&[("hub-a", 0)])
+        .arm(false)
+        .dps("dps-a")
+        .more_dps_with("dps-r", vec![reader.clone()])
+        .start()
+        .await;
+    let wd = Workdir::new();
+    wd.write_identity();
+    wd.config(&world).write();
+    let a = client(&world, "dps-a");
+    enroll(&a, 25, 2).await;
+    let run = |spec: &'static str| {
+        let wd = &wd;
+        async move {
+            wd.hubvault()
+                .args(["-vvv", "--json", "preflight", "--to-dps", spec])
+                .run()
+                .await
+        }
+    };
+    let owner = world.dps.as_ref().unwrap().policies[0].clone();
+    // Connection strings reach the simulator through a config endpoint only: use config names.
+    add_dps_entries(
+        &wd,
+        &world,
+        &[
+            ("dps-a", "dps-a", owner.name.as_str(), &owner.primary_key),
+            ("dps-r", "dps-r", "reader", &key(7)),
+            ("dps-bad", "dps-a", owner.name.as_str(), &key(9)),
+        ],
+    );
+    let secrets = vec![
+        owner.primary_key.clone(),
+        owner.secondary_key.clone(),
+        key(7),
+        key(9),
+    ];
+
+    let ok = run("dps-a").await;
+    assert_eq!(ok.code, 0, "{}", ok.text());
+    let doc = ok.json();
+    let checks: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        checks,
+        ["credentials", "permissions", "enrollment-limits"],
+        "{doc:#}"
+    );
+    assert!(
+        doc["findings"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("25 of 1000000 individual enrollments, 2 of 100"),
+        "{doc:#}"
+    );
+    assert!(
+        a.get(Kind::Individual, "hubvault-preflight-write-probe")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let ro = run("dps-r").await;
+    assert_eq!(ro.code, 1, "{}", ro.text());
+    let f = &ro.json()["findings"][1];
+    assert_eq!(f["check"], "permissions", "{f:#}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("EnrollmentWrite"),
+        "{f:#}"
+    );
+
+    let bad = run("dps-bad").await;
+    assert_eq!(bad.code, 1, "{}", bad.text());
+    let f = &bad.json()["findings"][0];
+    assert_eq!(
+        (&f["check"], &f["code"]),
+        (&json!("credentials"), &json!("401002")),
+        "{f:#}"
+    );
+    assert!(f["fix"].as_str().unwrap().contains("IP filter"), "{f:#}");
+    assert!(
+        f["detail"].as_str().unwrap().starts_with("DPS dps-bad"),
+        "{f:#}"
+    );
+    for out in [&ok, &ro, &bad] {
+        assert_no_secrets(&out.text(), &secrets, "preflight --to-dps -vvv");
+    }
+}

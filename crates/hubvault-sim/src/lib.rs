@@ -384,12 +384,21 @@ pub fn with_services(
 /// Add a DPS instance named `name` (host `{name}.azure-devices-provisioning.net`, fresh policy
 /// keys) to `options`; returns its state (policies, ID scope, enrollments, linked hubs).
 pub fn add_dps(options: &mut Options, name: &str) -> Arc<dps::DpsState> {
+    add_dps_with(options, name, dps::default_policies())
+}
+
+/// As [`add_dps`], with these shared access policies.
+pub fn add_dps_with(
+    options: &mut Options,
+    name: &str,
+    policies: Vec<AccessPolicy>,
+) -> Arc<dps::DpsState> {
     let host = format!("{name}.azure-devices-provisioning.net");
     options.service_hosts.push(host.clone());
     let state = dps::DpsState::in_group(
         name,
         &host,
-        dps::default_policies(),
+        policies,
         &options.subscription,
         &options.resource_group,
     );

@@ -134,6 +134,30 @@ impl DpsClient {
         self.hub.decode("attestation mechanism", &reply.body)
     }
 
+    /// Whether this credential may write enrollments, without writing one: a `PUT` of an
+    /// enrollment that does not exist with an `If-Match` no etag has. The service checks the
+    /// caller's rights first (401 without `EnrollmentWrite`), then the precondition (412, or 404):
+    /// either of those means the write right is there. Should a service ever create it anyway,
+    /// the probe is deleted at once.
+    pub async fn write_probe(&self) -> hub::Result<()> {
+        const PROBE: &str = "hubvault-preflight-write-probe";
+        let path = format!("/{}/{PROBE}", Kind::Individual.collection());
+        let mut call = Call::new(reqwest::Method::PUT, path.clone())
+            .json(&json!({"registrationId": PROBE, "attestation": {"type": "none"}}));
+        call.headers
+            .push(("if-match", "\"hubvault-no-such-etag\"".to_owned()));
+        match self.hub.call(call).await {
+            Err(hub::Error::PreconditionFailed { .. } | hub::Error::NotFound { .. }) => Ok(()),
+            Ok(_) => {
+                self.hub
+                    .call(Call::new(reqwest::Method::DELETE, path))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every enrollment (or group), page by page, as the query returns them (without keys).
     pub async fn query_all(&self, kind: Kind) -> hub::Result<Vec<Value>> {
         let mut out = Vec::new();

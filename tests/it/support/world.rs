@@ -26,7 +26,7 @@ pub struct WorldBuilder {
     arm: bool,
     tls: bool,
     dps: Option<String>,
-    more_dps: Vec<String>,
+    more_dps: Vec<(String, Vec<hubvault_sim::shared::AccessPolicy>)>,
     keyvault: bool,
     limits: Limits,
 }
@@ -93,8 +93,17 @@ impl WorldBuilder {
     }
 
     /// Serve another DPS instance named `name` (after the one [`WorldBuilder::dps`] names).
-    pub fn more_dps(mut self, name: &str) -> Self {
-        self.more_dps.push(name.to_owned());
+    pub fn more_dps(self, name: &str) -> Self {
+        self.more_dps_with(name, hubvault_sim::dps::default_policies())
+    }
+
+    /// Serve another DPS instance named `name` whose shared access policies are `policies`.
+    pub fn more_dps_with(
+        mut self,
+        name: &str,
+        policies: Vec<hubvault_sim::shared::AccessPolicy>,
+    ) -> Self {
+        self.more_dps.push((name.to_owned(), policies));
         self
     }
 
@@ -125,8 +134,8 @@ impl WorldBuilder {
             ..Options::default()
         };
         let (mut options, dps) = sim::with_services(options, self.dps.as_deref());
-        for name in &self.more_dps {
-            sim::add_dps(&mut options, name);
+        for (name, policies) in self.more_dps {
+            sim::add_dps_with(&mut options, name.as_str(), policies);
         }
         if !self.arm {
             options.arm = None;
