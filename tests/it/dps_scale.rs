@@ -558,3 +558,92 @@ async fn preflight_to_dps_checks_rights_and_limits() {
         assert_no_secrets(&out.text(), &secrets, "preflight --to-dps -vvv");
     }
 }
+
+/// The binary: `--dps` twice and `--link dps-a=hub-b`. hubvault, configured by nothing but the
+/// written file, enrolls into dps-a (an enrollment naming the unlinked hub-a is refused) and a
+/// device registers at the written `device-endpoint` under the written `id-scope`, landing on
+/// hub-b; dps-b, given no `--link`, is linked to every hub. `--info` names each instance.
+#[test]
+fn the_simulator_binary_serves_linked_dps_instances_hubvault_registers_through() {
+    let sim = crate::support::SimProcess::start(&[
+        "--hub",
+        "hub-a",
+        "--hub",
+        "hub-b",
+        "--dps",
+        "dps-a",
+        "--dps",
+        "dps-b",
+        "--link",
+        "dps-a=hub-b",
+    ]);
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(sim.dir().join("sim.json")).unwrap())
+            .unwrap();
+    for name in ["dps-a", "dps-b"] {
+        let d = &info["dps"][name];
+        for field in [
+            "connection_string",
+            "endpoint",
+            "host",
+            "id_scope",
+            "resource_id",
+            "device_endpoint",
+        ] {
+            assert!(d[field].is_string(), "{name}.{field}: {d:#}");
+        }
+    }
+    assert_eq!(info["dps"]["dps-a"]["linked_hubs"], json!([HUB_B]));
+    assert_eq!(info["dps"]["dps-b"]["linked_hubs"], json!([HUB_A, HUB_B]));
+
+    let path = sim.config();
+    let config =
+        hubvault::config::Config::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let dps = DpsClient::new(hubvault::services::resolve_dps("dps-a", &config).unwrap()).unwrap();
+    let enrollment = |id: &str, hub: &str| {
+        json!({"registrationId": id, "iotHubHostName": hub, "attestation": {"type": "symmetricKey",
+               "symmetricKey": {"primaryKey": key(1), "secondaryKey": key(2)}}})
+    };
+    let refused = crate::support::blocking(dps.bulk(
+        Kind::Individual,
+        BulkMode::Create,
+        &[enrollment("on-a", HUB_A), enrollment("on-b", HUB_B)],
+    ))
+    .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].id, "on-a", "the unlinked hub refused");
+
+    let mut at = hubvault::services::dps_provisioning("dps-a", &config).unwrap();
+    assert_eq!(
+        at.id_scope,
+        info["dps"]["dps-a"]["id_scope"].as_str().unwrap()
+    );
+    at.poll_interval = std::time::Duration::from_millis(20);
+    let http = reqwest::Client::new();
+    let got = crate::support::blocking(hubvault::device::register::register(
+        &http,
+        &at,
+        "on-b",
+        DeviceKey::Own(&key(1)),
+    ))
+    .unwrap();
+    assert_eq!(got.assigned().unwrap().hub, HUB_B, "{got:?}");
+    let wrong = crate::support::blocking(hubvault::device::register::register(
+        &http,
+        &at,
+        "on-b",
+        DeviceKey::Own(&key(3)),
+    ))
+    .unwrap();
+    assert!(
+        matches!(
+            wrong,
+            Registration::Refused {
+                http_status: 401,
+                code: Some(401_002),
+                ..
+            }
+        ),
+        "{wrong:?}"
+    );
+}
