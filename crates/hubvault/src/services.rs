@@ -326,7 +326,6 @@ pub async fn read_connection_secrets(
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::diagnostic::Diagnostic as _;
 
     fn config(text: &str) -> Config {
         Config::parse(text, std::path::Path::new("hubvault.toml")).unwrap()
