@@ -253,6 +253,10 @@ pub struct PreflightArgs {
     /// the read and write rights, the enrollment limits.
     #[arg(long = "to-dps", value_name = "DPS", conflicts_with = "to")]
     pub to_dps: Option<String>,
+    /// With --to-dps: a hub the enrollments will name (repeatable; a config name or host name,
+    /// as restore's --iot-hub or the NEW of --map-hub); each must be linked to the instance.
+    #[arg(long = "iot-hub", value_name = "HUB", requires = "to_dps")]
+    pub iot_hub: Vec<String>,
     #[command(flatten)]
     pub live: LiveArgs,
 }

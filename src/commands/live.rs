@@ -151,13 +151,7 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
 
 pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -> Result<Outcome> {
     if let Some(dps) = &args.to_dps {
-        let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(dps, config)?)?;
-        let name = if dps.contains('=') {
-            client.host().to_owned()
-        } else {
-            dps.clone()
-        };
-        return report_outcome(&preflight::dps::run(&client, &name, true).await);
+        return preflight_dps(config, args, dps).await;
     }
     let to = args.to.as_deref().unwrap_or_default();
     let (resolved, client) = resolve(to, config, &args.live)?;
@@ -179,6 +173,36 @@ pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -
         report.ok = report.findings.iter().all(|f| f.ok);
     }
     report_outcome(&report)
+}
+
+/// `preflight --to-dps DPS [--iot-hub HUB]…`: rights, limits and, with `[arm]` and the DPS
+/// entry's `resource-id`, its IP filter and linked hubs.
+async fn preflight_dps(config: &Config, args: &PreflightArgs, dps: &str) -> Result<Outcome> {
+    let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(dps, config)?)?;
+    let name = if dps.contains('=') {
+        client.host().to_owned()
+    } else {
+        dps.to_owned()
+    };
+    let arm = arm_client(config)?;
+    let resource_id = config.dps.get(dps).and_then(|e| e.resource_id.clone());
+    let mut target_hubs = Vec::new();
+    for hub in &args.iot_hub {
+        target_hubs.push(if config.hubs.contains_key(hub) {
+            hubvault::services::resolve_hub(hub, config)?.target.host
+        } else {
+            hub.clone()
+        });
+    }
+    let checks = preflight::dps::DpsChecks {
+        name: &name,
+        client: &client,
+        write: true,
+        arm: arm.as_ref().zip(resource_id.as_deref()),
+        caller_ip: args.live.caller_ip,
+        target_hubs,
+    };
+    report_outcome(&preflight::dps::run(&checks).await)
 }
 
 /// The least-privilege finding of a host that holds a signing key, when the identity is in Key

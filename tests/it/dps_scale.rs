@@ -445,9 +445,10 @@ fn add_dps_entries(wd: &Workdir, world: &World, entries: &[(&str, &str, &str, &s
         );
         let _ = write!(
             text,
-            "\n[dps.{name}]\nconnection-string = {}\nendpoint = {}\n",
+            "\n[dps.{name}]\nconnection-string = {}\nendpoint = {}\nresource-id = {}\n",
             toml::Value::String(cs),
             toml::Value::String(d.endpoint.clone()),
+            toml::Value::String(d.state.resource_id.clone()),
         );
     }
     std::fs::write(wd.config_path(), text).unwrap();
@@ -646,4 +647,95 @@ fn the_simulator_binary_serves_linked_dps_instances_hubvault_registers_through()
         ),
         "{wrong:?}"
     );
+}
+
+/// `preflight --to-dps` with ARM: the hubs the enrollments will name must be linked (an
+/// unlinked one is named with the command that links it), and a caller the DPS IP filter blocks
+/// is told so — before its 401002 is blamed on the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_to_dps_reads_linked_hubs_and_the_ip_filter_through_arm() {
+    let world = World::builder()
+        .hubs(&[("hub-a", 0), ("hub-b", 0)])
+        .dps("dps-a")
+        .start()
+        .await;
+    let dps = world.dps.clone().unwrap();
+    dps.set_linked_hubs(Some(vec![HUB_B.to_owned()]));
+    let wd = Workdir::new();
+    wd.write_identity();
+    wd.config(&world).write();
+    let owner = dps.policies[0].clone();
+    add_dps_entries(
+        &wd,
+        &world,
+        &[("dps-a", "dps-a", owner.name.as_str(), &owner.primary_key)],
+    );
+    let run = |hub: &'static str| {
+        let wd = &wd;
+        async move {
+            wd.hubvault()
+                .args([
+                    "--json",
+                    "preflight",
+                    "--to-dps",
+                    "dps-a",
+                    "--caller-ip",
+                    "127.0.0.1",
+                ])
+                .args(["--iot-hub", hub])
+                .run()
+                .await
+        }
+    };
+    let finding = |doc: &Value, check: &str| -> Value {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} finding: {doc:#}"))
+    };
+    let linked = run("hub-b").await;
+    assert_eq!(linked.code, 0, "{}", linked.text());
+    assert_eq!(finding(&linked.json(), "linked-hubs")["ok"], true);
+    assert_eq!(finding(&linked.json(), "ip-firewall")["ok"], true);
+
+    let unlinked = run("hub-a").await;
+    assert_eq!(unlinked.code, 1, "{}", unlinked.text());
+    let f = finding(&unlinked.json(), "linked-hubs");
+    assert_eq!(f["code"], "hub_not_linked", "{f:#}");
+    assert!(f["detail"].as_str().unwrap().contains(HUB_A), "{f:#}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("linked-hub create"),
+        "{f:#}"
+    );
+
+    dps.set_network(
+        "Enabled",
+        json!([{"filterName": "office-only", "action": "Reject", "ipMask": "127.0.0.0/8", "target": "all"}]),
+    );
+    let blocked = run("hub-b").await;
+    assert_eq!(blocked.code, 1, "{}", blocked.text());
+    let doc = blocked.json();
+    let fw = finding(&doc, "ip-firewall");
+    assert_eq!(fw["code"], "401002", "{fw:#}");
+    assert!(
+        fw["detail"].as_str().unwrap().contains("office-only"),
+        "{fw:#}"
+    );
+    let cred = finding(&doc, "credentials");
+    assert!(
+        cred["detail"]
+            .as_str()
+            .unwrap()
+            .contains("IP filter blocks 127.0.0.1"),
+        "{cred:#}"
+    );
+    // A rule guarding only the device API leaves the service API (hubvault's) open.
+    dps.set_network(
+        "Enabled",
+        json!([{"filterName": "no-devices", "action": "Reject", "ipMask": "0.0.0.0/0", "target": "deviceApi"}]),
+    );
+    assert_eq!(run("hub-b").await.code, 0);
 }

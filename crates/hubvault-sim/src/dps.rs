@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -28,6 +29,7 @@ use sha2::Digest as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::net::Peer;
 use super::shared::{AccessPolicy, lock};
 use super::state::Hub;
 use enrollment::{Kind, Refused, bad_request};
@@ -56,7 +58,13 @@ pub struct DpsState {
     hubs: Mutex<Vec<Arc<Hub>>>,
     /// Registration operations by id: (registration id, final status document).
     operations: Mutex<BTreeMap<String, (String, Value)>>,
+    /// The ARM `ProvisioningServiceDescription` (networking: `publicNetworkAccess`,
+    /// `ipFilterRules`); `iotHubs` and `idScope` are filled in when read ([`DpsState::resource`]).
+    resource: Mutex<Value>,
 }
+
+/// Every DPS instance of a run, for ARM to find by resource id (filled by `sim::run`).
+pub type Directory = Arc<Mutex<Vec<Arc<DpsState>>>>;
 
 /// Default DPS policy with fresh random keys (rights as the portal shows them).
 pub fn default_policies() -> Vec<AccessPolicy> {
@@ -126,7 +134,60 @@ impl DpsState {
             etag_counter: AtomicU64::new(0),
             hubs: Mutex::new(Vec::new()),
             operations: Mutex::new(BTreeMap::new()),
+            resource: Mutex::new(json!({
+                "name": name, "type": "Microsoft.Devices/provisioningServices", "location": "westus",
+                "etag": "AAAAAAAAAAE=", "tags": {},
+                "sku": {"name": "S1", "tier": "Standard", "capacity": 1},
+                "properties": {"state": "Active", "provisioningState": "Succeeded",
+                    "publicNetworkAccess": "Enabled", "ipFilterRules": [], "allocationPolicy": "Hashed",
+                    "serviceOperationsHostName": host,
+                    "deviceProvisioningHostName": "global.azure-devices-provisioning.net"},
+            })),
         })
+    }
+
+    /// The ARM document as GET shows it: `id`, `idScope` and the linked hubs (`iotHubs`, each
+    /// `{name: host, connectionString (key masked), location}`) filled in.
+    pub fn resource(&self) -> Value {
+        let mut doc = lock(&self.resource).clone();
+        let hubs: Vec<String> = self.linked_hubs().unwrap_or_else(|| {
+            lock(&self.hubs)
+                .iter()
+                .map(|h| h.shared.host.clone())
+                .collect()
+        });
+        doc["id"] = json!(self.resource_id);
+        doc["properties"]["idScope"] = json!(self.id_scope);
+        doc["properties"]["iotHubs"] = hubs
+            .iter()
+            .map(|h| json!({"name": h, "location": "westus",
+                "connectionString": format!("HostName={h};SharedAccessKeyName=iothubowner;SharedAccessKey=****")}))
+            .collect();
+        doc
+    }
+
+    /// Change the ARM document's networking (`publicNetworkAccess`, classic `ipFilterRules`
+    /// `{filterName, action: Accept|Reject, ipMask, target: all|serviceApi|deviceApi}`).
+    pub fn set_network(&self, public_network_access: &str, ip_filter_rules: Value) {
+        let mut doc = lock(&self.resource);
+        doc["properties"]["publicNetworkAccess"] = json!(public_network_access);
+        doc["properties"]["ipFilterRules"] = ip_filter_rules;
+    }
+
+    /// Whether a caller at `ip` may reach the service API (`device`: false) or the device API:
+    /// public access, then the first `ipFilterRules` entry whose `target` covers the API and
+    /// whose mask holds `ip` (default accept), as `firewall` decides a hub's classic rules.
+    fn admits(&self, ip: std::net::IpAddr, device: bool) -> bool {
+        let mut doc = lock(&self.resource).clone();
+        let wanted = if device { "deviceapi" } else { "serviceapi" };
+        if let Some(rules) = doc["properties"]["ipFilterRules"].as_array_mut() {
+            rules.retain(|r| {
+                r["target"]
+                    .as_str()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("all") || t.eq_ignore_ascii_case(wanted))
+            });
+        }
+        crate::firewall::allows(&doc, ip)
     }
 
     /// The hubs device registrations may be assigned to (the simulator's `run` gives it every
@@ -194,6 +255,7 @@ pub fn router(state: Arc<DpsState>) -> Router {
 
 async fn dispatch(
     State(state): State<Arc<DpsState>>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -201,10 +263,16 @@ async fn dispatch(
 ) -> Response {
     let path = uri.path();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segs.len() >= 4
+    let device_api = segs.len() >= 4
         && segs[1].eq_ignore_ascii_case("registrations")
-        && !segs[0].eq_ignore_ascii_case("registrations")
-    {
+        && !segs[0].eq_ignore_ascii_case("registrations");
+    // A router served without caller addresses (a bare `axum::serve`) has no firewall.
+    let caller = peer.map(|Extension(ConnectInfo(Peer(addr)))| addr.ip());
+    if caller.is_some_and(|ip| !state.admits(ip, device_api)) {
+        // UNCERTAIN: the code DPS gives an IP-filtered caller; we answer as IoT Hub does.
+        return error(StatusCode::UNAUTHORIZED, 401_002, "Unauthorized");
+    }
+    if device_api {
         if !has_api_version(&uri) {
             return missing_api_version();
         }

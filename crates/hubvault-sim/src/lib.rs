@@ -149,6 +149,8 @@ pub struct Options {
     /// DPS instances ([`add_dps`]), each served on a port of its own (the first between ARM and
     /// Key Vault, the others after Key Vault), its registrations assigned into these hubs.
     pub dps: Vec<Arc<dps::DpsState>>,
+    /// Filled by [`run`] with `dps`; ARM ([`with_services`]) finds DPS resources in it.
+    pub dps_directory: dps::Directory,
     /// The vault's state, for the control API (`/keyvault/…`); [`with_services`] sets it next to
     /// `keyvault`. Ignored while `keyvault` is `None`.
     pub keyvault_state: Option<Arc<keyvault::KvState>>,
@@ -173,6 +175,7 @@ impl Default for Options {
             resource_group: "hubvault-sim".into(),
             arm: None,
             dps: Vec::new(),
+            dps_directory: dps::Directory::default(),
             keyvault: None,
             keyvault_state: None,
             identities: identity::Identities::new(),
@@ -361,8 +364,9 @@ pub fn with_services(
     mut options: Options,
     dps: Option<&str>,
 ) -> (Options, Option<Arc<dps::DpsState>>) {
-    options.arm = Some(Box::new(|hubs: &Hubs| {
-        arm::router(arm::ArmState::new(hubs.clone()))
+    let directory = options.dps_directory.clone();
+    options.arm = Some(Box::new(move |hubs: &Hubs| {
+        arm::router(arm::ArmState::with_dps(hubs.clone(), directory))
     }));
     let vault = keyvault::KvState::with_options(keyvault::KvOptions {
         vault_url: KEYVAULT_URL.to_string(),
@@ -457,6 +461,7 @@ pub async fn run(
         resource_group,
         arm,
         dps,
+        dps_directory,
         keyvault,
         keyvault_state,
         identities,
@@ -523,6 +528,7 @@ pub async fn run(
     };
     tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
+    shared::lock(&dps_directory).clone_from(&dps);
     let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &serving).await?;
     tasks.extend(t1);
     let hub_states: Vec<Arc<Hub>> = running.iter().map(|r| r.state.clone()).collect();

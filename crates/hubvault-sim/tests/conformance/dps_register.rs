@@ -317,3 +317,106 @@ async fn enrollments_naming_an_unlinked_hub_are_refused() {
             .ends_with("/providers/Microsoft.Devices/provisioningServices/dps-a")
     );
 }
+
+#[tokio::test]
+async fn arm_shows_the_dps_resource_and_its_ip_filter_applies_per_api() {
+    let options = Options {
+        hubs: ["hub-a", "hub-b"]
+            .map(|n| HubOptions {
+                name: n.into(),
+                devices: 0,
+            })
+            .to_vec(),
+        ..Options::default()
+    };
+    let (mut options, _) = sim::with_services(options, None);
+    let dps = sim::add_dps(&mut options, "dps-a");
+    dps.set_linked_hubs(Some(vec!["hub-b.azure-devices.net".into()]));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = sim::run(options, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let arm = running.arm.clone().unwrap();
+    let doc: Value = http
+        .get(format!("{arm}{}?api-version=2022-02-05", dps.resource_id))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["properties"]["idScope"], dps.id_scope.as_str(), "{doc}");
+    assert_eq!(
+        doc["properties"]["iotHubs"][0]["name"],
+        "hub-b.azure-devices.net"
+    );
+    assert_eq!(doc["properties"]["iotHubs"].as_array().unwrap().len(), 1);
+    assert!(
+        !doc.to_string()
+            .contains(&running.hub("hub-b").unwrap().shared.policies[0].primary_key)
+    );
+    let missing = http
+        .get(format!("{arm}{}x?api-version=2022-02-05", dps.resource_id))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    dps.seed(
+        Kind::Individual,
+        &json!({"registrationId": "d1", "attestation": {"type": "symmetricKey",
+                 "symmetricKey": {"primaryKey": key(1), "secondaryKey": key(2)}}}),
+    )
+    .unwrap();
+    let endpoint = running.dps_instance("dps-a").unwrap().endpoint.clone();
+    let sr = format!("{}%2Fregistrations%2Fd1", dps.id_scope);
+    let register = || {
+        http.put(format!(
+            "{endpoint}/{}/registrations/d1/register?{API}",
+            dps.id_scope
+        ))
+        .header("authorization", token(&sr, &key(1), None))
+        .json(&json!({"registrationId": "d1"}))
+        .send()
+    };
+    let owner = &dps.policies[0];
+    let service_token = hubvault_sim::dps::sas::token(
+        &dps.host,
+        &owner.name,
+        &owner.primary_key,
+        OffsetDateTime::now_utc().unix_timestamp() + 600,
+    );
+    let service = || {
+        http.get(format!("{endpoint}/enrollments/d1?api-version=2021-10-01"))
+            .header("authorization", &service_token)
+            .send()
+    };
+    assert_eq!(register().await.unwrap().status(), StatusCode::ACCEPTED);
+    dps.set_network(
+        "Enabled",
+        json!([{"filterName": "no-devices-here", "action": "Reject", "ipMask": "127.0.0.0/8", "target": "deviceApi"}]),
+    );
+    let blocked = register().await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(blocked.json::<Value>().await.unwrap()["errorCode"], 401_002);
+    assert_eq!(
+        service().await.unwrap().status(),
+        StatusCode::OK,
+        "serviceApi not targeted"
+    );
+    dps.set_network(
+        "Enabled",
+        json!([{"filterName": "office", "action": "Accept", "ipMask": "10.1.0.0/16", "target": "all"},
+               {"filterName": "rest", "action": "Reject", "ipMask": "0.0.0.0/0", "target": "all"}]),
+    );
+    assert_eq!(service().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    dps.set_network("Disabled", json!([]));
+    assert_eq!(service().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    dps.set_network("Enabled", json!([]));
+    assert_eq!(service().await.unwrap().status(), StatusCode::OK);
+}

@@ -40,6 +40,8 @@ pub enum Check {
     LeastPrivilege,
     /// DPS: individual enrollments and symmetric-key groups under the service's limits.
     EnrollmentLimits,
+    /// DPS: the hubs the enrollments name are linked to the instance.
+    LinkedHubs,
 }
 
 impl Check {
@@ -56,6 +58,7 @@ impl Check {
             Check::IdConflicts => "id-conflicts",
             Check::LeastPrivilege => "least-privilege",
             Check::EnrollmentLimits => "enrollment-limits",
+            Check::LinkedHubs => "linked-hubs",
         }
     }
 }
