@@ -739,3 +739,72 @@ async fn preflight_to_dps_reads_linked_hubs_and_the_ip_filter_through_arm() {
     );
     assert_eq!(run("hub-b").await.code, 0);
 }
+
+/// `clone --from dps-a --to dps-b`: every enrollment and group lands in dps-b with its keys,
+/// through an ephemeral snapshot (the store stays empty) or a kept one (`--keep`); a second run
+/// finds everything unchanged; a hub and a DPS cannot be cloned into each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_copies_one_dps_into_another_keys_included() {
+    let (world, wd) = world(0, &["dps-a", "dps-b"]).await;
+    enroll(&client(&world, "dps-a"), 300, 4).await;
+    let out = wd
+        .hubvault()
+        .args([
+            "-vvv", "--json", "clone", "--from", "dps-a", "--to", "dps-b",
+        ])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    let doc = out.json();
+    assert_eq!(doc["kept"], false, "{doc:#}");
+    assert_eq!(doc["restore"]["enrollments"]["create"], 300, "{doc:#}");
+    assert_eq!(doc["restore"]["enrollment_groups"]["create"], 4, "{doc:#}");
+    for kind in [Kind::Individual, Kind::Group] {
+        assert_eq!(
+            held(&world, "dps-b", kind),
+            held(&world, "dps-a", kind),
+            "{kind:?}"
+        );
+    }
+    let secrets: Vec<String> = held(&world, "dps-a", Kind::Individual)
+        .into_values()
+        .flat_map(|(p, s, _)| [p, s])
+        .collect();
+    assert_no_secrets(&out.text(), &secrets, "clone dps -vvv");
+    let listed = wd.hubvault().args(["--json", "snapshots"]).run().await;
+    assert_eq!(
+        listed.json().as_array().map_or(0, Vec::len),
+        0,
+        "ephemeral: nothing stored"
+    );
+
+    let kept = wd
+        .hubvault()
+        .args([
+            "--json", "clone", "--from", "dps-a", "--to", "dps-b", "--keep",
+        ])
+        .args(["--recipient", &recipient(&wd)])
+        .run()
+        .await;
+    assert_eq!(kept.code, 0, "{}", kept.text());
+    assert_eq!(kept.json()["restore"]["enrollments"]["unchanged"], 300);
+    let listed = wd
+        .hubvault()
+        .args(["--json", "snapshots", "--dps", "dps-a"])
+        .run()
+        .await;
+    assert_eq!(
+        listed.json().as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.text()
+    );
+
+    let mixed = wd
+        .hubvault()
+        .args(["--json", "clone", "--from", "dps-a", "--to", "hub-b"])
+        .run()
+        .await;
+    assert_eq!(mixed.code, 2, "{}", mixed.text());
+    assert_eq!(mixed.json()["error"]["code"], "usage");
+}

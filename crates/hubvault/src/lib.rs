@@ -49,6 +49,7 @@
 //! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
 //! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!
 //! Exit codes of the binary: 0 ok, 1 a check found something, 2 error.
@@ -56,6 +57,7 @@
 pub mod arm;
 pub mod backup;
 pub mod clone;
+pub mod clone_dps;
 pub mod config;
 pub mod credentials;
 pub mod device;
