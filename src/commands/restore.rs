@@ -139,6 +139,16 @@ pub(super) fn enroll_human(report: &hubvault::enroll::EnrollReport, dry_run: boo
     for f in &report.failed {
         let _ = writeln!(human, "failed: {} ({}): {}", f.id, f.code, f.message);
     }
+    if !report.failed.is_empty() {
+        let _ = writeln!(
+            human,
+            "{} refused by {}: DPS refuses an enrollment naming a hub not linked to it, an \
+             attestation it cannot take, or a body it rejects; `hubvault preflight --to-dps DPS \
+             --iot-hub HUB` checks the linked hubs (or retarget with --map-hub OLD=NEW)",
+            report.failed.len(),
+            report.dps
+        );
+    }
     for s in &report.skipped {
         let _ = writeln!(human, "skipped: {}: {}", s.id, s.reason);
     }

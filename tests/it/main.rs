@@ -13,6 +13,7 @@
 mod azure;
 mod clone;
 mod dps;
+mod dps_faults;
 mod dps_scale;
 mod fault_matrix;
 mod hub_faults;

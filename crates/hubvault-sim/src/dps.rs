@@ -61,6 +61,18 @@ pub struct DpsState {
     /// The ARM `ProvisioningServiceDescription` (networking: `publicNetworkAccess`,
     /// `ipFilterRules`); `iotHubs` and `idScope` are filled in when read ([`DpsState::resource`]).
     resource: Mutex<Value>,
+    throttle: Mutex<Throttle>,
+    /// Bulk calls still to answer `isSuccessful: true` whatever their per-item errors.
+    lie_bulk_success: AtomicU64,
+}
+
+/// The service API's rate (`None`: unlimited, the default) and its token bucket.
+#[derive(Debug, Default)]
+struct Throttle {
+    per_second: Option<f64>,
+    retry_after_secs: u64,
+    bucket: Option<crate::limits::Bucket>,
+    throttled: u64,
 }
 
 /// Every DPS instance of a run, for ARM to find by resource id (filled by `sim::run`).
@@ -134,6 +146,8 @@ impl DpsState {
             etag_counter: AtomicU64::new(0),
             hubs: Mutex::new(Vec::new()),
             operations: Mutex::new(BTreeMap::new()),
+            throttle: Mutex::new(Throttle::default()),
+            lie_bulk_success: AtomicU64::new(0),
             resource: Mutex::new(json!({
                 "name": name, "type": "Microsoft.Devices/provisioningServices", "location": "westus",
                 "etag": "AAAAAAAAAAE=", "tags": {},
@@ -172,6 +186,44 @@ impl DpsState {
         let mut doc = lock(&self.resource);
         doc["properties"]["publicNetworkAccess"] = json!(public_network_access);
         doc["properties"]["ipFilterRules"] = ip_filter_rules;
+    }
+
+    /// Limit the service API to `ops_per_minute` operations (DPS allows 1,000 a minute per
+    /// instance; tests scale it), answering 429 429001 with `Retry-After: retry_after_secs`
+    /// beyond it. `None`: unlimited.
+    pub fn set_rate(&self, ops_per_minute: Option<f64>, retry_after_secs: u64) {
+        let mut t = lock(&self.throttle);
+        t.per_second = ops_per_minute.map(|r| r / 60.0);
+        t.retry_after_secs = retry_after_secs;
+        t.bucket = None;
+    }
+
+    /// Requests answered 429 so far.
+    pub fn throttled(&self) -> u64 {
+        lock(&self.throttle).throttled
+    }
+
+    /// The next `n` bulk calls answer `isSuccessful: true` even when items failed (their
+    /// `errors` still list them): a client must read `errors`, not the flag.
+    pub fn lie_about_bulk_success(&self, n: u64) {
+        self.lie_bulk_success.store(n, Ordering::Relaxed);
+    }
+
+    /// Take one operation from the bucket; false: answer 429.
+    fn admit_operation(&self) -> bool {
+        let mut t = lock(&self.throttle);
+        let Some(rate) = t.per_second else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let ok = t
+            .bucket
+            .get_or_insert_with(|| crate::limits::Bucket::full(rate, now))
+            .take(rate, now);
+        if !ok {
+            t.throttled = t.throttled.saturating_add(1);
+        }
+        ok
     }
 
     /// Whether a caller at `ip` may reach the service API (`device`: false) or the device API:
@@ -289,6 +341,18 @@ async fn dispatch(
             );
         }
     };
+    if !state.admit_operation() {
+        let retry = lock(&state.throttle).retry_after_secs;
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            429_001,
+            "Too many requests: the operation rate of this Device Provisioning Service is exceeded.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let write = matches!(method, Method::PUT | Method::DELETE)
         || (method == Method::POST && segs.len() == 1);
     if let Some(resp) = reject_unauthorized(&state, &headers, path, write) {

@@ -51,6 +51,10 @@ struct Cli {
     /// hub. Enrollments naming a hub that is not linked are refused, as DPS does.
     #[arg(long = "link", value_name = "DPS=HUB")]
     links: Vec<String>,
+    /// Limit every DPS instance's service API to N operations a minute (DPS: 1,000), answering
+    /// 429 with `Retry-After: 1` beyond it [default: unlimited].
+    #[arg(long = "dps-ops-per-minute", value_name = "N")]
+    dps_rate: Option<f64>,
     /// Seed synthetic devices into a hub: HUB=COUNT (repeatable).
     #[arg(long = "devices", value_name = "HUB=COUNT")]
     devices: Vec<String>,
@@ -335,6 +339,7 @@ async fn run(cli: Cli) -> Result<()> {
             bail!("--dps {name} is given twice; name each DPS instance once");
         }
         let state = sim::add_dps(&mut options, name);
+        state.set_rate(cli.dps_rate, 1);
         let linked: Vec<&str> = links
             .iter()
             .filter(|(d, _)| d == name)
