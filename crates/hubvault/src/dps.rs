@@ -11,8 +11,8 @@
 //!
 //! Must not: know snapshots or stores; print a key (the records it returns hold them).
 //!
-//! Not built yet (the DPS issue): snapshots of DPS (`backup --dps`), restores into DPS, the
-//! preflight, and the commands.
+//! Used by `backup::from_dps`, `enroll` (restores into DPS), `clone_dps` and `preflight::dps`
+//! (`write_probe`: the write right checked without writing).
 
 use serde::Deserialize;
 use serde_json::{Value, json};

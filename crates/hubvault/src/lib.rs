@@ -36,11 +36,11 @@
 //! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
-//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`), for drills, probes and the demo | write the registry |
+//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`); DPS device registration with its own or a group-derived key (`register`); for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
-//! | [`arm`] | management-plane reads: a hub's networking rules and the firewall verdict for a caller | know stores |
+//! | [`arm`] | management-plane reads: a hub's (or DPS instance's) networking rules and the firewall verdict for a caller; a DPS instance's linked hubs | know stores |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
-//! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
+//! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging; for DPS (`preflight::dps`) IP filter, linked hubs, rights, enrollment limits | fail with errors (findings are data) |
 //! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |
 //! | [`error`] | [`Error`], wrapping every module's error | be used by a module |
 //! | [`shutdown`] | the signal that asks a use case to stop, and what it reports when it did (`Interrupted`) | stop anything itself |
