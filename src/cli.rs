@@ -210,7 +210,7 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub live: LiveArgs,
     /// Skip the preflight checks before the export.
-    #[arg(long, requires = "hub")]
+    #[arg(long, conflicts_with = "from_export")]
     pub no_preflight: bool,
 }
 

@@ -106,6 +106,20 @@ async fn enroll(
         other => other.clone(),
     };
     let restore = restore_options(&args.apply)?;
+    if restore.preflight {
+        let targets: Vec<String> = map_hubs
+            .iter()
+            .map(|(_, new)| new.clone())
+            .chain(iot_hub.clone())
+            .collect();
+        let write = !args.apply.dry_run;
+        let report =
+            super::live::dps_preflight(config, dps, &client, args.live.caller_ip, write, targets)
+                .await?;
+        if !report.ok {
+            return super::live::stopped_by_preflight(&report, "restore");
+        }
+    }
     let options = hubvault::enroll::EnrollOptions {
         mode: restore.mode,
         max_delete: restore.max_delete,

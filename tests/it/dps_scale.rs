@@ -78,6 +78,21 @@ fn recipient(wd: &Workdir) -> String {
         .remove(0)
 }
 
+/// `--json backup --dps dps-a`, sealed to the work folder's identity.
+async fn backup_dps_a(wd: &Workdir) -> crate::support::Out {
+    wd.hubvault()
+        .args([
+            "--json",
+            "backup",
+            "--dps",
+            "dps-a",
+            "--recipient",
+            &recipient(wd),
+        ])
+        .run()
+        .await
+}
+
 /// Every enrollment of one kind as the simulator holds it (keys included), by lower-case id:
 /// (primary key, secondary key, hubs named).
 fn held(world: &World, dps: &str, kind: Kind) -> BTreeMap<String, (String, String, String)> {
@@ -284,11 +299,7 @@ async fn a_1000_enrollment_dps_is_retargeted_and_its_devices_land_on_hub_b() {
         .await;
     assert_eq!(first.assigned().unwrap().hub, HUB_A, "{first:?}");
 
-    wd.hubvault()
-        .args(["backup", "--dps", "dps-a", "--recipient", &recipient(&wd)])
-        .run()
-        .await
-        .expect_code(0);
+    backup_dps_a(&wd).await.expect_code(0);
     let out = wd
         .hubvault()
         .args(["-vvv", "--json", "restore", "latest", "--dps", "dps-a"])
@@ -364,18 +375,7 @@ async fn a_10000_enrollment_dps_is_rebuilt_in_an_empty_instance_keys_included() 
     let (world, wd) = world(0, &["dps-a", "dps-b"]).await;
     let a = client(&world, "dps-a");
     enroll(&a, 10_000, 20).await;
-    let backup = wd
-        .hubvault()
-        .args([
-            "--json",
-            "backup",
-            "--dps",
-            "dps-a",
-            "--recipient",
-            &recipient(&wd),
-        ])
-        .run()
-        .await;
+    let backup = backup_dps_a(&wd).await;
     assert_eq!(backup.code, 0, "{}", backup.text());
     assert_eq!(backup.json()["enrollments"], 10_000);
     assert_eq!(backup.json()["enrollment_groups"], 20);
@@ -687,15 +687,6 @@ async fn preflight_to_dps_reads_linked_hubs_and_the_ip_filter_through_arm() {
                 .await
         }
     };
-    let finding = |doc: &Value, check: &str| -> Value {
-        doc["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["check"] == check)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {check} finding: {doc:#}"))
-    };
     let linked = run("hub-b").await;
     assert_eq!(linked.code, 0, "{}", linked.text());
     assert_eq!(finding(&linked.json(), "linked-hubs")["ok"], true);
@@ -738,6 +729,56 @@ async fn preflight_to_dps_reads_linked_hubs_and_the_ip_filter_through_arm() {
         json!([{"filterName": "no-devices", "action": "Reject", "ipMask": "0.0.0.0/0", "target": "deviceApi"}]),
     );
     assert_eq!(run("hub-b").await.code, 0);
+
+    restore_is_stopped_by_an_unlinked_target(&world, &wd).await;
+}
+
+/// The finding of `check` in a preflight report.
+fn finding(doc: &Value, check: &str) -> Value {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {check} finding: {doc:#}"))
+}
+
+/// `restore --to-dps` runs the same checks on its plan: retargeting at the unlinked hub-a is
+/// stopped before anything is written.
+async fn restore_is_stopped_by_an_unlinked_target(world: &World, wd: &Workdir) {
+    let a = client(world, "dps-a");
+    let one = json!({"registrationId": "m-1", "iotHubHostName": HUB_B,
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key(1), "secondaryKey": key(2)}}});
+    assert!(
+        a.bulk(Kind::Individual, BulkMode::Create, &[one])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    backup_dps_a(wd).await.expect_code(0);
+    let out = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-a",
+        ])
+        .args([
+            "--map-hub",
+            "hub-b=hub-a",
+            "--mode",
+            "upsert",
+            "--caller-ip",
+            "127.0.0.1",
+        ])
+        .run()
+        .await;
+    assert_eq!(out.code, 1, "{}", out.text());
+    assert_eq!(
+        finding(&out.json(), "linked-hubs")["code"],
+        "hub_not_linked"
+    );
+    let held = a.get(Kind::Individual, "m-1").await.unwrap().unwrap();
+    assert_eq!(held["iotHubHostName"], HUB_B, "nothing written");
 }
 
 /// `clone --from dps-a --to dps-b`: every enrollment and group lands in dps-b with its keys,
