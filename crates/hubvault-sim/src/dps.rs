@@ -1,9 +1,12 @@
 //! Simulated DPS service API (`{dps}.azure-devices-provisioning.net`, docs/azure.md): individual
 //! enrollments and enrollment groups (GET / PUT / DELETE, bulk ≤10, query with continuation,
-//! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors.
+//! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors; the
+//! device registration API (`register`) on the same port; its ARM document (networking, ID scope,
+//! linked hubs), IP filter, operation rate and a bulk fault.
 //!
-//! Owns the enrollment store of one DPS instance and its HTTP shape. It must not know hubs beyond
-//! the linked host names it is given. Imports nothing else of hubvault.
+//! Owns the enrollment store of one DPS instance and its HTTP shape. It knows hubs only as the
+//! linked host names it is given and, for registrations, the hub states `sim::run` attaches
+//! (devices are created there). Imports nothing else of hubvault.
 
 mod bulk;
 pub mod enrollment;

@@ -40,7 +40,9 @@
 //! let hub = running.hub("hub-a").unwrap();
 //! // hub.endpoint = "http://127.0.0.1:PORT", hub.connection_string("iothubowner") = "HostName=hub-a.azure-devices.net;…"
 //! // running.control = base URL of the control API (endpoints in `control`)
-//! // with `with_services`: running.keyvault = "http://127.0.0.1:PORT", running.keyvault_state
+//! // with `with_services` (and `add_dps` for each more DPS): running.dps_instance("dps-a")
+//! // = its state (ID scope, enrollments, linked hubs, set_network, set_rate) and endpoint;
+//! // running.keyvault = "http://127.0.0.1:PORT", running.keyvault_state
 //! // (vault URL, RBAC, firewall); IDENTITY_ENDPOINT = running.managed_identity_endpoint(),
 //! // IDENTITY_HEADER = running.identities.default_identity().header (or a created identity's)
 //! stop.send(()).ok();

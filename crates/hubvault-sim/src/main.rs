@@ -4,6 +4,9 @@
 //! hubvault-sim --listen 127.0.0.1:0 --hub hub-a --hub hub-b --dps dps-a --devices hub-a=1000 \
 //!              --info sim.json --write-config hubvault.toml
 //! ```
+//! `--dps` is repeatable; `--link DPS=HUB` links hubs to a DPS (one with no `--link` is linked to
+//! every hub, and enrollments naming an unlinked hub are refused); `--dps-ops-per-minute N`
+//! throttles every DPS's service API. Each DPS port also serves the device registration API.
 //! Runs until Ctrl-C (or SIGTERM). `--info` writes where everything is served; `--write-config`
 //! writes a `hubvault.toml` (docs/architecture.md#configuration) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.

@@ -1,4 +1,6 @@
-//! Management-plane (ARM) reads: a hub's networking rules (IP filter, public network access).
+//! Management-plane (ARM) reads: a hub's networking rules (IP filter, public network access),
+//! and a DPS instance's (`ipFilterRules` with their `target`) with its linked hubs
+//! ([`ArmClient::dps_description`]).
 //!
 //! Preflight uses these to tell a firewall rejection from a bad credential: IoT Hub answers both
 //! with `401002 Unauthorized`, and its message never mentions the IP rule (docs/azure.md). The
