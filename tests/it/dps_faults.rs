@@ -250,3 +250,26 @@ async fn a_killed_restore_converges_on_the_next_run() {
         .collect();
     assert_eq!(keys_in_b(&world), expected);
 }
+
+/// Naming a DPS with no snapshot says so in DPS words (not "hub"), and lists what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dps_without_snapshots_is_named_as_a_dps() {
+    let (_world, wd, _) = backed_up(2).await;
+    let out = wd
+        .hubvault()
+        .args([
+            "--json", "restore", "latest", "--dps", "dps-b", "--to-dps", "dps-a",
+        ])
+        .run()
+        .await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let error = &out.json()["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("no snapshot of dps-b"), "{message}");
+    assert!(!message.contains("hub dps-b"), "{message}");
+    assert!(
+        message.contains("dps-a.azure-devices-provisioning.net"),
+        "{message}"
+    );
+    assert!(error["fix"].as_str().unwrap().contains("--dps"), "{error}");
+}
