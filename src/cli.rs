@@ -267,7 +267,7 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub live: LiveArgs,
     /// Skip the preflight checks before the export.
-    #[arg(long, requires = "hub")]
+    #[arg(long, conflicts_with = "from_export")]
     pub no_preflight: bool,
 }
 
@@ -304,8 +304,16 @@ pub struct LiveArgs {
 #[derive(Debug, Args)]
 pub struct PreflightArgs {
     /// The hub to check (a connection string or a name from hubvault.toml).
-    #[arg(long, value_name = "HUB")]
-    pub to: String,
+    #[arg(long, value_name = "HUB", required_unless_present = "to_dps")]
+    pub to: Option<String>,
+    /// A DPS instance to check instead (a `[dps.NAME]` or a DPS service connection string):
+    /// the read and write rights, the enrollment limits.
+    #[arg(long = "to-dps", value_name = "DPS", conflicts_with = "to")]
+    pub to_dps: Option<String>,
+    /// With --to-dps: a hub the enrollments will name (repeatable; a config name or host name,
+    /// as restore's --iot-hub or the NEW of --map-hub); each must be linked to the instance.
+    #[arg(long = "iot-hub", value_name = "HUB", requires = "to_dps")]
+    pub iot_hub: Vec<String>,
     #[command(flatten)]
     pub live: LiveArgs,
 }

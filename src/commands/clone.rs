@@ -84,6 +84,23 @@ pub async fn clone(
     args: CloneArgs,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
+    match (
+        super::restore::names_dps(config, &args.from),
+        super::restore::names_dps(config, &args.to),
+    ) {
+        (true, true) => return clone_dps(config, global, &args).await,
+        (false, false) => {}
+        _ => {
+            return Err(hubvault::Error::usage(
+                format!(
+                    "clone --from {} --to {}: one is a DPS instance and the other a hub",
+                    args.from, args.to
+                ),
+                "clone a hub into a hub or a DPS into a DPS; a hub's devices become enrollments with \
+                 `hubvault restore latest --hub HUB --to-dps DPS --iot-hub HUB`",
+            ));
+        }
+    }
     let (_, source) = live::resolve(&args.from, config, &args.live)?;
     let (target_hub, target) = live::resolve(&args.to, config, &args.live)?;
     let staging = Staging::open(args.live.staging.as_deref(), config, source.host())?;
@@ -105,18 +122,7 @@ pub async fn clone(
         checks.needs_jobs = true;
         checks
     });
-    // A kept snapshot is signed with this host's key; an ephemeral one with a throw-away key,
-    // trusted for this run only.
-    let (keep, signing_key) = if args.keep {
-        let keep = Keep::Yes {
-            store: open_store(config, global)?,
-            recipients: recipients(config, &args.keys)?,
-            identities: identities(config, &args.keys).await?,
-        };
-        (keep, super::signing_key(config, global).await?)
-    } else {
-        (Keep::No, Arc::new(SigningKey::generate()?))
-    };
+    let (keep, signing_key) = keep_and_key(config, global, &args).await?;
     let mut backup =
         HubBackupOptions::new(BackupOptions::new(OffsetDateTime::now_utc(), signing_key));
     backup.poll = poll;
@@ -150,6 +156,66 @@ pub async fn clone(
     Ok(Outcome {
         json: report.to_json(verbose),
         human: human(&report, args.keep, verbose),
+        found_something: report.found_something(),
+        warnings: Vec::new(),
+        failed: false,
+    })
+}
+
+/// A kept snapshot is signed with this host's key; an ephemeral one with a throw-away key,
+/// trusted for this run only.
+async fn keep_and_key(
+    config: &Config,
+    global: &Global,
+    args: &CloneArgs,
+) -> Result<(Keep, Arc<SigningKey>)> {
+    Ok(if args.keep {
+        let keep = Keep::Yes {
+            store: open_store(config, global)?,
+            recipients: recipients(config, &args.keys)?,
+            identities: identities(config, &args.keys).await?,
+        };
+        (keep, super::signing_key(config, global).await?)
+    } else {
+        (Keep::No, Arc::new(SigningKey::generate()?))
+    })
+}
+
+/// `clone --from DPS --to DPS`: every enrollment and group of one instance, keys included, into
+/// another, through a snapshot kept (`--keep`) or ephemeral.
+async fn clone_dps(config: &Config, global: &Global, args: &CloneArgs) -> Result<Outcome> {
+    use hubvault::services::resolve_dps;
+    let source = hubvault::dps::DpsClient::new(resolve_dps(&args.from, config)?)?;
+    let target = hubvault::dps::DpsClient::new(resolve_dps(&args.to, config)?)?;
+    let (keep, signing_key) = keep_and_key(config, global, args).await?;
+    let restore = super::restore::restore_options(&args.apply)?;
+    let options = hubvault::enroll::EnrollOptions {
+        mode: restore.mode,
+        max_delete: restore.max_delete,
+        dry_run: args.apply.dry_run,
+        map_hubs: Vec::new(),
+        iot_hub: None,
+    };
+    let backup = BackupOptions::new(OffsetDateTime::now_utc(), signing_key);
+    let report = hubvault::clone_dps::run(&source, &target, keep, backup, &options).await?;
+    let mut human = format!(
+        "backed up {}: {} enrollments, {} enrollment groups, keys included; {}\n",
+        report.backup.hub,
+        report.backup.enrollments,
+        report.backup.enrollment_groups,
+        if report.kept {
+            format!("kept as snapshot {}", report.backup.snapshot)
+        } else {
+            "ephemeral snapshot, encrypted in memory and dropped".to_owned()
+        }
+    );
+    human.push_str(&super::restore::enroll_human(
+        &report.restore,
+        args.apply.dry_run,
+    ));
+    Ok(Outcome {
+        json: to_json(&report)?,
+        human,
         found_something: report.found_something(),
         warnings: Vec::new(),
         failed: false,

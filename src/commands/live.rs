@@ -171,7 +171,11 @@ fn report_outcome(report: &Report) -> Result<Outcome> {
 }
 
 pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -> Result<Outcome> {
-    let (resolved, client) = resolve(&args.to, config, &args.live)?;
+    if let Some(dps) = &args.to_dps {
+        return preflight_dps(config, args, dps).await;
+    }
+    let to = args.to.as_deref().unwrap_or_default();
+    let (resolved, client) = resolve(to, config, &args.live)?;
     // Staging is checked when one is named or configured; without either the jobs cannot run,
     // which is a finding only for the commands that need staging.
     let staging = if args.live.staging.is_some() || config.staging.is_some() {
@@ -190,6 +194,67 @@ pub async fn preflight(config: &Config, global: &Global, args: &PreflightArgs) -
         report.ok = report.findings.iter().all(|f| f.ok);
     }
     report_outcome(&report)
+}
+
+/// `preflight --to-dps DPS [--iot-hub HUB]…`: rights, limits and, with `[arm]` and the DPS
+/// entry's `resource-id`, its IP filter and linked hubs.
+async fn preflight_dps(config: &Config, args: &PreflightArgs, dps: &str) -> Result<Outcome> {
+    let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(dps, config)?)?;
+    let mut target_hubs = Vec::new();
+    for hub in &args.iot_hub {
+        target_hubs.push(hub_host(config, hub)?);
+    }
+    let report =
+        dps_preflight(config, dps, &client, args.live.caller_ip, true, target_hubs).await?;
+    report_outcome(&report)
+}
+
+/// A hub a DPS enrollment will name, as its host name: a config name resolved, else as given.
+pub(super) fn hub_host(config: &Config, hub: &str) -> Result<String> {
+    Ok(if config.hubs.contains_key(hub) {
+        hubvault::services::resolve_hub(hub, config)?.target.host
+    } else {
+        hub.to_owned()
+    })
+}
+
+/// The DPS checks of instance `spec` (`write`: a restore's target; `target_hubs`: host names the
+/// enrollments will name), with its IP filter and linked hubs when `[arm]` and its
+/// `resource-id` are configured.
+pub(super) async fn dps_preflight(
+    config: &Config,
+    spec: &str,
+    client: &hubvault::dps::DpsClient,
+    caller_ip: Option<std::net::IpAddr>,
+    write: bool,
+    target_hubs: Vec<String>,
+) -> Result<Report> {
+    let name = if spec.contains('=') {
+        client.host().to_owned()
+    } else {
+        spec.to_owned()
+    };
+    let arm = arm_client(config)?;
+    let resource_id = config.dps.get(spec).and_then(|e| e.resource_id.clone());
+    let checks = preflight::dps::DpsChecks {
+        name: &name,
+        client,
+        write,
+        arm: arm.as_ref().zip(resource_id.as_deref()),
+        caller_ip,
+        target_hubs,
+    };
+    Ok(preflight::dps::run(&checks).await)
+}
+
+/// The outcome of a run its preflight stopped: the findings and what to do.
+pub(super) fn stopped_by_preflight(report: &Report, what: &str) -> Result<Outcome> {
+    let mut outcome = report_outcome(report)?;
+    let _ = writeln!(
+        outcome.human,
+        "{what} not started; fix the findings above (or pass --no-preflight)"
+    );
+    Ok(outcome)
 }
 
 /// The least-privilege finding of a host that holds a signing key, when the identity is in Key
@@ -241,11 +306,7 @@ pub async fn backup(
     let done = backup::run(store, &client, &staging, &recipients, options, checks).await?;
     let Some(report) = done.backup else {
         let preflight = done.preflight.unwrap_or_else(|| Report::new(Vec::new()));
-        let mut outcome = report_outcome(&preflight)?;
-        outcome
-            .human
-            .push_str("backup not started; fix the findings above (or pass --no-preflight)\n");
-        return Ok(outcome);
+        return stopped_by_preflight(&preflight, "backup");
     };
     let b = &report.backup;
     let mut human = format!(

@@ -84,7 +84,10 @@ async fn read_connection_secrets(config: &mut Config, command: &Command) -> Resu
             true,
         ),
         Command::Clone(a) => (vec![a.from.as_str(), a.to.as_str()], true),
-        Command::Preflight(a) => (vec![a.to.as_str()], true),
+        Command::Preflight(a) => (
+            a.to.iter().chain(&a.to_dps).map(String::as_str).collect(),
+            a.to.is_some(),
+        ),
         Command::Drill(a) => (vec![a.to.as_str()], true),
         Command::Diff(a) if a.to.is_none() => (a.hub.hub.as_deref().into_iter().collect(), false),
         _ => (Vec::new(), false),

@@ -105,6 +105,20 @@ async fn enroll(
         other => other.clone(),
     };
     let restore = restore_options(&args.apply)?;
+    if restore.preflight {
+        let targets: Vec<String> = map_hubs
+            .iter()
+            .map(|(_, new)| new.clone())
+            .chain(iot_hub.clone())
+            .collect();
+        let write = !args.apply.dry_run;
+        let report =
+            super::live::dps_preflight(config, dps, &client, args.live.caller_ip, write, targets)
+                .await?;
+        if !report.ok {
+            return super::live::stopped_by_preflight(&report, "restore");
+        }
+    }
     let options = hubvault::enroll::EnrollOptions {
         mode: restore.mode,
         max_delete: restore.max_delete,
@@ -114,11 +128,16 @@ async fn enroll(
     };
     let identities = identities(config, &args.keys).await?;
     let report = hubvault::enroll::run(store, manifest, identities, &client, &options).await?;
-    let verb = if options.dry_run {
-        "would restore"
-    } else {
-        "restored"
-    };
+    let human = enroll_human(&report, options.dry_run);
+    let ok = report.ok();
+    let mut outcome = Outcome::ok(super::to_json(&report)?, human);
+    outcome.found_something = !ok;
+    Ok(outcome)
+}
+
+/// The human lines of a restore into DPS (also `clone` of DPS).
+pub(super) fn enroll_human(report: &hubvault::enroll::EnrollReport, dry_run: bool) -> String {
+    let verb = if dry_run { "would restore" } else { "restored" };
     let mut human = String::new();
     for (what, c) in [
         ("enrollments", &report.enrollments),
@@ -132,6 +151,16 @@ async fn enroll(
     }
     for f in &report.failed {
         let _ = writeln!(human, "failed: {} ({}): {}", f.id, f.code, f.message);
+    }
+    if !report.failed.is_empty() {
+        let _ = writeln!(
+            human,
+            "{} refused by {}: DPS refuses an enrollment naming a hub not linked to it, an \
+             attestation it cannot take, or a body it rejects; `hubvault preflight --to-dps DPS \
+             --iot-hub HUB` checks the linked hubs (or retarget with --map-hub OLD=NEW)",
+            report.failed.len(),
+            report.dps
+        );
     }
     for s in &report.skipped {
         let _ = writeln!(human, "skipped: {}: {}", s.id, s.reason);
@@ -163,10 +192,12 @@ async fn enroll(
         "{verb} snapshot {} into {}",
         report.snapshot, report.dps
     );
-    let ok = report.ok();
-    let mut outcome = Outcome::ok(super::to_json(&report)?, human);
-    outcome.found_something = !ok;
-    Ok(outcome)
+    human
+}
+
+/// Whether `spec` names a DPS instance: a `[dps.NAME]` of the config or a DPS host.
+pub(super) fn names_dps(config: &Config, spec: &str) -> bool {
+    config.dps.contains_key(spec) || spec.contains(".azure-devices-provisioning.net")
 }
 
 /// Tuning: from how many key comparisons an export job reads the target's keys.
@@ -277,7 +308,7 @@ pub(super) fn restore_options(apply: &ApplyArgs) -> Result<RestoreOptions> {
 /// `diff SNAPSHOT --hub HUB`: the snapshot is the older side, the live hub the newer.
 pub async fn diff_hub(config: &Config, global: &Global, args: DiffArgs) -> Result<Outcome> {
     let spec = args.hub.hub.as_deref().ok_or_else(diff_needs_two_sides)?;
-    if config.dps.contains_key(spec) || spec.contains(".azure-devices-provisioning.net") {
+    if names_dps(config, spec) {
         return diff_dps(config, global, &args, spec).await;
     }
     let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;

@@ -107,6 +107,20 @@ pub async fn backup_dps(config: &Config, global: &Global, args: BackupArgs) -> R
         .as_deref()
         .ok_or_else(|| hubvault::Error::usage("backup --dps needs a DPS", "pass --dps DPS"))?;
     let client = hubvault::dps::DpsClient::new(hubvault::services::resolve_dps(spec, config)?)?;
+    if !args.no_preflight {
+        let report = super::live::dps_preflight(
+            config,
+            spec,
+            &client,
+            args.live.caller_ip,
+            false,
+            Vec::new(),
+        )
+        .await?;
+        if !report.ok {
+            return super::live::stopped_by_preflight(&report, "backup");
+        }
+    }
     let store = open_store(config, global)?;
     let recipients = recipients(config, &args.keys)?;
     let options = BackupOptions::new(

@@ -8,6 +8,7 @@
 //! preflight or clone (it calls the real use cases), or print (the binary renders `Step`s).
 //! Every wait is bounded by [`STEP_TIMEOUT`].
 
+mod dps_act;
 mod story;
 mod world;
 
@@ -181,7 +182,7 @@ pub async fn run(options: &DemoOptions, progress: Progress<'_>) -> Result<DemoRe
             let world = world::start(options.devices, &options.dir).await?;
             let fleet = world::fleet(&world.registry("hub-a").await?);
             let detail = format!(
-                "started two simulated IoT Hubs on 127.0.0.1 with ARM: hub-a holds {} devices ({} SAS, {} x509, \
+                "started two simulated IoT Hubs on 127.0.0.1 with ARM and a DPS instance (dps-a, linked to both): hub-a holds {} devices ({} SAS, {} x509, \
                  {} edge gateways with {} modules and {} child devices, {} disabled) and 2 configurations; hub-b is empty. \
                  A throw-away age identity is at {} (0600, deleted at the end), a throw-away signing key {} is in memory; \
                  the vault is {}",

@@ -84,6 +84,7 @@ pub(super) async fn tell(story: &mut Story<'_>, world: &World) -> Result<Option<
             Ok((ok, detail, ()))
         })
         .await?;
+    Box::pin(super::dps_act::tell(story, world)).await?;
     Ok(Some(snapshot))
 }
 

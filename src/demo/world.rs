@@ -1,4 +1,5 @@
-//! The demo's world: the in-process simulator (two hubs and ARM), a throw-away age identity and
+//! The demo's world: the in-process simulator (two hubs, ARM and a DPS instance linked to both),
+//! a throw-away age identity and
 //! signing key, a local vault and a `file://` staging folder — and the few things the story does to that world
 //! from the outside (firewall rules through ARM, device-side sends, reading the simulator back).
 //!
@@ -42,6 +43,8 @@ pub struct World {
     pub signing_key: Arc<SigningKey>,
     pub store_dir: PathBuf,
     pub store: Arc<dyn Store>,
+    /// The simulated DPS instance `dps-a` (linked to hub-a and hub-b).
+    pub dps: Arc<sim::dps::DpsState>,
 }
 
 impl Drop for World {
@@ -56,7 +59,7 @@ impl Drop for World {
 /// identity and the vault folder `vault_dir`.
 pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
     let (stop, stopped) = oneshot::channel::<()>();
-    let options = Options {
+    let mut options = Options {
         hubs: vec![
             HubOptions {
                 name: "hub-a".into(),
@@ -73,6 +76,7 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         })),
         ..Options::default()
     };
+    let dps = sim::add_dps(&mut options, "dps-a");
     let running = sim::run(options, async move {
         let _ = stopped.await;
     })
@@ -104,6 +108,7 @@ pub async fn start(devices: usize, vault_dir: &Path) -> Result<World, Error> {
         signing_key,
         store_dir,
         store,
+        dps,
     })
 }
 
@@ -153,6 +158,41 @@ impl World {
         let mut target = Connection::from_connection_string(&cs)?.with_endpoint(endpoint);
         target.name = Some(name.to_owned());
         Ok(HubClient::new(target)?)
+    }
+
+    /// A service client for `dps-a`, as `[dps.dps-a]` would configure it.
+    pub fn dps_client(&self) -> Result<hubvault::dps::DpsClient, Error> {
+        let policy = self
+            .dps
+            .policies
+            .first()
+            .ok_or_else(|| Error::Simulator("dps-a has no policy".into()))?;
+        let cs = format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            self.dps.host, policy.name, policy.primary_key
+        );
+        let endpoint = Url::parse(&self.dps_endpoint()?)
+            .map_err(|e| Error::Simulator(format!("dps-a: {e}")))?;
+        let mut target = Connection::from_connection_string(&cs)?.with_endpoint(endpoint);
+        target.name = Some("dps-a".to_owned());
+        Ok(hubvault::dps::DpsClient::new(target)?)
+    }
+
+    /// Where devices register with `dps-a` (its `device-endpoint`), under its ID scope.
+    pub fn provisioning(&self) -> Result<hubvault::device::register::Provisioning, Error> {
+        let mut p = hubvault::device::register::Provisioning::at(
+            &self.dps.id_scope,
+            &self.dps_endpoint()?,
+        )?;
+        p.poll_interval = Duration::from_millis(50);
+        Ok(p)
+    }
+
+    fn dps_endpoint(&self) -> Result<String, Error> {
+        self.running
+            .dps_instance("dps-a")
+            .map(|d| d.endpoint.clone())
+            .ok_or_else(|| Error::Simulator("the simulator runs without dps-a".into()))
     }
 
     pub fn resource_id(&self, name: &str) -> Result<String, Error> {

@@ -183,7 +183,8 @@ async fn a_dps_backup_seals_every_enrollment_with_its_keys() {
     );
 }
 
-/// A DPS the credential cannot read: refused with the DPS's own error, nothing stored.
+/// A DPS the credential cannot read: stopped by its preflight (or, without one, refused with the
+/// DPS's own error); nothing stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dps_backup_with_a_wrong_key_stores_nothing() {
     let (_world, wd, _client, _) = dps_world(3).await;
@@ -199,15 +200,32 @@ async fn a_dps_backup_with_a_wrong_key_stores_nothing() {
     let start = cs_line.find("SharedAccessKey=").unwrap() + "SharedAccessKey=".len();
     let wrong = format!("{}{}\"", &cs_line[..start], key(999));
     std::fs::write(wd.config_path(), text.replace(&cs_line, &wrong)).unwrap();
+    let recipient = hubvault::keys::Identities::generate()
+        .recipients()
+        .to_strings()[0]
+        .clone();
+    // Its preflight stops it first, saying why (exit 1, a finding)…
     let out = wd
         .hubvault()
-        .args(["--json", "backup", "--dps", "dps-a", "--recipient"])
-        .arg(
-            hubvault::keys::Identities::generate()
-                .recipients()
-                .to_strings()[0]
-                .clone(),
-        )
+        .args([
+            "--json",
+            "backup",
+            "--dps",
+            "dps-a",
+            "--recipient",
+            &recipient,
+        ])
+        .run()
+        .await;
+    assert_eq!(out.code, 1, "{}", out.text());
+    let finding = &out.json()["findings"][0];
+    assert_eq!(finding["check"], "credentials", "{}", out.text());
+    assert_eq!(finding["code"], "401002", "{}", out.text());
+    // …and without it, the DPS's own refusal is the error (exit 2).
+    let out = wd
+        .hubvault()
+        .args(["--json", "backup", "--dps", "dps-a", "--no-preflight"])
+        .args(["--recipient", &recipient])
         .run()
         .await;
     assert_eq!(out.code, 2, "{}", out.text());

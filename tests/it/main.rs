@@ -14,6 +14,8 @@ mod azure;
 mod clone;
 mod deploy;
 mod dps;
+mod dps_faults;
+mod dps_scale;
 mod drill;
 mod failover;
 mod failover_report;

@@ -1213,3 +1213,167 @@ openssl pkeyutl -verify -pubin -inkey trusted-signer.pem -rawin -in "$DIR/manife
         "an edited manifest verifies"
     );
 }
+
+/// Pinned when the DPS fixture was made (vault format 2's DPS objects); never update these.
+const GOLDEN_DPS_SHA256: &[(&str, &str)] = &[
+    (
+        "TEST-ONLY-identity.txt",
+        "4966b8e3d5b5fc2e7c409ca56347039f398d2ad14a78e17c18647584cae50529",
+    ),
+    (
+        "TEST-ONLY-signing-key.pem",
+        "a05e0ce1fc0d9b2e46eded63b544321f36093f1bc474ba5e4657d23dad119762",
+    ),
+    (
+        "expected/enrollment-groups.jsonl",
+        "0b4864ddbb4cdf3e965d55a55f61a6809ab1de31a641d16c48d5653ed663c7a6",
+    ),
+    (
+        "expected/enrollments.jsonl",
+        "6effe701627e7dab8cec9bcd2e3ca644c98be70a9ae7d7f8ee232ff0e8cdb7c6",
+    ),
+    (
+        "store/dps-golden.azure-devices-provisioning.net/20261206T113642Z-1b88142e/enrollment-groups.g1.jsonl.zst.age",
+        "b708be8fa416fb670e775952ddbd3d074c7e0959a3b7c425c5fb476c6f7deced",
+    ),
+    (
+        "store/dps-golden.azure-devices-provisioning.net/20261206T113642Z-1b88142e/enrollments.g1.jsonl.zst.age",
+        "77949f7fa2c73edbf16d1c2b889d1f401e81b54aeb6beaeec333bd181a51fa0c",
+    ),
+    (
+        "store/dps-golden.azure-devices-provisioning.net/20261206T113642Z-1b88142e/manifest.g1.json",
+        "fc6a7efa91e5f5dcda40f89b60c4b29b85f7649d11b12598bb34c4efa7914768",
+    ),
+    (
+        "store/dps-golden.azure-devices-provisioning.net/20261206T113642Z-1b88142e/signature.g1.json",
+        "21c3263ea76cb7033edec5930e2bdb2941d776b802bb584ab7fdd9970e91a430",
+    ),
+    (
+        "store/hubvault-store.json",
+        "01dd6f36159b0eedeff5dd3554cb083bbc3ff570577ebf7b3b75722fc927e827",
+    ),
+];
+
+/// The DPS golden snapshot (fixtures/golden-dps): verifies with --read-data, dumps and decrypts
+/// with stock tools to exactly its committed records (keys from `attestationmechanism`, TPM and
+/// X.509 as DPS returned them, groups with custom allocation), and restores into a live DPS
+/// whose enrollments then hold those very keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_dps_snapshot_opens_forever_and_restores_its_keys() {
+    const HOST: &str = "dps-golden.azure-devices-provisioning.net";
+    let root = golden_root("golden-dps", GOLDEN_DPS_SHA256);
+    let folder = root.join(format!("store/{HOST}/20261206T113642Z-1b88142e"));
+    let env = Env::new();
+    let identity = golden_identity(&env, &root);
+    let golden = || golden_cmd(&env, &root).env("HUBVAULT_TRUSTED_SIGNERS", GOLDEN_V2_SIGNER);
+    let out = golden()
+        .args(["--json", "verify", "--all", "--read-data", "--identity"])
+        .arg(&identity)
+        .run()
+        .await
+        .expect_code(0);
+    assert_eq!(
+        out.json()["snapshots"][0]["trust"],
+        "signed",
+        "{}",
+        out.text()
+    );
+    golden()
+        .args(["dump", "latest", "--dps", HOST, "--out"])
+        .arg(env.path("golden-dps-out"))
+        .arg("--identity")
+        .arg(&identity)
+        .run()
+        .await
+        .expect_code(0);
+    for object in ["enrollments", "enrollment-groups"] {
+        let want = std::fs::read_to_string(root.join(format!("expected/{object}.jsonl"))).unwrap();
+        let want: Vec<String> = want.lines().map(str::to_owned).collect();
+        let got =
+            std::fs::read_to_string(env.path(&format!("golden-dps-out/{object}.txt"))).unwrap();
+        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{object}");
+        let (header, records) = read_with_stock_tools(
+            &identity,
+            &folder.join(format!("{object}.g1.jsonl.zst.age")),
+        );
+        assert_eq!(
+            header,
+            serde_json::json!({"hubvault": 2, "snapshot": "20261206T113642Z-1b88142e", "hub": HOST,
+                               "object": object, "created": "2026-12-06T11:36:42Z", "generation": 1})
+        );
+        assert_eq!(records, want, "{object}: the records, verbatim");
+    }
+
+    restores_into_a_live_dps(&env, &root, &identity).await;
+}
+
+/// The golden DPS snapshot restored into a live (simulated) DPS from a copy of the store: every
+/// enrollment back with the keys the snapshot holds.
+async fn restores_into_a_live_dps(env: &Env, root: &Path, identity: &Path) {
+    const HOST: &str = "dps-golden.azure-devices-provisioning.net";
+    let world = crate::support::World::builder()
+        .hubs(&[("hub-a", 0), ("hub-b", 0)])
+        .arm(false)
+        .dps("dps-target")
+        .start()
+        .await;
+    let store = env.path("golden-dps-store");
+    for file in Env::files(&root.join("store")) {
+        let to = store.join(file.strip_prefix(root.join("store")).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let d = world.running.dps_instance("dps-target").unwrap();
+    let p = &d.state.policies[0];
+    let config = format!(
+        "store = {}\n[dps.dps-target]\nconnection-string = {}\nendpoint = {}\n",
+        toml::Value::String(store.display().to_string()),
+        toml::Value::String(format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            d.state.host, p.name, p.primary_key
+        )),
+        toml::Value::String(d.endpoint.clone()),
+    );
+    std::fs::write(env.path("golden-dps.toml"), config).unwrap();
+    let out = Hubvault::new(env.wd.path())
+        .arg("--config")
+        .arg(env.path("golden-dps.toml"))
+        .args([
+            "--json",
+            "restore",
+            "latest",
+            "--dps",
+            HOST,
+            "--to-dps",
+            "dps-target",
+        ])
+        .args(["--mode", "create", "--identity"])
+        .arg(identity)
+        .env("HUBVAULT_TRUSTED_SIGNERS", GOLDEN_V2_SIGNER)
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    let want = std::fs::read_to_string(root.join("expected/enrollments.jsonl")).unwrap();
+    let live = d.state.enrollments();
+    for line in want.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let held = live
+            .iter()
+            .find(|e| e["registrationId"] == record["id"])
+            .unwrap_or_else(|| panic!("{} not restored", record["id"]));
+        if record["attestation"]["type"] == "symmetricKey" {
+            assert_eq!(
+                held["attestation"]["symmetricKey"], record["attestation"]["symmetricKey"],
+                "{}",
+                record["id"]
+            );
+        } else {
+            assert_eq!(
+                held["attestation"], record["attestation"],
+                "{}",
+                record["id"]
+            );
+        }
+    }
+    assert_eq!(d.state.enrollment_groups().len(), 2);
+}

@@ -35,6 +35,7 @@ pub use resource::initial_resource;
 /// State of the ARM endpoint; shared with the control API (clock, token, base URL).
 pub struct ArmState {
     hubs: Hubs,
+    dps: super::dps::Directory,
     required_token: Mutex<Option<String>>,
     now_override: Mutex<Option<OffsetDateTime>>,
     base_url: Mutex<Option<String>>,
@@ -74,8 +75,15 @@ impl std::fmt::Debug for ArmState {
 
 impl ArmState {
     pub fn new(hubs: Hubs) -> Arc<Self> {
+        Self::with_dps(hubs, super::dps::Directory::default())
+    }
+
+    /// As [`ArmState::new`], also serving `Microsoft.Devices/provisioningServices` (GET) for the
+    /// DPS instances `dps` holds.
+    pub fn with_dps(hubs: Hubs, dps: super::dps::Directory) -> Arc<Self> {
         Arc::new(ArmState {
             hubs,
+            dps,
             required_token: Mutex::new(None),
             now_override: Mutex::new(None),
             base_url: Mutex::new(None),
@@ -224,6 +232,12 @@ fn route(
     {
         return operation_status(ctx.state, segs[5], query.contains("asyncinfo"));
     }
+    if segs.len() == 8
+        && segs[0].eq_ignore_ascii_case("subscriptions")
+        && segs[6].eq_ignore_ascii_case("provisioningServices")
+    {
+        return dps_resource(ctx.state, method, segs);
+    }
     if segs.len() >= 6
         && segs[0].eq_ignore_ascii_case("subscriptions")
         && segs[5].eq_ignore_ascii_case("Microsoft.Network")
@@ -274,6 +288,32 @@ fn route(
             StatusCode::NOT_FOUND,
             "InvalidResourceType",
             "The resource type could not be found in the namespace 'Microsoft.Devices'.",
+        ),
+    }
+}
+
+/// `GET …/providers/Microsoft.Devices/provisioningServices/{name}`: the DPS instance's
+/// `ProvisioningServiceDescription` (networking, `idScope`, linked `iotHubs`). Read only.
+fn dps_resource(state: &ArmState, method: &Method, segs: &[&str]) -> Response {
+    let path = segs.join("/");
+    let found = lock(&state.dps)
+        .iter()
+        .find(|d| d.resource_id.trim_matches('/').eq_ignore_ascii_case(&path))
+        .cloned();
+    match (found, method) {
+        (Some(d), &Method::GET) => json_response(StatusCode::OK, &d.resource()),
+        (Some(_), _) => arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HttpMethodNotAllowed",
+            &format!("The HTTP method '{method}' is not supported at this path."),
+        ),
+        (None, _) => arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.Devices/provisioningServices/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                segs[7], segs[3]
+            ),
         ),
     }
 }

@@ -1,32 +1,40 @@
 //! Simulated DPS service API (`{dps}.azure-devices-provisioning.net`, docs/azure.md): individual
 //! enrollments and enrollment groups (GET / PUT / DELETE, bulk ≤10, query with continuation,
-//! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors.
+//! `attestationmechanism`), DPS SAS auth, flat `ProvisioningServiceErrorDetails` errors; the
+//! device registration API (`register`) on the same port; its ARM document (networking, ID scope,
+//! linked hubs), IP filter, operation rate and a bulk fault.
 //!
-//! Owns the enrollment store of one DPS instance and its HTTP shape. It must not know hubs beyond
-//! the linked host names it is given. Imports nothing else of hubvault.
+//! Owns the enrollment store of one DPS instance and its HTTP shape. It knows hubs only as the
+//! linked host names it is given and, for registrations, the hub states `sim::run` attaches
+//! (devices are created there). Imports nothing else of hubvault.
 
 mod bulk;
 pub mod enrollment;
 mod query;
+pub mod register;
 pub mod sas;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::net::Peer;
 use super::shared::{AccessPolicy, lock};
+use super::state::Hub;
 use enrollment::{Kind, Refused, bad_request};
 
 /// The spec's bulk limit ("maximum of 10 enrollments"); UNCERTAIN whether the service enforces it.
@@ -40,11 +48,38 @@ pub struct DpsState {
     /// Real-looking host (`dps-a.azure-devices-provisioning.net`): SAS tokens are signed for it.
     pub host: String,
     pub policies: Vec<AccessPolicy>,
+    /// The ID scope devices name in registrations (`0ne` and 8 hex digits, from the name).
+    pub id_scope: String,
+    /// ARM id: `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Devices/provisioningServices/{name}`.
+    pub resource_id: String,
     linked_hubs: Mutex<Option<Vec<String>>>,
     individual: Mutex<BTreeMap<String, Value>>,
     groups: Mutex<BTreeMap<String, Value>>,
     etag_counter: AtomicU64,
+    /// The hubs registrations may assign devices to (all the simulator runs; `linked_hubs`
+    /// narrows them).
+    hubs: Mutex<Vec<Arc<Hub>>>,
+    /// Registration operations by id: (registration id, final status document).
+    operations: Mutex<BTreeMap<String, (String, Value)>>,
+    /// The ARM `ProvisioningServiceDescription` (networking: `publicNetworkAccess`,
+    /// `ipFilterRules`); `iotHubs` and `idScope` are filled in when read ([`DpsState::resource`]).
+    resource: Mutex<Value>,
+    throttle: Mutex<Throttle>,
+    /// Bulk calls still to answer `isSuccessful: true` whatever their per-item errors.
+    lie_bulk_success: AtomicU64,
 }
+
+/// The service API's rate (`None`: unlimited, the default) and its token bucket.
+#[derive(Debug, Default)]
+struct Throttle {
+    per_second: Option<f64>,
+    retry_after_secs: u64,
+    bucket: Option<crate::limits::Bucket>,
+    throttled: u64,
+}
+
+/// Every DPS instance of a run, for ARM to find by resource id (filled by `sim::run`).
+pub type Directory = Arc<Mutex<Vec<Arc<DpsState>>>>;
 
 /// Default DPS policy with fresh random keys (rights as the portal shows them).
 pub fn default_policies() -> Vec<AccessPolicy> {
@@ -79,15 +114,146 @@ impl std::fmt::Debug for DpsState {
 
 impl DpsState {
     pub fn new(name: &str, host: &str, policies: Vec<AccessPolicy>) -> Arc<Self> {
+        Self::in_group(
+            name,
+            host,
+            policies,
+            "00000000-0000-4000-8000-000000000001",
+            "hubvault-sim",
+        )
+    }
+
+    /// As [`DpsState::new`], its ARM id in `subscription` / `resource_group`.
+    pub fn in_group(
+        name: &str,
+        host: &str,
+        policies: Vec<AccessPolicy>,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Arc<Self> {
+        let digest = sha2::Sha256::digest(name.as_bytes());
         Arc::new(DpsState {
             name: name.to_string(),
             host: host.to_string(),
             policies,
+            id_scope: format!(
+                "0ne{:02X}{:02X}{:02X}{:02X}",
+                digest[0], digest[1], digest[2], digest[3]
+            ),
+            resource_id: format!(
+                "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Devices/provisioningServices/{name}"
+            ),
             linked_hubs: Mutex::new(None),
             individual: Mutex::new(BTreeMap::new()),
             groups: Mutex::new(BTreeMap::new()),
             etag_counter: AtomicU64::new(0),
+            hubs: Mutex::new(Vec::new()),
+            operations: Mutex::new(BTreeMap::new()),
+            throttle: Mutex::new(Throttle::default()),
+            lie_bulk_success: AtomicU64::new(0),
+            resource: Mutex::new(json!({
+                "name": name, "type": "Microsoft.Devices/provisioningServices", "location": "westus",
+                "etag": "AAAAAAAAAAE=", "tags": {},
+                "sku": {"name": "S1", "tier": "Standard", "capacity": 1},
+                "properties": {"state": "Active", "provisioningState": "Succeeded",
+                    "publicNetworkAccess": "Enabled", "ipFilterRules": [], "allocationPolicy": "Hashed",
+                    "serviceOperationsHostName": host,
+                    "deviceProvisioningHostName": "global.azure-devices-provisioning.net"},
+            })),
         })
+    }
+
+    /// The ARM document as GET shows it: `id`, `idScope` and the linked hubs (`iotHubs`, each
+    /// `{name: host, connectionString (key masked), location}`) filled in.
+    pub fn resource(&self) -> Value {
+        let mut doc = lock(&self.resource).clone();
+        let hubs: Vec<String> = self.linked_hubs().unwrap_or_else(|| {
+            lock(&self.hubs)
+                .iter()
+                .map(|h| h.shared.host.clone())
+                .collect()
+        });
+        doc["id"] = json!(self.resource_id);
+        doc["properties"]["idScope"] = json!(self.id_scope);
+        doc["properties"]["iotHubs"] = hubs
+            .iter()
+            .map(|h| json!({"name": h, "location": "westus",
+                "connectionString": format!("HostName={h};SharedAccessKeyName=iothubowner;SharedAccessKey=****")}))
+            .collect();
+        doc
+    }
+
+    /// Change the ARM document's networking (`publicNetworkAccess`, classic `ipFilterRules`
+    /// `{filterName, action: Accept|Reject, ipMask, target: all|serviceApi|deviceApi}`).
+    pub fn set_network(&self, public_network_access: &str, ip_filter_rules: Value) {
+        let mut doc = lock(&self.resource);
+        doc["properties"]["publicNetworkAccess"] = json!(public_network_access);
+        doc["properties"]["ipFilterRules"] = ip_filter_rules;
+    }
+
+    /// Limit the service API to `ops_per_minute` operations (DPS allows 1,000 a minute per
+    /// instance; tests scale it), answering 429 429001 with `Retry-After: retry_after_secs`
+    /// beyond it. `None`: unlimited.
+    pub fn set_rate(&self, ops_per_minute: Option<f64>, retry_after_secs: u64) {
+        let mut t = lock(&self.throttle);
+        t.per_second = ops_per_minute.map(|r| r / 60.0);
+        t.retry_after_secs = retry_after_secs;
+        t.bucket = None;
+    }
+
+    /// Requests answered 429 so far.
+    pub fn throttled(&self) -> u64 {
+        lock(&self.throttle).throttled
+    }
+
+    /// The next `n` bulk calls answer `isSuccessful: true` even when items failed (their
+    /// `errors` still list them): a client must read `errors`, not the flag.
+    pub fn lie_about_bulk_success(&self, n: u64) {
+        self.lie_bulk_success.store(n, Ordering::Relaxed);
+    }
+
+    /// Take one operation from the bucket; false: answer 429.
+    fn admit_operation(&self) -> bool {
+        let mut t = lock(&self.throttle);
+        let Some(rate) = t.per_second else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let ok = t
+            .bucket
+            .get_or_insert_with(|| crate::limits::Bucket::full(rate, now))
+            .take(rate, now);
+        if !ok {
+            t.throttled = t.throttled.saturating_add(1);
+        }
+        ok
+    }
+
+    /// Whether a caller at `ip` may reach the service API (`device`: false) or the device API:
+    /// public access, then the first `ipFilterRules` entry whose `target` covers the API and
+    /// whose mask holds `ip` (default accept), as `firewall` decides a hub's classic rules.
+    fn admits(&self, ip: std::net::IpAddr, device: bool) -> bool {
+        let mut doc = lock(&self.resource).clone();
+        let wanted = if device { "deviceapi" } else { "serviceapi" };
+        if let Some(rules) = doc["properties"]["ipFilterRules"].as_array_mut() {
+            rules.retain(|r| {
+                r["target"]
+                    .as_str()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("all") || t.eq_ignore_ascii_case(wanted))
+            });
+        }
+        crate::firewall::allows(&doc, ip)
+    }
+
+    /// The hubs device registrations may be assigned to (the simulator's `run` gives it every
+    /// hub it serves; [`DpsState::set_linked_hubs`] narrows them).
+    pub fn attach_hubs(&self, hubs: Vec<Arc<Hub>>) {
+        *lock(&self.hubs) = hubs;
+    }
+
+    /// Host names of the linked hubs, if set.
+    pub fn linked_hubs(&self) -> Option<Vec<String>> {
+        lock(&self.linked_hubs).clone()
     }
 
     /// Host names of the linked hubs; enrollments naming another hub get 400.
@@ -144,6 +310,7 @@ pub fn router(state: Arc<DpsState>) -> Router {
 
 async fn dispatch(
     State(state): State<Arc<DpsState>>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -151,6 +318,21 @@ async fn dispatch(
 ) -> Response {
     let path = uri.path();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let device_api = segs.len() >= 4
+        && segs[1].eq_ignore_ascii_case("registrations")
+        && !segs[0].eq_ignore_ascii_case("registrations");
+    // A router served without caller addresses (a bare `axum::serve`) has no firewall.
+    let caller = peer.map(|Extension(ConnectInfo(Peer(addr)))| addr.ip());
+    if caller.is_some_and(|ip| !state.admits(ip, device_api)) {
+        // UNCERTAIN: the code DPS gives an IP-filtered caller; we answer as IoT Hub does.
+        return error(StatusCode::UNAUTHORIZED, 401_002, "Unauthorized");
+    }
+    if device_api {
+        if !has_api_version(&uri) {
+            return missing_api_version();
+        }
+        return register::dispatch(&state, &method, &segs, &headers, &body);
+    }
     let kind = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("enrollments") => Kind::Individual,
         Some("enrollmentgroups") => Kind::Group,
@@ -162,20 +344,25 @@ async fn dispatch(
             );
         }
     };
+    if !state.admit_operation() {
+        let retry = lock(&state.throttle).retry_after_secs;
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            429_001,
+            "Too many requests: the operation rate of this Device Provisioning Service is exceeded.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let write = matches!(method, Method::PUT | Method::DELETE)
         || (method == Method::POST && segs.len() == 1);
     if let Some(resp) = reject_unauthorized(&state, &headers, path, write) {
         return resp;
     }
-    let query = uri.query().unwrap_or("");
-    let has_api_version = url::form_urlencoded::parse(query.as_bytes())
-        .any(|(k, v)| k == "api-version" && !v.is_empty());
-    if !has_api_version {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400_004,
-            "The api-version query parameter is required.",
-        );
+    if !has_api_version(&uri) {
+        return missing_api_version();
     }
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     let result = match (&method, &segs[1..]) {
@@ -199,6 +386,19 @@ async fn dispatch(
         Ok((status, body)) => json_response(status, &body),
         Err((status, refused)) => error(status, refused.code, &refused.message),
     }
+}
+
+fn has_api_version(uri: &Uri) -> bool {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "api-version" && !v.is_empty())
+}
+
+fn missing_api_version() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        400_004,
+        "The api-version query parameter is required.",
+    )
 }
 
 type Outcome = Result<(StatusCode, Value), (StatusCode, Refused)>;

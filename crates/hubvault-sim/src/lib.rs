@@ -40,7 +40,9 @@
 //! let hub = running.hub("hub-a").unwrap();
 //! // hub.endpoint = "http://127.0.0.1:PORT", hub.connection_string("iothubowner") = "HostName=hub-a.azure-devices.net;…"
 //! // running.control = base URL of the control API (endpoints in `control`)
-//! // with `with_services`: running.keyvault = "http://127.0.0.1:PORT", running.keyvault_state
+//! // with `with_services` (and `add_dps` for each more DPS): running.dps_instance("dps-a")
+//! // = its state (ID scope, enrollments, linked hubs, set_network, set_rate) and endpoint;
+//! // running.keyvault = "http://127.0.0.1:PORT", running.keyvault_state
 //! // (vault URL, RBAC, firewall); IDENTITY_ENDPOINT = running.managed_identity_endpoint(),
 //! // IDENTITY_HEADER = running.identities.default_identity().header (or a created identity's)
 //! stop.send(()).ok();
@@ -118,6 +120,7 @@ use net::HubListener;
 use serve::Serving;
 use shared::{AccessPolicy, HubShared, Hubs};
 use state::Hub;
+use tokio_rustls::TlsAcceptor;
 
 /// Builds a sibling service's router (ARM, DPS, Key Vault) from the hubs' shared state.
 pub type RouterFactory = Box<dyn FnOnce(&Hubs) -> Router + Send>;
@@ -143,11 +146,15 @@ pub struct Options {
     pub limits: Limits,
     pub subscription: String,
     pub resource_group: String,
-    /// The sibling services (`sim::arm`, `sim::dps`, `sim::keyvault`); [`with_services`] plugs
-    /// them in. Each `Some` is served on a port of its own.
+    /// The sibling services (`sim::arm`, `sim::keyvault`); [`with_services`] plugs them in. Each
+    /// `Some` is served on a port of its own.
     pub arm: Option<RouterFactory>,
-    pub dps: Option<RouterFactory>,
     pub keyvault: Option<RouterFactory>,
+    /// DPS instances ([`add_dps`]), each served on a port of its own (the first between ARM and
+    /// Key Vault, the others after Key Vault), its registrations assigned into these hubs.
+    pub dps: Vec<Arc<dps::DpsState>>,
+    /// Filled by [`run`] with `dps`; ARM ([`with_services`]) finds DPS resources in it.
+    pub dps_directory: dps::Directory,
     /// The vault's state, for the control API (`/keyvault/…`); [`with_services`] sets it next to
     /// `keyvault`. Ignored while `keyvault` is `None`.
     pub keyvault_state: Option<Arc<keyvault::KvState>>,
@@ -174,7 +181,8 @@ impl Default for Options {
             subscription: "00000000-0000-4000-8000-000000000001".into(),
             resource_group: "hubvault-sim".into(),
             arm: None,
-            dps: None,
+            dps: Vec::new(),
+            dps_directory: dps::Directory::default(),
             keyvault: None,
             keyvault_state: None,
             identities: identity::Identities::new(),
@@ -217,14 +225,23 @@ impl RunningHub {
     }
 }
 
+/// A started DPS instance: its state and where it is served (service and device API alike).
+#[derive(Clone, Debug)]
+pub struct RunningDps {
+    pub state: Arc<dps::DpsState>,
+    pub endpoint: String,
+}
+
 /// Handles of a running simulator.
 pub struct Running {
     pub hubs: Vec<RunningHub>,
     /// Base URL of the control API.
     pub control: String,
-    /// Base URLs of the sibling services, when plugged in.
+    /// Base URLs of the sibling services, when plugged in (`dps`: the first DPS instance).
     pub arm: Option<String>,
     pub dps: Option<String>,
+    /// Every DPS instance, in the order added.
+    pub dps_instances: Vec<RunningDps>,
     pub keyvault: Option<String>,
     /// The vault served at `keyvault` (its URL, secrets, RBAC, firewall), when there is one.
     pub keyvault_state: Option<Arc<keyvault::KvState>>,
@@ -243,6 +260,11 @@ pub struct Running {
 impl Running {
     pub fn hub(&self, name: &str) -> Option<&RunningHub> {
         self.hubs.iter().find(|h| h.name == name)
+    }
+
+    /// The DPS instance named `name`, if served.
+    pub fn dps_instance(&self, name: &str) -> Option<&RunningDps> {
+        self.dps_instances.iter().find(|d| d.state.name == name)
     }
 
     /// `IDENTITY_ENDPOINT` for `azure_identity::ManagedIdentityCredential`: the App Service-style
@@ -355,8 +377,9 @@ pub fn with_services(
     dps: Option<&str>,
 ) -> (Options, Option<Arc<dps::DpsState>>) {
     let slot = options.arm_state.clone();
+    let directory = options.dps_directory.clone();
     options.arm = Some(Box::new(move |hubs: &Hubs| {
-        let state = arm::ArmState::new(hubs.clone());
+        let state = arm::ArmState::with_dps(hubs.clone(), directory);
         let _ = slot.set(state.clone());
         arm::router(state)
     }));
@@ -373,16 +396,86 @@ pub fn with_services(
     options
         .service_hosts
         .push(KEYVAULT_URL.trim_start_matches("https://").to_string());
-    let dps_state = dps.map(|name| {
-        let host = format!("{name}.azure-devices-provisioning.net");
-        options.service_hosts.push(host.clone());
-        dps::DpsState::new(name, &host, dps::default_policies())
-    });
-    if let Some(state) = &dps_state {
-        let state = state.clone();
-        options.dps = Some(Box::new(move |_: &Hubs| dps::router(state)));
-    }
+    let dps_state = dps.map(|name| add_dps(&mut options, name));
     (options, dps_state)
+}
+
+/// Add a DPS instance named `name` (host `{name}.azure-devices-provisioning.net`, fresh policy
+/// keys) to `options`; returns its state (policies, ID scope, enrollments, linked hubs).
+pub fn add_dps(options: &mut Options, name: &str) -> Arc<dps::DpsState> {
+    add_dps_with(options, name, dps::default_policies())
+}
+
+/// As [`add_dps`], with these shared access policies.
+pub fn add_dps_with(
+    options: &mut Options,
+    name: &str,
+    policies: Vec<AccessPolicy>,
+) -> Arc<dps::DpsState> {
+    let host = format!("{name}.azure-devices-provisioning.net");
+    options.service_hosts.push(host.clone());
+    let state = dps::DpsState::in_group(
+        name,
+        &host,
+        policies,
+        &options.subscription,
+        &options.resource_group,
+    );
+    options.dps.push(state.clone());
+    state
+}
+
+/// Serve every DPS instance (its registrations assigned into `hubs`) and Key Vault, in port
+/// order: the first DPS, Key Vault, the other DPS instances.
+async fn serve_dps_and_keyvault(
+    dps: Vec<Arc<dps::DpsState>>,
+    keyvault: Option<RouterFactory>,
+    hubs: &[Arc<Hub>],
+    (shared, listen, offset, serving): (&Hubs, SocketAddr, &mut u16, &Serving),
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(Vec<RunningDps>, Option<String>), Error> {
+    let mut keyvault = Some(keyvault);
+    let mut kv_url = None;
+    let mut instances = Vec::new();
+    for (i, state) in dps.into_iter().enumerate() {
+        state.attach_hubs(hubs.to_vec());
+        if i == 1
+            && let Some(kv) = keyvault.take()
+        {
+            let (url, t) = serve_sibling(kv, shared, listen, offset, serving).await?;
+            kv_url = url;
+            tasks.extend(t);
+        }
+        let router = dps::router(state.clone());
+        let factory: RouterFactory = Box::new(move |_: &Hubs| router);
+        let (url, t) = serve_sibling(Some(factory), shared, listen, offset, serving).await?;
+        tasks.extend(t);
+        if let Some(endpoint) = url {
+            instances.push(RunningDps { state, endpoint });
+        }
+    }
+    if let Some(kv) = keyvault.take() {
+        let (url, t) = serve_sibling(kv, shared, listen, offset, serving).await?;
+        kv_url = url;
+        tasks.extend(t);
+    }
+    Ok((instances, kv_url))
+}
+
+/// The TLS acceptor and the CA it was issued by (PEM) for every hub and sibling service host,
+/// when `tls` asks for TLS.
+fn start_tls(
+    tls: Option<&TlsConfig>,
+    wanted: &[HubOptions],
+    service_hosts: Vec<String>,
+) -> Result<(Option<TlsAcceptor>, Option<String>), Error> {
+    let Some(t) = tls else {
+        return Ok((None, None));
+    };
+    let mut hosts: Vec<String> = wanted.iter().map(|h| hub_host(&h.name)).collect();
+    hosts.extend(service_hosts);
+    let (acceptor, pem) = tls::start(t, hosts)?;
+    Ok((Some(acceptor), Some(pem)))
 }
 
 /// Start the simulator. It runs until `shutdown` completes.
@@ -399,6 +492,7 @@ pub async fn run(
         resource_group,
         arm,
         dps,
+        dps_directory,
         keyvault,
         keyvault_state,
         identities,
@@ -408,15 +502,7 @@ pub async fn run(
     } = options;
     let keyvault_state = keyvault_state.filter(|_| keyvault.is_some());
     check_hub_names(&wanted)?;
-    let (acceptor, ca_pem) = match &tls {
-        Some(t) => {
-            let mut hosts: Vec<String> = wanted.iter().map(|h| hub_host(&h.name)).collect();
-            hosts.extend(service_hosts);
-            let (acceptor, pem) = tls::start(t, hosts)?;
-            (Some(acceptor), Some(pem))
-        }
-        None => (None, None),
-    };
+    let (acceptor, ca_pem) = start_tls(tls.as_ref(), &wanted, service_hosts)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(async move {
         shutdown.await;
@@ -467,15 +553,19 @@ pub async fn run(
     };
     tasks.push(serving.spawn(control_listener, control::router(ctl)));
     let shared: Hubs = Arc::new(running.iter().map(|r| r.shared.clone()).collect());
+    shared::lock(&dps_directory).clone_from(&dps);
     let (arm_url, t1) = serve_sibling(arm, &shared, listen, &mut offset, &serving).await?;
-    let (dps_url, t2) = serve_sibling(dps, &shared, listen, &mut offset, &serving).await?;
-    let (kv_url, t3) = serve_sibling(keyvault, &shared, listen, &mut offset, &serving).await?;
-    tasks.extend([t1, t2, t3].into_iter().flatten());
+    tasks.extend(t1);
+    let hub_states: Vec<Arc<Hub>> = running.iter().map(|r| r.state.clone()).collect();
+    let at = (&shared, listen, &mut offset, &serving);
+    let (dps_instances, kv_url) =
+        serve_dps_and_keyvault(dps, keyvault, &hub_states, at, &mut tasks).await?;
     Ok(Running {
         hubs: running,
         control,
         arm: arm_url,
-        dps: dps_url,
+        dps: dps_instances.first().map(|d| d.endpoint.clone()),
+        dps_instances,
         keyvault: kv_url,
         keyvault_state,
         identities,

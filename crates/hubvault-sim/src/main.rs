@@ -4,6 +4,9 @@
 //! hubvault-sim --listen 127.0.0.1:0 --hub hub-a --hub hub-b --dps dps-a --devices hub-a=1000 \
 //!              --info sim.json --write-config hubvault.toml
 //! ```
+//! `--dps` is repeatable; `--link DPS=HUB` links hubs to a DPS (one with no `--link` is linked to
+//! every hub, and enrollments naming an unlinked hub are refused); `--dps-ops-per-minute N`
+//! throttles every DPS's service API. Each DPS port also serves the device registration API.
 //! Runs until Ctrl-C (or SIGTERM). `--info` writes where everything is served; `--write-config`
 //! writes a `hubvault.toml` (docs/architecture.md#configuration) pointing hubvault at the simulated hubs. Both files hold
 //! the simulator's throwaway keys and are written with mode 0600.
@@ -45,9 +48,17 @@ struct Cli {
     /// A hub to simulate (repeatable); its host name is NAME.azure-devices.net.
     #[arg(long = "hub", value_name = "NAME")]
     hubs: Vec<String>,
-    /// A DPS instance to simulate (one; its host name is NAME.azure-devices-provisioning.net).
+    /// A DPS instance to simulate (repeatable); its host name is NAME.azure-devices-provisioning.net.
     #[arg(long = "dps", value_name = "NAME")]
     dps: Vec<String>,
+    /// Link a hub to a DPS instance: DPS=HUB (repeatable). A DPS with no --link is linked to every
+    /// hub. Enrollments naming a hub that is not linked are refused, as DPS does.
+    #[arg(long = "link", value_name = "DPS=HUB")]
+    links: Vec<String>,
+    /// Limit every DPS instance's service API to N operations a minute (DPS: 1,000), answering
+    /// 429 with `Retry-After: 1` beyond it [default: unlimited].
+    #[arg(long = "dps-ops-per-minute", value_name = "N")]
+    dps_rate: Option<f64>,
     /// Seed synthetic devices into a hub: HUB=COUNT (repeatable).
     #[arg(long = "devices", value_name = "HUB=COUNT")]
     devices: Vec<String>,
@@ -109,8 +120,27 @@ fn parse_devices(specs: &[String], hubs: &[String]) -> Result<Vec<(String, usize
         .collect()
 }
 
+/// `--link DPS=HUB` pairs, each naming a `--dps` and a `--hub`.
+fn parse_links(specs: &[String], dps: &[String], hubs: &[String]) -> Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (d, h) = s
+                .split_once('=')
+                .with_context(|| format!("--link {s:?}: expected DPS=HUB, e.g. dps-a=hub-b"))?;
+            if !dps.iter().any(|x| x == d) {
+                bail!("--link {s:?}: no --dps {d}; add --dps {d} first");
+            }
+            if !hubs.iter().any(|x| x == h) {
+                bail!("--link {s:?}: no --hub {h}; add --hub {h} first");
+            }
+            Ok((d.to_string(), h.to_string()))
+        })
+        .collect()
+}
+
 /// The `--info` document.
-fn info(running: &Running, dps: Option<&DpsState>) -> Value {
+fn info(running: &Running) -> Value {
     let mut hubs = Map::new();
     for h in &running.hubs {
         hubs.insert(
@@ -120,7 +150,7 @@ fn info(running: &Running, dps: Option<&DpsState>) -> Value {
     }
     json!({
         "hubs": hubs,
-        "dps": dps_info(running, dps),
+        "dps": dps_info(running),
         "arm": running.arm.as_ref().map(|e| json!({"endpoint": e})),
         "keyvault": keyvault_info(running),
         "managed_identity": {
@@ -144,13 +174,18 @@ fn keyvault_info(running: &Running) -> Value {
     }
 }
 
-/// `{"<name>": {"connection_string", "endpoint", "host"}}` for the DPS instance, if served.
-fn dps_info(running: &Running, dps: Option<&DpsState>) -> Value {
+/// `{"<name>": {"connection_string", "endpoint", "host", "id_scope", "resource_id",
+/// "device_endpoint", "linked_hubs"}}` for every DPS instance. The device registration API is
+/// served on the same port as the service API (`device_endpoint` = `endpoint`).
+fn dps_info(running: &Running) -> Value {
     let mut out = Map::new();
-    if let (Some(d), Some(endpoint)) = (dps, &running.dps) {
+    for d in &running.dps_instances {
+        let s = &d.state;
         out.insert(
-            d.name.clone(),
-            json!({"connection_string": dps_connection_string(d), "endpoint": endpoint, "host": d.host}),
+            s.name.clone(),
+            json!({"connection_string": dps_connection_string(s), "endpoint": d.endpoint,
+                   "host": s.host, "id_scope": s.id_scope, "resource_id": s.resource_id,
+                   "device_endpoint": d.endpoint, "linked_hubs": s.linked_hubs()}),
         );
     }
     Value::Object(out)
@@ -169,7 +204,7 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The `--write-config` document, in the shape of docs/architecture.md#configuration.
-fn config(running: &Running, dps: Option<&DpsState>) -> String {
+fn config(running: &Running) -> String {
     let mut out = String::from(
         "# Written by hubvault-sim: the keys below are the simulator's throwaway keys.\n",
     );
@@ -190,14 +225,17 @@ fn config(running: &Running, dps: Option<&DpsState>) -> String {
         );
         out.push_str(&ca_line(running));
     }
-    if let (Some(d), Some(endpoint)) = (dps, &running.dps) {
-        let cs = dps_connection_string(d).unwrap_or_default();
+    for d in &running.dps_instances {
+        let cs = dps_connection_string(&d.state).unwrap_or_default();
         let _ = write!(
             out,
-            "\n[dps.{}]\nconnection-string = {}\nendpoint = {}\n",
-            d.name,
+            "\n[dps.{}]\nconnection-string = {}\nendpoint = {}\nid-scope = {}\ndevice-endpoint = {}\nresource-id = {}\n",
+            d.state.name,
             toml_str(&cs),
-            toml_str(endpoint)
+            toml_str(&d.endpoint),
+            toml_str(&d.state.id_scope),
+            toml_str(&d.endpoint),
+            toml_str(&d.state.resource_id)
         );
         out.push_str(&ca_line(running));
     }
@@ -368,10 +406,31 @@ async fn run(cli: Cli) -> Result<()> {
         },
         ..Options::default()
     };
-    if cli.dps.len() > 1 {
-        bail!("this simulator serves one DPS instance; give --dps once");
+    let (mut options, _) = sim::with_services(options, None);
+    let links = parse_links(&cli.links, &cli.dps, &cli.hubs)?;
+    for name in &cli.dps {
+        if cli.dps.iter().filter(|d| *d == name).count() > 1 {
+            bail!("--dps {name} is given twice; name each DPS instance once");
+        }
+        let state = sim::add_dps(&mut options, name);
+        state.set_rate(cli.dps_rate, 1);
+        let linked: Vec<&str> = links
+            .iter()
+            .filter(|(d, _)| d == name)
+            .map(|(_, h)| h.as_str())
+            .collect();
+        let linked = if linked.is_empty() {
+            cli.hubs.iter().map(String::as_str).collect()
+        } else {
+            linked
+        };
+        state.set_linked_hubs(Some(
+            linked
+                .iter()
+                .map(|h| format!("{h}.azure-devices.net"))
+                .collect(),
+        ));
     }
-    let (options, dps) = sim::with_services(options, cli.dps.first().map(String::as_str));
     let running = sim::run(options, shutdown_signal()).await?;
     let topologies = private_endpoints(&cli, &running)?;
     for h in &running.hubs {
@@ -381,20 +440,22 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(ca) = &running.ca_file {
         eprintln!("TLS CA certificate written to {}", ca.display());
     }
-    for (what, url) in [
-        ("ARM", &running.arm),
-        ("DPS", &running.dps),
-        ("Key Vault", &running.keyvault),
-    ] {
+    for (what, url) in [("ARM", &running.arm), ("Key Vault", &running.keyvault)] {
         if let Some(url) = url {
             eprintln!("{what} at {url}");
         }
     }
+    for d in &running.dps_instances {
+        eprintln!(
+            "DPS {} ({}, ID scope {}) at {}",
+            d.state.name, d.state.host, d.state.id_scope, d.endpoint
+        );
+    }
     if let Some(path) = &cli.info {
-        write_private(path, &format!("{:#}\n", info(&running, dps.as_deref())))?;
+        write_private(path, &format!("{:#}\n", info(&running)))?;
     }
     if let Some(path) = &cli.write_config {
-        let mut text = config(&running, dps.as_deref());
+        let mut text = config(&running);
         for t in &topologies {
             text.push_str(&failover_section(t, &running.control));
         }

@@ -77,6 +77,26 @@ pub enum Keep {
     },
 }
 
+impl Keep {
+    /// Where the snapshot goes, whom it is sealed to and what opens it: the vault's, or a
+    /// memory store and a key made now.
+    pub fn into_parts(self) -> (Arc<dyn Store>, Vec<age::x25519::Recipient>, Identities) {
+        match self {
+            Keep::Yes {
+                store,
+                recipients,
+                identities,
+            } => (store, recipients, identities),
+            Keep::No => {
+                let key = keys::Identities::generate();
+                let recipients = key.recipients().into_inner();
+                let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+                (store, recipients, Arc::new(key.into_boxed()))
+            }
+        }
+    }
+}
+
 /// The hubs and the staging area of one clone.
 pub struct Request<'a> {
     pub source: &'a HubClient,
@@ -187,19 +207,7 @@ async fn clone(
             return Ok(report);
         }
     }
-    let (store, recipients, identities) = match request.keep {
-        Keep::Yes {
-            store,
-            recipients,
-            identities,
-        } => (store, recipients, identities),
-        Keep::No => {
-            let key = keys::Identities::generate();
-            let recipients = key.recipients().into_inner();
-            let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-            (store, recipients, Arc::new(key.into_boxed()))
-        }
-    };
+    let (store, recipients, identities) = request.keep.into_parts();
     let leftover_age = backup_options.leftover_age;
     // The snapshot this clone restores is the one its own key just signed.
     let trusted = TrustedSigners::new([backup_options.backup.signing_key.signer()]);

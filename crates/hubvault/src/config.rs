@@ -157,6 +157,11 @@ pub struct ServiceEntry {
     pub endpoint: Option<String>,
     pub resource_id: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// DPS only: the ID scope devices register under (`0ne…`).
+    pub id_scope: Option<String>,
+    /// DPS only: where devices register, instead of `global.azure-devices-provisioning.net`
+    /// (as `endpoint` stands in for the service host).
+    pub device_endpoint: Option<String>,
 }
 
 impl fmt::Debug for ServiceEntry {
@@ -173,6 +178,8 @@ impl fmt::Debug for ServiceEntry {
             .field("endpoint", &self.endpoint)
             .field("resource_id", &self.resource_id)
             .field("ca_file", &self.ca_file)
+            .field("id_scope", &self.id_scope)
+            .field("device_endpoint", &self.device_endpoint)
             .finish()
     }
 }

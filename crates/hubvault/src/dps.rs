@@ -11,8 +11,8 @@
 //!
 //! Must not: know snapshots or stores; print a key (the records it returns hold them).
 //!
-//! Not built yet (the DPS issue): snapshots of DPS (`backup --dps`), restores into DPS, the
-//! preflight, and the commands.
+//! Used by `backup::from_dps`, `enroll` (restores into DPS), `clone_dps` and `preflight::dps`
+//! (`write_probe`: the write right checked without writing).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -132,6 +132,30 @@ impl DpsClient {
         );
         let reply = self.hub.call(call).await?;
         self.hub.decode("attestation mechanism", &reply.body)
+    }
+
+    /// Whether this credential may write enrollments, without writing one: a `PUT` of an
+    /// enrollment that does not exist with an `If-Match` no etag has. The service checks the
+    /// caller's rights first (401 without `EnrollmentWrite`), then the precondition (412, or 404):
+    /// either of those means the write right is there. Should a service ever create it anyway,
+    /// the probe is deleted at once.
+    pub async fn write_probe(&self) -> hub::Result<()> {
+        const PROBE: &str = "hubvault-preflight-write-probe";
+        let path = format!("/{}/{PROBE}", Kind::Individual.collection());
+        let mut call = Call::new(reqwest::Method::PUT, path.clone())
+            .json(&json!({"registrationId": PROBE, "attestation": {"type": "none"}}));
+        call.headers
+            .push(("if-match", "\"hubvault-no-such-etag\"".to_owned()));
+        match self.hub.call(call).await {
+            Err(hub::Error::PreconditionFailed { .. } | hub::Error::NotFound { .. }) => Ok(()),
+            Ok(_) => {
+                self.hub
+                    .call(Call::new(reqwest::Method::DELETE, path))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Every enrollment (or group), page by page, as the query returns them (without keys).

@@ -309,6 +309,7 @@ mod tests {
             }
             .into(),
             services::Error::NoCredential {
+                kind: "hub",
                 name: s("hub-a"),
                 config: s("hubvault.toml"),
             }

@@ -36,12 +36,12 @@
 //! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
-//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`), for drills, probes and the demo | write the registry |
+//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`); DPS device registration with its own or a group-derived key (`register`); for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
-//! | [`arm`] | management-plane requests: a hub's networking rules and the firewall verdict for a caller; any ARM call described (`ArmCall`) and sent | know stores |
+//! | [`arm`] | management-plane requests: a hub's (or DPS instance's) networking rules and the firewall verdict for a caller; a DPS instance's linked hubs; any ARM call described (`ArmCall`) and sent | know stores |
 //! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the report | touch devices other than its own probes; edit A records a zone group owns |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
-//! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging | fail with errors (findings are data) |
+//! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging; for DPS (`preflight::dps`) IP filter, linked hubs, rights, enrollment limits | fail with errors (findings are data) |
 //! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |
 //! | [`error`] | [`Error`], wrapping every module's error | be used by a module |
 //! | [`shutdown`] | the signal that asks a use case to stop, and what it reports when it did (`Interrupted`) | stop anything itself |
@@ -50,6 +50,7 @@
 //! | [`repo`] | the repository handle: a store and its catalog read once; finding snapshots by id, `hub/id` or `latest` | hide a catalog error behind a fallback |
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
+//! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
 //! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
 //! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
 //! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe) | decide from the times |
@@ -63,6 +64,7 @@
 pub mod arm;
 pub mod backup;
 pub mod clone;
+pub mod clone_dps;
 pub mod config;
 pub mod credentials;
 pub mod device;

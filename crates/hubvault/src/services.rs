@@ -18,14 +18,25 @@ use crate::snapshot::catalog::HubNames;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::Error),
-    #[error("hub {name:?} in {config} has no credential: {}", fix_text(self))]
-    NoCredential { name: String, config: String },
-    #[error("hub {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
+    /// `kind`: "hub" or "DPS".
+    #[error("{kind} {name:?} in {config} has no credential: {}", fix_text(self))]
+    NoCredential {
+        kind: &'static str,
+        name: String,
+        config: String,
+    },
+    #[error("{kind} {name:?}: endpoint {endpoint:?} is not a URL: {detail}")]
     BadEndpoint {
+        kind: &'static str,
         name: String,
         endpoint: String,
         detail: String,
     },
+    #[error(
+        "DPS {name:?} has no ID scope for devices to register under: {}",
+        fix_text(self)
+    )]
+    NoIdScope { name: String },
     #[error(transparent)]
     Hub(#[from] hub::Error),
     #[error("cannot create the {kind} Entra credential: {detail}")]
@@ -38,6 +49,7 @@ impl Diagnostic for Error {
             Error::Config(e) => e.code(),
             Error::NoCredential { .. } => "hub_no_credential",
             Error::BadEndpoint { .. } => "hub_bad_endpoint",
+            Error::NoIdScope { .. } => "dps_no_id_scope",
             Error::Hub(e) => e.code(),
             Error::Credential { .. } => "credential",
         }
@@ -49,6 +61,9 @@ impl Diagnostic for Error {
             Error::NoCredential { .. } => Some(
                 "set connection-string, connection-string-env, connection-string-secret (a Key Vault secret URL), or host + credential".to_owned(),
             ),
+            Error::NoIdScope { name } => Some(format!(
+                "add id-scope = \"0ne…\" to [dps.{name}] (the ID scope on the instance's overview page)"
+            )),
             Error::BadEndpoint { .. } | Error::Credential { .. } => None,
             Error::Hub(e) => e.fix(),
         }
@@ -109,7 +124,7 @@ pub fn hub_names(spec: &str, config: &Config) -> HubNames {
 /// connection string.
 pub fn resolve_dps(spec: &str, config: &Config) -> Result<Connection, Error> {
     if let Some(entry) = config.dps.get(spec) {
-        return Ok(from_entry(spec, entry, config)?.target);
+        return Ok(from_entry(Section::Dps, spec, entry, config)?.target);
     }
     if spec.contains("HostName=") || spec.contains("hostname=") {
         let mut target = Connection::from_connection_string(spec)?;
@@ -123,10 +138,38 @@ pub fn resolve_dps(spec: &str, config: &Config) -> Result<Connection, Error> {
     .into())
 }
 
+/// Where devices of the DPS instance `name` (a `[dps.NAME]` of the config) register: its
+/// `id-scope`, at its `device-endpoint` or else `global.azure-devices-provisioning.net`.
+pub fn dps_provisioning(
+    name: &str,
+    config: &Config,
+) -> Result<crate::device::register::Provisioning, Error> {
+    let entry = config
+        .dps
+        .get(name)
+        .ok_or_else(|| config::Error::UnknownDps {
+            name: name.to_owned(),
+            config: config.describe(),
+        })?;
+    let scope = entry.id_scope.as_deref().ok_or_else(|| Error::NoIdScope {
+        name: name.to_owned(),
+    })?;
+    let endpoint = entry
+        .device_endpoint
+        .as_deref()
+        .unwrap_or(crate::device::register::GLOBAL_ENDPOINT);
+    crate::device::register::Provisioning::at(scope, endpoint).map_err(|e| Error::BadEndpoint {
+        kind: "DPS",
+        name: name.to_owned(),
+        endpoint: endpoint.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
 /// Resolve `spec`: a config name first, else a connection string.
 pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
     if let Some(entry) = config.hubs.get(spec) {
-        return from_entry(spec, entry, config);
+        return from_entry(Section::Hubs, spec, entry, config);
     }
     if spec.contains("HostName=") || spec.contains("hostname=") {
         let mut target = Connection::from_connection_string(spec)?;
@@ -144,9 +187,37 @@ pub fn resolve_hub(spec: &str, config: &Config) -> Result<ResolvedHub, Error> {
     .into())
 }
 
-fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<ResolvedHub, Error> {
+/// Which table of the config an entry is from: `[hubs.NAME]` or `[dps.NAME]`.
+#[derive(Clone, Copy)]
+enum Section {
+    Hubs,
+    Dps,
+}
+
+impl Section {
+    fn key(self) -> &'static str {
+        match self {
+            Section::Hubs => "hubs",
+            Section::Dps => "dps",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Section::Hubs => "hub",
+            Section::Dps => "DPS",
+        }
+    }
+}
+
+fn from_entry(
+    section: Section,
+    name: &str,
+    entry: &ServiceEntry,
+    config: &Config,
+) -> Result<ResolvedHub, Error> {
     let mut target = match (
-        entry.connection_string(&format!("hubs.{name}"))?,
+        entry.connection_string(&format!("{}.{name}", section.key()))?,
         &entry.host,
     ) {
         (Some(cs), _) => Connection::from_connection_string(&cs)?,
@@ -157,6 +228,7 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
         }
         (None, None) => {
             return Err(Error::NoCredential {
+                kind: section.kind(),
                 name: name.to_owned(),
                 config: config.describe(),
             });
@@ -164,6 +236,7 @@ fn from_entry(name: &str, entry: &ServiceEntry, config: &Config) -> Result<Resol
     };
     if let Some(endpoint) = &entry.endpoint {
         let url = Url::parse(endpoint).map_err(|e| Error::BadEndpoint {
+            kind: section.kind(),
             name: name.to_owned(),
             endpoint: endpoint.clone(),
             detail: e.to_string(),
@@ -247,4 +320,42 @@ pub async fn read_connection_secrets(
             Some(read("staging.connection-string-secret".to_owned(), &url).await?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("hubvault.toml")).unwrap()
+    }
+
+    #[test]
+    fn devices_register_at_the_global_endpoint_unless_the_dps_entry_says_otherwise() {
+        let c = config(
+            "store = \"s\"\n[dps.a]\nconnection-string-env = \"X\"\nid-scope = \"0ne00000001\"\n\
+             [dps.b]\nconnection-string-env = \"X\"\nid-scope = \"0ne00000002\"\ndevice-endpoint = \"http://127.0.0.1:9\"\n\
+             [dps.c]\nconnection-string-env = \"X\"\n",
+        );
+        let a = dps_provisioning("a", &c).unwrap();
+        assert_eq!(
+            a.endpoint.as_str(),
+            "https://global.azure-devices-provisioning.net/"
+        );
+        assert_eq!(a.id_scope, "0ne00000001");
+        let b = dps_provisioning("b", &c).unwrap();
+        assert_eq!(b.endpoint.as_str(), "http://127.0.0.1:9/");
+        let none = dps_provisioning("c", &c).unwrap_err();
+        assert_eq!(none.code(), "dps_no_id_scope");
+        assert!(none.fix().unwrap().contains("[dps.c]"), "{none}");
+        assert!(dps_provisioning("zz", &c).is_err());
+    }
+
+    #[test]
+    fn a_dps_entry_without_a_credential_says_dps() {
+        let c = config("store = \"s\"\n[dps.dps-a]\nid-scope = \"0ne1\"\n");
+        let e = resolve_dps("dps-a", &c).unwrap_err();
+        assert!(e.to_string().starts_with("DPS \"dps-a\""), "{e}");
+    }
 }

@@ -26,6 +26,7 @@ pub struct WorldBuilder {
     arm: bool,
     tls: bool,
     dps: Option<String>,
+    more_dps: Vec<(String, Vec<hubvault_sim::shared::AccessPolicy>)>,
     keyvault: bool,
     limits: Limits,
 }
@@ -91,6 +92,21 @@ impl WorldBuilder {
         self
     }
 
+    /// Serve another DPS instance named `name` (after the one [`WorldBuilder::dps`] names).
+    pub fn more_dps(self, name: &str) -> Self {
+        self.more_dps_with(name, hubvault_sim::dps::default_policies())
+    }
+
+    /// Serve another DPS instance named `name` whose shared access policies are `policies`.
+    pub fn more_dps_with(
+        mut self,
+        name: &str,
+        policies: Vec<hubvault_sim::shared::AccessPolicy>,
+    ) -> Self {
+        self.more_dps.push((name.to_owned(), policies));
+        self
+    }
+
     /// Fast jobs on every hub: no per-line pacing, a short queue, a one-second `Retry-After`.
     pub fn fast_jobs(mut self) -> Self {
         self.limits.job_rate = 0.0;
@@ -118,6 +134,9 @@ impl WorldBuilder {
             ..Options::default()
         };
         let (mut options, dps) = sim::with_services(options, self.dps.as_deref());
+        for (name, policies) in self.more_dps {
+            sim::add_dps_with(&mut options, name.as_str(), policies);
+        }
         if !self.arm {
             options.arm = None;
         }
@@ -177,6 +196,7 @@ impl World {
             arm: true,
             tls: false,
             dps: None,
+            more_dps: Vec::new(),
             keyvault: false,
             limits: Limits::default(),
         }
@@ -384,7 +404,11 @@ impl World {
         for h in hubs {
             out.extend(fleet_keys(&self.registry(h).await));
         }
-        let dps = self.dps.iter().flat_map(|d| &d.policies);
+        let dps = self
+            .running
+            .dps_instances
+            .iter()
+            .flat_map(|d| &d.state.policies);
         for p in self
             .running
             .hubs
@@ -404,6 +428,23 @@ impl World {
         }
         out.extend(self.extra_secrets.lock().unwrap().iter().cloned());
         out
+    }
+
+    /// Register `registration_id` with DPS instance `dps` through the device registration API
+    /// (hubvault's device client, polling every 20 ms).
+    pub async fn device_register(
+        &self,
+        dps: &str,
+        registration_id: &str,
+        key: hubvault::device::register::DeviceKey<'_>,
+    ) -> hubvault::device::register::Registration {
+        let d = self.running.dps_instance(dps).expect("DPS instance exists");
+        let mut at =
+            hubvault::device::register::Provisioning::at(&d.state.id_scope, &d.endpoint).unwrap();
+        at.poll_interval = Duration::from_millis(20);
+        hubvault::device::register::register(&self.http, &at, registration_id, key)
+            .await
+            .expect("DPS answers")
     }
 
     /// Send one device-to-cloud message as device `id`, signed with `key` (its own SAS key).

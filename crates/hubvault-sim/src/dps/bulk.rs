@@ -3,6 +3,8 @@
 //!
 //! Owns only the bulk decision flow; storage and validation stay in `DpsState` and `enrollment`.
 
+use std::sync::atomic::Ordering;
+
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -52,7 +54,11 @@ pub(super) fn run(state: &DpsState, kind: Kind, body: &[u8]) -> Outcome {
                                "errorStatus": status.canonical_reason().unwrap_or("")}));
         }
     }
-    let mut result = json!({"isSuccessful": errors.is_empty()});
+    let lie = state
+        .lie_bulk_success
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    let mut result = json!({"isSuccessful": errors.is_empty() || lie});
     if !errors.is_empty() {
         result["errors"] = Value::Array(errors);
     }

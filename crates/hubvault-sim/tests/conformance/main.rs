@@ -10,6 +10,7 @@
     reason = "tests"
 )]
 
+mod dps_register;
 mod hub;
 mod keyvault;
 mod services;

@@ -1,5 +1,7 @@
 //! Management-plane (ARM) requests: a hub's networking rules (IP filter, public network access),
-//! and any call described as an [`ArmCall`] and sent with [`ArmClient::send`] (the failover runbook).
+//! a DPS instance's (`ipFilterRules` with their `target`) with its linked hubs
+//! ([`ArmClient::dps_description`]), and any call described as an [`ArmCall`] and sent with
+//! [`ArmClient::send`] (the failover runbook).
 //!
 //! Preflight uses these to tell a firewall rejection from a bad credential: IoT Hub answers both
 //! with `401002 Unauthorized`, and its message never mentions the IP rule (docs/azure.md). The
@@ -30,6 +32,8 @@ pub use call::{
 
 /// ARM api-version for `Microsoft.Devices/IotHubs` (docs/azure.md).
 pub const API_VERSION: &str = "2023-06-30";
+/// ARM api-version for `Microsoft.Devices/provisioningServices` (DPS).
+pub const DPS_API_VERSION: &str = "2022-02-05";
 /// The public ARM endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
 /// The Entra scope of ARM tokens.
@@ -178,12 +182,46 @@ impl ArmClient {
         Ok(self.hub_description(resource_id).await?.sku)
     }
 
+    /// `GET {resource_id}` of a DPS instance: its IP filter as it applies to the service API
+    /// (rules whose `target` is `all` or `serviceApi`) and the host names of its linked hubs.
+    pub async fn dps_description(&self, resource_id: &str) -> Result<DpsDescription, Error> {
+        let mut doc: DpsResource = self.get(resource_id, DPS_API_VERSION).await?;
+        doc.properties.rules.ip_filter_rules = doc
+            .properties
+            .ip_filter_rules
+            .into_iter()
+            .filter(|r| {
+                r.target.as_deref().is_none_or(|t| {
+                    t.eq_ignore_ascii_case("all") || t.eq_ignore_ascii_case("serviceApi")
+                })
+            })
+            .map(|r| r.rule)
+            .collect();
+        Ok(DpsDescription {
+            rules: doc.properties.rules,
+            linked_hubs: doc
+                .properties
+                .iot_hubs
+                .into_iter()
+                .map(|h| h.name)
+                .collect(),
+        })
+    }
+
     async fn hub_description(&self, resource_id: &str) -> Result<HubDescription, Error> {
+        self.get(resource_id, API_VERSION).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        resource_id: &str,
+        api_version: &str,
+    ) -> Result<T, Error> {
         let resource = resource_id.to_owned();
         let mut url = self.endpoint.clone();
         url.set_path(resource_id);
         url.query_pairs_mut()
-            .append_pair("api-version", API_VERSION);
+            .append_pair("api-version", api_version);
         let response = self
             .http
             .get(url)
@@ -219,6 +257,46 @@ impl ArmClient {
             detail: e.to_string(),
         })
     }
+}
+
+/// What preflight reads of a DPS instance through ARM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpsDescription {
+    /// `publicNetworkAccess` and the `ipFilterRules` that apply to the service API.
+    pub rules: NetworkRules,
+    /// Host names of the linked hubs (`properties.iotHubs[].name`).
+    pub linked_hubs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DpsResource {
+    #[serde(default)]
+    properties: DpsProperties,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DpsProperties {
+    #[serde(flatten)]
+    rules: NetworkRules,
+    #[serde(default, rename = "ipFilterRules")]
+    ip_filter_rules: Vec<DpsIpFilterRule>,
+    #[serde(default)]
+    iot_hubs: Vec<LinkedHub>,
+}
+
+/// A DPS IP filter rule: a classic rule plus the API it guards.
+#[derive(Debug, Deserialize)]
+struct DpsIpFilterRule {
+    #[serde(flatten)]
+    rule: IpFilterRule,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LinkedHub {
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +481,30 @@ pub fn mask_contains(mask: &str, ip: IpAddr) -> bool {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dps_description_keeps_the_service_api_rules_and_the_linked_hub_names() {
+        let doc: DpsResource = serde_json::from_str(
+            r#"{"properties": {"publicNetworkAccess": "Enabled", "ipFilterRules": [
+                {"filterName": "devices", "action": "Reject", "ipMask": "10.0.0.0/8", "target": "deviceApi"},
+                {"filterName": "ops", "action": "Reject", "ipMask": "192.0.2.0/24", "target": "serviceApi"},
+                {"filterName": "all", "action": "Accept", "ipMask": "0.0.0.0/0"}],
+              "iotHubs": [{"name": "hub-b.azure-devices.net", "connectionString": "HostName=hub-b.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=****", "location": "westus"}]}}"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = doc
+            .properties
+            .ip_filter_rules
+            .iter()
+            .map(|r| r.rule.filter_name.as_str())
+            .collect();
+        assert_eq!(names, ["devices", "ops", "all"]);
+        assert_eq!(doc.properties.iot_hubs[0].name, "hub-b.azure-devices.net");
+        assert_eq!(
+            doc.properties.rules.public_network_access.as_deref(),
+            Some("Enabled")
+        );
+    }
 
     fn rules(json: &str) -> NetworkRules {
         serde_json::from_str(json).unwrap()

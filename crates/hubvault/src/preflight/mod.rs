@@ -10,6 +10,7 @@
 //! through ARM, when configured) with the caller's public address (`--caller-ip`, since behind NAT
 //! the local socket address is not what the hub sees) before blaming either.
 
+pub mod dps;
 mod gather;
 
 use std::fmt::Write as _;
@@ -37,6 +38,10 @@ pub enum Check {
     /// A host that can write backups (it holds a signing key) must not be able to read the
     /// identity that opens them.
     LeastPrivilege,
+    /// DPS: individual enrollments and symmetric-key groups under the service's limits.
+    EnrollmentLimits,
+    /// DPS: the hubs the enrollments name are linked to the instance.
+    LinkedHubs,
 }
 
 impl Check {
@@ -52,6 +57,8 @@ impl Check {
             Check::StagingReachableByHub => "staging-reachable-by-hub",
             Check::IdConflicts => "id-conflicts",
             Check::LeastPrivilege => "least-privilege",
+            Check::EnrollmentLimits => "enrollment-limits",
+            Check::LinkedHubs => "linked-hubs",
         }
     }
 }

@@ -78,7 +78,7 @@ pub enum Error {
         problem: String,
         older: Option<String>,
     },
-    #[error("no snapshot of hub {hub} in {store}; {}", if held.is_empty() { "the store holds none yet".to_owned() } else { format!("it holds snapshots of: {} ({})", held.join(", "), fix_text(self)) })]
+    #[error("no snapshot of {hub} in {store}; {}", if held.is_empty() { "the store holds none yet".to_owned() } else { format!("it holds snapshots of: {} ({})", held.join(", "), fix_text(self)) })]
     NoSnapshotOfHub {
         hub: String,
         store: String,
@@ -175,7 +175,7 @@ impl Diagnostic for Error {
                 None => format!("fix or forget {id}"),
             }),
             Error::NoSnapshotOfHub { held, .. } => {
-                (!held.is_empty()).then(|| "pass one of them with --hub".to_owned())
+                (!held.is_empty()).then(|| "pass one of them with --hub (or --dps)".to_owned())
             }
             Error::AmbiguousLatest { .. } => Some("pass --hub NAME".to_owned()),
             Error::NoTrustedSnapshot { .. } => Some(
