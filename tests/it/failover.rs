@@ -566,3 +566,159 @@ async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
         "a Pending endpoint does not serve"
     );
 }
+
+/// The consumer's new settings go to Key Vault as a new version of its secret: an Event Hub
+/// connection string naming the new endpoint and path with the `service` policy's key, written
+/// by a caller that holds `Key Vault Secrets Officer` on that secret alone (RBAC on). Only the
+/// secret's URL and version are printed; the key appears nowhere in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_settings_are_written_to_a_key_vault_secret() {
+    let pe = Pe::start(300);
+    let (secret, info) = secret_consumer(&pe).await;
+    let identity = &info["managed_identity"];
+    let hv = |skew: i64| {
+        pe.hv(skew)
+            .env("IDENTITY_ENDPOINT", identity["endpoint"].as_str().unwrap())
+            .env("IDENTITY_HEADER", identity["header"].as_str().unwrap())
+    };
+    let plan = hv(0)
+        .args(["failover", "plan", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert!(
+        plan.doc()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["calls"].as_array().cloned().unwrap_or_default())
+            .any(|c| c["path"]
+                .as_str()
+                .unwrap()
+                .contains("/IotHubKeys/service/listkeys?api-version=")),
+        "the plan names the listkeys call: {}",
+        plan.stdout
+    );
+    let out = hv(0)
+        .args(["failover", "run", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.doc();
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "consumer-settings")
+        .unwrap()
+        .clone();
+    let detail = step["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{secret}/")) && detail.contains("version"),
+        "{detail}"
+    );
+
+    let value = read_secret(&pe, &info, "hub-a-reader-eventhub").await;
+    let after = &doc["eventhub_endpoint_after"];
+    assert!(
+        value.starts_with(&format!(
+            "Endpoint={};SharedAccessKeyName=service;SharedAccessKey=",
+            after["endpoint"].as_str().unwrap()
+        )),
+        "the secret names the new endpoint"
+    );
+    assert!(value.ends_with(&format!(";EntityPath={}", after["path"].as_str().unwrap())));
+    let key = value
+        .split("SharedAccessKey=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(key.len() >= 20);
+    for text in [&out.stdout, &out.stderr, &plan.stdout, &plan.stderr] {
+        crate::support::assert_no_secrets(text, &[key.clone(), value.clone()], "failover output");
+    }
+    // Failback writes a new version naming the endpoint after it.
+    pe.skew(3700).await;
+    let back = hv(3700)
+        .args(["failover", "back", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    let again = read_secret(&pe, &info, "hub-a-reader-eventhub").await;
+    assert!(again.starts_with(&format!(
+        "Endpoint={};",
+        back.doc()["eventhub_endpoint_after"]["endpoint"]
+            .as_str()
+            .unwrap()
+    )));
+    let listed = pe.get("/keyvault/secrets/hub-a-reader-eventhub").await.1;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2, "{listed}");
+}
+
+/// The written consumer with `settings-secret`, and the default managed identity holding
+/// `Key Vault Secrets Officer` on that secret alone (RBAC on). Returns the secret URL and sim.json.
+async fn secret_consumer(pe: &Pe) -> (String, Value) {
+    let secret = format!(
+        "{}/secrets/hub-a-reader-eventhub",
+        hubvault_sim::KEYVAULT_URL
+    );
+    let config = std::fs::read_to_string(pe.sim.config()).unwrap();
+    std::fs::write(
+        pe.sim.config(),
+        format!("{config}settings-secret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(pe.sim.dir().join("sim.json")).unwrap()).unwrap();
+    let principal = pe.get("/identities").await.1[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rbac = pe
+        .http
+        .put(format!("{}/keyvault/role-assignments", pe.control))
+        .json(
+            &json!([{"principal": principal, "role": "Key Vault Secrets Officer",
+                       "scope": "/secrets/hub-a-reader-eventhub"}]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(rbac.status().is_success());
+    (secret, info)
+}
+
+/// The latest value of a secret, read from the simulated vault with the managed identity's token.
+async fn read_secret(pe: &Pe, info: &Value, name: &str) -> String {
+    let identity = &info["managed_identity"];
+    let token: Value = pe
+        .http
+        .get(identity["endpoint"].as_str().unwrap())
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", "https://vault.azure.net"),
+        ])
+        .header("x-identity-header", identity["header"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Value = pe
+        .http
+        .get(format!(
+            "{}/secrets/{name}?api-version=2025-07-01",
+            info["keyvault"]["endpoint"].as_str().unwrap()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    got["value"].as_str().unwrap().to_owned()
+}

@@ -73,7 +73,11 @@ pub(super) async fn do_step(
                 ))
             }
         }
-        StepKind::ConsumerSettings => consumer_settings(req, run),
+        StepKind::ConsumerSettings { .. } => {
+            let after = run.data_of("read-endpoint").cloned().unwrap_or(Value::Null);
+            let (detail, data) = super::settings::write(req, &after).await?;
+            Ok((Outcome::Ok, detail, data))
+        }
         StepKind::WaitConsumers => wait_consumers(req).await,
     }
 }
@@ -245,31 +249,6 @@ async fn wait_hub(
         hub: req.hub.to_owned(),
         message: "the hub did not answer again in time; run `hubvault failover run` again".into(),
     })
-}
-
-fn consumer_settings(req: &RunRequest, run: &RunRecord) -> Result<StepDone, Error> {
-    let after = run.data_of("read-endpoint").cloned().unwrap_or(Value::Null);
-    let settings = json!({"hub": req.hub, "eventHubEndpoint": after["endpoint"], "eventHubPath": after["path"]});
-    let mut written = Vec::new();
-    for c in &req.entry.consumers {
-        if let Some(path) = &c.settings_file {
-            let text = serde_json::to_string_pretty(&settings).unwrap_or_default();
-            std::fs::write(path, text).map_err(|source| Error::Write {
-                path: path.display().to_string(),
-                source,
-            })?;
-            written.push(path.display().to_string());
-        }
-    }
-    let detail = if written.is_empty() {
-        format!(
-            "new settings: endpoint {} path {} (the key is unchanged)",
-            after["endpoint"], after["path"]
-        )
-    } else {
-        format!("new settings written to {}", written.join(", "))
-    };
-    Ok((Outcome::Ok, detail, settings))
 }
 
 async fn wait_consumers(req: &RunRequest<'_>) -> Result<StepDone, Error> {

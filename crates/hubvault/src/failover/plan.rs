@@ -229,6 +229,14 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
         } else {
             out.push(ok(format!("consumer {} has a health check", c.name)));
         }
+        match super::settings::secret_url(c) {
+            Some(Err(e)) => out.push(block(e)),
+            Some(Ok(url)) => out.push(ok(format!(
+                "consumer {}: the new connection string goes to {url} (a new version)",
+                c.name
+            ))),
+            None => {}
+        }
     }
     out.push(warn(
         "device timings mean something only when hubvault runs where the devices are (inside the clients' VNet, for private endpoints)",

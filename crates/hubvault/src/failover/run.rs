@@ -287,5 +287,7 @@ fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEn
         health_url: c.health_url.clone(),
         health_command: c.health_command.clone(),
         settings_file: c.settings_file.clone(),
+        settings_secret: c.settings_secret.clone(),
+        settings_key_name: c.settings_key_name.clone(),
     }
 }
