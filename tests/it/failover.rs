@@ -722,3 +722,48 @@ async fn read_secret(pe: &Pe, info: &Value, name: &str) -> String {
         .unwrap();
     got["value"].as_str().unwrap().to_owned()
 }
+
+/// A run killed (`SIGKILL`) in the middle of the outage (the failover requested, the hub answering 404012)
+/// and resumed: the probes' observations before the kill are in the store's journal, so the
+/// resumed run's report shows the device outage from its start, within a tolerance of the
+/// simulator's window, not just the part after the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_reports_the_outage_from_before_the_crash() {
+    let window = 4.0;
+    let pe = Pe::start(4000);
+    let mut killed = pe
+        .hv(0)
+        .env("HUBVAULT_FAULT_PAUSE", "request-failover")
+        .args(["failover", "run", "--hub", "hub-a"])
+        .spawn();
+    assert!(
+        killed
+            .wait_for_stderr("paused at", Duration::from_secs(30))
+            .await
+    );
+    // The paused process keeps sampling the 404012s for a while, then dies without warning.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    killed.kill().await;
+    let killed_at = time::OffsetDateTime::now_utc();
+    let out = pe
+        .failover("run", 0, &["--report", pe.report().to_str().unwrap()])
+        .await;
+    assert!(out.code <= 1, "{}", out.stderr);
+    let doc = out.doc();
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    let devices = phase(&doc, "devices cannot send");
+    assert!(
+        time(&devices["start"]) < killed_at - time::Duration::seconds(1),
+        "the outage starts before the kill ({killed_at}): {devices}"
+    );
+    // Nobody watched between the kill and the resume: the outage ends at the resumed run's first
+    // good observation, so it is at least the window (and more when the resume came late).
+    let outage = seconds(devices);
+    assert!(
+        outage > window - 0.75 && time(&devices["end"]) > killed_at,
+        "measured outage {outage}s across the crash, window {window}s: {doc:#}"
+    );
+    let page = std::fs::read_to_string(pe.report()).unwrap();
+    assert!(page.contains("devices cannot send"));
+    assert_eq!(pe.probe_devices_left().await, 0, "every probe removed");
+}

@@ -213,26 +213,7 @@ async fn execute(
     journal: &Journal,
     run: &mut RunRecord,
 ) -> (Samples, Option<String>) {
-    let devices = match req.hub_client {
-        Some(h) if req.probe_devices > 0 => probe::create(h, &run.id, req.probe_devices).await,
-        _ => Vec::new(),
-    };
-    let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
-    let first = devices.first().map(|d| (d.id.clone(), d.key_for_wait()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let probing = req.device_target.clone().map(|target| {
-        tokio::spawn(probe::sample(
-            req.http.clone(),
-            target,
-            devices,
-            req.entry.consumers.iter().map(clone_consumer).collect(),
-            req.timeouts.tick,
-            req.timeouts
-                .operation
-                .saturating_add(req.timeouts.consumers),
-            stopped,
-        ))
-    });
+    let (probing, first) = start_probing(req, run).await;
     let mut failure = None;
     let steps = run.plan.steps.clone();
     for (index, step) in steps.iter().enumerate() {
@@ -270,15 +251,93 @@ async fn execute(
             }
         }
     }
-    let _ = stop.send(true);
-    let sampled = match probing {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Samples::default(),
-    };
+    let mut sampled = run.observed.clone();
+    sampled.merge(&probing.end().await);
     if let Some(h) = req.hub_client {
+        let ids: Vec<String> = (0..req.probe_devices)
+            .map(|i| probe::probe_id(&run.id, i))
+            .collect();
         probe::remove(h, &ids).await;
     }
     (sampled, failure)
+}
+
+/// The most sample objects one process journals (a flapping probe must not fill the store).
+const MAX_SAMPLE_OBJECTS: usize = 500;
+
+/// The sampler and the task journalling what it sees change.
+struct Probing {
+    stop: tokio::sync::watch::Sender<bool>,
+    sampler: Option<tokio::task::JoinHandle<(Samples, Vec<probe::ProbeDevice>)>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Probing {
+    /// Stop sampling; this process's samples, once the journal has their changes.
+    async fn end(self) -> Samples {
+        let _ = self.stop.send(true);
+        let sampled = match self.sampler {
+            Some(task) => task.await.map(|(s, _)| s).unwrap_or_default(),
+            None => Samples::default(),
+        };
+        if let Some(writer) = self.writer {
+            let _ = writer.await;
+        }
+        sampled
+    }
+}
+
+/// Create the probes and start sampling; also returns the first probe (id, key) for `wait-hub`.
+async fn start_probing(
+    req: &RunRequest<'_>,
+    run: &RunRecord,
+) -> (Probing, Option<(String, String)>) {
+    let devices = match req.hub_client {
+        Some(h) if req.probe_devices > 0 => probe::create(h, &run.id, req.probe_devices).await,
+        _ => Vec::new(),
+    };
+    let first = devices.first().map(|d| (d.id.clone(), d.key_for_wait()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Samples>();
+    let journal = Journal::new(req.store.clone(), req.hub);
+    let (run_id, session) = (run.id.clone(), format!("{:08x}", rand::random::<u32>()));
+    let writer = tokio::spawn(async move {
+        let mut seq = 0usize;
+        while let Some(changes) = rx.recv().await {
+            if seq < MAX_SAMPLE_OBJECTS
+                && let Err(e) = journal
+                    .record_samples(&run_id, &session, seq, &changes)
+                    .await
+            {
+                tracing::warn!("probe samples not journalled: {e}");
+            }
+            seq = seq.saturating_add(1);
+        }
+    });
+    let sampler = req.device_target.clone().map(|target| {
+        let sampler = probe::Sampler {
+            http: req.http.clone(),
+            target,
+            hub: req.hub_client.cloned(),
+            run: run.id.clone(),
+            count: req.probe_devices,
+            devices,
+            consumers: req.entry.consumers.iter().map(clone_consumer).collect(),
+            tick: req.timeouts.tick,
+            limit: req
+                .timeouts
+                .operation
+                .saturating_add(req.timeouts.consumers),
+            changes: Some(tx),
+        };
+        tokio::spawn(sampler.sample(stopped))
+    });
+    let probing = Probing {
+        stop,
+        sampler,
+        writer: Some(writer),
+    };
+    (probing, first)
 }
 
 fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEntry {
