@@ -767,3 +767,52 @@ async fn a_resumed_run_reports_the_outage_from_before_the_crash() {
     assert!(page.contains("devices cannot send"));
     assert_eq!(pe.probe_devices_left().await, 0, "every probe removed");
 }
+
+/// The hub owner's approval is part of the run when the config allows it: with manual approval
+/// on the hub, each re-created endpoint's `Pending` connection is approved through
+/// `PUT …/privateEndpointConnections/{name}` (status `Approved`), and the consumer heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_connections_are_approved_when_the_config_allows_it() {
+    let pe = Pe::start(300);
+    let config = std::fs::read_to_string(pe.sim.config()).unwrap();
+    let config = config.replace(
+        "max-backup-age = \"24h\"\n",
+        "max-backup-age = \"24h\"\napprove-connections = true\n",
+    );
+    std::fs::write(pe.sim.config(), config).unwrap();
+    let manual = pe
+        .http
+        .put(format!("{}/arm/approval", pe.control))
+        .json(&json!({"manual": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(manual.status().is_success());
+    let out = pe.failover("run", 0, &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.doc();
+    let created: Vec<&Value> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("create-endpoint:"))
+        .collect();
+    assert_eq!(created.len(), 2, "{doc:#}");
+    for s in created {
+        assert_eq!(s["outcome"], "ok", "{s}");
+        assert!(s["detail"].as_str().unwrap().contains("approved"), "{s}");
+    }
+    let state = pe.state().await;
+    let connections = state["hubs"]["hub-a"]["properties"]["privateEndpointConnections"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(connections.len(), 2, "{connections:#?}");
+    assert!(
+        connections
+            .iter()
+            .all(|c| c["properties"]["privateLinkServiceConnectionState"]["status"] == "Approved"),
+        "{connections:#?}"
+    );
+    assert!(pe.consumer_healthy().await, "approved endpoints serve");
+}
