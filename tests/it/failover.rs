@@ -816,3 +816,44 @@ async fn pending_connections_are_approved_when_the_config_allows_it() {
     );
     assert!(pe.consumer_healthy().await, "approved endpoints serve");
 }
+
+/// At 02:00, after a crash: `failover back` or the other variant must not silently finish (or
+/// undo) the run in progress; each is refused, changes nothing and names the command that resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_progress_is_resumed_only_by_its_own_command() {
+    let pe = Pe::start(300);
+    let mut killed = pe
+        .hv(0)
+        .env("HUBVAULT_FAULT_PAUSE", "read-endpoint")
+        .args(["failover", "run", "--hub", "hub-a"])
+        .spawn();
+    assert!(
+        killed
+            .wait_for_stderr("paused at", Duration::from_secs(30))
+            .await
+    );
+    killed.kill().await;
+    let before = pe.state().await;
+    for (verb, extra, says) in [
+        ("back", &[][..], "before failing back"),
+        ("run", &["--network-failure"][..], "normal variant"),
+    ] {
+        let out = pe.failover(verb, 0, extra).await;
+        assert_eq!(out.code, 2, "{verb}: {}", out.stderr);
+        assert_eq!(out.doc()["status"], "refused");
+        let reason = out.doc()["reason"].as_str().unwrap().to_owned();
+        assert!(
+            reason.contains(says)
+                && reason.contains("next step read-endpoint")
+                && reason.contains("`hubvault failover run --hub hub-a`"),
+            "{reason}"
+        );
+        assert_eq!(
+            pe.state().await,
+            before,
+            "{verb}: a refusal changes nothing"
+        );
+    }
+    let out = pe.failover("run", 0, &[]).await;
+    assert_eq!(out.doc()["status"], "completed", "{}", out.stderr);
+}

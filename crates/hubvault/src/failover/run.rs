@@ -99,6 +99,9 @@ pub async fn run(req: &RunRequest<'_>) -> Result<RunResult, Error> {
     let runs = journal.runs().await?;
     let active = runs.iter().rev().find(|r| r.end.is_none()).cloned();
     if let Some(record) = active {
+        if let Some(reason) = resume_mismatch(req, &record) {
+            return Ok(RunResult::refused(None, reason));
+        }
         if req.dry_run {
             return Ok(dry_run(req, Some(record), None, true));
         }
@@ -142,6 +145,40 @@ async fn finish(
         samples,
         calls: Vec::new(),
         resumed,
+    })
+}
+
+/// Why the run in progress must not be resumed by this command: `back` while a failover (not a
+/// failback) is half done, or the other variant than the one it started with. `run` with the
+/// run's own variant resumes anything.
+fn resume_mismatch(req: &RunRequest, run: &RunRecord) -> Option<String> {
+    let route = &run.plan.route;
+    let next = run.next_step().map_or("none", |s| s.name.as_str());
+    let flag = if route.variant == super::Variant::NetworkFailure {
+        " --network-failure"
+    } else {
+        ""
+    };
+    let what = if route.failback {
+        "failback"
+    } else {
+        "failover"
+    };
+    let resume = format!("`hubvault failover run --hub {}{flag}`", req.hub);
+    if req.back && !route.failback {
+        return Some(format!(
+            "run {} (a failover of {} to {}) is in progress, next step {next}: finish it with {resume} before failing back",
+            run.id, req.hub, route.to
+        ));
+    }
+    (req.variant != route.variant).then(|| {
+        format!(
+            "run {} (a {what} of {} to {}, {} variant) is in progress, next step {next}: resume it with {resume}",
+            run.id,
+            req.hub,
+            route.to,
+            if flag.is_empty() { "normal" } else { "network-failure" }
+        )
     })
 }
 
@@ -246,7 +283,7 @@ async fn execute(
                 }
             }
             Err(e) => {
-                failure = Some(format!("{}: {e}", step.name));
+                failure = Some(format!("{}: {}", step.name, step_failure(&e)));
                 break;
             }
         }
@@ -260,6 +297,31 @@ async fn execute(
         probe::remove(h, &ids).await;
     }
     (sampled, failure)
+}
+
+/// What a failed step says. ARM's refusals are told by status, not with the generic "Reader on
+/// the hub" hint of read-only callers: the runbook's calls write, and a 400 names its own cause
+/// (the failover limits, a bad body).
+fn step_failure(e: &Error) -> String {
+    let Error::Arm(crate::arm::Error::Refused {
+        resource,
+        status,
+        message,
+    }) = e
+    else {
+        return e.to_string();
+    };
+    let hint = match status {
+        401 | 403 => {
+            "; the caller lacks a right this step needs (`hubvault failover plan` lists the rights)"
+        }
+        404 => {
+            "; it does not exist (any more): check the ids in [failover] against `hubvault failover plan`"
+        }
+        409 | 429 => "; ARM is busy with another operation on it: wait a minute",
+        _ => "",
+    };
+    format!("ARM refused the request for {resource} (HTTP {status}): {message}{hint}")
 }
 
 /// The most sample objects one process journals (a flapping probe must not fill the store).
