@@ -288,3 +288,48 @@ async fn tick_once(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, reason = "tests")]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn series(oks: &[bool], from: OffsetDateTime) -> Vec<Sample> {
+        oks.iter()
+            .enumerate()
+            .map(|(i, ok)| Sample {
+                at: from + time::Duration::seconds(i64::try_from(i).unwrap()),
+                ok: *ok,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_changes_are_journalled_and_merging_restores_the_order() {
+        let t0 = datetime!(2026-12-06 02:00 UTC);
+        let mut s = Samples {
+            devices: series(&[true, true, false, false], t0),
+            ..Samples::default()
+        };
+        let first = s.changes_since(&Seen::default());
+        assert_eq!(
+            first.devices.iter().map(|x| x.ok).collect::<Vec<_>>(),
+            [true, false]
+        );
+        let seen = Seen::of(&s);
+        s.devices
+            .extend(series(&[false, true], t0 + time::Duration::seconds(4)));
+        let second = s.changes_since(&seen);
+        assert_eq!(second.devices.len(), 1, "only the heal: {second:?}");
+        assert!(second.devices[0].ok);
+        // Another process's journal merged into this one's samples: one ordered series.
+        let mut resumed = Samples {
+            devices: series(&[false, true], t0 + time::Duration::seconds(10)),
+            ..Samples::default()
+        };
+        resumed.merge(&first);
+        assert_eq!(resumed.devices[0].at, t0);
+        assert!(resumed.devices.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+}
