@@ -857,3 +857,44 @@ async fn a_run_in_progress_is_resumed_only_by_its_own_command() {
     let out = pe.failover("run", 0, &[]).await;
     assert_eq!(out.doc()["status"], "completed", "{}", out.stderr);
 }
+
+/// Killed after the secret was written but before the step was journalled: the resumed run finds
+/// the same value in the vault and adds no second version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_does_not_pile_up_secret_versions() {
+    let pe = Pe::start(300);
+    let (_, info) = secret_consumer(&pe).await;
+    let identity = &info["managed_identity"];
+    let hv = || {
+        pe.hv(0)
+            .env("IDENTITY_ENDPOINT", identity["endpoint"].as_str().unwrap())
+            .env("IDENTITY_HEADER", identity["header"].as_str().unwrap())
+    };
+    let mut killed = hv()
+        .env("HUBVAULT_FAULT_PAUSE", "consumer-settings")
+        .args(["failover", "run", "--hub", "hub-a"])
+        .spawn();
+    assert!(
+        killed
+            .wait_for_stderr("paused at", Duration::from_secs(30))
+            .await
+    );
+    killed.kill().await;
+    let out = hv()
+        .args(["failover", "run", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let detail = out.doc()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "consumer-settings")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("already current"), "{detail}");
+    let listed = pe.get("/keyvault/secrets/hub-a-reader-eventhub").await.1;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+}

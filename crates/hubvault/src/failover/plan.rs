@@ -207,6 +207,11 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
             "private endpoint connection {p} is not Approved"
         )));
     }
+    if input.entry.approve_connections {
+        out.push(ok(
+            "approve-connections: a re-created endpoint's Pending connection is approved on the hub (PUT …/privateEndpointConnections/{name})",
+        ));
+    }
     for z in &o.missing_zones {
         out.push(block(format!(
             "Private DNS zone {z} (from the config) does not exist"
