@@ -128,6 +128,23 @@ impl Pe {
     }
 }
 
+/// Start `failover run` with `hv`, paused after `step`'s ARM calls (before its journal entry),
+/// and after `linger` more, kill it (`SIGKILL`).
+async fn run_killed_at(hv: Hubvault, step: &str, linger: Duration) {
+    let mut killed = hv
+        .env("HUBVAULT_FAULT_PAUSE", step)
+        .args(["failover", "run", "--hub", "hub-a"])
+        .spawn();
+    assert!(
+        killed
+            .wait_for_stderr("paused at", Duration::from_secs(30))
+            .await,
+        "never paused at {step}"
+    );
+    tokio::time::sleep(linger).await;
+    killed.kill().await;
+}
+
 /// The hub's primary region and Event Hub-compatible endpoint host, and every private endpoint's
 /// DNS names, as the simulator holds them.
 fn hub_view(state: &Value) -> (String, String, Vec<Vec<String>>) {
@@ -442,18 +459,7 @@ async fn a_run_killed_at_any_step_converges_on_the_next_run() {
     assert!(names.len() >= 9, "{names:?}");
     for step in &names {
         let pe = Pe::start(300);
-        let mut killed = pe
-            .hv(0)
-            .env("HUBVAULT_FAULT_PAUSE", step)
-            .args(["failover", "run", "--hub", "hub-a"])
-            .spawn();
-        assert!(
-            killed
-                .wait_for_stderr("paused at", Duration::from_secs(30))
-                .await,
-            "never paused at {step}"
-        );
-        killed.kill().await;
+        run_killed_at(pe.hv(0), step, Duration::ZERO).await;
         let status = pe
             .hv(0)
             .args(["failover", "status", "--hub", "hub-a", "--json"])
@@ -731,19 +737,8 @@ async fn read_secret(pe: &Pe, info: &Value, name: &str) -> String {
 async fn a_resumed_run_reports_the_outage_from_before_the_crash() {
     let window = 4.0;
     let pe = Pe::start(4000);
-    let mut killed = pe
-        .hv(0)
-        .env("HUBVAULT_FAULT_PAUSE", "request-failover")
-        .args(["failover", "run", "--hub", "hub-a"])
-        .spawn();
-    assert!(
-        killed
-            .wait_for_stderr("paused at", Duration::from_secs(30))
-            .await
-    );
     // The paused process keeps sampling the 404012s for a while, then dies without warning.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    killed.kill().await;
+    run_killed_at(pe.hv(0), "request-failover", Duration::from_millis(1500)).await;
     let killed_at = time::OffsetDateTime::now_utc();
     let out = pe
         .failover("run", 0, &["--report", pe.report().to_str().unwrap()])
@@ -822,17 +817,7 @@ async fn pending_connections_are_approved_when_the_config_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_in_progress_is_resumed_only_by_its_own_command() {
     let pe = Pe::start(300);
-    let mut killed = pe
-        .hv(0)
-        .env("HUBVAULT_FAULT_PAUSE", "read-endpoint")
-        .args(["failover", "run", "--hub", "hub-a"])
-        .spawn();
-    assert!(
-        killed
-            .wait_for_stderr("paused at", Duration::from_secs(30))
-            .await
-    );
-    killed.kill().await;
+    run_killed_at(pe.hv(0), "read-endpoint", Duration::ZERO).await;
     let before = pe.state().await;
     for (verb, extra, says) in [
         ("back", &[][..], "before failing back"),
@@ -870,16 +855,7 @@ async fn a_resumed_run_does_not_pile_up_secret_versions() {
             .env("IDENTITY_ENDPOINT", identity["endpoint"].as_str().unwrap())
             .env("IDENTITY_HEADER", identity["header"].as_str().unwrap())
     };
-    let mut killed = hv()
-        .env("HUBVAULT_FAULT_PAUSE", "consumer-settings")
-        .args(["failover", "run", "--hub", "hub-a"])
-        .spawn();
-    assert!(
-        killed
-            .wait_for_stderr("paused at", Duration::from_secs(30))
-            .await
-    );
-    killed.kill().await;
+    run_killed_at(hv(), "consumer-settings", Duration::ZERO).await;
     let out = hv()
         .args(["failover", "run", "--hub", "hub-a", "--json"])
         .run()
