@@ -412,3 +412,33 @@ fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEn
         settings_key_name: c.settings_key_name.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> String {
+        step_failure(&Error::Arm(crate::arm::Error::Refused {
+            resource: "/subscriptions/s/x".into(),
+            status,
+            message: "ARM's own words".into(),
+        }))
+    }
+
+    #[test]
+    fn an_arm_refusal_is_told_by_status_without_the_read_only_hint() {
+        for (status, says) in [
+            (403, "lacks a right"),
+            (404, "does not exist"),
+            (409, "busy"),
+            (400, "ARM's own words"),
+        ] {
+            let text = refused(status);
+            assert!(
+                text.contains(says) && text.contains("ARM's own words"),
+                "{text}"
+            );
+            assert!(!text.contains("Reader on the hub"), "{text}");
+        }
+    }
+}
