@@ -145,6 +145,24 @@ async fn run_killed_at(hv: Hubvault, step: &str, linger: Duration) {
     killed.kill().await;
 }
 
+/// `failover plan` exits 1 with a blocking finding that names the missing `action`.
+async fn plan_blocks_for(pe: &Pe, action: &str) {
+    let plan = pe
+        .hv(0)
+        .args(["failover", "plan", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(plan.code, 1, "{}", plan.stderr);
+    let blocked: Vec<String> = plan.doc()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == "block")
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(blocked.iter().any(|t| t.contains(action)), "{blocked:?}");
+}
+
 /// The hub's primary region and Event Hub-compatible endpoint host, and every private endpoint's
 /// DNS names, as the simulator holds them.
 fn hub_view(state: &Value) -> (String, String, Vec<Vec<String>>) {
@@ -508,25 +526,11 @@ async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
             .status()
             .is_success()
     );
-    let plan = pe
-        .hv(0)
-        .args(["failover", "plan", "--hub", "hub-a", "--json"])
-        .run()
-        .await;
-    assert_eq!(plan.code, 1, "{}", plan.stderr);
-    let blocked: Vec<String> = plan.doc()["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["level"] == "block")
-        .map(|f| f["text"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(
-        blocked
-            .iter()
-            .any(|t| t.contains("Microsoft.Devices/IotHubs/privateEndpointConnections/write")),
-        "{blocked:?}"
-    );
+    plan_blocks_for(
+        &pe,
+        "Microsoft.Devices/IotHubs/privateEndpointConnections/write",
+    )
+    .await;
     let before = pe.state().await;
     let refused = pe.failover("run", 0, &[]).await;
     assert_eq!(refused.code, 2);
@@ -873,4 +877,26 @@ async fn a_resumed_run_does_not_pile_up_secret_versions() {
     assert!(detail.contains("already current"), "{detail}");
     let listed = pe.get("/keyvault/secrets/hub-a-reader-eventhub").await.1;
     assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// A consumer whose settings go to Key Vault needs the hub policy's key: without `listkeys` the
+/// plan blocks and names the action, before anything changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_consumer_needs_listkeys_on_the_hub() {
+    let pe = Pe::start(300);
+    secret_consumer(&pe).await;
+    let without_listkeys = json!([
+        "Microsoft.Devices/IotHubs/failover/action",
+        "Microsoft.Devices/IotHubs/privateEndpointConnections/write",
+        "Microsoft.Network/*"
+    ]);
+    let narrowed = pe
+        .http
+        .put(format!("{}/arm/permissions", pe.control))
+        .json(&without_listkeys)
+        .send()
+        .await
+        .unwrap();
+    assert!(narrowed.status().is_success());
+    plan_blocks_for(&pe, "Microsoft.Devices/IotHubs/IotHubKeys/listkeys/action").await;
 }
