@@ -110,7 +110,22 @@ fn request<'a>(
             ..Timeouts::default()
         },
         pause: None,
+        vaults: vaults(config, &args.hub)?,
     })
+}
+
+/// Key Vault access when a consumer's settings go to a secret.
+fn vaults(config: &Config, hub: &str) -> Result<Option<hubvault::keys::Vaults>> {
+    let wanted = config
+        .failover
+        .get(hub)
+        .is_some_and(|e| e.consumers.iter().any(|c| c.settings_secret.is_some()));
+    if !wanted {
+        return Ok(None);
+    }
+    Ok(Some(
+        hubvault::keys::Vaults::from_config(config).map_err(Error::from)?,
+    ))
 }
 
 /// The config's own spelling of the hub name (borrowed from the config, which outlives the run).

@@ -128,6 +128,41 @@ impl Pe {
     }
 }
 
+/// Start `failover run` with `hv`, paused after `step`'s ARM calls (before its journal entry),
+/// and after `linger` more, kill it (`SIGKILL`).
+async fn run_killed_at(hv: Hubvault, step: &str, linger: Duration) {
+    let mut killed = hv
+        .env("HUBVAULT_FAULT_PAUSE", step)
+        .args(["failover", "run", "--hub", "hub-a"])
+        .spawn();
+    assert!(
+        killed
+            .wait_for_stderr("paused at", Duration::from_secs(30))
+            .await,
+        "never paused at {step}"
+    );
+    tokio::time::sleep(linger).await;
+    killed.kill().await;
+}
+
+/// `failover plan` exits 1 with a blocking finding that names the missing `action`.
+async fn plan_blocks_for(pe: &Pe, action: &str) {
+    let plan = pe
+        .hv(0)
+        .args(["failover", "plan", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(plan.code, 1, "{}", plan.stderr);
+    let blocked: Vec<String> = plan.doc()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == "block")
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(blocked.iter().any(|t| t.contains(action)), "{blocked:?}");
+}
+
 /// The hub's primary region and Event Hub-compatible endpoint host, and every private endpoint's
 /// DNS names, as the simulator holds them.
 fn hub_view(state: &Value) -> (String, String, Vec<Vec<String>>) {
@@ -442,18 +477,7 @@ async fn a_run_killed_at_any_step_converges_on_the_next_run() {
     assert!(names.len() >= 9, "{names:?}");
     for step in &names {
         let pe = Pe::start(300);
-        let mut killed = pe
-            .hv(0)
-            .env("HUBVAULT_FAULT_PAUSE", step)
-            .args(["failover", "run", "--hub", "hub-a"])
-            .spawn();
-        assert!(
-            killed
-                .wait_for_stderr("paused at", Duration::from_secs(30))
-                .await,
-            "never paused at {step}"
-        );
-        killed.kill().await;
+        run_killed_at(pe.hv(0), step, Duration::ZERO).await;
         let status = pe
             .hv(0)
             .args(["failover", "status", "--hub", "hub-a", "--json"])
@@ -502,25 +526,11 @@ async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
             .status()
             .is_success()
     );
-    let plan = pe
-        .hv(0)
-        .args(["failover", "plan", "--hub", "hub-a", "--json"])
-        .run()
-        .await;
-    assert_eq!(plan.code, 1, "{}", plan.stderr);
-    let blocked: Vec<String> = plan.doc()["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["level"] == "block")
-        .map(|f| f["text"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(
-        blocked
-            .iter()
-            .any(|t| t.contains("Microsoft.Devices/IotHubs/privateEndpointConnections/write")),
-        "{blocked:?}"
-    );
+    plan_blocks_for(
+        &pe,
+        "Microsoft.Devices/IotHubs/privateEndpointConnections/write",
+    )
+    .await;
     let before = pe.state().await;
     let refused = pe.failover("run", 0, &[]).await;
     assert_eq!(refused.code, 2);
@@ -565,4 +575,328 @@ async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
         !pe.consumer_healthy().await,
         "a Pending endpoint does not serve"
     );
+}
+
+/// The consumer's new settings go to Key Vault as a new version of its secret: an Event Hub
+/// connection string naming the new endpoint and path with the `service` policy's key, written
+/// by a caller that holds `Key Vault Secrets Officer` on that secret alone (RBAC on). Only the
+/// secret's URL and version are printed; the key appears nowhere in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_settings_are_written_to_a_key_vault_secret() {
+    let pe = Pe::start(300);
+    let (secret, info) = secret_consumer(&pe).await;
+    let identity = &info["managed_identity"];
+    let hv = |skew: i64| {
+        pe.hv(skew)
+            .env("IDENTITY_ENDPOINT", identity["endpoint"].as_str().unwrap())
+            .env("IDENTITY_HEADER", identity["header"].as_str().unwrap())
+    };
+    let plan = hv(0)
+        .args(["failover", "plan", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert!(
+        plan.doc()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["calls"].as_array().cloned().unwrap_or_default())
+            .any(|c| c["path"]
+                .as_str()
+                .unwrap()
+                .contains("/IotHubKeys/service/listkeys?api-version=")),
+        "the plan names the listkeys call: {}",
+        plan.stdout
+    );
+    let out = hv(0)
+        .args(["failover", "run", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.doc();
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "consumer-settings")
+        .unwrap()
+        .clone();
+    let detail = step["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{secret}/")) && detail.contains("version"),
+        "{detail}"
+    );
+
+    let value = read_secret(&pe, &info, "hub-a-reader-eventhub").await;
+    let after = &doc["eventhub_endpoint_after"];
+    assert!(
+        value.starts_with(&format!(
+            "Endpoint={};SharedAccessKeyName=service;SharedAccessKey=",
+            after["endpoint"].as_str().unwrap()
+        )),
+        "the secret names the new endpoint"
+    );
+    assert!(value.ends_with(&format!(";EntityPath={}", after["path"].as_str().unwrap())));
+    let key = value
+        .split("SharedAccessKey=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(key.len() >= 20);
+    for text in [&out.stdout, &out.stderr, &plan.stdout, &plan.stderr] {
+        crate::support::assert_no_secrets(text, &[key.clone(), value.clone()], "failover output");
+    }
+    // Failback writes a new version naming the endpoint after it.
+    pe.skew(3700).await;
+    let back = hv(3700)
+        .args(["failover", "back", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    let again = read_secret(&pe, &info, "hub-a-reader-eventhub").await;
+    assert!(again.starts_with(&format!(
+        "Endpoint={};",
+        back.doc()["eventhub_endpoint_after"]["endpoint"]
+            .as_str()
+            .unwrap()
+    )));
+    let listed = pe.get("/keyvault/secrets/hub-a-reader-eventhub").await.1;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2, "{listed}");
+}
+
+/// The written consumer with `settings-secret`, and the default managed identity holding
+/// `Key Vault Secrets Officer` on that secret alone (RBAC on). Returns the secret URL and sim.json.
+async fn secret_consumer(pe: &Pe) -> (String, Value) {
+    let secret = format!(
+        "{}/secrets/hub-a-reader-eventhub",
+        hubvault_sim::KEYVAULT_URL
+    );
+    let config = std::fs::read_to_string(pe.sim.config()).unwrap();
+    std::fs::write(
+        pe.sim.config(),
+        format!("{config}settings-secret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(pe.sim.dir().join("sim.json")).unwrap()).unwrap();
+    let principal = pe.get("/identities").await.1[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rbac = pe
+        .http
+        .put(format!("{}/keyvault/role-assignments", pe.control))
+        .json(
+            &json!([{"principal": principal, "role": "Key Vault Secrets Officer",
+                       "scope": "/secrets/hub-a-reader-eventhub"}]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(rbac.status().is_success());
+    (secret, info)
+}
+
+/// The latest value of a secret, read from the simulated vault with the managed identity's token.
+async fn read_secret(pe: &Pe, info: &Value, name: &str) -> String {
+    let identity = &info["managed_identity"];
+    let token: Value = pe
+        .http
+        .get(identity["endpoint"].as_str().unwrap())
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", "https://vault.azure.net"),
+        ])
+        .header("x-identity-header", identity["header"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Value = pe
+        .http
+        .get(format!(
+            "{}/secrets/{name}?api-version=2025-07-01",
+            info["keyvault"]["endpoint"].as_str().unwrap()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    got["value"].as_str().unwrap().to_owned()
+}
+
+/// A run killed (`SIGKILL`) in the middle of the outage (the failover requested, the hub answering 404012)
+/// and resumed: the probes' observations before the kill are in the store's journal, so the
+/// resumed run's report shows the device outage from its start, within a tolerance of the
+/// simulator's window, not just the part after the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_reports_the_outage_from_before_the_crash() {
+    let window = 4.0;
+    let pe = Pe::start(4000);
+    // The paused process keeps sampling the 404012s for a while, then dies without warning.
+    run_killed_at(pe.hv(0), "request-failover", Duration::from_millis(1500)).await;
+    let killed_at = time::OffsetDateTime::now_utc();
+    let out = pe
+        .failover("run", 0, &["--report", pe.report().to_str().unwrap()])
+        .await;
+    assert!(out.code <= 1, "{}", out.stderr);
+    let doc = out.doc();
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    let devices = phase(&doc, "devices cannot send");
+    assert!(
+        time(&devices["start"]) < killed_at - time::Duration::seconds(1),
+        "the outage starts before the kill ({killed_at}): {devices}"
+    );
+    // Nobody watched between the kill and the resume: the outage ends at the resumed run's first
+    // good observation, so it is at least the window (and more when the resume came late).
+    let outage = seconds(devices);
+    assert!(
+        outage > window - 0.75 && time(&devices["end"]) > killed_at,
+        "measured outage {outage}s across the crash, window {window}s: {doc:#}"
+    );
+    let page = std::fs::read_to_string(pe.report()).unwrap();
+    assert!(page.contains("devices cannot send"));
+    assert_eq!(pe.probe_devices_left().await, 0, "every probe removed");
+}
+
+/// The hub owner's approval is part of the run when the config allows it: with manual approval
+/// on the hub, each re-created endpoint's `Pending` connection is approved through
+/// `PUT …/privateEndpointConnections/{name}` (status `Approved`), and the consumer heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_connections_are_approved_when_the_config_allows_it() {
+    let pe = Pe::start(300);
+    let config = std::fs::read_to_string(pe.sim.config()).unwrap();
+    let config = config.replace(
+        "max-backup-age = \"24h\"\n",
+        "max-backup-age = \"24h\"\napprove-connections = true\n",
+    );
+    std::fs::write(pe.sim.config(), config).unwrap();
+    let manual = pe
+        .http
+        .put(format!("{}/arm/approval", pe.control))
+        .json(&json!({"manual": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(manual.status().is_success());
+    let out = pe.failover("run", 0, &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.doc();
+    let created: Vec<&Value> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("create-endpoint:"))
+        .collect();
+    assert_eq!(created.len(), 2, "{doc:#}");
+    for s in created {
+        assert_eq!(s["outcome"], "ok", "{s}");
+        assert!(s["detail"].as_str().unwrap().contains("approved"), "{s}");
+    }
+    let state = pe.state().await;
+    let connections = state["hubs"]["hub-a"]["properties"]["privateEndpointConnections"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(connections.len(), 2, "{connections:#?}");
+    assert!(
+        connections
+            .iter()
+            .all(|c| c["properties"]["privateLinkServiceConnectionState"]["status"] == "Approved"),
+        "{connections:#?}"
+    );
+    assert!(pe.consumer_healthy().await, "approved endpoints serve");
+}
+
+/// At 02:00, after a crash: `failover back` or the other variant must not silently finish (or
+/// undo) the run in progress; each is refused, changes nothing and names the command that resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_progress_is_resumed_only_by_its_own_command() {
+    let pe = Pe::start(300);
+    run_killed_at(pe.hv(0), "read-endpoint", Duration::ZERO).await;
+    let before = pe.state().await;
+    for (verb, extra, says) in [
+        ("back", &[][..], "before failing back"),
+        ("run", &["--network-failure"][..], "normal variant"),
+    ] {
+        let out = pe.failover(verb, 0, extra).await;
+        assert_eq!(out.code, 2, "{verb}: {}", out.stderr);
+        assert_eq!(out.doc()["status"], "refused");
+        let reason = out.doc()["reason"].as_str().unwrap().to_owned();
+        assert!(
+            reason.contains(says)
+                && reason.contains("next step read-endpoint")
+                && reason.contains("`hubvault failover run --hub hub-a`"),
+            "{reason}"
+        );
+        assert_eq!(
+            pe.state().await,
+            before,
+            "{verb}: a refusal changes nothing"
+        );
+    }
+    let out = pe.failover("run", 0, &[]).await;
+    assert_eq!(out.doc()["status"], "completed", "{}", out.stderr);
+}
+
+/// Killed after the secret was written but before the step was journalled: the resumed run finds
+/// the same value in the vault and adds no second version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_does_not_pile_up_secret_versions() {
+    let pe = Pe::start(300);
+    let (_, info) = secret_consumer(&pe).await;
+    let identity = &info["managed_identity"];
+    let hv = || {
+        pe.hv(0)
+            .env("IDENTITY_ENDPOINT", identity["endpoint"].as_str().unwrap())
+            .env("IDENTITY_HEADER", identity["header"].as_str().unwrap())
+    };
+    run_killed_at(hv(), "consumer-settings", Duration::ZERO).await;
+    let out = hv()
+        .args(["failover", "run", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let detail = out.doc()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "consumer-settings")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("already current"), "{detail}");
+    let listed = pe.get("/keyvault/secrets/hub-a-reader-eventhub").await.1;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// A consumer whose settings go to Key Vault needs the hub policy's key: without `listkeys` the
+/// plan blocks and names the action, before anything changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_consumer_needs_listkeys_on_the_hub() {
+    let pe = Pe::start(300);
+    secret_consumer(&pe).await;
+    let without_listkeys = json!([
+        "Microsoft.Devices/IotHubs/failover/action",
+        "Microsoft.Devices/IotHubs/privateEndpointConnections/write",
+        "Microsoft.Network/*"
+    ]);
+    let narrowed = pe
+        .http
+        .put(format!("{}/arm/permissions", pe.control))
+        .json(&without_listkeys)
+        .send()
+        .await
+        .unwrap();
+    assert!(narrowed.status().is_success());
+    plan_blocks_for(&pe, "Microsoft.Devices/IotHubs/IotHubKeys/listkeys/action").await;
 }

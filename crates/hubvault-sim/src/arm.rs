@@ -279,6 +279,12 @@ fn route(
         (Method::POST, ["listkeys"]) => list_keys(&hub, None),
         (Method::POST, ["iothubkeys", _, "listkeys"]) => list_keys(&hub, Some(segs[9])),
         (Method::POST, ["failover"]) => start_failover(ctx, &hub, segs[1], body),
+        (Method::PUT, ["privateendpointconnections", _]) => {
+            network_api::update_connection(ctx.state, &hub.resource, segs[9], body)
+        }
+        (Method::GET, ["privateendpointconnections", _]) => {
+            network_api::get_connection(&hub.resource, segs[9])
+        }
         (_, [] | ["listkeys" | "failover"] | ["iothubkeys", _, "listkeys"]) => arm_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "HttpMethodNotAllowed",

@@ -236,6 +236,10 @@ pub struct FailoverEntry {
     pub regions: BTreeMap<String, FailoverRegion>,
     #[serde(default)]
     pub consumers: Vec<ConsumerEntry>,
+    /// Approve a new private endpoint's `Pending` connection on the hub (needs
+    /// `Microsoft.Devices/IotHubs/privateEndpointConnections/write`); default false.
+    #[serde(default)]
+    pub approve_connections: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -261,6 +265,11 @@ pub struct ConsumerEntry {
     pub health_command: Option<String>,
     /// Where the new endpoint and path are written (JSON) after a failover.
     pub settings_file: Option<PathBuf>,
+    /// A Key Vault secret (`https://VAULT.vault.azure.net/secrets/NAME`, no version) that gets
+    /// the consumer's new Event Hub-compatible connection string (a new version) after a failover.
+    pub settings_secret: Option<String>,
+    /// The hub's shared access policy whose key goes in that connection string (default `service`).
+    pub settings_key_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

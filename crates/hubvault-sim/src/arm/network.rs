@@ -121,6 +121,32 @@ impl Network {
             .collect()
     }
 
+    /// The hub approved, rejected or disconnected `pe_id`'s connection: the endpoint shows it
+    /// (a `Pending` endpoint serves nothing; `consumer_reaches` needs `Approved`).
+    pub fn set_connection_state(&mut self, pe_id: &str, state: &Value) {
+        if let Some(pe) = self.resources.get_mut(&key(pe_id))
+            && let Some(c) = pe
+                .pointer_mut("/properties/privateLinkServiceConnections/0/properties")
+                .and_then(Value::as_object_mut)
+        {
+            c.insert("privateLinkServiceConnectionState".into(), state.clone());
+        }
+    }
+
+    /// Whether the caller may do `action` (the control API's action list; empty: everything).
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.is_empty()
+            || self.actions.iter().any(|a| {
+                a == "*"
+                    || a.eq_ignore_ascii_case(action)
+                    || a.strip_suffix('*').is_some_and(|p| {
+                        action
+                            .to_ascii_lowercase()
+                            .starts_with(&p.to_ascii_lowercase())
+                    })
+            })
+    }
+
     pub fn set_region_down(&mut self, region: &str, down: bool) {
         let r = normalize_region(region);
         if down {

@@ -2,6 +2,8 @@
 //! `privateEndpointConnections` kept in step with the endpoints that target it, and
 //! `…/providers/Microsoft.Authorization/permissions` (the caller's actions at a scope).
 
+use std::sync::Mutex;
+
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -141,6 +143,84 @@ fn delete_endpoint(state: &ArmState, id: &str) -> Response {
         }
     }
     deleted(result)
+}
+
+/// `PUT {hub}/privateEndpointConnections/{name}` (`PrivateEndpointConnections_Update`): the hub
+/// owner approves, rejects or disconnects a connection. The body is a `PrivateEndpointConnection`
+/// whose `properties.privateLinkServiceConnectionState` needs `status` and `description`. Answers
+/// 200 with the connection (the operation is long-running in the spec; done at once here).
+pub(super) fn update_connection(
+    state: &ArmState,
+    hub: &Mutex<Value>,
+    name: &str,
+    body: &[u8],
+) -> Response {
+    const ACTION: &str = "Microsoft.Devices/IotHubs/privateEndpointConnections/write";
+    let hub_id = lock(hub)["id"].as_str().unwrap_or("").to_string();
+    if !lock(&state.network).allows(ACTION) {
+        return arm_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            &format!(
+                "The client does not have authorization to perform action '{ACTION}' over scope '{hub_id}/privateEndpointConnections/{name}' or the scope is invalid."
+            ),
+        );
+    }
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let wanted = &body["properties"]["privateLinkServiceConnectionState"];
+    let status = wanted["status"].as_str().unwrap_or("");
+    if !["Approved", "Rejected", "Disconnected", "Pending"].contains(&status)
+        || !wanted["description"].is_string()
+    {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "properties.privateLinkServiceConnectionState needs status (Approved, Rejected, Disconnected, Pending) and description.",
+        );
+    }
+    let new_state = json!({"status": status, "description": wanted["description"],
+        "actionsRequired": wanted["actionsRequired"].as_str().unwrap_or("None")});
+    let mut doc = lock(hub);
+    let Some(conn) = doc["properties"]["privateEndpointConnections"]
+        .as_array_mut()
+        .and_then(|l| {
+            l.iter_mut().find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        })
+    else {
+        return not_found(&format!("{hub_id}/privateEndpointConnections/{name}"));
+    };
+    conn["properties"]["privateLinkServiceConnectionState"] = new_state.clone();
+    let answer = conn.clone();
+    drop(doc);
+    if let Some(pe) = answer["properties"]["privateEndpoint"]["id"].as_str() {
+        lock(&state.network).set_connection_state(pe, &new_state);
+    }
+    json_response(StatusCode::OK, &answer)
+}
+
+/// `GET {hub}/privateEndpointConnections/{name}`.
+pub(super) fn get_connection(hub: &Mutex<Value>, name: &str) -> Response {
+    let doc = lock(hub);
+    let found = doc["properties"]["privateEndpointConnections"]
+        .as_array()
+        .and_then(|l| {
+            l.iter().find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        });
+    match found {
+        Some(c) => json_response(StatusCode::OK, c),
+        None => not_found(&format!(
+            "{}/privateEndpointConnections/{name}",
+            doc["id"].as_str().unwrap_or("")
+        )),
+    }
 }
 
 /// The hub's side of an approved connection (`IotHubDescription.properties.privateEndpointConnections`).

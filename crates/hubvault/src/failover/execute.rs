@@ -73,7 +73,11 @@ pub(super) async fn do_step(
                 ))
             }
         }
-        StepKind::ConsumerSettings => consumer_settings(req, run),
+        StepKind::ConsumerSettings { .. } => {
+            let after = run.data_of("read-endpoint").cloned().unwrap_or(Value::Null);
+            let (detail, data) = super::settings::write(req, &after).await?;
+            Ok((Outcome::Ok, detail, data))
+        }
         StepKind::WaitConsumers => wait_consumers(req).await,
     }
 }
@@ -99,21 +103,89 @@ async fn create_endpoint(
         }
         settle(req, answer, &call).await?;
     }
-    Ok(match pending {
-        None => (
+    let name = super::name_of(id);
+    let Some(status) = pending else {
+        return Ok((
             Outcome::Ok,
-            format!("created {} with its zone group", super::name_of(id)),
+            format!("created {name} with its zone group"),
             Value::Null,
-        ),
-        Some(status) => (
+        ));
+    };
+    if !req.entry.approve_connections {
+        return Ok((
             Outcome::Failed,
             format!(
-                "created {}, but its connection is {status}: approve it on the hub (Private endpoint connections) or grant Microsoft.Devices/IotHubs/privateEndpointConnections/write",
-                super::name_of(id)
+                "created {name}, but its connection is {status}: approve it on the hub (Private endpoint connections), or set approve-connections = true in [failover.{}] with Microsoft.Devices/IotHubs/privateEndpointConnections/write, and run again",
+                req.hub
             ),
             Value::Null,
-        ),
-    })
+        ));
+    }
+    let connection = approve(req, hub_id, id).await?;
+    Ok((
+        Outcome::Ok,
+        format!("created {name}; its {status} connection {connection} approved on the hub"),
+        Value::Null,
+    ))
+}
+
+/// `PUT {hub}/privateEndpointConnections/{name}` with `status: Approved`
+/// (`PrivateEndpointConnections_Update`), for the hub's connection from endpoint `pe_id`; then
+/// the endpoint must show `Approved`. Returns the connection's name.
+async fn approve(req: &RunRequest<'_>, hub_id: &str, pe_id: &str) -> Result<String, Error> {
+    let hub = hub_doc(req.arm, hub_id).await?;
+    let connection = hub["properties"]["privateEndpointConnections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["properties"]["privateEndpoint"]["id"]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case(pe_id))
+        })
+        .and_then(|c| c["name"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Hub {
+            hub: req.hub.to_owned(),
+            message: format!(
+                "the hub lists no connection from {pe_id}; approve it in the portal (Networking, Private endpoint connections) and run again"
+            ),
+        })?;
+    let call = approve_call(hub_id, &connection, req.hub);
+    let answer = req.arm.send(&call).await?;
+    settle(req, answer, &call).await?;
+    let pe = req
+        .arm
+        .send(&ArmCall::new("GET", pe_id, crate::arm::NETWORK_API_VERSION))
+        .await?
+        .success(pe_id)?;
+    let now = pe.body.pointer(
+        "/properties/privateLinkServiceConnections/0/properties/privateLinkServiceConnectionState/status",
+    );
+    match now.and_then(Value::as_str) {
+        Some(s) if s.eq_ignore_ascii_case("Approved") => Ok(connection),
+        other => Err(Error::Hub {
+            hub: req.hub.to_owned(),
+            message: format!(
+                "connection {connection} was approved on the hub, but {} still shows {}; run `hubvault failover run` again",
+                super::name_of(pe_id),
+                other.unwrap_or("no state")
+            ),
+        }),
+    }
+}
+
+fn approve_call(hub_id: &str, connection: &str, hub: &str) -> ArmCall {
+    ArmCall::new(
+        "PUT",
+        &format!("{hub_id}/privateEndpointConnections/{connection}"),
+        crate::arm::API_VERSION,
+    )
+    .with_body(json!({"properties": {"privateLinkServiceConnectionState": {
+        "status": "Approved",
+        "description": format!("Approved by hubvault failover of {hub}"),
+        "actionsRequired": "None"
+    }}}))
 }
 
 fn describe(e: &EventHubEndpoint) -> String {
@@ -245,31 +317,6 @@ async fn wait_hub(
         hub: req.hub.to_owned(),
         message: "the hub did not answer again in time; run `hubvault failover run` again".into(),
     })
-}
-
-fn consumer_settings(req: &RunRequest, run: &RunRecord) -> Result<StepDone, Error> {
-    let after = run.data_of("read-endpoint").cloned().unwrap_or(Value::Null);
-    let settings = json!({"hub": req.hub, "eventHubEndpoint": after["endpoint"], "eventHubPath": after["path"]});
-    let mut written = Vec::new();
-    for c in &req.entry.consumers {
-        if let Some(path) = &c.settings_file {
-            let text = serde_json::to_string_pretty(&settings).unwrap_or_default();
-            std::fs::write(path, text).map_err(|source| Error::Write {
-                path: path.display().to_string(),
-                source,
-            })?;
-            written.push(path.display().to_string());
-        }
-    }
-    let detail = if written.is_empty() {
-        format!(
-            "new settings: endpoint {} path {} (the key is unchanged)",
-            after["endpoint"], after["path"]
-        )
-    } else {
-        format!("new settings written to {}", written.join(", "))
-    };
-    Ok((Outcome::Ok, detail, settings))
 }
 
 async fn wait_consumers(req: &RunRequest<'_>) -> Result<StepDone, Error> {

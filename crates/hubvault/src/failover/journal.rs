@@ -3,6 +3,9 @@
 //! starts, so a resume executes the same steps even after an endpoint it re-creates is gone),
 //! `step-NNN.json` per finished step (create-only, written after the step's ARM calls), and
 //! `end.json` when the run completed. A run without `end.json` is resumed by the next `run`.
+//! `samples-{session}-{NNNNN}.json` hold what the probes and health checks saw change (a series
+//! starting, breaking, healing), one object per change, so that the report of a run resumed
+//! after a crash still shows the outage from its start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use time::OffsetDateTime;
 
 use super::Error;
 use super::plan::{PastOperation, Route, Step, StepKind};
+use super::probe::Samples;
 use crate::store::Store;
 
 /// What a run set out to do.
@@ -64,6 +68,8 @@ pub struct RunRecord {
     pub plan: RunPlan,
     pub done: BTreeMap<usize, StepRecord>,
     pub end: Option<EndRecord>,
+    /// The changes of state that earlier processes of this run journalled.
+    pub observed: Samples,
 }
 
 impl RunRecord {
@@ -123,6 +129,10 @@ impl Journal {
                 let r: StepRecord = self.read(&id, f).await?;
                 done.insert(r.index, r);
             }
+            let mut observed = Samples::default();
+            for f in files.iter().filter(|f| f.starts_with("samples-")) {
+                observed.merge(&self.read::<Samples>(&id, f).await?);
+            }
             let end = if files.iter().any(|f| f == "end.json") {
                 Some(self.read(&id, "end.json").await?)
             } else {
@@ -133,6 +143,7 @@ impl Journal {
                 plan,
                 done,
                 end,
+                observed,
             });
         }
         Ok(runs)
@@ -177,7 +188,20 @@ impl Journal {
             plan,
             done: BTreeMap::new(),
             end: None,
+            observed: Samples::default(),
         })
+    }
+
+    /// Journal changes the probes saw: object `seq` of process `session` of `run`.
+    pub async fn record_samples(
+        &self,
+        run: &str,
+        session: &str,
+        seq: usize,
+        changes: &Samples,
+    ) -> Result<(), Error> {
+        self.write(run, &format!("samples-{session}-{seq:05}.json"), changes)
+            .await
     }
 
     pub async fn record(&self, run: &mut RunRecord, record: StepRecord) -> Result<(), Error> {

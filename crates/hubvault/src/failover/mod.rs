@@ -14,6 +14,7 @@
 //! | `journal` | the run's journal in the store: the plan, each step's outcome, the end; past operations |
 //! | `request` | what a run is given (`RunRequest`: clients, store, timeouts, the test pause) |
 //! | `execute` | one step's ARM calls and waits, each idempotent |
+//! | `settings` | the consumers' new settings: printed, a file, or a Key Vault secret (a connection string) |
 //! | `run` | plan → journal → the steps not yet journalled, resuming where a killed run stopped |
 //! | `probe` | dedicated probe devices and consumer health checks sampled during the run |
 //! | `report` | the `--json` document, the phases, and the self-contained HTML timeline |
@@ -30,6 +31,7 @@ pub mod probe;
 pub mod report;
 pub mod request;
 pub mod run;
+pub mod settings;
 pub mod steps;
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,8 @@ pub enum Error {
     Arm(#[from] crate::arm::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    KeyVault(#[from] crate::keys::keyvault::Error),
     #[error("the failover journal object {name} is unreadable: {detail}")]
     Journal { name: String, detail: String },
     #[error("cannot write {path}: {source}")]
@@ -81,6 +85,7 @@ impl Diagnostic for Error {
             Error::Hub { .. } => "failover_hub",
             Error::Arm(e) => e.code(),
             Error::Store(e) => e.code(),
+            Error::KeyVault(e) => e.code(),
             Error::Journal { .. } => "failover_journal",
             Error::Write { .. } => "failover_write",
         }
@@ -97,6 +102,7 @@ impl Diagnostic for Error {
             Error::NoArm => Some("add [arm] with token-env or credential".to_owned()),
             Error::Arm(e) => e.fix(),
             Error::Store(e) => e.fix(),
+            Error::KeyVault(e) => e.fix(),
             Error::Hub { .. } | Error::Journal { .. } | Error::Write { .. } => None,
         }
     }

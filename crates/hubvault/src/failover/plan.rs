@@ -146,6 +146,9 @@ pub const NEEDED_ACTIONS: [&str; 7] = [
     "Microsoft.Network/privateDnsZones/virtualNetworkLinks/write",
 ];
 
+/// Reading a policy's key, for consumers whose settings go to a Key Vault secret.
+pub const LISTKEYS_ACTION: &str = "Microsoft.Devices/IotHubs/IotHubKeys/listkeys/action";
+
 /// `*` matches any run of characters; case is ignored, as ARM does.
 fn glob(pattern: &str, action: &str) -> bool {
     let (p, a) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
@@ -176,7 +179,7 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
         "hub {} is in {} (primary); its paired region is {} (secondary)",
         input.hub, o.primary, o.secondary
     ))];
-    out.extend(rights(o));
+    out.extend(rights(o, input.entry));
     out.push(backup_age(input));
     if input.entry.regions.contains_key(&region_key(&o.secondary)) {
         out.push(ok(format!(
@@ -207,6 +210,11 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
             "private endpoint connection {p} is not Approved"
         )));
     }
+    if input.entry.approve_connections {
+        out.push(ok(
+            "approve-connections: a re-created endpoint's Pending connection is approved on the hub (PUT …/privateEndpointConnections/{name})",
+        ));
+    }
     for z in &o.missing_zones {
         out.push(block(format!(
             "Private DNS zone {z} (from the config) does not exist"
@@ -228,6 +236,14 @@ fn findings(input: &PlanInput) -> Vec<Finding> {
             )));
         } else {
             out.push(ok(format!("consumer {} has a health check", c.name)));
+        }
+        match super::settings::secret_url(c) {
+            Some(Err(e)) => out.push(block(e)),
+            Some(Ok(url)) => out.push(ok(format!(
+                "consumer {}: the new connection string goes to {url} (a new version)",
+                c.name
+            ))),
+            None => {}
         }
     }
     out.push(warn(
@@ -268,7 +284,7 @@ fn config_against_arm(input: &PlanInput) -> Vec<Finding> {
     out
 }
 
-fn rights(o: &Observed) -> Vec<Finding> {
+fn rights(o: &Observed, entry: &FailoverEntry) -> Vec<Finding> {
     if o.permissions.is_empty() {
         return vec![warn(
             "the caller's permissions could not be read (Microsoft.Authorization/permissions)",
@@ -277,6 +293,14 @@ fn rights(o: &Observed) -> Vec<Finding> {
     let mut missing: Vec<&str> = NEEDED_ACTIONS
         .iter()
         .copied()
+        .chain(
+            // The key of a consumer's connection string (`settings-secret`).
+            entry
+                .consumers
+                .iter()
+                .any(|c| c.settings_secret.is_some())
+                .then_some(LISTKEYS_ACTION),
+        )
         .filter(|action| !o.permissions.iter().any(|p| allowed(p, action)))
         .collect();
     missing.dedup();

@@ -84,17 +84,21 @@ pub fn phases(run: &RunRecord, samples: &Samples) -> Vec<Phase> {
     };
     let op = step_span(run, |n| n == "request-failover" || n == "wait-failover");
     push("failover operation".into(), op);
-    if let Some((start, _)) = op {
-        let devices = broken_span(&samples.devices, start).map(|(s, e)| (s, e.unwrap_or(s)));
+    // Breakage is looked for from the run's first journalled step, not the operation's: a run
+    // resumed after a crash journals the operation's steps late, but its journalled samples
+    // (`RunRecord::observed`) show the outage from when it began.
+    let from = run.done.values().map(|r| r.start).min();
+    if let (Some(_), Some(from)) = (op, from) {
+        let devices = broken_span(&samples.devices, from).map(|(s, e)| (s, e.unwrap_or(s)));
         push("devices cannot send".into(), devices);
     }
     push(
         "private endpoints and DNS".into(),
         step_span(run, is_network),
     );
-    if let Some((start, _)) = op {
+    if let (Some(_), Some(from)) = (op, from) {
         for (name, s) in &samples.consumers {
-            let span = broken_span(s, start).map(|(b, e)| (b, e.unwrap_or(b)));
+            let span = broken_span(s, from).map(|(b, e)| (b, e.unwrap_or(b)));
             push(format!("consumer {name} broken"), span);
         }
     }

@@ -37,6 +37,8 @@ pub struct RunRequest<'a> {
     pub now: OffsetDateTime,
     pub timeouts: Timeouts,
     pub pause: Option<(String, Pause)>,
+    /// Key Vault, for consumers whose settings go to a secret (`None`: none do).
+    pub vaults: Option<crate::keys::Vaults>,
 }
 
 /// How long each wait may last, and how often things are sampled.

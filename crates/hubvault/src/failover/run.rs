@@ -99,6 +99,9 @@ pub async fn run(req: &RunRequest<'_>) -> Result<RunResult, Error> {
     let runs = journal.runs().await?;
     let active = runs.iter().rev().find(|r| r.end.is_none()).cloned();
     if let Some(record) = active {
+        if let Some(reason) = resume_mismatch(req, &record) {
+            return Ok(RunResult::refused(None, reason));
+        }
         if req.dry_run {
             return Ok(dry_run(req, Some(record), None, true));
         }
@@ -142,6 +145,40 @@ async fn finish(
         samples,
         calls: Vec::new(),
         resumed,
+    })
+}
+
+/// Why the run in progress must not be resumed by this command: `back` while a failover (not a
+/// failback) is half done, or the other variant than the one it started with. `run` with the
+/// run's own variant resumes anything.
+fn resume_mismatch(req: &RunRequest, run: &RunRecord) -> Option<String> {
+    let route = &run.plan.route;
+    let next = run.next_step().map_or("none", |s| s.name.as_str());
+    let flag = if route.variant == super::Variant::NetworkFailure {
+        " --network-failure"
+    } else {
+        ""
+    };
+    let what = if route.failback {
+        "failback"
+    } else {
+        "failover"
+    };
+    let resume = format!("`hubvault failover run --hub {}{flag}`", req.hub);
+    if req.back && !route.failback {
+        return Some(format!(
+            "run {} (a failover of {} to {}) is in progress, next step {next}: finish it with {resume} before failing back",
+            run.id, req.hub, route.to
+        ));
+    }
+    (req.variant != route.variant).then(|| {
+        format!(
+            "run {} (a {what} of {} to {}, {} variant) is in progress, next step {next}: resume it with {resume}",
+            run.id,
+            req.hub,
+            route.to,
+            if flag.is_empty() { "normal" } else { "network-failure" }
+        )
     })
 }
 
@@ -213,26 +250,7 @@ async fn execute(
     journal: &Journal,
     run: &mut RunRecord,
 ) -> (Samples, Option<String>) {
-    let devices = match req.hub_client {
-        Some(h) if req.probe_devices > 0 => probe::create(h, &run.id, req.probe_devices).await,
-        _ => Vec::new(),
-    };
-    let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
-    let first = devices.first().map(|d| (d.id.clone(), d.key_for_wait()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let probing = req.device_target.clone().map(|target| {
-        tokio::spawn(probe::sample(
-            req.http.clone(),
-            target,
-            devices,
-            req.entry.consumers.iter().map(clone_consumer).collect(),
-            req.timeouts.tick,
-            req.timeouts
-                .operation
-                .saturating_add(req.timeouts.consumers),
-            stopped,
-        ))
-    });
+    let (probing, first) = start_probing(req, run).await;
     let mut failure = None;
     let steps = run.plan.steps.clone();
     for (index, step) in steps.iter().enumerate() {
@@ -265,20 +283,123 @@ async fn execute(
                 }
             }
             Err(e) => {
-                failure = Some(format!("{}: {e}", step.name));
+                failure = Some(format!("{}: {}", step.name, step_failure(&e)));
                 break;
             }
         }
     }
-    let _ = stop.send(true);
-    let sampled = match probing {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Samples::default(),
-    };
+    let mut sampled = run.observed.clone();
+    sampled.merge(&probing.end().await);
     if let Some(h) = req.hub_client {
+        let ids: Vec<String> = (0..req.probe_devices)
+            .map(|i| probe::probe_id(&run.id, i))
+            .collect();
         probe::remove(h, &ids).await;
     }
     (sampled, failure)
+}
+
+/// What a failed step says. ARM's refusals are told by status, not with the generic "Reader on
+/// the hub" hint of read-only callers: the runbook's calls write, and a 400 names its own cause
+/// (the failover limits, a bad body).
+fn step_failure(e: &Error) -> String {
+    let Error::Arm(crate::arm::Error::Refused {
+        resource,
+        status,
+        message,
+    }) = e
+    else {
+        return e.to_string();
+    };
+    let hint = match status {
+        401 | 403 => {
+            "; the caller lacks a right this step needs (`hubvault failover plan` lists the rights)"
+        }
+        404 => {
+            "; it does not exist (any more): check the ids in [failover] against `hubvault failover plan`"
+        }
+        409 | 429 => "; ARM is busy with another operation on it: wait a minute",
+        _ => "",
+    };
+    format!("ARM refused the request for {resource} (HTTP {status}): {message}{hint}")
+}
+
+/// The most sample objects one process journals (a flapping probe must not fill the store).
+const MAX_SAMPLE_OBJECTS: usize = 500;
+
+/// The sampler and the task journalling what it sees change.
+struct Probing {
+    stop: tokio::sync::watch::Sender<bool>,
+    sampler: Option<tokio::task::JoinHandle<(Samples, Vec<probe::ProbeDevice>)>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Probing {
+    /// Stop sampling; this process's samples, once the journal has their changes.
+    async fn end(self) -> Samples {
+        let _ = self.stop.send(true);
+        let sampled = match self.sampler {
+            Some(task) => task.await.map(|(s, _)| s).unwrap_or_default(),
+            None => Samples::default(),
+        };
+        if let Some(writer) = self.writer {
+            let _ = writer.await;
+        }
+        sampled
+    }
+}
+
+/// Create the probes and start sampling; also returns the first probe (id, key) for `wait-hub`.
+async fn start_probing(
+    req: &RunRequest<'_>,
+    run: &RunRecord,
+) -> (Probing, Option<(String, String)>) {
+    let devices = match req.hub_client {
+        Some(h) if req.probe_devices > 0 => probe::create(h, &run.id, req.probe_devices).await,
+        _ => Vec::new(),
+    };
+    let first = devices.first().map(|d| (d.id.clone(), d.key_for_wait()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Samples>();
+    let journal = Journal::new(req.store.clone(), req.hub);
+    let (run_id, session) = (run.id.clone(), format!("{:08x}", rand::random::<u32>()));
+    let writer = tokio::spawn(async move {
+        let mut seq = 0usize;
+        while let Some(changes) = rx.recv().await {
+            if seq < MAX_SAMPLE_OBJECTS
+                && let Err(e) = journal
+                    .record_samples(&run_id, &session, seq, &changes)
+                    .await
+            {
+                tracing::warn!("probe samples not journalled: {e}");
+            }
+            seq = seq.saturating_add(1);
+        }
+    });
+    let sampler = req.device_target.clone().map(|target| {
+        let sampler = probe::Sampler {
+            http: req.http.clone(),
+            target,
+            hub: req.hub_client.cloned(),
+            run: run.id.clone(),
+            count: req.probe_devices,
+            devices,
+            consumers: req.entry.consumers.iter().map(clone_consumer).collect(),
+            tick: req.timeouts.tick,
+            limit: req
+                .timeouts
+                .operation
+                .saturating_add(req.timeouts.consumers),
+            changes: Some(tx),
+        };
+        tokio::spawn(sampler.sample(stopped))
+    });
+    let probing = Probing {
+        stop,
+        sampler,
+        writer: Some(writer),
+    };
+    (probing, first)
 }
 
 fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEntry {
@@ -287,5 +408,37 @@ fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEn
         health_url: c.health_url.clone(),
         health_command: c.health_command.clone(),
         settings_file: c.settings_file.clone(),
+        settings_secret: c.settings_secret.clone(),
+        settings_key_name: c.settings_key_name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> String {
+        step_failure(&Error::Arm(crate::arm::Error::Refused {
+            resource: "/subscriptions/s/x".into(),
+            status,
+            message: "ARM's own words".into(),
+        }))
+    }
+
+    #[test]
+    fn an_arm_refusal_is_told_by_status_without_the_read_only_hint() {
+        for (status, says) in [
+            (403, "lacks a right"),
+            (404, "does not exist"),
+            (409, "busy"),
+            (400, "ARM's own words"),
+        ] {
+            let text = refused(status);
+            assert!(
+                text.contains(says) && text.contains("ARM's own words"),
+                "{text}"
+            );
+            assert!(!text.contains("Reader on the hub"), "{text}");
+        }
     }
 }

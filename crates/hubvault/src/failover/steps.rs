@@ -36,7 +36,11 @@ pub enum StepKind {
     RemoveWhenPossible {
         id: String,
     },
-    ConsumerSettings,
+    /// `key_names`: the policies whose keys go in Key Vault secrets (`listkeys` calls).
+    ConsumerSettings {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        key_names: Vec<String>,
+    },
     WaitConsumers,
 }
 
@@ -117,7 +121,12 @@ pub fn build(input: &Inputs, from: &str, to: &str) -> Vec<Step> {
             }
         }
     }
-    steps.push(step("consumer-settings".into(), StepKind::ConsumerSettings));
+    steps.push(step(
+        "consumer-settings".into(),
+        StepKind::ConsumerSettings {
+            key_names: super::settings::secret_key_names(&input.entry.consumers),
+        },
+    ));
     steps.push(step("wait-consumers".into(), StepKind::WaitConsumers));
     steps
 }
@@ -187,9 +196,11 @@ impl Step {
                 ArmCall::new("POST", &format!("{hub_id}/failover"), API_VERSION)
                     .with_body(json!({"failoverRegion": region})),
             ],
-            StepKind::WaitFailover | StepKind::ConsumerSettings | StepKind::WaitConsumers => {
-                Vec::new()
-            }
+            StepKind::WaitFailover | StepKind::WaitConsumers => Vec::new(),
+            StepKind::ConsumerSettings { key_names } => key_names
+                .iter()
+                .map(|k| super::settings::list_keys_call(hub_id, k))
+                .collect(),
             StepKind::DeleteEndpoint { id } | StepKind::RemoveWhenPossible { id } => {
                 vec![ArmCall::new("DELETE", id, NETWORK_API_VERSION)]
             }
