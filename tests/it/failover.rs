@@ -242,12 +242,20 @@ fn check_run(doc: &Value, region: &str) -> f64 {
     let network = phase(doc, "private endpoints and DNS");
     let consumer = phase(doc, "consumer hub-a-reader broken");
     assert!(time(&op["start"]) <= time(&devices["start"]), "{doc:#}");
-    assert!(time(&devices["end"]) <= time(&network["start"]), "{doc:#}");
+    // Devices send again once the hub answers, before the network steps; the probes sample
+    // every tick, so on a loaded machine their first success may land a little later.
+    let sampling = time::Duration::milliseconds(500);
+    assert!(
+        time(&devices["end"]) <= time(&network["start"]) + sampling,
+        "{doc:#}"
+    );
     assert!(
         time(&consumer["start"]) < time(&network["start"]),
         "{doc:#}"
     );
-    assert!(time(&consumer["end"]) >= time(&network["end"]), "{doc:#}");
+    // The consumer heals once the endpoint its network resolves through is back, which may be
+    // before the other endpoint is: never before the network steps begin.
+    assert!(time(&consumer["end"]) > time(&network["start"]), "{doc:#}");
     seconds(devices)
 }
 

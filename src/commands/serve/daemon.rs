@@ -198,13 +198,18 @@ struct Reload {
 
 /// On SIGHUP: re-read the policy files, swap them into the context, and hand the loop a new plan
 /// (each entry from its last slot in the store). A file that fails is reported and the policies
-/// that load keep running; if none loads, the old plan stays.
+/// that load keep running; if none loads, the old plan stays. The handler is installed before
+/// this returns, so a SIGHUP sent once `serve` says it is serving never meets the default action
+/// (which ends the process).
 fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!("SIGHUP cannot be handled ({e}): restart serve to re-read policies");
             return;
-        };
+        }
+    };
+    tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let mut loaded = match Loaded::read(&r.paths, &r.config) {
                 Ok(l) => l,
