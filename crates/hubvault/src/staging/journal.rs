@@ -7,8 +7,14 @@
 //! name), the run id, the run's blob folder, the ids of the jobs it created and until when a job
 //! of it could still write (its SAS expiry). The run deletes it in [`super::Staging::cleanup`].
 //!
+//! Each renewal also writes a heartbeat (`beat`) into the record, which names its owner process
+//! (`staging/owner.rs`). Both fields are optional: an earlier version reads these journals (it
+//! ignores unknown fields) and this one reads its journals.
+//!
 //! Any later run through the container, of any hub, looks for dead runs ([`find_dead`]): on
-//! Azure, a journal whose lease it can take; on a folder, one whose heartbeat stopped. For each,
+//! Azure, a journal whose lease it can take, or whose owner ran on this machine and is gone (its
+//! lease is broken at once), or whose heartbeat stopped (its lease is waited out, for that run
+//! only); on a folder, one whose heartbeat stopped or whose owner is gone. For each,
 //! the caller cancels the dead run's job when it holds that hub's credentials, deletes its blobs
 //! (every device key in plaintext) at once, and keeps the journal — so the runs after it sweep
 //! the same names again — until that job has ended or its SAS has expired: a job can still write
