@@ -346,7 +346,8 @@ async fn claim_leased(
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let stale_for = record.beat.map(|b| now.saturating_sub(b));
-        if record.owner.as_ref().is_some_and(Owner::known_gone) {
+        // A record already found dead is held by another sweeper: leave it to that one.
+        if record.found_dead.is_none() && record.owner.as_ref().is_some_and(Owner::known_gone) {
             tracing::info!(run = %record.run, "a run's process is gone: breaking its journal's lease");
             s.break_root_lease(&blob).await?;
         } else if let Some(age) = stale_for.filter(|a| *a > BEAT_STALE) {
@@ -369,7 +370,14 @@ async fn claim_leased(
         lease_id: lease_id.clone(),
     };
     let bytes = s.read_root(&blob).await?.unwrap_or_default();
-    if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
+    if let Ok(mut record) = serde_json::from_slice::<Record>(&bytes) {
+        if record.found_dead.is_none() {
+            // Said at once, so a concurrent sweep does not break this claim's lease.
+            record.found_dead = OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok();
+            s.put_root(&blob, encode(&record), Some(&lease_id)).await?;
+        }
         return Ok(Some(Dead { record, claim }));
     }
     #[allow(
