@@ -18,9 +18,7 @@ use hubvault::keys::SigningKey;
 use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
 
-use super::{
-    Result, env_number, identities, live, open_store, recipients, to_json, unknown_pause_point,
-};
+use super::{Result, env_number, identities, live, open_store, recipients, to_json};
 use crate::Outcome;
 use crate::cli::{CloneArgs, DemoArgs, Global, RestoreEngine};
 
@@ -228,19 +226,8 @@ fn test_hooks(options: &mut HubBackupOptions) -> Result<()> {
     if let Some(secs) = env_number("HUBVAULT_STAGING_LEFTOVER_SECS", "whole seconds")? {
         options.leftover_age = Some(Duration::from_secs(secs));
     }
-    if let Ok(point) = std::env::var("HUBVAULT_FAULT_PAUSE") {
-        if point != "export-running" {
-            return Err(unknown_pause_point(
-                "HUBVAULT_FAULT_PAUSE",
-                &point,
-                "clone",
-                "export-running",
-            ));
-        }
-        options.export_running = Some(Arc::new(|| {
-            eprintln!("HUBVAULT_FAULT_PAUSE: paused at export-running");
-            std::thread::sleep(Duration::from_secs(3600));
-        }));
+    if let Some(pause) = live::export_running_pause("clone")? {
+        options.export_running = Some(pause);
     }
     Ok(())
 }

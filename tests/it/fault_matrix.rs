@@ -221,12 +221,10 @@ async fn run_cell(cs: &str, cell: &Cell, n: usize) -> Row {
         }
         done = again.code == 0 && is_done(&world, &wd, cell.command).await;
     }
-    // Staging is empty after the next run. A killed run's blobs (its journal, and the plaintext
-    // its job wrote after the kill) stay while its lease could still be alive (15 s): the first
-    // run after that removes them (an open item: a run within those 15 s leaves them).
-    // The next run is the same command (a run of the dead run's hub can tell its job ended).
-    if !staging.leftovers().await.is_empty() {
-        tokio::time::sleep(Duration::from_secs(16)).await;
+    // Staging is empty after the next run: it finds a killed run dead at once through its
+    // journal (same machine, process gone), cancels its job, waits for it to stop and deletes
+    // what it wrote, even inside the dead run's 15 s lease.
+    if rerun.is_none() && !staging.leftovers().await.is_empty() {
         hv(&cell.command.args()).run().await;
     }
     let left = staging.leftovers().await;

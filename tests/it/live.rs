@@ -607,10 +607,64 @@ async fn kill_backup_while_its_job_runs(w: &Live) -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// A dead run's journal while its lease has not lapsed is a live run for everyone else: a run
-/// right after the kill leaves it alone (and a run of the same hub waits its turn for the slot).
+/// The fault-matrix cell of the open item: a `backup --hub` killed (SIGKILL) while its export runs,
+/// its job left to finish (writing every device key in plaintext into staging after the kill),
+/// and the same command run again at once, well inside the dead run's 15 s lease. The re-run
+/// sees from the journal (same machine, process gone) that the run is dead: after it, staging
+/// is empty and the dead run's job had ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_whose_lease_is_still_alive_is_left_alone() {
+async fn a_killed_backup_is_swept_by_the_next_run_at_once() {
+    let Some(cs) = azurite() else { return };
+    let w = Live::start(
+        &cs,
+        Setup {
+            devices: 20,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let killed_at = kill_backup_while_its_job_runs(&w).await;
+    w.wait_jobs_done("hub-a").await;
+    assert!(
+        w.staging_blobs()
+            .await
+            .iter()
+            .any(|n| n.ends_with("/devices.txt")),
+        "the killed run's job wrote its plaintext after the kill"
+    );
+    let rerun_at = killed_at.elapsed();
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    eprintln!(
+        "re-run started {rerun_at:?} after the kill, took {:?}",
+        killed_at.elapsed().saturating_sub(rerun_at)
+    );
+    let dead = &out.json()["dead_runs"];
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
+    assert_eq!(dead[0]["hub"], HUB_A, "{dead:#}");
+    assert!(dead[0]["blobs_deleted"].as_u64().unwrap() >= 1, "{dead:#}");
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+    assert_eq!(
+        w.staging_blobs().await,
+        Vec::<String>::new(),
+        "no devices.txt, no journal of the killed run"
+    );
+    let jobs = w.jobs("hub-a").await;
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    for job in &jobs {
+        assert!(
+            matches!(job["status"].as_str(), Some("completed" | "cancelled")),
+            "{job:#}"
+        );
+    }
+    assert_eq!(w.snapshots(HUB_A).len(), 1);
+}
+
+/// Two runs at once through one staging container: a live run (paused while its export runs,
+/// renewing its journal) is never swept by another run of the same hub or of another hub, and
+/// is swept by the first run after it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_is_left_alone_by_concurrent_runs() {
     let Some(cs) = azurite() else { return };
     let w = Live::start(
         &cs,
@@ -621,17 +675,40 @@ async fn a_run_whose_lease_is_still_alive_is_left_alone() {
     )
     .await;
     w.sim.seed("hub-b", 5, 7).await;
-    kill_backup_while_its_job_runs(&w).await;
+    let mut live = w
+        .command(
+            &["backup", "--hub", "hub-a"],
+            &[("HUBVAULT_FAULT_PAUSE", "export-running")],
+        )
+        .spawn();
+    assert!(
+        live.wait_for_stderr("paused at export-running", Duration::from_secs(60))
+            .await
+    );
     w.wait_jobs_done("hub-a").await;
     let before = w.staging_blobs().await;
-    let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
-    assert!(out.status.success(), "{}", out.stderr);
-    assert_eq!(out.json()["dead_runs"], json!([]));
-    assert_eq!(
-        w.staging_blobs().await,
-        before,
-        "nothing of a possibly live run was touched"
+    assert!(
+        before.iter().any(|n| n.ends_with("/devices.txt")),
+        "{before:?}"
     );
+    for hub in ["hub-b", "hub-a"] {
+        let out = w
+            .run(&["--json", "backup", "--hub", hub, "--wait"], &[])
+            .await;
+        assert!(out.status.success(), "{hub}: {}", out.stderr);
+        assert_eq!(out.json()["dead_runs"], json!([]), "{hub}");
+        assert_eq!(
+            w.staging_blobs().await,
+            before,
+            "nothing of the live run was touched"
+        );
+    }
+    live.kill().await;
+    live.finish().await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["dead_runs"][0]["finished"], true);
+    assert_eq!(w.staging_blobs().await, Vec::<String>::new());
 }
 
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {

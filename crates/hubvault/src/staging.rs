@@ -14,6 +14,7 @@
 
 mod journal;
 mod lock;
+mod owner;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub const DEFAULT_SAS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 pub const MAX_SAS_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 /// How far back a SAS starts, so a hub whose clock runs a little behind ours accepts it.
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// How long a sweep waits for a dead run's cancelled job to stop before deleting its blobs (a
+/// job still running after that is swept again by later runs).
+const JOB_SETTLE: Duration = Duration::from_secs(30);
 /// The folder under the container that holds every run's blobs.
 const ROOT: &str = "staging";
 
@@ -381,6 +385,8 @@ impl Staging {
                 jobs: Vec::new(),
                 until,
                 found_dead: None,
+                owner: owner::Owner::this(),
+                beat: None,
             };
             let held = match &self.access {
                 Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) => {
@@ -470,7 +476,9 @@ impl Staging {
                         cancelled_job = Some(job.id().to_owned());
                     }
                 }
-                job_ended = self.jobs_ended(client, &record).await;
+                // Delete only once its job has stopped (within a bound), so what the job
+                // writes between our look and its end goes too.
+                job_ended = self.jobs_ended_within(client, &record, JOB_SETTLE).await;
             }
             let mut blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
             let expired = record.until <= OffsetDateTime::now_utc().unix_timestamp();
@@ -507,6 +515,25 @@ impl Staging {
             });
         }
         Ok(swept)
+    }
+
+    /// [`Staging::jobs_ended`], asked every half second until it holds or `bound` has passed.
+    async fn jobs_ended_within(
+        &self,
+        client: &HubClient,
+        record: &journal::Record,
+        bound: Duration,
+    ) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if self.jobs_ended(client, record).await {
+                return true;
+            }
+            if start.elapsed() >= bound {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Whether every job a dead run recorded has ended (and none of its still runs), as the

@@ -7,8 +7,14 @@
 //! name), the run id, the run's blob folder, the ids of the jobs it created and until when a job
 //! of it could still write (its SAS expiry). The run deletes it in [`super::Staging::cleanup`].
 //!
+//! Each renewal also writes a heartbeat (`beat`) into the record, which names its owner process
+//! (`staging/owner.rs`). Both fields are optional: an earlier version reads these journals (it
+//! ignores unknown fields) and this one reads its journals.
+//!
 //! Any later run through the container, of any hub, looks for dead runs ([`find_dead`]): on
-//! Azure, a journal whose lease it can take; on a folder, one whose heartbeat stopped. For each,
+//! Azure, a journal whose lease it can take, or whose owner ran on this machine and is gone (its
+//! lease is broken at once), or whose heartbeat stopped (its lease is waited out, for that run
+//! only); on a folder, one whose heartbeat stopped or whose owner is gone. For each,
 //! the caller cancels the dead run's job when it holds that hub's credentials, deletes its blobs
 //! (every device key in plaintext) at once, and keeps the journal — so the runs after it sweep
 //! the same names again — until that job has ended or its SAS has expired: a job can still write
@@ -23,6 +29,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::owner::Owner;
 use crate::store::Store as _;
 use crate::store::azure::{AzureStore, LeaseOutcome};
 
@@ -34,6 +41,9 @@ const LEASE_SECS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// A folder journal whose heartbeat is older than this belongs to a dead run.
 const FILE_STALE: Duration = Duration::from_secs(30);
+/// A leased journal whose heartbeat is older than this (two missed beats and some slack) may
+/// belong to a dead run: its lease lapses at most a lease length after that beat.
+const BEAT_STALE: i64 = 12;
 /// A journal without content yet is a run being born (it writes the record right after taking
 /// the lease); only an older empty one is a leftover.
 const BIRTH_GRACE: Duration = Duration::from_secs(60);
@@ -58,6 +68,12 @@ pub struct Record {
     /// When a later run first found it dead (RFC 3339), if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub found_dead: Option<String>,
+    /// The run's process, when known (a journal of an earlier version has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// The run's heartbeat (Unix seconds): written at each lease renewal while it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat: Option<i64>,
 }
 
 /// A journal this process holds alive.
@@ -67,6 +83,8 @@ pub(super) enum Held {
         /// The journal's full blob name (with the location's prefix).
         blob: String,
         lease_id: String,
+        /// The record as last written; the renewal writes it again with a fresh heartbeat.
+        latest: std::sync::Arc<tokio::sync::Mutex<Record>>,
         renew: tokio::task::JoinHandle<()>,
     },
     File {
@@ -130,16 +148,30 @@ pub(super) async fn open_lease(store: &AzureStore, record: &Record) -> super::Re
             });
         }
     }
+    let mut first = record.clone();
+    first.beat = Some(OffsetDateTime::now_utc().unix_timestamp());
     store
-        .put_root(&blob, encode(record), Some(&lease_id))
+        .put_root(&blob, encode(&first), Some(&lease_id))
         .await?;
+    let latest = std::sync::Arc::new(tokio::sync::Mutex::new(first));
     let renew = {
         let (store, blob, lease_id) = (store.clone(), blob.clone(), lease_id.clone());
+        let latest = latest.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
                 if let Err(e) = store.renew_root_lease(&blob, &lease_id).await {
                     tracing::warn!("the staging run journal's lease could not be renewed: {e}");
+                    continue;
+                }
+                // The heartbeat: only a renewed lease earns one.
+                let mut record = latest.lock().await;
+                record.beat = Some(OffsetDateTime::now_utc().unix_timestamp());
+                if let Err(e) = store
+                    .put_root(&blob, encode(&record), Some(&lease_id))
+                    .await
+                {
+                    tracing::warn!("the staging run journal's heartbeat failed: {e}");
                 }
             }
         })
@@ -148,6 +180,7 @@ pub(super) async fn open_lease(store: &AzureStore, record: &Record) -> super::Re
         store: store.clone(),
         blob,
         lease_id,
+        latest,
         renew,
     })
 }
@@ -197,9 +230,14 @@ pub(super) async fn update(held: &Held, record: &Record) -> super::Result<()> {
             store,
             blob,
             lease_id,
+            latest,
             ..
         } => {
-            store.put_root(blob, encode(record), Some(lease_id)).await?;
+            let mut written = latest.lock().await;
+            let mut next = record.clone();
+            next.beat = Some(OffsetDateTime::now_utc().unix_timestamp());
+            store.put_root(blob, encode(&next), Some(lease_id)).await?;
+            *written = next;
             Ok(())
         }
         Held::File { path, .. } => write_file(path, record),
@@ -214,6 +252,7 @@ pub(super) async fn close(held: Held) -> super::Result<()> {
             blob,
             lease_id,
             renew,
+            ..
         } => {
             renew.abort();
             if let Err(e) = store.delete_root(&blob, Some(&lease_id)).await {
@@ -245,43 +284,10 @@ pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Resu
     match access {
         super::Access::AccountKey(s) | super::Access::GivenSas(s) | super::Access::Identity(s) => {
             for meta in s.list(&format!("{DIR}/")).await? {
-                let Some(run) = run_of(&meta.name) else {
-                    continue;
-                };
-                if run == ours {
-                    continue;
-                }
-                let blob = s.azure_location().blob_name(&meta.name);
-                let lease_id = uuid::Uuid::new_v4().to_string();
-                if s.acquire_root_lease(&blob, LEASE_SECS, &lease_id).await?
-                    != LeaseOutcome::Acquired
+                if run_of(&meta.name).is_some_and(|run| run != ours)
+                    && let Some(dead) = claim_leased(s, &meta).await?
                 {
-                    continue; // alive, or gone meanwhile
-                }
-                let claim = Claim::Lease {
-                    store: s.clone(),
-                    blob: blob.clone(),
-                    lease_id: lease_id.clone(),
-                };
-                let bytes = s.read_root(&blob).await?.unwrap_or_default();
-                if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
-                    out.push(Dead { record, claim });
-                } else {
-                    #[allow(
-                        clippy::arithmetic_side_effects,
-                        reason = "two times within the calendar (±9999 years) are far less apart than a time::Duration holds"
-                    )]
-                    let age = OffsetDateTime::now_utc() - meta.last_modified;
-                    if bytes.is_empty() && age < BIRTH_GRACE {
-                        let _ = s.release_root_lease(&blob, &lease_id).await;
-                    } else if bytes.is_empty() {
-                        // The leftover of a run killed while it was born: it handed out no
-                        // SAS yet, so there is nothing to sweep but the journal itself.
-                        release(claim, None).await?;
-                    } else {
-                        // Not a journal of ours: leave it as it is.
-                        let _ = s.release_root_lease(&blob, &lease_id).await;
-                    }
+                    out.push(dead);
                 }
             }
         }
@@ -301,13 +307,15 @@ pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Resu
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > FILE_STALE);
-                if run == ours || !stale {
+                if run == ours {
                     continue;
                 }
                 let Ok(bytes) = std::fs::read(entry.path()) else {
                     continue;
                 };
-                if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
+                if let Ok(record) = serde_json::from_slice::<Record>(&bytes)
+                    && (stale || record.owner.as_ref().is_some_and(Owner::known_gone))
+                {
                     out.push(Dead {
                         record,
                         claim: Claim::File(entry.path()),
@@ -317,6 +325,77 @@ pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Resu
         }
     }
     Ok(out)
+}
+
+/// Claim a leased journal if its run is dead: its lease is free; or its owner ran on this
+/// machine and its process is gone (the lease is broken at once); or its heartbeat stopped and
+/// its lease lapsed since (waiting at most one lease length, for that run only). A run with a
+/// fresh heartbeat is never waited for nor touched.
+async fn claim_leased(
+    s: &AzureStore,
+    meta: &crate::store::ObjectMeta,
+) -> super::Result<Option<Dead>> {
+    let blob = s.azure_location().blob_name(&meta.name);
+    let lease_id = uuid::Uuid::new_v4().to_string();
+    let mut outcome = s.acquire_root_lease(&blob, LEASE_SECS, &lease_id).await?;
+    if outcome == LeaseOutcome::Held {
+        // Held: a live run, or a dead one whose lease has not lapsed yet. Its record says which.
+        let bytes = s.read_root(&blob).await?.unwrap_or_default();
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+            return Ok(None);
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let stale_for = record.beat.map(|b| now.saturating_sub(b));
+        // A record already found dead is held by another sweeper: leave it to that one.
+        if record.found_dead.is_none() && record.owner.as_ref().is_some_and(Owner::known_gone) {
+            tracing::info!(run = %record.run, "a run's process is gone: breaking its journal's lease");
+            s.break_root_lease(&blob).await?;
+        } else if let Some(age) = stale_for.filter(|a| *a > BEAT_STALE) {
+            let left = i64::from(LEASE_SECS)
+                .saturating_add(1)
+                .saturating_sub(age)
+                .max(0);
+            tokio::time::sleep(Duration::from_secs(left.unsigned_abs())).await;
+        } else {
+            return Ok(None); // alive
+        }
+        outcome = s.acquire_root_lease(&blob, LEASE_SECS, &lease_id).await?;
+    }
+    if outcome != LeaseOutcome::Acquired {
+        return Ok(None); // alive, or gone meanwhile
+    }
+    let claim = Claim::Lease {
+        store: s.clone(),
+        blob: blob.clone(),
+        lease_id: lease_id.clone(),
+    };
+    let bytes = s.read_root(&blob).await?.unwrap_or_default();
+    if let Ok(mut record) = serde_json::from_slice::<Record>(&bytes) {
+        if record.found_dead.is_none() {
+            // Said at once, so a concurrent sweep does not break this claim's lease.
+            record.found_dead = OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok();
+            s.put_root(&blob, encode(&record), Some(&lease_id)).await?;
+        }
+        return Ok(Some(Dead { record, claim }));
+    }
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "two times within the calendar (±9999 years) are far less apart than a time::Duration holds"
+    )]
+    let age = OffsetDateTime::now_utc() - meta.last_modified;
+    if bytes.is_empty() && age < BIRTH_GRACE {
+        let _ = s.release_root_lease(&blob, &lease_id).await;
+    } else if bytes.is_empty() {
+        // The leftover of a run killed while it was born: it handed out no SAS yet, so there
+        // is nothing to sweep but the journal itself.
+        release(claim, None).await?;
+    } else {
+        // Not a journal of ours: leave it as it is.
+        let _ = s.release_root_lease(&blob, &lease_id).await;
+    }
+    Ok(None)
 }
 
 fn run_of(name: &str) -> Option<&str> {
@@ -390,11 +469,17 @@ mod tests {
             jobs: vec!["job-1".into()],
             until: 1_800_000_000,
             found_dead: None,
+            owner: Owner::this(),
+            beat: Some(1_800_000_000),
         };
         let text = String::from_utf8(encode(&r).to_vec()).unwrap();
         assert!(!text.contains("sig") && !text.contains("Key"), "{text}");
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
         assert_eq!(run_of(&name(&r.run)), Some(r.run.as_str()));
         assert_eq!(run_of("hubvault-runs/x.txt"), None);
+        // A journal of the previous version (no owner, no heartbeat) still reads.
+        let old = r#"{"hub":"h","run":"r","prefix":"staging/h/r/","jobs":[],"until":5}"#;
+        let read: Record = serde_json::from_str(old).unwrap();
+        assert_eq!((read.owner, read.beat), (None, None));
     }
 }

@@ -11,7 +11,8 @@
 
 use azure_core::http::{Etag, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientAcquireLeaseOptions, BlobClientDeleteOptions, BlockBlobClientUploadOptions,
+    BlobClientAcquireLeaseOptions, BlobClientBreakLeaseOptions, BlobClientDeleteOptions,
+    BlockBlobClientUploadOptions,
 };
 use bytes::Bytes;
 use futures::TryStreamExt as _;
@@ -112,6 +113,21 @@ impl AzureStore {
             .await
             .map(|_| ())
             .map_err(|e| self.map_err(Some(name), "renew lease", &e))
+    }
+
+    /// End whatever lease a container-root blob has, at once (break period 0), so it can be
+    /// leased again. Only for a lease whose holder is known to be gone.
+    pub async fn break_root_lease(&self, name: &str) -> Result<()> {
+        let options = BlobClientBreakLeaseOptions {
+            break_period: Some(0),
+            ..Default::default()
+        };
+        match self.root_client(name).break_lease(Some(options)).await {
+            Ok(_) => Ok(()),
+            // No lease to break, or the blob is gone meanwhile: nothing holds it.
+            Err(e) if matches!(status(&e), Some(404 | 409)) && !container_missing(&e) => Ok(()),
+            Err(e) => Err(self.map_err(Some(name), "break lease", &e)),
+        }
     }
 
     /// Release our lease without deleting the blob.
