@@ -894,6 +894,19 @@ async fn a_breached_rto_target_fails_the_drill_and_notifies() {
         "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[notifications]\nwebhook-url-env = \"HOOK_URL\"\n\
          [drill]\ncron = \"0 4 * * 0\"\nto = \"hub-drill\"\nrto-target = \"0.001s\"\n",
     );
+    let check = wd
+        .hubvault()
+        .args(["policy", "check", "policies/strict.toml"])
+        .run()
+        .await;
+    assert_eq!(check.code, 0, "{}", check.text());
+    for want in [
+        "drill:     hub-a restored into hub-drill (must be empty), at 04:00 on Sundays, UTC time",
+        "RTO target 0.001s",
+        "scratch hub emptied afterwards",
+    ] {
+        assert!(check.stdout.contains(want), "want {want}: {}", check.stdout);
+    }
     let out = wd
         .hubvault()
         .args(["run", "--policy", "policies/strict.toml", "--json"])
