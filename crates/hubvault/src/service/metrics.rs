@@ -403,4 +403,39 @@ mod tests {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }
     }
+
+    /// A drill's counters and gauges: labelled with the hub drilled, the gauges from the
+    /// scratch hub's record, and the backup metrics of that hub untouched.
+    #[test]
+    fn drills_count_apart_from_backups() {
+        let m = Metrics::new();
+        let mut passed = report(Outcome::Ok);
+        passed.drill = Some(super::super::hub_run::DrillFigures::default());
+        let mut scratch = HubStatus::default();
+        scratch.drills.entry("hub-a".into()).or_default().record(
+            passed.finished_at,
+            true,
+            Some(12.5),
+            Some(3600.0),
+            None,
+        );
+        passed.status = Some(scratch);
+        m.record(&passed);
+        let mut failed = report(Outcome::Failed);
+        failed.drill = Some(super::super::hub_run::DrillFigures::default());
+        m.record(&failed);
+        let text = m.encode();
+        for line in [
+            "hubvault_drill_attempts_total{hub=\"hub-a\"} 2",
+            "hubvault_drill_success_total{hub=\"hub-a\"} 1",
+            "hubvault_drill_failure_total{hub=\"hub-a\",code=\"hub_unauthorized\"} 1",
+            "hubvault_drill_last_success_timestamp_seconds{hub=\"hub-a\"} 1796090403",
+            "hubvault_drill_last_status{hub=\"hub-a\"} 1",
+            "hubvault_drill_rto_seconds{hub=\"hub-a\"} 12.5",
+            "hubvault_drill_rpo_seconds{hub=\"hub-a\"} 3600",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("hubvault_backup_attempts_total{"), "{text}");
+    }
 }
