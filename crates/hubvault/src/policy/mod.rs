@@ -116,7 +116,7 @@ pub struct Policy {
     pub name: String,
     pub path: PathBuf,
     pub file: PolicyFile,
-    /// Sections of the file nothing acts on yet (`[schedule]`, `[notifications]`, `[staging]`).
+    /// Sections of the file nothing acts on yet (none today: every section is acted on).
     pub warnings: Vec<crate::config::Warning>,
 }
 
