@@ -19,7 +19,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct Global {
     /// Config file (default: ./hubvault.toml if present).
     #[arg(long, global = true, env = "HUBVAULT_CONFIG", hide_env_values = true)]
@@ -602,7 +602,7 @@ pub struct PolicyCheckArgs {
 }
 
 /// What `serve` and `run` share: which policies, how runs go.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ScheduleArgs {
     /// Policy file or folder (repeatable; default: policies/). A named file runs alone, but
     /// `forget` after each backup applies every policy of its folder that covers the hub.

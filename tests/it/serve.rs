@@ -780,3 +780,178 @@ async fn missed_slots_after_downtime_run_once_on_restart() {
     );
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
 }
+
+/// Identities on `hub`, without the hub's own system modules.
+async fn identities_on(sim: &World, hub: &str) -> usize {
+    sim.registry(hub)
+        .await
+        .iter()
+        .filter(|l| !matches!(l["moduleId"].as_str(), Some("$edgeAgent" | "$edgeHub")))
+        .count()
+}
+
+/// A policy's `[drill]` on a seconds-level schedule under `serve`: hub-a's snapshot is drilled
+/// into hub-drill, the cleanup leaves hub-drill empty, the HTML report lands in the report
+/// folder, `/metrics` shows the drill gauges and counters, and the JSON run log has the drill's
+/// events with its figures.
+#[tokio::test]
+async fn serve_runs_a_scheduled_drill_and_cleans_the_scratch_hub() {
+    let Some(cs) = azurite() else { return };
+    let (sim, staging, wd) =
+        fast_world(&cs, &[("hub-a", 12), ("hub-drill", 0)], 61, "serve-drill").await;
+    wd.write_identity();
+    // A snapshot of hub-a first, by a policy outside the served folder.
+    std::fs::create_dir_all(wd.join("once")).unwrap();
+    std::fs::write(
+        wd.join("once/once.toml"),
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n",
+    )
+    .unwrap();
+    let out = wd
+        .hubvault()
+        .args(["run", "--policy", "once/once.toml", "--json"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    write_policy(
+        &wd,
+        "drill",
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[drill]\ncron = \"*/4 * * * * *\"\n\
+         to = \"hub-drill\"\nverify = \"sample\"\nrto-target = \"10m\"\nreport = \"reports/\"\n",
+    );
+    let port = free_port();
+    let mut serve = wd
+        .hubvault()
+        .args(["serve", "--policy", "policies", "--log-format", "json"])
+        .args(["--metrics", &format!("127.0.0.1:{port}")])
+        .within(Duration::from_secs(120))
+        .spawn();
+    assert!(
+        serve
+            .wait_for_stderr("\"outcome\":\"ok\"", Duration::from_secs(60))
+            .await,
+        "a drill passed"
+    );
+    let (_, text) = get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    for want in [
+        "hubvault_drill_last_success_timestamp_seconds{hub=\"hub-a\"} 1",
+        "hubvault_drill_rto_seconds{hub=\"hub-a\"} ",
+        "hubvault_drill_rpo_seconds{hub=\"hub-a\"} ",
+        "hubvault_drill_attempts_total{hub=\"hub-a\"} ",
+        "hubvault_drill_success_total{hub=\"hub-a\"} ",
+        "hubvault_drill_last_status{hub=\"hub-a\"} 1",
+    ] {
+        assert!(text.contains(want), "want {want}: {text}");
+    }
+    serve.terminate();
+    let out = serve.finish().await.expect("serve ends on SIGTERM");
+    assert_eq!(out.code, 0, "{}", out.text());
+    let lines = ndjson(&out.stderr);
+    let drill_phase = lines
+        .iter()
+        .any(|l| l["phase"] == "drill" && l["hub"] == "hub-a" && l["policy"] == "drill");
+    assert!(drill_phase, "{}", out.stderr);
+    let done = lines
+        .iter()
+        .find(|l| l["phase"] == "done" && l["outcome"] == "ok")
+        .expect("a finished drill in the log");
+    let d = &done["drill"];
+    assert_eq!(d["to"], "hub-drill", "{done}");
+    assert_eq!(d["expected"], d["restored"], "{done}");
+    assert!(d["expected"].as_u64().unwrap() >= 12, "{done}");
+    assert_eq!(d["left_on_target"], 0, "{done}");
+    assert!(d["rto_seconds"].as_f64().unwrap() > 0.0, "{done}");
+    let report = d["report"].as_str().expect("a report path");
+    let page = std::fs::read_to_string(wd.join(report)).unwrap();
+    assert!(page.contains("<svg"), "the report has its timeline");
+    // What the simulator holds: hub-drill empty again, hub-a untouched.
+    assert_eq!(identities_on(&sim, "hub-drill").await, 0);
+    assert!(identities_on(&sim, "hub-a").await >= 12);
+    secrets_free(&sim, &["hub-a", "hub-drill"], &out).await;
+    drop(staging);
+}
+
+/// A drill that breaches its RTO target fails the pass (exit 3: the backup made it, the drill
+/// failed), is named in `--json` with its figures, and sends `drill_failure` to the webhook.
+/// A scratch hub that is not empty fails the drill too, and nothing on it is changed.
+#[tokio::test]
+async fn a_breached_rto_target_fails_the_drill_and_notifies() {
+    let Some(cs) = azurite() else { return };
+    let (sim, _staging, wd) = fast_world(
+        &cs,
+        &[("hub-a", 8), ("hub-drill", 0), ("hub-busy", 3)],
+        62,
+        "serve-drill-rto",
+    )
+    .await;
+    wd.write_identity();
+    let hook = Receiver::start().await;
+    wd.set_env("HOOK_URL", &format!("{}/hook/T0K3N", hook.url));
+    write_policy(
+        &wd,
+        "strict",
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[notifications]\nwebhook-url-env = \"HOOK_URL\"\n\
+         [drill]\ncron = \"0 4 * * 0\"\nto = \"hub-drill\"\nrto-target = \"0.001s\"\n",
+    );
+    let check = wd
+        .hubvault()
+        .args(["policy", "check", "policies/strict.toml"])
+        .run()
+        .await;
+    assert_eq!(check.code, 0, "{}", check.text());
+    for want in [
+        "drill:     hub-a restored into hub-drill (must be empty), at 04:00 on Sundays, UTC time",
+        "RTO target 0.001s",
+        "scratch hub emptied afterwards",
+    ] {
+        assert!(check.stdout.contains(want), "want {want}: {}", check.stdout);
+    }
+    let out = wd
+        .hubvault()
+        .args(["run", "--policy", "policies/strict.toml", "--json"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.code, 3, "{}", out.text());
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["outcome"], "ok", "the backup: {json}");
+    let drill = &runs[1];
+    assert_eq!(drill["outcome"], "failed", "{json}");
+    assert_eq!(drill["error"]["code"], "drill_failed", "{json}");
+    assert!(
+        drill["error"]["message"].as_str().unwrap().contains("RTO"),
+        "{json}"
+    );
+    assert_eq!(drill["drill"]["left_on_target"], 0, "cleaned up: {json}");
+    assert_eq!(identities_on(&sim, "hub-drill").await, 0);
+    let seen = hook.seen();
+    let events: Vec<&str> = seen
+        .iter()
+        .filter_map(|(_, b)| b["event"].as_str())
+        .collect();
+    assert_eq!(events, ["drill_failure"], "{seen:?}");
+    assert_eq!(seen[0].1["drill"]["to"], "hub-drill");
+    // Into a hub that holds devices: refused, reported, nothing changed there.
+    write_policy(
+        &wd,
+        "strict",
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[drill]\ncron = \"0 4 * * 0\"\nto = \"hub-busy\"\n",
+    );
+    let before = sim.registry_text("hub-busy").await;
+    let out = wd
+        .hubvault()
+        .args(["run", "--policy", "policies/strict.toml", "--json"])
+        .within(Duration::from_secs(120))
+        .run()
+        .await;
+    assert_eq!(out.code, 3, "{}", out.text());
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        json["runs"][1]["error"]["code"], "drill_target_not_empty",
+        "{json}"
+    );
+    assert_eq!(sim.registry_text("hub-busy").await, before);
+    secrets_free(&sim, &["hub-a", "hub-drill", "hub-busy"], &out).await;
+}

@@ -48,6 +48,7 @@ fn report(due: &Due, now: DateTime<Utc>) -> Report {
         error: None,
         transition: None,
         status: None,
+        drill: None,
     }
 }
 

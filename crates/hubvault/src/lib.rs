@@ -55,7 +55,7 @@
 //! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
 //! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe) | decide from the times |
 //! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped | decide verdicts, hold a secret |
-//! | [`service`] | `serve` and `run`: the pure scheduler core (`slots`), the loop on an injected clock (`scheduler`), per-hub leases on the store and status records, one hub's run (lease → slot check → backup → forget with every covering policy → record), metrics, notifications | know clap; run a hub without its lease |
+//! | [`service`] | `serve` and `run`: the pure scheduler core (`slots`), the loop on an injected clock (`scheduler`), per-hub leases on the store and status records, one hub's run (lease → slot check → backup → forget with every covering policy → record), a scheduled drill under the scratch hub's lease, metrics, notifications | know clap; run a hub without its lease |
 //! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!
 //! Exit codes of the binary: 0 ok, 1 a check found something, 2 error; `run` also 3 (some hubs

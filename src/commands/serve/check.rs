@@ -1,6 +1,7 @@
 //! `policy check FILE_OR_DIR`: each policy explained in words — hubs (as found in the config),
 //! schedule and its next five runs (the zone's abbreviation shows DST), retention, jitter,
-//! timeout — and what is wrong with it. Exit 1 when a policy has a problem, 2 when none loads.
+//! timeout, and its `[drill]` (what is drilled into which scratch hub, its next runs, targets) —
+//! and what is wrong with it. Exit 1 when a policy has a problem, 2 when none loads.
 
 use std::fmt::Write as _;
 
@@ -68,6 +69,12 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
     let _ = writeln!(text, "  hubs:      {hubs}");
     let (schedule_words, runs) = if let Some(s) = &f.schedule {
         (words::schedule(s), words::next_runs(s, now, 5))
+    } else if f.drill.is_some() {
+        // A drills-only policy: serve runs its [drill]; its backups run with `run --policy`.
+        (
+            "backups not scheduled (only its [drill] is)".to_owned(),
+            Vec::new(),
+        )
     } else {
         problems
             .push("no [schedule]: `serve` never runs it (`run --policy` still does)".to_owned());
@@ -101,6 +108,17 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
         "  jitter:    {}; timeout: {timeout}",
         jitter.as_deref().unwrap_or("none")
     );
+    let drill = f.drill.as_ref().map(|d| {
+        let (doc, words) = explain_drill(d, &picked_hubs, config, now);
+        text.push_str(&words);
+        if configured && !config.hubs.contains_key(&d.to) {
+            problems.push(format!(
+                "[drill] to = {:?} is not in the config ([hubs.{}]): the drills cannot run",
+                d.to, d.to
+            ));
+        }
+        doc
+    });
     for problem in &problems {
         let _ = writeln!(text, "  problem:   {problem}");
     }
@@ -114,9 +132,64 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
         "retention": words::retention(&f.retention),
         "jitter": jitter,
         "timeout": timeout,
+        "drill": drill,
         "problems": problems,
     });
     (doc, text, problems.len())
+}
+
+/// `[drill]` in words: what is drilled into which scratch hub, when (next three runs), how.
+fn explain_drill(
+    d: &hubvault::policy::DrillSection,
+    hubs: &[String],
+    config: &Config,
+    now: chrono::DateTime<Utc>,
+) -> (Value, String) {
+    let schedule = d.schedule();
+    let when = words::schedule(&schedule);
+    let runs = words::next_runs(&schedule, now, 3);
+    let drilled = super::drilled(hubs, d, config);
+    let target = |t: Option<f64>| t.map_or_else(|| "none".to_owned(), |s| format!("{s}s"));
+    let mut text = format!(
+        "  drill:     {} restored into {} (must be empty), {when}\n",
+        list(&drilled),
+        d.to
+    );
+    for r in &runs {
+        let _ = writeln!(
+            text,
+            "             {}  = {}",
+            r.local,
+            r.utc.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    let _ = writeln!(
+        text,
+        "             verify {}; {}; RTO target {}, RPO target {}; report {}",
+        d.verify.label(),
+        if d.cleanup {
+            "scratch hub emptied afterwards"
+        } else {
+            "no cleanup"
+        },
+        target(d.rto_target),
+        target(d.rpo_target),
+        d.report
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
+    );
+    let doc = json!({
+        "to": d.to,
+        "hubs": drilled,
+        "schedule": when,
+        "next_runs": runs,
+        "verify": d.verify.label(),
+        "cleanup": d.cleanup,
+        "rto_target_seconds": d.rto_target,
+        "rpo_target_seconds": d.rpo_target,
+        "report": d.report,
+    });
+    (doc, text)
 }
 
 fn list(names: &[String]) -> String {

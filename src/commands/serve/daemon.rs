@@ -19,7 +19,7 @@ use hubvault::service::slots::{Due, Plan};
 use hubvault::shutdown::Shutdown;
 
 use super::super::Result;
-use super::{Loaded, context, http, hubs_of, log::RunLog, timeout_of};
+use super::{Loaded, context, drill, http, hubs_of, log::RunLog, timeout_of};
 use crate::Outcome;
 use crate::cli::{Global, ServeArgs};
 
@@ -73,8 +73,21 @@ async fn plan(loaded: &Loaded, config: &Config, ctx: &Context, metrics: &Metrics
         for h in unknown {
             tracing::error!(policy = %p.name, "hub {h:?} is not in the config: it is not scheduled");
         }
+        if let Some(section) = &p.file.drill {
+            plan_drills(
+                &mut plan,
+                p,
+                section,
+                &super::drilled(&hubs, section, config),
+                ctx,
+                metrics,
+            )
+            .await;
+        }
         let Some(schedule) = &p.file.schedule else {
-            tracing::warn!(policy = %p.name, "no [schedule]: serve does not run it (`hubvault run --policy` does)");
+            if p.file.drill.is_none() {
+                tracing::warn!(policy = %p.name, "no [schedule]: serve does not run it (`hubvault run --policy` does)");
+            }
             continue;
         };
         for hub in hubs {
@@ -91,6 +104,42 @@ async fn plan(loaded: &Loaded, config: &Config, ctx: &Context, metrics: &Metrics
         }
     }
     plan
+}
+
+/// The drills of `p` into its scratch hub, each from its last slot in the scratch hub's status
+/// record (which also sets the drill gauges).
+async fn plan_drills(
+    plan: &mut Plan,
+    p: &hubvault::policy::Policy,
+    section: &hubvault::policy::DrillSection,
+    hubs: &[String],
+    ctx: &Context,
+    metrics: &Metrics,
+) {
+    let now = Utc::now();
+    let status = match ctx.leases.read_status(&section.to).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(hub = %section.to, "could not read the scratch hub's status record: {e}");
+            hubvault::service::status::HubStatus::default()
+        }
+    };
+    metrics.drill_status(&status);
+    let schedule = section.schedule();
+    for hub in hubs {
+        let key = hubvault::service::drill_run::slot_key(&p.name, hub);
+        let last = status.slots.get(&key).copied().unwrap_or(now);
+        plan.add(&drill::plan_name(&p.name), hub, &schedule, last.min(now));
+    }
+}
+
+/// The scratch hubs of the drills of `loaded` (their records carry the drill gauges).
+fn scratch_hubs(loaded: &Loaded) -> Vec<String> {
+    loaded
+        .run
+        .iter()
+        .filter_map(|p| p.file.drill.as_ref().map(|d| d.to.clone()))
+        .collect()
 }
 
 pub async fn serve(
@@ -112,7 +161,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         leases: ctx.leases.clone(),
         loaded: (!first.entries().is_empty()).into(),
-        hubs: std::sync::Mutex::new(hubs_in(&first)),
+        hubs: std::sync::Mutex::new(hubs_in(&first, scratch_hubs(&loaded))),
     });
     spawn_gauge_refresh(probe.clone(), shutdown.clone());
     if let Some(addr) = args.metrics {
@@ -145,29 +194,23 @@ pub async fn serve(
         ..Settings::default()
     };
     let stop = shutdown.clone();
+    let env = Arc::new(drill::DrillEnv {
+        config: config.clone(),
+        global: global.clone(),
+        args: sched.clone(),
+    });
     let notifier = Notifier::new();
     let pending = notifier.clone();
     let start = move |due: Due| {
-        let (shared, metrics, log, stop) =
-            (shared.clone(), metrics.clone(), log.clone(), stop.clone());
-        let notifier = notifier.clone();
-        async move {
-            let ctx = current(&shared);
-            let targets = ctx.notify.get(&due.policy).cloned().unwrap_or_default();
-            notifier.started(&targets);
-            let timeout = timeout_of(&ctx.policies, &due.policy);
-            let events = |phase: Phase, r: &Report| {
-                match phase {
-                    Phase::Backup => metrics.lease(&r.hub, true),
-                    Phase::Done => metrics.lease(&r.hub, false),
-                    Phase::Lease | Phase::Forget => {}
-                }
-                log.event(phase, r);
-            };
-            let report = hub_run::run(&ctx, &due, timeout, &stop, &events).await;
-            metrics.record(&report);
-            notifier.finished(&targets, &report);
-        }
+        let runner = Runner {
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            log: log.clone(),
+            stop: stop.clone(),
+            notifier: notifier.clone(),
+            env: env.clone(),
+        };
+        async move { runner.run(due).await }
     };
     scheduler::serve(
         first,
@@ -185,6 +228,67 @@ pub async fn serve(
         json!({"stopped": true}),
         "stopped: no run is left running\n",
     ))
+}
+
+/// What each scheduled run (a backup or a drill) shares.
+struct Runner {
+    shared: Shared,
+    metrics: Arc<Metrics>,
+    log: Arc<RunLog>,
+    stop: Shutdown,
+    notifier: Notifier,
+    env: Arc<drill::DrillEnv>,
+}
+
+impl Runner {
+    /// One due run: a backup, or (for a `drill:` entry) the policy's drill.
+    async fn run(self, due: Due) {
+        let Runner {
+            shared,
+            metrics,
+            log,
+            stop,
+            notifier,
+            env,
+        } = self;
+        let ctx = current(&shared);
+        let named = drill::drill_policy(&due.policy)
+            .unwrap_or(&due.policy)
+            .to_owned();
+        let targets = ctx.notify.get(&named).cloned().unwrap_or_default();
+        notifier.started(&targets);
+        let timeout = timeout_of(&ctx.policies, &due.policy);
+        let events = |phase: Phase, r: &Report| {
+            let leased = r.drill.as_ref().map_or(r.hub.as_str(), |d| d.to.as_str());
+            match phase {
+                Phase::Backup | Phase::Drill => metrics.lease(leased, true),
+                Phase::Done => metrics.lease(leased, false),
+                Phase::Lease | Phase::Forget => {}
+            }
+            log.event(phase, r);
+        };
+        let report = match drill::drill_policy(&due.policy).map(str::to_owned) {
+            Some(policy) => {
+                let section = ctx
+                    .policies
+                    .iter()
+                    .find(|p| p.name == policy)
+                    .and_then(|p| p.file.drill.clone());
+                let Some(section) = section else {
+                    return;
+                };
+                let timeout = timeout_of(&ctx.policies, &policy);
+                let due = Due {
+                    policy,
+                    ..due.clone()
+                };
+                drill::run(&ctx, &env, &section, &due, timeout, &stop, &events).await
+            }
+            None => hub_run::run(&ctx, &due, timeout, &stop, &events).await,
+        };
+        metrics.record(&report);
+        notifier.finished(&targets, &report);
+    }
 }
 
 /// What SIGHUP needs to re-read policies.
@@ -231,7 +335,8 @@ fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
             r.probe
                 .loaded
                 .store(!new.entries().is_empty(), Ordering::Relaxed);
-            *r.probe.hubs.lock().unwrap_or_else(PoisonError::into_inner) = hubs_in(&new);
+            *r.probe.hubs.lock().unwrap_or_else(PoisonError::into_inner) =
+                hubs_in(&new, scratch_hubs(&loaded));
             *r.shared.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ctx);
             eprintln!(
                 "SIGHUP: {} scheduled run(s) of {} policy file(s)",
@@ -245,9 +350,10 @@ fn spawn_reload(r: Reload, tx: mpsc::Sender<Plan>) {
     });
 }
 
-/// The hubs of a plan, once each.
-fn hubs_in(plan: &Plan) -> Vec<String> {
+/// The hubs of a plan and the scratch hubs of its drills, once each.
+fn hubs_in(plan: &Plan, scratch: Vec<String>) -> Vec<String> {
     let mut hubs: Vec<String> = plan.entries().iter().map(|e| e.hub.clone()).collect();
+    hubs.extend(scratch);
     hubs.sort();
     hubs.dedup();
     hubs

@@ -1,6 +1,6 @@
 //! The run log: one line per run event, as text for people or JSON for machines
 //! (`--log-format json`): `ts`, `run_id`, `policy`, `hub`, `phase`, `outcome`, `snapshot`,
-//! `error_code`. On stderr, or appended to `--log-file`. Never a secret: error messages are
+//! `error_code`, and `drill` (a scheduled drill's figures; `null` for backups). On stderr, or appended to `--log-file`. Never a secret: error messages are
 //! redacted by the run, and the JSON form carries codes only.
 
 use std::io::Write;
@@ -68,6 +68,7 @@ impl RunLog {
             "outcome": done.then_some(r.outcome),
             "snapshot": r.snapshot,
             "error_code": r.error.as_ref().map(|e| e.code.clone()),
+            "drill": r.drill,
         })
         .to_string()
     }
@@ -77,6 +78,11 @@ impl RunLog {
             .finished_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let what = match (r.outcome, &r.error) {
+            (Outcome::Ok, _) if r.drill.is_some() => format!(
+                "drill passed, snapshot {}{}",
+                r.snapshot.as_deref().unwrap_or("?"),
+                r.drill.as_ref().map(super::drill_words).unwrap_or_default()
+            ),
             (Outcome::Ok, _) => format!(
                 "ok, snapshot {} ({} devices), {} removed by retention",
                 r.snapshot.as_deref().unwrap_or("?"),

@@ -9,6 +9,7 @@
 
 mod check;
 mod daemon;
+mod drill;
 mod http;
 mod log;
 
@@ -275,7 +276,16 @@ pub async fn run(
     args: RunArgs,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    let args = args.schedule;
+    Box::pin(run_pass(config, global, args.schedule, shutdown)).await
+}
+
+/// [`run`], boxed by it (a drill's future is large).
+async fn run_pass(
+    config: &Config,
+    global: &Global,
+    args: ScheduleArgs,
+    shutdown: Shutdown,
+) -> Result<Outcome> {
     let mut loaded = Loaded::read(&args.policy, config)?;
     loaded.for_store(&config.store(global.store.as_deref()));
     let ctx = context(config, global, &args, &loaded).await?;
@@ -298,10 +308,37 @@ pub async fn run(
                 p.name
             ));
         }
-        let Some(slot) = slot_for(p, named, now) else {
+        let env = drill::DrillEnv {
+            config: config.clone(),
+            global: global.clone(),
+            args: args.clone(),
+        };
+        let timeout = timeout_of(&loaded.run, &p.name);
+        let events = |phase: Phase, r: &Report| log.event(phase, r);
+        let targets = ctx.notify.get(&p.name).cloned().unwrap_or_default();
+        let backup_slot = slot_for(p, named, now);
+        for hub in hubs.iter().filter(|_| backup_slot.is_some()) {
+            let (Some(slot), false) = (backup_slot, shutdown.is_requested()) else {
+                break;
+            };
+            let due = Due {
+                policy: p.name.clone(),
+                hub: hub.clone(),
+                slot,
+            };
+            notifier.started(&targets);
+            let report = hub_run::run(&ctx, &due, timeout, &shutdown, &events).await;
+            notifier.finished(&targets, &report);
+            reports.push(report);
+        }
+        // Drills follow the backups, so a drill of this pass restores the snapshot just made.
+        let Some(section) = &p.file.drill else {
             continue;
         };
-        for hub in hubs {
+        let Some(slot) = drill_slot_for(section, named, now) else {
+            continue;
+        };
+        for hub in drilled(&hubs, section, config) {
             if shutdown.is_requested() {
                 break;
             }
@@ -310,11 +347,7 @@ pub async fn run(
                 hub,
                 slot,
             };
-            let timeout = timeout_of(&loaded.run, &p.name);
-            let events = |phase: Phase, r: &Report| log.event(phase, r);
-            let targets = ctx.notify.get(&p.name).cloned().unwrap_or_default();
-            notifier.started(&targets);
-            let report = hub_run::run(&ctx, &due, timeout, &shutdown, &events).await;
+            let report = drill::run(&ctx, &env, section, &due, timeout, &shutdown, &events).await;
             notifier.finished(&targets, &report);
             reports.push(report);
         }
@@ -333,6 +366,50 @@ fn slot_for(p: &Policy, named: bool, now: DateTime<Utc>) -> Option<DateTime<Utc>
     let schedule = p.file.schedule.as_ref()?;
     let year_ago = now.checked_sub_signed(chrono::TimeDelta::days(366))?;
     hubvault::service::slots::latest_slot(schedule, year_ago, now)
+}
+
+/// A drill's figures in words: ` into TO: RTO …, RPO …, restored N/M, left L`.
+fn drill_words(d: &hubvault::service::drill_run::DrillFigures) -> String {
+    let num = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1}s"));
+    let count = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    let mut text = format!(
+        " into {}: RTO {}, RPO {}, restored {}/{}",
+        d.to,
+        num(d.rto_seconds),
+        num(d.rpo_seconds),
+        count(d.restored),
+        count(d.expected)
+    );
+    if let Some(left) = d.left_on_target {
+        let _ = write!(text, ", {left} left after cleanup");
+    }
+    if let Some(r) = &d.report {
+        let _ = write!(text, ", report {r}");
+    }
+    text
+}
+
+/// The slot a `run` pass drills for: now when named; else the `[drill]` schedule's latest slot
+/// (within a year).
+fn drill_slot_for(
+    section: &policy::DrillSection,
+    named: bool,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if named {
+        return Some(now);
+    }
+    let year_ago = now.checked_sub_signed(chrono::TimeDelta::days(366))?;
+    hubvault::service::slots::latest_slot(&section.schedule(), year_ago, now)
+}
+
+/// The hubs of a policy its `[drill]` drills: hubs of the config (not DPS instances), never the
+/// scratch hub itself.
+fn drilled(hubs: &[String], section: &policy::DrillSection, config: &Config) -> Vec<String> {
+    hubs.iter()
+        .filter(|h| config.hubs.contains_key(*h) && **h != section.to)
+        .cloned()
+        .collect()
 }
 
 fn run_outcome(reports: &[Report], errors: &[String]) -> Outcome {
@@ -355,6 +432,14 @@ fn run_outcome(reports: &[Report], errors: &[String]) -> Outcome {
     let mut human = String::new();
     for r in reports {
         let line = match (&r.outcome, &r.error) {
+            (RunOutcome::Ok, _) if r.drill.is_some() => {
+                let d = r.drill.as_ref().map(drill_words).unwrap_or_default();
+                format!(
+                    "{}: drill passed, snapshot {}{d}",
+                    r.hub,
+                    r.snapshot.as_deref().unwrap_or("?")
+                )
+            }
             (RunOutcome::Ok, _) => format!(
                 "{}: ok, snapshot {} ({} devices)",
                 r.hub,

@@ -3,7 +3,7 @@
 //! files but does no other I/O and never reads the clock.
 //!
 //! The whole schema is defined here; `forget` acts on retention and the hubs, `serve` and `run`
-//! (`crate::service`) on the rest, and `[drill]` waits for `hubvault drill`:
+//! (`crate::service`) on the rest, `[drill]` included (scheduled restore drills, see [`drill`]):
 //!
 //! ```toml
 //! description = "nightly backup of every hub"   # optional, for people
@@ -39,8 +39,10 @@
 //! ping-url-env = "HUBVAULT_PING_URL"         # healthchecks-style pings: /start, success, /fail
 //! on = ["failure", "success"]                # failure: first failure + recovery; success: every one
 //!
-//! [drill]                        # restore drills: accepted, acted on by `hubvault drill` later
+//! [drill]                        # scheduled restore drills into a scratch hub; see `drill`
 //! cron = "0 4 * * 0"
+//! to = "hub-drill"
+//! rto-target = "30m"
 //! ```
 //!
 //! `hubs` and `dps` entries may be globs (`"plant-*"`), matched against the config's names and
@@ -49,6 +51,7 @@
 //! Keys are kebab-case and unknown keys are rejected with file, line and column. Values are checked
 //! while parsing (cron, zone, spans, counts), so those errors carry the line too.
 
+pub mod drill;
 pub mod interval;
 pub mod retention;
 pub mod schedule;
@@ -63,6 +66,7 @@ use crate::snapshot::catalog::HubNames;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+pub use drill::DrillSection;
 pub use interval::Interval;
 pub use retention::{Decision, Rules, SnapshotRef, decide};
 pub use schedule::Schedule;
@@ -112,7 +116,7 @@ pub struct Policy {
     pub name: String,
     pub path: PathBuf,
     pub file: PolicyFile,
-    /// Sections of the file nothing acts on yet (`[schedule]`, `[notifications]`, `[staging]`).
+    /// Sections of the file nothing acts on yet (none today: every section is acted on).
     pub warnings: Vec<crate::config::Warning>,
 }
 
@@ -145,9 +149,9 @@ pub struct PolicyFile {
     /// A hub's run is abandoned after this long (job cancelled, staging deleted).
     #[serde(default)]
     pub timeout: Option<Interval>,
-    /// `[drill]`: when restore drills run (the drill command comes later; accepted with a warning).
+    /// `[drill]`: scheduled restore drills of the policy's hubs into a scratch hub.
     #[serde(default)]
-    pub drill: Option<Schedule>,
+    pub drill: Option<DrillSection>,
 }
 
 fn default_grace() -> Span {
@@ -298,26 +302,6 @@ impl<'de> Deserialize<'de> for HubSelector {
     }
 }
 
-/// Sections of a policy that nothing acts on yet: `[schedule]`, `[staging]`,
-/// `[notifications]`, `jitter` and `timeout` are acted on by `hubvault serve` and `hubvault
-/// run`; scheduled restore drills come later.
-fn unused_sections(file: &PolicyFile, text: &str, path: &Path) -> Vec<crate::config::Warning> {
-    [(
-        file.drill.is_some(),
-        "drill",
-        "scheduled restore drills come with `hubvault drill`",
-    )]
-    .into_iter()
-    .filter(|(present, ..)| *present)
-    .map(|(_, name, acted_on_by)| crate::config::Warning {
-        file: path.to_path_buf(),
-        line: crate::config::setting_line(text, name),
-        setting: format!("[{name}]"),
-        acted_on_by,
-    })
-    .collect()
-}
-
 impl Policy {
     /// Parse policy text; errors name the file, line and column.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, Error> {
@@ -329,7 +313,7 @@ impl Policy {
             || path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
-        let warnings = unused_sections(&file, text, path);
+        let warnings = Vec::new();
         Ok(Policy {
             name,
             path: path.to_path_buf(),

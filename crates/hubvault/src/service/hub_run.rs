@@ -84,7 +84,7 @@ pub struct RunError {
 }
 
 impl RunError {
-    fn of(e: &(dyn Diagnostic + 'static)) -> RunError {
+    pub fn of(e: &(dyn Diagnostic + 'static)) -> RunError {
         RunError {
             code: e.code().to_owned(),
             message: crate::redact::redact(&full_message(e)),
@@ -92,7 +92,7 @@ impl RunError {
         }
     }
 
-    fn new(code: &str, message: String) -> RunError {
+    pub fn new(code: &str, message: String) -> RunError {
         RunError {
             code: code.to_owned(),
             message,
@@ -123,6 +123,25 @@ pub struct Report {
     /// The status record after the run, when it was read.
     #[serde(skip)]
     pub status: Option<HubStatus>,
+    /// A scheduled drill's figures (`None` for a backup run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillFigures>,
+}
+
+/// What a drill reached (its figures), for the run log, the report and the status record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DrillFigures {
+    /// The scratch hub drilled into.
+    pub to: String,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    /// Identities in the snapshot, and of those on the scratch hub after the restore.
+    pub expected: Option<u64>,
+    pub restored: Option<u64>,
+    /// Identities left on the scratch hub after the cleanup (`None` without cleanup).
+    pub left_on_target: Option<u64>,
+    /// The HTML report written, if any.
+    pub report: Option<String>,
 }
 
 /// A step of a run, for the run log.
@@ -132,6 +151,8 @@ pub enum Phase {
     Lease,
     Backup,
     Forget,
+    /// A scheduled drill runs (restore, probe, verification, cleanup).
+    Drill,
     Done,
 }
 
@@ -162,6 +183,7 @@ pub async fn run(
         error: None,
         transition: None,
         status: None,
+        drill: None,
     };
     let stop = RunStop::start(shutdown, timeout);
     events(Phase::Lease, &report);
@@ -193,15 +215,15 @@ pub async fn run(
 
 /// The stop signal of one run: fired by the process's shutdown, after `timeout`, or when the
 /// run's lease is lost (another replica may take the hub over: this run must not go on).
-struct RunStop {
-    stop: Shutdown,
+pub(super) struct RunStop {
+    pub(super) stop: Shutdown,
     timed_out: Arc<AtomicBool>,
-    lease_lost: Arc<AtomicBool>,
-    watcher: tokio::task::JoinHandle<()>,
+    pub(super) lease_lost: Arc<AtomicBool>,
+    pub(super) watcher: tokio::task::JoinHandle<()>,
 }
 
 impl RunStop {
-    fn start(outer: &Shutdown, timeout: Duration) -> RunStop {
+    pub(super) fn start(outer: &Shutdown, timeout: Duration) -> RunStop {
         let (trigger, stop) = crate::shutdown::channel();
         let timed_out = Arc::new(AtomicBool::new(false));
         let lease_lost = Arc::new(AtomicBool::new(false));
@@ -228,14 +250,14 @@ impl RunStop {
     }
 
     /// Whether the process's shutdown stopped the run (not its timeout or a lost lease).
-    fn by_shutdown(&self) -> bool {
+    pub(super) fn by_shutdown(&self) -> bool {
         self.stop.is_requested()
             && !self.timed_out.load(Ordering::Relaxed)
             && !self.lease_lost.load(Ordering::Relaxed)
     }
 
     /// What stopped a failed run, when it was the timeout or a lost lease.
-    fn reason(&self, timeout: Duration) -> Option<RunError> {
+    pub(super) fn reason(&self, timeout: Duration) -> Option<RunError> {
         if self.timed_out.load(Ordering::Relaxed) {
             return Some(RunError::new(
                 "run_timeout",
@@ -255,7 +277,7 @@ impl RunStop {
 }
 
 /// What waiting for the lease ended with.
-enum Taken {
+pub(super) enum Taken {
     Lease(Lease),
     /// The slot was handled while we waited (another replica ran it): its status record.
     Handled(HubStatus),
@@ -264,7 +286,11 @@ enum Taken {
 }
 
 /// Wait for the hub's lease, or until the slot turns out handled by another run.
-async fn take_lease(ctx: &Context, due: &Due, stop: &Shutdown) -> Result<Taken, RunError> {
+pub(super) async fn take_lease(
+    ctx: &Context,
+    due: &Due,
+    stop: &Shutdown,
+) -> Result<Taken, RunError> {
     let pause = ctx
         .lease_ttl
         .checked_div(4)

@@ -47,6 +47,59 @@ pub struct Metrics {
     forget_removed: Family<HubLabel, Counter>,
     next_run: Family<PolicyLabel, Gauge>,
     lease_held: Family<HubLabel, Gauge>,
+    drill: DrillMetrics,
+}
+
+/// The metrics of scheduled drills, labelled with the hub drilled.
+#[derive(Default)]
+struct DrillMetrics {
+    attempts: Family<HubLabel, Counter>,
+    success: Family<HubLabel, Counter>,
+    failure: Family<FailureLabels, Counter>,
+    last_success: Family<HubLabel, Gauge>,
+    last_status: Family<HubLabel, Gauge>,
+    rto: Family<HubLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    rpo: Family<HubLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl DrillMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "drill_attempts",
+            "Scheduled drills started",
+            self.attempts.clone(),
+        );
+        r.register(
+            "drill_success",
+            "Scheduled drills that passed",
+            self.success.clone(),
+        );
+        r.register(
+            "drill_failure",
+            "Scheduled drills that failed (or breached a target), by error code",
+            self.failure.clone(),
+        );
+        r.register(
+            "drill_last_success_timestamp_seconds",
+            "When the hub's last scheduled drill passed (from the store's status record)",
+            self.last_success.clone(),
+        );
+        r.register(
+            "drill_last_status",
+            "1 if the hub's last scheduled drill passed, 0 if it failed (from the store)",
+            self.last_status.clone(),
+        );
+        r.register(
+            "drill_rto_seconds",
+            "The last drill's recovery time: start to the probe's success (from the store)",
+            self.rto.clone(),
+        );
+        r.register(
+            "drill_rpo_seconds",
+            "The last drill's recovery point: the snapshot's age at its start (from the store)",
+            self.rpo.clone(),
+        );
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -77,7 +130,9 @@ impl Metrics {
             forget_removed: Family::default(),
             next_run: Family::default(),
             lease_held: Family::default(),
+            drill: DrillMetrics::default(),
         };
+        m.drill.register(&mut m.registry);
         let r = &mut m.registry;
         r.register(
             "backup_attempts",
@@ -152,6 +207,10 @@ impl Metrics {
 
     /// Count a finished run and set the gauges from the status record it left.
     pub fn record(&self, report: &Report) {
+        if report.drill.is_some() {
+            self.record_drill(report);
+            return;
+        }
         let hub = Self::hub(&report.hub);
         if let Some(status) = &report.status {
             self.status(&report.hub, status);
@@ -183,8 +242,58 @@ impl Metrics {
         }
     }
 
+    /// Count a finished scheduled drill; set the drill gauges from the scratch hub's record.
+    fn record_drill(&self, report: &Report) {
+        if let Some(status) = &report.status {
+            self.drill_status(status);
+        }
+        if matches!(report.outcome, Outcome::Skipped | Outcome::Stopped) {
+            return;
+        }
+        let hub = Self::hub(&report.hub);
+        self.drill.attempts.get_or_create(&hub).inc();
+        if report.outcome == Outcome::Ok {
+            self.drill.success.get_or_create(&hub).inc();
+        } else {
+            let code = report.error.as_ref().map_or("unknown", |e| e.code.as_str());
+            self.drill
+                .failure
+                .get_or_create(&FailureLabels {
+                    hub: report.hub.clone(),
+                    code: code.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Set the drill gauges of every hub drilled into the scratch hub whose record is `status`.
+    pub fn drill_status(&self, status: &HubStatus) {
+        for (hub, d) in &status.drills {
+            let label = Self::hub(hub);
+            if let Some(t) = d.last_success {
+                self.drill
+                    .last_success
+                    .get_or_create(&label)
+                    .set(t.timestamp());
+            }
+            if d.last_finished.is_some() {
+                self.drill
+                    .last_status
+                    .get_or_create(&label)
+                    .set(i64::from(d.last_ok));
+            }
+            if let Some(v) = d.rto_seconds {
+                self.drill.rto.get_or_create(&label).set(v);
+            }
+            if let Some(v) = d.rpo_seconds {
+                self.drill.rpo.get_or_create(&label).set(v);
+            }
+        }
+    }
+
     /// Set the store-state gauges of `hub` from its status record.
     pub fn status(&self, hub: &str, status: &HubStatus) {
+        self.drill_status(status);
         let label = Self::hub(hub);
         if let Some(t) = status.last_success {
             self.last_success.get_or_create(&label).set(t.timestamp());
@@ -251,6 +360,7 @@ mod tests {
             }),
             transition: None,
             status: None,
+            drill: None,
         }
     }
 
@@ -292,5 +402,40 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }
+    }
+
+    /// A drill's counters and gauges: labelled with the hub drilled, the gauges from the
+    /// scratch hub's record, and the backup metrics of that hub untouched.
+    #[test]
+    fn drills_count_apart_from_backups() {
+        let m = Metrics::new();
+        let mut passed = report(Outcome::Ok);
+        passed.drill = Some(super::super::hub_run::DrillFigures::default());
+        let mut scratch = HubStatus::default();
+        scratch.drills.entry("hub-a".into()).or_default().record(
+            passed.finished_at,
+            true,
+            Some(12.5),
+            Some(3600.0),
+            None,
+        );
+        passed.status = Some(scratch);
+        m.record(&passed);
+        let mut failed = report(Outcome::Failed);
+        failed.drill = Some(super::super::hub_run::DrillFigures::default());
+        m.record(&failed);
+        let text = m.encode();
+        for line in [
+            "hubvault_drill_attempts_total{hub=\"hub-a\"} 2",
+            "hubvault_drill_success_total{hub=\"hub-a\"} 1",
+            "hubvault_drill_failure_total{hub=\"hub-a\",code=\"hub_unauthorized\"} 1",
+            "hubvault_drill_last_success_timestamp_seconds{hub=\"hub-a\"} 1796090403",
+            "hubvault_drill_last_status{hub=\"hub-a\"} 1",
+            "hubvault_drill_rto_seconds{hub=\"hub-a\"} 12.5",
+            "hubvault_drill_rpo_seconds{hub=\"hub-a\"} 3600",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("hubvault_backup_attempts_total{"), "{text}");
     }
 }

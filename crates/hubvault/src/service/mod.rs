@@ -12,11 +12,13 @@
 //! - [`lease`]: one lease per hub on the store (blob lease, or a lock file with a heartbeat)
 //!   and the hub's [`status::HubStatus`] record beside it;
 //! - [`hub_run`]: one run of one hub: lease → slot check → backup → forget → record;
+//! - [`drill_run`]: one scheduled drill (a policy's `[drill]`) under the scratch hub's lease;
 //! - [`metrics`]: the Prometheus registry (`/metrics`).
 //!
 //! Must not: know clap, or read the wall clock outside [`scheduler::Clock`] and [`hub_run`]
 //! (which stamps what it records).
 
+pub mod drill_run;
 pub mod hub_run;
 pub mod lease;
 pub mod metrics;

@@ -8,7 +8,10 @@
 //! whose `Debug` shows nothing, and client errors are stripped of their URL.
 //!
 //! Body: `{"event", "policy", "hub", "snapshot", "started_at", "finished_at",
-//! "error": {"code", "message", "fix"}}`.
+//! "error": {"code", "message", "fix"}, "drill"}`; `drill` (`null` for backups) carries a
+//! scheduled drill's figures (`to`, `rto_seconds`, `rpo_seconds`, `expected`, `restored`,
+//! `left_on_target`, `report`), whose events are `drill_failure` / `drill_recovery` /
+//! `drill_success`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +30,19 @@ const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which webhook event a finished run makes, if any.
+/// Which webhook event a finished run makes, if any: `failure`, `recovery`, `success` for
+/// backups, `drill_failure`, `drill_recovery`, `drill_success` for scheduled drills.
 pub fn event_for(report: &Report, on: &[NotifyOn]) -> Option<&'static str> {
+    let event = backup_event(report, on)?;
+    Some(match (report.drill.is_some(), event) {
+        (false, e) => e,
+        (true, "failure") => "drill_failure",
+        (true, "recovery") => "drill_recovery",
+        (true, _) => "drill_success",
+    })
+}
+
+fn backup_event(report: &Report, on: &[NotifyOn]) -> Option<&'static str> {
     match (report.outcome, report.transition) {
         (Outcome::Failed, Some(Transition::Failed)) if on.contains(&NotifyOn::Failure) => {
             Some("failure")
@@ -53,6 +67,7 @@ pub fn body(event: &str, report: &Report) -> serde_json::Value {
         "error": report.error.as_ref().map(|e| json!({
             "code": e.code, "message": e.message, "fix": e.fix,
         })),
+        "drill": report.drill,
     })
 }
 
@@ -172,6 +187,7 @@ mod tests {
             error: None,
             transition: Some(transition),
             status: None,
+            drill: None,
         }
     }
 
@@ -214,6 +230,20 @@ mod tests {
                 "{outcome:?} {transition:?} {on:?}"
             );
         }
+    }
+
+    #[test]
+    fn drills_have_events_of_their_own() {
+        let mut r = report(Outcome::Failed, Transition::Failed);
+        r.drill = Some(crate::service::drill_run::DrillFigures::default());
+        assert_eq!(event_for(&r, &[NotifyOn::Failure]), Some("drill_failure"));
+        r.outcome = Outcome::Ok;
+        r.transition = Some(Transition::Recovered);
+        assert_eq!(event_for(&r, &[NotifyOn::Failure]), Some("drill_recovery"));
+        r.transition = Some(Transition::Ok);
+        assert_eq!(event_for(&r, &[NotifyOn::Failure]), None);
+        assert_eq!(event_for(&r, &[NotifyOn::Success]), Some("drill_success"));
+        assert!(body("drill_failure", &r)["drill"].is_object());
     }
 
     #[test]

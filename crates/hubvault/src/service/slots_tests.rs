@@ -207,3 +207,40 @@ fn entries_are_independent_and_next_run_is_per_policy() {
         Some(utc("2026-12-01T02:00:00Z"))
     );
 }
+
+/// A policy's nightly backup and its weekly `[drill]` (Sunday 04:00 Berlin) side by side in one
+/// plan, as `serve` builds it: over two weeks the drill runs exactly twice, at 03:00 UTC on the
+/// Sundays, and the backups 14 times; a drill missed over a downtime runs once, for its latest
+/// slot, on restart (from the slot the scratch hub's record remembers).
+#[test]
+fn drills_have_slots_of_their_own_beside_the_backups() {
+    let policy: crate::policy::Policy = crate::policy::Policy::parse(
+        "[schedule]\ncron = \"0 2 * * *\"\ntime-zone = \"Europe/Berlin\"\n\
+         [drill]\ncron = \"0 4 * * 0\"\ntime-zone = \"Europe/Berlin\"\nto = \"hub-drill\"\n",
+        std::path::Path::new("policies/p.toml"),
+    )
+    .unwrap();
+    let drill = policy.file.drill.as_ref().unwrap().schedule();
+    let start = utc("2026-11-30T12:00:00Z"); // a Monday
+    let mut plan = Plan::default();
+    plan.add("p", "hub-a", policy.file.schedule.as_ref().unwrap(), start);
+    plan.add("drill:p", "hub-a", &drill, start);
+    let ran = simulate(&mut plan, utc("2026-12-14T12:00:00Z"));
+    let drills: Vec<DateTime<Utc>> = ran
+        .iter()
+        .filter(|d| d.policy == "drill:p")
+        .map(|d| d.slot)
+        .collect();
+    assert_eq!(
+        drills,
+        [utc("2026-12-06T03:00:00Z"), utc("2026-12-13T03:00:00Z")]
+    );
+    assert_eq!(ran.iter().filter(|d| d.policy == "p").count(), 14);
+    // Down from before the first Sunday until after the second: one drill, the latest slot.
+    let mut plan = Plan::default();
+    plan.add("drill:p", "hub-a", &drill, utc("2026-12-05T00:00:00Z"));
+    let due = plan.take_due(utc("2026-12-14T09:00:00Z"));
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].slot, utc("2026-12-13T03:00:00Z"));
+    assert!(plan.take_due(utc("2026-12-14T09:00:01Z")).is_empty());
+}

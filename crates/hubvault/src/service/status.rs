@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What the store remembers about one hub's scheduled runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubStatus {
     /// Policy name → the last slot handled (run, or tried and failed) for this hub.
     #[serde(default)]
@@ -27,6 +27,61 @@ pub struct HubStatus {
     pub devices: Option<u64>,
     #[serde(default)]
     pub bytes: Option<u64>,
+    /// Scheduled drills into this hub (a scratch hub), by the hub drilled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drills: BTreeMap<String, DrillStatus>,
+}
+
+/// How the scheduled drills of one hub went (kept in the scratch hub's record: drills run
+/// under its lease).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrillStatus {
+    pub last_finished: Option<DateTime<Utc>>,
+    pub last_ok: bool,
+    pub last_success: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
+    /// The figures of the last drill that reached them.
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    pub error_code: Option<String>,
+}
+
+impl DrillStatus {
+    /// Record a finished drill; returns how the drills' state changed.
+    pub fn record(
+        &mut self,
+        finished: DateTime<Utc>,
+        ok: bool,
+        rto: Option<f64>,
+        rpo: Option<f64>,
+        error_code: Option<String>,
+    ) -> Transition {
+        let was_failing = self.consecutive_failures > 0;
+        self.last_finished = Some(finished);
+        self.last_ok = ok;
+        self.rto_seconds = rto.or(self.rto_seconds);
+        self.rpo_seconds = rpo.or(self.rpo_seconds);
+        self.error_code = error_code;
+        match (ok, was_failing) {
+            (true, was) => {
+                self.consecutive_failures = 0;
+                self.last_success = Some(finished);
+                if was {
+                    Transition::Recovered
+                } else {
+                    Transition::Ok
+                }
+            }
+            (false, was) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if was {
+                    Transition::StillFailing
+                } else {
+                    Transition::Failed
+                }
+            }
+        }
+    }
 }
 
 /// The last finished run of a hub.
