@@ -218,7 +218,7 @@ fn endpoints(status: &str, run: &RunRecord) -> Table {
     };
     Table {
         title: "Run".into(),
-        columns: vec!["".into(), "value".into()],
+        columns: vec!["fact".into(), "value".into()],
         rows: vec![
             vec!["status".into(), status.to_owned()],
             vec!["failover region".into(), run.plan.route.to.clone()],

@@ -176,7 +176,7 @@ fn timeline_svg(phases: &[Phase]) -> String {
     let height = ROW * (phases.len() as f64) + 44.0;
     let _ = write!(
         svg,
-        "<h2>Timeline ({})</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" \
+        "<h2>Timeline ({})</h2><svg width=\"{WIDTH}\" \
          height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" \
          font-family=\"system-ui,sans-serif\" font-size=\"13\">",
         escape(&duration_text(total)),
@@ -288,7 +288,8 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("Drill &lt;hub-drill&gt;"));
         assert!(html.contains("a&quot;b") && html.contains("&#39;x&#39;"));
-        for external in ["src=", "href=", "@import", "url("] {
+        // Inline SVG in HTML5 needs no namespace: the page names no URL at all.
+        for external in ["src=", "href=", "@import", "url(", "http://", "https://"] {
             assert!(!html.contains(external), "{external} in the page");
         }
         assert_eq!(html.matches("<rect").count(), 2);
