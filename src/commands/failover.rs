@@ -236,12 +236,22 @@ pub async fn run(
         result.reason.as_deref(),
     );
     if let Some(path) = &args.report {
-        let page = report::html(
-            &format!("Failover of {}", args.target.hub),
-            &facts(&doc, &phases),
+        let page = report::page(
+            &report::Page {
+                title: format!("Failover of {}", args.target.hub),
+                status: result.status.as_str(),
+                completed: result.status == Status::Completed,
+                reason: result.reason.as_deref(),
+                command: format!(
+                    "hubvault failover {} --hub {}",
+                    if back { "back" } else { "run" },
+                    args.target.hub
+                ),
+            },
+            record,
             &phases,
         );
-        std::fs::write(path, page).map_err(|source| Error::Write {
+        std::fs::write(path, page.html()).map_err(|source| Error::Write {
             path: path.display().to_string(),
             source,
         })?;
@@ -252,39 +262,6 @@ pub async fn run(
         found_something: report::has_findings(record) || result.samples.devices.is_empty(),
         ..Outcome::ok(doc, human)
     })
-}
-
-fn facts(doc: &Value, phases: &[report::Phase]) -> Vec<(String, String)> {
-    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    let mut out = vec![
-        ("status".to_owned(), s(&doc["status"])),
-        ("failover region".to_owned(), s(&doc["failover_region"])),
-        (
-            "Event Hub endpoint before".to_owned(),
-            format!(
-                "{} {}",
-                s(&doc["eventhub_endpoint_before"]["endpoint"]),
-                s(&doc["eventhub_endpoint_before"]["path"])
-            ),
-        ),
-        (
-            "Event Hub endpoint after".to_owned(),
-            format!(
-                "{} {}",
-                s(&doc["eventhub_endpoint_after"]["endpoint"]),
-                s(&doc["eventhub_endpoint_after"]["path"])
-            ),
-        ),
-    ];
-    out.push((
-        "devices could not send".to_owned(),
-        report::device_outage(phases)
-            .map_or_else(|| "not measured".to_owned(), |secs| format!("{secs:.1} s")),
-    ));
-    if !phases.iter().any(|p| p.name.starts_with("consumer ")) {
-        out.push(("consumers".to_owned(), "not measured".to_owned()));
-    }
-    out
 }
 
 fn run_text(doc: &Value, resumed: bool) -> String {

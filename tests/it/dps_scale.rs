@@ -22,7 +22,7 @@ const HUB_B: &str = "hub-b.azure-devices.net";
 
 /// hub-a (seeded with `devices`), an empty hub-b, the DPS instances `dps` (the first is the
 /// world's `dps`), and a work folder whose config names them all.
-async fn world(devices: usize, dps: &[&str]) -> (World, Workdir) {
+pub(crate) async fn world(devices: usize, dps: &[&str]) -> (World, Workdir) {
     let mut builder = World::builder()
         .hubs(&[("hub-a", devices), ("hub-b", 0)])
         .arm(false)
@@ -55,7 +55,7 @@ async fn world(devices: usize, dps: &[&str]) -> (World, Workdir) {
     (world, wd)
 }
 
-fn client(world: &World, dps: &str) -> DpsClient {
+pub(crate) fn client(world: &World, dps: &str) -> DpsClient {
     let d = world.running.dps_instance(dps).unwrap();
     let p = &d.state.policies[0];
     let cs = format!(
@@ -70,7 +70,7 @@ fn client(world: &World, dps: &str) -> DpsClient {
     .unwrap()
 }
 
-fn recipient(wd: &Workdir) -> String {
+pub(crate) fn recipient(wd: &Workdir) -> String {
     hubvault::keys::load_identities(&wd.identity())
         .unwrap()
         .recipients()
@@ -127,7 +127,7 @@ fn held(world: &World, dps: &str, kind: Kind) -> BTreeMap<String, (String, Strin
         .collect()
 }
 
-fn key(n: usize) -> String {
+pub(crate) fn key(n: usize) -> String {
     use base64::Engine as _;
     let bytes: Vec<u8> = (0..32u8)
         .map(|i| {
@@ -142,7 +142,7 @@ fn key(n: usize) -> String {
 }
 
 /// `count` enrollments (`sensor-NNNNN`) and `groups` groups (`line-N`) at hub-a, created in bulk.
-async fn enroll(client: &DpsClient, count: usize, groups: usize) {
+pub(crate) async fn enroll(client: &DpsClient, count: usize, groups: usize) {
     let enrollments: Vec<Value> = (0..count)
         .map(|i| {
             json!({"registrationId": format!("sensor-{i:05}"),

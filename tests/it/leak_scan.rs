@@ -5,13 +5,16 @@
 //! header, the age identity and the signing key. Each secret is looked for as it is, in base64
 //! and URL-encoded, in stdout, stderr (where logs and panics go), every file the runs left in
 //! their folder, their temp folder and the store, and every blob left in staging. The scanner is
-//! shown to catch each form of a planted secret.
+//! shown to catch each form of a planted secret. A second scan runs the DPS commands against the
+//! simulator's DPS instances with known enrollment keys.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
+
+use hubvault::device::register::{DeviceKey, Registration, derive_group_key};
 
 use crate::support::{ARM_TOKEN, Out, Staging, Workdir, World, azurite};
 
@@ -142,6 +145,21 @@ fn the_scanner_finds_a_secret_planted_in_every_form() {
     assert!(caught.is_err(), "a secret in a nested file is found");
     scanner.assert_tree_clean(dir.path(), &[dir.path().join("deep")], "skipped");
     scanner.assert_clean(b"nothing to see", "clean text");
+}
+
+/// `hubvault -vvv --json ARGS`, its stdout and stderr scanned before anything else is looked at.
+async fn scanned_run(wd: &Workdir, scanner: &Scanner, args: &[&str]) -> Out {
+    let out: Out = wd
+        .hubvault()
+        .args(["-vvv", "--json"])
+        .args(args)
+        .within(Duration::from_secs(180))
+        .run()
+        .await;
+    let what = args.join(" ");
+    scanner.assert_clean(out.stdout.as_bytes(), &format!("{what}: stdout"));
+    scanner.assert_clean(out.stderr.as_bytes(), &format!("{what}: stderr"));
+    out
 }
 
 /// What the scan runs against: the world, staging, a work folder whose config reaches them
@@ -307,22 +325,9 @@ async fn no_command_leaks_a_secret_at_any_verbosity() {
     ];
     let mut traced = 0;
     for args in &runs {
-        let out: Out = wd
-            .hubvault()
-            .args(["-vvv", "--json"])
-            .args(args)
-            .within(Duration::from_secs(180))
-            .run()
-            .await;
+        let out = scanned_run(wd, &s.scanner, args).await;
         assert!(out.code == 0 || out.code == 1, "{args:?}: {}", out.text());
-        let what = args.join(" ");
-        s.scanner
-            .assert_clean(out.stdout.as_bytes(), &format!("{what}: stdout"));
-        s.scanner
-            .assert_clean(out.stderr.as_bytes(), &format!("{what}: stderr"));
-        if out.stderr.contains("TRACE") {
-            traced += 1;
-        }
+        traced += usize::from(out.stderr.contains("TRACE"));
     }
     // Every run that talks to a service logs at trace (local ones may have nothing to say).
     assert!(traced >= 6, "trace logging reached {traced} runs only");
@@ -365,4 +370,128 @@ async fn scan_demo(s: &Setup) {
     let demo_scanner = Scanner::new(&demo_world.secrets(&["hub-a"]).await);
     demo_scanner.assert_clean(demo.text().as_bytes(), "demo");
     s.scanner.assert_clean(demo.text().as_bytes(), "demo");
+}
+
+/// Every enrollment key of the DPS world (individual primary and secondary, group keys) and
+/// keys derived from the group keys for a device that registered and two that did not.
+fn enrollment_keys(count: usize, groups: usize) -> Vec<String> {
+    use crate::dps_scale::key;
+    let mut out: Vec<String> = (0..count)
+        .flat_map(|i| [key(i), key(i + 100_000)])
+        .collect();
+    for g in 0..groups {
+        for group_key in [key(200_000 + g), key(300_000 + g)] {
+            for id in ["machine-7", "sensor-00001", "line-device-1"] {
+                out.push(derive_group_key(&group_key, id).unwrap());
+            }
+            out.push(group_key);
+        }
+    }
+    out
+}
+
+/// The DPS commands at `-vvv`, trace logging, `--json`: `backup --dps`, `diff --dps`,
+/// `preflight --to-dps`, `clone --from dps-a --to dps-b`, `restore --to-dps` from a DPS snapshot
+/// and from a hub snapshot (its devices become enrollments). No enrollment key (primary,
+/// secondary, group, derived from a group), no DPS or hub policy key and no device key of the
+/// hub appears in stdout, stderr, or any file the runs left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_dps_command_leaks_a_key_at_any_verbosity() {
+    const INDIVIDUAL: usize = 30;
+    const GROUPS: usize = 3;
+    let (world, wd) = crate::dps_scale::world(0, &["dps-a", "dps-b"]).await;
+    crate::dps_scale::enroll(
+        &crate::dps_scale::client(&world, "dps-a"),
+        INDIVIDUAL,
+        GROUPS,
+    )
+    .await;
+    // hub-a's devices, one of them provisioned through a group (its key derived from the
+    // group's), exported for a hub snapshot.
+    world.seed("hub-a", 60, 11).await;
+    let group_key = crate::dps_scale::key(200_000);
+    let reg = world
+        .device_register("dps-a", "machine-7", DeviceKey::Group(&group_key))
+        .await;
+    assert!(matches!(reg, Registration::Assigned(_)), "{reg:?}");
+    let export = wd.join("export");
+    world.write_export("hub-a", &export).await;
+    let tmp = wd.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    wd.set_env("TMPDIR", tmp.to_str().unwrap());
+    wd.set_env("HUBVAULT_LOG", "trace");
+
+    let mut secrets = world.secrets(&["hub-a"]).await;
+    let derived = derive_group_key(&group_key, "machine-7").unwrap();
+    assert!(secrets.contains(&derived), "the derived key is on hub-a");
+    secrets.extend(enrollment_keys(INDIVIDUAL, GROUPS));
+    let scanner = Scanner::new(&secrets);
+
+    let recipient = crate::dps_scale::recipient(&wd);
+    let export_arg = export.to_str().unwrap();
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (
+            vec!["backup", "--dps", "dps-a", "--recipient", &recipient],
+            0,
+        ),
+        (vec!["diff", "latest", "--dps", "dps-a"], 0),
+        (vec!["preflight", "--to-dps", "dps-b"], 0),
+        (vec!["clone", "--from", "dps-a", "--to", "dps-b"], 0),
+        (
+            vec![
+                "restore", "latest", "--dps", "dps-a", "--to-dps", "dps-b", "--mode", "upsert",
+            ],
+            0,
+        ),
+        (
+            vec![
+                "backup",
+                "--hub-name",
+                "hub-a",
+                "--recipient",
+                &recipient,
+                "--from-export",
+                export_arg,
+            ],
+            0,
+        ),
+        // Exit 1: the hub's x509 devices are skipped and named.
+        (
+            vec![
+                "restore",
+                "latest",
+                "--hub",
+                "hub-a",
+                "--to-dps",
+                "dps-b",
+                "--iot-hub",
+                "hub-b.azure-devices.net",
+                "--mode",
+                "create",
+            ],
+            1,
+        ),
+    ];
+    let mut traced = 0;
+    for (args, code) in &runs {
+        let out = scanned_run(&wd, &scanner, args).await;
+        assert_eq!(out.code, *code, "{args:?}: {}", out.text());
+        traced += usize::from(out.stderr.contains("TRACE"));
+    }
+    assert!(traced >= 5, "trace logging reached {traced} runs only");
+    // The enrollments did reach dps-b with their keys: the scan looked for keys that exist.
+    let b = &world.running.dps_instance("dps-b").unwrap().state;
+    let held = serde_json::to_string(&b.enrollments()).unwrap();
+    assert!(
+        held.contains(&crate::dps_scale::key(3)),
+        "dps-b holds the enrolled keys"
+    );
+    // Files: all but the key files and what the test wrote (config with connection strings,
+    // the hub's export).
+    let skip = [wd.config_path(), wd.identity(), wd.signing_key(), export];
+    scanner.assert_tree_clean(wd.path(), &skip, "work folder");
+    assert!(
+        files(&wd.store()).len() >= 4,
+        "the store was written (and scanned)"
+    );
 }

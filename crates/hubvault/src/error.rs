@@ -250,6 +250,7 @@ mod tests {
     fn one_of_each() -> Vec<Error> {
         vec![
             arm::Error::Refused {
+                method: "GET",
                 resource: s("/subscriptions/x"),
                 status: 403,
                 message: s("denied"),

@@ -39,7 +39,7 @@
 //! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`); DPS device registration with its own or a group-derived key (`register`); for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
 //! | [`arm`] | management-plane requests: a hub's (or DPS instance's) networking rules and the firewall verdict for a caller; a DPS instance's linked hubs; any ARM call described (`ArmCall`) and sent | know stores |
-//! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the report | touch devices other than its own probes; edit A records a zone group owns |
+//! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the run's document (rendered by [`report`]) | touch devices other than its own probes; edit A records a zone group owns |
 //! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging; for DPS (`preflight::dps`) IP filter, linked hubs, rights, enrollment limits | fail with errors (findings are data) |
 //! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |
@@ -53,8 +53,8 @@
 //! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
 //! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
 //! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
-//! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe) | decide from the times |
-//! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped | decide verdicts, hold a secret |
+//! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe; a failover's may overlap) | decide from the times |
+//! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped; renders both `drill` and `failover` | decide verdicts, hold a secret |
 //! | [`service`] | `serve` and `run`: the pure scheduler core (`slots`), the loop on an injected clock (`scheduler`), per-hub leases on the store and status records, one hub's run (lease → slot check → backup → forget with every covering policy → record), a scheduled drill under the scratch hub's lease, metrics, notifications | know clap; run a hub without its lease |
 //! | [`rotate`] | re-seal trusted snapshots to a new recipient set as new generations; old ones removed after the commit | re-seal what it does not trust |
 //!

@@ -1,6 +1,7 @@
 //! Named phases of one run, timed on the wall clock: a restore marks where its preflight, plan,
 //! apply, links and verification begin; a drill adds its probe. Each phase ends where the next
-//! begins, so the phases of a run tile its duration with no gap a reader must explain.
+//! begins, so the phases of a run tile its duration with no gap a reader must explain. Phases
+//! built elsewhere (a failover's, from its journal) may overlap; [`Phase`] does not mind.
 //!
 //! Owns: the recorder ([`Timeline`]) and what it yields ([`Phase`]). Clones share one record, so
 //! a use case hands a clone to the parts it runs.

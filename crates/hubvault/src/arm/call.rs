@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use super::{ArmClient, Error};
 
@@ -54,6 +55,8 @@ impl fmt::Display for ArmCall {
 /// operation, and the JSON body (`Null` when empty).
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The method of the call answered (what a refusal's fix depends on).
+    pub method: &'static str,
     pub status: u16,
     pub operation: Option<String>,
     pub body: Value,
@@ -79,6 +82,7 @@ impl Answer {
             Ok(self)
         } else {
             Err(Error::Refused {
+                method: self.method,
                 resource: what.to_owned(),
                 status: self.status,
                 message: self.message(),
@@ -121,7 +125,8 @@ impl ArmClient {
                 .map(str::to_owned)
         };
         let operation = header("azure-asyncoperation").or_else(|| header("location"));
-        let text = response.text().await.map_err(transport)?;
+        // `listkeys` answers with the hub's keys: the text is wiped when dropped.
+        let text = Zeroizing::new(response.text().await.map_err(transport)?);
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -131,6 +136,7 @@ impl ArmClient {
             })?
         };
         Ok(Answer {
+            method: call.method,
             status,
             operation,
             body,

@@ -26,6 +26,7 @@ use url::Url;
 use crate::diagnostic::{Diagnostic, fix_text};
 
 mod call;
+mod refusal;
 pub use call::{
     Answer, ArmCall, NETWORK_API_VERSION, PERMISSIONS_API_VERSION, PRIVATE_DNS_API_VERSION,
 };
@@ -46,6 +47,8 @@ pub enum Error {
         fix_text(self)
     )]
     Refused {
+        /// The HTTP method asked (`GET` reads; the rest write or act).
+        method: &'static str,
         resource: String,
         status: u16,
         message: String,
@@ -74,9 +77,12 @@ impl Diagnostic for Error {
 
     fn fix(&self) -> Option<String> {
         match self {
-            Error::Refused { .. } => {
-                Some("check that the identity has Reader on the hub".to_owned())
-            }
+            Error::Refused {
+                method,
+                resource,
+                status,
+                ..
+            } => Some(refusal::fix(method, resource, *status)),
             Error::Transport { .. } | Error::Body { .. } | Error::NoToken { .. } => None,
         }
     }
@@ -247,6 +253,7 @@ impl ArmClient {
                 })
                 .unwrap_or_else(|| body.chars().take(200).collect());
             return Err(Error::Refused {
+                method: "GET",
                 resource,
                 status: status.as_u16(),
                 message,

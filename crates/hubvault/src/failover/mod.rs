@@ -17,7 +17,7 @@
 //! | `settings` | the consumers' new settings: printed, a file, or a Key Vault secret (a connection string) |
 //! | `run` | plan → journal → the steps not yet journalled, resuming where a killed run stopped |
 //! | `probe` | dedicated probe devices and consumer health checks sampled during the run |
-//! | `report` | the `--json` document, the phases, and the self-contained HTML timeline |
+//! | `report` | the `--json` document, the phases, and the run as a shared [`crate::report::Document`] |
 //!
 //! Must not: touch device identities other than its own probes (`hubvault-probe-…`), or edit
 //! A records that a zone group owns (it re-creates the zone group instead).

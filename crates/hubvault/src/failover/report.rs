@@ -1,42 +1,16 @@
 //! The run's account: the `--json` document (`status`, `failover_region`, the Event
-//! Hub-compatible endpoint before and after, `phases`, `steps`) and a self-contained HTML
-//! timeline (inline SVG, no scripts, no external assets, every value escaped). The renderer
-//! takes only a title, facts and a list of phases, so a shared one can replace it.
+//! Hub-compatible endpoint before and after, `phases`, `steps`) and the HTML page, which is the
+//! shared [`crate::report::Document`] filled from the run: overlapping phases on one timeline
+//! (the devices' outage inside the failover operation), the outage as a figure, the endpoints and
+//! steps as tables.
 
-use std::fmt::Write as _;
-
-use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::journal::{Outcome, RunRecord};
 use super::probe::{Sample, Samples};
-
-/// A named span of the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Phase {
-    pub name: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub start: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub end: OffsetDateTime,
-}
-
-/// Seconds from `a` to `b` (negative when `b` is earlier).
-#[allow(
-    clippy::cast_precision_loss,
-    reason = "spans of a run are far below 2^52 nanoseconds' precision limits that matter here"
-)]
-pub fn seconds(a: OffsetDateTime, b: OffsetDateTime) -> f64 {
-    b.unix_timestamp_nanos()
-        .saturating_sub(a.unix_timestamp_nanos()) as f64
-        / 1e9
-}
-
-fn rfc(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+use crate::report::{self, Document, Figure, Table, Verdict, duration_text};
+use crate::timeline::Phase;
 
 /// The first failed sample at or after `from`, and the first good one after it.
 fn broken_span(
@@ -111,7 +85,7 @@ pub fn device_outage(phases: &[Phase]) -> Option<f64> {
     phases
         .iter()
         .find(|p| p.name == "devices cannot send")
-        .map(|p| seconds(p.start, p.end))
+        .map(Phase::seconds)
 }
 
 /// The `--json` document of a run.
@@ -131,7 +105,7 @@ pub fn document(status: &str, run: &RunRecord, phases: &[Phase], reason: Option<
         "failover_region": run.plan.route.to,
         "eventhub_endpoint_before": {"endpoint": run.plan.route.events_before.endpoint, "path": run.plan.route.events_before.path},
         "eventhub_endpoint_after": if after.is_null() { Value::Null } else { json!({"endpoint": after["endpoint"], "path": after["path"]}) },
-        "phases": phases,
+        "phases": phases.iter().map(Phase::to_json).collect::<Vec<_>>(),
         "steps": steps,
         "reason": reason,
     })
@@ -144,126 +118,177 @@ pub fn has_findings(run: &RunRecord) -> bool {
     })
 }
 
-/// Escape text for HTML (element content and quoted attributes).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// What the page needs besides the run: its title, the run's status and why it stopped, and
+/// the command that repeats it.
+pub struct Page<'a> {
+    pub title: String,
+    pub status: &'a str,
+    pub completed: bool,
+    pub reason: Option<&'a str>,
+    pub command: String,
 }
 
-const COLORS: [&str; 5] = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#6b7280"];
-
-/// A self-contained HTML page: title, facts (label, value) and the phases as an SVG timeline.
-pub fn html(title: &str, facts: &[(String, String)], phases: &[Phase]) -> String {
-    let mut out = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;margin:24px}}td,th{{padding:2px 10px;text-align:left}}</style></head><body>\
-         <h1>{t}</h1>\n<table>",
-        t = escape(title)
+/// The run as the shared report's document: passed when the run completed.
+pub fn page(p: &Page<'_>, run: &RunRecord, phases: &[Phase]) -> Document {
+    let mut reasons = vec![format!(
+        "the failover {}: primary region {}",
+        p.status, run.plan.route.to
+    )];
+    reasons.extend(p.reason.map(|r| format!("stopped: {r}")));
+    reasons.extend(
+        run.done
+            .values()
+            .filter(|r| r.outcome != Outcome::Ok)
+            .map(|r| format!("step {} {}: {}", r.name, outcome_text(r.outcome), r.detail)),
     );
-    for (k, v) in facts {
-        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
+    Document {
+        title: p.title.clone(),
+        subtitle: format!(
+            "run {}, from {} to {}",
+            run.id, run.plan.route.from, run.plan.route.to
+        ),
+        verdict: if p.completed {
+            Verdict::Passed
+        } else {
+            Verdict::Failed
+        },
+        reasons,
+        phases: phases.to_vec(),
+        figures: figures(phases),
+        tables: vec![endpoints(p.status, run), steps(run)],
+        commands: vec![p.command.clone()],
     }
-    out.push_str("</table>\n");
-    out.push_str(&svg(phases));
-    out.push_str("\n<table><tr><th>phase</th><th>start</th><th>end</th><th>seconds</th></tr>");
-    for p in phases {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
-            escape(&p.name),
-            escape(&rfc(p.start)),
-            escape(&rfc(p.end)),
-            seconds(p.start, p.end)
-        );
-    }
-    out.push_str("</table></body></html>\n");
-    out
 }
 
-fn svg(phases: &[Phase]) -> String {
-    let (width, label, row) = (900.0_f64, 220.0_f64, 28.0_f64);
-    let start = phases.iter().map(|p| p.start).min();
-    let end = phases.iter().map(|p| p.end).max();
-    let span = match (start, end) {
-        (Some(s), Some(e)) => seconds(s, e).max(0.001),
-        _ => 1.0,
+fn outcome_text(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Skipped => "skipped",
+        Outcome::Failed => "failed",
+    }
+}
+
+/// The outages as measured: the devices', then each consumer's.
+fn figures(phases: &[Phase]) -> Vec<Figure> {
+    let measured = |name: &str, label: String, note: &str| Figure {
+        label,
+        value: phases
+            .iter()
+            .find(|p| p.name == name)
+            .map_or_else(|| "not measured".to_owned(), |p| duration_text(p.seconds())),
+        target: None,
+        status: report::Status::NoTarget,
+        note: Some(note.to_owned()),
     };
-    let height = row * f64::from(u32::try_from(phases.len()).unwrap_or(0)) + 30.0;
-    let mut out = format!(
-        "<svg id=\"timeline\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
-    );
-    let scale = (width - label - 40.0) / span;
-    for (i, p) in phases.iter().enumerate() {
-        let y = row * f64::from(u32::try_from(i).unwrap_or(0)) + 10.0;
-        let x0 = start
-            .map_or(0.0, |s| seconds(s, p.start))
-            .mul_add(scale, label);
-        let w = (seconds(p.start, p.end) * scale).max(3.0);
-        let _ = write!(
-            out,
-            "<text x=\"0\" y=\"{:.1}\" font-size=\"13\">{}</text><rect x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"18\" fill=\"{}\"/>",
-            y + 14.0,
-            escape(&p.name),
-            COLORS
-                .get(i.checked_rem(COLORS.len()).unwrap_or(0))
-                .unwrap_or(&"#000")
-        );
+    let mut out = vec![measured(
+        "devices cannot send",
+        "devices could not send".into(),
+        "first refused probe message to the next accepted one",
+    )];
+    let consumers: Vec<&Phase> = phases
+        .iter()
+        .filter(|p| p.name.starts_with("consumer "))
+        .collect();
+    if consumers.is_empty() {
+        out.push(Figure {
+            label: "consumers".into(),
+            value: "not measured".into(),
+            target: None,
+            status: report::Status::NoTarget,
+            note: Some("no consumer has a health check".into()),
+        });
     }
-    out.push_str(&axis(phases.len(), span, scale, label, row));
-    out.push_str("</svg>");
-    out
-}
-
-/// Five ticks under the bars, in seconds from the first phase's start.
-fn axis(rows: usize, span: f64, scale: f64, label: f64, row: f64) -> String {
-    let y = row * f64::from(u32::try_from(rows).unwrap_or(0)) + 14.0;
-    let mut out = String::new();
-    for k in 0..=4u32 {
-        let t = span * f64::from(k) / 4.0;
-        let _ = write!(
-            out,
-            "<text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#555\">{t:.1} s</text>",
-            t.mul_add(scale, label)
-        );
+    for c in consumers {
+        out.push(measured(
+            &c.name,
+            c.name.clone(),
+            "first failed check to the next good one",
+        ));
     }
     out
 }
 
+fn endpoints(status: &str, run: &RunRecord) -> Table {
+    let before = &run.plan.route.events_before;
+    let after = run.data_of("read-endpoint");
+    let text = |v: Option<&Value>, key: &str| {
+        v.and_then(|v| v[key].as_str())
+            .unwrap_or("not read")
+            .to_owned()
+    };
+    Table {
+        title: "Run".into(),
+        columns: vec!["fact".into(), "value".into()],
+        rows: vec![
+            vec!["status".into(), status.to_owned()],
+            vec!["failover region".into(), run.plan.route.to.clone()],
+            vec![
+                "Event Hub endpoint before".into(),
+                format!("{} {}", before.endpoint, before.path),
+            ],
+            vec![
+                "Event Hub endpoint after".into(),
+                format!("{} {}", text(after, "endpoint"), text(after, "path")),
+            ],
+        ],
+    }
+}
+
+fn steps(run: &RunRecord) -> Table {
+    Table {
+        title: "Steps".into(),
+        columns: vec!["step".into(), "outcome".into(), "detail".into()],
+        rows: run
+            .done
+            .values()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    outcome_text(r.outcome).to_owned(),
+                    r.detail.clone(),
+                ]
+            })
+            .collect(),
+    }
+}
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, reason = "tests")]
 mod tests {
     use super::*;
+    use time::Duration;
     use time::macros::datetime;
 
-    #[test]
-    fn every_value_is_escaped() {
+    fn phase(name: &str, from: i64, to: i64) -> Phase {
         let t = datetime!(2026-01-01 00:00 UTC);
-        let page = html(
-            "<script>x</script>",
-            &[("a&b".into(), "\"q\"".into())],
-            &[Phase {
-                name: "<b>".into(),
-                start: t,
-                end: t + time::Duration::seconds(3),
-            }],
+        Phase {
+            name: name.into(),
+            start: t + Duration::seconds(from),
+            end: t + Duration::seconds(to),
+        }
+    }
+
+    #[test]
+    fn the_outages_are_figures_and_an_unmeasured_one_says_so() {
+        let phases = [
+            phase("failover operation", 0, 40),
+            phase("devices cannot send", 5, 17),
+            phase("consumer <reader> broken", 6, 30),
+        ];
+        let f = figures(&phases);
+        let shown: Vec<(&str, &str)> = f
+            .iter()
+            .map(|f| (f.label.as_str(), f.value.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("devices could not send", "12.0 s"),
+                ("consumer <reader> broken", "24.0 s")
+            ]
         );
-        assert!(!page.contains("<script>x"));
-        assert!(page.contains("&lt;script&gt;x"));
-        assert!(
-            page.contains("a&amp;b")
-                && page.contains("&quot;q&quot;")
-                && page.contains("&lt;b&gt;")
-        );
-        assert!(!page.contains("src=") && !page.contains("href="));
+        assert_eq!(device_outage(&phases), Some(12.0));
+        let none = figures(&phases[..1]);
+        assert_eq!(none[0].value, "not measured");
+        assert_eq!(none[1].label, "consumers");
     }
 }

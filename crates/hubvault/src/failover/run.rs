@@ -283,7 +283,7 @@ async fn execute(
                 }
             }
             Err(e) => {
-                failure = Some(format!("{}: {}", step.name, step_failure(&e)));
+                failure = Some(format!("{}: {}", step.name, e));
                 break;
             }
         }
@@ -297,31 +297,6 @@ async fn execute(
         probe::remove(h, &ids).await;
     }
     (sampled, failure)
-}
-
-/// What a failed step says. ARM's refusals are told by status, not with the generic "Reader on
-/// the hub" hint of read-only callers: the runbook's calls write, and a 400 names its own cause
-/// (the failover limits, a bad body).
-fn step_failure(e: &Error) -> String {
-    let Error::Arm(crate::arm::Error::Refused {
-        resource,
-        status,
-        message,
-    }) = e
-    else {
-        return e.to_string();
-    };
-    let hint = match status {
-        401 | 403 => {
-            "; the caller lacks a right this step needs (`hubvault failover plan` lists the rights)"
-        }
-        404 => {
-            "; it does not exist (any more): check the ids in [failover] against `hubvault failover plan`"
-        }
-        409 | 429 => "; ARM is busy with another operation on it: wait a minute",
-        _ => "",
-    };
-    format!("ARM refused the request for {resource} (HTTP {status}): {message}{hint}")
 }
 
 /// The most sample objects one process journals (a flapping probe must not fill the store).
@@ -410,35 +385,5 @@ fn clone_consumer(c: &crate::config::ConsumerEntry) -> crate::config::ConsumerEn
         settings_file: c.settings_file.clone(),
         settings_secret: c.settings_secret.clone(),
         settings_key_name: c.settings_key_name.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(status: u16) -> String {
-        step_failure(&Error::Arm(crate::arm::Error::Refused {
-            resource: "/subscriptions/s/x".into(),
-            status,
-            message: "ARM's own words".into(),
-        }))
-    }
-
-    #[test]
-    fn an_arm_refusal_is_told_by_status_without_the_read_only_hint() {
-        for (status, says) in [
-            (403, "lacks a right"),
-            (404, "does not exist"),
-            (409, "busy"),
-            (400, "ARM's own words"),
-        ] {
-            let text = refused(status);
-            assert!(
-                text.contains(says) && text.contains("ARM's own words"),
-                "{text}"
-            );
-            assert!(!text.contains("Reader on the hub"), "{text}");
-        }
     }
 }

@@ -159,19 +159,24 @@ const WIDTH: f64 = 960.0;
 const LABELS: f64 = 190.0;
 const ROW: f64 = 30.0;
 
-/// One row per phase: its name, a bar placed on the run's time axis, its duration.
+/// One row per phase: its name, a bar placed on the run's time axis, its duration. Phases may
+/// overlap (a failover's "devices cannot send" lies inside its "failover operation"): the axis
+/// runs from the earliest start to the latest end, each phase on its own row.
 fn timeline_svg(phases: &[Phase]) -> String {
     let mut svg = String::new();
-    let (Some(first), Some(last)) = (phases.first(), phases.last()) else {
+    let (Some(first), Some(last)) = (
+        phases.iter().map(|p| p.start).min(),
+        phases.iter().map(|p| p.end).max(),
+    ) else {
         return "<p>No phase was recorded.</p>".into();
     };
-    let total = between(first.start, last.end).max(1e-3);
+    let total = between(first, last).max(1e-3);
     let axis = WIDTH - LABELS - 90.0;
     #[allow(clippy::cast_precision_loss, reason = "a handful of phases")]
-    let height = ROW * (phases.len() as f64) + 26.0;
+    let height = ROW * (phases.len() as f64) + 44.0;
     let _ = write!(
         svg,
-        "<h2>Timeline ({})</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" \
+        "<h2>Timeline ({})</h2><svg width=\"{WIDTH}\" \
          height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" \
          font-family=\"system-ui,sans-serif\" font-size=\"13\">",
         escape(&duration_text(total)),
@@ -179,7 +184,7 @@ fn timeline_svg(phases: &[Phase]) -> String {
     for (i, p) in phases.iter().enumerate() {
         #[allow(clippy::cast_precision_loss, reason = "a handful of phases")]
         let y = ROW * i as f64;
-        let x = LABELS + axis * between(first.start, p.start) / total;
+        let x = LABELS + axis * between(first, p.start) / total;
         // At least a few pixels, so a phase of milliseconds still shows where it was.
         let w = (axis * p.seconds() / total).max(4.0);
         let colour = PALETTE
@@ -200,16 +205,39 @@ fn timeline_svg(phases: &[Phase]) -> String {
             escape(&duration_text(p.seconds())),
         );
     }
-    let base = height - 22.0;
+    let base = height - 40.0;
     let _ = write!(
         svg,
-        "<line x1=\"{LABELS}\" y1=\"{base:.1}\" x2=\"{:.1}\" y2=\"{base:.1}\" stroke=\"#718096\"/>\
-         <text x=\"{LABELS}\" y=\"{:.1}\" fill=\"#4a5568\">{}</text></svg>",
+        "<line x1=\"{LABELS}\" y1=\"{base:.1}\" x2=\"{:.1}\" y2=\"{base:.1}\" stroke=\"#718096\"/>",
         LABELS + axis,
-        base + 16.0,
-        escape(&format!("start {}", rfc3339(first.start))),
+    );
+    svg.push_str(&ticks(base, axis, total));
+    let _ = write!(
+        svg,
+        "<text x=\"0\" y=\"{:.1}\" fill=\"#4a5568\">{}</text></svg>",
+        base + 34.0,
+        escape(&format!("start {}", rfc3339(first))),
     );
     svg
+}
+
+/// Five ticks under the axis, labelled with the time since the first phase began.
+fn ticks(base: f64, axis: f64, total: f64) -> String {
+    let mut out = String::new();
+    for k in 0..=4_u32 {
+        let at = total * f64::from(k) / 4.0;
+        let x = LABELS + axis * f64::from(k) / 4.0;
+        let _ = write!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{base:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#718096\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" fill=\"#4a5568\" font-size=\"11\" \
+             text-anchor=\"middle\" class=\"tick\">{}</text>",
+            base + 4.0,
+            base + 16.0,
+            escape(&format!("+{}", duration_text(at))),
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -260,7 +288,8 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("Drill &lt;hub-drill&gt;"));
         assert!(html.contains("a&quot;b") && html.contains("&#39;x&#39;"));
-        for external in ["src=", "href=", "@import", "url("] {
+        // Inline SVG in HTML5 needs no namespace: the page names no URL at all.
+        for external in ["src=", "href=", "@import", "url(", "http://", "https://"] {
             assert!(!html.contains(external), "{external} in the page");
         }
         assert_eq!(html.matches("<rect").count(), 2);
@@ -272,5 +301,40 @@ mod tests {
         let mut d = doc();
         d.phases.clear();
         assert!(d.html().contains("No phase was recorded."));
+    }
+
+    #[test]
+    fn overlapping_phases_share_one_axis_from_the_earliest_start() {
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let mut d = doc();
+        d.phases = vec![
+            Phase {
+                name: "failover operation".into(),
+                start: t0 + Duration::seconds(2),
+                end: t0 + Duration::seconds(42),
+            },
+            Phase {
+                name: "devices cannot send".into(),
+                start: t0 + Duration::seconds(10),
+                end: t0 + Duration::seconds(20),
+            },
+            Phase {
+                name: "whole run".into(),
+                start: t0,
+                end: t0 + Duration::seconds(40),
+            },
+        ];
+        let html = d.html();
+        assert!(html.contains("Timeline (42.0 s)"), "{html}");
+        assert!(html.contains("start 1970-01-01T00:00:00Z"));
+        // The ticks of the seconds axis, from +0 to the whole span.
+        for tick in ["+0 ms", "+10.5 s", "+21.0 s", "+31.5 s", "+42.0 s"] {
+            assert!(html.contains(tick), "{tick} missing");
+        }
+        // "whole run" starts at the axis' origin, the operation 2 s of 42 s into it.
+        let axis = WIDTH - LABELS - 90.0;
+        assert!(html.contains(&format!("<rect x=\"{LABELS:.1}\" y=\"64.0\"")));
+        let op = LABELS + axis * 2.0 / 42.0;
+        assert!(html.contains(&format!("<rect x=\"{op:.1}\" y=\"4.0\"")));
     }
 }

@@ -3,7 +3,9 @@
 //! reproduce the run. No external asset, no script: it opens from a mail attachment or an
 //! artifact store years later and reads the same.
 //!
-//! Generic on purpose: the drill fills it today, the failover runbook will too. Every value is
+//! Generic on purpose: the drill and the failover runbook both fill it. Phases may overlap (a
+//! failover's device outage lies inside its operation): the timeline's axis runs from the
+//! earliest start to the latest end, with ticks in time since then. Every value is
 //! HTML-escaped on the way out ([`html::escape`]), so a device id or a service message cannot
 //! become markup.
 //!
