@@ -84,6 +84,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod preflight;
 pub mod probe;
+pub mod probe_dps;
 pub mod redact;
 pub mod repo;
 pub mod report;
