@@ -415,3 +415,36 @@ fn random_key() -> String {
     rand::thread_rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_enrollment_names_its_hubs_by_iot_hubs_else_its_host_name() {
+        let both = json!({"iotHubs": ["hub-drill.azure-devices.net"],
+                          "iotHubHostName": "hub-a.azure-devices.net"});
+        assert_eq!(hubs_of(&both), ["hub-drill.azure-devices.net"]);
+        let old = json!({"iotHubHostName": "hub-a.azure-devices.net"});
+        assert_eq!(hubs_of(&old), ["hub-a.azure-devices.net"]);
+        assert!(hubs_of(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn an_unlinked_hub_is_refused_with_the_command_that_links_it() {
+        let e = Error::NotLinked {
+            dps: "dps-drill".into(),
+            hub: "hub-drill.azure-devices.net".into(),
+            detail: "linked hubs read through ARM: none".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("Nothing was changed"), "{text}");
+        assert!(
+            e.fix().unwrap().contains("--dps-name dps-drill")
+                && text.contains("--hub-name hub-drill,"),
+            "{text}"
+        );
+        assert_eq!(e.code(), "drill_dps_hub_not_linked");
+    }
+}
