@@ -531,7 +531,10 @@ pub struct DrillArgs {
     /// The scratch hub to restore into (a name from hubvault.toml or a connection string).
     #[arg(long, value_name = "HUB")]
     pub to: String,
-    /// Probe devices through this DPS instance (not built yet: refused).
+    /// Probe devices through this DPS instance (a `[dps.NAME]` with `id-scope`, linked to the
+    /// drill hub): the sampled devices are enrolled there (their own keys, pointing at the drill
+    /// hub), register with their original keys and send a message to the hub DPS assigns.
+    /// Enrollments the drill did not create are never modified; `--cleanup` deletes its own.
     #[arg(long, value_name = "DPS")]
     pub via_dps: Option<String>,
     /// Write the drill's report here as one self-contained HTML file.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use hubvault::config::Config;
 use hubvault::device::telemetry::DeviceTarget;
 use hubvault::drill::{self, Targets};
+use hubvault::probe_dps::ViaDps;
 use hubvault::restore::{self, Engine, RestoreOptions};
 use hubvault::shutdown::Shutdown;
 use hubvault::staging::Staging;
@@ -20,15 +21,6 @@ pub async fn run(
     args: DrillArgs,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    if let Some(dps) = &args.via_dps {
-        return Err(hubvault::Error::usage(
-            format!(
-                "not built yet: --via-dps {dps} needs the DPS device-registration client, which \
-                 hubvault does not have yet"
-            ),
-            "drop --via-dps: the probe then authenticates the devices against the hub directly",
-        ));
-    }
     let repo = super::open_repository(config, global, args.trust.allow_unsigned).await?;
     let hub_filter = super::hub_names(config, args.hub.hub.as_deref());
     let manifest = repo
@@ -71,6 +63,10 @@ pub async fn run(
         host: client.host().to_owned(),
         endpoint: client.endpoint().clone(),
     };
+    let via_dps = match &args.via_dps {
+        Some(name) => Some(via_dps(config, name, arm.as_ref())?),
+        None => None,
+    };
     let request = drill::Request {
         store: repo.store().clone(),
         manifest: &manifest,
@@ -89,6 +85,7 @@ pub async fn run(
         probe_per_kind: args.probe_devices,
         http: client.http().clone(),
         device_target,
+        via_dps,
     };
     let report = drill::run(request).await.map_err(hubvault::Error::app)?;
     let mut human = report.human();
@@ -113,9 +110,31 @@ pub async fn run(
     })
 }
 
+/// The DPS instance `--via-dps` names: its service client, where devices register, and ARM
+/// to read its linked hubs when `[arm]` and its `resource-id` are configured.
+fn via_dps<'a>(
+    config: &Config,
+    name: &str,
+    arm: Option<&'a hubvault::arm::ArmClient>,
+) -> Result<ViaDps<'a>> {
+    let connection = hubvault::services::resolve_dps(name, config)?;
+    let client = hubvault::dps::DpsClient::new(connection).map_err(hubvault::Error::app)?;
+    let provisioning = hubvault::services::dps_provisioning(name, config)?;
+    let resource_id = config.dps.get(name).and_then(|d| d.resource_id.clone());
+    Ok(ViaDps {
+        name: name.to_owned(),
+        client,
+        provisioning,
+        arm: arm.zip(resource_id),
+    })
+}
+
 /// The commands that reproduce this drill (the snapshot by id; a connection string redacted).
 fn reproduce(args: &DrillArgs, snapshot: &str) -> Vec<String> {
     let mut drill = format!("hubvault drill {snapshot} --to {}", args.to);
+    if let Some(d) = &args.via_dps {
+        let _ = write!(drill, " --via-dps {d}");
+    }
     if let Some(v) = args.verify {
         let _ = write!(drill, " --verify {}", v.label());
     }

@@ -17,6 +17,7 @@ mod dps;
 mod dps_faults;
 mod dps_scale;
 mod drill;
+mod drill_dps;
 mod failover;
 mod failover_report;
 mod fault_matrix;

@@ -24,6 +24,7 @@ use crate::hub::{self, HubClient};
 use crate::pipeline::Identities;
 use crate::preflight::Checks;
 use crate::probe::{self, ProbeReport};
+use crate::probe_dps::{self, ViaDps};
 use crate::report::{Document, Figure, Status, Table, Verdict, duration_text};
 use crate::restore::outcome::Problem;
 use crate::restore::{self, RestoreOptions, RestoreReport, Verify, lines, plan};
@@ -44,6 +45,8 @@ pub enum Error {
     Restore(#[from] restore::Error),
     #[error("cannot read the drill hub: {0}")]
     Target(#[source] hub::Error),
+    #[error(transparent)]
+    ViaDps(#[from] probe_dps::Error),
 }
 
 impl Diagnostic for Error {
@@ -52,6 +55,7 @@ impl Diagnostic for Error {
             Error::NotScratch { .. } => "drill_target_not_empty",
             Error::Restore(e) => e.code(),
             Error::Target(e) => e.code(),
+            Error::ViaDps(e) => e.code(),
         }
     }
 
@@ -64,6 +68,7 @@ impl Diagnostic for Error {
             ),
             Error::Restore(e) => e.fix(),
             Error::Target(e) => e.fix(),
+            Error::ViaDps(e) => e.fix(),
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Request<'a> {
     pub probe_per_kind: usize,
     pub http: reqwest::Client,
     pub device_target: DeviceTarget,
+    /// `--via-dps`: the probe registers the devices through this DPS instance.
+    pub via_dps: Option<ViaDps<'a>>,
 }
 
 /// What `--cleanup` removed, and what it could not.
@@ -102,6 +109,9 @@ pub struct Request<'a> {
 pub struct Cleanup {
     pub deleted_identities: usize,
     pub deleted_configurations: usize,
+    /// `--via-dps`: enrollments the drill created in the DPS instance, deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_enrollments: Option<usize>,
     /// Device identities left on the drill hub afterwards (read from the hub).
     pub left_on_target: u64,
     pub could_not: Vec<String>,
@@ -125,6 +135,8 @@ pub struct DrillReport {
     pub newest_rpo_seconds: Option<f64>,
     pub targets: Targets,
     pub reasons: Vec<String>,
+    /// What a reader should know that is not a failure (enrollments left in place).
+    pub notes: Vec<String>,
     pub cleanup: Option<Cleanup>,
 }
 
@@ -135,13 +147,7 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     let timeline = options.timeline.clone();
     timeline.begin_at("preflight", started);
     let client = request.client;
-    let existing = client.statistics().await.map_err(Error::Target)?;
-    if existing.total_device_count > 0 && !request.allow_nonempty {
-        return Err(Error::NotScratch {
-            hub: client.name().to_owned(),
-            identities: existing.total_device_count,
-        });
-    }
+    before_anything(&request).await?;
     options.mode = restore::Mode::Mirror;
     if request.allow_nonempty {
         options.max_delete = Some(plan::MaxDelete::Share(10_000));
@@ -171,6 +177,7 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
         newest_rpo_seconds: request.newest.map(|n| round3(between(n, started))),
         targets: request.targets,
         reasons: Vec::new(),
+        notes: Vec::new(),
         cleanup: None,
     };
     let Some(usable) = usable else {
@@ -180,13 +187,24 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
         drill.phases = timeline.phases(OffsetDateTime::now_utc());
         return Ok(drill);
     };
-    timeline.begin("first device accepted");
     let choice = probe::choose(
         usable.records(),
         request.probe_per_kind,
         &mut rand::thread_rng(),
     );
-    drill.probe = probe::run(&request.http, &request.device_target, &choice).await;
+    let (report, enrolled) = probe_step(
+        (
+            &request.http,
+            &request.device_target,
+            request.via_dps.as_ref(),
+        ),
+        client.host(),
+        usable.records(),
+        &choice,
+        &timeline,
+    )
+    .await;
+    drill.probe = report;
     if let Some(first) = drill.probe.first_accepted {
         timeline.begin_at("probe", first);
     }
@@ -208,9 +226,63 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     drill.phases = timeline.phases(OffsetDateTime::now_utc());
     drill.reasons = drill.judge();
     if request.cleanup {
-        drill.cleanup = Some(cleanup(client, &created, &created_configurations).await);
+        let mut done = cleanup(client, &created, &created_configurations).await;
+        if let (Some(via), Some(e)) = (&request.via_dps, &enrolled) {
+            done.deleted_enrollments = Some(probe_dps::cleanup(via, e, &mut done.could_not).await);
+        }
+        drill.cleanup = Some(done);
+    } else if let (Some(via), Some(e)) = (&request.via_dps, &enrolled) {
+        drill.notes.extend(kept_note(&via.name, &e.created()));
     }
     Ok(drill)
+}
+
+/// The refusals that leave everything as it was: a target holding identities (unless allowed),
+/// a `--via-dps` instance not linked to the target.
+async fn before_anything(request: &Request<'_>) -> Result<(), Error> {
+    let client = request.client;
+    let existing = client.statistics().await.map_err(Error::Target)?;
+    if existing.total_device_count > 0 && !request.allow_nonempty {
+        return Err(Error::NotScratch {
+            hub: client.name().to_owned(),
+            identities: existing.total_device_count,
+        });
+    }
+    if let Some(via) = &request.via_dps {
+        probe_dps::check_linked(via, client.host()).await?;
+    }
+    Ok(())
+}
+
+/// The probe, straight at the hub or through DPS (`--via-dps`: enrolling the sample first, in
+/// the "registration" phase); what it enrolled, for the cleanup.
+async fn probe_step(
+    (http, device_target, via_dps): (&reqwest::Client, &DeviceTarget, Option<&ViaDps<'_>>),
+    host: &str,
+    records: &[plan::SnapshotRecord],
+    choice: &probe::Choice,
+    timeline: &crate::timeline::Timeline,
+) -> (ProbeReport, Option<probe_dps::Enrolled>) {
+    if let Some(via) = via_dps {
+        timeline.begin("registration");
+        let e = probe_dps::enroll(via, host, records, choice).await;
+        let report = probe_dps::run(http, via, device_target, choice, &e).await;
+        (report, Some(e))
+    } else {
+        timeline.begin("first device accepted");
+        (probe::run(http, device_target, choice).await, None)
+    }
+}
+
+/// Without `--cleanup`: the enrollments the drill created stay, named.
+fn kept_note(dps: &str, created: &[String]) -> Option<String> {
+    (!created.is_empty()).then(|| {
+        format!(
+            "the drill's {} enrollment(s) stay in DPS {dps} (pass --cleanup to delete them): {}",
+            created.len(),
+            list(created)
+        )
+    })
 }
 
 /// Seconds from `created` (RFC 3339) to `at`; 0 if unreadable.
@@ -349,12 +421,13 @@ impl DrillReport {
                 .iter()
                 .flat_map(|k| k.devices.iter())
                 .filter(|d| !d.accepted)
-                .map(|d| {
-                    format!(
+                .map(|d| match &d.error {
+                    Some(e) => format!("{} ({e})", d.id),
+                    None => format!(
                         "{} ({})",
                         d.id,
                         d.status.map_or("no answer".into(), |s| s.to_string())
-                    )
+                    ),
                 })
                 .collect();
             why.push(format!(
@@ -419,6 +492,7 @@ impl DrillReport {
             "phases": self.phases.iter().map(Phase::to_json).collect::<Vec<_>>(),
             "probe": self.probe.to_json(),
             "reasons": self.reasons,
+            "notes": self.notes,
             "restore": self.restore.to_json(false),
             "cleanup": self.cleanup,
         })
@@ -432,10 +506,31 @@ impl DrillReport {
         }
         let _ = writeln!(
             out,
-            "probe: {} of {} device(s) accepted",
+            "probe{}: {} of {} device(s) accepted",
+            self.probe
+                .via_dps
+                .as_ref()
+                .map(|d| format!(" through DPS {d}"))
+                .unwrap_or_default(),
             self.probe.accepted(),
             self.probe.tried()
         );
+        for d in self.probe.by_kind.iter().flat_map(|k| k.devices.iter()) {
+            if let Some(hub) = &d.assigned_hub {
+                let _ = writeln!(
+                    out,
+                    "  {} assigned to {hub} as {}",
+                    d.id,
+                    d.assigned_device_id.as_deref().unwrap_or("?")
+                );
+            }
+            if let Some(e) = d.error.as_ref().filter(|_| !d.accepted) {
+                let _ = writeln!(out, "  {} refused: {e}", d.id);
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
         let _ = writeln!(
             out,
             "restored {} of {} identities; RTO {} ({}); RPO {} ({})",
@@ -455,6 +550,9 @@ impl DrillReport {
                 "cleanup: deleted {} identities and {} configuration(s); {} device(s) left on {}",
                 c.deleted_identities, c.deleted_configurations, c.left_on_target, self.hub
             );
+            if let Some(n) = c.deleted_enrollments {
+                let _ = writeln!(out, "cleanup: deleted {n} enrollment(s) the drill created");
+            }
             for n in &c.could_not {
                 let _ = writeln!(out, "cleanup could not: {n}");
             }
@@ -536,9 +634,13 @@ impl DrillReport {
         }
     }
 
-    fn tables(&self) -> Vec<Table> {
-        let probe = Table {
-            title: "Probe per device kind".into(),
+    /// The probe per kind, each device with its answer (and the hub DPS assigned it to).
+    fn probe_table(&self) -> Table {
+        Table {
+            title: match &self.probe.via_dps {
+                Some(d) => format!("Probe per device kind, through DPS {d}"),
+                None => "Probe per device kind".into(),
+            },
             columns: ["kind", "tried", "accepted", "devices", "note"]
                 .map(String::from)
                 .to_vec(),
@@ -551,11 +653,15 @@ impl DrillReport {
                         .devices
                         .iter()
                         .map(|d| {
-                            format!(
+                            let mut text = format!(
                                 "{} {}",
                                 d.id,
                                 d.status.map_or("no answer".into(), |s| s.to_string())
-                            )
+                            );
+                            if let Some(hub) = &d.assigned_hub {
+                                let _ = write!(text, " (assigned to {hub})");
+                            }
+                            text
                         })
                         .collect();
                     vec![
@@ -567,7 +673,11 @@ impl DrillReport {
                     ]
                 })
                 .collect(),
-        };
+        }
+    }
+
+    fn tables(&self) -> Vec<Table> {
+        let probe = self.probe_table();
         let differences = Table {
             title: "Differences found".into(),
             columns: ["identity", "problem", "aspects"]
@@ -621,6 +731,9 @@ impl DrillReport {
                     c.left_on_target.to_string(),
                 ],
             ];
+            if let Some(n) = c.deleted_enrollments {
+                rows.push(vec!["DPS enrollments deleted".into(), n.to_string()]);
+            }
             rows.extend(
                 c.could_not
                     .iter()

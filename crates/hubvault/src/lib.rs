@@ -53,6 +53,7 @@
 //! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
 //! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
 //! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
+//! | [`probe_dps`] | `drill --via-dps`: link check, the sample's own enrollments, registration through DPS, the assigned hub checked, one message there; deletes only its own enrollments | modify an enrollment it did not create, let a key out |
 //! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe; a failover's may overlap) | decide from the times |
 //! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped; renders both `drill` and `failover` | decide verdicts, hold a secret |
 //! | [`service`] | `serve` and `run`: the pure scheduler core (`slots`), the loop on an injected clock (`scheduler`), per-hub leases on the store and status records, one hub's run (lease → slot check → backup → forget with every covering policy → record), a scheduled drill under the scratch hub's lease, metrics, notifications | know clap; run a hub without its lease |
@@ -84,6 +85,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod preflight;
 pub mod probe;
+pub mod probe_dps;
 pub mod redact;
 pub mod repo;
 pub mod report;

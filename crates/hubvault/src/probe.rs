@@ -31,6 +31,13 @@ pub struct Candidate {
     key: String,
 }
 
+impl Candidate {
+    /// The device's own primary key (for a sender of this crate; never printed).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl std::fmt::Debug for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -97,6 +104,20 @@ pub struct Tried {
     pub accepted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Through DPS: the hub DPS assigned the device to (its host name), and under which id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_hub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_device_id: Option<String>,
+}
+
+/// What one device's try came to (a sender's answer, before it is counted).
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub assigned_hub: Option<String>,
+    pub assigned_device_id: Option<String>,
 }
 
 /// The result for one kind.
@@ -119,6 +140,8 @@ pub struct ProbeReport {
     pub first_accepted: Option<OffsetDateTime>,
     /// When the last answer came.
     pub done: Option<OffsetDateTime>,
+    /// The DPS instance the devices registered through (`--via-dps`), if any.
+    pub via_dps: Option<String>,
 }
 
 impl ProbeReport {
@@ -147,7 +170,8 @@ impl ProbeReport {
                 )
             })
             .collect();
-        json!({"tried": self.tried(), "accepted": self.accepted(), "by_kind": by_kind})
+        json!({"tried": self.tried(), "accepted": self.accepted(), "by_kind": by_kind,
+               "via_dps": self.via_dps})
     }
 }
 
@@ -157,11 +181,25 @@ pub async fn run(http: &reqwest::Client, target: &DeviceTarget, choice: &Choice)
     let tries = choice.candidates.iter().map(|c| {
         let body = body.as_bytes();
         async move {
-            let answer = telemetry::send(http, target, &c.id, &c.key, body).await;
-            (c, answer, OffsetDateTime::now_utc())
+            let attempt = match telemetry::send(http, target, &c.id, &c.key, body).await {
+                Ok(s) => Attempt {
+                    status: Some(s),
+                    ..Attempt::default()
+                },
+                Err(e) => Attempt {
+                    error: Some(crate::redact::redact(&e.to_string())),
+                    ..Attempt::default()
+                },
+            };
+            (c, attempt, OffsetDateTime::now_utc())
         }
     });
     let answers = futures::future::join_all(tries).await;
+    tally(choice, &answers)
+}
+
+/// Count each candidate's attempt per kind; a kind nobody tried says why.
+pub fn tally(choice: &Choice, answers: &[(&Candidate, Attempt, OffsetDateTime)]) -> ProbeReport {
     let mut report = ProbeReport::default();
     for kind in KINDS {
         let mut result = KindResult {
@@ -171,12 +209,9 @@ pub async fn run(http: &reqwest::Client, target: &DeviceTarget, choice: &Choice)
             note: None,
             devices: Vec::new(),
         };
-        for (c, answer, at) in answers.iter().filter(|(c, _, _)| c.kind == kind) {
-            let (status, error) = match answer {
-                Ok(s) => (Some(*s), None),
-                Err(e) => (None, Some(crate::redact::redact(&e.to_string()))),
-            };
-            let accepted = status.is_some_and(|s| (200..300).contains(&s));
+        for (c, attempt, at) in answers.iter().filter(|(c, _, _)| c.kind == kind) {
+            let accepted =
+                attempt.error.is_none() && attempt.status.is_some_and(|s| (200..300).contains(&s));
             if accepted {
                 report.first_accepted = Some(report.first_accepted.map_or(*at, |f| f.min(*at)));
             }
@@ -185,9 +220,11 @@ pub async fn run(http: &reqwest::Client, target: &DeviceTarget, choice: &Choice)
             result.accepted = result.accepted.saturating_add(usize::from(accepted));
             result.devices.push(Tried {
                 id: c.id.clone(),
-                status,
+                status: attempt.status,
                 accepted,
-                error,
+                error: attempt.error.clone(),
+                assigned_hub: attempt.assigned_hub.clone(),
+                assigned_device_id: attempt.assigned_device_id.clone(),
             });
         }
         let available = choice.available.get(&kind).copied().unwrap_or(0);

@@ -157,6 +157,8 @@ async fn attempt(
             host: client.host().to_owned(),
             endpoint: client.endpoint().clone(),
         },
+        // A scheduled drill probes the hub directly (docs/serve.md: not built yet).
+        via_dps: None,
     };
     let report = drill::run(request).await.map_err(hubvault::Error::app)?;
     figures.rto_seconds = report.rto_seconds;
