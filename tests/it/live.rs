@@ -660,6 +660,78 @@ async fn a_killed_backup_is_swept_by_the_next_run_at_once() {
     assert_eq!(w.snapshots(HUB_A).len(), 1);
 }
 
+/// The same kill, but the dead run's export is still running when the next run starts (a slow
+/// job: 20 devices at 1 a second, about 20 s). The re-run cancels it through the hub (the
+/// simulator marks a cancelled job `cancelled` at once and its work stops at its next step,
+/// before committing `devices.txt`), waits for it to stop, then deletes the dead run's blobs;
+/// nothing of that run appears in staging afterwards either, and the re-run's own snapshot
+/// is committed and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backup_whose_job_still_runs_is_cancelled_and_swept() {
+    let Some(cs) = azurite() else { return };
+    let w = Live::start(
+        &cs,
+        Setup {
+            devices: 20,
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.sim.limits("hub-a", json!({"job_rate": 1.0})).await;
+    let killed_at = kill_backup_while_its_job_runs(&w).await;
+    // Only the dead run's job is slow: the re-run's own export runs unpaced.
+    w.sim.limits("hub-a", json!({"job_rate": 0.0})).await;
+    let dead_job = w
+        .sim
+        .running_job("hub-a", Some("export"), Duration::from_secs(5))
+        .await;
+    let dead_id = dead_job["jobId"].as_str().unwrap().to_owned();
+    let dead_blobs = w.staging_blobs().await;
+    assert!(
+        !dead_blobs.is_empty(),
+        "the killed run's journal is in staging"
+    );
+
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    eprintln!("re-run took {:?} after the kill", killed_at.elapsed());
+    let dead = &out.json()["dead_runs"];
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
+    assert_eq!(dead[0]["hub"], HUB_A, "{dead:#}");
+    assert_eq!(dead[0]["cancelled_job"], dead_id.as_str(), "{dead:#}");
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+
+    let jobs = w.jobs("hub-a").await;
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    let killed = jobs
+        .iter()
+        .find(|j| j["jobId"] == dead_id.as_str())
+        .unwrap();
+    assert_eq!(killed["status"], "cancelled", "{killed:#}");
+    assert!(killed["progress"].as_u64().unwrap() < 100, "{killed:#}");
+    let own = jobs
+        .iter()
+        .find(|j| j["jobId"] != dead_id.as_str())
+        .unwrap();
+    assert_eq!(own["status"], "completed", "{own:#}");
+
+    assert_eq!(w.staging_blobs().await, Vec::<String>::new());
+    // Long enough for the cancelled job's worker to take its next step (a second at
+    // 1 device a second): it writes nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.staging_blobs().await,
+        Vec::<String>::new(),
+        "nothing of the killed run appears after the sweep"
+    );
+
+    let snapshots = w.snapshots(HUB_A);
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(out.json()["snapshot"], snapshots[0].as_str());
+    let verify = w.run(&["verify", "--all", "--read-data"], &[]).await;
+    assert!(verify.status.success(), "{}", verify.stderr);
+}
+
 /// Two runs at once through one staging container: a live run (paused while its export runs,
 /// renewing its journal) is never swept by another run of the same hub or of another hub, and
 /// is swept by the first run after it is killed.
