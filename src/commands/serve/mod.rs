@@ -413,17 +413,12 @@ fn drilled(hubs: &[String], section: &policy::DrillSection, config: &Config) -> 
 }
 
 fn run_outcome(reports: &[Report], errors: &[String]) -> Outcome {
-    let failed = reports
+    let failed_runs = reports
         .iter()
         .filter(|r| r.outcome == RunOutcome::Failed)
-        .count()
-        .saturating_add(errors.len());
-    let ok = reports.len().saturating_sub(
-        reports
-            .iter()
-            .filter(|r| r.outcome == RunOutcome::Failed)
-            .count(),
-    );
+        .count();
+    let failed = failed_runs.saturating_add(errors.len());
+    let ok = reports.len().saturating_sub(failed_runs);
     let exit_code = match (failed, ok) {
         (0, _) => 0,
         (_, 0) => 2,

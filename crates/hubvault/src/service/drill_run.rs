@@ -48,27 +48,13 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = DrillDone>,
 {
-    let started_at = Utc::now();
-    let mut report = Report {
-        run_id: crate::store::time_id(time::OffsetDateTime::now_utc(), rand::random()),
-        policy: due.policy.clone(),
-        hub: due.hub.clone(),
-        slot: due.slot,
-        started_at,
-        finished_at: started_at,
-        outcome: Outcome::Failed,
-        snapshot: None,
-        devices: None,
-        bytes: None,
-        forget_removed: 0,
-        error: None,
-        transition: None,
-        status: None,
-        drill: Some(DrillFigures {
+    let mut report = Report::start(
+        due,
+        Some(DrillFigures {
             to: to.to_owned(),
             ..DrillFigures::default()
         }),
-    };
+    );
     // The lease and the slot record are the scratch hub's; the slot is keyed per policy and hub.
     let lease_due = Due {
         policy: slot_key(&due.policy, &due.hub),

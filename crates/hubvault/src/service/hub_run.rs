@@ -157,6 +157,30 @@ pub enum Phase {
 }
 
 /// Where a run tells what it is doing (the run log).
+impl Report {
+    /// A run of `due` starting now: failed until it says otherwise; `drill` for a drill's run.
+    pub fn start(due: &Due, drill: Option<DrillFigures>) -> Self {
+        let started_at = Utc::now();
+        Report {
+            run_id: crate::store::time_id(time::OffsetDateTime::now_utc(), rand::random()),
+            policy: due.policy.clone(),
+            hub: due.hub.clone(),
+            slot: due.slot,
+            started_at,
+            finished_at: started_at,
+            outcome: Outcome::Failed,
+            snapshot: None,
+            devices: None,
+            bytes: None,
+            forget_removed: 0,
+            error: None,
+            transition: None,
+            status: None,
+            drill,
+        }
+    }
+}
+
 pub type Events<'a> = &'a (dyn Fn(Phase, &Report) + Send + Sync);
 
 /// Run `due` for its hub under the hub's lease, within `timeout`; `shutdown` stops it cleanly.
@@ -167,24 +191,7 @@ pub async fn run(
     shutdown: &Shutdown,
     events: Events<'_>,
 ) -> Report {
-    let started_at = Utc::now();
-    let mut report = Report {
-        run_id: crate::store::time_id(time::OffsetDateTime::now_utc(), rand::random()),
-        policy: due.policy.clone(),
-        hub: due.hub.clone(),
-        slot: due.slot,
-        started_at,
-        finished_at: started_at,
-        outcome: Outcome::Failed,
-        snapshot: None,
-        devices: None,
-        bytes: None,
-        forget_removed: 0,
-        error: None,
-        transition: None,
-        status: None,
-        drill: None,
-    };
+    let mut report = Report::start(due, None);
     let stop = RunStop::start(shutdown, timeout);
     events(Phase::Lease, &report);
     match take_lease(ctx, due, &stop.stop).await {
