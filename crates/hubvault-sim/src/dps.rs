@@ -322,7 +322,7 @@ async fn dispatch(
         && segs[1].eq_ignore_ascii_case("registrations")
         && !segs[0].eq_ignore_ascii_case("registrations");
     // A router served without caller addresses (a bare `axum::serve`) has no firewall.
-    let caller = peer.map(|Extension(ConnectInfo(Peer(addr)))| addr.ip());
+    let caller = peer.map(|Extension(ConnectInfo(Peer(addr, _)))| addr.ip());
     if caller.is_some_and(|ip| !state.admits(ip, device_api)) {
         // UNCERTAIN: the code DPS gives an IP-filtered caller; we answer as IoT Hub does.
         return error(StatusCode::UNAUTHORIZED, 401_002, "Unauthorized");

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::access::{Need, classify};
 use crate::devices::BulkCarriedOut;
 use crate::error::HubError;
-use crate::net::Peer;
+use crate::net::{ClientCert, Peer};
 use crate::registry::Auth;
 use crate::sas;
 // The hub's state used to live here: its old paths (`hub::Hub`, `hub::lock`, …) keep working.
@@ -82,14 +82,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
 
 async fn gate(
     State(hub): State<Arc<Hub>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(Peer(peer, cert)): ConnectInfo<Peer>,
     req: Request,
     next: Next,
 ) -> Response {
     if let Some(early) = faults(&hub, peer).await {
         return early;
     }
-    let response = admitted(hub.clone(), peer, req, next).await;
+    let response = admitted(hub.clone(), (peer, cert), req, next).await;
     // `lose_bulk_responses`: a bulk call that was carried out loses its answer (the connection is
     // cut instead); one refused by the firewall, auth, throttling or the handler is answered and
     // leaves the counter alone.
@@ -108,7 +108,12 @@ fn lose_bulk_response(hub: &Hub) -> bool {
 }
 
 /// The rest of [`gate`] once injected faults have had their say.
-async fn admitted(hub: Arc<Hub>, peer: std::net::SocketAddr, req: Request, next: Next) -> Response {
+async fn admitted(
+    hub: Arc<Hub>,
+    (peer, cert): (std::net::SocketAddr, Option<ClientCert>),
+    req: Request,
+    next: Next,
+) -> Response {
     let resource_allows = firewall::allows(&lock(&hub.shared.resource), peer.ip());
     if !resource_allows {
         return HubError::unauthorized().into_response();
@@ -130,7 +135,12 @@ async fn admitted(hub: Arc<Hub>, peer: std::net::SocketAddr, req: Request, next:
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    if let Err(e) = authorize(&hub, header.as_deref(), &need, req.uri().path()) {
+    let authorized = match (&need, header.as_deref(), cert) {
+        // A device over TLS with a client certificate and no token: X.509 authentication.
+        (Need::Device(id), None, Some(cert)) => check_device_cert(&hub, id, cert),
+        _ => authorize(&hub, header.as_deref(), &need, req.uri().path()),
+    };
+    if let Err(e) = authorized {
         return e.into_response();
     }
     if let Some(e) = hub.throttled(class, Instant::now()) {
@@ -253,6 +263,33 @@ fn authorize(hub: &Hub, header: Option<&str>, need: &Need, path: &str) -> Result
             token.skn.as_deref().unwrap_or("")
         )))
     }
+}
+
+/// A device that authenticates with its certificate (X.509 thumbprint authentication): the
+/// certificate the TLS handshake proved the caller holds must be one of the device's two
+/// thumbprints. A CA-authenticated device is refused: IoT Hub does not accept X.509 CA
+/// authentication over HTTPS (docs/simulator.md).
+fn check_device_cert(hub: &Hub, id: &str, cert: ClientCert) -> Result<(), HubError> {
+    // `disableLocalAuth` and `disableDeviceSAS` govern SAS tokens; certificates are unaffected.
+    let reg = lock(&hub.registry);
+    let device = reg.devices.get(id).ok_or_else(HubError::unauthorized)?;
+    let matches = match &device.auth {
+        Auth::SelfSigned { primary, secondary } => {
+            cert.matches(primary) || secondary.as_deref().is_some_and(|s| cert.matches(s))
+        }
+        _ => false,
+    };
+    if !matches {
+        return Err(HubError::unauthorized());
+    }
+    if !device.enabled {
+        return Err(HubError::new(
+            401_002,
+            "IotHubUnauthorizedAccess",
+            "Unauthorized",
+        ));
+    }
+    Ok(())
 }
 
 /// A device-scoped token (no `skn`) must name this device and be signed with one of its keys.

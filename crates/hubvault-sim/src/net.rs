@@ -49,9 +49,47 @@ impl DropSet {
     }
 }
 
-/// The caller's address (`ConnectInfo<Peer>`): the source IP the firewall judges.
+/// The caller's address (`ConnectInfo<Peer>`): the source IP the firewall judges, and the
+/// client certificate it presented in its TLS handshake, if any (X.509 device authentication).
 #[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
+pub struct Peer(pub SocketAddr, pub Option<ClientCert>);
+
+/// The thumbprints of the leaf certificate a client presented (SHA-1 and SHA-256 of its DER, the
+/// two forms a device's `x509Thumbprint` may hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+}
+
+impl ClientCert {
+    /// The thumbprints of a DER certificate.
+    pub fn of(der: &[u8]) -> ClientCert {
+        use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
+        let mut sha1 = [0u8; 20];
+        let mut sha256 = [0u8; 32];
+        sha1.copy_from_slice(digest(&SHA1_FOR_LEGACY_USE_ONLY, der).as_ref());
+        sha256.copy_from_slice(digest(&SHA256, der).as_ref());
+        ClientCert { sha1, sha256 }
+    }
+
+    /// Whether `thumbprint` (hex, any case, `:` separators allowed) names this certificate.
+    pub fn matches(&self, thumbprint: &str) -> bool {
+        let hex: Vec<u8> = thumbprint.bytes().filter(|c| *c != b':').collect();
+        let byte = |pair: &[u8]| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        };
+        [&self.sha1[..], &self.sha256[..]].iter().any(|digest| {
+            hex.len() == digest.len().saturating_mul(2)
+                && digest
+                    .iter()
+                    .zip(hex.chunks(2))
+                    .all(|(b, pair)| byte(pair) == Some(*b))
+        })
+    }
+}
 
 pub struct HubListener {
     inner: TcpListener,
@@ -103,13 +141,13 @@ impl Listener for HubListener {
 // collide with axum's own for `TapIo`); the one for `TlsListener` is in `tls`.
 impl Connected<IncomingStream<'_, HubListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, HubListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Peer(*stream.remote_addr(), None)
     }
 }
 
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Peer(*stream.remote_addr(), None)
     }
 }
 

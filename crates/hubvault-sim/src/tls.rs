@@ -22,12 +22,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{
+    self, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 use tokio_rustls::server::TlsStream;
 
-use crate::net::Peer;
+use crate::net::{ClientCert, Peer};
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +91,63 @@ pub fn write_ca_file(path: &Path, cert_pem: &str) -> Result<(), Error> {
     })
 }
 
+/// Asks every client for a certificate and takes any (or none), as IoT Hub's device endpoint
+/// does: the handshake proves the client holds the certificate's key, and which device that
+/// certificate belongs to is judged per request against the registry's thumbprints (`hub`).
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The generated certificate's server side: clone it into every [`TlsListener`].
 pub fn acceptor(cert_pem: &str, key_pem: &str) -> Result<TlsAcceptor, Error> {
     Ok(TlsAcceptor::from(Arc::new(server_config(
@@ -101,10 +162,10 @@ fn server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, Error> {
         .map_err(|e| load(&e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| load(&e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| load(&e))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
         .with_single_cert(certs, key)
         .map_err(|e| load(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -221,10 +282,18 @@ where
     }
 }
 
-// The caller is the TCP peer underneath the TLS session: the firewall judges it as over HTTP.
+// The caller is the TCP peer underneath the TLS session (the firewall judges it as over HTTP),
+// with the leaf certificate it presented.
 impl<L: Listener<Addr = SocketAddr>> Connected<IncomingStream<'_, TlsListener<L>>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener<L>>) -> Self {
-        Peer(*stream.remote_addr())
+        let cert = stream
+            .io()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .map(|leaf| ClientCert::of(leaf));
+        Peer(*stream.remote_addr(), cert)
     }
 }
 

@@ -356,3 +356,133 @@ fn check_written_files(info: &Path, config: &Path, ca: &Path) {
         "{mi}"
     );
 }
+
+/// A self-signed device certificate (PEM with its key) and its SHA-1 and SHA-256 thumbprints
+/// (upper-case hex of the DER, as `az iot hub device-identity create --pt` takes them).
+fn device_cert(cn: &str) -> (String, String, String) {
+    use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
+    let made = rcgen::generate_simple_self_signed(vec![cn.to_owned()]).unwrap();
+    let der = made.cert.der().to_vec();
+    let hex = |d: &[u8]| {
+        d.iter().fold(String::new(), |mut s, b| {
+            let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02X}"));
+            s
+        })
+    };
+    let pem = format!("{}{}", made.cert.pem(), made.signing_key.serialize_pem());
+    (
+        pem,
+        hex(digest(&SHA1_FOR_LEGACY_USE_ONLY, &der).as_ref()),
+        hex(digest(&SHA256, &der).as_ref()),
+    )
+}
+
+/// X.509 thumbprint authentication on the device endpoint: over TLS, a device sends with its
+/// certificate and no Authorization header (as the device SDKs' HTTPS transport does); the
+/// certificate must be one of the device's two thumbprints (SHA-1 or SHA-256, any case), the
+/// device enabled; a CA-authenticated device is refused over HTTPS, as IoT Hub refuses it.
+#[tokio::test]
+async fn a_device_authenticates_with_its_certificate_over_tls() {
+    let sim = start_tls().await;
+    let (pem_a, sha1_a, _) = device_cert("cam-1");
+    let (pem_b, _, sha256_b) = device_cert("cam-2");
+    let service = sim.trusting().build().unwrap();
+    let put = |id: &'static str, auth: Value, status: &'static str| {
+        let (service, sim) = (&service, &sim);
+        async move {
+            let resp = service
+                .put(format!("{}/devices/{id}?{API}", sim.hub().endpoint))
+                .header("Authorization", sim.token())
+                .json(&json!({"deviceId": id, "status": status, "authentication": auth}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "create {id}");
+        }
+    };
+    let self_signed = |p: &str, s: Option<&str>| {
+        json!({"type": "selfSigned",
+               "x509Thumbprint": {"primaryThumbprint": p, "secondaryThumbprint": s}})
+    };
+    put("cam-1", self_signed(&sha1_a, None), "enabled").await;
+    // The SHA-256 form, lower case, as the secondary thumbprint.
+    put(
+        "cam-2",
+        self_signed("00", Some(&sha256_b.to_lowercase())),
+        "enabled",
+    )
+    .await;
+    put("cam-off", self_signed(&sha1_a, None), "disabled").await;
+    put("cam-ca", json!({"type": "certificateAuthority"}), "enabled").await;
+
+    let as_device = |pem: &str| {
+        sim.trusting()
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let (a, b, none) = (
+        as_device(&pem_a),
+        as_device(&pem_b),
+        sim.trusting().build().unwrap(),
+    );
+    let send = |client: &reqwest::Client, id: &str| {
+        client
+            .post(format!(
+                "{}/devices/{id}/messages/events?{API}",
+                sim.hub().endpoint
+            ))
+            .body("{\"t\":1}")
+            .send()
+    };
+    assert_eq!(
+        send(&a, "cam-1").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&b, "cam-2").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    for (client, id, why) in [
+        (&a, "cam-2", "another device's certificate"),
+        (&b, "cam-1", "another device's certificate"),
+        (&none, "cam-1", "no certificate and no token"),
+        (
+            &a,
+            "cam-ca",
+            "X.509 CA authentication is not accepted over HTTPS",
+        ),
+        (&a, "dev-0000001", "a SAS device"),
+        (&a, "nobody", "no such device"),
+    ] {
+        assert_eq!(
+            send(client, id).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{why}"
+        );
+    }
+    let disabled = send(&a, "cam-off").await.unwrap();
+    assert_eq!(disabled.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = disabled.json().await.unwrap();
+    let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["errorCode"], 401_002);
+    // A certificate is not a service credential.
+    let stats = a
+        .get(format!("{}/statistics/devices?{API}", sim.hub().endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), StatusCode::UNAUTHORIZED);
+    let counts: Value = sim
+        .trusting()
+        .build()
+        .unwrap()
+        .get(format!("{}/hubs/hub-a/messages", sim.running.control))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts, json!({"cam-1": 1, "cam-2": 1}));
+}
