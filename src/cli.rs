@@ -560,6 +560,12 @@ pub struct DrillArgs {
     /// Devices of each kind (SAS, edge, children) the probe tries.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub probe_devices: usize,
+    /// Probe an X.509 device with its own certificate (the snapshot holds only thumbprints):
+    /// FILE is PEM with the certificate and its private key (or the key in FILE's name with
+    /// .key beside it); the device is the one whose thumbprint it is, or DEVICE. Repeat for
+    /// more devices. Needs the hub over https; not with --via-dps.
+    #[arg(long = "x509-cert", value_name = "[DEVICE=]FILE")]
+    pub x509_cert: Vec<String>,
     /// job: import job through staging; bulk: registry API; auto: the faster by an estimate from
     /// the hub's tier and units (read through ARM) and the documented throttles.
     #[arg(long, value_enum, default_value = "auto")]

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use hubvault::config::Config;
+use hubvault::device::certificate::{self, DeviceCertificate};
 use hubvault::device::telemetry::DeviceTarget;
 use hubvault::drill::{self, Targets};
 use hubvault::probe_dps::ViaDps;
@@ -67,6 +68,14 @@ pub async fn run(
         Some(name) => Some(via_dps(config, name, arm.as_ref())?),
         None => None,
     };
+    if via_dps.is_some() && !args.x509_cert.is_empty() {
+        return Err(hubvault::Error::usage(
+            "--x509-cert with --via-dps: registering X.509 devices through DPS with their \
+             certificate is not built. Nothing was changed.",
+            "drop --via-dps to probe the X.509 devices at the hub, or drop --x509-cert",
+        ));
+    }
+    let certificates = load_certificates(&args.x509_cert, &client)?;
     let request = drill::Request {
         store: repo.store().clone(),
         manifest: &manifest,
@@ -86,6 +95,7 @@ pub async fn run(
         http: client.http().clone(),
         device_target,
         via_dps,
+        certificates,
     };
     let report = drill::run(request).await.map_err(hubvault::Error::app)?;
     let mut human = report.human();
@@ -108,6 +118,38 @@ pub async fn run(
         warnings: super::unsigned_warning(&manifest).into_iter().collect(),
         failed: false,
     })
+}
+
+/// Every `--x509-cert` read, each with a client that reaches the hub as the drill does and
+/// presents the certificate; refused before anything changes when the hub is not reached over
+/// https (a certificate is presented in a TLS handshake) or a file is not usable.
+pub(super) fn load_certificates(
+    specs: &[String],
+    client: &hubvault::hub::HubClient,
+) -> Result<Vec<std::sync::Arc<DeviceCertificate>>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if client.endpoint().scheme() != "https" {
+        return Err(hubvault::Error::usage(
+            format!(
+                "{} is reached at {}, not over https: an X.509 device presents its certificate \
+                 in a TLS handshake. Nothing was changed.",
+                client.name(),
+                client.endpoint()
+            ),
+            "reach the drill hub over https (on Azure it always is; the simulator needs --tls), \
+             or drop --x509-cert",
+        ));
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            certificate::load(spec, client.device_client_builder())
+                .map(std::sync::Arc::new)
+                .map_err(hubvault::Error::app)
+        })
+        .collect()
 }
 
 /// The DPS instance `--via-dps` names: its service client, where devices register, and ARM
@@ -137,6 +179,9 @@ fn reproduce(args: &DrillArgs, snapshot: &str) -> Vec<String> {
     }
     if let Some(v) = args.verify {
         let _ = write!(drill, " --verify {}", v.label());
+    }
+    for cert in &args.x509_cert {
+        let _ = write!(drill, " --x509-cert {cert}");
     }
     for (flag, on) in [
         ("--cleanup", args.cleanup),

@@ -12,22 +12,26 @@ use serde_json::{Value, json};
 use crate::support::{Out, Staging, Workdir, World, assert_no_secrets, azurite};
 
 /// hub-a seeded, empty drill hubs, a snapshot of hub-a in the store, staging in Azurite.
-struct Fixture {
-    world: World,
-    wd: Workdir,
+pub(crate) struct Fixture {
+    pub(crate) world: World,
+    pub(crate) wd: Workdir,
     _staging: Staging,
 }
 
 impl Fixture {
     async fn start(cs: &str, devices: usize, drill_hubs: &[&str], tag: &str) -> Fixture {
+        Fixture::over(Fixture::world(devices, drill_hubs).start().await, cs, tag).await
+    }
+
+    /// hub-a with `devices` seeded and the empty `drill_hubs`, fast jobs, no ARM.
+    pub(crate) fn world(devices: usize, drill_hubs: &[&str]) -> crate::support::WorldBuilder {
         let mut hubs = vec![("hub-a", devices)];
         hubs.extend(drill_hubs.iter().map(|h| (*h, 0)));
-        let world = World::builder()
-            .hubs(&hubs)
-            .arm(false)
-            .fast_jobs()
-            .start()
-            .await;
+        World::builder().hubs(&hubs).arm(false).fast_jobs()
+    }
+
+    /// A work folder on `world` whose store holds a snapshot of hub-a as it is now.
+    pub(crate) async fn over(world: World, cs: &str, tag: &str) -> Fixture {
         let staging = Staging::fresh(cs, tag).await;
         let wd = Workdir::new();
         let recipient = wd.write_identity();
@@ -60,14 +64,14 @@ impl Fixture {
     }
 
     /// `hubvault --json drill latest EXTRA…`.
-    async fn drill(&self, extra: &[&str]) -> Out {
+    pub(crate) async fn drill(&self, extra: &[&str]) -> Out {
         let mut args = vec!["--json", "drill", "latest"];
         args.extend_from_slice(extra);
         self.run(&args).await
     }
 
     /// `id` or `id/moduleId` of every identity on `hub`, without the hub's own system modules.
-    async fn identities(&self, hub: &str) -> BTreeSet<String> {
+    pub(crate) async fn identities(&self, hub: &str) -> BTreeSet<String> {
         self.world
             .registry(hub)
             .await

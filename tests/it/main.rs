@@ -18,6 +18,7 @@ mod dps_faults;
 mod dps_scale;
 mod drill;
 mod drill_dps;
+mod drill_x509;
 mod failover;
 mod failover_report;
 mod fault_matrix;

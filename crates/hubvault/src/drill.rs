@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::device::certificate::DeviceCertificate;
 use crate::device::telemetry::DeviceTarget;
 use crate::diagnostic::{Diagnostic, fix_text};
 use crate::hub::{self, HubClient};
@@ -102,6 +103,8 @@ pub struct Request<'a> {
     pub device_target: DeviceTarget,
     /// `--via-dps`: the probe registers the devices through this DPS instance.
     pub via_dps: Option<ViaDps<'a>>,
+    /// `--x509-cert`: X.509 devices' own certificates; the probe acts as each device one is for.
+    pub certificates: Vec<Arc<DeviceCertificate>>,
 }
 
 /// What `--cleanup` removed, and what it could not.
@@ -190,6 +193,7 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     let choice = probe::choose(
         usable.records(),
         request.probe_per_kind,
+        &request.certificates,
         &mut rand::thread_rng(),
     );
     let (report, enrolled) = probe_step(

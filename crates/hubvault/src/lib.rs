@@ -36,7 +36,7 @@
 //! | [`services`] | what a user names (config name, host name, connection string) → a hub connection and every name the hub goes by; connection strings from Key Vault | talk to a hub |
 //! | [`hub`] | IoT Hub service REST client: SAS and Entra auth, jobs, registry, bulk, queries, typed errors, retries | know stores |
 //! | [`enroll`] | a DPS snapshot back into DPS, or a hub snapshot's devices as enrollments: plan (keys compared through `attestationmechanism`), `--map-hub`, bulk writes that always send the keys, `mirror` deletes last under the brake | delete before the writes, or past the brake |
-//! | [`device`] | the device side: a device's own SAS token and one message (`telemetry`); DPS device registration with its own or a group-derived key (`register`); for drills, probes and the demo | write the registry |
+//! | [`device`] | the device side: a device's own SAS token, or its X.509 certificate the user gives (`certificate`), and one message (`telemetry`); DPS device registration with its own or a group-derived key (`register`); for drills, probes and the demo | write the registry |
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
 //! | [`arm`] | management-plane requests: a hub's (or DPS instance's) networking rules and the firewall verdict for a caller; a DPS instance's linked hubs; any ARM call described (`ArmCall`) and sent | know stores |
 //! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the run's document (rendered by [`report`]) | touch devices other than its own probes; edit A records a zone group owns |
@@ -52,7 +52,7 @@
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
 //! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
 //! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
-//! | [`probe`] | a sample of restored devices per kind sends one message with its original keys (`device::telemetry`) | write the registry, let a key out |
+//! | [`probe`] | a sample of restored devices per kind sends one message with its original keys, X.509 devices with the certificates given (`device::telemetry`) | write the registry, let a key out |
 //! | [`probe_dps`] | `drill --via-dps`: link check, the sample's own enrollments, registration through DPS, the assigned hub checked, one message there; deletes only its own enrollments | modify an enrollment it did not create, let a key out |
 //! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe; a failover's may overlap) | decide from the times |
 //! | [`report`] | a run's self-contained HTML report: verdict, inline SVG timeline of phases, figures against targets, tables; every value escaped; renders both `drill` and `failover` | decide verdicts, hold a secret |

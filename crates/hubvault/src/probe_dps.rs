@@ -304,8 +304,13 @@ async fn one(
         error: Some(why),
         ..Attempt::default()
     };
+    let Some(key) = c.key() else {
+        return fail(format!(
+            "an X.509 device: registering it through DPS {dps} with its certificate is not built"
+        ));
+    };
     let registration =
-        match register::register(http, &via.provisioning, &c.id, DeviceKey::Own(c.key())).await {
+        match register::register(http, &via.provisioning, &c.id, DeviceKey::Own(key)).await {
             Ok(r) => r,
             Err(e) => return fail(unreachable(dps, &e)),
         };
@@ -358,15 +363,7 @@ async fn one(
         return attempt;
     }
     let body = json!({"hubvault": "probe", "via_dps": dps}).to_string();
-    match telemetry::send(
-        http,
-        target,
-        &assignment.device_id,
-        c.key(),
-        body.as_bytes(),
-    )
-    .await
-    {
+    match telemetry::send(http, target, &assignment.device_id, key, body.as_bytes()).await {
         Ok(s) => attempt.status = Some(s),
         Err(e) => attempt.error = Some(redact(&e.to_string())),
     }

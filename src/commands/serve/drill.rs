@@ -159,6 +159,7 @@ async fn attempt(
         },
         // A scheduled drill probes the hub directly (docs/serve.md: not built yet).
         via_dps: None,
+        certificates: super::super::drill::load_certificates(&section.x509_certs, &client)?,
     };
     let report = drill::run(request).await.map_err(hubvault::Error::app)?;
     figures.rto_seconds = report.rto_seconds;

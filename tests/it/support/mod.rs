@@ -32,4 +32,4 @@ pub use azurite::{Staging, azurite};
 pub use bin::{Hubvault, Out, Spawned, assert_no_secrets, blocking};
 pub use sim_process::SimProcess;
 pub use workdir::{Workdir, write_private};
-pub use world::{ARM_TOKEN, World, fast_world, ndjson};
+pub use world::{ARM_TOKEN, World, WorldBuilder, fast_world, ndjson};

@@ -1,5 +1,6 @@
 //! `POST /devices/{id}/messages/events`: one device-to-cloud message over HTTPS, signed with a
-//! device SAS token (`sr={host}/devices/{id}`, no `skn`), the way the device SDKs do it.
+//! device SAS token (`sr={host}/devices/{id}`, no `skn`), or sent by an X.509 device presenting
+//! its certificate with no token, the way the device SDKs do it.
 
 use url::Url;
 
@@ -33,6 +34,44 @@ pub async fn send(
         .unix_timestamp()
         .saturating_add(TOKEN_LIFETIME_SECS);
     let token = signer.token(&format!("{}/devices/{device_id}", target.host), expiry);
+    post(
+        http.post(events_url(target, device_id)?),
+        target,
+        body,
+        Some(token),
+    )
+    .await
+}
+
+/// Send one message as an X.509 device: `http` presents the device's certificate in the TLS
+/// handshake ([`super::certificate`]) and the request carries no token, as the device SDKs'
+/// HTTPS transport sends it. The endpoint must be `https`: over plain HTTP no certificate can be
+/// presented. Answers as [`send`].
+pub async fn send_with_certificate(
+    http: &reqwest::Client,
+    target: &DeviceTarget,
+    device_id: &str,
+    body: &[u8],
+) -> Result<u16> {
+    if target.endpoint.scheme() != "https" {
+        return Err(Error::InvalidTarget {
+            reason: format!(
+                "{} is not https: an X.509 device presents its certificate in a TLS handshake",
+                target.endpoint
+            ),
+        });
+    }
+    post(
+        http.post(events_url(target, device_id)?),
+        target,
+        body,
+        None,
+    )
+    .await
+}
+
+/// `{endpoint}/devices/{id}/messages/events?api-version=…`.
+fn events_url(target: &DeviceTarget, device_id: &str) -> Result<Url> {
     let mut url = target.endpoint.clone();
     url.path_segments_mut()
         .map_err(|()| Error::InvalidTarget {
@@ -42,11 +81,22 @@ pub async fn send(
         .extend(["devices", device_id, "messages", "events"]);
     url.query_pairs_mut()
         .append_pair("api-version", DEFAULT_API_VERSION);
-    let answer = http
-        .post(url)
-        .header("authorization", token)
+    Ok(url)
+}
+
+async fn post(
+    request: reqwest::RequestBuilder,
+    target: &DeviceTarget,
+    body: &[u8],
+    token: Option<String>,
+) -> Result<u16> {
+    let mut request = request
         .header("content-type", "application/json")
-        .body(body.to_vec())
+        .body(body.to_vec());
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    let answer = request
         .send()
         .await
         .map_err(|e| Error::transport(&target.host, e))?;

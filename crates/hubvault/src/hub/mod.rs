@@ -118,9 +118,33 @@ struct Inner {
     base: Url,
     api_version: String,
     http: reqwest::Client,
+    /// How `http` reaches the hub (trust roots, source address), for a device's own client.
+    reach: Reach,
     tokens: TokenSource,
     retry: RetryPolicy,
     observer: std::sync::OnceLock<JobObserver>,
+}
+
+/// The trust roots (`ca-file`) and source address a client of this hub uses.
+#[derive(Clone, Debug, Default)]
+struct Reach {
+    roots: Vec<reqwest::Certificate>,
+    local_address: Option<std::net::IpAddr>,
+}
+
+impl Reach {
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("hubvault/", env!("CARGO_PKG_VERSION")));
+        if let Some(addr) = self.local_address {
+            builder = builder.local_address(addr);
+        }
+        for cert in &self.roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder
+    }
 }
 
 /// Told about every poll of every job this client waits for (the binary draws progress bars
@@ -193,22 +217,17 @@ impl HubClient {
                 base.scheme()
             )));
         }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(target.request_timeout)
-            .user_agent(concat!("hubvault/", env!("CARGO_PKG_VERSION")));
-        if let Some(addr) = target.local_address {
-            builder = builder.local_address(addr);
-        }
+        let mut reach = Reach {
+            roots: Vec::new(),
+            local_address: target.local_address,
+        };
         if let Some(path) = &target.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| bad(format!("cannot read ca-file {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("ca-file {}: {e}", path.display())))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
+            reach.roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("ca-file {}: {e}", path.display())))?;
         }
+        let builder = reach.builder().timeout(target.request_timeout);
         let http = builder
             .build()
             .map_err(|e| bad(format!("HTTP client: {}", e.without_url())))?;
@@ -220,6 +239,7 @@ impl HubClient {
                 base,
                 api_version: target.api_version,
                 http,
+                reach,
                 tokens,
                 retry: target.retry,
                 observer: std::sync::OnceLock::new(),
@@ -262,6 +282,12 @@ impl HubClient {
     /// device-side call to the same hub (a drill's probe) goes the same way.
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// A client builder that reaches this hub as [`HubClient::http`] does (same trust roots and
+    /// source address), for a device's own connection: an X.509 device adds its certificate.
+    pub fn device_client_builder(&self) -> reqwest::ClientBuilder {
+        self.inner.reach.builder().timeout(Duration::from_secs(60))
     }
 
     /// How messages name the hub ([`Connection::name`], else the host name).

@@ -13,6 +13,7 @@
 //! rto-target = "30m"             # s, m, h or d; a breached target fails the drill
 //! rpo-target = "24h"
 //! report = "drill-reports/"      # a folder (ends with /): one HTML report per drill, named by time
+//! x509-certs = ["certs/cam-7.pem"]  # X.509 devices' own certificates to probe ([DEVICE=]FILE)
 //! ```
 
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct DrillSection {
     /// one file per drill named by hub and time; a file path is overwritten each time.
     #[serde(default)]
     pub report: Option<PathBuf>,
+    /// X.509 devices' own certificates the probe acts as (`[DEVICE=]FILE`, as `drill
+    /// --x509-cert`).
+    #[serde(default)]
+    pub x509_certs: Vec<String>,
 }
 
 impl DrillSection {
@@ -109,11 +114,12 @@ mod tests {
         let d = parse(
             "cron = \"*/5 * * * * *\"\ntime-zone = \"Europe/Berlin\"\nto = \"hub-drill\"\n\
              verify = \"sample=20\"\ncleanup = false\nrto-target = \"30m\"\nrpo-target = \"1d\"\n\
-             report = \"reports/\"\n",
+             report = \"reports/\"\nx509-certs = [\"c.pem\", \"cam-7=d.pem\"]\n",
         )
         .unwrap();
         assert_eq!(d.verify, Verify::Sample(20));
         assert!(!d.cleanup);
+        assert_eq!(d.x509_certs, ["c.pem", "cam-7=d.pem"]);
         assert_eq!(
             (d.rto_target, d.rpo_target),
             (Some(1_800.0), Some(86_400.0))
