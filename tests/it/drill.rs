@@ -325,6 +325,51 @@ async fn a_drill_refuses_a_hub_with_identities_and_changes_nothing() {
     assert_eq!(f.identities("hub-drill").await, f.identities("hub-a").await);
 }
 
+/// An import job that fails half-way leaves part of the snapshot on the drill hub. With
+/// `--cleanup` the drill removes it (the hub was empty, so all of it is the drill's) and says so;
+/// without, it says what is left and that the next drill into that hub is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_fails_half_way_is_cleaned_up_or_named() {
+    let Some(cs) = azurite() else { return };
+    let f = Fixture::start(&cs, 300, &["hub-drill"], "drillhalf").await;
+    f.world
+        .faults("hub-drill", json!({"fail_next_job": true}))
+        .await;
+    let out = f
+        .drill(&["--to", "hub-drill", "--engine", "job", "--cleanup"])
+        .await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    let message = out.doc()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("the drill's cleanup removed what the restore had written"),
+        "{message}"
+    );
+    assert!(message.contains("0 device(s) left"), "{message}");
+    assert!(
+        f.world.registry("hub-drill").await.is_empty(),
+        "the scratch hub is empty again"
+    );
+    assert!(f.world.configurations("hub-drill").await.is_empty());
+
+    // Without --cleanup: what is left is named, and the next drill is refused until it is gone.
+    f.world
+        .faults("hub-drill", json!({"fail_next_job": true}))
+        .await;
+    let out = f.drill(&["--to", "hub-drill", "--engine", "job"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    let message = out.doc()["error"]["message"].as_str().unwrap().to_owned();
+    let left = f.world.registry("hub-drill").await;
+    let devices = left.iter().filter(|l| l["moduleId"].is_null()).count();
+    assert!(devices > 0, "the failed job wrote part of the snapshot");
+    assert!(
+        message.contains(&format!("now holds {devices} device(s)"))
+            && message.contains("--cleanup"),
+        "{message}"
+    );
+    let out = f.drill(&["--to", "hub-drill"]).await;
+    assert_eq!(out.doc()["error"]["code"], "drill_target_not_empty");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_reports_usable_before_verified_and_the_sample_it_proved() {
     let Some(cs) = azurite() else { return };

@@ -44,6 +44,12 @@ pub enum Error {
     NotScratch { hub: String, identities: u64 },
     #[error(transparent)]
     Restore(#[from] restore::Error),
+    /// The restore stopped part-way; what it had written was then removed or left, as said.
+    #[error("{source}; {after}")]
+    RestoreStopped {
+        source: restore::Error,
+        after: String,
+    },
     #[error("cannot read the drill hub: {0}")]
     Target(#[source] hub::Error),
     #[error(transparent)]
@@ -54,7 +60,7 @@ impl Diagnostic for Error {
     fn code(&self) -> &'static str {
         match self {
             Error::NotScratch { .. } => "drill_target_not_empty",
-            Error::Restore(e) => e.code(),
+            Error::Restore(e) | Error::RestoreStopped { source: e, .. } => e.code(),
             Error::Target(e) => e.code(),
             Error::ViaDps(e) => e.code(),
         }
@@ -67,7 +73,7 @@ impl Diagnostic for Error {
                  one (it then mirrors the snapshot: identities the snapshot lacks are deleted)"
                     .to_owned(),
             ),
-            Error::Restore(e) => e.fix(),
+            Error::Restore(e) | Error::RestoreStopped { source: e, .. } => e.fix(),
             Error::Target(e) => e.fix(),
             Error::ViaDps(e) => e.fix(),
         }
@@ -150,12 +156,12 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     let timeline = options.timeline.clone();
     timeline.begin_at("preflight", started);
     let client = request.client;
-    before_anything(&request).await?;
+    let before = before_anything(&request).await?;
     options.mode = restore::Mode::Mirror;
     if request.allow_nonempty {
         options.max_delete = Some(plan::MaxDelete::Share(10_000));
     }
-    let (restore_report, usable) = restore::until_usable(
+    let restored = restore::until_usable(
         request.store.clone(),
         request.manifest,
         request.identities.clone(),
@@ -164,7 +170,11 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
         &options,
         request.checks,
     )
-    .await?;
+    .await;
+    let (restore_report, usable) = match restored {
+        Ok(r) => r,
+        Err(e) => return Err(after_a_stopped_restore(client, &before, request.cleanup, e).await),
+    };
     let mut drill = DrillReport {
         hub: client.name().to_owned(),
         snapshot: request.manifest.id.clone(),
@@ -221,29 +231,88 @@ pub async fn run(request: Request<'_>) -> Result<DrillReport, Error> {
     let expected = expected_identities(usable.records());
     let created = usable.created().0.to_vec();
     let created_configurations = usable.created().1.to_vec();
-    usable
-        .verify(client, request.staging, &options, &mut drill.restore)
-        .await?;
-    drill.expected = expected.len();
-    drill.missing = missing(client, &drill.restore, &expected).await?;
-    drill.restored = drill.expected.saturating_sub(drill.missing.len());
+    let unfinished = prove(
+        (client, request.staging, &options),
+        usable,
+        &expected,
+        &mut drill,
+    )
+    .await?;
     drill.phases = timeline.phases(OffsetDateTime::now_utc());
-    drill.reasons = drill.judge();
-    if request.cleanup {
-        let mut done = cleanup(client, &created, &created_configurations).await;
-        if let (Some(via), Some(e)) = (&request.via_dps, &enrolled) {
-            done.deleted_enrollments = Some(probe_dps::cleanup(via, e, &mut done.could_not).await);
-        }
-        drill.cleanup = Some(done);
-    } else if let (Some(via), Some(e)) = (&request.via_dps, &enrolled) {
-        drill.notes.extend(kept_note(&via.name, &e.created()));
-    }
+    drill.reasons = unfinished;
+    drill.reasons.extend(drill.judge());
+    clean_up(
+        (client, request.cleanup, request.via_dps.as_ref()),
+        (&created, &created_configurations),
+        enrolled.as_ref(),
+        &mut drill,
+    )
+    .await;
     Ok(drill)
 }
 
+/// `--cleanup`: delete what the drill created (and its enrollments); without it, name the
+/// enrollments it leaves.
+async fn clean_up(
+    (client, asked, via_dps): (&HubClient, bool, Option<&ViaDps<'_>>),
+    (created, configurations): (&[(String, Option<String>)], &[String]),
+    enrolled: Option<&probe_dps::Enrolled>,
+    drill: &mut DrillReport,
+) {
+    if asked {
+        let mut done = cleanup(client, created, configurations).await;
+        if let (Some(via), Some(e)) = (via_dps, enrolled) {
+            done.deleted_enrollments = Some(probe_dps::cleanup(via, e, &mut done.could_not).await);
+        }
+        drill.cleanup = Some(done);
+    } else if let (Some(via), Some(e)) = (via_dps, enrolled) {
+        drill.notes.extend(kept_note(&via.name, &e.created()));
+    }
+}
+
+/// Verification and the count of what was restored. From here on the target holds the drill's
+/// writes: a step that cannot finish is returned as a reason the drill fails instead of ending
+/// it, so the cleanup still runs. Only a request to stop ends it (what the drill wrote stays: a
+/// cleanup can take minutes).
+async fn prove(
+    (client, staging, options): (&HubClient, Option<&Staging>, &RestoreOptions),
+    usable: restore::Usable,
+    expected: &HashSet<String>,
+    drill: &mut DrillReport,
+) -> Result<Vec<String>, Error> {
+    let mut unfinished = Vec::new();
+    match usable
+        .verify(client, staging, options, &mut drill.restore)
+        .await
+    {
+        Ok(()) => {}
+        Err(e @ restore::Error::Interrupted(_)) => return Err(e.into()),
+        Err(e) => unfinished.push(format!("verification could not finish: {}", one_line(&e))),
+    }
+    drill.expected = expected.len();
+    match missing(client, &drill.restore, expected).await {
+        Ok(m) => {
+            drill.missing = m;
+            drill.restored = drill.expected.saturating_sub(drill.missing.len());
+        }
+        Err(e) => unfinished.push(format!(
+            "the drill hub could not be read to count what was restored: {}",
+            one_line(&e)
+        )),
+    }
+    Ok(unfinished)
+}
+
+/// What the target held before the drill wrote anything.
+struct Before {
+    devices: u64,
+    /// Configuration ids already there (`None`: not read).
+    configurations: Option<HashSet<String>>,
+}
+
 /// The refusals that leave everything as it was: a target holding identities (unless allowed),
-/// a `--via-dps` instance not linked to the target.
-async fn before_anything(request: &Request<'_>) -> Result<(), Error> {
+/// a `--via-dps` instance not linked to the target. Returns what the target held.
+async fn before_anything(request: &Request<'_>) -> Result<Before, Error> {
     let client = request.client;
     let existing = client.statistics().await.map_err(Error::Target)?;
     if existing.total_device_count > 0 && !request.allow_nonempty {
@@ -255,7 +324,100 @@ async fn before_anything(request: &Request<'_>) -> Result<(), Error> {
     if let Some(via) = &request.via_dps {
         probe_dps::check_linked(via, client.host()).await?;
     }
-    Ok(())
+    let configurations = client
+        .list_configurations(100)
+        .await
+        .ok()
+        .map(|list| list.into_iter().map(|c| c.id).collect());
+    Ok(Before {
+        devices: existing.total_device_count,
+        configurations,
+    })
+}
+
+/// A restore that stopped part-way may have written part of the snapshot. With `--cleanup`
+/// into a hub that held no device at the start, everything on it now is the drill's: its devices
+/// (modules go with them) and the configurations that were not there are deleted. Otherwise what
+/// is left is said, since the next drill into that hub is refused until it is empty.
+async fn after_a_stopped_restore(
+    client: &HubClient,
+    before: &Before,
+    cleanup_asked: bool,
+    e: restore::Error,
+) -> Error {
+    if matches!(e, restore::Error::Interrupted(_)) {
+        return Error::Restore(e);
+    }
+    let hub = client.name().to_owned();
+    let left = match client.statistics().await {
+        Ok(s) => s.total_device_count,
+        Err(_) => return Error::Restore(e),
+    };
+    if left == 0 {
+        return Error::Restore(e);
+    }
+    let after = match (&before.configurations, before.devices, cleanup_asked) {
+        (Some(had), 0, true) => {
+            let done = empty_scratch(client, had).await;
+            let mut after = format!(
+                "the drill's cleanup removed what the restore had written to {hub} ({} \
+                 identities, {} configuration(s)); {} device(s) left",
+                done.deleted_identities, done.deleted_configurations, done.left_on_target
+            );
+            if !done.could_not.is_empty() {
+                let _ = write!(after, "; could not: {}", list(&done.could_not));
+            }
+            after
+        }
+        _ => format!(
+            "{hub} now holds {left} device(s), part of them written by this drill: the next drill \
+             into it is refused until it is empty{}",
+            if cleanup_asked {
+                " (not cleaned up: it held devices before the drill)"
+            } else {
+                " (pass --cleanup to have a failed drill remove its writes)"
+            }
+        ),
+    };
+    Error::RestoreStopped { source: e, after }
+}
+
+/// Delete every device on the hub and every configuration not in `had`.
+async fn empty_scratch(client: &HubClient, had: &HashSet<String>) -> Cleanup {
+    let mut could_not = Vec::new();
+    let devices: Vec<(String, Option<String>)> = match restore::live::read(client).await {
+        Ok(records) => records
+            .into_iter()
+            .filter(|r| r.module_id.is_none())
+            .map(|r| (r.id, None))
+            .collect(),
+        Err(e) => {
+            could_not.push(format!("could not list the devices: {}", one_line(&e)));
+            Vec::new()
+        }
+    };
+    let configurations: Vec<String> = match client.list_configurations(100).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| !had.contains(id))
+            .collect(),
+        Err(e) => {
+            could_not.push(format!(
+                "could not list the configurations: {}",
+                one_line(&e)
+            ));
+            Vec::new()
+        }
+    };
+    let mut done = cleanup(client, &devices, &configurations).await;
+    done.could_not.splice(0..0, could_not);
+    done
+}
+
+/// An error as one redacted line.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    crate::redact::redact(&e.to_string())
 }
 
 /// The probe, straight at the hub or through DPS (`--via-dps`: enrolling the sample first, in
