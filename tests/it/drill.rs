@@ -54,7 +54,7 @@ impl Fixture {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Out {
+    pub(crate) async fn run(&self, args: &[&str]) -> Out {
         self.wd
             .hubvault()
             .args(args)

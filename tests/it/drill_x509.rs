@@ -155,8 +155,14 @@ async fn a_drill_probes_x509_devices_with_their_own_certificates() {
     let certs = tempfile::tempdir().unwrap();
     let (f, a, b) = fixture(&cs, certs.path(), "drill-x509").await;
     let report = f.wd.join("drill.html");
+    // At trace level: the private keys must not reach any log line either.
+    f.wd.set_env("HUBVAULT_LOG", "trace");
     let out = f
-        .drill(&[
+        .run(&[
+            "-vvv",
+            "--json",
+            "drill",
+            "latest",
             "--to",
             "hub-drill",
             "--x509-cert",
@@ -169,6 +175,7 @@ async fn a_drill_probes_x509_devices_with_their_own_certificates() {
         ])
         .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("TRACE"), "traced");
     let doc = out.doc();
     assert_eq!(doc["verdict"], "passed", "{doc:#}");
     let x509 = x509_of(&doc);
