@@ -208,9 +208,13 @@ async fn a_drill_probes_x509_devices_with_their_own_certificates() {
         assert_no_secrets(text, &keys, what);
     }
 
-    // The wrong certificate named for a device, one that is no device's, a CA device: each a
-    // failed try with its reason; the drill fails and cam-a sent nothing more.
-    let stray = make_cert(certs.path(), "stray", false, true);
+    wrong_certificates_fail_the_drill(&f, certs.path(), &b).await;
+}
+
+/// The wrong certificate named for a device, one that is no device's, a CA device: each a
+/// failed try with its reason; the drill fails and cam-a sent nothing more.
+async fn wrong_certificates_fail_the_drill(f: &Fixture, dir: &Path, b: &DeviceCert) {
+    let stray = make_cert(dir, "stray", false, true);
     let wrong = format!("cam-a={}", b.file.display());
     let ca = format!("cam-ca={}", stray.file.display());
     let out = f
