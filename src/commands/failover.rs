@@ -15,6 +15,8 @@ use hubvault::failover::plan::Plan;
 use hubvault::failover::run::{self, Pause, RunRequest, RunResult, Status, Timeouts};
 use hubvault::failover::{Error, Variant, report};
 use hubvault::hub::HubClient;
+use hubvault::service::hub_run::DEFAULT_LEASE;
+use hubvault::service::lease::{Lease, Leases, Owner};
 
 use super::live::arm_client;
 use super::{Result, env_number, hub_names, open_store};
@@ -212,7 +214,25 @@ pub async fn run(
     req.dry_run = args.dry_run;
     req.probe_devices = args.probe_devices;
     req.pause = pause_point();
-    let result = run::run(&req).await?;
+    let lock = if args.dry_run {
+        None
+    } else {
+        Some(take_lock(config, global, &args.target.hub).await?)
+    };
+    let result = run::run(&req).await;
+    if let Some(lock) = lock {
+        if lock.lost() {
+            tracing::warn!(
+                "the failover lock of {} could not be renewed during the run; another run may have started meanwhile: read `hubvault failover status --hub {}`",
+                args.target.hub,
+                args.target.hub
+            );
+        }
+        if let Err(e) = lock.release().await {
+            tracing::warn!("could not release the failover lock (it lapses by itself): {e}");
+        }
+    }
+    let result = result?;
     if args.dry_run {
         return Ok(dry_run_outcome(&result));
     }
@@ -262,6 +282,47 @@ pub async fn run(
         found_something: report::has_findings(record) || result.samples.devices.is_empty(),
         ..Outcome::ok(doc, human)
     })
+}
+
+/// One `failover run` or `back` of a hub at a time, across processes and machines: a lease on
+/// the store that holds the journal (`failover.<hub>`, beside `serve`'s hub leases). A killed
+/// run's lease lapses after its duration, so this waits that long (plus a little) before it
+/// refuses: an operator who reruns right after a crash resumes instead of being turned away.
+async fn take_lock(config: &Config, global: &Global, hub: &str) -> Result<Lease> {
+    let leases = Leases::open(&config.store(global.store.as_deref()))?;
+    let ttl = env_number::<u64>("HUBVAULT_LEASE_SECS", "a number of seconds")?
+        .map_or(DEFAULT_LEASE, Duration::from_secs);
+    let owner = Owner::this_process();
+    let key = format!("failover.{hub}");
+    let patience = leases.duration(ttl).saturating_add(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        if let Some(lease) = leases.try_acquire(&key, &owner, ttl).await? {
+            return Ok(lease);
+        }
+        if started.elapsed() >= patience {
+            return Err(hubvault::Error::usage(
+                format!(
+                    "another `failover run` or `back` of {hub} holds its lock (taken on the store \
+                     that holds the journal). Nothing was changed."
+                ),
+                format!(
+                    "wait for that run to end and read `hubvault failover status --hub {hub}`; a \
+                     killed run's lock lapses by itself within {} s, and the next run resumes it",
+                    leases.duration(ttl).as_secs()
+                ),
+            ));
+        }
+        if !said {
+            tracing::warn!(
+                "another failover run of {hub} holds its lock; waiting up to {} s for it (a killed run's lock lapses by itself)",
+                patience.as_secs()
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn run_text(doc: &Value, resumed: bool) -> String {

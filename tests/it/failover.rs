@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Hubvault, Out, SimProcess};
+use crate::support::{Hubvault, Out, SimProcess, Spawned};
 
 const HUB_ID_SUFFIX: &str = "/providers/Microsoft.Devices/IotHubs/hub-a";
 
@@ -51,6 +51,8 @@ impl Pe {
             .env("HUBVAULT_FAILOVER_TICK_MS", "100")
             .env("HUBVAULT_FAILOVER_CONSUMER_TIMEOUT_SECS", "20")
             .env("HUBVAULT_FAILOVER_CLOCK_SKEW_SECS", skew.to_string())
+            // A killed run's lock lapses after 1 s, so a resume need not wait 30 s.
+            .env("HUBVAULT_LEASE_SECS", "1")
             .within(Duration::from_secs(90))
     }
 
@@ -131,18 +133,24 @@ impl Pe {
 /// Start `failover run` with `hv`, paused after `step`'s ARM calls (before its journal entry),
 /// and after `linger` more, kill it (`SIGKILL`).
 async fn run_killed_at(hv: Hubvault, step: &str, linger: Duration) {
-    let mut killed = hv
+    let mut killed = run_paused_at(hv, step).await;
+    tokio::time::sleep(linger).await;
+    killed.kill().await;
+}
+
+/// `failover run` with `hv`, alive and paused after `step`'s ARM calls.
+async fn run_paused_at(hv: Hubvault, step: &str) -> Spawned {
+    let mut paused = hv
         .env("HUBVAULT_FAULT_PAUSE", step)
         .args(["failover", "run", "--hub", "hub-a"])
         .spawn();
     assert!(
-        killed
+        paused
             .wait_for_stderr("paused at", Duration::from_secs(30))
             .await,
         "never paused at {step}"
     );
-    tokio::time::sleep(linger).await;
-    killed.kill().await;
+    paused
 }
 
 /// `failover plan` exits 1 with a blocking finding that names the missing `action`.
@@ -512,6 +520,38 @@ async fn a_run_killed_at_any_step_converges_on_the_next_run() {
         assert!(pe.consumer_healthy().await, "{step}");
         assert_eq!(pe.probe_devices_left().await, 0, "{step}");
     }
+}
+
+/// Two operators at once: while one `failover run` of the hub is alive (paused mid-run), a
+/// second `run` or `back` waits for its lock, then is refused with nothing changed; once the
+/// first is killed, its lock lapses and the next run resumes and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_the_same_hub_is_refused_while_one_is_alive() {
+    let pe = Pe::start(300);
+    let mut first = run_paused_at(pe.hv(0), "record-endpoint").await;
+    // Paused after its first step (a read): the ARM state is still, so any change is theirs.
+    let before = pe.state().await;
+    for verb in ["run", "back"] {
+        let second = pe.failover(verb, 0, &[]).await;
+        assert_eq!(second.code, 2, "{verb}: {}", second.stderr);
+        let err = &second.doc()["error"];
+        assert!(
+            err["message"].as_str().unwrap().contains("holds its lock"),
+            "{err}"
+        );
+        assert!(
+            err["fix"]
+                .as_str()
+                .unwrap()
+                .contains("failover status --hub hub-a"),
+            "{err}"
+        );
+    }
+    assert_eq!(pe.state().await, before, "the refused runs changed nothing");
+    first.kill().await;
+    let out = pe.failover("run", 0, &[]).await;
+    assert_eq!(out.doc()["status"], "completed", "{}", out.stderr);
+    assert_eq!(hub_view(&pe.state().await).0, "East US");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
