@@ -436,6 +436,10 @@ pub struct CloneArgs {
     /// encrypted snapshot in a temporary store, deleted afterwards).
     #[arg(long)]
     pub keep: bool,
+    /// Cloning DPS: point the target's enrollments at another hub (`hub-a=hub-b`, names from the
+    /// config or host names; repeatable); each must be linked to the target instance.
+    #[arg(long, value_name = "OLD=NEW")]
+    pub map_hub: Vec<String>,
     #[command(flatten)]
     pub apply: ApplyArgs,
     #[command(flatten)]

@@ -87,6 +87,12 @@ pub async fn clone(
         super::restore::names_dps(config, &args.to),
     ) {
         (true, true) => return clone_dps(config, global, &args).await,
+        (false, false) if !args.map_hub.is_empty() => {
+            return Err(hubvault::Error::usage(
+                "--map-hub retargets DPS enrollments: it applies to a clone of DPS, not of a hub",
+                "drop --map-hub, or clone DPS instances (`clone --from dps-a --to dps-b --map-hub hub-a=hub-b`)",
+            ));
+        }
         (false, false) => {}
         _ => {
             return Err(hubvault::Error::usage(
@@ -185,13 +191,29 @@ async fn clone_dps(config: &Config, global: &Global, args: &CloneArgs) -> Result
     use hubvault::services::resolve_dps;
     let source = hubvault::dps::DpsClient::new(resolve_dps(&args.from, config)?)?;
     let target = hubvault::dps::DpsClient::new(resolve_dps(&args.to, config)?)?;
-    let (keep, signing_key) = keep_and_key(config, global, args).await?;
     let restore = super::restore::restore_options(&args.apply)?;
+    let map_hubs = super::restore::map_hubs(config, &args.map_hub)?;
+    if restore.preflight && !map_hubs.is_empty() {
+        let targets = map_hubs.iter().map(|(_, new)| new.clone()).collect();
+        if let Some(stopped) = super::restore::dps_preflight_stops(
+            config,
+            (&args.to, &target),
+            &args.live,
+            !args.apply.dry_run,
+            targets,
+            "clone",
+        )
+        .await?
+        {
+            return Ok(stopped);
+        }
+    }
+    let (keep, signing_key) = keep_and_key(config, global, args).await?;
     let options = hubvault::enroll::EnrollOptions {
         mode: restore.mode,
         max_delete: restore.max_delete,
         dry_run: args.apply.dry_run,
-        map_hubs: Vec::new(),
+        map_hubs,
         iot_hub: None,
     };
     let backup = BackupOptions::new(OffsetDateTime::now_utc(), signing_key);

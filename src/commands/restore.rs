@@ -77,22 +77,7 @@ async fn enroll(
     manifest: &hubvault::snapshot::Manifest,
 ) -> Result<Outcome> {
     let client = hubvault::dps::DpsClient::new(services::resolve_dps(dps, config)?)?;
-    let mut map_hubs = Vec::new();
-    for pair in &args.map_hub {
-        let Some((old, new)) = pair.split_once('=') else {
-            return Err(hubvault::Error::usage(
-                format!("--map-hub {pair:?} is not OLD=NEW"),
-                "pass --map-hub hub-a=hub-b (config names or host names)",
-            ));
-        };
-        let host = |name: &str| -> Result<String> {
-            Ok(match config.hubs.get(name) {
-                Some(_) => services::resolve_hub(name, config)?.target.host,
-                None => name.to_owned(),
-            })
-        };
-        map_hubs.push((host(old.trim())?, host(new.trim())?));
-    }
+    let map_hubs = map_hubs(config, &args.map_hub)?;
     let iot_hub = match &args.iot_hub {
         Some(name) if config.hubs.contains_key(name) => {
             Some(services::resolve_hub(name, config)?.target.host)
@@ -112,11 +97,17 @@ async fn enroll(
             .chain(iot_hub.clone())
             .collect();
         let write = !args.apply.dry_run;
-        let report =
-            super::live::dps_preflight(config, dps, &client, args.live.caller_ip, write, targets)
-                .await?;
-        if !report.ok {
-            return super::live::stopped_by_preflight(&report, "restore");
+        if let Some(stopped) = dps_preflight_stops(
+            config,
+            (dps, &client),
+            &args.live,
+            write,
+            targets,
+            "restore",
+        )
+        .await?
+        {
+            return Ok(stopped);
         }
     }
     let options = hubvault::enroll::EnrollOptions {
@@ -133,6 +124,46 @@ async fn enroll(
     let mut outcome = Outcome::ok(super::to_json(&report)?, human);
     outcome.found_something = !ok;
     Ok(outcome)
+}
+
+/// `--map-hub OLD=NEW` pairs as host names (a config name resolves to its hub's host).
+pub(super) fn map_hubs(config: &Config, pairs: &[String]) -> Result<Vec<(String, String)>> {
+    let host = |name: &str| -> Result<String> {
+        Ok(match config.hubs.get(name) {
+            Some(_) => services::resolve_hub(name, config)?.target.host,
+            None => name.to_owned(),
+        })
+    };
+    pairs
+        .iter()
+        .map(|pair| {
+            let Some((old, new)) = pair.split_once('=') else {
+                return Err(hubvault::Error::usage(
+                    format!("--map-hub {pair:?} is not OLD=NEW"),
+                    "pass --map-hub hub-a=hub-b (config names or host names)",
+                ));
+            };
+            Ok((host(old.trim())?, host(new.trim())?))
+        })
+        .collect()
+}
+
+/// The DPS preflight of a write into `dps` whose enrollments will name `targets`; `Some` with
+/// the outcome to return when it stops the write.
+pub(super) async fn dps_preflight_stops(
+    config: &Config,
+    (dps, client): (&str, &hubvault::dps::DpsClient),
+    live: &crate::cli::LiveArgs,
+    write: bool,
+    targets: Vec<String>,
+    command: &str,
+) -> Result<Option<Outcome>> {
+    let report =
+        super::live::dps_preflight(config, dps, client, live.caller_ip, write, targets).await?;
+    if report.ok {
+        return Ok(None);
+    }
+    super::live::stopped_by_preflight(&report, command).map(Some)
 }
 
 /// The human lines of a restore into DPS (also `clone` of DPS).

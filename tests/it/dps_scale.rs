@@ -849,3 +849,40 @@ async fn clone_copies_one_dps_into_another_keys_included() {
     assert_eq!(mixed.code, 2, "{}", mixed.text());
     assert_eq!(mixed.json()["error"]["code"], "usage");
 }
+
+/// `clone --from dps-a --to dps-b --map-hub hub-a=hub-b`: every enrollment and group lands in
+/// dps-b naming hub-b, keys unchanged, and a device registering through dps-b with its original
+/// key lands on hub-b; `--map-hub` on a clone of hubs is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_of_dps_retargets_its_enrollments_with_map_hub() {
+    let (world, wd) = world(0, &["dps-a", "dps-b"]).await;
+    enroll(&client(&world, "dps-a"), 50, 2).await;
+    let out = wd
+        .hubvault()
+        .args(["--json", "clone", "--from", "dps-a", "--to", "dps-b"])
+        .args(["--map-hub", "hub-a=hub-b", "--caller-ip", "127.0.0.1"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    for kind in [Kind::Individual, Kind::Group] {
+        let (source, target) = (held(&world, "dps-a", kind), held(&world, "dps-b", kind));
+        assert_eq!(source.len(), target.len(), "{kind:?}");
+        for (id, (primary, secondary, hubs)) in &source {
+            assert_eq!(hubs, HUB_A, "{id}: the source is left as it was");
+            let (p, s, h) = &target[id];
+            assert_eq!((p, s), (primary, secondary), "{id}: keys unchanged");
+            assert_eq!(h, HUB_B, "{id}: retargeted");
+        }
+    }
+    lands_on_hub_b(&world, "dps-b", "sensor-00007", DeviceKey::Own(&key(7))).await;
+
+    let hubs = wd
+        .hubvault()
+        .args(["--json", "clone", "--from", "hub-a", "--to", "hub-b"])
+        .args(["--map-hub", "hub-a=hub-b"])
+        .run()
+        .await;
+    assert_eq!(hubs.code, 2, "{}", hubs.text());
+    let message = hubs.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("applies to a clone of DPS"), "{message}");
+}
