@@ -289,8 +289,14 @@ pub struct LiveArgs {
     /// Another import/export job holds the hub's slot: wait for it instead of stopping.
     #[arg(long)]
     pub wait: bool,
-    /// Test-only: bind the hub client's socket to this local address (e.g. 127.0.0.2 to act as
-    /// another caller against the simulator's firewall).
+    #[command(flatten)]
+    pub local: LocalAddress,
+}
+
+/// Test-only: bind the hub client's socket to a local address (e.g. 127.0.0.2 to act as another
+/// caller against the simulator's firewall). One declaration for every command that reaches hubs.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct LocalAddress {
     #[arg(
         long,
         value_name = "ADDR",
@@ -634,15 +640,8 @@ pub struct ScheduleArgs {
     pub keys: Keys,
     #[command(flatten)]
     pub trust: ReadTrust,
-    /// Test-only: bind the hub client's socket to this local address.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        hide = true,
-        env = "HUBVAULT_LOCAL_ADDRESS",
-        hide_env_values = true
-    )]
-    pub local_address: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    pub local: LocalAddress,
 }
 
 #[derive(Debug, Args)]

@@ -54,7 +54,7 @@ pub(super) fn resolve(
     live: &LiveArgs,
 ) -> Result<(ResolvedHub, HubClient)> {
     let mut resolved = services::resolve_hub(spec, config)?;
-    resolved.target.local_address = live.local_address;
+    resolved.target.local_address = live.local.local_address;
     if let Some(ttl) = env_secs(SAS_TTL_ENV)? {
         resolved.target.sas_ttl = ttl;
     }

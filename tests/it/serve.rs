@@ -818,7 +818,20 @@ async fn serve_runs_a_scheduled_drill_and_cleans_the_scratch_hub() {
         &wd,
         "drill",
         "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[drill]\ncron = \"*/4 * * * * *\"\n\
-         to = \"hub-drill\"\nverify = \"sample\"\nrto-target = \"10m\"\nreport = \"reports/\"\n",
+         to = \"hub-drill\"\nverify = \"sample\"\nrto-target = \"10m\"\nreport = \"reports/\"\n\
+         engine = \"job\"\nprobe-devices = 1\n",
+    );
+    let check = wd
+        .hubvault()
+        .args(["policy", "check", "policies"])
+        .run()
+        .await;
+    assert!(
+        check
+            .stdout
+            .contains("engine job, 1 probe device(s) per kind"),
+        "{}",
+        check.stdout
     );
     let port = free_port();
     let mut serve = wd
@@ -865,8 +878,16 @@ async fn serve_runs_a_scheduled_drill_and_cleans_the_scratch_hub() {
     let report = d["report"].as_str().expect("a report path");
     let page = std::fs::read_to_string(wd.join(report)).unwrap();
     assert!(page.contains("<svg"), "the report has its timeline");
-    // What the simulator holds: hub-drill empty again, hub-a untouched.
+    // What the simulator holds: hub-drill empty again, hub-a untouched; the policy's engine
+    // wrote it (auto would pick bulk calls for 12 devices; `job` runs an import job).
     assert_eq!(identities_on(&sim, "hub-drill").await, 0);
+    assert!(
+        sim.jobs("hub-drill")
+            .await
+            .iter()
+            .any(|j| j["type"] == "import"),
+        "engine = \"job\" was used"
+    );
     assert!(identities_on(&sim, "hub-a").await >= 12);
     secrets_free(&sim, &["hub-a", "hub-drill"], &out).await;
     drop(staging);

@@ -165,7 +165,14 @@ fn explain_drill(
     }
     let _ = writeln!(
         text,
-        "             verify {}; {}; RTO target {}, RPO target {}; report {}",
+        "             engine {}, {} probe device(s) per kind{}; verify {}; {}; RTO target {}, RPO target {}; report {}",
+        d.engine.as_str(),
+        d.probe_devices,
+        if d.x509_certs.is_empty() {
+            String::new()
+        } else {
+            format!(", {} X.509 certificate(s)", d.x509_certs.len())
+        },
         d.verify.label(),
         if d.cleanup {
             "scratch hub emptied afterwards"
@@ -184,6 +191,9 @@ fn explain_drill(
         "schedule": when,
         "next_runs": runs,
         "verify": d.verify.label(),
+        "engine": d.engine.as_str(),
+        "probe_devices": d.probe_devices,
+        "x509_certs": d.x509_certs,
         "cleanup": d.cleanup,
         "rto_target_seconds": d.rto_target,
         "rpo_target_seconds": d.rpo_target,

@@ -19,9 +19,6 @@ use hubvault::shutdown::Shutdown;
 use super::super::{Result, identities, live};
 use crate::cli::{Global, LiveArgs, ScheduleArgs};
 
-/// Devices of each kind the probe tries (as `drill --probe-devices` defaults to).
-const PROBE_PER_KIND: usize = 3;
-
 /// What a scheduled drill needs from the command line and config.
 #[derive(Clone)]
 pub struct DrillEnv {
@@ -118,16 +115,19 @@ async fn attempt(
         })
         .max();
     let live_args = LiveArgs {
-        local_address: args.local_address,
+        local: args.local,
         ..LiveArgs::default()
     };
     let (target, client) = live::resolve(&section.to, config, &live_args)?;
-    let staging = super::super::drill::open_staging(config, None, &client, Engine::Auto)?;
+    let staging = super::super::drill::open_staging(config, None, &client, section.engine)?;
     let poll = live::poll_policy()?;
     let arm = live::arm_client(config)?;
-    let rates = super::super::drill::hub_rates(arm.as_ref(), &target).await;
+    let rates = match section.engine {
+        Engine::Auto => super::super::drill::hub_rates(arm.as_ref(), &target).await,
+        _ => None,
+    };
     let options = RestoreOptions {
-        engine: Engine::Auto,
+        engine: section.engine,
         rates,
         verify: section.verify,
         preflight: true,
@@ -151,7 +151,7 @@ async fn attempt(
             rto: section.rto_target,
             rpo: section.rpo_target,
         },
-        probe_per_kind: PROBE_PER_KIND,
+        probe_per_kind: section.probe_devices,
         http: client.http().clone(),
         device_target: DeviceTarget {
             host: client.host().to_owned(),

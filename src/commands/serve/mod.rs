@@ -178,7 +178,7 @@ async fn context(
         poll: super::live::poll_policy()?,
         forget: !loaded.incomplete,
         policies,
-        local_address: args.local_address,
+        local_address: args.local.local_address,
         export_running: super::live::export_running_pause("serve and run")?,
         notify: targets(config, &loaded.run).await,
         config: config.clone(),

@@ -14,6 +14,8 @@
 //! rpo-target = "24h"
 //! report = "drill-reports/"      # a folder (ends with /): one HTML report per drill, named by time
 //! x509-certs = ["certs/cam-7.pem"]  # X.509 devices' own certificates to probe ([DEVICE=]FILE)
+//! probe-devices = 3              # devices of each kind the probe tries (default 3)
+//! engine = "auto"                # auto (default), job or bulk, as `drill --engine`
 //! ```
 
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use super::schedule::{CronExpr, Schedule, TimeZone};
-use crate::restore::Verify;
+use crate::restore::{Engine, Verify};
 
 /// The `[drill]` table of a policy file.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,12 @@ pub struct DrillSection {
     /// --x509-cert`).
     #[serde(default)]
     pub x509_certs: Vec<String>,
+    /// Devices of each kind the probe tries (`drill --probe-devices`).
+    #[serde(default = "three")]
+    pub probe_devices: usize,
+    /// How the restore writes (`drill --engine`).
+    #[serde(default = "auto", deserialize_with = "engine")]
+    pub engine: Engine,
 }
 
 impl DrillSection {
@@ -83,6 +91,25 @@ fn yes() -> bool {
     true
 }
 
+fn three() -> usize {
+    3
+}
+
+fn auto() -> Engine {
+    Engine::Auto
+}
+
+fn engine<'de, D: Deserializer<'de>>(d: D) -> Result<Engine, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "auto" => Ok(Engine::Auto),
+        "job" => Ok(Engine::Job),
+        "bulk" => Ok(Engine::Bulk),
+        other => Err(serde::de::Error::custom(format!(
+            "engine {other:?}: write auto, job or bulk"
+        ))),
+    }
+}
+
 fn verify<'de, D: Deserializer<'de>>(d: D) -> Result<Verify, D::Error> {
     String::deserialize(d)?
         .parse()
@@ -110,16 +137,19 @@ mod tests {
         assert_eq!(d.verify, Verify::Full);
         assert!(d.cleanup, "scheduled drills clean up by default");
         assert_eq!((d.rto_target, d.rpo_target), (None, None));
+        assert_eq!((d.probe_devices, d.engine), (3, Engine::Auto));
         assert!(d.report_path("hub-a", chrono::Utc::now()).is_none());
         let d = parse(
             "cron = \"*/5 * * * * *\"\ntime-zone = \"Europe/Berlin\"\nto = \"hub-drill\"\n\
              verify = \"sample=20\"\ncleanup = false\nrto-target = \"30m\"\nrpo-target = \"1d\"\n\
-             report = \"reports/\"\nx509-certs = [\"c.pem\", \"cam-7=d.pem\"]\n",
+             report = \"reports/\"\nx509-certs = [\"c.pem\", \"cam-7=d.pem\"]\n\
+             probe-devices = 5\nengine = \"bulk\"\n",
         )
         .unwrap();
         assert_eq!(d.verify, Verify::Sample(20));
         assert!(!d.cleanup);
         assert_eq!(d.x509_certs, ["c.pem", "cam-7=d.pem"]);
+        assert_eq!((d.probe_devices, d.engine), (5, Engine::Bulk));
         assert_eq!(
             (d.rto_target, d.rpo_target),
             (Some(1_800.0), Some(86_400.0))
@@ -148,6 +178,10 @@ mod tests {
             (
                 "cron = \"0 4 * * 0\"\nto = \"d\"\nclean-up = true\n",
                 "clean-up",
+            ),
+            (
+                "cron = \"0 4 * * 0\"\nto = \"d\"\nengine = \"fast\"\n",
+                "auto, job or bulk",
             ),
         ] {
             let e = parse(text).unwrap_err().to_string();
