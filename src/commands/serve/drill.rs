@@ -51,8 +51,11 @@ pub async fn run(
 ) -> Report {
     let (env, section_owned, hub) = (env.clone(), section.clone(), due.hub.clone());
     let drill = move |stop: Shutdown| async move {
-        // On a blocking thread of its own that drives the drill on the runtime: the drill's
-        // future borrows in ways the compiler cannot prove `Send` for the scheduler's tasks.
+        // On a blocking thread of its own that drives the drill on the runtime: rustc cannot
+        // prove the drill's future `Send` for the scheduler's higher-ranked task bound
+        // (rust-lang/rust#64552). Boxing await sites as `dyn Future + Send` moves the error down
+        // into `restore` (`&HubClient` and `&Shutdown` held in its inner futures), so the
+        // thread stays until that is untangled; its cost is one pool thread per running drill.
         let to = section_owned.to.clone();
         let handle = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
