@@ -15,6 +15,7 @@
 mod journal;
 mod lock;
 mod owner;
+mod purge;
 
 use std::fmt;
 use std::sync::Arc;
@@ -480,9 +481,11 @@ impl Staging {
                 // writes between our look and its end goes too.
                 job_ended = self.jobs_ended_within(client, &record, JOB_SETTLE).await;
             }
-            let mut blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
             let expired = record.until <= OffsetDateTime::now_utc().unix_timestamp();
             let finished = job_ended || expired;
+            // Its committed blobs go now; its uncommitted ones once nothing of it can write
+            // (an empty commit under a job still writing would race it), else on a later sweep.
+            let mut blobs_deleted = self.delete_under(&record.prefix, finished).await?;
             // A dead import's logs sit at the container root under its import lock.
             if finished
                 && let Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) =
@@ -618,7 +621,9 @@ impl Staging {
     /// Delete this run's blobs (call on success, failure and Ctrl-C) and, when this run holds
     /// the import lock, the job's error logs, then end the lock. Returns how many blobs.
     pub async fn cleanup(&self) -> Result<usize> {
-        let run_blobs = delete_all(&*self.store, &self.run_prefix()).await;
+        // Uncommitted blobs too: the run's job has ended or been cancelled by now, and a
+        // cancelled export leaves its half-written devices.txt as uncommitted blocks.
+        let run_blobs = self.delete_under(&self.run_prefix(), true).await;
         // The journal goes only once the run's blobs are gone: if they could not all be
         // deleted, the journal stays and the next run's sweep finds them.
         if run_blobs.is_ok()
@@ -661,13 +666,14 @@ impl Staging {
                 return Ok(0);
             }
         };
-        let listed = self.store.list(&self.hub_prefix()).await?;
-        let mut runs: std::collections::BTreeMap<String, Vec<store::ObjectMeta>> =
+        // With the uncommitted ones: the same age and live-job rules apply to them.
+        let listed = self.blobs_under(&self.hub_prefix(), true).await?;
+        let mut runs: std::collections::BTreeMap<String, Vec<purge::Blob>> =
             std::collections::BTreeMap::new();
-        for meta in listed {
-            let rest = &meta.name[self.hub_prefix().len()..];
+        for blob in listed {
+            let rest = &blob.meta.name[self.hub_prefix().len()..];
             if let Some((run, _)) = rest.split_once('/') {
-                runs.entry(run.to_owned()).or_default().push(meta);
+                runs.entry(run.to_owned()).or_default().push(blob);
             }
         }
         let mut removed: usize = 0;
@@ -678,12 +684,12 @@ impl Staging {
                     .iter()
                     .any(|n| n.as_deref().is_some_and(|n| n.contains(&prefix)))
             });
-            let newest = blobs.iter().map(|b| b.last_modified).max();
+            let newest = blobs.iter().map(|b| b.meta.last_modified).max();
             if run == self.run_id || live_here || newest.is_none_or(|t| t >= older_than) {
                 continue;
             }
             for blob in &blobs {
-                self.store.delete(&blob.name).await?;
+                self.remove(blob).await?;
                 removed = removed.saturating_add(1);
             }
             tracing::info!(
@@ -694,14 +700,6 @@ impl Staging {
         }
         Ok(removed)
     }
-}
-
-async fn delete_all(store: &dyn Store, prefix: &str) -> Result<usize> {
-    let listed = store.list(prefix).await?;
-    for meta in &listed {
-        store.delete(&meta.name).await?;
-    }
-    Ok(listed.len())
 }
 
 /// Access from `[staging]`: an account-key connection string (+ `container`) or a container URL.
