@@ -5,7 +5,8 @@
 //! `[staging]`), a fresh run id, the blob names `staging/<hub>/<run-id>/<file>`, a least-privilege
 //! container SAS minted per job (never reused, expiring after `sas-lifetime`), deleting the run's
 //! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
-//! ([`Staging::sweep_leftovers`]). Import jobs write their error logs at the container root, so
+//! ([`Staging::sweep_leftovers`]). Every delete also discards blobs with only uncommitted blocks
+//! (a half-written export: `staging/purge.rs`). Import jobs write their error logs at the container root, so
 //! imports through one container take turns under a lease ([`Staging::lock_imports`], see
 //! `staging/lock.rs`).
 //!
