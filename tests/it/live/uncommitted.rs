@@ -187,3 +187,51 @@ async fn an_old_runs_uncommitted_blob_is_a_leftover() {
     assert_eq!(out.json()["leftovers_removed"], 1, "{}", out.stdout);
     assert_eq!(w.staging.everything().await, Vec::<String>::new());
 }
+
+/// A dead run swept by a run of another hub, which cannot ask hub-a whether the dead run's job
+/// has ended: its committed plaintext goes at once, but an uncommitted blob stays (an empty
+/// commit could race a job still writing it) until a run of hub-a sees the job ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_uncommitted_blobs_wait_until_its_job_has_ended() {
+    let Some(cs) = azurite() else { return };
+    let w = Live::start(
+        &cs,
+        Setup {
+            devices: 20,
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.sim.seed("hub-b", 5, 7).await;
+    kill_backup_while_its_job_runs(&w).await;
+    w.wait_jobs_done("hub-a").await;
+    let run = journal_run(&w.staging, Duration::from_secs(5)).await;
+    let prefix = format!("staging/{HUB_A}/{run}/");
+    let planted = format!("{prefix}planted.txt");
+    w.staging.put_uncommitted(&planted, PLAINTEXT).await;
+
+    let out = w.run(&["--json", "backup", "--hub", "hub-b"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
+    assert_eq!(dead[0]["run"], run.as_str(), "{dead:#}");
+    assert_eq!(dead[0]["finished"], false, "{dead:#}");
+    let left: Vec<String> = w
+        .staging
+        .everything()
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("staging/"))
+        .collect();
+    assert_eq!(
+        left,
+        vec![planted.clone()],
+        "only the uncommitted blob waits"
+    );
+
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+    assert_eq!(dead[0]["blobs_deleted"], 1, "the planted blob: {dead:#}");
+    assert_eq!(w.staging.everything().await, Vec::<String>::new());
+}
