@@ -15,16 +15,18 @@ use crate::support::{Staging, azurite};
 const PLAINTEXT: &[u8] =
     br#"{"id":"planted","authentication":{"symmetricKey":{"primaryKey":"cGxhaW50ZXh0IGtleQ=="}}}"#;
 
+/// hub-a with 20 devices, an empty hub-b.
+async fn twenty_devices(cs: &str) -> Live {
+    let setup = Setup {
+        devices: 20,
+        ..Setup::default()
+    };
+    Live::start(cs, setup).await
+}
+
 /// hub-a with 20 devices whose export jobs write 256-byte blocks at `rate` devices a second.
 async fn slow_exports(cs: &str, rate: f64) -> Live {
-    let w = Live::start(
-        cs,
-        Setup {
-            devices: 20,
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = twenty_devices(cs).await;
     w.sim
         .limits("hub-a", json!({"job_rate": rate, "block_size": 256}))
         .await;
@@ -194,14 +196,7 @@ async fn an_old_runs_uncommitted_blob_is_a_leftover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_uncommitted_blobs_wait_until_its_job_has_ended() {
     let Some(cs) = azurite() else { return };
-    let w = Live::start(
-        &cs,
-        Setup {
-            devices: 20,
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = twenty_devices(&cs).await;
     w.sim.seed("hub-b", 5, 7).await;
     kill_backup_while_its_job_runs(&w).await;
     w.wait_jobs_done("hub-a").await;
