@@ -230,3 +230,45 @@ async fn a_dead_runs_uncommitted_blobs_wait_until_its_job_has_ended() {
     assert_eq!(dead[0]["blobs_deleted"], 1, "the planted blob: {dead:#}");
     assert_eq!(w.staging.everything().await, Vec::<String>::new());
 }
+
+/// The store calls under a location prefix: only the prefix's uncommitted blobs are listed
+/// (store-relative names), discarding one leaves the others, and "discarding" a blob that was
+/// committed meanwhile still deletes it (its empty commit is refused with 409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_lists_and_discards_uncommitted_blobs_under_its_prefix() {
+    use hubvault::store::Store as _;
+    let Some(cs) = azurite() else { return };
+    let staging = Staging::fresh(&cs, "uncommitted").await;
+    let store = staging.under("tenant/a");
+    staging
+        .put_uncommitted("tenant/a/staging/r1/devices.txt", PLAINTEXT)
+        .await;
+    staging
+        .put_uncommitted("tenant/b/staging/r1/devices.txt", PLAINTEXT)
+        .await;
+    store
+        .put(
+            "staging/r1/configurations.txt",
+            bytes::Bytes::from_static(b"{}\n"),
+        )
+        .await
+        .unwrap();
+
+    let found = store.list_uncommitted("staging/").await.unwrap();
+    let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["staging/r1/devices.txt"]);
+    store
+        .discard_uncommitted("staging/r1/devices.txt")
+        .await
+        .unwrap();
+    store
+        .discard_uncommitted("staging/r1/configurations.txt")
+        .await
+        .unwrap();
+    assert_eq!(
+        staging.everything().await,
+        vec!["tenant/b/staging/r1/devices.txt".to_owned()]
+    );
+    assert!(store.list_uncommitted("staging/").await.unwrap().is_empty());
+    staging.delete().await;
+}
