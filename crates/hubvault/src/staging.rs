@@ -6,9 +6,9 @@
 //! container SAS minted per job (never reused, expiring after `sas-lifetime`), deleting the run's
 //! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
 //! ([`Staging::sweep_leftovers`]). Every delete also discards blobs with only uncommitted blocks
-//! (a half-written export: `staging/purge.rs`). Import jobs write their error logs at the container root, so
-//! imports through one container take turns under a lease ([`Staging::lock_imports`], see
-//! `staging/lock.rs`).
+//! (a half-written export: `staging/purge.rs`). Import jobs write their error logs at the
+//! container root, so imports through one container take turns under a lease
+//! ([`Staging::lock_imports`], see `staging/lock.rs`).
 //!
 //! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
 //! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).
@@ -458,8 +458,9 @@ impl Staging {
 
     /// Find runs through this container that died without cleaning up (their journal is no
     /// longer kept alive), whatever their hub: cancel a dead run's job when one of `clients` is
-    /// that hub's, delete its plaintext blobs now, and keep sweeping its names on later runs
-    /// until its job has ended (a job can write after its runner died) or its SAS expired.
+    /// that hub's, delete its plaintext blobs now (its uncommitted ones once its job has ended
+    /// or its SAS expired), and keep sweeping its names on later runs until then (a job can
+    /// write after its runner died).
     pub async fn sweep_dead_runs(&self, clients: &[&HubClient]) -> Result<Vec<SweptRun>> {
         let mut swept = Vec::new();
         for dead in journal::find_dead(&self.access, &self.run_id).await? {
