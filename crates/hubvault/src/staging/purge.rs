@@ -33,24 +33,16 @@ impl Staging {
     /// Every blob under `prefix`: the committed ones, then (with `uncommitted`, on Azure) those
     /// with only uncommitted blocks.
     pub(super) async fn blobs_under(&self, prefix: &str, uncommitted: bool) -> Result<Vec<Blob>> {
-        let mut out: Vec<Blob> = self
-            .store
-            .list(prefix)
-            .await?
+        let (committed, only_blocks) = match self.azure() {
+            Some(s) if uncommitted => s.list_with_uncommitted(prefix).await?,
+            _ => (self.store.list(prefix).await?, Vec::new()),
+        };
+        let tag = |uncommitted| move |meta| Blob { meta, uncommitted };
+        Ok(committed
             .into_iter()
-            .map(|meta| Blob {
-                meta,
-                uncommitted: false,
-            })
-            .collect();
-        if uncommitted && let Some(s) = self.azure() {
-            let found = s.list_uncommitted(prefix).await?;
-            out.extend(found.into_iter().map(|meta| Blob {
-                meta,
-                uncommitted: true,
-            }));
-        }
-        Ok(out)
+            .map(tag(false))
+            .chain(only_blocks.into_iter().map(tag(true)))
+            .collect())
     }
 
     /// Delete one blob found by [`Staging::blobs_under`].

@@ -49,12 +49,24 @@ fn only_uncommitted(
 }
 
 impl AzureStore {
-    /// Blobs under `prefix` that have only uncommitted blocks, sorted by name. A blob whose
-    /// writer commits it between the two listings looks committed (and is deleted as such).
-    pub async fn list_uncommitted(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let all = self.list_blobs(prefix, true).await?;
+    /// Blobs under `prefix`, each sorted by name: the committed ones (as [`Store::list`] shows
+    /// them) and those that have only uncommitted blocks. A blob whose writer commits it
+    /// between the two listings looks uncommitted; [`AzureStore::discard_uncommitted`] deletes
+    /// it all the same.
+    ///
+    /// [`Store::list`]: crate::store::Store::list
+    pub async fn list_with_uncommitted(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
         let committed = self.list_blobs(prefix, false).await?;
-        Ok(only_uncommitted(all, &committed, OffsetDateTime::now_utc()))
+        let all = self.list_blobs(prefix, true).await?;
+        let uncommitted = only_uncommitted(all, &committed, OffsetDateTime::now_utc());
+        let committed = committed
+            .into_iter()
+            .map(|b| b.meta(OffsetDateTime::UNIX_EPOCH))
+            .collect();
+        Ok((committed, uncommitted))
     }
 
     /// Discard a blob's uncommitted blocks and the blob. Azure answers Delete Blob on a blob
