@@ -476,16 +476,7 @@ async fn another_job_holding_the_source_slot_is_reported_then_waited_for() {
         .unwrap()
         .with_endpoint(hub.endpoint.parse().unwrap());
     let client = HubClient::new(target).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let sas = staging
-        .store
-        .container_sas(
-            SasPermissions::export_output(),
-            now - time::Duration::minutes(5),
-            now + time::Duration::hours(1),
-        )
-        .unwrap();
-    let uri = sas.on(&staging.store.azure_location().container_url());
+    let uri = staging.sas_url(SasPermissions::export_output());
     let other = client
         .create_job(&JobProperties::export(
             uri.as_str(),

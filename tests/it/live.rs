@@ -17,6 +17,8 @@ use crate::support::{
     Hubvault, Out, Spawned, Staging, Workdir, World, assert_no_secrets, azurite, ndjson,
 };
 
+mod uncommitted;
+
 /// hub-a (seeded) and an empty hub-b, a fresh staging container in Azurite, and a work folder
 /// whose config names them, with an identity; every run's output is scanned for secrets.
 struct Live {
@@ -1142,19 +1144,7 @@ async fn staging_by_sas_url_on_the_command_line() {
     use hubvault::store::sas::SasPermissions;
     let Some(cs) = azurite() else { return };
     let w = Live::start(&cs, Setup::default()).await;
-    let now = time::OffsetDateTime::now_utc();
-    let sas = w
-        .staging
-        .store
-        .container_sas(
-            SasPermissions::all(),
-            now - time::Duration::minutes(5),
-            now + time::Duration::hours(1),
-        )
-        .unwrap();
-    let url = sas
-        .on(&w.staging.store.azure_location().container_url())
-        .to_string();
+    let url = w.staging.sas_url(SasPermissions::all()).to_string();
     let sig: std::collections::HashMap<String, String> = url::Url::parse(&url)
         .unwrap()
         .query_pairs()

@@ -687,14 +687,19 @@ async fn run_backs_up_the_dps_instances_a_policy_names() {
 }
 
 /// SIGTERM in the middle of a backup: the export job is cancelled, its staging deleted, the run
-/// is `stopped` (not a failure), no snapshot is left, and `serve` exits 0.
+/// is `stopped` (not a failure), no snapshot is left, and `serve` exits 0. The job writes
+/// 256-byte blocks, so the cancelled export leaves `devices.txt` as uncommitted blocks: those
+/// go too (Azurite's listing with uncommitted blobs is empty).
 #[tokio::test]
 async fn sigterm_mid_backup_abandons_it_cleanly_and_exits_0() {
     let Some(cs) = azurite() else { return };
     let (sim, staging, wd) = fast_world(&cs, &[("hub-a", 20)], 38, "serve-term").await;
     wd.write_identity();
-    sim.limits("hub-a", serde_json::json!({"job_rate": 2}))
-        .await;
+    sim.limits(
+        "hub-a",
+        serde_json::json!({"job_rate": 2, "block_size": 256}),
+    )
+    .await;
     write_policy(
         &wd,
         "often",
@@ -727,6 +732,7 @@ async fn sigterm_mid_backup_abandons_it_cleanly_and_exits_0() {
     assert!(wd.snapshot_ids("hub-a.azure-devices.net").is_empty());
     assert!(sim.jobs_done("hub-a", Duration::from_secs(15)).await);
     assert_eq!(staging.leftovers().await, Vec::<String>::new());
+    assert_eq!(staging.everything().await, Vec::<String>::new());
 }
 
 /// `serve` down for a while: on restart the missed slots of a hub run once (for the latest of

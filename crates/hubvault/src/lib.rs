@@ -40,7 +40,7 @@
 //! | [`dps`] | the DPS service API: enrollments and groups, their keys (`attestationmechanism`), bulk ≤10 with per-item errors, paged queries, on the hub client's transport | know stores |
 //! | [`arm`] | management-plane requests: a hub's (or DPS instance's) networking rules and the firewall verdict for a caller; a DPS instance's linked hubs; any ARM call described (`ArmCall`) and sent | know stores |
 //! | [`failover`] | the failover runbook: observed ARM facts, the pure plan, the journal in the store, idempotent steps, probes, the run's document (rendered by [`report`]) | touch devices other than its own probes; edit A records a zone group owns |
-//! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup | know snapshots |
+//! | [`staging`] | one run's staging area: blob names, least-privilege SAS per job, the run journal and the sweep of dead runs, the import lock, cleanup (uncommitted blobs too) | know snapshots |
 //! | [`preflight`] | findings before a long step: firewall, credentials, permissions, job slot, quota, conflicts, staging; for DPS (`preflight::dps`) IP filter, linked hubs, rights, enrollment limits | fail with errors (findings are data) |
 //! | [`diagnostic`] | the `Diagnostic` trait every error implements (a stable code, the next step as data); a cause chain said once | know any module |
 //! | [`error`] | [`Error`], wrapping every module's error | be used by a module |

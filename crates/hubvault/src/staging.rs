@@ -5,9 +5,10 @@
 //! `[staging]`), a fresh run id, the blob names `staging/<hub>/<run-id>/<file>`, a least-privilege
 //! container SAS minted per job (never reused, expiring after `sas-lifetime`), deleting the run's
 //! blobs ([`Staging::cleanup`]) and removing leftovers of killed runs of the same hub
-//! ([`Staging::sweep_leftovers`]). Import jobs write their error logs at the container root, so
-//! imports through one container take turns under a lease ([`Staging::lock_imports`], see
-//! `staging/lock.rs`).
+//! ([`Staging::sweep_leftovers`]). Every delete also discards blobs with only uncommitted blocks
+//! (a half-written export: `staging/purge.rs`). Import jobs write their error logs at the
+//! container root, so imports through one container take turns under a lease
+//! ([`Staging::lock_imports`], see `staging/lock.rs`).
 //!
 //! Must not: know snapshots or the sealing pipeline, or show a SAS signature or account key
 //! (every URL leaves this module as a [`SecretUrl`], whose `Debug`/`Display` redact `sig=`).
@@ -15,6 +16,7 @@
 mod journal;
 mod lock;
 mod owner;
+mod purge;
 
 use std::fmt;
 use std::sync::Arc;
@@ -456,8 +458,9 @@ impl Staging {
 
     /// Find runs through this container that died without cleaning up (their journal is no
     /// longer kept alive), whatever their hub: cancel a dead run's job when one of `clients` is
-    /// that hub's, delete its plaintext blobs now, and keep sweeping its names on later runs
-    /// until its job has ended (a job can write after its runner died) or its SAS expired.
+    /// that hub's, delete its plaintext blobs now (its uncommitted ones once its job has ended
+    /// or its SAS expired), and keep sweeping its names on later runs until then (a job can
+    /// write after its runner died).
     pub async fn sweep_dead_runs(&self, clients: &[&HubClient]) -> Result<Vec<SweptRun>> {
         let mut swept = Vec::new();
         for dead in journal::find_dead(&self.access, &self.run_id).await? {
@@ -480,9 +483,11 @@ impl Staging {
                 // writes between our look and its end goes too.
                 job_ended = self.jobs_ended_within(client, &record, JOB_SETTLE).await;
             }
-            let mut blobs_deleted = delete_all(&*self.store, &record.prefix).await?;
             let expired = record.until <= OffsetDateTime::now_utc().unix_timestamp();
             let finished = job_ended || expired;
+            // Its committed blobs go now; its uncommitted ones once nothing of it can write
+            // (an empty commit under a job still writing would race it), else on a later sweep.
+            let mut blobs_deleted = self.delete_under(&record.prefix, finished).await?;
             // A dead import's logs sit at the container root under its import lock.
             if finished
                 && let Access::AccountKey(s) | Access::GivenSas(s) | Access::Identity(s) =
@@ -618,7 +623,9 @@ impl Staging {
     /// Delete this run's blobs (call on success, failure and Ctrl-C) and, when this run holds
     /// the import lock, the job's error logs, then end the lock. Returns how many blobs.
     pub async fn cleanup(&self) -> Result<usize> {
-        let run_blobs = delete_all(&*self.store, &self.run_prefix()).await;
+        // Uncommitted blobs too: the run's job has ended or been cancelled by now, and a
+        // cancelled export leaves its half-written devices.txt as uncommitted blocks.
+        let run_blobs = self.delete_under(&self.run_prefix(), true).await;
         // The journal goes only once the run's blobs are gone: if they could not all be
         // deleted, the journal stays and the next run's sweep finds them.
         if run_blobs.is_ok()
@@ -661,13 +668,14 @@ impl Staging {
                 return Ok(0);
             }
         };
-        let listed = self.store.list(&self.hub_prefix()).await?;
-        let mut runs: std::collections::BTreeMap<String, Vec<store::ObjectMeta>> =
+        // With the uncommitted ones: the same age and live-job rules apply to them.
+        let listed = self.blobs_under(&self.hub_prefix(), true).await?;
+        let mut runs: std::collections::BTreeMap<String, Vec<purge::Blob>> =
             std::collections::BTreeMap::new();
-        for meta in listed {
-            let rest = &meta.name[self.hub_prefix().len()..];
+        for blob in listed {
+            let rest = &blob.meta.name[self.hub_prefix().len()..];
             if let Some((run, _)) = rest.split_once('/') {
-                runs.entry(run.to_owned()).or_default().push(meta);
+                runs.entry(run.to_owned()).or_default().push(blob);
             }
         }
         let mut removed: usize = 0;
@@ -678,12 +686,12 @@ impl Staging {
                     .iter()
                     .any(|n| n.as_deref().is_some_and(|n| n.contains(&prefix)))
             });
-            let newest = blobs.iter().map(|b| b.last_modified).max();
+            let newest = blobs.iter().map(|b| b.meta.last_modified).max();
             if run == self.run_id || live_here || newest.is_none_or(|t| t >= older_than) {
                 continue;
             }
             for blob in &blobs {
-                self.store.delete(&blob.name).await?;
+                self.remove(blob).await?;
                 removed = removed.saturating_add(1);
             }
             tracing::info!(
@@ -694,14 +702,6 @@ impl Staging {
         }
         Ok(removed)
     }
-}
-
-async fn delete_all(store: &dyn Store, prefix: &str) -> Result<usize> {
-    let listed = store.list(prefix).await?;
-    for meta in &listed {
-        store.delete(&meta.name).await?;
-    }
-    Ok(listed.len())
 }
 
 /// Access from `[staging]`: an account-key connection string (+ `container`) or a container URL.

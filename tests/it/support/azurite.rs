@@ -85,4 +85,63 @@ impl Staging {
     pub async fn delete(&self) {
         self.store.delete_container().await.unwrap();
     }
+
+    /// The container's URL with a container SAS granting `perms`, valid for an hour (from five
+    /// minutes ago).
+    pub fn sas_url(&self, perms: hubvault::store::sas::SasPermissions) -> url::Url {
+        let now = time::OffsetDateTime::now_utc();
+        let sas = self
+            .store
+            .container_sas(
+                perms,
+                now - time::Duration::minutes(5),
+                now + time::Duration::hours(1),
+            )
+            .unwrap();
+        sas.on(&self.store.azure_location().container_url())
+    }
+
+    /// The container through the SDK itself (a container SAS with every right), not through
+    /// hubvault's store: what Azurite holds, seen independently of the code under test.
+    fn sdk(&self) -> azure_storage_blob::BlobContainerClient {
+        let url = self.sas_url(hubvault::store::sas::SasPermissions::all());
+        azure_storage_blob::BlobContainerClient::new(url, None, None).unwrap()
+    }
+
+    /// Upload `data` as one block of blob `name` (Put Block) and never commit it: what an
+    /// export job cancelled half-way leaves.
+    pub async fn put_uncommitted(&self, name: &str, data: &'static [u8]) {
+        let id = format!("planted-{:08}", rand::random::<u32>()).into_bytes();
+        self.sdk()
+            .blob_client(name)
+            .block_blob_client()
+            .stage_block(
+                &id,
+                data.len() as u64,
+                bytes::Bytes::from_static(data).into(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Every blob in the container as List Blobs with `include=uncommittedblobs` shows it:
+    /// committed ones and those with only uncommitted blocks, sorted.
+    pub async fn everything(&self) -> Vec<String> {
+        use azure_storage_blob::models::{
+            BlobContainerClientListBlobsOptions, ListBlobsIncludeItem,
+        };
+        use futures::TryStreamExt as _;
+        let options = BlobContainerClientListBlobsOptions {
+            include: Some(vec![ListBlobsIncludeItem::UncommittedBlobs]),
+            ..Default::default()
+        };
+        let mut pager = self.sdk().list_blobs(Some(options)).unwrap();
+        let mut names = Vec::new();
+        while let Some(item) = pager.try_next().await.unwrap() {
+            names.extend(item.name);
+        }
+        names.sort();
+        names
+    }
 }

@@ -6,8 +6,9 @@
 //! Create-only writes: an [`ObjectWriter`] stages 4 MiB blocks with Put Block and `finish`
 //! commits them with Put Block List and `If-None-Match: *`, so an existing blob is never
 //! replaced (409/412 → [`Error::AlreadyExists`]). Uncommitted blocks are invisible to readers and
-//! listings, and Azure garbage-collects them (after a week), so `abort` has nothing to do and
-//! `sweep_temporaries` returns 0.
+//! plain listings, and Azure garbage-collects them (after a week), so `abort` has nothing to do and
+//! `sweep_temporaries` returns 0 (vault objects are sealed). Staging blobs are plaintext, so the
+//! staging module finds and discards such blobs explicitly (`uncommitted.rs`).
 //!
 //! Must not: know snapshots. Never put a SAS signature or a key in an error or a log: SDK
 //! errors about connections carry the request URL, so their text goes through [`crate::redact`].
@@ -15,6 +16,7 @@
 pub mod location;
 mod root;
 mod shared_key;
+mod uncommitted;
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use azure_core::http::{ClientOptions, Etag};
 use azure_storage_blob::models::{
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
     BlockBlobClientCommitBlockListResultHeaders, BlockListType, BlockLookupList,
+    ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::{Bytes, BytesMut};
@@ -36,6 +39,7 @@ use super::{ByteStream, Error, ObjectMeta, ObjectWriter, Result, Store, check_na
 pub use location::{AzureAuth, AzureLocation};
 pub use root::LeaseOutcome;
 use shared_key::SharedKeyPolicy;
+use uncommitted::Listed;
 
 /// Size of a staged block: large enough to keep request counts low (a 1 GiB object is 256
 /// blocks, far below the 50,000 limit), small enough to keep one writer's memory modest.
@@ -187,6 +191,53 @@ impl AzureStore {
     }
 }
 
+impl AzureStore {
+    /// Blobs under `prefix` (store-relative names, sorted); with `uncommitted`, also the blobs
+    /// that have only uncommitted blocks (List Blobs `include=uncommittedblobs`).
+    async fn list_blobs(&self, prefix: &str, uncommitted: bool) -> Result<Vec<Listed>> {
+        let loc = &self.inner.location;
+        let strip = if loc.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", loc.prefix)
+        };
+        // An empty `prefix=` is signed differently by the SDK and Azurite (403): leave it out.
+        let full_prefix = format!("{strip}{prefix}");
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: (!full_prefix.is_empty()).then_some(full_prefix),
+            include: uncommitted.then(|| vec![ListBlobsIncludeItem::UncommittedBlobs]),
+            ..Default::default()
+        };
+        let mut pager = self
+            .inner
+            .container
+            .list_blobs(Some(options))
+            .map_err(|e| self.map_err(None, "list", &e))?;
+        let mut out = Vec::new();
+        while let Some(item) = pager
+            .try_next()
+            .await
+            .map_err(|e| self.map_err(None, "list", &e))?
+        {
+            let Some(name) = item
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(strip.as_str()))
+            else {
+                continue;
+            };
+            let props = item.properties.as_ref();
+            out.push(Listed {
+                name: name.to_owned(),
+                size: props.and_then(|p| p.content_length).unwrap_or(0),
+                last_modified: props.and_then(|p| p.last_modified),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
 /// An HTTP `Date` (`Sun, 06 Dec 2026 04:22:23 GMT`).
 fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
     const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -268,47 +319,11 @@ impl Store for AzureStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let loc = &self.inner.location;
-        let strip = if loc.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", loc.prefix)
-        };
-        // An empty `prefix=` is signed differently by the SDK and Azurite (403): leave it out.
-        let full_prefix = format!("{strip}{prefix}");
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: (!full_prefix.is_empty()).then_some(full_prefix),
-            ..Default::default()
-        };
-        let mut pager = self
-            .inner
-            .container
-            .list_blobs(Some(options))
-            .map_err(|e| self.map_err(None, "list", &e))?;
-        let mut out = Vec::new();
-        while let Some(item) = pager
-            .try_next()
-            .await
-            .map_err(|e| self.map_err(None, "list", &e))?
-        {
-            let Some(name) = item
-                .name
-                .as_deref()
-                .and_then(|n| n.strip_prefix(strip.as_str()))
-            else {
-                continue;
-            };
-            let props = item.properties.as_ref();
-            out.push(ObjectMeta {
-                name: name.to_owned(),
-                size: props.and_then(|p| p.content_length).unwrap_or(0),
-                last_modified: props
-                    .and_then(|p| p.last_modified)
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        let listed = self.list_blobs(prefix, false).await?;
+        Ok(listed
+            .into_iter()
+            .map(|b| b.meta(OffsetDateTime::UNIX_EPOCH))
+            .collect())
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
