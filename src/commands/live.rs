@@ -94,6 +94,9 @@ pub(super) fn poll_policy() -> Result<PollPolicy> {
         poll.interval = Duration::from_millis(ms.max(1));
         poll.max_backoff = poll.interval.saturating_mul(4);
     }
+    if let Some(secs) = env_number::<u64>("HUBVAULT_JOB_TIMEOUT_SECS", "whole seconds")? {
+        poll.timeout = Duration::from_secs(secs.max(1));
+    }
     Ok(poll)
 }
 

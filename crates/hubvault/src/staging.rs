@@ -43,6 +43,9 @@ const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 /// How long a sweep waits for a dead run's cancelled job to stop before deleting its blobs (a
 /// job still running after that is swept again by later runs).
 const JOB_SETTLE: Duration = Duration::from_secs(30);
+/// How long a run stopped by a shutdown waits for its cancelled job to stop (a service manager
+/// allows some 30 s for the whole exit); if it has not, the next run sweeps what it writes.
+const ABANDON_SETTLE: Duration = Duration::from_secs(10);
 /// The folder under the container that holds every run's blobs.
 const ROOT: &str = "staging";
 
@@ -414,30 +417,16 @@ impl Staging {
 
     /// Stop this run because a shutdown was asked for: cancel the job of this run that one of
     /// `clients` still runs (it would write plaintext after we are gone), delete the run's
-    /// blobs, end its journal and import lock. Returns what was done, each part starting with
+    /// blobs, end its journal and import lock ([`Staging::finish_failed`], waiting at most
+    /// [`ABANDON_SETTLE`] for the job to stop). Returns what was done, each part starting with
     /// "; ", for the `Interrupted` error of a use case. The one place this is done, for every use case.
     pub async fn abandon(&self, clients: &[&HubClient]) -> String {
         use std::fmt::Write as _;
         let mut said = String::new();
-        for client in clients {
-            if let Ok(Some(job)) = client.active_job().await
-                && self.owns_job(&job)
-            {
-                let cancelled = client.cancel_job(job.id()).await.is_ok();
-                let _ = write!(
-                    said,
-                    "; job {} on {} {}",
-                    job.id(),
-                    client.name(),
-                    if cancelled {
-                        "cancelled"
-                    } else {
-                        "could not be cancelled"
-                    }
-                );
-            }
-        }
-        match self.cleanup().await {
+        let cleaned = self
+            .finish_failed_within(clients, ABANDON_SETTLE, &mut said)
+            .await;
+        match cleaned {
             Ok(n) => {
                 let _ = write!(
                     said,
@@ -454,6 +443,71 @@ impl Staging {
             }
         }
         said
+    }
+
+    /// End a run that failed: a job of it that one of `clients` still runs is cancelled (it
+    /// would write plaintext after we are gone) and awaited for at most [`JOB_SETTLE`]; then as
+    /// [`Staging::cleanup`]. If the job has not stopped by then, the run's committed blobs go
+    /// now and its journal is left for the next run's dead-run sweep, which keeps sweeping its
+    /// names until the job has ended. Returns how many blobs were deleted.
+    pub async fn finish_failed(&self, clients: &[&HubClient]) -> Result<usize> {
+        self.finish_failed_within(clients, JOB_SETTLE, &mut String::new())
+            .await
+    }
+
+    /// [`Staging::finish_failed`] waiting at most `settle`; what it did to a job is appended
+    /// to `said` ("; job … cancelled").
+    async fn finish_failed_within(
+        &self,
+        clients: &[&HubClient],
+        settle: Duration,
+        said: &mut String,
+    ) -> Result<usize> {
+        use std::fmt::Write as _;
+        let record = self.journal.lock().await.as_ref().map(|(_, r)| r.clone());
+        let client = record.as_ref().and_then(|r| {
+            clients
+                .iter()
+                .find(|c| c.host().eq_ignore_ascii_case(&r.hub))
+        });
+        let (Some(record), Some(client)) = (record, client) else {
+            return self.cleanup().await;
+        };
+        if record.jobs.is_empty() || self.jobs_ended(client, &record).await {
+            return self.cleanup().await;
+        }
+        if let Ok(Some(job)) = client.active_job().await
+            && self.owns_job(&job)
+        {
+            let cancelled = client.cancel_job(job.id()).await.is_ok();
+            let _ = write!(
+                said,
+                "; job {} on {} {}",
+                job.id(),
+                client.name(),
+                if cancelled {
+                    "cancelled"
+                } else {
+                    "could not be cancelled"
+                }
+            );
+        }
+        if self.jobs_ended_within(client, &record, settle).await {
+            return self.cleanup().await;
+        }
+        tracing::warn!(
+            hub = %record.hub,
+            run = %record.run,
+            "this run's job has not stopped yet: its plaintext blobs are deleted now and the next run through this staging container sweeps what the job still writes"
+        );
+        let deleted = self.delete_under(&self.run_prefix(), false).await;
+        if let Some((held, _)) = self.journal.lock().await.take() {
+            journal::leave(held).await;
+        }
+        if let Some(held) = self.import_lock.lock().await.take() {
+            lock::release(held, &*self.store).await?;
+        }
+        deleted
     }
 
     /// Find runs through this container that died without cleaning up (their journal is no
@@ -651,7 +705,8 @@ impl Staging {
     }
 
     /// Remove blobs of this hub's earlier runs whose newest blob is older than `older_than`
-    /// (pass now minus the longest allowed job), except this run's and a live job's. Another
+    /// (pass now minus the longest allowed job), except this run's, a live job's and any run
+    /// that still has a journal (alive, or left to the dead-run sweep). Another
     /// hub's folder is never listed. If the hub's active job cannot be read, nothing is removed:
     /// a live job's input must never vanish under it.
     pub async fn sweep_leftovers(
@@ -678,8 +733,14 @@ impl Staging {
                 runs.entry(run.to_owned()).or_default().push(blob);
             }
         }
+        // A run with a journal is alive (its blobs are its own, however old) or dead (the
+        // dead-run sweep's, which waits for its job): never a leftover.
+        let journalled = journal::runs(&self.access).await?;
         let mut removed: usize = 0;
         for (run, blobs) in runs {
+            if journalled.contains(&run) {
+                continue;
+            }
             let prefix = format!("{}{run}/", self.hub_prefix());
             let live_here = live.as_ref().is_some_and(|j| {
                 [&j.output_blob_name, &j.input_blob_name]

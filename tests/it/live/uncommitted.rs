@@ -280,3 +280,79 @@ async fn the_store_lists_and_discards_uncommitted_blobs_under_its_prefix() {
     assert!(committed.is_empty() && found.is_empty());
     staging.delete().await;
 }
+
+/// A backup that gives up on its export job (its wait timed out) while the job still writes:
+/// the job is cancelled and awaited before the run's staging is deleted, so nothing the job
+/// would have written outlives the run — no committed `devices.txt`, no uncommitted blocks, no
+/// journal — and the next run has nothing to sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_gives_up_on_its_job_cancels_it_before_deleting_staging() {
+    let Some(cs) = azurite() else { return };
+    // 20 devices at 2 a second: a 10 s export, given up after 2 s.
+    let w = slow_exports(&cs, 2.0).await;
+    let out = w
+        .run(
+            &["--json", "backup", "--hub", "hub-a"],
+            &[("HUBVAULT_JOB_TIMEOUT_SECS", "2")],
+        )
+        .await;
+    assert!(!out.status.success(), "{}", out.stderr);
+    let jobs = w.sim.jobs("hub-a").await;
+    let export = jobs
+        .iter()
+        .find(|j| j["type"] == "export")
+        .unwrap_or_else(|| panic!("an export job: {jobs:?}"));
+    assert_eq!(export["status"], "cancelled", "{export}");
+    assert_eq!(w.staging.everything().await, Vec::<String>::new());
+    // Past the time the export would have taken to finish: still nothing.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        w.staging.everything().await,
+        Vec::<String>::new(),
+        "nothing the job would have written appeared after the run"
+    );
+    assert!(w.snapshots(HUB_A).is_empty());
+}
+
+/// A run with a live journal is never a leftover, however old its blobs: a backup paused after
+/// its export job finished (its `devices.txt` waiting to be read) keeps its journal alive, and
+/// a second backup that treats every earlier run as old enough to sweep leaves that folder alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_runs_blobs_are_never_swept_as_leftovers() {
+    let Some(cs) = azurite() else { return };
+    let w = twenty_devices(&cs).await;
+    let mut first = w
+        .command(
+            &["backup", "--hub", "hub-a"],
+            &[("HUBVAULT_FAULT_PAUSE", "export-running")],
+        )
+        .spawn();
+    assert!(
+        first
+            .wait_for_stderr("paused at export-running", Duration::from_secs(60))
+            .await
+    );
+    let run = journal_run(&w.staging, Duration::from_secs(5)).await;
+    let devices = format!("staging/{HUB_A}/{run}/devices.txt");
+    let start = Instant::now();
+    while !w.staging.leftovers().await.contains(&devices) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the paused run's export never wrote {devices}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = w
+        .run(
+            &["--json", "backup", "--hub", "hub-a"],
+            &[("HUBVAULT_STAGING_LEFTOVER_SECS", "0")],
+        )
+        .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["leftovers_removed"], 0, "{}", out.stdout);
+    assert!(
+        w.staging.leftovers().await.contains(&devices),
+        "the live run's export is still there to be read"
+    );
+    first.kill().await;
+}

@@ -127,7 +127,12 @@ async fn backup_hub(
         }
     };
     let result = export_and_seal(store, client, staging, &hub, recipients, &options).await;
-    let cleaned = staging.cleanup().await;
+    let cleaned = if result.is_ok() {
+        staging.cleanup().await
+    } else {
+        // The export job may still be writing keys in plaintext: cancelled and awaited first.
+        staging.finish_failed(&[client]).await
+    };
     match (result, cleaned) {
         (Ok(backup), Ok(staging_deleted)) => Ok(HubBackupReport {
             backup,

@@ -149,7 +149,13 @@ async fn export_target<T>(
         Ok((job_id, consume(stream).await?))
     }
     .await;
-    if let Err(e) = staging.cleanup().await {
+    let cleaned = if result.is_ok() {
+        staging.cleanup().await
+    } else {
+        // The export job may still be writing keys in plaintext: cancelled and awaited first.
+        staging.finish_failed(&[client]).await
+    };
+    if let Err(e) = cleaned {
         tracing::warn!(
             "the target's export blob could not be deleted ({e}); the next run of this hub removes it"
         );

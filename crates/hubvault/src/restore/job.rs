@@ -93,7 +93,15 @@ pub async fn run(
         &mut report,
     )
     .await;
-    let cleaned = cleanup(staging).await;
+    let cleaned = if result.is_ok() {
+        cleanup(staging).await
+    } else {
+        // A job of this run may still write plaintext: cancelled and awaited first.
+        staging
+            .finish_failed(&[client])
+            .await
+            .map_err(JobError::from)
+    };
     match cleaned {
         Ok(n) => report.staging_deleted = n,
         Err(e) => {

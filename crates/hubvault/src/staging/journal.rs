@@ -277,6 +277,53 @@ pub(super) async fn close(held: Held) -> super::Result<()> {
     }
 }
 
+/// Stop keeping this run's journal alive without deleting it: the run ends while a job of it may
+/// still write, so the next run through the container finds it dead and keeps sweeping its
+/// names until that job has ended (on Azure its lease is released, so that is at once).
+pub(super) async fn leave(held: Held) {
+    match held {
+        Held::Lease {
+            store,
+            blob,
+            lease_id,
+            renew,
+            ..
+        } => {
+            renew.abort();
+            let _ = store.release_root_lease(&blob, &lease_id).await;
+        }
+        Held::File { beat, .. } => beat.abort(),
+    }
+}
+
+/// The run ids that have a journal in the container, live or dead: their blobs are the
+/// journal's runner's, or [`find_dead`]'s to sweep, never a leftover sweep's.
+pub(super) async fn runs(
+    access: &super::Access,
+) -> super::Result<std::collections::HashSet<String>> {
+    Ok(match access {
+        super::Access::AccountKey(s) | super::Access::GivenSas(s) | super::Access::Identity(s) => s
+            .list(&format!("{DIR}/"))
+            .await?
+            .iter()
+            .filter_map(|m| run_of(&m.name).map(str::to_owned))
+            .collect(),
+        super::Access::File(url) => std::fs::read_dir(Path::new(url.path()).join(DIR))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_suffix(".json")
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
 /// The journals of dead runs in the container, other than `ours`, each claimed by this
 /// process (on Azure: we hold its lease until [`settle`]).
 pub(super) async fn find_dead(access: &super::Access, ours: &str) -> super::Result<Vec<Dead>> {
