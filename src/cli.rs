@@ -134,6 +134,10 @@ pub enum FailoverCommand {
     Back(FailoverRunArgs),
     /// Where the last run stands (the journal in the store).
     Status(FailoverStatusArgs),
+    /// Give up the run in progress: journal it as abandoned (the next `run` plans afresh from
+    /// what ARM shows), remove its probe devices, and say which steps were done and which not.
+    /// Changes nothing in Azure beyond the probes.
+    Abandon(FailoverAbandonArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +170,15 @@ pub struct FailoverRunArgs {
 pub struct FailoverStatusArgs {
     #[arg(long)]
     pub hub: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverAbandonArgs {
+    #[arg(long)]
+    pub hub: String,
+    /// How many probe devices the abandoned run used (as its `--probe-devices`); they are removed.
+    #[arg(long, default_value_t = 2)]
+    pub probe_devices: usize,
 }
 
 #[derive(Debug, Subcommand)]

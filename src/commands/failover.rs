@@ -21,7 +21,7 @@ use hubvault::service::lease::{Lease, Leases, Owner};
 use super::live::arm_client;
 use super::{Result, env_number, hub_names, open_store};
 use crate::Outcome;
-use crate::cli::{FailoverArgs, FailoverRunArgs, FailoverStatusArgs, Global};
+use crate::cli::{FailoverAbandonArgs, FailoverArgs, FailoverRunArgs, FailoverStatusArgs, Global};
 
 /// Test-only: `HUBVAULT_FAULT_PAUSE=<step name>` stops a run after that step's ARM calls, before
 /// it is journalled (printing `HUBVAULT_FAULT_PAUSE: paused at <step>`), so a test can kill it.
@@ -382,6 +382,87 @@ fn pause_point() -> Option<(String, Pause)> {
         }
     });
     Some((point, pause))
+}
+
+/// `failover abandon`: under the hub's failover lock (never beside a live run), end the run in
+/// progress as `abandoned` in the journal, remove its probe devices, and say what it had done.
+pub async fn abandon(
+    config: &Config,
+    global: &Global,
+    args: &FailoverAbandonArgs,
+) -> Result<Outcome> {
+    let lock = take_lock(config, global, &args.hub).await?;
+    let result = abandon_locked(config, global, args).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("could not release the failover lock (it lapses by itself): {e}");
+    }
+    result
+}
+
+async fn abandon_locked(
+    config: &Config,
+    global: &Global,
+    args: &FailoverAbandonArgs,
+) -> Result<Outcome> {
+    let hub = &args.hub;
+    let journal = Journal::new(open_store(config, global)?, hub);
+    let runs = journal.runs().await.map_err(hubvault::Error::from)?;
+    let Some(mut run) = runs.last().filter(|r| r.end.is_none()).cloned() else {
+        return Err(hubvault::Error::usage(
+            format!("no failover run of {hub} is in progress: there is nothing to abandon"),
+            format!("read `hubvault failover status --hub {hub}`"),
+        ));
+    };
+    journal
+        .finish(&mut run, "abandoned", time::OffsetDateTime::now_utc())
+        .await
+        .map_err(hubvault::Error::from)?;
+    let ids: Vec<String> = (0..args.probe_devices)
+        .map(|i| hubvault::failover::probe::probe_id(&run.id, i))
+        .collect();
+    let removed = match hubvault::services::resolve_hub(hub, config)
+        .and_then(|r| HubClient::new(r.target).map_err(Into::into))
+    {
+        Ok(client) => Some(hubvault::failover::probe::remove(&client, &ids).await),
+        Err(e) => {
+            tracing::warn!("the abandoned run's probe devices were not removed ({e})");
+            None
+        }
+    };
+    let done: Vec<Value> = run
+        .done
+        .values()
+        .map(|r| json!({"name": r.name, "outcome": r.outcome, "detail": r.detail}))
+        .collect();
+    let left: Vec<&str> = run
+        .plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !run.done.contains_key(i))
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    let mut human = format!(
+        "abandoned run {} of {hub} → {}: {} of {} steps were done\n",
+        run.id,
+        run.plan.route.to,
+        done.len(),
+        run.plan.steps.len()
+    );
+    for r in run.done.values() {
+        let _ = writeln!(human, "  done     {}: {}", r.name, r.detail);
+    }
+    for name in &left {
+        let _ = writeln!(human, "  not done {name}");
+    }
+    let _ = writeln!(
+        human,
+        "hubvault changes nothing more for this run: the hub and its network are as the done steps \
+         left them. Finish by hand, or plan afresh from what ARM shows now: `hubvault failover plan --hub {hub}`"
+    );
+    let doc = json!({"hub": hub, "run": run.id, "state": "abandoned", "failover_region": run.plan.route.to,
+        "steps_done": done, "steps_left": left, "probe_devices_removed": removed});
+    Ok(Outcome::ok(doc, human))
 }
 
 pub async fn status(

@@ -159,6 +159,9 @@ async fn dispatch(cli: Cli, config: &Config) -> Result<Outcome> {
         Command::Failover(FailoverCommand::Status(args)) => {
             failover::status(config, global, &args).await
         }
+        Command::Failover(FailoverCommand::Abandon(args)) => {
+            failover::abandon(config, global, &args).await
+        }
         Command::Policy(PolicyCommand::Check(args)) => serve::policy_check(config, &args),
         Command::Serve(args) => serve::serve(config, global, args, shutdown).await,
         Command::Run(args) => serve::run(config, global, args, shutdown).await,

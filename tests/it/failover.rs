@@ -554,6 +554,49 @@ async fn a_second_run_of_the_same_hub_is_refused_while_one_is_alive() {
     assert_eq!(hub_view(&pe.state().await).0, "East US");
 }
 
+/// `failover abandon`: a killed run is ended as abandoned (`status` says so, with what was and
+/// was not done), its probe devices are removed, and abandoning again finds nothing in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_run_is_ended_and_its_probe_devices_removed() {
+    let pe = Pe::start(300);
+    run_killed_at(pe.hv(0), "request-failover", Duration::ZERO).await;
+    assert!(
+        pe.probe_devices_left().await > 0,
+        "the killed run left its probes"
+    );
+    let out = pe
+        .hv(0)
+        .args(["failover", "abandon", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.doc();
+    assert_eq!(doc["state"], "abandoned");
+    let done: Vec<&str> = doc["steps_done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(done, ["record-endpoint"], "{doc:#}");
+    assert_eq!(doc["steps_left"][0], "request-failover", "{doc:#}");
+    assert_eq!(pe.probe_devices_left().await, 0);
+    let status = pe
+        .hv(0)
+        .args(["failover", "status", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(status.doc()["state"], "abandoned", "{}", status.stdout);
+    let again = pe
+        .hv(0)
+        .args(["failover", "abandon", "--hub", "hub-a", "--json"])
+        .run()
+        .await;
+    assert_eq!(again.code, 2);
+    let message = again.doc()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("nothing to abandon"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_rights_block_the_plan_and_a_pending_connection_is_reported() {
     let pe = Pe::start(300);
