@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use url::Url;
 
-use hubvault::config::Config;
+use hubvault::config::{Config, FailoverEntry};
 use hubvault::device::telemetry::DeviceTarget;
 use hubvault::failover::journal::Journal;
 use hubvault::failover::plan::Plan;
@@ -139,7 +139,7 @@ fn hub_static<'a>(hub: &str, config: &'a Config) -> &'a str {
         .map_or("", String::as_str)
 }
 
-fn plan_text(plan: &Plan) -> String {
+fn plan_text(plan: &Plan, entry: &FailoverEntry) -> String {
     let mut out = format!(
         "failover plan for {}: {} → {} ({}{})\n",
         plan.hub,
@@ -168,21 +168,29 @@ fn plan_text(plan: &Plan) -> String {
         );
     }
     out.push_str("steps and their ARM calls:\n");
+    let hub_id = &plan.route.hub_id;
     for s in &plan.steps {
         let _ = writeln!(out, "  {}", s.name);
-        for c in s.calls(&plan.route.hub_id) {
+        for c in s.calls(hub_id) {
             let _ = writeln!(out, "      {}", c.to_string().replace('\n', "\n      "));
+        }
+        for w in s.other_writes(hub_id, &plan.hub, entry) {
+            let _ = writeln!(out, "      also: {w}");
         }
     }
     out
 }
 
-fn plan_json(plan: &Plan) -> Value {
+fn plan_json(plan: &Plan, entry: &FailoverEntry) -> Value {
     let mut doc = json!(plan);
+    let hub_id = &plan.route.hub_id;
     doc["calls"] = plan
         .steps
         .iter()
-        .map(|s| json!({"step": s.name, "calls": s.calls(&plan.route.hub_id)}))
+        .map(|s| {
+            json!({"step": s.name, "calls": s.calls(hub_id),
+                   "other_writes": s.other_writes(hub_id, &plan.hub, entry)})
+        })
         .collect();
     doc
 }
@@ -198,7 +206,7 @@ pub async fn plan(config: &Config, global: &Global, args: &FailoverArgs) -> Resu
             .any(|f| f.level != hubvault::failover::plan::Level::Ok);
     Ok(Outcome {
         found_something: found,
-        ..Outcome::ok(plan_json(&plan), plan_text(&plan))
+        ..Outcome::ok(plan_json(&plan, req.entry), plan_text(&plan, req.entry))
     })
 }
 
@@ -367,7 +375,15 @@ fn dry_run_outcome(result: &RunResult) -> Outcome {
         for c in calls {
             let _ = writeln!(human, "      {}", c.to_string().replace('\n', "\n      "));
         }
-        steps.push(json!({"name": name, "calls": calls}));
+        let other: &[String] = result
+            .other_writes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&[], |(_, w)| w.as_slice());
+        for w in other {
+            let _ = writeln!(human, "      also: {w}");
+        }
+        steps.push(json!({"name": name, "calls": calls, "other_writes": other}));
     }
     let doc = json!({"dry_run": true, "resumes": result.resumed, "steps": steps});
     Outcome::ok(doc, human)

@@ -153,6 +153,18 @@ async fn run_paused_at(hv: Hubvault, step: &str) -> Spawned {
     paused
 }
 
+/// The `other_writes` lines `failover plan --json` lists for the step named `step`.
+fn other_writes(plan: &Value, step: &str) -> Vec<String> {
+    plan["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == step)
+        .flat_map(|s| s["other_writes"].as_array().cloned().unwrap_or_default())
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// `failover plan` exits 1 with a blocking finding that names the missing `action`.
 async fn plan_blocks_for(pe: &Pe, action: &str) {
     let plan = pe
@@ -699,6 +711,13 @@ async fn consumer_settings_are_written_to_a_key_vault_secret() {
         "the plan names the listkeys call: {}",
         plan.stdout
     );
+    assert!(
+        other_writes(&plan.doc(), "consumer-settings")
+            .iter()
+            .any(|w| w.contains("Key Vault, not ARM") && w.contains(&secret)),
+        "the plan names the Key Vault write: {}",
+        plan.stdout
+    );
     let out = hv(0)
         .args(["failover", "run", "--hub", "hub-a", "--json"])
         .run()
@@ -870,6 +889,24 @@ async fn pending_connections_are_approved_when_the_config_allows_it() {
         "max-backup-age = \"24h\"\napprove-connections = true\n",
     );
     std::fs::write(pe.sim.config(), config).unwrap();
+    // The dry run names the approval each re-created endpoint may need (changing nothing).
+    let dry = pe.failover("run", 0, &["--dry-run"]).await;
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let approvals: Vec<String> = dry.doc()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("create-endpoint:"))
+        .flat_map(|s| s["other_writes"].as_array().cloned().unwrap_or_default())
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(approvals.len(), 2, "{}", dry.stdout);
+    assert!(
+        approvals
+            .iter()
+            .all(|w| w.contains("privateEndpointConnections/") && w.contains("Approved")),
+        "{approvals:?}"
+    );
     let manual = pe
         .http
         .put(format!("{}/arm/approval", pe.control))

@@ -175,7 +175,7 @@ async fn approve(req: &RunRequest<'_>, hub_id: &str, pe_id: &str) -> Result<Stri
     }
 }
 
-fn approve_call(hub_id: &str, connection: &str, hub: &str) -> ArmCall {
+pub(super) fn approve_call(hub_id: &str, connection: &str, hub: &str) -> ArmCall {
     ArmCall::new(
         "PUT",
         &format!("{hub_id}/privateEndpointConnections/{connection}"),

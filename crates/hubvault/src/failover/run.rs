@@ -40,6 +40,8 @@ pub struct RunResult {
     pub samples: Samples,
     /// `--dry-run`: the calls the remaining steps would make.
     pub calls: Vec<(String, Vec<ArmCall>)>,
+    /// `--dry-run`: their other writes, by step ([`Step::other_writes`]).
+    pub other_writes: Vec<(String, Vec<String>)>,
     pub resumed: bool,
 }
 
@@ -52,6 +54,7 @@ impl RunResult {
             reason: Some(reason),
             samples: Samples::default(),
             calls: Vec::new(),
+            other_writes: Vec::new(),
             resumed: false,
         }
     }
@@ -144,6 +147,7 @@ async fn finish(
         reason: failure,
         samples,
         calls: Vec::new(),
+        other_writes: Vec::new(),
         resumed,
     })
 }
@@ -233,6 +237,16 @@ fn dry_run(
         .iter()
         .map(|s| (s.name.clone(), s.calls(req.hub_id)))
         .collect();
+    let other_writes = steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.other_writes(req.hub_id, req.hub, req.entry),
+            )
+        })
+        .filter(|(_, w)| !w.is_empty())
+        .collect();
     RunResult {
         status: Status::Completed,
         plan,
@@ -240,6 +254,7 @@ fn dry_run(
         reason: None,
         samples: Samples::default(),
         calls,
+        other_writes,
         resumed,
     }
 }

@@ -218,6 +218,51 @@ impl Step {
     }
 }
 
+impl Step {
+    /// Writes this step makes beyond [`Step::calls`]: ARM calls made only in some cases, whose
+    /// exact path is known only then (approving a `Pending` connection when the config allows
+    /// it), and writes that are not ARM calls (a consumer's settings file or Key Vault secret).
+    /// Each is one line, for `plan` and `--dry-run`; no secret is in any.
+    pub fn other_writes(&self, hub_id: &str, hub: &str, entry: &FailoverEntry) -> Vec<String> {
+        match &self.kind {
+            StepKind::CreateEndpoint { spec } if entry.approve_connections => {
+                let call = super::execute::approve_call(
+                    hub_id,
+                    &format!("{{the connection {} makes}}", name_of(&spec.id)),
+                    hub,
+                );
+                vec![format!(
+                    "if its connection is Pending (approve-connections = true): {}",
+                    call.to_string().replace('\n', " ")
+                )]
+            }
+            StepKind::ConsumerSettings { .. } => entry
+                .consumers
+                .iter()
+                .flat_map(|c| {
+                    let file = c.settings_file.as_ref().map(|f| {
+                        format!(
+                            "consumer {}: write {} (the new endpoint and path, JSON)",
+                            c.name,
+                            f.display()
+                        )
+                    });
+                    let secret = c.settings_secret.as_ref().map(|url| {
+                        format!(
+                            "consumer {}: Key Vault, not ARM: a new version of {url} holding its \
+                             new Event Hub-compatible connection string (none when the latest \
+                             already holds it)",
+                            c.name
+                        )
+                    });
+                    file.into_iter().chain(secret)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 fn create_calls(spec: &EndpointSpec, hub_id: &str) -> Vec<ArmCall> {
     let endpoint = json!({
         "location": spec.location,
