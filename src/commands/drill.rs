@@ -68,13 +68,7 @@ pub async fn run(
         Some(name) => Some(via_dps(config, name, arm.as_ref())?),
         None => None,
     };
-    if via_dps.is_some() && !args.x509_cert.is_empty() {
-        return Err(hubvault::Error::usage(
-            "--x509-cert with --via-dps: registering X.509 devices through DPS with their \
-             certificate is not built. Nothing was changed.",
-            "drop --via-dps to probe the X.509 devices at the hub, or drop --x509-cert",
-        ));
-    }
+    refuse_x509_via_dps(via_dps.is_some(), &args.x509_cert)?;
     let certificates = load_certificates(&args.x509_cert, &client)?;
     let request = drill::Request {
         store: repo.store().clone(),
@@ -120,6 +114,18 @@ pub async fn run(
     })
 }
 
+/// Certificates with `--via-dps`: refused before anything changes.
+pub(super) fn refuse_x509_via_dps(via_dps: bool, certificates: &[String]) -> Result<()> {
+    if via_dps && !certificates.is_empty() {
+        return Err(hubvault::Error::usage(
+            "--x509-cert with --via-dps: registering X.509 devices through DPS with their \
+             certificate is not built. Nothing was changed.",
+            "drop --via-dps to probe the X.509 devices at the hub, or drop --x509-cert",
+        ));
+    }
+    Ok(())
+}
+
 /// Every `--x509-cert` read, each with a client that reaches the hub as the drill does and
 /// presents the certificate; refused before anything changes when the hub is not reached over
 /// https (a certificate is presented in a TLS handshake) or a file is not usable.
@@ -154,7 +160,7 @@ pub(super) fn load_certificates(
 
 /// The DPS instance `--via-dps` names: its service client, where devices register, and ARM
 /// to read its linked hubs when `[arm]` and its `resource-id` are configured.
-fn via_dps<'a>(
+pub(super) fn via_dps<'a>(
     config: &Config,
     name: &str,
     arm: Option<&'a hubvault::arm::ArmClient>,

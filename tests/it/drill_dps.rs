@@ -329,3 +329,59 @@ async fn a_probe_device_whose_enrollment_points_elsewhere_fails_named_and_is_lef
     );
     assert!(world.messages("hub-drill").await.is_empty());
 }
+
+/// A policy's `[drill]` with `via-dps`: `hubvault run` backs hub-a up and drills it into
+/// hub-drill through dps-drill. The drill's own enrollments (kept: `cleanup = false`) all name
+/// hub-drill, and each of those devices sent its message there: they came through DPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_drill_probes_through_dps() {
+    let Some(cs) = azurite() else { return };
+    let (world, wd, _staging) = fixture(&cs).await;
+    link(&world, &["hub-a", "hub-drill"]);
+    let before = enrollments(&world);
+    std::fs::create_dir_all(wd.join("policies")).unwrap();
+    let policy = wd.join("policies/drill.toml");
+    std::fs::write(
+        &policy,
+        "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 50\n[drill]\ncron = \"0 4 * * 0\"\n\
+         to = \"hub-drill\"\nvia-dps = \"dps-drill\"\nprobe-devices = 2\ncleanup = false\n",
+    )
+    .unwrap();
+    let recipient = hubvault::keys::load_identities(&wd.identity())
+        .unwrap()
+        .recipients()
+        .to_strings()
+        .remove(0);
+    let out = wd
+        .hubvault()
+        .args(["--json", "run", "--policy", policy.to_str().unwrap()])
+        .args(["--recipient", &recipient])
+        .within(Duration::from_secs(300))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let drill_host = world.hub("hub-drill").host.clone();
+    let messages = world.messages("hub-drill").await;
+    let made: Vec<Value> = enrollments(&world)
+        .into_iter()
+        .filter(|e| !before.contains(e))
+        .collect();
+    assert!(
+        !made.is_empty(),
+        "the drill enrolled its probe devices: {}",
+        out.stdout
+    );
+    for e in &made {
+        assert_eq!(e["iotHubs"], json!([drill_host]), "{e}");
+        let id = e["registrationId"].as_str().unwrap();
+        assert_eq!(
+            messages.get(id),
+            Some(&1),
+            "{id} sent through its DPS assignment"
+        );
+    }
+    assert!(
+        world.messages("hub-a").await.is_empty(),
+        "nothing sent to hub-a"
+    );
+}

@@ -193,6 +193,7 @@ fn explain_drill(
         "verify": d.verify.label(),
         "engine": d.engine.as_str(),
         "probe_devices": d.probe_devices,
+        "via_dps": d.via_dps,
         "x509_certs": d.x509_certs,
         "cleanup": d.cleanup,
         "rto_target_seconds": d.rto_target,

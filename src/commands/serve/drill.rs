@@ -139,6 +139,12 @@ async fn attempt(
         ..RestoreOptions::default()
     };
     let checks = live::checks_for(&target, &client, arm.as_ref(), &live_args, poll);
+    let via_dps = match &section.via_dps {
+        Some(name) => Some(super::super::drill::via_dps(config, name, arm.as_ref())?),
+        None => None,
+    };
+    super::super::drill::refuse_x509_via_dps(via_dps.is_some(), &section.x509_certs)?;
+    let certificates = super::super::drill::load_certificates(&section.x509_certs, &client)?;
     let request = drill::Request {
         store: repo.store().clone(),
         manifest: &manifest,
@@ -160,9 +166,8 @@ async fn attempt(
             host: client.host().to_owned(),
             endpoint: client.endpoint().clone(),
         },
-        // A scheduled drill probes the hub directly (docs/serve.md: not built yet).
-        via_dps: None,
-        certificates: super::super::drill::load_certificates(&section.x509_certs, &client)?,
+        via_dps,
+        certificates,
     };
     let report = drill::run(request).await.map_err(hubvault::Error::app)?;
     figures.rto_seconds = report.rto_seconds;

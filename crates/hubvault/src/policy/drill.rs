@@ -16,6 +16,7 @@
 //! x509-certs = ["certs/cam-7.pem"]  # X.509 devices' own certificates to probe ([DEVICE=]FILE)
 //! probe-devices = 3              # devices of each kind the probe tries (default 3)
 //! engine = "auto"                # auto (default), job or bulk, as `drill --engine`
+//! via-dps = "dps-drill"          # probe through this DPS instance, as `drill --via-dps`
 //! ```
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ pub struct DrillSection {
     /// How the restore writes (`drill --engine`).
     #[serde(default = "auto", deserialize_with = "engine")]
     pub engine: Engine,
+    /// Probe through this DPS instance (`drill --via-dps`): a `[dps.NAME]` of the config.
+    #[serde(default)]
+    pub via_dps: Option<String>,
 }
 
 impl DrillSection {
@@ -138,18 +142,20 @@ mod tests {
         assert!(d.cleanup, "scheduled drills clean up by default");
         assert_eq!((d.rto_target, d.rpo_target), (None, None));
         assert_eq!((d.probe_devices, d.engine), (3, Engine::Auto));
+        assert_eq!(d.via_dps, None);
         assert!(d.report_path("hub-a", chrono::Utc::now()).is_none());
         let d = parse(
             "cron = \"*/5 * * * * *\"\ntime-zone = \"Europe/Berlin\"\nto = \"hub-drill\"\n\
              verify = \"sample=20\"\ncleanup = false\nrto-target = \"30m\"\nrpo-target = \"1d\"\n\
              report = \"reports/\"\nx509-certs = [\"c.pem\", \"cam-7=d.pem\"]\n\
-             probe-devices = 5\nengine = \"bulk\"\n",
+             probe-devices = 5\nengine = \"bulk\"\nvia-dps = \"dps-drill\"\n",
         )
         .unwrap();
         assert_eq!(d.verify, Verify::Sample(20));
         assert!(!d.cleanup);
         assert_eq!(d.x509_certs, ["c.pem", "cam-7=d.pem"]);
         assert_eq!((d.probe_devices, d.engine), (5, Engine::Bulk));
+        assert_eq!(d.via_dps.as_deref(), Some("dps-drill"));
         assert_eq!(
             (d.rto_target, d.rpo_target),
             (Some(1_800.0), Some(86_400.0))
