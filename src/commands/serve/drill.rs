@@ -178,7 +178,17 @@ async fn attempt(
     if let Some(path) = section.report_path(hub, chrono::Utc::now()) {
         figures.report = write_report(&report, &path, &manifest.id, section);
     }
-    let error = report.found_something().then(|| {
+    let error = verdict_error(&report, section, hub);
+    Ok((manifest.id.clone(), error))
+}
+
+/// The error that fails a scheduled drill: its verdict's reasons and the targets it breached.
+fn verdict_error(
+    report: &drill::DrillReport,
+    section: &DrillSection,
+    hub: &str,
+) -> Option<RunError> {
+    report.found_something().then(|| {
         let mut why = report.reasons.clone();
         let secs = |v: f64| format!("{v:.3}s");
         if let (Some(t), Some(rto)) = (section.rto_target, report.rto_seconds)
@@ -202,8 +212,7 @@ async fn attempt(
                 why.join("; ")
             )),
         )
-    });
-    Ok((manifest.id.clone(), error))
+    })
 }
 
 /// Write the drill's HTML report; its path, or `None` (said in the log) when it cannot be written.
