@@ -668,3 +668,53 @@ async fn connection_strings_and_the_signing_key_live_in_key_vault() {
     assert_no_secrets(&out.text(), &kv.world.secrets(&["hub-a"]).await, "diff");
     assert!(!out.text().contains(&cs));
 }
+
+/// `serve`/`run` notifications with the webhook URL in a Key Vault secret
+/// (`webhook-url-secret`), read with the managed identity: a hub whose backup fails sends its
+/// `failure` event there, and the URL (it carries a token) is printed nowhere.
+#[tokio::test]
+async fn the_webhook_url_is_read_from_key_vault() {
+    let kv = Kv::new().await;
+    let hook = crate::serve::Receiver::start().await;
+    let url = format!("{}/hook/S3CR3T-T0K3N", hook.url);
+    let (status, _) = kv
+        .vault(reqwest::Method::PUT, "/secrets/hook", json!({"value": url}))
+        .await;
+    assert_eq!(status, 200);
+    // The firewall shuts hubvault out of hub-a: its backup fails.
+    kv.world.allow_only("hub-a", "10.9.9.9").await;
+    std::fs::create_dir_all(kv.wd.join("policies")).unwrap();
+    std::fs::write(
+        kv.wd.join("policies/p.toml"),
+        format!(
+            "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 5\n[notifications]\n\
+             webhook-url-secret = \"{VAULT}/secrets/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let recipient = kv.key_init().await;
+    let out = kv
+        .run(&[
+            "--json",
+            "run",
+            "--policy",
+            "policies/p.toml",
+            "--recipient",
+            &recipient,
+        ])
+        .await;
+    assert_eq!(out.code, 2, "every hub failed: {}", out.text());
+    // Sent in the background: wait (bounded) for it.
+    let start = std::time::Instant::now();
+    while hook.seen().is_empty() && start.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = hook.seen();
+    let events: Vec<&str> = seen
+        .iter()
+        .filter_map(|(_, b)| b["event"].as_str())
+        .collect();
+    assert_eq!(events, ["failure"], "{seen:?}: {}", out.text());
+    assert_eq!(seen[0].0, "/hook/S3CR3T-T0K3N");
+    assert!(!out.text().contains("S3CR3T-T0K3N"), "{}", out.text());
+}

@@ -361,14 +361,14 @@ fn write_policy(wd: &Workdir, name: &str, text: &str) {
 }
 
 /// A webhook and ping receiver on loopback: every request's path and JSON body, in order.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         use axum::extract::State;
         type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
         async fn record(
@@ -396,7 +396,7 @@ impl Receiver {
         }
     }
 
-    fn seen(&self) -> Vec<(String, Value)> {
+    pub(crate) fn seen(&self) -> Vec<(String, Value)> {
         self.seen.lock().unwrap().clone()
     }
 }
