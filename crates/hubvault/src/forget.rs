@@ -118,6 +118,8 @@ pub struct Inventory {
     /// Uncommitted generations inside snapshots in use (see `other_generations`): removed
     /// like orphans.
     pub generations: Vec<Orphan>,
+    /// Objects of snapshot folders of hubs out of a scoped scan's scope (not read).
+    pub out_of_scope: usize,
 }
 
 /// A `<hub>/<id>/` folder with data objects but no manifest: an interrupted backup or forget, or a
@@ -254,6 +256,17 @@ pub struct Untrusted {
 /// Read the store: committed snapshots (from their manifests, judged by `read`), orphans, and
 /// what is not ours.
 pub async fn scan(store: &dyn Store, read: &ReadPolicy) -> Result<Inventory, Error> {
+    scan_scoped(store, read, &|_| true).await
+}
+
+/// [`scan`] of the hubs `in_scope` accepts (by the name they are stored under): one listing of
+/// the store, but only their manifests are read and checked. A scheduled run of one hub reads
+/// its own snapshots, not every hub's.
+pub async fn scan_scoped(
+    store: &dyn Store,
+    read: &ReadPolicy,
+    in_scope: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Inventory, Error> {
     let mut folders: BTreeMap<(String, String), Vec<ObjectMeta>> = BTreeMap::new();
     let mut inv = Inventory::default();
     for meta in store.list("").await? {
@@ -272,6 +285,11 @@ pub async fn scan(store: &dyn Store, read: &ReadPolicy) -> Result<Inventory, Err
                     && catalog::is_snapshot_id(id)
                     && catalog::is_own_object(file) =>
             {
+                // Another hub's snapshot: neither read nor reported (nor anything of it deleted).
+                if !in_scope(hub) {
+                    inv.out_of_scope = inv.out_of_scope.saturating_add(1);
+                    continue;
+                }
                 folders
                     .entry((hub.to_owned(), id.to_owned()))
                     .or_default()
@@ -577,8 +595,9 @@ pub async fn run_scoped(
     trust: &TrustRules,
     in_scope: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Report, Error> {
-    let mut inventory = scan(store, &trust.read).await?;
+    let mut inventory = scan_scoped(store, &trust.read, in_scope).await?;
     if !inventory.marked
+        && inventory.out_of_scope == 0
         && inventory.snapshots.is_empty()
         && inventory.incomplete.is_empty()
         && inventory.untrusted.is_empty()

@@ -767,3 +767,76 @@ async fn an_uncommitted_generation_goes_after_the_grace_period() {
     assert_eq!(left.len(), 4, "generation 1 whole: {left:?}");
     assert!(left.iter().all(|n| n.contains(".g1.")), "{left:?}");
 }
+
+/// A store that records every object read, around the memory store.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryStore,
+    reads: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Store for Counting {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create(
+        &self,
+        name: &str,
+    ) -> crate::store::Result<Box<dyn crate::store::ObjectWriter>> {
+        self.inner.create(name).await
+    }
+    async fn get(&self, name: &str) -> crate::store::Result<crate::store::ByteStream> {
+        self.reads.lock().unwrap().push(name.to_owned());
+        self.inner.get(name).await
+    }
+    async fn list(&self, prefix: &str) -> crate::store::Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, name: &str) -> crate::store::Result<()> {
+        self.inner.delete(name).await
+    }
+    async fn now(&self) -> crate::store::Result<OffsetDateTime> {
+        self.inner.now().await
+    }
+    async fn sweep_temporaries(&self, older_than: OffsetDateTime) -> crate::store::Result<usize> {
+        self.inner.sweep_temporaries(older_than).await
+    }
+}
+
+/// A scheduled run's forget of one hub reads that hub's manifests only, not every hub's, and
+/// decides and deletes as the unscoped forget would for it; another hub's snapshots are neither
+/// read nor touched.
+#[tokio::test]
+async fn a_scoped_forget_reads_only_its_hubs_manifests() {
+    let inner = new_store();
+    for hub in ["hub-a.example", "hub-b.example"] {
+        snapshot(&inner, hub, S0, "2026-10-01T02:00:00Z");
+        snapshot(&inner, hub, S1, "2026-11-01T02:00:00Z");
+        snapshot(&inner, hub, S2, "2026-11-02T02:00:00Z");
+    }
+    let store = Counting {
+        inner,
+        reads: std::sync::Mutex::default(),
+    };
+    let keep = [policy("p", "[retention]\nkeep-last = 1\n")];
+    let report = run_scoped(
+        &store,
+        &keep,
+        utc("2026-11-26T12:00:00Z"),
+        false,
+        &rules(false, false),
+        &|hub| hub == "hub-a.example",
+    )
+    .await
+    .unwrap();
+    let reads = store.reads.lock().unwrap().clone();
+    assert!(!reads.is_empty(), "hub-a's manifests were read");
+    assert!(
+        reads.iter().all(|n| n.starts_with("hub-a.example/")),
+        "{reads:?}"
+    );
+    assert_eq!(report.applied.unwrap().snapshots_removed, 2);
+    let left = store.inner.list("hub-b.example/").await.unwrap();
+    assert_eq!(left.len(), 3 * 4, "hub-b untouched: {left:?}");
+}
