@@ -982,3 +982,96 @@ async fn a_breached_rto_target_fails_the_drill_and_notifies() {
     assert_eq!(sim.registry_text("hub-busy").await, before);
     secrets_free(&sim, &["hub-a", "hub-drill", "hub-busy"], &out).await;
 }
+
+/// `policy check` names what makes every drill of a `[drill]` fail before it starts: X.509
+/// certificates with `via-dps`, a certificate file that is not there, a DPS the config lacks,
+/// no device to probe; a good one shows the DPS it probes through.
+#[test]
+fn policy_check_names_drills_that_cannot_run() {
+    let wd = Workdir::bare();
+    let cs = |host: &str, policy: &str| {
+        format!("HostName={host};SharedAccessKeyName={policy};SharedAccessKey=AAAA")
+    };
+    std::fs::create_dir_all(wd.config_path().parent().unwrap()).unwrap();
+    std::fs::write(
+        wd.config_path(),
+        format!(
+            "[hubs.hub-a]\nconnection-string = {:?}\n[hubs.hub-drill]\nconnection-string = {:?}\n\
+             [dps.dps-drill]\nconnection-string = {:?}\n",
+            cs("hub-a.azure-devices.net", "iothubowner"),
+            cs("hub-drill.azure-devices.net", "iothubowner"),
+            cs(
+                "dps-drill.azure-devices-provisioning.net",
+                "provisioningserviceowner"
+            ),
+        ),
+    )
+    .unwrap();
+    let drill = |extra: &str| {
+        format!(
+            "hubs = [\"hub-a\"]\n[retention]\nkeep-last = 5\n[drill]\ncron = \"0 4 * * 0\"\n\
+             to = \"hub-drill\"\n{extra}"
+        )
+    };
+    write_policy(
+        &wd,
+        "certs",
+        &drill("via-dps = \"dps-drill\"\nx509-certs = [\"nope.pem\"]\n"),
+    );
+    write_policy(
+        &wd,
+        "nodps",
+        &drill("via-dps = \"dps-x\"\nprobe-devices = 0\n"),
+    );
+    write_policy(&wd, "good", &drill("via-dps = \"dps-drill\"\n"));
+    let out = wd
+        .hubvault()
+        .args(["--json", "policy", "check", "policies"])
+        .run_blocking();
+    assert_eq!(out.code, 1, "{}", out.text());
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let problems = |name: &str| -> Vec<String> {
+        doc["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {doc:#}"))["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let certs = problems("certs");
+    assert!(
+        certs.iter().any(|p| p.contains("x509-certs with via-dps")),
+        "{certs:?}"
+    );
+    assert!(
+        certs.iter().any(|p| p.contains("nope.pem is not a file")),
+        "{certs:?}"
+    );
+    let nodps = problems("nodps");
+    assert!(
+        nodps
+            .iter()
+            .any(|p| p.contains("\"dps-x\" is not in the config")),
+        "{nodps:?}"
+    );
+    assert!(
+        nodps.iter().any(|p| p.contains("probe-devices = 0")),
+        "{nodps:?}"
+    );
+    assert!(problems("good").is_empty());
+    let text = wd
+        .hubvault()
+        .args(["policy", "check", "policies/good.toml"])
+        .run_blocking();
+    assert_eq!(text.code, 0, "{}", text.text());
+    assert!(
+        text.stdout.contains("through DPS dps-drill"),
+        "{}",
+        text.stdout
+    );
+}

@@ -51,7 +51,7 @@
 //! | [`restore`] | snapshot → live hub: pure plan, mirror brake, live reads, bulk and job engines, edge links, readback; [`restore::outcome`] holds what its parts report | know clap |
 //! | [`clone`] | backup A (kept or ephemeral) → restore into B → verify | know clap |
 //! | [`clone_dps`] | DPS A backed up (kept or ephemeral) → restored into DPS B | know clap |
-//! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create |
+//! | [`drill`] | a restore drill: scratch-target check, restore until usable, the probe, verification, RTO/RPO, counts read from the hub, the verdict and its report; `--cleanup` | delete what it did not create (after a restore stopped part-way into a hub that held no device, everything on it is the drill's) |
 //! | [`probe`] | a sample of restored devices per kind sends one message with its original keys, X.509 devices with the certificates given (`device::telemetry`) | write the registry, let a key out |
 //! | [`probe_dps`] | `drill --via-dps`: link check, the sample's own enrollments, registration through DPS, the assigned hub checked, one message there; deletes only its own enrollments | modify an enrollment it did not create, let a key out |
 //! | [`timeline`] | named phases of a run, timed (a restore marks its own; a drill adds its probe; a failover's may overlap) | decide from the times |

@@ -445,11 +445,13 @@ impl Staging {
         said
     }
 
-    /// End a run that failed: a job of it that one of `clients` still runs is cancelled (it
-    /// would write plaintext after we are gone) and awaited for at most [`JOB_SETTLE`]; then as
+    /// End a run that failed: a job of it that one of `clients` still runs (a recorded one, or
+    /// the hub's active job writing under this run's folder) is cancelled (it would write
+    /// plaintext after we are gone) and awaited for at most [`JOB_SETTLE`]; then as
     /// [`Staging::cleanup`]. If the job has not stopped by then, the run's committed blobs go
-    /// now and its journal is left for the next run's dead-run sweep, which keeps sweeping its
-    /// names until the job has ended. Returns how many blobs were deleted.
+    /// now, and its journal and import lock are left (no longer kept alive) for the next run's
+    /// dead-run sweep, which keeps sweeping its names until the job has ended. Returns how many
+    /// blobs were deleted.
     pub async fn finish_failed(&self, clients: &[&HubClient]) -> Result<usize> {
         self.finish_failed_within(clients, JOB_SETTLE, &mut String::new())
             .await
@@ -473,7 +475,9 @@ impl Staging {
         let (Some(record), Some(client)) = (record, client) else {
             return self.cleanup().await;
         };
-        if record.jobs.is_empty() || self.jobs_ended(client, &record).await {
+        // Whether or not a job id was recorded: a job created just before a shutdown cut the
+        // run short is found by its blob names on the hub's active job.
+        if self.jobs_ended(client, &record).await {
             return self.cleanup().await;
         }
         if let Ok(Some(job)) = client.active_job().await
@@ -504,8 +508,9 @@ impl Staging {
         if let Some((held, _)) = self.journal.lock().await.take() {
             journal::leave(held).await;
         }
+        // The job may still write its logs: the lock and its holder record stay for the sweep.
         if let Some(held) = self.import_lock.lock().await.take() {
-            lock::release(held, &*self.store).await?;
+            lock::leave(held).await;
         }
         deleted
     }
@@ -681,18 +686,24 @@ impl Staging {
         // cancelled export leaves its half-written devices.txt as uncommitted blocks.
         let run_blobs = self.delete_under(&self.run_prefix(), true).await;
         // The journal goes only once the run's blobs are gone: if they could not all be
-        // deleted, the journal stays and the next run's sweep finds them.
-        if run_blobs.is_ok()
-            && let Some((held, _)) = self.journal.lock().await.take()
-        {
-            journal::close(held).await?;
-        }
-        // The lock ends even when the run's blobs could not all be deleted (the next run of
-        // this hub sweeps those); holding it would only make other runs wait.
+        // deleted, it stays (no longer kept alive, so the next run through the container finds
+        // it dead and sweeps them); a process that lives on (`serve`) must not keep it alive.
+        let journal = self.journal.lock().await.take();
+        let closed = match (journal, run_blobs.is_ok()) {
+            (Some((held, _)), true) => journal::close(held).await,
+            (Some((held, _)), false) => {
+                journal::leave(held).await;
+                Ok(())
+            }
+            (None, _) => Ok(()),
+        };
+        // The lock ends even when the run's blobs or journal could not all be removed (the next
+        // run sweeps those); holding it would only make other runs wait.
         let logs = match self.import_lock.lock().await.take() {
             Some(held) => lock::release(held, &*self.store).await?,
             None => 0,
         };
+        closed?;
         let deleted = run_blobs?.saturating_add(logs);
         if let Access::File(url) = &self.access {
             // Empty folders only (best effort): a blob that appeared meanwhile stays visible.

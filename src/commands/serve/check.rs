@@ -117,6 +117,7 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
                 d.to, d.to
             ));
         }
+        problems.extend(drill_problems(d, config));
         doc
     });
     for problem in &problems {
@@ -136,6 +137,43 @@ fn explain(p: &Policy, config: &Config, now: chrono::DateTime<Utc>) -> (Value, S
         "problems": problems,
     });
     (doc, text, problems.len())
+}
+
+/// What makes every drill of a `[drill]` fail before it starts.
+fn drill_problems(d: &hubvault::policy::DrillSection, config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(dps) = &d.via_dps {
+        if !d.x509_certs.is_empty() {
+            problems.push(
+                "[drill] x509-certs with via-dps: registering X.509 devices through DPS with \
+                 their certificate is not built, so every drill is refused; drop one"
+                    .to_owned(),
+            );
+        }
+        if !config.dps.contains_key(dps) {
+            problems.push(format!(
+                "[drill] via-dps = {dps:?} is not in the config ([dps.{dps}]): the drills cannot run"
+            ));
+        }
+    }
+    if d.probe_devices == 0 && d.x509_certs.is_empty() {
+        problems.push(
+            "[drill] probe-devices = 0 and no x509-certs: no device is probed, so every drill \
+             fails; use 1 or more"
+                .to_owned(),
+        );
+    }
+    for spec in &d.x509_certs {
+        let (_, file) = hubvault::device::certificate::parse_spec(spec);
+        if !file.is_file() {
+            problems.push(format!(
+                "[drill] x509-certs: {} is not a file (paths are read from serve's working \
+                 directory)",
+                file.display()
+            ));
+        }
+    }
+    problems
 }
 
 /// `[drill]` in words: what is drilled into which scratch hub, when (next three runs), how.
@@ -165,7 +203,7 @@ fn explain_drill(
     }
     let _ = writeln!(
         text,
-        "             engine {}, {} probe device(s) per kind{}; verify {}; {}; RTO target {}, RPO target {}; report {}",
+        "             engine {}, {} probe device(s) per kind{}{}; verify {}; {}; RTO target {}, RPO target {}; report {}",
         d.engine.as_str(),
         d.probe_devices,
         if d.x509_certs.is_empty() {
@@ -173,6 +211,9 @@ fn explain_drill(
         } else {
             format!(", {} X.509 certificate(s)", d.x509_certs.len())
         },
+        d.via_dps
+            .as_ref()
+            .map_or_else(String::new, |dps| format!(", through DPS {dps}")),
         d.verify.label(),
         if d.cleanup {
             "scratch hub emptied afterwards"

@@ -151,7 +151,7 @@ async fn approve(req: &RunRequest<'_>, hub_id: &str, pe_id: &str) -> Result<Stri
                 "the hub lists no connection from {pe_id}; approve it in the portal (Networking, Private endpoint connections) and run again"
             ),
         })?;
-    let call = approve_call(hub_id, &connection, req.hub);
+    let call = super::steps::approve_call(hub_id, &connection, req.hub);
     let answer = req.arm.send(&call).await?;
     settle(req, answer, &call).await?;
     let pe = req
@@ -173,19 +173,6 @@ async fn approve(req: &RunRequest<'_>, hub_id: &str, pe_id: &str) -> Result<Stri
             ),
         }),
     }
-}
-
-pub(super) fn approve_call(hub_id: &str, connection: &str, hub: &str) -> ArmCall {
-    ArmCall::new(
-        "PUT",
-        &format!("{hub_id}/privateEndpointConnections/{connection}"),
-        crate::arm::API_VERSION,
-    )
-    .with_body(json!({"properties": {"privateLinkServiceConnectionState": {
-        "status": "Approved",
-        "description": format!("Approved by hubvault failover of {hub}"),
-        "actionsRequired": "None"
-    }}}))
 }
 
 fn describe(e: &EventHubEndpoint) -> String {

@@ -226,7 +226,7 @@ impl Step {
     pub fn other_writes(&self, hub_id: &str, hub: &str, entry: &FailoverEntry) -> Vec<String> {
         match &self.kind {
             StepKind::CreateEndpoint { spec } if entry.approve_connections => {
-                let call = super::execute::approve_call(
+                let call = approve_call(
                     hub_id,
                     &format!("{{the connection {} makes}}", name_of(&spec.id)),
                     hub,
@@ -261,6 +261,20 @@ impl Step {
             _ => Vec::new(),
         }
     }
+}
+
+/// `PUT {hub}/privateEndpointConnections/{connection}` approving a `Pending` connection.
+pub(super) fn approve_call(hub_id: &str, connection: &str, hub: &str) -> ArmCall {
+    ArmCall::new(
+        "PUT",
+        &format!("{hub_id}/privateEndpointConnections/{connection}"),
+        API_VERSION,
+    )
+    .with_body(json!({"properties": {"privateLinkServiceConnectionState": {
+        "status": "Approved",
+        "description": format!("Approved by hubvault failover of {hub}"),
+        "actionsRequired": "None"
+    }}}))
 }
 
 fn create_calls(spec: &EndpointSpec, hub_id: &str) -> Vec<ArmCall> {

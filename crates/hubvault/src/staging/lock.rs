@@ -203,6 +203,22 @@ pub(super) async fn release(held: Held, local: &dyn crate::store::Store) -> supe
     Ok(deleted)
 }
 
+/// Stop holding the lock without deleting it: the run ends while its import job may still write
+/// its logs. The lock blob and its holder record stay (a restore of another hub is kept out
+/// until the record's `until`, as [`blocks_takeover`] says), its lease is released, and a later
+/// run's dead-run sweep removes lock and logs once the job has ended ([`clear_dead`]).
+pub(super) async fn leave(held: Held) {
+    if let Held::Lease {
+        store,
+        lease_id,
+        renew,
+    } = held
+    {
+        renew.abort();
+        let _ = store.release_root_lease(IMPORT_LOCK, &lease_id).await;
+    }
+}
+
 /// The lock (and the logs under it) of `run`, a dead run whose import job has ended: once its
 /// lease has lapsed, delete its logs (they may quote import lines, keys included) and the lock
 /// blob, so the container does not keep them until the next import. Returns how many blobs went;
