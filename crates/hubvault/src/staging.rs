@@ -477,8 +477,16 @@ impl Staging {
         };
         // Whether or not a job id was recorded: a job created just before a shutdown cut the
         // run short is found by its blob names on the hub's active job.
-        if self.jobs_ended(client, &record).await {
-            return self.cleanup().await;
+        match self.job_state(client, &record).await {
+            Some(true) => return self.cleanup().await,
+            // The hub cannot be read (a firewall, a failover): no job of this run was ever
+            // recorded, so none was created as far as it knows; the rare job whose creation
+            // answer was lost is the leftover sweep's once the SAS has expired.
+            None if record.jobs.is_empty() => return self.cleanup().await,
+            // A job of this run exists and cannot be stopped or watched from here: leave it to
+            // the next run's dead-run sweep at once rather than wait on an unreadable hub.
+            None => return self.leave_to_sweep(&record).await,
+            Some(false) => {}
         }
         if let Ok(Some(job)) = client.active_job().await
             && self.owns_job(&job)
@@ -499,10 +507,16 @@ impl Staging {
         if self.jobs_ended_within(client, &record, settle).await {
             return self.cleanup().await;
         }
+        self.leave_to_sweep(&record).await
+    }
+
+    /// A job of this run may still write: delete the run's committed blobs now and leave its
+    /// journal and import lock (no longer kept alive) to the next run's dead-run sweep.
+    async fn leave_to_sweep(&self, record: &journal::Record) -> Result<usize> {
         tracing::warn!(
             hub = %record.hub,
             run = %record.run,
-            "this run's job has not stopped yet: its plaintext blobs are deleted now and the next run through this staging container sweeps what the job still writes"
+            "this run's job may still be writing: its plaintext blobs are deleted now and the next run through this staging container sweeps what the job still writes"
         );
         let deleted = self.delete_under(&self.run_prefix(), false).await;
         if let Some((held, _)) = self.journal.lock().await.take() {
@@ -603,19 +617,28 @@ impl Staging {
     /// Whether every job a dead run recorded has ended (and none of its still runs), as the
     /// hub tells it. A job we cannot read is taken as possibly running.
     async fn jobs_ended(&self, client: &HubClient, record: &journal::Record) -> bool {
+        self.job_state(client, record).await == Some(true)
+    }
+
+    /// [`Staging::jobs_ended`] with "the hub cannot be read" told apart: `Some(ended)`, or
+    /// `None` when a job's state or the hub's active job could not be read.
+    async fn job_state(&self, client: &HubClient, record: &journal::Record) -> Option<bool> {
         for id in &record.jobs {
             match client.get_job(id).await {
                 Ok(job) if job.status().is_terminal() => {}
+                Ok(_) => return Some(false),
                 Err(crate::hub::Error::NotFound { .. }) => {}
-                _ => return false,
+                Err(_) => return None,
             }
         }
         match client.active_job().await {
-            Ok(Some(job)) => ![&job.output_blob_name, &job.input_blob_name]
-                .iter()
-                .any(|n| n.as_deref().is_some_and(|n| n.contains(&record.prefix))),
-            Ok(None) => true,
-            Err(_) => false,
+            Ok(Some(job)) => Some(
+                ![&job.output_blob_name, &job.input_blob_name]
+                    .iter()
+                    .any(|n| n.as_deref().is_some_and(|n| n.contains(&record.prefix))),
+            ),
+            Ok(None) => Some(true),
+            Err(_) => None,
         }
     }
 

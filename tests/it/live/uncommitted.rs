@@ -356,3 +356,45 @@ async fn a_live_runs_blobs_are_never_swept_as_leftovers() {
     );
     first.kill().await;
 }
+
+/// A run shut out of its hub (the firewall closes) while its export runs cannot stop or watch
+/// that job: it deletes what it can at once and leaves its journal (no longer kept alive) to the
+/// next run, which, let in again, finds the run dead, waits out its job and discards everything
+/// the job wrote, uncommitted blocks included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_shut_out_mid_export_leaves_its_job_to_the_next_run() {
+    let Some(cs) = azurite() else { return };
+    let w = slow_exports(&cs, 2.0).await;
+    let first = w
+        .command(&["--json", "backup", "--hub", "hub-a"], &[])
+        .spawn();
+    let run = journal_run(&w.staging, Duration::from_secs(30)).await;
+    let prefix = format!("staging/{HUB_A}/{run}/");
+    half_written(&w.staging, &prefix, Duration::from_secs(10)).await;
+    w.sim.allow_only("hub-a", "10.9.9.9").await;
+    let out = first.finish().await.expect("the shut-out backup ends");
+    assert_eq!(out.code, 2, "{}", out.text());
+    let journal = format!("hubvault-runs/{run}.json");
+    assert!(
+        w.staging.leftovers().await.contains(&journal),
+        "the journal is left for the next run's sweep"
+    );
+    w.sim
+        .firewall(
+            "hub-a",
+            json!({"publicNetworkAccess": "Enabled",
+                   "networkRuleSets": {"defaultAction": "Allow", "ipRules": []}}),
+        )
+        .await;
+    w.sim.limits("hub-a", json!({"job_rate": 0.0})).await;
+    let out = w.run(&["--json", "backup", "--hub", "hub-a"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let dead = &out.json()["dead_runs"];
+    assert_eq!(dead[0]["run"], run.as_str(), "{dead:#}");
+    assert_eq!(dead[0]["finished"], true, "{dead:#}");
+    assert_eq!(
+        w.staging.everything().await,
+        Vec::<String>::new(),
+        "nothing of the shut-out run is left"
+    );
+}
