@@ -61,6 +61,18 @@ async fn half_written(staging: &Staging, prefix: &str, within: Duration) {
     );
 }
 
+/// A `backup --hub` started, and found half-way through writing its export: the process, its
+/// run id and its staging folder.
+async fn backup_half_way(w: &Live) -> (crate::support::Spawned, String, String) {
+    let first = w
+        .command(&["--json", "backup", "--hub", "hub-a"], &[])
+        .spawn();
+    let run = journal_run(&w.staging, Duration::from_secs(30)).await;
+    let prefix = format!("staging/{HUB_A}/{run}/");
+    half_written(&w.staging, &prefix, Duration::from_secs(10)).await;
+    (first, run, prefix)
+}
+
 /// The run id of the only journal in staging, polled (every 100 ms, up to `within`).
 async fn journal_run(staging: &Staging, within: Duration) -> String {
     let start = Instant::now();
@@ -126,12 +138,7 @@ async fn a_killed_runs_half_written_export_is_discarded_by_the_next_run() {
 async fn a_runs_uncommitted_blobs_go_at_its_end_and_a_live_jobs_stay() {
     let Some(cs) = azurite() else { return };
     let w = slow_exports(&cs, 2.0).await;
-    let first = w
-        .command(&["--json", "backup", "--hub", "hub-a"], &[])
-        .spawn();
-    let run = journal_run(&w.staging, Duration::from_secs(30)).await;
-    let prefix = format!("staging/{HUB_A}/{run}/");
-    half_written(&w.staging, &prefix, Duration::from_secs(10)).await;
+    let (first, _, prefix) = backup_half_way(&w).await;
     w.sim.limits("hub-a", json!({"job_rate": 0.0})).await;
     w.staging
         .put_uncommitted(&format!("{prefix}planted.txt"), PLAINTEXT)
@@ -365,12 +372,7 @@ async fn a_live_runs_blobs_are_never_swept_as_leftovers() {
 async fn a_run_shut_out_mid_export_leaves_its_job_to_the_next_run() {
     let Some(cs) = azurite() else { return };
     let w = slow_exports(&cs, 2.0).await;
-    let first = w
-        .command(&["--json", "backup", "--hub", "hub-a"], &[])
-        .spawn();
-    let run = journal_run(&w.staging, Duration::from_secs(30)).await;
-    let prefix = format!("staging/{HUB_A}/{run}/");
-    half_written(&w.staging, &prefix, Duration::from_secs(10)).await;
+    let (first, run, _) = backup_half_way(&w).await;
     w.sim.allow_only("hub-a", "10.9.9.9").await;
     let out = first.finish().await.expect("the shut-out backup ends");
     assert_eq!(out.code, 2, "{}", out.text());
