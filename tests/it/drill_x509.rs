@@ -261,6 +261,29 @@ async fn wrong_certificates_fail_the_drill(f: &Fixture, dir: &Path, b: &DeviceCe
         "{tried:?}"
     );
     assert_eq!(f.world.messages("hub-drill").await.get("cam-a"), Some(&1));
+    // In words: the X.509 kind's count, and why each try failed.
+    let human = f
+        .run(&[
+            "drill",
+            "latest",
+            "--to",
+            "hub-drill",
+            "--x509-cert",
+            &wrong,
+            "--cleanup",
+        ])
+        .await;
+    assert_eq!(human.code, 1, "{}", human.stderr);
+    assert!(
+        human.stdout.contains("x509   0 of 1 accepted"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("cam-a refused by the hub: HTTP 401"),
+        "{}",
+        human.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

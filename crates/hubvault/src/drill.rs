@@ -738,6 +738,20 @@ impl DrillReport {
             self.probe.accepted(),
             self.probe.tried()
         );
+        for k in &self.probe.by_kind {
+            match &k.note {
+                Some(note) if k.tried == 0 => {
+                    let _ = writeln!(out, "  {:<6} {note}", k.kind);
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<6} {} of {} accepted",
+                        k.kind, k.accepted, k.tried
+                    );
+                }
+            }
+        }
         for d in self.probe.by_kind.iter().flat_map(|k| k.devices.iter()) {
             if let Some(hub) = &d.assigned_hub {
                 let _ = writeln!(
@@ -747,8 +761,17 @@ impl DrillReport {
                     d.assigned_device_id.as_deref().unwrap_or("?")
                 );
             }
-            if let Some(e) = d.error.as_ref().filter(|_| !d.accepted) {
-                let _ = writeln!(out, "  {} refused: {e}", d.id);
+            if d.accepted {
+                continue;
+            }
+            match (&d.error, d.status) {
+                (Some(e), _) => {
+                    let _ = writeln!(out, "  {} not accepted: {e}", d.id);
+                }
+                (None, Some(status)) => {
+                    let _ = writeln!(out, "  {} refused by the hub: HTTP {status}", d.id);
+                }
+                (None, None) => {}
             }
         }
         for n in &self.notes {
