@@ -319,11 +319,15 @@ struct Before {
 /// a `--via-dps` instance not linked to the target. Returns what the target held.
 async fn before_anything(request: &Request<'_>) -> Result<Before, Error> {
     let client = request.client;
-    let existing = client.statistics().await.map_err(Error::Target)?;
-    if existing.total_device_count > 0 && !request.allow_nonempty {
+    // The larger of the statistics and the `COUNT()` query: either may lag a recent import, and
+    // a hub taken for empty is one whose every device a failed drill's cleanup deletes.
+    let stats = client.statistics().await.map_err(Error::Target)?;
+    let counted = client.count_identities().await.map_err(Error::Target)?.0;
+    let devices = stats.total_device_count.max(counted);
+    if devices > 0 && !request.allow_nonempty {
         return Err(Error::NotScratch {
             hub: client.name().to_owned(),
-            identities: existing.total_device_count,
+            identities: devices,
         });
     }
     if let Some(via) = &request.via_dps {
@@ -335,7 +339,7 @@ async fn before_anything(request: &Request<'_>) -> Result<Before, Error> {
         .ok()
         .map(|list| list.into_iter().map(|c| c.id).collect());
     Ok(Before {
-        devices: existing.total_device_count,
+        devices,
         configurations,
     })
 }

@@ -476,22 +476,34 @@ impl Staging {
             return self.cleanup().await;
         };
         // Whether or not a job id was recorded: a job created just before a shutdown cut the
-        // run short is found by its blob names on the hub's active job.
-        match self.job_state(client, &record).await {
+        // run short is found by its blob names on the hub's active job. Every hub read here is
+        // bounded by `settle` (a hub failing over retries for minutes).
+        let bounded = async |f| tokio::time::timeout(settle, f).await.ok().flatten();
+        match bounded(self.job_state(client, &record)).await {
             Some(true) => return self.cleanup().await,
-            // The hub cannot be read (a firewall, a failover): no job of this run was ever
-            // recorded, so none was created as far as it knows; the rare job whose creation
-            // answer was lost is the leftover sweep's once the SAS has expired.
-            None if record.jobs.is_empty() => return self.cleanup().await,
-            // A job of this run exists and cannot be stopped or watched from here: leave it to
-            // the next run's dead-run sweep at once rather than wait on an unreadable hub.
-            None => return self.leave_to_sweep(&record).await,
+            // The hub cannot be read (a firewall, a failover, the network): whether a job of
+            // this run exists cannot be known (a job-creation request whose answer was lost may
+            // have made one), so its journal is left to the next run's dead-run sweep, which
+            // closes it as soon as it can read the hub. With no job recorded the import lock is
+            // released (holding it would keep other hubs' restores out for the SAS lifetime).
+            None => {
+                let _ = write!(
+                    said,
+                    "; {} could not be read, so whether a job of this run still writes is not \
+                     known: the next run through this staging container sweeps its folder",
+                    client.name()
+                );
+                return self.leave_to_sweep(&record, !record.jobs.is_empty()).await;
+            }
             Some(false) => {}
         }
-        if let Ok(Some(job)) = client.active_job().await
+        let active = tokio::time::timeout(settle, client.active_job()).await;
+        if let Ok(Ok(Some(job))) = active
             && self.owns_job(&job)
         {
-            let cancelled = client.cancel_job(job.id()).await.is_ok();
+            let cancelled = tokio::time::timeout(settle, client.cancel_job(job.id()))
+                .await
+                .is_ok_and(|r| r.is_ok());
             let _ = write!(
                 said,
                 "; job {} on {} {}",
@@ -504,15 +516,28 @@ impl Staging {
                 }
             );
         }
-        if self.jobs_ended_within(client, &record, settle).await {
+        let ended = tokio::time::timeout(
+            settle.saturating_add(Duration::from_secs(1)),
+            self.jobs_ended_within(client, &record, settle),
+        )
+        .await
+        .unwrap_or(false);
+        if ended {
             return self.cleanup().await;
         }
-        self.leave_to_sweep(&record).await
+        let _ = write!(
+            said,
+            "; a job of this run had not stopped: the next run through this staging container \
+             sweeps what it still writes"
+        );
+        self.leave_to_sweep(&record, true).await
     }
 
     /// A job of this run may still write: delete the run's committed blobs now and leave its
-    /// journal and import lock (no longer kept alive) to the next run's dead-run sweep.
-    async fn leave_to_sweep(&self, record: &journal::Record) -> Result<usize> {
+    /// journal (no longer kept alive) to the next run's dead-run sweep; with `keep_lock`, its
+    /// import lock and holder record too (the job may still write its logs), else the lock is
+    /// released.
+    async fn leave_to_sweep(&self, record: &journal::Record, keep_lock: bool) -> Result<usize> {
         tracing::warn!(
             hub = %record.hub,
             run = %record.run,
@@ -522,9 +547,12 @@ impl Staging {
         if let Some((held, _)) = self.journal.lock().await.take() {
             journal::leave(held).await;
         }
-        // The job may still write its logs: the lock and its holder record stay for the sweep.
         if let Some(held) = self.import_lock.lock().await.take() {
-            lock::leave(held).await;
+            if keep_lock {
+                lock::leave(held).await;
+            } else {
+                lock::release(held, &*self.store).await?;
+            }
         }
         deleted
     }
@@ -595,7 +623,8 @@ impl Staging {
         Ok(swept)
     }
 
-    /// [`Staging::jobs_ended`], asked every half second until it holds or `bound` has passed.
+    /// [`Staging::job_state`], asked every half second until the jobs have ended or `bound` has
+    /// passed; `false` at once when the hub cannot be read.
     async fn jobs_ended_within(
         &self,
         client: &HubClient,
@@ -604,8 +633,11 @@ impl Staging {
     ) -> bool {
         let start = std::time::Instant::now();
         loop {
-            if self.jobs_ended(client, record).await {
-                return true;
+            match self.job_state(client, record).await {
+                Some(true) => return true,
+                // A hub that cannot be read is not waited on: a later run looks again.
+                None => return false,
+                Some(false) => {}
             }
             if start.elapsed() >= bound {
                 return false;
@@ -614,14 +646,9 @@ impl Staging {
         }
     }
 
-    /// Whether every job a dead run recorded has ended (and none of its still runs), as the
-    /// hub tells it. A job we cannot read is taken as possibly running.
-    async fn jobs_ended(&self, client: &HubClient, record: &journal::Record) -> bool {
-        self.job_state(client, record).await == Some(true)
-    }
-
-    /// [`Staging::jobs_ended`] with "the hub cannot be read" told apart: `Some(ended)`, or
-    /// `None` when a job's state or the hub's active job could not be read.
+    /// Whether every job a run recorded has ended (and none of its still runs), as the hub
+    /// tells it: `Some(ended)`, or `None` when a job's state or the hub's active job could not
+    /// be read.
     async fn job_state(&self, client: &HubClient, record: &journal::Record) -> Option<bool> {
         for id in &record.jobs {
             match client.get_job(id).await {

@@ -167,8 +167,8 @@ fn drill_problems(d: &hubvault::policy::DrillSection, config: &Config) -> Vec<St
         let (_, file) = hubvault::device::certificate::parse_spec(spec);
         if !file.is_file() {
             problems.push(format!(
-                "[drill] x509-certs: {} is not a file (paths are read from serve's working \
-                 directory)",
+                "[drill] x509-certs: {} is not a file here (a relative path is read from the \
+                 working directory of the serve or run that drills)",
                 file.display()
             ));
         }

@@ -173,7 +173,10 @@ async fn attempt(
     figures.rto_seconds = report.rto_seconds;
     figures.rpo_seconds = Some(report.rpo_seconds);
     figures.expected = u64::try_from(report.expected).ok();
-    figures.restored = u64::try_from(report.restored).ok();
+    figures.restored = report
+        .counted
+        .then(|| u64::try_from(report.restored).ok())
+        .flatten();
     figures.left_on_target = report.cleanup.as_ref().map(|c| c.left_on_target);
     if let Some(path) = section.report_path(hub, chrono::Utc::now()) {
         figures.report = write_report(&report, &path, &manifest.id, section);

@@ -72,6 +72,16 @@ impl Staging {
             .collect()
     }
 
+    /// [`Staging::leftovers`] that can hold device keys: everything but run journals (a dead
+    /// run's, left for the next run's sweep, holds no secret).
+    pub async fn plaintext_leftovers(&self) -> Vec<String> {
+        self.leftovers()
+            .await
+            .into_iter()
+            .filter(|n| !n.starts_with("hubvault-runs/"))
+            .collect()
+    }
+
     /// A store under `prefix` in the container.
     pub fn under(&self, prefix: &str) -> AzureStore {
         let location = format!("{}/{prefix}", self.container);

@@ -153,7 +153,7 @@ async fn backup_hub(
         }
         (Err(e), Err(cleanup)) => {
             tracing::warn!(
-                "backup failed and its staging blobs could not be deleted ({cleanup}); the next run through this staging container removes them (their journal is left for its sweep)"
+                "backup failed and its staging could not all be removed ({cleanup}); the next run through this staging container sweeps what is left"
             );
             Err(e)
         }

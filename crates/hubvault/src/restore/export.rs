@@ -157,7 +157,7 @@ async fn export_target<T>(
     };
     if let Err(e) = cleaned {
         tracing::warn!(
-            "the target's export blob could not be deleted ({e}); the next run through this staging container removes it (its journal is left for that sweep)"
+            "the target's export staging could not all be removed ({e}); the next run through this staging container sweeps what is left"
         );
     }
     result

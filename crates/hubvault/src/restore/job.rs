@@ -106,7 +106,7 @@ pub async fn run(
         Ok(n) => report.staging_deleted = n,
         Err(e) => {
             tracing::warn!(
-                "staging blobs of this run could not be deleted ({e}); the next run through this staging container removes them (their journal is left for its sweep)"
+                "the staging of this run could not all be removed ({e}); the next run through this staging container sweeps what is left"
             );
             if result.is_ok() {
                 return (report, Err(e));

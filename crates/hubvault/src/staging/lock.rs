@@ -187,7 +187,15 @@ pub(super) async fn delete_logs(
 /// Delete the job logs and end the lock (the lock blob goes with its lease). Returns how many
 /// logs were deleted.
 pub(super) async fn release(held: Held, local: &dyn crate::store::Store) -> super::Result<usize> {
-    let deleted = delete_logs(&held, local).await?;
+    let deleted = match delete_logs(&held, local).await {
+        Ok(n) => n,
+        Err(e) => {
+            // Never leave the renewal running (a `serve` process would hold the lock for good):
+            // stop it and let the lease go; the lock and logs are the next import's to clear.
+            leave(held).await;
+            return Err(e);
+        }
+    };
     if let Held::Lease {
         store,
         lease_id,
