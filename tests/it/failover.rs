@@ -66,14 +66,24 @@ impl Pe {
     }
 
     async fn skew(&self, secs: i64) {
+        self.control_write(
+            reqwest::Method::PATCH,
+            "/arm/failover",
+            json!({"clock_skew_secs": secs}),
+        )
+        .await;
+    }
+
+    /// A write to the simulator's control API that must succeed.
+    async fn control_write(&self, method: reqwest::Method, path: &str, body: Value) {
         let r = self
             .http
-            .patch(format!("{}/arm/failover", self.control))
-            .json(&json!({"clock_skew_secs": secs}))
+            .request(method, format!("{}{path}", self.control))
+            .json(&body)
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        assert!(r.status().is_success(), "{path}: {}", r.status());
     }
 
     async fn state(&self) -> Value {
@@ -100,14 +110,9 @@ impl Pe {
     }
 
     async fn region_down(&self, region: &str, down: bool) {
-        let r = self
-            .http
-            .put(format!("{}/arm/regions/{region}", self.control))
-            .json(&json!({"down": down}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        let path = format!("/arm/regions/{region}");
+        self.control_write(reqwest::Method::PUT, &path, json!({"down": down}))
+            .await;
     }
 
     async fn probe_devices_left(&self) -> usize {
@@ -796,17 +801,13 @@ async fn secret_consumer(pe: &Pe) -> (String, Value) {
         .as_str()
         .unwrap()
         .to_owned();
-    let rbac = pe
-        .http
-        .put(format!("{}/keyvault/role-assignments", pe.control))
-        .json(
-            &json!([{"principal": principal, "role": "Key Vault Secrets Officer",
-                       "scope": "/secrets/hub-a-reader-eventhub"}]),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(rbac.status().is_success());
+    pe.control_write(
+        reqwest::Method::PUT,
+        "/keyvault/role-assignments",
+        json!([{"principal": principal, "role": "Key Vault Secrets Officer",
+                 "scope": "/secrets/hub-a-reader-eventhub"}]),
+    )
+    .await;
     (secret, info)
 }
 
@@ -907,14 +908,12 @@ async fn pending_connections_are_approved_when_the_config_allows_it() {
             .all(|w| w.contains("privateEndpointConnections/") && w.contains("Approved")),
         "{approvals:?}"
     );
-    let manual = pe
-        .http
-        .put(format!("{}/arm/approval", pe.control))
-        .json(&json!({"manual": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(manual.status().is_success());
+    pe.control_write(
+        reqwest::Method::PUT,
+        "/arm/approval",
+        json!({"manual": true}),
+    )
+    .await;
     let out = pe.failover("run", 0, &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let doc = out.doc();
@@ -1018,13 +1017,7 @@ async fn a_secret_consumer_needs_listkeys_on_the_hub() {
         "Microsoft.Devices/IotHubs/privateEndpointConnections/write",
         "Microsoft.Network/*"
     ]);
-    let narrowed = pe
-        .http
-        .put(format!("{}/arm/permissions", pe.control))
-        .json(&without_listkeys)
-        .send()
-        .await
-        .unwrap();
-    assert!(narrowed.status().is_success());
+    pe.control_write(reqwest::Method::PUT, "/arm/permissions", without_listkeys)
+        .await;
     plan_blocks_for(&pe, "Microsoft.Devices/IotHubs/IotHubKeys/listkeys/action").await;
 }

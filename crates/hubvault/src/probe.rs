@@ -154,7 +154,7 @@ fn for_certificate<'r>(
     devices: &[&'r SnapshotRecord],
     cert: &DeviceCertificate,
 ) -> Result<&'r SnapshotRecord, (Kind, String)> {
-    let auth = |r: &SnapshotRecord| r.canonical.get("authentication").cloned();
+    let auth = |r: &'r SnapshotRecord| r.canonical.get("authentication");
     let found = match &cert.device {
         Some(id) => devices.iter().find(|r| &r.id == id).ok_or_else(|| {
             (
@@ -189,7 +189,8 @@ fn for_certificate<'r>(
     };
     let kind = kind_of(&found.canonical);
     let auth_type = auth(found)
-        .and_then(|a| a.get("type").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
         .unwrap_or_default();
     if found.canonical.get("status").and_then(Value::as_str) == Some("disabled") {
         return Err((

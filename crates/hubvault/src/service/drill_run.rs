@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use super::hub_run::DrillFigures;
 use super::hub_run::{
-    Context, Events, Outcome, Phase, Report, RunError, RunStop, Taken, take_lease,
+    Context, Events, Outcome, Phase, Report, RunError, RunStop, Taken, not_leased, take_lease,
 };
 use super::slots::Due;
 use crate::shutdown::Shutdown;
@@ -77,17 +77,9 @@ where
                 tracing::warn!(hub = %to, "could not release the scratch hub's lease: {e}");
             }
         }
-        Ok(Taken::Handled(status)) => {
-            report.outcome = Outcome::Skipped;
-            report.status = Some(status);
-        }
-        Ok(Taken::Stopped) => report.outcome = Outcome::Stopped,
-        Err(e) => report.error = Some(e),
+        other => not_leased(&mut report, other),
     }
-    stop.watcher.abort();
-    report.finished_at = Utc::now();
-    events(Phase::Done, &report);
-    report
+    stop.end(report, events)
 }
 
 async fn under_lease<F, Fut>(

@@ -207,6 +207,16 @@ pub async fn run(
                 tracing::warn!(hub = %due.hub, "could not release the hub's lease: {e}");
             }
         }
+        other => not_leased(&mut report, other),
+    }
+    stop.end(report, events)
+}
+
+/// A wait for a lease that did not end with it, into `report`: the slot handled meanwhile
+/// (skipped), a shutdown first (stopped), or an error.
+pub(super) fn not_leased(report: &mut Report, taken: Result<Taken, RunError>) {
+    match taken {
+        Ok(Taken::Lease(_)) => {}
         Ok(Taken::Handled(status)) => {
             report.outcome = Outcome::Skipped;
             report.status = Some(status);
@@ -214,10 +224,6 @@ pub async fn run(
         Ok(Taken::Stopped) => report.outcome = Outcome::Stopped,
         Err(e) => report.error = Some(e),
     }
-    stop.watcher.abort();
-    report.finished_at = Utc::now();
-    events(Phase::Done, &report);
-    report
 }
 
 /// The stop signal of one run: fired by the process's shutdown, after `timeout`, or when the
@@ -254,6 +260,14 @@ impl RunStop {
             lease_lost,
             watcher,
         }
+    }
+
+    /// The run is over: stop watching, stamp the report's end and say so (`Phase::Done`).
+    pub(super) fn end(self, mut report: Report, events: Events<'_>) -> Report {
+        self.watcher.abort();
+        report.finished_at = Utc::now();
+        events(Phase::Done, &report);
+        report
     }
 
     /// Whether the process's shutdown stopped the run (not its timeout or a lost lease).
